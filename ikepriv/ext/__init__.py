@@ -1,0 +1,1 @@
+"""ikepriv: privilege-separated IKEv1 keying daemon."""

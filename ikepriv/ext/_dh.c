@@ -1,0 +1,1 @@
+int ikepriv_dh_version(void) { return 0; }
