@@ -1,0 +1,194 @@
+"""Test program: enter the child's sandbox the way the child does, then do one thing.
+
+    python -m ikepriv.child_negotiator.sandbox_probe ACTION [--ipc-fd N]
+        [--chroot DIR] [--user NAME] [--without-seccomp]
+
+Started by the tests exactly as the parent starts the child (fork+exec, the socketpair
+as the only extra descriptor).  After the sandbox it prints ``REPORT <json>`` on
+stdout, then:
+
+* ``echo``: sends the report over the socketpair and, in a trio loop, answers every
+  message with :func:`transform` of it (HMAC-SHA256, AES-CBC, the cffi extension),
+  until the peer closes.
+* a forbidden action (see :data:`ACTIONS`): prints ``ATTEMPT <action>``, tries it, and
+  if still alive prints ``RESULT <json>`` with the errno it got (or none).
+
+``--without-seccomp`` applies every step but the seccomp filter, so the tests can show
+what the layers underneath stop by themselves.  It exists only in this probe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import errno
+import hashlib
+import hmac
+import json
+import mmap
+import os
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from typing import Final
+
+import trio
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from ikepriv.child_negotiator import sandbox
+from ikepriv.ext._dh import lib as dh_lib
+
+PROBE_KEY: Final = bytes(range(32))
+PROBE_IV: Final = bytes(16)
+MAX_MESSAGE: Final = 65536
+_PTRACE_ATTACH: Final = 16
+_TEST_NET_ADDR: Final = ("192.0.2.1", 500)
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_libc.ptrace.argtypes = (ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p)
+_libc.ptrace.restype = ctypes.c_long
+
+
+def transform(data: bytes) -> bytes:
+    """HMAC-SHA256(data) | AES-256-CBC(pad(data)) | DH extension version (4 bytes)."""
+    mac = hmac.new(PROBE_KEY, data, hashlib.sha256).digest()
+    pad = 16 - len(data) % 16
+    enc = Cipher(algorithms.AES(PROBE_KEY), modes.CBC(PROBE_IV)).encryptor()
+    ct = enc.update(data + bytes([pad]) * pad) + enc.finalize()
+    return mac + ct + int(dh_lib.ikepriv_dh_version()).to_bytes(4, "big")
+
+
+def _open_file() -> object:
+    return os.open("/etc/passwd", os.O_RDONLY)
+
+
+def _open_root_dir() -> object:
+    return os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+
+
+def _udp_send() -> object:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    return s.sendto(b"x", _TEST_NET_ADDR)
+
+
+def _exec() -> object:
+    os.execv("/bin/true", ["true"])  # noqa: S606 -- the probe exists to try this
+
+
+def _ptrace_parent() -> object:
+    if _libc.ptrace(_PTRACE_ATTACH, os.getppid(), None, None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return "attached"
+
+
+def _mmap_exec() -> object:
+    m = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_EXEC)
+    m.close()
+    return "mapped"
+
+
+def _fork() -> object:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return "forked"
+
+
+def _thread() -> object:
+    t = threading.Thread(target=lambda: None)
+    t.start()
+    t.join()
+    return "started"
+
+
+def _setuid_root() -> object:
+    os.setuid(0)
+    return "uid 0"
+
+
+def _kill_parent() -> object:
+    os.kill(os.getppid(), 0)
+    return "signalled"
+
+
+ACTIONS: Final[dict[str, Callable[[], object]]] = {
+    "open": _open_file,
+    "open_root_dir": _open_root_dir,
+    "socket": _udp_send,
+    "exec": _exec,
+    "ptrace": _ptrace_parent,
+    "mmap_exec": _mmap_exec,
+    "fork": _fork,
+    "thread": _thread,
+    "setuid_root": _setuid_root,
+    "kill_parent": _kill_parent,
+}
+
+
+def _print(tag: str, payload: object) -> None:
+    sys.stdout.write(f"{tag} {json.dumps(payload)}\n")
+    sys.stdout.flush()
+
+
+def _attempt(action: str) -> None:
+    _print("ATTEMPT", action)
+    try:
+        result: dict[str, object] = {"ok": repr(ACTIONS[action]())}
+    except OSError as exc:
+        result = {"errno": errno.errorcode.get(exc.errno or 0, str(exc.errno))}
+    except RuntimeError as exc:  # threading reports EAGAIN this way
+        result = {"error": str(exc)}
+    _print("RESULT", result)
+
+
+async def _echo(sock: trio.socket.SocketType, report: dict[str, object]) -> None:
+    await sock.send(json.dumps(report).encode())
+    while True:
+        data = await sock.recv(MAX_MESSAGE)
+        if not data:
+            return
+        await sock.send(transform(data))
+
+
+async def _main(prepared: sandbox.Prepared, action: str, with_seccomp: bool) -> None:
+    # Wrapping the inherited socket makes it non-blocking: do it before the filter.
+    sock = trio.socket.from_stdlib_socket(socket.socket(fileno=prepared.config.ipc_fd))
+    steps = sandbox.STEPS if with_seccomp else tuple(s for s in sandbox.STEPS
+                                                       if s[0] != "seccomp")  # fmt: skip
+    try:
+        report = sandbox.enter(prepared, steps).as_dict()
+    except sandbox.SandboxError as exc:
+        sandbox.fail_closed(exc)
+    _print("REPORT", report)
+    if action == "echo":
+        await _echo(sock, report)
+    else:
+        _attempt(action)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="sandbox_probe")
+    parser.add_argument("action", choices=["echo", *ACTIONS])
+    parser.add_argument("--ipc-fd", type=int, default=3)
+    parser.add_argument("--chroot", default=sandbox.DEFAULT_CHROOT_DIR)
+    parser.add_argument("--user", action="append")
+    parser.add_argument("--without-seccomp", action="store_true")
+    args = parser.parse_args(argv)
+    config = sandbox.SandboxConfig(
+        ipc_fd=args.ipc_fd,
+        chroot_dir=args.chroot,
+        users=tuple(args.user) if args.user else sandbox.DEFAULT_USERS,
+    )
+    try:
+        prepared = sandbox.prepare(config)
+    except sandbox.SandboxError as exc:
+        sandbox.fail_closed(exc)
+    trio.run(_main, prepared, args.action, not args.without_seccomp)
+
+
+if __name__ == "__main__":
+    main()

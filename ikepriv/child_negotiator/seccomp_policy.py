@@ -1,0 +1,240 @@
+"""The negotiator child's seccomp allowlist, as data, and the code that loads it.
+
+Default action: kill the whole process (SCMP_ACT_KILL_PROCESS, visible to the parent
+as SIGSYS).  Only the native architecture is in the filter; a system call made through
+another ABI (i386 ``int 0x80``, x32) hits SCMP_FLTATR_ACT_BADARCH, also kill.
+
+How the list was found: the sandbox probe (``sandbox_probe``) was run under
+``strace -f`` with every layer but seccomp applied, doing what the child does after
+start-up -- a trio loop doing recv/send on the inherited SOCK_SEQPACKET socketpair,
+hashlib/hmac, AES through ``cryptography``, a call into the cffi extension, then
+interpreter shutdown -- and the system calls made after the sandbox was entered were
+collected.  Everything else is left out on purpose.
+
+Design decisions:
+
+* **No threads, no processes.**  trio runs its event loop in one thread; the child
+  never uses ``trio.to_thread`` or ``threading``.  So clone, clone3, fork and vfork are
+  all absent (and RLIMIT_NPROC is 0 underneath).  libseccomp's TSYNC flag is set, so
+  loading fails rather than leaving any stray thread unfiltered.
+* **No new descriptors.**  open/openat/openat2, socket/socketpair, accept, dup*,
+  pipe*, eventfd, memfd, epoll_create*, signalfd, timerfd are absent: trio creates its
+  epoll instance and wake-up socketpair at ``trio.run`` start, so the child enters the
+  sandbox from inside its main task, after that.
+* **No executable memory** after start-up: mmap/mprotect are allowed only when the
+  PROT_EXEC bit of the ``prot`` argument is clear.
+* Narrow arguments where the kernel lets us check plain integers: fcntl only with the
+  flag get/set commands (never F_DUPFD), ioctl only FIONBIO/FIONREAD/FIOCLEX,
+  tgkill only to our own process (so abort() still raises SIGABRT), newfstatat only
+  with AT_EMPTY_PATH (glibc's fstat), never a path lookup.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import mmap
+import os
+import termios
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from types import MappingProxyType
+from typing import Final
+
+import pyseccomp
+
+
+class Op(Enum):
+    """Argument comparisons we use (a subset of libseccomp's)."""
+
+    EQ = pyseccomp.EQ
+    MASKED_EQ = pyseccomp.MASKED_EQ
+
+
+class Dynamic(Enum):
+    """Argument values only known when the filter is built."""
+
+    SELF_PID = "self_pid"
+
+
+@dataclass(frozen=True)
+class ArgCond:
+    """One comparison on system call argument ``index`` (``(arg & mask) == value``
+    for MASKED_EQ, ``arg == value`` for EQ)."""
+
+    index: int
+    op: Op
+    value: int | Dynamic
+    mask: int = 0
+
+
+def _eq(index: int, value: int | Dynamic) -> tuple[ArgCond, ...]:
+    return (ArgCond(index, Op.EQ, value),)
+
+
+def _bit_clear(index: int, bit: int) -> tuple[ArgCond, ...]:
+    return (ArgCond(index, Op.MASKED_EQ, 0, mask=bit),)
+
+
+def _bit_set(index: int, bit: int) -> tuple[ArgCond, ...]:
+    return (ArgCond(index, Op.MASKED_EQ, bit, mask=bit),)
+
+
+# A rule is a tuple of alternatives; each alternative is a conjunction of ArgConds.
+# ``UNCONDITIONAL`` (one empty conjunction) allows every call of that syscall.
+Rule = tuple[tuple[ArgCond, ...], ...]
+UNCONDITIONAL: Final[Rule] = ((),)
+
+_AT_EMPTY_PATH: Final = 0x1000
+
+_RULES: dict[str, Rule] = {
+    # I/O on descriptors we already hold (the socketpair, trio's epoll and wake-up
+    # socketpair, stdio).
+    "read": UNCONDITIONAL,
+    "write": UNCONDITIONAL,
+    "readv": UNCONDITIONAL,
+    "writev": UNCONDITIONAL,
+    "recvfrom": UNCONDITIONAL,
+    "recvmsg": UNCONDITIONAL,
+    "sendto": UNCONDITIONAL,
+    "sendmsg": UNCONDITIONAL,
+    "shutdown": UNCONDITIONAL,
+    "getsockopt": UNCONDITIONAL,
+    "getsockname": UNCONDITIONAL,
+    "getpeername": UNCONDITIONAL,
+    "close": UNCONDITIONAL,
+    "lseek": UNCONDITIONAL,
+    "fstat": UNCONDITIONAL,
+    "newfstatat": (_bit_set(3, _AT_EMPTY_PATH),),
+    "fcntl": (
+        _eq(1, fcntl.F_GETFD),
+        _eq(1, fcntl.F_SETFD),
+        _eq(1, fcntl.F_GETFL),
+        _eq(1, fcntl.F_SETFL),
+    ),
+    "ioctl": (
+        _eq(1, termios.FIONBIO),
+        _eq(1, termios.FIONREAD),
+        _eq(1, termios.FIOCLEX),
+    ),
+    # Waiting: trio's epoll loop.
+    "epoll_wait": UNCONDITIONAL,
+    "epoll_pwait": UNCONDITIONAL,
+    "epoll_ctl": UNCONDITIONAL,
+    "poll": UNCONDITIONAL,
+    "ppoll": UNCONDITIONAL,
+    # Memory: the allocator and CPython's arenas; never executable.
+    "brk": UNCONDITIONAL,
+    "mmap": (_bit_clear(2, mmap.PROT_EXEC),),
+    "mprotect": (_bit_clear(2, mmap.PROT_EXEC),),
+    "munmap": UNCONDITIONAL,
+    "mremap": UNCONDITIONAL,
+    "madvise": UNCONDITIONAL,
+    # Time, randomness, scheduling.
+    "clock_gettime": UNCONDITIONAL,
+    "clock_getres": UNCONDITIONAL,
+    "gettimeofday": UNCONDITIONAL,
+    "clock_nanosleep": UNCONDITIONAL,
+    "nanosleep": UNCONDITIONAL,
+    "getrandom": UNCONDITIONAL,
+    "sched_yield": UNCONDITIONAL,
+    "futex": UNCONDITIONAL,
+    # Signals: handlers and masks; signals only to ourselves.
+    "rt_sigaction": UNCONDITIONAL,
+    "rt_sigprocmask": UNCONDITIONAL,
+    "rt_sigreturn": UNCONDITIONAL,
+    "sigaltstack": UNCONDITIONAL,
+    "tgkill": (_eq(0, Dynamic.SELF_PID),),
+    "restart_syscall": UNCONDITIONAL,
+    # Identity queries (harmless, used by the runtime and for logging).
+    "getpid": UNCONDITIONAL,
+    "gettid": UNCONDITIONAL,
+    "getppid": UNCONDITIONAL,
+    "getuid": UNCONDITIONAL,
+    "geteuid": UNCONDITIONAL,
+    "getgid": UNCONDITIONAL,
+    "getegid": UNCONDITIONAL,
+    # Leaving.
+    "exit": UNCONDITIONAL,
+    "exit_group": UNCONDITIONAL,
+}
+
+ALLOWLIST: Final[Mapping[str, Rule]] = MappingProxyType(_RULES)
+
+# System calls that must never appear in ALLOWLIST, whatever future edits do; checked
+# when the filter is built (and by the tests).
+FORBIDDEN: Final[frozenset[str]] = frozenset(
+    {
+        "open", "openat", "openat2", "creat", "open_by_handle_at", "name_to_handle_at",
+        "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4",
+        "execve", "execveat", "ptrace", "process_vm_readv", "process_vm_writev",
+        "fork", "vfork", "clone", "clone3",
+        "mount", "umount2", "pivot_root", "chroot", "setns", "unshare",
+        "kill", "tkill", "pidfd_open", "pidfd_send_signal", "pidfd_getfd",
+        "dup", "dup2", "dup3", "pipe", "pipe2", "memfd_create", "eventfd2",
+        "setuid", "setgid", "setresuid", "setresgid", "setgroups", "capset", "prctl",
+        "seccomp", "bpf", "perf_event_open", "userfaultfd", "io_uring_setup",
+        "keyctl", "add_key", "request_key", "pkey_mprotect", "personality",
+        "landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self",
+    }
+)  # fmt: skip
+
+
+class PolicyError(RuntimeError):
+    """The table violates its own rules, or libseccomp refused part of it."""
+
+
+def _check_table() -> None:
+    overlap = FORBIDDEN & ALLOWLIST.keys()
+    if overlap:
+        raise PolicyError(f"forbidden syscalls in the allowlist: {sorted(overlap)}")
+
+
+def _resolve(value: int | Dynamic, pid: int) -> int:
+    return pid if isinstance(value, Dynamic) else value
+
+
+def _arg(cond: ArgCond, pid: int) -> pyseccomp.Arg:
+    value = _resolve(cond.value, pid)
+    if cond.op is Op.MASKED_EQ:
+        return pyseccomp.Arg(cond.index, pyseccomp.MASKED_EQ, cond.mask, value)
+    return pyseccomp.Arg(cond.index, pyseccomp.EQ, value)
+
+
+def build_filter(pid: int | None = None) -> pyseccomp.SyscallFilter:
+    """The filter for this process (``pid`` defaults to ours), ready to ``load()``.
+
+    Every syscall name must be known to libseccomp for the native arch; an unknown
+    name raises PolicyError rather than being skipped silently.
+    """
+    _check_table()
+    self_pid = os.getpid() if pid is None else pid
+    filt = pyseccomp.SyscallFilter(pyseccomp.KILL_PROCESS)
+    filt.set_attr(pyseccomp.Attr.ACT_BADARCH, pyseccomp.KILL_PROCESS)
+    filt.set_attr(pyseccomp.Attr.CTL_NNP, 1)
+    filt.set_attr(pyseccomp.Attr.CTL_TSYNC, 1)
+    native = pyseccomp.system_arch()
+    for name, alternatives in ALLOWLIST.items():
+        number = pyseccomp.resolve_syscall(native, name)
+        if number < 0:
+            raise PolicyError(f"libseccomp does not know syscall {name!r} on this arch")
+        for conj in alternatives:
+            try:
+                filt.add_rule_exactly(pyseccomp.ALLOW, number, *(_arg(c, self_pid) for c in conj))
+            except OSError as exc:
+                raise PolicyError(f"rule for {name}: {exc}") from exc
+    return filt
+
+
+def load(pid: int | None = None) -> int:
+    """Build and load the filter; returns the number of allowed syscalls.
+
+    Needs PR_SET_NO_NEW_PRIVS first (or CAP_SYS_ADMIN).  Irreversible.
+    """
+    filt = build_filter(pid)
+    try:
+        filt.load()
+    except OSError as exc:
+        raise PolicyError(f"seccomp_load: {os.strerror(exc.errno or errno.EINVAL)}") from exc
+    return len(ALLOWLIST)
