@@ -1,0 +1,72 @@
+"""ISAKMP identities written as text, with the ID type inferred as strongSwan does.
+
+An address is an address; text containing '=' is a distinguished name; text containing '@'
+is a user FQDN (user@example.org), unless it starts with '@', which forces FQDN; anything
+else must be a DNS name. Every form is bounded and checked so that the ID payload the daemon
+builds from it is well formed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from cryptography import x509
+
+from ikepriv.config.model import Identity
+from ikepriv.isakmp.constants import IdType
+
+__all__ = ["identity_for_address", "parse_identity"]
+
+MAX_ID_CHARS = 255
+MAX_DN_CHARS = 1024
+_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}$")
+
+
+def identity_for_address(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Identity:
+    """The default identity of a gateway address."""
+    kind = IdType.IPV4_ADDR if addr.version == 4 else IdType.IPV6_ADDR
+    return Identity(kind, str(addr))
+
+
+def _check_fqdn(text: str) -> str:
+    if len(text) > 253:
+        raise ValueError("DNS name longer than 253 characters")
+    labels = text.split(".")
+    if not all(_LABEL.match(label) for label in labels):
+        raise ValueError(f"{text!r} is not a valid DNS name (letters, digits, '-', '.')")
+    return text
+
+
+def parse_identity(text: str) -> Identity:
+    """Infer the ID type of `text` and validate it; ValueError names the problem."""
+    if not text:
+        raise ValueError("identity is empty")
+    if "=" in text:
+        if len(text) > MAX_DN_CHARS:
+            raise ValueError(f"distinguished name longer than {MAX_DN_CHARS} characters")
+        if not text.isprintable():
+            raise ValueError("distinguished name contains control characters")
+        try:
+            x509.Name.from_rfc4514_string(re.sub(r",\s+", ",", text))
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is not a distinguished name (write 'C=CH, O=Example, CN=gw')"
+            ) from None
+        return Identity(IdType.DER_ASN1_DN, text)
+    if len(text) > MAX_ID_CHARS:
+        raise ValueError(f"identity longer than {MAX_ID_CHARS} characters")
+    if text.startswith("@"):
+        return Identity(IdType.FQDN, _check_fqdn(text[1:]))
+    try:
+        return identity_for_address(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    if "@" in text:
+        local, _, domain = text.rpartition("@")
+        if not _LOCAL_PART.match(local):
+            raise ValueError(f"{text!r}: the part before '@' is not a valid user name")
+        _check_fqdn(domain)
+        return Identity(IdType.USER_FQDN, text)
+    return Identity(IdType.FQDN, _check_fqdn(text))

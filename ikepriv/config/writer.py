@@ -1,0 +1,102 @@
+"""Definitions back to the TOML format the loader reads (what `ikedb -g` prints).
+
+Every key is written explicitly, proposals in their canonical expanded spelling, so that
+reading the output gives definitions equal to the ones written. Database numbers are not
+keys of the format (the database assigns them); they appear as comments for the operator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import tomli_w
+
+from ikepriv.config.loader import ANY_PEER, ENCAP_MODES, PHASE1_MODES, PROTOCOLS
+from ikepriv.config.model import Definitions, Phase1Definition, Phase2Definition
+from ikepriv.isakmp.constants import AuthMethod, IpProtocol
+
+__all__ = ["dump_definitions", "phase1_table", "phase2_table"]
+
+_MODE_NAME = {v: k for k, v in PHASE1_MODES.items()}
+_ENCAP_NAME = {v: k for k, v in ENCAP_MODES.items()}
+_PROTOCOL_NAME = {int(v): k for k, v in PROTOCOLS.items()}
+_AUTH_NAME = {AuthMethod.PRE_SHARED_KEY: "psk"}
+_PORT_PROTOCOLS = frozenset({int(IpProtocol.TCP), int(IpProtocol.UDP)})
+
+
+def _psk_fields(psk: bytes | None) -> dict[str, str]:
+    """Readable keys as `psk`, anything else (binary, control characters) as `psk_hex`."""
+    if psk is None:
+        return {}
+    try:
+        text = psk.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"psk_hex": psk.hex()}
+    return {"psk": text} if text.isprintable() else {"psk_hex": psk.hex()}
+
+
+def phase1_table(d: Phase1Definition) -> dict[str, Any]:
+    return {
+        "name": d.name,
+        "local_addr": str(d.local_addr),
+        "remote_addr": ANY_PEER if d.remote_addr is None else str(d.remote_addr),
+        "local_id": str(d.local_id),
+        "remote_id": str(d.remote_id),
+        "mode": _MODE_NAME[d.mode],
+        "auth": _AUTH_NAME[d.auth],
+        **_psk_fields(d.psk),
+        "proposals": [p.keyword for p in d.proposals],
+        "lifetime": d.lifetime,
+        "rekey_margin": d.rekey_margin,
+        "keying_tries": d.keying_tries,
+        "dpd_delay": d.dpd_delay,
+        "dpd_timeout": d.dpd_timeout,
+        "dpd_action": d.dpd_action.value,
+        "nat_traversal": d.nat_traversal,
+        "autostart": d.autostart,
+    }
+
+
+def phase2_table(d: Phase2Definition) -> dict[str, Any]:
+    table: dict[str, Any] = {
+        "name": d.name,
+        "phase1": d.phase1,
+        "local_subnet": str(d.local_subnet),
+        "remote_subnet": str(d.remote_subnet),
+        "protocol": _PROTOCOL_NAME.get(d.protocol, d.protocol),
+    }
+    if d.protocol in _PORT_PROTOCOLS:
+        table["local_port"] = d.local_port
+        table["remote_port"] = d.remote_port
+    if d.esp_proposals:
+        table["proposals"] = [p.keyword for p in d.esp_proposals]
+    if d.ah_proposals:
+        table["ah_proposals"] = [p.keyword for p in d.ah_proposals]
+    table |= {
+        "mode": _ENCAP_NAME[d.mode],
+        "lifetime": d.lifetime,
+        "lifetime_kb": d.lifetime_kb,
+        "rekey_margin": d.rekey_margin,
+        "autostart": d.autostart,
+    }
+    return table
+
+
+def _section(kind: str, number: int | None, table: dict[str, Any]) -> str:
+    head = f"# {kind} definition number {number}\n" if number is not None else ""
+    return head + tomli_w.dumps({kind: [table]})
+
+
+def dump_definitions(
+    defs: Definitions | None = None,
+    *,
+    phase1: Iterable[Phase1Definition] = (),
+    phase2: Iterable[Phase2Definition] = (),
+) -> str:
+    """TOML text for the given definitions, phase 1 tables first."""
+    p1 = [*(defs.phase1 if defs else ()), *phase1]
+    p2 = [*(defs.phase2 if defs else ()), *phase2]
+    sections = [_section("phase1", d.number, phase1_table(d)) for d in p1]
+    sections += [_section("phase2", d.number, phase2_table(d)) for d in p2]
+    return "\n".join(sections)
