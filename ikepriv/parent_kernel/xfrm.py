@@ -1,0 +1,1085 @@
+"""The parent's XFRM interface: SPIs, SAs, policies and ACQUIRE/EXPIRE events.
+
+Synchronous on purpose: the parent calls it from one worker thread (or through
+trio.to_thread), and every call is one netlink request/answer.  The message layouts
+come from xfrm_messages (pyroute2 nlmsg classes).  The netlink socket itself is a plain
+AF_NETLINK socket rather than pyroute2's NetlinkSocket, because that class keeps its
+socket and asyncio loop per thread: calls from trio's thread pool would each open a
+new, unbound socket, and the event socket would lose its group membership.
+
+Everything returned is a frozen dataclass with plain values (addresses, ints, names),
+ready to be forwarded through ikepriv.ipc.  Key material goes into the kernel and is
+never returned: dumps carry the keys back, and the decoders drop them.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import ipaddress
+import os
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from ikepriv.isakmp.constants import IpProtocol
+from ikepriv.parent_kernel import xfrm_messages as xm
+from ikepriv.parent_kernel.xfrm_messages import (
+    XFRM_INF,
+    Direction,
+    MsgType,
+    NlGroup,
+    PolicyAction,
+    XfrmMode,
+)
+
+__all__ = [
+    "Acquire",
+    "Aead",
+    "Direction",
+    "Encap",
+    "Encryption",
+    "EventsLost",
+    "Expire",
+    "Integrity",
+    "Lifetime",
+    "PolicyAction",
+    "PolicyExpire",
+    "PolicyRecord",
+    "PolicySpec",
+    "SaRecord",
+    "SaSpec",
+    "Selector",
+    "Template",
+    "XfrmError",
+    "XfrmEvents",
+    "XfrmKernel",
+    "XfrmMode",
+]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# netlink plumbing (linux/netlink.h)
+SOL_NETLINK: Final = 270
+NETLINK_ADD_MEMBERSHIP: Final = 1
+NETLINK_CAP_ACK: Final = 10  # errors echo only the request header, never the keys
+NETLINK_EXT_ACK: Final = 11  # errors carry the kernel's text reason
+NLM_F_REQUEST: Final = 0x1
+NLM_F_MULTI: Final = 0x2
+NLM_F_ACK: Final = 0x4
+NLM_F_DUMP: Final = 0x300
+NLM_F_CAPPED: Final = 0x100
+NLM_F_ACK_TLVS: Final = 0x200
+NLMSG_ERROR: Final = 2
+NLMSG_DONE: Final = 3
+NLMSG_OVERRUN: Final = 4
+NLMSGERR_ATTR_MSG: Final = 1
+NLMSG_HDR: Final = struct.Struct("=IHHII")
+RECV_BUFSIZE: Final = 1 << 16
+MAX_DUMP_RECORDS: Final = 100_000  # a dump larger than this is refused, not buffered
+AF_FOR_VERSION: Final = {4: socket.AF_INET, 6: socket.AF_INET6}
+ALL_ALGOS: Final = 0xFFFFFFFF  # template aalgos/ealgos/calgos: any algorithm
+IPSEC_PROTOCOLS: Final = frozenset({IpProtocol.ESP, IpProtocol.AH})
+MIN_SPI: Final = 0x100  # RFC 4303 2.1: 1..255 are reserved
+REPLAY_BITMAP_MAX: Final = 32  # the legacy replay state's bitmap; larger needs REPLAY_ESN_VAL
+
+
+# --------------------------------------------------------------------------
+# Errors
+
+_HINTS: Final[dict[int, str]] = {
+    errno_mod.EPROTONOSUPPORT: "the kernel has no support for this IPsec protocol "
+    "(esp4/esp6/ah4/ah6 not built or not loaded)",
+    errno_mod.ENOSYS: "the kernel does not know this algorithm",
+    errno_mod.EEXIST: "an entry with this identity already exists",
+    errno_mod.ESRCH: "no such SA",
+    errno_mod.ENOENT: "no such entry",
+    errno_mod.EPERM: "needs CAP_NET_ADMIN in this network namespace",
+    errno_mod.EINVAL: "the kernel rejected the request as malformed",
+}
+
+
+class XfrmError(OSError):
+    """A kernel refusal or an I/O failure of one XFRM operation."""
+
+    def __init__(self, err: int, operation: str, detail: str = "") -> None:
+        self.operation = operation
+        self.detail = detail
+        name = errno_mod.errorcode.get(err, str(err))
+        text = f"{operation}: {os.strerror(err)} ({name})"
+        hints = [h for h in (detail, _HINTS.get(err, "")) if h]
+        if hints:
+            text += ": " + "; ".join(hints)
+        super().__init__(err, text)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+# --------------------------------------------------------------------------
+# Specs and records
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Traffic selector: subnets, upper-layer protocol and ports (0 = any)."""
+
+    src: IPNetwork
+    dst: IPNetwork
+    proto: int = 0
+    sport: int = 0
+    dport: int = 0
+
+    def __post_init__(self) -> None:
+        if self.src.version != self.dst.version:
+            raise ValueError("selector: src and dst families differ")
+        if not 0 <= self.proto <= 255:
+            raise ValueError("selector: protocol out of range")
+        for port in (self.sport, self.dport):
+            if not 0 <= port <= 0xFFFF:
+                raise ValueError("selector: port out of range")
+
+    @property
+    def family(self) -> int:
+        return AF_FOR_VERSION[self.src.version]
+
+
+@dataclass(frozen=True)
+class Encryption:
+    """Cipher for ESP, by kernel name (e.g. 'cbc(aes)')."""
+
+    name: str
+    key: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Integrity:
+    """Integrity algorithm, by kernel name, and its ICV truncation in bits."""
+
+    name: str
+    key: bytes = field(repr=False)
+    trunc_bits: int
+
+
+@dataclass(frozen=True)
+class Aead:
+    """Combined-mode cipher; key includes the salt (RFC 4106: 4 bytes)."""
+
+    name: str
+    key: bytes = field(repr=False)
+    icv_bits: int
+
+
+@dataclass(frozen=True)
+class Encap:
+    """UDP encapsulation of ESP (RFC 3948), for NAT traversal."""
+
+    sport: int
+    dport: int
+    type: int = xm.UDP_ENCAP_ESPINUDP
+    original_address: IPAddress | None = None
+
+    def __post_init__(self) -> None:
+        for port in (self.sport, self.dport):
+            if not 1 <= port <= 0xFFFF:
+                raise ValueError("encap: port out of range")
+
+
+@dataclass(frozen=True)
+class Lifetime:
+    """SA limits; None means no limit.  Seconds count from SA installation."""
+
+    soft_bytes: int | None = None
+    hard_bytes: int | None = None
+    soft_packets: int | None = None
+    hard_packets: int | None = None
+    soft_seconds: int | None = None
+    hard_seconds: int | None = None
+
+    def __post_init__(self) -> None:
+        for value in (
+            self.soft_bytes,
+            self.hard_bytes,
+            self.soft_packets,
+            self.hard_packets,
+            self.soft_seconds,
+            self.hard_seconds,
+        ):
+            if value is not None and not 0 < value < XFRM_INF:
+                raise ValueError("lifetime: limits must be positive")
+
+
+@dataclass(frozen=True)
+class SaSpec:
+    """One SA to install.  Validated structurally on construction."""
+
+    src: IPAddress
+    dst: IPAddress
+    proto: IpProtocol
+    spi: int
+    mode: XfrmMode
+    reqid: int
+    encryption: Encryption | None = None
+    integrity: Integrity | None = None
+    aead: Aead | None = None
+    encap: Encap | None = None
+    lifetime: Lifetime = field(default_factory=Lifetime)
+    replay_window: int = 32
+    selector: Selector | None = None
+
+    def __post_init__(self) -> None:
+        validate_sa(self)
+
+    @property
+    def family(self) -> int:
+        return AF_FOR_VERSION[self.dst.version]
+
+
+@dataclass(frozen=True)
+class Template:
+    """One transform a policy demands: tunnel endpoints for tunnel mode."""
+
+    proto: IpProtocol = IpProtocol.ESP
+    mode: XfrmMode = XfrmMode.TUNNEL
+    reqid: int = 0
+    src: IPAddress | None = None
+    dst: IPAddress | None = None
+    spi: int = 0
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """One SPD entry."""
+
+    selector: Selector
+    direction: Direction
+    action: PolicyAction = PolicyAction.ALLOW
+    priority: int = 0
+    templates: tuple[Template, ...] = ()
+
+    def __post_init__(self) -> None:
+        validate_policy(self)
+
+
+@dataclass(frozen=True)
+class SaRecord:
+    """An SA as the kernel reports it, without keys."""
+
+    src: IPAddress
+    dst: IPAddress
+    proto: int
+    spi: int
+    mode: int
+    reqid: int
+    selector: Selector | None
+    encryption: str | None
+    integrity: str | None
+    aead: str | None
+    encap: Encap | None
+    replay_window: int
+    bytes: int
+    packets: int
+    add_time: int
+    use_time: int
+    replay_errors: int
+    integrity_failures: int
+
+    @property
+    def larval(self) -> bool:
+        """No algorithms yet: an SPI from ALLOCSPI (or a kernel ACQUIRE placeholder)."""
+        return self.encryption is None and self.integrity is None and self.aead is None
+
+
+@dataclass(frozen=True)
+class PolicyRecord:
+    """A policy as the kernel reports it."""
+
+    selector: Selector
+    direction: Direction
+    action: PolicyAction
+    priority: int
+    index: int
+    templates: tuple[Template, ...]
+    add_time: int
+    use_time: int
+
+
+@dataclass(frozen=True)
+class Acquire:
+    """The kernel wants an SA: traffic matched `selector` under policy `policy_index`."""
+
+    selector: Selector
+    src: IPAddress
+    dst: IPAddress
+    proto: int
+    seq: int
+    policy_index: int
+    policy_direction: Direction
+    templates: tuple[Template, ...]
+
+
+@dataclass(frozen=True)
+class Expire:
+    """An SA reached its soft (rekey now) or hard (gone) limit."""
+
+    src: IPAddress
+    dst: IPAddress
+    proto: int
+    spi: int
+    reqid: int
+    hard: bool
+    bytes: int
+    packets: int
+
+
+@dataclass(frozen=True)
+class PolicyExpire:
+    """A policy reached its lifetime."""
+
+    selector: Selector
+    direction: Direction
+    index: int
+    hard: bool
+
+
+@dataclass(frozen=True)
+class EventsLost:
+    """The event socket overflowed (ENOBUFS): events were dropped, resynchronise."""
+
+
+Event = Acquire | Expire | PolicyExpire | EventsLost
+
+
+# --------------------------------------------------------------------------
+# Structural validation.  Algorithm names are the kernel's; the phase 2 vetting of
+# which algorithms a tunnel allows happens in the parent, not here.
+
+ENCRYPTION_KEY_BYTES: Final[dict[str, frozenset[int]]] = {
+    "cbc(aes)": frozenset({16, 24, 32}),
+    "cbc(des3_ede)": frozenset({24}),
+    "ecb(cipher_null)": frozenset({0}),
+}
+# name -> (key bytes, ICV truncation bits), RFC 2404, RFC 2403, RFC 4868
+INTEGRITY_PARAMS: Final[dict[str, tuple[int, int]]] = {
+    "hmac(md5)": (16, 96),
+    "hmac(sha1)": (20, 96),
+    "hmac(sha256)": (32, 128),
+    "hmac(sha384)": (48, 192),
+    "hmac(sha512)": (64, 256),
+}
+# name -> (key bytes including salt, allowed ICV bits), RFC 4106
+AEAD_PARAMS: Final[dict[str, tuple[frozenset[int], frozenset[int]]]] = {
+    "rfc4106(gcm(aes))": (frozenset({20, 28, 36}), frozenset({64, 96, 128})),
+}
+
+
+def validate_sa(spec: SaSpec) -> None:
+    """Reject what the kernel would reject, and what would be silently wrong."""
+    if spec.src.version != spec.dst.version:
+        raise ValueError("sa: src and dst families differ")
+    if spec.proto not in IPSEC_PROTOCOLS:
+        raise ValueError("sa: protocol must be ESP or AH")
+    if not MIN_SPI <= spec.spi <= 0xFFFFFFFF:
+        raise ValueError("sa: SPI out of range")
+    if not 0 <= spec.reqid <= 0xFFFFFFFF:
+        raise ValueError("sa: reqid out of range")
+    if not 0 <= spec.replay_window <= xm.XFRMA_REPLAY_ESN_MAX * 8:
+        raise ValueError("sa: replay window out of range")
+    if spec.proto == IpProtocol.AH:
+        if spec.encryption or spec.aead or spec.encap:
+            raise ValueError("sa: AH takes only an integrity algorithm")
+        if spec.integrity is None:
+            raise ValueError("sa: AH needs an integrity algorithm")
+    elif spec.aead is not None:
+        if spec.encryption or spec.integrity:
+            raise ValueError("sa: an AEAD cipher excludes separate encryption/integrity")
+    elif spec.encryption is None:
+        raise ValueError("sa: ESP needs an encryption or AEAD algorithm")
+    if spec.encryption is not None:
+        sizes = ENCRYPTION_KEY_BYTES.get(spec.encryption.name)
+        if sizes is None:
+            raise ValueError(f"sa: unsupported cipher {spec.encryption.name!r}")
+        if len(spec.encryption.key) not in sizes:
+            raise ValueError(f"sa: wrong key length for {spec.encryption.name}")
+    if spec.integrity is not None:
+        params = INTEGRITY_PARAMS.get(spec.integrity.name)
+        if params is None:
+            raise ValueError(f"sa: unsupported integrity {spec.integrity.name!r}")
+        if (len(spec.integrity.key), spec.integrity.trunc_bits) != params:
+            raise ValueError(f"sa: wrong key or ICV length for {spec.integrity.name}")
+    if spec.aead is not None:
+        aead = AEAD_PARAMS.get(spec.aead.name)
+        if aead is None:
+            raise ValueError(f"sa: unsupported AEAD {spec.aead.name!r}")
+        if len(spec.aead.key) not in aead[0] or spec.aead.icv_bits not in aead[1]:
+            raise ValueError(f"sa: wrong key or ICV length for {spec.aead.name}")
+    if spec.selector is not None and spec.selector.src.version != spec.dst.version:
+        raise ValueError("sa: selector family differs from the SA's")
+    if spec.mode == XfrmMode.TRANSPORT and spec.selector is None:
+        raise ValueError("sa: transport mode needs a selector")
+
+
+def validate_policy(spec: PolicySpec) -> None:
+    if not 0 <= spec.priority <= 0xFFFFFFFF:
+        raise ValueError("policy: priority out of range")
+    if len(spec.templates) > 6:  # XFRM_MAX_DEPTH
+        raise ValueError("policy: too many templates")
+    if spec.action == PolicyAction.BLOCK and spec.templates:
+        raise ValueError("policy: a block policy takes no templates")
+    for tmpl in spec.templates:
+        if tmpl.proto not in IPSEC_PROTOCOLS:
+            raise ValueError("policy: template protocol must be ESP or AH")
+        if not 0 <= tmpl.reqid <= 0xFFFFFFFF:
+            raise ValueError("policy: template reqid out of range")
+        if tmpl.mode == XfrmMode.TUNNEL:
+            if tmpl.src is None or tmpl.dst is None:
+                raise ValueError("policy: a tunnel template needs both endpoints")
+            if tmpl.src.version != tmpl.dst.version:
+                raise ValueError("policy: tunnel endpoints' families differ")
+
+
+# --------------------------------------------------------------------------
+# Conversions between dataclasses and the kernel structures
+
+
+def _addr_bytes(addr: IPAddress | None) -> bytes:
+    return b"" if addr is None else addr.packed
+
+
+def _addr_from(raw: bytes, family: int) -> IPAddress:
+    if family == socket.AF_INET:
+        return ipaddress.IPv4Address(raw[:4])
+    if family == socket.AF_INET6:
+        return ipaddress.IPv6Address(raw[:16])
+    raise ValueError(f"unknown address family {family}")
+
+
+def _port_mask(port: int) -> int:
+    return 0xFFFF if port else 0
+
+
+def _selector_struct(sel: Selector | None) -> dict[str, Any]:
+    if sel is None:
+        return {}
+    return {
+        "daddr": sel.dst.network_address.packed,
+        "saddr": sel.src.network_address.packed,
+        "dport": sel.dport,
+        "dport_mask": _port_mask(sel.dport),
+        "sport": sel.sport,
+        "sport_mask": _port_mask(sel.sport),
+        "family": sel.family,
+        "prefixlen_d": sel.dst.prefixlen,
+        "prefixlen_s": sel.src.prefixlen,
+        "proto": sel.proto,
+    }
+
+
+def _selector_from(raw: dict[str, Any]) -> Selector | None:
+    family = raw["family"]
+    if family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    src = _addr_from(raw["saddr"], family)
+    dst = _addr_from(raw["daddr"], family)
+    return Selector(
+        src=ipaddress.ip_network((src, raw["prefixlen_s"]), strict=False),
+        dst=ipaddress.ip_network((dst, raw["prefixlen_d"]), strict=False),
+        proto=raw["proto"],
+        sport=raw["sport"] & raw["sport_mask"],
+        dport=raw["dport"] & raw["dport_mask"],
+    )
+
+
+def _lifetime_cfg(lt: Lifetime | None) -> dict[str, int]:
+    def lim(v: int | None) -> int:
+        return XFRM_INF if v is None else v
+
+    def secs(v: int | None) -> int:
+        return 0 if v is None else v  # 0: no time limit
+
+    lt = lt or Lifetime()
+    return {
+        "soft_byte_limit": lim(lt.soft_bytes),
+        "hard_byte_limit": lim(lt.hard_bytes),
+        "soft_packet_limit": lim(lt.soft_packets),
+        "hard_packet_limit": lim(lt.hard_packets),
+        "soft_add_expires_seconds": secs(lt.soft_seconds),
+        "hard_add_expires_seconds": secs(lt.hard_seconds),
+        "soft_use_expires_seconds": 0,
+        "hard_use_expires_seconds": 0,
+    }
+
+
+_NO_LIMITS: Final = _lifetime_cfg(None)
+
+
+def _tmpl_struct(tmpl: Template, family: int) -> dict[str, Any]:
+    tfamily = AF_FOR_VERSION[tmpl.dst.version] if tmpl.dst is not None else family
+    return {
+        "id": {"daddr": _addr_bytes(tmpl.dst), "spi": tmpl.spi, "proto": int(tmpl.proto)},
+        "family": tfamily,
+        "saddr": _addr_bytes(tmpl.src),
+        "reqid": tmpl.reqid,
+        "mode": int(tmpl.mode),
+        "share": 0,
+        "optional": int(tmpl.optional),
+        "aalgos": ALL_ALGOS,
+        "ealgos": ALL_ALGOS,
+        "calgos": ALL_ALGOS,
+    }
+
+
+def _tmpl_from(raw: dict[str, Any]) -> Template:
+    family = raw["family"]
+    mode = XfrmMode(raw["mode"]) if raw["mode"] in XfrmMode._value2member_map_ else raw["mode"]
+    tunnel = mode == XfrmMode.TUNNEL and family in AF_FOR_VERSION.values()
+    proto = raw["id"]["proto"]
+    return Template(
+        proto=IpProtocol(proto) if proto in IpProtocol._value2member_map_ else proto,
+        mode=mode,
+        reqid=raw["reqid"],
+        src=_addr_from(raw["saddr"], family) if tunnel else None,
+        dst=_addr_from(raw["id"]["daddr"], family) if tunnel else None,
+        spi=raw["id"]["spi"],
+        optional=bool(raw["optional"]),
+    )
+
+
+def _usersa_info(spec: SaSpec) -> dict[str, Any]:
+    replay = spec.replay_window if spec.replay_window <= REPLAY_BITMAP_MAX else 0
+    return {
+        "sel": _selector_struct(spec.selector),
+        "id": {"daddr": spec.dst.packed, "spi": spec.spi, "proto": int(spec.proto)},
+        "saddr": spec.src.packed,
+        "lft": _lifetime_cfg(spec.lifetime),
+        "reqid": spec.reqid,
+        "family": spec.family,
+        "mode": int(spec.mode),
+        "replay_window": replay,
+    }
+
+
+def _sa_attrs(spec: SaSpec) -> list[tuple[str, Any]]:
+    attrs: list[tuple[str, Any]] = []
+    if spec.encryption is not None:
+        crypt = {"name": spec.encryption.name, "key": spec.encryption.key}
+        attrs.append(("XFRMA_ALG_CRYPT", crypt))
+    if spec.integrity is not None:
+        attrs.append(
+            (
+                "XFRMA_ALG_AUTH_TRUNC",
+                {
+                    "name": spec.integrity.name,
+                    "key": spec.integrity.key,
+                    "trunc_bits": spec.integrity.trunc_bits,
+                },
+            )
+        )
+    if spec.aead is not None:
+        attrs.append(
+            (
+                "XFRMA_ALG_AEAD",
+                {"name": spec.aead.name, "key": spec.aead.key, "icv_bits": spec.aead.icv_bits},
+            )
+        )
+    if spec.encap is not None:
+        attrs.append(
+            (
+                "XFRMA_ENCAP",
+                {
+                    "encap_type": spec.encap.type,
+                    "encap_sport": spec.encap.sport,
+                    "encap_dport": spec.encap.dport,
+                    "encap_oa": _addr_bytes(spec.encap.original_address),
+                },
+            )
+        )
+    if spec.replay_window > REPLAY_BITMAP_MAX:
+        # windows above 32 packets need the ESN-style replay state (without ESN itself)
+        words = (spec.replay_window + 31) // 32
+        attrs.append(
+            ("XFRMA_REPLAY_ESN_VAL", {"bmp_len": words, "replay_window": spec.replay_window})
+        )
+    return attrs
+
+
+def _attr_map(msg: Any) -> dict[str, Any]:
+    """Decoded attributes by name.  pyroute2 decodes NLAs lazily and, on failure,
+    logs and hands back raw bytes; a malformed attribute is an error here instead."""
+    out: dict[str, Any] = {}
+    for slot in msg.get("attrs", ()):
+        if slot.name == "UNKNOWN":
+            continue
+        if not slot.try_to_decode():
+            raise ValueError(f"malformed attribute {slot.name}")
+        out[slot.name] = slot.value
+    return out
+
+
+def _sa_record(msg: Any) -> SaRecord:
+    family = msg["family"]
+    attrs = _attr_map(msg)
+    enc = attrs.get("XFRMA_ALG_CRYPT")
+    auth = attrs.get("XFRMA_ALG_AUTH_TRUNC") or attrs.get("XFRMA_ALG_AUTH")
+    aead = attrs.get("XFRMA_ALG_AEAD")
+    encap_raw = attrs.get("XFRMA_ENCAP")
+    encap = None
+    if encap_raw is not None and encap_raw["encap_sport"] and encap_raw["encap_dport"]:
+        encap = Encap(
+            sport=encap_raw["encap_sport"],
+            dport=encap_raw["encap_dport"],
+            type=encap_raw["encap_type"],
+        )
+    window = msg["replay_window"]
+    esn = attrs.get("XFRMA_REPLAY_ESN_VAL")
+    if esn is not None:
+        window = esn["replay_window"]
+    cur = msg["curlft"]
+    return SaRecord(
+        src=_addr_from(msg["saddr"], family),
+        dst=_addr_from(msg["id"]["daddr"], family),
+        proto=msg["id"]["proto"],
+        spi=msg["id"]["spi"],
+        mode=msg["mode"],
+        reqid=msg["reqid"],
+        selector=_selector_from(msg["sel"]),
+        encryption=enc["name"] if enc else None,
+        integrity=auth["name"] if auth else None,
+        aead=aead["name"] if aead else None,
+        encap=encap,
+        replay_window=window,
+        bytes=cur["bytes"],
+        packets=cur["packets"],
+        add_time=cur["add_time"],
+        use_time=cur["use_time"],
+        replay_errors=msg["stats"]["replay"],
+        integrity_failures=msg["stats"]["integrity_failed"],
+    )
+
+
+def _policy_record(msg: Any) -> PolicyRecord | None:
+    selector = _selector_from(msg["sel"])
+    if selector is None or msg["dir"] not in Direction._value2member_map_:
+        return None  # socket policies and exotic families are not ours to report
+    attrs = _attr_map(msg)
+    return PolicyRecord(
+        selector=selector,
+        direction=Direction(msg["dir"]),
+        action=PolicyAction(msg["action"] & 1),
+        priority=msg["priority"],
+        index=msg["index"],
+        templates=tuple(_tmpl_from(t) for t in attrs.get("XFRMA_TMPL", ())),
+        add_time=msg["curlft"]["add_time"],
+        use_time=msg["curlft"]["use_time"],
+    )
+
+
+# --------------------------------------------------------------------------
+# Netlink transport
+
+
+def _open_socket(groups: Iterable[NlGroup] = ()) -> socket.socket:
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, xm.NETLINK_XFRM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        for opt in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):
+            try:
+                sock.setsockopt(SOL_NETLINK, opt, 1)
+            except OSError:
+                pass  # older kernels: plain errors are still fine
+        sock.bind((0, 0))
+        for group in groups:
+            sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, int(group))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _split(data: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
+    """Yield (type, flags, seq, pid, whole message) for each netlink message in a datagram."""
+    offset = 0
+    while offset + NLMSG_HDR.size <= len(data):
+        length, mtype, flags, seq, pid = NLMSG_HDR.unpack_from(data, offset)
+        if length < NLMSG_HDR.size or offset + length > len(data):
+            raise XfrmError(errno_mod.EBADMSG, "netlink", "truncated netlink message")
+        yield mtype, flags, seq, pid, data[offset : offset + length]
+        offset += (length + 3) & ~3
+
+
+def _error_of(msg: bytes, flags: int) -> tuple[int, str]:
+    """Decode NLMSG_ERROR: (positive errno or 0, extended-ack text)."""
+    if len(msg) < NLMSG_HDR.size + 4:
+        return errno_mod.EBADMSG, "short error message"
+    (code,) = struct.unpack_from("=i", msg, NLMSG_HDR.size)
+    detail = ""
+    if flags & NLM_F_ACK_TLVS:
+        echoed = NLMSG_HDR.size
+        if not flags & NLM_F_CAPPED and len(msg) >= NLMSG_HDR.size + 4 + 4:
+            (echoed,) = struct.unpack_from("=I", msg, NLMSG_HDR.size + 4)
+        offset = NLMSG_HDR.size + 4 + ((echoed + 3) & ~3)
+        while offset + 4 <= len(msg):
+            alen, atype = struct.unpack_from("=HH", msg, offset)
+            if alen < 4 or offset + alen > len(msg):
+                break
+            if atype == NLMSGERR_ATTR_MSG:
+                detail = msg[offset + 4 : offset + alen].split(b"\0", 1)[0].decode(
+                    "ascii", "replace"
+                )
+            offset += (alen + 3) & ~3
+    return -code, detail
+
+
+def _decode(msg_class: type[Any], raw: bytes, operation: str) -> Any:
+    try:
+        msg = msg_class(raw)
+        msg.decode()
+    except Exception as exc:  # pyroute2 raises a range of types on bad input
+        raise XfrmError(errno_mod.EBADMSG, operation, f"undecodable kernel message: {exc}") from exc
+    return msg
+
+
+class XfrmKernel:
+    """XFRM requests in the network namespace of the calling process.
+
+    Thread-safe: requests are serialised on one socket.  Never flushes anything: the
+    parent deletes exactly the SAs and policies it recorded.
+    """
+
+    def __init__(self, timeout: float = 5.0) -> None:
+        self._sock = _open_socket()
+        self._port: int = self._sock.getsockname()[0]
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._seq = int(time.time()) & 0xFFFF
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> XfrmKernel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transport --------------------------------------------------------
+
+    def _request(
+        self,
+        operation: str,
+        msg: Any,
+        msg_type: MsgType,
+        flags: int,
+        reply_class: type[Any] | None = None,
+    ) -> list[Any]:
+        """Send one request; return the decoded replies (dump parts or one answer)."""
+        with self._lock:
+            self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
+            seq = self._seq
+            msg["header"]["type"] = int(msg_type)
+            msg["header"]["flags"] = flags
+            msg["header"]["sequence_number"] = seq
+            msg["header"]["pid"] = 0
+            try:
+                msg.encode()
+            except (struct.error, ValueError, KeyError, TypeError) as exc:
+                raise XfrmError(errno_mod.EINVAL, operation, f"cannot encode: {exc}") from exc
+            try:
+                self._sock.send(bytes(msg.data))
+                return self._collect(operation, seq, reply_class)
+            except XfrmError:
+                raise
+            except OSError as exc:
+                raise XfrmError(exc.errno or errno_mod.EIO, operation) from exc
+
+    def _collect(self, operation: str, seq: int, reply_class: type[Any] | None) -> list[Any]:
+        replies: list[Any] = []
+        deadline = time.monotonic() + self._timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise XfrmError(errno_mod.ETIMEDOUT, operation, "no answer from the kernel")
+            readable, _, _ = select.select([self._sock], [], [], remaining)
+            if not readable:
+                continue
+            data, (sender, _) = self._sock.recvfrom(RECV_BUFSIZE)
+            if sender != 0:
+                continue  # only the kernel answers requests
+            for mtype, flags, mseq, pid, raw in _split(data):
+                if mseq != seq or pid not in (0, self._port):
+                    continue  # a stale answer to an earlier, timed-out request
+                if mtype == NLMSG_ERROR:
+                    code, detail = _error_of(raw, flags)
+                    if code:
+                        raise XfrmError(code, operation, detail)
+                    return replies
+                if mtype == NLMSG_DONE:
+                    return replies
+                if mtype == NLMSG_OVERRUN:
+                    raise XfrmError(errno_mod.EOVERFLOW, operation, "netlink overrun")
+                if reply_class is not None:
+                    if len(replies) >= MAX_DUMP_RECORDS:
+                        raise XfrmError(errno_mod.E2BIG, operation, "dump too large")
+                    replies.append(_decode(reply_class, raw, operation))
+                if not flags & NLM_F_MULTI:
+                    return replies
+
+    # -- SAs --------------------------------------------------------------
+
+    def alloc_spi(
+        self,
+        src: IPAddress,
+        dst: IPAddress,
+        proto: IpProtocol,
+        reqid: int,
+        mode: XfrmMode = XfrmMode.TUNNEL,
+        spi_min: int = MIN_SPI,
+        spi_max: int = 0xFFFFFFFF,
+        acquire_seq: int = 0,
+    ) -> int:
+        """Reserve an inbound SPI (dst is the local address); creates a larval SA.
+
+        `acquire_seq` ties the SPI to the kernel's ACQUIRE placeholder for initiators.
+        Fill the larval SA with update_sa(); it expires after the kernel's acquire
+        timeout (net.core.xfrm_acq_expires, 30 s by default) if never filled.
+        """
+        if src.version != dst.version:
+            raise ValueError("alloc_spi: src and dst families differ")
+        if proto not in IPSEC_PROTOCOLS:
+            raise ValueError("alloc_spi: protocol must be ESP or AH")
+        if not MIN_SPI <= spi_min <= spi_max <= 0xFFFFFFFF:
+            raise ValueError("alloc_spi: bad SPI range")
+        msg = xm.xfrm_userspi_info()
+        msg["info"] = {
+            "id": {"daddr": dst.packed, "proto": int(proto)},
+            "saddr": src.packed,
+            "lft": _NO_LIMITS,
+            "reqid": reqid,
+            "family": AF_FOR_VERSION[dst.version],
+            "mode": int(mode),
+            "seq": acquire_seq,
+        }
+        msg["min"] = spi_min
+        msg["max"] = spi_max
+        replies = self._request(
+            "alloc_spi", msg, MsgType.ALLOCSPI, NLM_F_REQUEST, xm.xfrm_usersa_info
+        )
+        if len(replies) != 1:
+            raise XfrmError(errno_mod.EBADMSG, "alloc_spi", "no SA in the kernel's answer")
+        spi = int(replies[0]["id"]["spi"])
+        if not spi_min <= spi <= spi_max:
+            raise XfrmError(errno_mod.EBADMSG, "alloc_spi", "kernel SPI outside the range")
+        return spi
+
+    def _put_sa(self, operation: str, spec: SaSpec, msg_type: MsgType) -> None:
+        msg = xm.xfrm_usersa_info()
+        for key, value in _usersa_info(spec).items():
+            msg[key] = value
+        msg["attrs"] = _sa_attrs(spec)
+        self._request(operation, msg, msg_type, NLM_F_REQUEST | NLM_F_ACK)
+
+    def add_sa(self, spec: SaSpec) -> None:
+        """Install a new SA (its SPI must not exist yet: outbound SAs)."""
+        self._put_sa("add_sa", spec, MsgType.NEWSA)
+
+    def update_sa(self, spec: SaSpec) -> None:
+        """Fill a larval SA from alloc_spi(), or replace an existing SA."""
+        self._put_sa("update_sa", spec, MsgType.UPDSA)
+
+    def _sa_id(self, dst: IPAddress, spi: int, proto: IpProtocol) -> Any:
+        msg = xm.xfrm_usersa_id()
+        msg["daddr"] = dst.packed
+        msg["spi"] = spi
+        msg["family"] = AF_FOR_VERSION[dst.version]
+        msg["proto"] = int(proto)
+        return msg
+
+    def delete_sa(self, dst: IPAddress, spi: int, proto: IpProtocol) -> None:
+        self._request(
+            "delete_sa", self._sa_id(dst, spi, proto), MsgType.DELSA, NLM_F_REQUEST | NLM_F_ACK
+        )
+
+    def get_sa(self, dst: IPAddress, spi: int, proto: IpProtocol) -> SaRecord | None:
+        try:
+            replies = self._request(
+                "get_sa",
+                self._sa_id(dst, spi, proto),
+                MsgType.GETSA,
+                NLM_F_REQUEST,
+                xm.xfrm_usersa_info,
+            )
+        except XfrmError as exc:
+            if exc.errno == errno_mod.ESRCH:
+                return None
+            raise
+        return _sa_record(replies[0]) if replies else None
+
+    def list_sas(self) -> list[SaRecord]:
+        replies = self._request(
+            "list_sas",
+            xm.xfrm_usersa_id(),
+            MsgType.GETSA,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            xm.xfrm_usersa_info,
+        )
+        return [_sa_record(m) for m in replies]
+
+    # -- policies ---------------------------------------------------------
+
+    def _put_policy(self, operation: str, spec: PolicySpec, msg_type: MsgType) -> None:
+        msg = xm.xfrm_userpolicy_info()
+        msg["sel"] = _selector_struct(spec.selector)
+        msg["lft"] = _NO_LIMITS
+        msg["priority"] = spec.priority
+        msg["dir"] = int(spec.direction)
+        msg["action"] = int(spec.action)
+        if spec.templates:
+            family = spec.selector.family
+            msg["attrs"] = [("XFRMA_TMPL", [_tmpl_struct(t, family) for t in spec.templates])]
+        self._request(operation, msg, msg_type, NLM_F_REQUEST | NLM_F_ACK)
+
+    def add_policy(self, spec: PolicySpec) -> None:
+        self._put_policy("add_policy", spec, MsgType.NEWPOLICY)
+
+    def update_policy(self, spec: PolicySpec) -> None:
+        """Add or replace the policy with this selector and direction."""
+        self._put_policy("update_policy", spec, MsgType.UPDPOLICY)
+
+    def delete_policy(self, selector: Selector, direction: Direction) -> None:
+        msg = xm.xfrm_userpolicy_id()
+        msg["sel"] = _selector_struct(selector)
+        msg["dir"] = int(direction)
+        self._request("delete_policy", msg, MsgType.DELPOLICY, NLM_F_REQUEST | NLM_F_ACK)
+
+    def list_policies(self) -> list[PolicyRecord]:
+        replies = self._request(
+            "list_policies",
+            xm.xfrm_userpolicy_id(),
+            MsgType.GETPOLICY,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            xm.xfrm_userpolicy_info,
+        )
+        records = (_policy_record(m) for m in replies)
+        return [r for r in records if r is not None]
+
+
+# --------------------------------------------------------------------------
+# Events
+
+
+def _acquire_event(msg: Any) -> Acquire | None:
+    selector = _selector_from(msg["sel"])
+    policy_dir = msg["policy"]["dir"]
+    family = msg["sel"]["family"]
+    templates = tuple(_tmpl_from(t) for t in _attr_map(msg).get("XFRMA_TMPL", ()))
+    # the SA's family is the template's (tunnel endpoints may differ from the selector's)
+    for tmpl in templates:
+        if tmpl.dst is not None:
+            family = AF_FOR_VERSION[tmpl.dst.version]
+            break
+    if selector is None or policy_dir not in Direction._value2member_map_:
+        return None
+    return Acquire(
+        selector=selector,
+        src=_addr_from(msg["saddr"], family),
+        dst=_addr_from(msg["id"]["daddr"], family),
+        proto=msg["id"]["proto"],
+        seq=msg["seq"],
+        policy_index=msg["policy"]["index"],
+        policy_direction=Direction(policy_dir),
+        templates=templates,
+    )
+
+
+def _expire_event(msg: Any) -> Expire:
+    state = msg["state"]
+    family = state["family"]
+    return Expire(
+        src=_addr_from(state["saddr"], family),
+        dst=_addr_from(state["id"]["daddr"], family),
+        proto=state["id"]["proto"],
+        spi=state["id"]["spi"],
+        reqid=state["reqid"],
+        hard=bool(msg["hard"]),
+        bytes=state["curlft"]["bytes"],
+        packets=state["curlft"]["packets"],
+    )
+
+
+def _polexpire_event(msg: Any) -> PolicyExpire | None:
+    pol = msg["pol"]
+    selector = _selector_from(pol["sel"])
+    if selector is None or pol["dir"] not in Direction._value2member_map_:
+        return None
+    return PolicyExpire(
+        selector=selector,
+        direction=Direction(pol["dir"]),
+        index=pol["index"],
+        hard=bool(msg["hard"]),
+    )
+
+
+_EVENT_DECODERS: Final[dict[int, tuple[type[Any], Any]]] = {
+    MsgType.ACQUIRE: (xm.xfrm_user_acquire, _acquire_event),
+    MsgType.EXPIRE: (xm.xfrm_user_expire, _expire_event),
+    MsgType.POLEXPIRE: (xm.xfrm_user_polexpire, _polexpire_event),
+}
+
+
+class XfrmEvents:
+    """Subscription to the kernel's ACQUIRE and EXPIRE multicasts in this namespace.
+
+    Use fileno() with trio.lowlevel.wait_readable (or select), then recv_events(0).
+    """
+
+    def __init__(self, groups: Iterable[NlGroup] = (NlGroup.ACQUIRE, NlGroup.EXPIRE)) -> None:
+        self._sock = _open_socket(groups)
+        self._sock.setblocking(False)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> XfrmEvents:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def recv_events(self, timeout: float | None = None) -> list[Event]:
+        """Events that arrived; waits up to `timeout` seconds (None: forever) for the first."""
+        readable, _, _ = select.select([self._sock], [], [], timeout)
+        events: list[Event] = []
+        while readable:
+            try:
+                data, (sender, _) = self._sock.recvfrom(RECV_BUFSIZE)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno_mod.ENOBUFS:
+                    events.append(EventsLost())
+                    continue
+                raise XfrmError(exc.errno or errno_mod.EIO, "recv_events") from exc
+            if sender != 0:
+                continue  # multicast from anyone but the kernel is not an event
+            for mtype, _flags, _seq, _pid, raw in _split(data):
+                decoder = _EVENT_DECODERS.get(mtype)
+                if decoder is None:
+                    continue
+                msg_class, convert = decoder
+                msg = _decode(msg_class, raw, "recv_events")
+                try:
+                    event = convert(msg)
+                except (KeyError, ValueError, struct.error) as exc:
+                    raise XfrmError(errno_mod.EBADMSG, "recv_events", str(exc)) from exc
+                if event is not None:
+                    events.append(event)
+        return events
