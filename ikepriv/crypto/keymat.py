@@ -26,6 +26,8 @@ Public API
     Validate a phase 2 transform's choices and return the byte counts to cut from KEYMAT.
 ``keymat(alg, skeyid_d, protocol, spi, ni_b, nr_b, length, g_qm_xy=None) -> bytearray``
     Exactly ``length`` bytes of KEYMAT.
+``expand_keymat(alg, key, seed, length) -> bytearray``
+    The K1 | K2 | ... expansion itself.
 ``derive_sa_keys(alg, skeyid_d, layout, protocol, spi, ni_b, nr_b, g_qm_xy=None) -> SaKeys``
     KEYMAT split into encryption and integrity keys for one SA.
 
@@ -248,11 +250,19 @@ def keymat(
             raise InvalidInput("g(qm)^xy has a bad length")
         prefix = bytes(g_qm_xy)
     seed = prefix + bytes([int(protocol)]) + bytes(spi) + bytes(ni_b) + bytes(nr_b)
+    return expand_keymat(alg, skeyid_d, seed, length)
+
+
+def expand_keymat(alg: IkeHash | int, key: Bytes, seed: Bytes, length: int) -> bytearray:
+    """The RFC 2409 section 5.5 expansion: K1 = prf(key, seed), Kn = prf(key, Kn-1 | seed),
+    output K1 | K2 | ... cut to ``length`` bytes (even when one block would do)."""
+    if not 1 <= length <= KEY_MAX:
+        raise InvalidInput(f"KEYMAT length {length} out of range")
     out = bytearray()
-    block = prf(alg, skeyid_d, seed)
+    block = prf(alg, key, seed)
     out += block
     while len(out) < length:
-        block = prf(alg, skeyid_d, block + seed)
+        block = prf(alg, key, block + bytes(seed))
         out += block
     del out[length:]
     return out
