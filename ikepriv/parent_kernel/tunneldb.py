@@ -1,0 +1,516 @@
+"""The tunnel definition database: one SQLite file, readable by root only.
+
+The file holds pre-shared keys, so it is created 0600 and refused when group or others can
+read it or (when we run as root) when someone else owns it. Deleted rows are overwritten
+(secure_delete) so an old PSK does not linger in free pages. Every write runs in one
+IMMEDIATE transaction and bumps a generation counter, which a running daemon polls cheaply
+(`generation()` / `changed_since()`) to notice `ikedb` changes without a restart.
+
+Numbers are stable: AUTOINCREMENT never reuses the number of a deleted definition, and
+overwriting a definition (force) keeps its number, so `ike cmd=... numlist=` keeps meaning
+the same tunnel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import sqlite3
+import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ikepriv.config.model import (
+    Definitions,
+    DpdAction,
+    Identity,
+    Phase1Definition,
+    Phase2Definition,
+)
+from ikepriv.config.proposals import (
+    ProposalError,
+    parse_ah_proposals,
+    parse_esp_proposals,
+    parse_ike_proposals,
+)
+from ikepriv.isakmp.constants import AuthMethod, EncapsulationMode, ExchangeType, IdType
+
+__all__ = [
+    "DEFAULT_DB_PATH",
+    "DefinitionExistsError",
+    "DefinitionNotFoundError",
+    "TunnelDB",
+    "TunnelDBError",
+]
+
+DEFAULT_DB_PATH = "/var/lib/ikepriv/tunnels.db"
+SCHEMA_VERSION = 1
+_T = TypeVar("_T")
+
+# Migration n brings the schema from version n-1 to n; append, never edit a released one.
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE generation (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        value INTEGER NOT NULL
+    );
+    INSERT INTO generation (id, value) VALUES (1, 0);
+    CREATE TABLE phase1 (
+        number INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        local_addr TEXT NOT NULL,
+        remote_addr TEXT,                      -- NULL: %any (responder only)
+        local_id_type INTEGER NOT NULL,
+        local_id TEXT NOT NULL,
+        remote_id_type INTEGER NOT NULL,
+        remote_id TEXT NOT NULL,
+        mode INTEGER NOT NULL,                 -- ExchangeType
+        auth INTEGER NOT NULL,                 -- AuthMethod
+        psk BLOB,
+        key_ref TEXT,
+        proposals TEXT NOT NULL,               -- canonical keywords, comma separated
+        lifetime INTEGER NOT NULL,
+        rekey_margin INTEGER NOT NULL,
+        keying_tries INTEGER NOT NULL,
+        dpd_delay INTEGER NOT NULL,
+        dpd_timeout INTEGER NOT NULL,
+        dpd_action TEXT NOT NULL,
+        nat_traversal INTEGER NOT NULL,
+        autostart INTEGER NOT NULL
+    );
+    CREATE TABLE phase2 (
+        number INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        phase1 INTEGER NOT NULL REFERENCES phase1 (number) ON DELETE CASCADE,
+        local_subnet TEXT NOT NULL,
+        remote_subnet TEXT NOT NULL,
+        protocol INTEGER NOT NULL,
+        local_port INTEGER NOT NULL,
+        remote_port INTEGER NOT NULL,
+        esp_proposals TEXT NOT NULL,
+        ah_proposals TEXT NOT NULL,
+        mode INTEGER NOT NULL,                 -- EncapsulationMode
+        lifetime INTEGER NOT NULL,
+        lifetime_kb INTEGER NOT NULL,
+        rekey_margin INTEGER NOT NULL,
+        autostart INTEGER NOT NULL
+    );
+    CREATE INDEX phase2_by_phase1 ON phase2 (phase1);
+    """,
+}
+
+
+class TunnelDBError(Exception):
+    """The database cannot be used or the request cannot be carried out; nothing changed."""
+
+
+class DefinitionExistsError(TunnelDBError):
+    """A definition with that name exists and overwriting was not asked for."""
+
+
+class DefinitionNotFoundError(TunnelDBError):
+    """No definition with that name or number."""
+
+
+def _check_file(path: Path, create: bool, readonly: bool) -> None:
+    """Create the file 0600 if asked, and refuse one that others could read."""
+    flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        if not create or readonly:
+            raise TunnelDBError(f"{path}: no such database") from None
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise TunnelDBError(f"{path}: cannot create: {exc.strerror}") from None
+    except OSError as exc:
+        reason = "is a symbolic link" if os.path.islink(path) else f"cannot open: {exc.strerror}"
+        raise TunnelDBError(f"{path}: {reason}") from None
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise TunnelDBError(f"{path}: not a regular file")
+    if st.st_mode & 0o077:
+        raise TunnelDBError(
+            f"{path}: readable or writable by group or others (mode "
+            f"{stat.S_IMODE(st.st_mode):04o}); it holds pre-shared keys: chmod 600 {path}"
+        )
+    if os.geteuid() == 0 and st.st_uid != 0:
+        raise TunnelDBError(f"{path}: owned by uid {st.st_uid}, not root; chown root {path}")
+
+
+def _join(keywords: Any) -> str:
+    return ",".join(p.keyword for p in keywords)
+
+
+def _split(text: str) -> list[str]:
+    return text.split(",") if text else []
+
+
+class TunnelDB:
+    """Phase 1 and phase 2 definitions in one SQLite file.
+
+    `readonly=True` is for readers such as the daemon; `create=False` refuses a missing file
+    instead of creating an empty database.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, create: bool = True, readonly: bool = False
+    ) -> None:
+        self.path = Path(path)
+        _check_file(self.path, create, readonly)
+        try:
+            if readonly:
+                uri = self.path.absolute().as_uri() + "?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=5.0)
+            else:
+                self._db = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.execute("PRAGMA secure_delete = ON")
+            if not readonly:
+                self._migrate()
+            self._check_version()
+        except sqlite3.Error as exc:
+            self._close_quietly()
+            raise TunnelDBError(f"{self.path}: {exc}") from None
+        except TunnelDBError:
+            self._close_quietly()
+            raise
+
+    # --- life cycle -------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _close_quietly(self) -> None:
+        db = getattr(self, "_db", None)
+        if db is not None:
+            db.close()
+
+    def __enter__(self) -> TunnelDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _version(self) -> int:
+        row = self._db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+        ).fetchone()
+        if row is None:
+            return 0
+        version = self._db.execute("SELECT version FROM schema_version").fetchone()
+        return int(version[0]) if version else 0
+
+    def _migrate(self) -> None:
+        with self._write(bump=False):
+            version = self._version()
+            if version == 0:
+                self._db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                self._db.execute("INSERT INTO schema_version (version) VALUES (0)")
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[target].split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute("UPDATE schema_version SET version = ?", (target,))
+
+    def _check_version(self) -> None:
+        version = self._version()
+        if version != SCHEMA_VERSION:
+            raise TunnelDBError(
+                f"{self.path}: schema version {version}, this ikepriv uses {SCHEMA_VERSION}"
+            )
+
+    @contextmanager
+    def _write(self, *, bump: bool = True) -> Iterator[None]:
+        """One IMMEDIATE transaction: all of it or nothing; bumps the generation."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise TunnelDBError(f"{self.path}: {exc}") from None
+        try:
+            yield
+            if bump:
+                self._db.execute("UPDATE generation SET value = value + 1 WHERE id = 1")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _guard(self, fn: Callable[[], _T]) -> _T:
+        try:
+            return fn()
+        except sqlite3.Error as exc:
+            raise TunnelDBError(f"{self.path}: {exc}") from None
+
+    # --- change detection -------------------------------------------------------------
+
+    def generation(self) -> int:
+        """A counter that grows with every committed change, by any process."""
+        row = self._guard(lambda: self._db.execute("SELECT value FROM generation").fetchone())
+        return int(row[0])
+
+    def changed_since(self, token: int) -> bool:
+        """True if the database changed after `generation()` returned `token`."""
+        return self.generation() != token
+
+    # --- writing ----------------------------------------------------------------------
+
+    def put(self, defs: Definitions, *, force: bool = False) -> Definitions:
+        """Store definitions in one transaction; returns them with their numbers.
+
+        An existing name is refused unless `force`, in which case the row is updated in
+        place and keeps its number. Each phase 2 must name a phase 1 in `defs` or stored.
+        """
+
+        def run() -> Definitions:
+            with self._write():
+                if not force:
+                    taken = [
+                        f"phase1 '{d.name}'" for d in defs.phase1 if self._number("phase1", d.name)
+                    ]
+                    taken += [
+                        f"phase2 '{d.name}'" for d in defs.phase2 if self._number("phase2", d.name)
+                    ]
+                    if taken:
+                        raise DefinitionExistsError(
+                            f"{', '.join(taken)} already in the database (use -F to overwrite)"
+                        )
+                p1 = tuple(self._put_phase1(d) for d in defs.phase1)
+                p2 = tuple(self._put_phase2(d) for d in defs.phase2)
+            return Definitions(p1, p2)
+
+        return self._guard(run)
+
+    def _number(self, table: str, name: str) -> int | None:
+        assert table in ("phase1", "phase2")
+        row = self._db.execute(f"SELECT number FROM {table} WHERE name = ?", (name,)).fetchone()  # noqa: S608
+        return int(row[0]) if row else None
+
+    def _upsert(self, table: str, name: str, values: dict[str, Any]) -> int:
+        """Update the named row in place (keeping its number) or insert a new one."""
+        assert table in ("phase1", "phase2")
+        number = self._number(table, name)
+        columns = list(values)
+        if number is None:
+            sql = (
+                f"INSERT INTO {table} (name, {', '.join(columns)}) "  # noqa: S608
+                f"VALUES (?, {', '.join('?' for _ in columns)})"
+            )
+            cur = self._db.execute(sql, (name, *values.values()))
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+        sql = f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in columns)} WHERE number = ?"  # noqa: S608
+        self._db.execute(sql, (*values.values(), number))
+        return number
+
+    def _put_phase1(self, d: Phase1Definition) -> Phase1Definition:
+        number = self._upsert(
+            "phase1",
+            d.name,
+            {
+                "local_addr": str(d.local_addr),
+                "remote_addr": None if d.remote_addr is None else str(d.remote_addr),
+                "local_id_type": int(d.local_id.type),
+                "local_id": d.local_id.value,
+                "remote_id_type": int(d.remote_id.type),
+                "remote_id": d.remote_id.value,
+                "mode": int(d.mode),
+                "auth": int(d.auth),
+                "psk": d.psk,
+                "key_ref": d.key_ref,
+                "proposals": _join(d.proposals),
+                "lifetime": d.lifetime,
+                "rekey_margin": d.rekey_margin,
+                "keying_tries": d.keying_tries,
+                "dpd_delay": d.dpd_delay,
+                "dpd_timeout": d.dpd_timeout,
+                "dpd_action": d.dpd_action.value,
+                "nat_traversal": int(d.nat_traversal),
+                "autostart": int(d.autostart),
+            },
+        )
+        return _replace_number(d, number)
+
+    def _put_phase2(self, d: Phase2Definition) -> Phase2Definition:
+        owner = self._number("phase1", d.phase1)
+        if owner is None:
+            raise DefinitionNotFoundError(
+                f"phase2 '{d.name}': no phase 1 named '{d.phase1}' in the database"
+            )
+        number = self._upsert(
+            "phase2",
+            d.name,
+            {
+                "phase1": owner,
+                "local_subnet": str(d.local_subnet),
+                "remote_subnet": str(d.remote_subnet),
+                "protocol": d.protocol,
+                "local_port": d.local_port,
+                "remote_port": d.remote_port,
+                "esp_proposals": _join(d.esp_proposals),
+                "ah_proposals": _join(d.ah_proposals),
+                "mode": int(d.mode),
+                "lifetime": d.lifetime,
+                "lifetime_kb": d.lifetime_kb,
+                "rekey_margin": d.rekey_margin,
+                "autostart": int(d.autostart),
+            },
+        )
+        return _replace_number(d, number)
+
+    def delete_phase1(self, name: str) -> int:
+        """Delete a phase 1 and, in the same transaction, its phase 2 definitions.
+
+        Returns how many phase 2 definitions went with it.
+        """
+
+        def run() -> int:
+            with self._write():
+                number = self._number("phase1", name)
+                if number is None:
+                    raise DefinitionNotFoundError(f"no phase1 definition named '{name}'")
+                (count,) = self._db.execute(
+                    "SELECT count(*) FROM phase2 WHERE phase1 = ?", (number,)
+                ).fetchone()
+                self._db.execute("DELETE FROM phase1 WHERE number = ?", (number,))
+            return int(count)
+
+        return self._guard(run)
+
+    def delete_phase2(self, name: str) -> None:
+        def run() -> None:
+            with self._write():
+                if self._db.execute("DELETE FROM phase2 WHERE name = ?", (name,)).rowcount != 1:
+                    raise DefinitionNotFoundError(f"no phase2 definition named '{name}'")
+
+        self._guard(run)
+
+    # --- reading ----------------------------------------------------------------------
+
+    def _phase1_rows(
+        self, where: str = "", args: tuple[Any, ...] = ()
+    ) -> tuple[Phase1Definition, ...]:
+        sql = f"SELECT * FROM phase1 {where} ORDER BY number"  # noqa: S608
+        return self._guard(
+            lambda: tuple(_phase1_from_row(self.path, r) for r in self._rows(sql, args))
+        )
+
+    def _phase2_rows(
+        self, where: str = "", args: tuple[Any, ...] = ()
+    ) -> tuple[Phase2Definition, ...]:
+        sql = (
+            "SELECT phase2.*, phase1.name AS phase1_name FROM phase2 "  # noqa: S608
+            f"JOIN phase1 ON phase2.phase1 = phase1.number {where} ORDER BY phase2.number"
+        )
+        return self._guard(
+            lambda: tuple(_phase2_from_row(self.path, r) for r in self._rows(sql, args))
+        )
+
+    def _rows(self, sql: str, args: tuple[Any, ...]) -> list[sqlite3.Row]:
+        cur = self._db.cursor()
+        cur.row_factory = sqlite3.Row
+        return cur.execute(sql, args).fetchall()
+
+    def phase1_definitions(self) -> tuple[Phase1Definition, ...]:
+        """All phase 1 definitions, by number."""
+        return self._phase1_rows()
+
+    def phase2_definitions(self, phase1: str | None = None) -> tuple[Phase2Definition, ...]:
+        """All phase 2 definitions (or those of one phase 1), by number."""
+        if phase1 is None:
+            return self._phase2_rows()
+        return self._phase2_rows("WHERE phase1.name = ?", (phase1,))
+
+    def phase1(self, name: str) -> Phase1Definition | None:
+        found = self._phase1_rows("WHERE name = ?", (name,))
+        return found[0] if found else None
+
+    def phase1_by_number(self, number: int) -> Phase1Definition | None:
+        found = self._phase1_rows("WHERE number = ?", (number,))
+        return found[0] if found else None
+
+    def phase2(self, name: str) -> Phase2Definition | None:
+        found = self._phase2_rows("WHERE phase2.name = ?", (name,))
+        return found[0] if found else None
+
+    def phase2_by_number(self, number: int) -> Phase2Definition | None:
+        found = self._phase2_rows("WHERE phase2.number = ?", (number,))
+        return found[0] if found else None
+
+
+def _replace_number(d: _T, number: int) -> _T:
+    return dataclasses.replace(d, number=number)  # type: ignore[type-var]
+
+
+def _decode(path: Path, table: str, row: sqlite3.Row, build: Callable[[], _T]) -> _T:
+    """Rows are re-validated on the way out: a hand-edited bad row is an error, not a tunnel."""
+    try:
+        return build()
+    except (ValueError, KeyError, TypeError, ProposalError) as exc:
+        raise TunnelDBError(f"{path}: bad {table} row number {row['number']}: {exc}") from None
+
+
+def _phase1_from_row(path: Path, r: sqlite3.Row) -> Phase1Definition:
+    return _decode(
+        path,
+        "phase1",
+        r,
+        lambda: Phase1Definition(
+            name=r["name"],
+            local_addr=ipaddress.ip_address(r["local_addr"]),
+            remote_addr=None
+            if r["remote_addr"] is None
+            else ipaddress.ip_address(r["remote_addr"]),
+            local_id=Identity(IdType(r["local_id_type"]), r["local_id"]),
+            remote_id=Identity(IdType(r["remote_id_type"]), r["remote_id"]),
+            mode=ExchangeType(r["mode"]),
+            auth=AuthMethod(r["auth"]),
+            psk=None if r["psk"] is None else bytes(r["psk"]),
+            key_ref=r["key_ref"],
+            proposals=parse_ike_proposals(_split(r["proposals"])),
+            lifetime=int(r["lifetime"]),
+            rekey_margin=int(r["rekey_margin"]),
+            keying_tries=int(r["keying_tries"]),
+            dpd_delay=int(r["dpd_delay"]),
+            dpd_timeout=int(r["dpd_timeout"]),
+            dpd_action=DpdAction(r["dpd_action"]),
+            nat_traversal=bool(r["nat_traversal"]),
+            autostart=bool(r["autostart"]),
+            number=int(r["number"]),
+        ),
+    )
+
+
+def _phase2_from_row(path: Path, r: sqlite3.Row) -> Phase2Definition:
+    return _decode(
+        path,
+        "phase2",
+        r,
+        lambda: Phase2Definition(
+            name=r["name"],
+            phase1=r["phase1_name"],
+            local_subnet=ipaddress.ip_network(r["local_subnet"]),
+            remote_subnet=ipaddress.ip_network(r["remote_subnet"]),
+            protocol=int(r["protocol"]),
+            local_port=int(r["local_port"]),
+            remote_port=int(r["remote_port"]),
+            esp_proposals=parse_esp_proposals(_split(r["esp_proposals"]))
+            if r["esp_proposals"]
+            else (),
+            ah_proposals=parse_ah_proposals(_split(r["ah_proposals"])) if r["ah_proposals"] else (),
+            mode=EncapsulationMode(r["mode"]),
+            lifetime=int(r["lifetime"]),
+            lifetime_kb=int(r["lifetime_kb"]),
+            rekey_margin=int(r["rekey_margin"]),
+            autostart=bool(r["autostart"]),
+            number=int(r["number"]),
+        ),
+    )
