@@ -1,0 +1,943 @@
+"""The message catalogue: every message between parent and child, and between CLI and parent.
+
+This file is the contract between the daemon's parts. Each message names its direction in
+its type number (high byte = `Direction`) and says who vets what. Structs hold only shape
+rules (which optional parts go together, exact lengths); policy ("is this SA allowed for
+this tunnel") is the parent's vetting, done on the decoded, already well-formed message.
+
+Long-term secrets never appear here in the parent -> child direction: the child asks for
+SKEYID (and, later, signatures) and receives only the derived value.
+
+Do not add `from __future__ import annotations` to this module: the schema engine reads the
+annotation objects themselves and never evaluates strings.
+"""
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Annotated
+
+from ikepriv.ipc.errors import IpcError, Reason
+from ikepriv.ipc.schema import (
+    Addr,
+    Bytes,
+    Charset,
+    Direction,
+    EnumOf,
+    IPAddress,
+    IPNetwork,
+    ListOf,
+    Message,
+    Nested,
+    Net,
+    Opt,
+    Str,
+    Struct,
+    UInt,
+    inconsistent,
+    message,
+    struct,
+)
+from ikepriv.isakmp.constants import (
+    AhTransformId,
+    AuthAlgorithm,
+    AuthMethod,
+    EncapsulationMode,
+    EspTransformId,
+    ExchangeType,
+    GroupId,
+    IdType,
+    IkeEncryption,
+    IkeHash,
+    ProtocolId,
+)
+
+PROTOCOL_VERSION = 1
+"""Bumped on any change to the catalogue; Hello/Ready and ControlHello carry it."""
+
+# Bounds (one place, so the vetting code and the tests can refer to them).
+MAX_DATAGRAM = 65535
+MAX_KEY = 64
+MIN_NONCE, MAX_NONCE = 8, 256
+MAX_PROPOSALS = 16
+MAX_ROWS = 4096
+MAX_TEXT = 255
+MAX_LOG_TEXT = 1024
+MAX_ID_DATA = 1024
+MAX_SIGNATURE = 1024
+MAX_LIST_ITEMS = 256
+MIN_SKEYID = 16  # HMAC-MD5 output; shorter cannot be a real prf output
+MIN_INBOUND_SPI = 256  # RFC 4303: SPIs 1..255 are reserved
+
+
+def _check_version(version: int) -> None:
+    if version != PROTOCOL_VERSION:
+        raise IpcError(Reason.VERSION_MISMATCH, f"peer {version}, us {PROTOCOL_VERSION}")
+
+
+def check_version(version: int) -> None:
+    """Refuse a Hello/Ready/ControlHello from a peer of another catalogue version."""
+    _check_version(version)
+
+
+# ---------------------------------------------------------------------------------------
+# Local enumerations (IANA numbers come from ikepriv.isakmp.constants, never from here)
+# ---------------------------------------------------------------------------------------
+
+
+class Phase(IntEnum):
+    """Which tunnels a command or row is about; "1+" is phase 1 listed with its phase 2."""
+
+    ALL = 0
+    PHASE1 = 1
+    PHASE2 = 2
+    PHASE1_PLUS = 3
+
+
+class Role(IntEnum):
+    INITIATOR = 1
+    RESPONDER = 2
+
+
+class TunnelState(IntEnum):
+    DEFINED = 0  # in the database, not active
+    NEGOTIATING = 1
+    ESTABLISHED = 2
+    REKEYING = 3
+    EXPIRED = 4
+    DELETING = 5
+    FAILED = 6
+
+
+class SaDirection(IntEnum):
+    IN = 1
+    OUT = 2
+
+
+class PolicyDirection(IntEnum):
+    """Numbered like the kernel's XFRM_POLICY_IN/OUT/FWD."""
+
+    IN = 0
+    OUT = 1
+    FWD = 2
+
+
+class ErrorCode(IntEnum):
+    """Outcome of a request, on both channels (0 = success)."""
+
+    OK = 0
+    NO_SUCH_TUNNEL = 1
+    TUNNEL_INACTIVE = 2
+    NOT_PERMITTED = 3  # vetting refused: outside the tunnel's definition
+    BAD_ALGORITHM = 4
+    BAD_LENGTH = 5
+    NO_SECRET = 6
+    LIMIT_REACHED = 7
+    KERNEL_ERROR = 8
+    UNSUPPORTED = 9
+    VERSION_MISMATCH = 10
+    INVALID_REQUEST = 11
+    DB_ERROR = 12
+    BUSY = 13
+    INTERNAL = 14
+    PARTIAL = 15  # some items of a numlist failed; the lines say which
+
+
+class LogLevel(IntEnum):
+    """syslog priorities."""
+
+    EMERG = 0
+    ALERT = 1
+    CRIT = 2
+    ERR = 3
+    WARNING = 4
+    NOTICE = 5
+    INFO = 6
+    DEBUG = 7
+
+
+# ---------------------------------------------------------------------------------------
+# Field aliases
+# ---------------------------------------------------------------------------------------
+
+RequestId = Annotated[int, UInt(4)]
+DefNumber = Annotated[int, UInt(4, lo=1)]  # tunnel definition number in the database
+TunnelId = Annotated[int, UInt(4, lo=1)]  # tunnel-manager number of an active tunnel
+Version = Annotated[int, UInt(2)]
+Generation = Annotated[int, UInt(4)]
+Count = Annotated[int, UInt(4)]
+Port = Annotated[int, UInt(2)]
+IpProto = Annotated[int, UInt(1)]  # IP protocol number of a selector, 0 = any
+Spi = Annotated[int, UInt(4)]
+Seconds = Annotated[int, UInt(4)]
+Kilobytes = Annotated[int, UInt(8)]
+Counter = Annotated[int, UInt(8)]
+KeyBits = Annotated[int, UInt(2, hi=512)]  # 0 = the algorithm's only/default length
+Priority = Annotated[int, UInt(4)]
+ReqId = Annotated[int, UInt(4)]
+IpAddr = Annotated[IPAddress, Addr()]
+OptAddr = Annotated[IPAddress | None, Opt(Addr())]
+IpNet = Annotated[IPNetwork, Net()]
+Name = Annotated[str, Str(MAX_TEXT, min_len=1, charset=Charset.NAME)]
+Text = Annotated[str, Str(MAX_TEXT)]
+Datagram = Annotated[bytes, Bytes(1, MAX_DATAGRAM)]
+Nonce = Annotated[bytes, Bytes(MIN_NONCE, MAX_NONCE)]
+Error = Annotated[ErrorCode, EnumOf(ErrorCode)]
+IpsecProto = Annotated[ProtocolId, EnumOf(ProtocolId, (ProtocolId.IPSEC_ESP, ProtocolId.IPSEC_AH))]
+Mode = Annotated[
+    EncapsulationMode,
+    EnumOf(EncapsulationMode, (EncapsulationMode.TUNNEL, EncapsulationMode.TRANSPORT)),
+]
+Phase12 = Annotated[Phase, EnumOf(Phase, (Phase.PHASE1, Phase.PHASE2))]
+OptRole = Annotated[Role | None, Opt(EnumOf(Role))]
+
+
+def _same_family(what: str, *items: IPAddress | IPNetwork) -> None:
+    if len({item.version for item in items}) > 1:
+        raise inconsistent(f"{what}: mixed IPv4 and IPv6")
+
+
+def _result_shape(error: ErrorCode, value_present: bool, what: str) -> None:
+    """Replies carry a value exactly when they carry no error."""
+    if (error is ErrorCode.OK) != value_present:
+        raise inconsistent(f"{what} present only with error OK (error {error.name})")
+
+
+# ---------------------------------------------------------------------------------------
+# Shared structs
+# ---------------------------------------------------------------------------------------
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class Endpoint(Struct):
+    addr: IpAddr
+    port: Port
+
+
+_ID_DATA_LENGTH = {
+    IdType.IPV4_ADDR: 4,
+    IdType.IPV6_ADDR: 16,
+    IdType.IPV4_ADDR_SUBNET: 8,
+    IdType.IPV6_ADDR_SUBNET: 32,
+    IdType.IPV4_ADDR_RANGE: 8,
+    IdType.IPV6_ADDR_RANGE: 32,
+}
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class Identity(Struct):
+    """An ISAKMP identity as on the wire (RFC 2407 4.6.2): type and raw data."""
+
+    id_type: Annotated[IdType, EnumOf(IdType)]
+    data: Annotated[bytes, Bytes(1, MAX_ID_DATA)]
+
+    def check(self) -> None:
+        want = _ID_DATA_LENGTH.get(self.id_type)
+        if want is not None and len(self.data) != want:
+            raise inconsistent(f"{self.id_type.name} needs {want} bytes, got {len(self.data)}")
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class Selector(Struct):
+    """One side of a traffic selector: network, IP protocol (0 any), port (0 any)."""
+
+    network: IpNet
+    protocol: IpProto
+    port: Port
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class TrafficSelector(Struct):
+    src: Selector
+    dst: Selector
+
+    def check(self) -> None:
+        _same_family("selector", self.src.network, self.dst.network)
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class IkeProposal(Struct):
+    """One phase 1 transform the tunnel accepts or offers."""
+
+    encryption: Annotated[IkeEncryption, EnumOf(IkeEncryption)]
+    key_bits: KeyBits
+    hash: Annotated[IkeHash, EnumOf(IkeHash)]
+    group: Annotated[GroupId, EnumOf(GroupId)]
+    lifetime_seconds: Seconds
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class DpdSettings(Struct):
+    """Dead peer detection (RFC 3706); delay 0 with enabled False means off."""
+
+    enabled: bool
+    delay_seconds: Annotated[int, UInt(2)]
+    timeout_seconds: Annotated[int, UInt(2)]
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class Phase1Def(Struct):
+    """A phase 1 tunnel definition as the child needs it: everything but the secret."""
+
+    number: DefNumber
+    name: Name
+    local_addr: IpAddr
+    remote_addr: OptAddr  # None: any peer (responder only)
+    local_id: Identity
+    remote_id: Annotated[Identity | None, Opt(Nested(Identity))]  # None: any identity
+    mode: Annotated[
+        ExchangeType,
+        EnumOf(ExchangeType, (ExchangeType.IDENTITY_PROTECTION, ExchangeType.AGGRESSIVE)),
+    ]
+    auth_method: Annotated[AuthMethod, EnumOf(AuthMethod)]
+    proposals: Annotated[
+        tuple[IkeProposal, ...], ListOf(Nested(IkeProposal), MAX_PROPOSALS, min_count=1)
+    ]
+    dpd: DpdSettings
+    nat_t: bool
+
+    def check(self) -> None:
+        if self.remote_addr is not None:
+            _same_family("phase 1 addresses", self.local_addr, self.remote_addr)
+
+
+_TRANSFORM_ENUM: dict[ProtocolId, type[IntEnum]] = {
+    ProtocolId.IPSEC_ESP: EspTransformId,
+    ProtocolId.IPSEC_AH: AhTransformId,
+}
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class Phase2Proposal(Struct):
+    """One ESP or AH transform; transform_id is an EspTransformId or AhTransformId number."""
+
+    protocol: IpsecProto
+    transform_id: Annotated[int, UInt(1)]
+    key_bits: KeyBits
+    auth_alg: Annotated[AuthAlgorithm | None, Opt(EnumOf(AuthAlgorithm))]
+    pfs_group: Annotated[GroupId | None, Opt(EnumOf(GroupId))]  # None: no PFS
+    lifetime_seconds: Seconds
+    lifetime_kilobytes: Annotated[int, UInt(4)]  # 0: no volume limit
+
+    def check(self) -> None:
+        table = _TRANSFORM_ENUM[self.protocol]
+        if self.transform_id not in table._value2member_map_:
+            raise inconsistent(f"{self.transform_id} is not a {table.__name__}")
+        if self.protocol is ProtocolId.IPSEC_AH and self.auth_alg is None:
+            raise inconsistent("AH needs an authentication algorithm")
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class Phase2Def(Struct):
+    number: DefNumber
+    phase1_number: DefNumber
+    name: Name
+    local: Selector
+    remote: Selector
+    proposals: Annotated[
+        tuple[Phase2Proposal, ...], ListOf(Nested(Phase2Proposal), MAX_PROPOSALS, min_count=1)
+    ]
+    mode: Mode
+
+    def check(self) -> None:
+        _same_family("phase 2 selectors", self.local.network, self.remote.network)
+
+
+_AEAD_SALT = {
+    EspTransformId.AES_GCM_8: 4,
+    EspTransformId.AES_GCM_12: 4,
+    EspTransformId.AES_GCM_16: 4,
+    EspTransformId.NULL_AUTH_AES_GMAC: 4,
+    EspTransformId.AES_CCM_8: 3,
+    EspTransformId.AES_CCM_12: 3,
+    EspTransformId.AES_CCM_16: 3,
+}
+_AEAD_ICV_BITS = {
+    EspTransformId.AES_GCM_8: 64,
+    EspTransformId.AES_GCM_12: 96,
+    EspTransformId.AES_GCM_16: 128,
+    EspTransformId.NULL_AUTH_AES_GMAC: 128,
+    EspTransformId.AES_CCM_8: 64,
+    EspTransformId.AES_CCM_12: 96,
+    EspTransformId.AES_CCM_16: 128,
+}
+_PLAIN_CIPHERS = tuple(t for t in EspTransformId if t not in _AEAD_SALT)
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class CryptKey(Struct):
+    """Non-AEAD ESP cipher; key length in bits is 8 * len(key) (empty for NULL)."""
+
+    transform: Annotated[EspTransformId, EnumOf(EspTransformId, _PLAIN_CIPHERS)]
+    key: Annotated[bytes, Bytes(0, MAX_KEY)]
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class AuthKey(Struct):
+    algorithm: Annotated[AuthAlgorithm, EnumOf(AuthAlgorithm)]
+    key: Annotated[bytes, Bytes(1, MAX_KEY)]
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class AeadKey(Struct):
+    """AEAD cipher; salt length (GCM 4, CCM 3) and ICV length follow from the transform."""
+
+    transform: Annotated[EspTransformId, EnumOf(EspTransformId, tuple(_AEAD_SALT))]
+    key: Annotated[bytes, Bytes(16, 32)]
+    salt: Annotated[bytes, Bytes(3, 4)]
+
+    def check(self) -> None:
+        want = _AEAD_SALT[self.transform]
+        if len(self.salt) != want:
+            raise inconsistent(f"{self.transform.name} needs a {want}-byte salt")
+
+    @property
+    def icv_bits(self) -> int:
+        return _AEAD_ICV_BITS[self.transform]
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class Lifetimes(Struct):
+    """Kernel SA limits; 0 means no limit. The parent checks them against the definition."""
+
+    soft_seconds: Seconds
+    hard_seconds: Seconds
+    soft_kilobytes: Kilobytes
+    hard_kilobytes: Kilobytes
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class NatTEncap(Struct):
+    """UDP encapsulation of ESP (RFC 3948) with these ports."""
+
+    sport: Port
+    dport: Port
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class PolicyTemplate(Struct):
+    src: IpAddr
+    dst: IpAddr
+    proto: IpsecProto
+    mode: Mode
+    reqid: ReqId
+
+    def check(self) -> None:
+        _same_family("template", self.src, self.dst)
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class NumRange(Struct):
+    """Inclusive range of tunnel numbers, from a numlist such as 1-4,7."""
+
+    first: Annotated[int, UInt(4, lo=1)]
+    last: Annotated[int, UInt(4, lo=1)]
+
+    def check(self) -> None:
+        if self.first > self.last:
+            raise inconsistent(f"range {self.first}-{self.last} is backwards")
+
+
+NumList = Annotated[tuple[NumRange, ...], ListOf(Nested(NumRange), MAX_LIST_ITEMS)]
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class TunnelRow(Struct):
+    """One line of `ike cmd=list`: a database definition (tunnel_id None) or an active tunnel."""
+
+    number: DefNumber
+    tunnel_id: Annotated[int | None, Opt(UInt(4, lo=1))]
+    phase: Phase12
+    name: Name
+    role: OptRole
+    state: Annotated[TunnelState, EnumOf(TunnelState)]
+    local_addr: OptAddr
+    remote_addr: OptAddr
+    local_id: Annotated[Identity | None, Opt(Nested(Identity))]
+    remote_id: Annotated[Identity | None, Opt(Nested(Identity))]
+    algorithms: Text
+    remaining_seconds: Seconds
+    spi_in: Spi
+    spi_out: Spi
+    bytes: Counter
+    packets: Counter
+    phase1_number: Annotated[int | None, Opt(UInt(4, lo=1))]  # for phase 2 rows and 1+ view
+
+
+# ---------------------------------------------------------------------------------------
+# Parent -> child (0x01xx). The child trusts the parent; it still decodes strictly.
+# ---------------------------------------------------------------------------------------
+
+_P2C = Direction.PARENT_TO_CHILD
+
+
+@message(0x0101, _P2C)
+@dataclass(frozen=True, slots=True)
+class Hello(Message):
+    """First message on a fresh child: the catalogue version. The child answers Ready."""
+
+    version: Version
+
+
+@message(0x0102, _P2C)
+@dataclass(frozen=True, slots=True)
+class ConfigBegin(Message):
+    """Starts a full configuration snapshot; it replaces the previous one at ConfigEnd."""
+
+    generation: Generation
+
+
+@message(0x0103, _P2C)
+@dataclass(frozen=True, slots=True)
+class ConfigPhase1(Message):
+    """One phase 1 definition of the snapshot (no PSK, no private key)."""
+
+    generation: Generation
+    definition: Phase1Def
+
+
+@message(0x0104, _P2C)
+@dataclass(frozen=True, slots=True)
+class ConfigPhase2(Message):
+    generation: Generation
+    definition: Phase2Def
+
+
+@message(0x0105, _P2C)
+@dataclass(frozen=True, slots=True)
+class ConfigEnd(Message):
+    """Ends the snapshot; the counts let the child notice a lost or extra message."""
+
+    generation: Generation
+    phase1_count: Count
+    phase2_count: Count
+
+
+@message(0x0110, _P2C)
+@dataclass(frozen=True, slots=True)
+class DatagramIn(Message):
+    """A UDP datagram for the child; natt: it came on 4500 and the non-ESP marker is gone."""
+
+    local: Endpoint
+    remote: Endpoint
+    natt: bool
+    data: Datagram
+
+    def check(self) -> None:
+        _same_family("endpoints", self.local.addr, self.remote.addr)
+
+
+@message(0x0120, _P2C)
+@dataclass(frozen=True, slots=True)
+class InitiateCommand(Message):
+    """Start phase 1 or 2 of definition `number`; the overrides come from `ike ipaddr=`."""
+
+    phase: Phase12
+    number: DefNumber
+    local_override: OptAddr
+    remote_override: OptAddr
+
+    def check(self) -> None:
+        given = [a for a in (self.local_override, self.remote_override) if a is not None]
+        _same_family("override", *given)
+
+
+@message(0x0121, _P2C)
+@dataclass(frozen=True, slots=True)
+class RemoveCommand(Message):
+    """Delete active tunnel `tunnel_id` (sending Delete to the peer); phase 1 takes its 2s."""
+
+    phase: Phase12
+    tunnel_id: TunnelId
+
+
+@message(0x0122, _P2C)
+@dataclass(frozen=True, slots=True)
+class ListCommand(Message):
+    """Ask for StateReport messages, closed by StateReportEnd with the same request_id."""
+
+    request_id: RequestId
+    phase: Annotated[Phase, EnumOf(Phase)]
+
+
+@message(0x0130, _P2C)
+@dataclass(frozen=True, slots=True)
+class SkeyidReply(Message):
+    """prf(PSK, Ni_b | Nr_b) for a SkeyidRequest, or why the parent refused it."""
+
+    request_id: RequestId
+    error: Error
+    skeyid: Annotated[bytes, Bytes(0, MAX_KEY)]
+
+    def check(self) -> None:
+        _result_shape(self.error, bool(self.skeyid), "skeyid")
+        if self.skeyid and len(self.skeyid) < MIN_SKEYID:
+            raise inconsistent(f"skeyid of {len(self.skeyid)} bytes")
+
+
+@message(0x0131, _P2C)
+@dataclass(frozen=True, slots=True)
+class SignatureReply(Message):
+    """Placeholder for signature authentication: the parent's signature over HASH_I/R."""
+
+    request_id: RequestId
+    error: Error
+    signature: Annotated[bytes, Bytes(0, MAX_SIGNATURE)]
+
+    def check(self) -> None:
+        _result_shape(self.error, bool(self.signature), "signature")
+
+
+@message(0x0132, _P2C)
+@dataclass(frozen=True, slots=True)
+class SpiReply(Message):
+    """An inbound SPI the kernel allocated for the tunnel, or an error (spi 0)."""
+
+    request_id: RequestId
+    error: Error
+    spi: Spi
+
+    def check(self) -> None:
+        _result_shape(self.error, self.spi != 0, "spi")
+        if self.spi and self.spi < MIN_INBOUND_SPI:
+            raise inconsistent(f"reserved spi {self.spi}")
+
+
+@message(0x0133, _P2C)
+@dataclass(frozen=True, slots=True)
+class ResultReply(Message):
+    """Answer to SaAdd, SaDelete, PolicyAdd, PolicyDelete: OK, or error and reason."""
+
+    request_id: RequestId
+    error: Error
+    reason: Text
+
+
+@message(0x0140, _P2C)
+@dataclass(frozen=True, slots=True)
+class KernelAcquire(Message):
+    """The kernel wants an SA for this traffic (XFRM_MSG_ACQUIRE), mapped to a phase 2."""
+
+    reqid: ReqId
+    phase2_number: Annotated[int | None, Opt(UInt(4, lo=1))]  # None: no definition matched
+    selector: TrafficSelector
+    src: IpAddr
+    dst: IpAddr
+
+    def check(self) -> None:
+        _same_family("acquire", self.src, self.dst)
+
+
+@message(0x0141, _P2C)
+@dataclass(frozen=True, slots=True)
+class KernelExpire(Message):
+    """An SA reached a lifetime (XFRM_MSG_EXPIRE): soft means rekey, hard means gone."""
+
+    spi: Spi
+    proto: IpsecProto
+    dst: IpAddr
+    hard: bool
+
+
+@message(0x01F0, _P2C)
+@dataclass(frozen=True, slots=True)
+class Shutdown(Message):
+    """Send Deletes for what can be deleted, then exit."""
+
+
+# ---------------------------------------------------------------------------------------
+# Child -> parent (0x02xx). Hostile until vetted: the parent decodes strictly, then checks
+# each request against the database (see DESIGN.md "What the parent vets").
+# ---------------------------------------------------------------------------------------
+
+_C2P = Direction.CHILD_TO_PARENT
+
+
+@message(0x0201, _C2P)
+@dataclass(frozen=True, slots=True)
+class Ready(Message):
+    """The child is sandboxed and speaks this version. Parent: version must match."""
+
+    version: Version
+
+
+@message(0x0210, _C2P)
+@dataclass(frozen=True, slots=True)
+class DatagramOut(Message):
+    """Send a datagram. Parent vets: local is one of its sockets; natt adds the marker."""
+
+    local: Endpoint
+    remote: Endpoint
+    natt: bool
+    data: Datagram
+
+    def check(self) -> None:
+        _same_family("endpoints", self.local.addr, self.remote.addr)
+
+
+@message(0x0220, _C2P)
+@dataclass(frozen=True, slots=True)
+class SkeyidRequest(Message):
+    """Ask for SKEYID = prf(PSK, Ni_b | Nr_b).
+
+    Exactly one of phase1_number (initiator, aggressive responder) or peer (Main Mode
+    responder, which knows only the address before the ID arrives encrypted). Parent vets:
+    the tunnel exists and is active or matches, uses a PSK, and prf is its proposal's hash.
+    """
+
+    request_id: RequestId
+    phase1_number: Annotated[int | None, Opt(UInt(4, lo=1))]
+    peer: OptAddr
+    prf: Annotated[IkeHash, EnumOf(IkeHash)]
+    ni: Nonce
+    nr: Nonce
+
+    def check(self) -> None:
+        if (self.phase1_number is None) == (self.peer is None):
+            raise inconsistent("exactly one of phase1_number and peer")
+
+
+@message(0x0221, _C2P)
+@dataclass(frozen=True, slots=True)
+class SignatureRequest(Message):
+    """Placeholder: sign HASH_I/HASH_R with the tunnel's private key. Parent vets the tunnel."""
+
+    request_id: RequestId
+    phase1_number: DefNumber
+    digest: Annotated[bytes, Bytes(16, MAX_KEY)]
+
+
+@message(0x0222, _C2P)
+@dataclass(frozen=True, slots=True)
+class SpiRequest(Message):
+    """Allocate an inbound SPI. Parent vets: phase 2 exists, src/dst are its gateways."""
+
+    request_id: RequestId
+    phase2_number: DefNumber
+    proto: IpsecProto
+    src: IpAddr
+    dst: IpAddr
+
+    def check(self) -> None:
+        _same_family("spi", self.src, self.dst)
+
+
+@message(0x0230, _C2P)
+@dataclass(frozen=True, slots=True)
+class SaAdd(Message):
+    """Install one SA. Parent vets everything: endpoints, algorithms, key lengths,
+    lifetimes, that an inbound SPI is one it allocated, and per-tunnel counts.
+
+    Shape: ESP has encryption or aead (not both) and integrity only without aead;
+    AH has integrity only; encap only with ESP.
+    """
+
+    request_id: RequestId
+    phase1_number: DefNumber
+    phase2_number: DefNumber
+    tunnel_id: TunnelId
+    direction: Annotated[SaDirection, EnumOf(SaDirection)]
+    src: IpAddr
+    dst: IpAddr
+    proto: IpsecProto
+    spi: Annotated[int, UInt(4, lo=MIN_INBOUND_SPI)]
+    mode: Mode
+    encryption: Annotated[CryptKey | None, Opt(Nested(CryptKey))]
+    integrity: Annotated[AuthKey | None, Opt(Nested(AuthKey))]
+    aead: Annotated[AeadKey | None, Opt(Nested(AeadKey))]
+    lifetimes: Lifetimes
+    encap: Annotated[NatTEncap | None, Opt(Nested(NatTEncap))]
+    selector: Annotated[TrafficSelector | None, Opt(Nested(TrafficSelector))]
+    reqid: ReqId
+
+    def check(self) -> None:
+        _same_family("sa", self.src, self.dst)
+        if self.proto is ProtocolId.IPSEC_AH:
+            if self.integrity is None or self.encryption is not None or self.aead is not None:
+                raise inconsistent("AH carries integrity only")
+            if self.encap is not None:
+                raise inconsistent("AH cannot be UDP-encapsulated")
+            return
+        if (self.encryption is None) == (self.aead is None):
+            raise inconsistent("ESP needs exactly one of encryption and aead")
+        if self.aead is not None and self.integrity is not None:
+            raise inconsistent("AEAD needs no separate integrity")
+
+
+@message(0x0231, _C2P)
+@dataclass(frozen=True, slots=True)
+class SaDelete(Message):
+    """Delete an SA. Parent vets: it installed this SA for a tunnel of this child."""
+
+    request_id: RequestId
+    spi: Spi
+    proto: IpsecProto
+    dst: IpAddr
+
+
+@message(0x0232, _C2P)
+@dataclass(frozen=True, slots=True)
+class PolicyAdd(Message):
+    """Install one policy. Parent vets: selector inside the phase 2 definition, template
+    endpoints are the tunnel's gateways, reqid is the tunnel's."""
+
+    request_id: RequestId
+    phase2_number: DefNumber
+    selector: TrafficSelector
+    direction: Annotated[PolicyDirection, EnumOf(PolicyDirection)]
+    template: PolicyTemplate
+    priority: Priority
+
+
+@message(0x0233, _C2P)
+@dataclass(frozen=True, slots=True)
+class PolicyDelete(Message):
+    """Delete a policy. Parent vets: it installed exactly this one."""
+
+    request_id: RequestId
+    selector: TrafficSelector
+    direction: Annotated[PolicyDirection, EnumOf(PolicyDirection)]
+
+
+@message(0x0240, _C2P)
+@dataclass(frozen=True, slots=True)
+class StateReport(Message):
+    """One negotiated tunnel, answering ListCommand; the parent adds kernel counters."""
+
+    request_id: RequestId
+    phase: Phase12
+    number: DefNumber
+    tunnel_id: TunnelId
+    phase1_tunnel_id: Annotated[int | None, Opt(UInt(4, lo=1))]  # phase 2: its phase 1
+    role: Annotated[Role, EnumOf(Role)]
+    state: Annotated[TunnelState, EnumOf(TunnelState)]
+    local: Endpoint
+    remote: Endpoint
+    local_id: Annotated[Identity | None, Opt(Nested(Identity))]
+    remote_id: Annotated[Identity | None, Opt(Nested(Identity))]
+    algorithms: Text
+    expires_at: Annotated[int, UInt(8)]  # unix time, 0 unknown
+    spi_in: Spi  # 0 for phase 1
+    spi_out: Spi
+
+
+@message(0x0241, _C2P)
+@dataclass(frozen=True, slots=True)
+class StateReportEnd(Message):
+    request_id: RequestId
+    count: Count
+
+
+@message(0x0250, _C2P)
+@dataclass(frozen=True, slots=True)
+class Log(Message):
+    """A line for syslog. Printable text only (no forged line breaks); no emergencies."""
+
+    level: Annotated[
+        LogLevel,
+        EnumOf(
+            LogLevel,
+            (LogLevel.ERR, LogLevel.WARNING, LogLevel.NOTICE, LogLevel.INFO, LogLevel.DEBUG),
+        ),
+    ]
+    text: Annotated[str, Str(MAX_LOG_TEXT, min_len=1)]
+
+
+# ---------------------------------------------------------------------------------------
+# CLI -> parent (0x03xx): from uid 0 only (SO_PEERCRED), still decoded strictly.
+# A session is ControlHello, Response, then one request and its Response(s).
+# ---------------------------------------------------------------------------------------
+
+_CLI = Direction.CLI_TO_DAEMON
+
+
+@message(0x0301, _CLI)
+@dataclass(frozen=True, slots=True)
+class ControlHello(Message):
+    version: Version
+
+
+@message(0x0310, _CLI)
+@dataclass(frozen=True, slots=True)
+class ActivateRequest(Message):
+    """`ike cmd=activate`; empty numlist and namelist mean every definition."""
+
+    phase: Annotated[Phase, EnumOf(Phase, (Phase.ALL, Phase.PHASE1, Phase.PHASE2))]
+    numlist: NumList
+    namelist: Annotated[tuple[str, ...], ListOf(Str(MAX_TEXT, 1, Charset.NAME), MAX_LIST_ITEMS)]
+    remid: Annotated[str | None, Opt(Str(MAX_TEXT, min_len=1))]
+    src: OptAddr
+    dst: OptAddr
+    autostart: bool
+
+    def check(self) -> None:
+        if (self.src is None) != (self.dst is None):
+            raise inconsistent("ipaddr needs both source and destination")
+        if self.src is not None and self.dst is not None:
+            _same_family("ipaddr", self.src, self.dst)
+
+
+@message(0x0311, _CLI)
+@dataclass(frozen=True, slots=True)
+class ListRequest(Message):
+    """`ike cmd=list`; db lists definitions, role filters active tunnels."""
+
+    phase: Annotated[Phase, EnumOf(Phase)]
+    numlist: NumList
+    db: bool
+    role: OptRole
+    verbose: bool
+    json: bool
+
+    def check(self) -> None:
+        if self.db and self.role is not None:
+            raise inconsistent("db and role exclude each other")
+
+
+@message(0x0312, _CLI)
+@dataclass(frozen=True, slots=True)
+class RemoveRequest(Message):
+    """`ike cmd=remove`; db removes definitions instead of active tunnels."""
+
+    phase: Annotated[Phase, EnumOf(Phase, (Phase.ALL, Phase.PHASE1, Phase.PHASE2))]
+    numlist: NumList
+    db: bool
+
+
+@message(0x0313, _CLI)
+@dataclass(frozen=True, slots=True)
+class DbChanged(Message):
+    """From ikedb: definitions changed; reload them and send the child a new snapshot."""
+
+
+# ---------------------------------------------------------------------------------------
+# Parent -> CLI (0x04xx)
+# ---------------------------------------------------------------------------------------
+
+
+@message(0x0401, Direction.DAEMON_TO_CLI)
+@dataclass(frozen=True, slots=True)
+class Response(Message):
+    """Status plus text lines and/or rows; more=True: further Responses follow
+    (see ikepriv.ipc.control.split_response)."""
+
+    status: Error
+    lines: Annotated[tuple[str, ...], ListOf(Str(MAX_TEXT), MAX_ROWS)]
+    rows: Annotated[tuple[TunnelRow, ...], ListOf(Nested(TunnelRow), MAX_ROWS)]
+    more: bool = False
