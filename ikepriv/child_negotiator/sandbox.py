@@ -169,9 +169,24 @@ def _check_inherited_fds(config: SandboxConfig) -> frozenset[int]:
 
 
 def _scrub_environment(keep: frozenset[str]) -> None:
+    """Drop every variable not in ``keep`` and zero the original environment block.
+
+    unsetenv() only moves pointers: the strings the kernel copied onto the stack at exec
+    stay readable (and show in /proc/PID/environ).  Kept variables are re-set first, so
+    they live in heap copies and the block can be wiped whole.
+    """
+    kept = {name: os.environ[name] for name in keep if name in os.environ}
     for name in list(os.environ):
-        if name not in keep:
-            del os.environ[name]
+        del os.environ[name]
+    for name, value in kept.items():
+        os.environ[name] = value
+    with open("/proc/self/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # Fields 50 and 51 of proc(5) (env_start, env_end); the split starts at field 3.
+    env_start, env_end = int(fields[50 - 3]), int(fields[51 - 3])
+    if not 0 < env_start <= env_end:
+        raise SandboxError("environment", "cannot locate the environment block")
+    ctypes.memset(env_start, 0, env_end - env_start)
 
 
 def _resolve_ids(config: SandboxConfig) -> tuple[str, int, int]:
@@ -206,11 +221,25 @@ def _read_int(path: str) -> int:
 
 
 def prepare(config: SandboxConfig) -> Prepared:
-    """Phase 1 (call before ``trio.run``): checks and look-ups that still need files."""
-    fds = _check_inherited_fds(config)
-    _scrub_environment(config.env_keep)
-    _check_chroot_dir(config.chroot_dir)
-    user, uid, gid = _resolve_ids(config)
+    """Phase 1 (call before ``trio.run``): checks and look-ups that still need files.
+
+    Raises SandboxError (naming the check) for any failure.
+    """
+    step = "fds"
+    try:
+        fds = _check_inherited_fds(config)
+        step = "environment"
+        _scrub_environment(config.env_keep)
+        step = "chroot"
+        _check_chroot_dir(config.chroot_dir)
+        step = "ids"
+        user, uid, gid = _resolve_ids(config)
+        step = "capabilities"
+        cap_last_cap = _read_int("/proc/sys/kernel/cap_last_cap")
+    except SandboxError:
+        raise
+    except Exception as exc:
+        raise SandboxError(step, f"{type(exc).__name__}: {exc}") from exc
     return Prepared(
         config=config,
         uid=uid,
@@ -218,7 +247,7 @@ def prepare(config: SandboxConfig) -> Prepared:
         user=user,
         ppid=os.getppid(),
         inherited_fds=fds,
-        cap_last_cap=_read_int("/proc/sys/kernel/cap_last_cap"),
+        cap_last_cap=cap_last_cap,
     )
 
 

@@ -45,10 +45,13 @@ PROBE_IV: Final = bytes(16)
 MAX_MESSAGE: Final = 65536
 _PTRACE_ATTACH: Final = 16
 _TEST_NET_ADDR: Final = ("192.0.2.1", 500)
+_X32_SYSCALL_BIT: Final = 0x40000000
+_NR_GETPID: Final = 39
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 _libc.ptrace.argtypes = (ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p)
 _libc.ptrace.restype = ctypes.c_long
+_libc.syscall.restype = ctypes.c_long
 
 
 def transform(data: bytes) -> bytes:
@@ -115,6 +118,20 @@ def _kill_parent() -> object:
     return "signalled"
 
 
+def _x32_syscall() -> object:
+    """getpid through the x32 ABI (syscall number with bit 30 set): another ABI."""
+    ret = _libc.syscall(ctypes.c_long(_X32_SYSCALL_BIT | _NR_GETPID))
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return ret
+
+
+def _raise() -> object:
+    """An ordinary bug after sandboxing: must still print a traceback, not die by SIGSYS."""
+    raise ValueError("probe: deliberate failure after sandboxing")
+
+
 ACTIONS: Final[dict[str, Callable[[], object]]] = {
     "open": _open_file,
     "open_root_dir": _open_root_dir,
@@ -126,6 +143,8 @@ ACTIONS: Final[dict[str, Callable[[], object]]] = {
     "thread": _thread,
     "setuid_root": _setuid_root,
     "kill_parent": _kill_parent,
+    "x32_syscall": _x32_syscall,
+    "raise": _raise,
 }
 
 
