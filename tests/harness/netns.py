@@ -164,6 +164,11 @@ def xfrm_stat_errors(netns: str) -> dict[str, int]:
     return {p[0]: int(p[1]) for p in pairs if len(p) == 2 and p[1] != "0"}
 
 
+def counter_increase(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Counters that grew between two xfrm_stat_errors() snapshots, with the increase."""
+    return {k: v - before.get(k, 0) for k, v in after.items() if v > before.get(k, 0)}
+
+
 @dataclass(frozen=True)
 class XfrmSa:
     """One SA from `ip -s xfrm state`."""
