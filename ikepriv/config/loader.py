@@ -661,7 +661,8 @@ def load_definitions(
         phase2[p2.name] = p2
 
     if reader.problems:
-        raise ConfigError(filename, reader.problems)
+        in_order = sorted(reader.problems, key=lambda p: (p.line is None, p.line or 0))
+        raise ConfigError(filename, in_order)
     return Definitions(tuple(phase1.values()), tuple(phase2.values()))
 
 
