@@ -10,6 +10,23 @@ socketpair) when ``trio.run`` starts, and the seccomp filter forbids creating an
    in :data:`STEPS`.  Any descriptor that appeared between the two phases was created
    by trio in this process and is kept.
 
+Use in the child (see ``sandbox_probe`` for a complete one)::
+
+    config = SandboxConfig(ipc_fd=fd)
+    try:
+        prepared = prepare(config)          # before trio.run
+    except SandboxError as exc:
+        fail_closed(exc)
+    trio.run(main, prepared)
+
+    async def main(prepared):
+        sock = trio.socket.from_stdlib_socket(socket.socket(fileno=fd))  # before enter
+        try:
+            report = enter(prepared)
+        except SandboxError as exc:
+            fail_closed(exc)
+        ...                                 # first recv only now
+
 Fail closed: a mandatory step that fails raises :class:`SandboxError`; the caller then
 calls :func:`fail_closed`, which writes one line to stderr and ``_exit``\\ s with
 :data:`EXIT_SANDBOX_FAILED` -- no payload, no atexit handlers, no trio clean-up.  Only

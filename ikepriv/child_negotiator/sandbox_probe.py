@@ -23,6 +23,7 @@ import argparse
 import ctypes
 import ctypes.util
 import errno
+import gc
 import hashlib
 import hmac
 import json
@@ -43,6 +44,7 @@ from ikepriv.ext._dh import lib as dh_lib
 PROBE_KEY: Final = bytes(range(32))
 PROBE_IV: Final = bytes(16)
 MAX_MESSAGE: Final = 65536
+_BIG_ALLOCATION: Final = 8 << 20
 _PTRACE_ATTACH: Final = 16
 _TEST_NET_ADDR: Final = ("192.0.2.1", 500)
 _X32_SYSCALL_BIT: Final = 0x40000000
@@ -164,12 +166,23 @@ def _attempt(action: str) -> None:
     _print("RESULT", result)
 
 
+async def _exercise_runtime() -> None:
+    """What the real child's loop does besides I/O: timeouts, big buffers, collection."""
+    with trio.move_on_after(0.001):
+        await trio.sleep_forever()
+    big = bytearray(_BIG_ALLOCATION)  # beyond malloc's mmap threshold: mmap + munmap
+    big[-1] = 1
+    del big
+    gc.collect()
+
+
 async def _echo(sock: trio.socket.SocketType, report: dict[str, object]) -> None:
     await sock.send(json.dumps(report).encode())
     while True:
         data = await sock.recv(MAX_MESSAGE)
         if not data:
             return
+        await _exercise_runtime()
         await sock.send(transform(data))
 
 
