@@ -137,7 +137,7 @@ def build() -> None:
 def destroy() -> None:
     for ns in (NS_L, NS_R):
         if os.path.exists(f"/run/netns/{ns}"):
-            subprocess.run(["ip", "netns", "del", ns], check=False)  # noqa: S607
+            subprocess.run(["ip", "netns", "del", ns], check=False)  # noqa: S603, S607
 
 
 def ping(net: Net) -> subprocess.CompletedProcess[str]:
