@@ -515,6 +515,8 @@ class ConfigPhase1(Message):
 @message(0x0104, _P2C)
 @dataclass(frozen=True, slots=True)
 class ConfigPhase2(Message):
+    """One phase 2 definition of the snapshot; its phase 1 came earlier in the snapshot."""
+
     generation: Generation
     definition: Phase2Def
 
@@ -840,6 +842,8 @@ class StateReport(Message):
 @message(0x0241, _C2P)
 @dataclass(frozen=True, slots=True)
 class StateReportEnd(Message):
+    """Closes the answer to ListCommand; count lets the parent notice a lost report."""
+
     request_id: RequestId
     count: Count
 
@@ -870,6 +874,8 @@ _CLI = Direction.CLI_TO_DAEMON
 @message(0x0301, _CLI)
 @dataclass(frozen=True, slots=True)
 class ControlHello(Message):
+    """First message of a CLI session: the catalogue version. Answered by a Response."""
+
     version: Version
 
 

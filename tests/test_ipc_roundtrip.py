@@ -1,0 +1,292 @@
+"""Every message survives encode/decode unchanged; the catalogue holds to its own rules."""
+
+# No "from __future__ import annotations" here: the structs defined below need real
+# annotation objects, exactly like the catalogue.
+
+from dataclasses import dataclass
+from ipaddress import ip_address, ip_network
+from typing import Annotated
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from test_ipc_strategies import MESSAGE_TYPES, struct_strategy
+
+from ikepriv.ipc import messages as m
+from ikepriv.ipc.control import merge, split_response
+from ikepriv.ipc.errors import IpcError, Reason
+from ikepriv.ipc.schema import (
+    MAX_MESSAGE_SIZE,
+    Direction,
+    Message,
+    SchemaError,
+    Struct,
+    UInt,
+    decode,
+    encode,
+    message,
+    registry,
+    struct,
+)
+from ikepriv.isakmp.constants import (
+    EncapsulationMode,
+    EspTransformId,
+    ExchangeType,
+    GroupId,
+    IdType,
+    IkeEncryption,
+    IkeHash,
+    ProtocolId,
+)
+
+V4 = ip_address("192.0.2.1")
+V4_PEER = ip_address("198.51.100.7")
+V6 = ip_address("2001:db8::1")
+
+
+@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.parametrize("cls", MESSAGE_TYPES, ids=lambda cls: cls.__name__)
+@given(data=st.data())
+def test_round_trip_every_message(cls: type[Message], family: int, data: st.DataObject):
+    msg = data.draw(struct_strategy(cls, family))
+    wire = encode(msg)
+    assert len(wire) <= MAX_MESSAGE_SIZE
+    back = decode(wire, cls.DIRECTION)
+    assert type(back) is cls
+    assert back == msg
+    assert encode(back) == wire
+
+
+@pytest.mark.parametrize("cls", MESSAGE_TYPES, ids=lambda cls: cls.__name__)
+@given(data=st.data())
+def test_other_directions_refuse_the_message(cls: type[Message], data: st.DataObject):
+    wire = encode(data.draw(struct_strategy(cls, 4)))
+    for direction in Direction:
+        if direction is not cls.DIRECTION:
+            with pytest.raises(IpcError) as info:
+                decode(wire, direction)
+            assert info.value.reason is Reason.WRONG_DIRECTION
+
+
+CONTRACT = {
+    Direction.PARENT_TO_CHILD: {
+        "Hello", "ConfigBegin", "ConfigPhase1", "ConfigPhase2", "ConfigEnd", "DatagramIn",
+        "InitiateCommand", "RemoveCommand", "ListCommand", "SkeyidReply", "SignatureReply",
+        "SpiReply", "ResultReply", "KernelAcquire", "KernelExpire", "Shutdown",
+    },
+    Direction.CHILD_TO_PARENT: {
+        "Ready", "DatagramOut", "SkeyidRequest", "SignatureRequest", "SpiRequest", "SaAdd",
+        "SaDelete", "PolicyAdd", "PolicyDelete", "StateReport", "StateReportEnd", "Log",
+    },
+    Direction.CLI_TO_DAEMON: {
+        "ControlHello", "ActivateRequest", "ListRequest", "RemoveRequest", "DbChanged",
+    },
+    Direction.DAEMON_TO_CLI: {"Response"},
+}  # fmt: skip
+
+
+def test_catalogue_is_the_contract():
+    found: dict[Direction, set[str]] = {d: set() for d in Direction}
+    for cls in registry().values():
+        found[cls.DIRECTION].add(cls.__name__)
+    assert found == CONTRACT
+
+
+def test_type_number_high_byte_names_the_direction():
+    for number, cls in registry().items():
+        assert number == cls.TYPE
+        assert number >> 8 == cls.DIRECTION
+
+
+def test_every_message_says_what_it_is_for():
+    """A dataclass without a docstring gets its signature as __doc__."""
+    for cls in registry().values():
+        assert cls.__doc__ and not cls.__doc__.startswith(f"{cls.__name__}(")
+
+
+def test_duplicate_type_number_is_refused():
+    before = registry()
+    with pytest.raises(SchemaError, match="used by Hello"):
+
+        @message(m.Hello.TYPE, Direction.PARENT_TO_CHILD)
+        @dataclass(frozen=True, slots=True)
+        class Twin(Message):
+            version: Annotated[int, UInt(2)]
+
+    assert registry() == before
+
+
+def test_type_number_in_another_directions_range_is_refused():
+    with pytest.raises(SchemaError, match="high byte"):
+
+        @message(0x0299, Direction.PARENT_TO_CHILD)
+        @dataclass(frozen=True, slots=True)
+        class Misplaced(Message):
+            pass
+
+
+def test_mutable_or_unannotated_structs_are_refused():
+    with pytest.raises(SchemaError, match="frozen"):
+
+        @struct
+        @dataclass
+        class Mutable(Struct):
+            x: Annotated[int, UInt(1)]
+
+    with pytest.raises(SchemaError, match="Annotated"):
+
+        @struct
+        @dataclass(frozen=True)
+        class Bare(Struct):
+            x: int
+
+    with pytest.raises(SchemaError, match="string annotation"):
+
+        @struct
+        @dataclass(frozen=True)
+        class Stringly(Struct):
+            x: "Annotated[int, UInt(1)]"
+
+
+def test_wire_format_is_pinned():
+    """Changing these bytes changes the protocol: bump PROTOCOL_VERSION with them."""
+    out = m.DatagramOut(
+        m.Endpoint(V4, 500), m.Endpoint(ip_address("192.0.2.2"), 500), False, b"abc"
+    )
+    assert encode(out).hex() == "021004c000020101f404c000020201f4000003616263"
+    req = m.SkeyidRequest(7, None, V4_PEER, IkeHash.SHA2_256, b"\x11" * 8, b"\x22" * 8)
+    # type, request id, phase1_number absent, peer present, prf, then the nonces with a
+    # 2-byte length (their bound, 256, does not fit in one byte)
+    assert encode(req).hex() == (
+        "0220" "00000007" "00" "01" "04c6336407" "04" "0008" + "11" * 8 + "0008" + "22" * 8
+    )  # fmt: skip
+    assert m.PROTOCOL_VERSION == 1
+
+
+def test_largest_ike_datagram_fits_in_one_message():
+    msg = m.DatagramIn(m.Endpoint(V6, 4500), m.Endpoint(V6, 4500), True, b"\xab" * 65535)
+    assert decode(encode(msg), Direction.PARENT_TO_CHILD) == msg
+
+
+def _phase1(proposals: object) -> m.Phase1Def:
+    proposal = m.IkeProposal(IkeEncryption.AES_CBC, 256, IkeHash.SHA2_256, GroupId.MODP_2048, 3600)
+    return m.Phase1Def(
+        number=1,
+        name="gw-east",
+        local_addr=V4,
+        remote_addr=V4_PEER,
+        local_id=m.Identity(IdType.IPV4_ADDR, V4.packed),
+        remote_id=None,
+        mode=ExchangeType.IDENTITY_PROTECTION,
+        auth_method=m.AuthMethod.PRE_SHARED_KEY,
+        proposals=proposals if proposals is not None else [proposal],  # type: ignore[arg-type]
+        dpd=m.DpdSettings(True, 30, 120),
+        nat_t=True,
+    )
+
+
+def test_lists_are_frozen_into_tuples():
+    definition = _phase1(None)
+    assert isinstance(definition.proposals, tuple)
+    hash(m.ConfigPhase1(1, definition))  # frozen all the way down
+    with pytest.raises(AttributeError):
+        definition.number = 2  # type: ignore[misc]
+
+
+def test_aead_icv_length_follows_the_transform():
+    key = m.AeadKey(EspTransformId.AES_GCM_16, b"k" * 32, b"salt")
+    assert key.icv_bits == 128
+    assert m.AeadKey(EspTransformId.AES_CCM_8, b"k" * 16, b"slt").icv_bits == 64
+
+
+def _row(number: int) -> m.TunnelRow:
+    return m.TunnelRow(
+        number=number,
+        tunnel_id=number,
+        phase=m.Phase.PHASE2,
+        name="n" * 255,
+        role=m.Role.INITIATOR,
+        state=m.TunnelState.ESTABLISHED,
+        local_addr=V6,
+        remote_addr=V6,
+        local_id=m.Identity(IdType.FQDN, b"a" * 255),
+        remote_id=m.Identity(IdType.FQDN, b"b" * 255),
+        algorithms="ESP AES-GCM-16 256",
+        remaining_seconds=100,
+        spi_in=0x1000,
+        spi_out=0x2000,
+        bytes=1,
+        packets=1,
+        phase1_number=1,
+    )
+
+
+def test_one_response_too_large_is_refused_and_split_response_splits():
+    rows = [_row(n) for n in range(1, 301)]
+    with pytest.raises(IpcError) as info:
+        encode(m.Response(m.ErrorCode.OK, (), tuple(rows)))
+    assert info.value.reason is Reason.TOO_LARGE
+    lines = [f"line {n}" for n in range(5000)]
+    parts = split_response(m.ErrorCode.PARTIAL, lines, rows)
+    assert len(parts) > 2
+    assert [p.more for p in parts] == [True] * (len(parts) - 1) + [False]
+    for part in parts:
+        assert decode(encode(part), Direction.DAEMON_TO_CLI) == part
+    assert merge(parts) == (m.ErrorCode.PARTIAL, lines, rows)
+
+
+def test_split_response_of_nothing_is_one_empty_response():
+    assert split_response(m.ErrorCode.NO_SUCH_TUNNEL) == [
+        m.Response(m.ErrorCode.NO_SUCH_TUNNEL, (), (), more=False)
+    ]
+
+
+def test_version_check():
+    m.check_version(m.PROTOCOL_VERSION)
+    with pytest.raises(IpcError) as info:
+        m.check_version(m.PROTOCOL_VERSION + 1)
+    assert info.value.reason is Reason.VERSION_MISMATCH
+
+
+def test_sa_add_shapes():
+    base = dict(
+        request_id=1, phase1_number=1, phase2_number=2, tunnel_id=3,
+        direction=m.SaDirection.IN, src=V4_PEER, dst=V4, proto=ProtocolId.IPSEC_ESP,
+        spi=0x1234, mode=EncapsulationMode.TUNNEL, encryption=None, integrity=None,
+        aead=None, lifetimes=m.Lifetimes(3000, 3600, 0, 0), encap=None, selector=None,
+        reqid=5,
+    )  # fmt: skip
+    gcm = m.AeadKey(EspTransformId.AES_GCM_16, b"k" * 16, b"salt")
+    cbc = m.CryptKey(EspTransformId.AES_CBC, b"k" * 16)
+    sha = m.AuthKey(m.AuthAlgorithm.HMAC_SHA2_256, b"a" * 32)
+    good = [
+        {"aead": gcm},
+        {"encryption": cbc, "integrity": sha},
+        {"encryption": cbc, "integrity": sha, "encap": m.NatTEncap(4500, 4500)},
+        {"proto": ProtocolId.IPSEC_AH, "integrity": sha},
+    ]
+    bad = [
+        {},
+        {"aead": gcm, "encryption": cbc},
+        {"aead": gcm, "integrity": sha},
+        {"proto": ProtocolId.IPSEC_AH, "integrity": sha, "encryption": cbc},
+        {"proto": ProtocolId.IPSEC_AH, "integrity": sha, "encap": m.NatTEncap(4500, 4500)},
+        {"proto": ProtocolId.IPSEC_AH},
+        {"aead": gcm, "dst": V6},
+    ]
+    for extra in good:
+        msg = m.SaAdd(**{**base, **extra})  # type: ignore[arg-type]
+        assert decode(encode(msg), Direction.CHILD_TO_PARENT) == msg
+    for extra in bad:
+        with pytest.raises(IpcError) as info:
+            m.SaAdd(**{**base, **extra})  # type: ignore[arg-type]
+        assert info.value.reason is Reason.INCONSISTENT, extra
+
+
+def test_policy_selector_networks_keep_their_prefix():
+    sel = m.TrafficSelector(
+        m.Selector(ip_network("192.0.2.0/24"), 0, 0),
+        m.Selector(ip_network("203.0.113.128/25"), 6, 443),
+    )
+    msg = m.PolicyDelete(9, sel, m.PolicyDirection.FWD)
+    assert decode(encode(msg), Direction.CHILD_TO_PARENT) == msg
