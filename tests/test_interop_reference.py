@@ -10,25 +10,37 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import pytest
-
 from harness import uml
 from harness.interop import Scenario
 from harness.peers import CHARON, LSW_ROOT
 
 pytestmark = [pytest.mark.uml, pytest.mark.interop, pytest.mark.root]
 
-SCENARIOS = [
-    Scenario("ss-ss-mm", "strongswan", "strongswan", "main", esp="aes128-sha256"),
-    Scenario("ss-lsw-mm-pfs", "strongswan", "libreswan", "main",
-             esp="aes128-sha256-modp2048"),
-    Scenario("lsw-ss-am-gcm", "libreswan", "strongswan", "aggressive", esp="aes256gcm16"),
+CBC_SHA256 = {"cbc(aes)", "hmac(sha256)"}
+GCM = {"rfc4106(gcm(aes))"}
+# (scenario, kernel algorithms its ESP SAs must use)
+POSITIVE = [
+    (Scenario("ss-ss-mm", "strongswan", "strongswan", "main", esp="aes128-sha256"), CBC_SHA256),
+    (Scenario("ss-ss-am-ecp-gcm", "strongswan", "strongswan", "aggressive",
+              ike="aes256-sha384-ecp256", esp="aes128gcm16"), GCM),
+    (Scenario("ss-lsw-mm-pfs", "strongswan", "libreswan", "main",
+              esp="aes128-sha256-modp2048"), CBC_SHA256),
+    (Scenario("lsw-ss-mm-pfs", "libreswan", "strongswan", "main",
+              esp="aes128-sha256-modp2048"), CBC_SHA256),
+    (Scenario("ss-lsw-am", "strongswan", "libreswan", "aggressive", esp="aes128-sha256"),
+     CBC_SHA256),
+    (Scenario("lsw-ss-am-gcm", "libreswan", "strongswan", "aggressive", esp="aes256gcm16"),
+     GCM),
 ]
-EXPECTED_ALGS = {"ss-ss-mm": {"cbc(aes)", "hmac(sha256)"},
-                 "ss-lsw-mm-pfs": {"cbc(aes)", "hmac(sha256)"},
-                 "lsw-ss-am-gcm": {"rfc4106(gcm(aes))"}}
+# negative control: the checks must be able to fail (responder has another PSK)
+NEGATIVE = [Scenario("neg-ss-ss-psk", "strongswan", "strongswan", "main",
+                     responder_psk="not-the-same-psk-0123456789", init_timeout=6,
+                     est_timeout=2)]
+SCENARIOS = [s for s, _ in POSITIVE] + NEGATIVE
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +54,13 @@ def guest() -> dict[str, Any]:
         missing.append("certutil (libnss3-tools)")
     if missing:
         pytest.skip(f"interop tier needs: {', '.join(missing)}")
+    # IKEPRIV_UML_LOGS=DIR keeps daemon logs, configs and xfrm dumps per scenario there
+    logs = os.environ.get("IKEPRIV_UML_LOGS")
+    if logs:
+        Path(logs).mkdir(parents=True, exist_ok=True)
     value, run = uml.run_function("harness.interop", "run_scenarios",
-                                  [asdict(s) for s in SCENARIOS], timeout=420)
+                                  [asdict(s) for s in SCENARIOS], None, logs, timeout=420,
+                                  rw_dirs=[Path(logs)] if logs else [])
     assert run.rc == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert isinstance(value, dict)
     print(f"\nguest: kernel {value['kernel']}, topology {value['topology_s']}s, "
@@ -61,11 +78,18 @@ def test_guard_blocks_cleartext(guest: dict[str, Any]) -> None:
     assert guest["guard_blocks"] is True
 
 
-@pytest.mark.parametrize("name", [s.name for s in SCENARIOS])
-def test_reference_scenario(guest: dict[str, Any], name: str) -> None:
+@pytest.mark.parametrize(("name", "algs"), [(s.name, a) for s, a in POSITIVE])
+def test_reference_scenario(guest: dict[str, Any], name: str, algs: set[str]) -> None:
     r = guest["results"][name]
     assert r["ok"], f"{r['why']}\n{r['ping']}\n" + "\n".join(r["log_tails"].values())
     for gw, c in r["counters"].items():
         assert c["out_packets"] > 0 and c["in_packets"] > 0, (gw, c)
-        assert EXPECTED_ALGS[name] <= set(c["algs"]), (gw, c)
+        assert algs <= set(c["algs"]), (gw, c)
     assert all(not errs for errs in r["xfrm_stat_new_errors"].values()), r["xfrm_stat_new_errors"]
+
+
+def test_psk_mismatch_fails(guest: dict[str, Any]) -> None:
+    r = guest["results"]["neg-ss-ss-psk"]
+    assert not r["ok"]
+    assert "initiate failed" in r["why"]
+    assert all(c["out_sas"] == 0 and c["in_sas"] == 0 for c in r["counters"].values())

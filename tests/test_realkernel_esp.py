@@ -11,7 +11,6 @@ import os
 from typing import Any
 
 import pytest
-
 from harness import netns as nsmod
 from harness import uml
 

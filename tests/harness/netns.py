@@ -102,8 +102,9 @@ def preexec(netns: str | None, binds: Sequence[tuple[str, str]] = ()) -> Callabl
 def run(argv: Sequence[str], netns: str | None = None, *, input: str | None = None,
         check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run argv (in `netns`), capture text output; raise NetnsError on failure if `check`."""
-    r = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout,
-                       preexec_fn=preexec(netns) if netns else None)  # noqa: PLW1509
+    r = subprocess.run(list(argv), input=input, capture_output=True,  # noqa: S603
+                       text=True, timeout=timeout,
+                       preexec_fn=preexec(netns) if netns else None)
     if check and r.returncode != 0:
         raise NetnsError(f"{' '.join(argv)} (netns {netns}) -> rc {r.returncode}: "
                          f"{r.stderr.strip()}")

@@ -22,6 +22,7 @@ import abc
 import importlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -122,8 +123,7 @@ class Peer(abc.ABC):
 
     # helpers for drivers -------------------------------------------------------------------
     def _fresh_dir(self, *subdirs: str) -> None:
-        if self.dir.exists():
-            subprocess.run(["rm", "-rf", str(self.dir)], check=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
         for d in ("", *subdirs):
             (self.dir / d).mkdir(parents=True, exist_ok=True)
 
@@ -131,10 +131,10 @@ class Peer(abc.ABC):
                env: dict[str, str] | None = None, out_name: str = "daemon.stdout") -> None:
         """Start the daemon directly (no shell, no ip-netns-exec): its PID is ours to stop."""
         with open(self.dir / out_name, "wb") as out:
-            self.proc = subprocess.Popen(
+            self.proc = subprocess.Popen(  # noqa: S603 (test harness, fixed argv)
                 list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},
-                preexec_fn=nsmod.preexec(self.spec.netns, binds))  # noqa: PLW1509
+                preexec_fn=nsmod.preexec(self.spec.netns, binds))
 
     def _wait_for(self, path: Path, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -287,8 +287,9 @@ class StrongSwan(Peer):
     def swanctl(self, command: str, *args: str, timeout: float = 60
                 ) -> subprocess.CompletedProcess[str]:
         """swanctl against this instance (the --uri must follow the command)."""
-        return subprocess.run([SWANCTL, command, "--uri", f"unix://{self.vici}", *args],
-                              capture_output=True, text=True, timeout=timeout,
+        argv = [SWANCTL, command, "--uri", f"unix://{self.vici}", *args]
+        return subprocess.run(argv, capture_output=True, text=True,  # noqa: S603
+                              timeout=timeout,
                               env={**os.environ, "STRONGSWAN_CONF": str(self.conf)})
 
     def initiate(self, timeout: float = 30) -> bool:
@@ -404,7 +405,10 @@ class Libreswan(Peer):
         self._fresh_dir("run", "nss", "dump")
         ike, _ = libreswan_proposal(s.ike)
         esp, pfs_group = libreswan_proposal(s.esp)
-        r = subprocess.run(["certutil", "-N", "-d", f"sql:{self.dir / 'nss'}",
+        certutil = shutil.which("certutil")
+        if certutil is None:
+            raise PeerError("certutil not found (apt package libnss3-tools)")
+        r = subprocess.run([certutil, "-N", "-d", f"sql:{self.dir / 'nss'}",  # noqa: S603
                             "--empty-password"], capture_output=True, text=True, timeout=60)
         if r.returncode != 0:
             raise PeerError(f"certutil failed: {r.stderr}")

@@ -67,18 +67,23 @@ def _pump(src: IO[bytes], sink: list[bytes], echo: IO[str] | None) -> None:
 
 
 def run(argv: Sequence[str], *, timeout: float = 300, env: dict[str, str] | None = None,
-        cwd: Path = REPO, stream: bool = False, mem: str = "512M") -> UmlResult:
+        cwd: Path = REPO, stream: bool = False, mem: str = "512M",
+        rw_dirs: Sequence[Path] = ()) -> UmlResult:
     """Boot UML, run `argv` inside as root (cwd `cwd`), return its rc/stdout/stderr.
 
     `env` adds variables to the guest environment. With `stream`, the guest's output is echoed
-    to our stderr while it runs (pytest -s shows progress). rc 124: timeout, 125: no status.
+    to our stderr while it runs (pytest -s shows progress). The repo is mounted read-write,
+    and so is every existing directory in `rw_dirs` (everything else is read-only).
+    rc 124: timeout, 125: the guest reported no status.
     """
     extra = dict(env or {})
     host_env = {**os.environ, **extra}
     passenv = " ".join(sorted({*extra, *host_env.get("RK_PASSENV", "").split()}))
     host_env.update(RK_TIMEOUT=str(int(timeout)), RK_MEM=mem, RK_PASSENV=passenv,
                     PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([str(RUN_IN_KERNEL), *argv], cwd=cwd, env=host_env,
+    if rw_dirs:
+        host_env["RK_RW"] = " ".join([str(REPO), *(str(Path(d).resolve()) for d in rw_dirs)])
+    proc = subprocess.Popen([str(RUN_IN_KERNEL), *argv], cwd=cwd, env=host_env,  # noqa: S603
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
     assert proc.stdout is not None and proc.stderr is not None
@@ -121,7 +126,8 @@ print({mark!r} + json.dumps(value), flush=True)
 
 
 def run_function(module: str, func: str, *args: Any, timeout: float = 300,
-                 env: dict[str, str] | None = None, stream: bool = False) -> tuple[Any, UmlResult]:
+                 env: dict[str, str] | None = None, stream: bool = False,
+                 rw_dirs: Sequence[Path] = ()) -> tuple[Any, UmlResult]:
     """Call `module.func(*args)` in the guest (module importable from tests/, e.g.
     "harness.netns" or "test_realkernel_esp"); return its JSON-decoded value and the run.
 
@@ -129,7 +135,7 @@ def run_function(module: str, func: str, *args: Any, timeout: float = 300,
     """
     code = _CALL_STUB.format(tests=str(TESTS), module=module, func=func,
                              args=json.dumps(list(args)), mark=RESULT_MARK)
-    res = run(python_argv("-c", code), timeout=timeout, env=env, stream=stream)
+    res = run(python_argv("-c", code), timeout=timeout, env=env, stream=stream, rw_dirs=rw_dirs)
     return parse_result(res), res
 
 
