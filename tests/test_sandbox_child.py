@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -120,6 +121,49 @@ def test_sandboxed_child_credentials_and_filters(
     assert status["NoNewPrivs"].strip() == "1"
     assert status["Seccomp"].strip() == "2"
     assert status["Threads"].strip() == "1"
+    # Not dumpable: the kernel makes the /proc/PID files of such a process root's.
+    assert os.stat(f"/proc/{probe.proc.pid}/environ").st_uid == 0
+
+
+INTERMEDIATE = """
+import subprocess, sys
+fd = int(sys.argv[2])
+proc = subprocess.Popen(
+    [sys.executable, "-m", "ikepriv.child_negotiator.sandbox_probe", "echo",
+     "--ipc-fd", str(fd), "--chroot", sys.argv[1]],
+    pass_fds=(fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL)
+print(proc.pid, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_child_dies_with_its_parent(empty_dir: Path) -> None:
+    """PR_SET_PDEATHSIG: a child whose parent is gone must not linger, even though its
+    IPC peer (held here, not by the dead parent) is still open."""
+    peer, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    peer.settimeout(WAIT)
+    parent = subprocess.Popen(  # noqa: S603 -- fixed argv, our own interpreter
+        [PYTHON, "-c", INTERMEDIATE, str(empty_dir), str(child_end.fileno())],
+        pass_fds=(child_end.fileno(),), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        cwd=ROOT,
+    )  # fmt: skip
+    child_end.close()
+    assert parent.stdout is not None
+    child_pid = int(parent.stdout.readline())
+    pidfd = os.pidfd_open(child_pid)
+    try:
+        assert peer.recv(65536)  # the report: the child is sandboxed and waiting
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        assert poller.poll(0) == []  # alive while its parent lives
+        parent.kill()
+        parent.communicate(timeout=WAIT)
+        assert poller.poll(WAIT * 1000) != []  # readable pidfd: the child has exited
+        assert peer.recv(65536) == b""
+    finally:
+        os.close(pidfd)
+        peer.close()
 
 
 def test_sandboxed_child_has_its_own_network_namespace_and_root(
