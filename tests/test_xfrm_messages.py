@@ -398,6 +398,7 @@ def test_valid_specs_construct() -> None:
         ),
         ({"aead": GCM}, "excludes"),
         ({"encryption": None}, "ESP needs"),
+        ({"integrity": None}, "needs an integrity algorithm"),
         ({"proto": IpProtocol.AH}, "AH takes only"),
         ({"proto": IpProtocol.UDP}, "ESP or AH"),
         ({"spi": 0xFF}, "SPI"),

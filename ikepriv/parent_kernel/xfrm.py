@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from ikepriv.crypto.keymat import ESP_CIPHERS, INTEGRITY
 from ikepriv.isakmp.constants import IpProtocol
 from ikepriv.parent_kernel import xfrm_messages as xm
 from ikepriv.parent_kernel.xfrm_messages import (
@@ -357,25 +358,36 @@ Event = Acquire | Expire | PolicyExpire | EventsLost
 
 
 # --------------------------------------------------------------------------
-# Structural validation.  Algorithm names are the kernel's; the phase 2 vetting of
-# which algorithms a tunnel allows happens in the parent, not here.
+# Structural validation.  Names and key sizes come from the project's one IPsec algorithm
+# table (ikepriv.crypto.keymat); which algorithms a tunnel allows is vetted by the parent.
 
-ENCRYPTION_KEY_BYTES: Final[dict[str, frozenset[int]]] = {
-    "cbc(aes)": frozenset({16, 24, 32}),
-    "cbc(des3_ede)": frozenset({24}),
-    "ecb(cipher_null)": frozenset({0}),
-}
-# name -> (key bytes, ICV truncation bits), RFC 2404, RFC 2403, RFC 4868
+
+KeySizes = frozenset[int]
+AeadSizes = tuple[frozenset[int], frozenset[int]]
+
+
+def _cipher_tables() -> tuple[dict[str, KeySizes], dict[str, AeadSizes]]:
+    plain: dict[str, set[int]] = {}
+    aead: dict[str, tuple[set[int], set[int]]] = {}
+    for spec in ESP_CIPHERS.values():
+        key_bytes = {bits // 8 + spec.salt_bytes for bits in spec.key_bits}
+        if spec.icv_bits is None:
+            plain.setdefault(spec.xfrm_name, set()).update(key_bytes)
+        else:
+            keys, icvs = aead.setdefault(spec.xfrm_name, (set(), set()))
+            keys.update(key_bytes)
+            icvs.add(spec.icv_bits)
+    return (
+        {name: frozenset(sizes) for name, sizes in plain.items()},
+        {name: (frozenset(k), frozenset(i)) for name, (k, i) in aead.items()},
+    )
+
+
+# cipher name -> key bytes; AEAD name -> (key bytes including salt, ICV bits)
+ENCRYPTION_KEY_BYTES, AEAD_PARAMS = _cipher_tables()
+# integrity name -> (key bytes, ICV truncation bits)
 INTEGRITY_PARAMS: Final[dict[str, tuple[int, int]]] = {
-    "hmac(md5)": (16, 96),
-    "hmac(sha1)": (20, 96),
-    "hmac(sha256)": (32, 128),
-    "hmac(sha384)": (48, 192),
-    "hmac(sha512)": (64, 256),
-}
-# name -> (key bytes including salt, allowed ICV bits), RFC 4106
-AEAD_PARAMS: Final[dict[str, tuple[frozenset[int], frozenset[int]]]] = {
-    "rfc4106(gcm(aes))": (frozenset({20, 28, 36}), frozenset({64, 96, 128})),
+    spec.xfrm_name: (spec.key_bytes, spec.truncation_bits) for spec in INTEGRITY.values()
 }
 
 
@@ -401,6 +413,9 @@ def validate_sa(spec: SaSpec) -> None:
             raise ValueError("sa: an AEAD cipher excludes separate encryption/integrity")
     elif spec.encryption is None:
         raise ValueError("sa: ESP needs an encryption or AEAD algorithm")
+    elif spec.integrity is None:
+        # confidentiality without integrity is open to active attacks (as keymat refuses it)
+        raise ValueError("sa: ESP with a non-AEAD cipher needs an integrity algorithm")
     if spec.encryption is not None:
         sizes = ENCRYPTION_KEY_BYTES.get(spec.encryption.name)
         if sizes is None:
@@ -702,6 +717,13 @@ def _open_socket(groups: Iterable[NlGroup] = ()) -> socket.socket:
     return sock
 
 
+def _wait_readable(sock: socket.socket, timeout: float | None) -> bool:
+    """poll(2), not select(2): the parent may hold descriptors numbered above 1024."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000))))
+
+
 def _split(data: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
     """Yield (type, flags, seq, pid, whole message) for each netlink message in a datagram."""
     offset = 0
@@ -729,8 +751,8 @@ def _error_of(msg: bytes, flags: int) -> tuple[int, str]:
             if alen < 4 or offset + alen > len(msg):
                 break
             if atype == NLMSGERR_ATTR_MSG:
-                detail = msg[offset + 4 : offset + alen].split(b"\0", 1)[0].decode(
-                    "ascii", "replace"
+                detail = (
+                    msg[offset + 4 : offset + alen].split(b"\0", 1)[0].decode("ascii", "replace")
                 )
             offset += (alen + 3) & ~3
     return -code, detail
@@ -791,7 +813,12 @@ class XfrmKernel:
             except (struct.error, ValueError, KeyError, TypeError) as exc:
                 raise XfrmError(errno_mod.EINVAL, operation, f"cannot encode: {exc}") from exc
             try:
-                self._sock.send(bytes(msg.data))
+                self._sock.send(msg.data)
+            except OSError as exc:
+                raise XfrmError(exc.errno or errno_mod.EIO, operation) from exc
+            finally:
+                msg.data[:] = bytes(len(msg.data))  # best effort: no key copy lingers here
+            try:
                 return self._collect(operation, seq, reply_class)
             except XfrmError:
                 raise
@@ -805,8 +832,7 @@ class XfrmKernel:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise XfrmError(errno_mod.ETIMEDOUT, operation, "no answer from the kernel")
-            readable, _, _ = select.select([self._sock], [], [], remaining)
-            if not readable:
+            if not _wait_readable(self._sock, remaining):
                 continue
             data, (sender, _) = self._sock.recvfrom(RECV_BUFSIZE)
             if sender != 0:
@@ -1056,8 +1082,8 @@ class XfrmEvents:
 
     def recv_events(self, timeout: float | None = None) -> list[Event]:
         """Events that arrived; waits up to `timeout` seconds (None: forever) for the first."""
-        readable, _, _ = select.select([self._sock], [], [], timeout)
         events: list[Event] = []
+        readable = _wait_readable(self._sock, timeout)
         while readable:
             try:
                 data, (sender, _) = self._sock.recvfrom(RECV_BUFSIZE)
