@@ -6,6 +6,7 @@ either side, including ikepriv itself (a driver module `harness/peer_<impl>.py` 
 
     start()            daemon up in its netns and ready to respond / to be told to initiate
     initiate(timeout)  phase 1 + Quick Mode; blocks until done; True on success
+    initiate_phase1()  the ISAKMP SA only (or at least); True once it is established
     established()      this instance holds an established ISAKMP SA *and* an IPsec SA
     ike_established()  phase 1 only (usable on the host, whose kernel has no ESP)
     stop()             stop the daemon by its PID; logs stay
@@ -92,6 +93,13 @@ class Peer(abc.ABC):
 
     @abc.abstractmethod
     def initiate(self, timeout: float = 30) -> bool: ...
+
+    def initiate_phase1(self, timeout: float = 30) -> bool:
+        """Bring up the ISAKMP SA (Quick Mode may follow and fail, e.g. on the ESP-less host
+        kernel); True once this side reports it established. Drivers that can initiate phase
+        1 alone override this."""
+        self.initiate(timeout)
+        return self.ike_established()
 
     @abc.abstractmethod
     def established(self) -> bool: ...
@@ -297,6 +305,12 @@ class StrongSwan(Peer):
                          "--loglevel", "0", timeout=timeout + 15)
         (self.dir / "initiate.out").write_text(r.stdout + r.stderr)
         return r.returncode == 0
+
+    def initiate_phase1(self, timeout: float = 30) -> bool:
+        r = self.swanctl("--initiate", "--ike", "c", "--timeout", str(int(timeout)),
+                         "--loglevel", "0", timeout=timeout + 15)
+        (self.dir / "initiate.out").write_text(r.stdout + r.stderr)
+        return r.returncode == 0 and self.ike_established()
 
     def _list_sas(self) -> str:
         if not self.alive():
