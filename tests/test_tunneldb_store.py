@@ -240,3 +240,30 @@ def test_newer_schema_refused(db_path: Path) -> None:
     raw.close()
     with pytest.raises(TunnelDBError, match="schema version 99"):
         TunnelDB(db_path)
+
+
+def test_two_main_mode_psk_definitions_for_one_peer_refused(db: TunnelDB) -> None:
+    db.put(load_definitions(FILE))
+    twin = FILE.split("[[phase2]]")[0].replace("to-siteB", "to-siteB-again")
+    with pytest.raises(TunnelDBError, match="'to-siteB' and 'to-siteB-again' would be ambiguous"):
+        db.put(load_definitions(twin))
+    assert db.phase1("to-siteB-again") is None
+    aggressive = twin.replace("proposals =", 'mode = "aggressive"\nproposals =')
+    assert db.put(load_definitions(aggressive)).phase1[0].name == "to-siteB-again"
+
+
+def test_two_any_peer_definitions_with_one_remote_id_refused(db: TunnelDB) -> None:
+    any_peer = """\
+[[phase1]]
+name = "{name}"
+local_addr = "192.0.2.1"
+remote_addr = "%any"
+remote_id = "{rid}"
+mode = "aggressive"
+psk = "k"
+proposals = ["aes128-sha256-modp2048"]
+"""
+    db.put(load_definitions(any_peer.format(name="rw1", rid="a@example.org")))
+    db.put(load_definitions(any_peer.format(name="rw2", rid="b@example.org")))
+    with pytest.raises(TunnelDBError, match="ambiguous"):
+        db.put(load_definitions(any_peer.format(name="rw3", rid="a@example.org")))

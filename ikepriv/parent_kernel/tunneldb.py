@@ -285,9 +285,36 @@ class TunnelDB:
                         )
                 p1 = tuple(self._put_phase1(d) for d in defs.phase1)
                 p2 = tuple(self._put_phase2(d) for d in defs.phase2)
+                self._check_unambiguous()
             return Definitions(p1, p2)
 
         return self._guard(run)
+
+    def _check_unambiguous(self) -> None:
+        """A responder must be able to tell which definition (and key) a peer means.
+
+        Main Mode with a PSK picks the key by the peer's address before the peer's identity
+        is known, so two such definitions between the same addresses are ambiguous; a %any
+        definition is picked by the peer's identity, so two with the same remote_id are too.
+        """
+        clash = self._db.execute(
+            "SELECT a.name, b.name FROM phase1 a JOIN phase1 b ON a.number < b.number "
+            "AND a.local_addr = b.local_addr AND a.auth = b.auth AND a.auth = ? AND ("
+            " (a.mode = ? AND b.mode = ? AND a.remote_addr = b.remote_addr) OR"
+            " (a.remote_addr IS NULL AND b.remote_addr IS NULL"
+            "  AND a.remote_id_type = b.remote_id_type AND a.remote_id = b.remote_id)"
+            ") LIMIT 1",
+            (
+                int(AuthMethod.PRE_SHARED_KEY),
+                int(ExchangeType.IDENTITY_PROTECTION),
+                int(ExchangeType.IDENTITY_PROTECTION),
+            ),
+        ).fetchone()
+        if clash is not None:
+            raise TunnelDBError(
+                f"phase1 '{clash[0]}' and '{clash[1]}' would be ambiguous for a responder "
+                "(same local_addr and same Main Mode PSK peer address, or same %any remote_id)"
+            )
 
     def _number(self, table: str, name: str) -> int | None:
         assert table in ("phase1", "phase2")
