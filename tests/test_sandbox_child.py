@@ -232,9 +232,10 @@ UNDER_SECCOMP: dict[str, tuple[dict[str, str], str]] = {
     "setuid_root": ({"errno": "EPERM"}, "no CAP_SETUID"),
     "kill_parent": ({"errno": "EPERM"}, "other uid (and Landlock signal scope)"),
 }
-# x32_syscall: a syscall through another ABI; whether the kernel has x32 varies, the
-# filter kills it regardless (SCMP_FLTATR_ACT_BADARCH).
-KILLED_BY_SECCOMP = sorted([*UNDER_SECCOMP, "x32_syscall"])
+# Syscalls through another ABI (x32: number with bit 30 set; i386: int 0x80): whether
+# the kernel offers them varies, the filter kills them regardless
+# (SCMP_FLTATR_ACT_BADARCH, and libseccomp's x32-bit check in the native branch).
+KILLED_BY_SECCOMP = sorted([*UNDER_SECCOMP, "x32_syscall", "i386_syscall"])
 
 
 @pytest.mark.parametrize("action", KILLED_BY_SECCOMP)
@@ -251,6 +252,17 @@ def test_layers_under_seccomp_stop_action(action: str, empty_dir: Path) -> None:
     assert rc == 0, err
     result = json.loads(out.split("RESULT ", 1)[1])
     assert result == UNDER_SECCOMP[action][0], UNDER_SECCOMP[action][1]
+
+
+def test_only_seccomp_stops_i386_syscalls(empty_dir: Path) -> None:
+    """Without the filter, getpid through int 0x80 works wherever the kernel has IA-32
+    emulation: seccomp is the layer that closes the compat entry."""
+    probe = spawn("i386_syscall", empty_dir, "--without-seccomp")
+    rc, out, err = probe.finish()
+    if rc == -signal.SIGSEGV:
+        pytest.skip("kernel without IA-32 emulation")
+    assert rc == 0, err
+    assert json.loads(out.split("RESULT ", 1)[1]) == {"ok": str(probe.proc.pid)}
 
 
 def test_landlock_denies_reading_the_chroot_root(empty_dir: Path) -> None:

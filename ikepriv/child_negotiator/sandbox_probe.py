@@ -129,10 +129,34 @@ def _x32_syscall() -> object:
     return ret
 
 
+# i386 getpid through int 0x80: mov eax, 20; int 0x80; ret.
+_I386_GETPID_CODE: Final = bytes.fromhex("b814000000" "cd80" "c3")
+_i386_stub: list[Callable[[], int]] = []
+_keep_alive: list[object] = []
+
+
+def _prepare_i386_stub() -> None:
+    """Before the filter (which forbids executable mappings): place the stub in memory."""
+    page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    page.write(_I386_GETPID_CODE)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(page))
+    stub = ctypes.CFUNCTYPE(ctypes.c_int)(address)
+    _i386_stub.append(stub)
+    _keep_alive.append(page)
+
+
+def _i386_syscall() -> object:
+    """getpid through the i386 compat entry: a syscall of another architecture."""
+    return _i386_stub[0]()
+
+
 def _raise() -> object:
     """An ordinary bug after sandboxing: must still print a traceback, not die by SIGSYS."""
     raise ValueError("probe: deliberate failure after sandboxing")
 
+
+# Set-up some actions need while the process may still do everything.
+PREPARE: Final[dict[str, Callable[[], None]]] = {"i386_syscall": _prepare_i386_stub}
 
 ACTIONS: Final[dict[str, Callable[[], object]]] = {
     "open": _open_file,
@@ -146,6 +170,7 @@ ACTIONS: Final[dict[str, Callable[[], object]]] = {
     "setuid_root": _setuid_root,
     "kill_parent": _kill_parent,
     "x32_syscall": _x32_syscall,
+    "i386_syscall": _i386_syscall,
     "raise": _raise,
 }
 
@@ -191,6 +216,8 @@ async def _main(prepared: sandbox.Prepared, action: str, with_seccomp: bool) -> 
     sock = trio.socket.from_stdlib_socket(socket.socket(fileno=prepared.config.ipc_fd))
     steps = sandbox.STEPS if with_seccomp else tuple(s for s in sandbox.STEPS
                                                        if s[0] != "seccomp")  # fmt: skip
+    if action in PREPARE:
+        PREPARE[action]()
     try:
         report = sandbox.enter(prepared, steps).as_dict()
     except sandbox.SandboxError as exc:
