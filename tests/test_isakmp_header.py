@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import pytest
 
@@ -55,7 +56,7 @@ def chain(*payloads: tuple[int, bytes]) -> bytes:
     return out
 
 
-def message(*payloads: tuple[int, bytes], **kwargs: int) -> bytes:
+def message(*payloads: tuple[int, bytes], **kwargs: Any) -> bytes:
     body = chain(*payloads)
     first = payloads[0][0] if payloads else 0
     return header(first, body_length=len(body), **kwargs) + body

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from collections.abc import Callable
 
 import pytest
 
@@ -130,14 +131,15 @@ def test_id_constructors() -> None:
     assert IdPayload.user_fqdn("a@example.org").id_type is IdType.USER_FQDN
     assert IdPayload.der_asn1_dn(b"\x30\x00").id_type is IdType.DER_ASN1_DN
     assert IdPayload.key_id(b"k").value == b"k"
-    for bad in (
+    bad_calls: list[Callable[[], object]] = [
         lambda: IdPayload.fqdn("gw.exämple.org"),
         lambda: IdPayload.fqdn("has space"),
         lambda: IdPayload.fqdn(""),
         lambda: IdPayload.address_range("203.0.113.9", "203.0.113.1"),
         lambda: IdPayload.address_range("203.0.113.1", "2001:db8::1"),
         lambda: IdPayload.key_id(b""),
-    ):
+    ]
+    for bad in bad_calls:
         with pytest.raises(IsakmpError) as info:
             bad()
         assert info.value.notify is N.INVALID_ID_INFORMATION
@@ -218,7 +220,7 @@ def test_notify_status_types() -> None:
     assert isinstance(there, NotifyPayload) and there.dpd_sequence == 12345
     ack = NotifyPayload.dpd(COOKIES, 0xFFFFFFFF, ack=True)
     assert ack.notify_type == N.R_U_THERE_ACK and ack.dpd_sequence == 0xFFFFFFFF
-    assert contact.dpd_sequence is None  # type: ignore[union-attr]
+    assert isinstance(contact, NotifyPayload) and contact.dpd_sequence is None
     replay = decodes(
         PayloadType.NOTIFY, notify_body(1, 3, b"\1\2\3\4", N.REPLAY_STATUS, b"\0\0\0\1")
     )

@@ -123,9 +123,10 @@ def id_payloads(draw: st.DrawFn) -> IdPayload:
             ipaddress.ip_network((address, prefix), strict=False), protocol, port
         )
     if kind == 2:
-        family = draw(st.sampled_from([ipv4, ipv6]))
-        a, b = sorted((draw(family), draw(family)))
-        return IdPayload.address_range(a, b, protocol, port)
+        bits = draw(st.sampled_from([32, 128]))
+        low, high = sorted(draw(st.lists(st.integers(0, 2**bits - 1), min_size=2, max_size=2)))
+        make = ipaddress.IPv4Address if bits == 32 else ipaddress.IPv6Address
+        return IdPayload.address_range(make(low), make(high), protocol, port)
     if kind == 3:
         return IdPayload.fqdn(draw(names), protocol, port)
     if kind == 4:
