@@ -6,6 +6,8 @@ import dataclasses
 import ipaddress
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ikepriv.config import (
     ConfigError,
@@ -374,3 +376,17 @@ def test_definitions_are_frozen() -> None:
     with pytest.raises(AttributeError):
         p1.name = "other"  # type: ignore[misc]
     assert isinstance(p1, Phase1Definition) and isinstance(load_definitions(GOOD), Definitions)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_mutated_files_give_definitions_or_a_config_error(data: st.DataObject) -> None:
+    """Whatever an operator types, the answer is definitions or located problems."""
+    lines = RICH.splitlines()
+    index = data.draw(st.integers(0, len(lines) - 1))
+    junk = data.draw(st.text(alphabet="abc%@\"=[]{}.,:-_ 0123456789\\'#\t", max_size=30))
+    lines[index] = lines[index][: data.draw(st.integers(0, len(lines[index])))] + junk
+    try:
+        load_definitions("\n".join(lines))
+    except ConfigError as exc:
+        assert exc.problems and all(p.message for p in exc.problems)

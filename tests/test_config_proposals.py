@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ikepriv.config.proposals import (
     AhProposal,
@@ -170,3 +172,35 @@ def test_ah_refuses_encryption() -> None:
 def test_empty_list_refused() -> None:
     with pytest.raises(ProposalError, match="no ESP proposals"):
         parse_esp_proposals([])
+
+
+def test_every_canonical_spelling_reads_back_to_itself() -> None:
+    from itertools import product
+
+    ike = [
+        IkeProposal(enc, bits, h, g)
+        for (enc, bits), h, g in product(
+            [(AES, 128), (AES, 192), (AES, 256), (IkeEncryption.TRIPLE_DES_CBC, None)],
+            [IkeHash.MD5, IkeHash.SHA, IkeHash.SHA2_256, IkeHash.SHA2_384, IkeHash.SHA2_512],
+            [g for g in GroupId if g not in (GroupId.EC2N_155, GroupId.EC2N_185)],
+        )
+    ]
+    for p in ike:
+        assert parse_ike_proposals([p.keyword]) == (p,)
+    gcm = [EspTransformId.AES_GCM_8, EspTransformId.AES_GCM_12, EspTransformId.AES_GCM_16]
+    esp = [EspProposal(t, b, None, g, e) for t, b, g, e in product(
+        gcm, [128, 192, 256], [None, GroupId.ECP_256], [False, True])]  # fmt: skip
+    esp += [EspProposal(EspTransformId.AES_CBC, b, i, None) for b, i in product(
+        [128, 192, 256], [a for a in AuthAlgorithm if a <= AuthAlgorithm.HMAC_SHA2_512
+                          and a not in (AuthAlgorithm.DES_MAC, AuthAlgorithm.KPDK)])]  # fmt: skip
+    for e in esp:
+        assert parse_esp_proposals([e.keyword]) == (e,)
+
+
+@given(st.text(alphabet="aes0123456789-gcmdhpsx_nobuA", max_size=80))
+def test_arbitrary_strings_give_a_result_or_a_proposal_error(text: str) -> None:
+    for parse in (parse_ike_proposals, parse_esp_proposals, parse_ah_proposals):
+        try:
+            parse([text])
+        except ProposalError:
+            pass
