@@ -293,7 +293,8 @@ def test_random_bodies_behind_a_valid_header(
 def test_random_chains_only_raise_isakmp_error(first: int, body: bytes, padding: bool) -> None:
     try:
         chain = decode_payload_chain(first, body, allow_padding=padding)
-    except IsakmpError:
+    except IsakmpError as exc:
+        assert 0 <= exc.offset <= 28 + len(body)
         return
     encoded = encode_payload_chain(chain)
     assert body.startswith(encoded)

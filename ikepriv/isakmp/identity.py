@@ -131,6 +131,7 @@ class IdPayload(PayloadBase):
     @property
     def value(self) -> IdValue:
         """Typed view: address, network, (start, end) range, name, or raw DER/key bytes."""
+        _check_id(self.id_type, self.protocol, self.port, self.data, NO_OFFSET)
         size = 4 if self.id_type in _V4 else 16
         if self.id_type in (IdType.IPV4_ADDR, IdType.IPV6_ADDR):
             return _ip(self.data)

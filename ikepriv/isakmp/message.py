@@ -172,7 +172,8 @@ def decode_payload_chain(
         len(view),
         base_offset,
         first_payload,
-        base_offset - HEADER_LENGTH + OFFSET_NEXT_PAYLOAD,
+        # The field naming the first payload: the header's, when the body follows it.
+        OFFSET_NEXT_PAYLOAD if base_offset == HEADER_LENGTH else base_offset,
         allow_padding=allow_padding,
         max_padding=max_padding,
     )

@@ -52,6 +52,12 @@ def _check_notify_data(notify_type: int, buf: memoryview, pos: int, end: int, ba
         )
 
 
+def _sequence(data: bytes) -> int:
+    if len(data) != _SEQ.size:
+        malformed(NO_OFFSET, f"notify data of {len(data)} bytes, want {_SEQ.size}")
+    return int(_SEQ.unpack(data)[0])
+
+
 @dataclass(frozen=True, slots=True)
 class NotifyPayload(PayloadBase):
     TYPE: ClassVar[int] = PayloadType.NOTIFY
@@ -95,14 +101,14 @@ class NotifyPayload(PayloadBase):
     def dpd_sequence(self) -> int | None:
         """The RFC 3706 sequence number of R-U-THERE(-ACK), else None."""
         if self.notify_type in (NotifyType.R_U_THERE, NotifyType.R_U_THERE_ACK):
-            return int(_SEQ.unpack(self.data)[0])
+            return _sequence(self.data)
         return None
 
     @property
     def replay_status(self) -> bool | None:
         """REPLAY-STATUS: whether the responder enabled replay detection, else None."""
         if self.notify_type == NotifyType.REPLAY_STATUS:
-            return bool(_SEQ.unpack(self.data)[0])
+            return bool(_sequence(self.data))
         return None
 
     @property
