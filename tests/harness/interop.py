@@ -36,6 +36,23 @@ class Scenario:
     est_timeout: float = 20            # seconds until both sides must report established
 
 
+# Reference scenarios (strongSwan syntax proposals). IKE defaults to aes128-sha256-modp2048.
+CATALOGUE: dict[str, Scenario] = {s.name: s for s in (
+    Scenario("ss-ss-mm", "strongswan", "strongswan", "main", esp="aes128-sha256"),
+    Scenario("ss-ss-mm-pfs", "strongswan", "strongswan", "main", esp="aes128-sha256-modp2048"),
+    Scenario("ss-ss-am-ecp-gcm", "strongswan", "strongswan", "aggressive",
+             ike="aes256-sha384-ecp256", esp="aes128gcm16"),
+    Scenario("ss-lsw-mm-pfs", "strongswan", "libreswan", "main", esp="aes128-sha256-modp2048"),
+    Scenario("lsw-ss-mm-pfs", "libreswan", "strongswan", "main", esp="aes128-sha256-modp2048"),
+    Scenario("ss-lsw-am", "strongswan", "libreswan", "aggressive", esp="aes128-sha256"),
+    Scenario("lsw-ss-am-gcm", "libreswan", "strongswan", "aggressive", esp="aes256gcm16"),
+    Scenario("lsw-lsw-mm", "libreswan", "libreswan", "main", esp="aes128-sha256-modp2048"),
+    # negative control: the responder holds another PSK, so the checks must fail
+    Scenario("neg-ss-ss-psk", "strongswan", "strongswan", "main",
+             responder_psk="not-the-same-psk-0123456789", init_timeout=6, est_timeout=2),
+)}
+
+
 def peer_spec(topo: nsmod.Topology, sc: Scenario, role: str) -> PeerSpec:
     """The spec of the initiator (gwA side) or the responder (gwB side) of `sc`."""
     a = role == "initiator"
