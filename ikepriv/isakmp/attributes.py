@@ -176,10 +176,11 @@ def _to_dict(
     skip: frozenset[int],
 ) -> dict[int, int | bytes]:
     out: dict[int, int | bytes] = {}
+    known = frozenset(int(member) for member in enum)
     for attr in attributes:
         if attr.type in skip:
             continue
-        key: int = enum(attr.type) if attr.type in enum._value2member_map_ else attr.type
+        key: int = enum(attr.type) if attr.type in known else attr.type
         if key in out:
             fail(NotifyType.BAD_PROPOSAL_SYNTAX, NO_OFFSET, f"attribute {key} repeated")
         out[key] = attr.as_int() if attr.tv or attr.type in integer else attr.value
