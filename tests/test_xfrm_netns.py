@@ -263,6 +263,13 @@ def test_acquire_event_on_traffic_without_sa(ns: str, kernel: XfrmKernel) -> Non
         (77, GW_A, GW_B, XfrmMode.TUNNEL)]
     assert acq.seq != 0
 
+    # the kernel holds a placeholder SA for the acquire; alloc_spi with its seq gives it an SPI
+    # instead of creating a second larval SA
+    placeholders = [r for r in kernel.list_sas() if r.dst == GW_B]
+    assert len(placeholders) == 1 and placeholders[0].spi == 0
+    spi = kernel.alloc_spi(GW_A, GW_B, IpProtocol.ESP, reqid=77, acquire_seq=acq.seq)
+    assert [(r.spi, r.reqid) for r in kernel.list_sas() if r.dst == GW_B] == [(spi, 77)]
+
 
 def test_hard_expire_event_for_unfilled_spi(ns: str, kernel: XfrmKernel) -> None:
     """An SPI that is never filled expires after net.core.xfrm_acq_expires seconds."""

@@ -14,7 +14,7 @@ from harness import uml
 pytestmark = [pytest.mark.uml, pytest.mark.root]
 
 SCRIPT = uml.TESTS / "realkernel" / "xfrm_in_kernel.py"
-CASES = ("cbc-hmac", "gcm", "natt", "v6")
+CASES = ("cbc-hmac", "gcm", "natt", "v6", "ah", "transport")
 LINE = re.compile(r"^(PASS|FAIL) (\S+?): (.*)$")
 
 

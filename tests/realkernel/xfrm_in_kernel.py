@@ -14,7 +14,9 @@ ours may be left.  Prints one PASS/FAIL line per check; exits 0 only if all pass
 
 Cases: cbc-hmac (AES-CBC + HMAC-SHA256, plus a soft packet limit that must produce an
 EXPIRE event), gcm (AES-GCM-128, 64-packet replay window), natt (AES-CBC + HMAC-SHA256 in
-UDP 4500/4500), v6 (AES-GCM-128 over IPv6 outer and inner addresses).
+UDP 4500/4500), v6 (AES-GCM-128 over IPv6 outer and inner addresses), ah (AH with
+HMAC-SHA1-96, tunnel mode), transport (AES-GCM-128 in transport mode between the veth
+addresses, SA selectors set).
 """
 
 from __future__ import annotations
@@ -140,12 +142,13 @@ def destroy() -> None:
             subprocess.run(["ip", "netns", "del", ns], check=False)  # noqa: S603, S607
 
 
-def ping(net: Net) -> subprocess.CompletedProcess[str]:
+def ping(case: Case) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("ping") or shutil.which("ping", path="/run/rk/bin")
     if exe is None:
         raise SystemExit("FAIL no ping (busybox) in the guest")
-    argv = [exe, "-c", str(PINGS), "-W", "2", "-I", net.left.inner, net.right.inner]
-    if net.family == socket.AF_INET6:
+    src, dst = case.endpoints()
+    argv = [exe, "-c", str(PINGS), "-W", "2", "-I", src, dst]
+    if case.net.family == socket.AF_INET6:
         argv.insert(1, "-6")
     with in_netns(NS_L):
         return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)  # noqa: S603
@@ -163,6 +166,14 @@ class Case:
     encap: bool = False
     replay_window: int = 32
     soft_packets: int | None = None
+    proto: IpProtocol = IpProtocol.ESP
+    mode: XfrmMode = XfrmMode.TUNNEL
+
+    def endpoints(self) -> tuple[str, str]:
+        """What the ping runs between: the LAN addresses, or the gateways for transport."""
+        if self.mode == XfrmMode.TRANSPORT:
+            return self.net.left.outer, self.net.right.outer
+        return self.net.left.inner, self.net.right.inner
 
 
 def cbc_hmac(i: int) -> dict[str, object]:
@@ -174,11 +185,17 @@ def gcm(i: int) -> dict[str, object]:
     return {"aead": Aead("rfc4106(gcm(aes))", bytes([0x30 + i]) * 20, 128)}
 
 
+def ah_sha1(i: int) -> dict[str, object]:
+    return {"integrity": Integrity("hmac(sha1)", bytes([0x40 + i]) * 20, 96)}
+
+
 CASES = {
     "cbc-hmac": Case("cbc-hmac", V4, cbc_hmac, soft_packets=2),
     "gcm": Case("gcm", V4, gcm, replay_window=64),
     "natt": Case("natt", V4, cbc_hmac, encap=True),
     "v6": Case("v6", V6, gcm),
+    "ah": Case("ah", V4, ah_sha1, proto=IpProtocol.AH),
+    "transport": Case("transport", V4, gcm, mode=XfrmMode.TRANSPORT),
 }
 
 
@@ -190,11 +207,23 @@ def net_of(side: Side) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return ipaddress.ip_network(f"{side.inner}/{side.inner_prefix}")
 
 
-def policies(local: Side, remote: Side, reqid: int) -> list[PolicySpec]:
+def host_net(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(text)  # a bare address: /32 or /128
+
+
+def policies(case: Case, local: Side, remote: Side, reqid: int) -> list[PolicySpec]:
+    if case.mode == XfrmMode.TRANSPORT:
+        out_sel = Selector(host_net(local.outer), host_net(remote.outer))
+        in_sel = Selector(host_net(remote.outer), host_net(local.outer))
+        tmpl = Template(proto=case.proto, mode=XfrmMode.TRANSPORT, reqid=reqid)
+        return [PolicySpec(out_sel, Direction.OUT, priority=100, templates=(tmpl,)),
+                PolicySpec(in_sel, Direction.IN, priority=100, templates=(tmpl,))]
     out_sel = Selector(net_of(local), net_of(remote))
     in_sel = Selector(net_of(remote), net_of(local))
-    to_remote = Template(src=addr(local.outer), dst=addr(remote.outer), reqid=reqid)
-    from_remote = Template(src=addr(remote.outer), dst=addr(local.outer), reqid=reqid)
+    to_remote = Template(proto=case.proto, src=addr(local.outer), dst=addr(remote.outer),
+                         reqid=reqid)
+    from_remote = Template(proto=case.proto, src=addr(remote.outer), dst=addr(local.outer),
+                           reqid=reqid)
     return [PolicySpec(out_sel, Direction.OUT, priority=100, templates=(to_remote,)),
             PolicySpec(in_sel, Direction.IN, priority=100, templates=(from_remote,)),
             PolicySpec(in_sel, Direction.FWD, priority=100, templates=(from_remote,))]
@@ -204,6 +233,7 @@ def policies(local: Side, remote: Side, reqid: int) -> list[PolicySpec]:
 class Installed:
     kernel: XfrmKernel
     side: Side
+    proto: IpProtocol
     sas: list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]
     pols: list[PolicySpec]
 
@@ -213,23 +243,25 @@ def install(case: Case, kernels: dict[str, XfrmKernel]) -> tuple[list[Installed]
     reqid = 42
     left, right = case.net.left, case.net.right
     # inbound SPIs are allocated by the receiver, as the daemon does
-    spi_l_in = kernels[left.ns].alloc_spi(addr(right.outer), addr(left.outer), IpProtocol.ESP,
-                                          reqid)
-    spi_r_in = kernels[right.ns].alloc_spi(addr(left.outer), addr(right.outer), IpProtocol.ESP,
-                                           reqid)
+    spi_l_in = kernels[left.ns].alloc_spi(addr(right.outer), addr(left.outer), case.proto,
+                                          reqid, mode=case.mode)
+    spi_r_in = kernels[right.ns].alloc_spi(addr(left.outer), addr(right.outer), case.proto,
+                                           reqid, mode=case.mode)
     flows = [  # (sender, receiver, spi, key index)
         (left, right, spi_r_in, 0),
         (right, left, spi_l_in, 1),
     ]
-    done = {left.ns: Installed(kernels[left.ns], left, [], []),
-            right.ns: Installed(kernels[right.ns], right, [], [])}
+    done = {left.ns: Installed(kernels[left.ns], left, case.proto, [], []),
+            right.ns: Installed(kernels[right.ns], right, case.proto, [], [])}
     for sender, receiver, spi, i in flows:
         common: dict[str, object] = {
-            "src": addr(sender.outer), "dst": addr(receiver.outer), "proto": IpProtocol.ESP,
-            "spi": spi, "mode": XfrmMode.TUNNEL, "reqid": reqid,
+            "src": addr(sender.outer), "dst": addr(receiver.outer), "proto": case.proto,
+            "spi": spi, "mode": case.mode, "reqid": reqid,
             "replay_window": case.replay_window, **case.make_algs(i)}
         if case.encap:
             common["encap"] = Encap(4500, 4500)
+        if case.mode == XfrmMode.TRANSPORT:
+            common["selector"] = Selector(host_net(sender.outer), host_net(receiver.outer))
         out_kwargs = dict(common)
         if case.soft_packets and sender is left:
             out_kwargs["lifetime"] = Lifetime(soft_packets=case.soft_packets)
@@ -238,7 +270,7 @@ def install(case: Case, kernels: dict[str, XfrmKernel]) -> tuple[list[Installed]
         done[sender.ns].sas.append((addr(receiver.outer), spi))
         done[receiver.ns].sas.append((addr(receiver.outer), spi))
     for local, remote in case.net.sides():
-        for spec in policies(local, remote, reqid):
+        for spec in policies(case, local, remote, reqid):
             kernels[local.ns].add_policy(spec)
             done[local.ns].pols.append(spec)
     return list(done.values()), spi_r_in
@@ -251,7 +283,7 @@ def counters(inst: Installed) -> dict[int, int]:
 
 def remove(inst: Installed) -> None:
     for dst, spi in inst.sas:
-        inst.kernel.delete_sa(dst, spi, IpProtocol.ESP)
+        inst.kernel.delete_sa(dst, spi, inst.proto)
     for spec in inst.pols:
         inst.kernel.delete_policy(spec.selector, spec.direction)
 
@@ -291,9 +323,9 @@ def run_case(case: Case, kernels: dict[str, XfrmKernel]) -> None:
     try:
         with encap_sockets(case):
             before = {i.side.ns: counters(i) for i in installed}
-            p = ping(case.net)
+            p = ping(case)
             after = {i.side.ns: counters(i) for i in installed}
-        check(p.returncode == 0, f"{tag}: ping {case.net.left.inner} -> {case.net.right.inner} "
+        check(p.returncode == 0, f"{tag}: ping {' -> '.join(case.endpoints())} "
               f"rc={p.returncode} {p.stdout.strip().splitlines()[-1:] or p.stderr.strip()}")
         for inst in installed:
             rose = {spi: after[inst.side.ns].get(spi, 0) - before[inst.side.ns].get(spi, 0)
@@ -301,7 +333,7 @@ def run_case(case: Case, kernels: dict[str, XfrmKernel]) -> None:
             check(len(rose) == 2 and all(n >= PINGS for n in rose.values()),
                   f"{tag}: {inst.side.ns} SA packet counters rose {rose}")
         if case.net is V4 and case.name != "natt":
-            sa = kernels[NS_L].get_sa(addr(V4.right.outer), out_spi, IpProtocol.ESP)
+            sa = kernels[NS_L].get_sa(addr(V4.right.outer), out_spi, case.proto)
             check(sa is not None and sa.replay_window == case.replay_window
                   and not sa.larval and sa.encap is None,
                   f"{tag}: get_sa reports window {sa.replay_window if sa else None}")
