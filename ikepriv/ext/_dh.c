@@ -263,13 +263,347 @@ static void mpz_to_limbs(mp_limb_t *r, size_t n, const mpz_t a)
         r[i] = i < sz ? mpz_getlimbn(a, (mp_size_t)i) : 0;
 }
 
-/* ---- AVX-512 IFMA path (x86-64 only; chosen at run time) --------------- */
+/* ---- AVX-512 IFMA path (x86-64; chosen at run time) -------------------
+ *
+ * Almost-Montgomery multiplication in radix 2^52 (the Gueron-Krasnov layout
+ * used by OpenSSL's RSA code): numbers are n52 limbs of 52 bits in 64-bit
+ * lanes, R = 2^(52*n52) > 4p, and AMM(a, b) = a*b/R mod p lies in [0, 2p)
+ * whenever a, b < 2p, so no conditional subtraction is needed between steps.
+ * vpmadd52luq/vpmadd52huq take the same time for every input, the loops run
+ * a fixed number of times, and the only scalar steps (the Montgomery factor
+ * and the carry normalisation) are straight-line arithmetic.
+ */
+#define MAX_N52 160             /* 8192-bit p needs 158 limbs of 52 bits, rounded to 8 */
+#define MASK52 ((UINT64_C(1) << 52) - 1)
 
-static int ifma_active(void) { return 0; }
-static int ifma_setup(ikepriv_modp *g, const mpz_t p) { (void)g; (void)p; return IKEPRIV_DH_OK; }
-static void ifma_free(ikepriv_modp *g) { (void)g; }
-static void ifma_comb_exp(mp_limb_t *r, const mp_limb_t *x, const ikepriv_modp *g) { (void)r; (void)x; (void)g; }
-static void ifma_powm(mp_limb_t *r, const mp_limb_t *y, const mp_limb_t *x, const ikepriv_modp *g) { (void)r; (void)y; (void)x; (void)g; }
+typedef struct ifma_ctx {
+    size_t n52;                 /* limbs (multiple of 8) */
+    uint64_t k0;                /* -p^-1 mod 2^52 */
+    uint64_t *p52;              /* the modulus */
+    uint64_t *r2;               /* R^2 mod p */
+    uint64_t *comb;             /* comb tables, same shape as the GMP ones, R = 2^(52*n52) */
+    void (*amm)(uint64_t *, const uint64_t *, const uint64_t *, const uint64_t *, uint64_t);
+} ifma_ctx;
+
+#ifdef HAVE_X86_SIMD
+#define IFMA_TARGET __attribute__((target("avx512f,avx512ifma")))
+
+/* Carry-propagate lanes into 52-bit limbs; the value is < 2^(52*n). */
+static inline void normalise52(uint64_t *r, const uint64_t *t, size_t n)
+{
+    uint64_t carry = 0;
+    for (size_t j = 0; j < n; j++) {
+        uint64_t v = t[j] + carry;
+        r[j] = v & MASK52;
+        carry = v >> 52;
+    }
+}
+
+IFMA_TARGET __attribute__((always_inline))
+static inline void amm_body(uint64_t *res, const uint64_t *a, const uint64_t *b,
+                            const uint64_t *p, uint64_t k0, const int K)
+{
+    __m512i A[MAX_N52 / 8], P[MAX_N52 / 8], acc[MAX_N52 / 8];
+    const __m512i zero = _mm512_setzero_si512();
+#pragma GCC unroll 20
+    for (int k = 0; k < K; k++) {
+        A[k] = _mm512_loadu_si512((const void *)(a + 8 * k));
+        P[k] = _mm512_loadu_si512((const void *)(p + 8 * k));
+        acc[k] = zero;
+    }
+    const uint64_t p0 = p[0];
+    for (int i = 0; i < 8 * K; i++) {
+        /* The high halves belong one lane up; collect them in H, off the
+         * critical path, and add them after the shift. */
+        __m512i H[MAX_N52 / 8];
+        const __m512i bi = _mm512_set1_epi64((long long)b[i]);
+#pragma GCC unroll 20
+        for (int k = 0; k < K; k++)
+            acc[k] = _mm512_madd52lo_epu64(acc[k], A[k], bi);
+#pragma GCC unroll 20
+        for (int k = 0; k < K; k++)
+            H[k] = _mm512_madd52hi_epu64(zero, A[k], bi);
+        const uint64_t t0 = (uint64_t)_mm_cvtsi128_si64(_mm512_castsi512_si128(acc[0]));
+        const uint64_t m = (t0 * k0) & MASK52;
+        const uint64_t carry = (t0 + ((p0 * m) & MASK52)) >> 52;  /* low 52 bits become 0 */
+        const __m512i mv = _mm512_set1_epi64((long long)m);
+#pragma GCC unroll 20
+        for (int k = 0; k < K; k++) {
+            acc[k] = _mm512_madd52lo_epu64(acc[k], P[k], mv);
+            H[k] = _mm512_madd52hi_epu64(H[k], P[k], mv);
+        }
+        /* divide by 2^52: drop lane 0, move everything down one lane */
+#pragma GCC unroll 20
+        for (int k = 0; k < K - 1; k++)
+            acc[k] = _mm512_alignr_epi64(acc[k + 1], acc[k], 1);
+        acc[K - 1] = _mm512_alignr_epi64(zero, acc[K - 1], 1);
+        acc[0] = _mm512_mask_add_epi64(acc[0], 1, acc[0], _mm512_set1_epi64((long long)carry));
+#pragma GCC unroll 20
+        for (int k = 0; k < K; k++)
+            acc[k] = _mm512_add_epi64(acc[k], H[k]);
+    }
+    uint64_t t[MAX_N52];
+#pragma GCC unroll 20
+    for (int k = 0; k < K; k++)
+        _mm512_storeu_si512((void *)(t + 8 * k), acc[k]);
+    normalise52(res, t, (size_t)(8 * K));
+    explicit_bzero(t, sizeof t);
+#pragma GCC unroll 20
+    for (int k = 0; k < K; k++) {
+        A[k] = zero;
+        acc[k] = zero;
+    }
+}
+
+#define AMM_K(KK)                                                                          \
+    IFMA_TARGET static void amm_##KK(uint64_t *r, const uint64_t *a, const uint64_t *b,   \
+                                     const uint64_t *p, uint64_t k0)                       \
+    {                                                                                      \
+        amm_body(r, a, b, p, k0, KK);                                                      \
+    }
+AMM_K(2) AMM_K(3) AMM_K(4) AMM_K(5) AMM_K(6) AMM_K(7) AMM_K(8) AMM_K(9) AMM_K(10)
+AMM_K(11) AMM_K(12) AMM_K(13) AMM_K(14) AMM_K(15) AMM_K(16) AMM_K(17) AMM_K(18)
+AMM_K(19) AMM_K(20)
+
+static void (*const amm_by_k[MAX_N52 / 8 + 1])(uint64_t *, const uint64_t *, const uint64_t *,
+                                                const uint64_t *, uint64_t) = {
+    NULL, NULL, amm_2, amm_3, amm_4, amm_5, amm_6, amm_7, amm_8, amm_9, amm_10,
+    amm_11, amm_12, amm_13, amm_14, amm_15, amm_16, amm_17, amm_18, amm_19, amm_20,
+};
+
+/* r = table[idx], entries of `width` limbs (a multiple of 8); reads every entry. */
+IFMA_TARGET
+static void ct_select512(uint64_t *r, const uint64_t *table, size_t width, size_t entries,
+                         uint64_t idx)
+{
+    for (size_t c = 0; c < width; c += 64) {
+        size_t lanes = (width - c) >= 64 ? 8 : (width - c) / 8;
+        __m512i acc[8];
+        for (size_t i = 0; i < 8; i++)
+            acc[i] = _mm512_setzero_si512();
+        for (size_t j = 0; j < entries; j++) {
+            const __m512i m = _mm512_set1_epi64((long long)ct_eq_mask((uint64_t)j, idx));
+            const uint64_t *e = table + j * width + c;
+            for (size_t i = 0; i < lanes; i++)
+                acc[i] = _mm512_or_si512(
+                    acc[i], _mm512_and_si512(m, _mm512_loadu_si512((const void *)(e + 8 * i))));
+        }
+        for (size_t i = 0; i < lanes; i++)
+            _mm512_storeu_si512((void *)(r + c + 8 * i), acc[i]);
+        for (size_t i = 0; i < 8; i++)
+            acc[i] = _mm512_setzero_si512();
+    }
+}
+
+static int cpu_has_ifma(void)
+{
+    static int cached = -1;
+    if (cached < 0)
+        cached = (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512ifma")) ? 1 : 0;
+    return cached;
+}
+#else
+static int cpu_has_ifma(void) { return 0; }
+#endif
+
+static int ifma_active(void)
+{
+    return impl_choice != 1 && cpu_has_ifma();
+}
+
+/* 64-bit limbs (n of them) to n52 limbs of 52 bits. */
+static void limbs_to_52(uint64_t *r, size_t n52, const mp_limb_t *a, size_t n)
+{
+    for (size_t j = 0; j < n52; j++) {
+        size_t bit = 52 * j, w = bit / 64, off = bit % 64;
+        uint64_t v = w < n ? a[w] >> off : 0;
+        if (off > 12 && w + 1 < n)
+            v |= a[w + 1] << (64 - off);
+        r[j] = v & MASK52;
+    }
+}
+
+/* n52 normalised limbs of 52 bits to n 64-bit limbs (the value must fit). */
+static void limbs_from_52(mp_limb_t *r, size_t n, const uint64_t *a, size_t n52)
+{
+    for (size_t i = 0; i < n; i++)
+        r[i] = 0;
+    for (size_t j = 0; j < n52; j++) {
+        size_t bit = 52 * j, w = bit / 64, off = bit % 64;
+        if (w < n)
+            r[w] |= a[j] << off;
+        if (off > 12 && w + 1 < n)
+            r[w + 1] |= a[j] >> (64 - off);
+    }
+}
+
+static void ifma_free(ikepriv_modp *g)
+{
+    ifma_ctx *f = g->fast;
+    if (f == NULL)
+        return;
+    free(f->p52);
+    free(f->r2);
+    free(f->comb);
+    free(f);
+    g->fast = NULL;
+}
+
+static uint64_t *alloc_limbs(size_t count)
+{
+    size_t bytes = (count * sizeof(uint64_t) + 63) & ~(size_t)63;
+    uint64_t *p = aligned_alloc(64, bytes);
+    if (p != NULL)
+        memset(p, 0, bytes);
+    return p;
+}
+
+static void mpz_to_52(uint64_t *r, size_t n52, const mpz_t a)
+{
+    mp_limb_t tmp[MAX_N52];  /* 160 limbs of 64 bits cover 160*52 bits */
+    mpz_to_limbs(tmp, MAX_N52, a);
+    limbs_to_52(r, n52, tmp, MAX_N52);
+}
+
+/* Public set-up; leaves g->fast NULL when the CPU cannot run it. */
+static int ifma_setup(ikepriv_modp *g, const mpz_t p)
+{
+    if (!cpu_has_ifma())
+        return IKEPRIV_DH_OK;
+    size_t bits = mpz_sizeinbase(p, 2);
+    size_t n52 = ((bits + 2 + 51) / 52 + 7) / 8 * 8;
+    if (n52 > MAX_N52 || n52 < 16)
+        return IKEPRIV_DH_OK;  /* portable path only */
+    ifma_ctx *f = calloc(1, sizeof *f);
+    if (f == NULL)
+        return IKEPRIV_DH_ENOMEM;
+    g->fast = f;
+    f->n52 = n52;
+    f->p52 = alloc_limbs(n52);
+    f->r2 = alloc_limbs(n52);
+    f->comb = alloc_limbs((size_t)g->tables * COMB_ENTRIES * n52);
+    if (f->p52 == NULL || f->r2 == NULL || f->comb == NULL)
+        return IKEPRIV_DH_ENOMEM;
+#ifdef HAVE_X86_SIMD
+    f->amm = amm_by_k[n52 / 8];
+#endif
+    mpz_to_52(f->p52, n52, p);
+    uint64_t inv = f->p52[0];
+    for (int i = 0; i < 6; i++)
+        inv *= 2 - f->p52[0] * inv;
+    f->k0 = (0 - inv) & MASK52;
+    mpz_t v;
+    mpz_init_set_ui(v, 1);
+    mpz_mul_2exp(v, v, 2 * 52 * n52);
+    mpz_mod(v, v, p);
+    mpz_to_52(f->r2, n52, v);
+    mpz_clear(v);
+    return IKEPRIV_DH_OK;
+}
+
+/* Comb entry j of table u, given as g^e mod p (public), in IFMA Montgomery form. */
+static void ifma_store_comb(ikepriv_modp *g, unsigned u, unsigned j, const mpz_t ge,
+                            const mpz_t p)
+{
+    ifma_ctx *f = g->fast;
+    if (f == NULL)
+        return;
+    mpz_t v;
+    mpz_init(v);
+    mpz_mul_2exp(v, ge, 52 * f->n52);
+    mpz_mod(v, v, p);
+    mpz_to_52(f->comb + ((size_t)u * COMB_ENTRIES + j) * f->n52, f->n52, v);
+    mpz_clear(v);
+}
+
+#ifdef HAVE_X86_SIMD
+/* Montgomery form (< 2p) to the canonical value (< p) in 64-bit limbs. */
+static void ifma_leave(mp_limb_t *r, const uint64_t *am, const ifma_ctx *f, size_t n)
+{
+    uint64_t one[MAX_N52] = {1};
+    uint64_t t[MAX_N52];
+    f->amm(t, am, one, f->p52, f->k0);  /* < p + 1, and never p (am is a unit) */
+    limbs_from_52(r, n, t, f->n52);
+    explicit_bzero(t, sizeof t);
+}
+
+static void ifma_comb_exp(mp_limb_t *r, const mp_limb_t *x, const ikepriv_modp *g)
+{
+    const ifma_ctx *f = g->fast;
+    const size_t w = f->n52;
+    uint64_t acc[MAX_N52], sel[MAX_N52];
+    int first = 1;
+    for (unsigned k = g->rows; k-- > 0;) {
+        if (!first)
+            f->amm(acc, acc, acc, f->p52, f->k0);
+        for (unsigned u = 0; u < g->tables; u++) {
+            unsigned c = u * g->rows + k;
+            uint64_t idx = c < g->cols ? comb_index(x, g, c) : 0;
+            const uint64_t *tab = f->comb + (size_t)u * COMB_ENTRIES * w;
+            if (first) {
+                ct_select512(acc, tab, w, COMB_ENTRIES, idx);
+                first = 0;
+            } else {
+                ct_select512(sel, tab, w, COMB_ENTRIES, idx);
+                f->amm(acc, acc, sel, f->p52, f->k0);
+            }
+        }
+    }
+    ifma_leave(r, acc, f, g->n);
+    explicit_bzero(acc, sizeof acc);
+    explicit_bzero(sel, sizeof sel);
+}
+
+#define POW_WINDOW 5
+
+/* r = y^x mod p for 1 < y < p-1 (public) and a secret x of g->exp_bits bits. */
+static int ifma_powm(mp_limb_t *r, const mp_limb_t *y, const mp_limb_t *x, const ikepriv_modp *g)
+{
+    const ifma_ctx *f = g->fast;
+    const size_t w = f->n52;
+    const size_t entries = (size_t)1 << POW_WINDOW;
+    uint64_t *table = alloc_limbs(entries * w);
+    if (table == NULL)
+        return IKEPRIV_DH_ENOMEM;
+    uint64_t acc[MAX_N52], sel[MAX_N52], y52[MAX_N52] = {0}, one[MAX_N52] = {1};
+    limbs_to_52(y52, w, y, g->n);
+    f->amm(table + w, y52, f->r2, f->p52, f->k0);  /* y * R */
+    f->amm(table, one, f->r2, f->p52, f->k0);      /* R */
+    for (size_t j = 2; j < entries; j++)
+        f->amm(table + j * w, table + (j - 1) * w, table + w, f->p52, f->k0);
+
+    const unsigned bits = g->exp_bits;
+    const unsigned windows = (bits + POW_WINDOW - 1) / POW_WINDOW;
+    for (unsigned win = windows; win-- > 0;) {
+        uint64_t idx = 0;
+        for (unsigned b = 0; b < POW_WINDOW; b++) {
+            unsigned pos = win * POW_WINDOW + b;  /* public */
+            if (pos < bits)
+                idx |= ((x[pos / LIMB_BITS] >> (pos % LIMB_BITS)) & 1) << b;
+        }
+        if (win == windows - 1) {
+            ct_select512(acc, table, w, entries, idx);
+            continue;
+        }
+        for (unsigned s = 0; s < POW_WINDOW; s++)
+            f->amm(acc, acc, acc, f->p52, f->k0);
+        ct_select512(sel, table, w, entries, idx);
+        f->amm(acc, acc, sel, f->p52, f->k0);
+    }
+    ifma_leave(r, acc, f, g->n);
+    explicit_bzero(acc, sizeof acc);
+    explicit_bzero(sel, sizeof sel);
+    explicit_bzero(table, entries * w * sizeof(uint64_t));
+    free(table);
+    return IKEPRIV_DH_OK;
+}
+#else
+static void ifma_comb_exp(mp_limb_t *r, const mp_limb_t *x, const ikepriv_modp *g) { }
+static int ifma_powm(mp_limb_t *r, const mp_limb_t *y, const mp_limb_t *x, const ikepriv_modp *g)
+{
+    return IKEPRIV_DH_EINVAL;
+}
+#endif
 
 /* Comb tables: v tables of 2^h entries; entry j of table u is g^e * R mod p,
  * e = sum over set bits i of j of 2^(i*cols + u*rows).  Built from the
@@ -281,8 +615,14 @@ static int build_comb(ikepriv_modp *g, const mpz_t p)
     g->comb = calloc(total, sizeof(mp_limb_t));
     if (g->comb == NULL)
         return IKEPRIV_DH_ENOMEM;
-    mpz_t base, acc, entry[COMB_ENTRIES];
-    mpz_inits(base, acc, NULL);
+    mpz_t base, acc, rinv, entry[COMB_ENTRIES];
+    mpz_inits(base, acc, rinv, NULL);
+    mpz_set_ui(rinv, 1);
+    mpz_mul_2exp(rinv, rinv, LIMB_BITS * n);
+    if (mpz_invert(rinv, rinv, p) == 0) {
+        mpz_clears(base, acc, rinv, NULL);
+        return IKEPRIV_DH_EINVAL;
+    }
     for (unsigned j = 0; j < COMB_ENTRIES; j++)
         mpz_init(entry[j]);
     mpz_set_ui(base, 2);  /* g^(2^pos), pos advancing */
@@ -303,15 +643,20 @@ static int build_comb(ikepriv_modp *g, const mpz_t p)
                 mpz_mod(entry[j], acc, p);
             }
         }
-        for (unsigned j = 0; j < COMB_ENTRIES; j++)
+        for (unsigned j = 0; j < COMB_ENTRIES; j++) {
             mpz_to_limbs(g->comb + ((size_t)u * COMB_ENTRIES + j) * n, n, entry[j]);
+            /* entry[j] is g^e * R64 mod p; IFMA wants g^e * R52: undo R64 first */
+            mpz_mul(acc, entry[j], rinv);
+            mpz_mod(acc, acc, p);
+            ifma_store_comb(g, u, j, acc, p);
+        }
         /* restart the power chain for the next table (positions are not monotonic) */
         mpz_set_ui(base, 2);
         pos = 0;
     }
     for (unsigned j = 0; j < COMB_ENTRIES; j++)
         mpz_clear(entry[j]);
-    mpz_clears(base, acc, NULL);
+    mpz_clears(base, acc, rinv, NULL);
     return IKEPRIV_DH_OK;
 }
 
@@ -358,9 +703,9 @@ int ikepriv_modp_new(const uint8_t *p, size_t plen, unsigned exp_bits, ikepriv_m
     mpz_t pz;
     mpz_init(pz);
     mpz_import(pz, plen, 1, 1, 1, 0, p);
-    int rc = build_comb(g, pz);
+    int rc = ifma_setup(g, pz);
     if (rc == IKEPRIV_DH_OK)
-        rc = ifma_setup(g, pz);
+        rc = build_comb(g, pz);
     mpz_clear(pz);
     if (rc != IKEPRIV_DH_OK) {
         ikepriv_modp_free(g);
@@ -461,7 +806,7 @@ int ikepriv_modp_shared(const ikepriv_modp *g, const uint8_t *x, size_t xlen,
     if (load_exponent(xl, xn, x, xlen, g->exp_bits) == 0) {
         rc = IKEPRIV_DH_EINVAL;  /* never produced by keygen */
     } else if (ifma_active() && g->fast != NULL) {
-        ifma_powm(r, y, xl, g);
+        rc = ifma_powm(r, y, xl, g);
     } else {
         mp_size_t itch = mpn_sec_powm_itch((mp_size_t)n, g->exp_bits, (mp_size_t)n);
         mp_limb_t *tp = malloc((size_t)itch * sizeof(mp_limb_t));
