@@ -443,7 +443,7 @@ def validate_sa(spec: SaSpec) -> None:
 def validate_policy(spec: PolicySpec) -> None:
     if not 0 <= spec.priority <= 0xFFFFFFFF:
         raise ValueError("policy: priority out of range")
-    if len(spec.templates) > 6:  # XFRM_MAX_DEPTH
+    if len(spec.templates) > xm.XFRM_MAX_DEPTH:
         raise ValueError("policy: too many templates")
     if spec.action == PolicyAction.BLOCK and spec.templates:
         raise ValueError("policy: a block policy takes no templates")
@@ -550,13 +550,23 @@ def _tmpl_struct(tmpl: Template, family: int) -> dict[str, Any]:
     }
 
 
+_DIRECTIONS: Final = frozenset(int(d) for d in Direction)
+
+
+def _enum_or_int(enum: Any, value: int) -> Any:
+    """Kernel values outside our enums (BEET mode, IPcomp) are reported as plain ints."""
+    try:
+        return enum(value)
+    except ValueError:
+        return value
+
+
 def _tmpl_from(raw: dict[str, Any]) -> Template:
     family = raw["family"]
-    mode = XfrmMode(raw["mode"]) if raw["mode"] in XfrmMode._value2member_map_ else raw["mode"]
+    mode = _enum_or_int(XfrmMode, raw["mode"])
     tunnel = mode == XfrmMode.TUNNEL and family in AF_FOR_VERSION.values()
-    proto = raw["id"]["proto"]
     return Template(
-        proto=IpProtocol(proto) if proto in IpProtocol._value2member_map_ else proto,
+        proto=_enum_or_int(IpProtocol, raw["id"]["proto"]),
         mode=mode,
         reqid=raw["reqid"],
         src=_addr_from(raw["saddr"], family) if tunnel else None,
@@ -680,7 +690,7 @@ def _sa_record(msg: Any) -> SaRecord:
 
 def _policy_record(msg: Any) -> PolicyRecord | None:
     selector = _selector_from(msg["sel"])
-    if selector is None or msg["dir"] not in Direction._value2member_map_:
+    if selector is None or msg["dir"] not in _DIRECTIONS:
         return None  # socket policies and exotic families are not ours to report
     attrs = _attr_map(msg)
     return PolicyRecord(
@@ -1009,7 +1019,7 @@ def _acquire_event(msg: Any) -> Acquire | None:
         if tmpl.dst is not None:
             family = AF_FOR_VERSION[tmpl.dst.version]
             break
-    if selector is None or policy_dir not in Direction._value2member_map_:
+    if selector is None or policy_dir not in _DIRECTIONS:
         return None
     return Acquire(
         selector=selector,
@@ -1041,7 +1051,7 @@ def _expire_event(msg: Any) -> Expire:
 def _polexpire_event(msg: Any) -> PolicyExpire | None:
     pol = msg["pol"]
     selector = _selector_from(pol["sel"])
-    if selector is None or pol["dir"] not in Direction._value2member_map_:
+    if selector is None or pol["dir"] not in _DIRECTIONS:
         return None
     return PolicyExpire(
         selector=selector,

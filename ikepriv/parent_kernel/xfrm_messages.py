@@ -52,6 +52,7 @@ XFRM_INF = (1 << 64) - 1  # "no limit" in xfrm_lifetime_cfg
 UDP_ENCAP_ESPINUDP = 2  # linux/udp.h: RFC 3948 UDP encapsulation (non-ESP marker on IKE)
 ADDRESS_LEN = 16  # xfrm_address_t
 ALGO_NAME_LEN = 64  # xfrm_algo.alg_name
+XFRM_MAX_DEPTH = 6  # templates per policy (include/net/xfrm.h)
 
 
 class MsgType(IntEnum):
@@ -449,7 +450,7 @@ class _algo_nla(nla):  # type: ignore[misc]
 class _tmpl_array_nla(nla):  # type: ignore[misc]
     """XFRMA_TMPL: a bare array of xfrm_user_tmpl (not nested NLAs)."""
 
-    max_templates: ClassVar[int] = 6  # XFRM_MAX_DEPTH
+    max_templates: ClassVar[int] = XFRM_MAX_DEPTH
 
     def setvalue(self, value: Any) -> None:
         self.value = list(value)
