@@ -8,8 +8,9 @@ under the transport maximum: the daemon builds them with `split_response`.
 
 from __future__ import annotations
 
+import os
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from ikepriv.ipc.errors import IpcError, Reason
 from ikepriv.ipc.framing import recv_message, send_message
@@ -22,6 +23,18 @@ from ikepriv.ipc.messages import (
     TunnelRow,
 )
 from ikepriv.ipc.schema import MAX_MESSAGE_SIZE, Direction, Message, Str, encode
+
+DEFAULT_CONTROL_PATH = "/run/ikepriv/control.sock"
+"""Where the daemon listens (mode 0600) and the CLI connects, unless $IKEPRIV_CONTROL says."""
+
+CONTROL_PATH_ENV = "IKEPRIV_CONTROL"
+
+
+def control_path(environ: Mapping[str, str] | None = None) -> str:
+    """The control socket path: $IKEPRIV_CONTROL if set and non-empty, else the default."""
+    env = os.environ if environ is None else environ
+    return env.get(CONTROL_PATH_ENV) or DEFAULT_CONTROL_PATH
+
 
 MAX_RESPONSES = 1024
 """A CLI stops reading after this many Responses to one request (a runaway daemon)."""
