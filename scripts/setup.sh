@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  build-essential python3-dev libcap-dev libseccomp2 libssl-dev libgmp-dev
+  build-essential python3-dev libcap-dev libseccomp2 libssl-dev libgmp-dev linux-libc-dev util-linux
   iproute2 iputils-ping procps
   user-mode-linux busybox-static
   strongswan-charon strongswan-swanctl libcharon-extra-plugins
