@@ -106,3 +106,26 @@ __all__ = [
 
 # --- Diffie-Hellman (dh.py / groups.py): that helper appends its imports and
 # `__all__ += [...]` below this line ---
+from ikepriv.crypto.dh import (
+    DHError,
+    DHPrivateKey,
+    RandomBytes,
+    generate,
+    public_length,
+    validate_public,
+)
+from ikepriv.crypto.groups import GROUPS, DHGroup, EcpGroup, ModpGroup, X25519Group
+
+__all__ += [
+    "GROUPS",
+    "DHError",
+    "DHGroup",
+    "DHPrivateKey",
+    "EcpGroup",
+    "ModpGroup",
+    "RandomBytes",
+    "X25519Group",
+    "generate",
+    "public_length",
+    "validate_public",
+]
