@@ -55,7 +55,6 @@ def guest() -> dict[str, Any]:
     if missing:
         pytest.skip(f"UML tier needs: {', '.join(missing)}")
     value, run = uml.run_function("test_realkernel_esp", "guest_esp", list(ALGS), timeout=240)
-    print(run.stdout[-3000:])
     assert run.rc == 0, run.stderr[-3000:]
     assert isinstance(value, dict)
     return value
