@@ -208,3 +208,10 @@ def test_threads_share_a_group_context() -> None:
 
     with ThreadPoolExecutor(4) as pool:
         assert all(pool.map(one, range(40)))
+
+
+def test_prepare_builds_contexts_for_modp_groups_only() -> None:
+    dh.prepare([GroupId.MODP_1536, GroupId.ECP_256, GroupId.CURVE25519])
+    assert GroupId.MODP_1536 in dh._contexts
+    with pytest.raises(UnsupportedAlgorithm):
+        dh.prepare([GroupId.EC2N_155])

@@ -111,6 +111,7 @@ from ikepriv.crypto.dh import (
     DHPrivateKey,
     RandomBytes,
     generate,
+    prepare,
     public_length,
     validate_public,
 )
@@ -126,6 +127,7 @@ __all__ += [
     "RandomBytes",
     "X25519Group",
     "generate",
+    "prepare",
     "public_length",
     "validate_public",
 ]
