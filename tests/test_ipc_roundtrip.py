@@ -5,7 +5,7 @@
 
 from dataclasses import dataclass
 from ipaddress import ip_address, ip_network
-from typing import Annotated
+from typing import Annotated, Any
 
 import pytest
 from hypothesis import given
@@ -29,6 +29,8 @@ from ikepriv.ipc.schema import (
     struct,
 )
 from ikepriv.isakmp.constants import (
+    AuthAlgorithm,
+    AuthMethod,
     EncapsulationMode,
     EspTransformId,
     ExchangeType,
@@ -47,7 +49,7 @@ V6 = ip_address("2001:db8::1")
 @pytest.mark.parametrize("family", [4, 6])
 @pytest.mark.parametrize("cls", MESSAGE_TYPES, ids=lambda cls: cls.__name__)
 @given(data=st.data())
-def test_round_trip_every_message(cls: type[Message], family: int, data: st.DataObject):
+def test_round_trip_every_message(cls: type[Message], family: int, data: st.DataObject) -> None:
     msg = data.draw(struct_strategy(cls, family))
     wire = encode(msg)
     assert len(wire) <= MAX_MESSAGE_SIZE
@@ -59,7 +61,7 @@ def test_round_trip_every_message(cls: type[Message], family: int, data: st.Data
 
 @pytest.mark.parametrize("cls", MESSAGE_TYPES, ids=lambda cls: cls.__name__)
 @given(data=st.data())
-def test_other_directions_refuse_the_message(cls: type[Message], data: st.DataObject):
+def test_other_directions_refuse_the_message(cls: type[Message], data: st.DataObject) -> None:
     wire = encode(data.draw(struct_strategy(cls, 4)))
     for direction in Direction:
         if direction is not cls.DIRECTION:
@@ -77,6 +79,7 @@ CONTRACT = {
     Direction.CHILD_TO_PARENT: {
         "Ready", "DatagramOut", "SkeyidRequest", "SignatureRequest", "SpiRequest", "SaAdd",
         "SaDelete", "PolicyAdd", "PolicyDelete", "StateReport", "StateReportEnd", "Log",
+        "KeyLog",
     },
     Direction.CLI_TO_DAEMON: {
         "ControlHello", "ActivateRequest", "ListRequest", "RemoveRequest", "DbChanged",
@@ -85,26 +88,26 @@ CONTRACT = {
 }  # fmt: skip
 
 
-def test_catalogue_is_the_contract():
+def test_catalogue_is_the_contract() -> None:
     found: dict[Direction, set[str]] = {d: set() for d in Direction}
     for cls in registry().values():
         found[cls.DIRECTION].add(cls.__name__)
     assert found == CONTRACT
 
 
-def test_type_number_high_byte_names_the_direction():
+def test_type_number_high_byte_names_the_direction() -> None:
     for number, cls in registry().items():
         assert number == cls.TYPE
         assert number >> 8 == cls.DIRECTION
 
 
-def test_every_message_says_what_it_is_for():
+def test_every_message_says_what_it_is_for() -> None:
     """A dataclass without a docstring gets its signature as __doc__."""
     for cls in registry().values():
         assert cls.__doc__ and not cls.__doc__.startswith(f"{cls.__name__}(")
 
 
-def test_duplicate_type_number_is_refused():
+def test_duplicate_type_number_is_refused() -> None:
     before = registry()
     with pytest.raises(SchemaError, match="used by Hello"):
 
@@ -116,7 +119,7 @@ def test_duplicate_type_number_is_refused():
     assert registry() == before
 
 
-def test_type_number_in_another_directions_range_is_refused():
+def test_type_number_in_another_directions_range_is_refused() -> None:
     with pytest.raises(SchemaError, match="high byte"):
 
         @message(0x0299, Direction.PARENT_TO_CHILD)
@@ -125,7 +128,7 @@ def test_type_number_in_another_directions_range_is_refused():
             pass
 
 
-def test_mutable_or_unannotated_structs_are_refused():
+def test_mutable_or_unannotated_structs_are_refused() -> None:
     with pytest.raises(SchemaError, match="frozen"):
 
         @struct
@@ -148,7 +151,7 @@ def test_mutable_or_unannotated_structs_are_refused():
             x: "Annotated[int, UInt(1)]"
 
 
-def test_wire_format_is_pinned():
+def test_wire_format_is_pinned() -> None:
     """Changing these bytes changes the protocol: bump PROTOCOL_VERSION with them."""
     out = m.DatagramOut(
         m.Endpoint(V4, 500), m.Endpoint(ip_address("192.0.2.2"), 500), False, b"abc"
@@ -163,7 +166,7 @@ def test_wire_format_is_pinned():
     assert m.PROTOCOL_VERSION == 1
 
 
-def test_largest_ike_datagram_fits_in_one_message():
+def test_largest_ike_datagram_fits_in_one_message() -> None:
     msg = m.DatagramIn(m.Endpoint(V6, 4500), m.Endpoint(V6, 4500), True, b"\xab" * 65535)
     assert decode(encode(msg), Direction.PARENT_TO_CHILD) == msg
 
@@ -178,14 +181,14 @@ def _phase1(proposals: object) -> m.Phase1Def:
         local_id=m.Identity(IdType.IPV4_ADDR, V4.packed),
         remote_id=None,
         mode=ExchangeType.IDENTITY_PROTECTION,
-        auth_method=m.AuthMethod.PRE_SHARED_KEY,
+        auth_method=AuthMethod.PRE_SHARED_KEY,
         proposals=proposals if proposals is not None else [proposal],  # type: ignore[arg-type]
         dpd=m.DpdSettings(True, 30, 120),
         nat_t=True,
     )
 
 
-def test_lists_are_frozen_into_tuples():
+def test_lists_are_frozen_into_tuples() -> None:
     definition = _phase1(None)
     assert isinstance(definition.proposals, tuple)
     hash(m.ConfigPhase1(1, definition))  # frozen all the way down
@@ -193,7 +196,7 @@ def test_lists_are_frozen_into_tuples():
         definition.number = 2  # type: ignore[misc]
 
 
-def test_aead_icv_length_follows_the_transform():
+def test_aead_icv_length_follows_the_transform() -> None:
     key = m.AeadKey(EspTransformId.AES_GCM_16, b"k" * 32, b"salt")
     assert key.icv_bits == 128
     assert m.AeadKey(EspTransformId.AES_CCM_8, b"k" * 16, b"slt").icv_bits == 64
@@ -221,7 +224,7 @@ def _row(number: int) -> m.TunnelRow:
     )
 
 
-def test_one_response_too_large_is_refused_and_split_response_splits():
+def test_one_response_too_large_is_refused_and_split_response_splits() -> None:
     rows = [_row(n) for n in range(1, 301)]
     with pytest.raises(IpcError) as info:
         encode(m.Response(m.ErrorCode.OK, (), tuple(rows)))
@@ -235,21 +238,21 @@ def test_one_response_too_large_is_refused_and_split_response_splits():
     assert merge(parts) == (m.ErrorCode.PARTIAL, lines, rows)
 
 
-def test_split_response_of_nothing_is_one_empty_response():
+def test_split_response_of_nothing_is_one_empty_response() -> None:
     assert split_response(m.ErrorCode.NO_SUCH_TUNNEL) == [
         m.Response(m.ErrorCode.NO_SUCH_TUNNEL, (), (), more=False)
     ]
 
 
-def test_version_check():
+def test_version_check() -> None:
     m.check_version(m.PROTOCOL_VERSION)
     with pytest.raises(IpcError) as info:
         m.check_version(m.PROTOCOL_VERSION + 1)
     assert info.value.reason is Reason.VERSION_MISMATCH
 
 
-def test_sa_add_shapes():
-    base = dict(
+def test_sa_add_shapes() -> None:
+    base: dict[str, Any] = dict(
         request_id=1, phase1_number=1, phase2_number=2, tunnel_id=3,
         direction=m.SaDirection.IN, src=V4_PEER, dst=V4, proto=ProtocolId.IPSEC_ESP,
         spi=0x1234, mode=EncapsulationMode.TUNNEL, encryption=None, integrity=None,
@@ -258,14 +261,14 @@ def test_sa_add_shapes():
     )  # fmt: skip
     gcm = m.AeadKey(EspTransformId.AES_GCM_16, b"k" * 16, b"salt")
     cbc = m.CryptKey(EspTransformId.AES_CBC, b"k" * 16)
-    sha = m.AuthKey(m.AuthAlgorithm.HMAC_SHA2_256, b"a" * 32)
-    good = [
+    sha = m.AuthKey(AuthAlgorithm.HMAC_SHA2_256, b"a" * 32)
+    good: list[dict[str, Any]] = [
         {"aead": gcm},
         {"encryption": cbc, "integrity": sha},
         {"encryption": cbc, "integrity": sha, "encap": m.NatTEncap(4500, 4500)},
         {"proto": ProtocolId.IPSEC_AH, "integrity": sha},
     ]
-    bad = [
+    bad: list[dict[str, Any]] = [
         {},
         {"aead": gcm, "encryption": cbc},
         {"aead": gcm, "integrity": sha},
@@ -275,15 +278,15 @@ def test_sa_add_shapes():
         {"aead": gcm, "dst": V6},
     ]
     for extra in good:
-        msg = m.SaAdd(**{**base, **extra})  # type: ignore[arg-type]
+        msg = m.SaAdd(**{**base, **extra})
         assert decode(encode(msg), Direction.CHILD_TO_PARENT) == msg
     for extra in bad:
         with pytest.raises(IpcError) as info:
-            m.SaAdd(**{**base, **extra})  # type: ignore[arg-type]
+            m.SaAdd(**{**base, **extra})
         assert info.value.reason is Reason.INCONSISTENT, extra
 
 
-def test_policy_selector_networks_keep_their_prefix():
+def test_policy_selector_networks_keep_their_prefix() -> None:
     sel = m.TrafficSelector(
         m.Selector(ip_network("192.0.2.0/24"), 0, 0),
         m.Selector(ip_network("203.0.113.128/25"), 6, 443),

@@ -23,6 +23,7 @@ from ikepriv.ipc.schema import (
     Charset,
     Direction,
     EnumOf,
+    Fixed,
     IPAddress,
     IPNetwork,
     ListOf,
@@ -861,6 +862,19 @@ class Log(Message):
         ),
     ]
     text: Annotated[str, Str(MAX_LOG_TEXT, min_len=1)]
+
+
+@message(0x0251, _C2P)
+@dataclass(frozen=True, slots=True)
+class KeyLog(Message):
+    """Phase 1 decryption key for Wireshark's IKEv1 table (initiator cookie, Ka).
+
+    Debugging only: the parent writes it to the --keylog file when it runs with that option
+    and otherwise refuses it (logged). Keys of the negotiation, never long-term secrets.
+    """
+
+    icookie: Annotated[bytes, Fixed(8)]
+    key: Annotated[bytes, Bytes(1, MAX_KEY)]
 
 
 # ---------------------------------------------------------------------------------------
