@@ -40,5 +40,5 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q --upgrade pip setuptools wheel
 .venv/bin/pip install -q -e '.[test]'
