@@ -1,0 +1,291 @@
+"""What `ike cmd=list` prints: TunnelRow values as tables, a phase 1+ tree, or JSON.
+
+The daemon sends rows, never preformatted text, so that the same answer can be shown to a
+person (aligned columns, AIX-like headings "Phase", "Tun Id", "State") or to a script
+(`json`: one object per row, keys named as the TunnelRow fields). Columns are a table of
+(heading, cell function, when shown), so the views differ by data, not by code paths.
+
+Reading of the row fields:
+- `number` is the database definition number; `tunnel_id` the tunnel-manager number of an
+  active tunnel (None for a definition listed with `db`).
+- `phase1_number` of a phase 2 row names its phase 1 the way that phase 1 row is named
+  itself: by tunnel-manager number for active tunnels, by definition number for `db` rows.
+  The 1+ tree hangs each phase 2 under the phase 1 row with that number; a phase 2 whose
+  phase 1 is not in the answer is listed after the tree.
+- Kernel counters (SPIs, bytes, packets) exist only for phase 2; `verbose` shows them.
+
+Everything printed comes from fields the control codec has already checked (names in the
+NAME charset, text printable, identities rendered from validated bytes or as hex), so a
+row cannot smuggle terminal escapes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ikepriv.ipc.messages import Identity, ListRequest, Phase, Role, TunnelRow
+from ikepriv.isakmp.constants import IdType
+from ikepriv.isakmp.errors import IsakmpError
+from ikepriv.isakmp.identity import IdPayload
+
+__all__ = [
+    "format_duration",
+    "format_identity",
+    "render",
+    "render_json",
+    "render_table",
+    "render_tree",
+    "row_to_json",
+]
+
+MAX_CELL = 48
+"""Table cells longer than this are cut with '...' (json keeps everything)."""
+
+_ROLE_LETTER: dict[Role, str] = {Role.INITIATOR: "i", Role.RESPONDER: "r"}
+_HEX_PREFIX: dict[IdType, str] = {
+    IdType.DER_ASN1_DN: "dn:",
+    IdType.DER_ASN1_GN: "gn:",
+    IdType.KEY_ID: "keyid:",
+    IdType.LIST: "list:",
+}
+_TREE_CHILD = " `- "
+
+
+def format_identity(identity: Identity | None) -> str:
+    """Address, subnet, range a-b, name; raw DER and key IDs as prefixed hex."""
+    if identity is None:
+        return "-"
+    try:
+        value = IdPayload(identity.id_type, 0, 0, identity.data).value
+    except IsakmpError:
+        return f"{identity.id_type.name.lower()}:{identity.data.hex()}"
+    if isinstance(value, tuple):
+        return f"{value[0]}-{value[1]}"
+    if isinstance(value, bytes):
+        return _HEX_PREFIX.get(identity.id_type, "hex:") + value.hex()
+    return str(value)
+
+
+def format_duration(seconds: int) -> str:
+    """45s, 12m05s, 3h04m05s, 2d03h04m: short, and sortable by eye."""
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h{minutes:02d}m"
+
+
+# ---------------------------------------------------------------------------------------
+# Columns
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _View:
+    db: bool
+    verbose: bool
+    with_phase1_column: bool
+
+
+def _addr(row: TunnelRow, remote: bool, view: _View) -> str:
+    addr = row.remote_addr if remote else row.local_addr
+    if addr is None:
+        return "any" if view.db else "-"
+    return str(addr)
+
+
+def _spi(value: int) -> str:
+    return f"0x{value:08x}" if value else "-"
+
+
+def _phase2_only(row: TunnelRow, text: str) -> str:
+    return text if row.phase is Phase.PHASE2 else "-"
+
+
+def _remaining(row: TunnelRow) -> str:
+    return format_duration(row.remaining_seconds) if row.remaining_seconds else "-"
+
+
+Cell = Callable[[TunnelRow, _View], str]
+When = Callable[[_View], bool]
+
+
+def _always(view: _View) -> bool:
+    return True
+
+
+def _active(view: _View) -> bool:
+    return not view.db
+
+
+def _counters(view: _View) -> bool:
+    return view.verbose and not view.db
+
+
+@dataclass(frozen=True)
+class _Column:
+    heading: str
+    cell: Cell
+    when: When = _always
+
+
+_COLUMNS: tuple[_Column, ...] = (
+    _Column("Phase", lambda row, view: str(row.phase.value)),
+    _Column("Tun Id", lambda row, view: str(row.tunnel_id or "-"), _active),
+    _Column("Def", lambda row, view: str(row.number)),
+    _Column(
+        "P1",
+        lambda row, view: str(row.phase1_number or "-"),
+        lambda view: view.with_phase1_column,
+    ),
+    _Column("Name", lambda row, view: row.name),
+    _Column("Role", lambda row, view: _ROLE_LETTER[row.role] if row.role else "-", _active),
+    _Column("State", lambda row, view: row.state.name.lower()),
+    _Column("Local", lambda row, view: _addr(row, False, view)),
+    _Column("Remote", lambda row, view: _addr(row, True, view)),
+    _Column("Local Id", lambda row, view: format_identity(row.local_id)),
+    _Column("Remote Id", lambda row, view: format_identity(row.remote_id)),
+    _Column("Algorithms", lambda row, view: row.algorithms or "-"),
+    _Column("Remaining", lambda row, view: _remaining(row), _active),
+    _Column("SPI in", lambda row, view: _spi(row.spi_in), _counters),
+    _Column("SPI out", lambda row, view: _spi(row.spi_out), _counters),
+    _Column("Bytes", lambda row, view: _phase2_only(row, str(row.bytes)), _counters),
+    _Column("Packets", lambda row, view: _phase2_only(row, str(row.packets)), _counters),
+)
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 3] + "..."
+
+
+def _format_table(
+    rows: Sequence[TunnelRow], view: _View, indent: Sequence[str] | None = None
+) -> list[str]:
+    """Aligned lines, heading first; indent[i] is put before row i's first cell."""
+    columns = [column for column in _COLUMNS if column.when(view)]
+    table = [[column.heading for column in columns]]
+    for index, row in enumerate(rows):
+        cells = [_cut(column.cell(row, view)) for column in columns]
+        if indent is not None:
+            cells[0] = indent[index] + cells[0]
+        table.append(cells)
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in table
+    ]
+
+
+# ---------------------------------------------------------------------------------------
+# Views
+# ---------------------------------------------------------------------------------------
+
+_SECTION_TITLE: dict[tuple[Phase, bool], str] = {
+    (Phase.PHASE1, False): "Phase 1 tunnels",
+    (Phase.PHASE2, False): "Phase 2 tunnels",
+    (Phase.PHASE1, True): "Phase 1 definitions",
+    (Phase.PHASE2, True): "Phase 2 definitions",
+}
+_NOTHING: dict[bool, str] = {False: "No active tunnels.", True: "No tunnel definitions."}
+
+
+def render_table(rows: Sequence[TunnelRow], *, db: bool = False, verbose: bool = False) -> str:
+    """A titled table per phase (phase 1 first), in the daemon's order within a phase."""
+    if not rows:
+        return _NOTHING[db] + "\n"
+    blocks: list[str] = []
+    for phase in (Phase.PHASE1, Phase.PHASE2):
+        section = [row for row in rows if row.phase is phase]
+        if not section:
+            continue
+        view = _View(db, verbose, with_phase1_column=phase is Phase.PHASE2)
+        lines = [f"{_SECTION_TITLE[phase, db]} ({len(section)}):"]
+        lines += _format_table(section, view)
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
+
+
+def _own_number(row: TunnelRow, db: bool) -> int | None:
+    return row.number if db else row.tunnel_id
+
+
+def render_tree(rows: Sequence[TunnelRow], *, db: bool = False, verbose: bool = False) -> str:
+    """`phase=1+`: each phase 1 row followed by its phase 2 rows, indented."""
+    if not rows:
+        return _NOTHING[db] + "\n"
+    phase1 = [row for row in rows if row.phase is Phase.PHASE1]
+    children: dict[int, list[TunnelRow]] = {}
+    orphans: list[TunnelRow] = []
+    known = {_own_number(row, db) for row in phase1}
+    for row in rows:
+        if row.phase is not Phase.PHASE2:
+            continue
+        if row.phase1_number is not None and row.phase1_number in known:
+            children.setdefault(row.phase1_number, []).append(row)
+        else:
+            orphans.append(row)
+    ordered: list[TunnelRow] = []
+    indent: list[str] = []
+    for parent in phase1:
+        ordered.append(parent)
+        indent.append("")
+        own = _own_number(parent, db)
+        for child in children.pop(own, []) if own is not None else []:
+            ordered.append(child)
+            indent.append(_TREE_CHILD)
+    ordered += orphans
+    indent += [""] * len(orphans)
+    title = "Phase 1 definitions" if db else "Phase 1 tunnels"
+    lines = [f"{title} and their phase 2 ({len(phase1)} + {len(ordered) - len(phase1)}):"]
+    lines += _format_table(ordered, _View(db, verbose, with_phase1_column=bool(orphans)), indent)
+    return "\n".join(lines) + "\n"
+
+
+def _identity_json(identity: Identity | None) -> dict[str, str] | None:
+    if identity is None:
+        return None
+    return {"type": identity.id_type.name.lower(), "value": format_identity(identity)}
+
+
+def row_to_json(row: TunnelRow) -> dict[str, object]:
+    """Every TunnelRow field; enums as lower-case words, addresses as text, role i|r."""
+    return {
+        "number": row.number,
+        "tunnel_id": row.tunnel_id,
+        "phase": row.phase.value,
+        "name": row.name,
+        "role": _ROLE_LETTER[row.role] if row.role is not None else None,
+        "state": row.state.name.lower(),
+        "local_addr": str(row.local_addr) if row.local_addr is not None else None,
+        "remote_addr": str(row.remote_addr) if row.remote_addr is not None else None,
+        "local_id": _identity_json(row.local_id),
+        "remote_id": _identity_json(row.remote_id),
+        "algorithms": row.algorithms,
+        "remaining_seconds": row.remaining_seconds,
+        "spi_in": row.spi_in,
+        "spi_out": row.spi_out,
+        "bytes": row.bytes,
+        "packets": row.packets,
+        "phase1_number": row.phase1_number,
+    }
+
+
+def render_json(rows: Sequence[TunnelRow]) -> str:
+    """A JSON list of row objects (see row_to_json), one document, newline-terminated."""
+    return json.dumps([row_to_json(row) for row in rows], indent=2) + "\n"
+
+
+def render(rows: Sequence[TunnelRow], request: ListRequest) -> str:
+    """The text `ike cmd=list` prints for these rows, as the request asked for it."""
+    if request.json:
+        return render_json(rows)
+    if request.phase is Phase.PHASE1_PLUS:
+        return render_tree(rows, db=request.db, verbose=request.verbose)
+    return render_table(rows, db=request.db, verbose=request.verbose)
