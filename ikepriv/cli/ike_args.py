@@ -143,10 +143,10 @@ def parse_numlist(text: str) -> tuple[NumRange, ...]:
         if not item:
             raise UsageError(f"{where}: empty item (two commas, or one at an end)")
         first_text, dash, last_text = item.partition("-")
-        first = _number(first_text, where) if first_text else None
-        last = _number(last_text, where) if dash and last_text else first
-        if first is None or last is None:
+        if not first_text or (dash and not last_text):
             raise UsageError(f"{where}: {_show(item)} is not a number or a range N-M")
+        first = _number(first_text, where)
+        last = _number(last_text, where) if dash else first
         if first > last:
             raise UsageError(f"{where}: range {first}-{last} is backwards (write {last}-{first})")
         ranges.append(NumRange(first, last))
