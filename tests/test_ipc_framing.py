@@ -6,6 +6,7 @@ import array
 import os
 import socket
 import threading
+from collections.abc import Iterator
 from ipaddress import ip_address
 from pathlib import Path
 
@@ -30,15 +31,18 @@ V4 = ip_address("192.0.2.1")
 DATAGRAM = m.DatagramOut(m.Endpoint(V4, 500), m.Endpoint(ip_address("192.0.2.9"), 500), False, b"x")
 
 
+Pair = tuple[socket.socket, socket.socket]
+
+
 @pytest.fixture
-def pair():
+def pair() -> Iterator[Pair]:
     parent, child = socketpair()
     yield parent, child
     parent.close()
     child.close()
 
 
-def test_messages_keep_their_boundaries(pair):
+def test_messages_keep_their_boundaries(pair: Pair) -> None:
     parent, child = pair
     send_message(parent, m.Hello(m.PROTOCOL_VERSION))
     send_message(child, m.Ready(m.PROTOCOL_VERSION))
@@ -48,14 +52,14 @@ def test_messages_keep_their_boundaries(pair):
     assert recv_message(parent, C2P) == DATAGRAM
 
 
-def test_full_size_datagram_passes(pair):
+def test_full_size_datagram_passes(pair: Pair) -> None:
     parent, child = pair
     big = m.DatagramIn(m.Endpoint(V4, 4500), m.Endpoint(V4, 4500), True, b"\x5a" * 65535)
     send_message(parent, big)
     assert recv_message(child, P2C) == big
 
 
-def test_parent_refuses_parent_only_messages_from_the_child(pair):
+def test_parent_refuses_parent_only_messages_from_the_child(pair: Pair) -> None:
     parent, child = pair
     send_message(child, m.SkeyidReply(1, m.ErrorCode.OK, b"s" * 20))  # forged reply
     with pytest.raises(IpcError) as info:
@@ -63,7 +67,7 @@ def test_parent_refuses_parent_only_messages_from_the_child(pair):
     assert info.value.reason is Reason.WRONG_DIRECTION
 
 
-def test_oversize_datagram_is_refused_and_the_next_one_still_arrives(pair):
+def test_oversize_datagram_is_refused_and_the_next_one_still_arrives(pair: Pair) -> None:
     parent, child = pair
     child.send(encode(DATAGRAM)[:2] + bytes(MAX_MESSAGE_SIZE))
     send_message(child, DATAGRAM)
@@ -77,7 +81,7 @@ def _open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
 
-def test_smuggled_descriptor_is_refused_and_not_installed(pair, tmp_path: Path):
+def test_smuggled_descriptor_is_refused_and_not_installed(pair: Pair, tmp_path: Path) -> None:
     parent, child = pair
     with open(tmp_path / "secret", "w") as handle:
         fds = array.array("i", [handle.fileno()])
@@ -89,13 +93,13 @@ def test_smuggled_descriptor_is_refused_and_not_installed(pair, tmp_path: Path):
         assert _open_fds() == before
 
 
-def test_end_of_stream_is_none(pair):
+def test_end_of_stream_is_none(pair: Pair) -> None:
     parent, child = pair
     child.close()
     assert recv_message(parent, C2P) is None
 
 
-def test_message_too_large_is_not_sent(pair):
+def test_message_too_large_is_not_sent(pair: Pair) -> None:
     parent, _ = pair
     rows = split_response(m.ErrorCode.OK, [f"{n:0255d}" for n in range(400)])
     assert len(rows) > 1
@@ -104,7 +108,7 @@ def test_message_too_large_is_not_sent(pair):
     assert info.value.reason is Reason.TOO_LARGE
 
 
-def test_trio_helpers():
+def test_trio_helpers() -> None:
     async def main() -> None:
         left, right = socketpair()
         with trio.socket.from_stdlib_socket(left) as parent:
@@ -148,7 +152,7 @@ def _serve(listener: socket.socket, version_ok: bool, seen: list[object]) -> Non
 
 
 @pytest.mark.parametrize("version_ok", [True, False])
-def test_cli_session_over_a_real_control_socket(tmp_path: Path, version_ok: bool):
+def test_cli_session_over_a_real_control_socket(tmp_path: Path, version_ok: bool) -> None:
     path = str(tmp_path / "ctl")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(path)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from test_ipc_strategies import MESSAGE_TYPES, any_message
 
 from ikepriv.ipc.errors import IpcError
-from ikepriv.ipc.schema import Direction, decode, encode
+from ikepriv.ipc.schema import Direction, Message, decode, encode
 
 
 def decoded_faithfully(data: bytes) -> int:
@@ -31,7 +31,7 @@ def decoded_faithfully(data: bytes) -> int:
 
 
 @given(st.binary(max_size=1024))
-def test_random_bytes(data: bytes):
+def test_random_bytes(data: bytes) -> None:
     decoded_faithfully(data)
 
 
@@ -40,7 +40,7 @@ TYPE_PREFIXES = [cls.TYPE.to_bytes(2, "big") for cls in MESSAGE_TYPES]
 
 @settings(max_examples=500)
 @given(st.sampled_from(TYPE_PREFIXES), st.binary(max_size=1024))
-def test_random_bodies_behind_every_known_type(prefix: bytes, body: bytes):
+def test_random_bodies_behind_every_known_type(prefix: bytes, body: bytes) -> None:
     decoded_faithfully(prefix + body)
 
 
@@ -69,12 +69,12 @@ def mutate(data: bytes, edits: list[tuple[str, int, int]]) -> bytes:
 
 @settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
 @given(any_message(), st.lists(MUTATION, min_size=1, max_size=4))
-def test_mutated_valid_messages(msg, edits):
+def test_mutated_valid_messages(msg: Message, edits: list[tuple[str, int, int]]) -> None:
     decoded_faithfully(mutate(encode(msg), edits))
 
 
 @given(any_message(), st.integers(0, 1 << 16))
-def test_every_valid_message_truncated_or_extended(msg, cut):
+def test_every_valid_message_truncated_or_extended(msg: Message, cut: int) -> None:
     wire = encode(msg)
     assert decoded_faithfully(wire) == 1
     assert decoded_faithfully(wire[: cut % len(wire)]) == 0

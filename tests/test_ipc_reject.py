@@ -18,6 +18,7 @@ from ikepriv.ipc.errors import IpcError, Reason
 from ikepriv.ipc.schema import MAX_MESSAGE_SIZE, Direction, Message, decode, encode
 from ikepriv.isakmp.constants import (
     AuthAlgorithm,
+    AuthMethod,
     EncapsulationMode,
     EspTransformId,
     ExchangeType,
@@ -72,7 +73,7 @@ POLICY_DELETE = h("0233 00000009 04 c0000200 18 00 0000 04 cb007100 18 06 01bb 0
 LOG = h("0250 03 0002 6869")
 
 
-def test_hand_written_messages_are_valid():
+def test_hand_written_messages_are_valid() -> None:
     assert decode(SA_DELETE, C2P) == m.SaDelete(1, 0x1234, ProtocolId.IPSEC_ESP, V4)
     assert decode(DATAGRAM_OUT, C2P) == m.DatagramOut(
         m.Endpoint(V4, 500), m.Endpoint(ip_address("192.0.2.2"), 500), False, b"abc"
@@ -85,46 +86,46 @@ def test_hand_written_messages_are_valid():
     assert decode(LOG, C2P) == m.Log(m.LogLevel.ERR, "hi")
 
 
-def test_empty_and_short_messages_are_truncated():
+def test_empty_and_short_messages_are_truncated() -> None:
     rejects(b"", Reason.TRUNCATED)
     rejects(b"\x02", Reason.TRUNCATED)
 
 
-def test_unknown_types():
+def test_unknown_types() -> None:
     rejects(h("0000"), Reason.UNKNOWN_TYPE)
     rejects(h("02ff"), Reason.UNKNOWN_TYPE)
     rejects(h("ffff") + SA_DELETE[2:], Reason.UNKNOWN_TYPE)
 
 
-def test_message_for_another_direction():
+def test_message_for_another_direction() -> None:
     rejects(h("0141 00001234 03 04 c0000201 01"), Reason.WRONG_DIRECTION)  # KernelExpire
 
 
 @pytest.mark.parametrize("good", [SA_DELETE, DATAGRAM_OUT, POLICY_DELETE, LOG])
-def test_every_truncation_and_any_trailing_byte(good: bytes):
+def test_every_truncation_and_any_trailing_byte(good: bytes) -> None:
     for cut in range(len(good)):
         rejects(good[:cut], Reason.TRUNCATED)
     rejects(good + b"\x00", Reason.TRAILING_BYTES)
     rejects(good + good, Reason.TRAILING_BYTES)
 
 
-def test_oversize_is_refused_before_decoding():
+def test_oversize_is_refused_before_decoding() -> None:
     rejects(DATAGRAM_OUT + bytes(MAX_MESSAGE_SIZE), Reason.TOO_LARGE)
 
 
-def test_enum_out_of_range():
+def test_enum_out_of_range() -> None:
     rejects(h("0231 00000001 00001234 01 04 c0000201"), Reason.BAD_ENUM)  # ISAKMP is no SA
     rejects(h("0231 00000001 00001234 ff 04 c0000201"), Reason.BAD_ENUM)
     rejects(h("0250 00 0002 6869"), Reason.BAD_ENUM)  # the child may not log EMERG
     rejects(h("0250 08 0002 6869"), Reason.BAD_ENUM)
 
 
-def test_bool_other_than_0_or_1():
+def test_bool_other_than_0_or_1() -> None:
     rejects(h("0210 04 c0000201 01f4 04 c0000202 01f4 02 0003 616263"), Reason.BAD_BOOL)
     rejects(h("0210 04 c0000201 01f4 04 c0000202 01f4 ff 0003 616263"), Reason.BAD_BOOL)
 
 
-def test_address_family_and_length():
+def test_address_family_and_length() -> None:
     rejects(h("0231 00000001 00001234 03 05 c0000201"), Reason.BAD_FAMILY)
     rejects(h("0231 00000001 00001234 03 00 c0000201"), Reason.BAD_FAMILY)
     rejects(h("0231 00000001 00001234 03 06 c0000201"), Reason.TRUNCATED)  # v6 needs 16
@@ -135,7 +136,7 @@ def test_address_family_and_length():
     )
 
 
-def test_prefix_length_and_host_bits():
+def test_prefix_length_and_host_bits() -> None:
     rejects(h("0233 00000009 04 c0000200 21 00 0000 04 cb007100 18 06 01bb 02"), Reason.BAD_PREFIX)
     rejects(h("0233 00000009 04 c0000200 ff 00 0000 04 cb007100 18 06 01bb 02"), Reason.BAD_PREFIX)
     rejects(h("0233 00000009 04 c0000201 18 00 0000 04 cb007100 18 06 01bb 02"), Reason.HOST_BITS)
@@ -147,13 +148,13 @@ def test_prefix_length_and_host_bits():
     assert decode(h("0233 00000009" + v6_sel.replace(" 81 ", " 80 ", 1)), C2P)
 
 
-def test_mixed_families_in_one_selector():
+def test_mixed_families_in_one_selector() -> None:
     mixed = f"04 c0000200 18 00 0000 06 {V6.packed.hex()} 80 00 0000 02"
     err = rejects(h("0233 00000009" + mixed), Reason.INCONSISTENT)
     assert "selector" in str(err)
 
 
-def test_invalid_utf8_and_charset():
+def test_invalid_utf8_and_charset() -> None:
     rejects(h("0250 03 0001 ff"), Reason.BAD_UTF8)
     rejects(h("0250 03 0002 c0af"), Reason.BAD_UTF8)  # overlong '/'
     rejects(h("0250 03 0003 eda080"), Reason.BAD_UTF8)  # UTF-16 surrogate
@@ -165,7 +166,7 @@ def test_invalid_utf8_and_charset():
     assert decode(h("0250 03 0005") + "é€".encode(), C2P) == m.Log(m.LogLevel.ERR, "é€")
 
 
-def test_list_count_is_checked_before_any_item_is_read():
+def test_list_count_is_checked_before_any_item_is_read() -> None:
     # ListRequest: phase, numlist count (u16, max 256) and nothing else
     rejects(h("0311 01 0101"), Reason.TOO_MANY, Direction.CLI_TO_DAEMON)
     rejects(h("0311 01 ffff"), Reason.TOO_MANY, Direction.CLI_TO_DAEMON)
@@ -177,12 +178,12 @@ def test_list_count_is_checked_before_any_item_is_read():
     )
 
 
-def test_presence_byte_other_than_0_or_1():
+def test_presence_byte_other_than_0_or_1() -> None:
     # SkeyidRequest: request id, phase1_number present=2
     rejects(h("0220 00000001 02 00000001 00 02 0008") + b"n" * 8, Reason.BAD_PRESENCE)
 
 
-def test_nonce_bounds():
+def test_nonce_bounds() -> None:
     head = h("0220 00000001 01 00000001 00 02")
     rejects(head + h("0007") + b"n" * 7 + h("0008") + b"n" * 8, Reason.BAD_LENGTH)
     rejects(head + h("0008") + b"n" * 8 + h("0101") + b"n" * 257, Reason.BAD_LENGTH)
@@ -204,13 +205,13 @@ def _sa_add(**changes: Any) -> m.SaAdd:
     return m.SaAdd(**fields)
 
 
-def test_hostile_sender_key_too_long():
+def test_hostile_sender_key_too_long() -> None:
     err = rejects(tampered(_sa_add(), "integrity.key", b"a" * 65), Reason.BAD_LENGTH)
     assert str(err).startswith("SaAdd.integrity.key:")
     rejects(tampered(_sa_add(), "encryption.key", b"k" * 65), Reason.BAD_LENGTH)
 
 
-def test_hostile_sender_breaks_the_rules():
+def test_hostile_sender_breaks_the_rules() -> None:
     rejects(tampered(_sa_add(), "spi", 255), Reason.INT_RANGE)  # reserved SPI
     rejects(tampered(_sa_add(), "phase2_number", 0), Reason.INT_RANGE)
     rejects(tampered(_sa_add(), "direction", 3), Reason.BAD_ENUM)
@@ -230,14 +231,14 @@ def _phase1(**changes: Any) -> m.Phase1Def:
     fields: dict[str, Any] = dict(
         number=4, name="east", local_addr=V4, remote_addr=V4_PEER,
         local_id=m.Identity(IdType.FQDN, b"east.example"), remote_id=None,
-        mode=ExchangeType.AGGRESSIVE, auth_method=m.AuthMethod.PRE_SHARED_KEY,
+        mode=ExchangeType.AGGRESSIVE, auth_method=AuthMethod.PRE_SHARED_KEY,
         proposals=(proposal,), dpd=m.DpdSettings(False, 0, 0), nat_t=False,
     )  # fmt: skip
     fields.update(changes)
     return m.Phase1Def(**fields)
 
 
-def test_proposal_list_bounds_on_both_sides():
+def test_proposal_list_bounds_on_both_sides() -> None:
     msg = m.ConfigPhase1(1, _phase1())
     proposal = msg.definition.proposals[0]
     decode(encode(msg), Direction.PARENT_TO_CHILD)
@@ -250,7 +251,7 @@ def test_proposal_list_bounds_on_both_sides():
     refused(Reason.TOO_MANY, _phase1, proposals=())
 
 
-def test_names_are_restricted():
+def test_names_are_restricted() -> None:
     refused(Reason.BAD_CHARSET, _phase1, name="east west")
     refused(Reason.BAD_CHARSET, _phase1, name="east;rm")
     refused(Reason.BAD_CHARSET, _phase1, name="øst")
@@ -261,14 +262,14 @@ def test_names_are_restricted():
     rejects(tampered(msg, "definition.name", "a b"), Reason.BAD_CHARSET, Direction.PARENT_TO_CHILD)
 
 
-def test_identity_lengths_follow_the_type():
+def test_identity_lengths_follow_the_type() -> None:
     refused(Reason.INCONSISTENT, m.Identity, IdType.IPV4_ADDR, b"\x01\x02\x03")
     refused(Reason.INCONSISTENT, m.Identity, IdType.IPV6_ADDR_SUBNET, bytes(16))
     refused(Reason.BAD_LENGTH, m.Identity, IdType.FQDN, b"")
     assert m.Identity(IdType.IPV4_ADDR_SUBNET, bytes(8)).data == bytes(8)
 
 
-def test_constructor_refuses_wrong_python_types():
+def test_constructor_refuses_wrong_python_types() -> None:
     refused(Reason.BAD_TYPE, m.Endpoint, "192.0.2.1", 500)
     refused(Reason.BAD_TYPE, m.Endpoint, V4, True)
     refused(Reason.INT_RANGE, m.Endpoint, V4, 65536)
@@ -283,7 +284,7 @@ def test_constructor_refuses_wrong_python_types():
             m.Endpoint(V4, 1), (), EncapsulationMode.TUNNEL)  # fmt: skip
 
 
-def test_reply_shapes():
+def test_reply_shapes() -> None:
     refused(Reason.INCONSISTENT, m.SkeyidReply, 1, m.ErrorCode.OK, b"")
     refused(Reason.INCONSISTENT, m.SkeyidReply, 1, m.ErrorCode.OK, b"s" * 15)
     refused(Reason.INCONSISTENT, m.SkeyidReply, 1, m.ErrorCode.NO_SECRET, b"s" * 20)
@@ -298,13 +299,13 @@ def test_reply_shapes():
     refused(Reason.INCONSISTENT, m.AeadKey, EspTransformId.AES_CCM_16, b"k" * 16, b"salt")
 
 
-def test_decode_wants_bytes():
+def test_decode_wants_bytes() -> None:
     with pytest.raises(IpcError) as info:
         decode(bytearray(SA_DELETE), C2P)  # type: ignore[arg-type]
     assert info.value.reason is Reason.BAD_TYPE
 
 
-def test_unregistered_message_class_is_not_encoded():
+def test_unregistered_message_class_is_not_encoded() -> None:
     @dataclasses.dataclass(frozen=True, slots=True)
     class Stray(Message):
         """Never registered."""
