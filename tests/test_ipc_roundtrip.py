@@ -3,7 +3,7 @@
 # No "from __future__ import annotations" here: the structs defined below need real
 # annotation objects, exactly like the catalogue.
 
-from dataclasses import dataclass
+from dataclasses import dataclass, make_dataclass
 from ipaddress import ip_address, ip_network
 from typing import Annotated, Any
 
@@ -17,6 +17,7 @@ from ikepriv.ipc.control import merge, split_response
 from ikepriv.ipc.errors import IpcError, Reason
 from ikepriv.ipc.schema import (
     MAX_MESSAGE_SIZE,
+    MAX_NESTING,
     Direction,
     Message,
     SchemaError,
@@ -149,6 +150,21 @@ def test_mutable_or_unannotated_structs_are_refused() -> None:
         @dataclass(frozen=True)
         class Stringly(Struct):
             x: "Annotated[int, UInt(1)]"
+
+
+def test_nesting_deeper_than_the_limit_is_refused() -> None:
+    @struct
+    @dataclass(frozen=True)
+    class Leaf(Struct):
+        x: Annotated[int, UInt(1)]
+
+    level: type[Struct] = Leaf
+    with pytest.raises(SchemaError, match="nesting depth"):
+        for _ in range(MAX_NESTING + 1):
+            level = struct(
+                make_dataclass("Level", [("inner", level)], bases=(Struct,), frozen=True)
+            )
+    assert level._DEPTH == MAX_NESTING
 
 
 def test_wire_format_is_pinned() -> None:
