@@ -214,7 +214,8 @@ def _parse_remid(text: str) -> str:
     try:
         identity = parse_identity(text)
     except ValueError as exc:
-        raise UsageError(f"{where}: {exc}") from None
+        reason = str(exc).encode("ascii", "backslashreplace").decode("ascii")
+        raise UsageError(f"{where}: {reason}") from None
     canonical = str(identity)
     if len(canonical.encode("utf-8")) > MAX_TEXT:
         raise UsageError(f"{where}: longer than {MAX_TEXT} bytes")
