@@ -1,0 +1,297 @@
+"""What `ike cmd=list` shows for given TunnelRow values: tables, the 1+ tree, verbose, json."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+from test_ipc_strategies import struct_strategy
+
+from ikepriv.cli.listing import (
+    MAX_CELL,
+    format_duration,
+    format_identity,
+    render,
+    render_json,
+    render_table,
+    render_tree,
+)
+from ikepriv.ipc.messages import Identity, ListRequest, Phase, Role, TunnelRow, TunnelState
+from ikepriv.isakmp.constants import IdType
+
+A = ipaddress.ip_address
+V4 = Identity(IdType.IPV4_ADDR, bytes([192, 0, 2, 1]))
+FQDN = Identity(IdType.FQDN, b"gw-b.example.org")
+SUBNET = Identity(IdType.IPV4_ADDR_SUBNET, bytes([198, 51, 100, 0, 255, 255, 255, 0]))
+RANGE = Identity(IdType.IPV4_ADDR_RANGE, bytes([203, 0, 113, 1, 203, 0, 113, 9]))
+
+
+def row(number: int, tunnel_id: int | None, phase: Phase, name: str, **kw: Any) -> TunnelRow:
+    fields: dict[str, Any] = dict(
+        number=number,
+        tunnel_id=tunnel_id,
+        phase=phase,
+        name=name,
+        role=Role.INITIATOR,
+        state=TunnelState.ESTABLISHED,
+        local_addr=A("192.0.2.1"),
+        remote_addr=A("192.0.2.2"),
+        local_id=V4,
+        remote_id=FQDN,
+        algorithms="aes128-sha256-modp2048",
+        remaining_seconds=28000,
+        spi_in=0,
+        spi_out=0,
+        bytes=0,
+        packets=0,
+        phase1_number=None,
+    )
+    return TunnelRow(**(fields | kw))
+
+
+P1 = row(1, 11, Phase.PHASE1, "to-siteB")
+P1_OTHER = row(
+    2,
+    12,
+    Phase.PHASE1,
+    "to-siteC",
+    role=Role.RESPONDER,
+    state=TunnelState.NEGOTIATING,
+    remote_addr=A("198.51.100.9"),
+    remaining_seconds=0,
+)
+P2 = row(
+    1,
+    21,
+    Phase.PHASE2,
+    "lanA-lanB",
+    phase1_number=11,
+    local_id=SUBNET,
+    remote_id=RANGE,
+    algorithms="esp-aes128-sha1",
+    remaining_seconds=59,
+    spi_in=0xC0FFEE01,
+    spi_out=0x1234,
+    bytes=123456,
+    packets=789,
+)
+P2_SECOND = row(3, 22, Phase.PHASE2, "lanA-lanD", phase1_number=11, remaining_seconds=3700)
+P2_ORPHAN = row(2, 23, Phase.PHASE2, "lanA-lanC", phase1_number=99, role=Role.RESPONDER)
+ACTIVE = [P2, P1, P2_ORPHAN, P1_OTHER, P2_SECOND]  # the daemon's order, phases mixed
+
+
+def table_of(lines: list[str]) -> list[dict[str, str]]:
+    """Parse an aligned table back: headings from the first line, cells split at 2+ spaces
+    (the tree's indent is put back onto the first cell)."""
+    headings = re.split(r" {2,}", lines[0])
+    out = []
+    for line in lines[1:]:
+        indent = re.match(r"^( `- )?", line)
+        assert indent is not None
+        cells = re.split(r" {2,}", line[indent.end() :])
+        assert len(cells) == len(headings), (headings, cells)
+        cells[0] = indent.group(0) + cells[0]
+        out.append(dict(zip(headings, cells, strict=True)))
+    return out
+
+
+def sections(text: str) -> dict[str, list[str]]:
+    """Title line -> table lines, for text made of blank-line separated blocks."""
+    blocks = text.rstrip("\n").split("\n\n")
+    return {block.splitlines()[0]: block.splitlines()[1:] for block in blocks}
+
+
+def test_table_has_a_section_per_phase_with_every_field() -> None:
+    text = render_table(ACTIVE)
+    parts = sections(text)
+    assert list(parts) == ["Phase 1 tunnels (2):", "Phase 2 tunnels (3):"]
+    phase1 = table_of(parts["Phase 1 tunnels (2):"])
+    assert phase1 == [
+        {"Phase": "1", "Tun Id": "11", "Def": "1", "Name": "to-siteB", "Role": "i",
+         "State": "established", "Local": "192.0.2.1", "Remote": "192.0.2.2",
+         "Local Id": "192.0.2.1", "Remote Id": "gw-b.example.org",
+         "Algorithms": "aes128-sha256-modp2048", "Remaining": "7h46m40s"},
+        {"Phase": "1", "Tun Id": "12", "Def": "2", "Name": "to-siteC", "Role": "r",
+         "State": "negotiating", "Local": "192.0.2.1", "Remote": "198.51.100.9",
+         "Local Id": "192.0.2.1", "Remote Id": "gw-b.example.org",
+         "Algorithms": "aes128-sha256-modp2048", "Remaining": "-"},
+    ]  # fmt: skip
+    phase2 = table_of(parts["Phase 2 tunnels (3):"])
+    assert [r["Tun Id"] for r in phase2] == ["21", "23", "22"]  # daemon order kept
+    assert phase2[0] == {
+        "Phase": "2", "Tun Id": "21", "Def": "1", "P1": "11", "Name": "lanA-lanB", "Role": "i",
+        "State": "established", "Local": "192.0.2.1", "Remote": "192.0.2.2",
+        "Local Id": "198.51.100.0/24", "Remote Id": "203.0.113.1-203.0.113.9",
+        "Algorithms": "esp-aes128-sha1", "Remaining": "59s",
+    }  # fmt: skip
+    assert "SPI in" not in text and "0xc0ffee01" not in text  # only with verbose
+
+
+def test_verbose_adds_kernel_counters_for_phase_2() -> None:
+    parts = sections(render_table(ACTIVE, verbose=True))
+    phase1 = table_of(parts["Phase 1 tunnels (2):"])
+    assert {(r["SPI in"], r["SPI out"], r["Bytes"], r["Packets"]) for r in phase1} == {
+        ("-", "-", "-", "-")
+    }
+    phase2 = table_of(parts["Phase 2 tunnels (3):"])
+    assert (phase2[0]["SPI in"], phase2[0]["SPI out"]) == ("0xc0ffee01", "0x00001234")
+    assert (phase2[0]["Bytes"], phase2[0]["Packets"]) == ("123456", "789")
+    assert (phase2[2]["SPI in"], phase2[2]["Bytes"]) == ("-", "0")
+
+
+def test_tree_hangs_phase_2_under_its_phase_1() -> None:
+    text = render_tree(ACTIVE)
+    lines = text.splitlines()
+    assert lines[0] == "Phase 1 tunnels and their phase 2 (2 + 3):"
+    rows = table_of(lines[1:])
+    assert [(r["Phase"], r["Tun Id"]) for r in rows] == [
+        ("1", "11"), (" `- 2", "21"), (" `- 2", "22"), ("1", "12"), ("2", "23"),
+    ]  # fmt: skip
+    assert rows[-1]["P1"] == "99"  # its phase 1 is not in the answer: it says which one
+
+
+def test_tree_without_orphans_has_no_phase1_column() -> None:
+    rows = table_of(render_tree([P1, P2]).splitlines()[1:])
+    assert "P1" not in rows[0]
+    assert [r["Phase"] for r in rows] == ["1", " `- 2"]
+
+
+def test_db_view_lists_definitions() -> None:
+    d1 = row(
+        1,
+        None,
+        Phase.PHASE1,
+        "to-siteB",
+        role=None,
+        state=TunnelState.DEFINED,
+        remote_addr=None,
+        remote_id=None,
+        remaining_seconds=0,
+    )
+    d2 = row(
+        4,
+        None,
+        Phase.PHASE2,
+        "lanA-lanB",
+        role=None,
+        state=TunnelState.DEFINED,
+        local_id=SUBNET,
+        phase1_number=1,
+        remaining_seconds=0,
+    )
+    other = row(2, None, Phase.PHASE2, "lanX", role=None, state=TunnelState.DEFINED,
+                phase1_number=7)  # fmt: skip
+    parts = sections(render_table([d1, d2], db=True))
+    assert list(parts) == ["Phase 1 definitions (1):", "Phase 2 definitions (1):"]
+    (first,) = table_of(parts["Phase 1 definitions (1):"])
+    assert first == {
+        "Phase": "1", "Def": "1", "Name": "to-siteB", "State": "defined", "Local": "192.0.2.1",
+        "Remote": "any", "Local Id": "192.0.2.1", "Remote Id": "-",
+        "Algorithms": "aes128-sha256-modp2048",
+    }  # fmt: skip
+    tree = render_tree([d1, other, d2], db=True).splitlines()
+    assert tree[0] == "Phase 1 definitions and their phase 2 (1 + 2):"
+    assert [(r["Phase"], r["Def"]) for r in table_of(tree[1:])] == [
+        ("1", "1"), (" `- 2", "4"), ("2", "2"),
+    ]  # fmt: skip
+
+
+def test_nothing_to_show() -> None:
+    assert render_table([]) == "No active tunnels.\n"
+    assert render_tree([], db=True) == "No tunnel definitions.\n"
+    assert render_json([]) == "[]\n"
+
+
+def test_json_is_a_list_of_row_objects() -> None:
+    v6 = row(5, 30, Phase.PHASE1, "v6", role=None, state=TunnelState.FAILED,
+             local_addr=A("2001:db8::1"), remote_addr=A("2001:db8::2"), local_id=None,
+             remote_id=Identity(IdType.USER_FQDN, b"ops@example.org"))  # fmt: skip
+    data = json.loads(render_json([P1, P2, v6]))
+    assert isinstance(data, list) and len(data) == 3
+    assert data[0] == {
+        "number": 1, "tunnel_id": 11, "phase": 1, "name": "to-siteB", "role": "i",
+        "state": "established", "local_addr": "192.0.2.1", "remote_addr": "192.0.2.2",
+        "local_id": {"type": "ipv4_addr", "value": "192.0.2.1"},
+        "remote_id": {"type": "fqdn", "value": "gw-b.example.org"},
+        "algorithms": "aes128-sha256-modp2048", "remaining_seconds": 28000, "spi_in": 0,
+        "spi_out": 0, "bytes": 0, "packets": 0, "phase1_number": None,
+    }  # fmt: skip
+    assert (data[1]["spi_in"], data[1]["bytes"], data[1]["phase1_number"]) == (
+        0xC0FFEE01,
+        123456,
+        11,
+    )
+    assert data[1]["local_id"] == {"type": "ipv4_addr_subnet", "value": "198.51.100.0/24"}
+    assert (data[2]["role"], data[2]["state"], data[2]["local_id"]) == (None, "failed", None)
+    assert data[2]["remote_addr"] == "2001:db8::2"
+
+
+def test_render_follows_the_request() -> None:
+    def request(**kw: Any) -> ListRequest:
+        base: dict[str, Any] = dict(
+            phase=Phase.ALL, numlist=(), db=False, role=None, verbose=False, json=False
+        )
+        return ListRequest(**(base | kw))
+
+    rows = [P1, P2]
+    assert render(rows, request()) == render_table(rows)
+    assert render(rows, request(verbose=True)) == render_table(rows, verbose=True)
+    assert render(rows, request(phase=Phase.PHASE1_PLUS)) == render_tree(rows)
+    assert render(rows, request(db=True)) == render_table(rows, db=True)
+    assert render(rows, request(json=True, phase=Phase.PHASE1_PLUS)) == render_json(rows)
+
+
+def test_identities_of_every_type() -> None:
+    cases = {
+        Identity(IdType.IPV6_ADDR, bytes.fromhex("20010db8" + "00" * 11 + "01")): "2001:db8::1",
+        Identity(IdType.IPV6_ADDR_SUBNET, bytes.fromhex("20010db8" + "00" * 12 + "ff" * 8
+                                                        + "00" * 8)): "2001:db8::/64",
+        Identity(IdType.USER_FQDN, b"ops@example.org"): "ops@example.org",
+        Identity(IdType.DER_ASN1_DN, bytes.fromhex("3000")): "dn:3000",
+        Identity(IdType.KEY_ID, b"\x01\xff"): "keyid:01ff",
+        # bytes the ISAKMP checks refuse are shown as hex, never printed raw
+        Identity(IdType.FQDN, b"bad\x1b[2Jname"): "fqdn:6261641b5b324a6e616d65",
+        Identity(IdType.IPV4_ADDR_SUBNET, bytes([192, 0, 2, 0, 255, 0, 255, 0])):
+            "ipv4_addr_subnet:c0000200ff00ff00",
+    }  # fmt: skip
+    for identity, text in cases.items():
+        assert format_identity(identity) == text
+    assert format_identity(None) == "-"
+
+
+def test_durations() -> None:
+    cases = {0: "0s", 59: "59s", 60: "1m00s", 3599: "59m59s", 3600: "1h00m00s",
+             86399: "23h59m59s", 86400: "1d00h00m", 200000: "2d07h33m"}  # fmt: skip
+    assert {s: format_duration(s) for s in cases} == cases
+
+
+def test_long_cells_are_cut() -> None:
+    long_alg = "x" * 200
+    lines = render_table([row(1, 1, Phase.PHASE1, "n", algorithms=long_alg)]).splitlines()
+    cell = table_of(lines[1:])[0]["Algorithms"]
+    assert len(cell) == MAX_CELL and cell.endswith("...")
+    assert (
+        json.loads(render_json([row(1, 1, Phase.PHASE1, "n", algorithms=long_alg)]))[0][
+            "algorithms"
+        ]
+        == long_alg
+    )
+
+
+@given(st.lists(st.one_of(struct_strategy(TunnelRow, 4), struct_strategy(TunnelRow, 6)),
+                max_size=8))  # fmt: skip
+def test_any_rows_render_in_every_view(rows: list[TunnelRow]) -> None:
+    for db in (False, True):
+        for verbose in (False, True):
+            for text in (render_table(rows, db=db, verbose=verbose),
+                         render_tree(rows, db=db, verbose=verbose)):  # fmt: skip
+                assert text.endswith("\n")
+                assert all(line.isprintable() for line in text.splitlines())
+    data = json.loads(render_json(rows))
+    assert [(d["number"], d["name"], d["phase"]) for d in data] == [
+        (r.number, r.name, r.phase.value) for r in rows
+    ]
