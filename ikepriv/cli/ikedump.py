@@ -1,0 +1,19 @@
+"""`ikedump CAPTURE [--psk S --dh-secret HEX [--qm-dh-secret HEX]... | --keys FILE] [--json]`
+
+Decodes every IKEv1 message on UDP 500/4500 in a pcap or pcapng file and, with keys,
+decrypts it and checks every HASH; see ikepriv.dump.run for options and exit codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ikepriv.dump.run import main as _main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return _main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

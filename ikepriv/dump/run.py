@@ -1,0 +1,188 @@
+"""The ikedump program: options, the frame loop, output and exit status.
+
+Exit status: 0 every IKE message parsed (and, with keys, decrypted and verified); 1 some
+message did not (the first failure is the one-line summary on stderr); 2 a bad command line
+or key file; 3 the capture cannot be read. Nothing escapes as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+from ikepriv.dump.capture import CaptureError, FrameError, Skip, classify, open_capture
+from ikepriv.dump.keys import (
+    MAX_KEY_FILE_BYTES,
+    KeyInputError,
+    KeyMaterial,
+    parse_hex,
+    parse_key_table,
+    parse_selected,
+)
+from ikepriv.dump.render import record_dict, record_text
+from ikepriv.dump.session import Dumper, Problem
+
+PROG = "ikedump"
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREADABLE = 3
+MAX_PSK_BYTES = 1024
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _parser() -> _Parser:
+    p = _Parser(
+        prog=PROG,
+        description="Decode, decrypt and verify IKEv1 traffic in a pcap or pcapng capture.",
+    )
+    p.add_argument("capture", help="pcap or pcapng file")
+    secret = p.add_mutually_exclusive_group()
+    secret.add_argument("--psk", help="pre-shared key (text)")
+    secret.add_argument("--psk-hex", metavar="HEX", help="pre-shared key (hex)")
+    p.add_argument(
+        "--dh-secret",
+        action="append",
+        default=[],
+        metavar="[ICOOKIE=]HEX",
+        help="phase 1 DH shared secret g^xy; repeat for several SAs (in capture order)",
+    )
+    p.add_argument(
+        "--qm-dh-secret",
+        action="append",
+        default=[],
+        metavar="[MSGID=]HEX",
+        help="Quick Mode (PFS) DH shared secret; repeat for several Quick Modes",
+    )
+    p.add_argument(
+        "--keys",
+        metavar="FILE",
+        help="Wireshark IKEv1 decryption table: icookie_hex,Ka_hex per line (decrypt only)",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per IKE message")
+    return p
+
+
+def _key_material(args: argparse.Namespace) -> KeyMaterial:
+    keys = KeyMaterial()
+    if args.psk is not None:
+        keys.psk = args.psk.encode()
+    elif args.psk_hex is not None:
+        keys.psk = parse_hex(args.psk_hex, "--psk-hex", max_bytes=MAX_PSK_BYTES)
+    if keys.psk is not None and not keys.psk:
+        raise KeyInputError("--psk is empty")
+    if keys.psk is not None and len(keys.psk) > MAX_PSK_BYTES:
+        raise KeyInputError("--psk is too long")
+    if keys.psk is not None and not args.dh_secret:
+        raise UsageError("--psk needs --dh-secret (the phase 1 DH shared secret)")
+    if args.dh_secret and keys.psk is None:
+        raise UsageError("--dh-secret needs --psk or --psk-hex")
+    if args.qm_dh_secret and keys.psk is None:
+        raise UsageError("--qm-dh-secret needs --psk and --dh-secret")
+    if args.keys is not None and keys.psk is not None:
+        raise UsageError("--keys and --psk exclude each other")
+    keys.dh_secrets = [parse_selected(s, "--dh-secret", 8) for s in args.dh_secret]
+    keys.qm_dh_secrets = [parse_selected(s, "--qm-dh-secret", 4) for s in args.qm_dh_secret]
+    if args.keys is not None:
+        try:
+            with Path(args.keys).open("rb") as handle:
+                raw = handle.read(MAX_KEY_FILE_BYTES + 1)
+        except OSError as exc:
+            raise KeyInputError(f"{args.keys}: {exc.strerror or exc}") from None
+        if len(raw) > MAX_KEY_FILE_BYTES:
+            raise KeyInputError(f"{args.keys}: larger than {MAX_KEY_FILE_BYTES} bytes")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise KeyInputError(f"{args.keys}: not UTF-8 text") from None
+        keys.ka_table = parse_key_table(text)
+        if not keys.ka_table:
+            raise KeyInputError(f"{args.keys}: no keys")
+    return keys
+
+
+def _dump(args: argparse.Namespace, keys: KeyMaterial, out: TextIO) -> list[Problem]:
+    problems: list[Problem] = []
+    counts: Counter[str] = Counter()
+    dumper = Dumper(keys)
+    try:
+        handle = Path(args.capture).open("rb")
+    except OSError as exc:
+        raise CaptureError(f"{args.capture}: {exc.strerror or exc}") from None
+    with handle:
+        linktype, frames = open_capture(handle)
+        for frame in frames:
+            try:
+                item = classify(frame.number, frame.time, frame.data, linktype)
+            except FrameError as exc:
+                offset = exc.offset if exc.offset >= 0 else None
+                problem = Problem(frame.number, exc.reason)
+                problems.append(problem)
+                counts["unusable frames"] += 1
+                _emit_frame_problem(args, out, problem, offset)
+                continue
+            if isinstance(item, Skip):
+                counts[item.value] += 1
+                continue
+            record = dumper.feed(item)
+            counts["IKEv2 messages" if record.ikev2 else "IKEv1 messages"] += 1
+            if record.retransmission_of is not None:
+                counts["retransmissions"] += 1
+            problems.extend(record.problems)
+            if args.json:
+                out.write(json.dumps(record_dict(record), sort_keys=False) + "\n")
+            else:
+                out.write("\n".join(record_text(record)) + "\n\n")
+    if not args.json:
+        summary = ", ".join(f"{n} {what}" for what, n in counts.items()) or "no frames"
+        status = "ok" if not problems else f"{len(problems)} problem(s)"
+        out.write(f"summary: {summary}; {status}\n")
+    return problems
+
+
+def _emit_frame_problem(
+    args: argparse.Namespace, out: TextIO, problem: Problem, frame_offset: int | None
+) -> None:
+    if args.json:
+        return  # JSON output has one object per IKE message; the summary line says it
+    where = f" (frame byte {frame_offset})" if frame_offset is not None else ""
+    out.write(f"frame {problem.frame}\n  PROBLEM {problem}{where}\n\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        keys = _key_material(args)
+    except (UsageError, KeyInputError) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        problems = _dump(args, keys, sys.stdout)
+    except CaptureError as exc:
+        sys.stdout.flush()
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    except BrokenPipeError:
+        return EXIT_FAILED
+    except Exception as exc:  # never a traceback: one line, and the class for bug reports
+        print(f"{PROG}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    sys.stdout.flush()
+    if problems:
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        print(f"{PROG}: {problems[0]}{more}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK

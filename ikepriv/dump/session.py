@@ -1,0 +1,587 @@
+"""Following IKEv1 exchanges through a capture: which ISAKMP SA a message belongs to, what
+it carries, and (with keys) decryption and every authentication check.
+
+`Dumper.feed(datagram)` returns a `Record` per ISAKMP message and never raises for any
+input bytes: every fault becomes a `Problem` (frame, optional offset, reason) on the record.
+Roles inside an exchange follow the order of distinct messages (the first SA payload of a
+phase 1 is the initiator's, the first KE/nonce the initiator's, and so on; Quick Mode
+message 1, 2, 3 in order of appearance), so no guess about addresses is needed. A datagram
+identical to one already seen for the same SA is a retransmission: it is shown, but kept
+out of the IV chain and the checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from ikepriv.crypto.ciphers import IkeCipher, key_length_bytes
+from ikepriv.crypto.errors import CryptoError
+from ikepriv.crypto.groups import GROUPS, EcpGroup
+from ikepriv.crypto.keymat import KeymatLayout, ah_layout, derive_sa_keys, esp_layout
+from ikepriv.crypto.oakley import (
+    IvChain,
+    Phase1Keys,
+    derive_phase1_keys,
+    fixed_length_secret,
+    skeyid_psk,
+)
+from ikepriv.dump.capture import Datagram, IPAddress
+from ikepriv.dump.decrypt import (
+    Decrypted,
+    Phase1Inputs,
+    SaCrypto,
+    VerificationError,
+    phase1_hash,
+    verify_hash_i,
+    verify_hash_r,
+    verify_informational,
+    verify_qm_hash1,
+    verify_qm_hash2,
+    verify_qm_hash3,
+)
+from ikepriv.dump.keys import KeyMaterial
+from ikepriv.isakmp.attributes import ike_attributes_to_dict, ipsec_attributes_to_dict
+from ikepriv.isakmp.constants import (
+    AuthMethod,
+    ExchangeType,
+    GroupId,
+    IkeAttr,
+    IkeEncryption,
+    IkeHash,
+    IpsecAttr,
+    ProtocolId,
+)
+from ikepriv.isakmp.errors import IsakmpError
+from ikepriv.isakmp.header import Header
+from ikepriv.isakmp.identity import IdPayload
+from ikepriv.isakmp.message import Message, Payload, decode_message
+from ikepriv.isakmp.names import number_name
+from ikepriv.isakmp.payloads import HashPayload, KePayload, NoncePayload
+from ikepriv.isakmp.sa import Proposal, SAPayload
+
+MAX_SAS = 1024  # ISAKMP SAs tracked at once (oldest dropped): bounds memory on huge captures
+MAX_SEEN = 256  # distinct messages remembered per SA for retransmission detection
+IKEV2_MAJOR = 2
+_PHASE1 = frozenset({ExchangeType.IDENTITY_PROTECTION, ExchangeType.AGGRESSIVE})
+_HASHED_INFO = frozenset({ExchangeType.INFORMATIONAL, ExchangeType.TRANSACTION})
+_PSK_METHODS = frozenset(
+    {AuthMethod.PRE_SHARED_KEY, AuthMethod.XAUTH_INIT_PRE_SHARED, AuthMethod.XAUTH_RESP_PRE_SHARED}
+)
+_LAYOUTS = {ProtocolId.IPSEC_ESP: "ESP", ProtocolId.IPSEC_AH: "AH"}
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Why a message failed to parse, decrypt or verify. `offset` counts from the first
+    byte of the ISAKMP header (decrypted bodies keep their place: the header is 28 bytes)."""
+
+    frame: int
+    reason: str
+    offset: int | None = None
+
+    def __str__(self) -> str:
+        where = (
+            f"frame {self.frame}"
+            if self.offset is None
+            else (f"frame {self.frame} offset {self.offset}")
+        )
+        return f"{where}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class SaKeyLine:
+    """Keys of one IPsec SA derived from a Quick Mode, for printing."""
+
+    protocol: str
+    spi: bytes
+    src: IPAddress
+    dst: IPAddress
+    cipher: str | None
+    enc_key: bytes
+    integrity: str | None
+    integ_key: bytes
+
+
+@dataclass(slots=True)
+class Record:
+    datagram: Datagram
+    header: Header | None = None
+    payloads: tuple[Payload, ...] = ()
+    ciphertext_length: int = 0  # nonzero: the message was encrypted
+    decrypted: bool = False
+    padding: int = 0
+    retransmission_of: int | None = None
+    ikev2: bool = False
+    checks: list[str] = field(default_factory=list)
+    phase1_keys: dict[str, bytes] = field(default_factory=dict)
+    sa_keys: list[SaKeyLine] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    def fail(self, reason: str, offset: int | None = None) -> None:
+        self.problems.append(Problem(self.datagram.frame, reason, offset))
+
+
+def isakmp_reason(exc: IsakmpError) -> str:
+    """The notify name as operators read it (PAYLOAD-MALFORMED) and the reason."""
+    return f"{exc.notify.name.replace('_', '-')}: {exc.reason}"
+
+
+@dataclass(slots=True)
+class _Phase2:
+    """One Quick Mode (or other phase 2) exchange, by message ID."""
+
+    initiator: IPAddress
+    responder: IPAddress
+    count: int = 0
+    ni_b: bytes | None = None
+    nr_b: bytes | None = None
+    sa_i: SAPayload | None = None
+    sa_r: SAPayload | None = None
+    pfs: list[int] = field(default_factory=list)  # KE payload lengths seen
+
+
+@dataclass(slots=True)
+class _IkeSa:
+    icookie: bytes
+    rcookie: bytes
+    seen: OrderedDict[bytes, Record] = field(default_factory=OrderedDict)
+    sa_i: SAPayload | None = None
+    sa_r: SAPayload | None = None
+    g_xi: bytes | None = None
+    g_xr: bytes | None = None
+    ni_b: bytes | None = None
+    nr_b: bytes | None = None
+    idii_b: bytes | None = None
+    idir_b: bytes | None = None
+    encrypted_phase1: int = 0
+    crypto: SaCrypto | None = None
+    inputs: Phase1Inputs | None = None
+    setup_problem: str | None = None
+    phase2: dict[int, _Phase2] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.icookie.hex()
+
+
+def _first(payloads: tuple[Payload, ...], kind: type[Payload]) -> Payload | None:
+    return next((p for p in payloads if isinstance(p, kind)), None)
+
+
+def _shared_secret_length(group: int | None, ke_length: int) -> int:
+    """Bytes of g^xy: the prime's size for MODP, one coordinate for ECP (RFC 5903)."""
+    try:
+        spec = GROUPS.get(GroupId(group)) if group is not None else None
+    except ValueError:
+        spec = None
+    if isinstance(spec, EcpGroup):
+        return spec.coordinate_length
+    return ke_length
+
+
+def _int_attr(attrs: dict[int, int | bytes], key: int) -> int | None:
+    value = attrs.get(key)
+    return value if isinstance(value, int) else None
+
+
+class Dumper:
+    """Feeds captured datagrams through the codec and, with keys, the decryption module."""
+
+    def __init__(self, keys: KeyMaterial) -> None:
+        self.keys = keys
+        self._sas: OrderedDict[bytes, _IkeSa] = OrderedDict()
+
+    # --- entry point ---------------------------------------------------------------------
+
+    def feed(self, datagram: Datagram) -> Record:
+        record = Record(datagram)
+        try:
+            self._feed(record)
+        except (IsakmpError, CryptoError) as exc:  # a check not tied to one field
+            record.fail(isakmp_reason(exc) if isinstance(exc, IsakmpError) else str(exc))
+        return record
+
+    def _feed(self, record: Record) -> None:
+        data = record.datagram.message
+        if record.datagram.truncated_from is not None:
+            record.fail(
+                f"truncated by the capture: {len(data)} of "
+                f"{record.datagram.truncated_from} bytes of the ISAKMP message",
+                len(data),
+            )
+            return
+        if len(data) > 17 and data[17] >> 4 == IKEV2_MAJOR:
+            record.ikev2 = True
+            record.notes.append("IKEv2 message: not decoded")
+            return
+        try:
+            message = decode_message(data)
+        except IsakmpError as exc:
+            record.fail(isakmp_reason(exc), exc.offset if exc.offset >= 0 else None)
+            return
+        record.header = message.header
+        sa = self._sa_for(message.header)
+        digest = hashlib.sha256(data).digest()
+        original = sa.seen.get(digest)
+        if original is not None:
+            record.retransmission_of = original.datagram.frame
+            record.payloads = original.payloads
+            record.decrypted = original.decrypted
+            record.ciphertext_length = original.ciphertext_length
+            record.padding = original.padding
+            return
+        sa.seen[digest] = record
+        while len(sa.seen) > MAX_SEEN:
+            sa.seen.popitem(last=False)
+        if message.encrypted:
+            self._encrypted(sa, record, message)
+        else:
+            record.payloads = message.payloads
+            self._cleartext(sa, record, message.header)
+
+    def _sa_for(self, header: Header) -> _IkeSa:
+        zero = bytes(8)
+        key = header.icookie + header.rcookie
+        sa = self._sas.get(key)
+        if sa is None and header.rcookie != zero:
+            # the responder's cookie is new: the SA was tracked under icookie | 0
+            sa = self._sas.pop(header.icookie + zero, None)
+            if sa is not None:
+                sa.rcookie = header.rcookie
+                self._sas[key] = sa
+        if sa is None and header.rcookie == zero:
+            sa = next((s for s in self._sas.values() if s.icookie == header.icookie), None)
+        if sa is None:
+            sa = _IkeSa(header.icookie, header.rcookie)
+            self._sas[key] = sa
+            while len(self._sas) > MAX_SAS:
+                self._sas.popitem(last=False)
+        return sa
+
+    # --- phase 1 in the clear ----------------------------------------------------------
+
+    def _cleartext(self, sa: _IkeSa, record: Record, header: Header) -> None:
+        if header.exchange_type not in _PHASE1 or header.message_id != 0:
+            if header.exchange_type == ExchangeType.QUICK_MODE:
+                record.fail("Quick Mode message sent without encryption")
+            return
+        self._learn_phase1(sa, record.payloads)
+        if sa.crypto is None and sa.setup_problem is None:
+            self._setup(sa, record, header)
+        hashes = [p for p in record.payloads if isinstance(p, HashPayload)]
+        if not hashes or header.exchange_type != ExchangeType.AGGRESSIVE:
+            return
+        # Aggressive Mode: HASH_R in message 2 (with the responder's ID), HASH_I in message 3
+        ident = _first(record.payloads, IdPayload)
+        is_response = ident is not None and sa.idir_b is not None
+        self._verify_phase1(sa, record, record.payloads, responder=is_response)
+
+    def _learn_phase1(self, sa: _IkeSa, payloads: tuple[Payload, ...]) -> None:
+        sa_payload = _first(payloads, SAPayload)
+        if isinstance(sa_payload, SAPayload):
+            if sa.sa_i is None:
+                sa.sa_i = sa_payload
+            elif sa.sa_r is None:
+                sa.sa_r = sa_payload
+        ke = _first(payloads, KePayload)
+        if isinstance(ke, KePayload):
+            if sa.g_xi is None:
+                sa.g_xi = ke.data
+            elif sa.g_xr is None:
+                sa.g_xr = ke.data
+        nonce = _first(payloads, NoncePayload)
+        if isinstance(nonce, NoncePayload):
+            if sa.ni_b is None:
+                sa.ni_b = nonce.data
+            elif sa.nr_b is None:
+                sa.nr_b = nonce.data
+        ident = _first(payloads, IdPayload)
+        if isinstance(ident, IdPayload):
+            if sa.idii_b is None:
+                sa.idii_b = ident.body
+            elif sa.idir_b is None:
+                sa.idir_b = ident.body
+
+    def _chosen(self, sa: _IkeSa) -> dict[int, int | bytes]:
+        assert sa.sa_r is not None
+        return ike_attributes_to_dict(sa.sa_r.proposals[0].transforms[0].attributes)
+
+    def _setup(self, sa: _IkeSa, record: Record, header: Header) -> None:
+        """Key the SA once its public values, nonces and chosen transform are known."""
+        if None in (sa.sa_i, sa.sa_r, sa.g_xi, sa.g_xr, sa.ni_b, sa.nr_b):
+            return
+        assert sa.sa_i is not None and sa.g_xi is not None and sa.g_xr is not None
+        assert sa.ni_b is not None and sa.nr_b is not None
+        attrs = self._chosen(sa)
+        enc = _int_attr(attrs, IkeAttr.ENCRYPTION_ALGORITHM)
+        hash_id = _int_attr(attrs, IkeAttr.HASH_ALGORITHM)
+        method = _int_attr(attrs, IkeAttr.AUTHENTICATION_METHOD)
+        if enc is None or hash_id is None:
+            sa.setup_problem = "the chosen transform names no cipher or hash"
+            return
+        record.notes.append(
+            f"ISAKMP SA {sa.name}: {number_name(IkeEncryption, enc)}"
+            f"-{_int_attr(attrs, IkeAttr.KEY_LENGTH) or ''} {number_name(IkeHash, hash_id)}"
+        )
+        if not self.keys.any:
+            return
+        try:
+            keys: Phase1Keys | None = None
+            cky_i, cky_r = sa.icookie, header.rcookie
+            if self.keys.psk is not None:
+                if method not in _PSK_METHODS:
+                    sa.setup_problem = (
+                        f"authentication method {number_name(AuthMethod, method or 0)}: "
+                        "--psk does not apply"
+                    )
+                    return
+                secret = self.keys.dh_secret_for(sa.icookie)
+                if secret is None:
+                    sa.setup_problem = f"no --dh-secret left for ISAKMP SA {sa.name}"
+                    return
+                size = _shared_secret_length(
+                    _int_attr(attrs, IkeAttr.GROUP_DESCRIPTION), len(sa.g_xi)
+                )
+                g_xy = fixed_length_secret(secret, max(size, len(secret)))
+                skeyid = skeyid_psk(hash_id, self.keys.psk, sa.ni_b, sa.nr_b)
+                length = key_length_bytes(enc, _int_attr(attrs, IkeAttr.KEY_LENGTH))
+                keys = derive_phase1_keys(hash_id, skeyid, g_xy, cky_i, cky_r, length)
+                ka: bytes | bytearray = keys.enc_key
+            elif sa.icookie in self.keys.ka_table:
+                ka = self.keys.ka_table[sa.icookie]
+            else:
+                sa.setup_problem = f"no key for ISAKMP SA {sa.name}"
+                return
+            cipher = IkeCipher(enc, ka)
+            ivs = IvChain.from_public_values(hash_id, cipher.block_size, sa.g_xi, sa.g_xr)
+        except CryptoError as exc:
+            sa.setup_problem = f"ISAKMP SA {sa.name}: {exc}"
+            return
+        sa.crypto = SaCrypto(cipher, ivs, keys)
+        sa.inputs = Phase1Inputs(
+            IkeHash(hash_id), sa.g_xi, sa.g_xr, sa.icookie, cky_r, sa.sa_i.encode_body()
+        )
+        shown = record.phase1_keys
+        if keys is not None:
+            shown.update(
+                SKEYID=bytes(keys.skeyid),
+                SKEYID_d=bytes(keys.skeyid_d),
+                SKEYID_a=bytes(keys.skeyid_a),
+                SKEYID_e=bytes(keys.skeyid_e),
+            )
+        shown.update(Ka=bytes(ka), IV=ivs.iv_for(0))
+
+    def _verify_phase1(
+        self, sa: _IkeSa, record: Record, payloads: tuple[Payload, ...], *, responder: bool
+    ) -> None:
+        crypto, inputs = sa.crypto, sa.inputs
+        if crypto is None or inputs is None or crypto.keys is None:
+            return
+        check = "HASH_R" if responder else "HASH_I"
+        ident = _first(payloads, IdPayload)
+        id_b = (
+            ident.body if isinstance(ident, IdPayload) else (sa.idir_b if responder else sa.idii_b)
+        )
+        try:
+            received = phase1_hash(payloads, check)
+            if id_b is None:
+                raise VerificationError(check, "cannot be checked: no ID payload seen")
+            verify = verify_hash_r if responder else verify_hash_i
+            verify(crypto.keys, inputs, id_b, received)
+        except VerificationError as exc:
+            record.fail(str(exc))
+            return
+        record.checks.append(f"{check} ok")
+
+    # --- encrypted messages ------------------------------------------------------------
+
+    def _encrypted(self, sa: _IkeSa, record: Record, message: Message) -> None:
+        header = message.header
+        record.ciphertext_length = len(message.ciphertext)
+        crypto = sa.crypto
+        if crypto is None:
+            if self.keys.any:
+                record.fail(f"not decrypted: {sa.setup_problem or 'phase 1 keys unknown'}")
+            else:
+                record.notes.append("encrypted (no keys given)")
+            return
+        try:
+            decrypted = crypto.open(header, message.ciphertext)
+        except IsakmpError as exc:
+            offset = exc.offset if exc.offset >= 0 else None
+            if crypto.keys is not None and header.message_id == 0:
+                check = "HASH_I" if sa.encrypted_phase1 == 0 else "HASH_R"
+                record.fail(
+                    f"{check} cannot be verified: the message does not decrypt to valid "
+                    f"payloads with the derived keys (wrong PSK or DH secret?): "
+                    f"{isakmp_reason(exc)} at offset {offset}"
+                )
+            else:
+                record.fail(f"{isakmp_reason(exc)} (after decryption: wrong key?)", offset)
+            return
+        except CryptoError as exc:
+            record.fail(f"cannot decrypt: {exc}")
+            return
+        record.payloads = decrypted.payloads
+        record.decrypted = True
+        record.padding = len(decrypted.padding)
+        crypto.accept(header, message.ciphertext)
+        try:
+            self._after_decrypt(sa, record, header, decrypted)
+        except VerificationError as exc:
+            record.fail(str(exc))
+
+    def _after_decrypt(
+        self, sa: _IkeSa, record: Record, header: Header, decrypted: Decrypted
+    ) -> None:
+        crypto = sa.crypto
+        assert crypto is not None
+        exchange, mid = header.exchange_type, header.message_id
+        if exchange in _PHASE1 and mid == 0:
+            responder = exchange == ExchangeType.IDENTITY_PROTECTION and sa.encrypted_phase1 > 0
+            sa.encrypted_phase1 += 1
+            self._learn_phase1(sa, decrypted.payloads)
+            self._verify_phase1(sa, record, decrypted.payloads, responder=responder)
+            return
+        if exchange == ExchangeType.QUICK_MODE:
+            self._quick_mode(sa, record, header, decrypted)
+            return
+        if exchange in _HASHED_INFO:
+            if crypto.keys is not None:
+                verify_informational(crypto.keys, mid, decrypted)
+                record.checks.append("HASH(1) ok")
+            if exchange == ExchangeType.INFORMATIONAL:
+                crypto.ivs.forget(mid)
+            return
+        record.notes.append(f"no check defined for {exchange.name} messages")
+
+    def _quick_mode(self, sa: _IkeSa, record: Record, header: Header, decrypted: Decrypted) -> None:
+        crypto = sa.crypto
+        assert crypto is not None
+        mid, dg = header.message_id, record.datagram
+        state = sa.phase2.setdefault(mid, _Phase2(dg.src, dg.dst))
+        state.count += 1
+        payloads = decrypted.payloads
+        sa_payload = _first(payloads, SAPayload)
+        nonce = _first(payloads, NoncePayload)
+        ke = _first(payloads, KePayload)
+        if isinstance(ke, KePayload) and state.count <= 2:
+            state.pfs.append(len(ke.data))
+        keys = crypto.keys
+        if state.count == 1:
+            state.ni_b = nonce.data if isinstance(nonce, NoncePayload) else None
+            state.sa_i = sa_payload if isinstance(sa_payload, SAPayload) else None
+            if keys is not None:
+                verify_qm_hash1(keys, mid, decrypted)
+                record.checks.append("HASH(1) ok")
+        elif state.count == 2:
+            state.nr_b = nonce.data if isinstance(nonce, NoncePayload) else None
+            state.sa_r = sa_payload if isinstance(sa_payload, SAPayload) else None
+            if keys is not None:
+                if state.ni_b is None:
+                    raise VerificationError("HASH(2)", "cannot be checked: no Ni from message 1")
+                verify_qm_hash2(keys, mid, state.ni_b, decrypted)
+                record.checks.append("HASH(2) ok")
+                self._ipsec_keys(record, keys, mid, state)
+            else:
+                record.notes.append("IPsec keys need SKEYID_d: give --psk and --dh-secret")
+        elif state.count == 3:
+            if keys is not None:
+                if state.ni_b is None or state.nr_b is None:
+                    raise VerificationError("HASH(3)", "cannot be checked: nonces not seen")
+                verify_qm_hash3(keys, mid, state.ni_b, state.nr_b, decrypted)
+                record.checks.append("HASH(3) ok")
+            crypto.ivs.forget(mid)
+        else:
+            record.notes.append(f"Quick Mode message {state.count}: no check defined")
+
+    def _ipsec_keys(self, record: Record, keys: Phase1Keys, mid: int, state: _Phase2) -> None:
+        if state.ni_b is None or state.nr_b is None or state.sa_i is None or state.sa_r is None:
+            record.fail("Quick Mode without nonces or SA payloads: IPsec keys not derived")
+            return
+        g_qm: bytes | None = None
+        if state.pfs:
+            if len(state.pfs) != 2:
+                record.fail("only one side of the Quick Mode sent a KE payload")
+                return
+            secret = self.keys.qm_dh_secret_for(mid)
+            if secret is None:
+                record.notes.append(
+                    f"Quick Mode {mid:#010x} uses PFS: IPsec keys not derived "
+                    "(give its DH secret with --qm-dh-secret)"
+                )
+                return
+            group = self._qm_group(state.sa_r.proposals[0])
+            size = _shared_secret_length(group, state.pfs[0])
+            g_qm = fixed_length_secret(secret, max(size, len(secret)))
+        for chosen in state.sa_r.proposals:
+            self._proposal_keys(record, keys, state, chosen, g_qm)
+
+    @staticmethod
+    def _qm_group(proposal: Proposal) -> int | None:
+        attrs = ipsec_attributes_to_dict(proposal.transforms[0].attributes)
+        return _int_attr(attrs, IpsecAttr.GROUP_DESCRIPTION)
+
+    def _proposal_keys(
+        self,
+        record: Record,
+        keys: Phase1Keys,
+        state: _Phase2,
+        chosen: Proposal,
+        g_qm: bytes | None,
+    ) -> None:
+        assert state.sa_i is not None and state.ni_b is not None and state.nr_b is not None
+        label = _LAYOUTS.get(chosen.protocol_id)
+        if label is None:
+            record.notes.append(f"{chosen.protocol_id.name} proposal: no keys to derive")
+            return
+        offered = next(
+            (
+                p
+                for p in state.sa_i.proposals
+                if p.number == chosen.number and p.protocol_id == chosen.protocol_id
+            ),
+            None,
+        )
+        if offered is None:
+            record.fail(f"chosen {label} proposal {chosen.number} was not offered")
+            return
+        transform = chosen.transforms[0]
+        attrs = ipsec_attributes_to_dict(transform.attributes)
+        auth = _int_attr(attrs, IpsecAttr.AUTHENTICATION_ALGORITHM)
+        try:
+            layout: KeymatLayout
+            if chosen.protocol_id == ProtocolId.IPSEC_ESP:
+                layout = esp_layout(
+                    transform.transform_id, _int_attr(attrs, IpsecAttr.KEY_LENGTH), auth
+                )
+            else:
+                layout = ah_layout(transform.transform_id, auth or 0)
+        except CryptoError as exc:
+            record.notes.append(f"{label} keys not derived: {exc}")
+            return
+        # KEYMAT is cut per SA with the SPI its receiver chose: the responder's SPI (from
+        # message 2) keys initiator -> responder traffic, the initiator's the other way.
+        for spi, src, dst in (
+            (chosen.spi, state.initiator, state.responder),
+            (offered.spi, state.responder, state.initiator),
+        ):
+            sa_keys = derive_sa_keys(
+                keys.hash_alg, keys.skeyid_d, layout, spi, state.ni_b, state.nr_b, g_qm
+            )
+            record.sa_keys.append(
+                SaKeyLine(
+                    label,
+                    spi,
+                    src,
+                    dst,
+                    layout.cipher.xfrm_name if layout.cipher else None,
+                    bytes(sa_keys.enc_key),
+                    layout.integrity.xfrm_name if layout.integrity else None,
+                    bytes(sa_keys.integ_key),
+                )
+            )
+            sa_keys.wipe()
