@@ -1,0 +1,90 @@
+"""Debug key log for Wireshark (off unless `ikeprivd --keylog FILE`).
+
+FILE receives lines of Wireshark's IKEv1 decryption table (`icookie_hex,Ka_hex`, one per
+ISAKMP SA, sent by the child as KeyLog); FILE.esp_sa receives ESP SAs in the esp_sa format
+strongSwan's save-keys plugin writes (the parent knows these keys: it installs the SAs).
+Anyone who reads these files can decrypt the traffic: the daemon warns loudly at start.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+from ikepriv.ipc import messages as m
+from ikepriv.isakmp.constants import AuthAlgorithm, EspTransformId, ProtocolId
+
+ESP_SUFFIX: Final = ".esp_sa"
+
+_ENCRYPTION: Final[dict[EspTransformId, str]] = {
+    EspTransformId.AES_CBC: "AES-CBC [RFC3602]",
+    EspTransformId.TRIPLE_DES: "TripleDES-CBC [RFC2451]",
+    EspTransformId.AES_GCM_8: "AES-GCM [RFC4106]",
+    EspTransformId.AES_GCM_12: "AES-GCM [RFC4106]",
+    EspTransformId.AES_GCM_16: "AES-GCM [RFC4106]",
+}
+_INTEGRITY: Final[dict[AuthAlgorithm, str]] = {
+    AuthAlgorithm.HMAC_MD5: "HMAC-MD5-96 [RFC2403]",
+    AuthAlgorithm.HMAC_SHA: "HMAC-SHA-1-96 [RFC2404]",
+    AuthAlgorithm.HMAC_SHA2_256: "HMAC-SHA-256-128 [RFC4868]",
+    AuthAlgorithm.HMAC_SHA2_384: "HMAC-SHA-384-192 [RFC4868]",
+    AuthAlgorithm.HMAC_SHA2_512: "HMAC-SHA-512-256 [RFC4868]",
+}
+
+
+def _open(path: str) -> int:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
+def ike_line(msg: m.KeyLog) -> str:
+    return f"{msg.icookie.hex()},{msg.key.hex()}\n"
+
+
+def esp_line(sa: m.SaAdd) -> str | None:
+    """One esp_sa line for an ESP SA, None for what Wireshark cannot decrypt (AH)."""
+    if sa.proto is not ProtocolId.IPSEC_ESP:
+        return None
+    family = "IPv6" if sa.dst.version == 6 else "IPv4"
+    enc: str | None
+    auth: str | None
+    if sa.aead is not None:
+        enc, enc_key = _ENCRYPTION.get(sa.aead.transform), sa.aead.key + sa.aead.salt
+        auth, auth_key = f"ANY {sa.aead.icv_bits} bit authentication [no checking]", b""
+    elif sa.encryption is not None and sa.integrity is not None:
+        enc, enc_key = _ENCRYPTION.get(sa.encryption.transform), sa.encryption.key
+        auth, auth_key = _INTEGRITY.get(sa.integrity.algorithm), sa.integrity.key
+    else:
+        return None
+    if enc is None or auth is None:
+        return None
+    auth_text = f"0x{auth_key.hex()}" if auth_key else ""
+    return (
+        f'"{family}","{sa.src}","{sa.dst}","0x{sa.spi:08x}","{enc}","0x{enc_key.hex()}",'
+        f'"{auth}","{auth_text}"\n'
+    )
+
+
+class KeyLog:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._ike = _open(path)
+        try:
+            self._esp = _open(path + ESP_SUFFIX)
+        except BaseException:
+            os.close(self._ike)
+            raise
+
+    def close(self) -> None:
+        os.close(self._ike)
+        os.close(self._esp)
+
+    def ike(self, msg: m.KeyLog) -> None:
+        os.write(self._ike, ike_line(msg).encode("ascii"))
+
+    def esp(self, sa: m.SaAdd) -> None:
+        line = esp_line(sa)
+        if line is not None:
+            os.write(self._esp, line.encode("ascii"))

@@ -1,0 +1,71 @@
+"""Peers the parent itself saw: the source of every IKE datagram, per local address.
+
+The child may only point SAs, encapsulation ports and outgoing datagrams at addresses the
+definitions name or that actually talked to us. For a "%any" definition and for NAT-T
+ports there is no configured value, so the parent's own observation is the reference: a
+child cannot make one up. Bounded (least recently seen dropped first).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Final
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+MAX_PEERS: Final = 4096
+MAX_PORTS_PER_PEER: Final = 8
+MAX_LOCAL_ADDRS: Final = 256
+
+
+@dataclass
+class _Seen:
+    ports: OrderedDict[int, None] = field(default_factory=OrderedDict)
+    natt_ports: OrderedDict[int, None] = field(default_factory=OrderedDict)
+    last: float = 0.0
+
+
+def _add_port(table: OrderedDict[int, None], port: int) -> None:
+    table[port] = None
+    table.move_to_end(port)
+    while len(table) > MAX_PORTS_PER_PEER:
+        table.popitem(last=False)
+
+
+class PeerTable:
+    def __init__(self) -> None:
+        self._peers: OrderedDict[tuple[IPAddress, IPAddress], _Seen] = OrderedDict()
+        self._locals: OrderedDict[IPAddress, None] = OrderedDict()
+
+    def record(
+        self, local: IPAddress, remote: IPAddress, remote_port: int, natt: bool, now: float
+    ) -> None:
+        key = (local, remote)
+        seen = self._peers.get(key)
+        if seen is None:
+            seen = self._peers[key] = _Seen()
+        self._peers.move_to_end(key)
+        _add_port(seen.natt_ports if natt else seen.ports, remote_port)
+        seen.last = now
+        while len(self._peers) > MAX_PEERS:
+            self._peers.popitem(last=False)
+        self._locals[local] = None
+        self._locals.move_to_end(local)
+        while len(self._locals) > MAX_LOCAL_ADDRS:
+            self._locals.popitem(last=False)
+
+    def seen(self, local: IPAddress, remote: IPAddress) -> bool:
+        return (local, remote) in self._peers
+
+    def seen_remote(self, remote: IPAddress) -> bool:
+        return any(r == remote for _, r in self._peers)
+
+    def natt_ports(self, local: IPAddress, remote: IPAddress) -> frozenset[int]:
+        seen = self._peers.get((local, remote))
+        return frozenset(seen.natt_ports) if seen else frozenset()
+
+    def is_local(self, local: IPAddress) -> bool:
+        """A datagram arrived at this address (so it is one of ours)."""
+        return local in self._locals

@@ -1,0 +1,185 @@
+"""The daemon's view of the tunnel database, and the secret-free copy the child gets.
+
+The parent vets against the database definitions themselves (`DbView`, config model
+objects with their pre-shared keys); the child receives `Phase1Def`/`Phase2Def` built
+here, which carry everything but the secrets. Keeping both in one place makes sure the
+child never negotiates a definition the parent would not accept, and vice versa.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final
+
+from cryptography import x509
+
+from ikepriv.config.model import Identity as ConfigIdentity
+from ikepriv.config.model import Phase1Definition, Phase2Definition
+from ikepriv.ipc import messages as m
+from ikepriv.ipc.errors import IpcError
+from ikepriv.ipc.schema import Message
+from ikepriv.isakmp.constants import IdType, ProtocolId
+from ikepriv.parent_kernel.tunneldb import TunnelDB
+
+log = logging.getLogger("ikepriv.parent")
+
+_ADDRESS_IDS: Final = frozenset({IdType.IPV4_ADDR, IdType.IPV6_ADDR})
+_TEXT_IDS: Final = frozenset({IdType.FQDN, IdType.USER_FQDN})
+_MAX_KB: Final = 0xFFFFFFFF
+
+
+class SnapshotError(ValueError):
+    """A stored definition cannot be expressed in the IPC catalogue (it stays unusable)."""
+
+
+def identity_to_ipc(ident: ConfigIdentity) -> m.Identity:
+    """The ID payload data of a configured identity (RFC 2407 4.6.2)."""
+    if ident.type in _ADDRESS_IDS:
+        return m.Identity(ident.type, ipaddress.ip_address(ident.value).packed)
+    if ident.type in _TEXT_IDS:
+        return m.Identity(ident.type, ident.value.encode("ascii"))
+    if ident.type is IdType.DER_ASN1_DN:
+        parsed = x509.Name.from_rfc4514_string(re.sub(r",\s+", ",", ident.value))
+        # written in the usual "C=.., O=.., CN=.." order, which is the DER order; RFC 4514
+        # strings list the last RDN first, so the parser reversed it
+        return m.Identity(ident.type, x509.Name(list(reversed(parsed.rdns))).public_bytes())
+    raise SnapshotError(f"identity type {ident.type.name} is not supported")
+
+
+def _phase1_to_ipc(d: Phase1Definition, number: int) -> m.Phase1Def:
+    proposals = tuple(
+        m.IkeProposal(p.encryption, p.key_length or 0, p.hash, p.group, d.lifetime)
+        for p in d.proposals
+    )
+    if len(proposals) > m.MAX_PROPOSALS:
+        log.warning("phase 1 %d: only the first %d proposals are offered", number,
+                    m.MAX_PROPOSALS)  # fmt: skip
+        proposals = proposals[: m.MAX_PROPOSALS]
+    return m.Phase1Def(
+        number=number,
+        name=d.name,
+        local_addr=d.local_addr,
+        remote_addr=d.remote_addr,
+        local_id=identity_to_ipc(d.local_id),
+        remote_id=identity_to_ipc(d.remote_id),
+        mode=d.mode,
+        auth_method=d.auth,
+        proposals=proposals,
+        dpd=m.DpdSettings(d.dpd_delay > 0, min(d.dpd_delay, 0xFFFF), min(d.dpd_timeout, 0xFFFF)),
+        nat_t=d.nat_traversal,
+    )
+
+
+def _phase2_to_ipc(d: Phase2Definition, number: int, phase1_number: int) -> m.Phase2Def:
+    kb = min(d.lifetime_kb, _MAX_KB)
+    esp = ProtocolId.IPSEC_ESP
+    proposals = [
+        m.Phase2Proposal(esp, p.transform, p.key_length or 0, p.integrity, p.group, d.lifetime, kb)
+        for p in d.esp_proposals
+    ] + [
+        m.Phase2Proposal(ProtocolId.IPSEC_AH, p.transform, 0, p.integrity, p.group, d.lifetime, kb)
+        for p in d.ah_proposals
+    ]
+    if len(proposals) > m.MAX_PROPOSALS:
+        log.warning("phase 2 %d: only the first %d proposals are offered", number,
+                    m.MAX_PROPOSALS)  # fmt: skip
+        proposals = proposals[: m.MAX_PROPOSALS]
+    return m.Phase2Def(
+        number=number,
+        phase1_number=phase1_number,
+        name=d.name,
+        local=m.Selector(d.local_subnet, d.protocol, d.local_port),
+        remote=m.Selector(d.remote_subnet, d.protocol, d.remote_port),
+        proposals=tuple(proposals),
+        mode=d.mode,
+    )
+
+
+@dataclass(frozen=True)
+class DbView:
+    """One consistent read of the database: definitions by number, and their IPC form.
+
+    Definitions that cannot be expressed for the child are left out of both (and logged):
+    the parent never vets a request against a definition the child could not have had.
+    """
+
+    generation: int = 0
+    phase1: MappingProxyType[int, Phase1Definition] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    phase2: MappingProxyType[int, Phase2Definition] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    phase2_parent: MappingProxyType[int, int] = field(default_factory=lambda: MappingProxyType({}))
+    ipc_phase1: tuple[m.Phase1Def, ...] = ()
+    ipc_phase2: tuple[m.Phase2Def, ...] = ()
+
+    @classmethod
+    def build(
+        cls,
+        generation: int,
+        phase1: Iterable[Phase1Definition],
+        phase2: Iterable[Phase2Definition],
+    ) -> DbView:
+        p1: dict[int, Phase1Definition] = {}
+        ipc1: list[m.Phase1Def] = []
+        by_name: dict[str, int] = {}
+        for d in phase1:
+            if d.number is None:
+                continue
+            try:
+                ipc1.append(_phase1_to_ipc(d, d.number))
+            except (ValueError, IpcError) as exc:
+                log.error("phase 1 definition %d (%s) unusable: %s", d.number, d.name, exc)
+                continue
+            p1[d.number] = d
+            by_name[d.name] = d.number
+        p2: dict[int, Phase2Definition] = {}
+        parent: dict[int, int] = {}
+        ipc2: list[m.Phase2Def] = []
+        for d2 in phase2:
+            owner = by_name.get(d2.phase1)
+            if d2.number is None or owner is None:
+                continue
+            try:
+                ipc2.append(_phase2_to_ipc(d2, d2.number, owner))
+            except (ValueError, IpcError) as exc:
+                log.error("phase 2 definition %d (%s) unusable: %s", d2.number, d2.name, exc)
+                continue
+            p2[d2.number] = d2
+            parent[d2.number] = owner
+        return cls(
+            generation,
+            MappingProxyType(p1),
+            MappingProxyType(p2),
+            MappingProxyType(parent),
+            tuple(ipc1),
+            tuple(ipc2),
+        )
+
+    @classmethod
+    def load(cls, db: TunnelDB) -> DbView:
+        generation = db.generation()
+        return cls.build(generation, db.phase1_definitions(), db.phase2_definitions())
+
+    def phase1_of(self, phase2_number: int) -> Phase1Definition | None:
+        owner = self.phase2_parent.get(phase2_number)
+        return None if owner is None else self.phase1.get(owner)
+
+    def phase2_under(self, phase1_number: int) -> list[int]:
+        return sorted(n for n, owner in self.phase2_parent.items() if owner == phase1_number)
+
+    def config_messages(self) -> list[Message]:
+        """ConfigBegin, the definitions, ConfigEnd: what a child gets after Hello."""
+        gen = self.generation & 0xFFFFFFFF
+        out: list[Message] = [m.ConfigBegin(gen)]
+        out += [m.ConfigPhase1(gen, d) for d in self.ipc_phase1]
+        out += [m.ConfigPhase2(gen, d) for d in self.ipc_phase2]
+        out.append(m.ConfigEnd(gen, len(self.ipc_phase1), len(self.ipc_phase2)))
+        return out
+

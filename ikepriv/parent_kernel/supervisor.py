@@ -1,0 +1,256 @@
+"""Starting, watching and restarting the negotiator child.
+
+The child is started by fork+exec with the socketpair as its only inherited descriptor
+besides stdio (stdin and stdout /dev/null, stderr a pipe whose lines go to the log: never
+a regular file, which the sandbox refuses). It must answer Hello with Ready before
+anything else; after that the daemon's `on_ready` sends the configuration.
+
+A child that exits, stops answering the handshake or breaks the protocol (`violation()`)
+is killed and started again after a back-off: 0.1 s at first, doubling up to 10 s, back to
+the start once a child has run for a minute. SAs in the kernel are untouched by all this.
+
+Sending never blocks the parent: messages go through a bounded queue to a sender task;
+a child that does not read loses messages (logged), the parent keeps serving the peers.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final
+
+import trio
+
+from ikepriv.ipc import messages as m
+from ikepriv.ipc.errors import IpcError
+from ikepriv.ipc.framing import recv_message_trio, send_message_trio, socketpair
+from ikepriv.ipc.schema import Direction, Message
+
+log = logging.getLogger("ikepriv.parent")
+
+BACKOFF_FIRST: Final = 0.1
+BACKOFF_MAX: Final = 10.0
+STABLE_AFTER: Final = 60.0
+READY_TIMEOUT: Final = 60.0
+QUEUE: Final = 1024
+MAX_STDERR_LINE: Final = 1024
+MAX_STDERR_LINES: Final = 200  # per child: a crash traceback fits, a flood does not
+CHILD_ENV: Final = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
+
+CommandFactory = Callable[[int], Sequence[str]]
+MessageHandler = Callable[[Message], Awaitable[None]]
+
+
+class ProtocolViolation(Exception):
+    """The child sent something impossible: it is killed and restarted."""
+
+
+class Supervisor:
+    def __init__(
+        self,
+        command: CommandFactory,
+        on_message: MessageHandler,
+        on_ready: Callable[[], Awaitable[None]],
+        on_down: Callable[[], None],
+    ) -> None:
+        self._command = command
+        self._on_message = on_message
+        self._on_ready = on_ready
+        self._on_down = on_down
+        self._send_channel: trio.MemorySendChannel[Message] | None = None
+        self._cancel: trio.CancelScope | None = None
+        self._violation: str | None = None
+        self.pid: int | None = None
+        self.ready = False
+        self.restarts = 0
+        self.stopping = False
+
+    # -- used by the daemon --------------------------------------------------------------
+
+    def send(self, msg: Message) -> bool:
+        """Queue a message for the running child; False if there is none or it lags."""
+        channel = self._send_channel
+        if channel is None or not self.ready:
+            return False
+        try:
+            channel.send_nowait(msg)
+        except trio.WouldBlock:
+            log.warning("child is not reading: %s dropped", type(msg).__name__)
+            return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
+
+    def violation(self, reason: str) -> None:
+        """Kill the current child for breaking the protocol; it will be restarted."""
+        if self._violation is None:
+            self._violation = reason
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+    async def stop(self, grace: float) -> None:
+        """Ask the child to shut down (Shutdown), wait up to `grace`, then kill it."""
+        self.stopping = True
+        if self.send(m.Shutdown()):
+            with trio.move_on_after(grace):
+                while self.pid is not None:
+                    await trio.sleep(0.05)
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        backoff = BACKOFF_FIRST
+        while not self.stopping:
+            started = trio.current_time()
+            try:
+                await self._run_one()
+            except OSError as exc:
+                log.error("cannot start the negotiator child: %s", exc)
+            if self.stopping:
+                return
+            if trio.current_time() - started >= STABLE_AFTER:
+                backoff = BACKOFF_FIRST
+            log.info("restarting the negotiator child in %.1f s", backoff)
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+            self.restarts += 1
+
+    async def _run_one(self) -> None:
+        parent_end, child_end = socketpair()
+        fd = child_end.fileno()
+        try:
+            process = await trio.lowlevel.open_process(
+                list(self._command(fd)),
+                pass_fds=(fd,),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                cwd="/",
+                env=dict(CHILD_ENV),
+            )
+        except BaseException:
+            parent_end.close()
+            child_end.close()
+            raise
+        child_end.close()
+        sock = trio.socket.from_stdlib_socket(parent_end)
+        self.pid = process.pid
+        self._violation = None
+        log.info("negotiator child started, pid %d", process.pid)
+        send_channel, receive_channel = trio.open_memory_channel[Message](QUEUE)
+        try:
+            with trio.CancelScope() as scope:
+                self._cancel = scope
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._stderr, process)
+                    nursery.start_soon(self._sender, sock, receive_channel)
+                    nursery.start_soon(self._watch_exit, process, scope)
+                    await self._receive(sock, send_channel)
+                    scope.cancel()
+        finally:
+            self._cancel = None
+            self.ready = False
+            self._send_channel = None
+            with trio.CancelScope(shield=True):
+                await self._reap(process)
+            sock.close()
+            self.pid = None
+            self._on_down()
+        if self._violation is not None:
+            log.error("negotiator child killed: protocol violation: %s", self._violation)
+        elif not self.stopping:
+            log.error("negotiator child pid %d exited (%s)", process.pid,
+                      _exit_text(process.returncode))  # fmt: skip
+
+    async def _receive(
+        self, sock: trio.socket.SocketType, send_channel: trio.MemorySendChannel[Message]
+    ) -> None:
+        try:
+            with trio.fail_after(READY_TIMEOUT):
+                await send_message_trio(sock, m.Hello(m.PROTOCOL_VERSION))
+                first = await recv_message_trio(sock, Direction.CHILD_TO_PARENT)
+            if first is None:
+                return
+            if not isinstance(first, m.Ready):
+                raise ProtocolViolation(f"{type(first).__name__} before Ready")
+            m.check_version(first.version)
+        except trio.TooSlowError:
+            self.violation("no Ready from the child")
+            return
+        except (IpcError, ProtocolViolation) as exc:
+            self.violation(str(exc))
+            return
+        self._send_channel = send_channel
+        self.ready = True
+        await self._on_ready()
+        while True:
+            try:
+                msg = await recv_message_trio(sock, Direction.CHILD_TO_PARENT)
+                if msg is None:
+                    return
+                if isinstance(msg, m.Ready):
+                    raise ProtocolViolation("second Ready")
+                await self._on_message(msg)
+            except (IpcError, ProtocolViolation) as exc:
+                self.violation(str(exc))
+                return
+
+    @staticmethod
+    async def _sender(
+        sock: trio.socket.SocketType, channel: trio.MemoryReceiveChannel[Message]
+    ) -> None:
+        async for msg in channel:
+            try:
+                await send_message_trio(sock, msg)
+            except (OSError, IpcError) as exc:
+                log.warning("cannot send %s to the child: %s", type(msg).__name__, exc)
+                return
+
+    @staticmethod
+    async def _watch_exit(process: trio.Process, scope: trio.CancelScope) -> None:
+        await process.wait()
+        scope.cancel()
+
+    @staticmethod
+    async def _stderr(process: trio.Process) -> None:
+        stream = process.stderr
+        if stream is None:
+            return
+        buffered = b""
+        lines = 0
+        while True:
+            chunk = await stream.receive_some(4096)
+            if not chunk:
+                break
+            buffered += chunk
+            while b"\n" in buffered or len(buffered) > MAX_STDERR_LINE:
+                line, sep, rest = buffered.partition(b"\n")
+                if not sep:
+                    line, rest = buffered[:MAX_STDERR_LINE], buffered[MAX_STDERR_LINE:]
+                buffered = rest
+                lines += 1
+                if lines <= MAX_STDERR_LINES:
+                    text = line[:MAX_STDERR_LINE].decode("utf-8", "replace")
+                    log.warning("child: %s", "".join(c if c.isprintable() else "?" for c in text))
+
+    @staticmethod
+    async def _reap(process: trio.Process) -> None:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+
+def _exit_text(code: int | None) -> str:
+    if code is None:
+        return "unknown status"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"status {code}"
+

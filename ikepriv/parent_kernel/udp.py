@@ -1,0 +1,175 @@
+"""The IKE sockets: UDP 500 and 4500, IPv4 and IPv6, bound to the wildcard address.
+
+- Packet info (IP_PKTINFO / IPV6_RECVPKTINFO) on every socket: each received datagram says
+  which local address it came to, and replies are sent from that address (a gateway with
+  several addresses must answer from the one the peer talked to).
+- 4500 carries UDP_ENCAP_ESPINUDP, so the kernel takes ESP-in-UDP for itself and hands us
+  only IKE, which carries the 4-byte non-ESP marker (RFC 3948): stripped on the way in,
+  prepended on the way out. A lone 0xFF byte is a NAT keepalive and is dropped.
+- Each socket has a per-socket bypass policy for both directions (IP_XFRM_POLICY /
+  IPV6_XFRM_POLICY), so IKE itself is never caught by the IPsec policies we install.
+The parent does not look inside the datagrams beyond their length.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+import trio
+
+from ikepriv.parent_kernel.xfrm import Direction, PolicyAction
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+IKE_PORT: Final = 500
+NATT_PORT: Final = 4500
+NON_ESP_MARKER: Final = b"\x00\x00\x00\x00"
+NAT_KEEPALIVE: Final = b"\xff"
+MAX_UDP: Final = 65535
+
+# linux/in.h, linux/in6.h, linux/udp.h: not all of these are in Python's socket module
+IP_PKTINFO: Final = 8
+IP_XFRM_POLICY: Final = 17
+IPV6_XFRM_POLICY: Final = 35
+SOL_UDP: Final = 17
+UDP_ENCAP: Final = 100
+UDP_ENCAP_ESPINUDP: Final = 2
+
+_IN_PKTINFO: Final = struct.Struct("=i4s4s")  # ifindex, spec_dst, addr
+_IN6_PKTINFO: Final = struct.Struct("=16si")  # addr, ifindex
+# struct xfrm_userpolicy_info: selector (56), lifetime cfg (64), cur (32), priority, index,
+# dir, action, flags, share, padding to 168. Only family, dir and action are set.
+_XFRM_USERPOLICY_INFO: Final = struct.Struct("=16s16sHHHHHBBB3xiI8Q4QIIBBBB4x")
+_ANC_SPACE: Final = socket.CMSG_SPACE(max(_IN_PKTINFO.size, _IN6_PKTINFO.size))
+
+
+def bypass_policy(family: int, direction: Direction) -> bytes:
+    """A socket policy that lets this socket's traffic pass IPsec unchanged."""
+    zero16 = bytes(16)
+    return _XFRM_USERPOLICY_INFO.pack(
+        zero16, zero16, 0, 0, 0, 0, family, 0, 0, 0, 0, 0,
+        *([0] * 8), *([0] * 4), 0, 0, int(direction), int(PolicyAction.ALLOW), 0, 0,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Received:
+    local: IPAddress
+    local_port: int
+    remote: IPAddress
+    remote_port: int
+    natt: bool
+    data: bytes
+
+
+@dataclass
+class IkeSocket:
+    sock: trio.socket.SocketType
+    family: int
+    port: int
+
+    @property
+    def natt(self) -> bool:
+        return self.port == NATT_PORT
+
+
+def _setup(family: int, port: int, address: str) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+            level, opt = socket.IPPROTO_IPV6, IPV6_XFRM_POLICY
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            level, opt = socket.IPPROTO_IP, IP_XFRM_POLICY
+        for direction in (Direction.IN, Direction.OUT):
+            sock.setsockopt(level, opt, bypass_policy(family, direction))
+        if port == NATT_PORT:
+            sock.setsockopt(SOL_UDP, UDP_ENCAP, UDP_ENCAP_ESPINUDP)
+        sock.bind((address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def open_sockets(
+    ports: Iterable[int] = (IKE_PORT, NATT_PORT),
+    families: Iterable[int] = (socket.AF_INET, socket.AF_INET6),
+) -> tuple[list[IkeSocket], list[str]]:
+    """Bind every (family, port); IPv6 may be missing in a namespace (then a warning)."""
+    out: list[IkeSocket] = []
+    warnings: list[str] = []
+    for family in families:
+        wildcard = "::" if family == socket.AF_INET6 else "0.0.0.0"  # noqa: S104 -- IKE listens everywhere
+        for port in ports:
+            try:
+                raw = _setup(family, port, wildcard)
+            except OSError as exc:
+                if family == socket.AF_INET6 and exc.errno in (
+                    errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT,
+                ):  # fmt: skip
+                    warnings.append(f"no IPv6 on UDP {port}: {exc.strerror}")
+                    continue
+                for s in out:
+                    s.sock.close()
+                raise
+            out.append(IkeSocket(trio.socket.from_stdlib_socket(raw), family, port))
+    return out, warnings
+
+
+def _local_address(family: int, ancdata: list[tuple[int, int, bytes]]) -> IPAddress | None:
+    for level, kind, data in ancdata:
+        if family == socket.AF_INET and (level, kind) == (socket.IPPROTO_IP, IP_PKTINFO):
+            if len(data) >= _IN_PKTINFO.size:
+                _, _, addr = _IN_PKTINFO.unpack_from(data)
+                return ipaddress.IPv4Address(addr)
+        if family == socket.AF_INET6 and (level, kind) == (
+            socket.IPPROTO_IPV6, socket.IPV6_PKTINFO,
+        ):  # fmt: skip
+            if len(data) >= _IN6_PKTINFO.size:
+                addr6, _ = _IN6_PKTINFO.unpack_from(data)
+                return ipaddress.IPv6Address(addr6)
+    return None
+
+
+async def receive(s: IkeSocket) -> Received | None:
+    """One datagram, or None for one to drop (truncated, keepalive, no marker, no pktinfo)."""
+    data, ancdata, flags, addr = await s.sock.recvmsg(MAX_UDP + 1, _ANC_SPACE)
+    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or not data:
+        return None
+    local = _local_address(s.family, ancdata)
+    if local is None:
+        return None
+    natt = s.natt
+    if natt:
+        if data == NAT_KEEPALIVE or not data.startswith(NON_ESP_MARKER):
+            return None  # keepalive; ESP never reaches this socket (the kernel takes it)
+        data = data[len(NON_ESP_MARKER) :]
+        if not data:
+            return None
+    host, port = addr[0], addr[1]  # type: ignore[index]
+    remote = ipaddress.ip_address(host)
+    if local.is_link_local or remote.is_link_local:
+        return None  # no scope in the IPC addresses: link-local peers are not supported
+    return Received(local, s.port, remote, int(port), natt, data)
+
+
+async def send(s: IkeSocket, local: IPAddress, remote: IPAddress, port: int, data: bytes) -> None:
+    """Send from `local` (pktinfo), with the non-ESP marker on 4500."""
+    if s.natt:
+        data = NON_ESP_MARKER + data
+    if s.family == socket.AF_INET6:
+        cmsg = (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, _IN6_PKTINFO.pack(local.packed, 0))
+        dest: tuple[object, ...] = (str(remote), port, 0, 0)
+    else:
+        cmsg = (socket.IPPROTO_IP, IP_PKTINFO, _IN_PKTINFO.pack(0, local.packed, bytes(4)))
+        dest = (str(remote), port)
+    await s.sock.sendmsg([data], [cmsg], 0, dest)

@@ -1,0 +1,581 @@
+"""The parent's vetting of child requests (DESIGN.md, "What the parent vets").
+
+Pure: every method takes a decoded, well-formed request and the parent's records (database
+view, what is installed, which peers talked to us, which tunnels were activated) and returns
+either a `Refusal` (error code + reason for the log and the reply) or a plan: the exact
+kernel object to install or delete. The daemon carries out plans; nothing here touches the
+kernel, so every rule is unit-tested without root.
+
+The reference point is always the database definition, never the child's word:
+- endpoints are the phase 1's gateway addresses (or the `ike ipaddr=` override given at
+  activation; for a "%any" definition, an address that sent us IKE datagrams), and NAT-T
+  ports are ports the parent itself saw on UDP 4500 from that peer at that local address;
+- selectors are equal to or inside the phase 2 selectors, oriented by direction;
+- algorithms and key lengths are those of one configured proposal, keys exactly as long as
+  the algorithm needs; lifetimes no longer than configured;
+- an inbound SA fills an SPI the parent allocated for that same phase 2; deletes name only
+  recorded entries; per-phase-2 and global counts are bounded.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from ikepriv.config.model import Phase1Definition, Phase2Definition
+from ikepriv.crypto.errors import CryptoError
+from ikepriv.crypto.keymat import ESP_CIPHERS, INTEGRITY, esp_key_bits
+from ikepriv.crypto.oakley import skeyid_psk
+from ikepriv.ipc import messages as m
+from ikepriv.ipc.messages import ErrorCode, PolicyDirection, SaDirection
+from ikepriv.isakmp.constants import (
+    AuthMethod,
+    EncapsulationMode,
+    ExchangeType,
+    IpProtocol,
+    ProtocolId,
+)
+from ikepriv.parent_kernel import installed as inst
+from ikepriv.parent_kernel.installed import Installed, PolicyEntry, SaEntry
+from ikepriv.parent_kernel.peers import PeerTable
+from ikepriv.parent_kernel.snapshot import DbView
+from ikepriv.parent_kernel.xfrm import (
+    Aead,
+    Direction,
+    Encap,
+    Encryption,
+    Integrity,
+    Lifetime,
+    PolicySpec,
+    SaSpec,
+    Selector,
+    Template,
+    XfrmMode,
+)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+IKE_PORT: Final = 500
+NATT_PORT: Final = 4500
+NON_ESP_MARKER: Final = b"\x00\x00\x00\x00"
+MAX_DATAGRAM_OUT: Final = 65507 - len(NON_ESP_MARKER)  # largest UDP payload over IPv4
+MIN_ISAKMP: Final = 28  # an ISAKMP header; shorter is never an IKE message
+
+XFRM_PROTO: Final[dict[ProtocolId, IpProtocol]] = {
+    ProtocolId.IPSEC_ESP: IpProtocol.ESP,
+    ProtocolId.IPSEC_AH: IpProtocol.AH,
+}
+IPC_PROTO: Final[dict[int, ProtocolId]] = {int(v): k for k, v in XFRM_PROTO.items()}
+XFRM_MODE: Final[dict[EncapsulationMode, XfrmMode]] = {
+    EncapsulationMode.TUNNEL: XfrmMode.TUNNEL,
+    EncapsulationMode.TRANSPORT: XfrmMode.TRANSPORT,
+}
+
+
+@dataclass(frozen=True)
+class Refusal:
+    code: ErrorCode
+    reason: str
+    tunnel: int | None = None  # definition number, for the log line
+
+
+@dataclass(frozen=True)
+class Activation:
+    """`ike cmd=activate` of a phase 1 (directly or through one of its phase 2s)."""
+
+    phase1_number: int
+    local: IPAddress | None = None
+    remote: IPAddress | None = None
+
+
+@dataclass(frozen=True)
+class SpiPlan:
+    phase1_number: int
+    phase2_number: int
+    src: IPAddress
+    dst: IPAddress
+    proto: ProtocolId
+
+
+@dataclass(frozen=True)
+class SaPlan:
+    spec: SaSpec
+    entry: SaEntry
+    update: bool  # fill an allocated (larval) SPI instead of adding a new SA
+
+
+@dataclass(frozen=True)
+class PolicyPlan:
+    spec: PolicySpec
+    entry: PolicyEntry
+    update: bool  # replace a policy this phase 2 already owns
+
+
+@dataclass(frozen=True)
+class SaRemoval:
+    key: inst.SaKey
+    entry: SaEntry | None  # None: the parent already removed it; answer OK, do nothing
+
+
+@dataclass(frozen=True)
+class PolicyRemoval:
+    key: inst.PolicyKey
+    entry: PolicyEntry | None
+
+
+@dataclass(frozen=True)
+class _Tunnel:
+    p1_number: int
+    p1: Phase1Definition
+    p2_number: int
+    p2: Phase2Definition
+
+
+def _inside(sel: m.Selector, net: ipaddress.IPv4Network | ipaddress.IPv6Network,
+            protocol: int, port: int) -> bool:  # fmt: skip
+    """`sel` equal to or narrower than (net, protocol, port); 0 in the definition = any."""
+    if sel.network.version != net.version or not sel.network.subnet_of(net):  # type: ignore[arg-type]
+        return False
+    if protocol and sel.protocol != protocol:
+        return False
+    return not (port and sel.port != port)
+
+
+def _oriented(p2: Phase2Definition, outbound: bool) -> tuple[tuple[object, ...], ...]:
+    local = (p2.local_subnet, p2.protocol, p2.local_port)
+    remote = (p2.remote_subnet, p2.protocol, p2.remote_port)
+    return (local, remote) if outbound else (remote, local)
+
+
+def selector_inside(ts: m.TrafficSelector, p2: Phase2Definition, outbound: bool) -> bool:
+    src_def, dst_def = _oriented(p2, outbound)
+    return _inside(ts.src, *src_def) and _inside(ts.dst, *dst_def)  # type: ignore[arg-type]
+
+
+def xfrm_selector(ts: m.TrafficSelector) -> Selector | Refusal:
+    if ts.src.protocol != ts.dst.protocol:
+        return Refusal(ErrorCode.INVALID_REQUEST, "selector sides name different protocols")
+    return Selector(ts.src.network, ts.dst.network, ts.src.protocol, ts.src.port, ts.dst.port)
+
+
+_Algorithms = tuple[Encryption | None, Integrity | None, Aead | None, str]
+
+
+def _integrity(key: m.AuthKey) -> Integrity | Refusal:
+    spec = INTEGRITY.get(key.algorithm)
+    if spec is None:
+        return Refusal(ErrorCode.BAD_ALGORITHM, f"integrity {key.algorithm.name} unsupported")
+    if len(key.key) != spec.key_bytes:
+        return Refusal(
+            ErrorCode.BAD_LENGTH,
+            f"{key.algorithm.name} key of {len(key.key)} bytes, needs {spec.key_bytes}",
+        )
+    return Integrity(spec.xfrm_name, key.key, spec.truncation_bits)
+
+
+def _configured_bits(transform: int, key_length: int | None) -> int | None:
+    try:
+        return esp_key_bits(transform, key_length)
+    except CryptoError:
+        return None
+
+
+def _esp_algorithms(p2: Phase2Definition, req: m.SaAdd) -> _Algorithms | Refusal:
+    if not p2.esp_proposals:
+        return Refusal(ErrorCode.BAD_ALGORITHM, "ESP is not configured for this phase 2")
+    if req.aead is not None:
+        aead = req.aead
+        bits = 8 * len(aead.key)
+        if not any(
+            p.transform == aead.transform and _configured_bits(p.transform, p.key_length) == bits
+            for p in p2.esp_proposals
+        ):
+            return Refusal(
+                ErrorCode.BAD_ALGORITHM, f"{aead.transform.name} with {bits} bits not configured"
+            )
+        spec = ESP_CIPHERS[aead.transform]
+        if spec.icv_bits is None or len(aead.salt) != spec.salt_bytes:
+            return Refusal(ErrorCode.BAD_LENGTH, f"{aead.transform.name} salt length")
+        desc = f"{aead.transform.name}-{bits}"
+        return None, None, Aead(spec.xfrm_name, aead.key + aead.salt, spec.icv_bits), desc
+    enc, auth = req.encryption, req.integrity
+    if enc is None or auth is None:
+        return Refusal(ErrorCode.BAD_ALGORITHM, "ESP without integrity is not allowed")
+    bits = 8 * len(enc.key)
+    if not any(
+        p.transform == enc.transform
+        and p.integrity == auth.algorithm
+        and _configured_bits(p.transform, p.key_length) == bits
+        for p in p2.esp_proposals
+    ):
+        return Refusal(
+            ErrorCode.BAD_ALGORITHM,
+            f"{enc.transform.name}-{bits} with {auth.algorithm.name} not configured",
+        )
+    cipher = ESP_CIPHERS.get(enc.transform)
+    if cipher is None or cipher.is_aead:
+        return Refusal(ErrorCode.BAD_ALGORITHM, f"{enc.transform.name} unsupported")
+    integ = _integrity(auth)
+    if isinstance(integ, Refusal):
+        return integ
+    desc = f"{enc.transform.name}-{bits}/{auth.algorithm.name}"
+    return Encryption(cipher.xfrm_name, enc.key), integ, None, desc
+
+
+def _ah_algorithms(p2: Phase2Definition, req: m.SaAdd) -> _Algorithms | Refusal:
+    auth = req.integrity
+    if not p2.ah_proposals or auth is None:
+        return Refusal(ErrorCode.BAD_ALGORITHM, "AH is not configured for this phase 2")
+    if all(p.integrity != auth.algorithm for p in p2.ah_proposals):
+        return Refusal(ErrorCode.BAD_ALGORITHM, f"AH {auth.algorithm.name} not configured")
+    integ = _integrity(auth)
+    if isinstance(integ, Refusal):
+        return integ
+    return None, integ, None, f"AH/{auth.algorithm.name}"
+
+
+def _lifetimes(p2: Phase2Definition, lt: m.Lifetimes) -> Lifetime | Refusal:
+    if not 0 < lt.hard_seconds <= p2.lifetime:
+        return Refusal(
+            ErrorCode.NOT_PERMITTED,
+            f"hard lifetime {lt.hard_seconds} s outside 1..{p2.lifetime} s",
+        )
+    if lt.soft_seconds > lt.hard_seconds:
+        return Refusal(ErrorCode.INVALID_REQUEST, "soft lifetime after hard lifetime")
+    if p2.lifetime_kb and not 0 < lt.hard_kilobytes <= p2.lifetime_kb:
+        return Refusal(
+            ErrorCode.NOT_PERMITTED,
+            f"hard volume {lt.hard_kilobytes} KiB outside 1..{p2.lifetime_kb} KiB",
+        )
+    if lt.hard_kilobytes and lt.soft_kilobytes > lt.hard_kilobytes:
+        return Refusal(ErrorCode.INVALID_REQUEST, "soft volume above hard volume")
+    limit = (1 << 64) // 1024 - 1
+    if lt.hard_kilobytes > limit or lt.soft_kilobytes > limit:
+        return Refusal(ErrorCode.INVALID_REQUEST, "volume limit out of range")
+    return Lifetime(
+        soft_bytes=lt.soft_kilobytes * 1024 or None,
+        hard_bytes=lt.hard_kilobytes * 1024 or None,
+        soft_seconds=lt.soft_seconds or None,
+        hard_seconds=lt.hard_seconds,
+    )
+
+
+class Vetter:
+    """Vets child requests against the current database view and the parent's records."""
+
+    def __init__(
+        self,
+        view: DbView,
+        installed: Installed,
+        peers: PeerTable,
+        activations: Mapping[int, Activation],
+    ) -> None:
+        self.view = view
+        self.installed = installed
+        self.peers = peers
+        self.activations = activations
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def _tunnel(self, phase2_number: int) -> _Tunnel | Refusal:
+        p2 = self.view.phase2.get(phase2_number)
+        owner = self.view.phase2_parent.get(phase2_number)
+        p1 = None if owner is None else self.view.phase1.get(owner)
+        if p2 is None or owner is None or p1 is None:
+            return Refusal(ErrorCode.NO_SUCH_TUNNEL, f"no phase 2 definition {phase2_number}",
+                           phase2_number)  # fmt: skip
+        return _Tunnel(owner, p1, phase2_number, p2)
+
+    def local_addresses(self, p1_number: int, p1: Phase1Definition) -> set[IPAddress]:
+        out: set[IPAddress] = {p1.local_addr}
+        act = self.activations.get(p1_number)
+        if act is not None and act.local is not None:
+            out.add(act.local)
+        return out
+
+    def remote_ok(
+        self, p1_number: int, p1: Phase1Definition, local: IPAddress, remote: IPAddress
+    ) -> bool:
+        if p1.remote_addr is not None and remote == p1.remote_addr:
+            return True
+        act = self.activations.get(p1_number)
+        if act is not None and act.remote == remote:
+            return True
+        return p1.remote_addr is None and self.peers.seen(local, remote)
+
+    def _gateways(self, t: _Tunnel, local: IPAddress, remote: IPAddress) -> Refusal | None:
+        if local not in self.local_addresses(t.p1_number, t.p1):
+            return Refusal(ErrorCode.NOT_PERMITTED,
+                           f"local address {local} is not the gateway of phase 1 {t.p1_number}",
+                           t.p2_number)  # fmt: skip
+        if not self.remote_ok(t.p1_number, t.p1, local, remote):
+            return Refusal(ErrorCode.NOT_PERMITTED,
+                           f"peer address {remote} is not the gateway of phase 1 {t.p1_number}",
+                           t.p2_number)  # fmt: skip
+        return None
+
+    @staticmethod
+    def _offers(p2: Phase2Definition, proto: ProtocolId) -> bool:
+        return bool(p2.esp_proposals if proto is ProtocolId.IPSEC_ESP else p2.ah_proposals)
+
+    def _reqid(self, t: _Tunnel, reqid: int) -> Refusal | None:
+        if reqid == 0:
+            return Refusal(ErrorCode.INVALID_REQUEST, "reqid 0", t.p2_number)
+        owner = self.installed.reqid_owner(reqid)
+        if owner is not None and owner != t.p2_number:
+            return Refusal(ErrorCode.NOT_PERMITTED,
+                           f"reqid {reqid} belongs to phase 2 {owner}", t.p2_number)  # fmt: skip
+        return None
+
+    # -- SPI allocation --------------------------------------------------------------------
+
+    def spi(self, req: m.SpiRequest) -> SpiPlan | Refusal:
+        t = self._tunnel(req.phase2_number)
+        if isinstance(t, Refusal):
+            return t
+        bad = self._gateways(t, local=req.dst, remote=req.src)
+        if bad is not None:
+            return bad
+        if not self._offers(t.p2, req.proto):
+            return Refusal(ErrorCode.BAD_ALGORITHM, f"{req.proto.name} not configured",
+                           t.p2_number)  # fmt: skip
+        if self.installed.sa_count(t.p2_number, larval=True) >= inst.MAX_LARVAL_PER_PHASE2:
+            return Refusal(ErrorCode.LIMIT_REACHED, "too many unused SPIs", t.p2_number)
+        if self.installed.sa_count(t.p2_number) >= inst.MAX_SAS_PER_PHASE2:
+            return Refusal(ErrorCode.LIMIT_REACHED, "too many SAs", t.p2_number)
+        if self.installed.sa_count(larval=True) >= inst.MAX_LARVAL_TOTAL:
+            return Refusal(ErrorCode.LIMIT_REACHED, "too many unused SPIs in total", t.p2_number)
+        return SpiPlan(t.p1_number, t.p2_number, req.src, req.dst, req.proto)
+
+    # -- SAs -------------------------------------------------------------------------------
+
+    def _encap(
+        self, t: _Tunnel, req: m.SaAdd, local: IPAddress, remote: IPAddress
+    ) -> Encap | Refusal | None:
+        if req.encap is None:
+            return None
+        if not t.p1.nat_traversal:
+            return Refusal(ErrorCode.NOT_PERMITTED, "NAT traversal is off for this phase 1",
+                           t.p2_number)  # fmt: skip
+        outbound = req.direction is SaDirection.OUT
+        local_port, remote_port = (
+            (req.encap.sport, req.encap.dport) if outbound else (req.encap.dport, req.encap.sport)
+        )
+        if local_port != NATT_PORT:
+            return Refusal(ErrorCode.NOT_PERMITTED, f"local encapsulation port {local_port}",
+                           t.p2_number)  # fmt: skip
+        if remote_port not in self.peers.natt_ports(local, remote):
+            return Refusal(ErrorCode.NOT_PERMITTED,
+                           f"peer port {remote_port} never seen from {remote} on {NATT_PORT}",
+                           t.p2_number)  # fmt: skip
+        return Encap(req.encap.sport, req.encap.dport)
+
+    def sa_add(self, req: m.SaAdd, now: float = 0.0) -> SaPlan | Refusal:
+        t = self._tunnel(req.phase2_number)
+        if isinstance(t, Refusal):
+            return t
+        if req.phase1_number != t.p1_number:
+            return Refusal(ErrorCode.NOT_PERMITTED,
+                           f"phase 2 {t.p2_number} belongs to phase 1 {t.p1_number}, "
+                           f"not {req.phase1_number}", t.p2_number)  # fmt: skip
+        outbound = req.direction is SaDirection.OUT
+        local, remote = (req.src, req.dst) if outbound else (req.dst, req.src)
+        checks: list[Refusal | None] = [self._gateways(t, local, remote)]
+        if req.mode != t.p2.mode:
+            checks.append(Refusal(ErrorCode.NOT_PERMITTED, f"{req.mode.name} mode not configured",
+                                  t.p2_number))  # fmt: skip
+        checks.append(self._reqid(t, req.reqid))
+        for check in checks:
+            if check is not None:
+                return check
+        algs = (_esp_algorithms if req.proto is ProtocolId.IPSEC_ESP else _ah_algorithms)(t.p2, req)
+        if isinstance(algs, Refusal):
+            return Refusal(algs.code, algs.reason, t.p2_number)
+        lifetime = _lifetimes(t.p2, req.lifetimes)
+        if isinstance(lifetime, Refusal):
+            return Refusal(lifetime.code, lifetime.reason, t.p2_number)
+        encap = self._encap(t, req, local, remote)
+        if isinstance(encap, Refusal):
+            return encap
+        selector: Selector | None = None
+        if req.selector is not None:
+            if not selector_inside(req.selector, t.p2, outbound):
+                return Refusal(ErrorCode.NOT_PERMITTED, "SA selector wider than the definition",
+                               t.p2_number)  # fmt: skip
+            sel = xfrm_selector(req.selector)
+            if isinstance(sel, Refusal):
+                return Refusal(sel.code, sel.reason, t.p2_number)
+            selector = sel
+        key: inst.SaKey = (req.dst, req.spi, req.proto)
+        existing = self.installed.sas.get(key)
+        if outbound:
+            if existing is not None:
+                return Refusal(ErrorCode.NOT_PERMITTED, f"SA spi {req.spi:#x} already exists",
+                               t.p2_number)  # fmt: skip
+            if self.installed.sa_count(t.p2_number) >= inst.MAX_SAS_PER_PHASE2:
+                return Refusal(ErrorCode.LIMIT_REACHED, "too many SAs", t.p2_number)
+            if self.installed.sa_count() >= inst.MAX_SAS_TOTAL:
+                return Refusal(ErrorCode.LIMIT_REACHED, "too many SAs in total", t.p2_number)
+        elif (
+            existing is None
+            or not existing.larval
+            or existing.phase2_number != t.p2_number
+            or existing.src != req.src
+        ):
+            return Refusal(ErrorCode.NOT_PERMITTED,
+                           f"inbound spi {req.spi:#x} was not allocated for this phase 2",
+                           t.p2_number)  # fmt: skip
+        enc, integ, aead, desc = algs
+        try:
+            spec = SaSpec(
+                src=req.src, dst=req.dst, proto=XFRM_PROTO[req.proto], spi=req.spi,
+                mode=XFRM_MODE[req.mode], reqid=req.reqid, encryption=enc, integrity=integ,
+                aead=aead, encap=encap, lifetime=lifetime, selector=selector,
+            )  # fmt: skip
+        except ValueError as exc:
+            return Refusal(ErrorCode.INVALID_REQUEST, str(exc), t.p2_number)
+        entry = SaEntry(
+            key=key, phase1_number=t.p1_number, phase2_number=t.p2_number, src=req.src,
+            larval=False, tunnel_id=req.tunnel_id, direction=req.direction, reqid=req.reqid,
+            algorithms=desc, expires_at=now + req.lifetimes.hard_seconds,
+        )  # fmt: skip
+        return SaPlan(spec, entry, update=not outbound)
+
+    def sa_delete(self, req: m.SaDelete) -> SaRemoval | Refusal:
+        key: inst.SaKey = (req.dst, req.spi, req.proto)
+        entry = self.installed.sas.get(key)
+        if entry is not None:
+            return SaRemoval(key, entry)
+        if self.installed.recently_removed_sa(key):
+            return SaRemoval(key, None)
+        return Refusal(ErrorCode.NOT_PERMITTED, f"SA spi {req.spi:#x} to {req.dst} not ours")
+
+    # -- policies --------------------------------------------------------------------------
+
+    def policy_add(self, req: m.PolicyAdd) -> PolicyPlan | Refusal:
+        t = self._tunnel(req.phase2_number)
+        if isinstance(t, Refusal):
+            return t
+        outbound = req.direction is PolicyDirection.OUT
+        if not selector_inside(req.selector, t.p2, outbound):
+            return Refusal(ErrorCode.NOT_PERMITTED, "policy selector wider than the definition",
+                           t.p2_number)  # fmt: skip
+        sel = xfrm_selector(req.selector)
+        if isinstance(sel, Refusal):
+            return Refusal(sel.code, sel.reason, t.p2_number)
+        tmpl = req.template
+        local, remote = (tmpl.src, tmpl.dst) if outbound else (tmpl.dst, tmpl.src)
+        bad = self._gateways(t, local, remote) or self._reqid(t, tmpl.reqid)
+        if bad is not None:
+            return bad
+        if not self._offers(t.p2, tmpl.proto):
+            return Refusal(ErrorCode.BAD_ALGORITHM, f"{tmpl.proto.name} not configured",
+                           t.p2_number)  # fmt: skip
+        if tmpl.mode != t.p2.mode:
+            return Refusal(ErrorCode.NOT_PERMITTED, f"{tmpl.mode.name} mode not configured",
+                           t.p2_number)  # fmt: skip
+        key: inst.PolicyKey = (req.selector, req.direction)
+        existing = self.installed.policies.get(key)
+        if existing is not None and existing.phase2_number != t.p2_number:
+            return Refusal(ErrorCode.NOT_PERMITTED,
+                           f"policy belongs to phase 2 {existing.phase2_number}",
+                           t.p2_number)  # fmt: skip
+        if existing is None:
+            if self.installed.policy_count(t.p2_number) >= inst.MAX_POLICIES_PER_PHASE2:
+                return Refusal(ErrorCode.LIMIT_REACHED, "too many policies", t.p2_number)
+            if self.installed.policy_count() >= inst.MAX_POLICIES_TOTAL:
+                return Refusal(ErrorCode.LIMIT_REACHED, "too many policies in total", t.p2_number)
+        tunnel_mode = tmpl.mode is EncapsulationMode.TUNNEL
+        template = Template(
+            proto=XFRM_PROTO[tmpl.proto], mode=XFRM_MODE[tmpl.mode], reqid=tmpl.reqid,
+            src=tmpl.src if tunnel_mode else None, dst=tmpl.dst if tunnel_mode else None,
+        )  # fmt: skip
+        try:
+            spec = PolicySpec(sel, Direction(int(req.direction)), priority=req.priority,
+                              templates=(template,))  # fmt: skip
+        except ValueError as exc:
+            return Refusal(ErrorCode.INVALID_REQUEST, str(exc), t.p2_number)
+        entry = PolicyEntry(key, t.p2_number, spec, tmpl.reqid)
+        return PolicyPlan(spec, entry, update=existing is not None)
+
+    def policy_delete(self, req: m.PolicyDelete) -> PolicyRemoval | Refusal:
+        key: inst.PolicyKey = (req.selector, req.direction)
+        entry = self.installed.policies.get(key)
+        if entry is not None:
+            return PolicyRemoval(key, entry)
+        if self.installed.recently_removed_policy(key):
+            return PolicyRemoval(key, None)
+        return Refusal(ErrorCode.NOT_PERMITTED, "policy not installed by us")
+
+    # -- SKEYID ----------------------------------------------------------------------------
+
+    def _psk_candidates(self, req: m.SkeyidRequest) -> list[tuple[int, Phase1Definition]]:
+        if req.phase1_number is not None:
+            p1 = self.view.phase1.get(req.phase1_number)
+            return [] if p1 is None else [(req.phase1_number, p1)]
+        found = []
+        for number, p1 in sorted(self.view.phase1.items()):
+            act = self.activations.get(number)
+            addresses = {p1.remote_addr} | ({act.remote} if act and act.remote else set())
+            if req.peer in addresses and p1.mode is ExchangeType.IDENTITY_PROTECTION:
+                found.append((number, p1))
+        return found
+
+    def skeyid(self, req: m.SkeyidRequest) -> bytes | Refusal:
+        """prf(PSK, Ni_b | Nr_b) for one definition; the PSK never leaves this process."""
+        found = self._psk_candidates(req)
+        what = f"phase 1 {req.phase1_number}" if req.peer is None else f"peer {req.peer}"
+        if not found:
+            return Refusal(ErrorCode.NO_SUCH_TUNNEL, f"no definition for {what}",
+                           req.phase1_number)  # fmt: skip
+        psks = [p1.psk for _, p1 in found if p1.auth is AuthMethod.PRE_SHARED_KEY and p1.psk]
+        number = found[0][0]
+        if len(psks) != len(found):
+            return Refusal(ErrorCode.NO_SECRET, f"{what} has no pre-shared key", number)
+        if any(not hmac.compare_digest(psks[0], other) for other in psks[1:]):
+            reason = f"{what} matches definitions with different keys"
+            return Refusal(ErrorCode.NOT_PERMITTED, reason, number)
+        if all(req.prf not in {p.hash for p in d.proposals} for _, d in found):
+            return Refusal(ErrorCode.BAD_ALGORITHM, f"prf {req.prf.name} not configured for {what}",
+                           number)  # fmt: skip
+        try:
+            return skeyid_psk(req.prf, psks[0], req.ni, req.nr)
+        except CryptoError as exc:
+            return Refusal(ErrorCode.INVALID_REQUEST, str(exc), number)
+
+    # -- datagrams -------------------------------------------------------------------------
+
+    def known_remote(self, local: IPAddress, remote: IPAddress) -> bool:
+        """A definition, activation or earlier datagram names this peer."""
+        if self.peers.seen(local, remote):
+            return True
+        for number, p1 in self.view.phase1.items():
+            if remote == p1.remote_addr:
+                return True
+            act = self.activations.get(number)
+            if act is not None and act.remote == remote:
+                return True
+        return False
+
+    def known_local(self, local: IPAddress) -> bool:
+        if self.peers.is_local(local):
+            return True
+        return any(
+            local in self.local_addresses(number, p1) for number, p1 in self.view.phase1.items()
+        )
+
+    def datagram(self, msg: m.DatagramOut, bound_ports: frozenset[int]) -> Refusal | None:
+        if msg.local.port not in bound_ports:
+            return Refusal(ErrorCode.NOT_PERMITTED, f"source port {msg.local.port} is not ours")
+        if msg.natt != (msg.local.port == NATT_PORT):
+            return Refusal(ErrorCode.INVALID_REQUEST, "natt flag does not match the port")
+        if len(msg.data) < MIN_ISAKMP or len(msg.data) > MAX_DATAGRAM_OUT:
+            return Refusal(ErrorCode.BAD_LENGTH, f"datagram of {len(msg.data)} bytes")
+        if not self.known_local(msg.local.addr):
+            return Refusal(ErrorCode.NOT_PERMITTED, f"source {msg.local.addr} is not ours")
+        if not self.known_remote(msg.local.addr, msg.remote.addr) or msg.remote.port == 0:
+            return Refusal(ErrorCode.NOT_PERMITTED, f"destination {msg.remote.addr} is no peer")
+        return None
