@@ -160,7 +160,8 @@ def sock_path(tmp_path: Path) -> Path:
     [
         (["cmd=bogus"], "ike: unknown subcommand cmd=bogus (expected activate, list or remove)"),
         (["cmd=list", "numlist=3-1"], "ike: numlist=3-1: range 3-1 is backwards (write 1-3)"),
-        (["cmd=list", "numlist=1,,2"], "ike: numlist=1,,2: empty item (two commas, or one at an end)"),
+        (["cmd=list", "numlist=1,,2"],
+         "ike: numlist=1,,2: empty item (two commas, or one at an end)"),
         (["cmd=list", "ipaddr=192.0.2.1,192.0.2.2"], "ike: ipaddr is not valid with cmd=list "
          "(valid: phase, numlist, db, role, verbose, json)"),
         (["cmd=list", "db", "role=r"], "ike: db and role= exclude each other (db lists "
