@@ -1,0 +1,39 @@
+"""Counters of everything the core refused or repeated, for `ike cmd=list` and the fuzzers.
+
+Every path that drops a datagram or a reply increments exactly one drop counter, so a
+hostile input always leaves a trace even when the core stays silent on the wire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(slots=True)
+class Counters:
+    datagrams_in: int = 0
+    dropped_malformed: int = 0  # codec rejected the bytes (or the decrypted chain)
+    dropped_replay: int = 0  # a message already seen, or late for a finished step
+    dropped_unexpected: int = 0  # well-formed but not what the exchange's state waits for
+    dropped_unknown_sa: int = 0  # cookies or message ID of no exchange we hold
+    dropped_half_open: int = 0  # phase 1 table full
+    dropped_auth: int = 0  # HASH or decryption check failed
+    dropped_policy: int = 0  # proposal, ID or selector outside the definition
+    dropped_clear_informational: int = 0  # unencrypted informational after phase 1
+    dropped_stale_reply: int = 0  # parent reply for a request nobody waits for
+    duplicates_answered: int = 0  # a repeated message answered with our last reply
+    retransmits: int = 0  # timer-driven resends
+    exchanges_timed_out: int = 0
+    half_open_expired: int = 0
+    notifies_sent: int = 0
+    notifies_suppressed: int = 0  # rate limit on unencrypted notifies
+    deletes_received: int = 0
+    deletes_unknown: int = 0  # Delete naming an SA the peer does not own (or gone)
+    phase1_established: int = 0
+    phase1_failed: int = 0
+    phase2_established: int = 0
+    phase2_failed: int = 0
+    parent_errors: int = 0  # requests the parent refused
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)

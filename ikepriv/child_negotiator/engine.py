@@ -1,0 +1,613 @@
+"""The negotiation core: a sans-I/O state machine driven by IPC messages.
+
+    core = Negotiator(config, now, random)
+    actions = core.handle(message, now)     # any parent->child message
+    actions = core.handle_timers(now)        # at core.next_deadline()
+
+`actions` are child->parent messages (DatagramOut, SkeyidRequest, SpiRequest, SaAdd,
+PolicyAdd, SaDelete, PolicyDelete, StateReport, Log, ...). Requests carry a request id; the
+continuation waiting for the reply is kept in a table keyed by that id, so other exchanges
+go on meanwhile. Clock and randomness come from the caller: a run is a function of the
+seed and the inputs.
+
+Dispatch is by tables: parent messages by class, datagrams by exchange type
+(EXCHANGES), first messages of phase 1 by exchange type (PHASE1_STARTERS), initiation by
+phase 1 mode (PHASE1_INITIATORS). Aggressive Mode, DPD and NAT-T plug in by adding
+entries and Hooks. Each datagram is decoded once; a duplicate is recognised by a digest
+before any crypto runs.
+
+Hostile input never raises: codec, crypto and DH errors end in a counted drop, plus a
+notify where RFC 2408 wants one and only within the per-peer rate limit.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ikepriv.child_negotiator import informational, install, phase1_main, quick_mode
+from ikepriv.child_negotiator.cookies import ZERO_COOKIE, CookieJar
+from ikepriv.child_negotiator.counters import Counters
+from ikepriv.child_negotiator.half_open import HalfOpenTable, NotifyLimiter
+from ikepriv.child_negotiator.hooks import Hooks
+from ikepriv.child_negotiator.retransmit import Backoff, Flight, TimerResult, datagram_digest
+from ikepriv.child_negotiator.sa_table import (
+    NEGOTIATING,
+    IsakmpSa,
+    P1State,
+    QmState,
+    SaTable,
+)
+from ikepriv.child_negotiator.settings import Settings
+from ikepriv.child_negotiator.snapshot import ConfigSnapshot, SnapshotBuilder, SnapshotError
+from ikepriv.crypto.errors import CryptoError
+from ikepriv.ipc.errors import IpcError
+from ikepriv.ipc.messages import (
+    PROTOCOL_VERSION,
+    ConfigBegin,
+    ConfigEnd,
+    ConfigPhase1,
+    ConfigPhase2,
+    DatagramIn,
+    DatagramOut,
+    Endpoint,
+    Hello,
+    InitiateCommand,
+    KernelAcquire,
+    KernelExpire,
+    ListCommand,
+    Log,
+    LogLevel,
+    Phase,
+    Phase1Def,
+    Ready,
+    RemoveCommand,
+    ResultReply,
+    Shutdown,
+    SignatureReply,
+    SkeyidReply,
+    SpiReply,
+    StateReport,
+    StateReportEnd,
+    TunnelState,
+)
+from ikepriv.ipc.schema import Message as IpcMessage
+from ikepriv.isakmp import IsakmpError, NotifyPayload, build_message, decode_message, encode_message
+from ikepriv.isakmp import Message as IsakmpMessage
+from ikepriv.isakmp.constants import (
+    IKE_PORT,
+    AuthMethod,
+    ExchangeType,
+    NotifyType,
+)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Random = Callable[[int], bytes]
+ReplyHandler = Callable[[Any], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One received datagram, decoded once."""
+
+    local: Endpoint
+    remote: Endpoint
+    natt: bool
+    data: bytes
+    digest: bytes
+    message: IsakmpMessage
+
+
+# Datagrams for an existing ISAKMP SA, by exchange type.
+EXCHANGES: dict[ExchangeType, Callable[[Negotiator, IsakmpSa, Inbound], None]] = {
+    ExchangeType.IDENTITY_PROTECTION: phase1_main.on_message,
+    ExchangeType.QUICK_MODE: quick_mode.on_message,
+    ExchangeType.INFORMATIONAL: informational.on_message,
+}
+# First message of a phase 1 exchange (responder cookie still zero), by exchange type.
+PHASE1_STARTERS: dict[ExchangeType, Callable[[Negotiator, Inbound], None]] = {
+    ExchangeType.IDENTITY_PROTECTION: phase1_main.on_first_message,
+}
+# Starting phase 1 as initiator, by (mode, auth method) of the definition.
+PHASE1_INITIATORS: dict[
+    tuple[ExchangeType, AuthMethod],
+    Callable[[Negotiator, Phase1Def, IPAddress, IPAddress], IsakmpSa | None],
+] = {
+    (ExchangeType.IDENTITY_PROTECTION, AuthMethod.PRE_SHARED_KEY): phase1_main.initiate,
+}
+
+
+class Negotiator:
+    def __init__(
+        self,
+        config: ConfigSnapshot | None,
+        now: float,
+        random: Random,
+        *,
+        settings: Settings | None = None,
+        hooks: Hooks | None = None,
+        wall_clock_offset: float = 0.0,
+    ) -> None:
+        self.config = config if config is not None else ConfigSnapshot()
+        self.now = now
+        self.random = random
+        self.settings = settings if settings is not None else Settings()
+        self.hooks = hooks if hooks is not None else Hooks()
+        self.counters = Counters()
+        self.sas = SaTable()
+        self.cookies = CookieJar(random)
+        s = self.settings
+        self.half_open = HalfOpenTable(
+            s.half_open_max, s.half_open_max_per_peer, s.half_open_max_age
+        )
+        self.notify_limit = NotifyLimiter(s.notify_period, s.notify_peers_tracked)
+        self.backoff = Backoff(
+            s.retransmit_base, s.retransmit_factor, s.retransmit_max_interval, s.retransmit_tries
+        )
+        self.wall_clock_offset = wall_clock_offset
+        self.policy_owner: dict[int, int] = {}  # phase 2 number -> child tunnel id
+        self.pending_phase2: dict[int, list[int]] = {}  # phase 1 number -> phase 2 numbers
+        self._builder: SnapshotBuilder | None = None
+        self._out: list[IpcMessage] = []
+        self._waiting: dict[int, tuple[type, ReplyHandler]] = {}
+        self._next_request = 1
+        self._next_tunnel = 1
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            DatagramIn: self._on_datagram,
+            SkeyidReply: self._on_reply,
+            SpiReply: self._on_reply,
+            ResultReply: self._on_reply,
+            SignatureReply: self._on_reply,
+            InitiateCommand: self._on_initiate,
+            RemoveCommand: self._on_remove,
+            ListCommand: self._on_list,
+            KernelAcquire: self._on_acquire,
+            KernelExpire: self._on_expire,
+            ConfigBegin: self._on_config_begin,
+            ConfigPhase1: self._on_config_item,
+            ConfigPhase2: self._on_config_item,
+            ConfigEnd: self._on_config_end,
+            Hello: self._on_hello,
+            Shutdown: self._on_shutdown,
+        }
+
+    # ------------------------------------------------------------------ entry points
+
+    def handle(self, message: IpcMessage, now: float) -> list[IpcMessage]:
+        self.now = now
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            self.log(LogLevel.WARNING, f"ignored parent message {type(message).__name__}")
+        else:
+            handler(message)
+        return self._take()
+
+    def handle_timers(self, now: float) -> list[IpcMessage]:
+        self.now = now
+        for sa in self.sas.isakmp_sas():
+            self._isakmp_timers(sa)
+        for key in self.half_open.expired(now):
+            sa = self.sas.by_tunnel.get(key)  # type: ignore[call-overload]
+            self.half_open.remove(key)
+            if sa is not None and sa.state in NEGOTIATING:
+                self.counters.half_open_expired += 1
+                self.fail_isakmp(sa, "half-open exchange expired")
+        return self._take()
+
+    def next_deadline(self) -> float | None:
+        times: list[float] = []
+        ho = self.half_open.next_deadline()
+        if ho is not None:
+            times.append(ho)
+        qm_age = self.settings.quick_mode_max_age
+        for sa in self.sas.by_tunnel.values():
+            if sa.flight.deadline is not None:
+                times.append(sa.flight.deadline)
+            if sa.established and sa.lifetime:
+                times.append(sa.established_at + sa.lifetime)
+            for qe in sa.exchanges.values():
+                if qe.flight.deadline is not None:
+                    times.append(qe.flight.deadline)
+                times.append(qe.created + qm_age)
+        return min(times) if times else None
+
+    # ------------------------------------------------------------------ services
+
+    def _take(self) -> list[IpcMessage]:
+        out, self._out = self._out, []
+        return out
+
+    def emit(self, message: IpcMessage) -> None:
+        self._out.append(message)
+
+    def log(self, level: LogLevel, text: str) -> None:
+        clean = "".join(c if c.isprintable() else "?" for c in text)[:1000] or "?"
+        self._out.append(Log(level, clean))
+
+    def new_tunnel_id(self) -> int:
+        tid = self._next_tunnel
+        self._next_tunnel = tid + 1 if tid < 0xFFFFFFFF else 1
+        return tid
+
+    def request(
+        self, make: Callable[[int], IpcMessage], reply: type, on_reply: ReplyHandler
+    ) -> int:
+        """Send a request to the parent; `on_reply` runs when the reply with its id arrives."""
+        rid = self._next_request
+        self._next_request = rid + 1 if rid < 0xFFFFFFFF else 1
+        self._waiting[rid] = (reply, on_reply)
+        self.emit(make(rid))
+        return rid
+
+    def cancel(self, request_id: int) -> None:
+        self._waiting.pop(request_id, None)
+
+    def new_message_id(self, sa: IsakmpSa) -> int:
+        for _ in range(16):
+            mid = int.from_bytes(self.random(4), "big")
+            if mid and mid not in sa.exchanges and mid not in sa.finished_mids:
+                return mid
+        raise ValueError("random source keeps repeating message IDs")
+
+    def nonce(self) -> bytes:
+        n = self.settings.nonce_bytes
+        data = self.random(n)
+        if len(data) != n:
+            raise ValueError("random source returned a short nonce")
+        return bytes(data)
+
+    def transmit(
+        self, sa: IsakmpSa, flight: Flight, datagrams: tuple[bytes, ...], *, retransmit: bool
+    ) -> None:
+        """Send a flight and remember it as the answer to the last accepted message."""
+        outs = tuple(DatagramOut(sa.local, sa.remote, sa.natt, d) for d in datagrams)
+        for out in outs:
+            self.emit(out)
+        flight.sent(outs, self.now, self.backoff if retransmit else None)
+
+    def answer_duplicate(self, flight: Flight) -> None:
+        if flight.datagrams:
+            self.counters.duplicates_answered += 1
+            for out in flight.datagrams:
+                self.emit(out)
+        else:
+            self.counters.dropped_replay += 1
+
+    def notify_clear(
+        self,
+        local: Endpoint,
+        remote: Endpoint,
+        natt: bool,
+        icookie: bytes,
+        rcookie: bytes,
+        notify_type: NotifyType,
+    ) -> None:
+        """An unencrypted notify about an ISAKMP SA, within the per-peer rate limit."""
+        if not self.notify_limit.allow(remote.addr, self.now):
+            self.counters.notifies_suppressed += 1
+            return
+        try:
+            payload = NotifyPayload.isakmp(notify_type, icookie + rcookie)
+            data = encode_message(
+                build_message(icookie, rcookie, ExchangeType.INFORMATIONAL, 0, [payload])
+            )
+        except IsakmpError:
+            return
+        self.counters.notifies_sent += 1
+        self.emit(DatagramOut(local, remote, natt, data))
+
+    def wall(self, seconds_from_now: float) -> int:
+        return max(0, int(self.now + self.wall_clock_offset + seconds_from_now))
+
+    # ------------------------------------------------------------------ datagrams
+
+    def _on_datagram(self, msg: DatagramIn) -> None:
+        self.counters.datagrams_in += 1
+        data = msg.data
+        try:
+            message = decode_message(data)
+        except IsakmpError:
+            self.counters.dropped_malformed += 1
+            return
+        inbound = Inbound(msg.local, msg.remote, msg.natt, data, datagram_digest(data), message)
+        header = message.header
+        try:
+            sa = self.sas.by_cookies.get(header.icookie + header.rcookie)
+            if sa is None:
+                if header.rcookie == ZERO_COOKIE:
+                    if header.exchange_type == ExchangeType.INFORMATIONAL:
+                        sa = self.sas.initiating.get(header.icookie)
+                    else:
+                        starter = PHASE1_STARTERS.get(header.exchange_type)
+                        if starter is None or header.message_id != 0 or message.encrypted:
+                            self.counters.dropped_unknown_sa += 1
+                        else:
+                            starter(self, inbound)
+                        return
+                else:
+                    sa = self.sas.initiating.get(header.icookie)
+            if sa is None or not self.hooks_accept_peer(sa, inbound):
+                self.counters.dropped_unknown_sa += 1
+                return
+            handler = EXCHANGES.get(header.exchange_type)
+            if handler is None:
+                self.counters.dropped_unexpected += 1
+                return
+            handler(self, sa, inbound)
+        except (IsakmpError, CryptoError, IpcError) as exc:
+            self.counters.dropped_malformed += 1
+            self.log(LogLevel.DEBUG, f"dropped datagram from {msg.remote.addr}: {exc}")
+
+    def hooks_accept_peer(self, sa: IsakmpSa, inbound: Inbound) -> bool:
+        return inbound.remote == sa.remote and inbound.local.addr == sa.local.addr
+
+    # ------------------------------------------------------------------ replies
+
+    def _on_reply(self, reply: SkeyidReply | SpiReply | ResultReply | SignatureReply) -> None:
+        entry = self._waiting.get(reply.request_id)
+        if entry is None or not isinstance(reply, entry[0]):
+            self.counters.dropped_stale_reply += 1
+            return
+        del self._waiting[reply.request_id]
+        try:
+            entry[1](reply)
+        except (IsakmpError, CryptoError, IpcError) as exc:
+            self.counters.dropped_malformed += 1
+            self.log(LogLevel.ERR, f"reply {reply.request_id} could not be used: {exc}")
+
+    # ------------------------------------------------------------------ phase 1 life
+
+    def responder_definition(
+        self, exchange: ExchangeType, local: IPAddress, peer: IPAddress
+    ) -> Phase1Def | None:
+        """The definition for a peer that starts phase 1: an exact remote address beats a
+        wildcard one; then the lowest number. The parent picks the PSK the same way."""
+        exact: list[Phase1Def] = []
+        wild: list[Phase1Def] = []
+        for number in sorted(self.config.phase1):
+            d = self.config.phase1[number]
+            if d.mode != exchange or d.local_addr != local:
+                continue
+            if d.remote_addr == peer:
+                exact.append(d)
+            elif d.remote_addr is None and d.local_addr.version == peer.version:
+                wild.append(d)
+        found = exact or wild
+        return found[0] if found else None
+
+    def add_isakmp(self, sa: IsakmpSa) -> None:
+        self.sas.add(sa)
+        self.half_open.add(sa.tunnel_id, sa.remote.addr, self.now)
+
+    def fail_isakmp(self, sa: IsakmpSa, reason: str) -> None:
+        if sa.state is P1State.DEAD:
+            return
+        self.log(
+            LogLevel.ERR, f"phase 1 {sa.definition.name} with {sa.remote.addr} failed: {reason}"
+        )
+        if sa.state in NEGOTIATING:
+            self.counters.phase1_failed += 1
+        self.drop_isakmp(sa)
+        pending = self.pending_phase2.pop(sa.definition.number, [])
+        for number in pending:
+            self.counters.phase2_failed += 1
+            self.log(LogLevel.ERR, f"phase 2 {number} not started: its phase 1 failed")
+
+    def drop_isakmp(self, sa: IsakmpSa) -> None:
+        """Forget an ISAKMP SA (its IPsec SAs stay: they live in the kernel on their own)."""
+        sa.state = P1State.DEAD
+        for qe in sa.exchanges.values():
+            qe.wipe()
+        sa.exchanges.clear()
+        sa.wipe()
+        self.half_open.remove(sa.tunnel_id)
+        self.sas.remove(sa)
+
+    def isakmp_established(self, sa: IsakmpSa) -> None:
+        sa.state = P1State.ESTABLISHED
+        sa.established_at = self.now
+        sa.flight.stop_timer()
+        sa.clear_negotiation()
+        self.half_open.remove(sa.tunnel_id)
+        self.counters.phase1_established += 1
+        choice = sa.choice
+        self.log(
+            LogLevel.INFO,
+            f"phase 1 {sa.definition.name} established with {sa.remote.addr} as "
+            f"{sa.role.name.lower()} ({choice.describe() if choice else ''})",
+        )
+        self.emit(self.report_isakmp(sa, 0))
+        for number in self.pending_phase2.pop(sa.definition.number, []):
+            self._start_phase2(number, sa)
+
+    def report_isakmp(self, sa: IsakmpSa, request_id: int) -> StateReport:
+        from ikepriv.child_negotiator.identities import as_identity, phase1_id
+
+        state = {
+            P1State.ESTABLISHED: TunnelState.ESTABLISHED,
+            P1State.DEAD: TunnelState.DELETING,
+        }.get(sa.state, TunnelState.NEGOTIATING)
+        return StateReport(
+            request_id=request_id,
+            phase=Phase.PHASE1,
+            number=sa.definition.number,
+            tunnel_id=sa.tunnel_id,
+            phase1_tunnel_id=None,
+            role=sa.role,
+            state=state,
+            local=sa.local,
+            remote=sa.remote,
+            local_id=as_identity(phase1_id(sa.definition.local_id)),
+            remote_id=as_identity(sa.peer_id) if sa.peer_id is not None else None,
+            algorithms=sa.choice.describe() if sa.choice else "",
+            expires_at=self.wall(sa.established_at + sa.lifetime - self.now)
+            if sa.established
+            else 0,
+            spi_in=0,
+            spi_out=0,
+        )
+
+    def _isakmp_timers(self, sa: IsakmpSa) -> None:
+        now = self.now
+        result = sa.flight.on_timer(now, self.backoff)
+        if result is TimerResult.RESEND:
+            self.counters.retransmits += 1
+            for out in sa.flight.datagrams:
+                self.emit(out)
+        elif result is TimerResult.GIVE_UP:
+            self.counters.exchanges_timed_out += 1
+            self.fail_isakmp(sa, "peer stopped answering")
+            return
+        if sa.established and sa.lifetime and now >= sa.established_at + sa.lifetime:
+            self.log(LogLevel.INFO, f"phase 1 {sa.definition.name} with {sa.remote.addr} expired")
+            informational.send_delete_isakmp(self, sa)
+            self.drop_isakmp(sa)
+            return
+        quick_mode.timers(self, sa)
+
+    # ------------------------------------------------------------------ commands
+
+    def _on_initiate(self, cmd: InitiateCommand) -> None:
+        if cmd.phase == Phase.PHASE1:
+            d = self.config.phase1.get(cmd.number)
+            if d is None:
+                self.log(LogLevel.ERR, f"activate: no phase 1 definition {cmd.number}")
+                return
+            self.start_phase1(d, cmd.local_override, cmd.remote_override)
+            return
+        p2 = self.config.phase2.get(cmd.number)
+        if p2 is None:
+            self.log(LogLevel.ERR, f"activate: no phase 2 definition {cmd.number}")
+            return
+        sa = self.sas.established_for(p2.phase1_number)
+        if sa is not None:
+            self._start_phase2(p2.number, sa)
+            return
+        queue = self.pending_phase2.setdefault(p2.phase1_number, [])
+        if p2.number not in queue:
+            queue.append(p2.number)
+        if self.sas.negotiating_for(p2.phase1_number) is None:
+            d1 = self.config.phase1.get(p2.phase1_number)
+            if d1 is not None:
+                self.start_phase1(d1, cmd.local_override, cmd.remote_override)
+
+    def start_phase1(
+        self, d: Phase1Def, local: IPAddress | None = None, remote: IPAddress | None = None
+    ) -> IsakmpSa | None:
+        peer = remote if remote is not None else d.remote_addr
+        if peer is None:
+            self.log(LogLevel.ERR, f"phase 1 {d.name}: no remote address to initiate to")
+            return None
+        start = PHASE1_INITIATORS.get((d.mode, d.auth_method))
+        if start is None:
+            self.log(
+                LogLevel.ERR, f"phase 1 {d.name}: {d.mode.name}/{d.auth_method.name} not supported"
+            )
+            return None
+        if not self.half_open.admit(peer):
+            self.counters.dropped_half_open += 1
+            self.log(LogLevel.WARNING, f"phase 1 {d.name}: too many half-open exchanges")
+            return None
+        return start(self, d, local if local is not None else d.local_addr, peer)
+
+    def _start_phase2(self, number: int, sa: IsakmpSa) -> None:
+        p2 = self.config.phase2.get(number)
+        if p2 is None:
+            return
+        quick_mode.initiate(self, p2, sa)
+
+    def _on_acquire(self, msg: KernelAcquire) -> None:
+        if msg.phase2_number is None:
+            self.log(LogLevel.NOTICE, "kernel acquire without a matching phase 2 definition")
+            return
+        for sa in self.sas.by_tunnel.values():
+            for qe in sa.exchanges.values():
+                if qe.definition.number == msg.phase2_number and qe.state is not QmState.DONE:
+                    return  # already negotiating
+        self._on_initiate(InitiateCommand(Phase.PHASE2, msg.phase2_number, None, None))
+
+    def _on_expire(self, msg: KernelExpire) -> None:
+        # Rekeying on soft expiry belongs to the lifetimes module; a hard expiry means the
+        # kernel removed the SA: forget the child it belongs to.
+        if not msg.hard:
+            return
+        for child in list(self.sas.children.values()):
+            if msg.spi in (child.spi_in, child.spi_out) and child.protocol == msg.proto:
+                install.remove_child(self, child, send_delete=True, kernel=True)
+
+    def _on_remove(self, cmd: RemoveCommand) -> None:
+        if cmd.phase == Phase.PHASE2:
+            child = self.sas.children.get(cmd.tunnel_id)
+            if child is None:
+                self.log(LogLevel.NOTICE, f"remove: no phase 2 tunnel {cmd.tunnel_id}")
+                return
+            install.remove_child(self, child, send_delete=True, kernel=True)
+            return
+        sa = self.sas.by_tunnel.get(cmd.tunnel_id)
+        if sa is None:
+            self.log(LogLevel.NOTICE, f"remove: no phase 1 tunnel {cmd.tunnel_id}")
+            return
+        self.remove_phase1(sa)
+
+    def remove_phase1(self, sa: IsakmpSa) -> None:
+        """Delete an ISAKMP SA and the IPsec SAs negotiated for its definition and peer."""
+        for child in list(self.sas.children.values()):
+            if child.phase1_number == sa.definition.number and child.remote.addr == sa.remote.addr:
+                install.remove_child(self, child, send_delete=sa.established, kernel=True)
+        if sa.established:
+            informational.send_delete_isakmp(self, sa)
+        self.log(LogLevel.INFO, f"phase 1 {sa.definition.name} with {sa.remote.addr} removed")
+        self.drop_isakmp(sa)
+
+    def _on_list(self, cmd: ListCommand) -> None:
+        count = 0
+        if cmd.phase in (Phase.ALL, Phase.PHASE1, Phase.PHASE1_PLUS):
+            for sa in self.sas.by_tunnel.values():
+                self.emit(self.report_isakmp(sa, cmd.request_id))
+                count += 1
+        if cmd.phase in (Phase.ALL, Phase.PHASE2, Phase.PHASE1_PLUS):
+            for child in self.sas.children.values():
+                self.emit(install.report_child(self, child, cmd.request_id))
+                count += 1
+        self.emit(StateReportEnd(cmd.request_id, count))
+
+    def _on_shutdown(self, _msg: Shutdown) -> None:
+        for sa in self.sas.isakmp_sas():
+            self.remove_phase1(sa)
+        for child in list(self.sas.children.values()):
+            install.remove_child(self, child, send_delete=False, kernel=True)
+
+    def _on_hello(self, msg: Hello) -> None:
+        self.emit(Ready(PROTOCOL_VERSION))
+
+    # ------------------------------------------------------------------ configuration
+
+    def _on_config_begin(self, msg: ConfigBegin) -> None:
+        self._builder = SnapshotBuilder(msg)
+
+    def _on_config_item(self, msg: ConfigPhase1 | ConfigPhase2) -> None:
+        if self._builder is None:
+            self.log(LogLevel.ERR, "configuration item outside ConfigBegin/ConfigEnd")
+            return
+        try:
+            self._builder.add(msg)
+        except SnapshotError as exc:
+            self.log(LogLevel.ERR, f"configuration refused: {exc}")
+            self._builder = None
+
+    def _on_config_end(self, msg: ConfigEnd) -> None:
+        if self._builder is None:
+            self.log(LogLevel.ERR, "ConfigEnd without ConfigBegin")
+            return
+        try:
+            self.config = self._builder.finish(msg)
+            self.log(LogLevel.INFO, f"configuration generation {msg.generation} loaded")
+        except SnapshotError as exc:
+            self.log(LogLevel.ERR, f"configuration refused: {exc}")
+        self._builder = None
+
+
+def local_endpoint(addr: IPAddress) -> Endpoint:
+    return Endpoint(addr, IKE_PORT)

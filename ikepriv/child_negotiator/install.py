@@ -1,0 +1,280 @@
+"""Turning a finished Quick Mode into kernel requests, and removing IPsec SAs again.
+
+Each phase 2 gets two SAs (inbound with our SPI, outbound with the peer's) keyed from
+KEYMAT, and policies: out and in, plus fwd in tunnel mode. Policies belong to the phase 2
+definition, not to one SA: a second SA for the same definition (a rekey, or the peer
+starting one too) reuses them through the same reqid (= the phase 2 definition number),
+and they are removed with the last SA of the definition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING
+
+from ikepriv.child_negotiator.sa_table import ChildSa, ChildState, IsakmpSa, QuickExchange
+from ikepriv.crypto.keymat import SaKeys, derive_sa_keys
+from ikepriv.ipc.messages import (
+    AeadKey,
+    AuthKey,
+    CryptKey,
+    Lifetimes,
+    LogLevel,
+    Phase,
+    PolicyAdd,
+    PolicyDelete,
+    PolicyDirection,
+    PolicyTemplate,
+    ResultReply,
+    SaAdd,
+    SaDelete,
+    SaDirection,
+    Selector,
+    StateReport,
+    TrafficSelector,
+    TunnelState,
+)
+from ikepriv.ipc.schema import Message
+from ikepriv.isakmp.constants import EncapsulationMode, EspTransformId, ProtocolId
+
+if TYPE_CHECKING:
+    from ikepriv.child_negotiator.engine import Negotiator
+
+PRIORITY_BASE = 2000
+
+
+def priority(selector: TrafficSelector) -> int:
+    """More specific selectors get a lower number (XFRM: lower wins)."""
+
+    def score(s: Selector) -> int:
+        return s.network.prefixlen * 4 + (2 if s.protocol else 0) + (1 if s.port else 0)
+
+    return PRIORITY_BASE - score(selector.src) - score(selector.dst)
+
+
+def _key_fields(
+    keys: SaKeys, transform_id: int, protocol: ProtocolId
+) -> tuple[CryptKey | None, AuthKey | None, AeadKey | None]:
+    layout = keys.layout
+    if protocol == ProtocolId.IPSEC_AH:
+        assert layout.integrity is not None
+        return None, AuthKey(layout.integrity.auth_id, bytes(keys.integ_key)), None
+    assert layout.cipher is not None
+    if layout.cipher.is_aead:
+        salt = layout.cipher.salt_bytes
+        enc = bytes(keys.enc_key)
+        return None, None, AeadKey(EspTransformId(transform_id), enc[:-salt], enc[-salt:])
+    assert layout.integrity is not None
+    return (
+        CryptKey(EspTransformId(transform_id), bytes(keys.enc_key)),
+        AuthKey(layout.integrity.auth_id, bytes(keys.integ_key)),
+        None,
+    )
+
+
+def install_child(core: Negotiator, qe: QuickExchange, g_qm_xy: bytes | None) -> ChildSa:
+    sa = qe.isakmp
+    choice = qe.choice
+    assert choice is not None and sa.keys is not None and sa.choice is not None
+    mode = choice.base_mode
+    selector_out = TrafficSelector(qe.local_sel, qe.remote_sel)
+    child = ChildSa(
+        tunnel_id=qe.tunnel_id,
+        definition=qe.definition,
+        phase1_number=sa.definition.number,
+        isakmp_tunnel_id=sa.tunnel_id,
+        role=qe.role,
+        protocol=choice.protocol,
+        spi_in=qe.spi_in,
+        spi_out=qe.spi_out,
+        local=sa.local,
+        remote=sa.remote,
+        selector_out=selector_out,
+        choice=choice,
+        lifetime_seconds=qe.lifetime_seconds,
+        reqid=qe.definition.number,
+        state=ChildState.INSTALLING,
+        created=core.now,
+    )
+    core.sas.children[child.tunnel_id] = child
+    layout = choice.layout()
+    hard_s, hard_kb = qe.lifetime_seconds, qe.lifetime_kilobytes
+    fraction = core.settings.soft_lifetime_fraction
+    lifetimes = Lifetimes(int(hard_s * fraction), hard_s, int(hard_kb * fraction), hard_kb)
+    encap = core.hooks.sa_encap(sa)
+    for direction, spi in ((SaDirection.IN, qe.spi_in), (SaDirection.OUT, qe.spi_out)):
+        keys = derive_sa_keys(
+            sa.choice.hash, sa.keys.skeyid_d, layout, spi.to_bytes(4, "big"), qe.ni, qe.nr, g_qm_xy
+        )
+        enc, integ, aead = _key_fields(keys, choice.transform_id, choice.protocol)
+        keys.wipe()
+        inbound = direction is SaDirection.IN
+        src, dst = (sa.remote.addr, sa.local.addr) if inbound else (sa.local.addr, sa.remote.addr)
+        selector = TrafficSelector(qe.remote_sel, qe.local_sel) if inbound else selector_out
+        make = partial(
+            SaAdd,
+            phase1_number=sa.definition.number,
+            phase2_number=qe.definition.number,
+            tunnel_id=child.tunnel_id,
+            direction=direction,
+            src=src,
+            dst=dst,
+            proto=choice.protocol,
+            spi=spi,
+            mode=mode,
+            encryption=enc,
+            integrity=integ,
+            aead=aead,
+            lifetimes=lifetimes,
+            encap=encap,
+            selector=selector,
+            reqid=child.reqid,
+        )
+        _kernel_request(core, child, make)
+    if core.policy_owner.get(qe.definition.number) not in core.sas.children:
+        core.policy_owner[qe.definition.number] = child.tunnel_id
+        _add_policies(core, child, mode)
+    return child
+
+
+def _add_policies(core: Negotiator, child: ChildSa, mode: EncapsulationMode) -> None:
+    out_sel = child.selector_out
+    in_sel = TrafficSelector(out_sel.dst, out_sel.src)
+    local, remote = child.local.addr, child.remote.addr
+    wanted = [
+        (out_sel, PolicyDirection.OUT, local, remote),
+        (in_sel, PolicyDirection.IN, remote, local),
+    ]
+    if mode is EncapsulationMode.TUNNEL:
+        wanted.append((in_sel, PolicyDirection.FWD, remote, local))
+    for selector, direction, src, dst in wanted:
+        template = PolicyTemplate(src, dst, child.protocol, mode, child.reqid)
+        child.policies.append((selector, direction))
+        make = partial(
+            PolicyAdd,
+            phase2_number=child.definition.number,
+            selector=selector,
+            direction=direction,
+            template=template,
+            priority=priority(selector),
+        )
+        _kernel_request(core, child, make)
+
+
+def _kernel_request(core: Negotiator, child: ChildSa, make: Callable[[int], Message]) -> None:
+    child.waiting += 1
+    core.request(make, ResultReply, lambda reply: _on_result(core, child, reply))
+
+
+def _on_result(core: Negotiator, child: ChildSa, reply: ResultReply) -> None:
+    child.waiting -= 1
+    if reply.error.value != 0:
+        core.counters.parent_errors += 1
+        child.failed = True
+        core.log(
+            LogLevel.ERR,
+            f"phase 2 {child.definition.name}: kernel request refused: "
+            f"{reply.error.name} {reply.reason}",
+        )
+    if child.waiting or child.state is not ChildState.INSTALLING:
+        return
+    if child.failed:
+        core.counters.phase2_failed += 1
+        remove_child(core, child, send_delete=True, kernel=True)
+        return
+    child.state = ChildState.ESTABLISHED
+    core.counters.phase2_established += 1
+    core.log(
+        LogLevel.INFO,
+        f"phase 2 {child.definition.name} established with {child.remote.addr} "
+        f"(in {child.spi_in:08x}, out {child.spi_out:08x}, {child.choice.describe()})",
+    )
+    core.emit(report_child(core, child, 0))
+
+
+def report_child(core: Negotiator, child: ChildSa, request_id: int) -> StateReport:
+    state = {
+        ChildState.INSTALLING: TunnelState.NEGOTIATING,
+        ChildState.ESTABLISHED: TunnelState.ESTABLISHED,
+        ChildState.DELETED: TunnelState.DELETING,
+    }[child.state]
+    return StateReport(
+        request_id=request_id,
+        phase=Phase.PHASE2,
+        number=child.definition.number,
+        tunnel_id=child.tunnel_id,
+        phase1_tunnel_id=child.isakmp_tunnel_id,
+        role=child.role,
+        state=state,
+        local=child.local,
+        remote=child.remote,
+        local_id=None,
+        remote_id=None,
+        algorithms=child.choice.describe(),
+        expires_at=core.wall(child.created + child.lifetime_seconds - core.now),
+        spi_in=child.spi_in,
+        spi_out=child.spi_out,
+    )
+
+
+def find_owned(
+    core: Negotiator, sa: IsakmpSa, protocol: ProtocolId, spi_out: int
+) -> ChildSa | None:
+    """The live IPsec SA a peer may delete: its inbound SPI (our outbound), negotiated with
+    this peer address under this phase 1 definition."""
+    for child in core.sas.children.values():
+        if (
+            child.spi_out == spi_out
+            and child.protocol == protocol
+            and child.remote.addr == sa.remote.addr
+            and child.phase1_number == sa.definition.number
+            and child.state is not ChildState.DELETED
+        ):
+            return child
+    return None
+
+
+def remove_child(core: Negotiator, child: ChildSa, *, send_delete: bool, kernel: bool) -> None:
+    """Forget an IPsec SA; with `send_delete`, tell the peer; with `kernel`, ask the parent
+    to remove the SAs (and the policies when no other SA of the definition is left)."""
+    if child.state is ChildState.DELETED:
+        return
+    child.state = ChildState.DELETED
+    core.sas.children.pop(child.tunnel_id, None)
+    if send_delete:
+        from ikepriv.child_negotiator import informational
+
+        sa = core.sas.established_for(child.phase1_number)
+        if sa is not None and sa.remote.addr == child.remote.addr:
+            informational.send_delete_ipsec(core, sa, child.protocol, [child.spi_in])
+    if not kernel:
+        return
+    for spi, dst in ((child.spi_in, child.local.addr), (child.spi_out, child.remote.addr)):
+        core.request(
+            partial(SaDelete, spi=spi, proto=child.protocol, dst=dst),
+            ResultReply,
+            lambda reply: _on_delete_result(core, reply),
+        )
+    number = child.definition.number
+    if core.policy_owner.get(number) != child.tunnel_id:
+        return
+    heir = next((c for c in core.sas.children.values() if c.definition.number == number), None)
+    if heir is not None:
+        core.policy_owner[number] = heir.tunnel_id
+        heir.policies, child.policies = child.policies, []
+        return
+    del core.policy_owner[number]
+    for selector, direction in child.policies:
+        core.request(
+            partial(PolicyDelete, selector=selector, direction=direction),
+            ResultReply,
+            lambda reply: _on_delete_result(core, reply),
+        )
+    child.policies = []
+
+
+def _on_delete_result(core: Negotiator, reply: ResultReply) -> None:
+    if reply.error.value != 0:
+        core.counters.parent_errors += 1
+        core.log(LogLevel.WARNING, f"kernel delete refused: {reply.error.name} {reply.reason}")

@@ -1,0 +1,236 @@
+"""The core's tables: ISAKMP SAs (phase 1), Quick Mode exchanges, and IPsec SAs (phase 2).
+
+Records are plain mutable objects owned by the tables; exchange modules change their state,
+the engine adds and removes them. Lookups are by dictionary only (cookies, tunnel id,
+message id), so the cost per datagram does not grow with the number of tunnels.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+
+from ikepriv.child_negotiator.proposals import IkeChoice, IpsecChoice
+from ikepriv.child_negotiator.retransmit import Flight
+from ikepriv.crypto.ciphers import IkeCipher
+from ikepriv.crypto.dh import DHPrivateKey
+from ikepriv.crypto.oakley import IvChain, Phase1Keys
+from ikepriv.ipc.messages import (
+    Endpoint,
+    Phase1Def,
+    Phase2Def,
+    PolicyDirection,
+    Role,
+    Selector,
+    TrafficSelector,
+)
+from ikepriv.isakmp import IdPayload, Proposal, SAPayload
+from ikepriv.isakmp.constants import ExchangeType, ProtocolId
+
+
+class P1State(Enum):
+    I_SA_SENT = "MM1 sent"
+    I_KE_SENT = "MM3 sent"
+    I_SKEYID_WAIT = "waiting for SKEYID"
+    I_AUTH_SENT = "MM5 sent"
+    R_SA_SENT = "MM2 sent"
+    R_KE_SENT = "MM4 sent"
+    ESTABLISHED = "established"
+    DEAD = "dead"
+
+
+NEGOTIATING = frozenset(s for s in P1State if s not in (P1State.ESTABLISHED, P1State.DEAD))
+
+
+@dataclass(eq=False, slots=True)
+class IsakmpSa:
+    tunnel_id: int
+    definition: Phase1Def
+    role: Role
+    exchange: ExchangeType
+    local: Endpoint
+    remote: Endpoint
+    natt: bool
+    icookie: bytes
+    rcookie: bytes
+    state: P1State
+    created: float
+    flight: Flight = field(default_factory=Flight)
+    # negotiation state (cleared when established)
+    offered: tuple[IkeChoice, ...] = ()
+    sa_i_body: bytes = b""  # SAi_b, as the initiator sent it
+    choice: IkeChoice | None = None
+    dh: DHPrivateKey | None = None
+    g_xi: bytes = b""
+    g_xr: bytes = b""
+    ni: bytes = b""
+    nr: bytes = b""
+    g_xy: bytes = b""
+    skeyid: bytes = b""
+    held: tuple[bytes, object] | None = None  # (digest, datagram context) awaiting SKEYID
+    peer_vendor_ids: frozenset[bytes] = frozenset()
+    # keys
+    keys: Phase1Keys | None = None
+    cipher: IkeCipher | None = None
+    iv: IvChain | None = None
+    # result
+    peer_id: IdPayload | None = None
+    lifetime: int = 0
+    established_at: float = 0.0
+    exchanges: dict[int, QuickExchange] = field(default_factory=dict)
+    finished_mids: OrderedDict[int, None] = field(default_factory=OrderedDict)
+    # NAT-T and other extensions keep their per-SA state here.
+    extensions: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def cookies(self) -> bytes:
+        return self.icookie + self.rcookie
+
+    @property
+    def established(self) -> bool:
+        return self.state is P1State.ESTABLISHED
+
+    def finish_mid(self, mid: int, keep: int) -> None:
+        self.finished_mids[mid] = None
+        while len(self.finished_mids) > keep:
+            self.finished_mids.popitem(last=False)
+
+    def clear_negotiation(self) -> None:
+        """Drop what only the handshake needed (DH private value, shared secret)."""
+        if self.dh is not None:
+            self.dh.wipe()
+        self.dh = None
+        self.g_xy = b""
+        self.skeyid = b""
+        self.held = None
+
+    def wipe(self) -> None:
+        self.clear_negotiation()
+        if self.keys is not None:
+            self.keys.wipe()
+        if self.cipher is not None:
+            self.cipher.wipe()
+        self.keys = None
+        self.cipher = None
+
+
+class QmState(Enum):
+    I_SPI_WAIT = "waiting for SPI"
+    I_SENT = "QM1 sent"
+    R_SPI_WAIT = "waiting for SPI"
+    R_SENT = "QM2 sent"
+    DONE = "done"
+
+
+@dataclass(eq=False, slots=True)
+class QuickExchange:
+    mid: int
+    role: Role
+    isakmp: IsakmpSa
+    definition: Phase2Def
+    tunnel_id: int
+    state: QmState
+    created: float
+    local_sel: Selector
+    remote_sel: Selector
+    id_ci: IdPayload | None
+    id_cr: IdPayload | None
+    flight: Flight = field(default_factory=Flight)
+    offered: tuple[IpsecChoice, ...] = ()
+    offer: SAPayload | None = None
+    choice: IpsecChoice | None = None
+    reply_proposal: Proposal | None = None  # responder: the offered proposal, chosen transform
+    lifetime_seconds: int = 0
+    lifetime_kilobytes: int = 0
+    responder_lifetime: bool = False
+    protocol: ProtocolId = ProtocolId.IPSEC_ESP
+    spi_in: int = 0
+    spi_out: int = 0
+    ni: bytes = b""
+    nr: bytes = b""
+    dh: DHPrivateKey | None = None
+    peer_ke: bytes = b""
+    commit: bool = False
+
+    def wipe(self) -> None:
+        if self.dh is not None:
+            self.dh.wipe()
+        self.dh = None
+
+
+class ChildState(Enum):
+    INSTALLING = "installing"
+    ESTABLISHED = "established"
+    DELETED = "deleted"
+
+
+@dataclass(eq=False, slots=True)
+class ChildSa:
+    tunnel_id: int
+    definition: Phase2Def
+    phase1_number: int
+    isakmp_tunnel_id: int
+    role: Role
+    protocol: ProtocolId
+    spi_in: int
+    spi_out: int
+    local: Endpoint
+    remote: Endpoint
+    selector_out: TrafficSelector  # local -> remote
+    choice: IpsecChoice
+    lifetime_seconds: int
+    reqid: int
+    state: ChildState
+    created: float
+    policies: list[tuple[TrafficSelector, PolicyDirection]] = field(default_factory=list)
+    waiting: int = 0  # kernel requests not yet answered
+    failed: bool = False
+
+
+class SaTable:
+    __slots__ = ("by_cookies", "by_tunnel", "children", "initiating")
+
+    def __init__(self) -> None:
+        self.by_cookies: dict[bytes, IsakmpSa] = {}
+        self.initiating: dict[bytes, IsakmpSa] = {}  # our icookie -> SA waiting for CKY-R
+        self.by_tunnel: dict[int, IsakmpSa] = {}
+        self.children: dict[int, ChildSa] = {}
+
+    def add(self, sa: IsakmpSa) -> None:
+        self.by_tunnel[sa.tunnel_id] = sa
+        if any(sa.rcookie):
+            self.by_cookies[sa.cookies] = sa
+        else:
+            self.initiating[sa.icookie] = sa
+
+    def bind_rcookie(self, sa: IsakmpSa, rcookie: bytes) -> None:
+        self.initiating.pop(sa.icookie, None)
+        sa.rcookie = rcookie
+        self.by_cookies[sa.cookies] = sa
+
+    def remove(self, sa: IsakmpSa) -> None:
+        self.by_tunnel.pop(sa.tunnel_id, None)
+        if self.by_cookies.get(sa.cookies) is sa:
+            del self.by_cookies[sa.cookies]
+        if self.initiating.get(sa.icookie) is sa:
+            del self.initiating[sa.icookie]
+
+    def isakmp_sas(self) -> Iterator[IsakmpSa]:
+        return iter(list(self.by_tunnel.values()))
+
+    def established_for(self, phase1_number: int) -> IsakmpSa | None:
+        """The newest established ISAKMP SA of a definition (either role)."""
+        best: IsakmpSa | None = None
+        for sa in self.by_tunnel.values():
+            if sa.definition.number == phase1_number and sa.established:
+                if best is None or sa.established_at >= best.established_at:
+                    best = sa
+        return best
+
+    def negotiating_for(self, phase1_number: int) -> IsakmpSa | None:
+        for sa in self.by_tunnel.values():
+            if sa.definition.number == phase1_number and sa.state in NEGOTIATING:
+                return sa
+        return None

@@ -1,0 +1,36 @@
+"""Tunables of the negotiation core, with the defaults used by the daemon.
+
+Kept apart from the configuration snapshot: these bound resources and timing, they are not
+per-tunnel policy. Tests shrink them; fuzzers keep them as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # Retransmission: first resend after `retransmit_base` seconds, then multiplied by
+    # `retransmit_factor`; after `retransmit_tries` resends the exchange fails.
+    retransmit_base: float = 2.0
+    retransmit_factor: float = 2.0
+    retransmit_max_interval: float = 30.0
+    retransmit_tries: int = 5
+    # Half-open phase 1 exchanges (both roles): at most this many at once, none older.
+    half_open_max: int = 256
+    half_open_max_per_peer: int = 16
+    half_open_max_age: float = 60.0
+    # Quick Mode: parallel exchanges per ISAKMP SA; an exchange older than this is dropped.
+    quick_mode_max_parallel: int = 8
+    quick_mode_max_age: float = 60.0
+    # At most one unencrypted notify per peer address per period (answers to garbage).
+    notify_period: float = 10.0
+    notify_peers_tracked: int = 1024
+    # Remembered finished message IDs per ISAKMP SA (late duplicates are recognised).
+    finished_message_ids: int = 64
+    nonce_bytes: int = 32
+    # Send phase 2 selectors as address ranges instead of host/subnet IDs (interop knob).
+    qm_id_ranges: bool = False
+    # Soft lifetime of an IPsec SA, as a fraction of the hard one.
+    soft_lifetime_fraction: float = 0.9

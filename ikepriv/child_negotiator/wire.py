@@ -1,0 +1,116 @@
+"""Sealing and opening messages under an ISAKMP SA, and the byte spans hashes cover.
+
+The codec gives payload objects; the phase 2 hashes cover payloads exactly as on the wire,
+so the spans are taken from the decrypted plaintext itself (walking the generic headers the
+codec already validated) instead of re-encoding anything.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Sequence
+
+from ikepriv.child_negotiator.sa_table import IsakmpSa
+from ikepriv.crypto.ciphers import pad_plaintext
+from ikepriv.crypto.errors import CryptoError
+from ikepriv.isakmp import (
+    HashPayload,
+    IsakmpError,
+    Message,
+    Payload,
+    build_encrypted_message,
+    decode_payload_chain,
+    encode_message,
+    encode_payload_chain,
+)
+from ikepriv.isakmp.constants import HEADER_LENGTH, ExchangeType, HeaderFlag
+
+_GENERIC = struct.Struct("!BBH")
+
+
+class OpenError(Exception):
+    """The message does not decrypt to a valid chain (wrong keys, or forged)."""
+
+
+def chain_end(plaintext: bytes, count: int) -> int:
+    """Offset just after the `count`-th payload of an already decoded chain."""
+    pos = 0
+    for _ in range(count):
+        pos += _GENERIC.unpack_from(plaintext, pos)[2]
+    return pos
+
+
+def after_first(plaintext: bytes, count: int) -> bytes:
+    """Every payload after the first one (the HASH), headers included, no padding."""
+    first = _GENERIC.unpack_from(plaintext, 0)[2]
+    return plaintext[first : chain_end(plaintext, count)]
+
+
+def seal(
+    sa: IsakmpSa,
+    exchange: ExchangeType,
+    mid: int,
+    payloads: Sequence[Payload],
+    flags: HeaderFlag = HeaderFlag.NONE,
+) -> bytes:
+    """Encrypt a chain under the SA and advance its IV chain (the message will be sent)."""
+    return _seal_plain(
+        sa, exchange, mid, payloads[0].payload_type, encode_payload_chain(payloads), flags
+    )
+
+
+def seal_hashed(
+    sa: IsakmpSa,
+    exchange: ExchangeType,
+    mid: int,
+    rest: Sequence[Payload],
+    hash_of: Callable[[bytes], bytes],
+    flags: HeaderFlag = HeaderFlag.NONE,
+) -> bytes:
+    """HASH(1)/HASH(2)-style message: HASH first, computed over the encoded rest."""
+    rest_bytes = encode_payload_chain(rest)
+    digest = hash_of(rest_bytes)
+    nxt = rest[0].payload_type if rest else 0
+    plaintext = _GENERIC.pack(nxt, 0, 4 + len(digest)) + digest + rest_bytes
+    return _seal_plain(sa, exchange, mid, HashPayload.TYPE, plaintext, flags)
+
+
+def _seal_plain(
+    sa: IsakmpSa, exchange: ExchangeType, mid: int, first: int, plaintext: bytes, flags: HeaderFlag
+) -> bytes:
+    assert sa.cipher is not None and sa.iv is not None
+    iv = sa.iv.iv_for(mid)
+    ciphertext = sa.cipher.encrypt(iv, pad_plaintext(plaintext, sa.cipher.block_size))
+    sa.iv.advance(mid, ciphertext)
+    message = build_encrypted_message(
+        sa.icookie,
+        sa.rcookie,
+        exchange,
+        mid,
+        first,
+        ciphertext,
+        flags=flags | HeaderFlag.ENCRYPTION,
+    )
+    return encode_message(message)
+
+
+def open_message(sa: IsakmpSa, message: Message) -> tuple[bytes, tuple[Payload, ...]]:
+    """Decrypt and decode, without touching the IV chain (the caller advances it once the
+    message is verified). Raises OpenError for anything a forgery could cause."""
+    if sa.cipher is None or sa.iv is None:
+        raise OpenError("no keys yet")
+    try:
+        plaintext = sa.cipher.decrypt(sa.iv.iv_for(message.header.message_id), message.ciphertext)
+        payloads = decode_payload_chain(
+            message.header.next_payload, plaintext, HEADER_LENGTH, allow_padding=True
+        )
+    except (CryptoError, IsakmpError) as exc:
+        raise OpenError(str(exc)) from None
+    return plaintext, payloads
+
+
+def leading_hash(payloads: Sequence[Payload]) -> bytes | None:
+    """The HASH payload data when it comes first (RFC 2409 5.5, 5.7), else None."""
+    if payloads and isinstance(payloads[0], HashPayload):
+        return payloads[0].data
+    return None

@@ -1,0 +1,562 @@
+"""In-process simulation of two negotiation cores talking over a lossy network.
+
+Each side is a real Negotiator plus a stand-in parent that answers the core's requests
+the way the real parent would, with real crypto: SkeyidRequest with
+ikepriv.crypto.oakley.skeyid_psk over the test's pre-shared key (chosen by definition
+number or, for a Main Mode responder, by peer address), SpiRequest with fresh SPIs, and
+SaAdd/PolicyAdd/SaDelete/PolicyDelete with OK (recording each). The network delivers
+datagrams after a latency and can lose, duplicate and reorder them, all from one seed, so
+a failing run can be replayed exactly.
+
+    sim = Simulation(initiator_config, responder_config, psk=b"...", seed=1)
+    sim.initiate(phase=2, number=1)
+    sim.run()
+    sim.assert_keys_match()
+"""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ikepriv.child_negotiator.engine import Negotiator
+from ikepriv.child_negotiator.hooks import Hooks
+from ikepriv.child_negotiator.settings import Settings
+from ikepriv.child_negotiator.snapshot import ConfigSnapshot
+from ikepriv.crypto.ciphers import pad_plaintext
+from ikepriv.crypto.oakley import skeyid_psk
+from ikepriv.ipc.messages import (
+    DatagramIn,
+    DatagramOut,
+    DpdSettings,
+    ErrorCode,
+    IkeProposal,
+    InitiateCommand,
+    Identity,
+    Log,
+    Phase,
+    Phase1Def,
+    Phase2Def,
+    Phase2Proposal,
+    PolicyAdd,
+    PolicyDelete,
+    ResultReply,
+    SaAdd,
+    SaDelete,
+    SaDirection,
+    Selector,
+    SkeyidReply,
+    SkeyidRequest,
+    SpiReply,
+    SpiRequest,
+    StateReport,
+)
+from ikepriv.ipc.schema import Message
+from ikepriv.isakmp import (
+    IdPayload,
+    Payload,
+    build_encrypted_message,
+    decode_message,
+    decode_payload_chain,
+    encode_message,
+    encode_payload_chain,
+)
+from ikepriv.isakmp.constants import (
+    AuthAlgorithm,
+    AuthMethod,
+    EncapsulationMode,
+    EspTransformId,
+    ExchangeType,
+    GroupId,
+    IdType,
+    IkeEncryption,
+    IkeHash,
+    NotifyType,
+    ProtocolId,
+)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+LEFT = ipaddress.ip_address("192.0.2.1")  # initiator gateway
+RIGHT = ipaddress.ip_address("192.0.2.2")  # responder gateway
+LEFT_NET = ipaddress.ip_network("198.51.100.0/25")
+RIGHT_NET = ipaddress.ip_network("198.51.100.128/25")
+PSK = b"correct horse battery staple"
+
+
+# ---------------------------------------------------------------------------- definitions
+
+
+def ike_proposal(
+    encryption: IkeEncryption = IkeEncryption.AES_CBC,
+    key_bits: int = 128,
+    hash_alg: IkeHash = IkeHash.SHA2_256,
+    group: GroupId = GroupId.MODP_1024,
+    lifetime: int = 28800,
+) -> IkeProposal:
+    return IkeProposal(encryption, key_bits, hash_alg, group, lifetime)
+
+
+def esp_proposal(
+    transform: EspTransformId = EspTransformId.AES_CBC,
+    key_bits: int = 128,
+    auth: AuthAlgorithm | None = AuthAlgorithm.HMAC_SHA2_256,
+    pfs: GroupId | None = None,
+    lifetime: int = 3600,
+    kilobytes: int = 0,
+) -> Phase2Proposal:
+    return Phase2Proposal(ProtocolId.IPSEC_ESP, transform, key_bits, auth, pfs, lifetime, kilobytes)
+
+
+def address_identity(addr: IPAddress) -> Identity:
+    kind = IdType.IPV4_ADDR if addr.version == 4 else IdType.IPV6_ADDR
+    return Identity(kind, addr.packed)
+
+
+def phase1_def(
+    number: int,
+    local: IPAddress,
+    remote: IPAddress | None,
+    proposals: Sequence[IkeProposal] = (),
+    *,
+    local_id: Identity | None = None,
+    remote_id: Identity | None = None,
+    any_remote_id: bool = False,
+    name: str | None = None,
+) -> Phase1Def:
+    if remote_id is None and not any_remote_id and remote is not None:
+        remote_id = address_identity(remote)
+    return Phase1Def(
+        number=number,
+        name=name or f"p1-{number}",
+        local_addr=local,
+        remote_addr=remote,
+        local_id=local_id or address_identity(local),
+        remote_id=remote_id,
+        mode=ExchangeType.IDENTITY_PROTECTION,
+        auth_method=AuthMethod.PRE_SHARED_KEY,
+        proposals=tuple(proposals) or (ike_proposal(),),
+        dpd=DpdSettings(False, 0, 0),
+        nat_t=False,
+    )
+
+
+def selector(
+    net: str | ipaddress.IPv4Network | ipaddress.IPv6Network, proto: int = 0, port: int = 0
+) -> Selector:
+    return Selector(ipaddress.ip_network(net), proto, port)
+
+
+def phase2_def(
+    number: int,
+    phase1_number: int,
+    local: Selector,
+    remote: Selector,
+    proposals: Sequence[Phase2Proposal] = (),
+    mode: EncapsulationMode = EncapsulationMode.TUNNEL,
+    name: str | None = None,
+) -> Phase2Def:
+    return Phase2Def(
+        number=number,
+        phase1_number=phase1_number,
+        name=name or f"p2-{number}",
+        local=local,
+        remote=remote,
+        proposals=tuple(proposals) or (esp_proposal(),),
+        mode=mode,
+    )
+
+
+def mirrored(
+    ike: Sequence[IkeProposal] = (),
+    esp: Sequence[Phase2Proposal] = (),
+    mode: EncapsulationMode = EncapsulationMode.TUNNEL,
+    *,
+    responder_ike: Sequence[IkeProposal] | None = None,
+    responder_esp: Sequence[Phase2Proposal] | None = None,
+    left_sel: Selector | None = None,
+    right_sel: Selector | None = None,
+    responder_left_sel: Selector | None = None,
+    responder_right_sel: Selector | None = None,
+) -> tuple[ConfigSnapshot, ConfigSnapshot]:
+    """A tunnel definition on the initiator (LEFT) and its mirror on the responder (RIGHT).
+
+    Transport mode defaults to host selectors of the gateways, tunnel mode to the LANs."""
+    host = mode is EncapsulationMode.TRANSPORT
+    lsel = left_sel or (selector(f"{LEFT}/32") if host else selector(LEFT_NET))
+    rsel = right_sel or (selector(f"{RIGHT}/32") if host else selector(RIGHT_NET))
+    init = ConfigSnapshot.of(
+        [phase1_def(1, LEFT, RIGHT, ike)],
+        [phase2_def(1, 1, lsel, rsel, esp, mode)],
+    )
+    resp = ConfigSnapshot.of(
+        [phase1_def(1, RIGHT, LEFT, ike if responder_ike is None else responder_ike)],
+        [
+            phase2_def(
+                1,
+                1,
+                responder_right_sel or rsel,
+                responder_left_sel or lsel,
+                esp if responder_esp is None else responder_esp,
+                mode,
+            )
+        ],
+    )
+    return init, resp
+
+
+# ---------------------------------------------------------------------------- parent
+
+
+@dataclass
+class StandInParent:
+    """Answers the core's requests like the real parent (minus the kernel)."""
+
+    psk_by_phase1: dict[int, bytes]
+    psk_by_peer: dict[IPAddress, bytes]
+    rng: random.Random
+    sa_adds: list[SaAdd] = field(default_factory=list)
+    sa_deletes: list[SaDelete] = field(default_factory=list)
+    policy_adds: list[PolicyAdd] = field(default_factory=list)
+    policy_deletes: list[PolicyDelete] = field(default_factory=list)
+    reports: list[StateReport] = field(default_factory=list)
+    logs: list[Log] = field(default_factory=list)
+    skeyid_requests: list[SkeyidRequest] = field(default_factory=list)
+    allocated: set[int] = field(default_factory=set)
+    refuse: set[type] = field(default_factory=set)
+
+    def answer(self, msg: Message) -> Message | None:
+        if isinstance(msg, SkeyidRequest):
+            self.skeyid_requests.append(msg)
+            if msg.phase1_number is not None:
+                psk = self.psk_by_phase1.get(msg.phase1_number)
+            else:
+                assert msg.peer is not None
+                psk = self.psk_by_peer.get(msg.peer)
+            if psk is None or SkeyidRequest in self.refuse:
+                return SkeyidReply(msg.request_id, ErrorCode.NO_SECRET, b"")
+            return SkeyidReply(
+                msg.request_id, ErrorCode.OK, skeyid_psk(msg.prf, psk, msg.ni, msg.nr)
+            )
+        if isinstance(msg, SpiRequest):
+            while True:
+                spi = self.rng.randrange(256, 1 << 32)
+                if spi not in self.allocated:
+                    self.allocated.add(spi)
+                    return SpiReply(msg.request_id, ErrorCode.OK, spi)
+        for kind, store in (
+            (SaAdd, self.sa_adds),
+            (SaDelete, self.sa_deletes),
+            (PolicyAdd, self.policy_adds),
+            (PolicyDelete, self.policy_deletes),
+        ):
+            if isinstance(msg, kind):
+                store.append(msg)
+                if kind in self.refuse:
+                    return ResultReply(msg.request_id, ErrorCode.NOT_PERMITTED, "refused by test")
+                return ResultReply(msg.request_id, ErrorCode.OK, "")
+        if isinstance(msg, StateReport):
+            self.reports.append(msg)
+        elif isinstance(msg, Log):
+            self.logs.append(msg)
+        return None
+
+    def installed_spis(self) -> set[tuple[SaDirection, int]]:
+        """SAs added and not deleted since, as (direction, spi)."""
+        deleted = {d.spi for d in self.sa_deletes}
+        return {(a.direction, a.spi) for a in self.sa_adds if a.spi not in deleted}
+
+
+# ---------------------------------------------------------------------------- simulation
+
+
+@dataclass
+class Side:
+    name: str
+    address: IPAddress
+    core: Negotiator
+    parent: StandInParent
+    sent: list[DatagramOut] = field(default_factory=list)
+    received: list[DatagramIn] = field(default_factory=list)
+    cpu_seconds: float = 0.0
+    handle_calls: int = 0
+
+    notifies_received: list[int] = field(default_factory=list)
+
+    def log_text(self) -> str:
+        return "\n".join(log.text for log in self.parent.logs)
+
+
+def peek_notifies(core: Negotiator, data: bytes) -> list[int]:
+    """Notify types in a datagram about to reach `core`: plain ones as they are, encrypted
+    ones decrypted with the receiver's own keys and IV state (which reading leaves as is)."""
+    from ikepriv.isakmp import NotifyPayload
+
+    try:
+        message = decode_message(data)
+        payloads: Sequence[Payload] = message.payloads
+        if message.encrypted:
+            header = message.header
+            sa = core.sas.by_cookies.get(header.icookie + header.rcookie)
+            if sa is None or sa.cipher is None or sa.iv is None:
+                return []
+            plain = sa.cipher.decrypt(sa.iv.iv_for(header.message_id), message.ciphertext)
+            payloads = decode_payload_chain(header.next_payload, plain, allow_padding=True)
+    except Exception:  # noqa: BLE001 - garbage is simply not a notify
+        return []
+    return [p.notify_type for p in payloads if isinstance(p, NotifyPayload)]
+
+
+Tamper = Callable[[str, bytes], bytes | None]
+"""(receiving side name, datagram) -> replacement datagram, or None to keep it."""
+
+
+class Simulation:
+    def __init__(
+        self,
+        initiator: ConfigSnapshot,
+        responder: ConfigSnapshot,
+        *,
+        psk: bytes = PSK,
+        responder_psk: bytes | None = None,
+        seed: int = 1,
+        loss: float = 0.0,
+        duplicate: float = 0.0,
+        reorder: float = 0.0,
+        latency: float = 0.01,
+        parent_delay: float = 0.001,
+        settings: Settings | None = None,
+        responder_settings: Settings | None = None,
+        hooks: Hooks | None = None,
+        measure: str | None = None,
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.now = 1000.0
+        self.loss, self.duplicate, self.reorder = loss, duplicate, reorder
+        self.latency, self.parent_delay = latency, parent_delay
+        self.tamper: Tamper | None = None
+        self.dropped_on_wire = 0
+        self._events: list[tuple[float, int, str, Message]] = []
+        self._seq = 0
+        self.measure = measure
+        seeds = [self.rng.getrandbits(64) for _ in range(4)]
+        self.sides: dict[str, Side] = {}
+        for name, addr, config, key, peer, s, rseed, pseed in (
+            ("initiator", LEFT, initiator, psk, RIGHT, settings, seeds[0], seeds[1]),
+            (
+                "responder",
+                RIGHT,
+                responder,
+                psk if responder_psk is None else responder_psk,
+                LEFT,
+                responder_settings or settings,
+                seeds[2],
+                seeds[3],
+            ),
+        ):
+            core_rng = random.Random(rseed)
+            core = Negotiator(config, self.now, core_rng.randbytes, settings=s, hooks=hooks)
+            parent = StandInParent(
+                {n: key for n in config.phase1}, {peer: key}, random.Random(pseed)
+            )
+            self.sides[name] = Side(name, addr, core, parent)
+        self._by_addr = {side.address: side for side in self.sides.values()}
+
+    @property
+    def initiator(self) -> Side:
+        return self.sides["initiator"]
+
+    @property
+    def responder(self) -> Side:
+        return self.sides["responder"]
+
+    # -- driving ---------------------------------------------------------------
+
+    def command(self, side: str, message: Message) -> None:
+        self._schedule(self.now, side, message)
+
+    def initiate(self, phase: int = 2, number: int = 1, side: str = "initiator") -> None:
+        self.command(side, InitiateCommand(Phase(phase), number, None, None))
+
+    def _schedule(self, when: float, side: str, message: Message) -> None:
+        self._seq += 1
+        heapq.heappush(self._events, (when, self._seq, side, message))
+
+    def _call(self, side: Side, fn: Callable[..., list[Message]], *args: Any) -> list[Message]:
+        if self.measure == side.name:
+            start = time.process_time()
+            out = fn(*args)
+            side.cpu_seconds += time.process_time() - start
+        else:
+            out = fn(*args)
+        side.handle_calls += 1
+        return out
+
+    def run(self, duration: float = 600.0, max_events: int = 200000) -> None:
+        """Run until nothing is left to do, or `duration` simulated seconds passed."""
+        end = self.now + duration
+        for _ in range(max_events):
+            deadlines = [
+                (d, s) for s in self.sides.values() if (d := s.core.next_deadline()) is not None
+            ]
+            next_event = self._events[0][0] if self._events else None
+            next_timer = min(deadlines, key=lambda item: item[0]) if deadlines else None
+            if next_event is None and next_timer is None:
+                return
+            if next_timer is not None and (next_event is None or next_timer[0] < next_event):
+                when, side = next_timer
+                if when > end:
+                    return
+                self.now = max(self.now, when)
+                self._dispatch(side, self._call(side, side.core.handle_timers, self.now))
+                continue
+            assert next_event is not None
+            if next_event > end:
+                return
+            when, _, name, message = heapq.heappop(self._events)
+            self.now = max(self.now, when)
+            side = self.sides[name]
+            if isinstance(message, DatagramIn):
+                if self.tamper is not None:
+                    replaced = self.tamper(name, message.data)
+                    if replaced is not None:
+                        message = DatagramIn(message.local, message.remote, message.natt, replaced)
+                side.received.append(message)
+                side.notifies_received.extend(peek_notifies(side.core, message.data))
+            self._dispatch(side, self._call(side, side.core.handle, message, self.now))
+        raise AssertionError("simulation did not settle")
+
+    def _dispatch(self, side: Side, actions: Iterable[Message]) -> None:
+        for action in actions:
+            if isinstance(action, DatagramOut):
+                side.sent.append(action)
+                self._send(action)
+                continue
+            reply = side.parent.answer(action)
+            if reply is not None:
+                self._schedule(self.now + self.parent_delay, side.name, reply)
+
+    def _send(self, out: DatagramOut) -> None:
+        target = self._by_addr.get(out.remote.addr)
+        if target is None:
+            return
+        copies = 1
+        if self.rng.random() < self.loss:
+            copies = 0
+            self.dropped_on_wire += 1
+        elif self.rng.random() < self.duplicate:
+            copies = 2
+        for _ in range(copies):
+            delay = self.latency
+            if self.rng.random() < self.reorder:
+                delay += self.rng.uniform(0, 5 * self.latency)
+            self._schedule(
+                self.now + delay,
+                target.name,
+                DatagramIn(out.remote, out.local, out.natt, out.data),
+            )
+
+    # -- checks ----------------------------------------------------------------
+
+    def assert_keys_match(self, expected_pairs: int | None = None) -> list[tuple[SaAdd, SaAdd]]:
+        """Every outbound SA of one side is an inbound SA of the other with the same SPI,
+        addresses and keys; returns the matched (outbound, inbound) pairs."""
+        pairs = []
+        for a, b in (("initiator", "responder"), ("responder", "initiator")):
+            inbound = {
+                x.spi: x for x in self.sides[b].parent.sa_adds if x.direction is SaDirection.IN
+            }
+            for out in self.sides[a].parent.sa_adds:
+                if out.direction is not SaDirection.OUT:
+                    continue
+                twin = inbound.get(out.spi)
+                assert twin is not None, f"{a} outbound SPI {out.spi:08x} unknown to {b}"
+                assert (out.src, out.dst) == (twin.src, twin.dst)
+                assert out.encryption == twin.encryption
+                assert out.integrity == twin.integrity
+                assert out.aead == twin.aead
+                assert out.mode == twin.mode and out.proto == twin.proto
+                pairs.append((out, twin))
+        if expected_pairs is not None:
+            assert len(pairs) == expected_pairs, f"{len(pairs)} SA pairs, expected {expected_pairs}"
+        return pairs
+
+    def established_children(self, side: str) -> list[Any]:
+        from ikepriv.child_negotiator.sa_table import ChildState
+
+        return [
+            c
+            for c in self.sides[side].core.sas.children.values()
+            if c.state is ChildState.ESTABLISHED
+        ]
+
+    def established_isakmp(self, side: str) -> list[Any]:
+        return [sa for sa in self.sides[side].core.sas.by_tunnel.values() if sa.established]
+
+
+# ---------------------------------------------------------------------------- tampering
+
+
+def reseal(
+    core: Negotiator, data: bytes, edit: Callable[[list[Payload]], list[Payload]]
+) -> bytes | None:
+    """Decrypt a datagram addressed to `core` with that core's own keys and IV state, let
+    `edit` change the payloads, and encrypt it again the same way: the result decrypts
+    cleanly at `core`, so only the edit (a wrong HASH, a wider ID) is what it must catch.
+    None when `core` has no keys for the datagram."""
+    message = decode_message(data)
+    header = message.header
+    sa = core.sas.by_cookies.get(header.icookie + header.rcookie)
+    if sa is None or sa.cipher is None or sa.iv is None or not message.encrypted:
+        return None
+    iv = sa.iv.iv_for(header.message_id)
+    plaintext = sa.cipher.decrypt(iv, message.ciphertext)
+    payloads = list(decode_payload_chain(header.next_payload, plaintext, allow_padding=True))
+    payloads = edit(payloads)
+    body = pad_plaintext(encode_payload_chain(payloads), sa.cipher.block_size)
+    ciphertext = sa.cipher.encrypt(iv, body)
+    return encode_message(
+        build_encrypted_message(
+            header.icookie,
+            header.rcookie,
+            header.exchange_type,
+            header.message_id,
+            payloads[0].payload_type,
+            ciphertext,
+            flags=header.flags,
+        )
+    )
+
+
+def find_payload(payloads: Sequence[Payload], kind: type) -> int:
+    for i, p in enumerate(payloads):
+        if isinstance(p, kind):
+            return i
+    raise LookupError(kind.__name__)
+
+
+__all__ = [
+    "LEFT",
+    "LEFT_NET",
+    "PSK",
+    "RIGHT",
+    "RIGHT_NET",
+    "IdPayload",
+    "NotifyType",
+    "Simulation",
+    "StandInParent",
+    "address_identity",
+    "esp_proposal",
+    "find_payload",
+    "ike_proposal",
+    "mirrored",
+    "phase1_def",
+    "phase2_def",
+    "reseal",
+    "selector",
+]
