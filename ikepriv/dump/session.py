@@ -194,6 +194,11 @@ class Dumper:
         self.keys = keys
         self._sas: OrderedDict[bytes, _IkeSa] = OrderedDict()
 
+    def sa_crypto(self, icookie: bytes) -> SaCrypto | None:
+        """The encryption state of the (first tracked) ISAKMP SA with this initiator cookie."""
+        sa = next((s for s in self._sas.values() if s.icookie == icookie), None)
+        return sa.crypto if sa is not None else None
+
     # --- entry point ---------------------------------------------------------------------
 
     def feed(self, datagram: Datagram) -> Record:
@@ -365,7 +370,9 @@ class Dumper:
             IkeHash(hash_id), sa.g_xi, sa.g_xr, sa.icookie, cky_r, sa.sa_i.encode_body()
         )
         shown = record.phase1_keys
-        if keys is not None:
+        if keys is None:
+            record.notes.append("Ka only: messages are decrypted, HASH payloads not verified")
+        else:
             shown.update(
                 SKEYID=bytes(keys.skeyid),
                 SKEYID_d=bytes(keys.skeyid_d),
