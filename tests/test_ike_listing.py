@@ -7,12 +7,14 @@ import json
 import re
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from test_ipc_strategies import struct_strategy
 
 from ikepriv.cli.listing import (
     MAX_CELL,
+    format_dn,
     format_duration,
     format_identity,
     render,
@@ -20,8 +22,10 @@ from ikepriv.cli.listing import (
     render_table,
     render_tree,
 )
+from ikepriv.config.model import Identity as ConfigIdentity
 from ikepriv.ipc.messages import Identity, ListRequest, Phase, Role, TunnelRow, TunnelState
 from ikepriv.isakmp.constants import IdType
+from ikepriv.parent_kernel.snapshot import identity_to_ipc
 
 A = ipaddress.ip_address
 V4 = Identity(IdType.IPV4_ADDR, bytes([192, 0, 2, 1]))
@@ -295,3 +299,47 @@ def test_any_rows_render_in_every_view(rows: list[TunnelRow]) -> None:
     assert [(d["number"], d["name"], d["phase"]) for d in data] == [
         (r.number, r.name, r.phase.value) for r in rows
     ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "C=CH, O=Example, CN=gw",
+        "C=CH, O=Example\\,Inc., OU=VPN+CN=gw-b.example.org",
+        "DC=org, DC=example, CN=J\u00fcrg",
+    ],
+)
+def test_dn_identity_shows_as_the_operator_wrote_it(text: str) -> None:
+    identity = identity_to_ipc(ConfigIdentity(IdType.DER_ASN1_DN, text))  # the daemon's DER
+    assert format_identity(identity) == text
+
+
+@pytest.mark.parametrize(
+    "der",
+    [
+        "",  # nothing
+        "3000",  # an empty Name: nothing to show as text
+        "30",  # truncated header
+        "3005310330",  # truncated inside
+        "300431023000",  # attribute without OID
+        "300b3109300706035504061300",  # PrintableString of length 0 for C: refused by x509
+        "300d310b300906035504030402414243",  # OCTET STRING value, not a string type
+        "300e310c300a06035504030c036162",  # string length beyond the end
+        "3084000000003000",  # 4-byte length form
+        "300c310a300806035504031f0141",  # high tag number
+        "300b3109300706035504030c011b",  # control character in the value
+        "300b3109300706035504030c01ff",  # invalid UTF-8
+        "3081" + "ff",  # long form length beyond the data
+    ],
+)
+def test_dn_that_is_not_a_name_shows_as_hex(der: str) -> None:
+    data = bytes.fromhex(der)
+    assert format_dn(data) is None
+    if data:
+        assert format_identity(Identity(IdType.DER_ASN1_DN, data)) == "dn:" + der
+
+
+@given(st.binary(max_size=200))
+def test_dn_reader_never_raises(data: bytes) -> None:
+    text = format_dn(data)
+    assert text is None or (text and text.isprintable())
