@@ -37,6 +37,7 @@ from ikepriv.child_negotiator.sa_table import (
     NEGOTIATING,
     IsakmpSa,
     P1State,
+    PolicySet,
     QmState,
     SaTable,
 )
@@ -71,6 +72,7 @@ from ikepriv.ipc.messages import (
     SpiReply,
     StateReport,
     StateReportEnd,
+    TrafficSelector,
     TunnelState,
 )
 from ikepriv.ipc.schema import Message as IpcMessage
@@ -147,7 +149,8 @@ class Negotiator:
             s.retransmit_base, s.retransmit_factor, s.retransmit_max_interval, s.retransmit_tries
         )
         self.wall_clock_offset = wall_clock_offset
-        self.policy_owner: dict[int, int] = {}  # phase 2 number -> child tunnel id
+        self.policy_sets: dict[tuple[int, TrafficSelector], PolicySet] = {}
+        self._next_reqid = 1
         self.pending_phase2: dict[int, list[int]] = {}  # phase 1 number -> phase 2 numbers
         self._builder: SnapshotBuilder | None = None
         self._out: list[IpcMessage] = []
@@ -230,6 +233,12 @@ class Negotiator:
         tid = self._next_tunnel
         self._next_tunnel = tid + 1 if tid < 0xFFFFFFFF else 1
         return tid
+
+    def new_reqid(self) -> int:
+        """reqid of a new policy set (ties kernel policies to their SAs)."""
+        reqid = self._next_reqid
+        self._next_reqid = reqid + 1 if reqid < 0xFFFFFFFF else 1
+        return reqid
 
     def request(
         self, make: Callable[[int], IpcMessage], reply: type, on_reply: ReplyHandler

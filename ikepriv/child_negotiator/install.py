@@ -1,10 +1,12 @@
 """Turning a finished Quick Mode into kernel requests, and removing IPsec SAs again.
 
 Each phase 2 gets two SAs (inbound with our SPI, outbound with the peer's) keyed from
-KEYMAT, and policies: out and in, plus fwd in tunnel mode. Policies belong to the phase 2
-definition, not to one SA: a second SA for the same definition (a rekey, or the peer
-starting one too) reuses them through the same reqid (= the phase 2 definition number),
-and they are removed with the last SA of the definition.
+KEYMAT, and policies: out and in, plus fwd in tunnel mode. Policies belong to a policy
+set (phase 2 definition + the selectors actually negotiated), not to one SA: a second SA
+with the same selectors (a rekey, or the peer starting one too) reuses them through the
+set's reqid, and they are removed with the last SA of the set. Narrower selectors
+negotiated under the same definition get a set (and reqid) of their own, so the kernel
+never mixes their SAs.
 """
 
 from __future__ import annotations
@@ -13,7 +15,13 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
-from ikepriv.child_negotiator.sa_table import ChildSa, ChildState, IsakmpSa, QuickExchange
+from ikepriv.child_negotiator.sa_table import (
+    ChildSa,
+    ChildState,
+    IsakmpSa,
+    PolicySet,
+    QuickExchange,
+)
 from ikepriv.crypto.keymat import SaKeys, derive_sa_keys
 from ikepriv.ipc.messages import (
     AeadKey,
@@ -93,11 +101,18 @@ def install_child(core: Negotiator, qe: QuickExchange, g_qm_xy: bytes | None) ->
         selector_out=selector_out,
         choice=choice,
         lifetime_seconds=qe.lifetime_seconds,
-        reqid=qe.definition.number,
+        reqid=0,
         state=ChildState.INSTALLING,
         created=core.now,
     )
     core.sas.children[child.tunnel_id] = child
+    key = (qe.definition.number, selector_out)
+    policy_set = core.policy_sets.get(key)
+    new_set = policy_set is None
+    if policy_set is None:
+        policy_set = PolicySet(core.new_reqid(), child.tunnel_id)
+        core.policy_sets[key] = policy_set
+    child.reqid = policy_set.reqid
     layout = choice.layout()
     hard_s, hard_kb = qe.lifetime_seconds, qe.lifetime_kilobytes
     fraction = core.settings.soft_lifetime_fraction
@@ -132,13 +147,14 @@ def install_child(core: Negotiator, qe: QuickExchange, g_qm_xy: bytes | None) ->
             reqid=child.reqid,
         )
         _kernel_request(core, child, make)
-    if core.policy_owner.get(qe.definition.number) not in core.sas.children:
-        core.policy_owner[qe.definition.number] = child.tunnel_id
-        _add_policies(core, child, mode)
+    if new_set:
+        _add_policies(core, child, policy_set, mode)
     return child
 
 
-def _add_policies(core: Negotiator, child: ChildSa, mode: EncapsulationMode) -> None:
+def _add_policies(
+    core: Negotiator, child: ChildSa, policy_set: PolicySet, mode: EncapsulationMode
+) -> None:
     out_sel = child.selector_out
     in_sel = TrafficSelector(out_sel.dst, out_sel.src)
     local, remote = child.local.addr, child.remote.addr
@@ -150,7 +166,7 @@ def _add_policies(core: Negotiator, child: ChildSa, mode: EncapsulationMode) -> 
         wanted.append((in_sel, PolicyDirection.FWD, remote, local))
     for selector, direction, src, dst in wanted:
         template = PolicyTemplate(src, dst, child.protocol, mode, child.reqid)
-        child.policies.append((selector, direction))
+        policy_set.policies.append((selector, direction))
         make = partial(
             PolicyAdd,
             phase2_number=child.definition.number,
@@ -256,22 +272,19 @@ def remove_child(core: Negotiator, child: ChildSa, *, send_delete: bool, kernel:
             ResultReply,
             lambda reply: _on_delete_result(core, reply),
         )
-    number = child.definition.number
-    if core.policy_owner.get(number) != child.tunnel_id:
-        return
-    heir = next((c for c in core.sas.children.values() if c.definition.number == number), None)
-    if heir is not None:
-        core.policy_owner[number] = heir.tunnel_id
-        heir.policies, child.policies = child.policies, []
-        return
-    del core.policy_owner[number]
-    for selector, direction in child.policies:
+    key = (child.definition.number, child.selector_out)
+    policy_set = core.policy_sets.get(key)
+    if policy_set is None or any(
+        (c.definition.number, c.selector_out) == key for c in core.sas.children.values()
+    ):
+        return  # another SA still uses these policies
+    del core.policy_sets[key]
+    for selector, direction in policy_set.policies:
         core.request(
             partial(PolicyDelete, selector=selector, direction=direction),
             ResultReply,
             lambda reply: _on_delete_result(core, reply),
         )
-    child.policies = []
 
 
 def _on_delete_result(core: Negotiator, reply: ResultReply) -> None:

@@ -184,9 +184,17 @@ class ChildSa:
     reqid: int
     state: ChildState
     created: float
-    policies: list[tuple[TrafficSelector, PolicyDirection]] = field(default_factory=list)
     waiting: int = 0  # kernel requests not yet answered
     failed: bool = False
+
+
+@dataclass(eq=False, slots=True)
+class PolicySet:
+    """Kernel policies for one definition and one pair of negotiated selectors."""
+
+    reqid: int
+    first_tunnel_id: int
+    policies: list[tuple[TrafficSelector, PolicyDirection]] = field(default_factory=list)
 
 
 class SaTable:
