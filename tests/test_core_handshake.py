@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from harness.core_sim import Simulation, esp_proposal, ike_proposal, mirrored
 
 from ikepriv.ipc.messages import PolicyDirection, SaDirection, TunnelState
 from ikepriv.isakmp.constants import (
@@ -19,7 +20,6 @@ from ikepriv.isakmp.constants import (
     IkeEncryption,
     IkeHash,
 )
-from harness.core_sim import Simulation, esp_proposal, ike_proposal, mirrored
 
 CIPHERS = {
     "aes128": (IkeEncryption.AES_CBC, 128, EspTransformId.AES_CBC, 128),
@@ -54,7 +54,9 @@ def _run(group: GroupId, cipher: str, pfs: bool, mode: str, seed: int = 7) -> Si
 
 
 @pytest.mark.parametrize(("group", "cipher", "pfs", "mode"), _SMALL + _LARGE)
-def test_main_and_quick_mode_agree_on_keys(group: GroupId, cipher: str, pfs: bool, mode: str) -> None:
+def test_main_and_quick_mode_agree_on_keys(
+    group: GroupId, cipher: str, pfs: bool, mode: str
+) -> None:
     sim = _run(group, cipher, pfs, mode)
     pairs = sim.assert_keys_match(expected_pairs=2)
     for out, _ in pairs:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
 from harness.core_sim import (
+    LEFT,
     LEFT_NET,
+    RIGHT,
     RIGHT_NET,
     Simulation,
     esp_proposal,
@@ -14,9 +15,8 @@ from harness.core_sim import (
     phase1_def,
     phase2_def,
     selector,
-    LEFT,
-    RIGHT,
 )
+
 from ikepriv.child_negotiator.settings import Settings
 from ikepriv.child_negotiator.snapshot import ConfigSnapshot
 from ikepriv.isakmp.constants import GroupId
@@ -87,7 +87,7 @@ def test_reordered_late_message_is_dropped_and_counted() -> None:
     sim.initiate()
     sim.run()
     # replay the initiator's first Quick Mode message after the exchange finished
-    qm1 = [d for d in sim.responder.received if d.data[18] == 32][0]
+    qm1 = next(d for d in sim.responder.received if d.data[18] == 32)
     before = sim.responder.core.counters.dropped_replay
     sim.command("responder", qm1)
     sim.run()

@@ -88,7 +88,7 @@ def send_delete_ipsec(
 def on_message(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
     message = inb.message
     if not message.encrypted:
-        if sa.established or sa.keys is not None:
+        if sa.established:
             core.counters.dropped_clear_informational += 1
             core.log(LogLevel.NOTICE, f"unencrypted informational from {sa.remote.addr} ignored")
             return

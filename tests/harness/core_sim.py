@@ -35,9 +35,9 @@ from ikepriv.ipc.messages import (
     DatagramOut,
     DpdSettings,
     ErrorCode,
+    Identity,
     IkeProposal,
     InitiateCommand,
-    Identity,
     Log,
     Phase,
     Phase1Def,
@@ -307,7 +307,7 @@ def peek_notifies(core: Negotiator, data: bytes) -> list[int]:
                 return []
             plain = sa.cipher.decrypt(sa.iv.iv_for(header.message_id), message.ciphertext)
             payloads = decode_payload_chain(header.next_payload, plain, allow_padding=True)
-    except Exception:  # noqa: BLE001 - garbage is simply not a notify
+    except Exception:
         return []
     return [p.notify_type for p in payloads if isinstance(p, NotifyPayload)]
 
@@ -335,7 +335,7 @@ class Simulation:
         hooks: Hooks | None = None,
         measure: str | None = None,
     ) -> None:
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # noqa: S311 - seeded on purpose: replayable runs
         self.now = 1000.0
         self.loss, self.duplicate, self.reorder = loss, duplicate, reorder
         self.latency, self.parent_delay = latency, parent_delay
@@ -359,10 +359,12 @@ class Simulation:
                 seeds[3],
             ),
         ):
-            core_rng = random.Random(rseed)
+            core_rng = random.Random(rseed)  # noqa: S311
             core = Negotiator(config, self.now, core_rng.randbytes, settings=s, hooks=hooks)
             parent = StandInParent(
-                {n: key for n in config.phase1}, {peer: key}, random.Random(pseed)
+                {n: key for n in config.phase1},
+                {peer: key},
+                random.Random(pseed),  # noqa: S311
             )
             self.sides[name] = Side(name, addr, core, parent)
         self._by_addr = {side.address: side for side in self.sides.values()}
@@ -531,6 +533,32 @@ def reseal(
             flags=header.flags,
         )
     )
+
+
+def forge_informational(core: Negotiator, payloads: Sequence[Payload]) -> bytes:
+    """An encrypted, hashed informational as `core`'s peer side would build it, without
+    `core` sending it: for a test that plays a peer holding valid keys but bad intent."""
+    from ikepriv.child_negotiator.wire import seal_hashed
+    from ikepriv.crypto.oakley import informational_hash
+
+    sa = next(sa for sa in core.sas.by_tunnel.values() if sa.established)
+    assert sa.keys is not None and sa.choice is not None
+    mid = core.new_message_id(sa)
+    alg, key = sa.choice.hash, sa.keys.skeyid_a
+    return seal_hashed(
+        sa,
+        ExchangeType.INFORMATIONAL,
+        mid,
+        payloads,
+        lambda rest: informational_hash(alg, key, mid, rest),
+    )
+
+
+def datagram(src: IPAddress, dst: IPAddress, data: bytes) -> DatagramIn:
+    """`data` from src:500 arriving at dst:500."""
+    from ikepriv.ipc.messages import Endpoint
+
+    return DatagramIn(Endpoint(dst, 500), Endpoint(src, 500), False, data)
 
 
 def find_payload(payloads: Sequence[Payload], kind: type) -> int:
