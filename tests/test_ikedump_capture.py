@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,7 +75,7 @@ def key_table(tmp_path: Path, *names: str) -> Path:
 
 def run_json(
     capsys: pytest.CaptureFixture[str], *args: str
-) -> tuple[int, list[dict[str, object]], str]:
+) -> tuple[int, list[dict[str, Any]], str]:
     rc = main([*args, "--json"])
     out, err = capsys.readouterr()
     return rc, [json.loads(line) for line in out.splitlines()], err

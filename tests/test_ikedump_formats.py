@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import Any
 
 import dpkt
 import pytest
@@ -50,7 +51,7 @@ def ipv6_udp(src: str, dst: str, sport: int, dport: int, payload: bytes) -> byte
 
 def json_run(
     capsys: pytest.CaptureFixture[str], *args: str
-) -> tuple[int, list[dict[str, object]], str]:
+) -> tuple[int, list[dict[str, Any]], str]:
     rc = main([*args, "--json"])
     out, err = capsys.readouterr()
     return rc, [json.loads(line) for line in out.splitlines()], err
