@@ -1,0 +1,129 @@
+"""ikepriv against strongSwan 5.9 and libreswan 4.10 in a real kernel, both directions.
+
+Guest entry point: `run_interop(names, log_dir)`. Each scenario (harness.interop.Scenario:
+initiator in gwA, responder in gwB) starts both daemons, initiates, waits until both sides
+report phase 1 and phase 2 established, checks `ike cmd=list` on every ikepriv side, pings
+lanA -> lanB through ESP (counters of both gateways rise both ways) and stops the daemons.
+The time from the initiate call to both sides established is recorded for every scenario, so
+ikepriv <-> ikepriv, ikepriv <-> strongSwan and strongSwan <-> strongSwan can be compared in
+one boot (printed by the test, never asserted).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import netns as nsmod
+from harness.interop import Scenario, peer_spec
+from harness.peer_ikepriv import PHASE1_NAME, PHASE2_NAME, Ikepriv
+from harness.peers import Peer, PeerError, make_peer
+
+from e2e.common import Case, check_esp_ping, check_listing, guarded, guards_present
+
+CBC = "aes128-sha256"
+CBC_PFS = "aes128-sha256-modp2048"
+GCM = "aes256gcm16"
+IKE_MM = "aes128-sha256-modp2048"
+IKE_AM = "aes256-sha256-modp2048"
+EST_TIMEOUT = 20.0
+
+_SHORT = {"ikepriv": "ikp", "strongswan": "ss", "libreswan": "lsw"}
+
+
+def _sc(init: str, resp: str, exchange: str, esp: str) -> Scenario:
+    tag = {CBC: "cbc", CBC_PFS: "cbc-pfs", GCM: "gcm"}[esp]
+    ex = "mm" if exchange == "main" else "am"
+    return Scenario(f"{_SHORT[init]}-{_SHORT[resp]}-{ex}-{tag}", init, resp, exchange,
+                    ike=IKE_MM if exchange == "main" else IKE_AM, esp=esp)
+
+
+def catalogue() -> dict[str, Scenario]:
+    """Per reference peer and direction: Main Mode with and without PFS, Aggressive Mode
+    with GCM and with CBC+PFS; plus the timing trio in Main Mode."""
+    scs: list[Scenario] = []
+    for ref in ("strongswan", "libreswan"):
+        for init, resp in (("ikepriv", ref), (ref, "ikepriv")):
+            scs += [_sc(init, resp, "main", CBC), _sc(init, resp, "main", CBC_PFS),
+                    _sc(init, resp, "aggressive", GCM), _sc(init, resp, "aggressive", CBC_PFS)]
+    scs += [_sc("ikepriv", "ikepriv", "main", CBC), _sc("strongswan", "strongswan", "main", CBC)]
+    return {s.name: s for s in scs}
+
+
+CATALOGUE = catalogue()
+TIMING = ("ikp-ikp-mm-cbc", "ikp-ss-mm-cbc", "ss-ikp-mm-cbc", "ss-ss-mm-cbc")
+
+
+def run_one(topo: nsmod.Topology, sc: Scenario, root: Path) -> tuple[dict[str, Any], list[Peer]]:
+    case = Case(sc.name)
+    topo.reset_xfrm()
+    resp = make_peer(sc.responder, peer_spec(topo, sc, "responder"), root)
+    init = make_peer(sc.initiator, peer_spec(topo, sc, "initiator"), root)
+    peers = [init, resp]
+    try:
+        with guarded(case):
+            case.step("start")
+            t = time.monotonic()
+            try:
+                resp.start()
+                init.start()
+            except PeerError as e:
+                case.check(False, f"start failed: {e}")
+                return case.result(peers), peers
+            case.timed("start", t)
+            case.step("initiate")
+            t = time.monotonic()
+            ok = init.initiate(timeout=EST_TIMEOUT)
+            case.timed("initiate", t)
+            case.check(ok, "initiate failed")
+            deadline = time.monotonic() + EST_TIMEOUT
+            while not (init.established() and resp.established()):
+                if time.monotonic() > deadline:
+                    case.check(False, "not established on both sides")
+                    break
+                time.sleep(0.05)
+            case.timed("initiate_to_both_established", t)
+            if not case.why:
+                case.step("verify")
+                case.check(guards_present(topo), "guard policy missing")
+                for p in peers:
+                    if isinstance(p, Ikepriv):
+                        check_listing(case, p, (PHASE1_NAME,), (PHASE2_NAME,))
+                check_esp_ping(case, topo)
+                case.details["algs"] = {gw: topo.esp_counters(gw).as_dict()["algs"]
+                                        for gw in (topo.gw_a, topo.gw_b)}
+    finally:
+        for p in peers:
+            p.stop()
+    return case.result(peers), peers
+
+
+def run_interop(names: list[str] | None = None, log_dir: str | None = None) -> dict[str, Any]:
+    t0 = time.monotonic()
+    root = Path(tempfile.mkdtemp(prefix="e2e-interop."))
+    topo = nsmod.Topology()
+    topo.build()
+    out: dict[str, Any] = {"kernel": os.uname().release, "results": {}}
+    try:
+        topo.reset_xfrm()
+        out["guard_blocks"] = topo.guard_blocks()
+        for name in names or list(CATALOGUE):
+            sc = CATALOGUE[name]
+            r, peers = run_one(topo, sc, root)
+            status = "PASS" if r["ok"] else "FAIL " + "; ".join(r["why"])[:400]
+            print(f"{status} {name}: {r['times']}", flush=True)
+            out["results"][name] = r
+            if log_dir:
+                dest = Path(log_dir) / name
+                dest.mkdir(parents=True, exist_ok=True)
+                for p in peers:
+                    for f in p.logs():
+                        shutil.copy(f, dest / f"{p.spec.role}.{f.name}")
+    finally:
+        topo.destroy()
+    out["guest_s"] = round(time.monotonic() - t0, 3)
+    return out
