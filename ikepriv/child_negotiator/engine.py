@@ -32,6 +32,7 @@ from ikepriv.child_negotiator.cookies import ZERO_COOKIE, CookieJar
 from ikepriv.child_negotiator.counters import Counters
 from ikepriv.child_negotiator.half_open import HalfOpenTable, NotifyLimiter
 from ikepriv.child_negotiator.hooks import Hooks
+from ikepriv.child_negotiator.identities import as_identity, phase1_id
 from ikepriv.child_negotiator.retransmit import Backoff, Flight, TimerResult, datagram_digest
 from ikepriv.child_negotiator.sa_table import (
     NEGOTIATING,
@@ -432,8 +433,6 @@ class Negotiator:
             self._start_phase2(number, sa)
 
     def report_isakmp(self, sa: IsakmpSa, request_id: int) -> StateReport:
-        from ikepriv.child_negotiator.identities import as_identity, phase1_id
-
         state = {
             P1State.ESTABLISHED: TunnelState.ESTABLISHED,
             P1State.DEAD: TunnelState.DELETING,
