@@ -1,11 +1,92 @@
-"""`ikeprivd` entry point; the command arrives with the daemon issue."""
+"""`ikeprivd`: the ikepriv keying daemon (the privileged parent).
 
+    ikeprivd [--db PATH] [--control PATH] [--chroot DIR] [--user NAME]... [--keylog FILE]
+             [--foreground] [--log-stderr] [--debug]
+
+One daemon per network namespace: give each its own --control socket (and usually its
+own --db); `ike` and `ikedb` find the socket through $IKEPRIV_CONTROL. The daemon always
+runs in the foreground (systemd Type=notify: it sends READY=1 over $NOTIFY_SOCKET);
+--foreground is accepted for clarity. Exit status: 0 after a clean shutdown, 1 when it
+cannot start (the reason is logged), 2 for a command line that does not parse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
 import sys
 
+import trio
 
-def main() -> int:
-    print("ikeprivd: not yet available", file=sys.stderr)
-    return 1
+from ikepriv.child_negotiator.sandbox import DEFAULT_CHROOT_DIR, DEFAULT_USERS
+from ikepriv.parent_kernel import logsetup
+from ikepriv.parent_kernel.control import CONTROL_ENV, DEFAULT_CONTROL_PATH
+from ikepriv.parent_kernel.daemon import Daemon, Options
+from ikepriv.parent_kernel.tunneldb import DEFAULT_DB_PATH, TunnelDBError
+from ikepriv.parent_kernel.xfrm import XfrmError
+
+DB_ENV = "IKEPRIV_DB"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ikeprivd", description="ikepriv IKEv1 keying daemon")
+    p.add_argument(
+        "--db",
+        default=os.environ.get(DB_ENV, DEFAULT_DB_PATH),
+        help=f"tunnel definition database (default ${DB_ENV} or {DEFAULT_DB_PATH})",
+    )
+    p.add_argument(
+        "--control",
+        default=os.environ.get(CONTROL_ENV, DEFAULT_CONTROL_PATH),
+        help=f"control socket (default ${CONTROL_ENV} or {DEFAULT_CONTROL_PATH})",
+    )
+    p.add_argument(
+        "--chroot", default=DEFAULT_CHROOT_DIR, help="empty directory the negotiator is locked into"
+    )
+    p.add_argument(
+        "--user",
+        action="append",
+        help="unprivileged user for the negotiator (repeatable, first that exists)",
+    )
+    p.add_argument(
+        "--keylog",
+        metavar="FILE",
+        help="DEBUG ONLY: write IKE and ESP keys for Wireshark to FILE(.esp_sa)",
+    )
+    p.add_argument("--foreground", action="store_true", help="run in the foreground (always)")
+    p.add_argument("--log-stderr", action="store_true", help="log to stderr instead of syslog")
+    p.add_argument("--debug", action="store_true", help="log debug messages too")
+    p.add_argument("--child-cmd", help=argparse.SUPPRESS)  # tests: stand-in negotiator
+    return p  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    log = logsetup.setup(args.log_stderr, args.debug)
+    if os.geteuid() != 0:
+        print("ikeprivd: must run as root", file=sys.stderr)
+        return 1
+    options = Options(
+        db=args.db,
+        control=args.control,
+        chroot=args.chroot,
+        users=tuple(args.user) if args.user else DEFAULT_USERS,
+        keylog=args.keylog,
+        child_cmd=args.child_cmd,
+    )
+    try:
+        daemon = Daemon(options)
+    except (OSError, TunnelDBError, XfrmError) as exc:
+        log.error("cannot start: %s", exc)
+        print(f"ikeprivd: cannot start: {exc}", file=sys.stderr)
+        return 1
+    try:
+        trio.run(daemon.run)
+    except KeyboardInterrupt:
+        pass
+    logging.shutdown()
+    return 0
 
 
 if __name__ == "__main__":

@@ -182,4 +182,3 @@ class DbView:
         out += [m.ConfigPhase2(gen, d) for d in self.ipc_phase2]
         out.append(m.ConfigEnd(gen, len(self.ipc_phase1), len(self.ipc_phase2)))
         return out
-

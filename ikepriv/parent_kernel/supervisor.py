@@ -184,6 +184,8 @@ class Supervisor:
         except (IpcError, ProtocolViolation) as exc:
             self.violation(str(exc))
             return
+        except OSError:
+            return  # the child is gone (connection reset): the exit status says why
         self._send_channel = send_channel
         self.ready = True
         await self._on_ready()
@@ -197,6 +199,8 @@ class Supervisor:
                 await self._on_message(msg)
             except (IpcError, ProtocolViolation) as exc:
                 self.violation(str(exc))
+                return
+            except OSError:
                 return
 
     @staticmethod
@@ -253,4 +257,3 @@ def _exit_text(code: int | None) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"status {code}"
-

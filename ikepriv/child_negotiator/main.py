@@ -1,0 +1,100 @@
+"""The negotiator child: `python -m ikepriv.child_negotiator.main --fd N`.
+
+Started by the parent with the IPC socketpair as descriptor N (see supervisor.py). Order
+matters (sandbox.py): import everything, prepare() the sandbox, start trio, wrap the
+socket, enter() the sandbox, and only then read the first message. From there on the
+loop is thin: each parent message goes to the sans-I/O Negotiator, each action it returns
+goes back to the parent, and the Negotiator's next deadline bounds the wait.
+
+The core answers Hello with Ready and builds its configuration from the ConfigBegin..End
+sequence itself. A message the child cannot decode ends the child (the parent restarts
+it): the parent is trusted, so garbage means a bug, and starting clean is the safe answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import secrets
+import socket
+import sys
+import time
+
+import trio
+
+from ikepriv.child_negotiator import sandbox
+from ikepriv.child_negotiator.engine import Negotiator
+from ikepriv.ipc.errors import IpcError
+from ikepriv.ipc.framing import recv_message_trio, send_message_trio
+from ikepriv.ipc.messages import Shutdown
+from ikepriv.ipc.schema import Direction
+
+EXIT_IPC_ERROR = 65  # EX_DATAERR
+
+
+def _deadline_to_trio(deadline: float | None) -> float:
+    """The core works on time.monotonic(); trio's clock has another origin."""
+    if deadline is None:
+        return math.inf
+    return trio.current_time() + max(0.0, deadline - time.monotonic())
+
+
+async def serve(sock: trio.socket.SocketType, core: Negotiator) -> None:
+    while True:
+        message = None
+        with trio.move_on_at(_deadline_to_trio(core.next_deadline())):
+            message = await recv_message_trio(sock, Direction.PARENT_TO_CHILD)
+            if message is None:
+                return  # the parent closed the channel
+        now = time.monotonic()
+        actions = core.handle(message, now) if message is not None else []
+        deadline = core.next_deadline()
+        if deadline is not None and deadline <= now:
+            actions += core.handle_timers(now)
+        for action in actions:
+            await send_message_trio(sock, action)
+        if isinstance(message, Shutdown):
+            return
+
+
+async def _main(prepared: sandbox.Prepared) -> None:
+    # wrapping makes the socket non-blocking: a system call the filter would still allow,
+    # but it belongs with the set-up, before the sandbox
+    sock = trio.socket.from_stdlib_socket(socket.socket(fileno=prepared.config.ipc_fd))
+    try:
+        sandbox.enter(prepared)
+    except sandbox.SandboxError as exc:
+        sandbox.fail_closed(exc)
+    now = time.monotonic()
+    core = Negotiator(None, now, secrets.token_bytes, wall_clock_offset=time.time() - now)
+    await serve(sock, core)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ikepriv-child", description=__doc__)
+    parser.add_argument("--fd", type=int, required=True, help="IPC socket descriptor")
+    parser.add_argument("--chroot", default=sandbox.DEFAULT_CHROOT_DIR)
+    parser.add_argument("--user", action="append", help="unprivileged user (repeatable)")
+    args = parser.parse_args(argv)
+    config = sandbox.SandboxConfig(
+        ipc_fd=args.fd,
+        chroot_dir=args.chroot,
+        users=tuple(args.user) if args.user else sandbox.DEFAULT_USERS,
+    )
+    try:
+        prepared = sandbox.prepare(config)
+    except sandbox.SandboxError as exc:
+        sandbox.fail_closed(exc)
+    try:
+        trio.run(_main, prepared)
+    except OSError as exc:  # the channel broke: the parent is gone or restarting us
+        print(f"ikepriv-child: {exc}", file=sys.stderr)
+        return 1
+    except IpcError as exc:
+        print(f"ikepriv-child: undecodable message from the parent: {exc}", file=sys.stderr)
+        return EXIT_IPC_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

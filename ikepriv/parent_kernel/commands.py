@@ -1,0 +1,346 @@
+"""The control commands: `ike cmd=activate|list|remove` and `ikedb`'s DbChanged.
+
+`list` is answered from three sources: the database (with `db`), the child's StateReports
+(what is negotiated), and the parent's own records plus kernel counters (`verbose`). If
+the child is down, phase 2 tunnels are still listed from the parent's records: the kernel
+SAs are there and carry traffic.
+
+`remove` asks the child to delete the tunnel (it sends Delete to the peer and asks for
+its SAs to go), then removes whatever the parent still has recorded for that tunnel, so a
+tunnel is gone even when the child is not running. A phase 2's policies go with its last
+SA; removing a phase 1 removes its phase 2 tunnels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Final
+
+import trio
+
+from ikepriv.config.model import Phase1Definition, Phase2Definition
+from ikepriv.ipc import messages as m
+from ikepriv.ipc.control import split_response
+from ikepriv.ipc.messages import ErrorCode, Phase
+from ikepriv.ipc.schema import Message
+from ikepriv.parent_kernel.requests import ChildRequests
+from ikepriv.parent_kernel.state import ParentState
+from ikepriv.parent_kernel.tunneldb import TunnelDB, TunnelDBError
+from ikepriv.parent_kernel.vetting import Activation
+from ikepriv.parent_kernel.xfrm import XfrmError
+
+log = logging.getLogger("ikepriv.parent")
+
+REMOVE_GRACE: Final = 0.5  # the child's own SaDelete requests come first
+
+
+def _in_numlist(number: int, numlist: tuple[m.NumRange, ...]) -> bool:
+    return not numlist or any(r.first <= number <= r.last for r in numlist)
+
+
+def _name(text: str, number: int) -> str:
+    return text if text and len(text) <= m.MAX_TEXT else f"tunnel-{number}"
+
+
+class Commands:
+    def __init__(
+        self,
+        state: ParentState,
+        child: ChildRequests,
+        send_to_child: Callable[[Message], bool],
+        db_path: str,
+        reload: Callable[[], Awaitable[str]],
+    ) -> None:
+        self.state = state
+        self.child = child
+        self._send = send_to_child
+        self._db_path = db_path
+        self._reload = reload
+        self._handlers: dict[type[Message], Callable[[Message], Awaitable[list[m.Response]]]] = {
+            m.ActivateRequest: self.activate,  # type: ignore[dict-item]
+            m.ListRequest: self.list_tunnels,  # type: ignore[dict-item]
+            m.RemoveRequest: self.remove,  # type: ignore[dict-item]
+            m.DbChanged: self.db_changed,  # type: ignore[dict-item]
+        }
+
+    async def handle(self, request: Message) -> list[m.Response]:
+        handler = self._handlers.get(type(request))
+        if handler is None:
+            return split_response(ErrorCode.INVALID_REQUEST, [f"{type(request).__name__}?"])
+        return await handler(request)
+
+    # -- activate --------------------------------------------------------------------------
+
+    def _selected_phase1(self, req: m.ActivateRequest) -> list[tuple[int, Phase1Definition]]:
+        out = []
+        for number, p1 in sorted(self.state.view.phase1.items()):
+            if req.numlist and not _in_numlist(number, req.numlist):
+                continue
+            if req.namelist and p1.name not in req.namelist:
+                continue
+            if req.autostart and not p1.autostart:
+                continue
+            if req.remid is not None and str(p1.remote_id) != req.remid:
+                continue
+            out.append((number, p1))
+        return out
+
+    def _selected_phase2(self, req: m.ActivateRequest) -> list[tuple[int, Phase2Definition]]:
+        view = self.state.view
+        out = []
+        for number, p2 in sorted(view.phase2.items()):
+            p1 = view.phase1_of(number)
+            if p1 is None:
+                continue
+            if req.numlist and not _in_numlist(number, req.numlist):
+                continue
+            if req.namelist and p2.name not in req.namelist and p1.name not in req.namelist:
+                continue
+            if req.autostart and not p2.autostart:
+                continue
+            if req.remid is not None and str(p1.remote_id) != req.remid:
+                continue
+            out.append((number, p2))
+        return out
+
+    def _activate_one(
+        self, phase: Phase, number: int, name: str, p1_number: int, req: m.ActivateRequest
+    ) -> str | None:
+        """Record and start one activation; the error text, or None."""
+        p1 = self.state.view.phase1[p1_number]
+        remote = req.dst or p1.remote_addr
+        if remote is None:
+            return f"phase {int(phase)} {number} ({name}): responder only (remote %any)"
+        local = req.src or p1.local_addr
+        if local.version != remote.version:
+            return f"phase {int(phase)} {number} ({name}): address families differ"
+        self.state.activations[p1_number] = Activation(p1_number, req.src, req.dst)
+        command = m.InitiateCommand(phase, number, req.src, req.dst)
+        self.state.intents[(phase, number)] = command
+        self._send(command)
+        log.info("phase %d tunnel %d (%s) activated", int(phase), number, name)
+        return None
+
+    async def activate(self, req: m.ActivateRequest) -> list[m.Response]:
+        items: list[tuple[Phase, int, str, int]] = []
+        if req.phase is Phase.PHASE1:
+            items = [(Phase.PHASE1, n, d.name, n) for n, d in self._selected_phase1(req)]
+        else:
+            view = self.state.view
+            items = [(Phase.PHASE2, n, d.name, view.phase2_parent[n])
+                     for n, d in self._selected_phase2(req)]  # fmt: skip
+        if not items:
+            return split_response(ErrorCode.NO_SUCH_TUNNEL, ["no matching definition"])
+        lines, failed = [], 0
+        for phase, number, name, p1_number in items:
+            error = self._activate_one(phase, number, name, p1_number, req)
+            if error is None:
+                lines.append(f"phase {int(phase)} tunnel {number} ({name}) activation started")
+            else:
+                lines.append(error)
+                failed += 1
+        status = ErrorCode.OK if not failed else (
+            ErrorCode.PARTIAL if failed < len(items) else ErrorCode.NOT_PERMITTED
+        )  # fmt: skip
+        return split_response(status, lines)
+
+    # -- list ------------------------------------------------------------------------------
+
+    def _db_rows(self, req: m.ListRequest) -> list[m.TunnelRow]:
+        view = self.state.view
+        rows: list[m.TunnelRow] = []
+        want1 = req.phase in (Phase.ALL, Phase.PHASE1, Phase.PHASE1_PLUS)
+        want2 = req.phase in (Phase.ALL, Phase.PHASE2, Phase.PHASE1_PLUS)
+        ipc1 = {d.number: d for d in view.ipc_phase1}
+        for number, p1 in sorted(view.phase1.items()):
+            if want1 and _in_numlist(number, req.numlist):
+                d = ipc1[number]
+                rows.append(m.TunnelRow(
+                    number, None, Phase.PHASE1, d.name, None, m.TunnelState.DEFINED,
+                    p1.local_addr, p1.remote_addr, d.local_id, d.remote_id,
+                    ",".join(p.keyword for p in p1.proposals)[: m.MAX_TEXT], p1.lifetime,
+                    0, 0, 0, 0, None,
+                ))  # fmt: skip
+            if want2:
+                for n2 in view.phase2_under(number):
+                    if not _in_numlist(n2, req.numlist) and req.phase is not Phase.PHASE1_PLUS:
+                        continue
+                    p2 = view.phase2[n2]
+                    algs = [p.keyword for p in p2.esp_proposals + p2.ah_proposals]
+                    rows.append(m.TunnelRow(
+                        n2, None, Phase.PHASE2, p2.name, None, m.TunnelState.DEFINED,
+                        None, None, None, None, ",".join(algs)[: m.MAX_TEXT], p2.lifetime,
+                        0, 0, 0, 0, number,
+                    ))  # fmt: skip
+        return rows
+
+    def _report_row(self, r: m.StateReport, now: float) -> m.TunnelRow:
+        view = self.state.view
+        d1 = view.phase1.get(r.number) if r.phase is Phase.PHASE1 else None
+        d2 = view.phase2.get(r.number) if r.phase is Phase.PHASE2 else None
+        name = d1.name if d1 else d2.name if d2 else ""
+        return m.TunnelRow(
+            number=r.number, tunnel_id=r.tunnel_id, phase=r.phase, name=_name(name, r.number),
+            role=r.role, state=r.state, local_addr=r.local.addr, remote_addr=r.remote.addr,
+            local_id=r.local_id, remote_id=r.remote_id, algorithms=r.algorithms,
+            remaining_seconds=max(0, min(0xFFFFFFFF, int(r.expires_at - now))) if r.expires_at
+            else 0,
+            spi_in=r.spi_in, spi_out=r.spi_out, bytes=0, packets=0,
+            phase1_number=r.phase1_tunnel_id,
+        )  # fmt: skip
+
+    def _record_rows(self, now: float) -> list[m.TunnelRow]:
+        """Phase 2 tunnels from the parent's own records (the child is not answering)."""
+        tunnels = sorted({e.tunnel_id for e in self.state.installed.sas.values()
+                          if not e.larval and e.tunnel_id is not None})  # fmt: skip
+        rows = []
+        for tid in tunnels:
+            sas = self.state.installed.sas_of_tunnel(tid)
+            first = sas[0]
+            spi_in = next((e.spi for e in sas if e.direction is m.SaDirection.IN), 0)
+            spi_out = next((e.spi for e in sas if e.direction is m.SaDirection.OUT), 0)
+            out = next((e for e in sas if e.direction is m.SaDirection.OUT), first)
+            p2 = self.state.view.phase2.get(first.phase2_number)
+            rows.append(m.TunnelRow(
+                first.phase2_number, tid, Phase.PHASE2,
+                _name(p2.name if p2 else "", first.phase2_number), None,
+                m.TunnelState.ESTABLISHED, out.src, out.dst, None, None, first.algorithms,
+                max(0, int(first.expires_at - now)), spi_in, spi_out, 0, 0, first.phase1_number,
+            ))  # fmt: skip
+        return rows
+
+    async def _with_counters(self, rows: list[m.TunnelRow]) -> list[m.TunnelRow]:
+        st = self.state
+        try:
+            sas = await st.kernel_call(st.kernel.list_sas)
+        except XfrmError as exc:
+            log.warning("list: no kernel counters: %s", exc)
+            return rows
+        counts: dict[int, tuple[int, int]] = {}
+        for sa in sas:
+            b, p = counts.get(sa.spi, (0, 0))
+            counts[sa.spi] = (b + sa.bytes, p + sa.packets)
+        out = []
+        for row in rows:
+            if row.phase is Phase.PHASE2:
+                b_in, p_in = counts.get(row.spi_in, (0, 0)) if row.spi_in else (0, 0)
+                b_out, p_out = counts.get(row.spi_out, (0, 0)) if row.spi_out else (0, 0)
+                top = (1 << 64) - 1
+                row = dataclasses.replace(row, bytes=min(b_in + b_out, top),
+                                          packets=min(p_in + p_out, top))  # fmt: skip
+            out.append(row)
+        return out
+
+    async def list_tunnels(self, req: m.ListRequest) -> list[m.Response]:
+        if req.db:
+            return split_response(ErrorCode.OK, (), self._db_rows(req))
+        now = time.time()
+        lines: list[str] = []
+        reports = await self.child.ask_child(req.phase)
+        if reports is None:
+            lines.append("negotiator not answering: phase 2 tunnels from the kernel records only")
+            rows = self._record_rows(now)
+        else:
+            rows = [self._report_row(r, now) for r in reports]
+        rows = [r for r in rows if _wanted(r, req)]
+        if req.phase is Phase.PHASE1_PLUS:
+            rows = _phase1_plus(rows)
+        if req.verbose:
+            rows = await self._with_counters(rows)
+        return split_response(ErrorCode.OK, lines, rows)
+
+    # -- remove ----------------------------------------------------------------------------
+
+    async def _remove_db(self, req: m.RemoveRequest) -> list[m.Response]:
+        view = self.state.view
+        lines: list[str] = []
+        try:
+            with TunnelDB(self._db_path, create=False) as db:
+                if req.phase in (Phase.ALL, Phase.PHASE2):
+                    for number, p2 in sorted(view.phase2.items()):
+                        if _in_numlist(number, req.numlist) and (
+                            req.numlist or req.phase is Phase.PHASE2
+                        ):
+                            db.delete_phase2(p2.name)
+                            lines.append(f"phase 2 definition {number} ({p2.name}) deleted")
+                if req.phase in (Phase.ALL, Phase.PHASE1):
+                    for number, p1 in sorted(view.phase1.items()):
+                        if _in_numlist(number, req.numlist):
+                            db.delete_phase1(p1.name)
+                            lines.append(f"phase 1 definition {number} ({p1.name}) deleted")
+        except TunnelDBError as exc:
+            return split_response(ErrorCode.DB_ERROR, [*lines, str(exc)])
+        lines.append(await self._reload())
+        return split_response(ErrorCode.OK if len(lines) > 1 else ErrorCode.NO_SUCH_TUNNEL,
+                              lines)  # fmt: skip
+
+    async def remove(self, req: m.RemoveRequest) -> list[m.Response]:
+        if req.db:
+            return await self._remove_db(req)
+        st = self.state
+        reports = await self.child.ask_child(Phase.ALL) or []
+        lines: list[str] = []
+        phase2_tunnels: set[int] = set()
+        if req.phase in (Phase.ALL, Phase.PHASE1):
+            for r in reports:
+                if r.phase is Phase.PHASE1 and _in_numlist(r.tunnel_id, req.numlist):
+                    self._send(m.RemoveCommand(Phase.PHASE1, r.tunnel_id))
+                    lines.append(f"phase 1 tunnel {r.tunnel_id} removed")
+                    phase2_tunnels |= {x.tunnel_id for x in reports if x.phase is Phase.PHASE2
+                                       and x.phase1_tunnel_id == r.tunnel_id}  # fmt: skip
+                    st.intents.pop((Phase.PHASE1, r.number), None)
+        if req.phase in (Phase.ALL, Phase.PHASE2):
+            known = {r.tunnel_id for r in reports if r.phase is Phase.PHASE2}
+            known |= {e.tunnel_id for e in st.installed.sas.values() if e.tunnel_id is not None}
+            for tid in sorted(known):
+                if _in_numlist(tid, req.numlist) and tid not in phase2_tunnels:
+                    self._send(m.RemoveCommand(Phase.PHASE2, tid))
+                    lines.append(f"phase 2 tunnel {tid} removed")
+                    phase2_tunnels.add(tid)
+        if not lines:
+            return split_response(ErrorCode.NO_SUCH_TUNNEL, ["no matching active tunnel"])
+        await trio.sleep(REMOVE_GRACE)
+        async with st.lock:
+            for tid in phase2_tunnels:
+                phase2s = {e.phase2_number for e in st.installed.sas_of_tunnel(tid)}
+                phase2s |= {r.number for r in reports
+                            if r.phase is Phase.PHASE2 and r.tunnel_id == tid}  # fmt: skip
+                await st.remove_tunnel_sas(tid)
+                for n2 in phase2s:
+                    st.intents.pop((Phase.PHASE2, n2), None)
+                    await st.remove_phase2_if_unused(n2)
+            if req.phase is Phase.ALL and not req.numlist:
+                await st.remove_everything()
+                st.intents.clear()
+                st.activations.clear()
+        return split_response(ErrorCode.OK, lines)
+
+    async def db_changed(self, _req: m.DbChanged) -> list[m.Response]:
+        return split_response(ErrorCode.OK, [await self._reload()])
+
+
+def _wanted(row: m.TunnelRow, req: m.ListRequest) -> bool:
+    if req.role is not None and row.role is not req.role:
+        return False
+    if req.phase is Phase.PHASE1 and row.phase is not Phase.PHASE1:
+        return False
+    if req.phase is Phase.PHASE2 and row.phase is not Phase.PHASE2:
+        return False
+    number = row.tunnel_id if row.tunnel_id is not None else row.number
+    if req.phase is Phase.PHASE1_PLUS and row.phase is Phase.PHASE2:
+        return True  # kept with its phase 1 below
+    return _in_numlist(number, req.numlist)
+
+
+def _phase1_plus(rows: Iterable[m.TunnelRow]) -> list[m.TunnelRow]:
+    rows = list(rows)
+    out: list[m.TunnelRow] = []
+    for row in rows:
+        if row.phase is Phase.PHASE1:
+            out.append(row)
+            out += [r for r in rows
+                    if r.phase is Phase.PHASE2 and r.phase1_number == row.tunnel_id]  # fmt: skip
+    return out

@@ -1,0 +1,131 @@
+"""The control socket: where `ike` and `ikedb` talk to the daemon.
+
+AF_UNIX SOCK_SEQPACKET, created 0600 (umask while binding, so there is no window in
+which it is wider), and every peer checked with SO_PEERCRED: uid 0 only, whatever the
+file mode says (a process with CAP_DAC_OVERRIDE but another uid is still refused).
+A session is ControlHello, Response, one request, its Responses (ikepriv.ipc.control).
+Sessions are bounded in number and time, so a stuck client cannot hold the daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import stat
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import trio
+
+from ikepriv.ipc import messages as m
+from ikepriv.ipc.control import split_response
+from ikepriv.ipc.errors import IpcError
+from ikepriv.ipc.framing import recv_message_trio, send_message_trio
+from ikepriv.ipc.schema import Direction, Message
+
+log = logging.getLogger("ikepriv.parent")
+
+DEFAULT_CONTROL_PATH: Final = "/run/ikepriv/control"
+CONTROL_ENV: Final = "IKEPRIV_CONTROL"
+MAX_SESSIONS: Final = 16
+SESSION_TIMEOUT: Final = 60.0
+_UCRED: Final = struct.Struct("=iII")  # pid, uid, gid
+
+Handler = Callable[[Message], Awaitable[list[m.Response]]]
+
+
+def peer_uid(sock: socket.socket | trio.socket.SocketType) -> int:
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    _, uid, _ = _UCRED.unpack(raw)
+    return int(uid)
+
+
+def bind_control(path: str) -> socket.socket:
+    """Create the listening socket at `path` (replacing a stale socket, nothing else)."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        st = os.lstat(path)
+        if not stat.S_ISSOCK(st.st_mode):
+            raise FileExistsError(f"{path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            os.unlink(path)  # a socket nobody listens on: left by a daemon that died
+        else:
+            raise FileExistsError(f"{path}: another daemon is listening")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    old = os.umask(0o177)
+    try:
+        sock.bind(path)
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    sock.listen(MAX_SESSIONS)
+    return sock
+
+
+class ControlServer:
+    def __init__(self, path: str, handler: Handler) -> None:
+        self.path = path
+        self._handler = handler
+        self._listener = trio.socket.from_stdlib_socket(bind_control(path))
+        self._slots = trio.Semaphore(MAX_SESSIONS)
+
+    def close(self) -> None:
+        self._listener.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+    async def serve(self) -> None:
+        async with trio.open_nursery() as nursery:
+            while True:
+                conn, _ = await self._listener.accept()
+                if self._slots.value == 0:
+                    conn.close()  # too many sessions: the client sees a closed connection
+                    continue
+                nursery.start_soon(self._session, conn)
+
+    async def _session(self, conn: trio.socket.SocketType) -> None:
+        async with self._slots:
+            with conn, trio.move_on_after(SESSION_TIMEOUT):
+                try:
+                    await self._converse(conn)
+                except (OSError, IpcError) as exc:
+                    log.warning("control session ended: %s", exc)
+
+    async def _converse(self, conn: trio.socket.SocketType) -> None:
+        uid = peer_uid(conn)
+        if uid != 0:
+            log.warning("control connection from uid %d refused: root only", uid)
+            await send_message_trio(
+                conn, m.Response(m.ErrorCode.NOT_PERMITTED, ("permission denied: root only",), ())
+            )
+            return  # fmt: skip
+        hello = await recv_message_trio(conn, Direction.CLI_TO_DAEMON)
+        if not isinstance(hello, m.ControlHello):
+            return
+        if hello.version != m.PROTOCOL_VERSION:
+            text = f"version mismatch: daemon {m.PROTOCOL_VERSION}, client {hello.version}"
+            await send_message_trio(conn, m.Response(m.ErrorCode.VERSION_MISMATCH, (text,), ()))
+            return
+        await send_message_trio(conn, m.Response(m.ErrorCode.OK, (), ()))
+        request = await recv_message_trio(conn, Direction.CLI_TO_DAEMON)
+        if request is None or isinstance(request, m.ControlHello):
+            return
+        try:
+            responses = await self._handler(request)
+        except IpcError as exc:  # a line that is not valid text, a row out of bounds
+            log.error("control: cannot answer %s: %s", type(request).__name__, exc)
+            responses = split_response(m.ErrorCode.INTERNAL, [f"internal error: {exc}"])
+        for response in responses:
+            await send_message_trio(conn, response)

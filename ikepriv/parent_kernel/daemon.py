@@ -1,0 +1,305 @@
+"""ikeprivd: the privileged parent's trio main.
+
+Start-up, in this order: syslog, database (read-only), XFRM sockets, UDP 500/4500,
+control socket, then the child. Readiness (sd_notify READY=1) is reported once peers
+and `ike` can reach the daemon. The autostart definitions are activated as soon as the
+first child is ready. SIGHUP (and any change of the database's generation counter, polled)
+reloads the definitions and sends the child a new snapshot. SIGTERM/SIGINT: the child is
+asked to shut down (it sends its Deletes), then every SA and policy the parent installed is
+removed, and the daemon exits.
+
+After a child restart the kernel SAs stay and carry traffic. The new child gets the
+configuration and the activations that have no SA yet; it knows nothing of the tunnels
+already up. Their SAs live until their hard lifetime (the kernel's soft-expire event
+reaches a child that cannot rekey them); then the kernel's ACQUIRE for the still-installed
+policies makes the new child negotiate afresh. Traffic therefore continues through a
+restart and at worst waits for one negotiation at the old SAs' end of life.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shlex
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import trio
+
+from ikepriv.child_negotiator.sandbox import (
+    DEFAULT_CHROOT_DIR,
+    DEFAULT_USERS,
+    ensure_empty_root_dir,
+)
+from ikepriv.ipc import messages as m
+from ikepriv.ipc.errors import IpcError
+from ikepriv.ipc.schema import Message
+from ikepriv.isakmp.constants import ProtocolId
+from ikepriv.parent_kernel import udp
+from ikepriv.parent_kernel.commands import Commands
+from ikepriv.parent_kernel.control import ControlServer
+from ikepriv.parent_kernel.keylog import ESP_SUFFIX, KeyLog
+from ikepriv.parent_kernel.requests import ChildRequests
+from ikepriv.parent_kernel.snapshot import DbView
+from ikepriv.parent_kernel.state import ParentState
+from ikepriv.parent_kernel.supervisor import Supervisor
+from ikepriv.parent_kernel.tunneldb import TunnelDB, TunnelDBError
+from ikepriv.parent_kernel.vetting import Activation, selector_inside
+from ikepriv.parent_kernel.xfrm import (
+    Acquire,
+    EventsLost,
+    Expire,
+    XfrmError,
+    XfrmEvents,
+    XfrmKernel,
+)
+
+log = logging.getLogger("ikepriv.parent")
+
+DB_POLL: Final = 2.0
+SHUTDOWN_GRACE: Final = 3.0
+CHILD_MODULE: Final = "ikepriv.child_negotiator.main"
+
+
+@dataclass(frozen=True)
+class Options:
+    db: str
+    control: str
+    chroot: str = DEFAULT_CHROOT_DIR
+    users: tuple[str, ...] = DEFAULT_USERS
+    keylog: str | None = None
+    child_cmd: str | None = None  # tests: a command line, "{fd}" is the IPC descriptor
+    ports: tuple[int, int] = (udp.IKE_PORT, udp.NATT_PORT)
+
+
+def sd_notify(text: str) -> None:
+    """The systemd notification protocol: one datagram to $NOTIFY_SOCKET, if set."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    if path.startswith("@"):
+        path = "\0" + path[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        try:
+            sock.connect(path)
+            sock.send(text.encode())
+        except OSError as exc:
+            log.warning("sd_notify: %s", exc)
+
+
+class Daemon:
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self._db = TunnelDB(options.db, create=False, readonly=True)
+        self._kernel = XfrmKernel()
+        self._events = XfrmEvents()
+        keylog = None
+        if options.keylog:
+            keylog = KeyLog(options.keylog)
+            log.warning("WARNING: --keylog writes IKE and ESP keys to %s and %s%s: anyone who "
+                        "can read them can decrypt the traffic", options.keylog,
+                        options.keylog, ESP_SUFFIX)  # fmt: skip
+        self.state = ParentState(self._kernel, DbView.load(self._db), keylog)
+        self._sockets, warnings = udp.open_sockets(options.ports)
+        for text in warnings:
+            log.warning("%s", text)
+        self.supervisor = Supervisor(self._child_command, self._on_child_message,
+                                     self._on_child_ready, self._on_child_down)  # fmt: skip
+        self.requests = ChildRequests(self.state, self.supervisor.send, self._sockets)
+        self.commands = Commands(self.state, self.requests, self.supervisor.send, options.db,
+                                 self.reload)  # fmt: skip
+        self.control = ControlServer(options.control, self.commands.handle)
+        if options.child_cmd is None:
+            ensure_empty_root_dir(options.chroot)
+        self._queue_autostart()
+
+    # -- child -----------------------------------------------------------------------------
+
+    def _child_command(self, fd: int) -> Sequence[str]:
+        if self.options.child_cmd is not None:
+            return [part.replace("{fd}", str(fd)) for part in shlex.split(self.options.child_cmd)]
+        users = [arg for user in self.options.users for arg in ("--user", user)]
+        return [sys.executable, "-m", CHILD_MODULE, "--fd", str(fd),
+                "--chroot", self.options.chroot, *users]  # fmt: skip
+
+    async def _on_child_message(self, msg: Message) -> None:
+        await self.requests.handle(msg)
+
+    async def _on_child_ready(self) -> None:
+        for msg in self.state.view.config_messages():
+            self.supervisor.send(msg)
+        installed_phase2 = {e.phase2_number for e in self.state.installed.sas.values()
+                            if not e.larval}  # fmt: skip
+        for (phase, number), command in sorted(self.state.intents.items()):
+            if phase is m.Phase.PHASE2 and number in installed_phase2:
+                continue  # its SAs are up; see the module docstring for what happens later
+            self.supervisor.send(command)
+
+    def _on_child_down(self) -> None:
+        self.requests.child_down()
+
+    def _queue_autostart(self) -> None:
+        view = self.state.view
+        for number, p2 in sorted(view.phase2.items()):
+            p1_number = view.phase2_parent[number]
+            p1 = view.phase1[p1_number]
+            if p2.autostart and p1.remote_addr is not None:
+                self.state.activations.setdefault(p1_number, Activation(p1_number))
+                self.state.intents[(m.Phase.PHASE2, number)] = m.InitiateCommand(
+                    m.Phase.PHASE2, number, None, None
+                )
+        for number, p1 in sorted(view.phase1.items()):
+            if p1.autostart and p1.remote_addr is not None and not view.phase2_under(number):
+                self.state.activations.setdefault(number, Activation(number))
+                self.state.intents[(m.Phase.PHASE1, number)] = m.InitiateCommand(
+                    m.Phase.PHASE1, number, None, None
+                )
+
+    # -- database --------------------------------------------------------------------------
+
+    async def reload(self) -> str:
+        try:
+            view = DbView.load(self._db)
+        except TunnelDBError as exc:
+            log.error("cannot reload the definitions: %s", exc)
+            return f"reload failed: {exc}"
+        self.state.set_view(view)
+        for msg in view.config_messages():
+            self.supervisor.send(msg)
+        log.info("definitions reloaded (generation %d: %d phase 1, %d phase 2)",
+                 view.generation, len(view.phase1), len(view.phase2))  # fmt: skip
+        return f"definitions reloaded (generation {view.generation})"
+
+    async def _poll_db(self) -> None:
+        while True:
+            await trio.sleep(DB_POLL)
+            try:
+                changed = self._db.changed_since(self.state.view.generation)
+            except TunnelDBError as exc:
+                log.error("database: %s", exc)
+                continue
+            if changed:
+                await self.reload()
+
+    # -- UDP -------------------------------------------------------------------------------
+
+    async def _receive(self, sock: udp.IkeSocket) -> None:
+        while True:
+            try:
+                got = await udp.receive(sock)
+            except OSError as exc:
+                log.warning("UDP %d: %s", sock.port, exc)
+                await trio.sleep(0.1)
+                continue
+            if got is None:
+                continue
+            self.state.peers.record(got.local, got.remote, got.remote_port, got.natt,
+                                    time.monotonic())  # fmt: skip
+            self.supervisor.send(m.DatagramIn(m.Endpoint(got.local, got.local_port),
+                                              m.Endpoint(got.remote, got.remote_port),
+                                              got.natt, got.data))  # fmt: skip
+
+    # -- kernel events ---------------------------------------------------------------------
+
+    def _acquire_phase2(self, event: Acquire) -> tuple[int, m.TrafficSelector] | None:
+        sel = event.selector
+        try:
+            ts = m.TrafficSelector(m.Selector(sel.src, sel.proto, sel.sport),
+                                   m.Selector(sel.dst, sel.proto, sel.dport))  # fmt: skip
+        except IpcError:
+            return None
+        for tmpl in event.templates:
+            owner = self.state.installed.phase2_for_reqid(tmpl.reqid)
+            if owner is not None:
+                return owner, ts
+        for number, p2 in sorted(self.state.view.phase2.items()):
+            if selector_inside(ts, p2, outbound=True):
+                return number, ts
+        return None
+
+    def _kernel_event(self, event: object) -> None:
+        if isinstance(event, EventsLost):
+            log.warning("kernel events lost (netlink buffer overrun)")
+        elif isinstance(event, Acquire):
+            found = self._acquire_phase2(event)
+            if found is None:
+                return
+            number, ts = found
+            reqid = next((t.reqid for t in event.templates), 0)
+            with contextlib.suppress(IpcError):
+                self.supervisor.send(m.KernelAcquire(reqid, number, ts, event.src, event.dst))
+        elif isinstance(event, Expire):
+            proto = {50: ProtocolId.IPSEC_ESP, 51: ProtocolId.IPSEC_AH}.get(event.proto)
+            if proto is None:
+                return
+            key = (event.dst, event.spi, proto)
+            entry = self.state.installed.sas.get(key)
+            if entry is None:
+                return
+            if event.hard:
+                self.state.installed.forget_sa(key)
+                log.info("tunnel %s (phase 2 %d): SA spi %#x expired", entry.tunnel_id,
+                         entry.phase2_number, event.spi)  # fmt: skip
+            self.supervisor.send(m.KernelExpire(event.spi, proto, event.dst, event.hard))
+
+    async def _kernel_events(self) -> None:
+        while True:
+            await trio.lowlevel.wait_readable(self._events.fileno())
+            try:
+                events = self._events.recv_events(0)
+            except XfrmError as exc:
+                log.warning("kernel events: %s", exc)
+                continue
+            for event in events:
+                self._kernel_event(event)
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def _signals(self, cancel: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+            async for signum in sigs:
+                if signum == signal.SIGHUP:
+                    await self.reload()
+                    continue
+                log.info("%s: shutting down", signal.Signals(signum).name)
+                await self.supervisor.stop(SHUTDOWN_GRACE)
+                cancel.cancel()
+                return
+
+    async def run(self) -> None:
+        log.info("ikeprivd started (db %s, control %s, pid %d)", self.options.db,
+                 self.options.control, os.getpid())  # fmt: skip
+        try:
+            with trio.CancelScope() as scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._signals, scope)
+                    nursery.start_soon(self.supervisor.run)
+                    nursery.start_soon(self.control.serve)
+                    nursery.start_soon(self._kernel_events)
+                    nursery.start_soon(self._poll_db)
+                    for sock in self._sockets:
+                        nursery.start_soon(self._receive, sock)
+                    sd_notify("READY=1")
+        finally:
+            with trio.CancelScope(shield=True):
+                sd_notify("STOPPING=1")
+                async with self.state.lock:
+                    await self.state.remove_everything()
+                self.close()
+        log.info("ikeprivd stopped")
+
+    def close(self) -> None:
+        self.control.close()
+        for sock in self._sockets:
+            sock.sock.close()
+        self._events.close()
+        self._kernel.close()
+        self._db.close()
+        if self.state.keylog is not None:
+            self.state.keylog.close()

@@ -1,0 +1,142 @@
+"""The parent's state and the kernel operations that change it.
+
+One object holds what the parent knows (database view, what it installed, peers it saw,
+activations) and is the only place that installs or removes kernel objects, so the record
+and the kernel cannot drift apart: an entry is recorded only after the kernel accepted
+it, and forgotten only after the kernel removed it (or said it was already gone).
+Kernel calls run in a worker thread (each is one netlink round trip) under one lock, so
+vetting and installing happen as one step.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final, TypeVar
+
+import trio
+
+from ikepriv.ipc import messages as m
+from ikepriv.parent_kernel.installed import Installed, PolicyEntry, SaEntry
+from ikepriv.parent_kernel.keylog import KeyLog
+from ikepriv.parent_kernel.peers import PeerTable
+from ikepriv.parent_kernel.snapshot import DbView
+from ikepriv.parent_kernel.vetting import XFRM_PROTO, Activation, Vetter
+from ikepriv.parent_kernel.xfrm import XfrmError, XfrmKernel
+
+log = logging.getLogger("ikepriv.parent")
+
+_T = TypeVar("_T")
+GONE: Final = frozenset({errno.ESRCH, errno.ENOENT})
+REFUSAL_LOG_BURST: Final = 100
+REFUSAL_LOG_PERIOD: Final = 10.0
+
+
+@dataclass
+class RateLimit:
+    """At most `burst` log lines per `period`; the rest are counted and summarised."""
+
+    burst: int = REFUSAL_LOG_BURST
+    period: float = REFUSAL_LOG_PERIOD
+    _start: float = 0.0
+    _count: int = 0
+    _suppressed: int = 0
+
+    def allow(self, now: float) -> bool:
+        if now - self._start >= self.period:
+            if self._suppressed:
+                log.warning("%d more refusals not logged", self._suppressed)
+            self._start, self._count, self._suppressed = now, 0, 0
+        self._count += 1
+        if self._count > self.burst:
+            self._suppressed += 1
+            return False
+        return True
+
+
+@dataclass
+class ParentState:
+    kernel: XfrmKernel
+    view: DbView
+    keylog: KeyLog | None = None
+    installed: Installed = field(default_factory=Installed)
+    peers: PeerTable = field(default_factory=PeerTable)
+    activations: dict[int, Activation] = field(default_factory=dict)
+    # what `ike cmd=activate` (or autostart) asked for, replayed to a restarted child
+    intents: dict[tuple[m.Phase, int], m.InitiateCommand] = field(default_factory=dict)
+    lock: trio.Lock = field(default_factory=trio.Lock)
+    refusals: RateLimit = field(default_factory=RateLimit)
+
+    def __post_init__(self) -> None:
+        self.vetter = Vetter(self.view, self.installed, self.peers, self.activations)
+
+    def set_view(self, view: DbView) -> None:
+        self.view = view
+        self.vetter.view = view
+
+    async def kernel_call(self, fn: Callable[..., _T], *args: object) -> _T:
+        return await trio.to_thread.run_sync(fn, *args)
+
+    def refused(self, what: str, tunnel: int | None, reason: str) -> None:
+        if self.refusals.allow(time.monotonic()):
+            where = f"tunnel {tunnel}: " if tunnel is not None else ""
+            log.warning("%srefused %s from the child: %s", where, what, reason)
+
+    # -- removal (caller holds the lock) ---------------------------------------------------
+
+    async def remove_sa(self, entry: SaEntry) -> None:
+        try:
+            await self.kernel_call(self.kernel.delete_sa, entry.dst, entry.spi,
+                                   XFRM_PROTO[entry.proto])  # fmt: skip
+        except XfrmError as exc:
+            if exc.errno not in GONE:
+                log.error("phase 2 %d: cannot delete SA spi %#x: %s", entry.phase2_number,
+                          entry.spi, exc)  # fmt: skip
+                return
+        self.installed.forget_sa(entry.key)
+        if not entry.larval:
+            log.info("tunnel %s (phase 2 %d): SA spi %#x to %s removed",
+                     entry.tunnel_id, entry.phase2_number, entry.spi, entry.dst)  # fmt: skip
+
+    async def remove_policy(self, entry: PolicyEntry) -> None:
+        try:
+            await self.kernel_call(self.kernel.delete_policy, entry.spec.selector,
+                                   entry.spec.direction)  # fmt: skip
+        except XfrmError as exc:
+            if exc.errno not in GONE:
+                log.error("phase 2 %d: cannot delete policy: %s", entry.phase2_number, exc)
+                return
+        self.installed.forget_policy(entry.key)
+        log.info("phase 2 %d: %s policy %s removed", entry.phase2_number,
+                 entry.spec.direction.name.lower(), _selector_text(entry))  # fmt: skip
+
+    async def remove_tunnel_sas(self, tunnel_id: int) -> int:
+        entries = self.installed.sas_of_tunnel(tunnel_id)
+        for entry in entries:
+            await self.remove_sa(entry)
+        return len(entries)
+
+    async def remove_phase2_if_unused(self, phase2: int) -> None:
+        """Policies go with the last SA of their phase 2 (nothing would carry the traffic)."""
+        if any(not e.larval for e in self.installed.sas_of_phase2(phase2)):
+            return
+        for entry in self.installed.policies_of_phase2(phase2):
+            await self.remove_policy(entry)
+
+    async def remove_everything(self) -> None:
+        for pol in list(self.installed.policies.values()):
+            await self.remove_policy(pol)
+        for sa in list(self.installed.sas.values()):
+            await self.remove_sa(sa)
+
+    async def remove_larval(self) -> None:
+        for sa in self.installed.larval():
+            await self.remove_sa(sa)
+
+
+def _selector_text(entry: PolicyEntry) -> str:
+    sel = entry.spec.selector
+    return f"{sel.src} -> {sel.dst}"
