@@ -6,9 +6,12 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ikepriv.crypto.ciphers import IkeCipher
 from ikepriv.crypto.oakley import IvChain
+from ikepriv.dump.capture import LINK_TYPES, Datagram, FrameError, Skip, classify
 from ikepriv.dump.decrypt import SaCrypto, VerificationError, verify_informational
 from ikepriv.dump.keys import KeyInputError, KeyMaterial, parse_key_table, parse_selected
 from ikepriv.dump.vendor_ids import vendor_id_name
@@ -141,3 +144,37 @@ def test_informational_hash_without_keys_material_mismatch_is_named() -> None:
         else:
             with pytest.raises(VerificationError, match="HASH\\(1\\) mismatch"):
                 verify_informational(keys, 3, opened)
+
+
+# --- hostile frames ----------------------------------------------------------------------
+
+
+_UDP_500 = bytes.fromhex("01f401f4")
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    linktype=st.sampled_from(sorted(LINK_TYPES)),
+    frame=st.one_of(
+        st.binary(max_size=120),
+        # steer towards IPv4/IPv6 UDP 500/4500 headers with random lengths
+        st.builds(
+            lambda ver, rest, ports, tail: bytes([ver]) + rest + ports + tail,
+            st.sampled_from([0x45, 0x46, 0x60]),
+            st.binary(min_size=19, max_size=39),
+            st.sampled_from([_UDP_500, bytes.fromhex("11941194")]),
+            st.binary(max_size=80),
+        ),
+    ),
+)
+def test_classify_never_fails_other_than_frame_error(linktype: int, frame: bytes) -> None:
+    try:
+        result = classify(1, 0.0, frame, linktype)
+    except FrameError as exc:
+        assert exc.reason
+        assert -1 <= exc.offset <= len(frame) + 65535
+        return
+    assert isinstance(result, Skip | Datagram)
+    if isinstance(result, Datagram):
+        assert 0 <= result.message_offset <= len(frame)
+        assert frame[result.message_offset :].startswith(result.message)

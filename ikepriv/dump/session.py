@@ -63,6 +63,7 @@ from ikepriv.isakmp.sa import Proposal, SAPayload
 
 MAX_SAS = 1024  # ISAKMP SAs tracked at once (oldest dropped): bounds memory on huge captures
 MAX_SEEN = 256  # distinct messages remembered per SA for retransmission detection
+MAX_PHASE2 = 256  # phase 2 exchanges remembered per SA (oldest dropped)
 IKEV2_MAJOR = 2
 _PHASE1 = frozenset({ExchangeType.IDENTITY_PROTECTION, ExchangeType.AGGRESSIVE})
 _HASHED_INFO = frozenset({ExchangeType.INFORMATIONAL, ExchangeType.TRANSACTION})
@@ -469,7 +470,11 @@ class Dumper:
         crypto = sa.crypto
         assert crypto is not None
         mid, dg = header.message_id, record.datagram
-        state = sa.phase2.setdefault(mid, _Phase2(dg.src, dg.dst))
+        state = sa.phase2.get(mid)
+        if state is None:
+            state = sa.phase2[mid] = _Phase2(dg.src, dg.dst)
+            while len(sa.phase2) > MAX_PHASE2:
+                del sa.phase2[next(iter(sa.phase2))]
         state.count += 1
         payloads = decrypted.payloads
         sa_payload = _first(payloads, SAPayload)
