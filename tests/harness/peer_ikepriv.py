@@ -179,13 +179,13 @@ class Ikepriv(Peer):
         """The real `ike` command against this daemon; every call is logged in ike.out."""
         return self._cli("ike", list(words), timeout=timeout)
 
-    def _cli(self, tool: str, args: Sequence[str], timeout: float = 60
+    def _cli(self, name: str, args: Sequence[str], timeout: float = 60
              ) -> subprocess.CompletedProcess[str]:
-        argv = [*tool(tool), *args]
+        argv = [*tool(name), *args]
         r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,  # noqa: S603
                            env={**os.environ, **self.env})
-        with open(self.dir / f"{tool}.out", "a") as f:
-            f.write(f"$ {tool} {' '.join(args)}  -> rc {r.returncode}\n{r.stdout}{r.stderr}")
+        with open(self.dir / f"{name}.out", "a") as f:
+            f.write(f"$ {name} {' '.join(args)}  -> rc {r.returncode}\n{r.stdout}{r.stderr}")
         return r
 
     def try_list(self, *words: str) -> list[dict[str, Any]] | None:
