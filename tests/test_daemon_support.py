@@ -132,6 +132,14 @@ class Topology:
                 run("ip", "netns", "del", ns, check=False)
 
 
+def send_udp(ns: str, dst: str, port: int, data: bytes, sport: int = 500) -> None:
+    """One datagram from inside namespace `ns` (a peer talking to the daemon)."""
+    code = ("import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+            "s.bind(('', int(sys.argv[3]))); "
+            "s.sendto(bytes.fromhex(sys.argv[4]), (sys.argv[1], int(sys.argv[2])))")  # fmt: skip
+    run("ip", "netns", "exec", ns, PYTHON, "-c", code, dst, str(port), str(sport), data.hex())
+
+
 def xfrm(ns: str, what: str) -> str:
     return run("ip", "-n", ns, "xfrm", what)
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_daemon_support import GW_A, GW_B, Daemon, StandIn, Topology, run, xfrm
+from test_daemon_support import GW_A, GW_B, Daemon, StandIn, Topology, run, send_udp, xfrm
 
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.schema import MAX_MESSAGE_SIZE
@@ -38,9 +38,13 @@ ESP = ProtocolId.IPSEC_ESP
 TUNNEL = EncapsulationMode.TUNNEL
 
 
+PEER_NS: list[str] = []
+
+
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[tuple[Daemon, StandIn, str]]:
     with Topology.create() as topo:
+        PEER_NS[:] = [topo.b]
         standin = StandIn(tmp_path)
         daemon = Daemon.start(topo.a, tmp_path, "--child-cmd", standin.child_cmd)
         try:
@@ -173,6 +177,12 @@ def test_psk_prf_only_for_known_tunnels_and_their_prf(setup: tuple[Daemon, Stand
         assert reply.skeyid == b""
     refused(daemon, "SKEYID request", "no definition for phase 1 99")
     refused(daemon, "SKEYID request", "prf SHA not configured")
+    # by peer address (Main Mode responder) only for a peer that talked to us
+    reply = child.ask(m.SkeyidRequest(6, None, B, IkeHash.SHA2_256, ni, nr))
+    assert reply.error is m.ErrorCode.NO_SUCH_TUNNEL  # type: ignore[attr-defined]
+    send_udp(PEER_NS[0], GW_A, 500, bytes(28))
+    got = child.recv()
+    assert isinstance(got, m.DatagramIn) and got.remote.addr == B and got.local.addr == A
     # the legitimate question gets the right answer, by number and by peer address
     want = hmac.new(PSK_B, ni + nr, hashlib.sha256).digest()
     for request in (m.SkeyidRequest(4, 1, None, IkeHash.SHA2_256, ni, nr),

@@ -32,6 +32,7 @@ MAX_REASON: Final = 255
 LIST_TIMEOUT: Final = 5.0
 MAX_REPORTS: Final = m.MAX_ROWS
 EXPIRED_LISTS: Final = 64
+UNSOLICITED: Final = 0  # StateReport request id of a tunnel event the child reports by itself
 
 _LOG_LEVELS: Final[dict[m.LogLevel, int]] = {
     m.LogLevel.ERR: logging.ERROR,
@@ -239,7 +240,7 @@ class ChildRequests:
 
     async def ask_child(self, phase: m.Phase) -> list[m.StateReport] | None:
         """The child's tunnels, or None if it is not running or does not answer in time."""
-        request_id = self._next_list
+        request_id = self._next_list  # never UNSOLICITED
         self._next_list = self._next_list % 0xFFFFFFFF + 1
         pending = self._lists[request_id] = _PendingList()
         try:
@@ -264,6 +265,11 @@ class ChildRequests:
         return pending
 
     async def _report(self, msg: m.StateReport) -> None:
+        if msg.request_id == UNSOLICITED:
+            log.info("tunnel %d (phase %d definition %d) %s with %s: %s", msg.tunnel_id,
+                     int(msg.phase), msg.number, msg.state.name.lower(), msg.remote.addr,
+                     msg.algorithms or "-")  # fmt: skip
+            return
         pending = self._pending(msg.request_id, "StateReport")
         if pending is None:
             return

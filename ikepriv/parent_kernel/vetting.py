@@ -522,7 +522,13 @@ class Vetter:
             addresses = {p1.remote_addr} | ({act.remote} if act and act.remote else set())
             if req.peer in addresses and p1.mode is ExchangeType.IDENTITY_PROTECTION:
                 found.append((number, p1))
-        return found
+        # a Main Mode responder answers a peer that talked to us: only definitions whose
+        # local address that peer actually reached are candidates
+        return [
+            (number, p1)
+            for number, p1 in found
+            if any(self.peers.seen(local, req.peer) for local in self.local_addresses(number, p1))
+        ]
 
     def skeyid(self, req: m.SkeyidRequest) -> bytes | Refusal:
         """prf(PSK, Ni_b | Nr_b) for one definition; the PSK never leaves this process."""
