@@ -516,18 +516,21 @@ class Vetter:
         if req.phase1_number is not None:
             p1 = self.view.phase1.get(req.phase1_number)
             return [] if p1 is None else [(req.phase1_number, p1)]
+        peer = req.peer
+        if peer is None:  # excluded by SkeyidRequest.check
+            return []
         found = []
         for number, p1 in sorted(self.view.phase1.items()):
             act = self.activations.get(number)
             addresses = {p1.remote_addr} | ({act.remote} if act and act.remote else set())
-            if req.peer in addresses and p1.mode is ExchangeType.IDENTITY_PROTECTION:
+            if peer in addresses and p1.mode is ExchangeType.IDENTITY_PROTECTION:
                 found.append((number, p1))
         # a Main Mode responder answers a peer that talked to us: only definitions whose
         # local address that peer actually reached are candidates
         return [
             (number, p1)
             for number, p1 in found
-            if any(self.peers.seen(local, req.peer) for local in self.local_addresses(number, p1))
+            if any(self.peers.seen(local, peer) for local in self.local_addresses(number, p1))
         ]
 
     def skeyid(self, req: m.SkeyidRequest) -> bytes | Refusal:
