@@ -133,8 +133,10 @@ def main() -> int:
         _write(CORPUS / "decrypt", f"ctx{index}-cipher", bytes([selector]) + nxt.message)
         plain = _decrypt_next(ctx, nxt)
         _write(CORPUS / "decrypt", f"ctx{index}-plain", bytes([selector | PLAINTEXT_FLAG]) + plain)
-    print(f"wrote {len(list((CORPUS / 'isakmp').glob('*')))} isakmp and "
-          f"{len(list((CORPUS / 'decrypt').glob('*')))} decrypt seeds")
+    print(
+        f"wrote {len(list((CORPUS / 'isakmp').glob('*')))} isakmp and "
+        f"{len(list((CORPUS / 'decrypt').glob('*')))} decrypt seeds"
+    )
     return 0
 
 

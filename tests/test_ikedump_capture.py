@@ -258,3 +258,15 @@ def test_wrong_dh_secret_is_a_hash_failure(capsys: pytest.CaptureFixture[str]) -
     rc = main([str(DATA / f"{name}.pcap"), "--psk", PSK, "--dh-secret", "01" * 256])
     assert rc == 1
     assert "HASH_I" in capsys.readouterr().err
+
+
+def test_nat_d_payloads_are_matched_to_the_datagram(capsys: pytest.CaptureFixture[str]) -> None:
+    """charon ran with forced encapsulation: its source NAT-D is bogus on purpose, so the
+    first (destination) NAT-D matches and the second matches nothing; a note, not a fault."""
+    rc, objs, _ = run_json(capsys, str(DATA / "mm_qm_psk.pcap"))
+    assert rc == 0
+    assert objs[2]["notes"] == [
+        "NAT-D 1 matches the destination 192.0.2.2:500",
+        "NAT-D 2 matches no address of this datagram",
+    ]
+    assert "NAT-D 1 matches the destination 192.0.2.1:500" in objs[3]["notes"]

@@ -27,6 +27,7 @@ from ikepriv.crypto.oakley import (
     fixed_length_secret,
     skeyid_psk,
 )
+from ikepriv.crypto.prf import digests_equal, nat_d_hash
 from ikepriv.dump.capture import Datagram, IPAddress
 from ikepriv.dump.decrypt import (
     Decrypted,
@@ -58,7 +59,7 @@ from ikepriv.isakmp.header import Header
 from ikepriv.isakmp.identity import IdPayload
 from ikepriv.isakmp.message import Message, Payload, decode_message
 from ikepriv.isakmp.names import number_name
-from ikepriv.isakmp.payloads import HashPayload, KePayload, NoncePayload
+from ikepriv.isakmp.payloads import HashPayload, KePayload, NatDPayload, NoncePayload
 from ikepriv.isakmp.sa import Proposal, SAPayload
 
 MAX_SAS = 1024  # ISAKMP SAs tracked at once (oldest dropped): bounds memory on huge captures
@@ -277,6 +278,7 @@ class Dumper:
         self._learn_phase1(sa, record.payloads)
         if sa.crypto is None and sa.setup_problem is None:
             self._setup(sa, record, header)
+        self._nat_d(sa, record, header)
         hashes = [p for p in record.payloads if isinstance(p, HashPayload)]
         if not hashes or header.exchange_type != ExchangeType.AGGRESSIVE:
             return
@@ -382,6 +384,34 @@ class Dumper:
             )
         shown.update(Ka=bytes(ka), IV=ivs.iv_for(0))
 
+    def _nat_d(self, sa: _IkeSa, record: Record, header: Header) -> None:
+        """Say which NAT-D payload matches which address of this datagram (RFC 3947 3.2:
+        the first is the destination's, the rest the sender's). A mismatch is only a note:
+        it means a NAT, or a peer forcing UDP encapsulation with a bogus hash on purpose."""
+        natd = [p for p in record.payloads if isinstance(p, NatDPayload)]
+        if not natd or sa.sa_r is None:
+            return
+        hash_id = _int_attr(self._chosen(sa), IkeAttr.HASH_ALGORITHM)
+        dg = record.datagram
+        candidates = (("destination", dg.dst, dg.dport), ("source", dg.src, dg.sport))
+        try:
+            hashes = [
+                (
+                    what,
+                    f"{addr}:{port}",
+                    nat_d_hash(hash_id or 0, header.icookie, header.rcookie, addr, port),
+                )
+                for what, addr, port in candidates
+            ]
+        except CryptoError:
+            return
+        for index, payload in enumerate(natd, 1):
+            match = next((h for h in hashes if digests_equal(h[2], payload.data)), None)
+            if match is None:
+                record.notes.append(f"NAT-D {index} matches no address of this datagram")
+            else:
+                record.notes.append(f"NAT-D {index} matches the {match[0]} {match[1]}")
+
     def _verify_phase1(
         self, sa: _IkeSa, record: Record, payloads: tuple[Payload, ...], *, responder: bool
     ) -> None:
@@ -452,6 +482,7 @@ class Dumper:
             responder = exchange == ExchangeType.IDENTITY_PROTECTION and sa.encrypted_phase1 > 0
             sa.encrypted_phase1 += 1
             self._learn_phase1(sa, decrypted.payloads)
+            self._nat_d(sa, record, header)
             self._verify_phase1(sa, record, decrypted.payloads, responder=responder)
             return
         if exchange == ExchangeType.QUICK_MODE:
