@@ -271,6 +271,16 @@ class IkeProposal(Struct):
     lifetime_seconds: Seconds
 
 
+class DpdAction(IntEnum):
+    """What the child does with a phase 1 whose peer stopped answering DPD (its SAs are
+    removed in every case): HOLD keeps the kernel policies so traffic triggers an ACQUIRE
+    and a new negotiation; RESTART also negotiates again at once."""
+
+    CLEAR = 0
+    HOLD = 1
+    RESTART = 2
+
+
 @struct
 @dataclass(frozen=True, slots=True)
 class DpdSettings(Struct):
@@ -279,6 +289,7 @@ class DpdSettings(Struct):
     enabled: bool
     delay_seconds: Annotated[int, UInt(2)]
     timeout_seconds: Annotated[int, UInt(2)]
+    action: Annotated[DpdAction, EnumOf(DpdAction)] = DpdAction.CLEAR
 
 
 @struct
