@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import stat
 import subprocess
 import threading
@@ -270,3 +271,39 @@ def test_datagrams_flow_both_ways_with_nat_t_marker(
     assert bytes.fromhex(data) == b"\x00\x00\x00\x00" + payload[::-1]
     assert (addr, port) == (GW_A, "4500")
     assert "refused" not in daemon.log()
+
+
+def test_readiness_notification(topo: Topology, tmp_path: Path) -> None:
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(path)
+        notify.settimeout(30)
+        d = Daemon.start(topo.a, tmp_path, env={"NOTIFY_SOCKET": path})
+        try:
+            assert notify.recv(4096) == b"READY=1"
+        finally:
+            assert d.stop() == 0
+        assert notify.recv(4096) == b"STOPPING=1"
+
+
+def test_remove_takes_the_tunnel_down(standin: tuple[Daemon, StandIn], topo: Topology) -> None:
+    daemon, child = standin
+    for request in (policy(1, "198.51.100.0/24", "203.0.113.0/24", m.PolicyDirection.OUT),
+                    policy(2, "203.0.113.0/24", "198.51.100.0/24", m.PolicyDirection.IN)):
+        assert child.ask(request).error is m.ErrorCode.OK  # type: ignore[attr-defined]
+    assert "198.51.100.0/24" in xfrm(topo.a, "policy")
+    answer: list[object] = []
+    remover = threading.Thread(target=lambda: answer.append(
+        daemon.call(m.RemoveRequest(m.Phase.PHASE2, (m.NumRange(5, 5),), False))))  # fmt: skip
+    remover.start()
+    ask = child.recv()
+    assert isinstance(ask, m.ListCommand)
+    child.send(m.StateReport(ask.request_id, m.Phase.PHASE2, 1, 5, 3, m.Role.INITIATOR,
+                             m.TunnelState.ESTABLISHED, m.Endpoint(A, 500), m.Endpoint(B, 500),
+                             None, None, "esp", 0, 0x1234, 0x5678))  # fmt: skip
+    child.send(m.StateReportEnd(ask.request_id, 1))
+    assert child.recv() == m.RemoveCommand(m.Phase.PHASE2, 5)
+    remover.join(30)
+    (code, lines, _), = answer  # type: ignore[misc]
+    assert code is m.ErrorCode.OK and lines == ["phase 2 tunnel 5 removed"]
+    assert "198.51.100.0/24" not in xfrm(topo.a, "policy")

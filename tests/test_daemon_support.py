@@ -159,7 +159,7 @@ class Daemon:
 
     @classmethod
     def start(cls, netns: str, tmp: Path, *extra: str, db: Path | None = None,
-              name: str = "d") -> Daemon:  # fmt: skip
+              name: str = "d", env: dict[str, str] | None = None) -> Daemon:  # fmt: skip
         db = db or tmp / f"{name}.db"
         if not db.exists():
             write_db(db)
@@ -172,7 +172,8 @@ class Daemon:
                "--db", str(db), "--control", control, "--chroot", str(empty),
                "--log-stderr", *extra]  # fmt: skip
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,  # noqa: S603
-                                stderr=stderr, cwd=ROOT)  # fmt: skip
+                                stderr=stderr, cwd=ROOT,
+                                env={**os.environ, **(env or {})})  # fmt: skip
         daemon = cls(proc, control, log_path, netns, stderr)
         try:
             wait_for("the control socket", daemon._control_up)
