@@ -18,8 +18,8 @@ from typing import Final
 
 from cryptography import x509
 
+from ikepriv.config.model import DpdAction, Phase1Definition, Phase2Definition
 from ikepriv.config.model import Identity as ConfigIdentity
-from ikepriv.config.model import Phase1Definition, Phase2Definition
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.errors import IpcError
 from ikepriv.ipc.schema import Message
@@ -31,6 +31,11 @@ log = logging.getLogger("ikepriv.parent")
 _ADDRESS_IDS: Final = frozenset({IdType.IPV4_ADDR, IdType.IPV6_ADDR})
 _TEXT_IDS: Final = frozenset({IdType.FQDN, IdType.USER_FQDN})
 _MAX_KB: Final = 0xFFFFFFFF
+_DPD_ACTION: Final[dict[DpdAction, m.DpdAction]] = {
+    DpdAction.CLEAR: m.DpdAction.CLEAR,
+    DpdAction.HOLD: m.DpdAction.HOLD,
+    DpdAction.RESTART: m.DpdAction.RESTART,
+}
 
 
 class SnapshotError(ValueError):
@@ -70,7 +75,12 @@ def _phase1_to_ipc(d: Phase1Definition, number: int) -> m.Phase1Def:
         mode=d.mode,
         auth_method=d.auth,
         proposals=proposals,
-        dpd=m.DpdSettings(d.dpd_delay > 0, min(d.dpd_delay, 0xFFFF), min(d.dpd_timeout, 0xFFFF)),
+        dpd=m.DpdSettings(
+            d.dpd_delay > 0,
+            min(d.dpd_delay, 0xFFFF),
+            min(d.dpd_timeout, 0xFFFF),
+            _DPD_ACTION[d.dpd_action],
+        ),
         nat_t=d.nat_traversal,
     )
 
