@@ -27,12 +27,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ikepriv.child_negotiator import informational, install, phase1_main, quick_mode
+from ikepriv.child_negotiator import (
+    informational,
+    install,
+    phase1_aggressive,
+    phase1_main,
+    quick_mode,
+)
 from ikepriv.child_negotiator.cookies import ZERO_COOKIE, CookieJar
 from ikepriv.child_negotiator.counters import Counters
 from ikepriv.child_negotiator.half_open import HalfOpenTable, NotifyLimiter
 from ikepriv.child_negotiator.hooks import Hooks
 from ikepriv.child_negotiator.identities import as_identity, phase1_id
+from ikepriv.child_negotiator.natt import NatTHooks
 from ikepriv.child_negotiator.retransmit import Backoff, Flight, TimerResult, datagram_digest
 from ikepriv.child_negotiator.sa_table import (
     NEGOTIATING,
@@ -106,12 +113,14 @@ class Inbound:
 # Datagrams for an existing ISAKMP SA, by exchange type.
 EXCHANGES: dict[ExchangeType, Callable[[Negotiator, IsakmpSa, Inbound], None]] = {
     ExchangeType.IDENTITY_PROTECTION: phase1_main.on_message,
+    ExchangeType.AGGRESSIVE: phase1_aggressive.on_message,
     ExchangeType.QUICK_MODE: quick_mode.on_message,
     ExchangeType.INFORMATIONAL: informational.on_message,
 }
 # First message of a phase 1 exchange (responder cookie still zero), by exchange type.
 PHASE1_STARTERS: dict[ExchangeType, Callable[[Negotiator, Inbound], None]] = {
     ExchangeType.IDENTITY_PROTECTION: phase1_main.on_first_message,
+    ExchangeType.AGGRESSIVE: phase1_aggressive.on_first_message,
 }
 # Starting phase 1 as initiator, by (mode, auth method) of the definition.
 PHASE1_INITIATORS: dict[
@@ -119,6 +128,7 @@ PHASE1_INITIATORS: dict[
     Callable[[Negotiator, Phase1Def, IPAddress, IPAddress], IsakmpSa | None],
 ] = {
     (ExchangeType.IDENTITY_PROTECTION, AuthMethod.PRE_SHARED_KEY): phase1_main.initiate,
+    (ExchangeType.AGGRESSIVE, AuthMethod.PRE_SHARED_KEY): phase1_aggressive.initiate,
 }
 
 
@@ -137,7 +147,7 @@ class Negotiator:
         self.now = now
         self.random = random
         self.settings = settings if settings is not None else Settings()
-        self.hooks = hooks if hooks is not None else Hooks()
+        self.hooks: Hooks = hooks if hooks is not None else NatTHooks()
         self.counters = Counters()
         self.sas = SaTable()
         self.cookies = CookieJar(random)
@@ -215,6 +225,9 @@ class Negotiator:
                 if qe.flight.deadline is not None:
                     times.append(qe.flight.deadline)
                 times.append(qe.created + qm_age)
+            hook_time = self.hooks.timer_deadline(sa)
+            if hook_time is not None:
+                times.append(hook_time)
         return min(times) if times else None
 
     # ------------------------------------------------------------------ services
@@ -351,7 +364,7 @@ class Negotiator:
             self.log(LogLevel.DEBUG, f"dropped datagram from {msg.remote.addr}: {exc}")
 
     def hooks_accept_peer(self, sa: IsakmpSa, inbound: Inbound) -> bool:
-        return inbound.remote == sa.remote and inbound.local.addr == sa.local.addr
+        return self.hooks.accept_peer(sa, inbound)
 
     # ------------------------------------------------------------------ replies
 
@@ -474,6 +487,8 @@ class Negotiator:
             self.drop_isakmp(sa)
             return
         quick_mode.timers(self, sa)
+        for message in self.hooks.on_timer(sa, now):
+            self.emit(message)
 
     # ------------------------------------------------------------------ commands
 

@@ -2,20 +2,28 @@
 editing the exchanges. The default hooks do nothing beyond plain IKEv1.
 
 A NAT-T implementation subclasses Hooks and is passed to Negotiator(hooks=...):
-``ke_payloads`` adds NAT-D to MM3/MM4, ``on_ke_payloads`` sees the peer's, ``encap_modes``
-switches Quick Mode to the UDP-encapsulated modes and ``sa_encap`` fills SaAdd.encap.
+``ke_payloads`` adds NAT-D to MM3/MM4 (AM2/AM3), ``on_ke_payloads`` sees the peer's,
+``encap_modes`` switches Quick Mode to the UDP-encapsulated modes, ``qm_payloads`` adds
+NAT-OA, ``sa_encap`` fills SaAdd.encap, ``accept_peer``/``on_authenticated`` let the peer
+move to port 4500 (and follow a NAT rebinding once authenticated), ``timer_deadline`` and
+``on_timer`` send keepalives.
 Per-SA state goes in IsakmpSa.extensions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ikepriv.child_negotiator import vendor_ids
-from ikepriv.child_negotiator.sa_table import IsakmpSa
+from ikepriv.child_negotiator.sa_table import IsakmpSa, QuickExchange
 from ikepriv.ipc.messages import NatTEncap
+from ikepriv.ipc.schema import Message as IpcMessage
 from ikepriv.isakmp import Payload
 from ikepriv.isakmp.constants import EncapsulationMode
+
+if TYPE_CHECKING:
+    from ikepriv.child_negotiator.engine import Inbound
 
 
 class Hooks:
@@ -27,8 +35,8 @@ class Hooks:
         """Extra payloads after KE and nonce (MM3, MM4): NAT-D goes here."""
         return ()
 
-    def on_ke_payloads(self, sa: IsakmpSa, payloads: Sequence[Payload]) -> None:
-        """The peer's MM3/MM4 payloads, after they were accepted."""
+    def on_ke_payloads(self, sa: IsakmpSa, payloads: Sequence[Payload], inbound: Inbound) -> None:
+        """The peer's MM3/MM4 (AM2/AM3) payloads, after they were accepted."""
 
     def encap_modes(self, sa: IsakmpSa, mode: EncapsulationMode) -> tuple[int, ...]:
         """Wire encapsulation modes for a kernel mode; the first is what we offer."""
@@ -36,3 +44,22 @@ class Hooks:
 
     def sa_encap(self, sa: IsakmpSa) -> NatTEncap | None:
         return None
+
+    def accept_peer(self, sa: IsakmpSa, inbound: Inbound) -> bool:
+        """Whether a datagram for `sa` comes from where its peer is allowed to send from."""
+        return inbound.remote == sa.remote and inbound.local.addr == sa.local.addr
+
+    def on_authenticated(self, sa: IsakmpSa, inbound: Inbound) -> None:
+        """A datagram for `sa` passed its HASH check: the place to follow the peer's port."""
+
+    def qm_payloads(self, sa: IsakmpSa, qe: QuickExchange) -> Sequence[Payload]:
+        """Extra payloads at the end of QM1/QM2 (NAT-OA)."""
+        return ()
+
+    def timer_deadline(self, sa: IsakmpSa) -> float | None:
+        """When `on_timer` wants to run next for this SA (None: never)."""
+        return None
+
+    def on_timer(self, sa: IsakmpSa, now: float) -> Sequence[IpcMessage]:
+        """Periodic work for an SA (NAT keepalives); returns messages for the parent."""
+        return ()

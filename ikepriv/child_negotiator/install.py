@@ -29,6 +29,7 @@ from ikepriv.ipc.messages import (
     CryptKey,
     Lifetimes,
     LogLevel,
+    NatTEncap,
     Phase,
     PolicyAdd,
     PolicyDelete,
@@ -126,6 +127,8 @@ def install_child(core: Negotiator, qe: QuickExchange, g_qm_xy: bytes | None) ->
         keys.wipe()
         inbound = direction is SaDirection.IN
         src, dst = (sa.remote.addr, sa.local.addr) if inbound else (sa.local.addr, sa.remote.addr)
+        # UDP ports as on the packets of this SA: inbound ones come from the peer's port.
+        sa_encap = NatTEncap(encap.dport, encap.sport) if inbound and encap else encap
         selector = TrafficSelector(qe.remote_sel, qe.local_sel) if inbound else selector_out
         make = partial(
             SaAdd,
@@ -142,7 +145,7 @@ def install_child(core: Negotiator, qe: QuickExchange, g_qm_xy: bytes | None) ->
             integrity=integ,
             aead=aead,
             lifetimes=lifetimes,
-            encap=encap,
+            encap=sa_encap,
             selector=selector,
             reqid=child.reqid,
         )

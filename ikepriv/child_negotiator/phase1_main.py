@@ -169,7 +169,7 @@ def _on_mm4(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
     sa.g_xr, sa.nr, sa.g_xy = ke.data, nonce.data, g_xy
     sa.dh.wipe()
     sa.dh = None
-    core.hooks.on_ke_payloads(sa, payloads)
+    core.hooks.on_ke_payloads(sa, payloads, inb)
     sa.flight.accepted(inb.digest)  # MM4 arrived: MM3 needs no more resending
     sa.state = P1State.I_SKEYID_WAIT
     _ask_skeyid(core, sa)
@@ -200,11 +200,22 @@ def _on_skeyid(core: Negotiator, sa: IsakmpSa, reply: SkeyidReply) -> None:
         core.counters.parent_errors += 1
         core.fail_isakmp(sa, f"parent refused SKEYID ({reply.error.name})")
         return
+    install_keys(core, sa, reply.skeyid)
+    if sa.role is Role.INITIATOR:
+        _send_mm5(core, sa)
+    elif sa.held is not None:
+        _, held = sa.held
+        sa.held = None
+        _on_mm5(core, sa, held)  # type: ignore[arg-type]
+
+
+def install_keys(core: Negotiator, sa: IsakmpSa, skeyid: bytes) -> None:
+    """SKEYID_d/a/e, the cipher and the phase 1 IV chain; forgets g^xy (Main and Aggressive)."""
     choice = sa.choice
     assert choice is not None
     keys = derive_phase1_keys(
         choice.hash,
-        reply.skeyid,
+        skeyid,
         sa.g_xy,
         sa.icookie,
         sa.rcookie,
@@ -220,12 +231,6 @@ def _on_skeyid(core: Negotiator, sa: IsakmpSa, reply: SkeyidReply) -> None:
         max_exchanges=core.settings.quick_mode_max_parallel + 4,
     )
     sa.g_xy = b""
-    if sa.role is Role.INITIATOR:
-        _send_mm5(core, sa)
-    elif sa.held is not None:
-        _, held = sa.held
-        sa.held = None
-        _on_mm5(core, sa, held)  # type: ignore[arg-type]
 
 
 def _send_mm5(core: Negotiator, sa: IsakmpSa) -> None:
@@ -289,6 +294,7 @@ def _on_mm6(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
         return
     sa.iv.advance(0, inb.message.ciphertext)
     sa.flight.accepted(inb.digest)  # MM6 ends the exchange: a repeat gets no answer
+    core.hooks.on_authenticated(sa, inb)
     if not phase1_id_matches(sa.definition.remote_id, idp):
         core.counters.dropped_policy += 1
         informational.send_notify(core, sa, NotifyType.INVALID_ID_INFORMATION)
@@ -382,7 +388,7 @@ def _on_mm3(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
     sa.g_xi, sa.ni, sa.g_xy = ke.data, nonce.data, g_xy
     sa.g_xr = key.public
     sa.nr = core.nonce()
-    core.hooks.on_ke_payloads(sa, payloads)
+    core.hooks.on_ke_payloads(sa, payloads, inb)
     sa.flight.accepted(inb.digest)
     sa.state = P1State.R_KE_SENT
     out: list[Payload] = [KePayload(sa.g_xr), NoncePayload(sa.nr), *core.hooks.ke_payloads(sa)]
@@ -446,6 +452,7 @@ def _on_mm5(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
         return
     sa.iv.advance(0, inb.message.ciphertext)
     sa.flight.accepted(inb.digest)
+    core.hooks.on_authenticated(sa, inb)  # MM5 is where a NAT-T peer moves to port 4500
     if not phase1_id_matches(sa.definition.remote_id, idp):
         core.counters.dropped_policy += 1
         informational.send_notify(core, sa, NotifyType.INVALID_ID_INFORMATION)

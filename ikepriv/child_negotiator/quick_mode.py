@@ -144,7 +144,7 @@ def _initiator_spi(core: Negotiator, qe: QuickExchange, reply: SpiReply) -> None
         qe.dh = dh.generate(group, core.random)
         rest.append(KePayload(qe.dh.public))
     assert qe.id_ci is not None and qe.id_cr is not None
-    rest += [qe.id_ci, qe.id_cr]
+    rest += [qe.id_ci, qe.id_cr, *core.hooks.qm_payloads(sa, qe)]
     alg, skeyid_a = _prf_keys(sa)
     mid = qe.mid
     data = seal_hashed(sa, QM, mid, rest, lambda b: quick_mode_hash1(alg, skeyid_a, mid, b))  # type: ignore[arg-type]
@@ -169,6 +169,7 @@ def _on_qm2(core: Negotiator, qe: QuickExchange, inb: Inbound) -> None:
     assert sa.iv is not None
     sa.iv.advance(qe.mid, inb.message.ciphertext)
     qe.flight.accepted(inb.digest)
+    core.hooks.on_authenticated(sa, inb)
     body = payloads[1:]
     reply_sa = _single(body, SAPayload)
     nonce = _single(body, NoncePayload)
@@ -259,6 +260,7 @@ def _on_qm1(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
         core.counters.dropped_auth += 1
         _notify_limited(core, sa, NotifyType.INVALID_HASH_INFORMATION)
         return
+    core.hooks.on_authenticated(sa, inb)
     body = payloads[1:]
     offer, nonce, ke = (
         _single(body, SAPayload),
@@ -375,6 +377,7 @@ def _responder_spi(core: Negotiator, qe: QuickExchange, reply: SpiReply) -> None
         rest.append(KePayload(qe.dh.public))
     if qe.id_ci is not None and qe.id_cr is not None:
         rest += [qe.id_ci, qe.id_cr]
+    rest += core.hooks.qm_payloads(sa, qe)
     if qe.responder_lifetime:
         pairs = [(int(LifeType.SECONDS), qe.lifetime_seconds)]
         if qe.lifetime_kilobytes:
@@ -414,6 +417,7 @@ def _on_qm3(core: Negotiator, qe: QuickExchange, inb: Inbound) -> None:
             _fail(core, qe, NotifyType.INVALID_KEY_INFORMATION, "bad PFS public value")
             return
     qe.flight.accepted(inb.digest)  # QM3 ends the exchange: a repeat gets no answer
+    core.hooks.on_authenticated(sa, inb)
     _done(core, qe)
     install.install_child(core, qe, g_qm_xy)
     if qe.commit:

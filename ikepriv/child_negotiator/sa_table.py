@@ -11,6 +11,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from ikepriv.child_negotiator.proposals import IkeChoice, IpsecChoice
 from ikepriv.child_negotiator.retransmit import Flight
@@ -29,6 +30,9 @@ from ikepriv.ipc.messages import (
 from ikepriv.isakmp import IdPayload, Proposal, SAPayload
 from ikepriv.isakmp.constants import ExchangeType, ProtocolId
 
+if TYPE_CHECKING:
+    from ikepriv.child_negotiator.dpd import DpdState
+
 
 class P1State(Enum):
     I_SA_SENT = "MM1 sent"
@@ -37,6 +41,11 @@ class P1State(Enum):
     I_AUTH_SENT = "MM5 sent"
     R_SA_SENT = "MM2 sent"
     R_KE_SENT = "MM4 sent"
+    # Aggressive Mode
+    I_AM1_SENT = "AM1 sent"
+    I_AM_SKEYID_WAIT = "AM2 received, waiting for SKEYID"
+    R_AM_SKEYID_WAIT = "AM1 received, waiting for SKEYID"
+    R_AM2_SENT = "AM2 sent"
     ESTABLISHED = "established"
     DEAD = "dead"
 
@@ -83,6 +92,13 @@ class IsakmpSa:
     finished_mids: OrderedDict[int, None] = field(default_factory=OrderedDict)
     # NAT-T and other extensions keep their per-SA state here.
     extensions: dict[str, object] = field(default_factory=dict)
+    # lifetimes.py / rekey.py / dpd.py
+    rekey_at: float = 0.0  # soft lifetime: start a new phase 1 then (0: we never rekey it)
+    rekey_started: float = 0.0  # when our replacement phase 1 started (0: none running)
+    retired_by: int = 0  # tunnel id of the newer ISAKMP SA that replaced this one
+    retire_at: float = 0.0  # when we delete it, once retired (0: the peer or expiry does)
+    octets: int = 0  # ISAKMP bytes received on it (phase 1 kilobyte lifetime)
+    dpd: DpdState | None = None
 
     @property
     def cookies(self) -> bytes:
@@ -186,6 +202,14 @@ class ChildSa:
     created: float
     waiting: int = 0  # kernel requests not yet answered
     failed: bool = False
+    # lifetimes.py / rekey.py
+    lifetime_kilobytes: int = 0
+    rekey_at: float = 0.0  # soft lifetime: start a replacement then (0: we never rekey it)
+    rekey_started: float = 0.0  # when our replacement Quick Mode started (0: none running)
+    exchange_started: float = 0.0  # when the Quick Mode that made it began
+    rank: bytes = b""  # both Quick Mode nonces, smaller first: equal on both peers
+    superseded_by: int = 0  # tunnel id of the newer SA that replaces it
+    delete_at: float = 0.0  # superseded: when we delete it (0: the peer or expiry does)
 
 
 @dataclass(eq=False, slots=True)
@@ -229,11 +253,15 @@ class SaTable:
         return iter(list(self.by_tunnel.values()))
 
     def established_for(self, phase1_number: int) -> IsakmpSa | None:
-        """The newest established ISAKMP SA of a definition (either role)."""
+        """The newest established ISAKMP SA of a definition (either role); one replaced by a
+        rekey only when nothing else is left."""
         best: IsakmpSa | None = None
         for sa in self.by_tunnel.values():
             if sa.definition.number == phase1_number and sa.established:
-                if best is None or sa.established_at >= best.established_at:
+                if best is None or (not sa.retired_by, sa.established_at) >= (
+                    not best.retired_by,
+                    best.established_at,
+                ):
                     best = sa
         return best
 

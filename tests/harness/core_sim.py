@@ -128,6 +128,8 @@ def phase1_def(
     remote_id: Identity | None = None,
     any_remote_id: bool = False,
     name: str | None = None,
+    mode: ExchangeType = ExchangeType.IDENTITY_PROTECTION,
+    nat_t: bool = False,
 ) -> Phase1Def:
     if remote_id is None and not any_remote_id and remote is not None:
         remote_id = address_identity(remote)
@@ -138,11 +140,11 @@ def phase1_def(
         remote_addr=remote,
         local_id=local_id or address_identity(local),
         remote_id=remote_id,
-        mode=ExchangeType.IDENTITY_PROTECTION,
+        mode=mode,
         auth_method=AuthMethod.PRE_SHARED_KEY,
         proposals=tuple(proposals) or (ike_proposal(),),
         dpd=DpdSettings(False, 0, 0),
-        nat_t=False,
+        nat_t=nat_t,
     )
 
 
@@ -183,19 +185,34 @@ def mirrored(
     right_sel: Selector | None = None,
     responder_left_sel: Selector | None = None,
     responder_right_sel: Selector | None = None,
+    phase1_mode: ExchangeType = ExchangeType.IDENTITY_PROTECTION,
+    nat_t: bool = False,
+    responder_peer: IPAddress | None = LEFT,
 ) -> tuple[ConfigSnapshot, ConfigSnapshot]:
     """A tunnel definition on the initiator (LEFT) and its mirror on the responder (RIGHT).
 
-    Transport mode defaults to host selectors of the gateways, tunnel mode to the LANs."""
+    Transport mode defaults to host selectors of the gateways, tunnel mode to the LANs.
+    `responder_peer` is the address the responder expects the initiator at (NAT_PUBLIC
+    behind the simulated NAT, None for any); the expected ID stays LEFT's."""
     host = mode is EncapsulationMode.TRANSPORT
     lsel = left_sel or (selector(f"{LEFT}/32") if host else selector(LEFT_NET))
     rsel = right_sel or (selector(f"{RIGHT}/32") if host else selector(RIGHT_NET))
     init = ConfigSnapshot.of(
-        [phase1_def(1, LEFT, RIGHT, ike)],
+        [phase1_def(1, LEFT, RIGHT, ike, mode=phase1_mode, nat_t=nat_t)],
         [phase2_def(1, 1, lsel, rsel, esp, mode)],
     )
     resp = ConfigSnapshot.of(
-        [phase1_def(1, RIGHT, LEFT, ike if responder_ike is None else responder_ike)],
+        [
+            phase1_def(
+                1,
+                RIGHT,
+                responder_peer,
+                ike if responder_ike is None else responder_ike,
+                remote_id=address_identity(LEFT),
+                mode=phase1_mode,
+                nat_t=nat_t,
+            )
+        ],
         [
             phase2_def(
                 1,
