@@ -34,6 +34,7 @@ from ikepriv.ipc.messages import (
     DatagramIn,
     DatagramOut,
     DpdSettings,
+    Endpoint,
     ErrorCode,
     Identity,
     IkeProposal,
@@ -67,6 +68,8 @@ from ikepriv.isakmp import (
     encode_payload_chain,
 )
 from ikepriv.isakmp.constants import (
+    NATT_KEEPALIVE,
+    NATT_PORT,
     AuthAlgorithm,
     AuthMethod,
     EncapsulationMode,
@@ -87,6 +90,7 @@ RIGHT = ipaddress.ip_address("192.0.2.2")  # responder gateway
 LEFT_NET = ipaddress.ip_network("198.51.100.0/25")
 RIGHT_NET = ipaddress.ip_network("198.51.100.128/25")
 PSK = b"correct horse battery staple"
+NAT_PUBLIC = ipaddress.ip_address("203.0.113.7")  # the initiator's NAT, seen from outside
 
 
 # ---------------------------------------------------------------------------- definitions
@@ -333,6 +337,42 @@ Tamper = Callable[[str, bytes], bytes | None]
 """(receiving side name, datagram) -> replacement datagram, or None to keep it."""
 
 
+@dataclass
+class NatBox:
+    """A NAPT router in front of the initiator: its source address becomes `public`, and
+    each inside port gets an outside one (the same when `preserve_ports` and still free,
+    as Linux masquerading does, else a fresh one). Only mapped ports come back in."""
+
+    inside: IPAddress = LEFT
+    public: IPAddress = NAT_PUBLIC
+    preserve_ports: bool = True
+    next_port: int = 31000
+    out_ports: dict[int, int] = field(default_factory=dict)
+    in_ports: dict[int, int] = field(default_factory=dict)
+
+    def outbound(self, source: Endpoint) -> Endpoint:
+        port = self.out_ports.get(source.port)
+        if port is None:
+            if self.preserve_ports and source.port not in self.in_ports:
+                port = source.port
+            else:
+                port = self.next_port
+                self.next_port += 1
+            self.out_ports[source.port] = port
+            self.in_ports[port] = source.port
+        return Endpoint(self.public, port)
+
+    def inbound(self, destination: Endpoint) -> Endpoint | None:
+        inner = self.in_ports.get(destination.port)
+        return None if inner is None else Endpoint(self.inside, inner)
+
+    def rebind(self) -> None:
+        """The NAT forgot its mappings (reboot, idle timeout): new outside ports from now."""
+        self.out_ports.clear()
+        self.in_ports.clear()
+        self.preserve_ports = False
+
+
 class Simulation:
     def __init__(
         self,
@@ -351,8 +391,11 @@ class Simulation:
         responder_settings: Settings | None = None,
         hooks: Hooks | None = None,
         measure: str | None = None,
+        nat: NatBox | None = None,
     ) -> None:
         self.rng = random.Random(seed)  # noqa: S311 - seeded on purpose: replayable runs
+        self.nat = nat
+        self.keepalives: list[DatagramOut] = []
         self.now = 1000.0
         self.loss, self.duplicate, self.reorder = loss, duplicate, reorder
         self.latency, self.parent_delay = latency, parent_delay
@@ -384,6 +427,8 @@ class Simulation:
                 random.Random(pseed),  # noqa: S311
             )
             self.sides[name] = Side(name, addr, core, parent)
+        if nat is not None:  # a Main Mode responder asks for the PSK by the address it sees
+            self.responder.parent.psk_by_peer[nat.public] = self.responder.parent.psk_by_peer[LEFT]
         self._by_addr = {side.address: side for side in self.sides.values()}
 
     @property
@@ -461,7 +506,20 @@ class Simulation:
                 self._schedule(self.now + self.parent_delay, side.name, reply)
 
     def _send(self, out: DatagramOut) -> None:
-        target = self._by_addr.get(out.remote.addr)
+        if out.data == NATT_KEEPALIVE:
+            self.keepalives.append(out)  # the receiving parent drops keepalives itself
+            return
+        source, destination = out.local, out.remote
+        if self.nat is not None:
+            if source.addr == self.nat.inside:
+                source = self.nat.outbound(source)
+            elif destination.addr == self.nat.public:
+                inner = self.nat.inbound(destination)
+                if inner is None:
+                    self.dropped_on_wire += 1
+                    return
+                destination = inner
+        target = self._by_addr.get(destination.addr)
         if target is None:
             return
         copies = 1
@@ -477,7 +535,7 @@ class Simulation:
             self._schedule(
                 self.now + delay,
                 target.name,
-                DatagramIn(out.remote, out.local, out.natt, out.data),
+                DatagramIn(destination, source, destination.port == NATT_PORT, out.data),
             )
 
     # -- checks ----------------------------------------------------------------
@@ -495,7 +553,11 @@ class Simulation:
                     continue
                 twin = inbound.get(out.spi)
                 assert twin is not None, f"{a} outbound SPI {out.spi:08x} unknown to {b}"
-                assert (out.src, out.dst) == (twin.src, twin.dst)
+                assert (self._public(out.src), self._public(out.dst)) == (
+                    self._public(twin.src),
+                    self._public(twin.dst),
+                )
+                assert self._wire_ports(a, out) == self._wire_ports(b, twin)
                 assert out.encryption == twin.encryption
                 assert out.integrity == twin.integrity
                 assert out.aead == twin.aead
@@ -504,6 +566,24 @@ class Simulation:
         if expected_pairs is not None:
             assert len(pairs) == expected_pairs, f"{len(pairs)} SA pairs, expected {expected_pairs}"
         return pairs
+
+    def _public(self, addr: IPAddress) -> IPAddress:
+        """An address as it appears between the NAT and the responder."""
+        if self.nat is not None and addr == self.nat.inside:
+            return self.nat.public
+        return addr
+
+    def _wire_ports(self, side: str, add: SaAdd) -> tuple[int, int] | None:
+        """The UDP encapsulation ports of an SA as on the wire outside the NAT."""
+        if add.encap is None:
+            return None
+        sport, dport = add.encap.sport, add.encap.dport
+        if self.nat is not None and side == "initiator":
+            if add.direction is SaDirection.OUT:
+                sport = self.nat.out_ports.get(sport, sport)
+            else:
+                dport = self.nat.out_ports.get(dport, dport)
+        return sport, dport
 
     def established_children(self, side: str) -> list[Any]:
         from ikepriv.child_negotiator.sa_table import ChildState
@@ -588,10 +668,12 @@ def find_payload(payloads: Sequence[Payload], kind: type) -> int:
 __all__ = [
     "LEFT",
     "LEFT_NET",
+    "NAT_PUBLIC",
     "PSK",
     "RIGHT",
     "RIGHT_NET",
     "IdPayload",
+    "NatBox",
     "NotifyType",
     "Simulation",
     "StandInParent",
