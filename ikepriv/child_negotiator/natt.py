@@ -140,7 +140,7 @@ class NatTHooks(Hooks):
         if not sa.definition.nat_t:
             return base
         if sa.role is Role.INITIATOR:
-            return (*base, RFC3947)
+            return (*base, *(vid for vid, _ in INITIATOR_VARIANTS))
         variant = agreed_variant(sa)
         return base if variant is None else (*base, variant[0])
 
