@@ -102,6 +102,8 @@ class ControlServer:
                     await self._converse(conn)
                 except (OSError, IpcError) as exc:
                     log.warning("control session ended: %s", exc)
+                except Exception:  # a bug must not take the daemon down with the session
+                    log.exception("internal error in a control session")
 
     async def _converse(self, conn: trio.socket.SocketType) -> None:
         uid = peer_uid(conn)

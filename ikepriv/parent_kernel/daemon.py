@@ -257,7 +257,10 @@ class Daemon:
                 log.warning("kernel events: %s", exc)
                 continue
             for event in events:
-                self._kernel_event(event)
+                try:
+                    self._kernel_event(event)
+                except Exception:
+                    log.exception("internal error handling a kernel event")
 
     # -- life cycle ------------------------------------------------------------------------
 

@@ -202,6 +202,10 @@ class Supervisor:
                 return
             except OSError:
                 return
+            except Exception as exc:  # a parent bug reached by the child's input
+                log.exception("internal error handling a child message")
+                self.violation(f"internal error: {type(exc).__name__}")
+                return
 
     @staticmethod
     async def _sender(
