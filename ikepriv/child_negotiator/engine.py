@@ -28,8 +28,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ikepriv.child_negotiator import (
+    dpd,
     informational,
     install,
+    lifetimes,
     phase1_aggressive,
     phase1_main,
     quick_mode,
@@ -43,6 +45,7 @@ from ikepriv.child_negotiator.natt import NatTHooks
 from ikepriv.child_negotiator.retransmit import Backoff, Flight, TimerResult, datagram_digest
 from ikepriv.child_negotiator.sa_table import (
     NEGOTIATING,
+    ChildSa,
     IsakmpSa,
     P1State,
     PolicySet,
@@ -130,6 +133,8 @@ PHASE1_INITIATORS: dict[
     (ExchangeType.IDENTITY_PROTECTION, AuthMethod.PRE_SHARED_KEY): phase1_main.initiate,
     (ExchangeType.AGGRESSIVE, AuthMethod.PRE_SHARED_KEY): phase1_aggressive.initiate,
 }
+# Notifies handled outside informational.py: DPD.
+informational.NOTIFY_HANDLERS.update(dpd.NOTIFY_HANDLERS)
 
 
 class Negotiator:
@@ -161,6 +166,7 @@ class Negotiator:
         )
         self.wall_clock_offset = wall_clock_offset
         self.policy_sets: dict[tuple[int, TrafficSelector], PolicySet] = {}
+        self.deadlines = lifetimes.DeadlineIndex()
         self._next_reqid = 1
         self.pending_phase2: dict[int, list[int]] = {}  # phase 1 number -> phase 2 numbers
         self._builder: SnapshotBuilder | None = None
@@ -200,8 +206,16 @@ class Negotiator:
 
     def handle_timers(self, now: float) -> list[IpcMessage]:
         self.now = now
-        for sa in self.sas.isakmp_sas():
-            self._isakmp_timers(sa)
+        self._refresh_deadlines()
+        for kind, tunnel_id in self.deadlines.due(now):
+            if kind == lifetimes.ISAKMP:
+                sa = self.sas.by_tunnel.get(tunnel_id)
+                if sa is not None:
+                    self._isakmp_timers(sa)
+            else:
+                child = self.sas.children.get(tunnel_id)
+                if child is not None:
+                    lifetimes.child_timers(self, child)
         for key in self.half_open.expired(now):
             sa = self.sas.by_tunnel.get(key)  # type: ignore[call-overload]
             self.half_open.remove(key)
@@ -211,24 +225,23 @@ class Negotiator:
         return self._take()
 
     def next_deadline(self) -> float | None:
-        times: list[float] = []
-        ho = self.half_open.next_deadline()
-        if ho is not None:
-            times.append(ho)
-        qm_age = self.settings.quick_mode_max_age
-        for sa in self.sas.by_tunnel.values():
-            if sa.flight.deadline is not None:
-                times.append(sa.flight.deadline)
-            if sa.established and sa.lifetime:
-                times.append(sa.established_at + sa.lifetime)
-            for qe in sa.exchanges.values():
-                if qe.flight.deadline is not None:
-                    times.append(qe.flight.deadline)
-                times.append(qe.created + qm_age)
-            hook_time = self.hooks.timer_deadline(sa)
-            if hook_time is not None:
-                times.append(hook_time)
+        """Cheap: one deadline per SA is kept in a heap (lifetimes.DeadlineIndex); only the
+        SAs touched since the last call are recomputed."""
+        self._refresh_deadlines()
+        times = [
+            t for t in (self.half_open.next_deadline(), self.deadlines.next()) if t is not None
+        ]
         return min(times) if times else None
+
+    def touch(self, sa: IsakmpSa) -> None:
+        """`sa`'s timing may have changed: recompute its deadline before the next wait."""
+        self.deadlines.mark((lifetimes.ISAKMP, sa.tunnel_id))
+
+    def touch_child(self, child: ChildSa) -> None:
+        self.deadlines.mark((lifetimes.CHILD, child.tunnel_id))
+
+    def _refresh_deadlines(self) -> None:
+        self.deadlines.refresh(lambda key: lifetimes.deadline_of(self, key))
 
     # ------------------------------------------------------------------ services
 
@@ -268,6 +281,7 @@ class Negotiator:
         self._waiting.pop(request_id, None)
 
     def new_message_id(self, sa: IsakmpSa) -> int:
+        self.touch(sa)  # a new exchange (or informational) on it
         for _ in range(16):
             mid = int.from_bytes(self.random(4), "big")
             if mid and mid not in sa.exchanges and mid not in sa.finished_mids:
@@ -289,6 +303,7 @@ class Negotiator:
         for out in outs:
             self.emit(out)
         flight.sent(outs, self.now, self.backoff if retransmit else None)
+        self.touch(sa)
 
     def answer_duplicate(self, flight: Flight) -> None:
         if flight.datagrams:
@@ -358,7 +373,14 @@ class Negotiator:
             if handler is None:
                 self.counters.dropped_unexpected += 1
                 return
-            handler(self, sa, inbound)
+            before = dpd.rejections(self.counters)
+            try:
+                handler(self, sa, inbound)
+            finally:
+                self.touch(sa)
+            if dpd.rejections(self.counters) == before and sa.established:
+                dpd.heard(self, sa)  # accepted: the peer is alive
+                lifetimes.count_octets(self, sa, len(data))
         except (IsakmpError, CryptoError, IpcError) as exc:
             self.counters.dropped_malformed += 1
             self.log(LogLevel.DEBUG, f"dropped datagram from {msg.remote.addr}: {exc}")
@@ -403,6 +425,7 @@ class Negotiator:
     def add_isakmp(self, sa: IsakmpSa) -> None:
         self.sas.add(sa)
         self.half_open.add(sa.tunnel_id, sa.remote.addr, self.now)
+        self.touch(sa)
 
     def fail_isakmp(self, sa: IsakmpSa, reason: str) -> None:
         if sa.state is P1State.DEAD:
@@ -427,6 +450,7 @@ class Negotiator:
         sa.wipe()
         self.half_open.remove(sa.tunnel_id)
         self.sas.remove(sa)
+        self.touch(sa)
 
     def isakmp_established(self, sa: IsakmpSa) -> None:
         sa.state = P1State.ESTABLISHED
@@ -442,6 +466,7 @@ class Negotiator:
             f"{sa.role.name.lower()} ({choice.describe() if choice else ''})",
         )
         self.emit(self.report_isakmp(sa, 0))
+        lifetimes.on_isakmp_established(self, sa)
         for number in self.pending_phase2.pop(sa.definition.number, []):
             self._start_phase2(number, sa)
 
@@ -489,6 +514,7 @@ class Negotiator:
         quick_mode.timers(self, sa)
         for message in self.hooks.on_timer(sa, now):
             self.emit(message)
+        lifetimes.isakmp_timers(self, sa)
 
     # ------------------------------------------------------------------ commands
 
@@ -552,13 +578,7 @@ class Negotiator:
         self._on_initiate(InitiateCommand(Phase.PHASE2, msg.phase2_number, None, None))
 
     def _on_expire(self, msg: KernelExpire) -> None:
-        # Rekeying on soft expiry belongs to the lifetimes module; a hard expiry means the
-        # kernel removed the SA: forget the child it belongs to.
-        if not msg.hard:
-            return
-        for child in list(self.sas.children.values()):
-            if msg.spi in (child.spi_in, child.spi_out) and child.protocol == msg.proto:
-                install.remove_child(self, child, send_delete=True, kernel=True)
+        lifetimes.on_kernel_expire(self, msg)  # soft: rekey; hard: the SA is gone
 
     def _on_remove(self, cmd: RemoveCommand) -> None:
         if cmd.phase == Phase.PHASE2:

@@ -193,7 +193,8 @@ def initial_contact(core: Negotiator, sa: IsakmpSa) -> None:
             core.drop_isakmp(other)
     for child in list(core.sas.children.values()):
         if (
-            child.isakmp_tunnel_id != sa.tunnel_id
+            # older SAs were re-parented to `sa` when it replaced their ISAKMP SA
+            (child.isakmp_tunnel_id != sa.tunnel_id or child.created < sa.established_at)
             and child.remote.addr == sa.remote.addr
             and child.phase1_number == sa.definition.number
         ):

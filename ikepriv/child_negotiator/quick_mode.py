@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ikepriv.child_negotiator import informational, install
+from ikepriv.child_negotiator import informational, install, lifetimes
 from ikepriv.child_negotiator.identities import (
     IdForm,
     host_selector,
@@ -49,7 +49,15 @@ from ikepriv.crypto import dh
 from ikepriv.crypto.errors import CryptoError
 from ikepriv.crypto.oakley import quick_mode_hash1, quick_mode_hash2, quick_mode_hash3
 from ikepriv.crypto.prf import digests_equal
-from ikepriv.ipc.messages import ErrorCode, LogLevel, Phase2Def, Role, SpiReply, SpiRequest
+from ikepriv.ipc.messages import (
+    ErrorCode,
+    LogLevel,
+    Phase2Def,
+    Role,
+    Selector,
+    SpiReply,
+    SpiRequest,
+)
 from ikepriv.isakmp import (
     HashPayload,
     IdPayload,
@@ -84,7 +92,14 @@ def _prf_keys(sa: IsakmpSa) -> tuple[object, bytes]:
 # ------------------------------------------------------------------------------ initiator
 
 
-def initiate(core: Negotiator, definition: Phase2Def, sa: IsakmpSa) -> QuickExchange | None:
+def initiate(
+    core: Negotiator,
+    definition: Phase2Def,
+    sa: IsakmpSa,
+    selectors: tuple[Selector, Selector] | None = None,
+) -> QuickExchange | None:
+    """Start a Quick Mode for `definition`; a rekey passes the (local, remote) selectors of
+    the SA it replaces, which may be narrower than the definition's."""
     if active_count(sa) >= core.settings.quick_mode_max_parallel:
         core.log(LogLevel.WARNING, f"phase 2 {definition.name}: too many Quick Modes in progress")
         return None
@@ -99,6 +114,7 @@ def initiate(core: Negotiator, definition: Phase2Def, sa: IsakmpSa) -> QuickExch
     first = choices[0]
     choices = tuple(c for c in choices if c.group == first.group and c.protocol == first.protocol)
     form = IdForm.RANGE if core.settings.qm_id_ranges else IdForm.AUTO
+    local_sel, remote_sel = selectors or (definition.local, definition.remote)
     qe = QuickExchange(
         mid=core.new_message_id(sa),
         role=Role.INITIATOR,
@@ -107,10 +123,10 @@ def initiate(core: Negotiator, definition: Phase2Def, sa: IsakmpSa) -> QuickExch
         tunnel_id=core.new_tunnel_id(),
         state=QmState.I_SPI_WAIT,
         created=core.now,
-        local_sel=definition.local,
-        remote_sel=definition.remote,
-        id_ci=selector_id(definition.local, form),
-        id_cr=selector_id(definition.remote, form),
+        local_sel=local_sel,
+        remote_sel=remote_sel,
+        id_ci=selector_id(local_sel, form),
+        id_cr=selector_id(remote_sel, form),
     )
     qe.offered = choices
     qe.protocol = first.protocol
@@ -215,7 +231,7 @@ def _on_qm2(core: Negotiator, qe: QuickExchange, inb: Inbound) -> None:
     h3 = quick_mode_hash3(alg, skeyid_a, qe.mid, qe.ni, qe.nr)  # type: ignore[arg-type]
     core.transmit(sa, qe.flight, (seal(sa, QM, qe.mid, [HashPayload(h3)]),), retransmit=False)
     _done(core, qe)
-    install.install_child(core, qe, g_qm_xy)
+    lifetimes.on_child_installed(core, install.install_child(core, qe, g_qm_xy), qe)
 
 
 def _honour_responder_lifetime(qe: QuickExchange, notify: NotifyPayload) -> None:
@@ -419,7 +435,7 @@ def _on_qm3(core: Negotiator, qe: QuickExchange, inb: Inbound) -> None:
     qe.flight.accepted(inb.digest)  # QM3 ends the exchange: a repeat gets no answer
     core.hooks.on_authenticated(sa, inb)
     _done(core, qe)
-    install.install_child(core, qe, g_qm_xy)
+    lifetimes.on_child_installed(core, install.install_child(core, qe, g_qm_xy), qe)
     if qe.commit:
         informational.send_notify(
             core, sa, NotifyType.CONNECTED, qe.protocol, _spi_bytes(qe.spi_in)

@@ -34,3 +34,18 @@ class Settings:
     qm_id_ranges: bool = False
     # Soft lifetime of an IPsec SA, as a fraction of the hard one.
     soft_lifetime_fraction: float = 0.9
+    # Rekeying (lifetimes.py): a replacement starts at lifetime - margin - random(0, fuzz *
+    # margin), the margin being at most `rekey_margin_fraction` of the lifetime, so two
+    # peers rarely start at once and the kernel's soft expiry comes after ours.
+    rekey_margin: float = 540.0
+    rekey_margin_fraction: float = 0.1
+    rekey_fuzz: float = 1.0
+    # An SA replaced by a rekey is deleted this long after its successor is installed.
+    rekey_overlap: float = 10.0
+    # A rekey that has not produced a successor by then is started again.
+    rekey_retry: float = 20.0
+    # SAs of one tunnel made within this window of each other collided (both peers rekeyed
+    # at once): the nonces pick the survivor. Older SAs are simply replaced.
+    rekey_collision_window: float = 30.0
+    # Our own clean-up of an expired IPsec SA runs this long after the kernel's hard expiry.
+    hard_expiry_grace: float = 5.0

@@ -134,6 +134,7 @@ def phase1_def(
     name: str | None = None,
     mode: ExchangeType = ExchangeType.IDENTITY_PROTECTION,
     nat_t: bool = False,
+    dpd: DpdSettings | None = None,
 ) -> Phase1Def:
     if remote_id is None and not any_remote_id and remote is not None:
         remote_id = address_identity(remote)
@@ -147,7 +148,7 @@ def phase1_def(
         mode=mode,
         auth_method=AuthMethod.PRE_SHARED_KEY,
         proposals=tuple(proposals) or (ike_proposal(),),
-        dpd=DpdSettings(False, 0, 0),
+        dpd=dpd or DpdSettings(False, 0, 0),
         nat_t=nat_t,
     )
 
@@ -192,17 +193,20 @@ def mirrored(
     phase1_mode: ExchangeType = ExchangeType.IDENTITY_PROTECTION,
     nat_t: bool = False,
     responder_peer: IPAddress | None = LEFT,
+    dpd: DpdSettings | None = None,
+    responder_dpd: DpdSettings | None = None,
 ) -> tuple[ConfigSnapshot, ConfigSnapshot]:
     """A tunnel definition on the initiator (LEFT) and its mirror on the responder (RIGHT).
 
     Transport mode defaults to host selectors of the gateways, tunnel mode to the LANs.
     `responder_peer` is the address the responder expects the initiator at (NAT_PUBLIC
-    behind the simulated NAT, None for any); the expected ID stays LEFT's."""
+    behind the simulated NAT, None for any); the expected ID stays LEFT's. `dpd` applies to
+    both sides unless `responder_dpd` is given."""
     host = mode is EncapsulationMode.TRANSPORT
     lsel = left_sel or (selector(f"{LEFT}/32") if host else selector(LEFT_NET))
     rsel = right_sel or (selector(f"{RIGHT}/32") if host else selector(RIGHT_NET))
     init = ConfigSnapshot.of(
-        [phase1_def(1, LEFT, RIGHT, ike, mode=phase1_mode, nat_t=nat_t)],
+        [phase1_def(1, LEFT, RIGHT, ike, mode=phase1_mode, nat_t=nat_t, dpd=dpd)],
         [phase2_def(1, 1, lsel, rsel, esp, mode)],
     )
     resp = ConfigSnapshot.of(
@@ -215,6 +219,7 @@ def mirrored(
                 remote_id=address_identity(LEFT),
                 mode=phase1_mode,
                 nat_t=nat_t,
+                dpd=responder_dpd or dpd,
             )
         ],
         [

@@ -1,0 +1,258 @@
+"""Dead peer detection (RFC 3706): R-U-THERE / R-U-THERE-ACK in encrypted informationals.
+
+We always announce DPD (the vendor ID in our first phase 1 message) and always answer a
+peer's R-U-THERE. We probe only when the definition enables DPD and the peer announced it
+too.
+
+Idle means: no authenticated IKE message from the peer on this ISAKMP SA for `delay`
+seconds. The core does not see ESP traffic (only the kernel counts it, and the parent does
+not forward per-packet news), so a tunnel that carries traffic but no IKE messages is probed
+as well: one small exchange every `delay` seconds, which a live peer answers. While a probe
+is unanswered a new one (next sequence number) goes out every min(delay, timeout / 3)
+seconds; an ACK for any of them, or any other authenticated message, ends the series. No
+answer for `timeout` seconds: the peer is dead. Its SAs are removed (kernel SAs, and the
+policies unless the action keeps them), the parent gets a StateReport for each, and then,
+by the definition's action: CLEAR stays down; HOLD keeps the policies, so the next packet
+makes the kernel ask for a new negotiation (ACQUIRE); RESTART keeps them and starts a new
+phase 1 at once, the phase 2s following it.
+
+Sequence numbers (RFC 3706 5.5): ours start at a random 31-bit value and count up; an ACK
+must carry one of the outstanding ones. A peer's R-U-THERE must carry a number after the
+last one we accepted (serial arithmetic, so the count may wrap); an older or repeated one
+is dropped and counted. A DPD notify whose SPI does not name the ISAKMP SA it came on (both
+cookies) is dropped as for an unknown SA.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from functools import partial
+from typing import TYPE_CHECKING
+
+from ikepriv.child_negotiator import informational, install, vendor_ids
+from ikepriv.child_negotiator.counters import Counters
+from ikepriv.child_negotiator.sa_table import ChildSa, IsakmpSa
+from ikepriv.ipc.messages import DpdAction, LogLevel, ResultReply, SaDelete
+from ikepriv.isakmp import NotifyPayload
+from ikepriv.isakmp.constants import NotifyType, ProtocolId
+
+if TYPE_CHECKING:
+    from ikepriv.child_negotiator.engine import Negotiator
+
+MAX_OUTSTANDING = 8  # probes of one series whose ACK we still accept
+SERIAL_HALF = 1 << 31
+DEFAULT_TIMEOUT_FACTOR = 4  # timeout when the definition gives none
+
+
+@dataclass(slots=True)
+class DpdState:
+    enabled: bool  # we probe (definition wants it and the peer announced DPD)
+    delay: float
+    timeout: float
+    last_heard: float
+    next_seq: int
+    outstanding: list[int] = field(default_factory=list)
+    series_start: float = 0.0  # first unanswered probe (0: none)
+    last_sent: float = 0.0
+    peer_seq: int | None = None  # last R-U-THERE accepted from the peer
+
+    @property
+    def interval(self) -> float:
+        return max(1.0, min(self.delay, self.timeout / 3))
+
+
+def start(core: Negotiator, sa: IsakmpSa) -> None:
+    settings = sa.definition.dpd
+    wanted = settings.enabled and settings.delay_seconds > 0
+    announced = vendor_ids.DPD in sa.peer_vendor_ids
+    if wanted and not announced:
+        core.log(
+            LogLevel.NOTICE,
+            f"phase 1 {sa.definition.name}: {sa.remote.addr} did not announce DPD, not probing",
+        )
+    timeout = settings.timeout_seconds or DEFAULT_TIMEOUT_FACTOR * settings.delay_seconds
+    sa.dpd = DpdState(
+        enabled=wanted and announced,
+        delay=float(settings.delay_seconds),
+        timeout=float(max(timeout, settings.delay_seconds)),
+        last_heard=core.now,
+        next_seq=(int.from_bytes(core.random(4), "big") & (SERIAL_HALF - 1)) or 1,
+    )
+
+
+def _probing(sa: IsakmpSa) -> DpdState | None:
+    st = sa.dpd
+    if st is None or not st.enabled or not sa.established or sa.retired_by:
+        return None
+    return st
+
+
+def deadline(sa: IsakmpSa) -> float | None:
+    st = _probing(sa)
+    if st is None:
+        return None
+    if st.series_start:
+        return min(st.series_start + st.timeout, st.last_sent + st.interval)
+    return st.last_heard + st.delay
+
+
+def heard(core: Negotiator, sa: IsakmpSa) -> None:
+    """An authenticated message came from the peer on `sa`: it is alive."""
+    for target in (sa, core.sas.by_tunnel.get(sa.retired_by) if sa.retired_by else None):
+        if target is not None and target.dpd is not None:
+            st = target.dpd
+            st.last_heard = core.now
+            st.series_start = 0.0
+            st.outstanding.clear()
+
+
+_REJECTIONS = tuple(
+    f.name
+    for f in fields(Counters)
+    if f.name.startswith("dropped_") or f.name == "duplicates_answered"
+)
+
+
+def rejections(counters: Counters) -> int:
+    """Messages refused or merely repeated so far: unchanged across a datagram's handling
+    means the datagram was accepted (each drop path counts exactly one of these)."""
+    return sum(getattr(counters, name) for name in _REJECTIONS)
+
+
+def timers(core: Negotiator, sa: IsakmpSa) -> None:
+    st = _probing(sa)
+    if st is None:
+        return
+    now = core.now
+    if st.series_start:
+        if now >= st.series_start + st.timeout:
+            peer_dead(core, sa)
+        elif now >= st.last_sent + st.interval:
+            _probe(core, sa, st)
+    elif now >= st.last_heard + st.delay:
+        st.series_start = now
+        _probe(core, sa, st)
+
+
+def _probe(core: Negotiator, sa: IsakmpSa, st: DpdState) -> None:
+    seq = st.next_seq
+    st.next_seq = (seq + 1) & 0xFFFFFFFF
+    st.outstanding.append(seq)
+    del st.outstanding[:-MAX_OUTSTANDING]
+    st.last_sent = core.now
+    if informational.send(core, sa, [NotifyPayload.dpd(sa.cookies, seq)]):
+        core.counters.notifies_sent += 1
+
+
+# ------------------------------------------------------------------------------ receiving
+
+
+def _names_sa(sa: IsakmpSa, notify: NotifyPayload) -> bool:
+    return notify.protocol_id == ProtocolId.ISAKMP and notify.spi == sa.cookies
+
+
+def _after(seq: int, last: int) -> bool:
+    return 0 < (seq - last) % (1 << 32) < SERIAL_HALF
+
+
+def on_r_u_there(core: Negotiator, sa: IsakmpSa, notify: NotifyPayload) -> None:
+    seq = notify.dpd_sequence
+    assert seq is not None
+    if not _names_sa(sa, notify):
+        core.counters.dropped_unknown_sa += 1
+        core.log(LogLevel.NOTICE, f"R-U-THERE from {sa.remote.addr} names another SA: dropped")
+        return
+    st = sa.dpd
+    if st is None or not sa.established:
+        core.counters.dropped_unexpected += 1
+        return
+    if st.peer_seq is not None and not _after(seq, st.peer_seq):
+        core.counters.dropped_replay += 1
+        core.log(LogLevel.NOTICE, f"R-U-THERE from {sa.remote.addr} with old sequence {seq}")
+        return
+    st.peer_seq = seq
+    if informational.send(core, sa, [NotifyPayload.dpd(sa.cookies, seq, ack=True)]):
+        core.counters.notifies_sent += 1
+
+
+def on_ack(core: Negotiator, sa: IsakmpSa, notify: NotifyPayload) -> None:
+    seq = notify.dpd_sequence
+    assert seq is not None
+    if not _names_sa(sa, notify):
+        core.counters.dropped_unknown_sa += 1
+        return
+    st = sa.dpd
+    if st is None or seq not in st.outstanding:
+        core.counters.dropped_replay += 1
+        core.log(LogLevel.NOTICE, f"R-U-THERE-ACK from {sa.remote.addr} for no probe ({seq})")
+        return
+    st.outstanding.clear()
+    st.series_start = 0.0
+    st.last_heard = core.now
+
+
+NOTIFY_HANDLERS: dict[int, Callable[[Negotiator, IsakmpSa, NotifyPayload], None]] = {
+    NotifyType.R_U_THERE: on_r_u_there,
+    NotifyType.R_U_THERE_ACK: on_ack,
+}
+
+
+# ------------------------------------------------------------------------------ dead peer
+
+
+def peer_dead(core: Negotiator, sa: IsakmpSa) -> None:
+    definition = sa.definition
+    peer = sa.remote.addr
+    action = definition.dpd.action
+    restart = action is DpdAction.RESTART and definition.remote_addr is not None
+    keep_policies = action in (DpdAction.HOLD, DpdAction.RESTART)
+    st = sa.dpd
+    core.log(
+        LogLevel.WARNING,
+        f"phase 1 {definition.name}: peer {peer} is dead (no DPD answer for "
+        f"{st.timeout if st else 0:.0f}s), action {action.name.lower()}",
+    )
+    numbers: list[int] = []
+    for child in list(core.sas.children.values()):
+        if child.phase1_number != definition.number or child.remote.addr != peer:
+            continue
+        if child.definition.number not in numbers:
+            numbers.append(child.definition.number)
+        _clear_child(core, child, keep_policies)
+    for other in core.sas.isakmp_sas():
+        if other.definition.number == definition.number and other.remote.addr == peer:
+            core.drop_isakmp(other)
+            core.emit(core.report_isakmp(other, 0))
+    if not restart:
+        return
+    current = core.config.phase1.get(definition.number)
+    if current is None:
+        return
+    queue = core.pending_phase2.setdefault(current.number, [])
+    for number in numbers:
+        if number in core.config.phase2 and number not in queue:
+            queue.append(number)
+    core.log(LogLevel.INFO, f"phase 1 {current.name}: restarting after dead peer {peer}")
+    if core.start_phase1(current, sa.local.addr, peer) is None:
+        core.pending_phase2.pop(current.number, None)
+
+
+def _clear_child(core: Negotiator, child: ChildSa, keep_policies: bool) -> None:
+    """Remove the SA pair; the policies too unless the action wants traffic to trigger a
+    new negotiation (the kernel sends ACQUIRE for a policy without SAs)."""
+    install.remove_child(core, child, send_delete=False, kernel=not keep_policies)
+    if keep_policies:
+        for spi, dst in ((child.spi_in, child.local.addr), (child.spi_out, child.remote.addr)):
+            core.request(
+                partial(SaDelete, spi=spi, proto=child.protocol, dst=dst),
+                ResultReply,
+                partial(_on_delete_result, core),
+            )
+    core.emit(install.report_child(core, child, 0))
+
+
+def _on_delete_result(core: Negotiator, reply: ResultReply) -> None:
+    if reply.error.value != 0:
+        core.counters.parent_errors += 1
+        core.log(LogLevel.WARNING, f"kernel delete refused: {reply.error.name} {reply.reason}")

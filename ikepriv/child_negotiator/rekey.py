@@ -1,0 +1,251 @@
+"""Rekeying: starting replacements, and deciding which SA replaces which.
+
+Phase 2: a new Quick Mode under the live ISAKMP SA, with the selectors of the SA it
+replaces. The new SAs go to the kernel first; the old pair is deleted only once every
+kernel request of the new one succeeded, after `rekey_overlap` seconds (packets already in
+flight still find their SA). Phase 1: a new Main Mode to the same peer; the IPsec SAs stay
+in the kernel and are re-parented to the new ISAKMP SA (later Deletes and rekeys use it),
+and the old ISAKMP SA is deleted after the overlap.
+
+Which SA replaces which, the same rule for both phases, applied on each side when an SA of
+a tunnel (same definitions, peer and, for phase 2, negotiated selectors) is complete:
+
+* an SA completed more than `rekey_collision_window` seconds before the new one's exchange
+  started is simply older: it is replaced. The side that initiated the new exchange deletes
+  the old SA (with a Delete); the other side waits for that Delete, or for the old SA's end;
+* otherwise both peers rekeyed at once (a collision) and there are two new SAs. Both work
+  (each was fully negotiated); the one whose nonces rank lower (the smaller nonce of its
+  exchange first, then the larger, compared as bytes: the same on both peers) is redundant,
+  and the side that initiated it deletes it after the overlap. strongSwan uses the same
+  lowest-nonce rule for IKEv2 collisions.
+
+A replaced SA is never rekeyed. If its successor fails (the kernel refused it, the peer
+deleted it), the replaced SA gets its own rekey back.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ikepriv.child_negotiator import informational, install, quick_mode
+from ikepriv.child_negotiator.sa_table import (
+    NEGOTIATING,
+    ChildSa,
+    ChildState,
+    IsakmpSa,
+    QmState,
+)
+from ikepriv.ipc.messages import LogLevel, Phase1Def, Role
+
+if TYPE_CHECKING:
+    from ikepriv.child_negotiator.engine import IPAddress, Negotiator
+
+
+def may_initiate(definition: Phase1Def | None) -> bool:
+    """Whether this side may start a rekey: not for a definition that accepts any peer."""
+    return definition is not None and definition.remote_addr is not None
+
+
+def _rank(ni: bytes, nr: bytes) -> bytes:
+    return min(ni, nr) + max(ni, nr)
+
+
+def live_isakmp(core: Negotiator, number: int, peer: IPAddress) -> IsakmpSa | None:
+    """The ISAKMP SA new exchanges with this peer use: established, not replaced, newest."""
+    best: IsakmpSa | None = None
+    for sa in core.sas.by_tunnel.values():
+        if sa.definition.number != number or sa.remote.addr != peer or not sa.established:
+            continue
+        if best is None or (not sa.retired_by, sa.established_at) > (
+            not best.retired_by,
+            best.established_at,
+        ):
+            best = sa
+    return best
+
+
+def _negotiating(core: Negotiator, number: int, peer: IPAddress) -> bool:
+    return any(
+        sa.definition.number == number and sa.remote.addr == peer and sa.state in NEGOTIATING
+        for sa in core.sas.by_tunnel.values()
+    )
+
+
+# ------------------------------------------------------------------------------ phase 1
+
+
+def rekey_isakmp(core: Negotiator, sa: IsakmpSa) -> None:
+    """Start a new Main Mode to the peer of `sa` (unless one is already under way)."""
+    definition = core.config.phase1.get(sa.definition.number)
+    if not may_initiate(definition) or sa.retired_by:
+        sa.rekey_at = 0.0
+        return
+    assert definition is not None
+    sa.rekey_started = core.now
+    core.touch(sa)
+    if _negotiating(core, definition.number, sa.remote.addr):
+        return  # a new phase 1 with this peer is already being negotiated (by either side)
+    core.log(
+        LogLevel.INFO, f"phase 1 {definition.name} with {sa.remote.addr}: rekeying (soft lifetime)"
+    )
+    core.start_phase1(definition, sa.local.addr, sa.remote.addr)
+
+
+def supersede_isakmp(core: Negotiator, new: IsakmpSa) -> None:
+    """`new` is established: retire the older (or redundant) SAs with the same peer."""
+    window = core.settings.rekey_collision_window
+    for other in list(core.sas.by_tunnel.values()):
+        if (
+            other is new
+            or not other.established
+            or other.retired_by
+            or other.definition.number != new.definition.number
+            or other.remote.addr != new.remote.addr
+        ):
+            continue
+        if other.established_at < new.created - window:
+            _retire(core, other, new, we_delete=new.role is Role.INITIATOR)
+            continue
+        if _rank(other.ni, other.nr) < _rank(new.ni, new.nr):
+            loser, winner = other, new
+        else:
+            loser, winner = new, other
+        core.log(
+            LogLevel.NOTICE,
+            f"phase 1 {new.definition.name} with {new.remote.addr}: both sides rekeyed, "
+            f"keeping ISAKMP SA {winner.tunnel_id}",
+        )
+        _retire(core, loser, winner, we_delete=loser.role is Role.INITIATOR)
+        if loser is new:
+            return
+
+
+def _retire(core: Negotiator, old: IsakmpSa, new: IsakmpSa, *, we_delete: bool) -> None:
+    old.retired_by = new.tunnel_id
+    old.rekey_at = 0.0
+    old.retire_at = core.now + core.settings.rekey_overlap if we_delete else 0.0
+    for child in core.sas.children.values():
+        if child.isakmp_tunnel_id == old.tunnel_id:
+            child.isakmp_tunnel_id = new.tunnel_id
+    for sa in core.sas.by_tunnel.values():  # SAs it had replaced now point at the survivor
+        if sa.retired_by == old.tunnel_id:
+            sa.retired_by = new.tunnel_id
+    core.touch(old)
+    core.log(
+        LogLevel.INFO,
+        f"phase 1 {old.definition.name} with {old.remote.addr}: ISAKMP SA {old.tunnel_id} "
+        f"replaced by {new.tunnel_id}",
+    )
+
+
+def finish_retirement(core: Negotiator, sa: IsakmpSa) -> None:
+    """The overlap is over: delete the replaced ISAKMP SA (later if an exchange still runs)."""
+    if quick_mode.active_count(sa):
+        sa.retire_at = core.now + core.settings.rekey_overlap
+        core.touch(sa)
+        return
+    informational.send_delete_isakmp(core, sa)
+    core.drop_isakmp(sa)
+
+
+# ------------------------------------------------------------------------------ phase 2
+
+
+def _same_tunnel(a: ChildSa, b: ChildSa) -> bool:
+    return (
+        a.phase1_number == b.phase1_number
+        and a.remote.addr == b.remote.addr
+        and a.definition.number == b.definition.number
+        and a.selector_out == b.selector_out
+    )
+
+
+def rekey_child(core: Negotiator, child: ChildSa, reason: str) -> None:
+    """Start a Quick Mode that replaces `child` (a phase 1 first when none is left)."""
+    if child.state is not ChildState.ESTABLISHED or child.superseded_by or child.rekey_started:
+        return
+    p1 = core.config.phase1.get(child.phase1_number)
+    p2 = core.config.phase2.get(child.definition.number)
+    if not may_initiate(p1) or p2 is None or p2.phase1_number != child.phase1_number:
+        child.rekey_at = 0.0  # the peer rekeys (or the definition is gone)
+        return
+    assert p1 is not None
+    child.rekey_started = core.now
+    core.touch_child(child)
+    sa = live_isakmp(core, child.phase1_number, child.remote.addr)
+    if sa is None:
+        if not _negotiating(core, p1.number, child.remote.addr):
+            core.log(LogLevel.INFO, f"phase 2 {p2.name}: rekey needs a new phase 1 ({reason})")
+            core.start_phase1(p1, child.local.addr, child.remote.addr)
+        return  # the retry after rekey_retry finds the new ISAKMP SA
+    selectors = (child.selector_out.src, child.selector_out.dst)
+    for qe in sa.exchanges.values():
+        if (
+            qe.role is Role.INITIATOR
+            and qe.state is not QmState.DONE
+            and qe.definition.number == p2.number
+            and (qe.local_sel, qe.remote_sel) == selectors
+        ):
+            return  # already under way
+    core.log(
+        LogLevel.INFO,
+        f"phase 2 {p2.name} with {child.remote.addr}: rekeying SA {child.spi_in:08x} ({reason})",
+    )
+    quick_mode.initiate(core, p2, sa, selectors=selectors)
+
+
+def supersede_child(core: Negotiator, new: ChildSa) -> None:
+    """`new` went to the kernel: mark the SAs of the same tunnel it replaces."""
+    window = core.settings.rekey_collision_window
+    for other in list(core.sas.children.values()):
+        if (
+            other is new
+            or other.state is ChildState.DELETED
+            or other.superseded_by
+            or not _same_tunnel(other, new)
+        ):
+            continue
+        if other.created < new.exchange_started - window:
+            _supersede(core, other, new, we_delete=new.role is Role.INITIATOR)
+            continue
+        loser, winner = (other, new) if other.rank < new.rank else (new, other)
+        core.log(
+            LogLevel.NOTICE,
+            f"phase 2 {new.definition.name} with {new.remote.addr}: both sides rekeyed, "
+            f"keeping SA {winner.spi_in:08x}",
+        )
+        _supersede(core, loser, winner, we_delete=loser.role is Role.INITIATOR)
+        if loser is new:
+            return
+
+
+def _supersede(core: Negotiator, old: ChildSa, new: ChildSa, *, we_delete: bool) -> None:
+    old.superseded_by = new.tunnel_id
+    old.delete_at = core.now + core.settings.rekey_overlap if we_delete else 0.0
+    core.touch_child(old)
+
+
+def finish_supersede(core: Negotiator, child: ChildSa) -> None:
+    """The overlap is over: delete the replaced SA once a successor is in the kernel; if
+    every successor failed, the SA is in service again and rekeys on its own."""
+    others = [
+        c
+        for c in core.sas.children.values()
+        if c is not child and c.state is not ChildState.DELETED and _same_tunnel(c, child)
+    ]
+    if any(c.state is ChildState.ESTABLISHED for c in others):
+        core.log(
+            LogLevel.INFO,
+            f"phase 2 {child.definition.name} with {child.remote.addr}: deleting replaced SA "
+            f"{child.spi_in:08x}",
+        )
+        install.remove_child(core, child, send_delete=True, kernel=True)
+        core.emit(install.report_child(core, child, 0))
+        return
+    if others:  # still being installed
+        child.delete_at = core.now + core.settings.rekey_overlap
+    else:
+        child.superseded_by = 0
+        child.delete_at = 0.0
+        child.rekey_started = 0.0
+    core.touch_child(child)
