@@ -31,6 +31,7 @@ from ikepriv.ipc.messages import (
     DatagramIn,
     DatagramOut,
     Endpoint,
+    ErrorCode,
     NatTEncap,
     SaDirection,
     SkeyidReply,
@@ -362,7 +363,7 @@ def _strongswan_peer(mode: ExchangeType) -> ConfigSnapshot:
                         GroupId.MODP_2048,
                         lifetime=15840,
                     )
-                ],  # fmt: skip
+                ],
                 mode=mode,
                 nat_t=True,
             )
