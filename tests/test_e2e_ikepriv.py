@@ -24,7 +24,7 @@ from harness import uml
 pytestmark = [pytest.mark.uml, pytest.mark.root]
 
 CASES = ("activate-all", "keylog-capture", "sandbox", "crash", "activate-phased",
-         "remove-phase1", "two-phase2", "remove-phase2", "remove-db", "autostart")
+         "remove-phase1", "remove-all", "two-phase2", "remove-phase2", "remove-db", "autostart")
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import struct
 import subprocess
@@ -153,6 +154,15 @@ def check_listing(case: Case, peer: Ikepriv, p1: Sequence[str], p2: Sequence[str
                    f"{ROLE_LETTER[peer.spec.role]!r}")
         case.check(r["local_addr"] == peer.spec.local and r["remote_addr"] == peer.spec.remote,
                    f"{side}: row {r['name']} addresses {r['local_addr']} -> {r['remote_addr']}")
+
+
+def kernel_log_tail(lines: int = 40) -> list[str]:
+    """The guest kernel's last messages (OOM kills, seccomp audit lines), for diagnosis."""
+    exe = shutil.which("dmesg") or shutil.which("dmesg", path="/run/rk/bin")
+    if exe is None:
+        return []
+    r = subprocess.run([exe], capture_output=True, text=True, timeout=30, check=False)  # noqa: S603
+    return r.stdout.splitlines()[-lines:]
 
 
 def wait_until(cond: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
