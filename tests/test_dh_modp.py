@@ -36,25 +36,24 @@ def exponent(grp: ModpGroup, raw: bytes) -> int:
     return int.from_bytes(raw, "big") & ((1 << grp.exponent_bits) - 1)
 
 
-def _impls() -> list[int]:
-    """1 = portable GMP path, 2 = AVX-512 IFMA path (only where the CPU has it)."""
-    have = [1]
-    if lib.ikepriv_dh_set_impl(2) == 2:
-        have.append(2)
-    lib.ikepriv_dh_set_impl(0)
-    return have
-
-
-@pytest.fixture(params=_impls(), ids=lambda i: {1: "gmp", 2: "ifma"}[i])
-def impl(request: pytest.FixtureRequest) -> Iterator[int]:
-    assert lib.ikepriv_dh_set_impl(request.param) == request.param
+@pytest.fixture(params=dh.modp_impls())
+def impl(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every MODP path this CPU can run (gmp, openssl, and ifma where AVX-512 IFMA exists)."""
+    dh.set_modp_impl(request.param)
     yield request.param
-    lib.ikepriv_dh_set_impl(0)
+    dh.set_modp_impl("auto")
+
+
+def expected_path(grp: ModpGroup, impl: str) -> str:
+    """IFMA is set up from 1536 bits; smaller groups fall back to libcrypto."""
+    return "openssl" if impl == "ifma" and grp.prime.bit_length() < 1536 else impl
 
 
 @pytest.mark.parametrize("grp", MODP, ids=lambda g: g.group_id.name)
-def test_keygen_and_shared_match_pow(grp: ModpGroup, impl: int) -> None:
-    rng = random.Random(grp.group_id * 7919 + impl)  # noqa: S311 - reproducible test input
+def test_keygen_and_shared_match_pow(grp: ModpGroup, impl: str) -> None:
+    assert dh.modp_impl(grp.group_id) == expected_path(grp, impl)
+    seed = grp.group_id * 7919 + dh.modp_impls().index(impl)
+    rng = random.Random(seed)  # noqa: S311 - reproducible test input
     for _ in range(ROUNDS[grp.group_id]):
         src = Recorder(rng.getrandbits(64))
         key = dh.generate(grp.group_id, src)
@@ -68,11 +67,13 @@ def test_keygen_and_shared_match_pow(grp: ModpGroup, impl: int) -> None:
 
 
 @pytest.mark.parametrize("grp", MODP, ids=lambda g: g.group_id.name)
-def test_extreme_exponents_and_peers(grp: ModpGroup, impl: int) -> None:
+def test_extreme_exponents_and_peers(grp: ModpGroup, impl: str) -> None:
     nbytes = (grp.exponent_bits + 7) // 8
     top = b"\xff" * nbytes  # x = 2^bits - 1: every comb column full
     two = (2).to_bytes(nbytes, "big")
-    for raw in (top, two):
+    three = (3).to_bytes(nbytes, "big")  # all top limbs zero (libcrypto trims them)
+    low_limb_zero_top = bytes(8) + b"\xa5" * (nbytes - 8)
+    for raw in (top, two, three, low_limb_zero_top):
         key = dh.generate(grp.group_id, Recorder(0, [raw]))
         x = exponent(grp, raw)
         assert int.from_bytes(key.public, "big") == pow(2, x, grp.prime)
@@ -81,7 +82,7 @@ def test_extreme_exponents_and_peers(grp: ModpGroup, impl: int) -> None:
             assert int.from_bytes(got, "big") == pow(y, x, grp.prime)
 
 
-def test_parties_agree_and_secret_keeps_leading_zeros(impl: int) -> None:
+def test_parties_agree_and_secret_keeps_leading_zeros(impl: str) -> None:
     grp = GROUPS[GroupId.MODP_768]
     assert isinstance(grp, ModpGroup)
     rng = random.Random(5)  # noqa: S311 - reproducible test input
@@ -142,7 +143,7 @@ def test_peer_values_out_of_range_are_rejected(grp: ModpGroup) -> None:
 
 
 @pytest.mark.parametrize("grp", MODP[:2], ids=lambda g: g.group_id.name)
-def test_c_layer_rejects_what_python_would(grp: ModpGroup) -> None:
+def test_c_layer_rejects_what_python_would(grp: ModpGroup, impl: str) -> None:
     """The C entry point checks ranges and lengths on its own, too."""
     ffi = __import__("ikepriv.ext._dh", fromlist=["ffi"]).ffi
     ctx = dh._modp_context(grp)
@@ -190,7 +191,7 @@ def test_unsupported_groups() -> None:
             dh.public_length(gid)
 
 
-def test_threads_share_a_group_context() -> None:
+def test_threads_share_a_group_context(impl: str) -> None:
     """cffi drops the GIL in C; concurrent exchanges must not disturb each other."""
     from concurrent.futures import ThreadPoolExecutor
 

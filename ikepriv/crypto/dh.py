@@ -8,7 +8,14 @@ ECP: x | y without the 0x04 byte for public values, x for g^xy; X25519: the
 32-byte RFC 7748 strings).
 
 MODP arithmetic runs in the C extension ikepriv.ext._dh (constant time, the
-private exponent kept in a C buffer that `wipe()` clears).  ECP and X25519 run
+private exponent kept in a C buffer that `wipe()` clears).  The extension has
+three paths, picked at run time from the CPU: "ifma" (AVX-512 IFMA, groups of
+1536 bits and more), else "openssl" (shared secret through libcrypto's
+BN_mod_exp_mont_consttime); "gmp" (GMP's mpn_sec_powm) is kept as an
+independent cross-check.  Key generation uses a fixed-base comb in every path
+(IFMA arithmetic in "ifma", portable arithmetic otherwise).  Tests and the
+bench force a path with `set_modp_impl()` or the environment variable
+IKEPRIV_DH_IMPL=auto|gmp|openssl|ifma (read once, at import).  ECP and X25519 run
 in OpenSSL through `cryptography`; those key objects cannot be wiped from
 Python, so `wipe()` only drops our reference.
 
@@ -18,6 +25,7 @@ raise DHError.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
@@ -90,6 +98,43 @@ _C_ERRORS = {
     _lib.IKEPRIV_DH_EPEER: "peer public value out of range (must be 1 < y < p-1)",
     _lib.IKEPRIV_DH_ENOMEM: "out of memory",
 }
+
+MODP_IMPL_ENV = "IKEPRIV_DH_IMPL"
+_IMPL_CODES: dict[str, int] = {"auto": 0, "gmp": 1, "openssl": 3, "ifma": 2}
+_IMPL_NAMES: dict[int, str] = {code: name for name, code in _IMPL_CODES.items()}
+
+
+def modp_impls() -> tuple[str, ...]:
+    """The MODP paths this CPU can run, for `set_modp_impl()` (never "auto")."""
+    return tuple(
+        name
+        for name, code in _IMPL_CODES.items()
+        if name != "auto" and _lib.ikepriv_dh_impl_available(code)
+    )
+
+
+def set_modp_impl(name: str) -> None:
+    """Force one MODP path for every group, or go back to "auto" (CPUID decides).
+
+    For tests and benchmarks: all paths give identical results, so forcing
+    one lets a machine with IFMA check the paths other CPUs would run.
+    "ifma" still leaves groups under 1536 bits on "openssl" (see `modp_impl`).
+    """
+    code = _IMPL_CODES.get(name)
+    if code is None:
+        raise DHError(f"unknown MODP path {name!r} (one of {', '.join(_IMPL_CODES)})")
+    if not _lib.ikepriv_dh_impl_available(code):
+        raise DHError(f"MODP path {name!r} needs AVX-512 IFMA, which this CPU lacks")
+    _lib.ikepriv_dh_set_impl(code)
+
+
+def modp_impl(group_id: int) -> str:
+    """The path a MODP group's exchanges use now ("gmp", "openssl" or "ifma")."""
+    grp = group(group_id)
+    if not isinstance(grp, ModpGroup):
+        raise UnsupportedAlgorithm(f"group {group_id} is not a MODP group")
+    return _IMPL_NAMES[int(_lib.ikepriv_modp_impl(_modp_context(grp)))]
+
 
 _contexts: dict[GroupId, Any] = {}
 _contexts_lock = threading.Lock()
@@ -174,6 +219,10 @@ class _ModpKey:
 
     def __del__(self) -> None:
         self.wipe()
+
+
+if os.environ.get(MODP_IMPL_ENV):
+    set_modp_impl(os.environ[MODP_IMPL_ENV])
 
 
 # ---- ECP (cryptography) ----------------------------------------------------

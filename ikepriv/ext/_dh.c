@@ -31,6 +31,7 @@
  * give identical results; ikepriv_dh_set_impl() forces one for tests/bench.
  */
 #include <gmp.h>
+#include <openssl/bn.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -64,9 +65,17 @@ typedef struct ikepriv_modp {
     mp_limb_t p[MAX_LIMBS];
     mp_limb_t *comb;                /* tables * COMB_ENTRIES * n limbs, Montgomery form */
     void *fast;                     /* IFMA precomputation, or NULL */
+    BIGNUM *bn_p;                   /* p for libcrypto (public) */
+    BN_MONT_CTX *mont;              /* libcrypto's Montgomery constants for p, read-only */
 } ikepriv_modp;
 
-static int impl_choice = 0;         /* 0 auto, 1 portable (GMP), 2 IFMA */
+/* Arithmetic paths; the numbers are the API of ikepriv_dh_set_impl(). */
+#define IMPL_AUTO 0
+#define IMPL_GMP 1              /* portable comb keygen, GMP mpn_sec_powm shared secret */
+#define IMPL_IFMA 2             /* AVX-512 IFMA comb keygen and fixed-window shared secret */
+#define IMPL_OPENSSL 3          /* portable comb keygen, libcrypto BN_mod_exp_mont_consttime */
+
+static int impl_choice = IMPL_AUTO;
 
 void ikepriv_wipe(void *buf, size_t len)
 {
@@ -414,9 +423,21 @@ static int cpu_has_ifma(void)
 static int cpu_has_ifma(void) { return 0; }
 #endif
 
-static int ifma_active(void)
+/*
+ * The path a group uses under the current choice.  IFMA needs the CPU and a
+ * group it was set up for (>= 1536 bits); where it cannot run, "ifma" and
+ * "auto" both mean libcrypto, which beats GMP's mpn_sec_powm at every size.
+ */
+static int resolve_impl(int choice, int group_has_ifma)
 {
-    return impl_choice != 1 && cpu_has_ifma();
+    if (choice == IMPL_GMP || choice == IMPL_OPENSSL)
+        return choice;
+    return group_has_ifma && cpu_has_ifma() ? IMPL_IFMA : IMPL_OPENSSL;
+}
+
+static int group_impl(const ikepriv_modp *g)
+{
+    return resolve_impl(impl_choice, g->fast != NULL);
 }
 
 /* 64-bit limbs (n of them) to n52 limbs of 52 bits. */
@@ -670,12 +691,26 @@ static int build_comb(ikepriv_modp *g, const mpz_t p)
     return IKEPRIV_DH_OK;
 }
 
+/* libcrypto's copy of p and its Montgomery constants (public, read-only after this). */
+static int openssl_setup(ikepriv_modp *g, const uint8_t *p, size_t plen)
+{
+    BN_CTX *ctx = BN_CTX_new();
+    g->bn_p = BN_bin2bn(p, (int)plen, NULL);
+    g->mont = BN_MONT_CTX_new();
+    int ok = ctx != NULL && g->bn_p != NULL && g->mont != NULL &&
+             BN_MONT_CTX_set(g->mont, g->bn_p, ctx) == 1;
+    BN_CTX_free(ctx);
+    return ok ? IKEPRIV_DH_OK : IKEPRIV_DH_ENOMEM;
+}
+
 void ikepriv_modp_free(ikepriv_modp *g)
 {
     if (g == NULL)
         return;
     free(g->comb);
     ifma_free(g);
+    BN_MONT_CTX_free(g->mont);
+    BN_free(g->bn_p);
     free(g);
 }
 
@@ -716,6 +751,8 @@ int ikepriv_modp_new(const uint8_t *p, size_t plen, unsigned exp_bits, ikepriv_m
     int rc = ifma_setup(g, pz);
     if (rc == IKEPRIV_DH_OK)
         rc = build_comb(g, pz);
+    if (rc == IKEPRIV_DH_OK)
+        rc = openssl_setup(g, p, plen);
     mpz_clear(pz);
     if (rc != IKEPRIV_DH_OK) {
         ikepriv_modp_free(g);
@@ -730,12 +767,30 @@ size_t ikepriv_modp_exp_len(const ikepriv_modp *g)
     return (g->exp_bits + 7) / 8;
 }
 
-/* 0 auto, 1 portable GMP, 2 IFMA; returns the path now in use (for tests and bench). */
+/*
+ * Force a path for every group (IMPL_* above; for tests and the bench) or go
+ * back to IMPL_AUTO.  Returns the path a group of 1536 bits or more now uses,
+ * so a caller can tell that IFMA was asked for on a CPU without it.
+ */
 int ikepriv_dh_set_impl(int choice)
 {
-    if (choice >= 0 && choice <= 2)
+    if (choice >= IMPL_AUTO && choice <= IMPL_OPENSSL)
         impl_choice = choice;
-    return ifma_active() ? 2 : 1;
+    return resolve_impl(impl_choice, 1);
+}
+
+/* 1 when this CPU can run the path (IFMA needs AVX-512F and AVX-512 IFMA). */
+int ikepriv_dh_impl_available(int choice)
+{
+    if (choice == IMPL_IFMA)
+        return cpu_has_ifma();
+    return choice >= IMPL_AUTO && choice <= IMPL_OPENSSL;
+}
+
+/* The path this group uses now (smaller groups never use IFMA). */
+int ikepriv_modp_impl(const ikepriv_modp *g)
+{
+    return g == NULL ? IKEPRIV_DH_EINVAL : group_impl(g);
 }
 
 /* Exponent bytes to limbs, masked to exp_bits; returns nonzero when x >= 2. */
@@ -772,7 +827,7 @@ int ikepriv_modp_keygen(const ikepriv_modp *g, uint8_t *x, size_t xlen, uint8_t 
     if (load_exponent(xl, xn, x, xlen, g->exp_bits) == 0) {
         rc = IKEPRIV_DH_EWEAK;
     } else {
-        if (ifma_active() && g->fast != NULL)
+        if (group_impl(g) == IMPL_IFMA)
             ifma_comb_exp(r, xl, g);
         else
             comb_exp_portable(r, xl, g);
@@ -780,6 +835,53 @@ int ikepriv_modp_keygen(const ikepriv_modp *g, uint8_t *x, size_t xlen, uint8_t 
     }
     explicit_bzero(xl, sizeof xl);
     explicit_bzero(r, sizeof r);
+    return rc;
+}
+
+/*
+ * out = peer^x mod p through libcrypto's BN_mod_exp_mont_consttime (the code
+ * OpenSSL's own DH runs), with the group's precomputed BN_MONT_CTX.
+ *
+ * The exponent must reach libcrypto with a length that does not depend on its
+ * value: BN_lebin2bn skips leading zero bytes, and the exponentiation runs
+ * top * 64 steps.  So x goes in with one extra byte 0x01 above its xn limbs
+ * (the skip loop stops at once, every byte is converted), and BN_clear_bit
+ * then drops that bit.  BN_clear_bit trims zero top limbs, which with
+ * exp_bits a multiple of 64 (every group we define) happens only when the top
+ * 64 exponent bits are all zero: probability 2^-64.  BN_FLG_CONSTTIME on x
+ * selects OpenSSL's fixed-window, full-table-scan code; on the result it
+ * makes BN_bn2binpad's length computation branch-free.  All BIGNUMs holding
+ * secrets are BN_clear_free'd; the BN_CTX clears its own pool when freed.
+ */
+static int openssl_powm(uint8_t *out, size_t outlen, const uint8_t *peer, size_t peerlen,
+                        const mp_limb_t *xl, size_t xn, const ikepriv_modp *g)
+{
+    uint8_t xb[MAX_EXP_BITS / 8 + 1];
+    for (size_t i = 0; i < 8 * xn; i++)
+        xb[i] = (uint8_t)(xl[i / 8] >> (8 * (i % 8)));
+    xb[8 * xn] = 1;
+    int rc = IKEPRIV_DH_ENOMEM;
+    BN_CTX *ctx = BN_CTX_new();
+    BIGNUM *bx = BN_lebin2bn(xb, (int)(8 * xn + 1), NULL);
+    BIGNUM *by = BN_bin2bn(peer, (int)peerlen, NULL);
+    BIGNUM *br = BN_new();
+    explicit_bzero(xb, sizeof xb);
+    if (ctx != NULL && bx != NULL && by != NULL && br != NULL &&
+        BN_clear_bit(bx, (int)(LIMB_BITS * xn))) {
+        BN_set_flags(bx, BN_FLG_CONSTTIME);
+        BN_set_flags(br, BN_FLG_CONSTTIME);
+        if (BN_mod_exp_mont_consttime(br, by, bx, g->bn_p, ctx, g->mont) == 1 &&
+            BN_bn2binpad(br, out, (int)outlen) == (int)outlen)
+            rc = IKEPRIV_DH_OK;
+        else
+            rc = IKEPRIV_DH_EINVAL;
+    }
+    BN_clear_free(bx);
+    BN_clear_free(br);
+    BN_free(by);
+    BN_CTX_free(ctx);
+    if (rc != IKEPRIV_DH_OK)
+        explicit_bzero(out, outlen);
     return rc;
 }
 
@@ -815,8 +917,12 @@ int ikepriv_modp_shared(const ikepriv_modp *g, const uint8_t *x, size_t xlen,
     int rc = IKEPRIV_DH_OK;
     if (load_exponent(xl, xn, x, xlen, g->exp_bits) == 0) {
         rc = IKEPRIV_DH_EINVAL;  /* never produced by keygen */
-    } else if (ifma_active() && g->fast != NULL) {
+    } else if (group_impl(g) == IMPL_IFMA) {
         rc = ifma_powm(r, y, xl, g);
+    } else if (group_impl(g) == IMPL_OPENSSL) {
+        rc = openssl_powm(out, outlen, peer, peerlen, xl, xn, g);
+        explicit_bzero(xl, sizeof xl);
+        return rc;
     } else {
         mp_size_t itch = mpn_sec_powm_itch((mp_size_t)n, g->exp_bits, (mp_size_t)n);
         mp_limb_t *tp = malloc((size_t)itch * sizeof(mp_limb_t));

@@ -18,6 +18,8 @@ typedef struct ikepriv_modp ikepriv_modp;
 #define IKEPRIV_DH_EWEAK -4
 int ikepriv_dh_version(void);
 int ikepriv_dh_set_impl(int choice);
+int ikepriv_modp_impl(const ikepriv_modp *g);
+int ikepriv_dh_impl_available(int choice);
 void ikepriv_wipe(void *buf, size_t len);
 int ikepriv_modp_new(const uint8_t *p, size_t plen, unsigned exp_bits, ikepriv_modp **out);
 void ikepriv_modp_free(ikepriv_modp *g);
@@ -33,7 +35,7 @@ ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "ikepriv.ext._dh",
     (Path(__file__).parent / "_dh.c").read_text(),
-    libraries=["gmp"],
+    libraries=["gmp", "crypto"],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
 )
 
