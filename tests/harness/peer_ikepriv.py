@@ -130,12 +130,17 @@ class Ikepriv(Peer):
         self._wait_ready(START_TIMEOUT)
 
     def _wait_ready(self, timeout: float) -> None:
-        """Ready = UDP 500 bound in the namespace and the control socket answers a list."""
+        """Ready = UDP 500 bound in the namespace, the control socket answers a list and the
+        negotiator child is in its sandbox (it enters it right before reading its first
+        message). The daemon reports READY=1 before its child runs, and a datagram that
+        arrives before the child does is dropped (the peer's retransmission, 4 s later for
+        charon, would then count as handshake time)."""
         deadline = time.monotonic() + timeout
         while True:
             if not self.alive():
                 raise PeerError(f"ikeprivd {self.spec.name} exited early\n" + self.log_tail())
-            if self.control.exists() and self._udp_bound() and self.try_list() is not None:
+            if (self.control.exists() and self._udp_bound() and self.child_sandboxed()
+                    and self.try_list() is not None):
                 return
             if time.monotonic() > deadline:
                 raise PeerError(f"ikeprivd {self.spec.name}: not ready after {timeout}s\n"
@@ -271,6 +276,17 @@ class Ikepriv(Peer):
         except OSError:
             return pids
         return pids
+
+    def child_sandboxed(self) -> bool:
+        """A child of the daemon runs under its seccomp filter (/proc: Seccomp 2)."""
+        for pid in self.child_pids():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            if any(line.split() == ["Seccomp:", "2"] for line in status.splitlines()):
+                return True
+        return False
 
     def logs(self) -> list[Path]:
         names = (self.daemon_log.name, "ikedb.out", "ike.out", "initiate.out",
