@@ -10,14 +10,21 @@ and the old ISAKMP SA is deleted after the overlap.
 Which SA replaces which, the same rule for both phases, applied on each side when an SA of
 a tunnel (same definitions, peer and, for phase 2, negotiated selectors) is complete:
 
-* an SA completed more than `rekey_collision_window` seconds before the new one's exchange
-  started is simply older: it is replaced. The side that initiated the new exchange deletes
-  the old SA (with a Delete); the other side waits for that Delete, or for the old SA's end;
-* otherwise both peers rekeyed at once (a collision) and there are two new SAs. Both work
-  (each was fully negotiated); the one whose nonces rank lower (the smaller nonce of its
-  exchange first, then the larger, compared as bytes: the same on both peers) is redundant,
-  and the side that initiated it deletes it after the overlap. strongSwan uses the same
-  lowest-nonce rule for IKEv2 collisions.
+* an SA that was complete before the new one's exchange started (here, on this side) is
+  simply older: it is replaced. The side that initiated the old SA's exchange deletes it
+  (with a Delete); the other side waits for that Delete, or for the old SA's end. (Not "the
+  side that initiated the new one": after a collision each side may have seen the other's
+  new SA first, and each would wait for the other);
+* otherwise the two exchanges ran at the same time: both peers rekeyed at once (a
+  collision) and there are two new SAs. Both work (each was fully negotiated); the one
+  whose nonces rank lower (the smaller nonce of its exchange first, then the larger,
+  compared as bytes: the same on both peers) is redundant, and the side that initiated it
+  deletes it after the overlap. strongSwan uses the same lowest-nonce rule for IKEv2.
+
+Both peers classify a pair the same way because neither starts a rekey while it knows of
+an exchange for the same tunnel (in either role): a collision needs both peers to start
+before either hears of the other, so on both sides each exchange began before the other
+one was complete.
 
 A replaced SA is never rekeyed. If its successor fails (the kernel refused it, the peer
 deleted it), the replaced SA gets its own rekey back.
@@ -35,7 +42,7 @@ from ikepriv.child_negotiator.sa_table import (
     IsakmpSa,
     QmState,
 )
-from ikepriv.ipc.messages import LogLevel, Phase1Def, Role
+from ikepriv.ipc.messages import LogLevel, Phase1Def, Role, Selector
 
 if TYPE_CHECKING:
     from ikepriv.child_negotiator.engine import IPAddress, Negotiator
@@ -93,7 +100,6 @@ def rekey_isakmp(core: Negotiator, sa: IsakmpSa) -> None:
 
 def supersede_isakmp(core: Negotiator, new: IsakmpSa) -> None:
     """`new` is established: retire the older (or redundant) SAs with the same peer."""
-    window = core.settings.rekey_collision_window
     for other in list(core.sas.by_tunnel.values()):
         if (
             other is new
@@ -103,8 +109,8 @@ def supersede_isakmp(core: Negotiator, new: IsakmpSa) -> None:
             or other.remote.addr != new.remote.addr
         ):
             continue
-        if other.established_at < new.created - window:
-            _retire(core, other, new, we_delete=new.role is Role.INITIATOR)
+        if other.established_at < new.created:
+            _retire(core, other, new, we_delete=other.role is Role.INITIATOR)
             continue
         if _rank(other.ni, other.nr) < _rank(new.ni, new.nr):
             loser, winner = other, new
@@ -179,14 +185,8 @@ def rekey_child(core: Negotiator, child: ChildSa, reason: str) -> None:
             core.start_phase1(p1, child.local.addr, child.remote.addr)
         return  # the retry after rekey_retry finds the new ISAKMP SA
     selectors = (child.selector_out.src, child.selector_out.dst)
-    for qe in sa.exchanges.values():
-        if (
-            qe.role is Role.INITIATOR
-            and qe.state is not QmState.DONE
-            and qe.definition.number == p2.number
-            and (qe.local_sel, qe.remote_sel) == selectors
-        ):
-            return  # already under way
+    if _exchange_running(core, child, selectors):
+        return  # already under way (ours, or the peer's: it rekeys first)
     core.log(
         LogLevel.INFO,
         f"phase 2 {p2.name} with {child.remote.addr}: rekeying SA {child.spi_in:08x} ({reason})",
@@ -194,9 +194,21 @@ def rekey_child(core: Negotiator, child: ChildSa, reason: str) -> None:
     quick_mode.initiate(core, p2, sa, selectors=selectors)
 
 
+def _exchange_running(
+    core: Negotiator, child: ChildSa, selectors: tuple[Selector, Selector]
+) -> bool:
+    """Whether a Quick Mode for the same tunnel runs, under any ISAKMP SA with the peer."""
+    for sa in core.sas.by_tunnel.values():
+        if sa.definition.number != child.phase1_number or sa.remote.addr != child.remote.addr:
+            continue
+        for qe in sa.exchanges.values():
+            if qe.state is not QmState.DONE and (qe.local_sel, qe.remote_sel) == selectors:
+                return True
+    return False
+
+
 def supersede_child(core: Negotiator, new: ChildSa) -> None:
     """`new` went to the kernel: mark the SAs of the same tunnel it replaces."""
-    window = core.settings.rekey_collision_window
     for other in list(core.sas.children.values()):
         if (
             other is new
@@ -205,8 +217,8 @@ def supersede_child(core: Negotiator, new: ChildSa) -> None:
             or not _same_tunnel(other, new)
         ):
             continue
-        if other.created < new.exchange_started - window:
-            _supersede(core, other, new, we_delete=new.role is Role.INITIATOR)
+        if other.created < new.exchange_started:
+            _supersede(core, other, new, we_delete=other.role is Role.INITIATOR)
             continue
         loser, winner = (other, new) if other.rank < new.rank else (new, other)
         core.log(

@@ -44,8 +44,5 @@ class Settings:
     rekey_overlap: float = 10.0
     # A rekey that has not produced a successor by then is started again.
     rekey_retry: float = 20.0
-    # SAs of one tunnel made within this window of each other collided (both peers rekeyed
-    # at once): the nonces pick the survivor. Older SAs are simply replaced.
-    rekey_collision_window: float = 30.0
     # Our own clean-up of an expired IPsec SA runs this long after the kernel's hard expiry.
     hard_expiry_grace: float = 5.0

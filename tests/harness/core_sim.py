@@ -255,6 +255,7 @@ class StandInParent:
     skeyid_requests: list[SkeyidRequest] = field(default_factory=list)
     allocated: set[int] = field(default_factory=set)
     refuse: set[type] = field(default_factory=set)
+    kernel_log: list[Message] = field(default_factory=list)  # SA/policy requests, in order
 
     def answer(self, msg: Message) -> Message | None:
         if isinstance(msg, SkeyidRequest):
@@ -283,6 +284,7 @@ class StandInParent:
         ):
             if isinstance(msg, kind):
                 store.append(msg)
+                self.kernel_log.append(msg)
                 if kind in self.refuse:
                     return ResultReply(msg.request_id, ErrorCode.NOT_PERMITTED, "refused by test")
                 return ResultReply(msg.request_id, ErrorCode.OK, "")

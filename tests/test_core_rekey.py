@@ -1,0 +1,363 @@
+"""Rekeying between two in-process cores, on simulated time.
+
+Phase 2: a new SA pair before the old one's lifetime ends, keys matching on both sides, the
+old pair deleted only after the new one is in the kernel. Phase 1: a new ISAKMP SA, the
+IPsec SAs untouched and carried over. Collisions (both peers rekey at once) end with one
+surviving SA per tunnel, the same on both peers.
+"""
+
+from __future__ import annotations
+
+from harness.core_sim import (
+    LEFT_NET,
+    RIGHT_NET,
+    Simulation,
+    StandInParent,
+    esp_proposal,
+    ike_proposal,
+    mirrored,
+    selector,
+)
+
+from ikepriv.child_negotiator.settings import Settings
+from ikepriv.child_negotiator.snapshot import ConfigSnapshot
+from ikepriv.ipc.messages import (
+    KernelExpire,
+    Phase,
+    RemoveCommand,
+    Role,
+    SaAdd,
+    SaDelete,
+    SaDirection,
+    TunnelState,
+)
+from ikepriv.isakmp.constants import ProtocolId
+
+P2_LIFETIME = 600  # soft lifetime (rekey) between 480 and 540 s with the default margins
+
+
+def _up(sim: Simulation) -> None:
+    sim.initiate()
+    sim.run(duration=60)
+    sim.assert_keys_match(expected_pairs=2)
+
+
+def assert_never_without_pair(parent: StandInParent) -> None:
+    """Replaying the parent's kernel requests in order: once the first SA pair is in, some
+    tunnel has both its inbound and its outbound SA at every step."""
+    installed: dict[int, dict[int, SaDirection]] = {}  # tunnel id -> spi -> direction
+    up = False
+    for request in parent.kernel_log:
+        if isinstance(request, SaAdd):
+            installed.setdefault(request.tunnel_id, {})[request.spi] = request.direction
+        elif isinstance(request, SaDelete):
+            for spis in installed.values():
+                spis.pop(request.spi, None)
+        complete = any(set(spis.values()) == set(SaDirection) for spis in installed.values())
+        if up:
+            assert complete, f"no installed SA pair after {request}"
+        up = up or complete
+    assert up
+
+
+def _live_pair(sim: Simulation) -> tuple[int, int]:
+    """(initiator inbound SPI, initiator outbound SPI) of the one live phase 2 on both sides,
+    once an overlap that may be running is over."""
+    sim.run(duration=Settings().rekey_overlap + 5)
+    (ichild,) = sim.established_children("initiator")
+    (rchild,) = sim.established_children("responder")
+    assert (ichild.spi_in, ichild.spi_out) == (rchild.spi_out, rchild.spi_in)
+    return ichild.spi_in, ichild.spi_out
+
+
+def test_phase2_rekey_before_expiry_without_a_gap() -> None:
+    init, resp = mirrored(esp=[esp_proposal(lifetime=P2_LIFETIME)])
+    sim = Simulation(init, resp, seed=31)
+    _up(sim)
+    old = _live_pair(sim)
+    start = sim.now
+    sim.run(duration=P2_LIFETIME - 30)  # past every soft lifetime, before the hard one
+    assert sim.now < start + P2_LIFETIME
+    new = _live_pair(sim)
+    assert set(new).isdisjoint(old)
+    # both directions of both generations have the same keys on both sides
+    sim.assert_keys_match(expected_pairs=4)
+    for name in ("initiator", "responder"):
+        parent = sim.sides[name].parent
+        assert {d.spi for d in parent.sa_deletes} == set(old)  # the old pair, nothing else
+        assert not parent.policy_deletes  # the policies serve the new pair
+        assert len(parent.policy_adds) == 3  # added once, with the first pair
+        assert_never_without_pair(parent)
+        new_adds = [a for a in parent.sa_adds if a.spi in new]
+        assert len(new_adds) == 2 and len({a.reqid for a in parent.sa_adds}) == 1
+        assert all(a.lifetimes.hard_seconds == P2_LIFETIME for a in new_adds)
+
+
+def test_rekeys_repeat_for_as_long_as_the_tunnel_lives() -> None:
+    init, resp = mirrored(esp=[esp_proposal(lifetime=P2_LIFETIME)])
+    sim = Simulation(init, resp, seed=32)
+    _up(sim)
+    sim.run(duration=5 * P2_LIFETIME)
+    pairs = sim.assert_keys_match()
+    assert len(pairs) >= 2 * 6  # six generations at least, each both ways
+    _live_pair(sim)
+    for name in ("initiator", "responder"):
+        assert_never_without_pair(sim.sides[name].parent)
+        assert not sim.sides[name].parent.policy_deletes
+
+
+def _early(fraction: float) -> Settings:
+    """Settings that put the soft lifetime early (rekey first) or late."""
+    return Settings(rekey_margin=10_000, rekey_margin_fraction=fraction)
+
+
+def test_the_responder_may_rekey_too() -> None:
+    init, resp = mirrored(esp=[esp_proposal(lifetime=P2_LIFETIME)])
+    sim = Simulation(init, resp, seed=33, settings=_early(0.05), responder_settings=_early(0.3))
+    _up(sim)
+    old = _live_pair(sim)
+    sim.run(duration=P2_LIFETIME - 60)
+    new = _live_pair(sim)
+    assert set(new).isdisjoint(old)
+    (rchild,) = sim.established_children("responder")
+    assert rchild.role is Role.INITIATOR  # the responder of phase 1 started this Quick Mode
+    for name in ("initiator", "responder"):
+        assert {d.spi for d in sim.sides[name].parent.sa_deletes} == set(old)
+        assert_never_without_pair(sim.sides[name].parent)
+
+
+def test_a_responder_for_any_peer_leaves_the_rekey_to_the_peer() -> None:
+    init, resp = mirrored(esp=[esp_proposal(lifetime=P2_LIFETIME)], responder_peer=None)
+    sim = Simulation(init, resp, seed=34, settings=_early(0.05), responder_settings=_early(0.3))
+    _up(sim)
+    old = _live_pair(sim)
+    sim.run(duration=P2_LIFETIME - 20)
+    new = _live_pair(sim)
+    assert set(new).isdisjoint(old)
+    (rchild,) = sim.established_children("responder")
+    assert rchild.role is Role.RESPONDER
+    assert all(sa.role is Role.RESPONDER for sa in sim.established_isakmp("responder"))
+    assert "rekeying" not in sim.responder.log_text()
+
+
+def test_a_selector_narrower_than_the_definition_is_rekeyed_as_negotiated() -> None:
+    narrow_l, narrow_r = selector("198.51.100.0/26"), selector("198.51.100.128/26")
+    init, resp = mirrored(
+        esp=[esp_proposal(lifetime=P2_LIFETIME)],
+        left_sel=narrow_l,
+        right_sel=narrow_r,
+        responder_left_sel=selector(LEFT_NET),
+        responder_right_sel=selector(RIGHT_NET),
+    )
+    # the responder (whose definition is wider) rekeys
+    sim = Simulation(init, resp, seed=35, settings=_early(0.05), responder_settings=_early(0.3))
+    _up(sim)
+    sim.run(duration=P2_LIFETIME - 60)
+    _live_pair(sim)
+    (rchild,) = sim.established_children("responder")
+    assert rchild.role is Role.INITIATOR
+    assert (rchild.selector_out.src, rchild.selector_out.dst) == (narrow_r, narrow_l)
+    assert len(sim.responder.parent.policy_adds) == 3  # the same policies, not wider ones
+
+
+# ---------------------------------------------------------------------------- kernel events
+
+
+def test_soft_volume_expiry_from_the_kernel_starts_a_rekey() -> None:
+    init, resp = mirrored(esp=[esp_proposal(lifetime=3600, kilobytes=50_000)])
+    sim = Simulation(init, resp, seed=36)
+    _up(sim)
+    for add in sim.initiator.parent.sa_adds:
+        assert add.lifetimes.hard_kilobytes == 50_000
+        assert 0 < add.lifetimes.soft_kilobytes < 50_000
+    old = _live_pair(sim)
+    out_sa = next(a for a in sim.initiator.parent.sa_adds if a.direction is SaDirection.OUT)
+    sim.command("initiator", KernelExpire(out_sa.spi, ProtocolId.IPSEC_ESP, out_sa.dst, False))
+    sim.run(duration=60)  # far from any soft lifetime in seconds
+    new = _live_pair(sim)
+    assert set(new).isdisjoint(old)
+    for name in ("initiator", "responder"):
+        assert {d.spi for d in sim.sides[name].parent.sa_deletes} == set(old)
+        assert_never_without_pair(sim.sides[name].parent)
+    # a second soft event for the SA already replaced changes nothing
+    adds = len(sim.initiator.parent.sa_adds)
+    sim.command("initiator", KernelExpire(out_sa.spi, ProtocolId.IPSEC_ESP, out_sa.dst, False))
+    sim.run(duration=60)
+    assert len(sim.initiator.parent.sa_adds) == adds
+
+
+def test_hard_expiry_from_the_kernel_cleans_up_both_sides() -> None:
+    init, resp = mirrored()
+    sim = Simulation(init, resp, seed=37)
+    _up(sim)
+    old = _live_pair(sim)
+    in_sa = next(a for a in sim.initiator.parent.sa_adds if a.direction is SaDirection.IN)
+    sim.command("initiator", KernelExpire(in_sa.spi, ProtocolId.IPSEC_ESP, in_sa.dst, True))
+    sim.run(duration=30)
+    for name in ("initiator", "responder"):
+        parent = sim.sides[name].parent
+        assert not sim.established_children(name)
+        assert {d.spi for d in parent.sa_deletes} == set(old)
+        assert len(parent.policy_deletes) == 3 and parent.installed_spis() == set()
+    reports = [r for r in sim.initiator.parent.reports if r.phase is Phase.PHASE2]
+    assert reports[-1].state is TunnelState.DELETING and reports[-1].spi_in == old[0]
+    assert len(sim.established_isakmp("initiator")) == 1  # phase 1 is not affected
+
+
+def test_unknown_kernel_expiry_is_ignored() -> None:
+    init, resp = mirrored()
+    sim = Simulation(init, resp, seed=38)
+    _up(sim)
+    sim.command(
+        "initiator", KernelExpire(0x1234, ProtocolId.IPSEC_ESP, sim.initiator.address, True)
+    )
+    sim.run(duration=30)
+    _live_pair(sim)
+    assert not sim.initiator.parent.sa_deletes
+
+
+def test_hard_lifetime_without_a_rekey_removes_the_sa() -> None:
+    init, resp = mirrored(esp=[esp_proposal(lifetime=P2_LIFETIME)], responder_peer=None)
+    sim = Simulation(init, resp, seed=39)
+    _up(sim)
+    old = _live_pair(sim)
+    # the initiator's definition goes away (configuration reload): nobody rekeys any more
+    icore = sim.initiator.core
+    icore.config = ConfigSnapshot.of(icore.config.phase1.values(), [])
+    sim.run(duration=P2_LIFETIME + 60)
+    for name in ("initiator", "responder"):
+        parent = sim.sides[name].parent
+        assert not sim.established_children(name), name
+        assert set(old) <= {d.spi for d in parent.sa_deletes}
+        assert len(parent.policy_deletes) == 3
+        assert len(parent.sa_adds) == 2  # no new pair
+
+
+# ---------------------------------------------------------------------------- phase 1
+
+
+def test_phase1_rekey_keeps_the_phase2_sas() -> None:
+    init, resp = mirrored(ike=[ike_proposal(lifetime=600)], esp=[esp_proposal(lifetime=3600)])
+    sim = Simulation(init, resp, seed=41)
+    _up(sim)
+    (old_i,) = sim.established_isakmp("initiator")
+    spis = _live_pair(sim)
+    sim.run(duration=590)
+    (new_i,) = sim.established_isakmp("initiator")
+    (new_r,) = sim.established_isakmp("responder")
+    assert new_i is not old_i and new_i.cookies == new_r.cookies
+    assert _live_pair(sim) == spis
+    for name, sa in (("initiator", new_i), ("responder", new_r)):
+        parent = sim.sides[name].parent
+        assert len(parent.sa_adds) == 2 and not parent.sa_deletes and not parent.policy_deletes
+        (child,) = sim.established_children(name)
+        assert child.isakmp_tunnel_id == sa.tunnel_id  # re-parented
+        assert len(parent.skeyid_requests) == 2
+    # the old ISAKMP SA was deleted with a Delete (both sides forgot it)
+    assert old_i.cookies not in sim.responder.core.sas.by_cookies
+    # a later Delete of the phase 2 travels over the new ISAKMP SA and is honoured
+    (ichild,) = sim.established_children("initiator")
+    sim.command("initiator", RemoveCommand(Phase.PHASE2, ichild.tunnel_id))
+    sim.run(duration=30)
+    assert not sim.established_children("responder")
+    assert {d.spi for d in sim.responder.parent.sa_deletes} == set(spis)
+
+
+def test_phase2_rekeys_keep_working_across_phase1_rekeys() -> None:
+    init, resp = mirrored(ike=[ike_proposal(lifetime=600)], esp=[esp_proposal(lifetime=900)])
+    sim = Simulation(init, resp, seed=42)
+    _up(sim)
+    sim.run(duration=3000)
+    sim.assert_keys_match()
+    _live_pair(sim)
+    for name in ("initiator", "responder"):
+        assert len(sim.established_isakmp(name)) == 1
+        assert len(sim.sides[name].core.sas.by_tunnel) == 1
+        assert_never_without_pair(sim.sides[name].parent)
+        assert not sim.sides[name].parent.policy_deletes
+    assert sim.initiator.core.counters.phase2_failed == 0
+
+
+# ---------------------------------------------------------------------------- collisions
+
+_NO_FUZZ = Settings(rekey_fuzz=0.0)  # both peers reach the soft lifetime at the same moment
+
+
+def test_phase2_collision_leaves_one_sa_the_same_on_both_sides() -> None:
+    init, resp = mirrored(esp=[esp_proposal(lifetime=P2_LIFETIME)])
+    sim = Simulation(init, resp, seed=43, settings=_NO_FUZZ)
+    _up(sim)
+    old = _live_pair(sim)
+    sim.run(duration=P2_LIFETIME - 30)
+    for name in ("initiator", "responder"):
+        assert len(sim.sides[name].parent.sa_adds) == 6, "both sides rekeyed: two new pairs"
+        assert_never_without_pair(sim.sides[name].parent)
+    sim.assert_keys_match(expected_pairs=6)
+    new = _live_pair(sim)
+    assert set(new).isdisjoint(old)
+    # the survivor is the pair whose nonces rank higher, on both sides
+    i_adds = sim.initiator.parent.sa_adds[2:]
+    deleted = {d.spi for d in sim.initiator.parent.sa_deletes}
+    assert deleted == {a.spi for a in sim.initiator.parent.sa_adds} - set(new)
+    assert len(i_adds) == 4
+    assert "both sides rekeyed" in sim.initiator.log_text()
+    assert "both sides rekeyed" in sim.responder.log_text()
+
+
+def test_phase1_collision_leaves_one_isakmp_sa() -> None:
+    init, resp = mirrored(ike=[ike_proposal(lifetime=600)], esp=[esp_proposal(lifetime=3600)])
+    # The initiator completes phase 1 one network latency (0.01 s) after the responder: a
+    # margin longer by less than that makes both start their new Main Mode before either
+    # hears of the other's.
+    sim = Simulation(
+        init,
+        resp,
+        seed=44,
+        settings=Settings(rekey_fuzz=0.0, rekey_margin=60.005, rekey_margin_fraction=0.5),
+        responder_settings=Settings(rekey_fuzz=0.0, rekey_margin=60, rekey_margin_fraction=0.5),
+    )
+    _up(sim)
+    spis = _live_pair(sim)
+    sim.run(duration=590)
+    (sa_i,) = sim.established_isakmp("initiator")
+    (sa_r,) = sim.established_isakmp("responder")
+    assert sa_i.cookies == sa_r.cookies
+    assert (
+        len(sim.initiator.parent.skeyid_requests) + len(sim.responder.parent.skeyid_requests) == 6
+    )
+    assert _live_pair(sim) == spis
+    for name, sa in (("initiator", sa_i), ("responder", sa_r)):
+        (child,) = sim.established_children(name)
+        assert child.isakmp_tunnel_id == sa.tunnel_id
+        assert list(sim.sides[name].core.sas.by_tunnel.values()) == [sa]  # the rest deleted
+        assert "both sides rekeyed" in sim.sides[name].log_text()
+
+
+def test_rekey_survives_a_lossy_network() -> None:
+    init, resp = mirrored(esp=[esp_proposal(lifetime=P2_LIFETIME)])
+    sim = Simulation(init, resp, seed=45)
+    _up(sim)
+    old = _live_pair(sim)
+    sim.loss, sim.duplicate, sim.reorder = 0.2, 0.2, 0.3
+    sim.run(duration=P2_LIFETIME - 30)
+    sim.loss = sim.duplicate = sim.reorder = 0.0
+    sim.run(duration=60)
+    new = _live_pair(sim)
+    assert set(new).isdisjoint(old)
+    for name in ("initiator", "responder"):
+        assert_never_without_pair(sim.sides[name].parent)
+
+
+def test_deadline_heap_tracks_every_sa() -> None:
+    init, resp = mirrored(esp=[esp_proposal(lifetime=P2_LIFETIME)])
+    sim = Simulation(init, resp, seed=46)
+    _up(sim)
+    core = sim.initiator.core
+    deadline = core.next_deadline()
+    assert deadline is not None
+    (child,) = sim.established_children("initiator")
+    assert deadline <= child.rekey_at
+    # nothing is due before the deadline; at it, the work that was due gets done
+    assert core.handle_timers(deadline - 1) == []
+    assert core.next_deadline() == deadline
+    assert len(core.deadlines) == 2  # one ISAKMP SA, one phase 2
