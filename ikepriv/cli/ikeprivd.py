@@ -20,8 +20,8 @@ import sys
 import trio
 
 from ikepriv.child_negotiator.sandbox import DEFAULT_CHROOT_DIR, DEFAULT_USERS
+from ikepriv.ipc.control import CONTROL_PATH_ENV, DEFAULT_CONTROL_PATH
 from ikepriv.parent_kernel import logsetup
-from ikepriv.parent_kernel.control import CONTROL_ENV, DEFAULT_CONTROL_PATH
 from ikepriv.parent_kernel.daemon import Daemon, Options
 from ikepriv.parent_kernel.tunneldb import DEFAULT_DB_PATH, TunnelDBError
 from ikepriv.parent_kernel.xfrm import XfrmError
@@ -38,8 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--control",
-        default=os.environ.get(CONTROL_ENV, DEFAULT_CONTROL_PATH),
-        help=f"control socket (default ${CONTROL_ENV} or {DEFAULT_CONTROL_PATH})",
+        default=os.environ.get(CONTROL_PATH_ENV, DEFAULT_CONTROL_PATH),
+        help=f"control socket (default ${CONTROL_PATH_ENV} or {DEFAULT_CONTROL_PATH})",
     )
     p.add_argument(
         "--chroot", default=DEFAULT_CHROOT_DIR, help="empty directory the negotiator is locked into"

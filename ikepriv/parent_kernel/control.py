@@ -28,8 +28,6 @@ from ikepriv.ipc.schema import Direction, Message
 
 log = logging.getLogger("ikepriv.parent")
 
-DEFAULT_CONTROL_PATH: Final = "/run/ikepriv/control"
-CONTROL_ENV: Final = "IKEPRIV_CONTROL"
 MAX_SESSIONS: Final = 16
 SESSION_TIMEOUT: Final = 60.0
 _UCRED: Final = struct.Struct("=iII")  # pid, uid, gid
