@@ -12,8 +12,12 @@ own binding overhead):
 
 - `_dh` keygen: ikepriv.crypto.dh.generate(group, os.urandom): draws the
   exponent, runs the fixed-base comb in C, returns the public value.  Shown for
-  each C path this CPU can run (portable GMP, AVX-512 IFMA).
-- `_dh` shared: key.shared(peer) with a valid peer value (validation included).
+  each C path this CPU can run, forced with dh.set_modp_impl(): "gmp" and
+  "openssl" share the portable comb (same code, two rows), "ifma" has its own.
+- `_dh` shared: key.shared(peer) with a valid peer value (validation included):
+  "gmp" is GMP's mpn_sec_powm, "openssl" the system libcrypto's
+  BN_mod_exp_mont_consttime, "ifma" the AVX-512 IFMA fixed window.  Groups under
+  1536 bits have no IFMA set-up; their "ifma" row is left out.
 - OpenSSL (the copy linked into `cryptography`), two ways for keygen, because
   `cryptography` does not let us set the private exponent length of
   generate_private_key():
@@ -39,7 +43,6 @@ import warnings
 from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric import dh as ossl_dh
-from ikepriv.ext._dh import lib
 
 from ikepriv.crypto import dh
 from ikepriv.crypto.groups import GROUPS, ModpGroup
@@ -47,7 +50,7 @@ from ikepriv.isakmp.constants import GroupId
 
 warnings.filterwarnings("ignore", message=".*Diffie-Hellman.*")  # cryptography's FFDH notice
 
-IMPL_NAMES = {1: "gmp", 2: "ifma"}
+Row = tuple[str, str, float]
 
 
 def rate_once(fn: Callable[[], object], seconds: float) -> float:
@@ -78,15 +81,7 @@ def measure(cells: list[tuple[str, str, Callable[[], object]]], seconds: float, 
     return [(op, name, r) for (op, name, _), r in zip(cells, best, strict=True)]
 
 
-def available_impls() -> list[int]:
-    impls = [1]
-    if lib.ikepriv_dh_set_impl(2) == 2:
-        impls.append(2)
-    lib.ikepriv_dh_set_impl(0)
-    return impls
-
-
-def bench_group(grp: ModpGroup, seconds: float, rounds: int) -> list[tuple[str, str, float]]:
+def bench_group(grp: ModpGroup, seconds: float, rounds: int) -> list[Row]:
     """Rows of (operation, implementation, ops/s)."""
     cells: list[tuple[str, str, Callable[[], object]]] = []
     p, n = grp.prime, grp.length
@@ -94,20 +89,24 @@ def bench_group(grp: ModpGroup, seconds: float, rounds: int) -> list[tuple[str, 
     peer_int = pow(2, secrets.randbits(grp.exponent_bits), p)
     peer = peer_int.to_bytes(n, "big")
 
-    def with_impl(impl: int, fn: Callable[[], object]) -> Callable[[], object]:
+    def with_impl(impl: str, fn: Callable[[], object]) -> Callable[[], object]:
         def run() -> object:
-            lib.ikepriv_dh_set_impl(impl)  # a store to one int: negligible next to a modexp
+            dh.set_modp_impl(impl)  # a store to one int: negligible next to a modexp
             return fn()
 
         return run
 
-    for impl in available_impls():
-        name = f"_dh ({IMPL_NAMES[impl]})"
+    for impl in dh.modp_impls():
+        dh.set_modp_impl(impl)
+        if dh.modp_impl(grp.group_id) != impl:
+            continue  # "ifma" below 1536 bits: the same as "openssl"
+        name = f"_dh ({impl})"
         key = dh.generate(grp.group_id, os.urandom)
         cells.append(
             ("keygen", name, with_impl(impl, lambda: dh.generate(grp.group_id, os.urandom)))
         )
         cells.append(("shared", name, with_impl(impl, lambda k=key: k.shared(peer))))
+    dh.set_modp_impl("auto")
 
     pn = ossl_dh.DHParameterNumbers(p, grp.generator)
     params = pn.parameters()
@@ -128,8 +127,17 @@ def bench_group(grp: ModpGroup, seconds: float, rounds: int) -> list[tuple[str, 
     cells.append(("keygen", "Python pow", lambda: pow(2, x, p)))
     cells.append(("shared", "Python pow", lambda: pow(peer_int, x, p)))
     rows = measure(cells, seconds, rounds)
-    lib.ikepriv_dh_set_impl(0)
+    dh.set_modp_impl("auto")
     return rows
+
+
+def ratios(rows: list[Row]) -> dict[tuple[str, str], float]:
+    """(operation, implementation) -> speed relative to OpenSSL doing the same modexp."""
+    ref = {
+        "keygen": next(r for o, i, r in rows if o == "keygen" and i.startswith("OpenSSL g^x")),
+        "shared": next(r for o, i, r in rows if o == "shared" and i.startswith("OpenSSL")),
+    }
+    return {(o, i): r / ref[o] for o, i, r in rows}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,25 +147,35 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--groups", default="2,14,15,16", help="comma-separated group numbers")
     args = ap.parse_args(argv)
 
-    print(f"C paths on this CPU: {', '.join(IMPL_NAMES[i] for i in available_impls())}")
+    impls = dh.modp_impls()
+    print(f"C paths on this CPU: {', '.join(impls)} (auto picks {dh.modp_impl(GroupId(14))})")
+    summary: list[tuple[str, dict[tuple[str, str], float]]] = []
     for gid in (GroupId(int(g)) for g in args.groups.split(",")):
         grp = GROUPS[gid]
         if not isinstance(grp, ModpGroup):
             print(f"group {int(gid)} is not MODP, skipped", file=sys.stderr)
             continue
         rows = bench_group(grp, args.seconds, args.rounds)
-        ref = {
-            "keygen": next(r for o, i, r in rows if o == "keygen" and i.startswith("OpenSSL g^x")),
-            "shared": next(r for o, i, r in rows if o == "shared" and i.startswith("OpenSSL")),
-        }
-        print(
-            f"\nMODP-{grp.prime.bit_length()} (group {int(gid)}), {grp.exponent_bits}-bit exponent"
-        )
+        rel = ratios(rows)
+        title = f"MODP-{grp.prime.bit_length()} (group {int(gid)})"
+        summary.append((title, rel))
+        print(f"\n{title}, {grp.exponent_bits}-bit exponent")
         print(f"  {'op':7} {'implementation':38} {'ops/s':>10} {'us/op':>9} {'vs OpenSSL':>10}")
         for op in ("keygen", "shared"):
             for o, impl, r in rows:
                 if o == op:
-                    print(f"  {o:7} {impl:38} {r:10.0f} {1e6 / r:9.1f} {r / ref[op]:9.2f}x")
+                    print(f"  {o:7} {impl:38} {r:10.0f} {1e6 / r:9.1f} {rel[o, impl]:9.2f}x")
+
+    print("\nSpeed relative to OpenSSL (cryptography), same exponent length; '-' = not run")
+    heads = [f"{op} {impl}" for impl in impls for op in ("keygen", "shared")]
+    print(f"  {'group':26}" + "".join(f"{h:>16}" for h in heads))
+    for title, rel in summary:
+        cells = [
+            f"{rel[op, f'_dh ({impl})']:.2f}x" if (op, f"_dh ({impl})") in rel else "-"
+            for impl in impls
+            for op in ("keygen", "shared")
+        ]
+        print(f"  {title:26}" + "".join(f"{c:>16}" for c in cells))
     return 0
 
 

@@ -32,6 +32,9 @@
  */
 #include <gmp.h>
 #include <openssl/bn.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -46,24 +49,37 @@
 #define MAX_LIMBS 128           /* 8192-bit modulus */
 #define MIN_LIMBS 4             /* 256-bit modulus: refuse toys */
 #define MAX_EXP_BITS 1024
-#define COMB_TEETH 8            /* bits per table index: 256 entries per table */
-#define COMB_ENTRIES (1u << COMB_TEETH)
+#define MAX_TEETH 8             /* bits per comb table index: at most 256 entries */
 #define LIMB_BITS 64
 
 #if GMP_NUMB_BITS != 64 || GMP_NAIL_BITS != 0
 #error "_dh.c expects 64-bit GMP limbs without nails"
 #endif
 
+/*
+ * Shape of a Lim-Lee comb for an exponent of exp_bits bits: the bits are laid
+ * out as `teeth` rows of `cols` columns; column c gives a teeth-bit index into
+ * one of `tables` tables (columns u*rows .. u*rows+rows-1 use table u, whose
+ * entries are pre-raised to 2^(u*rows)).  Cost: rows-1 squarings, cols-1
+ * multiplications and cols full scans of a 2^teeth-entry table.
+ */
+typedef struct comb_geo {
+    unsigned teeth;                 /* bits per table index */
+    unsigned entries;               /* 2^teeth */
+    unsigned cols;                  /* ceil(exp_bits / teeth) */
+    unsigned tables;                /* v */
+    unsigned rows;                  /* ceil(cols / tables): columns per table */
+} comb_geo;
+
 typedef struct ikepriv_modp {
     size_t n;                       /* limbs in p */
     size_t plen;                    /* bytes in p (big-endian, no leading zero) */
     unsigned exp_bits;              /* private exponent length in bits */
-    unsigned cols;                  /* comb: columns per tooth, ceil(exp_bits / teeth) */
-    unsigned tables;                /* comb: number of tables (v) */
-    unsigned rows;                  /* comb: columns per table, ceil(cols / tables) */
+    comb_geo geo;                   /* portable comb */
+    int adx;                        /* MULX/ADX limb products usable (CPU has them, n % 4 == 0) */
     mp_limb_t pinv;                 /* -p^-1 mod 2^64 */
     mp_limb_t p[MAX_LIMBS];
-    mp_limb_t *comb;                /* tables * COMB_ENTRIES * n limbs, Montgomery form */
+    mp_limb_t *comb;                /* tables * entries * n limbs, Montgomery form */
     void *fast;                     /* IFMA precomputation, or NULL */
     BIGNUM *bn_p;                   /* p for libcrypto (public) */
     BN_MONT_CTX *mont;              /* libcrypto's Montgomery constants for p, read-only */
@@ -120,27 +136,52 @@ static void ct_select_scalar(uint64_t *r, const uint64_t *table, size_t width, s
 #include <immintrin.h>
 #define HAVE_X86_SIMD 1
 
+/*
+ * One pass over the table for limbs c .. c+4L-1 of every entry, L ymm
+ * accumulators.  The mask comes from a vector compare of a running entry
+ * counter with idx (no scalar flag, nothing the compiler could turn into a
+ * branch); L is a constant after inlining, so the inner loop unrolls.
+ */
+__attribute__((target("avx2"), always_inline))
+static inline void ct_select_avx2_pass(uint64_t *r, const uint64_t *table, size_t width,
+                                       size_t entries, uint64_t idx, size_t c, const int L)
+{
+    __m256i acc[8];
+    for (int i = 0; i < L; i++)
+        acc[i] = _mm256_setzero_si256();
+    const __m256i want = _mm256_set1_epi64x((long long)idx);
+    const __m256i one = _mm256_set1_epi64x(1);
+    __m256i j = _mm256_setzero_si256();
+    const uint64_t *e = table + c;
+    for (size_t k = 0; k < entries; k++, e += width) {
+        const __m256i m = _mm256_cmpeq_epi64(j, want);
+        j = _mm256_add_epi64(j, one);
+        for (int i = 0; i < L; i++)
+            acc[i] = _mm256_or_si256(
+                acc[i], _mm256_and_si256(m, _mm256_loadu_si256((const __m256i *)(e + 4 * i))));
+    }
+    for (int i = 0; i < L; i++) {
+        _mm256_storeu_si256((__m256i *)(r + c + 4 * i), acc[i]);
+        acc[i] = _mm256_setzero_si256();
+    }
+}
+
 __attribute__((target("avx2")))
 static void ct_select_avx2(uint64_t *r, const uint64_t *table, size_t width, size_t entries,
                            uint64_t idx)
 {
-    /* width is a multiple of 4 (checked by the caller) */
+    /* width is a multiple of 4 (checked by the caller); lanes is public */
     for (size_t c = 0; c < width; c += 32) {
-        size_t lanes = (width - c) >= 32 ? 8 : (width - c) / 4;
-        __m256i acc[8];
-        for (size_t i = 0; i < 8; i++)
-            acc[i] = _mm256_setzero_si256();
-        for (size_t j = 0; j < entries; j++) {
-            const __m256i m = _mm256_set1_epi64x((long long)ct_eq_mask((uint64_t)j, idx));
-            const uint64_t *e = table + j * width + c;
-            for (size_t i = 0; i < lanes; i++)
-                acc[i] = _mm256_or_si256(
-                    acc[i], _mm256_and_si256(m, _mm256_loadu_si256((const __m256i *)(e + 4 * i))));
+        switch ((width - c) >= 32 ? 8 : (width - c) / 4) {
+        case 8: ct_select_avx2_pass(r, table, width, entries, idx, c, 8); break;
+        case 7: ct_select_avx2_pass(r, table, width, entries, idx, c, 7); break;
+        case 6: ct_select_avx2_pass(r, table, width, entries, idx, c, 6); break;
+        case 5: ct_select_avx2_pass(r, table, width, entries, idx, c, 5); break;
+        case 4: ct_select_avx2_pass(r, table, width, entries, idx, c, 4); break;
+        case 3: ct_select_avx2_pass(r, table, width, entries, idx, c, 3); break;
+        case 2: ct_select_avx2_pass(r, table, width, entries, idx, c, 2); break;
+        default: ct_select_avx2_pass(r, table, width, entries, idx, c, 1); break;
         }
-        for (size_t i = 0; i < lanes; i++)
-            _mm256_storeu_si256((__m256i *)(r + c + 4 * i), acc[i]);
-        for (size_t i = 0; i < 8; i++)
-            acc[i] = _mm256_setzero_si256();
     }
 }
 
@@ -188,11 +229,83 @@ static void limbs_to_bytes(uint8_t *b, size_t len, const mp_limb_t *a, size_t n)
 
 /* ---- Portable Montgomery arithmetic on GMP limbs ----------------------- */
 
-/* r = t / R mod p, for t < p*R; t (2n limbs) is clobbered. Result < p. */
-static void redc(mp_limb_t *r, mp_limb_t *t, const ikepriv_modp *g)
+/*
+ * rp[0..n) += up[0..n) * v, returning the carry limb, like mpn_addmul_1.
+ * Debian's GMP is built for baseline x86-64 (MUL and ADC only); with BMI2 and
+ * ADX, MULX plus two independent carry chains (ADCX for the high halves,
+ * ADOX for the running sum) make the Montgomery products below about a third
+ * faster.  Straight-line code over every limb: timing depends on n only
+ * (public), never on the values.  n is a multiple of 4 (checked at set-up).
+ */
+#if defined(__x86_64__)
+#define HAVE_ADX_ASM 1
+__attribute__((target("bmi2,adx")))
+static mp_limb_t addmul_1_adx(mp_limb_t *rp, const mp_limb_t *up, size_t n, mp_limb_t v)
+{
+    mp_limb_t hi, lo0, hi0, lo1;
+    const mp_limb_t zero = 0;
+    size_t cnt = n / 4;
+    __asm__ volatile(
+        "xor %k[hi], %k[hi]\n\t"          /* hi = 0; clears CF and OF */
+        "1:\n\t"
+        "mulx 0(%[up]), %[lo0], %[hi0]\n\t"
+        "adcx %[hi], %[lo0]\n\t"
+        "adox 0(%[rp]), %[lo0]\n\t"
+        "mov %[lo0], 0(%[rp])\n\t"
+        "mulx 8(%[up]), %[lo1], %[hi]\n\t"
+        "adcx %[hi0], %[lo1]\n\t"
+        "adox 8(%[rp]), %[lo1]\n\t"
+        "mov %[lo1], 8(%[rp])\n\t"
+        "mulx 16(%[up]), %[lo0], %[hi0]\n\t"
+        "adcx %[hi], %[lo0]\n\t"
+        "adox 16(%[rp]), %[lo0]\n\t"
+        "mov %[lo0], 16(%[rp])\n\t"
+        "mulx 24(%[up]), %[lo1], %[hi]\n\t"
+        "adcx %[hi0], %[lo1]\n\t"
+        "adox 24(%[rp]), %[lo1]\n\t"
+        "mov %[lo1], 24(%[rp])\n\t"
+        "lea 32(%[up]), %[up]\n\t"        /* LEA and JRCXZ leave CF and OF alone */
+        "lea 32(%[rp]), %[rp]\n\t"
+        "lea -1(%[cnt]), %[cnt]\n\t"
+        "jrcxz 2f\n\t"
+        "jmp 1b\n\t"
+        "2:\n\t"
+        "adcx %[zero], %[hi]\n\t"         /* hi <= 2^64 - 2: both carries fit */
+        "adox %[zero], %[hi]\n\t"
+        : [hi] "=&r"(hi), [lo0] "=&r"(lo0), [hi0] "=&r"(hi0), [lo1] "=&r"(lo1),
+          [up] "+r"(up), [rp] "+r"(rp), [cnt] "+c"(cnt)
+        : "d"(v), [zero] "r"(zero)
+        : "cc", "memory");
+    return hi;
+}
+
+static int cpu_has_adx(void)
+{
+    static int cached = -1;
+    if (cached < 0) {
+        unsigned a, b, c, d;
+        cached = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 8)) /* BMI2 */ &&
+                 (b & (1u << 19)) /* ADX */;
+    }
+    return cached;
+}
+#endif
+
+
+/*
+ * r = t / R mod p, for t < p*R; t (2n limbs) is clobbered. Result < p.
+ * adx: use addmul_1_adx (the "openssl" path's keygen) instead of GMP's.
+ */
+static void redc(mp_limb_t *r, mp_limb_t *t, const ikepriv_modp *g, int adx)
 {
     const size_t n = g->n;
     mp_limb_t tmp[MAX_LIMBS];
+#ifdef HAVE_ADX_ASM
+    if (adx) {
+        for (size_t i = 0; i < n; i++)
+            t[i] = addmul_1_adx(t + i, g->p, n, t[i] * g->pinv);  /* t[i] became 0: stash carry */
+    } else
+#endif
     for (size_t i = 0; i < n; i++) {
         mp_limb_t u = t[i] * g->pinv;
         t[i] = mpn_addmul_1(t + i, g->p, (mp_size_t)n, u);  /* t[i] became 0: stash carry */
@@ -204,31 +317,56 @@ static void redc(mp_limb_t *r, mp_limb_t *t, const ikepriv_modp *g)
     explicit_bzero(tmp, sizeof tmp);
 }
 
-static void mont_mul(mp_limb_t *r, const mp_limb_t *a, const mp_limb_t *b, const ikepriv_modp *g)
+static void mont_mul(mp_limb_t *r, const mp_limb_t *a, const mp_limb_t *b, const ikepriv_modp *g,
+                     int adx)
 {
     mp_limb_t t[2 * MAX_LIMBS];
+#ifdef HAVE_ADX_ASM
+    if (adx) {
+        const size_t n = g->n;
+        for (size_t i = 0; i < 2 * n; i++)
+            t[i] = 0;
+        for (size_t i = 0; i < n; i++)
+            t[n + i] = addmul_1_adx(t + i, b, n, a[i]);
+        redc(r, t, g, adx);
+        explicit_bzero(t, sizeof t);
+        return;
+    }
+#endif
     mp_limb_t scratch[2 * MAX_LIMBS];  /* mpn_sec_mul_itch is 0 on every GMP 6.x */
     mpn_sec_mul(t, a, (mp_size_t)g->n, b, (mp_size_t)g->n, scratch);
-    redc(r, t, g);
+    redc(r, t, g, adx);
     explicit_bzero(t, sizeof t);
 }
 
-static void mont_sqr(mp_limb_t *r, const mp_limb_t *a, const ikepriv_modp *g)
+static void mont_sqr(mp_limb_t *r, const mp_limb_t *a, const ikepriv_modp *g, int adx)
 {
     mp_limb_t t[2 * MAX_LIMBS];
     mp_limb_t scratch[2 * MAX_LIMBS];
     mpn_sec_sqr(t, a, (mp_size_t)g->n, scratch);
-    redc(r, t, g);
+    redc(r, t, g, adx);
     explicit_bzero(t, sizeof t);
 }
 
-/* Index into comb table u at column c: bit i of the index is x bit i*cols + c. */
-static uint64_t comb_index(const mp_limb_t *x, const ikepriv_modp *g, unsigned c)
+static comb_geo make_geo(unsigned exp_bits, unsigned teeth, unsigned tables)
+{
+    comb_geo c;
+    c.teeth = teeth;
+    c.entries = 1u << teeth;
+    c.cols = (exp_bits + teeth - 1) / teeth;
+    c.tables = tables;
+    c.rows = (c.cols + tables - 1) / tables;
+    return c;
+}
+
+/* Index into a comb table at column c: bit i of the index is x bit i*cols + c. */
+static uint64_t comb_index(const mp_limb_t *x, unsigned exp_bits, const comb_geo *geo,
+                           unsigned c)
 {
     uint64_t idx = 0;
-    for (unsigned i = 0; i < COMB_TEETH; i++) {
-        unsigned pos = i * g->cols + c;  /* public */
-        if (pos < g->exp_bits)
+    for (unsigned i = 0; i < geo->teeth; i++) {
+        unsigned pos = i * geo->cols + c;  /* public */
+        if (pos < exp_bits)
             idx |= ((x[pos / LIMB_BITS] >> (pos % LIMB_BITS)) & 1) << i;
     }
     return idx;
@@ -239,25 +377,28 @@ static uint64_t comb_index(const mp_limb_t *x, const ikepriv_modp *g, unsigned c
  * rows*tables multiplications by a table entry picked with ct_select.
  * Result in normal (not Montgomery) form, < p.
  */
-static void comb_exp_portable(mp_limb_t *r, const mp_limb_t *x, const ikepriv_modp *g)
+static void comb_exp_portable(mp_limb_t *r, const mp_limb_t *x, const ikepriv_modp *g, int adx)
 {
     const size_t n = g->n;
     mp_limb_t sel[MAX_LIMBS];
     mp_limb_t t[2 * MAX_LIMBS];
     int first = 1;
-    for (unsigned k = g->rows; k-- > 0;) {
+    const comb_geo *geo = &g->geo;
+    for (unsigned k = geo->rows; k-- > 0;) {
         if (!first)
-            mont_sqr(r, r, g);
-        for (unsigned u = 0; u < g->tables; u++) {
-            unsigned c = u * g->rows + k;
-            uint64_t idx = c < g->cols ? comb_index(x, g, c) : 0;
-            const mp_limb_t *tab = g->comb + (size_t)u * COMB_ENTRIES * n;
+            mont_sqr(r, r, g, adx);
+        for (unsigned u = 0; u < geo->tables; u++) {
+            unsigned c = u * geo->rows + k;
+            if (c >= geo->cols)
+                continue;  /* public: the last table's unused columns */
+            uint64_t idx = comb_index(x, g->exp_bits, geo, c);
+            const mp_limb_t *tab = g->comb + (size_t)u * geo->entries * n;
             if (first) {
-                ct_select(r, tab, n, COMB_ENTRIES, idx);
+                ct_select(r, tab, n, geo->entries, idx);
                 first = 0;
             } else {
-                ct_select(sel, tab, n, COMB_ENTRIES, idx);
-                mont_mul(r, r, sel, g);
+                ct_select(sel, tab, n, geo->entries, idx);
+                mont_mul(r, r, sel, g, adx);
             }
         }
     }
@@ -266,10 +407,31 @@ static void comb_exp_portable(mp_limb_t *r, const mp_limb_t *x, const ikepriv_mo
         t[i] = r[i];
         t[n + i] = 0;
     }
-    redc(r, t, g);
+    redc(r, t, g, adx);
     explicit_bzero(sel, sizeof sel);
     explicit_bzero(t, sizeof t);
 }
+
+/*
+ * Portable comb geometry: 6 teeth, 8 tables for every size.  Table scans read
+ * every byte of a table, and without AVX-512 they cost about as much per byte
+ * as the products do, so the IFMA choice (8 teeth, 2 tables) scanned 2 MiB
+ * per 2048-bit key.  Keygen CPU time (us) with the AVX2 scan and GMP's
+ * products (before addmul_1_adx), 256/256/320/384-bit exponents:
+ *
+ *              1024   2048   3072   4096
+ *   8 x 2      32.6   70.5    176    342     (the old shape)
+ *   6 x 4      20.3   58.1    157    329
+ *   6 x 8      19.1   54.5    145    295     (chosen)
+ *   6 x 12     18.6   52.6    145    298
+ *   7 x 8      23.2   56.3    145    289
+ *   5 x 8      18.8   59.5    161    346
+ *
+ * 6 x 8 keeps the memory of the old shape (512 entries per group, 1.7 MB for
+ * all eight MODP groups); more tables only trim squarings, which are few.
+ */
+#define PORTABLE_TEETH 6
+#define PORTABLE_TABLES 8
 
 /* ---- Group set-up (public data only; mpz is fine here) ----------------- */
 
@@ -298,7 +460,8 @@ typedef struct ifma_ctx {
     uint64_t k0;                /* -p^-1 mod 2^52 */
     uint64_t *p52;              /* the modulus */
     uint64_t *r2;               /* R^2 mod p */
-    uint64_t *comb;             /* comb tables, same shape as the GMP ones, R = 2^(52*n52) */
+    comb_geo geo;               /* 8 teeth, 2 tables */
+    uint64_t *comb;             /* comb tables, R = 2^(52*n52) */
     void (*amm)(uint64_t *, const uint64_t *, const uint64_t *, const uint64_t *, uint64_t);
 } ifma_ctx;
 
@@ -512,7 +675,8 @@ static int ifma_setup(ikepriv_modp *g, const mpz_t p)
     f->n52 = n52;
     f->p52 = alloc_limbs(n52);
     f->r2 = alloc_limbs(n52);
-    f->comb = alloc_limbs((size_t)g->tables * COMB_ENTRIES * n52);
+    f->geo = make_geo(g->exp_bits, 8, 2);
+    f->comb = alloc_limbs((size_t)f->geo.tables * f->geo.entries * n52);
     if (f->p52 == NULL || f->r2 == NULL || f->comb == NULL)
         return IKEPRIV_DH_ENOMEM;
 #ifdef HAVE_X86_SIMD
@@ -543,7 +707,7 @@ static void ifma_store_comb(ikepriv_modp *g, unsigned u, unsigned j, const mpz_t
     mpz_init(v);
     mpz_mul_2exp(v, ge, 52 * f->n52);
     mpz_mod(v, v, p);
-    mpz_to_52(f->comb + ((size_t)u * COMB_ENTRIES + j) * f->n52, f->n52, v);
+    mpz_to_52(f->comb + ((size_t)u * f->geo.entries + j) * f->n52, f->n52, v);
     mpz_clear(v);
 }
 
@@ -564,18 +728,19 @@ static void ifma_comb_exp(mp_limb_t *r, const mp_limb_t *x, const ikepriv_modp *
     const size_t w = f->n52;
     uint64_t acc[MAX_N52], sel[MAX_N52];
     int first = 1;
-    for (unsigned k = g->rows; k-- > 0;) {
+    const comb_geo *geo = &f->geo;
+    for (unsigned k = geo->rows; k-- > 0;) {
         if (!first)
             f->amm(acc, acc, acc, f->p52, f->k0);
-        for (unsigned u = 0; u < g->tables; u++) {
-            unsigned c = u * g->rows + k;
-            uint64_t idx = c < g->cols ? comb_index(x, g, c) : 0;
-            const uint64_t *tab = f->comb + (size_t)u * COMB_ENTRIES * w;
+        for (unsigned u = 0; u < geo->tables; u++) {
+            unsigned c = u * geo->rows + k;
+            uint64_t idx = c < geo->cols ? comb_index(x, g->exp_bits, geo, c) : 0;
+            const uint64_t *tab = f->comb + (size_t)u * geo->entries * w;
             if (first) {
-                ct_select512(acc, tab, w, COMB_ENTRIES, idx);
+                ct_select512(acc, tab, w, geo->entries, idx);
                 first = 0;
             } else {
-                ct_select512(sel, tab, w, COMB_ENTRIES, idx);
+                ct_select512(sel, tab, w, geo->entries, idx);
                 f->amm(acc, acc, sel, f->p52, f->k0);
             }
         }
@@ -636,34 +801,29 @@ static int ifma_powm(mp_limb_t *r, const mp_limb_t *y, const mp_limb_t *x, const
 }
 #endif
 
-/* Comb tables: v tables of 2^h entries; entry j of table u is g^e * R mod p,
- * e = sum over set bits i of j of 2^(i*cols + u*rows).  Built from the
- * powers g^(2^pos) by one multiplication per entry. */
-static int build_comb(ikepriv_modp *g, const mpz_t p)
+/*
+ * Comb tables for one geometry: entry j of table u is g^e mod p (normal form,
+ * handed to `store`), e = sum over set bits i of j of 2^(i*cols + u*rows).
+ * Built from the powers g^(2^pos) by one multiplication per entry.  Public
+ * data only, so mpz is fine.
+ */
+typedef void (*comb_store)(ikepriv_modp *g, unsigned u, unsigned j, const mpz_t ge,
+                           const mpz_t p);
+
+static void build_comb_tables(ikepriv_modp *g, const comb_geo *geo, const mpz_t p,
+                              comb_store store)
 {
-    const size_t n = g->n;
-    size_t total = (size_t)g->tables * COMB_ENTRIES * n;
-    g->comb = calloc(total, sizeof(mp_limb_t));
-    if (g->comb == NULL)
-        return IKEPRIV_DH_ENOMEM;
-    mpz_t base, acc, rinv, entry[COMB_ENTRIES];
-    mpz_inits(base, acc, rinv, NULL);
-    mpz_set_ui(rinv, 1);
-    mpz_mul_2exp(rinv, rinv, LIMB_BITS * n);
-    if (mpz_invert(rinv, rinv, p) == 0) {
-        mpz_clears(base, acc, rinv, NULL);
-        return IKEPRIV_DH_EINVAL;
-    }
-    for (unsigned j = 0; j < COMB_ENTRIES; j++)
+    mpz_t base, acc, entry[1u << MAX_TEETH];
+    mpz_inits(base, acc, NULL);
+    for (unsigned j = 0; j < geo->entries; j++)
         mpz_init(entry[j]);
-    mpz_set_ui(base, 2);  /* g^(2^pos), pos advancing */
-    unsigned pos = 0;
-    for (unsigned u = 0; u < g->tables; u++) {
+    for (unsigned u = 0; u < geo->tables; u++) {
+        /* restart the power chain for each table (positions are not monotonic) */
+        mpz_set_ui(base, 2);  /* g^(2^pos), pos advancing */
+        unsigned pos = 0;
         mpz_set_ui(entry[0], 1);
-        mpz_mul_2exp(entry[0], entry[0], LIMB_BITS * n);  /* R */
-        mpz_mod(entry[0], entry[0], p);
-        for (unsigned i = 0; i < COMB_TEETH; i++) {
-            unsigned want = i * g->cols + u * g->rows;
+        for (unsigned i = 0; i < geo->teeth; i++) {
+            unsigned want = i * geo->cols + u * geo->rows;
             for (; pos < want; pos++) {
                 mpz_mul(base, base, base);
                 mpz_mod(base, base, p);
@@ -674,20 +834,34 @@ static int build_comb(ikepriv_modp *g, const mpz_t p)
                 mpz_mod(entry[j], acc, p);
             }
         }
-        for (unsigned j = 0; j < COMB_ENTRIES; j++) {
-            mpz_to_limbs(g->comb + ((size_t)u * COMB_ENTRIES + j) * n, n, entry[j]);
-            /* entry[j] is g^e * R64 mod p; IFMA wants g^e * R52: undo R64 first */
-            mpz_mul(acc, entry[j], rinv);
-            mpz_mod(acc, acc, p);
-            ifma_store_comb(g, u, j, acc, p);
-        }
-        /* restart the power chain for the next table (positions are not monotonic) */
-        mpz_set_ui(base, 2);
-        pos = 0;
+        for (unsigned j = 0; j < geo->entries; j++)
+            store(g, u, j, entry[j], p);
     }
-    for (unsigned j = 0; j < COMB_ENTRIES; j++)
+    for (unsigned j = 0; j < geo->entries; j++)
         mpz_clear(entry[j]);
-    mpz_clears(base, acc, rinv, NULL);
+    mpz_clears(base, acc, NULL);
+}
+
+/* Portable comb entry: g^e * 2^(64n) mod p in n limbs. */
+static void portable_store_comb(ikepriv_modp *g, unsigned u, unsigned j, const mpz_t ge,
+                                const mpz_t p)
+{
+    mpz_t v;
+    mpz_init(v);
+    mpz_mul_2exp(v, ge, LIMB_BITS * g->n);
+    mpz_mod(v, v, p);
+    mpz_to_limbs(g->comb + ((size_t)u * g->geo.entries + j) * g->n, g->n, v);
+    mpz_clear(v);
+}
+
+static int build_comb(ikepriv_modp *g, const mpz_t p)
+{
+    g->comb = calloc((size_t)g->geo.tables * g->geo.entries * g->n, sizeof(mp_limb_t));
+    if (g->comb == NULL)
+        return IKEPRIV_DH_ENOMEM;
+    build_comb_tables(g, &g->geo, p, portable_store_comb);
+    if (g->fast != NULL)
+        build_comb_tables(g, &((ifma_ctx *)g->fast)->geo, p, ifma_store_comb);
     return IKEPRIV_DH_OK;
 }
 
@@ -733,10 +907,7 @@ int ikepriv_modp_new(const uint8_t *p, size_t plen, unsigned exp_bits, ikepriv_m
     g->plen = plen;
     g->n = (plen + 7) / 8;
     g->exp_bits = exp_bits;
-    g->cols = (exp_bits + COMB_TEETH - 1) / COMB_TEETH;
-    /* Two tables halve the squarings; past 4096 bits a table is 256 KiB+, keep one pair. */
-    g->tables = 2;
-    g->rows = (g->cols + g->tables - 1) / g->tables;
+    g->geo = make_geo(exp_bits, PORTABLE_TEETH, PORTABLE_TABLES);
     bytes_to_limbs(g->p, g->n, p, plen);
 
     /* -p^-1 mod 2^64 by Newton iteration (p odd). */
@@ -744,6 +915,9 @@ int ikepriv_modp_new(const uint8_t *p, size_t plen, unsigned exp_bits, ikepriv_m
     for (int i = 0; i < 6; i++)
         inv *= 2 - g->p[0] * inv;
     g->pinv = 0 - inv;
+#ifdef HAVE_ADX_ASM
+    g->adx = cpu_has_adx() && g->n % 4 == 0;
+#endif
 
     mpz_t pz;
     mpz_init(pz);
@@ -830,7 +1004,7 @@ int ikepriv_modp_keygen(const ikepriv_modp *g, uint8_t *x, size_t xlen, uint8_t 
         if (group_impl(g) == IMPL_IFMA)
             ifma_comb_exp(r, xl, g);
         else
-            comb_exp_portable(r, xl, g);
+            comb_exp_portable(r, xl, g, group_impl(g) == IMPL_OPENSSL && g->adx);
         limbs_to_bytes(pub, publen, r, g->n);
     }
     explicit_bzero(xl, sizeof xl);
