@@ -200,14 +200,16 @@ class _ModpKey:
     def shared(self, peer_public: bytes) -> bytes:
         if self._x is None:
             raise DHError("private key was wiped")
-        _validate_modp(self._group, peer_public)
         n = self._group.length
         out = _ffi.new("uint8_t[]", n)
-        _check(
-            _lib.ikepriv_modp_shared(
-                self._ctx, self._x, len(self._x), peer_public, len(peer_public), out, n
-            )
+        # The C side checks length and range itself (1 < y < p-1) before any
+        # arithmetic; the Python check only runs to word the error.
+        rc = _lib.ikepriv_modp_shared(
+            self._ctx, self._x, len(self._x), peer_public, len(peer_public), out, n
         )
+        if rc != _lib.IKEPRIV_DH_OK:
+            _validate_modp(self._group, peer_public)
+            _check(rc)
         result = bytes(_ffi.buffer(out))
         _lib.ikepriv_wipe(out, n)
         return result

@@ -4,31 +4,46 @@
  * Why C: g^x and y^x over 1024..8192-bit primes are the costliest thing the
  * negotiator does, and Python's pow() is neither fast nor constant time.
  *
+ * Three paths, chosen at run time (CPUID) and forceable with
+ * ikepriv_dh_set_impl() for tests and the bench:
+ *
+ *   path     key generation (g = 2, fixed base)      shared secret (y^x)
+ *   ifma     comb, 8 teeth x 2 tables, AVX-512 IFMA  5-bit fixed window, IFMA
+ *   openssl  comb, 6 teeth x 8 tables, MULX/ADX      libcrypto BN_mod_exp_mont_consttime
+ *   gmp      comb, 6 teeth x 8 tables, GMP mpn       GMP mpn_sec_powm
+ *
+ * "auto" is ifma where the CPU has AVX-512 IFMA and p >= 1536 bits, else
+ * openssl.  gmp is the slowest and stays as an independent implementation the
+ * tests cross-check the others against (all three must agree with pow()).
+ * The openssl comb falls back to GMP products on CPUs without BMI2/ADX.
+ *
  * Constant time: nothing here branches on, or indexes memory with, a secret
  * (the private exponent x or any power of a base under it).  Secrets only flow
  * through
  *   - GMP's documented side-channel silent functions (mpn_sec_mul, mpn_sec_sqr,
  *     mpn_sec_powm, mpn_cnd_swap) and mpn_addmul_1 / mpn_add_n / mpn_sub_n,
  *     whose running time depends only on operand sizes,
- *   - our own table scan (ct_select), which reads every table entry and keeps
- *     one with a mask, and the AVX-512 IFMA Montgomery multiplication, which is
- *     straight-line vector code over all limbs.
+ *   - addmul_1_adx: MULX/ADCX/ADOX over every limb, loop count n (public),
+ *   - our own table scans (ct_select*), which read every entry of a table and
+ *     keep one with a mask computed without branches, and the AVX-512 IFMA
+ *     Montgomery multiplication, straight-line vector code over all limbs,
+ *   - libcrypto's BN_mod_exp_mont_consttime with BN_FLG_CONSTTIME on the
+ *     exponent (fixed window, full-table gathers: the code OpenSSL's own DH
+ *     runs); see openssl_powm() for how the exponent's length is kept fixed.
  * Branches and indexes depend only on public values: group sizes, the fixed
- * exponent length, loop counters, and the peer's public value.
+ * exponent length, comb and window positions, and the peer's public value.
  *
- * Secrets are wiped before return (explicit_bzero); scratch lives on the
- * stack or in buffers we allocate and wipe ourselves.
+ * Secrets are wiped before return (explicit_bzero, BN_clear_free); scratch
+ * lives on the stack or in buffers we allocate and wipe ourselves.
  *
  * Every length is an explicit parameter and is checked against the group;
  * nothing is read or written outside the given buffers.
  *
- * Key generation, g = 2 fixed: a Lim-Lee comb with 8 teeth and 2 tables of
- * 256 precomputed powers (Montgomery form, built once per group), so a
- * 256-bit exponent costs 15 squarings, 31 multiplications and 32 full-table
- * scans instead of ~256 squarings.  Shared secret, variable base: GMP's
- * mpn_sec_powm, or on CPUs with AVX-512 IFMA (and p >= 1536 bits) a
- * fixed-window (5-bit) exponentiation over the IFMA multiplication.  Both paths
- * give identical results; ikepriv_dh_set_impl() forces one for tests/bench.
+ * Key generation, g = 2 fixed: a Lim-Lee comb (tables of precomputed powers
+ * in Montgomery form, built once per group), so a 256-bit exponent costs
+ * 5 squarings, 42 multiplications and 43 scans of a 64-entry table on the
+ * portable paths (15, 31 and 32 scans of 256 entries with IFMA) instead of
+ * ~256 squarings.
  */
 #include <gmp.h>
 #include <openssl/bn.h>

@@ -1,8 +1,13 @@
 """cffi build script for `ikepriv.ext._dh`, the MODP Diffie-Hellman hot path.
 
 Links against GMP (libgmp-dev to build, libgmp10 to run) for its side-channel
-silent mpn_sec_* primitives.  cffi releases the GIL around every call, which is
-safe because no function in _dh.c touches a Python object.
+silent mpn_sec_* primitives, and against the system's OpenSSL libcrypto
+(libssl-dev to build, libssl3 to run) for BN_mod_exp_mont_consttime, the
+shared-secret path on CPUs without AVX-512 IFMA.  That libcrypto is separate
+from the copy statically linked into `cryptography`; the two do not share
+symbols or state.  cffi releases the GIL around every call, which is safe
+because no function in _dh.c touches a Python object, and the per-group state
+(tables, BN_MONT_CTX) is read-only after ikepriv_modp_new.
 """
 
 from pathlib import Path
