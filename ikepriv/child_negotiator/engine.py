@@ -229,7 +229,12 @@ class Negotiator:
         SAs touched since the last call are recomputed."""
         self._refresh_deadlines()
         times = [
-            t for t in (self.half_open.next_deadline(), self.deadlines.next()) if t is not None
+            t
+            for t in (
+                self.half_open.next_deadline(),
+                self.deadlines.next(lambda key: lifetimes.exists(self, key)),
+            )
+            if t is not None
         ]
         return min(times) if times else None
 

@@ -69,12 +69,16 @@ class DeadlineIndex:
             self._heap = [(when, key) for key, when in self._at.items()]
             heapq.heapify(self._heap)
 
-    def next(self) -> float | None:
+    def next(self, alive: Callable[[Key], bool] | None = None) -> float | None:
+        """The earliest deadline; with `alive`, keys whose SA is gone are dropped first (an
+        SA removed by code that did not mark it)."""
         heap = self._heap
         while heap:
             when, key = heap[0]
             if self._at.get(key) == when:
-                return when
+                if alive is None or alive(key):
+                    return when
+                del self._at[key]
             heapq.heappop(heap)
         return None
 
@@ -104,6 +108,11 @@ def soft_time(core: Negotiator, start: float, lifetime: float) -> float:
 
 
 # ------------------------------------------------------------------------------ deadlines
+
+
+def exists(core: Negotiator, key: Key) -> bool:
+    kind, tunnel_id = key
+    return tunnel_id in (core.sas.by_tunnel if kind == ISAKMP else core.sas.children)
 
 
 def deadline_of(core: Negotiator, key: Key) -> float | None:

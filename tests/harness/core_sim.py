@@ -502,6 +502,13 @@ class Simulation:
             self._dispatch(side, self._call(side, side.core.handle, message, self.now))
         raise AssertionError("simulation did not settle")
 
+    def advance(self, seconds: float) -> None:
+        """Run for `seconds` of simulated time and leave the clock at their end, even when
+        nothing happened meanwhile (run() stops the clock at the last event)."""
+        end = self.now + seconds
+        self.run(duration=seconds)
+        self.now = max(self.now, end)
+
     def _dispatch(self, side: Side, actions: Iterable[Message]) -> None:
         for action in actions:
             if isinstance(action, DatagramOut):
