@@ -1,0 +1,364 @@
+"""Atheris harness for the whole negotiation core (ikepriv.child_negotiator.engine).
+
+Each input is replayed against a fresh, deterministic pair of cores (initiator and
+responder, pre-shared keys, NAT-T on) advanced to one of several points of a Main Mode or
+Aggressive Mode + Quick Mode exchange: before the first message, after the second, after
+the fourth, mid Quick Mode, established. The input then supplies datagrams, delivered to
+one core as DatagramIn from its peer's address; whatever that core sends goes on to the
+other core, requests are answered like the parent would, and timers run far ahead
+(retransmissions, half-open expiry, keepalives, DPD, rekeys).
+
+Invariants, on every input: no exception escapes the core; every message it emits passes
+the IPC schema (the parent would kill a child sending anything else); the tables stay under
+the bounds of the core's Settings. Endless loops are caught by atheris' -timeout.
+
+Input layout (see split_input): byte 0 picks the stage, byte 1 holds flags (which core
+receives, from port 4500, from another source port, run timers), then up to MAX_DATAGRAMS
+datagrams, each a 2-byte big-endian length and that many bytes.
+
+    .venv/bin/python fuzz/make_core_corpus.py     # (re)build fuzz/corpus/core/
+    .venv/bin/python fuzz/fuzz_core.py -max_total_time=60 -timeout=10 fuzz/corpus/core
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import sys
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+if __name__ == "__main__":
+    import atheris
+
+    with atheris.instrument_imports(include=["ikepriv"]):
+        import ikepriv.child_negotiator.engine
+        import ikepriv.crypto.oakley
+        import ikepriv.isakmp  # noqa: F401
+
+from ikepriv.child_negotiator.engine import Negotiator
+from ikepriv.child_negotiator.settings import Settings
+from ikepriv.child_negotiator.snapshot import ConfigSnapshot
+from ikepriv.crypto.oakley import skeyid_psk
+from ikepriv.ipc import schema
+from ikepriv.ipc.messages import (
+    DatagramIn,
+    DatagramOut,
+    DpdSettings,
+    Endpoint,
+    ErrorCode,
+    Identity,
+    IkeProposal,
+    InitiateCommand,
+    Phase,
+    Phase1Def,
+    Phase2Def,
+    Phase2Proposal,
+    PolicyAdd,
+    PolicyDelete,
+    ResultReply,
+    SaAdd,
+    SaDelete,
+    Selector,
+    SkeyidReply,
+    SkeyidRequest,
+    SpiReply,
+    SpiRequest,
+)
+from ikepriv.ipc.schema import Message
+from ikepriv.isakmp.constants import (
+    NATT_KEEPALIVE,
+    NATT_PORT,
+    AuthAlgorithm,
+    AuthMethod,
+    EncapsulationMode,
+    EspTransformId,
+    ExchangeType,
+    GroupId,
+    IdType,
+    IkeEncryption,
+    IkeHash,
+    ProtocolId,
+)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+LEFT = ipaddress.ip_address("192.0.2.1")  # initiator
+RIGHT = ipaddress.ip_address("192.0.2.2")  # responder
+PSK = b"fuzzing is not a secret"
+MAX_DATAGRAMS = 6
+MAX_DATAGRAM = 4096
+MAX_EVENTS = 600  # per input: bounds the ping-pong between the cores
+TIMER_STEPS = (1.0, 3.0, 10.0, 30.0, 61.0, 130.0, 700.0, 4000.0, 30000.0)
+SIDES = ("initiator", "responder")
+SETTINGS = Settings()
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    mode: ExchangeType
+    delivered: int | None  # datagrams delivered before the input; None: run to the end
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("mm-start", ExchangeType.IDENTITY_PROTECTION, 0),
+    Stage("mm-after-mm2", ExchangeType.IDENTITY_PROTECTION, 2),
+    Stage("mm-after-mm4", ExchangeType.IDENTITY_PROTECTION, 4),
+    Stage("mm-mid-qm", ExchangeType.IDENTITY_PROTECTION, 7),
+    Stage("mm-established", ExchangeType.IDENTITY_PROTECTION, None),
+    Stage("am-start", ExchangeType.AGGRESSIVE, 0),
+    Stage("am-after-am2", ExchangeType.AGGRESSIVE, 2),
+    Stage("am-mid-qm", ExchangeType.AGGRESSIVE, 4),
+    Stage("am-established", ExchangeType.AGGRESSIVE, None),
+)
+
+# Flags (byte 1 of the input).
+TO_INITIATOR = 0x01  # else the datagrams go to the responder
+FROM_NATT = 0x02  # sent from/to port 4500 (natt flag set)
+OTHER_PORT = 0x04  # from a source port the peer never used
+RUN_TIMERS = 0x08
+
+
+# ---------------------------------------------------------------------------- set-up
+
+
+def _identity(addr: IPAddress) -> Identity:
+    return Identity(IdType.IPV4_ADDR, addr.packed)
+
+
+def config(mode: ExchangeType, local: IPAddress, remote: IPAddress) -> ConfigSnapshot:
+    ike = IkeProposal(IkeEncryption.AES_CBC, 128, IkeHash.SHA2_256, GroupId.MODP_1024, 28800)
+    esp = Phase2Proposal(
+        ProtocolId.IPSEC_ESP,
+        EspTransformId.AES_CBC,
+        128,
+        AuthAlgorithm.HMAC_SHA2_256,
+        GroupId.MODP_1024,
+        3600,
+        0,
+    )
+    p1 = Phase1Def(
+        number=1,
+        name="fuzz",
+        local_addr=local,
+        remote_addr=remote,
+        local_id=_identity(local),
+        remote_id=_identity(remote),
+        mode=mode,
+        auth_method=AuthMethod.PRE_SHARED_KEY,
+        proposals=(ike,),
+        dpd=DpdSettings(True, 10, 30),
+        nat_t=True,
+    )
+    p2 = Phase2Def(
+        number=1,
+        phase1_number=1,
+        name="fuzz-2",
+        local=Selector(ipaddress.ip_network(local), 0, 0),
+        remote=Selector(ipaddress.ip_network(remote), 0, 0),
+        proposals=(esp,),
+        mode=EncapsulationMode.TRANSPORT,
+    )
+    return ConfigSnapshot.of([p1], [p2])
+
+
+@dataclass
+class Parent:
+    """Answers requests like the real parent would (OK, real SKEYID, fresh SPIs)."""
+
+    next_spi: int = 0x1000
+
+    def answer(self, msg: Message) -> Message | None:
+        if isinstance(msg, SkeyidRequest):
+            return SkeyidReply(
+                msg.request_id, ErrorCode.OK, skeyid_psk(msg.prf, PSK, msg.ni, msg.nr)
+            )
+        if isinstance(msg, SpiRequest):
+            self.next_spi += 1
+            return SpiReply(msg.request_id, ErrorCode.OK, self.next_spi)
+        if isinstance(msg, SaAdd | SaDelete | PolicyAdd | PolicyDelete):
+            return ResultReply(msg.request_id, ErrorCode.OK, "")
+        return None
+
+
+@dataclass
+class Pair:
+    cores: dict[str, Negotiator]
+    parents: dict[str, Parent]
+    now: float = 1000.0
+    queue: deque[tuple[str, Message]] = field(default_factory=deque)
+    delivered: int = 0
+    held: list[tuple[str, DatagramIn]] = field(default_factory=list)  # not yet delivered
+    log: list[tuple[str, DatagramIn]] = field(default_factory=list)  # delivered, in order
+    emitted: list[tuple[str, Message]] = field(default_factory=list)
+    events: int = 0
+
+    def peer(self, side: str) -> str:
+        return SIDES[1] if side == SIDES[0] else SIDES[0]
+
+    def route(self, side: str, actions: list[Message], limit: int | None) -> None:
+        for action in actions:
+            self.emitted.append((side, action))
+            if isinstance(action, DatagramOut):
+                if action.data == NATT_KEEPALIVE:
+                    continue  # the receiving parent drops keepalives
+                inbound = DatagramIn(action.remote, action.local, action.natt, action.data)
+                target = self.peer(side)
+                if limit is not None and self.delivered >= limit:
+                    self.held.append((target, inbound))
+                else:
+                    self.delivered += 1
+                    self.log.append((target, inbound))
+                    self.queue.append((target, inbound))
+                continue
+            reply = self.parents[side].answer(action)
+            if reply is not None:
+                self.queue.append((side, reply))
+
+    def pump(self, limit: int | None = None) -> None:
+        while self.queue and self.events < MAX_EVENTS:
+            self.events += 1
+            side, message = self.queue.popleft()
+            self.route(side, self.cores[side].handle(message, self.now), limit)
+
+    def timers(self, until: float) -> None:
+        for step in TIMER_STEPS:
+            self.now += step
+            for side in SIDES:
+                core = self.cores[side]
+                deadline = core.next_deadline()
+                # a few rounds: timers may start exchanges whose first steps are due at once
+                for _ in range(4):
+                    if deadline is None or deadline > self.now:
+                        break
+                    self.route(side, core.handle_timers(self.now), None)
+                    deadline = core.next_deadline()
+            self.pump()
+            if self.now >= until:
+                return
+
+
+def build(stage: Stage) -> Pair:
+    """A fresh pair at `stage`; the same every time (seeded randomness, fixed clock)."""
+    rng = random.Random(stage.name)  # noqa: S311 - replayable on purpose
+    cores = {
+        "initiator": Negotiator(
+            config(stage.mode, LEFT, RIGHT),
+            1000.0,
+            random.Random(rng.random()).randbytes,  # noqa: S311
+        ),
+        "responder": Negotiator(
+            config(stage.mode, RIGHT, LEFT),
+            1000.0,
+            random.Random(rng.random()).randbytes,  # noqa: S311
+        ),
+    }
+    pair = Pair(cores, {side: Parent() for side in SIDES})
+    pair.route(
+        "initiator",
+        cores["initiator"].handle(InitiateCommand(Phase.PHASE2, 1, None, None), pair.now),
+        stage.delivered,
+    )
+    pair.pump(stage.delivered)
+    pair.emitted.clear()
+    return pair
+
+
+# ---------------------------------------------------------------------------- the input
+
+
+@dataclass(frozen=True)
+class Input:
+    stage: Stage
+    flags: int
+    datagrams: tuple[bytes, ...]
+
+
+def split_input(data: bytes) -> Input | None:
+    if len(data) < 2:
+        return None
+    stage = STAGES[data[0] % len(STAGES)]
+    flags = data[1]
+    datagrams: list[bytes] = []
+    pos = 2
+    while pos + 2 <= len(data) and len(datagrams) < MAX_DATAGRAMS:
+        size = int.from_bytes(data[pos : pos + 2], "big") % (MAX_DATAGRAM + 1)
+        pos += 2
+        chunk = data[pos : pos + size]
+        pos += len(chunk)
+        if chunk:
+            datagrams.append(chunk)
+    return Input(stage, flags, tuple(datagrams))
+
+
+def join_input(stage: int, flags: int, datagrams: list[bytes]) -> bytes:
+    """The inverse of split_input (for the seed generator and the tests)."""
+    out = bytearray([stage, flags])
+    for d in datagrams[:MAX_DATAGRAMS]:
+        out += len(d).to_bytes(2, "big") + d
+    return bytes(out)
+
+
+def endpoints(flags: int) -> tuple[str, Endpoint, Endpoint, bool]:
+    """(receiving side, its local endpoint, the sender's endpoint, natt)."""
+    natt = bool(flags & FROM_NATT)
+    port = NATT_PORT if natt else 500
+    target = "initiator" if flags & TO_INITIATOR else "responder"
+    me, peer = (LEFT, RIGHT) if target == "initiator" else (RIGHT, LEFT)
+    peer_port = 40000 + (flags >> 4) if flags & OTHER_PORT else port
+    return target, Endpoint(me, port), Endpoint(peer, peer_port), natt
+
+
+def check_bounds(core: Negotiator) -> None:
+    s = core.settings
+    assert len(core.half_open) <= s.half_open_max, "half-open table over its bound"
+    assert len(core.sas.by_tunnel) <= s.half_open_max + 16, "ISAKMP SA table unbounded"
+    assert len(core.sas.children) <= 64, "IPsec SA table unbounded"
+    assert len(core._waiting) <= 256, "requests waiting for replies unbounded"
+    for sa in core.sas.by_tunnel.values():
+        assert len(sa.exchanges) <= 5 * s.quick_mode_max_parallel, "Quick Mode table unbounded"
+        assert len(sa.finished_mids) <= s.finished_message_ids, "message ID memory unbounded"
+        assert len(sa.extensions) <= 8, "extensions unbounded"
+        if sa.iv is not None:
+            assert len(sa.iv.active_exchanges()) <= s.quick_mode_max_parallel + 4
+
+
+def run(data: bytes, on_pair: Callable[[Pair], None] | None = None) -> Pair | None:
+    parsed = split_input(data)
+    if parsed is None:
+        return None
+    pair = build(parsed.stage)
+    target, local, remote, natt = endpoints(parsed.flags)
+    for datagram in parsed.datagrams:
+        message = DatagramIn(local, remote, natt, datagram)
+        pair.route(target, pair.cores[target].handle(message, pair.now), None)
+        pair.pump()
+    if parsed.flags & RUN_TIMERS:
+        pair.timers(pair.now + 40000.0)
+    for side, message in pair.emitted:
+        try:
+            schema.encode(message)
+        except Exception as exc:
+            raise AssertionError(
+                f"{side} emitted an invalid {type(message).__name__}: {exc}"
+            ) from exc
+    for side in SIDES:
+        check_bounds(pair.cores[side])
+    if on_pair is not None:
+        on_pair(pair)
+    return pair
+
+
+def TestOneInput(data: bytes) -> None:
+    run(data)
+
+
+def main() -> None:
+    atheris.Setup(sys.argv, TestOneInput)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
