@@ -423,3 +423,28 @@ def test_strongswan_fake_nat_d_means_nat_and_port_4500() -> None:
     assert core.hooks.encap_modes(sa, EncapsulationMode.TUNNEL) == (
         int(EncapsulationMode.UDP_ENCAPSULATED_TUNNEL),
     )
+
+
+def test_strongswan_am3_nat_d_hashes_the_4500_ports() -> None:
+    """In am_qm_psk.pcap frame 3 (AM3, sent on 4500, decrypted by ikedump) strongSwan's
+    first NAT-D is the destination with port 4500, as ours: a responder reading it sees
+    itself un-NATed (and the faked source hash as a NAT at the peer)."""
+    keys = _keys("am_qm_psk")
+    am1 = next(_capture("am_qm_psk"))
+    core = Negotiator(_strongswan_peer(AM), 0.0, random.Random(2).randbytes)  # noqa: S311
+    core.handle(datagram(am1.src, am1.dst, am1.message), 1.0)
+    (sa,) = core.sas.by_tunnel.values()
+    core.sas.remove(sa)
+    sa.rcookie = bytes.fromhex(keys["rcookie"])
+    core.sas.add(sa)
+    am3_nat_d = [
+        NatDPayload(bytes.fromhex(h))
+        for h in (
+            "3e320511a5f917b986e7085201d649e99610dc324cc995627dba3b798785f03e",
+            "5acabf45865f34028f2e94a39e4895ff94c6baf2ad05424c9e1aa64a8e7a0cb9",
+        )
+    ]
+    inbound = Inbound(Endpoint(am1.dst, 4500), Endpoint(am1.src, 4500), True, b"", b"", None)  # type: ignore[arg-type]
+    core.hooks.on_ke_payloads(sa, am3_nat_d, inbound)
+    st = natt.state_of(sa)
+    assert st is not None and not st.local_behind_nat and st.peer_behind_nat
