@@ -254,10 +254,14 @@ def _send_mm5(core: Negotiator, sa: IsakmpSa) -> None:
 
 
 def _has_other_sa(core: Negotiator, sa: IsakmpSa) -> bool:
+    """Whether we hold state with this peer, so INITIAL-CONTACT (which makes the peer drop
+    all of its own) would be wrong: an ISAKMP SA, or IPsec SAs that a new phase 1 is being
+    negotiated for (a phase 2 rekey after phase 1 ended)."""
+    peer = sa.remote.addr
     return any(
-        o is not sa and o.established and o.remote.addr == sa.remote.addr
+        o is not sa and o.established and o.remote.addr == peer
         for o in core.sas.by_tunnel.values()
-    )
+    ) or any(c.remote.addr == peer for c in core.sas.children.values())
 
 
 def _on_mm6(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:

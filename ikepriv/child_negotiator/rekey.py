@@ -152,6 +152,7 @@ def finish_retirement(core: Negotiator, sa: IsakmpSa) -> None:
         return
     informational.send_delete_isakmp(core, sa)
     core.drop_isakmp(sa)
+    core.emit(core.report_isakmp(sa, 0))
 
 
 # ------------------------------------------------------------------------------ phase 2
