@@ -1,7 +1,7 @@
 """Extension points the exchange modules call, so NAT-T (and later DPD) plug in without
 editing the exchanges. The default hooks do nothing beyond plain IKEv1.
 
-A NAT-T implementation subclasses Hooks and is passed to Negotiator(hooks=...):
+NAT-T (natt.NatTHooks, the engine's default; Negotiator(hooks=Hooks()) gives plain IKEv1):
 ``ke_payloads`` adds NAT-D to MM3/MM4 (AM2/AM3), ``on_ke_payloads`` sees the peer's,
 ``encap_modes`` switches Quick Mode to the UDP-encapsulated modes, ``qm_payloads`` adds
 NAT-OA, ``sa_encap`` fills SaAdd.encap, ``accept_peer``/``on_authenticated`` let the peer
