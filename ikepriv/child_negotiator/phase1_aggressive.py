@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from ikepriv.child_negotiator import informational
 from ikepriv.child_negotiator.cookies import ZERO_COOKIE
 from ikepriv.child_negotiator.identities import phase1_id, phase1_id_matches
-from ikepriv.child_negotiator.phase1_main import install_keys
+from ikepriv.child_negotiator.phase1_main import _has_other_sa, install_keys
 from ikepriv.child_negotiator.proposals import (
     check_ike_reply,
     ike_choices,
@@ -128,13 +128,6 @@ def _on_skeyid(core: Negotiator, sa: IsakmpSa, reply: SkeyidReply, then: Then) -
         return
     install_keys(core, sa, reply.skeyid)
     then(core, sa)
-
-
-def _initial_contact_wanted(core: Negotiator, sa: IsakmpSa) -> bool:
-    return not any(
-        o is not sa and o.established and o.remote.addr == sa.remote.addr
-        for o in core.sas.by_tunnel.values()
-    )
 
 
 # ---------------------------------------------------------------------------- initiator
@@ -266,7 +259,7 @@ def _finish_initiator(core: Negotiator, sa: IsakmpSa) -> None:
         st.my_id.body,
     )
     out: list[Payload] = [HashPayload(h), *core.hooks.ke_payloads(sa)]
-    if _initial_contact_wanted(core, sa):
+    if not _has_other_sa(core, sa):  # the same rule as Main Mode
         out.append(NotifyPayload.initial_contact(sa.cookies))
     core.transmit(sa, sa.flight, (seal(sa, AM, 0, out),), retransmit=False)
     sa.peer_id = st.peer_id
