@@ -8,6 +8,7 @@ surviving SA per tunnel, the same on both peers.
 
 from __future__ import annotations
 
+import pytest
 from harness.core_sim import (
     LEFT_NET,
     RIGHT_NET,
@@ -31,7 +32,7 @@ from ikepriv.ipc.messages import (
     SaDirection,
     TunnelState,
 )
-from ikepriv.isakmp.constants import ProtocolId
+from ikepriv.isakmp.constants import GroupId, ProtocolId
 
 P2_LIFETIME = 600  # soft lifetime (rekey) between 480 and 540 s with the default margins
 
@@ -70,8 +71,9 @@ def _live_pair(sim: Simulation) -> tuple[int, int]:
     return ichild.spi_in, ichild.spi_out
 
 
-def test_phase2_rekey_before_expiry_without_a_gap() -> None:
-    init, resp = mirrored(esp=[esp_proposal(lifetime=P2_LIFETIME)])
+@pytest.mark.parametrize("pfs", [None, GroupId.MODP_1024])
+def test_phase2_rekey_before_expiry_without_a_gap(pfs: GroupId | None) -> None:
+    init, resp = mirrored(esp=[esp_proposal(lifetime=P2_LIFETIME, pfs=pfs)])
     sim = Simulation(init, resp, seed=31)
     _up(sim)
     old = _live_pair(sim)

@@ -241,12 +241,15 @@ def _supersede(core: Negotiator, old: ChildSa, new: ChildSa, *, we_delete: bool)
 def finish_supersede(core: Negotiator, child: ChildSa) -> None:
     """The overlap is over: delete the replaced SA once a successor is in the kernel; if
     every successor failed, the SA is in service again and rekeys on its own."""
-    others = [
+    successors = [
         c
         for c in core.sas.children.values()
-        if c is not child and c.state is not ChildState.DELETED and _same_tunnel(c, child)
+        if c is not child
+        and c.state is not ChildState.DELETED
+        and not c.superseded_by  # one on its way out does not count
+        and _same_tunnel(c, child)
     ]
-    if any(c.state is ChildState.ESTABLISHED for c in others):
+    if any(c.state is ChildState.ESTABLISHED for c in successors):
         core.log(
             LogLevel.INFO,
             f"phase 2 {child.definition.name} with {child.remote.addr}: deleting replaced SA "
@@ -255,7 +258,7 @@ def finish_supersede(core: Negotiator, child: ChildSa) -> None:
         install.remove_child(core, child, send_delete=True, kernel=True)
         core.emit(install.report_child(core, child, 0))
         return
-    if others:  # still being installed
+    if successors:  # still being installed
         child.delete_at = core.now + core.settings.rekey_overlap
     else:
         child.superseded_by = 0
