@@ -459,9 +459,7 @@ STEPS: Final[tuple[tuple[str, Step, bool], ...]] = (
 )
 
 
-def enter(
-    prepared: Prepared, steps: Sequence[tuple[str, Step, bool]] = STEPS
-) -> SandboxReport:
+def enter(prepared: Prepared, steps: Sequence[tuple[str, Step, bool]] = STEPS) -> SandboxReport:
     """Phase 2 (first thing in the trio main task): apply ``steps`` in order.
 
     Raises SandboxError if any mandatory step fails; the process is then in an

@@ -130,7 +130,7 @@ def _x32_syscall() -> object:
 
 
 # i386 getpid through int 0x80: mov eax, 20; int 0x80; ret.
-_I386_GETPID_CODE: Final = bytes.fromhex("b814000000" "cd80" "c3")
+_I386_GETPID_CODE: Final = bytes.fromhex("b814000000cd80c3")
 _i386_stub: list[Callable[[], int]] = []
 _keep_alive: list[object] = []
 
