@@ -69,6 +69,7 @@ from ikepriv.ipc.messages import (
     InitiateCommand,
     KernelAcquire,
     KernelExpire,
+    KeyLog,
     ListCommand,
     Log,
     LogLevel,
@@ -167,7 +168,8 @@ class Negotiator:
         self.wall_clock_offset = wall_clock_offset
         self.policy_sets: dict[tuple[int, TrafficSelector], PolicySet] = {}
         self.deadlines = lifetimes.DeadlineIndex()
-        self._next_reqid = 1
+        # a fresh child must not reuse reqids of SAs a previous child left in the kernel
+        self._next_reqid = 1 + int.from_bytes(random(4), "big") % 0xFFFF0000
         self.pending_phase2: dict[int, list[int]] = {}  # phase 1 number -> phase 2 numbers
         self._builder: SnapshotBuilder | None = None
         self._out: list[IpcMessage] = []
@@ -471,6 +473,8 @@ class Negotiator:
             f"{sa.role.name.lower()} ({choice.describe() if choice else ''})",
         )
         self.emit(self.report_isakmp(sa, 0))
+        if self.settings.keylog and sa.keys is not None:
+            self.emit(KeyLog(sa.icookie, bytes(sa.keys.enc_key)))
         lifetimes.on_isakmp_established(self, sa)
         for number in self.pending_phase2.pop(sa.definition.number, []):
             self._start_phase2(number, sa)

@@ -24,6 +24,7 @@ import trio
 
 from ikepriv.child_negotiator import sandbox
 from ikepriv.child_negotiator.engine import Negotiator
+from ikepriv.child_negotiator.settings import Settings
 from ikepriv.ipc.errors import IpcError
 from ikepriv.ipc.framing import recv_message_trio, send_message_trio
 from ikepriv.ipc.messages import Shutdown
@@ -57,7 +58,7 @@ async def serve(sock: trio.socket.SocketType, core: Negotiator) -> None:
             return
 
 
-async def _main(prepared: sandbox.Prepared) -> None:
+async def _main(prepared: sandbox.Prepared, keylog: bool) -> None:
     # wrapping makes the socket non-blocking: a system call the filter would still allow,
     # but it belongs with the set-up, before the sandbox
     sock = trio.socket.from_stdlib_socket(socket.socket(fileno=prepared.config.ipc_fd))
@@ -66,7 +67,10 @@ async def _main(prepared: sandbox.Prepared) -> None:
     except sandbox.SandboxError as exc:
         sandbox.fail_closed(exc)
     now = time.monotonic()
-    core = Negotiator(None, now, secrets.token_bytes, wall_clock_offset=time.time() - now)
+    core = Negotiator(
+        None, now, secrets.token_bytes, settings=Settings(keylog=keylog),
+        wall_clock_offset=time.time() - now,
+    )
     await serve(sock, core)
 
 
@@ -75,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fd", type=int, required=True, help="IPC socket descriptor")
     parser.add_argument("--chroot", default=sandbox.DEFAULT_CHROOT_DIR)
     parser.add_argument("--user", action="append", help="unprivileged user (repeatable)")
+    parser.add_argument("--keylog", action="store_true", help="send phase 1 keys for --keylog")
     args = parser.parse_args(argv)
     config = sandbox.SandboxConfig(
         ipc_fd=args.fd,
@@ -86,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     except sandbox.SandboxError as exc:
         sandbox.fail_closed(exc)
     try:
-        trio.run(_main, prepared)
+        trio.run(_main, prepared, args.keylog)
     except OSError as exc:  # the channel broke: the parent is gone or restarting us
         print(f"ikepriv-child: {exc}", file=sys.stderr)
         return 1

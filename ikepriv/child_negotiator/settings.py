@@ -30,6 +30,8 @@ class Settings:
     # Remembered finished message IDs per ISAKMP SA (late duplicates are recognised).
     finished_message_ids: int = 64
     nonce_bytes: int = 32
+    # Send each phase 1 key to the parent for its --keylog file (debugging; off by default).
+    keylog: bool = False
     # Send phase 2 selectors as address ranges instead of host/subnet IDs (interop knob).
     qm_id_ranges: bool = False
     # Soft lifetime of an IPsec SA, as a fraction of the hard one.

@@ -125,8 +125,9 @@ class Daemon:
         if self.options.child_cmd is not None:
             return [part.replace("{fd}", str(fd)) for part in shlex.split(self.options.child_cmd)]
         users = [arg for user in self.options.users for arg in ("--user", user)]
+        keylog = ["--keylog"] if self.options.keylog else []
         return [sys.executable, "-m", CHILD_MODULE, "--fd", str(fd),
-                "--chroot", self.options.chroot, *users]  # fmt: skip
+                "--chroot", self.options.chroot, *users, *keylog]  # fmt: skip
 
     async def _on_child_message(self, msg: Message) -> None:
         await self.requests.handle(msg)
