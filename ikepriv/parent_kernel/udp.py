@@ -23,14 +23,13 @@ from typing import Final
 
 import trio
 
+from ikepriv.isakmp.constants import NATT_KEEPALIVE, NON_ESP_MARKER
 from ikepriv.parent_kernel.xfrm import Direction, PolicyAction
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 IKE_PORT: Final = 500
 NATT_PORT: Final = 4500
-NON_ESP_MARKER: Final = b"\x00\x00\x00\x00"
-NAT_KEEPALIVE: Final = b"\xff"
 MAX_UDP: Final = 65535
 
 # linux/in.h, linux/in6.h, linux/udp.h: not all of these are in Python's socket module
@@ -150,7 +149,7 @@ async def receive(s: IkeSocket) -> Received | None:
         return None
     natt = s.natt
     if natt:
-        if data == NAT_KEEPALIVE or not data.startswith(NON_ESP_MARKER):
+        if data == NATT_KEEPALIVE or not data.startswith(NON_ESP_MARKER):
             return None  # keepalive; ESP never reaches this socket (the kernel takes it)
         data = data[len(NON_ESP_MARKER) :]
         if not data:
@@ -163,8 +162,8 @@ async def receive(s: IkeSocket) -> Received | None:
 
 
 async def send(s: IkeSocket, local: IPAddress, remote: IPAddress, port: int, data: bytes) -> None:
-    """Send from `local` (pktinfo), with the non-ESP marker on 4500."""
-    if s.natt:
+    """Send from `local` (pktinfo), with the non-ESP marker on 4500 (not on a keepalive)."""
+    if s.natt and data != NATT_KEEPALIVE:
         data = NON_ESP_MARKER + data
     if s.family == socket.AF_INET6:
         cmsg = (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, _IN6_PKTINFO.pack(local.packed, 0))

@@ -32,6 +32,9 @@ from ikepriv.crypto.oakley import skeyid_psk
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.messages import ErrorCode, PolicyDirection, SaDirection
 from ikepriv.isakmp.constants import (
+    NATT_KEEPALIVE,
+    NATT_PORT,
+    NON_ESP_MARKER,
     AuthMethod,
     EncapsulationMode,
     ExchangeType,
@@ -58,9 +61,6 @@ from ikepriv.parent_kernel.xfrm import (
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-IKE_PORT: Final = 500
-NATT_PORT: Final = 4500
-NON_ESP_MARKER: Final = b"\x00\x00\x00\x00"
 MAX_DATAGRAM_OUT: Final = 65507 - len(NON_ESP_MARKER)  # largest UDP payload over IPv4
 MIN_ISAKMP: Final = 28  # an ISAKMP header; shorter is never an IKE message
 
@@ -581,7 +581,8 @@ class Vetter:
             return Refusal(ErrorCode.NOT_PERMITTED, f"source port {msg.local.port} is not ours")
         if msg.natt != (msg.local.port == NATT_PORT):
             return Refusal(ErrorCode.INVALID_REQUEST, "natt flag does not match the port")
-        if len(msg.data) < MIN_ISAKMP or len(msg.data) > MAX_DATAGRAM_OUT:
+        keepalive = msg.natt and msg.data == NATT_KEEPALIVE
+        if not keepalive and not MIN_ISAKMP <= len(msg.data) <= MAX_DATAGRAM_OUT:
             return Refusal(ErrorCode.BAD_LENGTH, f"datagram of {len(msg.data)} bytes")
         if not self.known_local(msg.local.addr):
             return Refusal(ErrorCode.NOT_PERMITTED, f"source {msg.local.addr} is not ours")
