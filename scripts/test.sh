@@ -16,5 +16,5 @@ echo "== pytest"
 $PY -m pytest -q -p no:cacheprovider "$@"
 if [ -x fuzz/run.sh ] && [ $# -eq 0 ]; then
   echo "== fuzz (bounded)"
-  bash fuzz/run.sh "${IKEPRIV_FUZZ_SECONDS:-20}"
+  bash fuzz/run.sh "${IKEPRIV_FUZZ_SECONDS:-15}"
 fi
