@@ -53,8 +53,10 @@ def guest() -> dict[str, Any]:
           "ESP aes128-sha256):")
     for name in TIMING:
         t = res.get(name, {}).get("times", {})
+        exec_note = (f", of which the `ike cmd=activate` process {t['activate_exec']:.2f}s"
+                     if "activate_exec" in t else "")
         print(f"  {name:16} {t.get('initiate_to_both_established', float('nan')):6.2f}s "
-              f"(daemon start {t.get('start', float('nan')):.2f}s)")
+              f"(daemon start {t.get('start', float('nan')):.2f}s{exec_note})")
     for name, r in res.items():
         print(f"  {name}: {'ok' if r['ok'] else 'FAILED'} {r['times']}")
     return value

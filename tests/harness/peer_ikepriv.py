@@ -93,6 +93,7 @@ class Ikepriv(Peer):
     def __init__(self, spec: PeerSpec, state_root: Path) -> None:
         super().__init__(spec, state_root)
         self.options = IkeprivOptions()
+        self.activate_exec_s: float | None = None  # how long the last `ike cmd=activate` ran
 
     # paths ----------------------------------------------------------------------------------
     @property
@@ -231,7 +232,9 @@ class Ikepriv(Peer):
         return out
 
     def initiate(self, timeout: float = 30) -> bool:
+        t = time.monotonic()
         r = self.ike("cmd=activate")
+        self.activate_exec_s = time.monotonic() - t
         (self.dir / "initiate.out").write_text(r.stdout + r.stderr)
         if r.returncode != 0:
             return False
