@@ -12,7 +12,7 @@ WORK=$(mktemp -d /tmp/ikepriv-demo.XXXXXX)
 PIDS=()
 NAMESPACES=(gwA gwB lanA lanB)
 
-say()  { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+say()  { printf '\n== %s\n' "$*"; }
 show() { printf '$ %s\n' "$*"; "$@"; }
 
 cleanup() {
@@ -29,9 +29,9 @@ cleanup() {
     rm -rf "$WORK"
     echo "daemons stopped, namespaces removed"
     if [ "$rc" = 0 ]; then
-        printf '\n\033[1mdemo: success: lanA reached lanB through an ikepriv IKEv1/ESP tunnel\033[0m\n'
+        printf '\ndemo: success: lanA reached lanB through an ikepriv IKEv1/ESP tunnel\n'
     else
-        printf '\n\033[1mdemo: FAILED (exit %s)\033[0m\n' "$rc" >&2
+        printf '\ndemo: FAILED (exit %s)\n' "$rc" >&2
     fi
     exit "$rc"
 }
@@ -118,7 +118,8 @@ use() {  # point ikedb and ike at one gateway's daemon
 say "load the definitions into each gateway's database"
 use gwA; show ikedb -p "$WORK/site.toml"
 use gwB; show ikedb -p "$WORK/site.toml" -s
-show ikedb -g -t phase1 | grep -v '^psk' | sed 's/^/    /'
+echo "gwB's copy, as ikedb -g prints it (-s swapped local and remote):"
+ikedb -g -t phase1 | grep -E '^(name|local_addr|remote_addr|local_id|remote_id) ' | sed 's/^/    /'
 
 say "start one ikeprivd per gateway (root parent + sandboxed negotiator child)"
 for gw in gwA gwB; do
@@ -165,7 +166,7 @@ for gw in gwA gwB; do
     echo "--- $gw: ip -s xfrm state (keys not shown)"
     ip -n "$gw" -s xfrm state | awk '
         /^src / {src = $2; dst = $4}
-        /proto esp spi/ {spi = $4}
+        /proto esp spi/ {spi = $4; sub(/\(.*/, "", spi)}
         /^[[:space:]]+(enc|aead|auth-trunc) / {alg = alg (alg ? "+" : "") $2}
         /^[[:space:]]+[0-9]+\(bytes\), [0-9]+\(packets\)/ && !seen[spi]++ {
             match($0, /[0-9]+\(packets\)/); n = substr($0, RSTART, RLENGTH - 9)
