@@ -99,6 +99,11 @@ def test_idle_tunnel_is_probed_and_the_answers_keep_it() -> None:
     )
     # either side's probe is a sign of life for the other: about one probe per delay
     assert 8 <= probes <= 11 and acks == probes
+    counters = [sim.sides[name].core.counters for name in ("initiator", "responder")]
+    assert sum(c.dpd_probes_sent for c in counters) == probes
+    assert sum(c.dpd_acks_sent for c in counters) == acks
+    assert sum(c.dpd_acks_received for c in counters) == acks
+    assert all(c.dpd_dead_peers == 0 for c in counters)
     for name in ("initiator", "responder"):
         assert len(sim.established_isakmp(name)) == 1
         assert len(sim.established_children(name)) == 1
@@ -174,6 +179,9 @@ def test_dead_peer_clear_removes_everything_and_stays_down() -> None:
     assert sim.initiator.core.next_deadline() is None
     # probes went out, one sequence number each
     assert sim.initiator.core.counters.notifies_sent >= 3
+    assert sim.initiator.core.counters.dpd_probes_sent >= 3
+    assert sim.initiator.core.counters.dpd_acks_received == 0
+    assert sim.initiator.core.counters.dpd_dead_peers == 1
 
 
 def test_dead_peer_restart_negotiates_again_and_keeps_the_policies() -> None:

@@ -30,6 +30,7 @@ from ikepriv.dump.capture import Datagram, classify, open_capture
 from ikepriv.ipc.messages import (
     DatagramIn,
     DatagramOut,
+    DpdSettings,
     Endpoint,
     ErrorCode,
     NatTEncap,
@@ -448,3 +449,23 @@ def test_strongswan_am3_nat_d_hashes_the_4500_ports() -> None:
     core.hooks.on_ke_payloads(sa, am3_nat_d, inbound)
     st = natt.state_of(sa)
     assert st is not None and not st.local_behind_nat and st.peer_behind_nat
+
+
+def test_rebinding_is_followed_on_dpd_traffic_alone() -> None:
+    """After the NAT forgets its mapping, the next authenticated R-U-THERE (no Quick Mode)
+    moves the responder's SA to the new port, so its ACKs get through and the peer lives."""
+    nat = NatBox(preserve_ports=False)
+    init, resp = mirrored(nat_t=True, responder_peer=NAT_PUBLIC, dpd=DpdSettings(True, 30, 120))
+    sim = Simulation(init, resp, seed=8, nat=nat)
+    sim.initiate()
+    sim.run(duration=5)
+    (r_sa,) = sim.established_isakmp("responder")
+    before = r_sa.remote
+    nat.rebind()
+    sim.advance(400)  # several probe rounds, longer than the DPD timeout
+    assert r_sa.established and r_sa.remote.addr == NAT_PUBLIC
+    assert r_sa.remote.port != before.port
+    for name in ("initiator", "responder"):
+        assert "is dead" not in sim.sides[name].log_text()
+        assert len(sim.established_children(name)) == 1
+    assert sim.initiator.core.counters.dpd_acks_received > 0

@@ -93,6 +93,9 @@ def test_phase2_rekey_before_expiry_without_a_gap(pfs: GroupId | None) -> None:
         new_adds = [a for a in parent.sa_adds if a.spi in new]
         assert len(new_adds) == 2 and len({a.reqid for a in parent.sa_adds}) == 1
         assert all(a.lifetimes.hard_seconds == P2_LIFETIME for a in new_adds)
+    counters = [sim.sides[name].core.counters for name in ("initiator", "responder")]
+    assert sum(c.phase2_rekeys for c in counters) == 1  # one side rekeyed, the other answered
+    assert all(c.rekey_collisions == 0 and c.phase1_rekeys == 0 for c in counters)
 
 
 def test_rekeys_repeat_for_as_long_as_the_tunnel_lives() -> None:
@@ -255,6 +258,8 @@ def test_phase1_rekey_keeps_the_phase2_sas() -> None:
         (child,) = sim.established_children(name)
         assert child.isakmp_tunnel_id == sa.tunnel_id  # re-parented
         assert len(parent.skeyid_requests) == 2
+    assert sim.initiator.core.counters.phase1_rekeys == 1
+    assert sim.responder.core.counters.phase1_rekeys == 0  # its soft lifetime comes later
     # the old ISAKMP SA was deleted with a Delete (both sides forgot it)
     assert old_i.cookies not in sim.responder.core.sas.by_cookies
     # a later Delete of the phase 2 travels over the new ISAKMP SA and is honoured
@@ -304,6 +309,9 @@ def test_phase2_collision_leaves_one_sa_the_same_on_both_sides() -> None:
     assert len(i_adds) == 4
     assert "both sides rekeyed" in sim.initiator.log_text()
     assert "both sides rekeyed" in sim.responder.log_text()
+    for name in ("initiator", "responder"):
+        counters = sim.sides[name].core.counters
+        assert counters.phase2_rekeys == 1 and counters.rekey_collisions == 1
 
 
 def test_phase1_collision_leaves_one_isakmp_sa() -> None:
@@ -333,6 +341,8 @@ def test_phase1_collision_leaves_one_isakmp_sa() -> None:
         assert child.isakmp_tunnel_id == sa.tunnel_id
         assert list(sim.sides[name].core.sas.by_tunnel.values()) == [sa]  # the rest deleted
         assert "both sides rekeyed" in sim.sides[name].log_text()
+        counters = sim.sides[name].core.counters
+        assert counters.phase1_rekeys == 1 and counters.rekey_collisions == 1
 
 
 def test_rekey_survives_a_lossy_network() -> None:

@@ -179,7 +179,12 @@ def test_wire_format_is_pinned() -> None:
     assert encode(req).hex() == (
         "0220" "00000007" "00" "01" "04c6336407" "04" "0008" + "11" * 8 + "0008" + "22" * 8
     )  # fmt: skip
-    assert m.PROTOCOL_VERSION == 1
+    # version 2 added the DPD action byte: enabled, delay, timeout (2 bytes each), action
+    dpd = bytearray()
+    m.DpdSettings(True, 30, 120, m.DpdAction.RESTART)._write(dpd)
+    assert dpd.hex() == "01" "001e" "0078" "02"  # fmt: skip
+    assert encode(m.Hello(m.PROTOCOL_VERSION)).hex() == "0101" "0002"  # fmt: skip
+    assert m.PROTOCOL_VERSION == 2
 
 
 def test_largest_ike_datagram_fits_in_one_message() -> None:

@@ -34,6 +34,17 @@ class Counters:
     phase2_established: int = 0
     phase2_failed: int = 0
     parent_errors: int = 0  # requests the parent refused
+    requests_abandoned: int = 0  # parent requests forgotten unanswered (table bound)
+    # dead peer detection (dpd.py)
+    dpd_probes_sent: int = 0  # R-U-THERE we sent
+    dpd_acks_received: int = 0  # R-U-THERE-ACK matching an outstanding probe
+    dpd_acks_sent: int = 0  # answers to the peer's R-U-THERE
+    dpd_dead_peers: int = 0  # peers declared dead
+    dpd_restarts: int = 0  # phase 1 attempts made to restart after a dead peer
+    # rekeying (rekey.py)
+    phase1_rekeys: int = 0  # replacement phase 1 exchanges we started
+    phase2_rekeys: int = 0  # replacement Quick Modes we started
+    rekey_collisions: int = 0  # both peers rekeyed at once (either phase); one SA retired
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

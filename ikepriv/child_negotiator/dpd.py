@@ -143,6 +143,7 @@ def _probe(core: Negotiator, sa: IsakmpSa, st: DpdState) -> None:
     st.last_sent = core.now
     if informational.send(core, sa, [NotifyPayload.dpd(sa.cookies, seq)]):
         core.counters.notifies_sent += 1
+        core.counters.dpd_probes_sent += 1
 
 
 # ------------------------------------------------------------------------------ receiving
@@ -174,6 +175,7 @@ def on_r_u_there(core: Negotiator, sa: IsakmpSa, notify: NotifyPayload) -> None:
     st.peer_seq = seq
     if informational.send(core, sa, [NotifyPayload.dpd(sa.cookies, seq, ack=True)]):
         core.counters.notifies_sent += 1
+        core.counters.dpd_acks_sent += 1
 
 
 def on_ack(core: Negotiator, sa: IsakmpSa, notify: NotifyPayload) -> None:
@@ -187,6 +189,7 @@ def on_ack(core: Negotiator, sa: IsakmpSa, notify: NotifyPayload) -> None:
         core.counters.dropped_replay += 1
         core.log(LogLevel.NOTICE, f"R-U-THERE-ACK from {sa.remote.addr} for no probe ({seq})")
         return
+    core.counters.dpd_acks_received += 1
     st.outstanding.clear()
     st.series_start = 0.0
     st.last_heard = core.now
@@ -208,6 +211,7 @@ def peer_dead(core: Negotiator, sa: IsakmpSa) -> None:
     restart = action is DpdAction.RESTART and definition.remote_addr is not None
     keep_policies = action in (DpdAction.HOLD, DpdAction.RESTART)
     st = sa.dpd
+    core.counters.dpd_dead_peers += 1
     core.log(
         LogLevel.WARNING,
         f"phase 1 {definition.name}: peer {peer} is dead (no DPD answer for "

@@ -114,6 +114,7 @@ def on_message(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
         core.counters.dropped_auth += 1
         return
     sa.finish_mid(mid, core.settings.finished_message_ids)
+    core.hooks.on_authenticated(sa, inb)  # DPD and deletes follow a NAT rebinding too
     doomed: list[IsakmpSa] = []
     for payload in payloads[1:]:
         if isinstance(payload, NotifyPayload):

@@ -171,9 +171,7 @@ class NatTHooks(Hooks):
         st.peer_behind_nat = not any(hmac.compare_digest(h, theirs) for h in hashes[1:])
         if st.nat and sa.role is Role.INITIATOR and not sa.natt:
             # RFC 3947 4: the initiator changes to port 4500 with its next message.
-            _float(
-                sa, Endpoint(sa.local.addr, NATT_PORT), Endpoint(sa.remote.addr, NATT_PORT)
-            )
+            _float(sa, Endpoint(sa.local.addr, NATT_PORT), Endpoint(sa.remote.addr, NATT_PORT))
 
     def accept_peer(self, sa: IsakmpSa, inbound: Inbound) -> bool:
         if super().accept_peer(sa, inbound):

@@ -259,8 +259,7 @@ def _has_other_sa(core: Negotiator, sa: IsakmpSa) -> bool:
     negotiated for (a phase 2 rekey after phase 1 ended)."""
     peer = sa.remote.addr
     return any(
-        o is not sa and o.established and o.remote.addr == peer
-        for o in core.sas.by_tunnel.values()
+        o is not sa and o.established and o.remote.addr == peer for o in core.sas.by_tunnel.values()
     ) or any(c.remote.addr == peer for c in core.sas.children.values())
 
 

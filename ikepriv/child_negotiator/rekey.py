@@ -95,7 +95,8 @@ def rekey_isakmp(core: Negotiator, sa: IsakmpSa) -> None:
     core.log(
         LogLevel.INFO, f"phase 1 {definition.name} with {sa.remote.addr}: rekeying (soft lifetime)"
     )
-    core.start_phase1(definition, sa.local.addr, sa.remote.addr)
+    if core.start_phase1(definition, sa.local.addr, sa.remote.addr) is not None:
+        core.counters.phase1_rekeys += 1
 
 
 def supersede_isakmp(core: Negotiator, new: IsakmpSa) -> None:
@@ -116,6 +117,7 @@ def supersede_isakmp(core: Negotiator, new: IsakmpSa) -> None:
             loser, winner = other, new
         else:
             loser, winner = new, other
+        core.counters.rekey_collisions += 1
         core.log(
             LogLevel.NOTICE,
             f"phase 1 {new.definition.name} with {new.remote.addr}: both sides rekeyed, "
@@ -183,7 +185,8 @@ def rekey_child(core: Negotiator, child: ChildSa, reason: str) -> None:
     if sa is None:
         if not _negotiating(core, p1.number, child.remote.addr):
             core.log(LogLevel.INFO, f"phase 2 {p2.name}: rekey needs a new phase 1 ({reason})")
-            core.start_phase1(p1, child.local.addr, child.remote.addr)
+            if core.start_phase1(p1, child.local.addr, child.remote.addr) is not None:
+                core.counters.phase1_rekeys += 1
         return  # the retry after rekey_retry finds the new ISAKMP SA
     selectors = (child.selector_out.src, child.selector_out.dst)
     if _exchange_running(core, child, selectors):
@@ -192,7 +195,8 @@ def rekey_child(core: Negotiator, child: ChildSa, reason: str) -> None:
         LogLevel.INFO,
         f"phase 2 {p2.name} with {child.remote.addr}: rekeying SA {child.spi_in:08x} ({reason})",
     )
-    quick_mode.initiate(core, p2, sa, selectors=selectors)
+    if quick_mode.initiate(core, p2, sa, selectors=selectors) is not None:
+        core.counters.phase2_rekeys += 1
 
 
 def _exchange_running(
@@ -222,6 +226,7 @@ def supersede_child(core: Negotiator, new: ChildSa) -> None:
             _supersede(core, other, new, we_delete=other.role is Role.INITIATOR)
             continue
         loser, winner = (other, new) if other.rank < new.rank else (new, other)
+        core.counters.rekey_collisions += 1
         core.log(
             LogLevel.NOTICE,
             f"phase 2 {new.definition.name} with {new.remote.addr}: both sides rekeyed, "

@@ -52,8 +52,9 @@ from ikepriv.isakmp.constants import (
     ProtocolId,
 )
 
-PROTOCOL_VERSION = 1
-"""Bumped on any change to the catalogue; Hello/Ready and ControlHello carry it."""
+PROTOCOL_VERSION = 2
+"""Bumped on any change to the catalogue; Hello/Ready and ControlHello carry it.
+2: DpdSettings.action."""
 
 # Bounds (one place, so the vetting code and the tests can refer to them).
 MAX_DATAGRAM = 65535
