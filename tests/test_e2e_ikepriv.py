@@ -23,8 +23,8 @@ from harness import uml
 
 pytestmark = [pytest.mark.uml, pytest.mark.root]
 
-CASES = ("activate-all", "keylog-capture", "sandbox", "crash", "activate-phased",
-         "remove-phase1", "remove-all", "two-phase2", "remove-phase2", "remove-db", "autostart")
+CASES = ("activate-all", "keylog-capture", "sandbox", "activate-phased", "remove-phase1",
+         "remove-all", "remove-db", "autostart", "crash", "two-phase2", "remove-phase2")
 
 
 @pytest.fixture(scope="module")

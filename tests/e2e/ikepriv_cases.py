@@ -1,11 +1,15 @@
 """ikepriv <-> ikepriv in a real kernel with ESP: the `ike` life cycle, key log, sandbox, crash.
 
-Guest entry point: `run_cases(names, log_dir)` builds the topology once, checks that the guard
-policies block cleartext, runs each group of cases with a fresh pair of daemons (gwA: the side
-that is told to activate, gwB: the responder) and returns one result dict per case. Every case
-that brings a tunnel up ends with a LAN-to-LAN ping carried as ESP (counters of both gateways
-rise both ways) and the real `ike cmd=list json` checked on both sides.
+Guest entry point: `run_cases(groups, log_dir)` builds the topology once, checks that the guard
+policies block cleartext and runs the case groups. gwA holds the daemon that is told what to
+do, gwB answers. Daemon starts dominate the run time under UML (every Python import is slow
+there), so one responder serves the groups that use the standard definitions, each group with
+a fresh initiator; it is restarted if it still holds a tunnel after its initiator shut down.
+The crash case comes last on that responder. Every case that brings a tunnel up ends with a
+LAN-to-LAN ping carried as ESP (the counters of both gateways rise both ways, the guard
+policies still in place) and the real `ike cmd=list json` checked on both sides.
 """
+
 
 from __future__ import annotations
 
@@ -20,7 +24,15 @@ from typing import Any
 
 from harness import netns as nsmod
 from harness.interop import Scenario, peer_spec
-from harness.peer_ikepriv import PHASE1_NAME, PHASE2_NAME, Ikepriv, IkeprivOptions, Phase2Def, tool
+from harness.peer_ikepriv import (
+    PHASE1_NAME,
+    PHASE2_NAME,
+    Ikepriv,
+    IkeprivOptions,
+    Phase2Def,
+    definitions,
+    tool,
+)
 from harness.peers import make_peer
 
 from e2e.common import (
@@ -48,24 +60,65 @@ from e2e.common import (
 EST_TIMEOUT = 30.0
 DOWN_TIMEOUT = 15.0
 
-Pair = tuple[Ikepriv, Ikepriv]
+class Lab:
+    """The topology, the state directory and the shared standard responder in gwB."""
+
+    def __init__(self, topo: nsmod.Topology, root: Path) -> None:
+        self.topo = topo
+        self.root = root
+        self.peers: list[Ikepriv] = []
+        self._b: Ikepriv | None = None
+        self._b_count = 0
+        self.notes: list[str] = []
+
+    def make(self, role: str, tag: str, opts: IkeprivOptions) -> Ikepriv:
+        p = make_peer("ikepriv", peer_spec(self.topo, Scenario(tag, "ikepriv", "ikepriv"), role),
+                      self.root)
+        assert isinstance(p, Ikepriv)
+        p.options = opts
+        self.peers.append(p)
+        return p
+
+    def initiator(self, tag: str, opts: IkeprivOptions | None = None) -> Ikepriv:
+        return self.make("initiator", tag, opts or IkeprivOptions(keylog=True))
+
+    def responder(self) -> Ikepriv:
+        """The running shared responder (standard definitions, key log on)."""
+        if self._b is None or not self._b.alive():
+            self._b_count += 1
+            self._b = self.make("responder", f"shared{self._b_count}",
+                                 IkeprivOptions(keylog=True))
+            self._b.start()
+        return self._b
+
+    def settle(self) -> None:
+        """After an initiator stopped: the responder must have dropped everything (the
+        initiator's Deletes); otherwise it is replaced so the next group starts clean."""
+        b = self._b
+        if b is None:
+            return
+        clean = wait_until(lambda: not b.rows() and esp_sa_count(self.topo, self.topo.gw_b) == 0,
+                           DOWN_TIMEOUT, step=0.2)
+        if not clean:
+            self.notes.append(f"{b.spec.name} still had {b.rows()!r:.300} after its peer stopped")
+            self.drop_responder()
+
+    def drop_responder(self) -> None:
+        if self._b is not None:
+            self._b.stop()
+            self._b = None
+        self.topo.reset_xfrm()
+
+    def stop_all(self) -> None:
+        for p in self.peers:
+            p.stop()
 
 
-def _pair(topo: nsmod.Topology, root: Path, tag: str, a_opts: IkeprivOptions | None = None,
-          b_opts: IkeprivOptions | None = None) -> Pair:
-    sc = Scenario(tag, "ikepriv", "ikepriv")
-    a = make_peer("ikepriv", peer_spec(topo, sc, "initiator"), root)
-    b = make_peer("ikepriv", peer_spec(topo, sc, "responder"), root)
-    assert isinstance(a, Ikepriv) and isinstance(b, Ikepriv)
-    a.options = a_opts or IkeprivOptions()
-    b.options = b_opts or IkeprivOptions()
-    return a, b
-
-
-def _start(case: Case, a: Ikepriv, b: Ikepriv) -> None:
-    case.step("start both daemons")
+def _start(case: Case, a: Ikepriv, b: Ikepriv | None = None) -> None:
+    case.step("start the daemon(s)")
     t = time.monotonic()
-    b.start()
+    if b is not None:
+        b.start()
     a.start()
     case.timed("start", t)
 
@@ -114,45 +167,187 @@ def _tid(peer: Ikepriv, phase: int, name: str) -> int | None:
     return None
 
 
-# --- case groups: each gets a fresh daemon pair ----------------------------------------------
+# --- case groups -------------------------------------------------------------------------
 
-def group_activate_all(topo: nsmod.Topology, root: Path) -> tuple[dict[str, Any], Pair]:
-    """activate-all (captured, key log on), keylog-capture, sandbox, crash on the same pair."""
+def group_activate_all(lab: Lab) -> dict[str, Any]:
+    """activate-all (captured; key log on), keylog-capture, sandbox."""
     out: dict[str, Any] = {}
-    a, b = _pair(topo, root, "all", IkeprivOptions(keylog=True), IkeprivOptions(keylog=True))
+    topo, root = lab.topo, lab.root
     case = Case("activate-all")
+    a = lab.initiator("all")
+    b: Ikepriv | None = None
     cap: Capture | None = None
-    with guarded(case):
-        _start(case, a, b)
-        cap = Capture(topo.gw_a, "vA", root / "activate-all.pcap")
-        t = time.monotonic()
-        if _activate(case, a):
-            case.timed("activate_call", t)
+    try:
+        with guarded(case):
+            b = lab.responder()
+            _start(case, a)
+            cap = Capture(topo.gw_a, "vA", root / "activate-all.pcap")
+            t = time.monotonic()
+            if _activate(case, a):
+                case.timed("activate_call", t)
+                _wait_up(case, a, b)
+                case.timed("activate_to_both_established", t)
+                _verify(case, topo, a, b)
+        frames = cap.stop() if cap is not None else 0
+        out[case.name] = case.result([p for p in (a, b) if p])
+
+        cap_case = Case("keylog-capture")
+        with guarded(cap_case):
+            cap_case.step("ikedump --keys")
+            cap_case.details["frames"] = frames
+            _check_capture(cap_case, root / "activate-all.pcap", a.keylog)
+        out[cap_case.name] = cap_case.result((a,))
+
+        sb = Case("sandbox")
+        with guarded(sb):
+            sb.step("read /proc of the daemon's child")
+            for p in (a, b):
+                if p is not None:
+                    _check_sandbox(sb, p)
+        out[sb.name] = sb.result([p for p in (a, b) if p])
+    finally:
+        a.stop()
+        lab.settle()
+    return out
+
+
+def group_phased(lab: Lab) -> dict[str, Any]:
+    """activate phase=1 then phase=2; remove phase=1; remove everything; remove db."""
+    out: dict[str, Any] = {}
+    topo = lab.topo
+    a = lab.initiator("phased")
+    case = Case("activate-phased")
+    try:
+        with guarded(case):
+            b = lab.responder()
+            _start(case, a)
+            if _activate(case, a, "phase=1"):
+                case.step("phase 1 up on both sides, no phase 2")
+                ok = wait_until(lambda: a.ike_established() and b.ike_established(), EST_TIMEOUT)
+                case.check(ok, f"phase 1 not established (A {a.phase_states()}, "
+                               f"B {b.phase_states()})")
+                time.sleep(0.5)
+                case.check(not a.phase_states()[2] and not b.phase_states()[2],
+                           f"phase 2 rows after phase=1 only: A {a.phase_states()} "
+                           f"B {b.phase_states()}")
+                case.check(esp_sa_count(topo, topo.gw_a) == 0 == esp_sa_count(topo, topo.gw_b),
+                           "ESP SAs exist after activating phase 1 only")
+                check_blocked(case, topo, label="ping-before-phase2")
+                if _activate(case, a, "phase=2"):
+                    t = time.monotonic()
+                    _wait_up(case, a, b)
+                    case.timed("phase2_to_both_established", t)
+                    _verify(case, topo, a, b)
+        out[case.name] = case.result((a, lab.responder()))
+        b = lab.responder()
+
+        rm = Case("remove-phase1")
+        with guarded(rm):
+            tid = _tid(a, 1, PHASE1_NAME)
+            rm.step(f"ike cmd=remove phase=1 numlist={tid} (its phase 2 goes too)")
+            r = a.ike("cmd=remove", "phase=1", f"numlist={tid}")
+            rm.check(r.returncode == 0, f"remove phase=1 rc {r.returncode}: {r.stderr.strip()}")
+            _wait_down(rm, topo, a, b)
+            check_blocked(rm, topo, label="ping-after-remove-phase1")
+            if _activate(rm, a):
+                _wait_up(rm, a, b)
+                _verify(rm, topo, a, b, label="ping-reactivated")
+        out[rm.name] = rm.result((a, b))
+
+        rm = Case("remove-all")
+        with guarded(rm):
+            rm.step("ike cmd=remove (everything)")
+            r = a.ike("cmd=remove")
+            rm.check(r.returncode == 0, f"remove rc {r.returncode}: {r.stderr.strip()}")
+            _wait_down(rm, topo, a, b)
+            check_blocked(rm, topo, label="ping-after-remove")
+            if _activate(rm, a):
+                _wait_up(rm, a, b)
+                _verify(rm, topo, a, b)
+        out[rm.name] = rm.result((a, b))
+
+        db = Case("remove-db")
+        with guarded(db):
+            _remove_db(db, topo, a, b)
+        out[db.name] = db.result((a, b))
+    finally:
+        a.stop()
+        lab.settle()
+    return out
+
+
+def _remove_db(case: Case, topo: nsmod.Topology, a: Ikepriv, b: Ikepriv) -> None:
+    """`ike cmd=remove db`: the definitions go (the tunnel stays until removed); activate
+    fails until they are put back with ikedb."""
+    defs = [r for r in a.rows("db", "phase=1") if r["name"] == PHASE1_NAME]
+    case.check(len(defs) == 1, f"ike cmd=list db phase=1: {defs}")
+    num = defs[0]["number"] if defs else 1
+    case.step(f"ike cmd=remove db phase=1 numlist={num}")
+    r = a.ike("cmd=remove", "db", "phase=1", f"numlist={num}")
+    case.check(r.returncode == 0, f"remove db rc {r.returncode}: {r.stderr.strip()}")
+    rc, rows, _err = a.list_json("db")
+    case.details["list_db_after"] = rows
+    case.check(rc == 0 and not rows, f"ike cmd=list db after remove db: rc {rc} {rows}")
+    g = a.ikedb("-g")
+    case.check(g.returncode == 0 and "[[phase" not in g.stdout,
+               f"ikedb -g after remove db: rc {g.returncode} {g.stdout[:300]!r}")
+    case.step("ike cmd=remove; activate without definitions fails")
+    r = a.ike("cmd=remove")
+    case.check(r.returncode == 0, f"remove rc {r.returncode}: {r.stderr.strip()}")
+    _wait_down(case, topo, a, b)
+    r = a.ike("cmd=activate")
+    case.check(r.returncode != 0, "ike cmd=activate succeeded with no definitions")
+    case.step("ikedb -p again; activate at once")
+    a.put_definitions(definitions(a.spec, a.options))
+    r = a.ike("cmd=activate")
+    if not case.check(r.returncode == 0, "ike cmd=activate right after ikedb -p refused "
+                      f"(rc {r.returncode}: {(r.stdout + r.stderr).strip()}): the daemon had "
+                      "not noticed the new definitions"):
+        time.sleep(3)  # the daemon polls the database generation: go on to test the rest
+        r = a.ike("cmd=activate")
+        case.check(r.returncode == 0, f"ike cmd=activate 3 s after ikedb -p: rc {r.returncode}")
+    if r.returncode == 0:
+        _wait_up(case, a, b)
+        _verify(case, topo, a, b)
+
+
+def group_autostart_crash(lab: Lab) -> dict[str, Any]:
+    """autostart at daemon start and with activate autostart; then kill -9 of the child."""
+    out: dict[str, Any] = {}
+    topo = lab.topo
+    a = lab.initiator("auto", IkeprivOptions(keylog=True, autostart=True))
+    case = Case("autostart")
+    try:
+        with guarded(case):
+            b = lab.responder()
+            t = time.monotonic()
+            _start(case, a)
+            case.step("the daemon start brings the autostart tunnel up")
             _wait_up(case, a, b)
-            case.timed("activate_to_both_established", t)
-            _verify(case, topo, a, b)
-    frames = cap.stop() if cap is not None else 0
-    out[case.name] = case.result((a, b))
+            case.timed("start_to_both_established", t)
+            _verify(case, topo, a, b, label="ping-start")
+            case.step("ike cmd=remove; ike cmd=activate autostart")
+            r = a.ike("cmd=remove")
+            case.check(r.returncode == 0, f"remove rc {r.returncode}: {r.stderr.strip()}")
+            _wait_down(case, topo, a, b)
+            if _activate(case, a, "autostart"):
+                _wait_up(case, a, b)
+                _verify(case, topo, a, b)
+        out[case.name] = case.result((a, lab.responder()))
 
-    cap_case = Case("keylog-capture")
-    with guarded(cap_case):
-        cap_case.step("ikedump --keys")
-        cap_case.details["frames"] = frames
-        _check_capture(cap_case, root / "activate-all.pcap", a.keylog)
-    out[cap_case.name] = cap_case.result((a,))
-
-    sb = Case("sandbox")
-    with guarded(sb):
-        sb.step("read /proc of the daemon's child")
-        _check_sandbox(sb, a)
-        _check_sandbox(sb, b)
-    out[sb.name] = sb.result((a, b))
-
-    crash = Case("crash")
-    with guarded(crash):
-        _crash(crash, topo, a, b)
-    out[crash.name] = crash.result((a, b))
-    return out, (a, b)
+        crash = Case("crash")
+        with guarded(crash):
+            b = lab.responder()
+            if not (a.established() and b.established()):
+                crash.step("bring the tunnel up for the crash")
+                if _activate(crash, a):
+                    _wait_up(crash, a, b)
+            _crash(crash, topo, a, b)
+        out[crash.name] = crash.result((a, lab.responder()))
+    finally:
+        a.stop()
+        lab.drop_responder()  # its peer's new child never knew the tunnel: no Deletes came
+    return out
 
 
 def _check_capture(case: Case, pcap: Path, keylog: Path) -> None:
@@ -240,62 +435,7 @@ def _crash(case: Case, topo: nsmod.Topology, a: Ikepriv, b: Ikepriv) -> None:
     check_esp_ping(case, topo, label="ping-after-crash")
 
 
-def group_phased(topo: nsmod.Topology, root: Path) -> dict[str, Any]:
-    """activate phase=1 then phase=2; then remove phase=1, remove everything, activate again."""
-    out: dict[str, Any] = {}
-    a, b = _pair(topo, root, "phased")
-    case = Case("activate-phased")
-    try:
-        with guarded(case):
-            _start(case, a, b)
-            if _activate(case, a, "phase=1"):
-                case.step("phase 1 up on both sides, no phase 2")
-                ok = wait_until(lambda: a.ike_established() and b.ike_established(), EST_TIMEOUT)
-                case.check(ok, f"phase 1 not established (A {a.phase_states()}, "
-                               f"B {b.phase_states()})")
-                time.sleep(0.5)
-                case.check(not a.phase_states()[2] and not b.phase_states()[2],
-                           f"phase 2 rows after phase=1 only: A {a.phase_states()} "
-                           f"B {b.phase_states()}")
-                case.check(esp_sa_count(topo, topo.gw_a) == 0 == esp_sa_count(topo, topo.gw_b),
-                           "ESP SAs exist after activating phase 1 only")
-                check_blocked(case, topo, label="ping-before-phase2")
-                if _activate(case, a, "phase=2"):
-                    _wait_up(case, a, b, key="phase2_to_both_established")
-                    _verify(case, topo, a, b)
-        out[case.name] = case.result((a, b))
-
-        rm = Case("remove-phase1")
-        with guarded(rm):
-            tid = _tid(a, 1, PHASE1_NAME)
-            rm.step(f"ike cmd=remove phase=1 numlist={tid} (its phase 2 goes too)")
-            r = a.ike("cmd=remove", "phase=1", f"numlist={tid}")
-            rm.check(r.returncode == 0, f"remove phase=1 rc {r.returncode}: {r.stderr.strip()}")
-            _wait_down(rm, topo, a, b)
-            check_blocked(rm, topo, label="ping-after-remove-phase1")
-            if _activate(rm, a):
-                _wait_up(rm, a, b)
-                _verify(rm, topo, a, b, label="ping-reactivated")
-        out[rm.name] = rm.result((a, b))
-
-        rm = Case("remove-all")
-        with guarded(rm):
-            rm.step("ike cmd=remove (everything)")
-            r = a.ike("cmd=remove")
-            rm.check(r.returncode == 0, f"remove rc {r.returncode}: {r.stderr.strip()}")
-            _wait_down(rm, topo, a, b)
-            check_blocked(rm, topo, label="ping-after-remove")
-            if _activate(rm, a):
-                _wait_up(rm, a, b)
-                _verify(rm, topo, a, b)
-        out[rm.name] = rm.result((a, b))
-    finally:
-        a.stop()
-        b.stop()
-    return out
-
-
-def group_two_phase2(topo: nsmod.Topology, root: Path) -> dict[str, Any]:
+def group_two_phase2(lab: Lab) -> dict[str, Any]:
     """Two phase 2 tunnels under one phase 1; remove one phase 2, the peer drops it too."""
     out: dict[str, Any] = {}
     esp = "aes128-sha256"
@@ -303,7 +443,9 @@ def group_two_phase2(topo: nsmod.Topology, root: Path) -> dict[str, Any]:
         Phase2Def("lan-lo", LAN_A_LO, LAN_B_LO, esp), Phase2Def("lan-hi", LAN_A_HI, LAN_B_HI, esp)])
     b_opts = IkeprivOptions(only_extra_phase2=True, extra_phase2=[
         Phase2Def("lan-lo", LAN_B_LO, LAN_A_LO, esp), Phase2Def("lan-hi", LAN_B_HI, LAN_A_HI, esp)])
-    a, b = _pair(topo, root, "two", a_opts, b_opts)
+    topo = lab.topo
+    a = lab.initiator("two", a_opts)
+    b = lab.make("responder", "two", b_opts)
     both = ("lan-hi", "lan-lo")
     case = Case("two-phase2")
     try:
@@ -342,117 +484,41 @@ def group_two_phase2(topo: nsmod.Topology, root: Path) -> dict[str, Any]:
     return out
 
 
-def group_remove_db(topo: nsmod.Topology, root: Path) -> dict[str, Any]:
-    """`ike cmd=remove db`: the definitions go; activate fails until they are put back."""
-    a, b = _pair(topo, root, "db")
-    case = Case("remove-db")
-    try:
-        with guarded(case):
-            _start(case, a, b)
-            if _activate(case, a):
-                _wait_up(case, a, b)
-                _verify(case, topo, a, b, label="ping-before")
-            defs = [r for r in a.rows("db", "phase=1") if r["name"] == PHASE1_NAME]
-            case.check(len(defs) == 1, f"ike cmd=list db phase=1: {defs}")
-            num = defs[0]["number"] if defs else 1
-            case.step(f"ike cmd=remove db phase=1 numlist={num}")
-            r = a.ike("cmd=remove", "db", "phase=1", f"numlist={num}")
-            case.check(r.returncode == 0, f"remove db rc {r.returncode}: {r.stderr.strip()}")
-            rc, rows, _err = a.list_json("db")
-            case.details["list_db_after"] = rows
-            case.check(rc == 0 and not rows, f"ike cmd=list db after remove db: rc {rc} {rows}")
-            g = a.ikedb("-g")
-            case.check(g.returncode == 0 and "[[phase" not in g.stdout,
-                       f"ikedb -g after remove db: rc {g.returncode} {g.stdout[:300]!r}")
-            case.step("ike cmd=remove; activate without definitions fails")
-            r = a.ike("cmd=remove")
-            case.check(r.returncode == 0, f"remove rc {r.returncode}: {r.stderr.strip()}")
-            _wait_down(case, topo, a, b)
-            r = a.ike("cmd=activate")
-            case.check(r.returncode != 0, "ike cmd=activate succeeded with no definitions")
-            case.step("ikedb -p again; activate")
-            a.put_definitions(_defs_of(a))
-            if _activate(case, a):
-                _wait_up(case, a, b)
-                _verify(case, topo, a, b)
-    finally:
-        a.stop()
-        b.stop()
-    return {case.name: case.result((a, b))}
-
-
-def _defs_of(peer: Ikepriv) -> dict[str, Any]:
-    from harness.peer_ikepriv import definitions
-    return definitions(peer.spec, peer.options)
-
-
-def group_autostart(topo: nsmod.Topology, root: Path) -> dict[str, Any]:
-    """autostart definitions come up when the daemon starts, and with activate autostart."""
-    a, b = _pair(topo, root, "auto", IkeprivOptions(autostart=True))
-    case = Case("autostart")
-    try:
-        with guarded(case):
-            t = time.monotonic()
-            _start(case, a, b)
-            case.step("daemon start brings the autostart tunnel up")
-            _wait_up(case, a, b)
-            case.timed("start_to_both_established", t)
-            _verify(case, topo, a, b, label="ping-start")
-            case.step("ike cmd=remove; ike cmd=activate autostart")
-            r = a.ike("cmd=remove")
-            case.check(r.returncode == 0, f"remove rc {r.returncode}: {r.stderr.strip()}")
-            _wait_down(case, topo, a, b)
-            if _activate(case, a, "autostart"):
-                _wait_up(case, a, b)
-                _verify(case, topo, a, b)
-    finally:
-        a.stop()
-        b.stop()
-    return {case.name: case.result((a, b))}
-
-
-GROUPS: dict[str, Callable[[nsmod.Topology, Path], dict[str, Any]]] = {
+GROUPS: dict[str, Callable[[Lab], dict[str, Any]]] = {
+    "activate-all": group_activate_all,
     "phased": group_phased,
+    "autostart-crash": group_autostart_crash,
     "two-phase2": group_two_phase2,
-    "remove-db": group_remove_db,
-    "autostart": group_autostart,
 }
-ALL_GROUPS = ("activate-all", *GROUPS)
 
 
 def run_cases(groups: list[str] | None = None, log_dir: str | None = None) -> dict[str, Any]:
-    """Guest entry point: one topology, guard self-check, every group; per-case results."""
+    """Guest entry point: one topology, guard self-check, the groups; per-case results."""
     t0 = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="e2e."))
     topo = nsmod.Topology()
     topo.build()
     add_hi_hosts(topo)
-    out: dict[str, Any] = {"kernel": os.uname().release, "results": {}}
-    peers: list[Ikepriv] = []
+    lab = Lab(topo, root)
+    out: dict[str, Any] = {"kernel": os.uname().release, "results": {}, "groups_s": {}}
     try:
         topo.reset_xfrm()
         out["guard_blocks"] = topo.guard_blocks()
-        for g in groups or ALL_GROUPS:
-            topo.reset_xfrm()
+        for g in groups or list(GROUPS):
             t = time.monotonic()
-            if g == "activate-all":
-                res, pair = group_activate_all(topo, root)
-                peers += pair
-                for p in pair:
-                    p.stop()
-            else:
-                res = GROUPS[g](topo, root)
+            res = GROUPS[g](lab)
             for name, r in res.items():
                 status = "PASS" if r["ok"] else "FAIL " + "; ".join(r["why"])[:500]
                 print(f"{status} {name}: {r['times']}", flush=True)
-            print(f"group {g}: {time.monotonic() - t:.1f}s", flush=True)
+            out["groups_s"][g] = round(time.monotonic() - t, 1)
+            print(f"group {g}: {out['groups_s'][g]}s", flush=True)
             out["results"].update(res)
     finally:
-        for p in peers:
-            p.stop()
+        lab.stop_all()
         topo.destroy()
         if log_dir:
             _save(root, Path(log_dir))
+    out["notes"] = lab.notes
     out["guest_s"] = round(time.monotonic() - t0, 3)
     out["kernel_log"] = kernel_log_tail()
     return out
