@@ -189,6 +189,22 @@ def _int_attr(attrs: dict[int, int | bytes], key: int) -> int | None:
     return value if isinstance(value, int) else None
 
 
+def offered_proposal(offered: tuple[Proposal, ...], chosen: Proposal) -> Proposal | None:
+    """The initiator's proposal that the responder's choice answers.
+
+    RFC 2408 4.2 wants the proposal number echoed, but real responders renumber: libreswan
+    numbers its Quick Mode proposals from 0 and strongSwan answers with its own #1. So the
+    number decides when it names a proposal of the same protocol; otherwise the one offered
+    proposal of that protocol carrying the chosen transform ID does (ambiguity: None)."""
+    same = [p for p in offered if p.protocol_id == chosen.protocol_id]
+    exact = next((p for p in same if p.number == chosen.number), None)
+    if exact is not None or not chosen.transforms:
+        return exact
+    wanted = chosen.transforms[0].transform_id
+    fits = [p for p in same if any(t.transform_id == wanted for t in p.transforms)]
+    return fits[0] if len(fits) == 1 else None
+
+
 class Dumper:
     """Feeds captured datagrams through the codec and, with keys, the decryption module."""
 
@@ -581,17 +597,14 @@ class Dumper:
         if label is None:
             record.notes.append(f"{chosen.protocol_id.name} proposal: no keys to derive")
             return
-        offered = next(
-            (
-                p
-                for p in state.sa_i.proposals
-                if p.number == chosen.number and p.protocol_id == chosen.protocol_id
-            ),
-            None,
-        )
+        offered = offered_proposal(state.sa_i.proposals, chosen)
         if offered is None:
             record.fail(f"chosen {label} proposal {chosen.number} was not offered")
             return
+        if offered.number != chosen.number:
+            record.notes.append(
+                f"responder renumbered {label} proposal {offered.number} as {chosen.number}"
+            )
         transform = chosen.transforms[0]
         attrs = ipsec_attributes_to_dict(transform.attributes)
         auth = _int_attr(attrs, IpsecAttr.AUTHENTICATION_ALGORITHM)
