@@ -12,12 +12,19 @@ from harness.core_sim import LEFT, RIGHT, Simulation, datagram, esp_proposal, ik
 from test_core_rekey import assert_never_without_pair
 
 from ikepriv.child_negotiator.engine import Negotiator
-from ikepriv.child_negotiator.lifetimes import CHILD, ISAKMP, DeadlineIndex, soft_time
+from ikepriv.child_negotiator.lifetimes import (
+    CHILD,
+    ISAKMP,
+    DeadlineIndex,
+    kernel_lifetimes,
+    soft_time,
+)
 from ikepriv.child_negotiator.sa_table import IsakmpSa
 from ikepriv.child_negotiator.settings import Settings
 from ikepriv.child_negotiator.snapshot import ConfigSnapshot
 from ikepriv.child_negotiator.wire import seal_hashed
 from ikepriv.crypto.oakley import informational_hash
+from ikepriv.ipc.messages import Lifetimes, SaDirection
 from ikepriv.isakmp import NotifyPayload
 from ikepriv.isakmp.constants import ExchangeType
 
@@ -37,6 +44,48 @@ def test_soft_lifetime_lies_before_expiry_within_the_margin(lifetime: int) -> No
     # randomised: two peers with the same lifetime rarely pick the same moment
     assert len(set(times)) == len(times)
     assert max(times) - min(times) > margin / 2
+
+
+@pytest.mark.parametrize("lifetime", [600, 3600, 28800])
+def test_kernel_soft_limits_are_drawn_per_sa_after_our_rekey(lifetime: int) -> None:
+    s = Settings()
+    margin = min(s.rekey_margin, lifetime * s.rekey_margin_fraction)
+    low, high = s.kernel_soft_volume_margin
+    hard_kb = 100_000
+    drawn = [kernel_lifetimes(_core(seed), lifetime, hard_kb) for seed in range(50)]
+    latest_rekey = max(soft_time(_core(seed), 0.0, lifetime) for seed in range(50))
+    for lt in drawn:
+        assert (lt.hard_seconds, lt.hard_kilobytes) == (lifetime, hard_kb)
+        # the kernel's soft event never comes before the core's own rekey
+        assert latest_rekey <= lifetime - margin <= lt.soft_seconds <= lifetime - margin / 2 + 1
+        assert hard_kb * (1 - high) <= lt.soft_kilobytes <= hard_kb * (1 - low)
+    # two peers (two SAs) rarely hit the soft volume limit together (a few equal draws
+    # among 50 over 10 000 values are expected: the birthday bound)
+    assert len({lt.soft_kilobytes for lt in drawn}) >= len(drawn) - 3
+    assert max(lt.soft_kilobytes for lt in drawn) - min(lt.soft_kilobytes for lt in drawn) > (
+        hard_kb * (high - low) / 2
+    )
+    assert len({lt.soft_seconds for lt in drawn}) > 1
+
+
+def test_kernel_soft_limits_of_unlimited_and_tiny_lifetimes() -> None:
+    assert kernel_lifetimes(_core(1), 0, 0) == Lifetimes(0, 0, 0, 0)
+    tiny = kernel_lifetimes(_core(1), 1, 1)
+    assert (tiny.soft_seconds, tiny.soft_kilobytes) == (1, 1)
+
+
+def test_both_peers_announce_different_soft_volumes_for_one_sa() -> None:
+    init, resp = mirrored(esp=[esp_proposal(lifetime=3600, kilobytes=50_000)])
+    sim = Simulation(init, resp, seed=77)
+    sim.initiate()
+    sim.run(duration=5)
+    inbound = {a.spi: a for a in sim.responder.parent.sa_adds if a.direction is SaDirection.IN}
+    for out in sim.initiator.parent.sa_adds:
+        if out.direction is SaDirection.OUT:
+            twin = inbound[out.spi]  # the same bytes, counted by both kernels
+            assert out.lifetimes.soft_kilobytes != twin.lifetimes.soft_kilobytes
+    i_adds = sim.initiator.parent.sa_adds
+    assert i_adds[0].lifetimes.soft_kilobytes != i_adds[1].lifetimes.soft_kilobytes  # per SA
 
 
 def test_no_fuzz_means_a_fixed_margin() -> None:

@@ -165,6 +165,36 @@ def test_a_selector_narrower_than_the_definition_is_rekeyed_as_negotiated() -> N
     assert len(sim.responder.parent.policy_adds) == 3  # the same policies, not wider ones
 
 
+@pytest.mark.parametrize("refusing", ["initiator", "responder"])
+def test_a_failed_successor_puts_the_old_pair_back_at_once(refusing: str) -> None:
+    """The kernel of one side refuses the new SAs: both sides learn it when it happens (not
+    at the old pair's scheduled deletion, which the side that does not delete never has),
+    keep the old pair in service, and the rekey is tried again and succeeds."""
+    init, resp = mirrored(esp=[esp_proposal(lifetime=P2_LIFETIME)])
+    sim = Simulation(init, resp, seed=47, settings=_early(0.3), responder_settings=_early(0.05))
+    _up(sim)
+    old = _live_pair(sim)
+    sim.sides[refusing].parent.refuse = {SaAdd}
+    icore = sim.initiator.core
+    while not icore.counters.phase2_rekeys:
+        sim.advance(1)
+    sim.advance(1)  # the Quick Mode, the refusal and its Delete: far less than the overlap
+    for name in ("initiator", "responder"):
+        (child,) = sim.established_children(name)
+        assert child.superseded_by == 0 and child.delete_at == 0.0, name
+        assert {child.spi_in, child.spi_out} == set(old)
+        assert "replacement failed, keeping SA" in sim.sides[name].log_text()
+    assert sim.sides[refusing].core.counters.phase2_failed == 1
+    sim.sides[refusing].parent.refuse = set()
+    sim.run(duration=Settings().rekey_retry + 10)
+    assert icore.counters.phase2_rekeys == 2
+    new = _live_pair(sim)
+    assert set(new).isdisjoint(old)
+    for name in ("initiator", "responder"):
+        assert old[0] in {d.spi for d in sim.sides[name].parent.sa_deletes}
+        assert_never_without_pair(sim.sides[name].parent)
+
+
 # ---------------------------------------------------------------------------- kernel events
 
 

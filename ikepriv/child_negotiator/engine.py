@@ -35,6 +35,7 @@ from ikepriv.child_negotiator import (
     phase1_aggressive,
     phase1_main,
     quick_mode,
+    rekey,
 )
 from ikepriv.child_negotiator.cookies import ZERO_COOKIE, CookieJar
 from ikepriv.child_negotiator.counters import Counters
@@ -246,6 +247,11 @@ class Negotiator:
 
     def touch_child(self, child: ChildSa) -> None:
         self.deadlines.mark((lifetimes.CHILD, child.tunnel_id))
+
+    def child_removed(self, child: ChildSa) -> None:
+        """install.remove_child forgot `child`: SAs it was to replace learn it now."""
+        rekey.on_child_removed(self, child)
+        self.touch_child(child)
 
     def _refresh_deadlines(self) -> None:
         self.deadlines.refresh(lambda key: lifetimes.deadline_of(self, key))

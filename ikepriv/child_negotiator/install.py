@@ -15,6 +15,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
+from ikepriv.child_negotiator import lifetimes
 from ikepriv.child_negotiator.sa_table import (
     ChildSa,
     ChildState,
@@ -27,7 +28,6 @@ from ikepriv.ipc.messages import (
     AeadKey,
     AuthKey,
     CryptKey,
-    Lifetimes,
     LogLevel,
     NatTEncap,
     Phase,
@@ -115,9 +115,6 @@ def install_child(core: Negotiator, qe: QuickExchange, g_qm_xy: bytes | None) ->
         core.policy_sets[key] = policy_set
     child.reqid = policy_set.reqid
     layout = choice.layout()
-    hard_s, hard_kb = qe.lifetime_seconds, qe.lifetime_kilobytes
-    fraction = core.settings.soft_lifetime_fraction
-    lifetimes = Lifetimes(int(hard_s * fraction), hard_s, int(hard_kb * fraction), hard_kb)
     encap = core.hooks.sa_encap(sa)
     for direction, spi in ((SaDirection.IN, qe.spi_in), (SaDirection.OUT, qe.spi_out)):
         keys = derive_sa_keys(
@@ -144,7 +141,7 @@ def install_child(core: Negotiator, qe: QuickExchange, g_qm_xy: bytes | None) ->
             encryption=enc,
             integrity=integ,
             aead=aead,
-            lifetimes=lifetimes,
+            lifetimes=lifetimes.kernel_lifetimes(core, qe.lifetime_seconds, qe.lifetime_kilobytes),
             encap=sa_encap,
             selector=selector,
             reqid=child.reqid,
@@ -261,6 +258,7 @@ def remove_child(core: Negotiator, child: ChildSa, *, send_delete: bool, kernel:
         return
     child.state = ChildState.DELETED
     core.sas.children.pop(child.tunnel_id, None)
+    core.child_removed(child)
     if send_delete:
         from ikepriv.child_negotiator import informational
 

@@ -23,12 +23,13 @@ deadline. One that is too early costs a wake-up that finds nothing to do and rec
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ikepriv.child_negotiator import dpd, informational, install, rekey
 from ikepriv.child_negotiator.sa_table import ChildSa, ChildState, IsakmpSa, QuickExchange
-from ikepriv.ipc.messages import KernelExpire, LogLevel
+from ikepriv.ipc.messages import KernelExpire, Lifetimes, LogLevel
 
 if TYPE_CHECKING:
     from ikepriv.child_negotiator.engine import Negotiator
@@ -99,12 +100,41 @@ class DeadlineIndex:
 # ------------------------------------------------------------------------------ margins
 
 
-def soft_time(core: Negotiator, start: float, lifetime: float) -> float:
-    """When to start replacing an SA that lives `lifetime` seconds from `start`."""
+def _uniform(core: Negotiator) -> float:
+    """A draw in [0, 1) from the injected random source."""
+    return int.from_bytes(core.random(4), "big") / 2**32
+
+
+def _margin(core: Negotiator, lifetime: float) -> float:
     s = core.settings
-    margin = min(s.rekey_margin, lifetime * s.rekey_margin_fraction)
-    fraction = int.from_bytes(core.random(4), "big") / 2**32
-    return start + lifetime - margin - margin * s.rekey_fuzz * fraction
+    return min(s.rekey_margin, lifetime * s.rekey_margin_fraction)
+
+
+def soft_time(core: Negotiator, start: float, lifetime: float) -> float:
+    """When to start replacing an SA that lives `lifetime` seconds from `start`: between
+    ``lifetime - margin * (1 + fuzz)`` and ``lifetime - margin``."""
+    margin = _margin(core, lifetime)
+    return start + lifetime - margin - margin * core.settings.rekey_fuzz * _uniform(core)
+
+
+def kernel_lifetimes(core: Negotiator, hard_seconds: int, hard_kilobytes: int) -> Lifetimes:
+    """The limits the kernel gets for one IPsec SA, soft ones drawn afresh for each SA.
+
+    Seconds: the soft limit lies in ``[lifetime - margin, lifetime - margin / 2]``, never
+    before the latest moment soft_time() can pick, so the core's own rekey comes first and
+    the kernel's soft event is only a backstop. Kilobytes (counted by the kernel alone):
+    ``hard * (1 - m)`` with m in Settings.kernel_soft_volume_margin, so the two peers,
+    whose kernels count the same bytes, rarely reach their soft limits together."""
+    soft_s = 0
+    if hard_seconds:
+        margin = _margin(core, hard_seconds)
+        soft_s = min(hard_seconds, math.ceil(hard_seconds - margin + margin / 2 * _uniform(core)))
+    soft_kb = 0
+    if hard_kilobytes:
+        low, high = core.settings.kernel_soft_volume_margin
+        share = 1.0 - (low + (high - low) * _uniform(core))
+        soft_kb = min(hard_kilobytes, max(1, int(hard_kilobytes * share)))
+    return Lifetimes(soft_s, hard_seconds, soft_kb, hard_kilobytes)
 
 
 # ------------------------------------------------------------------------------ deadlines

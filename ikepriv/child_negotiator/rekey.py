@@ -243,18 +243,51 @@ def _supersede(core: Negotiator, old: ChildSa, new: ChildSa, *, we_delete: bool)
     core.touch_child(old)
 
 
+def _live_successor(core: Negotiator, old: ChildSa) -> ChildSa | None:
+    """An SA of the same tunnel that can take over from `old`: not deleted, not itself on
+    its way out; an established one first."""
+    found = [
+        c
+        for c in core.sas.children.values()
+        if c is not old
+        and c.state is not ChildState.DELETED
+        and not c.superseded_by
+        and _same_tunnel(c, old)
+    ]
+    found.sort(key=lambda c: c.state is not ChildState.ESTABLISHED)
+    return found[0] if found else None
+
+
+def on_child_removed(core: Negotiator, gone: ChildSa) -> None:
+    """`gone` left (the kernel refused it, the peer deleted it, it expired): each SA it was
+    to replace goes to another live successor, or is back in service at once instead of at
+    its scheduled deletion (or never, when the peer was to delete it). If our own rekey had
+    produced `gone`, it is tried again after `rekey_retry`."""
+    for old in list(core.sas.children.values()):
+        if old.superseded_by != gone.tunnel_id or old.state is ChildState.DELETED:
+            continue
+        successor = _live_successor(core, old)
+        if successor is not None:
+            old.superseded_by = successor.tunnel_id
+            continue
+        core.log(
+            LogLevel.NOTICE,
+            f"phase 2 {old.definition.name} with {old.remote.addr}: replacement failed, "
+            f"keeping SA {old.spi_in:08x}",
+        )
+        old.superseded_by = 0
+        old.delete_at = 0.0
+        if old.rekey_at and old.rekey_started:  # ours: retry once rekey_retry is over
+            old.rekey_started = core.now
+            old.rekey_at = min(old.rekey_at, core.now)
+        core.touch_child(old)
+
+
 def finish_supersede(core: Negotiator, child: ChildSa) -> None:
     """The overlap is over: delete the replaced SA once a successor is in the kernel; if
     every successor failed, the SA is in service again and rekeys on its own."""
-    successors = [
-        c
-        for c in core.sas.children.values()
-        if c is not child
-        and c.state is not ChildState.DELETED
-        and not c.superseded_by  # one on its way out does not count
-        and _same_tunnel(c, child)
-    ]
-    if any(c.state is ChildState.ESTABLISHED for c in successors):
+    successor = _live_successor(core, child)
+    if successor is not None and successor.state is ChildState.ESTABLISHED:
         core.log(
             LogLevel.INFO,
             f"phase 2 {child.definition.name} with {child.remote.addr}: deleting replaced SA "
@@ -263,7 +296,7 @@ def finish_supersede(core: Negotiator, child: ChildSa) -> None:
         install.remove_child(core, child, send_delete=True, kernel=True)
         core.emit(install.report_child(core, child, 0))
         return
-    if successors:  # still being installed
+    if successor is not None:  # still being installed
         child.delete_at = core.now + core.settings.rekey_overlap
     else:
         child.superseded_by = 0

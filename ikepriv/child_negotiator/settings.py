@@ -34,8 +34,12 @@ class Settings:
     keylog: bool = False
     # Send phase 2 selectors as address ranges instead of host/subnet IDs (interop knob).
     qm_id_ranges: bool = False
-    # Soft lifetime of an IPsec SA, as a fraction of the hard one.
-    soft_lifetime_fraction: float = 0.9
+    # Soft volume limit the kernel gets for an IPsec SA: hard * (1 - m), with m drawn per SA
+    # from the injected random, uniformly in this range. Both peers' kernels count the same
+    # bytes, so a fixed share would make both ask for a rekey at once (a collision). The
+    # kernel's soft limit in seconds is drawn per SA too, after the core's own rekey time
+    # (lifetimes.kernel_lifetimes).
+    kernel_soft_volume_margin: tuple[float, float] = (0.05, 0.15)
     # Rekeying (lifetimes.py): a replacement starts at lifetime - margin - random(0, fuzz *
     # margin), the margin being at most `rekey_margin_fraction` of the lifetime, so two
     # peers rarely start at once and the kernel's soft expiry comes after ours.
