@@ -302,9 +302,10 @@ def variants(message: bytes) -> Iterator[Variant]:
     m = bytearray(message)
     m[16] = 99
     yield Variant("header names type 99 first", bytes(m))
-    m = bytearray(message)
-    m[17] = 0x20
-    yield Variant("IKE version 2.0 is not IKEv1", bytes(m))
+    for version in (0x00, 0x30, 0xF0):  # 2.0 is IKEv2, counted and not a failure
+        m = bytearray(message)
+        m[17] = version
+        yield Variant(f"IKE version byte {version:#04x}", bytes(m))
     m = bytearray(message)
     m[17] = 0x11
     yield Variant("IKE version 1.1", bytes(m))
@@ -368,3 +369,81 @@ def test_malformed_variants_fail_with_one_line_and_offset(
         assert rc == 1, (variant.what, out)
         assert ONE_LINE.match(err.rstrip("\n")) and err.count("\n") == 1, (variant.what, err)
         assert "Traceback" not in err and "internal error" not in err, variant.what
+
+
+def _encrypted_samples() -> Iterator[tuple[str, int, bytes]]:
+    """(capture, frame number, ISAKMP message) of the first encrypted message of each
+    exchange type in each capture."""
+    for name in NAMES:
+        kinds: set[int] = set()
+        for dg in datagrams(pcap(name)):
+            if dg.message[19] & 1 and dg.message[18] not in kinds:
+                kinds.add(dg.message[18])
+                yield name, dg.frame, dg.message
+
+
+ENCRYPTED = list(_encrypted_samples())
+
+
+def encrypted_variants(message: bytes) -> Iterator[Variant]:
+    """Damage to an encrypted message that shows in the message itself (IKEv1 has no MAC
+    over the ciphertext: damage confined to the padding block only shows in the next
+    message of the IV chain, so it is not tried here)."""
+    m = bytearray(message)
+    m[HEADER_LENGTH + 2] ^= 0x01  # garbles the whole first plaintext block
+    yield Variant("bit flipped in the first cipher block", bytes(m))
+    yield Variant("one byte cut, length fixed", _with_length(message[:-1], len(message) - 1))
+    yield Variant(
+        "half an AES block cut, length fixed", _with_length(message[:-8], len(message) - 8)
+    )
+    m = bytearray(message)
+    m[16] = 99
+    yield Variant("header names type 99 first", bytes(m))
+
+
+@pytest.mark.parametrize(
+    "sample", ENCRYPTED, ids=[f"{name}-frame{number}" for name, number, _m in ENCRYPTED]
+)
+def test_damaged_encrypted_messages_fail_at_their_frame(
+    sample: tuple[str, int, bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name, number, message = sample
+    frames = _raw_frames(pcap(name))
+    block = 8 if meta(name)["ike_proposal"].startswith("3des") else 16
+    for variant in encrypted_variants(message):
+        if variant.what.startswith("half an AES block") and block == 8:
+            continue  # 8 bytes are a whole 3DES block: undetectable when it is padding
+        damaged = list(frames)
+        damaged[number - 1] = _frame_with(frames[number - 1], variant.message)
+        path = _write_pcap(tmp_path / "v.pcap", damaged)
+        rc = main([str(path), *psk_args(name)])
+        err = capsys.readouterr().err
+        assert rc == 1, variant.what
+        assert err.count("\n") == 1 and "Traceback" not in err, (variant.what, err)
+        assert err.startswith(f"ikedump: frame {number}"), (variant.what, err)
+        assert re.search(r"offset \d+|HASH.{0,4} mismatch", err), (variant.what, err)
+
+
+def test_reserved_payload_type_is_a_problem_and_private_use_a_note(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Regression: ikedump used to pass a payload of undefined type (exit 0)."""
+    _name, _number, frame, message = SAMPLES[0]
+    first_pos = _boundaries(message)[0][0]
+    first_len = struct.unpack_from("!H", message, first_pos + 2)[0]
+    cut = first_pos + first_len
+    for ptype, rc_want in ((99, 1), (200, 0)):
+        m = bytearray(message)
+        extra = bytes([m[first_pos], 0]) + struct.pack("!H", 8) + b"\x01\x02\x03\x04"
+        m[first_pos] = ptype
+        m = m[:cut] + extra + m[cut:]
+        path = _write_pcap(tmp_path / "t.pcap", [_frame_with(frame, _with_length(m, len(m)))])
+        rc, objs, err = run_json(capsys, str(path))
+        assert rc == rc_want, err
+        if rc_want:
+            assert err == (
+                f"ikedump: frame 1 offset {cut}: INVALID-PAYLOAD-TYPE: "
+                f"payload type {ptype} is not defined for IKEv1\n"
+            )
+        else:
+            assert f"private-use payload type {ptype} at offset {cut}" in objs[0]["notes"]

@@ -45,6 +45,7 @@ from ikepriv.dump.decrypt import (
 from ikepriv.dump.keys import KeyMaterial
 from ikepriv.isakmp.attributes import ike_attributes_to_dict, ipsec_attributes_to_dict
 from ikepriv.isakmp.constants import (
+    HEADER_LENGTH,
     AuthMethod,
     ExchangeType,
     GroupId,
@@ -59,7 +60,13 @@ from ikepriv.isakmp.header import Header
 from ikepriv.isakmp.identity import IdPayload
 from ikepriv.isakmp.message import Message, Payload, decode_message
 from ikepriv.isakmp.names import number_name
-from ikepriv.isakmp.payloads import HashPayload, KePayload, NatDPayload, NoncePayload
+from ikepriv.isakmp.payloads import (
+    HashPayload,
+    KePayload,
+    NatDPayload,
+    NoncePayload,
+    UnknownPayload,
+)
 from ikepriv.isakmp.sa import Proposal, SAPayload
 
 MAX_SAS = 1024  # ISAKMP SAs tracked at once (oldest dropped): bounds memory on huge captures
@@ -72,6 +79,7 @@ _PSK_METHODS = frozenset(
     {AuthMethod.PRE_SHARED_KEY, AuthMethod.XAUTH_INIT_PRE_SHARED, AuthMethod.XAUTH_RESP_PRE_SHARED}
 )
 _LAYOUTS = {ProtocolId.IPSEC_ESP: "ESP", ProtocolId.IPSEC_AH: "AH"}
+PRIVATE_PAYLOAD_TYPES = range(128, 256)  # RFC 2408 3.1: private use
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +129,17 @@ class Record:
     sa_keys: list[SaKeyLine] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)  # of each payload, from the header
 
     def fail(self, reason: str, offset: int | None = None) -> None:
         self.problems.append(Problem(self.datagram.frame, reason, offset))
+
+    def show(self, payloads: tuple[Payload, ...], body: bytes) -> None:
+        """Take the payloads decoded from `body` (what follows the 28-byte header, in the
+        clear or decrypted) and where each one starts, for problem offsets."""
+        self.payloads = payloads
+        self.offsets = payload_offsets(body, len(payloads), HEADER_LENGTH)
+
 
 
 def isakmp_reason(exc: IsakmpError) -> str:
@@ -167,6 +183,32 @@ class _IkeSa:
     @property
     def name(self) -> str:
         return self.icookie.hex()
+
+
+def payload_offsets(body: bytes, count: int, base: int) -> list[int]:
+    """Where each of the first `count` payloads of a chain the codec accepted starts,
+    counted from the ISAKMP header (`base`: the offset of `body` in the message)."""
+    offsets, pos = [], 0
+    for _ in range(count):
+        offsets.append(base + pos)
+        pos += int.from_bytes(body[pos + 2 : pos + 4], "big")
+    return offsets
+
+
+def check_payload_types(record: Record) -> None:
+    """The codec carries payloads of unknown type so the chain can be shown; a type that
+    RFC 2408 leaves reserved is still an error (INVALID-PAYLOAD-TYPE, 5.1), while a
+    private-use type (128-255) is a vendor's business and only noted."""
+    for payload, offset in zip(record.payloads, record.offsets, strict=True):
+        if not isinstance(payload, UnknownPayload):
+            continue
+        if payload.type in PRIVATE_PAYLOAD_TYPES:
+            record.notes.append(f"private-use payload type {payload.type} at offset {offset}")
+        else:
+            record.fail(
+                f"INVALID-PAYLOAD-TYPE: payload type {payload.type} is not defined for IKEv1",
+                offset,
+            )
 
 
 def _first(payloads: tuple[Payload, ...], kind: type[Payload]) -> Payload | None:
@@ -223,8 +265,10 @@ class Dumper:
         record = Record(datagram)
         try:
             self._feed(record)
-        except (IsakmpError, CryptoError) as exc:  # a check not tied to one field
-            record.fail(isakmp_reason(exc) if isinstance(exc, IsakmpError) else str(exc))
+        except IsakmpError as exc:
+            record.fail(isakmp_reason(exc), exc.offset if exc.offset >= 0 else None)
+        except CryptoError as exc:  # a check not tied to one field
+            record.fail(str(exc))
         return record
 
     def _feed(self, record: Record) -> None:
@@ -252,6 +296,7 @@ class Dumper:
         if original is not None:
             record.retransmission_of = original.datagram.frame
             record.payloads = original.payloads
+            record.offsets = original.offsets
             record.decrypted = original.decrypted
             record.ciphertext_length = original.ciphertext_length
             record.padding = original.padding
@@ -262,7 +307,8 @@ class Dumper:
         if message.encrypted:
             self._encrypted(sa, record, message)
         else:
-            record.payloads = message.payloads
+            record.show(message.payloads, data[HEADER_LENGTH:])
+            check_payload_types(record)
             self._cleartext(sa, record, message.header)
 
     def _sa_for(self, header: Header) -> _IkeSa:
@@ -476,11 +522,12 @@ class Dumper:
             else:
                 record.fail(f"{isakmp_reason(exc)} (after decryption: wrong key?)", offset)
             return
-        except CryptoError as exc:
-            record.fail(f"cannot decrypt: {exc}")
+        except CryptoError as exc:  # the body does not fit the cipher (block size)
+            record.fail(f"cannot decrypt: {exc}", HEADER_LENGTH)
             return
-        record.payloads = decrypted.payloads
+        record.show(decrypted.payloads, decrypted.plaintext)
         record.decrypted = True
+        check_payload_types(record)
         record.padding = len(decrypted.padding)
         crypto.accept(header, message.ciphertext)
         try:
