@@ -7,8 +7,10 @@ restart) decides what follows. Hostile or stale DPD messages are dropped and cou
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
+import pytest
 from harness.core_sim import (
     LEFT,
     RIGHT,
@@ -21,11 +23,13 @@ from harness.core_sim import (
 from ikepriv.child_negotiator import vendor_ids
 from ikepriv.child_negotiator.natt import NatTHooks
 from ikepriv.child_negotiator.sa_table import IsakmpSa
+from ikepriv.child_negotiator.settings import Settings
 from ikepriv.ipc.messages import (
     DpdAction,
     DpdSettings,
     KernelAcquire,
     Phase,
+    RemoveCommand,
     SaDirection,
     TunnelState,
 )
@@ -207,6 +211,72 @@ def test_dead_peer_restart_negotiates_again_and_keeps_the_policies() -> None:
     in_spi = next(c.spi_in for c in sim.established_children("initiator"))
     (r_child,) = sim.established_children("responder")
     assert r_child.spi_out == in_spi
+
+
+def _attempt_times(sim: Simulation, until: float) -> list[float]:
+    """When each restart attempt started, stepping the clock a second at a time."""
+    times: list[float] = []
+    counters = sim.initiator.core.counters
+    while sim.now < until:
+        before = counters.dpd_restarts
+        sim.advance(1)
+        times += [sim.now] * (counters.dpd_restarts - before)
+    return times
+
+
+def test_restart_retries_with_back_off_then_gives_up() -> None:
+    init, resp = mirrored(dpd=_dpd(DpdAction.RESTART), responder_dpd=OFF)
+    settings = Settings(keying_tries=3, restart_backoff=30, restart_backoff_max=45)
+    sim = Simulation(init, resp, seed=58, settings=settings)
+    _up(sim)
+    policies = len(sim.initiator.parent.policy_adds)
+    dead_at = _kill_network_until_dead(sim)
+    assert sim.initiator.core.counters.dpd_restarts == 1  # the first attempt, at once
+    times = [dead_at, *_attempt_times(sim, dead_at + 2000)]
+    assert len(times) == 3  # keying_tries, the first included, then no more
+    # each attempt lasts until its half-open exchange ages out, then the next one waits
+    # 30 s, the one after 45 s (doubled, capped)
+    age = settings.half_open_max_age
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps[0] == pytest.approx(age + 30, abs=1.5)
+    assert gaps[1] == pytest.approx(age + 45, abs=1.5)
+    core = sim.initiator.core
+    assert "giving up" in sim.initiator.log_text()
+    assert not core.restarts and not core.sas.by_tunnel and core.next_deadline() is None
+    assert core.counters.phase1_failed == 3
+    assert not sim.initiator.parent.policy_deletes  # traffic can still bring it back
+    assert len(sim.initiator.parent.policy_adds) == policies
+
+
+def test_restart_succeeds_on_a_later_attempt() -> None:
+    init, resp = mirrored(dpd=_dpd(DpdAction.RESTART), responder_dpd=OFF)
+    sim = Simulation(init, resp, seed=59)
+    _up(sim)
+    dead_at = _kill_network_until_dead(sim)
+    times = _attempt_times(sim, dead_at + 100)  # the first attempt gave up meanwhile
+    assert len(times) == 1 and sim.initiator.core.counters.phase1_failed == 1
+    assert sim.initiator.core.counters.dpd_restarts == 2
+    sim.loss = 0.0
+    sim.run(duration=120)
+    core = sim.initiator.core
+    assert core.counters.dpd_restarts == 2 and not core.restarts
+    assert len(sim.established_isakmp("initiator")) == 1
+    assert len(sim.established_children("initiator")) == 1  # the phase 2 followed
+    sim.assert_keys_match()
+    sim.advance(1000)
+    assert core.counters.dpd_restarts == 2  # nothing left to retry
+
+
+def test_removing_the_phase1_stops_the_restarts() -> None:
+    init, resp = mirrored(dpd=_dpd(DpdAction.RESTART), responder_dpd=OFF)
+    sim = Simulation(init, resp, seed=60)
+    _up(sim)
+    _kill_network_until_dead(sim)
+    (attempt,) = sim.initiator.core.sas.by_tunnel.values()
+    sim.command("initiator", RemoveCommand(Phase.PHASE1, attempt.tunnel_id))
+    sim.advance(2000)
+    core = sim.initiator.core
+    assert core.counters.dpd_restarts == 1 and not core.restarts and not core.sas.by_tunnel
 
 
 def test_dead_peer_hold_waits_for_traffic() -> None:

@@ -14,7 +14,9 @@ answer for `timeout` seconds: the peer is dead. Its SAs are removed (kernel SAs,
 policies unless the action keeps them), the parent gets a StateReport for each, and then,
 by the definition's action: CLEAR stays down; HOLD keeps the policies, so the next packet
 makes the kernel ask for a new negotiation (ACQUIRE); RESTART keeps them and starts a new
-phase 1 at once, the phase 2s following it.
+phase 1 at once, the phase 2s following it. A restart attempt that fails is followed by
+another after a back-off, Settings.keying_tries attempts in all; then the policies stay, as
+for HOLD.
 
 Sequence numbers (RFC 3706 5.5): ours start at a random 31-bit value and count up; an ACK
 must carry one of the outstanding ones. A peer's R-U-THERE must carry a number after the
@@ -38,8 +40,9 @@ from ikepriv.isakmp import NotifyPayload
 from ikepriv.isakmp.constants import NotifyType, ProtocolId
 
 if TYPE_CHECKING:
-    from ikepriv.child_negotiator.engine import Negotiator
+    from ikepriv.child_negotiator.engine import IPAddress, Negotiator
 
+RESTART = 2  # deadline kind of a pending restart (lifetimes.DeadlineIndex), by definition
 MAX_OUTSTANDING = 8  # probes of one series whose ACK we still accept
 SERIAL_HALF = 1 << 31
 DEFAULT_TIMEOUT_FACTOR = 4  # timeout when the definition gives none
@@ -63,6 +66,9 @@ class DpdState:
 
 
 def start(core: Negotiator, sa: IsakmpSa) -> None:
+    r = core.restarts.get(sa.definition.number)
+    if r is not None and r.peer == sa.remote.addr:
+        cancel_restart(core, r.number)  # back (whoever initiated it)
     settings = sa.definition.dpd
     wanted = settings.enabled and settings.delay_seconds > 0
     announced = vendor_ids.DPD in sa.peer_vendor_ids
@@ -228,18 +234,92 @@ def peer_dead(core: Negotiator, sa: IsakmpSa) -> None:
         if other.definition.number == definition.number and other.remote.addr == peer:
             core.drop_isakmp(other)
             core.emit(core.report_isakmp(other, 0))
-    if not restart:
+    if restart:
+        attempt = Restart(definition.number, definition.name, sa.local.addr, peer, tuple(numbers))
+        core.restarts[definition.number] = attempt
+        _restart(core, attempt)
+
+
+# ------------------------------------------------------------------------------ restart
+
+
+@dataclass(slots=True)
+class Restart:
+    """A phase 1 being brought back after its peer died (action RESTART), one per phase 1
+    definition (so the table is as small as the configuration)."""
+
+    number: int
+    name: str
+    local: IPAddress
+    peer: IPAddress
+    phase2: tuple[int, ...]  # the phase 2 definitions that were up, to start again
+    attempts: int = 0
+    tunnel_id: int = 0  # the ISAKMP SA of the running attempt (0: none)
+    next_at: float = 0.0  # when the next attempt starts (0: one is running)
+
+
+def _restart(core: Negotiator, r: Restart) -> None:
+    current = core.config.phase1.get(r.number)
+    if current is None:  # the definition went away meanwhile
+        del core.restarts[r.number]
         return
-    current = core.config.phase1.get(definition.number)
-    if current is None:
-        return
-    queue = core.pending_phase2.setdefault(current.number, [])
-    for number in numbers:
+    r.attempts += 1
+    r.next_at = 0.0
+    core.counters.dpd_restarts += 1
+    queue = core.pending_phase2.setdefault(r.number, [])
+    for number in r.phase2:
         if number in core.config.phase2 and number not in queue:
             queue.append(number)
-    core.log(LogLevel.INFO, f"phase 1 {current.name}: restarting after dead peer {peer}")
-    if core.start_phase1(current, sa.local.addr, peer) is None:
-        core.pending_phase2.pop(current.number, None)
+    core.log(
+        LogLevel.INFO,
+        f"phase 1 {current.name}: restarting after dead peer {r.peer} "
+        f"(attempt {r.attempts} of {core.settings.keying_tries})",
+    )
+    sa = core.start_phase1(current, r.local, r.peer)
+    if sa is None:
+        core.pending_phase2.pop(r.number, None)
+        _restart_failed(core, r)
+    else:
+        r.tunnel_id = sa.tunnel_id
+
+
+def _restart_failed(core: Negotiator, r: Restart) -> None:
+    r.tunnel_id = 0
+    s = core.settings
+    if r.attempts >= s.keying_tries:
+        del core.restarts[r.number]
+        core.log(
+            LogLevel.WARNING,
+            f"phase 1 {r.name}: no restart after dead peer {r.peer} succeeded in "
+            f"{r.attempts} attempts, giving up",
+        )
+        return
+    wait = min(s.restart_backoff * 2 ** (r.attempts - 1), s.restart_backoff_max)
+    r.next_at = core.now + wait
+    core.deadlines.mark((RESTART, r.number))
+
+
+def restart_deadline(core: Negotiator, number: int) -> float | None:
+    r = core.restarts.get(number)
+    return r.next_at if r is not None and r.next_at else None
+
+
+def restart_timer(core: Negotiator, number: int) -> None:
+    r = core.restarts.get(number)
+    if r is not None and r.next_at and core.now >= r.next_at:
+        _restart(core, r)
+
+
+def on_phase1_failed(core: Negotiator, sa: IsakmpSa) -> None:
+    """A phase 1 failed: if it was a restart attempt, the next one is scheduled."""
+    r = core.restarts.get(sa.definition.number)
+    if r is not None and r.tunnel_id == sa.tunnel_id:
+        _restart_failed(core, r)
+
+
+def cancel_restart(core: Negotiator, number: int) -> None:
+    """The operator removed the phase 1 (or it came back): no further attempt."""
+    core.restarts.pop(number, None)
 
 
 def _clear_child(core: Negotiator, child: ChildSa, keep_policies: bool) -> None:

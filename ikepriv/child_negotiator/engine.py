@@ -172,6 +172,7 @@ class Negotiator:
         # a fresh child must not reuse reqids of SAs a previous child left in the kernel
         self._next_reqid = 1 + int.from_bytes(random(4), "big") % 0xFFFF0000
         self.pending_phase2: dict[int, list[int]] = {}  # phase 1 number -> phase 2 numbers
+        self.restarts: dict[int, dpd.Restart] = {}  # phase 1 number -> restart after DPD
         self._builder: SnapshotBuilder | None = None
         self._out: list[IpcMessage] = []
         self._waiting: dict[int, tuple[type, ReplyHandler]] = {}
@@ -210,15 +211,17 @@ class Negotiator:
     def handle_timers(self, now: float) -> list[IpcMessage]:
         self.now = now
         self._refresh_deadlines()
-        for kind, tunnel_id in self.deadlines.due(now):
+        for kind, number in self.deadlines.due(now):
             if kind == lifetimes.ISAKMP:
-                sa = self.sas.by_tunnel.get(tunnel_id)
+                sa = self.sas.by_tunnel.get(number)
                 if sa is not None:
                     self._isakmp_timers(sa)
-            else:
-                child = self.sas.children.get(tunnel_id)
+            elif kind == lifetimes.CHILD:
+                child = self.sas.children.get(number)
                 if child is not None:
                     lifetimes.child_timers(self, child)
+            else:
+                dpd.restart_timer(self, number)
         for key in self.half_open.expired(now):
             sa = self.sas.by_tunnel.get(key)  # type: ignore[call-overload]
             self.half_open.remove(key)
@@ -453,6 +456,7 @@ class Negotiator:
         for number in pending:
             self.counters.phase2_failed += 1
             self.log(LogLevel.ERR, f"phase 2 {number} not started: its phase 1 failed")
+        dpd.on_phase1_failed(self, sa)
 
     def drop_isakmp(self, sa: IsakmpSa) -> None:
         """Forget an ISAKMP SA (its IPsec SAs stay: they live in the kernel on their own)."""
@@ -611,6 +615,7 @@ class Negotiator:
 
     def remove_phase1(self, sa: IsakmpSa) -> None:
         """Delete an ISAKMP SA and the IPsec SAs negotiated for its definition and peer."""
+        dpd.cancel_restart(self, sa.definition.number)
         for child in list(self.sas.children.values()):
             if child.phase1_number == sa.definition.number and child.remote.addr == sa.remote.addr:
                 install.remove_child(self, child, send_delete=sa.established, kernel=True)

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 ISAKMP = 0
 CHILD = 1
-Key = tuple[int, int]  # (ISAKMP or CHILD, tunnel id)
+Key = tuple[int, int]  # (ISAKMP or CHILD, tunnel id), or (dpd.RESTART, phase 1 number)
 
 PHASE1_SOFT_VOLUME = 0.9  # share of a phase 1 kilobyte lifetime that starts the rekey
 
@@ -141,16 +141,20 @@ def kernel_lifetimes(core: Negotiator, hard_seconds: int, hard_kilobytes: int) -
 
 
 def exists(core: Negotiator, key: Key) -> bool:
-    kind, tunnel_id = key
-    return tunnel_id in (core.sas.by_tunnel if kind == ISAKMP else core.sas.children)
+    kind, number = key
+    if kind == dpd.RESTART:
+        return number in core.restarts
+    return number in (core.sas.by_tunnel if kind == ISAKMP else core.sas.children)
 
 
 def deadline_of(core: Negotiator, key: Key) -> float | None:
-    kind, tunnel_id = key
+    kind, number = key
+    if kind == dpd.RESTART:
+        return dpd.restart_deadline(core, number)
     if kind == ISAKMP:
-        sa = core.sas.by_tunnel.get(tunnel_id)
+        sa = core.sas.by_tunnel.get(number)
         return isakmp_deadline(core, sa) if sa is not None else None
-    child = core.sas.children.get(tunnel_id)
+    child = core.sas.children.get(number)
     return child_deadline(core, child) if child is not None else None
 
 

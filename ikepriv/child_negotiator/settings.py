@@ -52,3 +52,10 @@ class Settings:
     rekey_retry: float = 20.0
     # Our own clean-up of an expired IPsec SA runs this long after the kernel's hard expiry.
     hard_expiry_grace: float = 5.0
+    # Restart after a dead peer (DPD action restart; dpd.py): phase 1 attempts in all, the
+    # first included (Phase1Def carries no keying tries of its own, so this applies to every
+    # definition). Between two attempts, `restart_backoff` seconds, doubled after each one,
+    # at most `restart_backoff_max`. Each attempt itself retransmits as any exchange does.
+    keying_tries: int = 3
+    restart_backoff: float = 30.0
+    restart_backoff_max: float = 300.0
