@@ -141,7 +141,6 @@ class Record:
         self.offsets = payload_offsets(body, len(payloads), HEADER_LENGTH)
 
 
-
 def isakmp_reason(exc: IsakmpError) -> str:
     """The notify name as operators read it (PAYLOAD-MALFORMED) and the reason."""
     return f"{exc.notify.name.replace('_', '-')}: {exc.reason}"
