@@ -104,8 +104,12 @@ def esp_totals(topo: nsmod.Topology) -> dict[str, dict[str, int]]:
 
 
 def guards_present(topo: nsmod.Topology) -> bool:
-    return all(f"priority {nsmod.GUARD_PRIORITY}" in topo.xfrm_policy(gw)
-               and "action block" in topo.xfrm_policy(gw) for gw in (topo.gw_a, topo.gw_b))
+    """Both gateways still have their blocking guard policy (nothing removed it)."""
+    def has_guard(text: str) -> bool:
+        blocks = text.split("\nsrc ")
+        return any(f"priority {nsmod.GUARD_PRIORITY}" in b and "action block" in b
+                   for b in blocks)
+    return all(has_guard(topo.xfrm_policy(gw)) for gw in (topo.gw_a, topo.gw_b))
 
 
 def check_esp_ping(case: Case, topo: nsmod.Topology, *, src_addr: str | None = None,
