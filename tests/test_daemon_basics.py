@@ -45,6 +45,13 @@ ESP = ProtocolId.IPSEC_ESP
 ALL_DB = m.ListRequest(m.Phase.ALL, (), True, None, False, False)
 
 
+def peer_talks(child: StandIn, topo: Topology) -> None:
+    """Gateway B sends a datagram, as in a negotiation: the parent now serves its tunnel."""
+    send_udp(topo.b, GW_A, 500, bytes(28))
+    got = child.recv()
+    assert isinstance(got, m.DatagramIn) and got.remote.addr == B
+
+
 def status(pid: int) -> dict[str, str]:
     text = Path(f"/proc/{pid}/status").read_text()
     return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
@@ -143,6 +150,7 @@ def test_sigterm_removes_exactly_what_it_installed(
     standin: tuple[Daemon, StandIn], topo: Topology
 ) -> None:
     daemon, child = standin
+    peer_talks(child, topo)
     run("ip", "-n", topo.a, "xfrm", "policy", "add", "src", "192.0.2.0/24", "dst",
         "192.0.2.0/24", "proto", "icmp", "dir", "out", "action", "block")  # fmt: skip
     requests = [
@@ -246,10 +254,11 @@ def test_datagrams_flow_both_ways_with_nat_t_marker(
 ) -> None:
     daemon, child = standin
     payload = bytes(range(40))
-    send_udp(topo.b, GW_A, 4500, b"\x00\x00\x00\x00" + payload, sport=4500)
+    # from the port a NAT would have mapped: the only port besides 4500 a reply may go to
+    send_udp(topo.b, GW_A, 4500, b"\x00\x00\x00\x00" + payload, sport=4501)
     got = child.recv()
     assert isinstance(got, m.DatagramIn)
-    assert (got.natt, got.data, got.remote) == (True, payload, m.Endpoint(B, 4500))
+    assert (got.natt, got.data, got.remote) == (True, payload, m.Endpoint(B, 4501))
     assert got.local == m.Endpoint(A, 4500)
     # the reply leaves from the address the request came to, with the marker
     listener = subprocess.Popen(  # noqa: S603
@@ -288,6 +297,7 @@ def test_readiness_notification(topo: Topology, tmp_path: Path) -> None:
 
 def test_remove_takes_the_tunnel_down(standin: tuple[Daemon, StandIn], topo: Topology) -> None:
     daemon, child = standin
+    peer_talks(child, topo)
     for request in (policy(1, "198.51.100.0/24", "203.0.113.0/24", m.PolicyDirection.OUT),
                     policy(2, "203.0.113.0/24", "198.51.100.0/24", m.PolicyDirection.IN)):
         assert child.ask(request).error is m.ErrorCode.OK  # type: ignore[attr-defined]

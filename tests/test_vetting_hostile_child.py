@@ -84,6 +84,20 @@ def sa(rid: int, *, spi: int = 0x1000, direction=m.SaDirection.OUT, src=A, dst=B
     )  # fmt: skip
 
 
+def talk(child: StandIn) -> None:
+    """Gateway B sends us a datagram (what a peer in a negotiation does): its tunnel is in
+    use and its SKEYID may be computed."""
+    send_udp(PEER_NS[0], GW_A, 500, bytes(28))
+    got = child.recv()
+    assert isinstance(got, m.DatagramIn) and got.remote.addr == B and got.local.addr == A
+
+
+def activate_phase1(daemon: Daemon, number: int) -> None:
+    code, lines, _ = daemon.call(m.ActivateRequest(m.Phase.PHASE1, (m.NumRange(number, number),),
+                                                   (), None, None, None, False))  # fmt: skip
+    assert code is m.ErrorCode.OK, lines
+
+
 def refused(daemon: Daemon, what: str, reason: str) -> None:
     daemon.wait_log(rf"refused {what} from the child: .*{reason}")
 
@@ -125,6 +139,7 @@ def test_wider_selector_and_foreign_template_are_refused(
 
 def test_spi_not_allocated_and_spi_of_another_tunnel(setup: tuple[Daemon, StandIn, str]) -> None:
     daemon, child, ns = setup
+    talk(child)
     before = kernel(ns)
     reply = child.ask(sa(1, spi=0x4242, direction=m.SaDirection.IN, src=B, dst=A))
     assert reply.error is m.ErrorCode.NOT_PERMITTED  # type: ignore[attr-defined]
@@ -132,6 +147,7 @@ def test_spi_not_allocated_and_spi_of_another_tunnel(setup: tuple[Daemon, StandI
     refused(daemon, "SA", "was not allocated for this phase 2")
     # an SPI the parent allocated for tunnel 2 cannot be filled as tunnel 1
     c = ipaddress.ip_address("192.0.2.3")
+    activate_phase1(daemon, 2)
     spi = child.ask(m.SpiRequest(2, 2, ESP, c, A))
     assert isinstance(spi, m.SpiReply) and spi.error is m.ErrorCode.OK
     assert f"spi 0x{spi.spi:08x}" in xfrm(ns, "state")
@@ -143,6 +159,7 @@ def test_spi_not_allocated_and_spi_of_another_tunnel(setup: tuple[Daemon, StandI
 
 def test_deletes_of_what_the_parent_did_not_install(setup: tuple[Daemon, StandIn, str]) -> None:
     daemon, child, ns = setup
+    talk(child)
     # installed by someone else (an operator, another daemon)
     run("ip", "-n", ns, "xfrm", "policy", "add", "src", "198.51.100.0/24", "dst",
         "203.0.113.0/24", "dir", "out", "tmpl", "src", GW_A, "dst", GW_B, "proto", "esp",
@@ -166,6 +183,13 @@ def test_deletes_of_what_the_parent_did_not_install(setup: tuple[Daemon, StandIn
 def test_psk_prf_only_for_known_tunnels_and_their_prf(setup: tuple[Daemon, StandIn, str]) -> None:
     daemon, child, _ = setup
     ni, nr = bytes(range(16)), bytes(range(100, 132))
+    # nobody is negotiating: not even a configured tunnel gets an answer (no PSK oracle)
+    reply = child.ask(m.SkeyidRequest(7, 1, None, IkeHash.SHA2_256, ni, nr))
+    assert reply.error is m.ErrorCode.NO_SUCH_TUNNEL  # type: ignore[attr-defined]
+    # by peer address (Main Mode responder) only for a peer that talked to us
+    reply = child.ask(m.SkeyidRequest(6, None, B, IkeHash.SHA2_256, ni, nr))
+    assert reply.error is m.ErrorCode.NO_SUCH_TUNNEL  # type: ignore[attr-defined]
+    talk(child)
     for rid, request, code in [
         (1, m.SkeyidRequest(1, 99, None, IkeHash.SHA2_256, ni, nr), m.ErrorCode.NO_SUCH_TUNNEL),
         (2, m.SkeyidRequest(2, None, ipaddress.ip_address("192.0.2.77"), IkeHash.SHA2_256, ni,
@@ -177,12 +201,6 @@ def test_psk_prf_only_for_known_tunnels_and_their_prf(setup: tuple[Daemon, Stand
         assert reply.skeyid == b""
     refused(daemon, "SKEYID request", "no definition for phase 1 99")
     refused(daemon, "SKEYID request", "prf SHA not configured")
-    # by peer address (Main Mode responder) only for a peer that talked to us
-    reply = child.ask(m.SkeyidRequest(6, None, B, IkeHash.SHA2_256, ni, nr))
-    assert reply.error is m.ErrorCode.NO_SUCH_TUNNEL  # type: ignore[attr-defined]
-    send_udp(PEER_NS[0], GW_A, 500, bytes(28))
-    got = child.recv()
-    assert isinstance(got, m.DatagramIn) and got.remote.addr == B and got.local.addr == A
     # the legitimate question gets the right answer, by number and by peer address
     want = hmac.new(PSK_B, ni + nr, hashlib.sha256).digest()
     for request in (m.SkeyidRequest(4, 1, None, IkeHash.SHA2_256, ni, nr),
@@ -195,6 +213,7 @@ def test_psk_prf_only_for_known_tunnels_and_their_prf(setup: tuple[Daemon, Stand
 
 def test_wrong_key_length_and_long_lifetime(setup: tuple[Daemon, StandIn, str]) -> None:
     daemon, child, ns = setup
+    talk(child)
     before = kernel(ns)
     reply = child.ask(sa(1, key_len=24))  # aes192: not configured for this phase 2
     assert reply.error is m.ErrorCode.BAD_ALGORITHM  # type: ignore[attr-defined]
@@ -232,6 +251,7 @@ def test_protocol_violation_restarts_the_child(
     daemon.wait_log("protocol violation")
     child.accept()  # the daemon started a new child, which gets Hello and the config again
     assert any(isinstance(msg, m.ConfigPhase1) for msg in child.config)
+    talk(child)
     reply = child.ask(m.SkeyidRequest(9, 1, None, IkeHash.SHA2_256, bytes(8), bytes(8)))
     assert reply.error is m.ErrorCode.OK  # type: ignore[attr-defined]
     assert kernel(ns) == before

@@ -95,7 +95,10 @@ def numbered(text: str) -> DbView:
 
 @pytest.fixture
 def vetter() -> Vetter:
-    return Vetter(numbered(DEFS), Installed(), PeerTable(), {})
+    """Gateway B talked to us once, long ago: its tunnel is usable, SKEYID is not."""
+    peers = PeerTable()
+    peers.record(A, B, 500, natt=False, now=0.0)
+    return Vetter(numbered(DEFS), Installed(), peers, {})
 
 
 def ts(src: str, dst: str, proto: int = 6, sport: int = 0, dport: int = 443) -> m.TrafficSelector:
@@ -283,21 +286,24 @@ def test_deletes_only_of_recorded_sas(vetter: Vetter) -> None:
 
 def test_skeyid(vetter: Vetter) -> None:
     ni, nr = b"n" * 16, b"r" * 20
-    value = vetter.skeyid(m.SkeyidRequest(1, 1, None, IkeHash.SHA2_256, ni, nr))
+    now = 1000.0
+    by_number = m.SkeyidRequest(1, 1, None, IkeHash.SHA2_256, ni, nr)
+    refusal(vetter.skeyid(by_number, now), ErrorCode.NO_SUCH_TUNNEL)  # nobody is negotiating
+    vetter.peers.record(A, B, 500, natt=False, now=now)
+    value = vetter.skeyid(by_number, now)
     assert value == hmac.new(b"secret one", ni + nr, hashlib.sha256).digest()
-    refusal(vetter.skeyid(m.SkeyidRequest(1, 1, None, IkeHash.SHA, ni, nr)),
+    refusal(vetter.skeyid(m.SkeyidRequest(1, 1, None, IkeHash.SHA, ni, nr), now),
             ErrorCode.BAD_ALGORITHM)  # fmt: skip
-    refusal(vetter.skeyid(m.SkeyidRequest(1, 7, None, IkeHash.SHA2_256, ni, nr)),
+    refusal(vetter.skeyid(m.SkeyidRequest(1, 7, None, IkeHash.SHA2_256, ni, nr), now),
             ErrorCode.NO_SUCH_TUNNEL)  # fmt: skip
     by_peer = m.SkeyidRequest(1, None, B, IkeHash.SHA2_256, ni, nr)
-    refusal(vetter.skeyid(by_peer), ErrorCode.NO_SUCH_TUNNEL)  # B never talked to us
-    vetter.peers.record(A, B, 500, natt=False, now=0)
-    assert vetter.skeyid(by_peer) == value
+    assert vetter.skeyid(by_peer, now) == value
+    refusal(vetter.skeyid(by_peer, now + 3600), ErrorCode.NO_SUCH_TUNNEL)  # B went quiet
     # the %any definition is aggressive mode: never chosen by peer address
-    vetter.peers.record(A, STRANGER, 500, natt=False, now=0)
-    refusal(vetter.skeyid(m.SkeyidRequest(1, None, STRANGER, IkeHash.SHA, ni, nr)),
+    vetter.peers.record(A, STRANGER, 500, natt=False, now=now)
+    refusal(vetter.skeyid(m.SkeyidRequest(1, None, STRANGER, IkeHash.SHA, ni, nr), now),
             ErrorCode.NO_SUCH_TUNNEL)  # fmt: skip
-    assert isinstance(vetter.skeyid(m.SkeyidRequest(1, 2, None, IkeHash.SHA, ni, nr)), bytes)
+    assert isinstance(vetter.skeyid(m.SkeyidRequest(1, 2, None, IkeHash.SHA, ni, nr), now), bytes)
 
 
 def test_datagrams(vetter: Vetter) -> None:

@@ -59,6 +59,25 @@ class PeerTable:
     def seen(self, local: IPAddress, remote: IPAddress) -> bool:
         return (local, remote) in self._peers
 
+    def seen_since(self, local: IPAddress, remote: IPAddress, since: float) -> bool:
+        """This peer sent a datagram to `local` at or after `since` (monotonic seconds)."""
+        seen = self._peers.get((local, remote))
+        return seen is not None and seen.last >= since
+
+    def any_seen_since(self, local: IPAddress, since: float) -> bool:
+        """Some peer sent a datagram to `local` at or after `since`."""
+        for (addr, _), seen in reversed(self._peers.items()):  # most recent first
+            if seen.last < since:
+                return False
+            if addr == local:
+                return True
+        return False
+
+    def ports(self, local: IPAddress, remote: IPAddress) -> frozenset[int]:
+        """Source ports this peer used towards `local` on UDP 500."""
+        seen = self._peers.get((local, remote))
+        return frozenset(seen.ports) if seen else frozenset()
+
     def seen_remote(self, remote: IPAddress) -> bool:
         return any(r == remote for _, r in self._peers)
 

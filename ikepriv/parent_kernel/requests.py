@@ -115,7 +115,7 @@ class ChildRequests:
     # -- secrets ---------------------------------------------------------------------------
 
     async def _skeyid(self, msg: m.SkeyidRequest) -> None:
-        result = self.state.vetter.skeyid(msg)
+        result = self.state.vetter.skeyid(msg, time.monotonic())
         if isinstance(result, Refusal):
             self._refuse("SKEYID request", result)
             self._send(m.SkeyidReply(msg.request_id, result.code, b""))

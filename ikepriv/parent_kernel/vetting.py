@@ -32,6 +32,7 @@ from ikepriv.crypto.oakley import skeyid_psk
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.messages import ErrorCode, PolicyDirection, SaDirection
 from ikepriv.isakmp.constants import (
+    IKE_PORT,
     NATT_KEEPALIVE,
     NATT_PORT,
     NON_ESP_MARKER,
@@ -63,6 +64,13 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MAX_DATAGRAM_OUT: Final = 65507 - len(NON_ESP_MARKER)  # largest UDP payload over IPv4
 MIN_ISAKMP: Final = 28  # an ISAKMP header; shorter is never an IKE message
+# SKEYID is computed only for a definition whose peer sent us a datagram this recently (the
+# MM4/AM1/AM2 that made the child ask arrived a moment ago), and at most at this rate per
+# phase 1 definition: a compromised child cannot use the parent as a standing PSK oracle for
+# tunnels nobody is negotiating.
+SKEYID_WINDOW: Final = 120.0
+SKEYID_BURST: Final = 64
+SKEYID_RATE: Final = 16.0  # per second
 
 XFRM_PROTO: Final[dict[ProtocolId, IpProtocol]] = {
     ProtocolId.IPSEC_ESP: IpProtocol.ESP,
@@ -124,6 +132,26 @@ class SaRemoval:
 class PolicyRemoval:
     key: inst.PolicyKey
     entry: PolicyEntry | None
+
+
+@dataclass
+class TokenBucket:
+    """`burst` requests at once, refilled at `rate` per second (monotonic clock)."""
+
+    burst: float
+    rate: float
+    tokens: float = -1.0
+    stamp: float = 0.0
+
+    def take(self, now: float) -> bool:
+        if self.tokens < 0:
+            self.tokens, self.stamp = self.burst, now
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
 
 @dataclass(frozen=True)
@@ -277,6 +305,7 @@ class Vetter:
         self.installed = installed
         self.peers = peers
         self.activations = activations
+        self._skeyid_buckets: dict[int, TokenBucket] = {}
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -296,9 +325,25 @@ class Vetter:
             out.add(act.local)
         return out
 
+    def is_ours(self, addr: IPAddress) -> bool:
+        """One of our own addresses (or no unicast peer at all): never a remote end.
+
+        Without this, a datagram a local user sends to ourselves would make our own address a
+        "%any" peer, and an "outbound" SA to it an inbound SA with an SPI the child chose.
+        """
+        if addr.is_loopback or addr.is_unspecified or addr.is_multicast:
+            return True
+        if addr.version == 4 and addr == ipaddress.IPv4Address("255.255.255.255"):
+            return True
+        if self.peers.is_local(addr):
+            return True
+        return any(addr in self.local_addresses(n, p1) for n, p1 in self.view.phase1.items())
+
     def remote_ok(
         self, p1_number: int, p1: Phase1Definition, local: IPAddress, remote: IPAddress
     ) -> bool:
+        if self.is_ours(remote):
+            return False
         if p1.remote_addr is not None and remote == p1.remote_addr:
             return True
         act = self.activations.get(p1_number)
@@ -315,7 +360,22 @@ class Vetter:
             return Refusal(ErrorCode.NOT_PERMITTED,
                            f"peer address {remote} is not the gateway of phase 1 {t.p1_number}",
                            t.p2_number)  # fmt: skip
+        if not self._active(t, local, remote):
+            return Refusal(ErrorCode.NOT_PERMITTED,
+                           f"phase 1 {t.p1_number} is not active and {remote} never talked to us",
+                           t.p2_number)  # fmt: skip
         return None
+
+    def _active(self, t: _Tunnel, local: IPAddress, remote: IPAddress) -> bool:
+        """Activated (`ike cmd=activate`, autostart), or the peer talked to us (we respond),
+        or this phase 1 already has SAs with that peer (a rekey, even if a flood of spoofed
+        datagrams pushed the peer out of the bounded peer table)."""
+        if t.p1_number in self.activations or self.peers.seen(local, remote):
+            return True
+        return any(
+            not e.larval and e.phase1_number == t.p1_number and remote in (e.src, e.dst)
+            for e in self.installed.sas.values()
+        )
 
     @staticmethod
     def _offers(p2: Phase2Definition, proto: ProtocolId) -> bool:
@@ -512,33 +572,57 @@ class Vetter:
 
     # -- SKEYID ----------------------------------------------------------------------------
 
-    def _psk_candidates(self, req: m.SkeyidRequest) -> list[tuple[int, Phase1Definition]]:
+    def _remotes(self, number: int, p1: Phase1Definition) -> set[IPAddress]:
+        act = self.activations.get(number)
+        out = {p1.remote_addr} if p1.remote_addr is not None else set()
+        return out | ({act.remote} if act is not None and act.remote is not None else set())
+
+    def _talking(self, number: int, p1: Phase1Definition, since: float) -> bool:
+        """A peer this definition accepts sent a datagram to its local address lately."""
+        locals_ = self.local_addresses(number, p1)
+        if p1.remote_addr is None and self.activations.get(number) is None:
+            return any(self.peers.any_seen_since(local, since) for local in locals_)
+        return any(self.peers.seen_since(local, remote, since)
+                   for local in locals_ for remote in self._remotes(number, p1))  # fmt: skip
+
+    def _psk_candidates(
+        self, req: m.SkeyidRequest, now: float
+    ) -> list[tuple[int, Phase1Definition]]:
+        since = now - SKEYID_WINDOW
         if req.phase1_number is not None:
             p1 = self.view.phase1.get(req.phase1_number)
-            return [] if p1 is None else [(req.phase1_number, p1)]
+            if p1 is None or not self._talking(req.phase1_number, p1, since):
+                return []
+            return [(req.phase1_number, p1)]
         peer = req.peer
         if peer is None:  # excluded by SkeyidRequest.check
             return []
-        found = []
-        for number, p1 in sorted(self.view.phase1.items()):
-            act = self.activations.get(number)
-            addresses = {p1.remote_addr} | ({act.remote} if act and act.remote else set())
-            if peer in addresses and p1.mode is ExchangeType.IDENTITY_PROTECTION:
-                found.append((number, p1))
-        # a Main Mode responder answers a peer that talked to us: only definitions whose
-        # local address that peer actually reached are candidates
+        found = [
+            (number, p1)
+            for number, p1 in sorted(self.view.phase1.items())
+            if peer in self._remotes(number, p1) and p1.mode is ExchangeType.IDENTITY_PROTECTION
+        ]
+        # a Main Mode responder answers a peer that talked to us (just now): only definitions
+        # whose local address that peer actually reached are candidates
         return [
             (number, p1)
             for number, p1 in found
-            if any(self.peers.seen(local, peer) for local in self.local_addresses(number, p1))
+            if any(
+                self.peers.seen_since(local, peer, since)
+                for local in self.local_addresses(number, p1)
+            )
         ]
 
-    def skeyid(self, req: m.SkeyidRequest) -> bytes | Refusal:
-        """prf(PSK, Ni_b | Nr_b) for one definition; the PSK never leaves this process."""
-        found = self._psk_candidates(req)
+    def skeyid(self, req: m.SkeyidRequest, now: float) -> bytes | Refusal:
+        """prf(PSK, Ni_b | Nr_b) for one definition; the PSK never leaves this process.
+
+        `now` is the monotonic clock of the peer table.
+        """
+        found = self._psk_candidates(req, now)
         what = f"phase 1 {req.phase1_number}" if req.peer is None else f"peer {req.peer}"
         if not found:
-            return Refusal(ErrorCode.NO_SUCH_TUNNEL, f"no definition for {what}",
+            return Refusal(ErrorCode.NO_SUCH_TUNNEL,
+                           f"no definition for {what} with a peer talking to us",
                            req.phase1_number)  # fmt: skip
         psks = [p1.psk for _, p1 in found if p1.auth is AuthMethod.PRE_SHARED_KEY and p1.psk]
         number = found[0][0]
@@ -550,6 +634,9 @@ class Vetter:
         if all(req.prf not in {p.hash for p in d.proposals} for _, d in found):
             return Refusal(ErrorCode.BAD_ALGORITHM, f"prf {req.prf.name} not configured for {what}",
                            number)  # fmt: skip
+        bucket = self._skeyid_buckets.setdefault(number, TokenBucket(SKEYID_BURST, SKEYID_RATE))
+        if not bucket.take(now):
+            return Refusal(ErrorCode.LIMIT_REACHED, f"too many SKEYID requests for {what}", number)
         try:
             return skeyid_psk(req.prf, psks[0], req.ni, req.nr)
         except CryptoError as exc:
@@ -558,16 +645,15 @@ class Vetter:
     # -- datagrams -------------------------------------------------------------------------
 
     def known_remote(self, local: IPAddress, remote: IPAddress) -> bool:
-        """A definition, activation or earlier datagram names this peer."""
+        """A definition (for this local address), activation or earlier datagram names this peer."""
+        if self.is_ours(remote):
+            return False
         if self.peers.seen(local, remote):
             return True
-        for number, p1 in self.view.phase1.items():
-            if remote == p1.remote_addr:
-                return True
-            act = self.activations.get(number)
-            if act is not None and act.remote == remote:
-                return True
-        return False
+        return any(
+            remote in self._remotes(number, p1) and local in self.local_addresses(number, p1)
+            for number, p1 in self.view.phase1.items()
+        )
 
     def known_local(self, local: IPAddress) -> bool:
         if self.peers.is_local(local):
@@ -575,6 +661,16 @@ class Vetter:
         return any(
             local in self.local_addresses(number, p1) for number, p1 in self.view.phase1.items()
         )
+
+    def _port_ok(self, msg: m.DatagramOut) -> bool:
+        """The IKE port itself, or a source port the parent saw this peer use: the child
+        cannot aim datagrams at other services of a peer (or of a host that once wrote)."""
+        local, remote = msg.local.addr, msg.remote.addr
+        if msg.natt:
+            return msg.remote.port == NATT_PORT or msg.remote.port in self.peers.natt_ports(
+                local, remote
+            )
+        return msg.remote.port == IKE_PORT or msg.remote.port in self.peers.ports(local, remote)
 
     def datagram(self, msg: m.DatagramOut, bound_ports: frozenset[int]) -> Refusal | None:
         if msg.local.port not in bound_ports:
@@ -586,6 +682,10 @@ class Vetter:
             return Refusal(ErrorCode.BAD_LENGTH, f"datagram of {len(msg.data)} bytes")
         if not self.known_local(msg.local.addr):
             return Refusal(ErrorCode.NOT_PERMITTED, f"source {msg.local.addr} is not ours")
-        if not self.known_remote(msg.local.addr, msg.remote.addr) or msg.remote.port == 0:
+        if not self.known_remote(msg.local.addr, msg.remote.addr):
             return Refusal(ErrorCode.NOT_PERMITTED, f"destination {msg.remote.addr} is no peer")
+        if not self._port_ok(msg):
+            return Refusal(ErrorCode.NOT_PERMITTED,
+                           f"destination port {msg.remote.port} of {msg.remote.addr} is no "
+                           "IKE port and was never seen from that peer")  # fmt: skip
         return None
