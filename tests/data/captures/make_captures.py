@@ -57,6 +57,7 @@ from harness.peers import (  # noqa: E402
     PeerSpec,
     StrongSwan,
 )
+from harness.peers import libreswan_proposal as peers_libreswan_proposal  # noqa: E402
 
 PSK = "capture-psk-0123456789abcdef"
 TCPDUMP = shutil.which("tcpdump") or "/usr/bin/tcpdump"
@@ -75,6 +76,8 @@ class Capture:
     esp: str  # a DH group here means PFS
     events: tuple[str, ...] = ("ping", "delete")
     note: str = ""
+    responder_ike: str | None = None  # the responder's own list, when it differs
+    responder_esp: str | None = None
 
 
 CAPTURES: dict[str, Capture] = {c.name: c for c in (
@@ -107,6 +110,17 @@ CAPTURES: dict[str, Capture] = {c.name: c for c in (
     Capture("ss-ss-mm-aes192-sha384-x25519-pfs", "strongswan", "strongswan", "main",
             "aes192-sha384-modp2048", "aes256-sha512-curve25519",
             ("ping", "dpd", "rekey", "delete"), "strongSwan both sides, everything at once"),
+    Capture("ss-lsw-mm-multi-proposal-reauth", "strongswan", "libreswan", "main",
+            "aes256-sha256-modp2048,aes128-sha1-modp2048,3des-sha1-modp1536",
+            "aes256-sha256,aes128-sha1", ("ping", "reauth", "delete"),
+            "three IKE and two ESP proposals offered, the second chosen; strongSwan "
+            "reauthenticates (a second Main Mode and ISAKMP SA in the same capture)",
+            responder_ike="aes128-sha1-modp2048", responder_esp="aes128-sha1"),
+    Capture("lsw-ss-mm-multi-transform-lsw-rekey", "libreswan", "strongswan", "main",
+            "aes256-sha256-modp2048,aes128-sha1-modp2048", "aes256-sha256,aes128-sha1",
+            ("ping", "lsw-rekey", "delete"),
+            "libreswan offers several transforms in one proposal and rekeys phase 2 itself",
+            responder_ike="aes128-sha1-modp2048", responder_esp="aes128-sha1"),
 )}
 
 
@@ -160,6 +174,9 @@ connections {{
     remote_addrs = {remote}
     proposals = {ike}
     dpd_delay = {dpd}
+    reauth_time = {reauth}
+    over_time = 60s
+    rand_time = 0s
     local {{
       auth = psk
       id = {local}
@@ -209,7 +226,8 @@ class KeyloggingStrongSwan(StrongSwan):
             aggressive="yes" if s.exchange == "aggressive" else "no", local=s.local,
             remote=s.remote, ike=s.ike, esp=s.esp, local_ts=s.local_ts, remote_ts=s.remote_ts,
             psk=s.psk, dpd=f"{DPD_DELAY_S}s" if "dpd" in cap.events else "0s",
-            rekey=f"{rekey}s", life=f"{rekey * 3}s"))
+            rekey=f"{rekey}s", life=f"{rekey * 3}s",
+            reauth="6s" if "reauth" in cap.events else "4h"))
         conn.chmod(0o600)
         self._spawn([CHARON], binds=[(str(self.dir / "run"), "/run")],
                     env={"STRONGSWAN_CONF": str(self.conf)}, out_name="charon.stdout")
@@ -251,12 +269,16 @@ conn c
     phase2alg={esp}
     pfs={pfs}
     ikelifetime=8h
-    salifetime=1h
-    rekey=no
-    encapsulation=no
+{lifetimes}    encapsulation=no
     leftupdown=/bin/true
 {dpd}    auto=add
 """
+
+
+def _libreswan_proposals(proposals: str) -> tuple[str, str | None]:
+    """harness.peers.libreswan_proposal for a comma-separated list (one DH group for PFS)."""
+    parts = [peers_libreswan_proposal(p.strip()) for p in proposals.split(",")]
+    return ",".join(text for text, _dh in parts), parts[0][1]
 
 
 class ConfiguredLibreswan(Libreswan):
@@ -272,12 +294,15 @@ class ConfiguredLibreswan(Libreswan):
 
         dpd = ("    dpddelay=2\n    dpdtimeout=30\n    dpdaction=hold\n"
                if "dpd" in self.cap.events else "")
-        saved = peers._LSW_CONF
-        peers._LSW_CONF = _LSW_CONF.replace("{dpd}", dpd)
+        lifetimes = ("    salifetime=14s\n    rekey=yes\n    rekeymargin=8s\n    rekeyfuzz=0%\n"
+                     if "lsw-rekey" in self.cap.events else "    salifetime=1h\n    rekey=no\n")
+        saved = peers._LSW_CONF, peers.libreswan_proposal
+        peers._LSW_CONF = _LSW_CONF.replace("{dpd}", dpd).replace("{lifetimes}", lifetimes)
+        peers.libreswan_proposal = _libreswan_proposals
         try:
             super().start()
         finally:
-            peers._LSW_CONF = saved
+            peers._LSW_CONF, peers.libreswan_proposal = saved
 
     def terminate(self) -> None:
         r = self.whack("--name", "c", "--terminate", timeout=20)
@@ -398,7 +423,8 @@ def _spec(topo: nsmod.Topology, cap: Capture, role: str) -> PeerSpec:
         remote=nsmod.GW_B_OUTER if a else nsmod.GW_A_OUTER, psk=PSK,
         local_ts=nsmod.LAN_A_NET if a else nsmod.LAN_B_NET,
         remote_ts=nsmod.LAN_B_NET if a else nsmod.LAN_A_NET,
-        ike=cap.ike, esp=cap.esp, exchange=cap.exchange)
+        ike=cap.ike if a else (cap.responder_ike or cap.ike),
+        esp=cap.esp if a else (cap.responder_esp or cap.esp), exchange=cap.exchange)
 
 
 def _wait(pred: Any, timeout: float, step: float = 0.2) -> bool:
@@ -463,6 +489,25 @@ def run_capture(topo: nsmod.Topology, cap: Capture, state_root: Path, out_dir: P
             if _wait(lambda: _count_child_sas(ss) >= 2, REKEY_TIME_S + 15):
                 time.sleep(1.5)  # the old SAs' Delete follows the new Quick Mode
                 run.notes.append("phase 2 rekeyed")
+                topo.ping(count=1)
+            else:
+                run.notes.append("no phase 2 rekey seen")
+            run.snapshot(topo)
+        if ok and "reauth" in cap.events:
+            ss = init if isinstance(init, KeyloggingStrongSwan) else resp
+            if _wait(lambda: len(re.findall(r"IKE_SA c\[\d+\] established",
+                                            ss.log_text())) >= 2, 25):
+                time.sleep(2)  # the new Quick Mode and the old SA's deletion follow
+                run.notes.append("phase 1 reauthenticated")
+                topo.ping(count=1)
+            else:
+                run.notes.append("no phase 1 reauthentication seen")
+            run.snapshot(topo)
+        if ok and "lsw-rekey" in cap.events:
+            ss = init if isinstance(init, KeyloggingStrongSwan) else resp
+            if _wait(lambda: _count_child_sas(ss) >= 2, 20):
+                time.sleep(1.5)
+                run.notes.append("phase 2 rekeyed by libreswan")
                 topo.ping(count=1)
             else:
                 run.notes.append("no phase 2 rekey seen")
