@@ -41,10 +41,33 @@ def peer_uid(sock: socket.socket | trio.socket.SocketType) -> int:
     return int(uid)
 
 
+def _check_directory(directory: str) -> None:
+    """The socket's directory must be ours and writable by nobody else: otherwise another
+    user could swap the socket for a symbolic link or their own listener."""
+    st = os.stat(directory)
+    if not stat.S_ISDIR(st.st_mode):
+        raise NotADirectoryError(f"{directory}: not a directory")
+    if st.st_uid != os.geteuid():
+        raise PermissionError(f"{directory}: owned by uid {st.st_uid}; the control socket "
+                              "needs a directory of its own user")  # fmt: skip
+    if st.st_mode & 0o022:
+        raise PermissionError(f"{directory}: writable by group or others (mode "
+                              f"{stat.S_IMODE(st.st_mode):04o})")  # fmt: skip
+
+
+def _check_socket(path: str) -> None:
+    """What we bound is a socket of ours with mode 0600 (never chmod by path: a symbolic
+    link put there in the meantime would redirect the chmod)."""
+    st = os.lstat(path)
+    if not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o177:
+        raise PermissionError(f"{path}: not our socket with mode 0600 after bind")
+
+
 def bind_control(path: str) -> socket.socket:
     """Create the listening socket at `path` (replacing a stale socket, nothing else)."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, mode=0o755, exist_ok=True)
+    _check_directory(directory)
     with contextlib.suppress(FileNotFoundError):
         st = os.lstat(path)
         if not stat.S_ISSOCK(st.st_mode):
@@ -67,8 +90,12 @@ def bind_control(path: str) -> socket.socket:
         raise
     finally:
         os.umask(old)
-    os.chmod(path, 0o600)
-    sock.listen(MAX_SESSIONS)
+    try:
+        _check_socket(path)
+        sock.listen(MAX_SESSIONS)
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 

@@ -8,7 +8,9 @@ Anyone who reads these files can decrypt the traffic: the daemon warns loudly at
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from typing import Final
 
 from ikepriv.ipc import messages as m
@@ -33,9 +35,29 @@ _INTEGRITY: Final[dict[AuthAlgorithm, str]] = {
 
 
 def _open(path: str) -> int:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+    """Open for appending a file that only we can read.
+
+    An existing file is used only if it is a regular file we own with no other name: a file
+    another user created (and may still hold open, or chmod back), a hard link to someone
+    else's file, a FIFO (which would block the daemon: O_NONBLOCK makes that ENXIO) or a
+    symbolic link (O_NOFOLLOW) is refused.
+    """
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+             | os.O_NOCTTY | os.O_NONBLOCK)  # fmt: skip
     fd = os.open(path, flags, 0o600)
-    os.fchmod(fd, 0o600)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, f"{path}: not a regular file")
+        if st.st_uid != os.geteuid():
+            raise OSError(errno.EPERM, f"{path}: owned by uid {st.st_uid}; remove it first")
+        if st.st_nlink != 1:
+            raise OSError(errno.EPERM, f"{path}: has {st.st_nlink} names (hard links)")
+        os.fchmod(fd, 0o600)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
 
 
