@@ -30,7 +30,7 @@ from ikepriv.dump.capture import Datagram, classify, open_capture
 from ikepriv.dump.keys import KeyMaterial
 from ikepriv.dump.session import Dumper, offered_proposal
 from ikepriv.isakmp import decode_message, encode_message
-from ikepriv.isakmp.constants import HEADER_LENGTH, ProtocolId
+from ikepriv.isakmp.constants import HEADER_LENGTH, NATT_PORT, NON_ESP_MARKER, ProtocolId
 from ikepriv.isakmp.message import decode_payload_chain, encode_payload_chain
 from ikepriv.isakmp.sa import Proposal, Transform
 
@@ -315,6 +315,8 @@ def _frame_with(frame: bytes, message: bytes) -> bytes:
     eth = dpkt.ethernet.Ethernet(frame)
     ip = eth.data
     udp = ip.data
+    if NATT_PORT in (udp.sport, udp.dport):
+        message = NON_ESP_MARKER + message
     udp.data = message
     udp.ulen = 8 + len(message)
     udp.sum = 0

@@ -78,6 +78,7 @@ class Capture:
     note: str = ""
     responder_ike: str | None = None  # the responder's own list, when it differs
     responder_esp: str | None = None
+    encap: bool = False  # force UDP encapsulation (NAT-T on port 4500 without a NAT)
 
 
 CAPTURES: dict[str, Capture] = {c.name: c for c in (
@@ -121,6 +122,13 @@ CAPTURES: dict[str, Capture] = {c.name: c for c in (
             ("ping", "lsw-rekey", "delete"),
             "libreswan offers several transforms in one proposal and rekeys phase 2 itself",
             responder_ike="aes128-sha1-modp2048", responder_esp="aes128-sha1"),
+    Capture("lsw-ss-mm-forced-natt", "libreswan", "strongswan", "main",
+            "aes128-sha256-modp2048", "aes128-sha256", ("ping", "dpd", "delete"),
+            "libreswan forces UDP encapsulation: MM5 on, QM, ESP-in-UDP on port 4500",
+            encap=True),
+    Capture("ss-lsw-am-forced-natt", "strongswan", "libreswan", "aggressive",
+            "aes256-sha256-modp3072", "aes256gcm16", ("ping", "delete"),
+            "strongSwan forces UDP encapsulation (fake NAT-D) in Aggressive Mode", encap=True),
 )}
 
 
@@ -174,6 +182,7 @@ connections {{
     remote_addrs = {remote}
     proposals = {ike}
     dpd_delay = {dpd}
+    encap = {encap}
     reauth_time = {reauth}
     over_time = 60s
     rand_time = 0s
@@ -227,7 +236,7 @@ class KeyloggingStrongSwan(StrongSwan):
             remote=s.remote, ike=s.ike, esp=s.esp, local_ts=s.local_ts, remote_ts=s.remote_ts,
             psk=s.psk, dpd=f"{DPD_DELAY_S}s" if "dpd" in cap.events else "0s",
             rekey=f"{rekey}s", life=f"{rekey * 3}s",
-            reauth="6s" if "reauth" in cap.events else "4h"))
+            reauth="6s" if "reauth" in cap.events else "4h", encap="yes" if cap.encap else "no"))
         conn.chmod(0o600)
         self._spawn([CHARON], binds=[(str(self.dir / "run"), "/run")],
                     env={"STRONGSWAN_CONF": str(self.conf)}, out_name="charon.stdout")
@@ -269,7 +278,7 @@ conn c
     phase2alg={esp}
     pfs={pfs}
     ikelifetime=8h
-{lifetimes}    encapsulation=no
+{lifetimes}    encapsulation={encaps}
     leftupdown=/bin/true
 {dpd}    auto=add
 """
@@ -297,7 +306,8 @@ class ConfiguredLibreswan(Libreswan):
         lifetimes = ("    salifetime=14s\n    rekey=yes\n    rekeymargin=8s\n    rekeyfuzz=0%\n"
                      if "lsw-rekey" in self.cap.events else "    salifetime=1h\n    rekey=no\n")
         saved = peers._LSW_CONF, peers.libreswan_proposal
-        peers._LSW_CONF = _LSW_CONF.replace("{dpd}", dpd).replace("{lifetimes}", lifetimes)
+        peers._LSW_CONF = (_LSW_CONF.replace("{dpd}", dpd).replace("{lifetimes}", lifetimes)
+                           .replace("{encaps}", "yes" if self.cap.encap else "no"))
         peers.libreswan_proposal = _libreswan_proposals
         try:
             super().start()
