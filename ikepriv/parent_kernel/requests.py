@@ -266,6 +266,8 @@ class ChildRequests:
 
     async def _report(self, msg: m.StateReport) -> None:
         if msg.request_id == UNSOLICITED:
+            if not self.state.child_lines.allow(time.monotonic()):
+                return
             log.info("tunnel %d (phase %d definition %d) %s with %s: %s", msg.tunnel_id,
                      int(msg.phase), msg.number, msg.state.name.lower(), msg.remote.addr,
                      msg.algorithms or "-")  # fmt: skip
@@ -288,7 +290,8 @@ class ChildRequests:
     # -- logging ---------------------------------------------------------------------------
 
     async def _log(self, msg: m.Log) -> None:
-        log.log(_LOG_LEVELS[msg.level], "%s", msg.text)
+        if self.state.child_lines.allow(time.monotonic()):
+            log.log(_LOG_LEVELS[msg.level], "%s", msg.text)
 
     async def _keylog(self, msg: m.KeyLog) -> None:
         if self.state.keylog is None:

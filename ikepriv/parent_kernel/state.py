@@ -23,6 +23,7 @@ from ikepriv.ipc import messages as m
 from ikepriv.parent_kernel.installed import Installed, PolicyEntry, SaEntry
 from ikepriv.parent_kernel.keylog import KeyLog
 from ikepriv.parent_kernel.peers import PeerTable
+from ikepriv.parent_kernel.ratelimit import RateLimit
 from ikepriv.parent_kernel.snapshot import DbView
 from ikepriv.parent_kernel.vetting import XFRM_PROTO, Activation, Vetter
 from ikepriv.parent_kernel.xfrm import XfrmError, XfrmKernel
@@ -31,30 +32,6 @@ log = logging.getLogger("ikepriv.parent")
 
 _T = TypeVar("_T")
 GONE: Final = frozenset({errno.ESRCH, errno.ENOENT})
-REFUSAL_LOG_BURST: Final = 100
-REFUSAL_LOG_PERIOD: Final = 10.0
-
-
-@dataclass
-class RateLimit:
-    """At most `burst` log lines per `period`; the rest are counted and summarised."""
-
-    burst: int = REFUSAL_LOG_BURST
-    period: float = REFUSAL_LOG_PERIOD
-    _start: float = 0.0
-    _count: int = 0
-    _suppressed: int = 0
-
-    def allow(self, now: float) -> bool:
-        if now - self._start >= self.period:
-            if self._suppressed:
-                log.warning("%d more refusals not logged", self._suppressed)
-            self._start, self._count, self._suppressed = now, 0, 0
-        self._count += 1
-        if self._count > self.burst:
-            self._suppressed += 1
-            return False
-        return True
 
 
 @dataclass
@@ -69,6 +46,8 @@ class ParentState:
     intents: dict[tuple[m.Phase, int], m.InitiateCommand] = field(default_factory=dict)
     lock: trio.Lock = field(default_factory=trio.Lock)
     refusals: RateLimit = field(default_factory=RateLimit)
+    # the child's own Log lines and tunnel events: it can send them as fast as it likes
+    child_lines: RateLimit = field(default_factory=lambda: RateLimit("lines from the child"))
 
     def __post_init__(self) -> None:
         self.vetter = Vetter(self.view, self.installed, self.peers, self.activations)

@@ -27,6 +27,7 @@ from ikepriv.ipc import messages as m
 from ikepriv.ipc.errors import IpcError
 from ikepriv.ipc.framing import recv_message_trio, send_message_trio, socketpair
 from ikepriv.ipc.schema import Direction, Message
+from ikepriv.parent_kernel.ratelimit import RateLimit
 
 log = logging.getLogger("ikepriv.parent")
 
@@ -66,6 +67,7 @@ class Supervisor:
         self.ready = False
         self.restarts = 0
         self.stopping = False
+        self._dropped = RateLimit("messages dropped for a lagging child")
 
     # -- used by the daemon --------------------------------------------------------------
 
@@ -77,7 +79,8 @@ class Supervisor:
         try:
             channel.send_nowait(msg)
         except trio.WouldBlock:
-            log.warning("child is not reading: %s dropped", type(msg).__name__)
+            if self._dropped.allow(trio.current_time()):
+                log.warning("child is not reading: %s dropped", type(msg).__name__)
             return False
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return False
@@ -207,15 +210,17 @@ class Supervisor:
                 self.violation(f"internal error: {type(exc).__name__}")
                 return
 
-    @staticmethod
     async def _sender(
-        sock: trio.socket.SocketType, channel: trio.MemoryReceiveChannel[Message]
+        self, sock: trio.socket.SocketType, channel: trio.MemoryReceiveChannel[Message]
     ) -> None:
+        """Feed the child; if that fails, restart it rather than leave a child that still
+        runs but never hears from us again (nothing would notice otherwise)."""
         async for msg in channel:
             try:
                 await send_message_trio(sock, msg)
             except (OSError, IpcError) as exc:
                 log.warning("cannot send %s to the child: %s", type(msg).__name__, exc)
+                self.violation(f"channel to the child broken ({exc})")
                 return
 
     @staticmethod

@@ -1,0 +1,103 @@
+"""Floods the parent must absorb without filling syslog or growing without bound.
+
+A hostile child can send Log lines and unsolicited tunnel events as fast as it likes; a
+peer can flood UDP while the child is busy, so messages for it are dropped. Each of these
+would be one log line per message; the parent logs at most a burst per period and sums up
+the rest. The real request handler and supervisor are driven in-process.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Iterator
+from typing import Any, cast
+
+import pytest
+import trio
+
+from ikepriv.ipc import messages as m
+from ikepriv.parent_kernel.ratelimit import LOG_BURST
+from ikepriv.parent_kernel.requests import UNSOLICITED, ChildRequests
+from ikepriv.parent_kernel.snapshot import DbView
+from ikepriv.parent_kernel.state import ParentState
+from ikepriv.parent_kernel.supervisor import Supervisor
+
+FLOOD = 5 * LOG_BURST
+A, B = ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("192.0.2.2")
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def lines() -> Iterator[list[str]]:
+    logger = logging.getLogger("ikepriv.parent")
+    handler = Lines()
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler.lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+def requests() -> ChildRequests:
+    state = ParentState(cast(Any, None), DbView())  # these messages never reach the kernel
+    return ChildRequests(state, lambda _msg: True, [])
+
+
+def test_child_log_flood_is_rate_limited(lines: list[str]) -> None:
+    handler = requests()
+
+    async def flood() -> None:
+        for i in range(FLOOD):
+            await handler.handle(m.Log(m.LogLevel.ERR, f"flood line {i}"))
+
+    trio.run(flood)
+    logged = [line for line in lines if line.startswith("flood line")]
+    assert 0 < len(logged) <= LOG_BURST
+
+
+def test_unsolicited_tunnel_events_are_rate_limited(lines: list[str]) -> None:
+    handler = requests()
+    report = m.StateReport(UNSOLICITED, m.Phase.PHASE1, 1, 7, None, m.Role.RESPONDER,
+                           m.TunnelState.ESTABLISHED, m.Endpoint(A, 500), m.Endpoint(B, 500),
+                           None, None, "flood", 0, 0, 0)  # fmt: skip
+
+    async def flood() -> None:
+        for _ in range(FLOOD):
+            await handler.handle(report)
+
+    trio.run(flood)
+    logged = [line for line in lines if line.endswith(": flood")]
+    assert 0 < len(logged) <= LOG_BURST
+
+
+def test_messages_dropped_for_a_lagging_child_are_not_one_line_each(lines: list[str]) -> None:
+    """A UDP flood while the child does not read: the drops are counted, not each logged."""
+
+    async def never() -> None:
+        raise AssertionError("not started")
+
+    supervisor = Supervisor(lambda fd: [], cast(Any, never), never, lambda: None)
+
+    async def flood() -> None:
+        send, _receive = trio.open_memory_channel[m.Message](1)
+        supervisor._send_channel = send
+        supervisor.ready = True
+        datagram = m.DatagramIn(m.Endpoint(A, 500), m.Endpoint(B, 500), False, bytes(28))
+        results = [supervisor.send(datagram) for _ in range(FLOOD)]
+        assert results[0] and not any(results[1:])
+
+    trio.run(flood)
+    dropped = [line for line in lines if "dropped" in line]
+    assert 0 < len(dropped) <= LOG_BURST
