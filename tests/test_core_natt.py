@@ -24,6 +24,7 @@ from harness.core_sim import (
 
 from ikepriv.child_negotiator import natt
 from ikepriv.child_negotiator.engine import Inbound, Negotiator
+from ikepriv.child_negotiator.settings import Settings
 from ikepriv.child_negotiator.snapshot import ConfigSnapshot
 from ikepriv.crypto.oakley import skeyid_psk
 from ikepriv.dump.capture import Datagram, classify, open_capture
@@ -34,6 +35,7 @@ from ikepriv.ipc.messages import (
     Endpoint,
     ErrorCode,
     NatTEncap,
+    Role,
     SaDirection,
     SkeyidReply,
 )
@@ -469,3 +471,55 @@ def test_rebinding_is_followed_on_dpd_traffic_alone() -> None:
         assert "is dead" not in sim.sides[name].log_text()
         assert len(sim.established_children(name)) == 1
     assert sim.initiator.core.counters.dpd_acks_received > 0
+
+
+@pytest.mark.parametrize("rekeying", ["initiator", "responder"])
+def test_rekeys_behind_the_nat_keep_port_4500_and_the_encapsulation(rekeying: str) -> None:
+    """Phase 2 rekeys, a phase 1 rekey, and phase 2 rekeys under the new ISAKMP SA, with the
+    initiator behind the NAT, started by either side: every new SA pair carries the UDP
+    encapsulation ports (4500 on our side, the NAT's mapping of it on the peer's), and the
+    exchanges stay on 4500."""
+    nat = NatBox(preserve_ports=False)
+    init, resp = mirrored(
+        ike=[ike_proposal(lifetime=900)],
+        esp=[esp_proposal(lifetime=600)],
+        nat_t=True,
+        responder_peer=NAT_PUBLIC,
+    )
+    early, late = Settings(rekey_margin_fraction=0.3), Settings(rekey_margin_fraction=0.02)
+    first = rekeying == "initiator"
+    sim = Simulation(
+        init,
+        resp,
+        seed=10,
+        nat=nat,
+        settings=early if first else late,
+        responder_settings=late if first else early,
+    )
+    sim.initiate()
+    sim.run(duration=5)
+    mapped = nat.out_ports[NATT_PORT]
+    sim.advance(1300)
+    counters = sim.sides[rekeying].core.counters
+    assert counters.phase1_rekeys >= 1 and counters.phase2_rekeys >= 2
+    # the side not behind the NAT reaches the peer through the NAT's 4500 mapping: its
+    # phase 1 rekey is the one in use, and no attempt went to port 500 and got lost
+    (sa,) = sim.established_isakmp(rekeying)
+    assert sa.role is Role.INITIATOR
+    for name in ("initiator", "responder"):
+        assert "failed" not in sim.sides[name].log_text()
+        assert not sim.sides[name].core.counters.exchanges_timed_out
+    sim.assert_keys_match()
+    for name, peer_port in (("initiator", NATT_PORT), ("responder", mapped)):
+        adds = sim.sides[name].parent.sa_adds
+        assert len(adds) >= 6  # three generations at least
+        for add in adds:
+            local_port = add.encap.sport if add.direction is SaDirection.OUT else add.encap.dport
+            remote_port = add.encap.dport if add.direction is SaDirection.OUT else add.encap.sport
+            assert (local_port, remote_port) == (NATT_PORT, peer_port), (name, add)
+        (sa,) = sim.established_isakmp(name)
+        assert sa.natt and sa.local.port == NATT_PORT and sa.remote.port == peer_port
+        assert len(sim.established_children(name)) == 1
+        quick = [d for d in _ike(sim, name) if decode_message(d.data).header.exchange_type == QM]
+        assert quick and all(d.local.port == NATT_PORT and d.natt for d in quick)
+    assert not sim.initiator.core.counters.phase2_failed

@@ -128,9 +128,10 @@ PHASE1_STARTERS: dict[ExchangeType, Callable[[Negotiator, Inbound], None]] = {
     ExchangeType.AGGRESSIVE: phase1_aggressive.on_first_message,
 }
 # Starting phase 1 as initiator, by (mode, auth method) of the definition.
+# (local, remote, natt): where the exchange starts.
 PHASE1_INITIATORS: dict[
     tuple[ExchangeType, AuthMethod],
-    Callable[[Negotiator, Phase1Def, IPAddress, IPAddress], IsakmpSa | None],
+    Callable[[Negotiator, Phase1Def, Endpoint, Endpoint, bool], IsakmpSa | None],
 ] = {
     (ExchangeType.IDENTITY_PROTECTION, AuthMethod.PRE_SHARED_KEY): phase1_main.initiate,
     (ExchangeType.AGGRESSIVE, AuthMethod.PRE_SHARED_KEY): phase1_aggressive.initiate,
@@ -289,12 +290,14 @@ class Negotiator:
         """Send a request to the parent; `on_reply` runs when the reply with its id arrives."""
         rid = self._next_request
         self._next_request = rid + 1 if rid < 0xFFFFFFFF else 1
+        while len(self._waiting) >= self.settings.max_pending_requests:
+            oldest = next(iter(self._waiting))  # insertion order: the longest unanswered
+            del self._waiting[oldest]
+            self.counters.requests_abandoned += 1
+            self.log(LogLevel.WARNING, f"no reply to request {oldest}: forgotten")
         self._waiting[rid] = (reply, on_reply)
         self.emit(make(rid))
         return rid
-
-    def cancel(self, request_id: int) -> None:
-        self._waiting.pop(request_id, None)
 
     def new_message_id(self, sa: IsakmpSa) -> int:
         self.touch(sa)  # a new exchange (or informational) on it
@@ -562,8 +565,16 @@ class Negotiator:
                 self.start_phase1(d1, cmd.local_override, cmd.remote_override)
 
     def start_phase1(
-        self, d: Phase1Def, local: IPAddress | None = None, remote: IPAddress | None = None
+        self,
+        d: Phase1Def,
+        local: IPAddress | None = None,
+        remote: IPAddress | None = None,
+        *,
+        via: IsakmpSa | None = None,
     ) -> IsakmpSa | None:
+        """Initiate phase 1 for `d`, from port 500 to port 500. `via` is the ISAKMP SA a
+        rekey replaces: when it runs over the NAT-T ports, the new exchange starts on them
+        (RFC 3947 allows it), since a NAT in front of the peer may map port 4500 only."""
         peer = remote if remote is not None else d.remote_addr
         if peer is None:
             self.log(LogLevel.ERR, f"phase 1 {d.name}: no remote address to initiate to")
@@ -578,7 +589,10 @@ class Negotiator:
             self.counters.dropped_half_open += 1
             self.log(LogLevel.WARNING, f"phase 1 {d.name}: too many half-open exchanges")
             return None
-        return start(self, d, local if local is not None else d.local_addr, peer)
+        if via is not None and via.natt and via.remote.addr == peer:
+            return start(self, d, via.local, via.remote, True)
+        here = local if local is not None else d.local_addr
+        return start(self, d, Endpoint(here, IKE_PORT), Endpoint(peer, IKE_PORT), False)
 
     def _start_phase2(self, number: int, sa: IsakmpSa) -> None:
         p2 = self.config.phase2.get(number)
@@ -670,7 +684,3 @@ class Negotiator:
         except SnapshotError as exc:
             self.log(LogLevel.ERR, f"configuration refused: {exc}")
         self._builder = None
-
-
-def local_endpoint(addr: IPAddress) -> Endpoint:
-    return Endpoint(addr, IKE_PORT)

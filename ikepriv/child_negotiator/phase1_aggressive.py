@@ -16,47 +16,28 @@ accepted either way (RFC 2409 allows it in the clear).
 
 The responder answers AM1 only once SKEYID is back from the parent (HASH_R needs it); a
 repeated AM1 meanwhile is dropped, afterwards answered with the same AM2. AM3 is never
-resent on a timer: a lost AM3 shows as a repeated AM2, answered from memory.
+resent on a timer: a lost AM3 shows as a repeated AM2, answered from memory. What Main
+Mode does the same way lives in phase1.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ikepriv.child_negotiator import informational
-from ikepriv.child_negotiator.cookies import ZERO_COOKIE
+from ikepriv.child_negotiator import phase1
 from ikepriv.child_negotiator.identities import phase1_id, phase1_id_matches
-from ikepriv.child_negotiator.phase1_main import _has_other_sa, install_keys
-from ikepriv.child_negotiator.proposals import (
-    check_ike_reply,
-    ike_choices,
-    ike_lifetime,
-    ike_sa_payload,
-    parse_ike_transform,
-    select_ike,
-)
-from ikepriv.child_negotiator.retransmit import Seen
+from ikepriv.child_negotiator.phase1 import notify, plain, single
+from ikepriv.child_negotiator.proposals import check_ike_reply, parse_ike_transform, select_ike
 from ikepriv.child_negotiator.sa_table import IsakmpSa, P1State
 from ikepriv.child_negotiator.wire import OpenError, open_message, seal
 from ikepriv.crypto import dh
 from ikepriv.crypto.errors import CryptoError
-from ikepriv.crypto.oakley import hash_i, hash_r
 from ikepriv.crypto.prf import digests_equal
-from ikepriv.ipc.messages import (
-    Endpoint,
-    ErrorCode,
-    LogLevel,
-    Phase1Def,
-    Role,
-    SkeyidReply,
-    SkeyidRequest,
-)
+from ikepriv.ipc.messages import Endpoint, LogLevel, Phase1Def
 from ikepriv.isakmp import (
     HashPayload,
     IdPayload,
-    IsakmpError,
     KePayload,
     NoncePayload,
     NotifyPayload,
@@ -64,17 +45,14 @@ from ikepriv.isakmp import (
     Proposal,
     SAPayload,
     VendorIdPayload,
-    build_message,
-    encode_message,
 )
-from ikepriv.isakmp.constants import IKE_PORT, AuthMethod, ExchangeType, NotifyType
+from ikepriv.isakmp.constants import AuthMethod, ExchangeType, NotifyType
 
 if TYPE_CHECKING:
     from ikepriv.child_negotiator.engine import Inbound, IPAddress, Negotiator
 
 AM = ExchangeType.AGGRESSIVE
 EXTENSION = "aggressive"
-Then = Callable[["Negotiator", IsakmpSa], None]  # what runs once SKEYID is installed
 
 
 @dataclass(slots=True)
@@ -93,54 +71,17 @@ def _state(sa: IsakmpSa) -> AmState:
     return st
 
 
-def _plain(sa: IsakmpSa, payloads: list[Payload]) -> bytes:
-    return encode_message(build_message(sa.icookie, sa.rcookie, AM, 0, payloads))
-
-
-def _vids(core: Negotiator, sa: IsakmpSa) -> list[Payload]:
-    return [VendorIdPayload(v) for v in core.hooks.vendor_ids(sa)]
-
-
-def _single(payloads: tuple[Payload, ...], kind: type) -> Payload | None:
-    found = [p for p in payloads if isinstance(p, kind)]
-    return found[0] if len(found) == 1 else None
-
-
-def _ask_skeyid(core: Negotiator, sa: IsakmpSa, then: Then) -> None:
-    """SKEYID for the SA's definition (both roles: the responder knows it from IDii)."""
-    assert sa.choice is not None
-    number, prf, ni, nr = sa.definition.number, sa.choice.hash, sa.ni, sa.nr
-    core.request(
-        lambda rid: SkeyidRequest(rid, number, None, prf, ni, nr),
-        SkeyidReply,
-        lambda reply: _on_skeyid(core, sa, reply, then),
-    )
-
-
-def _on_skeyid(core: Negotiator, sa: IsakmpSa, reply: SkeyidReply, then: Then) -> None:
-    waiting = P1State.I_AM_SKEYID_WAIT if sa.role is Role.INITIATOR else P1State.R_AM_SKEYID_WAIT
-    if sa.state is not waiting or sa.keys is not None:
-        core.counters.dropped_stale_reply += 1
-        return
-    if reply.error is not ErrorCode.OK:
-        core.counters.parent_errors += 1
-        core.fail_isakmp(sa, f"parent refused SKEYID ({reply.error.name})")
-        return
-    install_keys(core, sa, reply.skeyid)
-    then(core, sa)
-
-
 # ---------------------------------------------------------------------------- initiator
 
 
 def initiate(
-    core: Negotiator, d: Phase1Def, local: IPAddress, remote: IPAddress
+    core: Negotiator, d: Phase1Def, local: Endpoint, remote: Endpoint, natt: bool
 ) -> IsakmpSa | None:
-    offered = ike_choices(d)
-    if not offered:
-        core.log(LogLevel.ERR, f"phase 1 {d.name}: no proposal this implementation can offer")
+    made = phase1.new_initiator(core, d, AM, P1State.I_AM1_SENT, local, remote, natt)
+    if made is None:
         return None
-    groups = {c.group for c in offered}
+    sa, sa_payload = made
+    groups = {c.group for c in sa.offered}
     if len(groups) != 1:
         core.log(
             LogLevel.ERR,
@@ -148,49 +89,36 @@ def initiate(
             f"but the proposals name {len(groups)} groups",
         )
         return None
-    sa = IsakmpSa(
-        tunnel_id=core.new_tunnel_id(),
-        definition=d,
-        role=Role.INITIATOR,
-        exchange=AM,
-        local=Endpoint(local, IKE_PORT),
-        remote=Endpoint(remote, IKE_PORT),
-        natt=False,
-        icookie=core.cookies.initiator(),
-        rcookie=ZERO_COOKIE,
-        state=P1State.I_AM1_SENT,
-        created=core.now,
-    )
-    sa.offered = offered
-    sa_payload = ike_sa_payload(offered)
-    sa.sa_i_body = sa_payload.encode_body()
-    key = dh.generate(offered[0].group, core.random)
+    key = dh.generate(sa.offered[0].group, core.random)
     sa.dh = key
     sa.g_xi = key.public
     sa.ni = core.nonce()
     my_id = phase1_id(d.local_id)
     sa.extensions[EXTENSION] = AmState(my_id)
     core.add_isakmp(sa)
-    core.log(LogLevel.INFO, f"phase 1 {d.name}: initiating Aggressive Mode to {remote}")
+    core.log(LogLevel.INFO, f"phase 1 {d.name}: initiating Aggressive Mode to {remote.addr}")
     out: list[Payload] = [sa_payload, KePayload(sa.g_xi), NoncePayload(sa.ni), my_id]
-    core.transmit(sa, sa.flight, (_plain(sa, [*out, *_vids(core, sa)]),), retransmit=True)
+    out += phase1.our_vendor_ids(core, sa)
+    core.transmit(sa, sa.flight, (plain(sa, out),), retransmit=True)
     return sa
 
 
 def _on_am2(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
     payloads = inb.message.payloads
-    sa_reply = _single(payloads, SAPayload)
-    ke, nonce = _single(payloads, KePayload), _single(payloads, NoncePayload)
-    idp, hp = _single(payloads, IdPayload), _single(payloads, HashPayload)
-    if inb.message.encrypted or sa_reply is None or ke is None or nonce is None:
+    sa_reply = single(payloads, SAPayload)
+    ke, nonce = single(payloads, KePayload), single(payloads, NoncePayload)
+    idp, hp = single(payloads, IdPayload), single(payloads, HashPayload)
+    if (
+        inb.message.encrypted
+        or not isinstance(sa_reply, SAPayload)
+        or not isinstance(ke, KePayload)
+        or not isinstance(nonce, NoncePayload)
+        or not isinstance(idp, IdPayload)
+        or not isinstance(hp, HashPayload)
+    ):
         core.counters.dropped_unexpected += 1
         return
-    if idp is None or hp is None:
-        core.counters.dropped_unexpected += 1
-        return
-    assert isinstance(sa_reply, SAPayload) and isinstance(ke, KePayload)
-    assert isinstance(nonce, NoncePayload) and isinstance(idp, IdPayload)
-    assert isinstance(hp, HashPayload) and sa.dh is not None
+    assert sa.dh is not None
     rcookie = inb.message.header.rcookie
     choice = check_ike_reply(sa.offered, sa_reply)
     if choice is None:
@@ -210,7 +138,7 @@ def _on_am2(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
         return
     core.sas.bind_rcookie(sa, rcookie)
     sa.choice = choice
-    sa.peer_vendor_ids = frozenset(p.data for p in payloads if isinstance(p, VendorIdPayload))
+    sa.peer_vendor_ids = phase1.peer_vendor_ids(payloads)
     sa.g_xr, sa.nr, sa.g_xy = ke.data, nonce.data, g_xy
     sa.dh.wipe()
     sa.dh = None
@@ -219,52 +147,27 @@ def _on_am2(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
     sa.flight.accepted(inb.digest)  # AM2 arrived: AM1 needs no more resending
     core.hooks.on_ke_payloads(sa, payloads, inb)
     sa.state = P1State.I_AM_SKEYID_WAIT
-    _ask_skeyid(core, sa, _finish_initiator)
+    phase1.ask_skeyid(core, sa, P1State.I_AM_SKEYID_WAIT, _finish_initiator)
 
 
 def _finish_initiator(core: Negotiator, sa: IsakmpSa) -> None:
     """SKEYID is here: check HASH_R and the responder's ID, then send AM3 and be done."""
     st = _state(sa)
-    assert sa.keys is not None and sa.choice is not None and st.peer_id is not None
-    expected = hash_r(
-        sa.choice.hash,
-        sa.keys.skeyid,
-        sa.g_xi,
-        sa.g_xr,
-        sa.icookie,
-        sa.rcookie,
-        sa.sa_i_body,
-        st.peer_id.body,
-    )
-    if not digests_equal(expected, st.peer_hash):
+    assert st.peer_id is not None
+    if not digests_equal(phase1.responder_hash(sa, st.peer_id.body), st.peer_hash):
         core.counters.dropped_auth += 1
-        core.notify_clear(
-            sa.local, sa.remote, sa.natt, sa.icookie, sa.rcookie, NotifyType.AUTHENTICATION_FAILED
-        )
+        notify(core, sa, NotifyType.AUTHENTICATION_FAILED)
         core.fail_isakmp(sa, "HASH_R does not verify (pre-shared key mismatch?)")
         return
     if not phase1_id_matches(sa.definition.remote_id, st.peer_id):
-        core.counters.dropped_policy += 1
-        informational.send_notify(core, sa, NotifyType.INVALID_ID_INFORMATION)
-        core.fail_isakmp(sa, "responder identity is not the one defined")
+        phase1.refuse_identity(core, sa, "responder")
         return
-    h = hash_i(
-        sa.choice.hash,
-        sa.keys.skeyid,
-        sa.g_xi,
-        sa.g_xr,
-        sa.icookie,
-        sa.rcookie,
-        sa.sa_i_body,
-        st.my_id.body,
-    )
+    h = phase1.initiator_hash(sa, st.my_id.body)
     out: list[Payload] = [HashPayload(h), *core.hooks.ke_payloads(sa)]
-    if not _has_other_sa(core, sa):  # the same rule as Main Mode
+    if not phase1.has_other_sa(core, sa):  # the same rule as Main Mode
         out.append(NotifyPayload.initial_contact(sa.cookies))
     core.transmit(sa, sa.flight, (seal(sa, AM, 0, out),), retransmit=False)
-    sa.peer_id = st.peer_id
-    sa.lifetime = ike_lifetime(sa.definition, sa.choice)
-    core.isakmp_established(sa)
+    phase1.established(core, sa, st.peer_id)
 
 
 # ---------------------------------------------------------------------------- responder
@@ -307,32 +210,25 @@ _AM1_KINDS = (SAPayload, KePayload, NoncePayload, IdPayload, VendorIdPayload)
 
 
 def on_first_message(core: Negotiator, inb: Inbound) -> None:
-    header = inb.message.header
-    rcookie = core.cookies.responder(inb.remote.addr, inb.remote.port, header.icookie)
-    existing = core.sas.by_cookies.get(header.icookie + rcookie)
-    if existing is not None:
-        if core.hooks_accept_peer(existing, inb):
-            on_message(core, existing, inb)
-        else:
-            core.counters.dropped_unknown_sa += 1
+    rcookie = phase1.responder_cookie(core, inb, on_message)
+    if rcookie is None:
         return
+    header = inb.message.header
     payloads = inb.message.payloads
-    offer, ke = _single(payloads, SAPayload), _single(payloads, KePayload)
-    nonce, idp = _single(payloads, NoncePayload), _single(payloads, IdPayload)
+    offer, ke = single(payloads, SAPayload), single(payloads, KePayload)
+    nonce, idp = single(payloads, NoncePayload), single(payloads, IdPayload)
     if (
-        offer is None
-        or ke is None
-        or nonce is None
-        or idp is None
+        not isinstance(offer, SAPayload)
+        or not isinstance(ke, KePayload)
+        or not isinstance(nonce, NoncePayload)
+        or not isinstance(idp, IdPayload)
         or any(not isinstance(p, _AM1_KINDS) for p in payloads)
     ):
         core.counters.dropped_unexpected += 1
         return
-    assert isinstance(offer, SAPayload) and isinstance(ke, KePayload)
-    assert isinstance(nonce, NoncePayload) and isinstance(idp, IdPayload)
 
-    def refuse(notify: NotifyType) -> None:
-        core.notify_clear(inb.local, inb.remote, inb.natt, header.icookie, rcookie, notify)
+    def refuse(notify_type: NotifyType) -> None:
+        core.notify_clear(inb.local, inb.remote, inb.natt, header.icookie, rcookie, notify_type)
 
     d = responder_definition(core, inb.local.addr, inb.remote.addr, idp)
     if d is None:
@@ -360,22 +256,7 @@ def on_first_message(core: Negotiator, inb: Inbound) -> None:
         core.counters.dropped_malformed += 1
         refuse(NotifyType.INVALID_KEY_INFORMATION)
         return
-    sa = IsakmpSa(
-        tunnel_id=core.new_tunnel_id(),
-        definition=d,
-        role=Role.RESPONDER,
-        exchange=AM,
-        local=inb.local,
-        remote=inb.remote,
-        natt=inb.natt,
-        icookie=header.icookie,
-        rcookie=rcookie,
-        state=P1State.R_AM_SKEYID_WAIT,
-        created=core.now,
-    )
-    sa.choice = choice
-    sa.sa_i_body = offer.encode_body()  # the codec re-encodes accepted input byte for byte
-    sa.peer_vendor_ids = frozenset(p.data for p in payloads if isinstance(p, VendorIdPayload))
+    sa = phase1.new_responder(core, inb, d, P1State.R_AM_SKEYID_WAIT, rcookie, choice, offer)
     sa.g_xi, sa.ni, sa.g_xy = ke.data, nonce.data, g_xy
     sa.g_xr = key.public
     key.wipe()
@@ -383,95 +264,56 @@ def on_first_message(core: Negotiator, inb: Inbound) -> None:
     sa.extensions[EXTENSION] = AmState(phase1_id(d.local_id), idp, reply_proposal=proposal)
     core.add_isakmp(sa)
     sa.flight.accepted(inb.digest)
-    _ask_skeyid(core, sa, _send_am2)
+    phase1.ask_skeyid(core, sa, P1State.R_AM_SKEYID_WAIT, _send_am2)
 
 
 def _send_am2(core: Negotiator, sa: IsakmpSa) -> None:
     st = _state(sa)
-    assert sa.keys is not None and sa.choice is not None and st.reply_proposal is not None
-    h = hash_r(
-        sa.choice.hash,
-        sa.keys.skeyid,
-        sa.g_xi,
-        sa.g_xr,
-        sa.icookie,
-        sa.rcookie,
-        sa.sa_i_body,
-        st.my_id.body,
-    )
+    assert st.reply_proposal is not None
     out: list[Payload] = [
         SAPayload.ipsec([st.reply_proposal]),
         KePayload(sa.g_xr),
         NoncePayload(sa.nr),
         st.my_id,
-        *_vids(core, sa),
+        *phase1.our_vendor_ids(core, sa),
         *core.hooks.ke_payloads(sa),
-        HashPayload(h),
+        HashPayload(phase1.responder_hash(sa, st.my_id.body)),
     ]
     sa.state = P1State.R_AM2_SENT
-    core.transmit(sa, sa.flight, (_plain(sa, out),), retransmit=True)
+    core.transmit(sa, sa.flight, (plain(sa, out),), retransmit=True)
 
 
 def _on_am3(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
     st = _state(sa)
-    assert sa.keys is not None and sa.choice is not None and sa.iv is not None
-    assert st.peer_id is not None
+    assert sa.iv is not None and st.peer_id is not None
     payloads: tuple[Payload, ...]
     if inb.message.encrypted:
         try:
             _, payloads = open_message(sa, inb.message)
         except OpenError:
             core.counters.dropped_auth += 1
-            core.notify_clear(
-                sa.local,
-                sa.remote,
-                sa.natt,
-                sa.icookie,
-                sa.rcookie,
-                NotifyType.AUTHENTICATION_FAILED,
-            )
+            notify(core, sa, NotifyType.AUTHENTICATION_FAILED)
             return
     else:
         payloads = inb.message.payloads
-    hp = _single(payloads, HashPayload)
-    if hp is None:
+    hp = single(payloads, HashPayload)
+    if not isinstance(hp, HashPayload):
         core.counters.dropped_malformed += 1
         return
-    assert isinstance(hp, HashPayload)
-    expected = hash_i(
-        sa.choice.hash,
-        sa.keys.skeyid,
-        sa.g_xi,
-        sa.g_xr,
-        sa.icookie,
-        sa.rcookie,
-        sa.sa_i_body,
-        st.peer_id.body,
-    )
-    if not digests_equal(expected, hp.data):
+    if not digests_equal(phase1.initiator_hash(sa, st.peer_id.body), hp.data):
         core.counters.dropped_auth += 1
         core.log(
             LogLevel.WARNING,
             f"phase 1 {sa.definition.name}: HASH_I from {sa.remote.addr} does not verify",
         )
-        core.notify_clear(
-            sa.local, sa.remote, sa.natt, sa.icookie, sa.rcookie, NotifyType.AUTHENTICATION_FAILED
-        )
+        notify(core, sa, NotifyType.AUTHENTICATION_FAILED)
         return
     if inb.message.encrypted:
         sa.iv.advance(0, inb.message.ciphertext)
     sa.flight.accepted(inb.digest)
     core.hooks.on_ke_payloads(sa, payloads, inb)
     core.hooks.on_authenticated(sa, inb)  # AM3 is where a NAT-T peer moves to port 4500
-    sa.peer_id = st.peer_id
-    sa.lifetime = ike_lifetime(sa.definition, sa.choice)
-    initial_contact = any(
-        isinstance(p, NotifyPayload) and p.notify_type == NotifyType.INITIAL_CONTACT
-        for p in payloads
-    )
-    core.isakmp_established(sa)
-    if initial_contact:
-        informational.initial_contact(core, sa)
+    phase1.established(core, sa, st.peer_id, payloads)
 
 
 # ---------------------------------------------------------------------------- dispatch
@@ -484,21 +326,4 @@ _STATES = {
 
 def on_message(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
     """An Aggressive Mode message for an existing ISAKMP SA."""
-    if inb.message.header.message_id != 0 or sa.exchange is not AM:
-        core.counters.dropped_unexpected += 1
-        return
-    seen = sa.flight.classify(inb.digest)
-    if seen is Seen.LAST:
-        core.answer_duplicate(sa.flight)
-        return
-    if seen is Seen.OLD:
-        core.counters.dropped_replay += 1
-        return
-    handler = _STATES.get(sa.state)
-    if handler is None:
-        core.counters.dropped_replay += 1  # late message for a finished (or dead) exchange
-        return
-    try:
-        handler(core, sa, inb)
-    except IsakmpError:
-        core.counters.dropped_malformed += 1
+    phase1.dispatch(core, sa, inb, _STATES)

@@ -95,7 +95,7 @@ def rekey_isakmp(core: Negotiator, sa: IsakmpSa) -> None:
     core.log(
         LogLevel.INFO, f"phase 1 {definition.name} with {sa.remote.addr}: rekeying (soft lifetime)"
     )
-    if core.start_phase1(definition, sa.local.addr, sa.remote.addr) is not None:
+    if core.start_phase1(definition, sa.local.addr, sa.remote.addr, via=sa) is not None:
         core.counters.phase1_rekeys += 1
 
 

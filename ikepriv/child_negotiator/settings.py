@@ -29,6 +29,9 @@ class Settings:
     notify_peers_tracked: int = 1024
     # Remembered finished message IDs per ISAKMP SA (late duplicates are recognised).
     finished_message_ids: int = 64
+    # Requests to the parent awaiting their reply. The parent answers each one; the bound
+    # only caps memory if it ever does not (the oldest is forgotten, and counted).
+    max_pending_requests: int = 4096
     nonce_bytes: int = 32
     # Send each phase 1 key to the parent for its --keylog file (debugging; off by default).
     keylog: bool = False

@@ -1,0 +1,298 @@
+"""What Main Mode and Aggressive Mode share: building the ISAKMP SA record of either role,
+the SKEYID round trip to the parent and the keys derived from it, HASH_I/HASH_R over the
+SA's own values, the end of a successful exchange, and the dispatch of a phase 1 message.
+
+The two modules differ in which message carries what; everything here is the same logic
+in both, so a fix lands in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from ikepriv.child_negotiator import informational
+from ikepriv.child_negotiator.cookies import ZERO_COOKIE
+from ikepriv.child_negotiator.proposals import IkeChoice, ike_choices, ike_lifetime, ike_sa_payload
+from ikepriv.child_negotiator.retransmit import Seen
+from ikepriv.child_negotiator.sa_table import IsakmpSa, P1State
+from ikepriv.crypto.ciphers import IkeCipher, key_length_bytes
+from ikepriv.crypto.oakley import IvChain, derive_phase1_keys, hash_i, hash_r
+from ikepriv.ipc.messages import (
+    Endpoint,
+    ErrorCode,
+    LogLevel,
+    Phase1Def,
+    Role,
+    SkeyidReply,
+    SkeyidRequest,
+)
+from ikepriv.isakmp import (
+    IdPayload,
+    IsakmpError,
+    NotifyPayload,
+    Payload,
+    SAPayload,
+    VendorIdPayload,
+    build_message,
+    encode_message,
+)
+from ikepriv.isakmp.constants import ExchangeType, NotifyType
+
+if TYPE_CHECKING:
+    from ikepriv.child_negotiator.engine import Inbound, Negotiator
+
+Then = Callable[["Negotiator", IsakmpSa], None]  # what runs once SKEYID is installed
+Handler = Callable[["Negotiator", IsakmpSa, "Inbound"], None]
+
+
+# ------------------------------------------------------------------------------ payloads
+
+
+def single(payloads: tuple[Payload, ...], kind: type) -> Payload | None:
+    """The one payload of a kind; None when absent or repeated (a repeat is refused)."""
+    found = [p for p in payloads if isinstance(p, kind)]
+    return found[0] if len(found) == 1 else None
+
+
+def plain(sa: IsakmpSa, payloads: list[Payload]) -> bytes:
+    """An unencrypted phase 1 message of the SA's exchange."""
+    return encode_message(build_message(sa.icookie, sa.rcookie, sa.exchange, 0, payloads))
+
+
+def our_vendor_ids(core: Negotiator, sa: IsakmpSa) -> list[Payload]:
+    return [VendorIdPayload(v) for v in core.hooks.vendor_ids(sa)]
+
+
+def peer_vendor_ids(payloads: tuple[Payload, ...]) -> frozenset[bytes]:
+    return frozenset(p.data for p in payloads if isinstance(p, VendorIdPayload))
+
+
+def has_initial_contact(payloads: tuple[Payload, ...]) -> bool:
+    return any(
+        isinstance(p, NotifyPayload) and p.notify_type == NotifyType.INITIAL_CONTACT
+        for p in payloads
+    )
+
+
+# ------------------------------------------------------------------------------ records
+
+
+def new_initiator(
+    core: Negotiator,
+    d: Phase1Def,
+    exchange: ExchangeType,
+    state: P1State,
+    local: Endpoint,
+    remote: Endpoint,
+    natt: bool,
+) -> tuple[IsakmpSa, SAPayload] | None:
+    """The record of a phase 1 we start, and the SA payload offering the definition's
+    proposals; None (logged) when nothing in the definition can be offered. Not in the
+    tables yet: the caller adds it once it is sure to send."""
+    offered = ike_choices(d)
+    if not offered:
+        core.log(LogLevel.ERR, f"phase 1 {d.name}: no proposal this implementation can offer")
+        return None
+    sa = IsakmpSa(
+        tunnel_id=core.new_tunnel_id(),
+        definition=d,
+        role=Role.INITIATOR,
+        exchange=exchange,
+        local=local,
+        remote=remote,
+        natt=natt,
+        icookie=core.cookies.initiator(),
+        rcookie=ZERO_COOKIE,
+        state=state,
+        created=core.now,
+    )
+    sa.offered = offered
+    payload = ike_sa_payload(offered)
+    sa.sa_i_body = payload.encode_body()
+    return sa, payload
+
+
+def new_responder(
+    core: Negotiator,
+    inb: Inbound,
+    d: Phase1Def,
+    state: P1State,
+    rcookie: bytes,
+    choice: IkeChoice,
+    offer: SAPayload,
+) -> IsakmpSa:
+    """The record of a phase 1 a peer started, with the transform we chose."""
+    sa = IsakmpSa(
+        tunnel_id=core.new_tunnel_id(),
+        definition=d,
+        role=Role.RESPONDER,
+        exchange=inb.message.header.exchange_type,
+        local=inb.local,
+        remote=inb.remote,
+        natt=inb.natt,
+        icookie=inb.message.header.icookie,
+        rcookie=rcookie,
+        state=state,
+        created=core.now,
+    )
+    sa.choice = choice
+    sa.sa_i_body = offer.encode_body()  # the codec re-encodes accepted input byte for byte
+    sa.peer_vendor_ids = peer_vendor_ids(inb.message.payloads)
+    return sa
+
+
+def responder_cookie(core: Negotiator, inb: Inbound, on_message: Handler) -> bytes | None:
+    """Our cookie for a first message; None when the message was a repeat for an exchange
+    we already hold (handed to `on_message`, or dropped if from elsewhere)."""
+    header = inb.message.header
+    rcookie = core.cookies.responder(inb.remote.addr, inb.remote.port, header.icookie)
+    existing = core.sas.by_cookies.get(header.icookie + rcookie)
+    if existing is None:
+        return rcookie
+    if core.hooks_accept_peer(existing, inb):
+        on_message(core, existing, inb)
+    else:
+        core.counters.dropped_unknown_sa += 1
+    return None
+
+
+# ------------------------------------------------------------------------------ keys
+
+
+def ask_skeyid(core: Negotiator, sa: IsakmpSa, waiting: P1State, then: Then) -> None:
+    """SKEYID from the parent: by definition when we know it (initiator, or Aggressive
+    Mode responder, which picked it by IDii), else by peer address (Main Mode responder,
+    which has seen no ID yet). `then` runs if the SA still waits in state `waiting`."""
+    assert sa.choice is not None
+    by_peer = sa.role is Role.RESPONDER and sa.exchange is ExchangeType.IDENTITY_PROTECTION
+    number = None if by_peer else sa.definition.number
+    peer = sa.remote.addr if by_peer else None
+    prf, ni, nr = sa.choice.hash, sa.ni, sa.nr
+    core.request(
+        lambda rid: SkeyidRequest(rid, number, peer, prf, ni, nr),
+        SkeyidReply,
+        lambda reply: _on_skeyid(core, sa, reply, waiting, then),
+    )
+
+
+def _on_skeyid(
+    core: Negotiator, sa: IsakmpSa, reply: SkeyidReply, waiting: P1State, then: Then
+) -> None:
+    if sa.state is not waiting or sa.keys is not None:
+        core.counters.dropped_stale_reply += 1
+        return
+    if reply.error is not ErrorCode.OK:
+        core.counters.parent_errors += 1
+        core.fail_isakmp(sa, f"parent refused SKEYID ({reply.error.name})")
+        return
+    install_keys(core, sa, reply.skeyid)
+    then(core, sa)
+
+
+def install_keys(core: Negotiator, sa: IsakmpSa, skeyid: bytes) -> None:
+    """SKEYID_d/a/e, the cipher and the phase 1 IV chain; forgets g^xy."""
+    choice = sa.choice
+    assert choice is not None
+    keys = derive_phase1_keys(
+        choice.hash,
+        skeyid,
+        sa.g_xy,
+        sa.icookie,
+        sa.rcookie,
+        key_length_bytes(choice.encryption, choice.key_bits),
+    )
+    sa.keys = keys
+    sa.cipher = IkeCipher(choice.encryption, keys.enc_key)
+    sa.iv = IvChain.from_public_values(
+        choice.hash,
+        sa.cipher.block_size,
+        sa.g_xi,
+        sa.g_xr,
+        max_exchanges=core.settings.quick_mode_max_parallel + 4,
+    )
+    sa.g_xy = b""
+
+
+def initiator_hash(sa: IsakmpSa, id_body: bytes) -> bytes:
+    """HASH_I over the SA's values and the initiator's ID body."""
+    assert sa.keys is not None and sa.choice is not None
+    k = sa.keys
+    return hash_i(
+        sa.choice.hash, k.skeyid, sa.g_xi, sa.g_xr, sa.icookie, sa.rcookie, sa.sa_i_body, id_body
+    )
+
+
+def responder_hash(sa: IsakmpSa, id_body: bytes) -> bytes:
+    """HASH_R over the SA's values and the responder's ID body."""
+    assert sa.keys is not None and sa.choice is not None
+    k = sa.keys
+    return hash_r(
+        sa.choice.hash, k.skeyid, sa.g_xi, sa.g_xr, sa.icookie, sa.rcookie, sa.sa_i_body, id_body
+    )
+
+
+# ------------------------------------------------------------------------------ outcome
+
+
+def notify(core: Negotiator, sa: IsakmpSa, notify_type: NotifyType) -> None:
+    """An unencrypted notify about this exchange (rate limited by the engine)."""
+    core.notify_clear(sa.local, sa.remote, sa.natt, sa.icookie, sa.rcookie, notify_type)
+
+
+def refuse_identity(core: Negotiator, sa: IsakmpSa, whose: str) -> None:
+    """The authenticated peer is not the one the definition names."""
+    core.counters.dropped_policy += 1
+    informational.send_notify(core, sa, NotifyType.INVALID_ID_INFORMATION)
+    core.fail_isakmp(sa, f"{whose} identity is not the one defined")
+
+
+def has_other_sa(core: Negotiator, sa: IsakmpSa) -> bool:
+    """Whether we hold state with this peer, so INITIAL-CONTACT (which makes the peer drop
+    all of its own) would be wrong: an ISAKMP SA, or IPsec SAs that a new phase 1 is being
+    negotiated for (a phase 2 rekey after phase 1 ended)."""
+    peer = sa.remote.addr
+    return any(
+        o is not sa and o.established and o.remote.addr == peer for o in core.sas.by_tunnel.values()
+    ) or any(c.remote.addr == peer for c in core.sas.children.values())
+
+
+def established(
+    core: Negotiator, sa: IsakmpSa, peer_id: IdPayload, peer_payloads: tuple[Payload, ...] = ()
+) -> None:
+    """The exchange succeeded: record the peer, go live, and honour the peer's
+    INITIAL-CONTACT (only a responder looks at it: `peer_payloads` of the last message)."""
+    assert sa.choice is not None
+    sa.peer_id = peer_id
+    sa.lifetime = ike_lifetime(sa.definition, sa.choice)
+    core.isakmp_established(sa)
+    if has_initial_contact(peer_payloads):
+        informational.initial_contact(core, sa)
+
+
+# ------------------------------------------------------------------------------ dispatch
+
+
+def dispatch(
+    core: Negotiator, sa: IsakmpSa, inb: Inbound, states: Mapping[P1State, Handler]
+) -> None:
+    """A phase 1 message for an existing ISAKMP SA of the same exchange: repeats are
+    answered or dropped before anything else, then the SA's state picks the handler."""
+    if inb.message.header.message_id != 0 or inb.message.header.exchange_type != sa.exchange:
+        core.counters.dropped_unexpected += 1
+        return
+    seen = sa.flight.classify(inb.digest)
+    if seen is Seen.LAST:
+        core.answer_duplicate(sa.flight)
+        return
+    if seen is Seen.OLD or (sa.held is not None and sa.held[0] == inb.digest):
+        core.counters.dropped_replay += 1
+        return
+    handler = states.get(sa.state)
+    if handler is None:
+        core.counters.dropped_replay += 1  # late message for a finished (or dead) exchange
+        return
+    try:
+        handler(core, sa, inb)
+    except IsakmpError:
+        core.counters.dropped_malformed += 1
