@@ -22,7 +22,15 @@ keep each pcap with its own JSON).
 Events per capture (see CAPTURES): ping through the tunnel; DPD (dpd delay 2 s on both
 daemons, then an idle wait: R-U-THERE / R-U-THERE-ACK informationals); phase 2 rekey
 (strongSwan's CHILD_SA rekey_time 5 s: a second Quick Mode, then a Delete for the old SAs);
-delete (the initiator terminates: Informational Delete for the IPsec SAs and the ISAKMP SA).
+delete (the initiator terminates: Informational Delete for the IPsec SAs and the ISAKMP SA);
+reauth (strongSwan's reauth_time 6 s: a second Main Mode, so two ISAKMP SAs in one capture);
+lsw-rekey (libreswan salifetime 14 s, rekeymargin 8 s: libreswan starts the second Quick Mode).
+`encap` forces UDP encapsulation (port 4500, ESP-in-UDP) without a NAT.
+
+Findings while making them: Debian's libreswan 4.10 refuses modp1024 ("IKE DH algorithm
+'modp1024' is not supported") and ECP/Curve25519 as IKEv1 PFS groups, so those suites run
+strongSwan <-> strongSwan. A responder-proposed IKE lifetime shorter than libreswan's makes
+libreswan delete the ISAKMP SA on expiry (rekey=no), hence over_time = 60s for reauth.
 """
 
 from __future__ import annotations
