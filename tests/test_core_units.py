@@ -54,6 +54,7 @@ from ikepriv.ipc.messages import (
     InitiateCommand,
     ListCommand,
     Phase,
+    RemoveCommand,
     StateReport,
     StateReportEnd,
 )
@@ -363,3 +364,42 @@ def test_snapshot_refuses_orphan_phase2() -> None:
             [], [phase2_def(1, 9, selector("198.51.100.0/25"), selector("198.51.100.128/25"))]
         )
     _ = (AuthAlgorithm, IkeEncryption, Proposal)
+
+
+def test_a_responder_for_any_peer_tells_the_right_peer_of_a_removal() -> None:
+    """Two peers under one definition accepting any peer: removing the first peer's
+    phase 2 sends its Delete over the first peer's ISAKMP SA, though the second one's is
+    newer."""
+    from harness.core_sim import PSK, Side, StandInParent
+
+    third = ipaddress.ip_address("192.0.2.3")
+    nets = {LEFT: "198.51.100.0/26", third: "198.51.100.64/26"}
+    resp = ConfigSnapshot.of(
+        [phase1_def(1, RIGHT, None, any_remote_id=True)],
+        [phase2_def(1, 1, selector("198.51.100.128/25"), selector("198.51.100.0/25"))],
+    )
+    init = ConfigSnapshot.of(
+        [phase1_def(1, LEFT, RIGHT)],
+        [phase2_def(1, 1, selector(nets[LEFT]), selector("198.51.100.128/25"))],
+    )
+    sim = Simulation(init, resp, seed=93)
+    sim.responder.parent.psk_by_peer[third] = PSK
+    other = ConfigSnapshot.of(
+        [phase1_def(1, third, RIGHT)],
+        [phase2_def(1, 1, selector(nets[third]), selector("198.51.100.128/25"))],
+    )
+    core = Negotiator(other, sim.now, _rand(7).randbytes)
+    side = Side("third", third, core, StandInParent({1: PSK}, {RIGHT: PSK}, _rand(8)))
+    sim.sides["third"] = side
+    sim._by_addr[third] = side
+    sim.initiate()
+    sim.run(duration=5)
+    sim.initiate(side="third")
+    sim.run(duration=5)
+    rcore = sim.responder.core
+    first = next(c for c in rcore.sas.children.values() if c.remote.addr == LEFT)
+    assert len(rcore.sas.children) == 2 and len(sim.established_isakmp("responder")) == 2
+    sim.command("responder", RemoveCommand(Phase.PHASE2, first.tunnel_id))
+    sim.run(duration=5)
+    assert not sim.established_children("initiator")  # the first peer got the Delete
+    assert len(sim.established_children("third")) == 1

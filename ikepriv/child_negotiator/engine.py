@@ -517,15 +517,21 @@ class Negotiator:
             spi_out=0,
         )
 
-    def _isakmp_timers(self, sa: IsakmpSa) -> None:
-        now = self.now
-        result = sa.flight.on_timer(now, self.backoff)
+    def flight_timer(self, flight: Flight) -> bool:
+        """Resend a flight whose time has come; True when its tries are used up."""
+        result = flight.on_timer(self.now, self.backoff)
         if result is TimerResult.RESEND:
             self.counters.retransmits += 1
-            for out in sa.flight.datagrams:
+            for out in flight.datagrams:
                 self.emit(out)
         elif result is TimerResult.GIVE_UP:
             self.counters.exchanges_timed_out += 1
+            return True
+        return False
+
+    def _isakmp_timers(self, sa: IsakmpSa) -> None:
+        now = self.now
+        if self.flight_timer(sa.flight):
             self.fail_isakmp(sa, "peer stopped answering")
             return
         if sa.established and sa.lifetime and now >= sa.established_at + sa.lifetime:

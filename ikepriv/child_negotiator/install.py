@@ -262,8 +262,8 @@ def remove_child(core: Negotiator, child: ChildSa, *, send_delete: bool, kernel:
     if send_delete:
         from ikepriv.child_negotiator import informational
 
-        sa = core.sas.established_for(child.phase1_number)
-        if sa is not None and sa.remote.addr == child.remote.addr:
+        sa = core.sas.established_for(child.phase1_number, child.remote.addr)
+        if sa is not None:
             informational.send_delete_ipsec(core, sa, child.protocol, [child.spi_in])
     if not kernel:
         return

@@ -18,6 +18,7 @@ CONNECTED once it has installed the SAs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ikepriv.child_negotiator import informational, install, lifetimes
@@ -35,7 +36,7 @@ from ikepriv.child_negotiator.proposals import (
     ipsec_sa_payload,
     select_ipsec,
 )
-from ikepriv.child_negotiator.retransmit import Seen, TimerResult
+from ikepriv.child_negotiator.retransmit import Seen
 from ikepriv.child_negotiator.sa_table import IsakmpSa, QmState, QuickExchange
 from ikepriv.child_negotiator.wire import (
     OpenError,
@@ -71,7 +72,15 @@ from ikepriv.isakmp import (
     ipsec_attributes,
 )
 from ikepriv.isakmp.attributes import encode_attributes
-from ikepriv.isakmp.constants import DOI, ExchangeType, HeaderFlag, LifeType, NotifyType, ProtocolId
+from ikepriv.isakmp.constants import (
+    DOI,
+    ExchangeType,
+    HeaderFlag,
+    IkeHash,
+    LifeType,
+    NotifyType,
+    ProtocolId,
+)
 
 if TYPE_CHECKING:
     from ikepriv.child_negotiator.engine import Inbound, Negotiator
@@ -84,7 +93,7 @@ def _spi_bytes(spi: int) -> bytes:
     return spi.to_bytes(4, "big")
 
 
-def _prf_keys(sa: IsakmpSa) -> tuple[object, bytes]:
+def _prf_keys(sa: IsakmpSa) -> tuple[IkeHash, bytes]:
     assert sa.choice is not None and sa.keys is not None
     return sa.choice.hash, bytes(sa.keys.skeyid_a)
 
@@ -163,24 +172,18 @@ def _initiator_spi(core: Negotiator, qe: QuickExchange, reply: SpiReply) -> None
     rest += [qe.id_ci, qe.id_cr, *core.hooks.qm_payloads(sa, qe)]
     alg, skeyid_a = _prf_keys(sa)
     mid = qe.mid
-    data = seal_hashed(sa, QM, mid, rest, lambda b: quick_mode_hash1(alg, skeyid_a, mid, b))  # type: ignore[arg-type]
+    data = seal_hashed(sa, QM, mid, rest, lambda b: quick_mode_hash1(alg, skeyid_a, mid, b))
     qe.state = QmState.I_SENT
     core.transmit(sa, qe.flight, (data,), retransmit=True)
 
 
 def _on_qm2(core: Negotiator, qe: QuickExchange, inb: Inbound) -> None:
     sa = qe.isakmp
-    try:
-        plaintext, payloads = open_message(sa, inb.message)
-    except OpenError:
-        core.counters.dropped_auth += 1
-        return
     alg, skeyid_a = _prf_keys(sa)
-    received = leading_hash(payloads)
-    expected = quick_mode_hash2(alg, skeyid_a, qe.mid, qe.ni, after_first(plaintext, len(payloads)))  # type: ignore[arg-type]
-    if received is None or not digests_equal(expected, received):
-        core.counters.dropped_auth += 1
-        _notify_limited(core, sa, NotifyType.INVALID_HASH_INFORMATION)
+    payloads = _open_hashed(
+        core, sa, inb, lambda rest: quick_mode_hash2(alg, skeyid_a, qe.mid, qe.ni, rest)
+    )
+    if payloads is None:
         return
     assert sa.iv is not None
     sa.iv.advance(qe.mid, inb.message.ciphertext)
@@ -228,7 +231,7 @@ def _on_qm2(core: Negotiator, qe: QuickExchange, inb: Inbound) -> None:
     for p in body:
         if isinstance(p, NotifyPayload) and p.notify_type == NotifyType.RESPONDER_LIFETIME:
             _honour_responder_lifetime(qe, p)
-    h3 = quick_mode_hash3(alg, skeyid_a, qe.mid, qe.ni, qe.nr)  # type: ignore[arg-type]
+    h3 = quick_mode_hash3(alg, skeyid_a, qe.mid, qe.ni, qe.nr)
     core.transmit(sa, qe.flight, (seal(sa, QM, qe.mid, [HashPayload(h3)]),), retransmit=False)
     _done(core, qe)
     lifetimes.on_child_installed(core, install.install_child(core, qe, g_qm_xy), qe)
@@ -264,17 +267,9 @@ def _on_qm1(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
         core.counters.dropped_half_open += 1
         return
     _prune_done(core, sa)
-    try:
-        plaintext, payloads = open_message(sa, inb.message)
-    except OpenError:
-        core.counters.dropped_auth += 1
-        return
     alg, skeyid_a = _prf_keys(sa)
-    received = leading_hash(payloads)
-    expected = quick_mode_hash1(alg, skeyid_a, mid, after_first(plaintext, len(payloads)))  # type: ignore[arg-type]
-    if received is None or not digests_equal(expected, received):
-        core.counters.dropped_auth += 1
-        _notify_limited(core, sa, NotifyType.INVALID_HASH_INFORMATION)
+    payloads = _open_hashed(core, sa, inb, lambda rest: quick_mode_hash1(alg, skeyid_a, mid, rest))
+    if payloads is None:
         return
     core.hooks.on_authenticated(sa, inb)
     body = payloads[1:]
@@ -406,24 +401,16 @@ def _responder_spi(core: Negotiator, qe: QuickExchange, reply: SpiReply) -> None
         )
     alg, skeyid_a = _prf_keys(sa)
     mid, ni = qe.mid, qe.ni
-    data_out = seal_hashed(sa, QM, mid, rest, lambda b: quick_mode_hash2(alg, skeyid_a, mid, ni, b))  # type: ignore[arg-type]
+    data_out = seal_hashed(sa, QM, mid, rest, lambda b: quick_mode_hash2(alg, skeyid_a, mid, ni, b))
     qe.state = QmState.R_SENT
     core.transmit(sa, qe.flight, (data_out,), retransmit=True)
 
 
 def _on_qm3(core: Negotiator, qe: QuickExchange, inb: Inbound) -> None:
     sa = qe.isakmp
-    try:
-        _, payloads = open_message(sa, inb.message)
-    except OpenError:
-        core.counters.dropped_auth += 1
-        return
     alg, skeyid_a = _prf_keys(sa)
-    expected = quick_mode_hash3(alg, skeyid_a, qe.mid, qe.ni, qe.nr)  # type: ignore[arg-type]
-    received = leading_hash(payloads)
-    if received is None or not digests_equal(expected, received):
-        core.counters.dropped_auth += 1
-        _notify_limited(core, sa, NotifyType.INVALID_HASH_INFORMATION)
+    h3 = quick_mode_hash3(alg, skeyid_a, qe.mid, qe.ni, qe.nr)
+    if _open_hashed(core, sa, inb, lambda _rest: h3) is None:
         return
     g_qm_xy = None
     if qe.dh is not None:
@@ -448,6 +435,26 @@ def _on_qm3(core: Negotiator, qe: QuickExchange, inb: Inbound) -> None:
 def _single(payloads: tuple[Payload, ...], kind: type) -> Payload | None:
     found = [p for p in payloads if isinstance(p, kind)]
     return found[0] if len(found) == 1 else None
+
+
+def _open_hashed(
+    core: Negotiator, sa: IsakmpSa, inb: Inbound, expected: Callable[[bytes], bytes]
+) -> tuple[Payload, ...] | None:
+    """Decrypt a Quick Mode message and check its leading HASH against `expected(rest)`,
+    rest being the payloads after the HASH as on the wire. None when either fails: counted,
+    and a bad HASH answered with a rate-limited notify. Nothing changes before this."""
+    try:
+        plaintext, payloads = open_message(sa, inb.message)
+    except OpenError:
+        core.counters.dropped_auth += 1
+        return None
+    received = leading_hash(payloads)
+    rest = after_first(plaintext, len(payloads)) if received is not None else b""
+    if received is None or not digests_equal(expected(rest), received):
+        core.counters.dropped_auth += 1
+        _notify_limited(core, sa, NotifyType.INVALID_HASH_INFORMATION)
+        return None
+    return payloads
 
 
 def _notify_limited(core: Negotiator, sa: IsakmpSa, notify_type: NotifyType) -> None:
@@ -543,13 +550,7 @@ def timers(core: Negotiator, sa: IsakmpSa) -> None:
     """Resends, give-ups and the end of finished exchanges' duplicate window."""
     max_age = core.settings.quick_mode_max_age
     for qe in list(sa.exchanges.values()):
-        result = qe.flight.on_timer(core.now, core.backoff)
-        if result is TimerResult.RESEND:
-            core.counters.retransmits += 1
-            for out in qe.flight.datagrams:
-                core.emit(out)
-        elif result is TimerResult.GIVE_UP:
-            core.counters.exchanges_timed_out += 1
+        if core.flight_timer(qe.flight):
             abort(core, qe, "peer stopped answering")
             continue
         if core.now >= qe.created + max_age:

@@ -57,20 +57,6 @@ def _rank(ni: bytes, nr: bytes) -> bytes:
     return min(ni, nr) + max(ni, nr)
 
 
-def live_isakmp(core: Negotiator, number: int, peer: IPAddress) -> IsakmpSa | None:
-    """The ISAKMP SA new exchanges with this peer use: established, not replaced, newest."""
-    best: IsakmpSa | None = None
-    for sa in core.sas.by_tunnel.values():
-        if sa.definition.number != number or sa.remote.addr != peer or not sa.established:
-            continue
-        if best is None or (not sa.retired_by, sa.established_at) > (
-            not best.retired_by,
-            best.established_at,
-        ):
-            best = sa
-    return best
-
-
 def _negotiating(core: Negotiator, number: int, peer: IPAddress) -> bool:
     return any(
         sa.definition.number == number and sa.remote.addr == peer and sa.state in NEGOTIATING
@@ -181,7 +167,7 @@ def rekey_child(core: Negotiator, child: ChildSa, reason: str) -> None:
     assert p1 is not None
     child.rekey_started = core.now
     core.touch_child(child)
-    sa = live_isakmp(core, child.phase1_number, child.remote.addr)
+    sa = core.sas.established_for(child.phase1_number, child.remote.addr)
     if sa is None:
         if not _negotiating(core, p1.number, child.remote.addr):
             core.log(LogLevel.INFO, f"phase 2 {p2.name}: rekey needs a new phase 1 ({reason})")

@@ -7,6 +7,7 @@ message id), so the cost per datagram does not grow with the number of tunnels.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from ikepriv.isakmp.constants import ExchangeType, ProtocolId
 
 if TYPE_CHECKING:
     from ikepriv.child_negotiator.dpd import DpdState
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class P1State(Enum):
@@ -252,17 +255,21 @@ class SaTable:
     def isakmp_sas(self) -> Iterator[IsakmpSa]:
         return iter(list(self.by_tunnel.values()))
 
-    def established_for(self, phase1_number: int) -> IsakmpSa | None:
-        """The newest established ISAKMP SA of a definition (either role); one replaced by a
-        rekey only when nothing else is left."""
+    def established_for(self, phase1_number: int, peer: IPAddress | None = None) -> IsakmpSa | None:
+        """The ISAKMP SA new exchanges of a definition (with `peer`, when given) use: the
+        newest established one (either role); one replaced by a rekey only when nothing
+        else is left."""
         best: IsakmpSa | None = None
         for sa in self.by_tunnel.values():
-            if sa.definition.number == phase1_number and sa.established:
-                if best is None or (not sa.retired_by, sa.established_at) >= (
-                    not best.retired_by,
-                    best.established_at,
-                ):
-                    best = sa
+            if sa.definition.number != phase1_number or not sa.established:
+                continue
+            if peer is not None and sa.remote.addr != peer:
+                continue
+            if best is None or (not sa.retired_by, sa.established_at) >= (
+                not best.retired_by,
+                best.established_at,
+            ):
+                best = sa
         return best
 
     def negotiating_for(self, phase1_number: int) -> IsakmpSa | None:
