@@ -1,11 +1,13 @@
-"""Extension points the exchange modules call, so NAT-T (and later DPD) plug in without
-editing the exchanges. The default hooks do nothing beyond plain IKEv1.
+"""Extension points the exchange modules call, so NAT-T plugs in without editing the
+exchanges. The default hooks do nothing beyond plain IKEv1. (DPD needs no hook: it adds
+notify handlers to informational.NOTIFY_HANDLERS.)
 
 NAT-T (natt.NatTHooks, the engine's default; Negotiator(hooks=Hooks()) gives plain IKEv1):
 ``ke_payloads`` adds NAT-D to MM3/MM4 (AM2/AM3), ``on_ke_payloads`` sees the peer's,
 ``encap_modes`` switches Quick Mode to the UDP-encapsulated modes, ``qm_payloads`` adds
 NAT-OA, ``sa_encap`` fills SaAdd.encap, ``accept_peer``/``on_authenticated`` let the peer
-move to port 4500 (and follow a NAT rebinding once authenticated), ``timer_deadline`` and
+move to port 4500 (and follow a NAT rebinding once a message of any exchange, phase 1,
+Quick Mode or informational, passed its HASH check), ``timer_deadline`` and
 ``on_timer`` send keepalives.
 Per-SA state goes in IsakmpSa.extensions.
 """

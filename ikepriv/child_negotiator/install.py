@@ -111,7 +111,7 @@ def install_child(core: Negotiator, qe: QuickExchange, g_qm_xy: bytes | None) ->
     policy_set = core.policy_sets.get(key)
     new_set = policy_set is None
     if policy_set is None:
-        policy_set = PolicySet(core.new_reqid(), child.tunnel_id)
+        policy_set = PolicySet(core.new_reqid())
         core.policy_sets[key] = policy_set
     child.reqid = policy_set.reqid
     layout = choice.layout()

@@ -162,7 +162,6 @@ def _initiator_spi(core: Negotiator, qe: QuickExchange, reply: SpiReply) -> None
     qe.spi_in = reply.spi
     qe.ni = core.nonce()
     offer = ipsec_sa_payload(qe.offered, {qe.protocol: _spi_bytes(qe.spi_in)})
-    qe.offer = offer
     rest: list[Payload] = [offer, NoncePayload(qe.ni)]
     group = qe.offered[0].group
     if group is not None:

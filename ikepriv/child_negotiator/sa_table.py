@@ -28,7 +28,7 @@ from ikepriv.ipc.messages import (
     Selector,
     TrafficSelector,
 )
-from ikepriv.isakmp import IdPayload, Proposal, SAPayload
+from ikepriv.isakmp import IdPayload, Proposal
 from ikepriv.isakmp.constants import ExchangeType, ProtocolId
 
 if TYPE_CHECKING:
@@ -158,7 +158,6 @@ class QuickExchange:
     id_cr: IdPayload | None
     flight: Flight = field(default_factory=Flight)
     offered: tuple[IpsecChoice, ...] = ()
-    offer: SAPayload | None = None
     choice: IpsecChoice | None = None
     reply_proposal: Proposal | None = None  # responder: the offered proposal, chosen transform
     lifetime_seconds: int = 0
@@ -220,7 +219,6 @@ class PolicySet:
     """Kernel policies for one definition and one pair of negotiated selectors."""
 
     reqid: int
-    first_tunnel_id: int
     policies: list[tuple[TrafficSelector, PolicyDirection]] = field(default_factory=list)
 
 
