@@ -115,13 +115,15 @@ class ControlServer:
         async with trio.open_nursery() as nursery:
             while True:
                 conn, _ = await self._listener.accept()
-                if self._slots.value == 0:
+                try:  # taken here, not in the session task: the bound holds at every accept
+                    self._slots.acquire_nowait()
+                except trio.WouldBlock:
                     conn.close()  # too many sessions: the client sees a closed connection
                     continue
                 nursery.start_soon(self._session, conn)
 
     async def _session(self, conn: trio.socket.SocketType) -> None:
-        async with self._slots:
+        try:
             with conn, trio.move_on_after(SESSION_TIMEOUT):
                 try:
                     await self._converse(conn)
@@ -129,6 +131,8 @@ class ControlServer:
                     log.warning("control session ended: %s", exc)
                 except Exception:  # a bug must not take the daemon down with the session
                     log.exception("internal error in a control session")
+        finally:
+            self._slots.release()
 
     async def _converse(self, conn: trio.socket.SocketType) -> None:
         uid = peer_uid(conn)

@@ -200,11 +200,15 @@ class Daemon:
                 continue
             if got is None:
                 continue
+            try:
+                msg = m.DatagramIn(m.Endpoint(got.local, got.local_port),
+                                   m.Endpoint(got.remote, got.remote_port), got.natt,
+                                   got.data)  # fmt: skip
+            except IpcError:
+                continue  # not expressible for the child: never let a datagram end this task
             self.state.peers.record(got.local, got.remote, got.remote_port, got.natt,
                                     time.monotonic())  # fmt: skip
-            self.supervisor.send(m.DatagramIn(m.Endpoint(got.local, got.local_port),
-                                              m.Endpoint(got.remote, got.remote_port),
-                                              got.natt, got.data))  # fmt: skip
+            self.supervisor.send(msg)
 
     # -- kernel events ---------------------------------------------------------------------
 

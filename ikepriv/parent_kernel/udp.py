@@ -128,14 +128,17 @@ def _local_address(family: int, ancdata: list[tuple[int, int, bytes]]) -> IPAddr
     for level, kind, data in ancdata:
         if family == socket.AF_INET and (level, kind) == (socket.IPPROTO_IP, IP_PKTINFO):
             if len(data) >= _IN_PKTINFO.size:
-                _, _, addr = _IN_PKTINFO.unpack_from(data)
+                _, spec_dst, addr = _IN_PKTINFO.unpack_from(data)
+                if spec_dst != addr:  # sent to a broadcast or multicast address, not to us
+                    return None
                 return ipaddress.IPv4Address(addr)
         if family == socket.AF_INET6 and (level, kind) == (
             socket.IPPROTO_IPV6, socket.IPV6_PKTINFO,
         ):  # fmt: skip
             if len(data) >= _IN6_PKTINFO.size:
                 addr6, _ = _IN6_PKTINFO.unpack_from(data)
-                return ipaddress.IPv6Address(addr6)
+                local6 = ipaddress.IPv6Address(addr6)
+                return None if local6.is_multicast else local6
     return None
 
 
@@ -155,9 +158,15 @@ async def receive(s: IkeSocket) -> Received | None:
         if not data:
             return None
     host, port = addr[0], addr[1]  # type: ignore[index]
-    remote = ipaddress.ip_address(host)
-    if local.is_link_local or remote.is_link_local:
+    try:
+        remote = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    scoped = isinstance(remote, ipaddress.IPv6Address) and remote.scope_id is not None
+    if local.is_link_local or remote.is_link_local or scoped:
         return None  # no scope in the IPC addresses: link-local peers are not supported
+    if port == 0 or remote.is_unspecified or remote.is_multicast or remote == local:
+        return None  # nobody to answer, or ourselves
     return Received(local, s.port, remote, int(port), natt, data)
 
 
