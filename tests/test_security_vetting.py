@@ -20,9 +20,11 @@ from ikepriv.isakmp.constants import AuthAlgorithm, EncapsulationMode, IkeHash, 
 from ikepriv.parent_kernel.installed import Installed, SaEntry
 from ikepriv.parent_kernel.peers import PeerTable
 from ikepriv.parent_kernel.vetting import (
+    MIN_POLICY_PRIORITY,
     SKEYID_BURST,
     SKEYID_WINDOW,
     Activation,
+    PolicyPlan,
     SaPlan,
     SpiPlan,
     Vetter,
@@ -137,7 +139,7 @@ def test_sa_and_spi_for_a_tunnel_nobody_activated_or_talked_to(quiet: Vetter) ->
         m.Selector(ipaddress.ip_network("198.51.100.0/24"), 6, 0),
         m.Selector(ipaddress.ip_network("203.0.113.0/24"), 6, 443),
     )
-    refusal(quiet.policy_add(m.PolicyAdd(1, 1, sel, m.PolicyDirection.OUT, tmpl, 100)),
+    refusal(quiet.policy_add(m.PolicyAdd(1, 1, sel, m.PolicyDirection.OUT, tmpl, 1000)),
             ErrorCode.NOT_PERMITTED, "not active")  # fmt: skip
     quiet.activations[1] = Activation(1)  # type: ignore[index]
     assert isinstance(quiet.sa_add(sa()), SaPlan)
@@ -158,3 +160,19 @@ def test_a_rekey_survives_the_peer_falling_out_of_the_peer_table(quiet: Vetter) 
 def test_zero_means_infinite_never_sneaks_through(lifetimes: m.Lifetimes) -> None:
     vetter = Vetter(numbered(DEFS), Installed(), PeerTable(), {1: Activation(1)})
     refusal(vetter.sa_add(sa(lifetimes=lifetimes)), ErrorCode.NOT_PERMITTED)
+
+
+def test_child_policies_never_outrank_the_operators() -> None:
+    """XFRM: the lower number wins; a child policy at priority 0 would override an
+    operator's bypass or block policy for the same traffic."""
+    vetter = Vetter(numbered(DEFS), Installed(), PeerTable(), {1: Activation(1)})
+    tmpl = m.PolicyTemplate(A, B, ProtocolId.IPSEC_ESP, EncapsulationMode.TUNNEL, 9)
+    sel = m.TrafficSelector(
+        m.Selector(ipaddress.ip_network("198.51.100.0/24"), 6, 0),
+        m.Selector(ipaddress.ip_network("203.0.113.0/24"), 6, 443),
+    )
+    good = m.PolicyAdd(1, 1, sel, m.PolicyDirection.OUT, tmpl, 1000)
+    assert isinstance(vetter.policy_add(good), PolicyPlan)
+    for priority in (0, 1, MIN_POLICY_PRIORITY - 1):
+        refusal(vetter.policy_add(dataclasses.replace(good, priority=priority)),
+                ErrorCode.NOT_PERMITTED, "priority")  # fmt: skip

@@ -69,7 +69,7 @@ def ts(src: str, dst: str, proto: int = 0) -> m.TrafficSelector:
 def policy(rid: int, selector: m.TrafficSelector, *, phase2: int = 1, src=A, dst=B,
            reqid: int = 7, direction=m.PolicyDirection.OUT) -> m.PolicyAdd:  # fmt: skip
     return m.PolicyAdd(rid, phase2, selector, direction,
-                       m.PolicyTemplate(src, dst, ESP, TUNNEL, reqid), 100)  # fmt: skip
+                       m.PolicyTemplate(src, dst, ESP, TUNNEL, reqid), 1000)  # fmt: skip
 
 
 def sa(rid: int, *, spi: int = 0x1000, direction=m.SaDirection.OUT, src=A, dst=B,

@@ -244,12 +244,12 @@ def test_activation_override_is_a_gateway_too() -> None:
 
 def test_policies(vetter: Vetter) -> None:
     tmpl = m.PolicyTemplate(A, B, ESP, TUNNEL, 9)
-    good = m.PolicyAdd(1, 1, OUT_TS, m.PolicyDirection.OUT, tmpl, 100)
+    good = m.PolicyAdd(1, 1, OUT_TS, m.PolicyDirection.OUT, tmpl, 1000)
     plan = vetter.policy_add(good)
     assert isinstance(plan, PolicyPlan) and not plan.update
     back = ts("203.0.113.0/24", "198.51.100.0/24", sport=443, dport=0)
     inbound = m.PolicyAdd(2, 1, back, m.PolicyDirection.IN, m.PolicyTemplate(B, A, ESP, TUNNEL, 9),
-                          100)  # fmt: skip
+                          1000)  # fmt: skip
     assert isinstance(vetter.policy_add(inbound), PolicyPlan)
     for bad, code in [
         (dataclasses.replace(good, direction=m.PolicyDirection.IN), ErrorCode.NOT_PERMITTED),

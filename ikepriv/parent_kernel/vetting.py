@@ -68,6 +68,9 @@ MIN_ISAKMP: Final = 28  # an ISAKMP header; shorter is never an IKE message
 # MM4/AM1/AM2 that made the child ask arrived a moment ago), and at most at this rate per
 # phase 1 definition: a compromised child cannot use the parent as a standing PSK oracle for
 # tunnels nobody is negotiating.
+# Policies the child installs rank below this XFRM priority (lower number wins), so an
+# operator's own policies with smaller numbers (a bypass, a block) always take precedence.
+MIN_POLICY_PRIORITY: Final = 512
 SKEYID_WINDOW: Final = 120.0
 SKEYID_BURST: Final = 64
 SKEYID_RATE: Final = 16.0  # per second
@@ -520,6 +523,10 @@ class Vetter:
         if isinstance(t, Refusal):
             return t
         outbound = req.direction is PolicyDirection.OUT
+        if req.priority < MIN_POLICY_PRIORITY:
+            return Refusal(ErrorCode.NOT_PERMITTED,
+                           f"policy priority {req.priority} above the operator's "
+                           f"(below {MIN_POLICY_PRIORITY})", t.p2_number)  # fmt: skip
         if not selector_inside(req.selector, t.p2, outbound):
             return Refusal(ErrorCode.NOT_PERMITTED, "policy selector wider than the definition",
                            t.p2_number)  # fmt: skip
