@@ -19,6 +19,7 @@ from ikepriv.ipc.messages import (
     Phase,
     RemoveRequest,
     Role,
+    StatsRequest,
 )
 
 A = ipaddress.ip_address
@@ -102,6 +103,9 @@ ACCEPTED: list[tuple[str, object]] = [
             role=Role.INITIATOR,
         ),
     ),
+    # list stats: the daemon's counters
+    ("cmd=list stats", StatsRequest(json=False)),
+    ("json cmd=list stats", StatsRequest(json=True)),
     # remove
     ("cmd=remove", remove()),
     ("cmd=remove phase=1", remove(phase=Phase.PHASE1)),
@@ -158,6 +162,12 @@ MISTAKES: list[tuple[list[str], str]] = [
     (["cmd=activate", "json"], "json is not valid with cmd=activate"),
     (["cmd=activate", "role=i"], "role is not valid with cmd=activate"),
     (["cmd=remove", "verbose"], "verbose is not valid with cmd=remove"),
+    (["cmd=activate", "stats"], "stats is not valid with cmd=activate"),
+    (["cmd=list", "stats=1"], "stats takes no value"),
+    (["cmd=list", "stats", "stats"], "stats is given twice"),
+    (["cmd=list", "stats", "db"], "stats shows the daemon's counters; it does not combine with db"),
+    (["cmd=list", "numlist=1", "stats"], "it does not combine with numlist="),
+    (["cmd=list", "stats", "role=r"], "it does not combine with role="),
     (["cmd=remove", "remid=x.example"], "remid is not valid with cmd=remove"),
     # phase
     (["cmd=list", "phase=3"], "phase=3: cmd=list takes phase=1|1+|2"),
@@ -275,6 +285,7 @@ def test_help_prints_usage_with_exit_codes(word: str, capsys: pytest.CaptureFixt
     out, err = capsys.readouterr()
     assert err == ""
     assert "ike cmd=list [phase=1|1+|2] [numlist=LIST] [db | role=i|r] [verbose] [json]" in out
+    assert "ike cmd=list stats [json]" in out
     assert "Exit status: 0 done, 1 refused or failed" in out
     assert "3 daemon not reachable" in out and "2 command line error" in out
 

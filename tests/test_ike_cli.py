@@ -33,6 +33,7 @@ from ikepriv.ipc.messages import (
     PROTOCOL_VERSION,
     ActivateRequest,
     ControlHello,
+    CounterValue,
     ErrorCode,
     Identity,
     ListRequest,
@@ -41,6 +42,7 @@ from ikepriv.ipc.messages import (
     RemoveRequest,
     Response,
     Role,
+    StatsRequest,
     TunnelRow,
     TunnelState,
 )
@@ -163,7 +165,11 @@ def sock_path(tmp_path: Path) -> Path:
         (["cmd=list", "numlist=1,,2"],
          "ike: numlist=1,,2: empty item (two commas, or one at an end)"),
         (["cmd=list", "ipaddr=192.0.2.1,192.0.2.2"], "ike: ipaddr is not valid with cmd=list "
-         "(valid: phase, numlist, db, role, verbose, json)"),
+         "(valid: phase, numlist, db, role, verbose, json, stats)"),
+        (["cmd=list", "stats", "phase=1"], "ike: stats shows the daemon's counters; it does "
+         "not combine with phase="),
+        (["cmd=list", "verbose", "stats"], "ike: stats shows the daemon's counters; it does "
+         "not combine with verbose"),
         (["cmd=list", "db", "role=r"], "ike: db and role= exclude each other (db lists "
          "definitions, role= filters active tunnels)"),
         (["cmd=list", "phase=1", "phase=1"], "ike: phase is given twice"),
@@ -458,3 +464,176 @@ def test_garbage_answer_is_one_line(
     out, err = capsys.readouterr()
     assert out == ""
     assert err.startswith("ike: unreadable answer from the daemon: ") and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------------------
+# Event counters: `list verbose` (the ones not zero) and `list stats` (all, or json)
+# ---------------------------------------------------------------------------------------
+
+COUNTERS = (
+    CounterValue("datagrams_in", 7),
+    CounterValue("dropped_malformed", 2),
+    CounterValue("retransmits", 0),
+    CounterValue("udp_dropped_truncated", 1),
+    CounterValue("child_restarts", 0),
+)
+
+
+def with_counters(responses: list[Response]) -> list[Response]:
+    """As the daemon answers: the rows and lines, then a last Response with the counters."""
+    *head, last = responses
+    return [*head, Response(last.status, last.lines, last.rows, more=True),
+            Response(last.status, (), (), counters=COUNTERS)]  # fmt: skip
+
+
+@pytest.mark.root
+def test_stats_prints_every_counter(sock_path: Path) -> None:
+    daemon = FakeDaemon(sock_path, [with_counters(ok())])
+    with daemon.running():
+        result = run_ike("cmd=list", "stats", control=sock_path)
+    assert daemon.requests == [StatsRequest(json=False)]
+    assert result.returncode == 0 and result.stderr == "", result
+    assert result.stdout.splitlines() == [
+        "Counters:",
+        "  datagrams_in           7",
+        "  dropped_malformed      2",
+        "  retransmits            0",
+        "  udp_dropped_truncated  1",
+        "  child_restarts         0",
+    ]
+
+
+@pytest.mark.root
+def test_stats_json_is_one_object(sock_path: Path) -> None:
+    answer = with_counters(ok(["negotiator not answering: the parent's counters only"]))
+    daemon = FakeDaemon(sock_path, [answer])
+    with daemon.running():
+        result = run_ike("cmd=list", "json", "stats", control=sock_path)
+    assert daemon.requests == [StatsRequest(json=True)]
+    assert result.returncode == 0, result
+    assert json.loads(result.stdout) == {c.name: c.value for c in COUNTERS}
+    assert result.stderr == "ike: negotiator not answering: the parent's counters only\n"
+
+
+@pytest.mark.root
+def test_verbose_list_ends_with_the_counters_that_are_not_zero(
+    sock_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [tunnel_row(1, 5, Phase.PHASE1)]
+    daemon = FakeDaemon(sock_path, [with_counters(ok((), rows))] * 2)
+    monkeypatch.setenv(CONTROL_PATH_ENV, str(sock_path))
+    with daemon.running():
+        assert ike.main(["cmd=list", "verbose"]) == 0
+        table = capsys.readouterr().out
+        assert ike.main(["cmd=list", "verbose", "json"]) == 0
+        as_json = capsys.readouterr().out
+    tunnels, counters = table.split("\n\n")
+    assert tunnels.splitlines()[0] == "Phase 1 tunnels (1):"
+    assert counters.splitlines() == [
+        "Counters (not zero):",
+        "  datagrams_in           7",
+        "  dropped_malformed      2",
+        "  udp_dropped_truncated  1",
+    ]
+    # json stays the list of rows scripts already read; counters are `stats json`
+    assert [d["tunnel_id"] for d in json.loads(as_json)] == [5]
+
+
+@pytest.mark.root
+def test_plain_list_prints_no_counters(
+    sock_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon = FakeDaemon(sock_path, [ok((), [tunnel_row(1, 5, Phase.PHASE1)])])
+    monkeypatch.setenv(CONTROL_PATH_ENV, str(sock_path))
+    with daemon.running():
+        assert ike.main(["cmd=list"]) == 0
+    assert "Counters" not in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------
+# A full listen backlog (EAGAIN) is asked again, briefly
+# ---------------------------------------------------------------------------------------
+
+
+def fill_backlog(path: Path) -> list[socket.socket]:
+    """Connections nobody accepts, until the listener's backlog refuses more (EAGAIN)."""
+    waiting: list[socket.socket] = []
+    for _ in range(64):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sock.setblocking(False)
+        try:
+            sock.connect(str(path))
+        except BlockingIOError:
+            sock.close()
+            return waiting
+        waiting.append(sock)
+    raise AssertionError("the backlog never filled")
+
+
+@pytest.mark.root
+def test_full_backlog_is_retried_until_the_daemon_accepts(
+    sock_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(str(sock_path))
+    listener.listen(0)
+    listener.settimeout(60)
+    waiting = fill_backlog(sock_path)
+    retried = threading.Event()
+    real_sleep = ike.time.sleep
+
+    def sleep(seconds: float) -> None:  # ike waits between tries: the daemon catches up
+        retried.set()
+        real_sleep(seconds)
+
+    monkeypatch.setattr(ike.time, "sleep", sleep)
+    seen: list[Message | None] = []
+
+    def serve() -> None:
+        assert retried.wait(60)  # ike met the full backlog and is trying again
+        for _ in waiting:  # the daemon takes the sessions in its backlog
+            listener.accept()[0].close()
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(60)
+            recv_message(conn, Direction.CLI_TO_DAEMON)
+            send_message(conn, Response(ErrorCode.OK, (), ()))
+            seen.append(recv_message(conn, Direction.CLI_TO_DAEMON))
+            send_message(conn, Response(ErrorCode.OK, ("phase 1 tunnel 1 removed",), ()))
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    monkeypatch.setenv(CONTROL_PATH_ENV, str(sock_path))
+    try:
+        code = ike.main(["cmd=remove", "phase=1", "numlist=1"])
+    finally:
+        server.join(60)
+        listener.close()
+        for sock in waiting:
+            sock.close()
+    assert retried.is_set()
+    assert code == 0
+    assert seen == [RemoveRequest(Phase.PHASE1, (NumRange(1, 1),), False)]
+    assert capsys.readouterr() == ("phase 1 tunnel 1 removed\n", "")
+
+
+@pytest.mark.root
+def test_backlog_that_stays_full_is_one_line(
+    sock_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(str(sock_path))
+    listener.listen(0)
+    waiting = fill_backlog(sock_path)
+    monkeypatch.setattr(ike, "BUSY_RETRY_SECONDS", 0.2)
+    monkeypatch.setenv(CONTROL_PATH_ENV, str(sock_path))
+    try:
+        assert ike.main(["cmd=list"]) == ike.EXIT_UNREACHABLE
+    finally:
+        listener.close()
+        for sock in waiting:
+            sock.close()
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("ike: the daemon is too busy to take the connection")
+    assert err.count("\n") == 1

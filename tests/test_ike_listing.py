@@ -14,16 +14,26 @@ from test_ipc_strategies import struct_strategy
 
 from ikepriv.cli.listing import (
     MAX_CELL,
+    format_counters,
     format_dn,
     format_duration,
     format_identity,
     render,
+    render_counters_json,
     render_json,
     render_table,
     render_tree,
 )
 from ikepriv.config.model import Identity as ConfigIdentity
-from ikepriv.ipc.messages import Identity, ListRequest, Phase, Role, TunnelRow, TunnelState
+from ikepriv.ipc.messages import (
+    CounterValue,
+    Identity,
+    ListRequest,
+    Phase,
+    Role,
+    TunnelRow,
+    TunnelState,
+)
 from ikepriv.isakmp.constants import IdType
 from ikepriv.parent_kernel.snapshot import identity_to_ipc
 
@@ -343,3 +353,37 @@ def test_dn_that_is_not_a_name_shows_as_hex(der: str) -> None:
 def test_dn_reader_never_raises(data: bytes) -> None:
     text = format_dn(data)
     assert text is None or (text and text.isprintable())
+
+
+COUNTERS = (
+    CounterValue("datagrams_in", 12),
+    CounterValue("dropped_malformed", 3),
+    CounterValue("retransmits", 0),
+    CounterValue("udp_dropped_truncated", (1 << 64) - 1),
+)
+
+
+def test_counters_aligned_in_the_daemons_order() -> None:
+    assert format_counters(COUNTERS).splitlines() == [
+        "Counters:",
+        "  datagrams_in           12",
+        "  dropped_malformed      3",
+        "  retransmits            0",
+        f"  udp_dropped_truncated  {(1 << 64) - 1}",
+    ]
+
+
+def test_verbose_counters_leave_out_what_never_happened() -> None:
+    text = format_counters(COUNTERS, nonzero_only=True)
+    assert text.splitlines()[0] == "Counters (not zero):"
+    assert "retransmits" not in text and "dropped_malformed      3" in text
+    quiet = (CounterValue("retransmits", 0),)
+    assert format_counters(quiet, nonzero_only=True) == "Counters (not zero): none\n"
+    assert format_counters(()) == "No counters.\n"
+
+
+def test_counters_as_one_json_object() -> None:
+    data = json.loads(render_counters_json(COUNTERS))
+    assert list(data) == [c.name for c in COUNTERS]
+    assert data["dropped_malformed"] == 3 and data["udp_dropped_truncated"] == (1 << 64) - 1
+    assert json.loads(render_counters_json(())) == {}

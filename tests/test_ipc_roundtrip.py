@@ -79,11 +79,12 @@ CONTRACT = {
     },
     Direction.CHILD_TO_PARENT: {
         "Ready", "DatagramOut", "SkeyidRequest", "SignatureRequest", "SpiRequest", "SaAdd",
-        "SaDelete", "PolicyAdd", "PolicyDelete", "StateReport", "StateReportEnd", "Log",
-        "KeyLog",
+        "SaDelete", "PolicyAdd", "PolicyDelete", "StateReport", "StateReportEnd", "Stats",
+        "Log", "KeyLog",
     },
     Direction.CLI_TO_DAEMON: {
         "ControlHello", "ActivateRequest", "ListRequest", "RemoveRequest", "DbChanged",
+        "StatsRequest",
     },
     Direction.DAEMON_TO_CLI: {"Response"},
 }  # fmt: skip
@@ -184,6 +185,15 @@ def test_wire_format_is_pinned() -> None:
     m.DpdSettings(True, 30, 120, m.DpdAction.RESTART)._write(dpd)
     assert dpd.hex() == "01" "001e" "0078" "02"  # fmt: skip
     assert encode(m.Hello(m.PROTOCOL_VERSION)).hex() == "0101" "0002"  # fmt: skip
+    # counters: a 1-byte count (bound 64), then per counter a 1-byte name length (bound 48),
+    # the name, a u64 value; Response carries them last, after `more`
+    stats = m.Stats(7, (m.CounterValue("dropped_malformed", 3),))
+    assert encode(stats).hex() == (
+        "0242" "00000007" "01" "11" + b"dropped_malformed".hex() + "0000000000000003"
+    )  # fmt: skip
+    empty = m.Response(m.ErrorCode.OK, (), ())
+    assert encode(empty).hex() == "0401" "00" "0000" "0000" "00" "00"  # fmt: skip
+    assert encode(m.StatsRequest(True)).hex() == "0314" "01"  # fmt: skip
     assert m.PROTOCOL_VERSION == 2
 
 

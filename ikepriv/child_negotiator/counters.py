@@ -1,12 +1,19 @@
 """Counters of everything the core refused or repeated, for `ike cmd=list` and the fuzzers.
 
 Every path that drops a datagram or a reply increments exactly one drop counter, so a
-hostile input always leaves a trace even when the core stays silent on the wire.
+hostile input always leaves a trace even when the core stays silent on the wire. The field
+names are the names `ike cmd=list stats` shows (the Stats message carries them; the parent
+accepts exactly these names), so renaming one changes what operators and scripts read.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Final
+
+from ikepriv.ipc.messages import CounterValue, Stats
+
+COUNTER_MAX: Final = (1 << 64) - 1
 
 
 @dataclass(slots=True)
@@ -48,3 +55,15 @@ class Counters:
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
+
+    def stats(self, request_id: int) -> Stats:
+        """Every counter, in field order, for the parent (values held to 64 bits)."""
+        return Stats(
+            request_id,
+            tuple(CounterValue(f.name, min(getattr(self, f.name), COUNTER_MAX))
+                  for f in fields(self)),
+        )  # fmt: skip
+
+
+COUNTER_NAMES: Final = frozenset(f.name for f in fields(Counters))
+"""The names a Stats message may carry: the parent's allowlist."""

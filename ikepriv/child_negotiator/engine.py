@@ -450,7 +450,9 @@ class Negotiator:
         if sa.state is P1State.DEAD:
             return
         self.log(
-            LogLevel.ERR, f"phase 1 {sa.definition.name} with {sa.remote.addr} failed: {reason}"
+            LogLevel.ERR,
+            f"phase 1 tunnel {sa.tunnel_id} ({sa.definition.name}) with {sa.remote.addr} "
+            f"failed: {reason}",
         )
         if sa.state in NEGOTIATING:
             self.counters.phase1_failed += 1
@@ -654,6 +656,7 @@ class Negotiator:
             for child in self.sas.children.values():
                 self.emit(install.report_child(self, child, cmd.request_id))
                 count += 1
+        self.emit(self.counters.stats(cmd.request_id))
         self.emit(StateReportEnd(cmd.request_id, count))
 
     def _on_shutdown(self, _msg: Shutdown) -> None:

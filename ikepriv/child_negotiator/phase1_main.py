@@ -260,8 +260,14 @@ def _on_mm5(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
     try:
         _, payloads = open_message(sa, inb.message)
     except OpenError:
-        # Garbage after decryption: almost always a pre-shared key mismatch.
+        # Garbage after decryption: almost always a pre-shared key mismatch. Said once per
+        # ISAKMP SA (a retransmission does not repeat it), and the parent rate-limits lines.
         core.counters.dropped_auth += 1
+        if not sa.mismatch_logged:
+            sa.mismatch_logged = True
+            core.log(LogLevel.WARNING, f"phase 1 tunnel {sa.tunnel_id} ({sa.definition.name}): "
+                     f"message from {sa.remote.addr} does not decrypt "
+                     "(pre-shared key mismatch?)")  # fmt: skip
         notify(core, sa, NotifyType.AUTHENTICATION_FAILED)
         return
     idp, hp = single(payloads, IdPayload), single(payloads, HashPayload)

@@ -501,7 +501,8 @@ def _prune_done(core: Negotiator, sa: IsakmpSa) -> None:
 def abort(core: Negotiator, qe: QuickExchange, reason: str) -> None:
     sa = qe.isakmp
     core.counters.phase2_failed += 1
-    core.log(LogLevel.ERR, f"phase 2 {qe.definition.name} with {sa.remote.addr} failed: {reason}")
+    core.log(LogLevel.ERR, f"phase 2 tunnel {qe.tunnel_id} ({qe.definition.name}) with "
+             f"{sa.remote.addr} failed: {reason}")  # fmt: skip
     qe.wipe()
     qe.state = QmState.DONE
     qe.flight.stop_timer()

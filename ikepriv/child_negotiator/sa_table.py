@@ -82,6 +82,7 @@ class IsakmpSa:
     g_xy: bytes = b""
     skeyid: bytes = b""
     held: tuple[bytes, object] | None = None  # (digest, datagram context) awaiting SKEYID
+    mismatch_logged: bool = False  # "does not decrypt" said once for this SA
     peer_vendor_ids: frozenset[bytes] = frozenset()
     # keys
     keys: Phase1Keys | None = None

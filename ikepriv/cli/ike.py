@@ -3,13 +3,16 @@
     ike cmd=activate [phase=1|2] [numlist=LIST] [namelist=NAMES] [remid=ID]
                      [ipaddr=SRC,DST] [autostart]
     ike cmd=list [phase=1|1+|2] [numlist=LIST] [db | role=i|r] [verbose] [json]
+    ike cmd=list stats [json]
     ike cmd=remove [phase=1|2] [numlist=LIST] [db]
     ike help
 
 The command line becomes one typed control message (ikepriv.cli.ike_args), goes to the
 daemon over the control socket ($IKEPRIV_CONTROL, else /run/ikepriv/control.sock; root
 only), and the daemon's Response is printed: its text lines on stdout, its rows through
-ikepriv.cli.listing. Nothing is decided here that the daemon decides (which tunnels exist,
+ikepriv.cli.listing, its event counters after them (verbose: those not zero; stats: all).
+A daemon whose control socket has a full backlog (EAGAIN) is asked again for a few
+seconds before `ike` gives up. Nothing is decided here that the daemon decides (which tunnels exist,
 whether a negotiation may start); everything that can be judged from the words alone is.
 
 Exit status:
@@ -24,15 +27,26 @@ Every failure is one line on stderr, starting "ike: "; never a traceback.
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from ikepriv.cli.ike_args import Request, UsageError, parse_args
-from ikepriv.cli.listing import render, render_table
+from ikepriv.cli.listing import format_counters, render, render_counters_json, render_table
 from ikepriv.ipc.control import connect, control_call, control_path, merge
 from ikepriv.ipc.errors import IpcError
-from ikepriv.ipc.messages import PROTOCOL_VERSION, ErrorCode, ListRequest, TunnelRow
+from ikepriv.ipc.messages import (
+    PROTOCOL_VERSION,
+    CounterValue,
+    ErrorCode,
+    ListRequest,
+    StatsRequest,
+    TunnelRow,
+)
 
 PROG = "ike"
 EXIT_OK = 0
@@ -44,10 +58,17 @@ EXIT_INTERRUPTED = 130
 TIMEOUT_SECONDS = 30.0
 """How long to wait for each answer; activate returns once a negotiation has started."""
 
+BUSY_RETRY_FIRST = 0.02
+BUSY_RETRY_MAX = 0.5
+BUSY_RETRY_SECONDS = 5.0
+"""A full listen backlog (EAGAIN on connect: many `ike` at once) is retried with back-off
+from BUSY_RETRY_FIRST to BUSY_RETRY_MAX seconds, for BUSY_RETRY_SECONDS in all."""
+
 USAGE = f"""\
 usage: ike cmd=activate [phase=1|2] [numlist=LIST] [namelist=NAMES] [remid=ID]
                         [ipaddr=SRC,DST] [autostart]
        ike cmd=list [phase=1|1+|2] [numlist=LIST] [db | role=i|r] [verbose] [json]
+       ike cmd=list stats [json]
        ike cmd=remove [phase=1|2] [numlist=LIST] [db]
        ike help
 
@@ -67,8 +88,14 @@ usage: ike cmd=activate [phase=1|2] [numlist=LIST] [namelist=NAMES] [remid=ID]
   autostart      activate every definition marked autostart
   db             list or remove definitions instead of active tunnels
   role=i|r       list only tunnels this host initiated (i) or answered (r)
-  verbose        add SPIs, bytes and packets from the kernel
-  json           print a JSON list of objects (number, phase, name, role, state, ...)
+  verbose        add SPIs, bytes and packets from the kernel, and after the tables the
+                 daemon's event counters that are not zero
+  stats          only the daemon's event counters, all of them: what the negotiator
+                 dropped (malformed, replayed, unknown SA, failed authentication, ...),
+                 retransmitted, rekeyed, DPD, and the parent's own (udp_*: datagrams
+                 dropped before the negotiator, refused_requests, child_restarts)
+  json           print a JSON list of objects (number, phase, name, role, state, ...);
+                 with stats, one JSON object {{counter name: value}}
 
 Root only. Control socket: $IKEPRIV_CONTROL, else /run/ikepriv/control.sock.
 Exit status: {EXIT_OK} done, {EXIT_REFUSED} refused or failed (daemon, or not root), \
@@ -117,14 +144,41 @@ def _write(text: str) -> None:
         os.close(devnull)
 
 
-def _ask(path: str, request: Request) -> tuple[ErrorCode, list[str], list[TunnelRow]] | int:
+@dataclass(frozen=True)
+class _Answer:
+    status: ErrorCode
+    lines: list[str]
+    rows: list[TunnelRow]
+    counters: list[CounterValue]
+
+
+def _connect(path: str) -> socket.socket:
+    """connect(), asking again while the daemon's listen backlog is full (EAGAIN)."""
+    delay, deadline = BUSY_RETRY_FIRST, time.monotonic() + BUSY_RETRY_SECONDS
+    while True:
+        try:
+            return connect(path, timeout=TIMEOUT_SECONDS)
+        except BlockingIOError as exc:
+            if exc.errno != errno.EAGAIN or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(2 * delay, BUSY_RETRY_MAX)
+
+
+def _ask(path: str, request: Request) -> _Answer | int:
     """The daemon's merged answer, or the exit status after printing why there is none."""
     unreachable = f"the daemon is not running (no control socket at {path})"
     try:
-        with connect(path, timeout=TIMEOUT_SECONDS) as sock:
-            return merge(control_call(sock, request))
+        with _connect(path) as sock:
+            responses = control_call(sock, request)
     except (FileNotFoundError, ConnectionRefusedError):
         return _error(unreachable, EXIT_UNREACHABLE)
+    except BlockingIOError:
+        return _error(
+            f"the daemon is too busy to take the connection (tried for "
+            f"{BUSY_RETRY_SECONDS:.0f} s; {path})",
+            EXIT_UNREACHABLE,
+        )
     except TimeoutError:
         return _error(
             f"the daemon did not answer within {TIMEOUT_SECONDS:.0f} s ({path})", EXIT_UNREACHABLE
@@ -136,17 +190,32 @@ def _ask(path: str, request: Request) -> tuple[ErrorCode, list[str], list[Tunnel
     except (OSError, ValueError) as exc:  # ValueError: a NUL in $IKEPRIV_CONTROL
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return _error(f"cannot reach the daemon at {path!r}: {reason}", EXIT_UNREACHABLE)
+    status, lines, rows = merge(responses)
+    counters = [counter for response in responses for counter in response.counters]
+    return _Answer(status, lines, rows, counters)
 
 
-def _show_answer(
-    request: Request, status: ErrorCode, lines: list[str], rows: list[TunnelRow]
-) -> int:
-    as_json = isinstance(request, ListRequest) and request.json
-    if rows or (isinstance(request, ListRequest) and status is ErrorCode.OK):
+def _show_data(request: Request, answer: _Answer) -> None:
+    """The rows and counters of a successful answer (or rows that came with a refusal)."""
+    if isinstance(request, StatsRequest):
+        if answer.status is ErrorCode.OK:
+            shown = render_counters_json if request.json else format_counters
+            _write(shown(answer.counters))
+        return
+    if answer.rows or (isinstance(request, ListRequest) and answer.status is ErrorCode.OK):
         if isinstance(request, ListRequest):
-            _write(render(rows, request))
+            _write(render(answer.rows, request))
         else:
-            _write(render_table(rows))
+            _write(render_table(answer.rows))
+    listed = isinstance(request, ListRequest) and not request.json
+    if listed and answer.counters and answer.status is ErrorCode.OK:
+        _write("\n" + format_counters(answer.counters, nonzero_only=True))
+
+
+def _show_answer(request: Request, answer: _Answer) -> int:
+    _show_data(request, answer)
+    status, lines = answer.status, answer.lines
+    as_json = isinstance(request, ListRequest | StatsRequest) and request.json
     if status is ErrorCode.OK:
         if as_json:  # stdout holds exactly one JSON document
             for line in lines:
@@ -178,7 +247,7 @@ def _run(argv: Sequence[str]) -> int:
     answer = _ask(path, request)
     if isinstance(answer, int):
         return answer
-    return _show_answer(request, *answer)
+    return _show_answer(request, answer)
 
 
 def main(argv: list[str] | None = None) -> int:

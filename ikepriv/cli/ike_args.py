@@ -2,7 +2,8 @@
 
 The words are AIX's: `KEYWORD=VALUE` or a bare flag, in any order, each at most once,
 `cmd=` naming the subcommand. The result is the control message itself
-(`ActivateRequest`, `ListRequest` or `RemoveRequest` from ikepriv.ipc.messages), so what
+(`ActivateRequest`, `ListRequest`, `StatsRequest` or `RemoveRequest` from
+ikepriv.ipc.messages), so what
 the operator typed and what the daemon receives cannot drift apart. Everything the daemon
 would have to refuse anyway and that can be judged without it (ranges, names, addresses,
 keywords that contradict each other) is refused here, with one line that says what to write.
@@ -15,6 +16,8 @@ Decisions beyond the AIX page, so that a typo never does something large:
 - remove db deletes definitions: it needs phase=1|2 (definition numbers are per phase)
   and numlist= (it never deletes every definition at once).
 - remid= must be an identity as ikedb writes them; it is sent in canonical form.
+- list stats shows the daemon's event counters (a StatsRequest): they are daemon-wide, so
+  it takes json and nothing else.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from ikepriv.ipc.messages import (
     Phase,
     RemoveRequest,
     Role,
+    StatsRequest,
 )
 from ikepriv.ipc.schema import encode
 
@@ -50,7 +54,7 @@ __all__ = [
     "parse_numlist",
 ]
 
-Request = ActivateRequest | ListRequest | RemoveRequest
+Request = ActivateRequest | ListRequest | StatsRequest | RemoveRequest
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MAX_NUMBER = (1 << 32) - 1
@@ -78,7 +82,7 @@ def _show(text: str) -> str:
 # The keywords and which subcommand takes which
 # ---------------------------------------------------------------------------------------
 
-FLAGS = frozenset({"autostart", "db", "verbose", "json"})
+FLAGS = frozenset({"autostart", "db", "verbose", "json", "stats"})
 VALUED: dict[str, str] = {  # keyword -> how to write it, for error lines
     "cmd": "cmd=activate|list|remove",
     "phase": "phase=1|2",
@@ -103,7 +107,9 @@ COMMANDS: dict[str, _Command] = {
     "activate": _Command(
         ("phase", "numlist", "namelist", "remid", "ipaddr", "autostart"), ("1", "2")
     ),
-    "list": _Command(("phase", "numlist", "db", "role", "verbose", "json"), ("1", "1+", "2")),
+    "list": _Command(
+        ("phase", "numlist", "db", "role", "verbose", "json", "stats"), ("1", "1+", "2")
+    ),
     "remove": _Command(("phase", "numlist", "db"), ("1", "2")),
 }
 
@@ -309,7 +315,15 @@ def _activate(given: dict[str, str | None]) -> ActivateRequest:
     )
 
 
-def _list(given: dict[str, str | None]) -> ListRequest:
+def _list(given: dict[str, str | None]) -> ListRequest | StatsRequest:
+    if "stats" in given:
+        clash = [key for key in given if key not in ("stats", "json")]
+        if clash:
+            raise UsageError(
+                f"stats shows the daemon's counters; it does not combine with "
+                f"{clash[0]}{'=' if clash[0] in VALUED else ''}"
+            )
+        return StatsRequest(json="json" in given)
     if "db" in given and "role" in given:
         raise UsageError(
             "db and role= exclude each other (db lists definitions, role= filters active tunnels)"

@@ -13,6 +13,9 @@ Reading of the row fields:
   The 1+ tree hangs each phase 2 under the phase 1 row with that number; a phase 2 whose
   phase 1 is not in the answer is listed after the tree.
 - Kernel counters (SPIs, bytes, packets) exist only for phase 2; `verbose` shows them.
+- Event counters (CounterValue: datagrams dropped as malformed, retransmissions, refused
+  requests, ...) are daemon-wide, not per row: `verbose` adds the ones that are not zero
+  after the tables, `stats` prints them all, `stats json` as one JSON object name -> value.
 
 Everything printed comes from fields the control codec has already checked (names in the
 NAME charset, text printable, identities rendered from validated bytes or as hex), so a
@@ -27,16 +30,18 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from ikepriv.ipc.messages import Identity, ListRequest, Phase, Role, TunnelRow
+from ikepriv.ipc.messages import CounterValue, Identity, ListRequest, Phase, Role, TunnelRow
 from ikepriv.isakmp.constants import IdType
 from ikepriv.isakmp.errors import IsakmpError
 from ikepriv.isakmp.identity import IdPayload
 
 __all__ = [
+    "format_counters",
     "format_dn",
     "format_duration",
     "format_identity",
     "render",
+    "render_counters_json",
     "render_json",
     "render_table",
     "render_tree",
@@ -389,3 +394,19 @@ def render(rows: Sequence[TunnelRow], request: ListRequest) -> str:
     if request.phase is Phase.PHASE1_PLUS:
         return render_tree(rows, db=request.db, verbose=request.verbose)
     return render_table(rows, db=request.db, verbose=request.verbose)
+
+
+def format_counters(counters: Sequence[CounterValue], *, nonzero_only: bool = False) -> str:
+    """A titled list of `name  value` lines, names aligned, in the daemon's order (the
+    negotiator's counters, then the parent's); with nonzero_only, only what happened."""
+    shown = [c for c in counters if c.value or not nonzero_only]
+    title = "Counters (not zero):" if nonzero_only else "Counters:"
+    if not shown:
+        return f"{title} none\n" if nonzero_only else "No counters.\n"
+    width = max(len(c.name) for c in shown)
+    return "\n".join([title, *(f"  {c.name.ljust(width)}  {c.value}" for c in shown)]) + "\n"
+
+
+def render_counters_json(counters: Sequence[CounterValue]) -> str:
+    """One JSON object, counter name -> value, in the daemon's order."""
+    return json.dumps({c.name: c.value for c in counters}, indent=2) + "\n"

@@ -54,7 +54,8 @@ from ikepriv.isakmp.constants import (
 
 PROTOCOL_VERSION = 2
 """Bumped on any change to the catalogue; Hello/Ready and ControlHello carry it.
-2: DpdSettings.action."""
+2: DpdSettings.action; Stats, StatsRequest and Response.counters (still 2: nothing with
+version 2 was deployed before them)."""
 
 # Bounds (one place, so the vetting code and the tests can refer to them).
 MAX_DATAGRAM = 65535
@@ -69,6 +70,9 @@ MAX_SIGNATURE = 1024
 MAX_LIST_ITEMS = 256
 MIN_SKEYID = 16  # HMAC-MD5 output; shorter cannot be a real prf output
 MIN_INBOUND_SPI = 256  # RFC 4303: SPIs 1..255 are reserved
+MAX_COUNTERS = 64  # counters in one Stats (the core keeps fewer: see test_stats_*)
+MAX_RESPONSE_COUNTERS = 2 * MAX_COUNTERS  # the child's and the parent's own
+MAX_COUNTER_NAME = 48
 
 
 def _check_version(version: int) -> None:
@@ -455,6 +459,18 @@ class PolicyTemplate(Struct):
 
 @struct
 @dataclass(frozen=True, slots=True)
+class CounterValue(Struct):
+    """One event counter of `ike cmd=list stats`: how often something happened (a datagram
+    dropped as malformed, a retransmission, a refused request) since the process that keeps
+    it started. Names are identifiers (NAME charset, no spaces), so they print as one word
+    and are JSON keys as they are; which names exist is the parent's vetting (an allowlist)."""
+
+    name: Annotated[str, Str(MAX_COUNTER_NAME, min_len=1, charset=Charset.NAME)]
+    value: Counter
+
+
+@struct
+@dataclass(frozen=True, slots=True)
 class NumRange(Struct):
     """Inclusive range of tunnel numbers, from a numlist such as 1-4,7."""
 
@@ -585,7 +601,8 @@ class RemoveCommand(Message):
 @message(0x0122, _P2C)
 @dataclass(frozen=True, slots=True)
 class ListCommand(Message):
-    """Ask for StateReport messages, closed by StateReportEnd with the same request_id."""
+    """Ask for StateReport messages and one Stats (the core's counters), closed by
+    StateReportEnd with the same request_id."""
 
     request_id: RequestId
     phase: Annotated[Phase, EnumOf(Phase)]
@@ -861,6 +878,21 @@ class StateReportEnd(Message):
     count: Count
 
 
+@message(0x0242, _C2P)
+@dataclass(frozen=True, slots=True)
+class Stats(Message):
+    """The negotiator's counters, in answer to ListCommand: after its StateReports, before
+    the StateReportEnd that closes the answer (so one closing message is all the parent
+    waits for). At most one per ListCommand.
+
+    Parent vets: each name is one of the counters the core keeps
+    (ikepriv.child_negotiator.counters), none twice; anything else is a protocol violation.
+    Values are the child's word; they are shown, never acted on."""
+
+    request_id: RequestId
+    counters: Annotated[tuple[CounterValue, ...], ListOf(Nested(CounterValue), MAX_COUNTERS)]
+
+
 @message(0x0250, _C2P)
 @dataclass(frozen=True, slots=True)
 class Log(Message):
@@ -958,6 +990,15 @@ class DbChanged(Message):
     """From ikedb: definitions changed; reload them and send the child a new snapshot."""
 
 
+@message(0x0314, _CLI)
+@dataclass(frozen=True, slots=True)
+class StatsRequest(Message):
+    """`ike cmd=list stats`: every counter of the negotiator and of the parent, answered
+    in Response.counters; json only changes how `ike` prints them."""
+
+    json: bool
+
+
 # ---------------------------------------------------------------------------------------
 # Parent -> CLI (0x04xx)
 # ---------------------------------------------------------------------------------------
@@ -967,9 +1008,14 @@ class DbChanged(Message):
 @dataclass(frozen=True, slots=True)
 class Response(Message):
     """Status plus text lines and/or rows; more=True: further Responses follow
-    (see ikepriv.ipc.control.split_response)."""
+    (see ikepriv.ipc.control.split_response). counters: the daemon's event counters, for
+    StatsRequest and a verbose ListRequest (the daemon sends them in a Response of their
+    own, the last one)."""
 
     status: Error
     lines: Annotated[tuple[str, ...], ListOf(Str(MAX_TEXT), MAX_ROWS)]
     rows: Annotated[tuple[TunnelRow, ...], ListOf(Nested(TunnelRow), MAX_ROWS)]
     more: bool = False
+    counters: Annotated[
+        tuple[CounterValue, ...], ListOf(Nested(CounterValue), MAX_RESPONSE_COUNTERS)
+    ] = ()

@@ -5,6 +5,10 @@
 the child is down, phase 2 tunnels are still listed from the parent's records: the kernel
 SAs are there and carry traffic.
 
+`list verbose` and `list stats` (StatsRequest) also carry the event counters: the child's
+(its Stats, which came with its answer) followed by the parent's own (UDP drops, refused
+requests, child restarts), in one last Response of their own.
+
 `remove` asks the child to delete the tunnel (it sends Delete to the peer and asks for
 its SAs to go), then removes whatever the parent still has recorded for that tunnel, so a
 tunnel is gone even when the child is not running. A phase 2's policies go with its last
@@ -26,7 +30,7 @@ from ikepriv.ipc import messages as m
 from ikepriv.ipc.control import split_response
 from ikepriv.ipc.messages import ErrorCode, Phase
 from ikepriv.ipc.schema import Message
-from ikepriv.parent_kernel.requests import ChildRequests
+from ikepriv.parent_kernel.requests import ChildListing, ChildRequests
 from ikepriv.parent_kernel.state import ParentState
 from ikepriv.parent_kernel.tunneldb import TunnelDB, TunnelDBError
 from ikepriv.parent_kernel.vetting import Activation
@@ -53,8 +57,10 @@ class Commands:
         send_to_child: Callable[[Message], bool],
         db_path: str,
         reload: Callable[[], Awaitable[str]],
+        child_restarts: Callable[[], int] = lambda: 0,
     ) -> None:
         self.state = state
+        self._child_restarts = child_restarts
         self.child = child
         self._send = send_to_child
         self._db_path = db_path
@@ -64,6 +70,7 @@ class Commands:
             m.ListRequest: self.list_tunnels,  # type: ignore[dict-item]
             m.RemoveRequest: self.remove,  # type: ignore[dict-item]
             m.DbChanged: self.db_changed,  # type: ignore[dict-item]
+            m.StatsRequest: self.stats,  # type: ignore[dict-item]
         }
 
     async def handle(self, request: Message) -> list[m.Response]:
@@ -239,18 +246,38 @@ class Commands:
             return split_response(ErrorCode.OK, (), self._db_rows(req))
         now = time.time()
         lines: list[str] = []
-        reports = await self.child.ask_child(req.phase)
-        if reports is None:
+        listing = await self.child.ask_child(req.phase)
+        if listing is None:
             lines.append("negotiator not answering: phase 2 tunnels from the kernel records only")
             rows = self._record_rows(now)
         else:
-            rows = [self._report_row(r, now) for r in reports]
+            rows = [self._report_row(r, now) for r in listing.reports]
         rows = [r for r in rows if _wanted(r, req)]
         if req.phase is Phase.PHASE1_PLUS:
             rows = _phase1_plus(rows)
-        if req.verbose:
-            rows = await self._with_counters(rows)
-        return split_response(ErrorCode.OK, lines, rows)
+        if not req.verbose:
+            return split_response(ErrorCode.OK, lines, rows)
+        rows = await self._with_counters(rows)
+        return _with_event_counters(split_response(ErrorCode.OK, lines, rows),
+                                    self._event_counters(listing))  # fmt: skip
+
+    # -- stats -----------------------------------------------------------------------------
+
+    def _event_counters(self, listing: ChildListing | None) -> tuple[m.CounterValue, ...]:
+        """The child's counters (none when it did not answer), then the parent's."""
+        self.state.counters.child_restarts = self._child_restarts()
+        child = listing.counters if listing is not None else ()
+        return child + self.state.counters.values()
+
+    async def stats(self, _req: m.StatsRequest) -> list[m.Response]:
+        listing = await self.child.ask_child(Phase.ALL)
+        lines = []
+        if listing is None:
+            lines.append("negotiator not answering: the parent's counters only")
+        elif not listing.counters:
+            lines.append("the negotiator sent no counters: the parent's counters only")
+        return _with_event_counters(split_response(ErrorCode.OK, lines),
+                                    self._event_counters(listing))  # fmt: skip
 
     # -- remove ----------------------------------------------------------------------------
 
@@ -281,7 +308,8 @@ class Commands:
         if req.db:
             return await self._remove_db(req)
         st = self.state
-        reports = await self.child.ask_child(Phase.ALL) or []
+        listing = await self.child.ask_child(Phase.ALL)
+        reports = listing.reports if listing is not None else []
         lines: list[str] = []
         phase2_tunnels: set[int] = set()
         if req.phase in (Phase.ALL, Phase.PHASE1):
@@ -320,6 +348,16 @@ class Commands:
 
     async def db_changed(self, _req: m.DbChanged) -> list[m.Response]:
         return split_response(ErrorCode.OK, [await self._reload()])
+
+
+def _with_event_counters(
+    responses: list[m.Response], counters: tuple[m.CounterValue, ...]
+) -> list[m.Response]:
+    """The answer, then one last Response with the counters (it always fits: the counters
+    are bounded far below a control datagram)."""
+    *head, last = responses
+    return [*head, dataclasses.replace(last, more=True),
+            m.Response(last.status, (), (), more=False, counters=counters)]  # fmt: skip
 
 
 def _wanted(row: m.TunnelRow, req: m.ListRequest) -> bool:

@@ -113,7 +113,7 @@ class Daemon:
                                      self._on_child_ready, self._on_child_down)  # fmt: skip
         self.requests = ChildRequests(self.state, self.supervisor.send, self._sockets)
         self.commands = Commands(self.state, self.requests, self.supervisor.send, options.db,
-                                 self.reload)  # fmt: skip
+                                 self.reload, lambda: self.supervisor.restarts)  # fmt: skip
         self.control = ControlServer(options.control, self.commands.handle)
         if options.child_cmd is None:
             ensure_empty_root_dir(options.chroot)
@@ -191,24 +191,31 @@ class Daemon:
     # -- UDP -------------------------------------------------------------------------------
 
     async def _receive(self, sock: udp.IkeSocket) -> None:
+        counters = self.state.counters
         while True:
             try:
                 got = await udp.receive(sock)
             except OSError as exc:
+                counters.udp_receive_errors += 1
                 log.warning("UDP %d: %s", sock.port, exc)
                 await trio.sleep(0.1)
                 continue
-            if got is None:
+            if isinstance(got, udp.Drop):
+                counters.bump(got.value)
                 continue
             try:
                 msg = m.DatagramIn(m.Endpoint(got.local, got.local_port),
                                    m.Endpoint(got.remote, got.remote_port), got.natt,
                                    got.data)  # fmt: skip
             except IpcError:
+                counters.udp_dropped_unsendable += 1
                 continue  # not expressible for the child: never let a datagram end this task
             self.state.peers.record(got.local, got.remote, got.remote_port, got.natt,
                                     time.monotonic())  # fmt: skip
-            self.supervisor.send(msg)
+            if self.supervisor.send(msg):
+                counters.udp_forwarded += 1
+            else:
+                counters.udp_dropped_no_child += 1
 
     # -- kernel events ---------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 Every request gets exactly one answer (SpiReply, ResultReply, SkeyidReply,
 SignatureReply); a refusal is logged with its reason and tunnel number and answered with
 an error code. What cannot happen in a correct child (a StateReport nobody asked for, a
-second StateReportEnd) raises ProtocolViolation, and the supervisor restarts the child.
+second StateReportEnd, a second Stats or one with names the core does not keep) raises
+ProtocolViolation, and the supervisor restarts the child.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ikepriv.parent_kernel.installed import SaEntry
 from ikepriv.parent_kernel.state import ParentState
 from ikepriv.parent_kernel.supervisor import ProtocolViolation
 from ikepriv.parent_kernel.udp import IkeSocket, send
-from ikepriv.parent_kernel.vetting import XFRM_MODE, XFRM_PROTO, Refusal
+from ikepriv.parent_kernel.vetting import XFRM_MODE, XFRM_PROTO, Refusal, stats_problem
 from ikepriv.parent_kernel.xfrm import XfrmError
 
 log = logging.getLogger("ikepriv.parent")
@@ -50,7 +51,16 @@ def _reason(text: str) -> str:
 @dataclass
 class _PendingList:
     reports: list[m.StateReport] = field(default_factory=list)
+    stats: m.Stats | None = None
     done: trio.Event = field(default_factory=trio.Event)
+
+
+@dataclass(frozen=True)
+class ChildListing:
+    """The child's answer to one ListCommand: its tunnels and (if it sent them) counters."""
+
+    reports: list[m.StateReport]
+    counters: tuple[m.CounterValue, ...] = ()
 
 
 class ChildRequests:
@@ -78,6 +88,7 @@ class ChildRequests:
             m.PolicyDelete: self._policy_delete,  # type: ignore[dict-item]
             m.StateReport: self._report,  # type: ignore[dict-item]
             m.StateReportEnd: self._report_end,  # type: ignore[dict-item]
+            m.Stats: self._stats,  # type: ignore[dict-item]
             m.Log: self._log,  # type: ignore[dict-item]
             m.KeyLog: self._keylog,  # type: ignore[dict-item]
         }
@@ -110,6 +121,7 @@ class ChildRequests:
         try:
             await send(sock, msg.local.addr, msg.remote.addr, msg.remote.port, msg.data)
         except OSError as exc:
+            self.state.counters.udp_send_errors += 1
             log.warning("cannot send to %s port %d: %s", msg.remote.addr, msg.remote.port, exc)
 
     # -- secrets ---------------------------------------------------------------------------
@@ -238,8 +250,9 @@ class ChildRequests:
 
     # -- state reports ---------------------------------------------------------------------
 
-    async def ask_child(self, phase: m.Phase) -> list[m.StateReport] | None:
-        """The child's tunnels, or None if it is not running or does not answer in time."""
+    async def ask_child(self, phase: m.Phase) -> ChildListing | None:
+        """The child's tunnels and counters, or None if it is not running or does not
+        answer in time."""
         request_id = self._next_list  # never UNSOLICITED
         self._next_list = self._next_list % 0xFFFFFFFF + 1
         pending = self._lists[request_id] = _PendingList()
@@ -252,7 +265,8 @@ class ChildRequests:
                 self._expired.append(request_id)
                 del self._expired[:-EXPIRED_LISTS]
                 return None
-            return pending.reports
+            return ChildListing(pending.reports,
+                                pending.stats.counters if pending.stats else ())  # fmt: skip
         finally:
             self._lists.pop(request_id, None)
 
@@ -278,6 +292,17 @@ class ChildRequests:
         if len(pending.reports) >= MAX_REPORTS:
             raise ProtocolViolation("more StateReports than rows")
         pending.reports.append(msg)
+
+    async def _stats(self, msg: m.Stats) -> None:
+        pending = self._pending(msg.request_id, "Stats")
+        if pending is None:
+            return
+        if pending.stats is not None:
+            raise ProtocolViolation(f"second Stats for request {msg.request_id}")
+        problem = stats_problem(msg)
+        if problem is not None:
+            raise ProtocolViolation(f"Stats: {problem}")
+        pending.stats = msg
 
     async def _report_end(self, msg: m.StateReportEnd) -> None:
         pending = self._pending(msg.request_id, "StateReportEnd")

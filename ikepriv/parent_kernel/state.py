@@ -14,7 +14,7 @@ import errno
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Final, TypeVar
 
 import trio
@@ -34,6 +34,37 @@ _T = TypeVar("_T")
 GONE: Final = frozenset({errno.ESRCH, errno.ENOENT})
 
 
+@dataclass(slots=True)
+class ParentCounters:
+    """What the parent itself dropped or refused, next to the child's counters in
+    `ike cmd=list stats` (the names are disjoint from the child's: see vetting)."""
+
+    udp_forwarded: int = 0  # datagrams handed to the child
+    udp_keepalives: int = 0  # NAT-T keepalives (dropped, as they should be)
+    udp_dropped_truncated: int = 0
+    udp_dropped_no_marker: int = 0
+    udp_dropped_not_unicast: int = 0
+    udp_dropped_bad_source: int = 0
+    udp_dropped_unsendable: int = 0  # cannot be put in a DatagramIn
+    udp_dropped_no_child: int = 0  # child not running, or not reading its queue
+    udp_receive_errors: int = 0
+    udp_send_errors: int = 0
+    refused_requests: int = 0  # child requests the vetting refused
+    child_restarts: int = 0  # kept by the supervisor, filled in when listed
+
+    def bump(self, name: str) -> None:
+        """Count one event of counter `name` (one of the fields)."""
+        setattr(self, name, getattr(self, name) + 1)
+
+    def values(self) -> tuple[m.CounterValue, ...]:
+        top = (1 << 64) - 1
+        return tuple(m.CounterValue(f.name, min(getattr(self, f.name), top))
+                     for f in fields(self))  # fmt: skip
+
+
+PARENT_COUNTER_NAMES: Final = frozenset(f.name for f in fields(ParentCounters))
+
+
 @dataclass
 class ParentState:
     kernel: XfrmKernel
@@ -48,6 +79,7 @@ class ParentState:
     refusals: RateLimit = field(default_factory=RateLimit)
     # the child's own Log lines and tunnel events: it can send them as fast as it likes
     child_lines: RateLimit = field(default_factory=lambda: RateLimit("lines from the child"))
+    counters: ParentCounters = field(default_factory=ParentCounters)
 
     def __post_init__(self) -> None:
         self.vetter = Vetter(self.view, self.installed, self.peers, self.activations)
@@ -60,6 +92,7 @@ class ParentState:
         return await trio.to_thread.run_sync(fn, *args)
 
     def refused(self, what: str, tunnel: int | None, reason: str) -> None:
+        self.counters.refused_requests += 1
         if self.refusals.allow(time.monotonic()):
             where = f"tunnel {tunnel}: " if tunnel is not None else ""
             log.warning("%srefused %s from the child: %s", where, what, reason)

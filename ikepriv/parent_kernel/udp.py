@@ -19,6 +19,7 @@ import socket
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Final
 
 import trio
@@ -65,6 +66,16 @@ class Received:
     remote_port: int
     natt: bool
     data: bytes
+
+
+class Drop(Enum):
+    """Why a datagram never reached the child; the value is the counter it is counted in."""
+
+    TRUNCATED = "udp_dropped_truncated"  # longer than any IKE message, or empty
+    KEEPALIVE = "udp_keepalives"  # NAT-T keepalive: expected, not an error
+    NO_MARKER = "udp_dropped_no_marker"  # on 4500 without the non-ESP marker
+    NOT_FOR_US = "udp_dropped_not_unicast"  # to a broadcast/multicast address, no pktinfo
+    BAD_SOURCE = "udp_dropped_bad_source"  # link-local, scoped, port 0, ourselves
 
 
 @dataclass
@@ -142,31 +153,33 @@ def _local_address(family: int, ancdata: list[tuple[int, int, bytes]]) -> IPAddr
     return None
 
 
-async def receive(s: IkeSocket) -> Received | None:
-    """One datagram, or None for one to drop (truncated, keepalive, no marker, no pktinfo)."""
+async def receive(s: IkeSocket) -> Received | Drop:
+    """One datagram, or why it is dropped (truncated, keepalive, no marker, no pktinfo)."""
     data, ancdata, flags, addr = await s.sock.recvmsg(MAX_UDP + 1, _ANC_SPACE)
     if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or not data:
-        return None
+        return Drop.TRUNCATED
     local = _local_address(s.family, ancdata)
     if local is None:
-        return None
+        return Drop.NOT_FOR_US
     natt = s.natt
     if natt:
-        if data == NATT_KEEPALIVE or not data.startswith(NON_ESP_MARKER):
-            return None  # keepalive; ESP never reaches this socket (the kernel takes it)
+        if data == NATT_KEEPALIVE:
+            return Drop.KEEPALIVE
+        if not data.startswith(NON_ESP_MARKER):
+            return Drop.NO_MARKER  # ESP never reaches this socket (the kernel takes it)
         data = data[len(NON_ESP_MARKER) :]
         if not data:
-            return None
+            return Drop.TRUNCATED
     host, port = addr[0], addr[1]  # type: ignore[index]
     try:
         remote = ipaddress.ip_address(host)
     except ValueError:
-        return None
+        return Drop.BAD_SOURCE
     scoped = isinstance(remote, ipaddress.IPv6Address) and remote.scope_id is not None
     if local.is_link_local or remote.is_link_local or scoped:
-        return None  # no scope in the IPC addresses: link-local peers are not supported
+        return Drop.BAD_SOURCE  # no scope in the IPC addresses: link-local peers unsupported
     if port == 0 or remote.is_unspecified or remote.is_multicast or remote == local:
-        return None  # nobody to answer, or ourselves
+        return Drop.BAD_SOURCE  # nobody to answer, or ourselves
     return Received(local, s.port, remote, int(port), natt, data)
 
 

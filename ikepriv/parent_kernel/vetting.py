@@ -14,7 +14,10 @@ The reference point is always the database definition, never the child's word:
 - algorithms and key lengths are those of one configured proposal, keys exactly as long as
   the algorithm needs; lifetimes no longer than configured;
 - an inbound SA fills an SPI the parent allocated for that same phase 2; deletes name only
-  recorded entries; per-phase-2 and global counts are bounded.
+  recorded entries; per-phase-2 and global counts are bounded;
+- an SA without a selector of its own gets its phase 2 definition's (tunnel mode), never
+  the kernel's wildcard;
+- counters (Stats) carry only names the negotiator core keeps, each once.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from ikepriv.child_negotiator.counters import COUNTER_NAMES
 from ikepriv.config.model import Phase1Definition, Phase2Definition
 from ikepriv.crypto.errors import CryptoError
 from ikepriv.crypto.keymat import ESP_CIPHERS, INTEGRITY, esp_key_bits
@@ -186,10 +190,36 @@ def selector_inside(ts: m.TrafficSelector, p2: Phase2Definition, outbound: bool)
     return _inside(ts.src, *src_def) and _inside(ts.dst, *dst_def)  # type: ignore[arg-type]
 
 
+def definition_selector(p2: Phase2Definition, outbound: bool, version: int) -> Selector | None:
+    """The phase 2 definition's own selector, oriented for one direction: what an SA the
+    child sent without a selector may carry (a wildcard would accept any inner traffic).
+    None when the subnets are of another IP version than the SA's endpoints: the kernel
+    takes an SA selector only of the SA's own family."""
+    if p2.local_subnet.version != version:
+        return None
+    local = (p2.local_subnet, p2.local_port)
+    remote = (p2.remote_subnet, p2.remote_port)
+    (src, sport), (dst, dport) = (local, remote) if outbound else (remote, local)
+    return Selector(src, dst, p2.protocol, sport, dport)
+
+
 def xfrm_selector(ts: m.TrafficSelector) -> Selector | Refusal:
     if ts.src.protocol != ts.dst.protocol:
         return Refusal(ErrorCode.INVALID_REQUEST, "selector sides name different protocols")
     return Selector(ts.src.network, ts.dst.network, ts.src.protocol, ts.src.port, ts.dst.port)
+
+
+def stats_problem(msg: m.Stats) -> str | None:
+    """Why these counters cannot come from a correct child, or None. The codec already
+    bounded the list and kept the names to identifiers; here they must be the core's."""
+    seen: set[str] = set()
+    for counter in msg.counters:
+        if counter.name not in COUNTER_NAMES:
+            return f"unknown counter {counter.name!r}"
+        if counter.name in seen:
+            return f"counter {counter.name!r} twice"
+        seen.add(counter.name)
+    return None
 
 
 _Algorithms = tuple[Encryption | None, Integrity | None, Aead | None, str]
@@ -472,6 +502,8 @@ class Vetter:
             if isinstance(sel, Refusal):
                 return Refusal(sel.code, sel.reason, t.p2_number)
             selector = sel
+        elif req.mode is EncapsulationMode.TUNNEL:
+            selector = definition_selector(t.p2, outbound, req.src.version)
         key: inst.SaKey = (req.dst, req.spi, req.proto)
         existing = self.installed.sas.get(key)
         if outbound:
