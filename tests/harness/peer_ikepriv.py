@@ -127,6 +127,8 @@ class Ikepriv(Peer):
             argv += ["--user", self.options.user]
         if self.options.keylog:
             argv += ["--keylog", str(self.keylog)]
+        if self.spec.debug:
+            argv.append("--debug")
         self._spawn(argv, env=self.env, out_name=self.daemon_log.name)
         self._wait_ready(START_TIMEOUT)
 
