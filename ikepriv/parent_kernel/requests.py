@@ -53,6 +53,7 @@ class _PendingList:
     reports: list[m.StateReport] = field(default_factory=list)
     stats: m.Stats | None = None
     done: trio.Event = field(default_factory=trio.Event)
+    complete: bool = False  # closed by StateReportEnd, not by the child going away
 
 
 @dataclass(frozen=True)
@@ -265,6 +266,8 @@ class ChildRequests:
                 self._expired.append(request_id)
                 del self._expired[:-EXPIRED_LISTS]
                 return None
+            if not pending.complete:
+                return None  # the child went away in the middle of its answer
             return ChildListing(pending.reports,
                                 pending.stats.counters if pending.stats else ())  # fmt: skip
         finally:
@@ -310,6 +313,7 @@ class ChildRequests:
             return
         if msg.count != len(pending.reports):
             log.warning("child reported %d tunnels, %d arrived", msg.count, len(pending.reports))
+        pending.complete = True
         pending.done.set()
 
     # -- logging ---------------------------------------------------------------------------

@@ -6,7 +6,9 @@ a regular file, which the sandbox refuses). It must answer Hello with Ready befo
 anything else; after that the daemon's `on_ready` sends the configuration.
 
 A child that exits, stops answering the handshake or breaks the protocol (`violation()`)
-is killed and started again after a back-off: 0.1 s at first, doubling up to 10 s, back to
+is killed and started again after a back-off (a child that closed its end is given
+EXIT_GRACE to exit by itself, so the log says how it ended, not that we killed it; only a
+real violation is logged as one): 0.1 s at first, doubling up to 10 s, back to
 the start once a child has run for a minute. SAs in the kernel are untouched by all this.
 
 Sending never blocks the parent: messages go through a bounded queue to a sender task;
@@ -35,6 +37,7 @@ BACKOFF_FIRST: Final = 0.1
 BACKOFF_MAX: Final = 10.0
 STABLE_AFTER: Final = 60.0
 READY_TIMEOUT: Final = 60.0
+EXIT_GRACE: Final = 1.0
 QUEUE: Final = 1024
 MAX_STDERR_LINE: Final = 1024
 MAX_STDERR_LINES: Final = 200  # per child: a crash traceback fits, a flood does not
@@ -63,6 +66,7 @@ class Supervisor:
         self._send_channel: trio.MemorySendChannel[Message] | None = None
         self._cancel: trio.CancelScope | None = None
         self._violation: str | None = None
+        self._lost: str | None = None  # why we stopped talking to it, short of a violation
         self.pid: int | None = None
         self.ready = False
         self.restarts = 0
@@ -85,6 +89,13 @@ class Supervisor:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return False
         return True
+
+    def _channel_lost(self, reason: str) -> None:
+        """Stop using a child whose channel failed (it usually exited): not a violation."""
+        if self._lost is None:
+            self._lost = reason
+        if self._cancel is not None:
+            self._cancel.cancel()
 
     def violation(self, reason: str) -> None:
         """Kill the current child for breaking the protocol; it will be restarted."""
@@ -143,6 +154,7 @@ class Supervisor:
         sock = trio.socket.from_stdlib_socket(parent_end)
         self.pid = process.pid
         self._violation = None
+        self._lost = None
         log.info("negotiator child started, pid %d", process.pid)
         send_channel, receive_channel = trio.open_memory_channel[Message](QUEUE)
         try:
@@ -159,15 +171,20 @@ class Supervisor:
             self.ready = False
             self._send_channel = None
             with trio.CancelScope(shield=True):
+                if self._violation is None and not self.stopping:
+                    with trio.move_on_after(EXIT_GRACE):
+                        await process.wait()
                 await self._reap(process)
             sock.close()
             self.pid = None
             self._on_down()
         if self._violation is not None:
-            log.error("negotiator child killed: protocol violation: %s", self._violation)
+            log.error("negotiator child pid %d killed: protocol violation: %s", process.pid,
+                      self._violation)  # fmt: skip
         elif not self.stopping:
-            log.error("negotiator child pid %d exited (%s)", process.pid,
-                      _exit_text(process.returncode))  # fmt: skip
+            lost = f" ({self._lost})" if self._lost else ""
+            log.error("negotiator child pid %d %s%s", process.pid,
+                      _exit_text(process.returncode), lost)  # fmt: skip
 
     async def _receive(
         self, sock: trio.socket.SocketType, send_channel: trio.MemorySendChannel[Message]
@@ -220,7 +237,7 @@ class Supervisor:
                 await send_message_trio(sock, msg)
             except (OSError, IpcError) as exc:
                 log.warning("cannot send %s to the child: %s", type(msg).__name__, exc)
-                self.violation(f"channel to the child broken ({exc})")
+                self._channel_lost(f"channel to the child broken: {exc}")
                 return
 
     @staticmethod
@@ -258,11 +275,12 @@ class Supervisor:
 
 
 def _exit_text(code: int | None) -> str:
+    """How a child ended, for 'negotiator child pid N ...'."""
     if code is None:
-        return "unknown status"
+        return "ended with an unknown status"
     if code < 0:
         try:
-            return f"killed by {signal.Signals(-code).name}"
+            return f"was killed by {signal.Signals(-code).name}"
         except ValueError:
-            return f"killed by signal {-code}"
-    return f"status {code}"
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
