@@ -18,6 +18,7 @@ a child that does not read loses messages (logged), the parent keeps serving the
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 from collections.abc import Awaitable, Callable, Sequence
@@ -45,6 +46,55 @@ CHILD_ENV: Final = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"
 
 CommandFactory = Callable[[int], Sequence[str]]
 MessageHandler = Callable[[Message], Awaitable[None]]
+
+
+class ChildProcess:
+    """The child, forked from the main thread.
+
+    Not trio.lowlevel.open_process: that forks from a worker thread, and the child's
+    parent-death signal (PR_SET_PDEATHSIG) fires when the *thread* that forked it exits,
+    which trio's thread cache does after 10 idle seconds. Fork+exec here is quick; the
+    exit is awaited through a pidfd, so nothing else blocks.
+    """
+
+    def __init__(self, argv: list[str], fd: int) -> None:
+        self._popen = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            argv,
+            pass_fds=(fd,),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd="/",
+            env=dict(CHILD_ENV),
+        )
+        self.pid = self._popen.pid
+        self._pidfd = os.pidfd_open(self.pid)
+        assert self._popen.stderr is not None
+        self.stderr: trio.lowlevel.FdStream | None = trio.lowlevel.FdStream(
+            os.dup(self._popen.stderr.fileno())
+        )
+        self._popen.stderr.close()
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    async def wait(self) -> int:
+        while self._popen.poll() is None:
+            await trio.lowlevel.wait_readable(self._pidfd)
+        code = self._popen.returncode
+        assert code is not None
+        return code
+
+    def kill(self) -> None:
+        if self._popen.poll() is None:
+            self._popen.kill()
+
+    def close(self) -> None:
+        if self._pidfd >= 0:
+            trio.lowlevel.notify_closing(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
 
 
 class ProtocolViolation(Exception):
@@ -137,15 +187,7 @@ class Supervisor:
         parent_end, child_end = socketpair()
         fd = child_end.fileno()
         try:
-            process = await trio.lowlevel.open_process(
-                list(self._command(fd)),
-                pass_fds=(fd,),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                cwd="/",
-                env=dict(CHILD_ENV),
-            )
+            process = ChildProcess(list(self._command(fd)), fd)
         except BaseException:
             parent_end.close()
             child_end.close()
@@ -241,12 +283,12 @@ class Supervisor:
                 return
 
     @staticmethod
-    async def _watch_exit(process: trio.Process, scope: trio.CancelScope) -> None:
+    async def _watch_exit(process: ChildProcess, scope: trio.CancelScope) -> None:
         await process.wait()
         scope.cancel()
 
     @staticmethod
-    async def _stderr(process: trio.Process) -> None:
+    async def _stderr(process: ChildProcess) -> None:
         stream = process.stderr
         if stream is None:
             return
@@ -268,10 +310,13 @@ class Supervisor:
                     log.warning("child: %s", "".join(c if c.isprintable() else "?" for c in text))
 
     @staticmethod
-    async def _reap(process: trio.Process) -> None:
+    async def _reap(process: ChildProcess) -> None:
         if process.returncode is None:
             process.kill()
         await process.wait()
+        process.close()
+        if process.stderr is not None:
+            await process.stderr.aclose()
 
 
 def _exit_text(code: int | None) -> str:
