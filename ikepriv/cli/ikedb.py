@@ -21,6 +21,9 @@ from ikepriv.config.errors import ConfigError
 from ikepriv.config.loader import load_bytes
 from ikepriv.config.model import Definitions, Phase1Definition
 from ikepriv.config.writer import dump_definitions
+from ikepriv.ipc.control import connect, control_call, control_path
+from ikepriv.ipc.errors import IpcError
+from ikepriv.ipc.messages import DbChanged
 from ikepriv.parent_kernel.tunneldb import DEFAULT_DB_PATH, TunnelDB, TunnelDBError
 
 PROG = "ikedb"
@@ -84,6 +87,17 @@ def _read_input(source: str) -> tuple[bytes, str]:
         return f.read(MAX_INPUT_BYTES + 1), source
 
 
+def _notify_daemon() -> None:
+    """Tell a running daemon (at $IKEPRIV_CONTROL) to reload now, so an `ike cmd=activate`
+    right after `ikedb -p` finds the new definitions; without a daemon there is nothing to do
+    (it reads the database when it starts, and polls it while it runs)."""
+    try:
+        with connect(control_path(), timeout=5.0) as sock:
+            control_call(sock, DbChanged())
+    except (OSError, IpcError):
+        pass
+
+
 def _put(db_path: str, args: argparse.Namespace) -> int:
     data, display = _read_input(args.put)
     existing: TunnelDB | None = None
@@ -104,6 +118,7 @@ def _put(db_path: str, args: argparse.Namespace) -> int:
         print(f"phase1 '{d1.name}' stored as number {d1.number}")
     for d2 in stored.phase2:
         print(f"phase2 '{d2.name}' stored as number {d2.number}")
+    _notify_daemon()
     return 0
 
 
@@ -135,6 +150,7 @@ def _delete(db_path: str, args: argparse.Namespace) -> int:
         else:
             db.delete_phase2(args.name)
             print(f"deleted phase2 '{args.name}'")
+    _notify_daemon()
     return 0
 
 

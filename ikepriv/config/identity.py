@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import ipaddress
 import re
-
-from cryptography import x509
+from types import ModuleType
 
 from ikepriv.config.model import Identity
 from ikepriv.isakmp.constants import IdType
+
+
+def _x509() -> ModuleType:
+    """cryptography.x509, imported on first use: it costs half a second of start-up, and
+    only DN identities need it (every `ike` call would pay for it otherwise)."""
+    from cryptography import x509
+
+    return x509
 
 __all__ = ["identity_for_address", "parse_identity"]
 
@@ -49,7 +56,7 @@ def parse_identity(text: str) -> Identity:
         if not text.isprintable():
             raise ValueError("distinguished name contains control characters")
         try:
-            x509.Name.from_rfc4514_string(re.sub(r",\s+", ",", text))
+            _x509().Name.from_rfc4514_string(re.sub(r",\s+", ",", text))
         except ValueError:
             raise ValueError(
                 f"{text!r} is not a distinguished name (write 'C=CH, O=Example, CN=gw')"
