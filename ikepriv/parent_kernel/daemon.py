@@ -1,9 +1,19 @@
 """ikeprivd: the privileged parent's trio main.
 
 Start-up, in this order: syslog, database (read-only), XFRM sockets, UDP 500/4500,
-control socket, then the child. Readiness (sd_notify READY=1) is reported once peers
-and `ike` can reach the daemon. The autostart definitions are activated as soon as the
-first child is ready. SIGHUP (and any change of the database's generation counter, polled)
+control socket, then the child. Readiness (sd_notify READY=1) is reported once the first
+child answered Ready and has been sent its configuration (ConfigBegin..ConfigEnd; the child
+does not acknowledge it, but it reads its channel in order, so anything sent later finds the
+configuration loaded): from then on a peer's first datagram is answered, not dropped. If no
+child ever comes up, READY=1 is never sent and systemd's start timeout reports the failure.
+The autostart definitions are activated as soon as the first child is ready.
+
+Datagrams that arrive while no child is ready (before the first one, during a restart) wait
+in a small queue (EARLY_QUEUE datagrams, at most EARLY_MAX_AGE seconds old) and are handed
+to the next child right after its configuration; overflow and stale ones are counted as
+dropped. The peer would otherwise wait for its retransmission (4 s for charon).
+
+SIGHUP (and any change of the database's generation counter, polled)
 reloads the definitions and sends the child a new snapshot. SIGTERM/SIGINT: the child is
 asked to shut down (it sends its Deletes), then every SA and policy the parent installed is
 removed, and the daemon exits.
@@ -26,6 +36,7 @@ import signal
 import socket
 import sys
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -65,6 +76,8 @@ log = logging.getLogger("ikepriv.parent")
 DB_POLL: Final = 2.0
 SHUTDOWN_GRACE: Final = 3.0
 CHILD_MODULE: Final = "ikepriv.child_negotiator.main"
+EARLY_QUEUE: Final = 64  # datagrams kept while no child is ready
+EARLY_MAX_AGE: Final = 5.0  # seconds; older ones are stale for the peer anyway
 
 
 @dataclass(frozen=True)
@@ -115,6 +128,8 @@ class Daemon:
         self.commands = Commands(self.state, self.requests, self.supervisor.send, options.db,
                                  self.reload, lambda: self.supervisor.restarts)  # fmt: skip
         self.control = ControlServer(options.control, self.commands.handle)
+        self._early: deque[tuple[float, m.DatagramIn]] = deque()
+        self._notified_ready = False
         if options.child_cmd is None:
             ensure_empty_root_dir(options.chroot)
         self._queue_autostart()
@@ -141,6 +156,38 @@ class Daemon:
             if phase is m.Phase.PHASE2 and number in installed_phase2:
                 continue  # its SAs are up; see the module docstring for what happens later
             self.supervisor.send(command)
+        self._flush_early()
+        if not self._notified_ready:
+            self._notified_ready = True
+            sd_notify("READY=1")
+
+    def _flush_early(self) -> None:
+        """Hand the datagrams that waited for a child to the one that just became ready."""
+        counters = self.state.counters
+        oldest = time.monotonic() - EARLY_MAX_AGE
+        while self._early:
+            received, msg = self._early.popleft()
+            if received >= oldest and self.supervisor.send(msg):
+                counters.udp_forwarded += 1
+            else:
+                counters.udp_dropped_no_child += 1
+
+    def _forward(self, msg: m.DatagramIn) -> None:
+        counters = self.state.counters
+        if self.supervisor.send(msg):
+            counters.udp_forwarded += 1
+            return
+        if self.supervisor.ready:  # a child that does not read its queue: no point waiting
+            counters.udp_dropped_no_child += 1
+            return
+        now = time.monotonic()
+        while self._early and self._early[0][0] < now - EARLY_MAX_AGE:
+            self._early.popleft()
+            counters.udp_dropped_no_child += 1
+        if len(self._early) < EARLY_QUEUE:
+            self._early.append((now, msg))
+        else:
+            counters.udp_dropped_no_child += 1
 
     def _on_child_down(self) -> None:
         self.requests.child_down()
@@ -212,10 +259,7 @@ class Daemon:
                 continue  # not expressible for the child: never let a datagram end this task
             self.state.peers.record(got.local, got.remote, got.remote_port, got.natt,
                                     time.monotonic())  # fmt: skip
-            if self.supervisor.send(msg):
-                counters.udp_forwarded += 1
-            else:
-                counters.udp_dropped_no_child += 1
+            self._forward(msg)
 
     # -- kernel events ---------------------------------------------------------------------
 
@@ -300,7 +344,6 @@ class Daemon:
                     nursery.start_soon(self._poll_db)
                     for sock in self._sockets:
                         nursery.start_soon(self._receive, sock)
-                    sd_notify("READY=1")
         finally:
             with trio.CancelScope(shield=True):
                 sd_notify("STOPPING=1")
