@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -24,7 +24,14 @@ from ikepriv.parent_kernel.installed import SaEntry
 from ikepriv.parent_kernel.state import ParentState
 from ikepriv.parent_kernel.supervisor import ProtocolViolation
 from ikepriv.parent_kernel.udp import IkeSocket, send
-from ikepriv.parent_kernel.vetting import XFRM_MODE, XFRM_PROTO, Refusal, stats_problem
+from ikepriv.parent_kernel.vetting import (
+    XFRM_MODE,
+    XFRM_PROTO,
+    PolicyRemoval,
+    Refusal,
+    SaRemoval,
+    stats_problem,
+)
 from ikepriv.parent_kernel.xfrm import XfrmError
 
 log = logging.getLogger("ikepriv.parent")
@@ -107,6 +114,24 @@ class ChildRequests:
     def _refuse(self, what: str, refusal: Refusal) -> None:
         self.state.refused(what, refusal.tunnel, refusal.reason)
 
+    def _refuse_result(self, request_id: int, what: str, refusal: Refusal) -> None:
+        """Log and count a refused request answered by a ResultReply."""
+        self._refuse(what, refusal)
+        self._send(m.ResultReply(request_id, refusal.code, _reason(refusal.reason)))
+
+    def _answer_removal(self, request_id: int, what: str,
+                        removal: SaRemoval | PolicyRemoval | Refusal,
+                        installed: Container[object]) -> None:  # fmt: skip
+        """Answer a delete request once the removal (if any) has been attempted: the
+        entry still being in `installed` means the kernel refused to delete it."""
+        if isinstance(removal, Refusal):
+            self._refuse_result(request_id, what, removal)
+        elif removal.entry is not None and removal.key in installed:
+            self._send(m.ResultReply(request_id, ErrorCode.KERNEL_ERROR,
+                                     "kernel refused the delete"))  # fmt: skip
+        else:
+            self._send(m.ResultReply(request_id, ErrorCode.OK, ""))
+
     # -- datagrams -------------------------------------------------------------------------
 
     async def _datagram(self, msg: m.DatagramOut) -> None:
@@ -170,8 +195,7 @@ class ChildRequests:
         async with st.lock:
             plan = st.vetter.sa_add(msg, time.time())
             if isinstance(plan, Refusal):
-                self._refuse("SA", plan)
-                self._send(m.ResultReply(msg.request_id, plan.code, _reason(plan.reason)))
+                self._refuse_result(msg.request_id, "SA", plan)
                 return
             try:
                 operation = st.kernel.update_sa if plan.update else st.kernel.add_sa
@@ -197,17 +221,9 @@ class ChildRequests:
         st = self.state
         async with st.lock:
             removal = st.vetter.sa_delete(msg)
-            if isinstance(removal, Refusal):
-                self._refuse("SA delete", removal)
-                self._send(m.ResultReply(msg.request_id, removal.code, _reason(removal.reason)))
-                return
-            if removal.entry is not None:
+            if not isinstance(removal, Refusal) and removal.entry is not None:
                 await st.remove_sa(removal.entry)
-                if removal.key in st.installed.sas:
-                    self._send(m.ResultReply(msg.request_id, ErrorCode.KERNEL_ERROR,
-                                             "kernel refused the delete"))  # fmt: skip
-                    return
-        self._send(m.ResultReply(msg.request_id, ErrorCode.OK, ""))
+            self._answer_removal(msg.request_id, "SA delete", removal, st.installed.sas)
 
     # -- policies --------------------------------------------------------------------------
 
@@ -216,8 +232,7 @@ class ChildRequests:
         async with st.lock:
             plan = st.vetter.policy_add(msg)
             if isinstance(plan, Refusal):
-                self._refuse("policy", plan)
-                self._send(m.ResultReply(msg.request_id, plan.code, _reason(plan.reason)))
+                self._refuse_result(msg.request_id, "policy", plan)
                 return
             try:
                 operation = st.kernel.update_policy if plan.update else st.kernel.add_policy
@@ -237,17 +252,10 @@ class ChildRequests:
         st = self.state
         async with st.lock:
             removal = st.vetter.policy_delete(msg)
-            if isinstance(removal, Refusal):
-                self._refuse("policy delete", removal)
-                self._send(m.ResultReply(msg.request_id, removal.code, _reason(removal.reason)))
-                return
-            if removal.entry is not None:
+            if not isinstance(removal, Refusal) and removal.entry is not None:
                 await st.remove_policy(removal.entry)
-                if removal.key in st.installed.policies:
-                    self._send(m.ResultReply(msg.request_id, ErrorCode.KERNEL_ERROR,
-                                             "kernel refused the delete"))  # fmt: skip
-                    return
-        self._send(m.ResultReply(msg.request_id, ErrorCode.OK, ""))
+            self._answer_removal(msg.request_id, "policy delete", removal,
+                                 st.installed.policies)
 
     # -- state reports ---------------------------------------------------------------------
 
