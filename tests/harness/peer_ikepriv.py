@@ -14,9 +14,9 @@ whose effect a test asserts (activate, remove, the final listing) go through the
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,13 +27,11 @@ from typing import Any
 
 import tomli_w
 
-from . import netns as nsmod
 from .peers import Peer, PeerError, PeerSpec, register
 
 BIN = Path(sys.executable).parent
 PHASE1_NAME = "gw"
 PHASE2_NAME = "lan"
-UDP_IKE_PORT = 500
 START_TIMEOUT = 60.0
 
 
@@ -129,33 +127,31 @@ class Ikepriv(Peer):
             argv += ["--keylog", str(self.keylog)]
         if self.spec.debug:
             argv.append("--debug")
-        self._spawn(argv, env=self.env, out_name=self.daemon_log.name)
-        self._wait_ready(START_TIMEOUT)
+        notify_path = self.dir / "run" / "notify.sock"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as notify:
+            notify_path.unlink(missing_ok=True)
+            notify.bind(str(notify_path))
+            self._spawn(argv, env={**self.env, "NOTIFY_SOCKET": str(notify_path)},
+                        out_name=self.daemon_log.name)
+            self._wait_ready(notify, START_TIMEOUT)
+        notify_path.unlink(missing_ok=True)
 
-    def _wait_ready(self, timeout: float) -> None:
-        """Ready = UDP 500 bound in the namespace, the control socket answers a list and the
-        negotiator child is in its sandbox (it enters it right before reading its first
-        message). The daemon reports READY=1 before its child runs, and a datagram that
-        arrives before the child does is dropped (the peer's retransmission, 4 s later for
-        charon, would then count as handshake time)."""
+    def _wait_ready(self, notify: socket.socket, timeout: float) -> None:
+        """Ready = the daemon's READY=1 (sd_notify), which it sends once its first child has
+        its configuration: from then on a peer's first datagram is answered."""
         deadline = time.monotonic() + timeout
+        notify.settimeout(0.2)
         while True:
+            try:
+                if b"READY=1" in notify.recv(4096).split(b"\n"):
+                    return
+            except TimeoutError:
+                pass
             if not self.alive():
                 raise PeerError(f"ikeprivd {self.spec.name} exited early\n" + self.log_tail())
-            if (self.control.exists() and self._udp_bound() and self.child_sandboxed()
-                    and self.try_list() is not None):
-                return
             if time.monotonic() > deadline:
                 raise PeerError(f"ikeprivd {self.spec.name}: not ready after {timeout}s\n"
                                 + self.log_tail())
-            time.sleep(0.05)
-
-    def _udp_bound(self) -> bool:
-        """Whether a socket in the daemon's namespace listens on UDP 500 (read in-process)."""
-        want = f":{UDP_IKE_PORT:04X}"
-        with nsmod.in_netns(self.spec.netns) if self.spec.netns else contextlib.nullcontext():
-            lines = Path("/proc/thread-self/net/udp").read_text().splitlines()[1:]
-        return any(ln.split()[1].endswith(want) for ln in lines if len(ln.split()) > 1)
 
     def stop(self) -> None:
         """TERM by PID (the daemon removes its SAs and policies), KILL after a grace period."""
