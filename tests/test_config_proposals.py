@@ -204,3 +204,20 @@ def test_arbitrary_strings_give_a_result_or_a_proposal_error(text: str) -> None:
             parse([text])
         except ProposalError:
             pass
+
+
+def test_no_keyword_means_two_things_in_one_proposal_kind() -> None:
+    """The parsers sort words into algorithm lists by table; a keyword in two tables
+    of one kind would land in both lists."""
+    import itertools
+
+    from ikepriv.config import proposals as p
+
+    kinds = (
+        (p._IKE_CIPHERS, p._HASHES, p._PRFS, p._GROUPS),
+        (p._ESP_CIPHERS, p._INTEGRITY, p._GROUPS, p._ESN),
+        (p._INTEGRITY, p._GROUPS, p._ESN),
+    )
+    for tables in kinds:
+        for a, b in itertools.combinations(tables, 2):
+            assert not set(a) & set(b)

@@ -14,7 +14,7 @@ back to equal values.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -243,6 +243,22 @@ def _tokens(text: str, what: str) -> list[str]:
     return out
 
 
+def _words(
+    text: str, what: str, tables: Sequence[Mapping[str, object]], accepted: Iterable[Iterable[str]]
+) -> list[str]:
+    """The proposal's keywords, each known to one of `tables`; the tables of one
+    proposal kind share no keyword, so _pick can sort the words by table."""
+    words = _tokens(text, what)
+    for word in words:
+        if not any(word in table for table in tables):
+            raise _unknown(word, text, what, accepted)
+    return words
+
+
+def _pick(words: Iterable[str], table: Mapping[str, _T]) -> list[_T]:
+    return [table[word] for word in words if word in table]
+
+
 def _unknown(word: str, text: str, what: str, accepted: Iterable[Iterable[str]]) -> ProposalError:
     hint = ""
     if word in _ESP_CIPHERS and what == "IKE":
@@ -277,22 +293,12 @@ def _bounded(items: tuple[_T, ...], what: str) -> tuple[_T, ...]:
 
 def parse_ike_proposal(text: str) -> tuple[IkeProposal, ...]:
     """One strongSwan IKE proposal string, expanded into IKEv1 phase 1 transforms."""
-    ciphers: list[tuple[IkeEncryption, int | None]] = []
-    hashes: list[IkeHash] = []
-    prfs: list[IkeHash] = []
-    groups: list[GroupId] = []
     accepted = [_IKE_CIPHER_NAME.values(), _HASH_NAME.values(), _GROUP_NAME.values()]
-    for word in _tokens(text, "IKE"):
-        if word in _IKE_CIPHERS:
-            ciphers.append(_IKE_CIPHERS[word])
-        elif word in _HASHES:
-            hashes.append(_HASHES[word])
-        elif word in _PRFS:
-            prfs.append(_PRFS[word])
-        elif word in _GROUPS:
-            groups.append(_GROUPS[word])
-        else:
-            raise _unknown(word, text, "IKE", accepted)
+    words = _words(text, "IKE", (_IKE_CIPHERS, _HASHES, _PRFS, _GROUPS), accepted)
+    ciphers = _pick(words, _IKE_CIPHERS)
+    hashes = _pick(words, _HASHES)
+    prfs = _pick(words, _PRFS)
+    groups = _pick(words, _GROUPS)
     if prfs and hashes and _dedupe(prfs) != _dedupe(hashes):
         raise ProposalError(
             f"IKE proposal {text!r}: IKEv1 uses one hash as integrity and prf, "
@@ -310,22 +316,12 @@ def parse_ike_proposal(text: str) -> tuple[IkeProposal, ...]:
 
 def parse_esp_proposal(text: str) -> tuple[EspProposal, ...]:
     """One strongSwan ESP proposal string, expanded into IKEv1 ESP transforms."""
-    ciphers: list[tuple[EspTransformId, int | None]] = []
-    integs: list[AuthAlgorithm] = []
-    groups: list[GroupId] = []
-    esns: list[bool] = []
     accepted = [_ESP_CIPHER_NAME.values(), _INTEGRITY_NAME.values(), _GROUP_NAME.values()]
-    for word in _tokens(text, "ESP"):
-        if word in _ESP_CIPHERS:
-            ciphers.append(_ESP_CIPHERS[word])
-        elif word in _INTEGRITY:
-            integs.append(_INTEGRITY[word])
-        elif word in _GROUPS:
-            groups.append(_GROUPS[word])
-        elif word in _ESN:
-            esns.append(_ESN[word])
-        else:
-            raise _unknown(word, text, "ESP", accepted)
+    words = _words(text, "ESP", (_ESP_CIPHERS, _INTEGRITY, _GROUPS, _ESN), accepted)
+    ciphers = _pick(words, _ESP_CIPHERS)
+    integs = _pick(words, _INTEGRITY)
+    groups = _pick(words, _GROUPS)
+    esns = _pick(words, _ESN)
     if not ciphers:
         raise ProposalError(f"ESP proposal {text!r} names no encryption algorithm")
     aead = [c for c in ciphers if c[0] in _AEAD]
@@ -351,19 +347,11 @@ def parse_esp_proposal(text: str) -> tuple[EspProposal, ...]:
 
 def parse_ah_proposal(text: str) -> tuple[AhProposal, ...]:
     """One strongSwan AH proposal string (integrity algorithms, optional DH group)."""
-    integs: list[AuthAlgorithm] = []
-    groups: list[GroupId] = []
-    esns: list[bool] = []
     accepted = [_INTEGRITY_NAME.values(), _GROUP_NAME.values()]
-    for word in _tokens(text, "AH"):
-        if word in _INTEGRITY:
-            integs.append(_INTEGRITY[word])
-        elif word in _GROUPS:
-            groups.append(_GROUPS[word])
-        elif word in _ESN:
-            esns.append(_ESN[word])
-        else:
-            raise _unknown(word, text, "AH", accepted)
+    words = _words(text, "AH", (_INTEGRITY, _GROUPS, _ESN), accepted)
+    integs = _pick(words, _INTEGRITY)
+    groups = _pick(words, _GROUPS)
+    esns = _pick(words, _ESN)
     if not integs:
         raise ProposalError(f"AH proposal {text!r} names no integrity algorithm")
     group_options: list[GroupId | None] = list(groups) or [None]
