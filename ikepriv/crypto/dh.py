@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from cryptography.exceptions import UnsupportedAlgorithm as _CryptographyUnsupported
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
@@ -227,6 +227,43 @@ if os.environ.get(MODP_IMPL_ENV):
     set_modp_impl(os.environ[MODP_IMPL_ENV])
 
 
+# ---- keys held by the cryptography library ---------------------------------
+
+_G = TypeVar("_G", EcpGroup, X25519Group)
+_K = TypeVar("_K", ec.EllipticCurvePrivateKey, x25519.X25519PrivateKey)
+
+
+class _LibraryKey(Generic[_G, _K]):
+    """A private key the cryptography library holds: wiping can only drop our
+    reference to it, after which `shared` refuses."""
+
+    __slots__ = ("_group", "_key", "_public")
+
+    def __init__(self, grp: _G, key: _K, public: bytes) -> None:
+        self._group: _G = grp
+        self._key: _K | None = key
+        self._public = public
+
+    @property
+    def group_id(self) -> GroupId:
+        return self._group.group_id
+
+    @property
+    def public(self) -> bytes:
+        return self._public
+
+    def shared(self, peer_public: bytes) -> bytes:
+        if self._key is None:
+            raise DHError("private key was wiped")
+        return self._exchange(self._key, peer_public)
+
+    def _exchange(self, key: _K, peer_public: bytes) -> bytes:
+        raise NotImplementedError
+
+    def wipe(self) -> None:
+        self._key = None
+
+
 # ---- ECP (cryptography) ----------------------------------------------------
 
 _RFC5903_PREFIX_NOTE = "IKEv1 ECP KE data is x | y without the 0x04 byte (RFC 5903 errata)"
@@ -248,11 +285,10 @@ def _load_ecp(grp: EcpGroup, peer: bytes) -> ec.EllipticCurvePublicKey:
         raise DHError("ECP public value is not a point on the curve") from None
 
 
-class _EcpKey:
-    __slots__ = ("_group", "_key", "_public")
+class _EcpKey(_LibraryKey[EcpGroup, ec.EllipticCurvePrivateKey]):
+    __slots__ = ()
 
     def __init__(self, grp: EcpGroup, random_bytes: RandomBytes) -> None:
-        self._group = grp
         bits = grp.order.bit_length()
         nbytes = (bits + 7) // 8
         for _ in range(_MAX_DRAWS):
@@ -261,33 +297,20 @@ class _EcpKey:
                 break
         else:
             raise DHError("random source keeps returning values outside the curve order")
-        self._key: ec.EllipticCurvePrivateKey | None = ec.derive_private_key(d, grp.curve)
+        key = ec.derive_private_key(d, grp.curve)
         del d
-        point = self._key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
-        self._public = point[1:]
+        point = key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+        super().__init__(grp, key, point[1:])
 
-    @property
-    def group_id(self) -> GroupId:
-        return self._group.group_id
-
-    @property
-    def public(self) -> bytes:
-        return self._public
-
-    def shared(self, peer_public: bytes) -> bytes:
-        if self._key is None:
-            raise DHError("private key was wiped")
+    def _exchange(self, key: ec.EllipticCurvePrivateKey, peer_public: bytes) -> bytes:
         peer = _load_ecp(self._group, peer_public)
         try:
-            secret = self._key.exchange(ec.ECDH(), peer)
+            secret = key.exchange(ec.ECDH(), peer)
         except ValueError:
             raise DHError("ECDH failed on the peer public value") from None
         if len(secret) != self._group.coordinate_length:
             raise DHError("ECDH returned a secret of unexpected length")
         return secret
-
-    def wipe(self) -> None:
-        self._key = None
 
 
 # ---- Curve25519 (cryptography) ---------------------------------------------
@@ -299,39 +322,23 @@ def _load_x25519(grp: X25519Group, peer: bytes) -> x25519.X25519PublicKey:
     return x25519.X25519PublicKey.from_public_bytes(peer)
 
 
-class _X25519Key:
-    __slots__ = ("_group", "_key", "_public")
+class _X25519Key(_LibraryKey[X25519Group, x25519.X25519PrivateKey]):
+    __slots__ = ()
 
     def __init__(self, grp: X25519Group, random_bytes: RandomBytes) -> None:
-        self._group = grp
-        self._key: x25519.X25519PrivateKey | None = x25519.X25519PrivateKey.from_private_bytes(
-            _draw(random_bytes, 32)
-        )
-        self._public = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        key = x25519.X25519PrivateKey.from_private_bytes(_draw(random_bytes, 32))
+        super().__init__(grp, key, key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
 
-    @property
-    def group_id(self) -> GroupId:
-        return self._group.group_id
-
-    @property
-    def public(self) -> bytes:
-        return self._public
-
-    def shared(self, peer_public: bytes) -> bytes:
-        if self._key is None:
-            raise DHError("private key was wiped")
+    def _exchange(self, key: x25519.X25519PrivateKey, peer_public: bytes) -> bytes:
         peer = _load_x25519(self._group, peer_public)
         try:
-            secret = self._key.exchange(peer)
+            secret = key.exchange(peer)
         except ValueError:
             # OpenSSL refuses an all-zero result: the peer sent a low-order point.
             raise DHError("Curve25519 shared secret is all zero (low-order peer point)") from None
         if not any(secret):  # belt and braces, should OpenSSL ever stop refusing
             raise DHError("Curve25519 shared secret is all zero (low-order peer point)")
         return secret
-
-    def wipe(self) -> None:
-        self._key = None
 
 
 # ---- Dispatch --------------------------------------------------------------
