@@ -11,9 +11,9 @@ import ipaddress
 from collections.abc import Callable
 from typing import Any
 
+from ikepriv import isakmp
 from ikepriv.dump.session import Record
 from ikepriv.dump.vendor_ids import vendor_id_name
-from ikepriv.isakmp.attributes import Attribute
 from ikepriv.isakmp.constants import (
     IkeAttr,
     IpsecAttr,
@@ -21,39 +21,15 @@ from ikepriv.isakmp.constants import (
     NotifyType,
     ProtocolId,
 )
-from ikepriv.isakmp.identity import IdPayload, NatOaPayload
-from ikepriv.isakmp.message import Payload
-from ikepriv.isakmp.modecfg import AttributePayload
-from ikepriv.isakmp.names import (
-    attribute_name,
-    attribute_value_name,
-    notify_type_name,
-    number_name,
-    payload_type_name,
-    transform_id_name,
-)
-from ikepriv.isakmp.notify import DeletePayload, NotifyPayload
-from ikepriv.isakmp.payloads import (
-    CertPayload,
-    CertRequestPayload,
-    HashPayload,
-    KePayload,
-    NatDPayload,
-    NoncePayload,
-    SigPayload,
-    UnknownPayload,
-    VendorIdPayload,
-)
-from ikepriv.isakmp.sa import SAPayload
 
 Json = dict[str, Any]
 
 
-def _attribute(protocol: int, attr: Attribute) -> Json:
-    out: Json = {"type": attribute_name(protocol, attr.type), "class": attr.type}
+def _attribute(protocol: int, attr: isakmp.Attribute) -> Json:
+    out: Json = {"type": isakmp.attribute_name(protocol, attr.type), "class": attr.type}
     if isinstance(attr.value, int):
         out["value"] = attr.value
-        name = attribute_value_name(protocol, attr.type, attr.value)
+        name = isakmp.attribute_value_name(protocol, attr.type, attr.value)
         if name is not None:
             out["name"] = name
     else:
@@ -65,7 +41,7 @@ def _attribute(protocol: int, attr: Attribute) -> Json:
     return out
 
 
-def _sa(p: SAPayload) -> Json:
+def _sa(p: isakmp.SAPayload) -> Json:
     return {
         "doi": p.doi,
         "situation": p.situation,
@@ -77,7 +53,7 @@ def _sa(p: SAPayload) -> Json:
                 "transforms": [
                     {
                         "number": t.number,
-                        "id": transform_id_name(prop.protocol_id, t.transform_id),
+                        "id": isakmp.transform_id_name(prop.protocol_id, t.transform_id),
                         "transform_id": t.transform_id,
                         "attributes": [_attribute(prop.protocol_id, a) for a in t.attributes],
                     }
@@ -89,7 +65,7 @@ def _sa(p: SAPayload) -> Json:
     }
 
 
-def _id_value(p: IdPayload) -> str:
+def _id_value(p: isakmp.IdPayload) -> str:
     try:
         value = p.value
     except ValueError:
@@ -101,7 +77,7 @@ def _id_value(p: IdPayload) -> str:
     return str(value)
 
 
-def _id(p: IdPayload) -> Json:
+def _id(p: isakmp.IdPayload) -> Json:
     return {
         "id_type": p.id_type.name,
         "protocol": p.protocol,
@@ -110,12 +86,12 @@ def _id(p: IdPayload) -> Json:
     }
 
 
-def _notify(p: NotifyPayload) -> Json:
+def _notify(p: isakmp.NotifyPayload) -> Json:
     out: Json = {
         "doi": p.doi,
-        "protocol": number_name(ProtocolId, p.protocol_id),
+        "protocol": isakmp.number_name(ProtocolId, p.protocol_id),
         "spi": p.spi.hex(),
-        "notify_type": notify_type_name(p.notify_type),
+        "notify_type": isakmp.notify_type_name(p.notify_type),
         "notify_number": p.notify_type,
         "data": p.data.hex(),
     }
@@ -124,7 +100,7 @@ def _notify(p: NotifyPayload) -> Json:
     return out
 
 
-def _delete(p: DeletePayload) -> Json:
+def _delete(p: isakmp.DeletePayload) -> Json:
     return {
         "doi": p.doi,
         "protocol": p.protocol_id.name,
@@ -133,29 +109,38 @@ def _delete(p: DeletePayload) -> Json:
     }
 
 
-def _vendor_id(p: VendorIdPayload) -> Json:
+def _vendor_id(p: isakmp.VendorIdPayload) -> Json:
     return {"data": p.data.hex(), "name": vendor_id_name(p.data)}
 
 
-def _data(p: KePayload | HashPayload | SigPayload | NoncePayload | NatDPayload) -> Json:
+_DataPayload = (
+    isakmp.KePayload
+    | isakmp.HashPayload
+    | isakmp.SigPayload
+    | isakmp.NoncePayload
+    | isakmp.NatDPayload
+)
+
+
+def _data(p: _DataPayload) -> Json:
     return {"length": len(p.data), "data": p.data.hex()}
 
 
-def _nat_oa(p: NatOaPayload) -> Json:
+def _nat_oa(p: isakmp.NatOaPayload) -> Json:
     return {"id_type": p.id_type.name, "address": str(p.address)}
 
 
-def _cert(p: CertPayload) -> Json:
+def _cert(p: isakmp.CertPayload) -> Json:
     return {"encoding": p.encoding, "length": len(p.data), "data": p.data.hex()}
 
 
-def _cr(p: CertRequestPayload) -> Json:
+def _cr(p: isakmp.CertRequestPayload) -> Json:
     return {"encoding": p.encoding, "authority": p.authority.hex()}
 
 
-def _modecfg(p: AttributePayload) -> Json:
+def _modecfg(p: isakmp.AttributePayload) -> Json:
     return {
-        "cfg_type": number_name(ModeCfgType, p.cfg_type),
+        "cfg_type": isakmp.number_name(ModeCfgType, p.cfg_type),
         "identifier": p.identifier,
         "attributes": [
             {"class": a.type, "value": a.value}
@@ -166,32 +151,32 @@ def _modecfg(p: AttributePayload) -> Json:
     }
 
 
-def _unknown(p: UnknownPayload) -> Json:
+def _unknown(p: isakmp.UnknownPayload) -> Json:
     return {"length": len(p.body), "data": p.body.hex()}
 
 
 # Payload class -> its fields. Every class the codec produces is listed.
 _PAYLOAD_FIELDS: dict[type, Callable[[Any], Json]] = {
-    SAPayload: _sa,
-    KePayload: _data,
-    IdPayload: _id,
-    CertPayload: _cert,
-    CertRequestPayload: _cr,
-    HashPayload: _data,
-    SigPayload: _data,
-    NoncePayload: _data,
-    NotifyPayload: _notify,
-    DeletePayload: _delete,
-    VendorIdPayload: _vendor_id,
-    AttributePayload: _modecfg,
-    NatDPayload: _data,
-    NatOaPayload: _nat_oa,
-    UnknownPayload: _unknown,
+    isakmp.SAPayload: _sa,
+    isakmp.KePayload: _data,
+    isakmp.IdPayload: _id,
+    isakmp.CertPayload: _cert,
+    isakmp.CertRequestPayload: _cr,
+    isakmp.HashPayload: _data,
+    isakmp.SigPayload: _data,
+    isakmp.NoncePayload: _data,
+    isakmp.NotifyPayload: _notify,
+    isakmp.DeletePayload: _delete,
+    isakmp.VendorIdPayload: _vendor_id,
+    isakmp.AttributePayload: _modecfg,
+    isakmp.NatDPayload: _data,
+    isakmp.NatOaPayload: _nat_oa,
+    isakmp.UnknownPayload: _unknown,
 }
 
 
-def payload_dict(payload: Payload) -> Json:
-    out: Json = {"type": payload_type_name(payload.payload_type)}
+def payload_dict(payload: isakmp.Payload) -> Json:
+    out: Json = {"type": isakmp.payload_type_name(payload.payload_type)}
     out.update(_PAYLOAD_FIELDS[type(payload)](payload))
     return out
 
