@@ -234,13 +234,16 @@ def _string_list(value: object) -> list[str]:
     return items
 
 
-def _psk(value: object) -> bytes:
-    key = _expect(value, str, "a string").encode()
+def _psk_bounded(key: bytes) -> bytes:
     if not key:
         raise ValueError("must not be empty")
     if len(key) > MAX_PSK_BYTES:
         raise ValueError(f"longer than {MAX_PSK_BYTES} bytes")
     return key
+
+
+def _psk(value: object) -> bytes:
+    return _psk_bounded(_expect(value, str, "a string").encode())
 
 
 def _psk_hex(value: object) -> bytes:
@@ -249,11 +252,7 @@ def _psk_hex(value: object) -> bytes:
         key = bytes.fromhex(text)
     except ValueError:
         raise ValueError("is not hexadecimal (an even number of 0-9 a-f digits)") from None
-    if not key:
-        raise ValueError("must not be empty")
-    if len(key) > MAX_PSK_BYTES:
-        raise ValueError(f"longer than {MAX_PSK_BYTES} bytes")
-    return key
+    return _psk_bounded(key)
 
 
 def _protocol(value: object) -> int:
