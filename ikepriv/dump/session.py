@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from ikepriv.crypto.ciphers import IkeCipher, key_length_bytes
 from ikepriv.crypto.errors import CryptoError
@@ -68,6 +69,9 @@ from ikepriv.isakmp.payloads import (
     UnknownPayload,
 )
 from ikepriv.isakmp.sa import Proposal, SAPayload
+
+_T = TypeVar("_T")
+_P = TypeVar("_P", bound=Payload)
 
 MAX_SAS = 1024  # ISAKMP SAs tracked at once (oldest dropped): bounds memory on huge captures
 MAX_SEEN = 256  # distinct messages remembered per SA for retransmission detection
@@ -210,8 +214,21 @@ def check_payload_types(record: Record) -> None:
             )
 
 
-def _first(payloads: tuple[Payload, ...], kind: type[Payload]) -> Payload | None:
+def _first(payloads: tuple[Payload, ...], kind: type[_P]) -> _P | None:
     return next((p for p in payloads if isinstance(p, kind)), None)
+
+
+def _fill(slots: tuple[_T | None, _T | None], value: _T | None) -> tuple[_T | None, _T | None]:
+    """Phase 1 sends each of these payloads once per side, initiator first: a value
+    fills the first empty slot of the pair, and is dropped once both are known."""
+    first, second = slots
+    if value is None:
+        return slots
+    if first is None:
+        return value, second
+    if second is None:
+        return first, value
+    return slots
 
 
 def _shared_secret_length(group: int | None, ke_length: int) -> int:
@@ -349,30 +366,15 @@ class Dumper:
         self._verify_phase1(sa, record, record.payloads, responder=is_response)
 
     def _learn_phase1(self, sa: _IkeSa, payloads: tuple[Payload, ...]) -> None:
-        sa_payload = _first(payloads, SAPayload)
-        if isinstance(sa_payload, SAPayload):
-            if sa.sa_i is None:
-                sa.sa_i = sa_payload
-            elif sa.sa_r is None:
-                sa.sa_r = sa_payload
         ke = _first(payloads, KePayload)
-        if isinstance(ke, KePayload):
-            if sa.g_xi is None:
-                sa.g_xi = ke.data
-            elif sa.g_xr is None:
-                sa.g_xr = ke.data
         nonce = _first(payloads, NoncePayload)
-        if isinstance(nonce, NoncePayload):
-            if sa.ni_b is None:
-                sa.ni_b = nonce.data
-            elif sa.nr_b is None:
-                sa.nr_b = nonce.data
         ident = _first(payloads, IdPayload)
-        if isinstance(ident, IdPayload):
-            if sa.idii_b is None:
-                sa.idii_b = ident.body
-            elif sa.idir_b is None:
-                sa.idir_b = ident.body
+        sa.sa_i, sa.sa_r = _fill((sa.sa_i, sa.sa_r), _first(payloads, SAPayload))
+        sa.g_xi, sa.g_xr = _fill((sa.g_xi, sa.g_xr), ke.data if ke is not None else None)
+        sa.ni_b, sa.nr_b = _fill((sa.ni_b, sa.nr_b), nonce.data if nonce is not None else None)
+        sa.idii_b, sa.idir_b = _fill(
+            (sa.idii_b, sa.idir_b), ident.body if ident is not None else None
+        )
 
     def _chosen(self, sa: _IkeSa) -> dict[int, int | bytes]:
         assert sa.sa_r is not None
