@@ -1,6 +1,7 @@
 """What Main Mode and Aggressive Mode share: building the ISAKMP SA record of either role,
-the SKEYID round trip to the parent and the keys derived from it, HASH_I/HASH_R over the
-SA's own values, the end of a successful exchange, and the dispatch of a phase 1 message.
+checking the responder's SA choice, the Diffie-Hellman step of either role, the SKEYID
+round trip to the parent and the keys derived from it, HASH_I/HASH_R over the SA's own
+values, the end of a successful exchange, and the dispatch of a phase 1 message.
 
 The two modules differ in which message carries what; everything here is the same logic
 in both, so a fix lands in one place.
@@ -13,11 +14,20 @@ from typing import TYPE_CHECKING
 
 from ikepriv.child_negotiator import informational
 from ikepriv.child_negotiator.cookies import ZERO_COOKIE
-from ikepriv.child_negotiator.proposals import IkeChoice, ike_choices, ike_lifetime, ike_sa_payload
+from ikepriv.child_negotiator.proposals import (
+    IkeChoice,
+    check_ike_reply,
+    ike_choices,
+    ike_lifetime,
+    ike_sa_payload,
+)
 from ikepriv.child_negotiator.retransmit import Seen
 from ikepriv.child_negotiator.sa_table import IsakmpSa, P1State
+from ikepriv.crypto import dh
 from ikepriv.crypto.ciphers import IkeCipher, key_length_bytes
+from ikepriv.crypto.errors import CryptoError
 from ikepriv.crypto.oakley import IvChain, derive_phase1_keys, hash_i, hash_r
+from ikepriv.crypto.prf import digests_equal
 from ikepriv.ipc.messages import (
     Endpoint,
     ErrorCode,
@@ -30,6 +40,8 @@ from ikepriv.ipc.messages import (
 from ikepriv.isakmp import (
     IdPayload,
     IsakmpError,
+    KePayload,
+    NoncePayload,
     NotifyPayload,
     Payload,
     SAPayload,
@@ -37,7 +49,7 @@ from ikepriv.isakmp import (
     build_message,
     encode_message,
 )
-from ikepriv.isakmp.constants import ExchangeType, NotifyType
+from ikepriv.isakmp.constants import ExchangeType, GroupId, NotifyType
 
 if TYPE_CHECKING:
     from ikepriv.child_negotiator.engine import Inbound, Negotiator
@@ -230,6 +242,78 @@ def responder_hash(sa: IsakmpSa, id_body: bytes) -> bytes:
     return hash_r(
         sa.choice.hash, k.skeyid, sa.g_xi, sa.g_xr, sa.icookie, sa.rcookie, sa.sa_i_body, id_body
     )
+
+
+def check_initiator_hash(core: Negotiator, sa: IsakmpSa, id_body: bytes, received: bytes) -> bool:
+    """Whether the initiator's HASH_I verifies; a responder that says no counts, logs and
+    tells the peer."""
+    if digests_equal(initiator_hash(sa, id_body), received):
+        return True
+    core.counters.dropped_auth += 1
+    core.log(
+        LogLevel.WARNING,
+        f"phase 1 {sa.definition.name}: HASH_I from {sa.remote.addr} does not verify",
+    )
+    notify(core, sa, NotifyType.AUTHENTICATION_FAILED)
+    return False
+
+
+# ------------------------------------------------------------------------------ SA and KE
+
+
+def accept_reply(
+    core: Negotiator, sa: IsakmpSa, sa_reply: SAPayload, rcookie: bytes
+) -> IkeChoice | None:
+    """The transform the responder chose; None if it is not one we offered (counted,
+    told to the responder, and the SA failed)."""
+    choice = check_ike_reply(sa.offered, sa_reply)
+    if choice is None:
+        core.counters.dropped_policy += 1
+        core.notify_clear(
+            sa.local, sa.remote, sa.natt, sa.icookie, rcookie, NotifyType.NO_PROPOSAL_CHOSEN
+        )
+        core.fail_isakmp(sa, "responder chose a proposal we did not offer")
+    return choice
+
+
+def initiator_dh(core: Negotiator, sa: IsakmpSa, ke: KePayload, nonce: NoncePayload) -> bool:
+    """Take the responder's KE and nonce: g^xy from our key, which is then wiped. False
+    (counted as malformed, our key kept) if the KE is not a valid public value."""
+    assert sa.dh is not None
+    try:
+        g_xy = sa.dh.shared(ke.data)
+    except CryptoError:
+        core.counters.dropped_malformed += 1
+        return False
+    sa.g_xr, sa.nr, sa.g_xy = ke.data, nonce.data, g_xy
+    sa.dh.wipe()
+    sa.dh = None
+    return True
+
+
+def responder_dh(core: Negotiator, group: GroupId, ke: KePayload) -> tuple[bytes, bytes] | None:
+    """Our public value and g^xy for the initiator's KE, from a private key used once and
+    wiped; None (counted as malformed) if the KE is not a valid public value."""
+    try:
+        dh.validate_public(group, ke.data)
+        key = dh.generate(group, core.random)
+        g_xy = key.shared(ke.data)
+    except CryptoError:
+        core.counters.dropped_malformed += 1
+        return None
+    g_xr = key.public
+    key.wipe()
+    return g_xr, g_xy
+
+
+def take_initiator_values(
+    core: Negotiator, sa: IsakmpSa, ke: KePayload, nonce: NoncePayload, ours: tuple[bytes, bytes]
+) -> None:
+    """A responder's record of the initiator's KE and nonce, its own public value and
+    g^xy (from responder_dh), and a fresh nonce of its own."""
+    sa.g_xi, sa.ni = ke.data, nonce.data
+    sa.g_xr, sa.g_xy = ours
+    sa.nr = core.nonce()
 
 
 # ------------------------------------------------------------------------------ outcome

@@ -28,11 +28,10 @@ from typing import TYPE_CHECKING
 from ikepriv.child_negotiator import phase1
 from ikepriv.child_negotiator.identities import phase1_id, phase1_id_matches
 from ikepriv.child_negotiator.phase1 import notify, plain, single
-from ikepriv.child_negotiator.proposals import check_ike_reply, parse_ike_transform, select_ike
+from ikepriv.child_negotiator.proposals import parse_ike_transform, select_ike
 from ikepriv.child_negotiator.sa_table import IsakmpSa, P1State
 from ikepriv.child_negotiator.wire import OpenError, open_message, seal
 from ikepriv.crypto import dh
-from ikepriv.crypto.errors import CryptoError
 from ikepriv.crypto.prf import digests_equal
 from ikepriv.ipc.messages import Endpoint, LogLevel, Phase1Def
 from ikepriv.isakmp import (
@@ -118,20 +117,11 @@ def _on_am2(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
     ):
         core.counters.dropped_unexpected += 1
         return
-    assert sa.dh is not None
     rcookie = inb.message.header.rcookie
-    choice = check_ike_reply(sa.offered, sa_reply)
+    choice = phase1.accept_reply(core, sa, sa_reply, rcookie)
     if choice is None:
-        core.counters.dropped_policy += 1
-        core.notify_clear(
-            sa.local, sa.remote, sa.natt, sa.icookie, rcookie, NotifyType.NO_PROPOSAL_CHOSEN
-        )
-        core.fail_isakmp(sa, "responder chose a proposal we did not offer")
         return
-    try:
-        g_xy = sa.dh.shared(ke.data)
-    except CryptoError:
-        core.counters.dropped_malformed += 1
+    if not phase1.initiator_dh(core, sa, ke, nonce):
         core.notify_clear(
             sa.local, sa.remote, sa.natt, sa.icookie, rcookie, NotifyType.INVALID_KEY_INFORMATION
         )
@@ -139,9 +129,6 @@ def _on_am2(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
     core.sas.bind_rcookie(sa, rcookie)
     sa.choice = choice
     sa.peer_vendor_ids = phase1.peer_vendor_ids(payloads)
-    sa.g_xr, sa.nr, sa.g_xy = ke.data, nonce.data, g_xy
-    sa.dh.wipe()
-    sa.dh = None
     st = _state(sa)
     st.peer_id, st.peer_hash = idp, hp.data
     sa.flight.accepted(inb.digest)  # AM2 arrived: AM1 needs no more resending
@@ -248,19 +235,12 @@ def on_first_message(core: Negotiator, inb: Inbound) -> None:
         refuse(NotifyType.NO_PROPOSAL_CHOSEN)
         return
     proposal, choice = selected
-    try:
-        dh.validate_public(choice.group, ke.data)
-        key = dh.generate(choice.group, core.random)
-        g_xy = key.shared(ke.data)
-    except CryptoError:
-        core.counters.dropped_malformed += 1
+    ours = phase1.responder_dh(core, choice.group, ke)
+    if ours is None:
         refuse(NotifyType.INVALID_KEY_INFORMATION)
         return
     sa = phase1.new_responder(core, inb, d, P1State.R_AM_SKEYID_WAIT, rcookie, choice, offer)
-    sa.g_xi, sa.ni, sa.g_xy = ke.data, nonce.data, g_xy
-    sa.g_xr = key.public
-    key.wipe()
-    sa.nr = core.nonce()
+    phase1.take_initiator_values(core, sa, ke, nonce, ours)
     sa.extensions[EXTENSION] = AmState(phase1_id(d.local_id), idp, reply_proposal=proposal)
     core.add_isakmp(sa)
     sa.flight.accepted(inb.digest)
@@ -300,13 +280,7 @@ def _on_am3(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
     if not isinstance(hp, HashPayload):
         core.counters.dropped_malformed += 1
         return
-    if not digests_equal(phase1.initiator_hash(sa, st.peer_id.body), hp.data):
-        core.counters.dropped_auth += 1
-        core.log(
-            LogLevel.WARNING,
-            f"phase 1 {sa.definition.name}: HASH_I from {sa.remote.addr} does not verify",
-        )
-        notify(core, sa, NotifyType.AUTHENTICATION_FAILED)
+    if not phase1.check_initiator_hash(core, sa, st.peer_id.body, hp.data):
         return
     if inb.message.encrypted:
         sa.iv.advance(0, inb.message.ciphertext)

@@ -22,11 +22,10 @@ from typing import TYPE_CHECKING
 from ikepriv.child_negotiator import phase1
 from ikepriv.child_negotiator.identities import phase1_id, phase1_id_matches
 from ikepriv.child_negotiator.phase1 import notify, plain, single
-from ikepriv.child_negotiator.proposals import check_ike_reply, select_ike
+from ikepriv.child_negotiator.proposals import select_ike
 from ikepriv.child_negotiator.sa_table import IsakmpSa, P1State
 from ikepriv.child_negotiator.wire import OpenError, open_message, seal
 from ikepriv.crypto import dh
-from ikepriv.crypto.errors import CryptoError
 from ikepriv.crypto.prf import digests_equal
 from ikepriv.ipc.messages import Endpoint, LogLevel, Phase1Def
 from ikepriv.isakmp import (
@@ -79,18 +78,8 @@ def _on_mm2(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
     if inb.message.encrypted or not isinstance(sa_reply, SAPayload):
         core.counters.dropped_unexpected += 1
         return
-    choice = check_ike_reply(sa.offered, sa_reply)
+    choice = phase1.accept_reply(core, sa, sa_reply, inb.message.header.rcookie)
     if choice is None:
-        core.counters.dropped_policy += 1
-        core.notify_clear(
-            sa.local,
-            sa.remote,
-            sa.natt,
-            sa.icookie,
-            inb.message.header.rcookie,
-            NotifyType.NO_PROPOSAL_CHOSEN,
-        )
-        core.fail_isakmp(sa, "responder chose a proposal we did not offer")
         return
     core.sas.bind_rcookie(sa, inb.message.header.rcookie)
     sa.choice = choice
@@ -111,16 +100,9 @@ def _on_mm4(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
         core.counters.dropped_unexpected += 1
         return
     ke, nonce = found
-    assert sa.dh is not None
-    try:
-        g_xy = sa.dh.shared(ke.data)
-    except CryptoError:
-        core.counters.dropped_malformed += 1
+    if not phase1.initiator_dh(core, sa, ke, nonce):
         notify(core, sa, NotifyType.INVALID_KEY_INFORMATION)
         return
-    sa.g_xr, sa.nr, sa.g_xy = ke.data, nonce.data, g_xy
-    sa.dh.wipe()
-    sa.dh = None
     core.hooks.on_ke_payloads(sa, payloads, inb)
     sa.flight.accepted(inb.digest)  # MM4 arrived: MM3 needs no more resending
     sa.state = P1State.I_SKEYID_WAIT
@@ -215,18 +197,11 @@ def _on_mm3(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
         return
     ke, nonce = found
     assert sa.choice is not None
-    try:
-        dh.validate_public(sa.choice.group, ke.data)
-        key = dh.generate(sa.choice.group, core.random)
-        g_xy = key.shared(ke.data)
-    except CryptoError:
-        core.counters.dropped_malformed += 1
+    ours = phase1.responder_dh(core, sa.choice.group, ke)
+    if ours is None:
         notify(core, sa, NotifyType.INVALID_KEY_INFORMATION)
         return
-    sa.g_xi, sa.ni, sa.g_xy = ke.data, nonce.data, g_xy
-    sa.g_xr = key.public
-    key.wipe()
-    sa.nr = core.nonce()
+    phase1.take_initiator_values(core, sa, ke, nonce, ours)
     core.hooks.on_ke_payloads(sa, payloads, inb)
     sa.flight.accepted(inb.digest)
     sa.state = P1State.R_KE_SENT
@@ -276,13 +251,7 @@ def _on_mm5(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
         notify(core, sa, NotifyType.PAYLOAD_MALFORMED)
         return
     assert sa.iv is not None
-    if not digests_equal(phase1.initiator_hash(sa, idp.body), hp.data):
-        core.counters.dropped_auth += 1
-        core.log(
-            LogLevel.WARNING,
-            f"phase 1 {sa.definition.name}: HASH_I from {sa.remote.addr} does not verify",
-        )
-        notify(core, sa, NotifyType.AUTHENTICATION_FAILED)
+    if not phase1.check_initiator_hash(core, sa, idp.body, hp.data):
         return
     sa.iv.advance(0, inb.message.ciphertext)
     sa.flight.accepted(inb.digest)
