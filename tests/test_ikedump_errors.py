@@ -10,27 +10,12 @@ from pathlib import Path
 
 import dpkt
 import pytest
+from capture_data import DATA, PSK, frames, read_keys
 
 from ikepriv.cli.ikedump import main
 
-DATA = Path(__file__).resolve().parent / "data"
 IKEDUMP = Path(sys.executable).with_name("ikedump")
-PSK = "lab-ikev1-psk-0123456789"
 ETH_IP_UDP = 14 + 20 + 8
-
-
-def read_keys(name: str) -> dict[str, str]:
-    out = {}
-    for line in (DATA / f"{name}.keys").read_text().splitlines():
-        key, sep, value = line.partition("=")
-        if sep and not line.startswith("#") and " " not in key:
-            out[key] = value.strip()
-    return out
-
-
-def frames(name: str) -> list[bytes]:
-    with (DATA / f"{name}.pcap").open("rb") as handle:
-        return [bytes(buf) for _ts, buf in dpkt.pcap.Reader(handle)]
 
 
 def write_pcap(path: Path, packets: list[bytes]) -> Path:
