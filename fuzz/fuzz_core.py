@@ -22,12 +22,12 @@ datagrams, each a 2-byte big-endian length and that many bytes.
 
 from __future__ import annotations
 
-import ipaddress
 import random
 import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 if __name__ == "__main__":
     import atheris
@@ -36,6 +36,19 @@ if __name__ == "__main__":
         import ikepriv.child_negotiator.engine
         import ikepriv.crypto.oakley
         import ikepriv.isakmp  # noqa: F401
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from harness.core_sim import (  # found through the path set above
+    LEFT,
+    RIGHT,
+    IPAddress,
+    esp_proposal,
+    ike_proposal,
+    phase1_def,
+    phase2_def,
+    selector,
+)
 
 from ikepriv.child_negotiator.engine import Negotiator
 from ikepriv.child_negotiator.settings import Settings
@@ -48,19 +61,13 @@ from ikepriv.ipc.messages import (
     DpdSettings,
     Endpoint,
     ErrorCode,
-    Identity,
-    IkeProposal,
     InitiateCommand,
     Phase,
-    Phase1Def,
-    Phase2Def,
-    Phase2Proposal,
     PolicyAdd,
     PolicyDelete,
     ResultReply,
     SaAdd,
     SaDelete,
-    Selector,
     SkeyidReply,
     SkeyidRequest,
     SpiReply,
@@ -70,22 +77,12 @@ from ikepriv.ipc.schema import Message
 from ikepriv.isakmp.constants import (
     NATT_KEEPALIVE,
     NATT_PORT,
-    AuthAlgorithm,
-    AuthMethod,
     EncapsulationMode,
-    EspTransformId,
     ExchangeType,
     GroupId,
-    IdType,
-    IkeEncryption,
-    IkeHash,
-    ProtocolId,
 )
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-LEFT = ipaddress.ip_address("192.0.2.1")  # initiator
-RIGHT = ipaddress.ip_address("192.0.2.2")  # responder
+# LEFT (192.0.2.1) is the initiator, RIGHT (192.0.2.2) the responder, as in core_sim.
 PSK = b"fuzzing is not a secret"
 MAX_DATAGRAMS = 6
 MAX_DATAGRAM = 4096
@@ -124,42 +121,26 @@ RUN_TIMERS = 0x08
 # ---------------------------------------------------------------------------- set-up
 
 
-def _identity(addr: IPAddress) -> Identity:
-    return Identity(IdType.IPV4_ADDR, addr.packed)
-
-
 def config(mode: ExchangeType, local: IPAddress, remote: IPAddress) -> ConfigSnapshot:
-    ike = IkeProposal(IkeEncryption.AES_CBC, 128, IkeHash.SHA2_256, GroupId.MODP_1024, 28800)
-    esp = Phase2Proposal(
-        ProtocolId.IPSEC_ESP,
-        EspTransformId.AES_CBC,
-        128,
-        AuthAlgorithm.HMAC_SHA2_256,
-        GroupId.MODP_1024,
-        3600,
-        0,
-    )
-    p1 = Phase1Def(
-        number=1,
+    """One PSK tunnel, transport mode between the gateways, NAT-T and DPD on, PFS."""
+    p1 = phase1_def(
+        1,
+        local,
+        remote,
+        (ike_proposal(),),
         name="fuzz",
-        local_addr=local,
-        remote_addr=remote,
-        local_id=_identity(local),
-        remote_id=_identity(remote),
         mode=mode,
-        auth_method=AuthMethod.PRE_SHARED_KEY,
-        proposals=(ike,),
-        dpd=DpdSettings(True, 10, 30),
         nat_t=True,
+        dpd=DpdSettings(True, 10, 30),
     )
-    p2 = Phase2Def(
-        number=1,
-        phase1_number=1,
+    p2 = phase2_def(
+        1,
+        1,
+        selector(f"{local}/32"),
+        selector(f"{remote}/32"),
+        (esp_proposal(pfs=GroupId.MODP_1024),),
+        EncapsulationMode.TRANSPORT,
         name="fuzz-2",
-        local=Selector(ipaddress.ip_network(local), 0, 0),
-        remote=Selector(ipaddress.ip_network(remote), 0, 0),
-        proposals=(esp,),
-        mode=EncapsulationMode.TRANSPORT,
     )
     return ConfigSnapshot.of([p1], [p2])
 
