@@ -2,7 +2,8 @@
 
 Each reference daemon meets ikepriv in both directions (ikepriv initiating and answering):
 Main Mode and Aggressive Mode with a pre-shared key; ESP AES-CBC/HMAC-SHA2-256 with and
-without PFS, and AES-GCM. A scenario passes when both sides report phase 1 and phase 2
+without PFS, and AES-GCM. Per peer and direction: MM CBC, MM CBC+PFS, MM GCM, AM CBC+PFS,
+AM GCM (20 scenarios). A scenario passes when both sides report phase 1 and phase 2
 established, `ike cmd=list` is right on the ikepriv side(s) and a lanA -> lanB ping travels in
 ESP (both gateways' counters rise both ways; a guard policy blocks cleartext).
 
@@ -23,7 +24,8 @@ from e2e.interop_cases import CATALOGUE, GCM, TIMING
 from harness import uml
 from harness.peers import CHARON, LSW_ROOT
 
-pytestmark = [pytest.mark.uml, pytest.mark.interop, pytest.mark.root]
+pytestmark = [pytest.mark.uml, pytest.mark.interop, pytest.mark.root,
+              pytest.mark.timeout(1000)]  # 22 scenarios in one boot
 
 CBC_ALGS = {"cbc(aes)", "hmac(sha256)"}
 GCM_ALGS = {"rfc4106(gcm(aes))"}
@@ -43,7 +45,7 @@ def guest() -> dict[str, Any]:
     logs = os.environ.get("IKEPRIV_UML_LOGS")
     if logs:
         Path(logs).mkdir(parents=True, exist_ok=True)
-    value, run = uml.run_function("e2e.interop_cases", "run_interop", None, logs, timeout=600,
+    value, run = uml.run_function("e2e.interop_cases", "run_interop", None, logs, timeout=900,
                                   rw_dirs=[Path(logs)] if logs else [])
     assert run.rc == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert isinstance(value, dict)
