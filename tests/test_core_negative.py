@@ -392,3 +392,22 @@ def test_hostile_bytes_never_raise() -> None:
     assert dropped >= 380
     assert len(sim.established_children("responder")) == 1
     _ = (RIGHT, address_identity, EspTransformId, IkeHash)
+
+
+def test_kernel_refusing_the_sas_ends_the_phase2_without_deleting_what_was_never_added() -> None:
+    """The responder's kernel refuses its SAs: it tells the peer (Delete), the peer removes
+    its pair, and the responder asks the parent to delete nothing it never installed (a
+    delete of a refused SA would only be refused again as "not ours" and clutter the log)."""
+    from ikepriv.ipc.messages import SaAdd
+
+    init, resp = mirrored()
+    sim = Simulation(init, resp, seed=11)
+    sim.responder.parent.refuse = {SaAdd}
+    sim.initiate()
+    sim.run()
+    assert sim.responder.core.counters.phase2_failed >= 1
+    assert sim.responder.parent.sa_adds, "the responder asked to install its SAs"
+    assert sim.responder.parent.sa_deletes == []
+    assert sim.initiator.parent.installed_spis() == set()  # the peer took its pair down
+    for name in ("initiator", "responder"):
+        assert not sim.established_children(name), name

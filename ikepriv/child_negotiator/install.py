@@ -146,7 +146,7 @@ def install_child(core: Negotiator, qe: QuickExchange, g_qm_xy: bytes | None) ->
             selector=selector,
             reqid=child.reqid,
         )
-        _kernel_request(core, child, make)
+        _kernel_request(core, child, make, installs_spi=spi)
     if new_set:
         _add_policies(core, child, policy_set, mode)
     return child
@@ -178,13 +178,29 @@ def _add_policies(
         _kernel_request(core, child, make)
 
 
-def _kernel_request(core: Negotiator, child: ChildSa, make: Callable[[int], Message]) -> None:
+def _kernel_request(
+    core: Negotiator,
+    child: ChildSa,
+    make: Callable[[int], Message],
+    installs_spi: int | None = None,
+) -> None:
     child.waiting += 1
-    core.request(make, ResultReply, lambda reply: _on_result(core, child, reply))
+    core.request(make, ResultReply, lambda reply: _on_result(core, child, reply, installs_spi))
 
 
-def _on_result(core: Negotiator, child: ChildSa, reply: ResultReply) -> None:
+def _on_result(
+    core: Negotiator, child: ChildSa, reply: ResultReply, installs_spi: int | None
+) -> None:
     child.waiting -= 1
+    if reply.error.value == 0 and installs_spi is not None:
+        child.installed_spis.add(installs_spi)
+        if child.state is ChildState.DELETED:  # removed while the add was on its way
+            dst = child.local.addr if installs_spi == child.spi_in else child.remote.addr
+            core.request(
+                partial(SaDelete, spi=installs_spi, proto=child.protocol, dst=dst),
+                ResultReply,
+                lambda r: _on_delete_result(core, r),
+            )
     if reply.error.value != 0:
         core.counters.parent_errors += 1
         child.failed = True
@@ -268,6 +284,8 @@ def remove_child(core: Negotiator, child: ChildSa, *, send_delete: bool, kernel:
     if not kernel:
         return
     for spi, dst in ((child.spi_in, child.local.addr), (child.spi_out, child.remote.addr)):
+        if spi not in child.installed_spis:
+            continue
         core.request(
             partial(SaDelete, spi=spi, proto=child.protocol, dst=dst),
             ResultReply,

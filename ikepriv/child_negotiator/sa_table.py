@@ -205,6 +205,9 @@ class ChildSa:
     created: float
     waiting: int = 0  # kernel requests not yet answered
     failed: bool = False
+    # SPIs whose SaAdd the parent confirmed: only these are deleted again (a refused add
+    # left nothing to delete, and the parent would refuse the delete as not ours)
+    installed_spis: set[int] = field(default_factory=set)
     # lifetimes.py / rekey.py
     lifetime_kilobytes: int = 0
     rekey_at: float = 0.0  # soft lifetime: start a replacement then (0: we never rekey it)
