@@ -22,7 +22,7 @@ import time
 
 import trio
 
-from ikepriv.child_negotiator import sandbox
+from ikepriv.child_negotiator import sandbox, warmup
 from ikepriv.child_negotiator.engine import Negotiator
 from ikepriv.child_negotiator.settings import Settings
 from ikepriv.ipc.errors import IpcError
@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         chroot_dir=args.chroot,
         users=tuple(args.user) if args.user else sandbox.DEFAULT_USERS,
     )
+    warmup.warm_up()  # lazy imports must happen now, not under the filter
     try:
         prepared = sandbox.prepare(config)
     except sandbox.SandboxError as exc:
