@@ -15,6 +15,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -61,11 +63,19 @@ CATALOGUE = catalogue()
 TIMING = ("ikp-ikp-mm-cbc", "ikp-ss-mm-cbc", "ss-ikp-mm-cbc", "ss-ss-mm-cbc")
 
 
-def run_one(topo: nsmod.Topology, sc: Scenario, root: Path) -> tuple[dict[str, Any], list[Peer]]:
+Verify = Callable[[Case, nsmod.Topology, list[Peer]], None]
+
+
+def run_one(topo: nsmod.Topology, sc: Scenario, root: Path, *,
+            spec_extra: dict[str, Any] | None = None, verify: Verify | None = None
+            ) -> tuple[dict[str, Any], list[Peer]]:
+    """`spec_extra`: PeerSpec fields beyond the Scenario's (both sides); `verify`: more
+    checks once both sides are established, before the listing and the ping."""
     case = Case(sc.name)
     topo.reset_xfrm()
-    resp = make_peer(sc.responder, peer_spec(topo, sc, "responder"), root)
-    init = make_peer(sc.initiator, peer_spec(topo, sc, "initiator"), root)
+    extra = spec_extra or {}
+    resp = make_peer(sc.responder, replace(peer_spec(topo, sc, "responder"), **extra), root)
+    init = make_peer(sc.initiator, replace(peer_spec(topo, sc, "initiator"), **extra), root)
     peers = [init, resp]
     try:
         with guarded(case):
@@ -92,6 +102,8 @@ def run_one(topo: nsmod.Topology, sc: Scenario, root: Path) -> tuple[dict[str, A
             case.timed("initiate_to_both_established", t)
             if isinstance(init, Ikepriv) and init.activate_exec_s is not None:
                 case.times["activate_exec"] = round(init.activate_exec_s, 3)
+            if not case.why and verify is not None:
+                verify(case, topo, peers)
             if not case.why:
                 case.step("verify")
                 case.check(guards_present(topo), "guard policy missing")

@@ -59,6 +59,8 @@ class PeerSpec:
     esp: str = DEFAULT_ESP
     exchange: str = "main"
     debug: bool = False
+    encap: bool = False     # force ESP-in-UDP (strongSwan: fake NAT-D); others ignore it
+    dpd_delay: int = 0      # seconds between DPD probes when idle, 0 = driver default/off
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -231,6 +233,8 @@ connections {{
     local_addrs = {local}
     remote_addrs = {remote}
     proposals = {ike}
+    encap = {encap}
+    dpd_delay = {dpd_delay}s
     local {{
       auth = psk
       id = {local}
@@ -282,7 +286,9 @@ class StrongSwan(Peer):
         conn = self.dir / "swanctl.conf"
         conn.write_text(_SS_CONN.format(aggressive=aggressive, local=s.local, remote=s.remote,
                                         ike=s.ike, esp=s.esp, local_ts=s.local_ts,
-                                        remote_ts=s.remote_ts, psk=s.psk))
+                                        remote_ts=s.remote_ts, psk=s.psk,
+                                        encap="yes" if s.encap else "no",
+                                        dpd_delay=s.dpd_delay))
         conn.chmod(0o600)
         self._spawn([CHARON], binds=[(str(self.dir / "run"), "/run")],
                     env={"STRONGSWAN_CONF": str(self.conf)}, out_name="charon.stdout")
