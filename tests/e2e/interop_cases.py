@@ -119,18 +119,23 @@ def run_one(topo: nsmod.Topology, sc: Scenario, root: Path, *,
     return case.result(peers), peers
 
 
-def run_interop(names: list[str] | None = None, log_dir: str | None = None) -> dict[str, Any]:
+def run_catalogue(
+    names: list[str],
+    log_dir: str | None,
+    prefix: str,
+    run: Callable[[nsmod.Topology, str, Path], tuple[dict[str, Any], list[Peer]]],
+) -> dict[str, Any]:
+    """One boot's scenario loop: topology, guard check, each scenario, logs, clean-up."""
     t0 = time.monotonic()
-    root = Path(tempfile.mkdtemp(prefix="e2e-interop."))
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     topo = nsmod.Topology()
     topo.build()
     out: dict[str, Any] = {"kernel": os.uname().release, "results": {}}
     try:
         topo.reset_xfrm()
         out["guard_blocks"] = topo.guard_blocks()
-        for name in names or list(CATALOGUE):
-            sc = CATALOGUE[name]
-            r, peers = run_one(topo, sc, root)
+        for name in names:
+            r, peers = run(topo, name, root)
             status = "PASS" if r["ok"] else "FAIL " + "; ".join(r["why"])[:400]
             print(f"{status} {name}: {r['times']}", flush=True)
             out["results"][name] = r
@@ -144,3 +149,10 @@ def run_interop(names: list[str] | None = None, log_dir: str | None = None) -> d
         topo.destroy()
     out["guest_s"] = round(time.monotonic() - t0, 3)
     return out
+
+
+def run_interop(names: list[str] | None = None, log_dir: str | None = None) -> dict[str, Any]:
+    return run_catalogue(
+        names or list(CATALOGUE), log_dir, "e2e-interop.",
+        lambda topo, name, root: run_one(topo, CATALOGUE[name], root),
+    )  # fmt: skip

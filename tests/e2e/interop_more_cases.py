@@ -17,9 +17,6 @@ per-scenario PeerSpec extras and checks:
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +28,7 @@ from harness.peer_ikepriv import Ikepriv
 from harness.peers import Peer
 
 from e2e.common import Case
-from e2e.interop_cases import IKE_MM, Verify, run_one
+from e2e.interop_cases import IKE_MM, Verify, run_catalogue, run_one
 
 ESP_CBC = "aes128-sha256"
 ENCAP_LINE = "encap type espinudp sport 4500 dport 4500"
@@ -125,27 +122,8 @@ CATALOGUE = catalogue()
 
 def run_interop_more(names: list[str] | None = None, log_dir: str | None = None
                      ) -> dict[str, Any]:
-    t0 = time.monotonic()
-    root = Path(tempfile.mkdtemp(prefix="e2e-interop-more."))
-    topo = nsmod.Topology()
-    topo.build()
-    out: dict[str, Any] = {"kernel": os.uname().release, "results": {}}
-    try:
-        topo.reset_xfrm()
-        out["guard_blocks"] = topo.guard_blocks()
-        for name in names or list(CATALOGUE):
-            mc = CATALOGUE[name]
-            r, peers = run_one(topo, mc.sc, root, spec_extra=mc.spec_extra, verify=mc.verify)
-            status = "PASS" if r["ok"] else "FAIL " + "; ".join(r["why"])[:400]
-            print(f"{status} {name}: {r['times']}", flush=True)
-            out["results"][name] = r
-            if log_dir:
-                dest = Path(log_dir) / name
-                dest.mkdir(parents=True, exist_ok=True)
-                for p in peers:
-                    for f in p.logs():
-                        shutil.copy(f, dest / f"{p.spec.role}.{f.name}")
-    finally:
-        topo.destroy()
-    out["guest_s"] = round(time.monotonic() - t0, 3)
-    return out
+    def run(topo: nsmod.Topology, name: str, root: Path) -> tuple[dict[str, Any], list[Peer]]:
+        mc = CATALOGUE[name]
+        return run_one(topo, mc.sc, root, spec_extra=mc.spec_extra, verify=mc.verify)
+
+    return run_catalogue(names or list(CATALOGUE), log_dir, "e2e-interop-more.", run)
