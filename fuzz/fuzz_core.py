@@ -1,4 +1,4 @@
-"""Atheris harness for the whole negotiation core (ikepriv.child_negotiator.engine).
+"""Atheris harness for the whole negotiation core (ikepriv.child_negotiator.core.engine).
 
 Each input is replayed against a fresh, deterministic pair of cores (initiator and
 responder, pre-shared keys, NAT-T on) advanced to one of several points of a Main Mode or
@@ -33,7 +33,7 @@ if __name__ == "__main__":
     import atheris
 
     with atheris.instrument_imports(include=["ikepriv"]):
-        import ikepriv.child_negotiator.engine
+        import ikepriv.child_negotiator.core.engine
         import ikepriv.crypto.oakley
         import ikepriv.isakmp  # noqa: F401
 
@@ -50,9 +50,9 @@ from harness.core_sim import (  # found through the path set above
     selector,
 )
 
-from ikepriv.child_negotiator.engine import Negotiator
-from ikepriv.child_negotiator.settings import Settings
-from ikepriv.child_negotiator.snapshot import ConfigSnapshot
+from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot
+from ikepriv.child_negotiator.core.engine import Negotiator
+from ikepriv.child_negotiator.core.settings import Settings
 from ikepriv.crypto.oakley import skeyid_psk
 from ikepriv.ipc import schema
 from ikepriv.ipc.messages import (

@@ -25,7 +25,7 @@ from harness.core_sim import (
     selector,
 )
 
-from ikepriv.child_negotiator.snapshot import ConfigSnapshot
+from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot
 from ikepriv.ipc.messages import Identity, NatTEncap, SaDirection, TunnelState
 from ikepriv.isakmp import HashPayload, IdPayload, KePayload, decode_message
 from ikepriv.isakmp.constants import (

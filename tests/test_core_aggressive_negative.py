@@ -18,10 +18,10 @@ from harness.core_sim import (
     selector,
 )
 
-from ikepriv.child_negotiator.engine import Negotiator
-from ikepriv.child_negotiator.identities import phase1_id
-from ikepriv.child_negotiator.proposals import ike_choices, ike_sa_payload
-from ikepriv.child_negotiator.snapshot import ConfigSnapshot
+from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot
+from ikepriv.child_negotiator.core.engine import Negotiator
+from ikepriv.child_negotiator.core.identities import phase1_id
+from ikepriv.child_negotiator.core.offers import ike_choices, ike_sa_payload
 from ikepriv.crypto import dh
 from ikepriv.crypto.oakley import phase1_iv
 from ikepriv.ipc.messages import DatagramOut, Identity

@@ -18,12 +18,13 @@ from harness.core_sim import (
     phase1_def,
 )
 
-from ikepriv.child_negotiator import dpd, natt, quick_mode
-from ikepriv.child_negotiator.engine import Inbound, Negotiator
-from ikepriv.child_negotiator.proposals import ike_choices
-from ikepriv.child_negotiator.retransmit import datagram_digest
-from ikepriv.child_negotiator.sa_table import IsakmpSa, P1State, QmState
-from ikepriv.child_negotiator.settings import Settings
+from ikepriv.child_negotiator.core import dpd, natt
+from ikepriv.child_negotiator.core.engine import Inbound, Negotiator
+from ikepriv.child_negotiator.core.exchanges import quick_mode
+from ikepriv.child_negotiator.core.offers import ike_choices
+from ikepriv.child_negotiator.core.retransmit import datagram_digest
+from ikepriv.child_negotiator.core.sa_table import IsakmpSa, P1State, QmState
+from ikepriv.child_negotiator.core.settings import Settings
 from ikepriv.crypto.prf import nat_d_hash
 from ikepriv.ipc.messages import (
     DpdSettings,

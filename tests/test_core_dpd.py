@@ -20,10 +20,10 @@ from harness.core_sim import (
     mirrored,
 )
 
-from ikepriv.child_negotiator import vendor_ids
-from ikepriv.child_negotiator.natt import NatTHooks
-from ikepriv.child_negotiator.sa_table import IsakmpSa
-from ikepriv.child_negotiator.settings import Settings
+from ikepriv.child_negotiator.core import vendor_ids
+from ikepriv.child_negotiator.core.natt import NatTHooks
+from ikepriv.child_negotiator.core.sa_table import IsakmpSa
+from ikepriv.child_negotiator.core.settings import Settings
 from ikepriv.ipc.messages import (
     DpdAction,
     DpdSettings,

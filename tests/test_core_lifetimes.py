@@ -11,18 +11,18 @@ import pytest
 from harness.core_sim import LEFT, RIGHT, Simulation, datagram, esp_proposal, ike_proposal, mirrored
 from test_core_rekey import assert_never_without_pair
 
-from ikepriv.child_negotiator.engine import Negotiator
-from ikepriv.child_negotiator.lifetimes import (
+from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot
+from ikepriv.child_negotiator.core.engine import Negotiator
+from ikepriv.child_negotiator.core.lifetimes import (
     CHILD,
     ISAKMP,
     DeadlineIndex,
     kernel_lifetimes,
     soft_time,
 )
-from ikepriv.child_negotiator.sa_table import IsakmpSa
-from ikepriv.child_negotiator.settings import Settings
-from ikepriv.child_negotiator.snapshot import ConfigSnapshot
-from ikepriv.child_negotiator.wire import seal_hashed
+from ikepriv.child_negotiator.core.sa_table import IsakmpSa
+from ikepriv.child_negotiator.core.settings import Settings
+from ikepriv.child_negotiator.core.wire import seal_hashed
 from ikepriv.crypto.oakley import informational_hash
 from ikepriv.ipc.messages import Lifetimes, SaDirection
 from ikepriv.isakmp import NotifyPayload

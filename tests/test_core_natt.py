@@ -22,10 +22,10 @@ from harness.core_sim import (
     reseal,
 )
 
-from ikepriv.child_negotiator import natt
-from ikepriv.child_negotiator.engine import Inbound, Negotiator
-from ikepriv.child_negotiator.settings import Settings
-from ikepriv.child_negotiator.snapshot import ConfigSnapshot
+from ikepriv.child_negotiator.core import natt
+from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot
+from ikepriv.child_negotiator.core.engine import Inbound, Negotiator
+from ikepriv.child_negotiator.core.settings import Settings
 from ikepriv.crypto.oakley import skeyid_psk
 from ikepriv.dump.capture import Datagram, classify, open_capture
 from ikepriv.ipc.messages import (

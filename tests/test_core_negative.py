@@ -19,7 +19,7 @@ from harness.core_sim import (
     selector,
 )
 
-from ikepriv.child_negotiator.snapshot import ConfigSnapshot
+from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot
 from ikepriv.crypto.oakley import quick_mode_hash2
 from ikepriv.ipc.messages import Identity, Phase, RemoveCommand
 from ikepriv.isakmp import (

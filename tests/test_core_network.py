@@ -17,8 +17,8 @@ from harness.core_sim import (
     selector,
 )
 
-from ikepriv.child_negotiator.settings import Settings
-from ikepriv.child_negotiator.snapshot import ConfigSnapshot
+from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot
+from ikepriv.child_negotiator.core.settings import Settings
 from ikepriv.isakmp.constants import GroupId
 
 

@@ -20,8 +20,8 @@ from harness.core_sim import (
     selector,
 )
 
-from ikepriv.child_negotiator.settings import Settings
-from ikepriv.child_negotiator.snapshot import ConfigSnapshot
+from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot
+from ikepriv.child_negotiator.core.settings import Settings
 from ikepriv.ipc.messages import (
     KernelExpire,
     Phase,

@@ -22,8 +22,9 @@ WAIT = 120  # seconds: only to turn a hang into a failure
 
 _SCRIPT = """
 import secrets, sys
-import ikepriv.child_negotiator.main  # what the child imports before its sandbox
-from ikepriv.child_negotiator import seccomp_policy, warmup
+import ikepriv.child_negotiator.process.main  # what the child imports before its sandbox
+from ikepriv.child_negotiator.process import seccomp_policy
+from ikepriv.child_negotiator.process import warmup
 from ikepriv.crypto import dh
 warmup.warm_up()
 seccomp_policy.load()
@@ -49,7 +50,7 @@ def test_key_agreement_under_the_filter(gid: GroupId) -> None:
 
 
 def test_warm_up_covers_every_library_group() -> None:
-    from ikepriv.child_negotiator import warmup
+    from ikepriv.child_negotiator.process import warmup
     from ikepriv.crypto.groups import ModpGroup
     want = {int(g) for g, grp in GROUPS.items() if not isinstance(grp, ModpGroup)}
     assert set(warmup.warm_up()) == want

@@ -22,17 +22,18 @@ from harness.core_sim import (
     selector,
 )
 
-from ikepriv.child_negotiator.cookies import ZERO_COOKIE, CookieJar
-from ikepriv.child_negotiator.engine import Negotiator
-from ikepriv.child_negotiator.half_open import HalfOpenTable, NotifyLimiter
-from ikepriv.child_negotiator.identities import (
+from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot
+from ikepriv.child_negotiator.core.cookies import ZERO_COOKIE, CookieJar
+from ikepriv.child_negotiator.core.engine import Negotiator
+from ikepriv.child_negotiator.core.half_open import HalfOpenTable, NotifyLimiter
+from ikepriv.child_negotiator.core.identities import (
     IdForm,
     id_selector,
     phase1_id_matches,
     selector_id,
     selector_inside,
 )
-from ikepriv.child_negotiator.proposals import (
+from ikepriv.child_negotiator.core.offers import (
     check_ike_reply,
     check_ipsec_reply,
     ike_choices,
@@ -42,9 +43,8 @@ from ikepriv.child_negotiator.proposals import (
     select_ike,
     select_ipsec,
 )
-from ikepriv.child_negotiator.retransmit import Backoff, Flight, Seen, TimerResult
-from ikepriv.child_negotiator.settings import Settings
-from ikepriv.child_negotiator.snapshot import ConfigSnapshot
+from ikepriv.child_negotiator.core.retransmit import Backoff, Flight, Seen, TimerResult
+from ikepriv.child_negotiator.core.settings import Settings
 from ikepriv.ipc.messages import (
     ConfigBegin,
     ConfigEnd,
@@ -357,7 +357,7 @@ def test_gcm_and_pfs_with_every_listed_group_for_qm() -> None:
 
 
 def test_snapshot_refuses_orphan_phase2() -> None:
-    from ikepriv.child_negotiator.snapshot import SnapshotError
+    from ikepriv.child_negotiator.core.config_snapshot import SnapshotError
 
     with pytest.raises(SnapshotError):
         ConfigSnapshot.of(

@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ikepriv.config import load_definitions
+from ikepriv.config.store import TunnelDB
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.control import connect, control_call, merge
 from ikepriv.ipc.framing import recv_message, send_message
 from ikepriv.ipc.schema import Direction, Message
-from ikepriv.parent_kernel.tunneldb import TunnelDB
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

@@ -35,7 +35,7 @@ from ikepriv.ipc.messages import (
     TunnelState,
 )
 from ikepriv.isakmp.constants import IdType
-from ikepriv.parent_kernel.snapshot import identity_to_ipc
+from ikepriv.parent_kernel.definitions import identity_to_ipc
 
 A = ipaddress.ip_address
 V4 = Identity(IdType.IPV4_ADDR, bytes([192, 0, 2, 1]))

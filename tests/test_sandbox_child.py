@@ -24,14 +24,14 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from ikepriv.ext._dh import lib as dh_lib
 
-from ikepriv.child_negotiator import landlock
-from ikepriv.child_negotiator.sandbox import EXIT_SANDBOX_FAILED
+from ikepriv.child_negotiator.process import landlock
+from ikepriv.child_negotiator.process.sandbox import EXIT_SANDBOX_FAILED
 
 pytestmark = pytest.mark.root
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
-PROBE = "ikepriv.child_negotiator.sandbox_probe"
+PROBE = str(Path(__file__).parent / "programs" / "sandbox_probe.py")
 SIGSYS_RC = -signal.SIGSYS
 SECRET = "ikepriv-test-secret-6d1f"  # noqa: S105 -- a marker, not a credential
 WAIT = 60  # seconds: only to turn a hang into a failure, never a speed check
@@ -64,7 +64,7 @@ def spawn(
     extra_fds: tuple[int, ...] = (),
 ) -> Probe:
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    cmd = [*prefix, PYTHON, "-m", PROBE, action, "--ipc-fd", str(child_end.fileno()),
+    cmd = [*prefix, PYTHON, PROBE, action, "--ipc-fd", str(child_end.fileno()),
            "--chroot", str(chroot), *extra]  # fmt: skip
     proc = subprocess.Popen(  # noqa: S603 -- fixed argv, our own interpreter
         cmd,
@@ -129,7 +129,7 @@ INTERMEDIATE = """
 import subprocess, sys
 fd = int(sys.argv[2])
 proc = subprocess.Popen(
-    [sys.executable, "-m", "ikepriv.child_negotiator.sandbox_probe", "echo",
+    [sys.executable, sys.argv[3], "echo",
      "--ipc-fd", str(fd), "--chroot", sys.argv[1]],
     pass_fds=(fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
     stderr=subprocess.DEVNULL)
@@ -144,7 +144,7 @@ def test_child_dies_with_its_parent(empty_dir: Path) -> None:
     peer, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     peer.settimeout(WAIT)
     parent = subprocess.Popen(  # noqa: S603 -- fixed argv, our own interpreter
-        [PYTHON, "-c", INTERMEDIATE, str(empty_dir), str(child_end.fileno())],
+        [PYTHON, "-c", INTERMEDIATE, str(empty_dir), str(child_end.fileno()), PROBE],
         pass_fds=(child_end.fileno(),), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         cwd=ROOT,
     )  # fmt: skip

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ikepriv.child_negotiator import landlock, seccomp_policy
-from ikepriv.child_negotiator.seccomp_policy import ALLOWLIST, FORBIDDEN, Op
+from ikepriv.child_negotiator.process import landlock, seccomp_policy
+from ikepriv.child_negotiator.process.seccomp_policy import ALLOWLIST, FORBIDDEN, Op
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,7 +74,7 @@ def test_built_filter_kills_by_default_and_on_other_architectures() -> None:
 
 LANDLOCK_SCRIPT = """
 import json, os, prctl
-from ikepriv.child_negotiator import landlock
+from ikepriv.child_negotiator.process import landlock
 prctl.set_no_new_privs(1)
 result = landlock.restrict_self_to_nothing()
 out = {"applied": result.applied, "abi": result.abi}

@@ -27,7 +27,7 @@ from test_daemon_support import (
 
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.control import connect
-from ikepriv.parent_kernel.control import MAX_SESSIONS
+from ikepriv.parent_kernel.control_socket import MAX_SESSIONS
 
 pytestmark = pytest.mark.root
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from test_daemon_support import SITE, write_db
 
-from ikepriv.parent_kernel.snapshot import DbView
-from ikepriv.parent_kernel.tunneldb import TunnelDB, TunnelDBError
+from ikepriv.config.store import TunnelDB, TunnelDBError
+from ikepriv.parent_kernel.definitions import DbView
 
 
 def edited(tmp_path: Path, sql: str) -> DbView:

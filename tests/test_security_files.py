@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ikepriv.parent_kernel.control import bind_control
+from ikepriv.parent_kernel.control_socket import bind_control
 from ikepriv.parent_kernel.keylog import ESP_SUFFIX, KeyLog
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]

@@ -17,9 +17,9 @@ import pytest
 import trio
 
 from ikepriv.ipc import messages as m
+from ikepriv.parent_kernel.definitions import DbView
 from ikepriv.parent_kernel.ratelimit import LOG_BURST
 from ikepriv.parent_kernel.requests import UNSOLICITED, ChildRequests
-from ikepriv.parent_kernel.snapshot import DbView
 from ikepriv.parent_kernel.state import ParentState
 from ikepriv.parent_kernel.supervisor import Supervisor
 

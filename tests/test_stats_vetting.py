@@ -17,19 +17,19 @@ from dataclasses import fields
 import pytest
 from test_vetting_rules import DEFS, A, B, numbered, sa
 
-from ikepriv.child_negotiator.counters import COUNTER_NAMES, Counters
-from ikepriv.child_negotiator.engine import Negotiator
+from ikepriv.child_negotiator.core.engine import Negotiator
 from ikepriv.ipc import decode, encode
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.errors import IpcError, Reason
 from ikepriv.ipc.schema import Direction
 from ikepriv.isakmp.constants import ProtocolId
 from ikepriv.parent_kernel.installed import Installed, SaEntry
+from ikepriv.parent_kernel.kernel.specs import Selector
 from ikepriv.parent_kernel.peers import PeerTable
 from ikepriv.parent_kernel.state import PARENT_COUNTER_NAMES, ParentCounters
 from ikepriv.parent_kernel.udp import Drop
 from ikepriv.parent_kernel.vetting import SaPlan, Vetter, definition_selector, stats_problem
-from ikepriv.parent_kernel.xfrm import Selector
+from ikepriv.process_contract import COUNTER_NAMES, Counters
 
 
 def test_the_core_answers_a_list_with_its_counters_before_the_end() -> None:

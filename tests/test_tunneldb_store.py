@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ikepriv.config import Definitions, load_definitions
-from ikepriv.parent_kernel.tunneldb import (
+from ikepriv.config.store import (
     DefinitionExistsError,
     DefinitionNotFoundError,
     TunnelDB,

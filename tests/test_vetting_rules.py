@@ -26,10 +26,10 @@ from ikepriv.isakmp.constants import (
     ProtocolId,
 )
 from ikepriv.parent_kernel import installed as inst
+from ikepriv.parent_kernel.definitions import DbView
 from ikepriv.parent_kernel.installed import Installed, SaEntry
 from ikepriv.parent_kernel.keylog import esp_line, ike_line
 from ikepriv.parent_kernel.peers import PeerTable
-from ikepriv.parent_kernel.snapshot import DbView
 from ikepriv.parent_kernel.vetting import (
     Activation,
     PolicyPlan,

@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from ikepriv.isakmp.constants import IpProtocol
-from ikepriv.parent_kernel import xfrm as x
-from ikepriv.parent_kernel import xfrm_messages as xm
+from ikepriv.parent_kernel.kernel import client as x
+from ikepriv.parent_kernel.kernel import events, specs
+from ikepriv.parent_kernel.kernel import messages as xm
 
 C_SOURCE = r"""
 #include <stdio.h>
@@ -261,7 +262,7 @@ def test_sizes_equal_c_sizeof(c_layouts: dict[str, dict[str, Any]]) -> None:
         assert xm.body_size(cls) == c_layouts[name]["size"], name
     for name, (struct_cls, _) in STRUCTS.items():
         assert struct_cls.size == c_layouts[name]["size"], name
-    assert xm.Selector.size == c_layouts["xfrm_selector"]["size"]
+    assert xm.XfrmSelector.size == c_layouts["xfrm_selector"]["size"]
     assert xm.XfrmId.size == c_layouts["xfrm_id"]["size"]
     assert xm.LifetimeCfg.size == c_layouts["xfrm_lifetime_cfg"]["size"]
     assert xm.LifetimeCur.size == c_layouts["xfrm_lifetime_cur"]["size"]
@@ -349,51 +350,51 @@ def test_template_array_refuses_too_many() -> None:
 
 A1 = ipaddress.ip_address("192.0.2.1")
 A2 = ipaddress.ip_address("192.0.2.2")
-AES = x.Encryption("cbc(aes)", b"k" * 16)
-SHA256 = x.Integrity("hmac(sha256)", b"a" * 32, 128)
-GCM = x.Aead("rfc4106(gcm(aes))", b"g" * 20, 128)
+AES = specs.Encryption("cbc(aes)", b"k" * 16)
+SHA256 = specs.Integrity("hmac(sha256)", b"a" * 32, 128)
+GCM = specs.Aead("rfc4106(gcm(aes))", b"g" * 20, 128)
 
 
-def sa(**kw: Any) -> x.SaSpec:
+def sa(**kw: Any) -> specs.SaSpec:
     base: dict[str, Any] = {
         "src": A1,
         "dst": A2,
         "proto": IpProtocol.ESP,
         "spi": 0x1000,
-        "mode": x.XfrmMode.TUNNEL,
+        "mode": xm.XfrmMode.TUNNEL,
         "reqid": 1,
         "encryption": AES,
         "integrity": SHA256,
     }
     base.update(kw)
-    return x.SaSpec(**base)
+    return specs.SaSpec(**base)
 
 
 def test_valid_specs_construct() -> None:
     sa()
     sa(encryption=None, integrity=None, aead=GCM)
     sa(proto=IpProtocol.AH, encryption=None)
-    sa(encap=x.Encap(4500, 4500))
+    sa(encap=specs.Encap(4500, 4500))
     sa(
-        encryption=x.Encryption("cbc(aes)", b"k" * 32),
-        integrity=x.Integrity("hmac(sha1)", b"s" * 20, 96),
+        encryption=specs.Encryption("cbc(aes)", b"k" * 32),
+        integrity=specs.Integrity("hmac(sha1)", b"s" * 20, 96),
     )
 
 
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
-        ({"encryption": x.Encryption("cbc(aes)", b"k" * 15)}, "wrong key length"),
-        ({"encryption": x.Encryption("cbc(des3_ede)", b"k" * 16)}, "wrong key length"),
-        ({"encryption": x.Encryption("ecb(aes)", b"k" * 16)}, "unsupported cipher"),
-        ({"integrity": x.Integrity("hmac(sha256)", b"a" * 32, 96)}, "wrong key or ICV"),
-        ({"integrity": x.Integrity("hmac(sha1)", b"a" * 32, 96)}, "wrong key or ICV"),
+        ({"encryption": specs.Encryption("cbc(aes)", b"k" * 15)}, "wrong key length"),
+        ({"encryption": specs.Encryption("cbc(des3_ede)", b"k" * 16)}, "wrong key length"),
+        ({"encryption": specs.Encryption("ecb(aes)", b"k" * 16)}, "unsupported cipher"),
+        ({"integrity": specs.Integrity("hmac(sha256)", b"a" * 32, 96)}, "wrong key or ICV"),
+        ({"integrity": specs.Integrity("hmac(sha1)", b"a" * 32, 96)}, "wrong key or ICV"),
         (
-            {"encryption": None, "integrity": None, "aead": x.Aead(GCM.name, b"g" * 16, 128)},
+            {"encryption": None, "integrity": None, "aead": specs.Aead(GCM.name, b"g" * 16, 128)},
             "wrong key or ICV length for rfc4106",
         ),
         (
-            {"encryption": None, "integrity": None, "aead": x.Aead(GCM.name, b"g" * 20, 32)},
+            {"encryption": None, "integrity": None, "aead": specs.Aead(GCM.name, b"g" * 20, 32)},
             "wrong key or ICV length for rfc4106",
         ),
         ({"aead": GCM}, "excludes"),
@@ -404,7 +405,7 @@ def test_valid_specs_construct() -> None:
         ({"spi": 0xFF}, "SPI"),
         ({"spi": 1 << 32}, "SPI"),
         ({"dst": ipaddress.ip_address("2001:db8::2")}, "families differ"),
-        ({"mode": x.XfrmMode.TRANSPORT}, "transport mode needs a selector"),
+        ({"mode": xm.XfrmMode.TRANSPORT}, "transport mode needs a selector"),
         ({"replay_window": -1}, "replay"),
     ],
 )
@@ -421,21 +422,23 @@ def test_keys_never_in_repr() -> None:
 
 
 def test_policy_validation() -> None:
-    sel = x.Selector(
+    sel = specs.Selector(
         ipaddress.ip_network("198.51.100.0/24"), ipaddress.ip_network("203.0.113.0/24")
     )
     with pytest.raises(ValueError, match="both endpoints"):
-        x.PolicySpec(sel, x.Direction.OUT, templates=(x.Template(reqid=1),))
+        specs.PolicySpec(sel, xm.Direction.OUT, templates=(specs.Template(reqid=1),))
     with pytest.raises(ValueError, match="block"):
-        x.PolicySpec(
+        specs.PolicySpec(
             sel,
-            x.Direction.OUT,
-            action=x.PolicyAction.BLOCK,
-            templates=(x.Template(src=A1, dst=A2),),
+            xm.Direction.OUT,
+            action=xm.PolicyAction.BLOCK,
+            templates=(specs.Template(src=A1, dst=A2),),
         )
     with pytest.raises(ValueError, match="families differ"):
-        x.Selector(ipaddress.ip_network("198.51.100.0/24"), ipaddress.ip_network("2001:db8::/64"))
-    x.PolicySpec(sel, x.Direction.OUT, templates=(x.Template(mode=x.XfrmMode.TRANSPORT),))
+        specs.Selector(
+            ipaddress.ip_network("198.51.100.0/24"), ipaddress.ip_network("2001:db8::/64")
+        )
+    specs.PolicySpec(sel, xm.Direction.OUT, templates=(specs.Template(mode=xm.XfrmMode.TRANSPORT),))
 
 
 # --------------------------------------------------------------------------
@@ -450,10 +453,10 @@ def test_error_message_with_extended_ack() -> None:
     body = struct.pack("=i", -errno.EPROTONOSUPPORT) + echoed + tlv
     flags = 0x100 | 0x200  # capped, ack TLVs
     msg = struct.pack("=IHHII", 16 + len(body), 2, flags, 9, 0) + body
-    code, detail = x._error_of(msg, flags)
+    code, detail = x.error_of(msg, flags)
     assert code == errno.EPROTONOSUPPORT
     assert detail == "Requested type not found"
-    err = x.XfrmError(code, "add_sa", detail)
+    err = specs.XfrmError(code, "add_sa", detail)
     assert err.errno == errno.EPROTONOSUPPORT
     assert "add_sa" in str(err) and "EPROTONOSUPPORT" in str(err)
     assert "Requested type not found" in str(err)
@@ -461,8 +464,8 @@ def test_error_message_with_extended_ack() -> None:
 
 def test_truncated_netlink_message_is_an_error() -> None:
     data = struct.pack("=IHHII", 64, 0x10, 0, 1, 0) + bytes(8)
-    with pytest.raises(x.XfrmError) as info:
-        list(x._split(data))
+    with pytest.raises(specs.XfrmError) as info:
+        list(x.split_messages(data))
     assert info.value.errno == errno.EBADMSG
 
 
@@ -481,10 +484,10 @@ def test_acquire_event_decodes() -> None:
     msg["attrs"] = [("XFRMA_TMPL", [tmpl])]
     msg["header"]["type"] = xm.MsgType.ACQUIRE
     msg.encode()
-    decoded = x._decode(xm.xfrm_user_acquire, bytes(msg.data), "test")
-    event = x._acquire_event(decoded)
+    decoded = x.decode_netlink(xm.xfrm_user_acquire, bytes(msg.data), "test")
+    event = events.acquire_event(decoded)
     assert event is not None
-    assert event.selector == x.Selector(
+    assert event.selector == specs.Selector(
         ipaddress.ip_network("198.51.100.0/25"),
         ipaddress.ip_network("203.0.113.0/24"),
         proto=6,
@@ -493,7 +496,7 @@ def test_acquire_event_decodes() -> None:
     )
     assert (event.src, event.dst, event.proto) == (A1, A2, 50)
     assert event.seq == 0x55667788
-    assert event.policy_index == 46 and event.policy_direction == x.Direction.FWD
+    assert event.policy_index == 46 and event.policy_direction == xm.Direction.FWD
     assert event.templates[0].reqid == 42
     assert event.templates[0].dst == A2
 
@@ -504,8 +507,8 @@ def test_expire_event_decodes() -> None:
     msg["hard"] = 1
     msg["header"]["type"] = xm.MsgType.EXPIRE
     msg.encode()
-    event = x._expire_event(x._decode(xm.xfrm_user_expire, bytes(msg.data), "test"))
-    assert event == x.Expire(
+    event = events.expire_event(x.decode_netlink(xm.xfrm_user_expire, bytes(msg.data), "test"))
+    assert event == specs.Expire(
         src=A1, dst=A2, proto=50, spi=0xC0FFEE01, reqid=32, hard=True, bytes=11, packets=12
     )
 
@@ -520,7 +523,7 @@ def test_sa_record_drops_keys() -> None:
     ]
     msg["header"]["type"] = xm.MsgType.NEWSA
     msg.encode()
-    record = x._sa_record(x._decode(xm.xfrm_usersa_info, bytes(msg.data), "test"))
+    record = x.sa_record(x.decode_netlink(xm.xfrm_usersa_info, bytes(msg.data), "test"))
     assert (record.encryption, record.integrity, record.aead) == ("cbc(aes)", "hmac(sha256)", None)
     assert (record.bytes, record.packets, record.spi, record.reqid) == (11, 12, 0xC0FFEE01, 32)
     assert not record.larval
@@ -536,6 +539,6 @@ def test_malformed_attribute_is_an_error() -> None:
     # append a truncated XFRMA_ALG_CRYPT (8 bytes: too short for name + key length)
     bad = bytearray(msg.data) + struct.pack("=HH", 8, xm.Attr.ALG_CRYPT) + b"cbc("
     struct.pack_into("=I", bad, 0, len(bad))
-    decoded = x._decode(xm.xfrm_usersa_info, bytes(bad), "test")
+    decoded = x.decode_netlink(xm.xfrm_usersa_info, bytes(bad), "test")
     with pytest.raises(ValueError, match="malformed attribute"):
-        x._sa_record(decoded)
+        x.sa_record(decoded)

@@ -19,21 +19,19 @@ import pytest
 from harness.netns import in_netns, sysctl_set
 
 from ikepriv.isakmp.constants import IpProtocol
-from ikepriv.parent_kernel.xfrm import (
+from ikepriv.parent_kernel.kernel.client import XfrmKernel
+from ikepriv.parent_kernel.kernel.events import XfrmEvents
+from ikepriv.parent_kernel.kernel.messages import Direction, PolicyAction, XfrmMode
+from ikepriv.parent_kernel.kernel.specs import (
     Acquire,
-    Direction,
     Encryption,
     Expire,
     Integrity,
-    PolicyAction,
     PolicySpec,
     SaSpec,
     Selector,
     Template,
     XfrmError,
-    XfrmEvents,
-    XfrmKernel,
-    XfrmMode,
 )
 
 pytestmark = pytest.mark.root

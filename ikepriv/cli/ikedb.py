@@ -20,11 +20,11 @@ from typing import NoReturn
 from ikepriv.config.errors import ConfigError
 from ikepriv.config.loader import load_bytes
 from ikepriv.config.model import Definitions, Phase1Definition
+from ikepriv.config.store import DEFAULT_DB_PATH, TunnelDB, TunnelDBError
 from ikepriv.config.writer import dump_definitions
 from ikepriv.ipc.control import connect, control_call, control_path
 from ikepriv.ipc.errors import IpcError
 from ikepriv.ipc.messages import DbChanged
-from ikepriv.parent_kernel.tunneldb import DEFAULT_DB_PATH, TunnelDB, TunnelDBError
 
 PROG = "ikedb"
 EXIT_REFUSED = 1

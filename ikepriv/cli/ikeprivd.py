@@ -19,12 +19,12 @@ import sys
 
 import trio
 
-from ikepriv.child_negotiator.sandbox import DEFAULT_CHROOT_DIR, DEFAULT_USERS
+from ikepriv.config.store import DEFAULT_DB_PATH, TunnelDBError
 from ikepriv.ipc.control import CONTROL_PATH_ENV, DEFAULT_CONTROL_PATH
 from ikepriv.parent_kernel import logsetup
 from ikepriv.parent_kernel.daemon import Daemon, Options
-from ikepriv.parent_kernel.tunneldb import DEFAULT_DB_PATH, TunnelDBError
-from ikepriv.parent_kernel.xfrm import XfrmError
+from ikepriv.parent_kernel.kernel.specs import XfrmError
+from ikepriv.process_contract import DEFAULT_CHROOT_DIR, DEFAULT_USERS
 
 DB_ENV = "IKEPRIV_DB"
 

@@ -886,7 +886,7 @@ class Stats(Message):
     waits for). At most one per ListCommand.
 
     Parent vets: each name is one of the counters the core keeps
-    (ikepriv.child_negotiator.counters), none twice; anything else is a protocol violation.
+    (ikepriv.process_contract), none twice; anything else is a protocol violation.
     Values are the child's word; they are shown, never acted on."""
 
     request_id: RequestId

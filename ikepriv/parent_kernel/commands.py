@@ -26,15 +26,15 @@ from typing import Final
 import trio
 
 from ikepriv.config.model import Phase1Definition, Phase2Definition
+from ikepriv.config.store import TunnelDB, TunnelDBError
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.control import split_response
 from ikepriv.ipc.messages import ErrorCode, Phase
 from ikepriv.ipc.schema import Message
+from ikepriv.parent_kernel.kernel.specs import XfrmError
 from ikepriv.parent_kernel.requests import ChildListing, ChildRequests
 from ikepriv.parent_kernel.state import ParentState
-from ikepriv.parent_kernel.tunneldb import TunnelDB, TunnelDBError
 from ikepriv.parent_kernel.vetting import Activation
-from ikepriv.parent_kernel.xfrm import XfrmError
 
 log = logging.getLogger("ikepriv.parent")
 

@@ -43,39 +43,34 @@ from typing import Final
 
 import trio
 
-from ikepriv.child_negotiator.sandbox import (
-    DEFAULT_CHROOT_DIR,
-    DEFAULT_USERS,
-    ensure_empty_root_dir,
-)
+from ikepriv.config.store import TunnelDB, TunnelDBError
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.errors import IpcError
 from ikepriv.ipc.schema import Message
 from ikepriv.isakmp.constants import ProtocolId
 from ikepriv.parent_kernel import udp
 from ikepriv.parent_kernel.commands import Commands
-from ikepriv.parent_kernel.control import ControlServer
+from ikepriv.parent_kernel.control_socket import ControlServer
+from ikepriv.parent_kernel.definitions import DbView
+from ikepriv.parent_kernel.kernel.client import XfrmKernel
+from ikepriv.parent_kernel.kernel.events import XfrmEvents
+from ikepriv.parent_kernel.kernel.specs import Acquire, EventsLost, Expire, XfrmError
 from ikepriv.parent_kernel.keylog import ESP_SUFFIX, KeyLog
 from ikepriv.parent_kernel.requests import ChildRequests
-from ikepriv.parent_kernel.snapshot import DbView
 from ikepriv.parent_kernel.state import ParentState
 from ikepriv.parent_kernel.supervisor import Supervisor
-from ikepriv.parent_kernel.tunneldb import TunnelDB, TunnelDBError
 from ikepriv.parent_kernel.vetting import Activation, selector_inside
-from ikepriv.parent_kernel.xfrm import (
-    Acquire,
-    EventsLost,
-    Expire,
-    XfrmError,
-    XfrmEvents,
-    XfrmKernel,
+from ikepriv.process_contract import (
+    CHILD_MODULE,
+    DEFAULT_CHROOT_DIR,
+    DEFAULT_USERS,
+    ensure_empty_root_dir,
 )
 
 log = logging.getLogger("ikepriv.parent")
 
 DB_POLL: Final = 2.0
 SHUTDOWN_GRACE: Final = 3.0
-CHILD_MODULE: Final = "ikepriv.child_negotiator.main"
 EARLY_QUEUE: Final = 64  # datagrams kept while no child is ready
 EARLY_MAX_AGE: Final = 5.0  # seconds; older ones are stale for the peer anyway
 

@@ -16,7 +16,7 @@ from typing import Final, TypeVar
 
 from ikepriv.ipc.messages import PolicyDirection, SaDirection, TrafficSelector
 from ikepriv.isakmp.constants import ProtocolId
-from ikepriv.parent_kernel.xfrm import PolicySpec
+from ikepriv.parent_kernel.kernel.specs import PolicySpec
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -21,6 +21,7 @@ from ikepriv.ipc import messages as m
 from ikepriv.ipc.messages import ErrorCode
 from ikepriv.ipc.schema import Message
 from ikepriv.parent_kernel.installed import SaEntry
+from ikepriv.parent_kernel.kernel.specs import XfrmError
 from ikepriv.parent_kernel.state import ParentState
 from ikepriv.parent_kernel.supervisor import ProtocolViolation
 from ikepriv.parent_kernel.udp import IkeSocket, send
@@ -32,7 +33,6 @@ from ikepriv.parent_kernel.vetting import (
     SaRemoval,
     stats_problem,
 )
-from ikepriv.parent_kernel.xfrm import XfrmError
 
 log = logging.getLogger("ikepriv.parent")
 

@@ -20,13 +20,14 @@ from typing import Final, TypeVar
 import trio
 
 from ikepriv.ipc import messages as m
+from ikepriv.parent_kernel.definitions import DbView
 from ikepriv.parent_kernel.installed import Installed, PolicyEntry, SaEntry
+from ikepriv.parent_kernel.kernel.client import XfrmKernel
+from ikepriv.parent_kernel.kernel.specs import XfrmError
 from ikepriv.parent_kernel.keylog import KeyLog
 from ikepriv.parent_kernel.peers import PeerTable
 from ikepriv.parent_kernel.ratelimit import RateLimit
-from ikepriv.parent_kernel.snapshot import DbView
 from ikepriv.parent_kernel.vetting import XFRM_PROTO, Activation, Vetter
-from ikepriv.parent_kernel.xfrm import XfrmError, XfrmKernel
 
 log = logging.getLogger("ikepriv.parent")
 

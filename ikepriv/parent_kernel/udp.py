@@ -25,7 +25,7 @@ from typing import Final
 import trio
 
 from ikepriv.isakmp.constants import NATT_KEEPALIVE, NON_ESP_MARKER
-from ikepriv.parent_kernel.xfrm import Direction, PolicyAction
+from ikepriv.parent_kernel.kernel.messages import Direction, PolicyAction
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

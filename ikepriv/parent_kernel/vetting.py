@@ -28,7 +28,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from ikepriv.child_negotiator.counters import COUNTER_NAMES
 from ikepriv.config.model import Phase1Definition, Phase2Definition
 from ikepriv.crypto.errors import CryptoError
 from ikepriv.crypto.keymat import ESP_CIPHERS, INTEGRITY, esp_key_bits
@@ -47,12 +46,11 @@ from ikepriv.isakmp.constants import (
     ProtocolId,
 )
 from ikepriv.parent_kernel import installed as inst
+from ikepriv.parent_kernel.definitions import DbView
 from ikepriv.parent_kernel.installed import Installed, PolicyEntry, SaEntry
-from ikepriv.parent_kernel.peers import PeerTable
-from ikepriv.parent_kernel.snapshot import DbView
-from ikepriv.parent_kernel.xfrm import (
+from ikepriv.parent_kernel.kernel.messages import Direction, XfrmMode
+from ikepriv.parent_kernel.kernel.specs import (
     Aead,
-    Direction,
     Encap,
     Encryption,
     Integrity,
@@ -61,8 +59,9 @@ from ikepriv.parent_kernel.xfrm import (
     SaSpec,
     Selector,
     Template,
-    XfrmMode,
 )
+from ikepriv.parent_kernel.peers import PeerTable
+from ikepriv.process_contract import COUNTER_NAMES
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

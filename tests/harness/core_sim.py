@@ -24,10 +24,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ikepriv.child_negotiator.engine import Negotiator
-from ikepriv.child_negotiator.hooks import Hooks
-from ikepriv.child_negotiator.settings import Settings
-from ikepriv.child_negotiator.snapshot import ConfigSnapshot
+from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot
+from ikepriv.child_negotiator.core.engine import Negotiator
+from ikepriv.child_negotiator.core.hooks import Hooks
+from ikepriv.child_negotiator.core.settings import Settings
 from ikepriv.crypto.ciphers import pad_plaintext
 from ikepriv.crypto.oakley import skeyid_psk
 from ikepriv.ipc.messages import (
@@ -600,7 +600,7 @@ class Simulation:
         return sport, dport
 
     def established_children(self, side: str) -> list[Any]:
-        from ikepriv.child_negotiator.sa_table import ChildState
+        from ikepriv.child_negotiator.core.sa_table import ChildState
 
         return [
             c
@@ -649,7 +649,7 @@ def reseal(
 def forge_informational(core: Negotiator, payloads: Sequence[Payload]) -> bytes:
     """An encrypted, hashed informational as `core`'s peer side would build it, without
     `core` sending it: for a test that plays a peer holding valid keys but bad intent."""
-    from ikepriv.child_negotiator.wire import seal_hashed
+    from ikepriv.child_negotiator.core.wire import seal_hashed
     from ikepriv.crypto.oakley import informational_hash
 
     sa = next(sa for sa in core.sas.by_tunnel.values() if sa.established)

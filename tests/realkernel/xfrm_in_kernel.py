@@ -7,7 +7,7 @@ Two namespaces joined by a veth pair:
     [left]  lo 198.51.100.1/32, veth 192.0.2.1/24  ==  192.0.2.2/24 veth, lo 203.0.113.1/32 [right]
 
 For each case, SAs and in/out/fwd policies are installed on both sides with
-ikepriv.parent_kernel.xfrm (inbound SPIs through alloc_spi + update_sa, as the daemon does;
+ikepriv.parent_kernel.kernel.client (inbound SPIs through alloc_spi + update_sa, as the daemon does;
 outbound through add_sa), `ping -I 198.51.100.1 203.0.113.1` must succeed, the packet
 counters from list_sas() must have risen on all four SAs, and after the deletes nothing of
 ours may be left.  Prints one PASS/FAIL line per check; exits 0 only if all passed.
@@ -33,9 +33,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ikepriv.isakmp.constants import IpProtocol
-from ikepriv.parent_kernel.xfrm import (
+from ikepriv.parent_kernel.kernel.client import XfrmKernel
+from ikepriv.parent_kernel.kernel.events import XfrmEvents
+from ikepriv.parent_kernel.kernel.messages import Direction, XfrmMode
+from ikepriv.parent_kernel.kernel.specs import (
     Aead,
-    Direction,
     Encap,
     Encryption,
     Expire,
@@ -46,9 +48,6 @@ from ikepriv.parent_kernel.xfrm import (
     Selector,
     Template,
     XfrmError,
-    XfrmEvents,
-    XfrmKernel,
-    XfrmMode,
 )
 
 CLONE_NEWNET = 0x40000000

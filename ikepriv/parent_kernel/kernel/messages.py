@@ -30,12 +30,12 @@ __all__ = [
     "MsgType",
     "NlGroup",
     "PolicyAction",
-    "Selector",
     "UserTmpl",
     "UserpolicyInfo",
     "UsersaInfo",
     "XfrmId",
     "XfrmMode",
+    "XfrmSelector",
     "XfrmStats",
     "xfrm_user_acquire",
     "xfrm_user_expire",
@@ -243,7 +243,7 @@ class CStruct:
 ADDR = "16s"
 
 
-class Selector(CStruct):
+class XfrmSelector(CStruct):
     """struct xfrm_selector (56 bytes)."""
 
     layout: ClassVar[Layout] = (
@@ -302,7 +302,7 @@ class XfrmStats(CStruct):
 
 
 USERSA_INFO_LAYOUT: Layout = (
-    ("sel", Selector),
+    ("sel", XfrmSelector),
     ("id", XfrmId),
     ("saddr", ADDR),
     ("lft", LifetimeCfg),
@@ -325,7 +325,7 @@ class UsersaInfo(CStruct):
 
 
 USERPOLICY_INFO_LAYOUT: Layout = (
-    ("sel", Selector),
+    ("sel", XfrmSelector),
     ("lft", LifetimeCfg),
     ("curlft", LifetimeCur),
     ("priority", "I"),
@@ -649,7 +649,7 @@ class xfrm_userpolicy_id(_xfrm_msg):
     """DELPOLICY / GETPOLICY request: selector and direction (or index)."""
 
     __slots__ = ()
-    fields = (("sel", Selector), ("index", "I"), ("dir", "B"), ("_pad", "3x"))
+    fields = (("sel", XfrmSelector), ("index", "I"), ("dir", "B"), ("_pad", "3x"))
     defaults = layout_defaults(fields)
 
 
@@ -660,7 +660,7 @@ class xfrm_user_acquire(_xfrm_msg):
     fields = (
         ("id", XfrmId),
         ("saddr", ADDR),
-        ("sel", Selector),
+        ("sel", XfrmSelector),
         ("policy", UserpolicyInfo),
         ("aalgos", "I"),
         ("ealgos", "I"),

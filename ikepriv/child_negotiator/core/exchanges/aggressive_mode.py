@@ -25,12 +25,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ikepriv.child_negotiator import phase1
-from ikepriv.child_negotiator.identities import phase1_id, phase1_id_matches
-from ikepriv.child_negotiator.phase1 import notify, plain, single
-from ikepriv.child_negotiator.proposals import parse_ike_transform, select_ike
-from ikepriv.child_negotiator.sa_table import IsakmpSa, P1State
-from ikepriv.child_negotiator.wire import OpenError, open_message, seal
+from ikepriv.child_negotiator.core.exchanges import phase1
+from ikepriv.child_negotiator.core.exchanges.phase1 import notify, plain, single
+from ikepriv.child_negotiator.core.identities import phase1_id, phase1_id_matches
+from ikepriv.child_negotiator.core.offers import parse_ike_transform, select_ike
+from ikepriv.child_negotiator.core.sa_table import IsakmpSa, P1State
+from ikepriv.child_negotiator.core.wire import OpenError, open_message, seal
 from ikepriv.crypto import dh
 from ikepriv.crypto.prf import digests_equal
 from ikepriv.ipc.messages import Endpoint, LogLevel, Phase1Def
@@ -48,7 +48,7 @@ from ikepriv.isakmp import (
 from ikepriv.isakmp.constants import AuthMethod, ExchangeType, NotifyType
 
 if TYPE_CHECKING:
-    from ikepriv.child_negotiator.engine import Inbound, IPAddress, Negotiator
+    from ikepriv.child_negotiator.core.engine import Inbound, IPAddress, Negotiator
 
 AM = ExchangeType.AGGRESSIVE
 EXTENSION = "aggressive"

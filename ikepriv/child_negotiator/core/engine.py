@@ -27,24 +27,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ikepriv.child_negotiator import (
-    dpd,
-    informational,
-    install,
-    lifetimes,
-    phase1_aggressive,
-    phase1_main,
-    quick_mode,
-    rekey,
+from ikepriv.child_negotiator.core import dpd, install, lifetimes, rekey
+from ikepriv.child_negotiator.core.config_snapshot import (
+    ConfigSnapshot,
+    SnapshotBuilder,
+    SnapshotError,
 )
-from ikepriv.child_negotiator.cookies import ZERO_COOKIE, CookieJar
-from ikepriv.child_negotiator.counters import Counters
-from ikepriv.child_negotiator.half_open import HalfOpenTable, NotifyLimiter
-from ikepriv.child_negotiator.hooks import Hooks
-from ikepriv.child_negotiator.identities import as_identity, phase1_id
-from ikepriv.child_negotiator.natt import NatTHooks
-from ikepriv.child_negotiator.retransmit import Backoff, Flight, TimerResult, datagram_digest
-from ikepriv.child_negotiator.sa_table import (
+from ikepriv.child_negotiator.core.cookies import ZERO_COOKIE, CookieJar
+from ikepriv.child_negotiator.core.exchanges import aggressive_mode as phase1_aggressive
+from ikepriv.child_negotiator.core.exchanges import informational, quick_mode
+from ikepriv.child_negotiator.core.exchanges import main_mode as phase1_main
+from ikepriv.child_negotiator.core.half_open import HalfOpenTable, NotifyLimiter
+from ikepriv.child_negotiator.core.hooks import Hooks
+from ikepriv.child_negotiator.core.identities import as_identity, phase1_id
+from ikepriv.child_negotiator.core.natt import NatTHooks
+from ikepriv.child_negotiator.core.retransmit import Backoff, Flight, TimerResult, datagram_digest
+from ikepriv.child_negotiator.core.sa_table import (
     NEGOTIATING,
     ChildSa,
     IsakmpSa,
@@ -53,8 +51,7 @@ from ikepriv.child_negotiator.sa_table import (
     QmState,
     SaTable,
 )
-from ikepriv.child_negotiator.settings import Settings
-from ikepriv.child_negotiator.snapshot import ConfigSnapshot, SnapshotBuilder, SnapshotError
+from ikepriv.child_negotiator.core.settings import Settings
 from ikepriv.crypto.errors import CryptoError
 from ikepriv.ipc.errors import IpcError
 from ikepriv.ipc.messages import (
@@ -97,6 +94,7 @@ from ikepriv.isakmp.constants import (
     ExchangeType,
     NotifyType,
 )
+from ikepriv.process_contract import Counters
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Random = Callable[[int], bytes]

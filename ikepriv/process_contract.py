@@ -1,19 +1,61 @@
-"""Counters of everything the core refused or repeated, for `ike cmd=list` and the fuzzers.
+"""What the root parent and the sandboxed child must agree on besides the IPC schema.
 
-Every path that drops a datagram or a reply increments exactly one drop counter, so a
-hostile input always leaves a trace even when the core stays silent on the wire. The field
-names are the names `ike cmd=list stats` shows (the Stats message carries them; the parent
-accepts exactly these names), so renaming one changes what operators and scripts read.
+Both processes import this module and nothing of each other: the parent never loads the
+child's sandbox code (libc through ctypes, prctl, seccomp, Landlock), and the parent's
+vetting never imports a dataclass internal to the negotiation core. Three things live here:
+
+* where and as whom the child runs: the chroot directory (checked by both: the parent
+  creates it, the child refuses anything but an empty root-owned directory) and the
+  candidate user names;
+* the module the parent executes as the child;
+* the counters the core keeps. Their field names are the names `ike cmd=list stats` shows
+  (the Stats message carries them; the parent accepts exactly these names), so renaming one
+  changes what operators and scripts read. Every path that drops a datagram or a reply
+  increments exactly one drop counter, so a hostile input always leaves a trace even when
+  the core stays silent on the wire.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import asdict, dataclass, fields
 from typing import Final
 
 from ikepriv.ipc.messages import CounterValue, Stats
 
 COUNTER_MAX: Final = (1 << 64) - 1
+
+DEFAULT_CHROOT_DIR: Final = "/var/empty/ikepriv"
+DEFAULT_USERS: Final = ("ikepriv", "nobody")  # the first that exists runs the child
+CHILD_MODULE: Final = "ikepriv.child_negotiator.process.main"
+
+
+class ChrootDirError(ValueError):
+    """The child's root directory is not an empty, root-owned, unwritable directory."""
+
+
+def check_chroot_dir(path: str) -> None:
+    """The one rule for the child's root: a directory owned by root, not writable by group
+    or others, and empty (so nothing inside the sandbox can be read or replaced)."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        raise ChrootDirError(f"{path}: {exc.strerror}") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise ChrootDirError(f"{path} is not a directory")
+    if st.st_uid != 0 or st.st_mode & 0o022:
+        raise ChrootDirError(f"{path} must be owned by root and not group/other-writable")
+    if os.listdir(path):
+        raise ChrootDirError(f"{path} is not empty")
+
+
+def ensure_empty_root_dir(path: str = DEFAULT_CHROOT_DIR) -> None:
+    """For the parent: create ``path`` (root, 0755) if missing; it must end up empty."""
+    os.makedirs(path, mode=0o755, exist_ok=True)
+    os.chown(path, 0, 0)
+    os.chmod(path, 0o755)  # noqa: S103 -- a directory everybody may traverse, none write
+    check_chroot_dir(path)
 
 
 @dataclass(slots=True)

@@ -34,8 +34,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ikepriv.child_negotiator import informational, install, quick_mode
-from ikepriv.child_negotiator.sa_table import (
+from ikepriv.child_negotiator.core import install
+from ikepriv.child_negotiator.core.exchanges import informational, quick_mode
+from ikepriv.child_negotiator.core.sa_table import (
     NEGOTIATING,
     ChildSa,
     ChildState,
@@ -45,7 +46,7 @@ from ikepriv.child_negotiator.sa_table import (
 from ikepriv.ipc.messages import LogLevel, Phase1Def, Role, Selector
 
 if TYPE_CHECKING:
-    from ikepriv.child_negotiator.engine import IPAddress, Negotiator
+    from ikepriv.child_negotiator.core.engine import IPAddress, Negotiator
 
 
 def may_initiate(definition: Phase1Def | None) -> bool:

@@ -27,9 +27,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ikepriv.child_negotiator import vendor_ids
-from ikepriv.child_negotiator.hooks import Hooks
-from ikepriv.child_negotiator.sa_table import IsakmpSa, QuickExchange
+from ikepriv.child_negotiator.core import vendor_ids
+from ikepriv.child_negotiator.core.hooks import Hooks
+from ikepriv.child_negotiator.core.sa_table import IsakmpSa, QuickExchange
 from ikepriv.crypto.errors import CryptoError
 from ikepriv.crypto.prf import nat_d_hash
 from ikepriv.ipc.messages import DatagramOut, Endpoint, NatTEncap, Role
@@ -38,7 +38,7 @@ from ikepriv.isakmp import NatDPayload, NatOaPayload, Payload
 from ikepriv.isakmp.constants import NATT_KEEPALIVE, NATT_PORT, EncapsulationMode
 
 if TYPE_CHECKING:
-    from ikepriv.child_negotiator.engine import Inbound
+    from ikepriv.child_negotiator.core.engine import Inbound
 
 
 def _md5(text: bytes) -> bytes:

@@ -27,12 +27,13 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ikepriv.child_negotiator import dpd, informational, install, rekey
-from ikepriv.child_negotiator.sa_table import ChildSa, ChildState, IsakmpSa, QuickExchange
+from ikepriv.child_negotiator.core import dpd, install, rekey
+from ikepriv.child_negotiator.core.exchanges import informational
+from ikepriv.child_negotiator.core.sa_table import ChildSa, ChildState, IsakmpSa, QuickExchange
 from ikepriv.ipc.messages import KernelExpire, Lifetimes, LogLevel
 
 if TYPE_CHECKING:
-    from ikepriv.child_negotiator.engine import Negotiator
+    from ikepriv.child_negotiator.core.engine import Negotiator
 
 ISAKMP = 0
 CHILD = 1

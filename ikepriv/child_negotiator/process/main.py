@@ -1,4 +1,4 @@
-"""The negotiator child: `python -m ikepriv.child_negotiator.main --fd N`.
+"""The negotiator child: `python -m ikepriv.child_negotiator.process.main --fd N`.
 
 Started by the parent with the IPC socketpair as descriptor N (see supervisor.py). Order
 matters (sandbox.py): import everything, prepare() the sandbox, start trio, wrap the
@@ -22,9 +22,10 @@ import time
 
 import trio
 
-from ikepriv.child_negotiator import sandbox, warmup
-from ikepriv.child_negotiator.engine import Negotiator
-from ikepriv.child_negotiator.settings import Settings
+from ikepriv import process_contract
+from ikepriv.child_negotiator.core.engine import Negotiator
+from ikepriv.child_negotiator.core.settings import Settings
+from ikepriv.child_negotiator.process import sandbox, warmup
 from ikepriv.ipc.errors import IpcError
 from ikepriv.ipc.framing import recv_message_trio, send_message_trio
 from ikepriv.ipc.messages import Shutdown
@@ -77,14 +78,14 @@ async def _main(prepared: sandbox.Prepared, keylog: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ikepriv-child", description=__doc__)
     parser.add_argument("--fd", type=int, required=True, help="IPC socket descriptor")
-    parser.add_argument("--chroot", default=sandbox.DEFAULT_CHROOT_DIR)
+    parser.add_argument("--chroot", default=process_contract.DEFAULT_CHROOT_DIR)
     parser.add_argument("--user", action="append", help="unprivileged user (repeatable)")
     parser.add_argument("--keylog", action="store_true", help="send phase 1 keys for --keylog")
     args = parser.parse_args(argv)
     config = sandbox.SandboxConfig(
         ipc_fd=args.fd,
         chroot_dir=args.chroot,
-        users=tuple(args.user) if args.user else sandbox.DEFAULT_USERS,
+        users=tuple(args.user) if args.user else process_contract.DEFAULT_USERS,
     )
     warmup.warm_up()  # lazy imports must happen now, not under the filter
     try:

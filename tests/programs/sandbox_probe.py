@@ -1,6 +1,6 @@
 """Test program: enter the child's sandbox the way the child does, then do one thing.
 
-    python -m ikepriv.child_negotiator.sandbox_probe ACTION [--ipc-fd N]
+    python tests/programs/sandbox_probe.py ACTION [--ipc-fd N]
         [--chroot DIR] [--user NAME] [--without-seccomp]
 
 Started by the tests exactly as the parent starts the child (fork+exec, the socketpair
@@ -37,9 +37,10 @@ from typing import Final
 
 import trio
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-from ikepriv.child_negotiator import sandbox
 from ikepriv.ext._dh import lib as dh_lib
+
+from ikepriv import process_contract
+from ikepriv.child_negotiator.process import sandbox
 
 PROBE_KEY: Final = bytes(range(32))
 PROBE_IV: Final = bytes(16)
@@ -233,14 +234,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sandbox_probe")
     parser.add_argument("action", choices=["echo", *ACTIONS])
     parser.add_argument("--ipc-fd", type=int, default=3)
-    parser.add_argument("--chroot", default=sandbox.DEFAULT_CHROOT_DIR)
+    parser.add_argument("--chroot", default=process_contract.DEFAULT_CHROOT_DIR)
     parser.add_argument("--user", action="append")
     parser.add_argument("--without-seccomp", action="store_true")
     args = parser.parse_args(argv)
     config = sandbox.SandboxConfig(
         ipc_fd=args.ipc_fd,
         chroot_dir=args.chroot,
-        users=tuple(args.user) if args.user else sandbox.DEFAULT_USERS,
+        users=tuple(args.user) if args.user else process_contract.DEFAULT_USERS,
     )
     try:
         prepared = sandbox.prepare(config)

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
-from ikepriv.child_negotiator import lifetimes
-from ikepriv.child_negotiator.sa_table import (
+from ikepriv.child_negotiator.core import lifetimes
+from ikepriv.child_negotiator.core.sa_table import (
     ChildSa,
     ChildState,
     IsakmpSa,
@@ -48,7 +48,7 @@ from ikepriv.ipc.schema import Message
 from ikepriv.isakmp.constants import EncapsulationMode, EspTransformId, ProtocolId
 
 if TYPE_CHECKING:
-    from ikepriv.child_negotiator.engine import Negotiator
+    from ikepriv.child_negotiator.core.engine import Negotiator
 
 PRIORITY_BASE = 2000
 
@@ -276,7 +276,7 @@ def remove_child(core: Negotiator, child: ChildSa, *, send_delete: bool, kernel:
     core.sas.children.pop(child.tunnel_id, None)
     core.child_removed(child)
     if send_delete:
-        from ikepriv.child_negotiator import informational
+        from ikepriv.child_negotiator.core.exchanges import informational
 
         sa = core.sas.established_for(child.phase1_number, child.remote.addr)
         if sa is not None:

@@ -12,17 +12,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from ikepriv.child_negotiator import informational
-from ikepriv.child_negotiator.cookies import ZERO_COOKIE
-from ikepriv.child_negotiator.proposals import (
+from ikepriv.child_negotiator.core.cookies import ZERO_COOKIE
+from ikepriv.child_negotiator.core.exchanges import informational
+from ikepriv.child_negotiator.core.offers import (
     IkeChoice,
     check_ike_reply,
     ike_choices,
     ike_lifetime,
     ike_sa_payload,
 )
-from ikepriv.child_negotiator.retransmit import Seen
-from ikepriv.child_negotiator.sa_table import IsakmpSa, P1State
+from ikepriv.child_negotiator.core.retransmit import Seen
+from ikepriv.child_negotiator.core.sa_table import IsakmpSa, P1State
 from ikepriv.crypto import dh
 from ikepriv.crypto.ciphers import IkeCipher, key_length_bytes
 from ikepriv.crypto.errors import CryptoError
@@ -52,7 +52,7 @@ from ikepriv.isakmp import (
 from ikepriv.isakmp.constants import ExchangeType, GroupId, NotifyType
 
 if TYPE_CHECKING:
-    from ikepriv.child_negotiator.engine import Inbound, Negotiator
+    from ikepriv.child_negotiator.core.engine import Inbound, Negotiator
 
 Then = Callable[["Negotiator", IsakmpSa], None]  # what runs once SKEYID is installed
 Handler = Callable[["Negotiator", IsakmpSa, "Inbound"], None]

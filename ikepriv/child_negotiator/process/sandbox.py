@@ -59,10 +59,14 @@ from typing import Final, NoReturn
 
 import prctl
 
-from ikepriv.child_negotiator import landlock, seccomp_policy
+from ikepriv.child_negotiator.process import landlock, seccomp_policy
+from ikepriv.process_contract import (
+    DEFAULT_CHROOT_DIR,
+    DEFAULT_USERS,
+    ChrootDirError,
+    check_chroot_dir,
+)
 
-DEFAULT_CHROOT_DIR: Final = "/var/empty/ikepriv"
-DEFAULT_USERS: Final = ("ikepriv", "nobody")
 EXIT_SANDBOX_FAILED: Final = 71  # EX_OSERR
 
 _CLONE_NEWNET: Final = 0x40000000
@@ -221,15 +225,9 @@ def _resolve_ids(config: SandboxConfig) -> tuple[str, int, int]:
 
 def _check_chroot_dir(path: str) -> None:
     try:
-        st = os.lstat(path)
-    except OSError as exc:
-        raise SandboxError("chroot", f"{path}: {exc.strerror}") from exc
-    if not stat.S_ISDIR(st.st_mode):
-        raise SandboxError("chroot", f"{path} is not a directory")
-    if st.st_uid != 0 or st.st_mode & 0o022:
-        raise SandboxError("chroot", f"{path} must be owned by root and not group/other-writable")
-    if os.listdir(path):
-        raise SandboxError("chroot", f"{path} is not empty")
+        check_chroot_dir(path)
+    except ChrootDirError as exc:
+        raise SandboxError("chroot", str(exc)) from exc
 
 
 def _read_int(path: str) -> int:
@@ -266,14 +264,6 @@ def prepare(config: SandboxConfig) -> Prepared:
         inherited_fds=fds,
         cap_last_cap=cap_last_cap,
     )
-
-
-def ensure_empty_root_dir(path: str = DEFAULT_CHROOT_DIR) -> None:
-    """For the parent: create ``path`` (root, 0755) if missing; it must end up empty."""
-    os.makedirs(path, mode=0o755, exist_ok=True)
-    os.chown(path, 0, 0)
-    os.chmod(path, 0o755)  # noqa: S103 -- a directory everybody may traverse, none write
-    _check_chroot_dir(path)
 
 
 # ---------------------------------------------------------------- phase 2: the steps

@@ -1,35 +1,28 @@
-"""The parent's XFRM interface: SPIs, SAs, policies and ACQUIRE/EXPIRE events.
+"""The parent's XFRM client: SPIs, SAs and policies, one netlink request/answer per call.
 
 Synchronous on purpose: the parent calls it from one worker thread (or through
-trio.to_thread), and every call is one netlink request/answer.  The message layouts
-come from xfrm_messages (pyroute2 nlmsg classes).  The netlink socket itself is a plain
-AF_NETLINK socket rather than pyroute2's NetlinkSocket, because that class keeps its
-socket and asyncio loop per thread: calls from trio's thread pool would each open a
-new, unbound socket, and the event socket would lose its group membership.
-
-Everything returned is a frozen dataclass with plain values (addresses, ints, names),
-ready to be forwarded through ikepriv.ipc.  Key material goes into the kernel and is
-never returned: dumps carry the keys back, and the decoders drop them.
+trio.to_thread). The message layouts come from messages.py (pyroute2 nlmsg classes); the
+value types from specs.py. The netlink socket itself is a plain AF_NETLINK socket rather
+than pyroute2's NetlinkSocket, because that class keeps its socket and asyncio loop per
+thread: calls from trio's thread pool would each open a new, unbound socket, and the event
+socket would lose its group membership. Dumps carry keys back; the decoders drop them.
 """
 
 from __future__ import annotations
 
 import errno as errno_mod
 import ipaddress
-import os
 import select
 import socket
 import struct
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ikepriv.crypto.keymat import ESP_CIPHERS, INTEGRITY
 from ikepriv.isakmp.constants import IpProtocol
-from ikepriv.parent_kernel import xfrm_messages as xm
-from ikepriv.parent_kernel.xfrm_messages import (
+from ikepriv.parent_kernel.kernel import messages as xm
+from ikepriv.parent_kernel.kernel.messages import (
     XFRM_INF,
     Direction,
     MsgType,
@@ -37,33 +30,23 @@ from ikepriv.parent_kernel.xfrm_messages import (
     PolicyAction,
     XfrmMode,
 )
-
-__all__ = [
-    "Acquire",
-    "Aead",
-    "Direction",
-    "Encap",
-    "Encryption",
-    "EventsLost",
-    "Expire",
-    "Integrity",
-    "Lifetime",
-    "PolicyAction",
-    "PolicyExpire",
-    "PolicyRecord",
-    "PolicySpec",
-    "SaRecord",
-    "SaSpec",
-    "Selector",
-    "Template",
-    "XfrmError",
-    "XfrmEvents",
-    "XfrmKernel",
-    "XfrmMode",
-]
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from ikepriv.parent_kernel.kernel.specs import (
+    AF_FOR_VERSION,
+    ALL_ALGOS,
+    IPSEC_PROTOCOLS,
+    MIN_SPI,
+    REPLAY_BITMAP_MAX,
+    Encap,
+    IPAddress,
+    Lifetime,
+    PolicyRecord,
+    PolicySpec,
+    SaRecord,
+    SaSpec,
+    Selector,
+    Template,
+    XfrmError,
+)
 
 # netlink plumbing (linux/netlink.h)
 SOL_NETLINK: Final = 270
@@ -83,380 +66,6 @@ NLMSGERR_ATTR_MSG: Final = 1
 NLMSG_HDR: Final = struct.Struct("=IHHII")
 RECV_BUFSIZE: Final = 1 << 16
 MAX_DUMP_RECORDS: Final = 100_000  # a dump larger than this is refused, not buffered
-AF_FOR_VERSION: Final = {4: socket.AF_INET, 6: socket.AF_INET6}
-ALL_ALGOS: Final = 0xFFFFFFFF  # template aalgos/ealgos/calgos: any algorithm
-IPSEC_PROTOCOLS: Final = frozenset({IpProtocol.ESP, IpProtocol.AH})
-MIN_SPI: Final = 0x100  # RFC 4303 2.1: 1..255 are reserved
-REPLAY_BITMAP_MAX: Final = 32  # the legacy replay state's bitmap; larger needs REPLAY_ESN_VAL
-
-
-# --------------------------------------------------------------------------
-# Errors
-
-_HINTS: Final[dict[int, str]] = {
-    errno_mod.EPROTONOSUPPORT: "the kernel has no support for this IPsec protocol "
-    "(esp4/esp6/ah4/ah6 not built or not loaded)",
-    errno_mod.ENOSYS: "the kernel does not know this algorithm",
-    errno_mod.EEXIST: "an entry with this identity already exists",
-    errno_mod.ESRCH: "no such SA",
-    errno_mod.ENOENT: "no such entry",
-    errno_mod.EPERM: "needs CAP_NET_ADMIN in this network namespace",
-    errno_mod.EINVAL: "the kernel rejected the request as malformed",
-}
-
-
-class XfrmError(OSError):
-    """A kernel refusal or an I/O failure of one XFRM operation."""
-
-    def __init__(self, err: int, operation: str, detail: str = "") -> None:
-        self.operation = operation
-        self.detail = detail
-        name = errno_mod.errorcode.get(err, str(err))
-        text = f"{operation}: {os.strerror(err)} ({name})"
-        hints = [h for h in (detail, _HINTS.get(err, "")) if h]
-        if hints:
-            text += ": " + "; ".join(hints)
-        super().__init__(err, text)
-
-    def __str__(self) -> str:
-        return str(self.strerror)
-
-
-# --------------------------------------------------------------------------
-# Specs and records
-
-
-@dataclass(frozen=True)
-class Selector:
-    """Traffic selector: subnets, upper-layer protocol and ports (0 = any)."""
-
-    src: IPNetwork
-    dst: IPNetwork
-    proto: int = 0
-    sport: int = 0
-    dport: int = 0
-
-    def __post_init__(self) -> None:
-        if self.src.version != self.dst.version:
-            raise ValueError("selector: src and dst families differ")
-        if not 0 <= self.proto <= 255:
-            raise ValueError("selector: protocol out of range")
-        for port in (self.sport, self.dport):
-            if not 0 <= port <= 0xFFFF:
-                raise ValueError("selector: port out of range")
-
-    @property
-    def family(self) -> int:
-        return AF_FOR_VERSION[self.src.version]
-
-
-@dataclass(frozen=True)
-class Encryption:
-    """Cipher for ESP, by kernel name (e.g. 'cbc(aes)')."""
-
-    name: str
-    key: bytes = field(repr=False)
-
-
-@dataclass(frozen=True)
-class Integrity:
-    """Integrity algorithm, by kernel name, and its ICV truncation in bits."""
-
-    name: str
-    key: bytes = field(repr=False)
-    trunc_bits: int
-
-
-@dataclass(frozen=True)
-class Aead:
-    """Combined-mode cipher; key includes the salt (RFC 4106: 4 bytes)."""
-
-    name: str
-    key: bytes = field(repr=False)
-    icv_bits: int
-
-
-@dataclass(frozen=True)
-class Encap:
-    """UDP encapsulation of ESP (RFC 3948), for NAT traversal."""
-
-    sport: int
-    dport: int
-    type: int = xm.UDP_ENCAP_ESPINUDP
-    original_address: IPAddress | None = None
-
-    def __post_init__(self) -> None:
-        for port in (self.sport, self.dport):
-            if not 1 <= port <= 0xFFFF:
-                raise ValueError("encap: port out of range")
-
-
-@dataclass(frozen=True)
-class Lifetime:
-    """SA limits; None means no limit.  Seconds count from SA installation."""
-
-    soft_bytes: int | None = None
-    hard_bytes: int | None = None
-    soft_packets: int | None = None
-    hard_packets: int | None = None
-    soft_seconds: int | None = None
-    hard_seconds: int | None = None
-
-    def __post_init__(self) -> None:
-        for value in (
-            self.soft_bytes,
-            self.hard_bytes,
-            self.soft_packets,
-            self.hard_packets,
-            self.soft_seconds,
-            self.hard_seconds,
-        ):
-            if value is not None and not 0 < value < XFRM_INF:
-                raise ValueError("lifetime: limits must be positive")
-
-
-@dataclass(frozen=True)
-class SaSpec:
-    """One SA to install.  Validated structurally on construction."""
-
-    src: IPAddress
-    dst: IPAddress
-    proto: IpProtocol
-    spi: int
-    mode: XfrmMode
-    reqid: int
-    encryption: Encryption | None = None
-    integrity: Integrity | None = None
-    aead: Aead | None = None
-    encap: Encap | None = None
-    lifetime: Lifetime = field(default_factory=Lifetime)
-    replay_window: int = 32
-    selector: Selector | None = None
-
-    def __post_init__(self) -> None:
-        validate_sa(self)
-
-    @property
-    def family(self) -> int:
-        return AF_FOR_VERSION[self.dst.version]
-
-
-@dataclass(frozen=True)
-class Template:
-    """One transform a policy demands: tunnel endpoints for tunnel mode."""
-
-    proto: IpProtocol = IpProtocol.ESP
-    mode: XfrmMode = XfrmMode.TUNNEL
-    reqid: int = 0
-    src: IPAddress | None = None
-    dst: IPAddress | None = None
-    spi: int = 0
-    optional: bool = False
-
-
-@dataclass(frozen=True)
-class PolicySpec:
-    """One SPD entry."""
-
-    selector: Selector
-    direction: Direction
-    action: PolicyAction = PolicyAction.ALLOW
-    priority: int = 0
-    templates: tuple[Template, ...] = ()
-
-    def __post_init__(self) -> None:
-        validate_policy(self)
-
-
-@dataclass(frozen=True)
-class SaRecord:
-    """An SA as the kernel reports it, without keys."""
-
-    src: IPAddress
-    dst: IPAddress
-    proto: int
-    spi: int
-    mode: int
-    reqid: int
-    selector: Selector | None
-    encryption: str | None
-    integrity: str | None
-    aead: str | None
-    encap: Encap | None
-    replay_window: int
-    bytes: int
-    packets: int
-    add_time: int
-    use_time: int
-    replay_errors: int
-    integrity_failures: int
-
-    @property
-    def larval(self) -> bool:
-        """No algorithms yet: an SPI from ALLOCSPI (or a kernel ACQUIRE placeholder)."""
-        return self.encryption is None and self.integrity is None and self.aead is None
-
-
-@dataclass(frozen=True)
-class PolicyRecord:
-    """A policy as the kernel reports it."""
-
-    selector: Selector
-    direction: Direction
-    action: PolicyAction
-    priority: int
-    index: int
-    templates: tuple[Template, ...]
-    add_time: int
-    use_time: int
-
-
-@dataclass(frozen=True)
-class Acquire:
-    """The kernel wants an SA: traffic matched `selector` under policy `policy_index`."""
-
-    selector: Selector
-    src: IPAddress
-    dst: IPAddress
-    proto: int
-    seq: int
-    policy_index: int
-    policy_direction: Direction
-    templates: tuple[Template, ...]
-
-
-@dataclass(frozen=True)
-class Expire:
-    """An SA reached its soft (rekey now) or hard (gone) limit."""
-
-    src: IPAddress
-    dst: IPAddress
-    proto: int
-    spi: int
-    reqid: int
-    hard: bool
-    bytes: int
-    packets: int
-
-
-@dataclass(frozen=True)
-class PolicyExpire:
-    """A policy reached its lifetime."""
-
-    selector: Selector
-    direction: Direction
-    index: int
-    hard: bool
-
-
-@dataclass(frozen=True)
-class EventsLost:
-    """The event socket overflowed (ENOBUFS): events were dropped, resynchronise."""
-
-
-Event = Acquire | Expire | PolicyExpire | EventsLost
-
-
-# --------------------------------------------------------------------------
-# Structural validation.  Names and key sizes come from the project's one IPsec algorithm
-# table (ikepriv.crypto.keymat); which algorithms a tunnel allows is vetted by the parent.
-
-
-KeySizes = frozenset[int]
-AeadSizes = tuple[frozenset[int], frozenset[int]]
-
-
-def _cipher_tables() -> tuple[dict[str, KeySizes], dict[str, AeadSizes]]:
-    plain: dict[str, set[int]] = {}
-    aead: dict[str, tuple[set[int], set[int]]] = {}
-    for spec in ESP_CIPHERS.values():
-        key_bytes = {bits // 8 + spec.salt_bytes for bits in spec.key_bits}
-        if spec.icv_bits is None:
-            plain.setdefault(spec.xfrm_name, set()).update(key_bytes)
-        else:
-            keys, icvs = aead.setdefault(spec.xfrm_name, (set(), set()))
-            keys.update(key_bytes)
-            icvs.add(spec.icv_bits)
-    return (
-        {name: frozenset(sizes) for name, sizes in plain.items()},
-        {name: (frozenset(k), frozenset(i)) for name, (k, i) in aead.items()},
-    )
-
-
-# cipher name -> key bytes; AEAD name -> (key bytes including salt, ICV bits)
-ENCRYPTION_KEY_BYTES, AEAD_PARAMS = _cipher_tables()
-# integrity name -> (key bytes, ICV truncation bits)
-INTEGRITY_PARAMS: Final[dict[str, tuple[int, int]]] = {
-    spec.xfrm_name: (spec.key_bytes, spec.truncation_bits) for spec in INTEGRITY.values()
-}
-
-
-def validate_sa(spec: SaSpec) -> None:
-    """Reject what the kernel would reject, and what would be silently wrong."""
-    if spec.src.version != spec.dst.version:
-        raise ValueError("sa: src and dst families differ")
-    if spec.proto not in IPSEC_PROTOCOLS:
-        raise ValueError("sa: protocol must be ESP or AH")
-    if not MIN_SPI <= spec.spi <= 0xFFFFFFFF:
-        raise ValueError("sa: SPI out of range")
-    if not 0 <= spec.reqid <= 0xFFFFFFFF:
-        raise ValueError("sa: reqid out of range")
-    if not 0 <= spec.replay_window <= xm.XFRMA_REPLAY_ESN_MAX * 8:
-        raise ValueError("sa: replay window out of range")
-    if spec.proto == IpProtocol.AH:
-        if spec.encryption or spec.aead or spec.encap:
-            raise ValueError("sa: AH takes only an integrity algorithm")
-        if spec.integrity is None:
-            raise ValueError("sa: AH needs an integrity algorithm")
-    elif spec.aead is not None:
-        if spec.encryption or spec.integrity:
-            raise ValueError("sa: an AEAD cipher excludes separate encryption/integrity")
-    elif spec.encryption is None:
-        raise ValueError("sa: ESP needs an encryption or AEAD algorithm")
-    elif spec.integrity is None:
-        # confidentiality without integrity is open to active attacks (as keymat refuses it)
-        raise ValueError("sa: ESP with a non-AEAD cipher needs an integrity algorithm")
-    if spec.encryption is not None:
-        sizes = ENCRYPTION_KEY_BYTES.get(spec.encryption.name)
-        if sizes is None:
-            raise ValueError(f"sa: unsupported cipher {spec.encryption.name!r}")
-        if len(spec.encryption.key) not in sizes:
-            raise ValueError(f"sa: wrong key length for {spec.encryption.name}")
-    if spec.integrity is not None:
-        params = INTEGRITY_PARAMS.get(spec.integrity.name)
-        if params is None:
-            raise ValueError(f"sa: unsupported integrity {spec.integrity.name!r}")
-        if (len(spec.integrity.key), spec.integrity.trunc_bits) != params:
-            raise ValueError(f"sa: wrong key or ICV length for {spec.integrity.name}")
-    if spec.aead is not None:
-        aead = AEAD_PARAMS.get(spec.aead.name)
-        if aead is None:
-            raise ValueError(f"sa: unsupported AEAD {spec.aead.name!r}")
-        if len(spec.aead.key) not in aead[0] or spec.aead.icv_bits not in aead[1]:
-            raise ValueError(f"sa: wrong key or ICV length for {spec.aead.name}")
-    if spec.selector is not None and spec.selector.src.version != spec.dst.version:
-        raise ValueError("sa: selector family differs from the SA's")
-    if spec.mode == XfrmMode.TRANSPORT and spec.selector is None:
-        raise ValueError("sa: transport mode needs a selector")
-
-
-def validate_policy(spec: PolicySpec) -> None:
-    if not 0 <= spec.priority <= 0xFFFFFFFF:
-        raise ValueError("policy: priority out of range")
-    if len(spec.templates) > xm.XFRM_MAX_DEPTH:
-        raise ValueError("policy: too many templates")
-    if spec.action == PolicyAction.BLOCK and spec.templates:
-        raise ValueError("policy: a block policy takes no templates")
-    for tmpl in spec.templates:
-        if tmpl.proto not in IPSEC_PROTOCOLS:
-            raise ValueError("policy: template protocol must be ESP or AH")
-        if not 0 <= tmpl.reqid <= 0xFFFFFFFF:
-            raise ValueError("policy: template reqid out of range")
-        if tmpl.mode == XfrmMode.TUNNEL:
-            if tmpl.src is None or tmpl.dst is None:
-                raise ValueError("policy: a tunnel template needs both endpoints")
-            if tmpl.src.version != tmpl.dst.version:
-                raise ValueError("policy: tunnel endpoints' families differ")
 
 
 # --------------------------------------------------------------------------
@@ -467,7 +76,7 @@ def _addr_bytes(addr: IPAddress | None) -> bytes:
     return b"" if addr is None else addr.packed
 
 
-def _addr_from(raw: bytes, family: int) -> IPAddress:
+def addr_from(raw: bytes, family: int) -> IPAddress:
     if family == socket.AF_INET:
         return ipaddress.IPv4Address(raw[:4])
     if family == socket.AF_INET6:
@@ -496,12 +105,12 @@ def _selector_struct(sel: Selector | None) -> dict[str, Any]:
     }
 
 
-def _selector_from(raw: dict[str, Any]) -> Selector | None:
+def selector_from(raw: dict[str, Any]) -> Selector | None:
     family = raw["family"]
     if family not in (socket.AF_INET, socket.AF_INET6):
         return None
-    src = _addr_from(raw["saddr"], family)
-    dst = _addr_from(raw["daddr"], family)
+    src = addr_from(raw["saddr"], family)
+    dst = addr_from(raw["daddr"], family)
     return Selector(
         src=ipaddress.ip_network((src, raw["prefixlen_s"]), strict=False),
         dst=ipaddress.ip_network((dst, raw["prefixlen_d"]), strict=False),
@@ -550,7 +159,7 @@ def _tmpl_struct(tmpl: Template, family: int) -> dict[str, Any]:
     }
 
 
-_DIRECTIONS: Final = frozenset(int(d) for d in Direction)
+KERNEL_DIRECTIONS: Final = frozenset(int(d) for d in Direction)
 
 
 def _enum_or_int(enum: Any, value: int) -> Any:
@@ -561,7 +170,7 @@ def _enum_or_int(enum: Any, value: int) -> Any:
         return value
 
 
-def _tmpl_from(raw: dict[str, Any]) -> Template:
+def tmpl_from(raw: dict[str, Any]) -> Template:
     family = raw["family"]
     mode = _enum_or_int(XfrmMode, raw["mode"])
     tunnel = mode == XfrmMode.TUNNEL and family in AF_FOR_VERSION.values()
@@ -569,8 +178,8 @@ def _tmpl_from(raw: dict[str, Any]) -> Template:
         proto=_enum_or_int(IpProtocol, raw["id"]["proto"]),
         mode=mode,
         reqid=raw["reqid"],
-        src=_addr_from(raw["saddr"], family) if tunnel else None,
-        dst=_addr_from(raw["id"]["daddr"], family) if tunnel else None,
+        src=addr_from(raw["saddr"], family) if tunnel else None,
+        dst=addr_from(raw["id"]["daddr"], family) if tunnel else None,
         spi=raw["id"]["spi"],
         optional=bool(raw["optional"]),
     )
@@ -634,7 +243,7 @@ def _sa_attrs(spec: SaSpec) -> list[tuple[str, Any]]:
     return attrs
 
 
-def _attr_map(msg: Any) -> dict[str, Any]:
+def attr_map(msg: Any) -> dict[str, Any]:
     """Decoded attributes by name.  pyroute2 decodes NLAs lazily and, on failure,
     logs and hands back raw bytes; a malformed attribute is an error here instead."""
     out: dict[str, Any] = {}
@@ -647,9 +256,9 @@ def _attr_map(msg: Any) -> dict[str, Any]:
     return out
 
 
-def _sa_record(msg: Any) -> SaRecord:
+def sa_record(msg: Any) -> SaRecord:
     family = msg["family"]
-    attrs = _attr_map(msg)
+    attrs = attr_map(msg)
     enc = attrs.get("XFRMA_ALG_CRYPT")
     auth = attrs.get("XFRMA_ALG_AUTH_TRUNC") or attrs.get("XFRMA_ALG_AUTH")
     aead = attrs.get("XFRMA_ALG_AEAD")
@@ -667,13 +276,13 @@ def _sa_record(msg: Any) -> SaRecord:
         window = esn["replay_window"]
     cur = msg["curlft"]
     return SaRecord(
-        src=_addr_from(msg["saddr"], family),
-        dst=_addr_from(msg["id"]["daddr"], family),
+        src=addr_from(msg["saddr"], family),
+        dst=addr_from(msg["id"]["daddr"], family),
         proto=msg["id"]["proto"],
         spi=msg["id"]["spi"],
         mode=msg["mode"],
         reqid=msg["reqid"],
-        selector=_selector_from(msg["sel"]),
+        selector=selector_from(msg["sel"]),
         encryption=enc["name"] if enc else None,
         integrity=auth["name"] if auth else None,
         aead=aead["name"] if aead else None,
@@ -689,17 +298,17 @@ def _sa_record(msg: Any) -> SaRecord:
 
 
 def _policy_record(msg: Any) -> PolicyRecord | None:
-    selector = _selector_from(msg["sel"])
-    if selector is None or msg["dir"] not in _DIRECTIONS:
+    selector = selector_from(msg["sel"])
+    if selector is None or msg["dir"] not in KERNEL_DIRECTIONS:
         return None  # socket policies and exotic families are not ours to report
-    attrs = _attr_map(msg)
+    attrs = attr_map(msg)
     return PolicyRecord(
         selector=selector,
         direction=Direction(msg["dir"]),
         action=PolicyAction(msg["action"] & 1),
         priority=msg["priority"],
         index=msg["index"],
-        templates=tuple(_tmpl_from(t) for t in attrs.get("XFRMA_TMPL", ())),
+        templates=tuple(tmpl_from(t) for t in attrs.get("XFRMA_TMPL", ())),
         add_time=msg["curlft"]["add_time"],
         use_time=msg["curlft"]["use_time"],
     )
@@ -709,7 +318,7 @@ def _policy_record(msg: Any) -> PolicyRecord | None:
 # Netlink transport
 
 
-def _open_socket(groups: Iterable[NlGroup] = ()) -> socket.socket:
+def open_socket(groups: Iterable[NlGroup] = ()) -> socket.socket:
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, xm.NETLINK_XFRM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
@@ -727,14 +336,14 @@ def _open_socket(groups: Iterable[NlGroup] = ()) -> socket.socket:
     return sock
 
 
-def _wait_readable(sock: socket.socket, timeout: float | None) -> bool:
+def wait_readable(sock: socket.socket, timeout: float | None) -> bool:
     """poll(2), not select(2): the parent may hold descriptors numbered above 1024."""
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000))))
 
 
-def _split(data: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
+def split_messages(data: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
     """Yield (type, flags, seq, pid, whole message) for each netlink message in a datagram."""
     offset = 0
     while offset + NLMSG_HDR.size <= len(data):
@@ -745,7 +354,7 @@ def _split(data: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
         offset += (length + 3) & ~3
 
 
-def _error_of(msg: bytes, flags: int) -> tuple[int, str]:
+def error_of(msg: bytes, flags: int) -> tuple[int, str]:
     """Decode NLMSG_ERROR: (positive errno or 0, extended-ack text)."""
     if len(msg) < NLMSG_HDR.size + 4:
         return errno_mod.EBADMSG, "short error message"
@@ -768,7 +377,7 @@ def _error_of(msg: bytes, flags: int) -> tuple[int, str]:
     return -code, detail
 
 
-def _decode(msg_class: type[Any], raw: bytes, operation: str) -> Any:
+def decode_netlink(msg_class: type[Any], raw: bytes, operation: str) -> Any:
     try:
         msg = msg_class(raw)
         msg.decode()
@@ -785,7 +394,7 @@ class XfrmKernel:
     """
 
     def __init__(self, timeout: float = 5.0) -> None:
-        self._sock = _open_socket()
+        self._sock = open_socket()
         self._port: int = self._sock.getsockname()[0]
         self._timeout = timeout
         self._lock = threading.Lock()
@@ -842,16 +451,16 @@ class XfrmKernel:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise XfrmError(errno_mod.ETIMEDOUT, operation, "no answer from the kernel")
-            if not _wait_readable(self._sock, remaining):
+            if not wait_readable(self._sock, remaining):
                 continue
             data, (sender, _) = self._sock.recvfrom(RECV_BUFSIZE)
             if sender != 0:
                 continue  # only the kernel answers requests
-            for mtype, flags, mseq, pid, raw in _split(data):
+            for mtype, flags, mseq, pid, raw in split_messages(data):
                 if mseq != seq or pid not in (0, self._port):
                     continue  # a stale answer to an earlier, timed-out request
                 if mtype == NLMSG_ERROR:
-                    code, detail = _error_of(raw, flags)
+                    code, detail = error_of(raw, flags)
                     if code:
                         raise XfrmError(code, operation, detail)
                     return replies
@@ -862,7 +471,7 @@ class XfrmKernel:
                 if reply_class is not None:
                     if len(replies) >= MAX_DUMP_RECORDS:
                         raise XfrmError(errno_mod.E2BIG, operation, "dump too large")
-                    replies.append(_decode(reply_class, raw, operation))
+                    replies.append(decode_netlink(reply_class, raw, operation))
                 if not flags & NLM_F_MULTI:
                     return replies
 
@@ -954,7 +563,7 @@ class XfrmKernel:
             if exc.errno == errno_mod.ESRCH:
                 return None
             raise
-        return _sa_record(replies[0]) if replies else None
+        return sa_record(replies[0]) if replies else None
 
     def list_sas(self) -> list[SaRecord]:
         replies = self._request(
@@ -964,7 +573,7 @@ class XfrmKernel:
             NLM_F_REQUEST | NLM_F_DUMP,
             xm.xfrm_usersa_info,
         )
-        return [_sa_record(m) for m in replies]
+        return [sa_record(m) for m in replies]
 
     # -- policies ---------------------------------------------------------
 
@@ -1003,119 +612,3 @@ class XfrmKernel:
         )
         records = (_policy_record(m) for m in replies)
         return [r for r in records if r is not None]
-
-
-# --------------------------------------------------------------------------
-# Events
-
-
-def _acquire_event(msg: Any) -> Acquire | None:
-    selector = _selector_from(msg["sel"])
-    policy_dir = msg["policy"]["dir"]
-    family = msg["sel"]["family"]
-    templates = tuple(_tmpl_from(t) for t in _attr_map(msg).get("XFRMA_TMPL", ()))
-    # the SA's family is the template's (tunnel endpoints may differ from the selector's)
-    for tmpl in templates:
-        if tmpl.dst is not None:
-            family = AF_FOR_VERSION[tmpl.dst.version]
-            break
-    if selector is None or policy_dir not in _DIRECTIONS:
-        return None
-    return Acquire(
-        selector=selector,
-        src=_addr_from(msg["saddr"], family),
-        dst=_addr_from(msg["id"]["daddr"], family),
-        proto=msg["id"]["proto"],
-        seq=msg["seq"],
-        policy_index=msg["policy"]["index"],
-        policy_direction=Direction(policy_dir),
-        templates=templates,
-    )
-
-
-def _expire_event(msg: Any) -> Expire:
-    state = msg["state"]
-    family = state["family"]
-    return Expire(
-        src=_addr_from(state["saddr"], family),
-        dst=_addr_from(state["id"]["daddr"], family),
-        proto=state["id"]["proto"],
-        spi=state["id"]["spi"],
-        reqid=state["reqid"],
-        hard=bool(msg["hard"]),
-        bytes=state["curlft"]["bytes"],
-        packets=state["curlft"]["packets"],
-    )
-
-
-def _polexpire_event(msg: Any) -> PolicyExpire | None:
-    pol = msg["pol"]
-    selector = _selector_from(pol["sel"])
-    if selector is None or pol["dir"] not in _DIRECTIONS:
-        return None
-    return PolicyExpire(
-        selector=selector,
-        direction=Direction(pol["dir"]),
-        index=pol["index"],
-        hard=bool(msg["hard"]),
-    )
-
-
-_EVENT_DECODERS: Final[dict[int, tuple[type[Any], Any]]] = {
-    MsgType.ACQUIRE: (xm.xfrm_user_acquire, _acquire_event),
-    MsgType.EXPIRE: (xm.xfrm_user_expire, _expire_event),
-    MsgType.POLEXPIRE: (xm.xfrm_user_polexpire, _polexpire_event),
-}
-
-
-class XfrmEvents:
-    """Subscription to the kernel's ACQUIRE and EXPIRE multicasts in this namespace.
-
-    Use fileno() with trio.lowlevel.wait_readable (or select), then recv_events(0).
-    """
-
-    def __init__(self, groups: Iterable[NlGroup] = (NlGroup.ACQUIRE, NlGroup.EXPIRE)) -> None:
-        self._sock = _open_socket(groups)
-        self._sock.setblocking(False)
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def __enter__(self) -> XfrmEvents:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def recv_events(self, timeout: float | None = None) -> list[Event]:
-        """Events that arrived; waits up to `timeout` seconds (None: forever) for the first."""
-        events: list[Event] = []
-        readable = _wait_readable(self._sock, timeout)
-        while readable:
-            try:
-                data, (sender, _) = self._sock.recvfrom(RECV_BUFSIZE)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno == errno_mod.ENOBUFS:
-                    events.append(EventsLost())
-                    continue
-                raise XfrmError(exc.errno or errno_mod.EIO, "recv_events") from exc
-            if sender != 0:
-                continue  # multicast from anyone but the kernel is not an event
-            for mtype, _flags, _seq, _pid, raw in _split(data):
-                decoder = _EVENT_DECODERS.get(mtype)
-                if decoder is None:
-                    continue
-                msg_class, convert = decoder
-                msg = _decode(msg_class, raw, "recv_events")
-                try:
-                    event = convert(msg)
-                except (KeyError, ValueError, struct.error) as exc:
-                    raise XfrmError(errno_mod.EBADMSG, "recv_events", str(exc)) from exc
-                if event is not None:
-                    events.append(event)
-        return events

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from ikepriv.child_negotiator.proposals import IkeChoice, IpsecChoice
-from ikepriv.child_negotiator.retransmit import Flight
+from ikepriv.child_negotiator.core.offers import IkeChoice, IpsecChoice
+from ikepriv.child_negotiator.core.retransmit import Flight
 from ikepriv.crypto.ciphers import IkeCipher
 from ikepriv.crypto.dh import DHPrivateKey
 from ikepriv.crypto.oakley import IvChain, Phase1Keys
@@ -32,7 +32,7 @@ from ikepriv.isakmp import IdPayload, Proposal
 from ikepriv.isakmp.constants import ExchangeType, ProtocolId
 
 if TYPE_CHECKING:
-    from ikepriv.child_negotiator.dpd import DpdState
+    from ikepriv.child_negotiator.core.dpd import DpdState
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

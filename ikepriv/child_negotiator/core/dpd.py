@@ -32,15 +32,16 @@ from dataclasses import dataclass, field, fields
 from functools import partial
 from typing import TYPE_CHECKING
 
-from ikepriv.child_negotiator import informational, install, vendor_ids
-from ikepriv.child_negotiator.counters import Counters
-from ikepriv.child_negotiator.sa_table import ChildSa, IsakmpSa
+from ikepriv.child_negotiator.core import install, vendor_ids
+from ikepriv.child_negotiator.core.exchanges import informational
+from ikepriv.child_negotiator.core.sa_table import ChildSa, IsakmpSa
 from ikepriv.ipc.messages import DpdAction, LogLevel, ResultReply, SaDelete
 from ikepriv.isakmp import NotifyPayload
 from ikepriv.isakmp.constants import NotifyType, ProtocolId
+from ikepriv.process_contract import Counters
 
 if TYPE_CHECKING:
-    from ikepriv.child_negotiator.engine import IPAddress, Negotiator
+    from ikepriv.child_negotiator.core.engine import IPAddress, Negotiator
 
 RESTART = 2  # deadline kind of a pending restart (lifetimes.DeadlineIndex), by definition
 MAX_OUTSTANDING = 8  # probes of one series whose ACK we still accept

@@ -21,24 +21,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ikepriv.child_negotiator import informational, install, lifetimes
-from ikepriv.child_negotiator.identities import (
+from ikepriv.child_negotiator.core import install, lifetimes
+from ikepriv.child_negotiator.core.exchanges import informational
+from ikepriv.child_negotiator.core.identities import (
     IdForm,
     host_selector,
     id_selector,
     selector_id,
     selector_inside,
 )
-from ikepriv.child_negotiator.proposals import (
+from ikepriv.child_negotiator.core.offers import (
     Selected,
     check_ipsec_reply,
     ipsec_choices,
     ipsec_sa_payload,
     select_ipsec,
 )
-from ikepriv.child_negotiator.retransmit import Seen
-from ikepriv.child_negotiator.sa_table import IsakmpSa, QmState, QuickExchange
-from ikepriv.child_negotiator.wire import (
+from ikepriv.child_negotiator.core.retransmit import Seen
+from ikepriv.child_negotiator.core.sa_table import IsakmpSa, QmState, QuickExchange
+from ikepriv.child_negotiator.core.wire import (
     OpenError,
     after_first,
     leading_hash,
@@ -83,7 +84,7 @@ from ikepriv.isakmp.constants import (
 )
 
 if TYPE_CHECKING:
-    from ikepriv.child_negotiator.engine import Inbound, Negotiator
+    from ikepriv.child_negotiator.core.engine import Inbound, Negotiator
 
 QM = ExchangeType.QUICK_MODE
 MIN_SPI = 256

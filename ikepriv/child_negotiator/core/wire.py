@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Sequence
 
-from ikepriv.child_negotiator.sa_table import IsakmpSa
+from ikepriv.child_negotiator.core.sa_table import IsakmpSa
 from ikepriv.crypto.ciphers import pad_plaintext
 from ikepriv.crypto.errors import CryptoError
 from ikepriv.isakmp import (

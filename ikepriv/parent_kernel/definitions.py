@@ -22,12 +22,12 @@ from cryptography import x509
 from ikepriv.config.loader import load_definitions
 from ikepriv.config.model import DpdAction, Phase1Definition, Phase2Definition
 from ikepriv.config.model import Identity as ConfigIdentity
+from ikepriv.config.store import TunnelDB
 from ikepriv.config.writer import dump_definitions
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.errors import IpcError
 from ikepriv.ipc.schema import Message
 from ikepriv.isakmp.constants import IdType, ProtocolId
-from ikepriv.parent_kernel.tunneldb import TunnelDB
 
 log = logging.getLogger("ikepriv.parent")
 

@@ -17,15 +17,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ikepriv.child_negotiator import vendor_ids
-from ikepriv.child_negotiator.sa_table import IsakmpSa, QuickExchange
+from ikepriv.child_negotiator.core import vendor_ids
+from ikepriv.child_negotiator.core.sa_table import IsakmpSa, QuickExchange
 from ikepriv.ipc.messages import NatTEncap
 from ikepriv.ipc.schema import Message as IpcMessage
 from ikepriv.isakmp import Payload
 from ikepriv.isakmp.constants import EncapsulationMode
 
 if TYPE_CHECKING:
-    from ikepriv.child_negotiator.engine import Inbound
+    from ikepriv.child_negotiator.core.engine import Inbound
 
 
 class Hooks:

@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from ikepriv.child_negotiator import install
-from ikepriv.child_negotiator.sa_table import IsakmpSa
-from ikepriv.child_negotiator.wire import (
+from ikepriv.child_negotiator.core import install
+from ikepriv.child_negotiator.core.sa_table import IsakmpSa
+from ikepriv.child_negotiator.core.wire import (
     OpenError,
     after_first,
     leading_hash,
@@ -32,7 +32,7 @@ from ikepriv.isakmp import DeletePayload, NotifyPayload, Payload
 from ikepriv.isakmp.constants import DOI, ExchangeType, NotifyType, ProtocolId
 
 if TYPE_CHECKING:
-    from ikepriv.child_negotiator.engine import Inbound, Negotiator
+    from ikepriv.child_negotiator.core.engine import Inbound, Negotiator
 
 INFO = ExchangeType.INFORMATIONAL
 ERROR_TYPES_END = 16384  # RFC 2408 3.14.1: 1..16383 are errors, the rest status
@@ -154,7 +154,7 @@ def _on_notify(core: Negotiator, sa: IsakmpSa, notify: NotifyPayload) -> None:
 
 
 def _on_error_notify(core: Negotiator, sa: IsakmpSa, notify: NotifyPayload) -> None:
-    from ikepriv.child_negotiator import quick_mode
+    from ikepriv.child_negotiator.core.exchanges import quick_mode
 
     name = _notify_name(notify.notify_type)
     core.log(LogLevel.WARNING, f"{name} from {sa.remote.addr} ({sa.definition.name})")

@@ -1,0 +1,1 @@
+"""The negotiation core: pure, sans-I/O, deterministic (clock and randomness injected)."""

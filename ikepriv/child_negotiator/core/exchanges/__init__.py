@@ -1,0 +1,1 @@
+"""The ISAKMP exchanges: Main, Aggressive, Quick Mode and Informational."""

@@ -1,0 +1,1 @@
+"""The negotiator process shell: sandbox entry, seccomp/Landlock, the trio loop around the core."""

@@ -1,0 +1,1 @@
+"""The kernel interface: XFRM value types and validation, netlink messages, the client, events."""
