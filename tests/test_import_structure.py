@@ -131,7 +131,7 @@ def test_the_parent_process_does_not_load_sandbox_libraries() -> None:
         " or m in ('prctl', 'seccomp', 'pyseccomp'))\n"
         "print(','.join(bad))\n"
     )
-    out = subprocess.run(
+    out = subprocess.run(  # noqa: S603 -- our interpreter, our code
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert out.stdout.strip() == ""
@@ -151,7 +151,7 @@ def test_every_module_imports_on_its_own() -> None:
         "        failed.append((name, r.stderr.strip().splitlines()[-1:]))\n"
         "print(failed)\n"
     )
-    out = subprocess.run(
+    out = subprocess.run(  # noqa: S603 -- our interpreter, our code
         [sys.executable, "-c", code, *names], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert out.stdout.strip() == "[]"
