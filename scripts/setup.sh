@@ -12,7 +12,7 @@ APT_PACKAGES=(
   user-mode-linux busybox-static
   strongswan-charon strongswan-swanctl libcharon-extra-plugins
   libstrongswan-extra-plugins libstrongswan-standard-plugins libnss3-tools
-  tcpdump
+  tcpdump patchelf
 )
 
 need_apt=0
@@ -42,3 +42,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q --upgrade pip setuptools wheel
 .venv/bin/pip install -q -e '.[test]'
+
+# A UML kernel that boots on this CPU: Debian 12's cannot start processes on hosts with AMX
+# (see tests/realkernel/uml-kernel.sh); a newer one is unpacked into a cache once, here rather
+# than inside a timed test.
+if [ "$(id -u)" = 0 ] && [ "${IKEPRIV_SKIP_UML:-0}" != 1 ]; then
+  bash tests/realkernel/uml-kernel.sh >/dev/null
+fi
