@@ -5,6 +5,5 @@
 * ``session``    follows SAs and exchanges through a capture; records and problems
 * ``keys``       command-line secrets and Wireshark's IKEv1 decryption table
 * ``render``     JSON objects and text lines
-* ``vendor_ids`` names of well-known Vendor IDs
 * ``run``        the ikedump program (ikepriv.cli.ikedump is its entry point)
 """

@@ -21,7 +21,7 @@ from typing import BinaryIO
 import dpkt
 
 from ikepriv.isakmp.constants import IKE_PORT, NATT_PORT, NON_ESP_MARKER
-from ikepriv.isakmp.framing import Kind, classify_4500
+from ikepriv.isakmp.natt_framing import Kind, classify_4500
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
