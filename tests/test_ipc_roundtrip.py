@@ -319,8 +319,8 @@ def test_sa_add_shapes() -> None:
 
 def test_policy_selector_networks_keep_their_prefix() -> None:
     sel = m.TrafficSelector(
-        m.Selector(ip_network("192.0.2.0/24"), 0, 0),
-        m.Selector(ip_network("203.0.113.128/25"), 6, 443),
+        m.SelectorSide(ip_network("192.0.2.0/24"), 0, 0),
+        m.SelectorSide(ip_network("203.0.113.128/25"), 6, 443),
     )
     msg = m.PolicyDelete(9, sel, m.PolicyDirection.FWD)
     assert decode(encode(msg), Direction.CHILD_TO_PARENT) == msg

@@ -246,7 +246,7 @@ class Identity(Struct):
 
 @struct
 @dataclass(frozen=True, slots=True)
-class Selector(Struct):
+class SelectorSide(Struct):
     """One side of a traffic selector: network, IP protocol (0 any), port (0 any)."""
 
     network: IpNet
@@ -257,8 +257,8 @@ class Selector(Struct):
 @struct
 @dataclass(frozen=True, slots=True)
 class TrafficSelector(Struct):
-    src: Selector
-    dst: Selector
+    src: SelectorSide
+    dst: SelectorSide
 
     def check(self) -> None:
         _same_family("selector", self.src.network, self.dst.network)
@@ -357,8 +357,8 @@ class Phase2Def(Struct):
     number: DefNumber
     phase1_number: DefNumber
     name: Name
-    local: Selector
-    remote: Selector
+    local: SelectorSide
+    remote: SelectorSide
     proposals: Annotated[
         tuple[Phase2Proposal, ...], ListOf(Nested(Phase2Proposal), MAX_PROPOSALS, min_count=1)
     ]

@@ -106,8 +106,8 @@ def _phase2_to_ipc(d: Phase2Definition, number: int, phase1_number: int) -> m.Ph
         number=number,
         phase1_number=phase1_number,
         name=d.name,
-        local=m.Selector(d.local_subnet, d.protocol, d.local_port),
-        remote=m.Selector(d.remote_subnet, d.protocol, d.remote_port),
+        local=m.SelectorSide(d.local_subnet, d.protocol, d.local_port),
+        remote=m.SelectorSide(d.remote_subnet, d.protocol, d.remote_port),
         proposals=tuple(proposals),
         mode=d.mode,
     )

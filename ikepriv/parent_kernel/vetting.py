@@ -57,7 +57,7 @@ from ikepriv.parent_kernel.kernel.specs import (
     Lifetime,
     PolicySpec,
     SaSpec,
-    Selector,
+    SelectorSpec,
     Template,
 )
 from ikepriv.parent_kernel.peers import PeerTable
@@ -168,7 +168,7 @@ class _Tunnel:
     p2: Phase2Definition
 
 
-def _inside(sel: m.Selector, net: ipaddress.IPv4Network | ipaddress.IPv6Network,
+def _inside(sel: m.SelectorSide, net: ipaddress.IPv4Network | ipaddress.IPv6Network,
             protocol: int, port: int) -> bool:  # fmt: skip
     """`sel` equal to or narrower than (net, protocol, port); 0 in the definition = any."""
     if sel.network.version != net.version or not sel.network.subnet_of(net):  # type: ignore[arg-type]
@@ -189,7 +189,7 @@ def selector_inside(ts: m.TrafficSelector, p2: Phase2Definition, outbound: bool)
     return _inside(ts.src, *src_def) and _inside(ts.dst, *dst_def)  # type: ignore[arg-type]
 
 
-def definition_selector(p2: Phase2Definition, outbound: bool, version: int) -> Selector | None:
+def definition_selector(p2: Phase2Definition, outbound: bool, version: int) -> SelectorSpec | None:
     """The phase 2 definition's own selector, oriented for one direction: what an SA the
     child sent without a selector may carry (a wildcard would accept any inner traffic).
     None when the subnets are of another IP version than the SA's endpoints: the kernel
@@ -199,13 +199,13 @@ def definition_selector(p2: Phase2Definition, outbound: bool, version: int) -> S
     local = (p2.local_subnet, p2.local_port)
     remote = (p2.remote_subnet, p2.remote_port)
     (src, sport), (dst, dport) = (local, remote) if outbound else (remote, local)
-    return Selector(src, dst, p2.protocol, sport, dport)
+    return SelectorSpec(src, dst, p2.protocol, sport, dport)
 
 
-def xfrm_selector(ts: m.TrafficSelector) -> Selector | Refusal:
+def xfrm_selector(ts: m.TrafficSelector) -> SelectorSpec | Refusal:
     if ts.src.protocol != ts.dst.protocol:
         return Refusal(ErrorCode.INVALID_REQUEST, "selector sides name different protocols")
-    return Selector(ts.src.network, ts.dst.network, ts.src.protocol, ts.src.port, ts.dst.port)
+    return SelectorSpec(ts.src.network, ts.dst.network, ts.src.protocol, ts.src.port, ts.dst.port)
 
 
 def stats_problem(msg: m.Stats) -> str | None:
@@ -492,7 +492,7 @@ class Vetter:
         encap = self._encap(t, req, local, remote)
         if isinstance(encap, Refusal):
             return encap
-        selector: Selector | None = None
+        selector: SelectorSpec | None = None
         if req.selector is not None:
             if not selector_inside(req.selector, t.p2, outbound):
                 return Refusal(ErrorCode.NOT_PERMITTED, "SA selector wider than the definition",

@@ -56,7 +56,7 @@ from ikepriv.ipc.messages import (
     LogLevel,
     Phase2Def,
     Role,
-    Selector,
+    SelectorSide,
     SpiReply,
     SpiRequest,
 )
@@ -106,7 +106,7 @@ def initiate(
     core: Negotiator,
     definition: Phase2Def,
     sa: IsakmpSa,
-    selectors: tuple[Selector, Selector] | None = None,
+    selectors: tuple[SelectorSide, SelectorSide] | None = None,
 ) -> QuickExchange | None:
     """Start a Quick Mode for `definition`; a rekey passes the (local, remote) selectors of
     the SA it replaces, which may be narrower than the definition's."""
