@@ -25,7 +25,12 @@ from typing import Final
 import trio
 
 from ikepriv.isakmp.constants import NATT_KEEPALIVE, NON_ESP_MARKER
-from ikepriv.parent_kernel.kernel.messages import Direction, PolicyAction
+from ikepriv.parent_kernel.kernel.messages import (
+    UDP_ENCAP_ESPINUDP,
+    Direction,
+    PolicyAction,
+    UserpolicyInfo,
+)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -39,23 +44,18 @@ IP_XFRM_POLICY: Final = 17
 IPV6_XFRM_POLICY: Final = 35
 SOL_UDP: Final = 17
 UDP_ENCAP: Final = 100
-UDP_ENCAP_ESPINUDP: Final = 2
 
 _IN_PKTINFO: Final = struct.Struct("=i4s4s")  # ifindex, spec_dst, addr
 _IN6_PKTINFO: Final = struct.Struct("=16si")  # addr, ifindex
-# struct xfrm_userpolicy_info: selector (56), lifetime cfg (64), cur (32), priority, index,
-# dir, action, flags, share, padding to 168. Only family, dir and action are set.
-_XFRM_USERPOLICY_INFO: Final = struct.Struct("=16s16sHHHHHBBB3xiI8Q4QIIBBBB4x")
 _ANC_SPACE: Final = socket.CMSG_SPACE(max(_IN_PKTINFO.size, _IN6_PKTINFO.size))
 
 
 def bypass_policy(family: int, direction: Direction) -> bytes:
-    """A socket policy that lets this socket's traffic pass IPsec unchanged."""
-    zero16 = bytes(16)
-    return _XFRM_USERPOLICY_INFO.pack(
-        zero16, zero16, 0, 0, 0, 0, family, 0, 0, 0, 0, 0,
-        *([0] * 8), *([0] * 4), 0, 0, int(direction), int(PolicyAction.ALLOW), 0, 0,
-    )  # fmt: skip
+    """A socket policy that lets this socket's traffic pass IPsec unchanged: a struct
+    xfrm_userpolicy_info with only the selector's family, the direction and ALLOW set."""
+    return UserpolicyInfo.pack(
+        {"sel": {"family": family}, "dir": int(direction), "action": int(PolicyAction.ALLOW)}
+    )
 
 
 @dataclass(frozen=True)
