@@ -29,9 +29,9 @@ from ikepriv.crypto.oakley import (
     skeyid_psk,
 )
 from ikepriv.crypto.prf import digests_equal, nat_d_hash
+from ikepriv.crypto.protected import Decrypted, payload_offsets
 from ikepriv.dump.capture import Datagram, IPAddress
 from ikepriv.dump.decrypt import (
-    Decrypted,
     Phase1Inputs,
     SaCrypto,
     VerificationError,
@@ -186,16 +186,6 @@ class _IkeSa:
     @property
     def name(self) -> str:
         return self.icookie.hex()
-
-
-def payload_offsets(body: bytes, count: int, base: int) -> list[int]:
-    """Where each of the first `count` payloads of a chain the codec accepted starts,
-    counted from the ISAKMP header (`base`: the offset of `body` in the message)."""
-    offsets, pos = [], 0
-    for _ in range(count):
-        offsets.append(base + pos)
-        pos += int.from_bytes(body[pos + 2 : pos + 4], "big")
-    return offsets
 
 
 def check_payload_types(record: Record) -> None:
