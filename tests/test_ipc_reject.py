@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from ikepriv.ipc import messages as m
-from ikepriv.ipc.errors import IpcError, Reason
+from ikepriv.ipc.ipc_error import IpcError, Reason
 from ikepriv.ipc.schema import MAX_MESSAGE_SIZE, Direction, Message, decode, encode
 from ikepriv.isakmp.constants import (
     AuthAlgorithm,

@@ -14,7 +14,7 @@ from test_ipc_strategies import MESSAGE_TYPES, struct_strategy
 
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.control import merge, split_response
-from ikepriv.ipc.errors import IpcError, Reason
+from ikepriv.ipc.ipc_error import IpcError, Reason
 from ikepriv.ipc.schema import (
     MAX_MESSAGE_SIZE,
     MAX_NESTING,

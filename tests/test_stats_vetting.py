@@ -20,7 +20,7 @@ from test_vetting_rules import DEFS, A, B, numbered, sa
 from ikepriv.child_negotiator.core.engine import Negotiator
 from ikepriv.ipc import decode, encode
 from ikepriv.ipc import messages as m
-from ikepriv.ipc.errors import IpcError, Reason
+from ikepriv.ipc.ipc_error import IpcError, Reason
 from ikepriv.ipc.schema import Direction
 from ikepriv.isakmp.constants import ProtocolId
 from ikepriv.parent_kernel.installed import Installed, SaEntry

@@ -23,7 +23,7 @@ from ikepriv.isakmp.constants import IpProtocol
 from ikepriv.parent_kernel import udp
 from ikepriv.parent_kernel.kernel import client as x
 from ikepriv.parent_kernel.kernel import events, specs
-from ikepriv.parent_kernel.kernel import messages as xm
+from ikepriv.parent_kernel.kernel import xfrm_messages as xm
 
 C_SOURCE = r"""
 #include <stdio.h>

@@ -21,7 +21,6 @@ from harness.netns import in_netns, sysctl_set
 from ikepriv.isakmp.constants import IpProtocol
 from ikepriv.parent_kernel.kernel.client import XfrmKernel
 from ikepriv.parent_kernel.kernel.events import XfrmEvents
-from ikepriv.parent_kernel.kernel.messages import Direction, PolicyAction, XfrmMode
 from ikepriv.parent_kernel.kernel.specs import (
     Acquire,
     Encryption,
@@ -33,6 +32,7 @@ from ikepriv.parent_kernel.kernel.specs import (
     Template,
     XfrmError,
 )
+from ikepriv.parent_kernel.kernel.xfrm_messages import Direction, PolicyAction, XfrmMode
 
 pytestmark = pytest.mark.root
 

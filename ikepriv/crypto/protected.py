@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from ikepriv.crypto.ciphers import IkeCipher
-from ikepriv.crypto.errors import InvalidInput
+from ikepriv.crypto.crypto_errors import InvalidInput
 from ikepriv.crypto.oakley import IvChain
 from ikepriv.isakmp.constants import HEADER_LENGTH
 from ikepriv.isakmp.header import Header

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ikepriv.crypto.ciphers import IkeCipher
-from ikepriv.crypto.errors import InvalidInput
+from ikepriv.crypto.crypto_errors import InvalidInput
 from ikepriv.crypto.oakley import (
     IvChain,
     Phase1Keys,

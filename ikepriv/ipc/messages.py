@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Annotated
 
-from ikepriv.ipc.errors import IpcError, Reason
+from ikepriv.ipc.ipc_error import IpcError, Reason
 from ikepriv.ipc.schema import (
     Addr,
     Bytes,

@@ -32,9 +32,9 @@ from ikepriv.isakmp.attributes import (
     ipsec_attributes_to_dict,
     ipsec_lifetimes,
 )
-from ikepriv.isakmp.errors import IsakmpError
 from ikepriv.isakmp.header import Header, decode_header, encode_header
-from ikepriv.isakmp.identity import IdPayload, NatOaPayload
+from ikepriv.isakmp.id_payload import IdPayload, NatOaPayload
+from ikepriv.isakmp.isakmp_error import IsakmpError
 from ikepriv.isakmp.message import (
     Message,
     Payload,
@@ -55,7 +55,7 @@ from ikepriv.isakmp.names import (
     transform_id_name,
 )
 from ikepriv.isakmp.natt_framing import (
-    Kind,
+    Udp4500Kind,
     add_non_esp_marker,
     classify_4500,
     is_natt_keepalive,
@@ -87,7 +87,6 @@ __all__ = [
     "IdPayload",
     "IsakmpError",
     "KePayload",
-    "Kind",
     "Message",
     "NatDPayload",
     "NatOaPayload",
@@ -98,6 +97,7 @@ __all__ = [
     "SAPayload",
     "SigPayload",
     "Transform",
+    "Udp4500Kind",
     "UnknownPayload",
     "VendorIdPayload",
     "add_non_esp_marker",

@@ -45,7 +45,7 @@ import trio
 
 from ikepriv.config.store import TunnelDB, TunnelDBError
 from ikepriv.ipc import messages as m
-from ikepriv.ipc.errors import IpcError
+from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.schema import Message
 from ikepriv.isakmp.constants import ProtocolId
 from ikepriv.parent_kernel import udp

@@ -25,7 +25,7 @@ from ikepriv.config.model import Identity as ConfigIdentity
 from ikepriv.config.store import TunnelDB
 from ikepriv.config.writer import dump_definitions
 from ikepriv.ipc import messages as m
-from ikepriv.ipc.errors import IpcError
+from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.schema import Message
 from ikepriv.isakmp.constants import IdType, ProtocolId
 

@@ -25,7 +25,7 @@ from typing import Final
 import trio
 
 from ikepriv.isakmp.constants import NATT_KEEPALIVE, NON_ESP_MARKER
-from ikepriv.parent_kernel.kernel.messages import (
+from ikepriv.parent_kernel.kernel.xfrm_messages import (
     UDP_ENCAP_ESPINUDP,
     Direction,
     PolicyAction,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ikepriv.config.model import Phase1Definition, Phase2Definition
-from ikepriv.crypto.errors import CryptoError
+from ikepriv.crypto.crypto_errors import CryptoError
 from ikepriv.crypto.keymat import ESP_CIPHERS, INTEGRITY, esp_key_bits
 from ikepriv.crypto.oakley import skeyid_psk
 from ikepriv.ipc import messages as m
@@ -48,7 +48,6 @@ from ikepriv.isakmp.constants import (
 from ikepriv.parent_kernel import installed as inst
 from ikepriv.parent_kernel.definitions import DbView
 from ikepriv.parent_kernel.installed import Installed, PolicyEntry, SaEntry
-from ikepriv.parent_kernel.kernel.messages import Direction, XfrmMode
 from ikepriv.parent_kernel.kernel.specs import (
     Aead,
     Encap,
@@ -60,6 +59,7 @@ from ikepriv.parent_kernel.kernel.specs import (
     SelectorSpec,
     Template,
 )
+from ikepriv.parent_kernel.kernel.xfrm_messages import Direction, XfrmMode
 from ikepriv.parent_kernel.peers import PeerTable
 from ikepriv.process_contract import COUNTER_NAMES
 

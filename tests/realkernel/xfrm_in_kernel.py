@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from ikepriv.isakmp.constants import IpProtocol
 from ikepriv.parent_kernel.kernel.client import XfrmKernel
 from ikepriv.parent_kernel.kernel.events import XfrmEvents
-from ikepriv.parent_kernel.kernel.messages import Direction, XfrmMode
 from ikepriv.parent_kernel.kernel.specs import (
     Aead,
     Encap,
@@ -49,6 +48,7 @@ from ikepriv.parent_kernel.kernel.specs import (
     Template,
     XfrmError,
 )
+from ikepriv.parent_kernel.kernel.xfrm_messages import Direction, XfrmMode
 
 CLONE_NEWNET = 0x40000000
 SOL_UDP = 17

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from ikepriv.child_negotiator.core.hooks import Hooks
 from ikepriv.child_negotiator.core.sa_table import IsakmpSa, QuickExchange
-from ikepriv.crypto.errors import CryptoError
+from ikepriv.crypto.crypto_errors import CryptoError
 from ikepriv.crypto.prf import nat_d_hash
 from ikepriv.ipc.messages import DatagramOut, Endpoint, NatTEncap, Role
 from ikepriv.ipc.schema import Message as IpcMessage

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from ikepriv.child_negotiator.core.sa_table import IsakmpSa
 from ikepriv.crypto.ciphers import pad_plaintext
-from ikepriv.crypto.errors import CryptoError
+from ikepriv.crypto.crypto_errors import CryptoError
 from ikepriv.crypto.protected import after_first as after_first
 from ikepriv.crypto.protected import leading_hash as leading_hash
 from ikepriv.crypto.protected import open_body

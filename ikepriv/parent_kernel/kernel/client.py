@@ -21,15 +21,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
 from ikepriv.isakmp.constants import IpProtocol
-from ikepriv.parent_kernel.kernel import messages as xm
-from ikepriv.parent_kernel.kernel.messages import (
-    XFRM_INF,
-    Direction,
-    MsgType,
-    NlGroup,
-    PolicyAction,
-    XfrmMode,
-)
+from ikepriv.parent_kernel.kernel import xfrm_messages as xm
 from ikepriv.parent_kernel.kernel.specs import (
     AF_FOR_VERSION,
     ALL_ALGOS,
@@ -46,6 +38,14 @@ from ikepriv.parent_kernel.kernel.specs import (
     SelectorSpec,
     Template,
     XfrmError,
+)
+from ikepriv.parent_kernel.kernel.xfrm_messages import (
+    XFRM_INF,
+    Direction,
+    MsgType,
+    NlGroup,
+    PolicyAction,
+    XfrmMode,
 )
 
 # netlink plumbing (linux/netlink.h)

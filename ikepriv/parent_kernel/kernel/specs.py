@@ -18,8 +18,8 @@ from typing import Final
 
 from ikepriv.crypto.keymat import ESP_CIPHERS, INTEGRITY
 from ikepriv.isakmp.constants import IpProtocol
-from ikepriv.parent_kernel.kernel import messages as xm
-from ikepriv.parent_kernel.kernel.messages import (
+from ikepriv.parent_kernel.kernel import xfrm_messages as xm
+from ikepriv.parent_kernel.kernel.xfrm_messages import (
     XFRM_INF,
     Direction,
     PolicyAction,
@@ -75,7 +75,7 @@ class XfrmError(OSError):
 @dataclass(frozen=True)
 class SelectorSpec:
     """Traffic selector of an SA or policy: subnets, upper-layer protocol and ports (0 = any).
-    The client packs it into the C struct kernel.messages.XfrmSelector."""
+    The client packs it into the C struct kernel.xfrm_messages.XfrmSelector."""
 
     src: IPNetwork
     dst: IPNetwork

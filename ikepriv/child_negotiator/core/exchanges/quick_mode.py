@@ -48,7 +48,7 @@ from ikepriv.child_negotiator.core.wire import (
     seal_hashed,
 )
 from ikepriv.crypto import dh
-from ikepriv.crypto.errors import CryptoError
+from ikepriv.crypto.crypto_errors import CryptoError
 from ikepriv.crypto.oakley import quick_mode_hash1, quick_mode_hash2, quick_mode_hash3
 from ikepriv.crypto.prf import digests_equal
 from ikepriv.ipc.messages import (
