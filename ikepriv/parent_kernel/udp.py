@@ -24,7 +24,13 @@ from typing import Final
 
 import trio
 
-from ikepriv.isakmp.constants import NATT_KEEPALIVE, NON_ESP_MARKER
+from ikepriv.isakmp.natt_framing import (
+    Udp4500Kind,
+    add_non_esp_marker,
+    classify_4500,
+    is_natt_keepalive,
+    strip_non_esp_marker,
+)
 from ikepriv.parent_kernel.kernel.xfrm_messages import (
     UDP_ENCAP_ESPINUDP,
     Direction,
@@ -163,11 +169,12 @@ async def receive(s: IkeSocket) -> Received | Drop:
         return Drop.NOT_FOR_US
     natt = s.natt
     if natt:
-        if data == NATT_KEEPALIVE:
+        kind = classify_4500(data)
+        if kind is Udp4500Kind.KEEPALIVE:
             return Drop.KEEPALIVE
-        if not data.startswith(NON_ESP_MARKER):
+        if kind is not Udp4500Kind.IKE:
             return Drop.NO_MARKER  # ESP never reaches this socket (the kernel takes it)
-        data = data[len(NON_ESP_MARKER) :]
+        data = strip_non_esp_marker(data) or b""
         if not data:
             return Drop.TRUNCATED
     host, port = addr[0], addr[1]  # type: ignore[index]
@@ -185,8 +192,8 @@ async def receive(s: IkeSocket) -> Received | Drop:
 
 async def send(s: IkeSocket, local: IPAddress, remote: IPAddress, port: int, data: bytes) -> None:
     """Send from `local` (pktinfo), with the non-ESP marker on 4500 (not on a keepalive)."""
-    if s.natt and data != NATT_KEEPALIVE:
-        data = NON_ESP_MARKER + data
+    if s.natt and not is_natt_keepalive(data):
+        data = add_non_esp_marker(data)
     if s.family == socket.AF_INET6:
         cmsg = (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, _IN6_PKTINFO.pack(local.packed, 0))
         dest: tuple[object, ...] = (str(remote), port, 0, 0)
