@@ -25,10 +25,20 @@ async def _receive_each(datagrams: list[bytes]) -> list[udp.Received | udp.Drop]
         for data in datagrams:
             await peer.sendto(data, sock.getsockname())
             out.append(await udp.receive(ike))
-        await udp.send(ike, ipaddress.IPv4Address("127.0.0.1"),
-                       ipaddress.IPv4Address("127.0.0.2"), peer.getsockname()[1], IKE)
-        await udp.send(ike, ipaddress.IPv4Address("127.0.0.1"),
-                       ipaddress.IPv4Address("127.0.0.2"), peer.getsockname()[1], b"\xff")
+        await udp.send(
+            ike,
+            ipaddress.IPv4Address("127.0.0.1"),
+            ipaddress.IPv4Address("127.0.0.2"),
+            peer.getsockname()[1],
+            IKE,
+        )
+        await udp.send(
+            ike,
+            ipaddress.IPv4Address("127.0.0.1"),
+            ipaddress.IPv4Address("127.0.0.2"),
+            peer.getsockname()[1],
+            b"\xff",
+        )
         sent = [await peer.recv(100), await peer.recv(100)]
     assert sent == [bytes(4) + IKE, b"\xff"]  # marker on IKE, none on a keepalive
     return out

@@ -695,7 +695,7 @@ class Shutdown(Message):
 
 # ---------------------------------------------------------------------------------------
 # Child -> parent (0x02xx). Hostile until vetted: the parent decodes strictly, then checks
-# each request against the database (see DESIGN.md "What the parent vets").
+# each request against the database (see docs/architecture.md, "What the parent vets").
 # ---------------------------------------------------------------------------------------
 
 _C2P = Direction.CHILD_TO_PARENT

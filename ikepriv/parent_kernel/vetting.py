@@ -1,4 +1,4 @@
-"""The parent's vetting of child requests (DESIGN.md, "What the parent vets").
+"""The parent's vetting of child requests (docs/architecture.md, "What the parent vets").
 
 Pure: every method takes a decoded, well-formed request and the parent's records (database
 view, what is installed, which peers talked to us, which tunnels were activated) and returns
