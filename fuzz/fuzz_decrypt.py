@@ -25,7 +25,7 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports():
-    from ikepriv.crypto.errors import CryptoError
+    from ikepriv.crypto.crypto_errors import CryptoError
     from ikepriv.dump.decrypt import (
         SaCrypto,
         VerificationError,

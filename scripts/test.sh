@@ -10,6 +10,8 @@ PY=.venv/bin/python
 
 echo "== ruff"
 .venv/bin/ruff check ikepriv tests fuzz bench
+echo "== ruff format --check"
+.venv/bin/ruff format --check ikepriv tests fuzz bench
 echo "== mypy --strict"
 .venv/bin/mypy --strict ikepriv
 echo "== pytest"

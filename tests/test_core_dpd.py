@@ -20,7 +20,6 @@ from harness.core_sim import (
     mirrored,
 )
 
-from ikepriv.child_negotiator.core import vendor_ids
 from ikepriv.child_negotiator.core.natt import NatTHooks
 from ikepriv.child_negotiator.core.sa_table import IsakmpSa
 from ikepriv.child_negotiator.core.settings import Settings
@@ -33,7 +32,7 @@ from ikepriv.ipc.messages import (
     SaDirection,
     TunnelState,
 )
-from ikepriv.isakmp import NotifyPayload, Payload
+from ikepriv.isakmp import NotifyPayload, Payload, vendor_ids
 from ikepriv.isakmp.constants import ExchangeType, NotifyType
 
 DELAY, TIMEOUT = 30, 120

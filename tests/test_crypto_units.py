@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ikepriv.crypto import ciphers, oakley
-from ikepriv.crypto.errors import InvalidInput, InvalidKeyLength, UnsupportedAlgorithm
+from ikepriv.crypto.crypto_errors import InvalidInput, InvalidKeyLength, UnsupportedAlgorithm
 from ikepriv.crypto.keymat import (
     AH_TRANSFORMS,
     ESP_CIPHERS,

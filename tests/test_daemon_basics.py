@@ -140,8 +140,8 @@ def standin(topo: Topology, tmp_path: Path) -> Iterator[tuple[Daemon, StandIn]]:
 
 def policy(rid: int, src: str, dst: str, direction: m.PolicyDirection) -> m.PolicyAdd:
     out = direction is m.PolicyDirection.OUT
-    sel = m.TrafficSelector(m.Selector(ipaddress.ip_network(src), 0, 0),
-                            m.Selector(ipaddress.ip_network(dst), 0, 0))  # fmt: skip
+    sel = m.TrafficSelector(m.SelectorSide(ipaddress.ip_network(src), 0, 0),
+                            m.SelectorSide(ipaddress.ip_network(dst), 0, 0))  # fmt: skip
     tmpl = m.PolicyTemplate(A if out else B, B if out else A, ESP, EncapsulationMode.TUNNEL, 5)
     return m.PolicyAdd(rid, 1, sel, direction, tmpl, 1000)
 

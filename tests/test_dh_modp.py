@@ -9,7 +9,7 @@ import pytest
 from ikepriv.ext._dh import lib
 
 from ikepriv.crypto import dh
-from ikepriv.crypto.errors import UnsupportedAlgorithm
+from ikepriv.crypto.crypto_errors import UnsupportedAlgorithm
 from ikepriv.crypto.groups import GROUPS, ModpGroup
 from ikepriv.isakmp.constants import GroupId
 

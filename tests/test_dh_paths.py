@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from ikepriv.crypto import dh
-from ikepriv.crypto.errors import UnsupportedAlgorithm
+from ikepriv.crypto.crypto_errors import UnsupportedAlgorithm
 from ikepriv.crypto.groups import GROUPS, ModpGroup
 from ikepriv.isakmp.constants import GroupId
 

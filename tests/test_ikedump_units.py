@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ikepriv.child_negotiator.core.hooks import SENT_VENDOR_IDS
 from ikepriv.crypto.ciphers import IkeCipher
 from ikepriv.crypto.oakley import IvChain
 from ikepriv.dump.capture import LINK_TYPES, Datagram, FrameError, Skip, classify
 from ikepriv.dump.decrypt import SaCrypto, VerificationError, verify_informational
 from ikepriv.dump.keys import KeyInputError, KeyMaterial, parse_key_table, parse_selected
-from ikepriv.dump.vendor_ids import vendor_id_name
 from ikepriv.isakmp import (
     HashPayload,
     IsakmpError,
@@ -24,6 +24,7 @@ from ikepriv.isakmp import (
 )
 from ikepriv.isakmp.constants import ExchangeType, IkeEncryption, IkeHash, PayloadType
 from ikepriv.isakmp.header import Header
+from ikepriv.isakmp.vendor_ids import vendor_id_name
 
 
 def md5(text: bytes) -> bytes:
@@ -178,3 +179,8 @@ def test_classify_never_fails_other_than_frame_error(linktype: int, frame: bytes
     if isinstance(result, Datagram):
         assert 0 <= result.message_offset <= len(frame)
         assert frame[result.message_offset :].startswith(result.message)
+
+
+def test_the_vendor_ids_we_send_are_in_the_shared_table() -> None:
+    names = {vendor_id_name(vid) for vid in SENT_VENDOR_IDS}
+    assert names == {"DPD (RFC 3706)", "RFC 3947 NAT-T"}

@@ -15,7 +15,6 @@ import trio
 
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.control import connect, control_call, merge, split_response
-from ikepriv.ipc.errors import IpcError, Reason
 from ikepriv.ipc.framing import (
     recv_message,
     recv_message_trio,
@@ -23,6 +22,7 @@ from ikepriv.ipc.framing import (
     send_message_trio,
     socketpair,
 )
+from ikepriv.ipc.ipc_error import IpcError, Reason
 from ikepriv.ipc.schema import MAX_MESSAGE_SIZE, Direction, decode, encode
 
 C2P = Direction.CHILD_TO_PARENT

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from ikepriv.ipc import messages as m
-from ikepriv.ipc.errors import IpcError, Reason
+from ikepriv.ipc.ipc_error import IpcError, Reason
 from ikepriv.ipc.schema import MAX_MESSAGE_SIZE, Direction, Message, decode, encode
 from ikepriv.isakmp.constants import (
     AuthAlgorithm,
@@ -79,8 +79,8 @@ def test_hand_written_messages_are_valid() -> None:
         m.Endpoint(V4, 500), m.Endpoint(ip_address("192.0.2.2"), 500), False, b"abc"
     )
     selector = m.TrafficSelector(
-        m.Selector(ip_network("192.0.2.0/24"), 0, 0),
-        m.Selector(ip_network("203.0.113.0/24"), 6, 443),
+        m.SelectorSide(ip_network("192.0.2.0/24"), 0, 0),
+        m.SelectorSide(ip_network("203.0.113.0/24"), 6, 443),
     )
     assert decode(POLICY_DELETE, C2P) == m.PolicyDelete(9, selector, m.PolicyDirection.FWD)
     assert decode(LOG, C2P) == m.Log(m.LogLevel.ERR, "hi")
@@ -280,7 +280,8 @@ def test_constructor_refuses_wrong_python_types() -> None:
     refused(Reason.BAD_TYPE, m.SaDelete, 1, 0x1234, ProtocolId.IPSEC_ESP, IPv6Address("fe80::1%2"))
     refused(Reason.BAD_UTF8, m.ResultReply, 1, m.ErrorCode.INTERNAL, "\ud800")
     refused(Reason.BAD_TYPE, m.DatagramOut, m.Endpoint(V4, 1), m.Endpoint(V4, 2), False, "abc")
-    refused(Reason.BAD_TYPE, m.Phase2Def, 1, 1, "x", m.Selector(ip_network("192.0.2.0/24"), 0, 0),
+    refused(Reason.BAD_TYPE, m.Phase2Def, 1, 1, "x",
+            m.SelectorSide(ip_network("192.0.2.0/24"), 0, 0),
             m.Endpoint(V4, 1), (), EncapsulationMode.TUNNEL)  # fmt: skip
 
 

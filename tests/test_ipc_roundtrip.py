@@ -14,7 +14,7 @@ from test_ipc_strategies import MESSAGE_TYPES, struct_strategy
 
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.control import merge, split_response
-from ikepriv.ipc.errors import IpcError, Reason
+from ikepriv.ipc.ipc_error import IpcError, Reason
 from ikepriv.ipc.schema import (
     MAX_MESSAGE_SIZE,
     MAX_NESTING,
@@ -319,8 +319,8 @@ def test_sa_add_shapes() -> None:
 
 def test_policy_selector_networks_keep_their_prefix() -> None:
     sel = m.TrafficSelector(
-        m.Selector(ip_network("192.0.2.0/24"), 0, 0),
-        m.Selector(ip_network("203.0.113.128/25"), 6, 443),
+        m.SelectorSide(ip_network("192.0.2.0/24"), 0, 0),
+        m.SelectorSide(ip_network("203.0.113.128/25"), 6, 443),
     )
     msg = m.PolicyDelete(9, sel, m.PolicyDirection.FWD)
     assert decode(encode(msg), Direction.CHILD_TO_PARENT) == msg

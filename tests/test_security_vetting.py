@@ -136,8 +136,8 @@ def test_sa_and_spi_for_a_tunnel_nobody_activated_or_talked_to(quiet: Vetter) ->
             "not active")  # fmt: skip
     tmpl = m.PolicyTemplate(A, B, ProtocolId.IPSEC_ESP, EncapsulationMode.TUNNEL, 9)
     sel = m.TrafficSelector(
-        m.Selector(ipaddress.ip_network("198.51.100.0/24"), 6, 0),
-        m.Selector(ipaddress.ip_network("203.0.113.0/24"), 6, 443),
+        m.SelectorSide(ipaddress.ip_network("198.51.100.0/24"), 6, 0),
+        m.SelectorSide(ipaddress.ip_network("203.0.113.0/24"), 6, 443),
     )
     refusal(quiet.policy_add(m.PolicyAdd(1, 1, sel, m.PolicyDirection.OUT, tmpl, 1000)),
             ErrorCode.NOT_PERMITTED, "not active")  # fmt: skip
@@ -168,8 +168,8 @@ def test_child_policies_never_outrank_the_operators() -> None:
     vetter = Vetter(numbered(DEFS), Installed(), PeerTable(), {1: Activation(1)})
     tmpl = m.PolicyTemplate(A, B, ProtocolId.IPSEC_ESP, EncapsulationMode.TUNNEL, 9)
     sel = m.TrafficSelector(
-        m.Selector(ipaddress.ip_network("198.51.100.0/24"), 6, 0),
-        m.Selector(ipaddress.ip_network("203.0.113.0/24"), 6, 443),
+        m.SelectorSide(ipaddress.ip_network("198.51.100.0/24"), 6, 0),
+        m.SelectorSide(ipaddress.ip_network("203.0.113.0/24"), 6, 443),
     )
     good = m.PolicyAdd(1, 1, sel, m.PolicyDirection.OUT, tmpl, 1000)
     assert isinstance(vetter.policy_add(good), PolicyPlan)

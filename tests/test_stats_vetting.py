@@ -20,11 +20,11 @@ from test_vetting_rules import DEFS, A, B, numbered, sa
 from ikepriv.child_negotiator.core.engine import Negotiator
 from ikepriv.ipc import decode, encode
 from ikepriv.ipc import messages as m
-from ikepriv.ipc.errors import IpcError, Reason
+from ikepriv.ipc.ipc_error import IpcError, Reason
 from ikepriv.ipc.schema import Direction
 from ikepriv.isakmp.constants import ProtocolId
 from ikepriv.parent_kernel.installed import Installed, SaEntry
-from ikepriv.parent_kernel.kernel.specs import Selector
+from ikepriv.parent_kernel.kernel.specs import SelectorSpec
 from ikepriv.parent_kernel.peers import PeerTable
 from ikepriv.parent_kernel.state import PARENT_COUNTER_NAMES, ParentCounters
 from ikepriv.parent_kernel.udp import Drop
@@ -121,7 +121,7 @@ def test_sa_without_selector_gets_the_definitions_selector() -> None:
     # the definition: 198.51.100.0/24 <-> 203.0.113.0/24, tcp, remote port 443
     plan = _vetter().sa_add(sa())
     assert isinstance(plan, SaPlan)
-    assert plan.spec.selector == Selector(LAN_A, LAN_B, 6, 0, 443)  # not the wildcard
+    assert plan.spec.selector == SelectorSpec(LAN_A, LAN_B, 6, 0, 443)  # not the wildcard
 
 
 def test_inbound_sa_without_selector_gets_it_turned_around() -> None:
@@ -131,12 +131,12 @@ def test_inbound_sa_without_selector_gets_it_turned_around() -> None:
                                     phase2_number=1, src=B, larval=True))  # fmt: skip
     plan = vetter.sa_add(sa(direction=m.SaDirection.IN, src=B, dst=A, spi=spi))
     assert isinstance(plan, SaPlan), plan
-    assert plan.spec.selector == Selector(LAN_B, LAN_A, 6, 443, 0)
+    assert plan.spec.selector == SelectorSpec(LAN_B, LAN_A, 6, 443, 0)
 
 
 def test_definition_selector_keeps_the_wildcard_only_across_families() -> None:
     view = numbered(DEFS)
     p2 = view.phase2[1]
-    assert definition_selector(p2, True, 4) == Selector(LAN_A, LAN_B, 6, 0, 443)
-    assert definition_selector(p2, False, 4) == Selector(LAN_B, LAN_A, 6, 443, 0)
+    assert definition_selector(p2, True, 4) == SelectorSpec(LAN_A, LAN_B, 6, 0, 443)
+    assert definition_selector(p2, False, 4) == SelectorSpec(LAN_B, LAN_A, 6, 443, 0)
     assert definition_selector(p2, True, 6) is None  # IPv4 subnets over IPv6 gateways

@@ -61,8 +61,8 @@ def kernel(ns: str) -> tuple[str, str]:
 
 def ts(src: str, dst: str, proto: int = 0) -> m.TrafficSelector:
     return m.TrafficSelector(
-        m.Selector(ipaddress.ip_network(src), proto, 0),
-        m.Selector(ipaddress.ip_network(dst), proto, 0),
+        m.SelectorSide(ipaddress.ip_network(src), proto, 0),
+        m.SelectorSide(ipaddress.ip_network(dst), proto, 0),
     )
 
 

@@ -102,8 +102,8 @@ def vetter() -> Vetter:
 
 
 def ts(src: str, dst: str, proto: int = 6, sport: int = 0, dport: int = 443) -> m.TrafficSelector:
-    return m.TrafficSelector(m.Selector(ipaddress.ip_network(src), proto, sport),
-                             m.Selector(ipaddress.ip_network(dst), proto, dport))  # fmt: skip
+    return m.TrafficSelector(m.SelectorSide(ipaddress.ip_network(src), proto, sport),
+                             m.SelectorSide(ipaddress.ip_network(dst), proto, dport))  # fmt: skip
 
 
 OUT_TS = ts("198.51.100.0/24", "203.0.113.0/24")
@@ -259,7 +259,7 @@ def test_policies(vetter: Vetter) -> None:
          ErrorCode.NOT_PERMITTED),
         (dataclasses.replace(good, template=m.PolicyTemplate(A, B, AH, TUNNEL, 9)),
          ErrorCode.BAD_ALGORITHM),
-        (dataclasses.replace(good, selector=m.TrafficSelector(OUT_TS.src, m.Selector(
+        (dataclasses.replace(good, selector=m.TrafficSelector(OUT_TS.src, m.SelectorSide(
             ipaddress.ip_network("203.0.113.0/24"), 17, 443))), ErrorCode.NOT_PERMITTED),
     ]:  # fmt: skip
         refusal(vetter.policy_add(bad), code)

@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 
 from ikepriv.isakmp.constants import IpProtocol
+from ikepriv.parent_kernel import udp
 from ikepriv.parent_kernel.kernel import client as x
 from ikepriv.parent_kernel.kernel import events, specs
-from ikepriv.parent_kernel.kernel import messages as xm
+from ikepriv.parent_kernel.kernel import xfrm_messages as xm
 
 C_SOURCE = r"""
 #include <stdio.h>
@@ -98,6 +99,12 @@ int main(void) {
     struct xfrm_user_expire exp; memset(&exp, 0, sizeof exp); fill_sa(&exp.state); exp.hard = 1;
     struct xfrm_user_polexpire pexp; memset(&pexp, 0, sizeof pexp); fill_pol(&pexp.pol);
     pexp.hard = 1;
+    /* the per-socket IKE bypass policy (IP_XFRM_POLICY / IPV6_XFRM_POLICY), as iproute2's
+       and strongSwan's socket policies are built */
+    struct xfrm_userpolicy_info byp4; memset(&byp4, 0, sizeof byp4);
+    byp4.sel.family = AF_INET; byp4.dir = XFRM_POLICY_IN; byp4.action = XFRM_POLICY_ALLOW;
+    struct xfrm_userpolicy_info byp6; memset(&byp6, 0, sizeof byp6);
+    byp6.sel.family = AF_INET6; byp6.dir = XFRM_POLICY_OUT; byp6.action = XFRM_POLICY_ALLOW;
     struct xfrm_encap_tmpl enc; memset(&enc, 0, sizeof enc);
     enc.encap_type = 2; enc.encap_sport = htons(4500); enc.encap_dport = htons(4501);
     inet_pton(AF_INET, "198.51.100.9", &enc.encap_oa);
@@ -112,6 +119,8 @@ int main(void) {
     dump("xfrm_user_expire", &exp, sizeof exp, 0);
     dump("xfrm_user_polexpire", &pexp, sizeof pexp, 0);
     dump("xfrm_encap_tmpl", &enc, sizeof enc, 0);
+    dump("bypass_v4_in", &byp4, sizeof byp4, 0);
+    dump("bypass_v6_out", &byp6, sizeof byp6, 0);
     printf("\"xfrm_selector\": {\"size\": %zu}, \"xfrm_id\": {\"size\": %zu},\n",
            sizeof(struct xfrm_selector), sizeof(struct xfrm_id));
     printf("\"xfrm_lifetime_cfg\": {\"size\": %zu}, \"xfrm_lifetime_cur\": {\"size\": %zu}\n",
@@ -297,6 +306,19 @@ def test_struct_bytes_equal_c(name: str, c_layouts: dict[str, dict[str, Any]]) -
     assert decoded == pad16(values)
 
 
+@pytest.mark.parametrize(
+    ("name", "family", "direction"),
+    [
+        ("bypass_v4_in", socket.AF_INET, xm.Direction.IN),
+        ("bypass_v6_out", socket.AF_INET6, xm.Direction.OUT),
+    ],
+)
+def test_socket_bypass_policy_bytes_equal_c(
+    name: str, family: int, direction: xm.Direction, c_layouts: dict[str, dict[str, Any]]
+) -> None:
+    assert udp.bypass_policy(family, direction) == bytes.fromhex(c_layouts[name]["hex"])
+
+
 def test_algorithm_attributes_round_trip() -> None:
     msg = xm.xfrm_usersa_info()
     msg["family"] = socket.AF_INET
@@ -422,7 +444,7 @@ def test_keys_never_in_repr() -> None:
 
 
 def test_policy_validation() -> None:
-    sel = specs.Selector(
+    sel = specs.SelectorSpec(
         ipaddress.ip_network("198.51.100.0/24"), ipaddress.ip_network("203.0.113.0/24")
     )
     with pytest.raises(ValueError, match="both endpoints"):
@@ -435,7 +457,7 @@ def test_policy_validation() -> None:
             templates=(specs.Template(src=A1, dst=A2),),
         )
     with pytest.raises(ValueError, match="families differ"):
-        specs.Selector(
+        specs.SelectorSpec(
             ipaddress.ip_network("198.51.100.0/24"), ipaddress.ip_network("2001:db8::/64")
         )
     specs.PolicySpec(sel, xm.Direction.OUT, templates=(specs.Template(mode=xm.XfrmMode.TRANSPORT),))
@@ -487,7 +509,7 @@ def test_acquire_event_decodes() -> None:
     decoded = x.decode_netlink(xm.xfrm_user_acquire, bytes(msg.data), "test")
     event = events.acquire_event(decoded)
     assert event is not None
-    assert event.selector == specs.Selector(
+    assert event.selector == specs.SelectorSpec(
         ipaddress.ip_network("198.51.100.0/25"),
         ipaddress.ip_network("203.0.113.0/24"),
         proto=6,

@@ -21,7 +21,6 @@ from harness.netns import in_netns, sysctl_set
 from ikepriv.isakmp.constants import IpProtocol
 from ikepriv.parent_kernel.kernel.client import XfrmKernel
 from ikepriv.parent_kernel.kernel.events import XfrmEvents
-from ikepriv.parent_kernel.kernel.messages import Direction, PolicyAction, XfrmMode
 from ikepriv.parent_kernel.kernel.specs import (
     Acquire,
     Encryption,
@@ -29,10 +28,11 @@ from ikepriv.parent_kernel.kernel.specs import (
     Integrity,
     PolicySpec,
     SaSpec,
-    Selector,
+    SelectorSpec,
     Template,
     XfrmError,
 )
+from ikepriv.parent_kernel.kernel.xfrm_messages import Direction, PolicyAction, XfrmMode
 
 pytestmark = pytest.mark.root
 
@@ -72,8 +72,8 @@ def kernel(ns: str) -> Iterator[XfrmKernel]:
 
 def tunnel_policies(reqid: int = 5) -> list[PolicySpec]:
     """gwA's view: out LAN_A -> LAN_B through gwA -> gwB, in and fwd the other way."""
-    out_sel = Selector(LAN_A, LAN_B)
-    in_sel = Selector(LAN_B, LAN_A)
+    out_sel = SelectorSpec(LAN_A, LAN_B)
+    in_sel = SelectorSpec(LAN_B, LAN_A)
     return [
         PolicySpec(out_sel, Direction.OUT, priority=100, templates=(Template(
             src=GW_A, dst=GW_B, reqid=reqid),)),
@@ -91,14 +91,15 @@ def summary(k: XfrmKernel) -> set[tuple[object, ...]]:
 
 def test_policies_add_list_delete(kernel: XfrmKernel) -> None:
     v6 = PolicySpec(
-        Selector(ipaddress.ip_network("2001:db8:1::/48"), ipaddress.ip_network("2001:db8:2::/48"),
-                 proto=IpProtocol.TCP, dport=443),
+        SelectorSpec(ipaddress.ip_network("2001:db8:1::/48"),
+                     ipaddress.ip_network("2001:db8:2::/48"),
+                     proto=IpProtocol.TCP, dport=443),
         Direction.OUT,
         priority=7,
         templates=(Template(src=GW6_A, dst=GW6_B, reqid=6),),
     )
     transport = PolicySpec(
-        Selector(ipaddress.ip_network("192.0.2.1/32"), ipaddress.ip_network("192.0.2.2/32"),
+        SelectorSpec(ipaddress.ip_network("192.0.2.1/32"), ipaddress.ip_network("192.0.2.2/32"),
                  proto=IpProtocol.UDP, sport=500, dport=500),
         Direction.OUT,
         action=PolicyAction.BLOCK,
@@ -131,7 +132,7 @@ def test_policies_add_list_delete(kernel: XfrmKernel) -> None:
 
 
 def test_transport_template_has_no_endpoints(kernel: XfrmKernel) -> None:
-    sel = Selector(ipaddress.ip_network("192.0.2.1/32"), ipaddress.ip_network("192.0.2.2/32"))
+    sel = SelectorSpec(ipaddress.ip_network("192.0.2.1/32"), ipaddress.ip_network("192.0.2.2/32"))
     spec = PolicySpec(sel, Direction.OUT, templates=(
         Template(proto=IpProtocol.ESP, mode=XfrmMode.TRANSPORT, reqid=3),))
     kernel.add_policy(spec)
@@ -228,7 +229,7 @@ def test_acquire_event_on_traffic_without_sa(ns: str, kernel: XfrmKernel) -> Non
     ip(ns, "link", "set", "d1", "up")
     ip(ns, "route", "add", "203.0.113.0/24", "via", "192.0.2.2", "dev", "d0")
     target = ipaddress.ip_address("203.0.113.5")
-    sel = Selector(ipaddress.ip_network("192.0.2.1/32"), ipaddress.ip_network("203.0.113.5/32"),
+    sel = SelectorSpec(ipaddress.ip_network("192.0.2.1/32"), ipaddress.ip_network("203.0.113.5/32"),
                    proto=IpProtocol.UDP, dport=9)
     kernel.add_policy(PolicySpec(sel, Direction.OUT, templates=(
         Template(src=GW_A, dst=GW_B, reqid=77),)))

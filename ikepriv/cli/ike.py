@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from ikepriv.cli.ike_args import Request, UsageError, parse_args
 from ikepriv.cli.listing import format_counters, render, render_counters_json, render_table
 from ikepriv.ipc.control import connect, control_call, control_path, merge
-from ikepriv.ipc.errors import IpcError
+from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.messages import (
     PROTOCOL_VERSION,
     CounterValue,

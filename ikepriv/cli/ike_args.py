@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ikepriv.config.identity import parse_identity
-from ikepriv.ipc.errors import IpcError
+from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.messages import (
     MAX_LIST_ITEMS,
     MAX_TEXT,

@@ -23,7 +23,7 @@ from ikepriv.config.model import Definitions, Phase1Definition
 from ikepriv.config.store import DEFAULT_DB_PATH, TunnelDB, TunnelDBError
 from ikepriv.config.writer import dump_definitions
 from ikepriv.ipc.control import connect, control_call, control_path
-from ikepriv.ipc.errors import IpcError
+from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.messages import DbChanged
 
 PROG = "ikedb"

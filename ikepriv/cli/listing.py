@@ -32,8 +32,8 @@ from cryptography import x509
 
 from ikepriv.ipc.messages import CounterValue, Identity, ListRequest, Phase, Role, TunnelRow
 from ikepriv.isakmp.constants import IdType
-from ikepriv.isakmp.errors import IsakmpError
-from ikepriv.isakmp.identity import IdPayload
+from ikepriv.isakmp.id_payload import IdPayload
+from ikepriv.isakmp.isakmp_error import IsakmpError
 
 __all__ = [
     "format_counters",

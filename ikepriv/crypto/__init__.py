@@ -25,7 +25,7 @@ from ikepriv.crypto.ciphers import (
     key_length_bytes,
     pad_plaintext,
 )
-from ikepriv.crypto.errors import (
+from ikepriv.crypto.crypto_errors import (
     CryptoError,
     InvalidInput,
     InvalidKeyLength,

@@ -38,7 +38,7 @@ from typing import cast
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import BlockCipherAlgorithm, Cipher, algorithms, modes
 
-from ikepriv.crypto.errors import InvalidInput, InvalidKeyLength, UnsupportedAlgorithm
+from ikepriv.crypto.crypto_errors import InvalidInput, InvalidKeyLength, UnsupportedAlgorithm
 from ikepriv.isakmp.constants import IkeEncryption
 
 # Largest ISAKMP message we ever encrypt or decrypt (the header length field is 32 bits,

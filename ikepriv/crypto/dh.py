@@ -34,7 +34,7 @@ from cryptography.exceptions import UnsupportedAlgorithm as _CryptographyUnsuppo
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from ikepriv.crypto.errors import CryptoError, UnsupportedAlgorithm
+from ikepriv.crypto.crypto_errors import CryptoError, UnsupportedAlgorithm
 from ikepriv.crypto.groups import GROUPS, DHGroup, EcpGroup, ModpGroup, X25519Group
 from ikepriv.ext._dh import ffi as _ffi
 from ikepriv.ext._dh import lib as _lib

@@ -41,7 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from ikepriv.crypto.errors import InvalidInput, InvalidKeyLength, UnsupportedAlgorithm
+from ikepriv.crypto.crypto_errors import InvalidInput, InvalidKeyLength, UnsupportedAlgorithm
 from ikepriv.crypto.oakley import DH_SECRET_MAX, KEY_MAX, NONCE_MAX, NONCE_MIN
 from ikepriv.crypto.prf import prf
 from ikepriv.isakmp.constants import (

@@ -40,7 +40,7 @@ import struct
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from ikepriv.crypto.errors import InvalidInput
+from ikepriv.crypto.crypto_errors import InvalidInput
 from ikepriv.crypto.prf import COOKIE_LENGTH, digest, hash_spec, prf
 from ikepriv.isakmp.constants import IkeHash
 

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from ikepriv.crypto.errors import InvalidInput, UnsupportedAlgorithm
+from ikepriv.crypto.crypto_errors import InvalidInput, UnsupportedAlgorithm
 from ikepriv.isakmp.constants import IkeHash
 
 COOKIE_LENGTH = 8

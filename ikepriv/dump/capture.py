@@ -21,7 +21,7 @@ from typing import BinaryIO
 import dpkt
 
 from ikepriv.isakmp.constants import IKE_PORT, NATT_PORT, NON_ESP_MARKER
-from ikepriv.isakmp.framing import Kind, classify_4500
+from ikepriv.isakmp.natt_framing import Udp4500Kind, classify_4500
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -248,11 +248,11 @@ def classify(frame_number: int, time: float, frame: bytes, linktype: int) -> Dat
     payload, offset, announced = udp.payload, udp.payload_offset, udp.announced
     if NATT_PORT in (udp.sport, udp.dport):
         kind = classify_4500(payload)
-        if kind is Kind.KEEPALIVE:
+        if kind is Udp4500Kind.KEEPALIVE:
             return Skip.KEEPALIVE
-        if kind is Kind.ESP:
+        if kind is Udp4500Kind.ESP:
             return Skip.ESP_IN_UDP
-        if kind is Kind.INVALID:
+        if kind is Udp4500Kind.INVALID:
             raise FrameError(f"{len(payload)}-byte UDP 4500 payload is neither IKE nor ESP", offset)
         payload, offset = payload[len(NON_ESP_MARKER) :], offset + len(NON_ESP_MARKER)
         announced -= len(NON_ESP_MARKER)

@@ -1,11 +1,12 @@
-"""Decrypting and authenticating IKEv1 messages of one ISAKMP SA.
+"""Decrypting and authenticating IKEv1 messages of one ISAKMP SA, as ikedump does.
 
-This is the code path ikedump uses for every encrypted message, kept free of capture and
-printing concerns so that a negotiator can use the same functions. `SaCrypto.open` decrypts
-without changing any state; the caller calls `SaCrypto.accept` once it takes the message
-(RFC 2409 Appendix B: each message's last ciphertext block is the next IV of its exchange,
-so a forged or corrupt message must leave the chain alone, and a retransmitted duplicate
-must not be fed in twice).
+The decryption itself is the negotiator's (ikepriv.crypto.protected); this module adds the
+SA's state as ikedump follows it and the HASH checks, each failing with a reason ikedump can
+print, kept free of capture and printing concerns. `SaCrypto.open` decrypts without changing
+any state; the caller calls `SaCrypto.accept` once it takes the message (RFC 2409 Appendix
+B: each message's last ciphertext block is the next IV of its exchange, so a forged or
+corrupt message must leave the chain alone, and a retransmitted duplicate must not be fed in
+twice).
 
 Errors: `open` raises IsakmpError (the plaintext is not a valid payload chain, or the
 ciphertext has the wrong shape) or CryptoError (a length the cipher or IV chain refuses);
@@ -14,11 +15,10 @@ the `verify_*` functions raise VerificationError. Nothing else for any input byt
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
 from ikepriv.crypto.ciphers import IkeCipher
-from ikepriv.crypto.errors import InvalidInput
+from ikepriv.crypto.crypto_errors import InvalidInput
 from ikepriv.crypto.oakley import (
     IvChain,
     Phase1Keys,
@@ -30,13 +30,27 @@ from ikepriv.crypto.oakley import (
     quick_mode_hash3,
 )
 from ikepriv.crypto.prf import digests_equal
-from ikepriv.isakmp.constants import HEADER_LENGTH, IkeHash
+from ikepriv.crypto.protected import Decrypted, open_body
+from ikepriv.crypto.protected import leading_hash as _leading_hash
+from ikepriv.isakmp.constants import IkeHash
 from ikepriv.isakmp.header import Header
-from ikepriv.isakmp.limits import MAX_MESSAGE_SIZE
-from ikepriv.isakmp.message import Payload, decode_payload_chain
+from ikepriv.isakmp.message import Payload
 from ikepriv.isakmp.payloads import HashPayload
 
-_LENGTH = struct.Struct("!H")
+__all__ = [
+    "Decrypted",
+    "Phase1Inputs",
+    "SaCrypto",
+    "VerificationError",
+    "leading_hash",
+    "phase1_hash",
+    "verify_hash_i",
+    "verify_hash_r",
+    "verify_informational",
+    "verify_qm_hash1",
+    "verify_qm_hash2",
+    "verify_qm_hash3",
+]
 
 
 class VerificationError(Exception):
@@ -47,35 +61,6 @@ class VerificationError(Exception):
         super().__init__(f"{check} {reason}")
         self.check = check
         self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class Decrypted:
-    """A decrypted body: `payloads` cover plaintext[:chain_length]; the rest is padding."""
-
-    plaintext: bytes
-    payloads: tuple[Payload, ...]
-    chain_length: int
-
-    @property
-    def padding(self) -> bytes:
-        return self.plaintext[self.chain_length :]
-
-    def after_first_payload(self) -> bytes:
-        """Every payload after the first, generic headers included, exactly as sent: what
-        the phase 2 HASH payloads cover (RFC 2409 5.5, 5.7)."""
-        if not self.payloads:
-            return b""
-        first = int(_LENGTH.unpack_from(self.plaintext, 2)[0])
-        return self.plaintext[first : self.chain_length]
-
-
-def _chain_length(plaintext: bytes, count: int) -> int:
-    """Bytes covered by the first `count` payloads (already validated by the codec)."""
-    pos = 0
-    for _ in range(count):
-        pos += int(_LENGTH.unpack_from(plaintext, pos + 2)[0])
-    return pos
 
 
 class SaCrypto:
@@ -94,12 +79,7 @@ class SaCrypto:
     def open(self, header: Header, ciphertext: bytes) -> Decrypted:
         """Decrypt the body of an encrypted message and decode its payload chain; the IV
         chain is not touched."""
-        if len(ciphertext) + HEADER_LENGTH > MAX_MESSAGE_SIZE:
-            raise InvalidInput(f"encrypted body of {len(ciphertext)} bytes")
-        iv = self.ivs.iv_for(header.message_id)
-        plaintext = self.cipher.decrypt(iv, ciphertext)
-        payloads = decode_payload_chain(header.next_payload, plaintext, allow_padding=True)
-        return Decrypted(plaintext, payloads, _chain_length(plaintext, len(payloads)))
+        return open_body(self.cipher, self.ivs, header, ciphertext)
 
     def accept(self, header: Header, ciphertext: bytes) -> None:
         """Take the message into the IV chain of its exchange."""
@@ -116,9 +96,10 @@ def _compare(check: str, expected: bytes, received: bytes) -> None:
 
 def leading_hash(check: str, payloads: tuple[Payload, ...]) -> bytes:
     """The HASH payload that must open a phase 2 message (RFC 2409 5.5, 5.7)."""
-    if not payloads or not isinstance(payloads[0], HashPayload):
+    data = _leading_hash(payloads)
+    if data is None:
         raise VerificationError(check, "missing: the first payload is not HASH")
-    return payloads[0].data
+    return data
 
 
 def phase1_hash(payloads: tuple[Payload, ...], check: str) -> bytes:

@@ -13,7 +13,6 @@ from typing import Any
 
 from ikepriv import isakmp
 from ikepriv.dump.session import Record
-from ikepriv.dump.vendor_ids import vendor_id_name
 from ikepriv.isakmp.constants import (
     IkeAttr,
     IpsecAttr,
@@ -21,6 +20,7 @@ from ikepriv.isakmp.constants import (
     NotifyType,
     ProtocolId,
 )
+from ikepriv.isakmp.vendor_ids import vendor_id_name
 
 Json = dict[str, Any]
 

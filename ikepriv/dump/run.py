@@ -25,7 +25,7 @@ from ikepriv.dump.keys import (
     parse_selected,
 )
 from ikepriv.dump.render import record_dict, record_text
-from ikepriv.dump.session import Dumper, Problem
+from ikepriv.dump.session import CaptureProblem, Dumper
 
 PROG = "ikedump"
 EXIT_OK = 0
@@ -114,8 +114,8 @@ def _key_material(args: argparse.Namespace) -> KeyMaterial:
     return keys
 
 
-def _dump(args: argparse.Namespace, keys: KeyMaterial, out: TextIO) -> list[Problem]:
-    problems: list[Problem] = []
+def _dump(args: argparse.Namespace, keys: KeyMaterial, out: TextIO) -> list[CaptureProblem]:
+    problems: list[CaptureProblem] = []
     counts: Counter[str] = Counter()
     dumper = Dumper(keys)
     try:
@@ -129,7 +129,7 @@ def _dump(args: argparse.Namespace, keys: KeyMaterial, out: TextIO) -> list[Prob
                 item = classify(frame.number, frame.time, frame.data, linktype)
             except FrameError as exc:
                 offset = exc.offset if exc.offset >= 0 else None
-                problem = Problem(frame.number, exc.reason)
+                problem = CaptureProblem(frame.number, exc.reason)
                 problems.append(problem)
                 counts["unusable frames"] += 1
                 _emit_frame_problem(args, out, problem, offset)
@@ -154,7 +154,7 @@ def _dump(args: argparse.Namespace, keys: KeyMaterial, out: TextIO) -> list[Prob
 
 
 def _emit_frame_problem(
-    args: argparse.Namespace, out: TextIO, problem: Problem, frame_offset: int | None
+    args: argparse.Namespace, out: TextIO, problem: CaptureProblem, frame_offset: int | None
 ) -> None:
     if args.json:
         return  # JSON output has one object per IKE message; the summary line says it

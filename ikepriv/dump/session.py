@@ -2,7 +2,7 @@
 it carries, and (with keys) decryption and every authentication check.
 
 `Dumper.feed(datagram)` returns a `Record` per ISAKMP message and never raises for any
-input bytes: every fault becomes a `Problem` (frame, optional offset, reason) on the record.
+input bytes: every fault becomes a `CaptureProblem` (frame, optional offset, reason) on the record.
 Roles inside an exchange follow the order of distinct messages (the first SA payload of a
 phase 1 is the initiator's, the first KE/nonce the initiator's, and so on; Quick Mode
 message 1, 2, 3 in order of appearance), so no guess about addresses is needed. A datagram
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ikepriv.crypto.ciphers import IkeCipher, key_length_bytes
-from ikepriv.crypto.errors import CryptoError
+from ikepriv.crypto.crypto_errors import CryptoError
 from ikepriv.crypto.groups import GROUPS, EcpGroup
 from ikepriv.crypto.keymat import KeymatLayout, ah_layout, derive_sa_keys, esp_layout
 from ikepriv.crypto.oakley import (
@@ -29,9 +29,9 @@ from ikepriv.crypto.oakley import (
     skeyid_psk,
 )
 from ikepriv.crypto.prf import digests_equal, nat_d_hash
+from ikepriv.crypto.protected import Decrypted, payload_offsets
 from ikepriv.dump.capture import Datagram, IPAddress
 from ikepriv.dump.decrypt import (
-    Decrypted,
     Phase1Inputs,
     SaCrypto,
     VerificationError,
@@ -56,9 +56,9 @@ from ikepriv.isakmp.constants import (
     IpsecAttr,
     ProtocolId,
 )
-from ikepriv.isakmp.errors import IsakmpError
 from ikepriv.isakmp.header import Header
-from ikepriv.isakmp.identity import IdPayload
+from ikepriv.isakmp.id_payload import IdPayload
+from ikepriv.isakmp.isakmp_error import IsakmpError
 from ikepriv.isakmp.message import Message, Payload, decode_message
 from ikepriv.isakmp.names import number_name
 from ikepriv.isakmp.payloads import (
@@ -87,7 +87,7 @@ PRIVATE_PAYLOAD_TYPES = range(128, 256)  # RFC 2408 3.1: private use
 
 
 @dataclass(frozen=True, slots=True)
-class Problem:
+class CaptureProblem:
     """Why a message failed to parse, decrypt or verify. `offset` counts from the first
     byte of the ISAKMP header (decrypted bodies keep their place: the header is 28 bytes)."""
 
@@ -132,11 +132,11 @@ class Record:
     phase1_keys: dict[str, bytes] = field(default_factory=dict)
     sa_keys: list[SaKeyLine] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[CaptureProblem] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)  # of each payload, from the header
 
     def fail(self, reason: str, offset: int | None = None) -> None:
-        self.problems.append(Problem(self.datagram.frame, reason, offset))
+        self.problems.append(CaptureProblem(self.datagram.frame, reason, offset))
 
     def show(self, payloads: tuple[Payload, ...], body: bytes) -> None:
         """Take the payloads decoded from `body` (what follows the 28-byte header, in the
@@ -186,16 +186,6 @@ class _IkeSa:
     @property
     def name(self) -> str:
         return self.icookie.hex()
-
-
-def payload_offsets(body: bytes, count: int, base: int) -> list[int]:
-    """Where each of the first `count` payloads of a chain the codec accepted starts,
-    counted from the ISAKMP header (`base`: the offset of `body` in the message)."""
-    offsets, pos = [], 0
-    for _ in range(count):
-        offsets.append(base + pos)
-        pos += int.from_bytes(body[pos + 2 : pos + 4], "big")
-    return offsets
 
 
 def check_payload_types(record: Record) -> None:

@@ -9,7 +9,7 @@ Importing the package loads the catalogue, so `decode` always knows every messag
 """
 
 from ikepriv.ipc import messages
-from ikepriv.ipc.errors import IpcError, Reason
+from ikepriv.ipc.ipc_error import IpcError, Reason
 from ikepriv.ipc.messages import PROTOCOL_VERSION, check_version
 from ikepriv.ipc.schema import (
     MAX_MESSAGE_SIZE,

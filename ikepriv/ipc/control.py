@@ -12,8 +12,8 @@ import os
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 
-from ikepriv.ipc.errors import IpcError, Reason
 from ikepriv.ipc.framing import recv_message, send_message
+from ikepriv.ipc.ipc_error import IpcError, Reason
 from ikepriv.ipc.messages import (
     MAX_ROWS,
     PROTOCOL_VERSION,

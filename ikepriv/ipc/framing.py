@@ -13,7 +13,7 @@ import errno
 import socket
 from typing import TYPE_CHECKING
 
-from ikepriv.ipc.errors import IpcError, Reason
+from ikepriv.ipc.ipc_error import IpcError, Reason
 from ikepriv.ipc.schema import MAX_MESSAGE_SIZE, Direction, Message, decode, encode
 
 if TYPE_CHECKING:

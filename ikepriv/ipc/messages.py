@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Annotated
 
-from ikepriv.ipc.errors import IpcError, Reason
+from ikepriv.ipc.ipc_error import IpcError, Reason
 from ikepriv.ipc.schema import (
     Addr,
     Bytes,
@@ -246,7 +246,7 @@ class Identity(Struct):
 
 @struct
 @dataclass(frozen=True, slots=True)
-class Selector(Struct):
+class SelectorSide(Struct):
     """One side of a traffic selector: network, IP protocol (0 any), port (0 any)."""
 
     network: IpNet
@@ -257,8 +257,8 @@ class Selector(Struct):
 @struct
 @dataclass(frozen=True, slots=True)
 class TrafficSelector(Struct):
-    src: Selector
-    dst: Selector
+    src: SelectorSide
+    dst: SelectorSide
 
     def check(self) -> None:
         _same_family("selector", self.src.network, self.dst.network)
@@ -357,8 +357,8 @@ class Phase2Def(Struct):
     number: DefNumber
     phase1_number: DefNumber
     name: Name
-    local: Selector
-    remote: Selector
+    local: SelectorSide
+    remote: SelectorSide
     proposals: Annotated[
         tuple[Phase2Proposal, ...], ListOf(Nested(Phase2Proposal), MAX_PROPOSALS, min_count=1)
     ]
@@ -695,7 +695,7 @@ class Shutdown(Message):
 
 # ---------------------------------------------------------------------------------------
 # Child -> parent (0x02xx). Hostile until vetted: the parent decodes strictly, then checks
-# each request against the database (see DESIGN.md "What the parent vets").
+# each request against the database (see docs/architecture.md, "What the parent vets").
 # ---------------------------------------------------------------------------------------
 
 _C2P = Direction.CHILD_TO_PARENT

@@ -31,7 +31,7 @@ from enum import Enum, IntEnum
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, ClassVar, Self, TypeVar
 
-from ikepriv.ipc.errors import IpcError, Reason
+from ikepriv.ipc.ipc_error import IpcError, Reason
 
 MAX_MESSAGE_SIZE = 65536 + 4096
 """Hard cap on one encoded message (one SEQPACKET datagram): a full 64 KiB IKE datagram

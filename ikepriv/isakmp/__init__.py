@@ -19,7 +19,7 @@ kept. Encoding::
                                         0, [SAPayload.ipsec([...]), VendorIdPayload(vid)]))
     plaintext = encode_payload_chain(payloads)   # next-payload fields computed
 
-Port 4500 framing lives in ikepriv.isakmp.framing; number names in ikepriv.isakmp.names;
+Port 4500 framing lives in ikepriv.isakmp.natt_framing; number names in ikepriv.isakmp.names;
 bounds in ikepriv.isakmp.limits; IANA numbers in ikepriv.isakmp.constants.
 """
 
@@ -32,17 +32,9 @@ from ikepriv.isakmp.attributes import (
     ipsec_attributes_to_dict,
     ipsec_lifetimes,
 )
-from ikepriv.isakmp.errors import IsakmpError
-from ikepriv.isakmp.framing import (
-    Kind,
-    add_non_esp_marker,
-    classify_4500,
-    is_natt_keepalive,
-    isakmp_from_udp,
-    strip_non_esp_marker,
-)
 from ikepriv.isakmp.header import Header, decode_header, encode_header
-from ikepriv.isakmp.identity import IdPayload, NatOaPayload
+from ikepriv.isakmp.id_payload import IdPayload, NatOaPayload
+from ikepriv.isakmp.isakmp_error import IsakmpError
 from ikepriv.isakmp.message import (
     Message,
     Payload,
@@ -61,6 +53,14 @@ from ikepriv.isakmp.names import (
     number_name,
     payload_type_name,
     transform_id_name,
+)
+from ikepriv.isakmp.natt_framing import (
+    Udp4500Kind,
+    add_non_esp_marker,
+    classify_4500,
+    is_natt_keepalive,
+    isakmp_from_udp,
+    strip_non_esp_marker,
 )
 from ikepriv.isakmp.notify import DeletePayload, NotifyPayload
 from ikepriv.isakmp.payloads import (
@@ -87,7 +87,6 @@ __all__ = [
     "IdPayload",
     "IsakmpError",
     "KePayload",
-    "Kind",
     "Message",
     "NatDPayload",
     "NatOaPayload",
@@ -98,6 +97,7 @@ __all__ = [
     "SAPayload",
     "SigPayload",
     "Transform",
+    "Udp4500Kind",
     "UnknownPayload",
     "VendorIdPayload",
     "add_non_esp_marker",

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from ikepriv.isakmp.constants import IkeAttr, IpsecAttr, NotifyType
-from ikepriv.isakmp.errors import NO_OFFSET, fail, malformed
+from ikepriv.isakmp.isakmp_error import NO_OFFSET, fail, malformed
 
 _ATTR = struct.Struct("!HH")
 _AF_TV = 0x8000

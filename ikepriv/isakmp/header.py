@@ -12,7 +12,7 @@ from ikepriv.isakmp.constants import (
     HeaderFlag,
     NotifyType,
 )
-from ikepriv.isakmp.errors import NO_OFFSET, fail, malformed
+from ikepriv.isakmp.isakmp_error import NO_OFFSET, fail, malformed
 from ikepriv.isakmp.limits import DEFAULT_MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE
 
 _HEADER = struct.Struct("!8s8sBBBBII")

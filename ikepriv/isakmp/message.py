@@ -20,7 +20,6 @@ from ikepriv.isakmp.constants import (
     NotifyType,
     PayloadType,
 )
-from ikepriv.isakmp.errors import NO_OFFSET, fail, malformed
 from ikepriv.isakmp.header import (
     OFFSET_NEXT_PAYLOAD,
     Header,
@@ -28,7 +27,8 @@ from ikepriv.isakmp.header import (
     decode_header,
     encode_header,
 )
-from ikepriv.isakmp.identity import IdPayload, NatOaPayload, decode_id, decode_nat_oa
+from ikepriv.isakmp.id_payload import IdPayload, NatOaPayload, decode_id, decode_nat_oa
+from ikepriv.isakmp.isakmp_error import NO_OFFSET, fail, malformed
 from ikepriv.isakmp.limits import (
     DEFAULT_MAX_MESSAGE_SIZE,
     MAX_MESSAGE_SIZE,

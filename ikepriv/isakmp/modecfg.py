@@ -18,7 +18,7 @@ from ikepriv.isakmp.attributes import (
     encode_attributes,
 )
 from ikepriv.isakmp.constants import PayloadType
-from ikepriv.isakmp.errors import NO_OFFSET, malformed
+from ikepriv.isakmp.isakmp_error import NO_OFFSET, malformed
 from ikepriv.isakmp.limits import MAX_CFG_ATTRIBUTE_LENGTH, MAX_CFG_ATTRIBUTES
 from ikepriv.isakmp.payloads import PayloadBase
 

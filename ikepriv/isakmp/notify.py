@@ -19,7 +19,7 @@ from ikepriv.isakmp.attributes import (
     ipsec_lifetimes,
 )
 from ikepriv.isakmp.constants import DOI, NotifyType, PayloadType, ProtocolId
-from ikepriv.isakmp.errors import NO_OFFSET, IsakmpError, fail, malformed
+from ikepriv.isakmp.isakmp_error import NO_OFFSET, IsakmpError, fail, malformed
 from ikepriv.isakmp.limits import (
     MAX_ATTRIBUTE_LENGTH,
     MAX_ATTRIBUTES,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ikepriv.isakmp.constants import PayloadType
-from ikepriv.isakmp.errors import NO_OFFSET, malformed
+from ikepriv.isakmp.isakmp_error import NO_OFFSET, malformed
 from ikepriv.isakmp.limits import NONCE_MAX, NONCE_MIN
 
 

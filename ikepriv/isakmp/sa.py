@@ -22,7 +22,7 @@ from ikepriv.isakmp.attributes import (
     encode_attributes,
 )
 from ikepriv.isakmp.constants import DOI, NotifyType, PayloadType, ProtocolId, Situation
-from ikepriv.isakmp.errors import NO_OFFSET, fail, malformed
+from ikepriv.isakmp.isakmp_error import NO_OFFSET, fail, malformed
 from ikepriv.isakmp.limits import (
     MAX_ATTRIBUTE_LENGTH,
     MAX_ATTRIBUTES,

@@ -22,8 +22,8 @@ import trio
 
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.control import split_response
-from ikepriv.ipc.errors import IpcError
 from ikepriv.ipc.framing import recv_message_trio, send_message_trio
+from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.schema import Direction, Message
 
 log = logging.getLogger("ikepriv.parent")

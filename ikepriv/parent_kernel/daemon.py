@@ -45,7 +45,7 @@ import trio
 
 from ikepriv.config.store import TunnelDB, TunnelDBError
 from ikepriv.ipc import messages as m
-from ikepriv.ipc.errors import IpcError
+from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.schema import Message
 from ikepriv.isakmp.constants import ProtocolId
 from ikepriv.parent_kernel import udp
@@ -261,8 +261,8 @@ class Daemon:
     def _acquire_phase2(self, event: Acquire) -> tuple[int, m.TrafficSelector] | None:
         sel = event.selector
         try:
-            ts = m.TrafficSelector(m.Selector(sel.src, sel.proto, sel.sport),
-                                   m.Selector(sel.dst, sel.proto, sel.dport))  # fmt: skip
+            ts = m.TrafficSelector(m.SelectorSide(sel.src, sel.proto, sel.sport),
+                                   m.SelectorSide(sel.dst, sel.proto, sel.dport))  # fmt: skip
         except IpcError:
             return None
         for tmpl in event.templates:

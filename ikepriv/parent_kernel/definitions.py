@@ -25,7 +25,7 @@ from ikepriv.config.model import Identity as ConfigIdentity
 from ikepriv.config.store import TunnelDB
 from ikepriv.config.writer import dump_definitions
 from ikepriv.ipc import messages as m
-from ikepriv.ipc.errors import IpcError
+from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.schema import Message
 from ikepriv.isakmp.constants import IdType, ProtocolId
 
@@ -106,8 +106,8 @@ def _phase2_to_ipc(d: Phase2Definition, number: int, phase1_number: int) -> m.Ph
         number=number,
         phase1_number=phase1_number,
         name=d.name,
-        local=m.Selector(d.local_subnet, d.protocol, d.local_port),
-        remote=m.Selector(d.remote_subnet, d.protocol, d.remote_port),
+        local=m.SelectorSide(d.local_subnet, d.protocol, d.local_port),
+        remote=m.SelectorSide(d.remote_subnet, d.protocol, d.remote_port),
         proposals=tuple(proposals),
         mode=d.mode,
     )

@@ -27,8 +27,8 @@ from typing import Final
 import trio
 
 from ikepriv.ipc import messages as m
-from ikepriv.ipc.errors import IpcError
 from ikepriv.ipc.framing import recv_message_trio, send_message_trio, socketpair
+from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.schema import Direction, Message
 from ikepriv.parent_kernel.ratelimit import RateLimit
 

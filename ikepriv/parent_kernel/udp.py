@@ -24,8 +24,19 @@ from typing import Final
 
 import trio
 
-from ikepriv.isakmp.constants import NATT_KEEPALIVE, NON_ESP_MARKER
-from ikepriv.parent_kernel.kernel.messages import Direction, PolicyAction
+from ikepriv.isakmp.natt_framing import (
+    Udp4500Kind,
+    add_non_esp_marker,
+    classify_4500,
+    is_natt_keepalive,
+    strip_non_esp_marker,
+)
+from ikepriv.parent_kernel.kernel.xfrm_messages import (
+    UDP_ENCAP_ESPINUDP,
+    Direction,
+    PolicyAction,
+    UserpolicyInfo,
+)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -39,23 +50,18 @@ IP_XFRM_POLICY: Final = 17
 IPV6_XFRM_POLICY: Final = 35
 SOL_UDP: Final = 17
 UDP_ENCAP: Final = 100
-UDP_ENCAP_ESPINUDP: Final = 2
 
 _IN_PKTINFO: Final = struct.Struct("=i4s4s")  # ifindex, spec_dst, addr
 _IN6_PKTINFO: Final = struct.Struct("=16si")  # addr, ifindex
-# struct xfrm_userpolicy_info: selector (56), lifetime cfg (64), cur (32), priority, index,
-# dir, action, flags, share, padding to 168. Only family, dir and action are set.
-_XFRM_USERPOLICY_INFO: Final = struct.Struct("=16s16sHHHHHBBB3xiI8Q4QIIBBBB4x")
 _ANC_SPACE: Final = socket.CMSG_SPACE(max(_IN_PKTINFO.size, _IN6_PKTINFO.size))
 
 
 def bypass_policy(family: int, direction: Direction) -> bytes:
-    """A socket policy that lets this socket's traffic pass IPsec unchanged."""
-    zero16 = bytes(16)
-    return _XFRM_USERPOLICY_INFO.pack(
-        zero16, zero16, 0, 0, 0, 0, family, 0, 0, 0, 0, 0,
-        *([0] * 8), *([0] * 4), 0, 0, int(direction), int(PolicyAction.ALLOW), 0, 0,
-    )  # fmt: skip
+    """A socket policy that lets this socket's traffic pass IPsec unchanged: a struct
+    xfrm_userpolicy_info with only the selector's family, the direction and ALLOW set."""
+    return UserpolicyInfo.pack(
+        {"sel": {"family": family}, "dir": int(direction), "action": int(PolicyAction.ALLOW)}
+    )
 
 
 @dataclass(frozen=True)
@@ -163,11 +169,12 @@ async def receive(s: IkeSocket) -> Received | Drop:
         return Drop.NOT_FOR_US
     natt = s.natt
     if natt:
-        if data == NATT_KEEPALIVE:
+        kind = classify_4500(data)
+        if kind is Udp4500Kind.KEEPALIVE:
             return Drop.KEEPALIVE
-        if not data.startswith(NON_ESP_MARKER):
+        if kind is not Udp4500Kind.IKE:
             return Drop.NO_MARKER  # ESP never reaches this socket (the kernel takes it)
-        data = data[len(NON_ESP_MARKER) :]
+        data = strip_non_esp_marker(data) or b""
         if not data:
             return Drop.TRUNCATED
     host, port = addr[0], addr[1]  # type: ignore[index]
@@ -185,8 +192,8 @@ async def receive(s: IkeSocket) -> Received | Drop:
 
 async def send(s: IkeSocket, local: IPAddress, remote: IPAddress, port: int, data: bytes) -> None:
     """Send from `local` (pktinfo), with the non-ESP marker on 4500 (not on a keepalive)."""
-    if s.natt and data != NATT_KEEPALIVE:
-        data = NON_ESP_MARKER + data
+    if s.natt and not is_natt_keepalive(data):
+        data = add_non_esp_marker(data)
     if s.family == socket.AF_INET6:
         cmsg = (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, _IN6_PKTINFO.pack(local.packed, 0))
         dest: tuple[object, ...] = (str(remote), port, 0, 0)

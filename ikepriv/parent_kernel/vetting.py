@@ -1,4 +1,4 @@
-"""The parent's vetting of child requests (DESIGN.md, "What the parent vets").
+"""The parent's vetting of child requests (docs/architecture.md, "What the parent vets").
 
 Pure: every method takes a decoded, well-formed request and the parent's records (database
 view, what is installed, which peers talked to us, which tunnels were activated) and returns
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ikepriv.config.model import Phase1Definition, Phase2Definition
-from ikepriv.crypto.errors import CryptoError
+from ikepriv.crypto.crypto_errors import CryptoError
 from ikepriv.crypto.keymat import ESP_CIPHERS, INTEGRITY, esp_key_bits
 from ikepriv.crypto.oakley import skeyid_psk
 from ikepriv.ipc import messages as m
@@ -48,7 +48,6 @@ from ikepriv.isakmp.constants import (
 from ikepriv.parent_kernel import installed as inst
 from ikepriv.parent_kernel.definitions import DbView
 from ikepriv.parent_kernel.installed import Installed, PolicyEntry, SaEntry
-from ikepriv.parent_kernel.kernel.messages import Direction, XfrmMode
 from ikepriv.parent_kernel.kernel.specs import (
     Aead,
     Encap,
@@ -57,9 +56,10 @@ from ikepriv.parent_kernel.kernel.specs import (
     Lifetime,
     PolicySpec,
     SaSpec,
-    Selector,
+    SelectorSpec,
     Template,
 )
+from ikepriv.parent_kernel.kernel.xfrm_messages import Direction, XfrmMode
 from ikepriv.parent_kernel.peers import PeerTable
 from ikepriv.process_contract import COUNTER_NAMES
 
@@ -168,7 +168,7 @@ class _Tunnel:
     p2: Phase2Definition
 
 
-def _inside(sel: m.Selector, net: ipaddress.IPv4Network | ipaddress.IPv6Network,
+def _inside(sel: m.SelectorSide, net: ipaddress.IPv4Network | ipaddress.IPv6Network,
             protocol: int, port: int) -> bool:  # fmt: skip
     """`sel` equal to or narrower than (net, protocol, port); 0 in the definition = any."""
     if sel.network.version != net.version or not sel.network.subnet_of(net):  # type: ignore[arg-type]
@@ -189,7 +189,7 @@ def selector_inside(ts: m.TrafficSelector, p2: Phase2Definition, outbound: bool)
     return _inside(ts.src, *src_def) and _inside(ts.dst, *dst_def)  # type: ignore[arg-type]
 
 
-def definition_selector(p2: Phase2Definition, outbound: bool, version: int) -> Selector | None:
+def definition_selector(p2: Phase2Definition, outbound: bool, version: int) -> SelectorSpec | None:
     """The phase 2 definition's own selector, oriented for one direction: what an SA the
     child sent without a selector may carry (a wildcard would accept any inner traffic).
     None when the subnets are of another IP version than the SA's endpoints: the kernel
@@ -199,13 +199,13 @@ def definition_selector(p2: Phase2Definition, outbound: bool, version: int) -> S
     local = (p2.local_subnet, p2.local_port)
     remote = (p2.remote_subnet, p2.remote_port)
     (src, sport), (dst, dport) = (local, remote) if outbound else (remote, local)
-    return Selector(src, dst, p2.protocol, sport, dport)
+    return SelectorSpec(src, dst, p2.protocol, sport, dport)
 
 
-def xfrm_selector(ts: m.TrafficSelector) -> Selector | Refusal:
+def xfrm_selector(ts: m.TrafficSelector) -> SelectorSpec | Refusal:
     if ts.src.protocol != ts.dst.protocol:
         return Refusal(ErrorCode.INVALID_REQUEST, "selector sides name different protocols")
-    return Selector(ts.src.network, ts.dst.network, ts.src.protocol, ts.src.port, ts.dst.port)
+    return SelectorSpec(ts.src.network, ts.dst.network, ts.src.protocol, ts.src.port, ts.dst.port)
 
 
 def stats_problem(msg: m.Stats) -> str | None:
@@ -492,7 +492,7 @@ class Vetter:
         encap = self._encap(t, req, local, remote)
         if isinstance(encap, Refusal):
             return encap
-        selector: Selector | None = None
+        selector: SelectorSpec | None = None
         if req.selector is not None:
             if not selector_inside(req.selector, t.p2, outbound):
                 return Refusal(ErrorCode.NOT_PERMITTED, "SA selector wider than the definition",

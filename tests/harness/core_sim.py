@@ -50,7 +50,7 @@ from ikepriv.ipc.messages import (
     SaAdd,
     SaDelete,
     SaDirection,
-    Selector,
+    SelectorSide,
     SkeyidReply,
     SkeyidRequest,
     SpiReply,
@@ -155,15 +155,15 @@ def phase1_def(
 
 def selector(
     net: str | ipaddress.IPv4Network | ipaddress.IPv6Network, proto: int = 0, port: int = 0
-) -> Selector:
-    return Selector(ipaddress.ip_network(net), proto, port)
+) -> SelectorSide:
+    return SelectorSide(ipaddress.ip_network(net), proto, port)
 
 
 def phase2_def(
     number: int,
     phase1_number: int,
-    local: Selector,
-    remote: Selector,
+    local: SelectorSide,
+    remote: SelectorSide,
     proposals: Sequence[Phase2Proposal] = (),
     mode: EncapsulationMode = EncapsulationMode.TUNNEL,
     name: str | None = None,
@@ -186,10 +186,10 @@ def mirrored(
     *,
     responder_ike: Sequence[IkeProposal] | None = None,
     responder_esp: Sequence[Phase2Proposal] | None = None,
-    left_sel: Selector | None = None,
-    right_sel: Selector | None = None,
-    responder_left_sel: Selector | None = None,
-    responder_right_sel: Selector | None = None,
+    left_sel: SelectorSide | None = None,
+    right_sel: SelectorSide | None = None,
+    responder_left_sel: SelectorSide | None = None,
+    responder_right_sel: SelectorSide | None = None,
     phase1_mode: ExchangeType = ExchangeType.IDENTITY_PROTECTION,
     nat_t: bool = False,
     responder_peer: IPAddress | None = LEFT,

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from ikepriv.isakmp.constants import IpProtocol
 from ikepriv.parent_kernel.kernel.client import XfrmKernel
 from ikepriv.parent_kernel.kernel.events import XfrmEvents
-from ikepriv.parent_kernel.kernel.messages import Direction, XfrmMode
 from ikepriv.parent_kernel.kernel.specs import (
     Aead,
     Encap,
@@ -45,10 +44,11 @@ from ikepriv.parent_kernel.kernel.specs import (
     Lifetime,
     PolicySpec,
     SaSpec,
-    Selector,
+    SelectorSpec,
     Template,
     XfrmError,
 )
+from ikepriv.parent_kernel.kernel.xfrm_messages import Direction, XfrmMode
 
 CLONE_NEWNET = 0x40000000
 SOL_UDP = 17
@@ -212,13 +212,13 @@ def host_net(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 
 def policies(case: Case, local: Side, remote: Side, reqid: int) -> list[PolicySpec]:
     if case.mode == XfrmMode.TRANSPORT:
-        out_sel = Selector(host_net(local.outer), host_net(remote.outer))
-        in_sel = Selector(host_net(remote.outer), host_net(local.outer))
+        out_sel = SelectorSpec(host_net(local.outer), host_net(remote.outer))
+        in_sel = SelectorSpec(host_net(remote.outer), host_net(local.outer))
         tmpl = Template(proto=case.proto, mode=XfrmMode.TRANSPORT, reqid=reqid)
         return [PolicySpec(out_sel, Direction.OUT, priority=100, templates=(tmpl,)),
                 PolicySpec(in_sel, Direction.IN, priority=100, templates=(tmpl,))]
-    out_sel = Selector(net_of(local), net_of(remote))
-    in_sel = Selector(net_of(remote), net_of(local))
+    out_sel = SelectorSpec(net_of(local), net_of(remote))
+    in_sel = SelectorSpec(net_of(remote), net_of(local))
     to_remote = Template(proto=case.proto, src=addr(local.outer), dst=addr(remote.outer),
                          reqid=reqid)
     from_remote = Template(proto=case.proto, src=addr(remote.outer), dst=addr(local.outer),
@@ -260,7 +260,7 @@ def install(case: Case, kernels: dict[str, XfrmKernel]) -> tuple[list[Installed]
         if case.encap:
             common["encap"] = Encap(4500, 4500)
         if case.mode == XfrmMode.TRANSPORT:
-            common["selector"] = Selector(host_net(sender.outer), host_net(receiver.outer))
+            common["selector"] = SelectorSpec(host_net(sender.outer), host_net(receiver.outer))
         out_kwargs = dict(common)
         if case.soft_packets and sender is left:
             out_kwargs["lifetime"] = Lifetime(soft_packets=case.soft_packets)

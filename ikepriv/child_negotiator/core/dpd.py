@@ -32,11 +32,11 @@ from dataclasses import dataclass, field, fields
 from functools import partial
 from typing import TYPE_CHECKING
 
-from ikepriv.child_negotiator.core import install, vendor_ids
+from ikepriv.child_negotiator.core import install
 from ikepriv.child_negotiator.core.exchanges import informational
 from ikepriv.child_negotiator.core.sa_table import ChildSa, IsakmpSa
 from ikepriv.ipc.messages import DpdAction, LogLevel, ResultReply, SaDelete
-from ikepriv.isakmp import NotifyPayload
+from ikepriv.isakmp import NotifyPayload, vendor_ids
 from ikepriv.isakmp.constants import NotifyType, ProtocolId
 from ikepriv.process_contract import Counters
 

@@ -52,8 +52,8 @@ from ikepriv.child_negotiator.core.sa_table import (
     SaTable,
 )
 from ikepriv.child_negotiator.core.settings import Settings
-from ikepriv.crypto.errors import CryptoError
-from ikepriv.ipc.errors import IpcError
+from ikepriv.crypto.crypto_errors import CryptoError
+from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.messages import (
     PROTOCOL_VERSION,
     ConfigBegin,

@@ -17,21 +17,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ikepriv.child_negotiator.core import vendor_ids
 from ikepriv.child_negotiator.core.sa_table import IsakmpSa, QuickExchange
 from ikepriv.ipc.messages import NatTEncap
 from ikepriv.ipc.schema import Message as IpcMessage
-from ikepriv.isakmp import Payload
+from ikepriv.isakmp import Payload, vendor_ids
 from ikepriv.isakmp.constants import EncapsulationMode
 
 if TYPE_CHECKING:
     from ikepriv.child_negotiator.core.engine import Inbound
 
 
+SENT_VENDOR_IDS: tuple[bytes, ...] = (vendor_ids.DPD, vendor_ids.NATT_RFC3947)
+"""The Vendor IDs of our first phase 1 message, and the ones we act on from the peer."""
+
+
 class Hooks:
     def vendor_ids(self, sa: IsakmpSa) -> tuple[bytes, ...]:
         """Vendor IDs of our first phase 1 message."""
-        return vendor_ids.SENT
+        return SENT_VENDOR_IDS
 
     def ke_payloads(self, sa: IsakmpSa) -> Sequence[Payload]:
         """Extra payloads after KE and nonce (MM3, MM4): NAT-D goes here."""

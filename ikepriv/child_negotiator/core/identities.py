@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from enum import Enum
 
-from ikepriv.ipc.messages import Identity, Selector
+from ikepriv.ipc.messages import Identity, SelectorSide
 from ikepriv.isakmp import IdPayload, IsakmpError
 from ikepriv.isakmp.constants import IKE_PORT, IdType, IpProtocol
 
@@ -50,11 +50,11 @@ def as_identity(payload: IdPayload) -> Identity | None:
         return None
 
 
-def host_selector(address: IPAddress) -> Selector:
-    return Selector(ipaddress.ip_network(address), 0, 0)
+def host_selector(address: IPAddress) -> SelectorSide:
+    return SelectorSide(ipaddress.ip_network(address), 0, 0)
 
 
-def selector_id(selector: Selector, form: IdForm = IdForm.AUTO) -> IdPayload:
+def selector_id(selector: SelectorSide, form: IdForm = IdForm.AUTO) -> IdPayload:
     net = selector.network
     if form is IdForm.RANGE:
         return IdPayload.address_range(
@@ -70,7 +70,7 @@ _ADDR_TYPES = frozenset({IdType.IPV4_ADDR, IdType.IPV6_ADDR})
 _SUBNET_TYPES = frozenset({IdType.IPV4_ADDR_SUBNET, IdType.IPV6_ADDR_SUBNET})
 
 
-def id_selector(payload: IdPayload) -> Selector | None:
+def id_selector(payload: IdPayload) -> SelectorSide | None:
     """The selector a phase 2 ID stands for, or None (names, or a range that is no prefix)."""
     try:
         value = payload.value
@@ -91,12 +91,12 @@ def id_selector(payload: IdPayload) -> Selector | None:
             net = nets[0]
         else:
             return None
-        return Selector(net, payload.protocol, payload.port)
+        return SelectorSide(net, payload.protocol, payload.port)
     except (IsakmpError, ValueError, TypeError, AssertionError):
         return None
 
 
-def selector_inside(inner: Selector, outer: Selector) -> bool:
+def selector_inside(inner: SelectorSide, outer: SelectorSide) -> bool:
     """Equal to or narrower than `outer`, never wider."""
     a, b = inner.network, outer.network
     if a.version != b.version or not a.subnet_of(b):  # type: ignore[arg-type]

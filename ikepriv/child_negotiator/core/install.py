@@ -39,7 +39,7 @@ from ikepriv.ipc.messages import (
     SaAdd,
     SaDelete,
     SaDirection,
-    Selector,
+    SelectorSide,
     StateReport,
     TrafficSelector,
     TunnelState,
@@ -56,7 +56,7 @@ PRIORITY_BASE = 2000
 def priority(selector: TrafficSelector) -> int:
     """More specific selectors get a lower number (XFRM: lower wins)."""
 
-    def score(s: Selector) -> int:
+    def score(s: SelectorSide) -> int:
         return s.network.prefixlen * 4 + (2 if s.protocol else 0) + (1 if s.port else 0)
 
     return PRIORITY_BASE - score(selector.src) - score(selector.dst)

@@ -27,14 +27,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ikepriv.child_negotiator.core import vendor_ids
 from ikepriv.child_negotiator.core.hooks import Hooks
 from ikepriv.child_negotiator.core.sa_table import IsakmpSa, QuickExchange
-from ikepriv.crypto.errors import CryptoError
+from ikepriv.crypto.crypto_errors import CryptoError
 from ikepriv.crypto.prf import nat_d_hash
 from ikepriv.ipc.messages import DatagramOut, Endpoint, NatTEncap, Role
 from ikepriv.ipc.schema import Message as IpcMessage
-from ikepriv.isakmp import NatDPayload, NatOaPayload, Payload
+from ikepriv.isakmp import NatDPayload, NatOaPayload, Payload, vendor_ids
 from ikepriv.isakmp.constants import NATT_KEEPALIVE, NATT_PORT, EncapsulationMode
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 from ikepriv.crypto import dh
 from ikepriv.crypto.ciphers import IKE_CIPHERS
-from ikepriv.crypto.errors import CryptoError
+from ikepriv.crypto.crypto_errors import CryptoError
 from ikepriv.crypto.keymat import ESP_CIPHERS, KeymatLayout, ah_layout, esp_layout
 from ikepriv.crypto.prf import HASHES
 from ikepriv.ipc.messages import Phase1Def, Phase2Def, Phase2Proposal

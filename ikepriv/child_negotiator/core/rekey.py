@@ -43,7 +43,7 @@ from ikepriv.child_negotiator.core.sa_table import (
     IsakmpSa,
     QmState,
 )
-from ikepriv.ipc.messages import LogLevel, Phase1Def, Role, Selector
+from ikepriv.ipc.messages import LogLevel, Phase1Def, Role, SelectorSide
 
 if TYPE_CHECKING:
     from ikepriv.child_negotiator.core.engine import IPAddress, Negotiator
@@ -187,7 +187,7 @@ def rekey_child(core: Negotiator, child: ChildSa, reason: str) -> None:
 
 
 def _exchange_running(
-    core: Negotiator, child: ChildSa, selectors: tuple[Selector, Selector]
+    core: Negotiator, child: ChildSa, selectors: tuple[SelectorSide, SelectorSide]
 ) -> bool:
     """Whether a Quick Mode for the same tunnel runs, under any ISAKMP SA with the peer."""
     for sa in core.sas.by_tunnel.values():

@@ -25,7 +25,7 @@ from ikepriv.ipc.messages import (
     Phase2Def,
     PolicyDirection,
     Role,
-    Selector,
+    SelectorSide,
     TrafficSelector,
 )
 from ikepriv.isakmp import IdPayload, Proposal
@@ -153,8 +153,8 @@ class QuickExchange:
     tunnel_id: int
     state: QmState
     created: float
-    local_sel: Selector
-    remote_sel: Selector
+    local_sel: SelectorSide
+    remote_sel: SelectorSide
     id_ci: IdPayload | None
     id_cr: IdPayload | None
     flight: Flight = field(default_factory=Flight)

@@ -2,7 +2,8 @@
 
 The codec gives payload objects; the phase 2 hashes cover payloads exactly as on the wire,
 so the spans are taken from the decrypted plaintext itself (walking the generic headers the
-codec already validated) instead of re-encoding anything.
+codec already validated) instead of re-encoding anything. Opening and the spans are
+ikepriv.crypto.protected, which ikedump uses too.
 """
 
 from __future__ import annotations
@@ -12,38 +13,26 @@ from collections.abc import Callable, Sequence
 
 from ikepriv.child_negotiator.core.sa_table import IsakmpSa
 from ikepriv.crypto.ciphers import pad_plaintext
-from ikepriv.crypto.errors import CryptoError
+from ikepriv.crypto.crypto_errors import CryptoError
+from ikepriv.crypto.protected import after_first as after_first
+from ikepriv.crypto.protected import leading_hash as leading_hash
+from ikepriv.crypto.protected import open_body
 from ikepriv.isakmp import (
     HashPayload,
     IsakmpError,
     Message,
     Payload,
     build_encrypted_message,
-    decode_payload_chain,
     encode_message,
     encode_payload_chain,
 )
-from ikepriv.isakmp.constants import HEADER_LENGTH, ExchangeType, HeaderFlag
+from ikepriv.isakmp.constants import ExchangeType, HeaderFlag
 
 _GENERIC = struct.Struct("!BBH")
 
 
 class OpenError(Exception):
     """The message does not decrypt to a valid chain (wrong keys, or forged)."""
-
-
-def chain_end(plaintext: bytes, count: int) -> int:
-    """Offset just after the `count`-th payload of an already decoded chain."""
-    pos = 0
-    for _ in range(count):
-        pos += _GENERIC.unpack_from(plaintext, pos)[2]
-    return pos
-
-
-def after_first(plaintext: bytes, count: int) -> bytes:
-    """Every payload after the first one (the HASH), headers included, no padding."""
-    first = _GENERIC.unpack_from(plaintext, 0)[2]
-    return plaintext[first : chain_end(plaintext, count)]
 
 
 def seal(
@@ -100,17 +89,7 @@ def open_message(sa: IsakmpSa, message: Message) -> tuple[bytes, tuple[Payload, 
     if sa.cipher is None or sa.iv is None:
         raise OpenError("no keys yet")
     try:
-        plaintext = sa.cipher.decrypt(sa.iv.iv_for(message.header.message_id), message.ciphertext)
-        payloads = decode_payload_chain(
-            message.header.next_payload, plaintext, HEADER_LENGTH, allow_padding=True
-        )
+        opened = open_body(sa.cipher, sa.iv, message.header, message.ciphertext)
     except (CryptoError, IsakmpError) as exc:
         raise OpenError(str(exc)) from None
-    return plaintext, payloads
-
-
-def leading_hash(payloads: Sequence[Payload]) -> bytes | None:
-    """The HASH payload data when it comes first (RFC 2409 5.5, 5.7), else None."""
-    if payloads and isinstance(payloads[0], HashPayload):
-        return payloads[0].data
-    return None
+    return opened.plaintext, opened.payloads

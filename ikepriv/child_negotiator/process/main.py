@@ -26,8 +26,8 @@ from ikepriv import process_contract
 from ikepriv.child_negotiator.core.engine import Negotiator
 from ikepriv.child_negotiator.core.settings import Settings
 from ikepriv.child_negotiator.process import sandbox, warmup
-from ikepriv.ipc.errors import IpcError
 from ikepriv.ipc.framing import recv_message_trio, send_message_trio
+from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.messages import Shutdown
 from ikepriv.ipc.schema import Direction
 

@@ -21,15 +21,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
 from ikepriv.isakmp.constants import IpProtocol
-from ikepriv.parent_kernel.kernel import messages as xm
-from ikepriv.parent_kernel.kernel.messages import (
-    XFRM_INF,
-    Direction,
-    MsgType,
-    NlGroup,
-    PolicyAction,
-    XfrmMode,
-)
+from ikepriv.parent_kernel.kernel import xfrm_messages as xm
 from ikepriv.parent_kernel.kernel.specs import (
     AF_FOR_VERSION,
     ALL_ALGOS,
@@ -43,9 +35,17 @@ from ikepriv.parent_kernel.kernel.specs import (
     PolicySpec,
     SaRecord,
     SaSpec,
-    Selector,
+    SelectorSpec,
     Template,
     XfrmError,
+)
+from ikepriv.parent_kernel.kernel.xfrm_messages import (
+    XFRM_INF,
+    Direction,
+    MsgType,
+    NlGroup,
+    PolicyAction,
+    XfrmMode,
 )
 
 # netlink plumbing (linux/netlink.h)
@@ -88,7 +88,7 @@ def _port_mask(port: int) -> int:
     return 0xFFFF if port else 0
 
 
-def _selector_struct(sel: Selector | None) -> dict[str, Any]:
+def _selector_struct(sel: SelectorSpec | None) -> dict[str, Any]:
     if sel is None:
         return {}
     return {
@@ -105,13 +105,13 @@ def _selector_struct(sel: Selector | None) -> dict[str, Any]:
     }
 
 
-def selector_from(raw: dict[str, Any]) -> Selector | None:
+def selector_from(raw: dict[str, Any]) -> SelectorSpec | None:
     family = raw["family"]
     if family not in (socket.AF_INET, socket.AF_INET6):
         return None
     src = addr_from(raw["saddr"], family)
     dst = addr_from(raw["daddr"], family)
-    return Selector(
+    return SelectorSpec(
         src=ipaddress.ip_network((src, raw["prefixlen_s"]), strict=False),
         dst=ipaddress.ip_network((dst, raw["prefixlen_d"]), strict=False),
         proto=raw["proto"],
@@ -596,7 +596,7 @@ class XfrmKernel:
         """Add or replace the policy with this selector and direction."""
         self._put_policy("update_policy", spec, MsgType.UPDPOLICY)
 
-    def delete_policy(self, selector: Selector, direction: Direction) -> None:
+    def delete_policy(self, selector: SelectorSpec, direction: Direction) -> None:
         msg = xm.xfrm_userpolicy_id()
         msg["sel"] = _selector_struct(selector)
         msg["dir"] = int(direction)

@@ -12,7 +12,7 @@ import struct
 from collections.abc import Iterable
 from typing import Any, Final
 
-from ikepriv.parent_kernel.kernel import messages as xm
+from ikepriv.parent_kernel.kernel import xfrm_messages as xm
 from ikepriv.parent_kernel.kernel.client import (
     KERNEL_DIRECTIONS,
     RECV_BUFSIZE,
@@ -25,11 +25,6 @@ from ikepriv.parent_kernel.kernel.client import (
     tmpl_from,
     wait_readable,
 )
-from ikepriv.parent_kernel.kernel.messages import (
-    Direction,
-    MsgType,
-    NlGroup,
-)
 from ikepriv.parent_kernel.kernel.specs import (
     AF_FOR_VERSION,
     Acquire,
@@ -38,6 +33,11 @@ from ikepriv.parent_kernel.kernel.specs import (
     Expire,
     PolicyExpire,
     XfrmError,
+)
+from ikepriv.parent_kernel.kernel.xfrm_messages import (
+    Direction,
+    MsgType,
+    NlGroup,
 )
 
 # --------------------------------------------------------------------------

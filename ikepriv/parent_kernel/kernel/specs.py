@@ -18,8 +18,8 @@ from typing import Final
 
 from ikepriv.crypto.keymat import ESP_CIPHERS, INTEGRITY
 from ikepriv.isakmp.constants import IpProtocol
-from ikepriv.parent_kernel.kernel import messages as xm
-from ikepriv.parent_kernel.kernel.messages import (
+from ikepriv.parent_kernel.kernel import xfrm_messages as xm
+from ikepriv.parent_kernel.kernel.xfrm_messages import (
     XFRM_INF,
     Direction,
     PolicyAction,
@@ -73,8 +73,9 @@ class XfrmError(OSError):
 
 
 @dataclass(frozen=True)
-class Selector:
-    """Traffic selector: subnets, upper-layer protocol and ports (0 = any)."""
+class SelectorSpec:
+    """Traffic selector of an SA or policy: subnets, upper-layer protocol and ports (0 = any).
+    The client packs it into the C struct kernel.xfrm_messages.XfrmSelector."""
 
     src: IPNetwork
     dst: IPNetwork
@@ -177,7 +178,7 @@ class SaSpec:
     encap: Encap | None = None
     lifetime: Lifetime = field(default_factory=Lifetime)
     replay_window: int = 32
-    selector: Selector | None = None
+    selector: SelectorSpec | None = None
 
     def __post_init__(self) -> None:
         validate_sa(self)
@@ -204,7 +205,7 @@ class Template:
 class PolicySpec:
     """One SPD entry."""
 
-    selector: Selector
+    selector: SelectorSpec
     direction: Direction
     action: PolicyAction = PolicyAction.ALLOW
     priority: int = 0
@@ -224,7 +225,7 @@ class SaRecord:
     spi: int
     mode: int
     reqid: int
-    selector: Selector | None
+    selector: SelectorSpec | None
     encryption: str | None
     integrity: str | None
     aead: str | None
@@ -247,7 +248,7 @@ class SaRecord:
 class PolicyRecord:
     """A policy as the kernel reports it."""
 
-    selector: Selector
+    selector: SelectorSpec
     direction: Direction
     action: PolicyAction
     priority: int
@@ -261,7 +262,7 @@ class PolicyRecord:
 class Acquire:
     """The kernel wants an SA: traffic matched `selector` under policy `policy_index`."""
 
-    selector: Selector
+    selector: SelectorSpec
     src: IPAddress
     dst: IPAddress
     proto: int
@@ -289,7 +290,7 @@ class Expire:
 class PolicyExpire:
     """A policy reached its lifetime."""
 
-    selector: Selector
+    selector: SelectorSpec
     direction: Direction
     index: int
     hard: bool

@@ -25,7 +25,7 @@ from ikepriv.child_negotiator.core.retransmit import Seen
 from ikepriv.child_negotiator.core.sa_table import IsakmpSa, P1State
 from ikepriv.crypto import dh
 from ikepriv.crypto.ciphers import IkeCipher, key_length_bytes
-from ikepriv.crypto.errors import CryptoError
+from ikepriv.crypto.crypto_errors import CryptoError
 from ikepriv.crypto.oakley import IvChain, derive_phase1_keys, hash_i, hash_r
 from ikepriv.crypto.prf import digests_equal
 from ikepriv.ipc.messages import (

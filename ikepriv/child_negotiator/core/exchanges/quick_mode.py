@@ -48,7 +48,7 @@ from ikepriv.child_negotiator.core.wire import (
     seal_hashed,
 )
 from ikepriv.crypto import dh
-from ikepriv.crypto.errors import CryptoError
+from ikepriv.crypto.crypto_errors import CryptoError
 from ikepriv.crypto.oakley import quick_mode_hash1, quick_mode_hash2, quick_mode_hash3
 from ikepriv.crypto.prf import digests_equal
 from ikepriv.ipc.messages import (
@@ -56,7 +56,7 @@ from ikepriv.ipc.messages import (
     LogLevel,
     Phase2Def,
     Role,
-    Selector,
+    SelectorSide,
     SpiReply,
     SpiRequest,
 )
@@ -106,7 +106,7 @@ def initiate(
     core: Negotiator,
     definition: Phase2Def,
     sa: IsakmpSa,
-    selectors: tuple[Selector, Selector] | None = None,
+    selectors: tuple[SelectorSide, SelectorSide] | None = None,
 ) -> QuickExchange | None:
     """Start a Quick Mode for `definition`; a rekey passes the (local, remote) selectors of
     the SA it replaces, which may be narrower than the definition's."""

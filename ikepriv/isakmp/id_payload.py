@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ikepriv.isakmp.constants import IdType, NotifyType, PayloadType
-from ikepriv.isakmp.errors import NO_OFFSET, fail, malformed
+from ikepriv.isakmp.isakmp_error import NO_OFFSET, fail, malformed
 from ikepriv.isakmp.limits import MAX_NAME_LENGTH
 from ikepriv.isakmp.payloads import PayloadBase
 

@@ -1,4 +1,5 @@
-"""Names for well-known Vendor ID payloads.
+"""Well-known Vendor ID payloads: the ones the negotiator sends and recognises, and the
+names ikedump prints.
 
 Most IKEv1 vendor IDs are an MD5 digest of a string, sometimes truncated and followed by
 version or capability bytes; a VID matches an entry when it starts with the entry's bytes
@@ -8,7 +9,11 @@ source strings by the tests.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+
+DPD = bytes.fromhex("afcad71368a1f1c96b8696fc77570100")  # RFC 3706 section 7.1, version 1.0
+NATT_RFC3947 = hashlib.md5(b"RFC 3947", usedforsecurity=False).digest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from enum import Enum
 from ikepriv.isakmp.constants import NATT_KEEPALIVE, NATT_PORT, NON_ESP_MARKER
 
 
-class Kind(Enum):
+class Udp4500Kind(Enum):
     KEEPALIVE = "keepalive"
     ESP = "esp"
     IKE = "ike"
@@ -23,20 +23,20 @@ _MARKER_LENGTH = len(NON_ESP_MARKER)
 _MIN_ESP = 8  # SPI and sequence number
 
 
-def classify_4500(datagram: bytes | memoryview) -> Kind:
+def classify_4500(datagram: bytes | memoryview) -> Udp4500Kind:
     """What a UDP 4500 payload is; never raises."""
     if is_natt_keepalive(datagram):
-        return Kind.KEEPALIVE
+        return Udp4500Kind.KEEPALIVE
     if len(datagram) < _MARKER_LENGTH:
-        return Kind.INVALID
+        return Udp4500Kind.INVALID
     if bytes(datagram[:_MARKER_LENGTH]) == NON_ESP_MARKER:
-        return Kind.IKE
-    return Kind.ESP if len(datagram) >= _MIN_ESP else Kind.INVALID
+        return Udp4500Kind.IKE
+    return Udp4500Kind.ESP if len(datagram) >= _MIN_ESP else Udp4500Kind.INVALID
 
 
 def strip_non_esp_marker(datagram: bytes | memoryview) -> bytes | None:
     """The ISAKMP message inside a UDP 4500 payload, or None if it is not IKE."""
-    if classify_4500(datagram) is not Kind.IKE:
+    if classify_4500(datagram) is not Udp4500Kind.IKE:
         return None
     return bytes(datagram[_MARKER_LENGTH:])
 

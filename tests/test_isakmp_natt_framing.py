@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ikepriv.isakmp import (
-    Kind,
+    Udp4500Kind,
     add_non_esp_marker,
     classify_4500,
     decode_message,
@@ -17,15 +17,15 @@ IKE += (28).to_bytes(4, "big")
 
 
 def test_classify() -> None:
-    assert classify_4500(b"\xff") is Kind.KEEPALIVE
+    assert classify_4500(b"\xff") is Udp4500Kind.KEEPALIVE
     assert is_natt_keepalive(b"\xff") and not is_natt_keepalive(b"\xff\xff")
-    assert classify_4500(b"\x00\x00\x00\x00" + IKE) is Kind.IKE
-    assert classify_4500(b"\x00\x00\x10\x01" + bytes(60)) is Kind.ESP
-    assert classify_4500(b"") is Kind.INVALID
-    assert classify_4500(b"\x00") is Kind.INVALID
-    assert classify_4500(b"\x00\x00\x00") is Kind.INVALID
-    assert classify_4500(b"\xff\xff\xff\xff") is Kind.INVALID  # too short for ESP
-    assert classify_4500(memoryview(b"\xff")) is Kind.KEEPALIVE
+    assert classify_4500(b"\x00\x00\x00\x00" + IKE) is Udp4500Kind.IKE
+    assert classify_4500(b"\x00\x00\x10\x01" + bytes(60)) is Udp4500Kind.ESP
+    assert classify_4500(b"") is Udp4500Kind.INVALID
+    assert classify_4500(b"\x00") is Udp4500Kind.INVALID
+    assert classify_4500(b"\x00\x00\x00") is Udp4500Kind.INVALID
+    assert classify_4500(b"\xff\xff\xff\xff") is Udp4500Kind.INVALID  # too short for ESP
+    assert classify_4500(memoryview(b"\xff")) is Udp4500Kind.KEEPALIVE
 
 
 def test_strip_and_add_marker() -> None:
