@@ -97,7 +97,6 @@ def test_no_import_cycle() -> None:
     assert cycles == [], f"modules on an import cycle: {cycles}"
 
 
-@pytest.mark.xfail(strict=True, reason="the core knot is being untied (issue 7)")
 def test_no_function_level_imports_of_our_own_modules() -> None:
     nested = {m: n for m in MODULES if (n := _imports(m)[1])}
     assert nested == {}
