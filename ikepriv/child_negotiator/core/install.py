@@ -17,7 +17,7 @@ from functools import partial
 from ikepriv.child_negotiator.core import informational_send, lifetimes
 from ikepriv.child_negotiator.core.context import Core
 from ikepriv.child_negotiator.core.sa_table import ChildSa, IsakmpSa, PolicySet, QuickExchange
-from ikepriv.child_negotiator.core.states import ChildState
+from ikepriv.child_negotiator.core.states import ChildState, transition
 from ikepriv.crypto.keymat import SaKeys, derive_sa_keys
 from ikepriv.ipc.messages import (
     AeadKey,
@@ -205,7 +205,7 @@ def _on_result(core: Core, child: ChildSa, reply: ResultReply, installs_spi: int
         core.counters.phase2_failed += 1
         remove_child(core, child, send_delete=True, kernel=True)
         return
-    child.state = ChildState.ESTABLISHED
+    transition(child, ChildState.ESTABLISHED)
     core.counters.phase2_established += 1
     core.log(
         LogLevel.INFO,
@@ -260,7 +260,7 @@ def remove_child(core: Core, child: ChildSa, *, send_delete: bool, kernel: bool)
     to remove the SAs (and the policies when no other SA of the definition is left)."""
     if child.state is ChildState.DELETED:
         return
-    child.state = ChildState.DELETED
+    transition(child, ChildState.DELETED)
     core.sas.children.pop(child.tunnel_id, None)
     core.child_removed(child)
     if send_delete:
