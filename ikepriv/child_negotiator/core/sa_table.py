@@ -2,8 +2,8 @@
 
 Records are plain mutable objects owned by the tables; exchange modules move their state
 along the tables of states.py (through states.transition), the engine adds and removes
-them. Lookups are by dictionary only (cookies, tunnel id,
-message id), so the cost per datagram does not grow with the number of tunnels.
+them. Lookups are by dictionary only (cookies, tunnel id, message id), so the cost per
+datagram does not grow with the number of tunnels.
 """
 
 from __future__ import annotations
