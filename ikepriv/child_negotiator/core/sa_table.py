@@ -73,7 +73,7 @@ class IsakmpSa:
     finished_mids: OrderedDict[int, None] = field(default_factory=OrderedDict)
     # NAT-T and other extensions keep their per-SA state here.
     extensions: dict[str, object] = field(default_factory=dict)
-    # lifetimes.py / rekey.py / dpd.py
+    # timers.py / rekey.py / dpd.py
     rekey_at: float = 0.0  # soft lifetime: start a new phase 1 then (0: we never rekey it)
     rekey_started: float = 0.0  # when our replacement phase 1 started (0: none running)
     retired_by: int = 0  # tunnel id of the newer ISAKMP SA that replaced this one
@@ -171,7 +171,7 @@ class ChildSa:
     # SPIs whose SaAdd the parent confirmed: only these are deleted again (a refused add
     # left nothing to delete, and the parent would refuse the delete as not ours)
     installed_spis: set[int] = field(default_factory=set)
-    # lifetimes.py / rekey.py
+    # timers.py / rekey.py
     lifetime_kilobytes: int = 0
     rekey_at: float = 0.0  # soft lifetime: start a replacement then (0: we never rekey it)
     rekey_started: float = 0.0  # when our replacement Quick Mode started (0: none running)
