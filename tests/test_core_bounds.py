@@ -19,12 +19,14 @@ from harness.core_sim import (
 )
 
 from ikepriv.child_negotiator.core import dpd, natt
-from ikepriv.child_negotiator.core.engine import Inbound, Negotiator
+from ikepriv.child_negotiator.core.datagram import Inbound
+from ikepriv.child_negotiator.core.engine import Negotiator
 from ikepriv.child_negotiator.core.exchanges import quick_mode
 from ikepriv.child_negotiator.core.offers import ike_choices
 from ikepriv.child_negotiator.core.retransmit import datagram_digest
-from ikepriv.child_negotiator.core.sa_table import IsakmpSa, P1State, QmState
+from ikepriv.child_negotiator.core.sa_table import IsakmpSa
 from ikepriv.child_negotiator.core.settings import Settings
+from ikepriv.child_negotiator.core.states import P1State, QmState
 from ikepriv.crypto.prf import nat_d_hash
 from ikepriv.ipc.messages import (
     DpdSettings,

@@ -24,7 +24,8 @@ from harness.core_sim import (
 
 from ikepriv.child_negotiator.core import natt
 from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot
-from ikepriv.child_negotiator.core.engine import Inbound, Negotiator
+from ikepriv.child_negotiator.core.datagram import Inbound
+from ikepriv.child_negotiator.core.engine import Negotiator
 from ikepriv.child_negotiator.core.settings import Settings
 from ikepriv.crypto.oakley import skeyid_psk
 from ikepriv.dump.capture import Datagram, classify, open_capture

@@ -600,7 +600,7 @@ class Simulation:
         return sport, dport
 
     def established_children(self, side: str) -> list[Any]:
-        from ikepriv.child_negotiator.core.sa_table import ChildState
+        from ikepriv.child_negotiator.core.states import ChildState
 
         return [
             c

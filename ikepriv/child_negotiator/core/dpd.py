@@ -27,46 +27,27 @@ cookies) is dropped as for an unknown SA.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import fields
 from functools import partial
-from typing import TYPE_CHECKING
 
 from ikepriv.child_negotiator.core import install
-from ikepriv.child_negotiator.core.exchanges import informational
+from ikepriv.child_negotiator.core.context import Core, NotifyHandler
+from ikepriv.child_negotiator.core.dpd_state import DpdState, Restart
+from ikepriv.child_negotiator.core.informational_send import send
+from ikepriv.child_negotiator.core.lifetimes import RESTART
 from ikepriv.child_negotiator.core.sa_table import ChildSa, IsakmpSa
 from ikepriv.ipc.messages import DpdAction, LogLevel, ResultReply, SaDelete
 from ikepriv.isakmp import NotifyPayload, vendor_ids
 from ikepriv.isakmp.constants import NotifyType, ProtocolId
 from ikepriv.process_contract import Counters
 
-if TYPE_CHECKING:
-    from ikepriv.child_negotiator.core.engine import IPAddress, Negotiator
-
-RESTART = 2  # deadline kind of a pending restart (lifetimes.DeadlineIndex), by definition
 MAX_OUTSTANDING = 8  # probes of one series whose ACK we still accept
 SERIAL_HALF = 1 << 31
 DEFAULT_TIMEOUT_FACTOR = 4  # timeout when the definition gives none
 
 
-@dataclass(slots=True)
-class DpdState:
-    enabled: bool  # we probe (definition wants it and the peer announced DPD)
-    delay: float
-    timeout: float
-    last_heard: float
-    next_seq: int
-    outstanding: list[int] = field(default_factory=list)
-    series_start: float = 0.0  # first unanswered probe (0: none)
-    last_sent: float = 0.0
-    peer_seq: int | None = None  # last R-U-THERE accepted from the peer
-
-    @property
-    def interval(self) -> float:
-        return max(1.0, min(self.delay, self.timeout / 3))
-
-
-def start(core: Negotiator, sa: IsakmpSa) -> None:
+def start(core: Core, sa: IsakmpSa) -> None:
     r = core.restarts.get(sa.definition.number)
     if r is not None and r.peer == sa.remote.addr:
         cancel_restart(core, r.number)  # back (whoever initiated it)
@@ -104,7 +85,7 @@ def deadline(sa: IsakmpSa) -> float | None:
     return st.last_heard + st.delay
 
 
-def heard(core: Negotiator, sa: IsakmpSa) -> None:
+def heard(core: Core, sa: IsakmpSa) -> None:
     """An authenticated message came from the peer on `sa`: it is alive."""
     for target in (sa, core.sas.by_tunnel.get(sa.retired_by) if sa.retired_by else None):
         if target is not None and target.dpd is not None:
@@ -127,7 +108,7 @@ def rejections(counters: Counters) -> int:
     return sum(getattr(counters, name) for name in _REJECTIONS)
 
 
-def timers(core: Negotiator, sa: IsakmpSa) -> None:
+def timers(core: Core, sa: IsakmpSa) -> None:
     st = _probing(sa)
     if st is None:
         return
@@ -142,13 +123,13 @@ def timers(core: Negotiator, sa: IsakmpSa) -> None:
         _probe(core, sa, st)
 
 
-def _probe(core: Negotiator, sa: IsakmpSa, st: DpdState) -> None:
+def _probe(core: Core, sa: IsakmpSa, st: DpdState) -> None:
     seq = st.next_seq
     st.next_seq = (seq + 1) & 0xFFFFFFFF
     st.outstanding.append(seq)
     del st.outstanding[:-MAX_OUTSTANDING]
     st.last_sent = core.now
-    if informational.send(core, sa, [NotifyPayload.dpd(sa.cookies, seq)]):
+    if send(core, sa, [NotifyPayload.dpd(sa.cookies, seq)]):
         core.counters.notifies_sent += 1
         core.counters.dpd_probes_sent += 1
 
@@ -164,7 +145,7 @@ def _after(seq: int, last: int) -> bool:
     return 0 < (seq - last) % (1 << 32) < SERIAL_HALF
 
 
-def on_r_u_there(core: Negotiator, sa: IsakmpSa, notify: NotifyPayload) -> None:
+def on_r_u_there(core: Core, sa: IsakmpSa, notify: NotifyPayload) -> None:
     seq = notify.dpd_sequence
     assert seq is not None
     if not _names_sa(sa, notify):
@@ -180,12 +161,12 @@ def on_r_u_there(core: Negotiator, sa: IsakmpSa, notify: NotifyPayload) -> None:
         core.log(LogLevel.NOTICE, f"R-U-THERE from {sa.remote.addr} with old sequence {seq}")
         return
     st.peer_seq = seq
-    if informational.send(core, sa, [NotifyPayload.dpd(sa.cookies, seq, ack=True)]):
+    if send(core, sa, [NotifyPayload.dpd(sa.cookies, seq, ack=True)]):
         core.counters.notifies_sent += 1
         core.counters.dpd_acks_sent += 1
 
 
-def on_ack(core: Negotiator, sa: IsakmpSa, notify: NotifyPayload) -> None:
+def on_ack(core: Core, sa: IsakmpSa, notify: NotifyPayload) -> None:
     seq = notify.dpd_sequence
     assert seq is not None
     if not _names_sa(sa, notify):
@@ -202,7 +183,8 @@ def on_ack(core: Negotiator, sa: IsakmpSa, notify: NotifyPayload) -> None:
     st.last_heard = core.now
 
 
-NOTIFY_HANDLERS: dict[int, Callable[[Negotiator, IsakmpSa, NotifyPayload], None]] = {
+# The engine adds these to the notify table it passes to exchanges/informational.py.
+NOTIFY_HANDLERS: Mapping[int, NotifyHandler] = {
     NotifyType.R_U_THERE: on_r_u_there,
     NotifyType.R_U_THERE_ACK: on_ack,
 }
@@ -211,7 +193,7 @@ NOTIFY_HANDLERS: dict[int, Callable[[Negotiator, IsakmpSa, NotifyPayload], None]
 # ------------------------------------------------------------------------------ dead peer
 
 
-def peer_dead(core: Negotiator, sa: IsakmpSa) -> None:
+def peer_dead(core: Core, sa: IsakmpSa) -> None:
     definition = sa.definition
     peer = sa.remote.addr
     action = definition.dpd.action
@@ -244,22 +226,7 @@ def peer_dead(core: Negotiator, sa: IsakmpSa) -> None:
 # ------------------------------------------------------------------------------ restart
 
 
-@dataclass(slots=True)
-class Restart:
-    """A phase 1 being brought back after its peer died (action RESTART), one per phase 1
-    definition (so the table is as small as the configuration)."""
-
-    number: int
-    name: str
-    local: IPAddress
-    peer: IPAddress
-    phase2: tuple[int, ...]  # the phase 2 definitions that were up, to start again
-    attempts: int = 0
-    tunnel_id: int = 0  # the ISAKMP SA of the running attempt (0: none)
-    next_at: float = 0.0  # when the next attempt starts (0: one is running)
-
-
-def _restart(core: Negotiator, r: Restart) -> None:
+def _restart(core: Core, r: Restart) -> None:
     current = core.config.phase1.get(r.number)
     if current is None:  # the definition went away meanwhile
         del core.restarts[r.number]
@@ -284,7 +251,7 @@ def _restart(core: Negotiator, r: Restart) -> None:
         r.tunnel_id = sa.tunnel_id
 
 
-def _restart_failed(core: Negotiator, r: Restart) -> None:
+def _restart_failed(core: Core, r: Restart) -> None:
     r.tunnel_id = 0
     s = core.settings
     if r.attempts >= s.keying_tries:
@@ -300,30 +267,30 @@ def _restart_failed(core: Negotiator, r: Restart) -> None:
     core.deadlines.mark((RESTART, r.number))
 
 
-def restart_deadline(core: Negotiator, number: int) -> float | None:
+def restart_deadline(core: Core, number: int) -> float | None:
     r = core.restarts.get(number)
     return r.next_at if r is not None and r.next_at else None
 
 
-def restart_timer(core: Negotiator, number: int) -> None:
+def restart_timer(core: Core, number: int) -> None:
     r = core.restarts.get(number)
     if r is not None and r.next_at and core.now >= r.next_at:
         _restart(core, r)
 
 
-def on_phase1_failed(core: Negotiator, sa: IsakmpSa) -> None:
+def on_phase1_failed(core: Core, sa: IsakmpSa) -> None:
     """A phase 1 failed: if it was a restart attempt, the next one is scheduled."""
     r = core.restarts.get(sa.definition.number)
     if r is not None and r.tunnel_id == sa.tunnel_id:
         _restart_failed(core, r)
 
 
-def cancel_restart(core: Negotiator, number: int) -> None:
+def cancel_restart(core: Core, number: int) -> None:
     """The operator removed the phase 1 (or it came back): no further attempt."""
     core.restarts.pop(number, None)
 
 
-def _clear_child(core: Negotiator, child: ChildSa, keep_policies: bool) -> None:
+def _clear_child(core: Core, child: ChildSa, keep_policies: bool) -> None:
     """Remove the SA pair; the policies too unless the action wants traffic to trigger a
     new negotiation (the kernel sends ACQUIRE for a policy without SAs)."""
     install.remove_child(core, child, send_delete=False, kernel=not keep_policies)
@@ -337,7 +304,7 @@ def _clear_child(core: Negotiator, child: ChildSa, keep_policies: bool) -> None:
     core.emit(install.report_child(core, child, 0))
 
 
-def _on_delete_result(core: Negotiator, reply: ResultReply) -> None:
+def _on_delete_result(core: Core, reply: ResultReply) -> None:
     if reply.error.value != 0:
         core.counters.parent_errors += 1
         core.log(LogLevel.WARNING, f"kernel delete refused: {reply.error.name} {reply.reason}")

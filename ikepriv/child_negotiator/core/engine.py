@@ -22,36 +22,37 @@ notify where RFC 2408 wants one and only within the per-peer rate limit.
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from ikepriv.child_negotiator.core import dpd, install, lifetimes, rekey
+from ikepriv.child_negotiator.core import dpd, informational_send, install, rekey, timers
 from ikepriv.child_negotiator.core.config_snapshot import (
     ConfigSnapshot,
     SnapshotBuilder,
     SnapshotError,
 )
+from ikepriv.child_negotiator.core.context import NotifyHandler, Random, ReplyHandler
 from ikepriv.child_negotiator.core.cookies import ZERO_COOKIE, CookieJar
+from ikepriv.child_negotiator.core.datagram import Inbound, IPAddress
+from ikepriv.child_negotiator.core.dpd_state import Restart
 from ikepriv.child_negotiator.core.exchanges import aggressive_mode as phase1_aggressive
 from ikepriv.child_negotiator.core.exchanges import informational, quick_mode
 from ikepriv.child_negotiator.core.exchanges import main_mode as phase1_main
 from ikepriv.child_negotiator.core.half_open import HalfOpenTable, NotifyLimiter
 from ikepriv.child_negotiator.core.hooks import Hooks
 from ikepriv.child_negotiator.core.identities import as_identity, phase1_id
+from ikepriv.child_negotiator.core.lifetimes import CHILD, ISAKMP, DeadlineIndex
 from ikepriv.child_negotiator.core.natt import NatTHooks
 from ikepriv.child_negotiator.core.retransmit import Backoff, Flight, TimerResult, datagram_digest
 from ikepriv.child_negotiator.core.sa_table import (
-    NEGOTIATING,
     ChildSa,
     IsakmpSa,
-    P1State,
     PolicySet,
-    QmState,
+    QuickExchange,
     SaTable,
 )
 from ikepriv.child_negotiator.core.settings import Settings
+from ikepriv.child_negotiator.core.states import NEGOTIATING, P1State, QmState, transition
 from ikepriv.crypto.crypto_errors import CryptoError
 from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.messages import (
@@ -87,7 +88,6 @@ from ikepriv.ipc.messages import (
 )
 from ikepriv.ipc.schema import Message as IpcMessage
 from ikepriv.isakmp import IsakmpError, NotifyPayload, build_message, decode_message, encode_message
-from ikepriv.isakmp import Message as IsakmpMessage
 from ikepriv.isakmp.constants import (
     IKE_PORT,
     AuthMethod,
@@ -96,21 +96,15 @@ from ikepriv.isakmp.constants import (
 )
 from ikepriv.process_contract import Counters
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-Random = Callable[[int], bytes]
-ReplyHandler = Callable[[Any], None]
+# Notifies in authenticated informationals, by type: informational.py's own, and DPD's.
+NOTIFY_HANDLERS: Mapping[int, NotifyHandler] = {
+    **informational.NOTIFY_HANDLERS,
+    **dpd.NOTIFY_HANDLERS,
+}
 
 
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """One received datagram, decoded once."""
-
-    local: Endpoint
-    remote: Endpoint
-    natt: bool
-    data: bytes
-    digest: bytes
-    message: IsakmpMessage
+def _on_informational(core: Negotiator, sa: IsakmpSa, inbound: Inbound) -> None:
+    informational.on_message(core, sa, inbound, NOTIFY_HANDLERS)
 
 
 # Datagrams for an existing ISAKMP SA, by exchange type.
@@ -118,7 +112,7 @@ EXCHANGES: dict[ExchangeType, Callable[[Negotiator, IsakmpSa, Inbound], None]] =
     ExchangeType.IDENTITY_PROTECTION: phase1_main.on_message,
     ExchangeType.AGGRESSIVE: phase1_aggressive.on_message,
     ExchangeType.QUICK_MODE: quick_mode.on_message,
-    ExchangeType.INFORMATIONAL: informational.on_message,
+    ExchangeType.INFORMATIONAL: _on_informational,
 }
 # First message of a phase 1 exchange (responder cookie still zero), by exchange type.
 PHASE1_STARTERS: dict[ExchangeType, Callable[[Negotiator, Inbound], None]] = {
@@ -134,11 +128,12 @@ PHASE1_INITIATORS: dict[
     (ExchangeType.IDENTITY_PROTECTION, AuthMethod.PRE_SHARED_KEY): phase1_main.initiate,
     (ExchangeType.AGGRESSIVE, AuthMethod.PRE_SHARED_KEY): phase1_aggressive.initiate,
 }
-# Notifies handled outside informational.py: DPD.
-informational.NOTIFY_HANDLERS.update(dpd.NOTIFY_HANDLERS)
 
 
 class Negotiator:
+    """The engine: owns the tables and the dispatch, and is the `context.Core` every module
+    below it works through."""
+
     def __init__(
         self,
         config: ConfigSnapshot | None,
@@ -167,11 +162,11 @@ class Negotiator:
         )
         self.wall_clock_offset = wall_clock_offset
         self.policy_sets: dict[tuple[int, TrafficSelector], PolicySet] = {}
-        self.deadlines = lifetimes.DeadlineIndex()
+        self.deadlines = DeadlineIndex()
         # a fresh child must not reuse reqids of SAs a previous child left in the kernel
         self._next_reqid = 1 + int.from_bytes(random(4), "big") % 0xFFFF0000
         self.pending_phase2: dict[int, list[int]] = {}  # phase 1 number -> phase 2 numbers
-        self.restarts: dict[int, dpd.Restart] = {}  # phase 1 number -> restart after DPD
+        self.restarts: dict[int, Restart] = {}  # phase 1 number -> restart after DPD
         self._builder: SnapshotBuilder | None = None
         self._out: list[IpcMessage] = []
         self._waiting: dict[int, tuple[type, ReplyHandler]] = {}
@@ -210,17 +205,8 @@ class Negotiator:
     def handle_timers(self, now: float) -> list[IpcMessage]:
         self.now = now
         self._refresh_deadlines()
-        for kind, number in self.deadlines.due(now):
-            if kind == lifetimes.ISAKMP:
-                sa = self.sas.by_tunnel.get(number)
-                if sa is not None:
-                    self._isakmp_timers(sa)
-            elif kind == lifetimes.CHILD:
-                child = self.sas.children.get(number)
-                if child is not None:
-                    lifetimes.child_timers(self, child)
-            else:
-                dpd.restart_timer(self, number)
+        for due in self.deadlines.due(now):
+            timers.run_due(self, due)
         for key in self.half_open.expired(now):
             sa = self.sas.by_tunnel.get(key)  # type: ignore[call-overload]
             self.half_open.remove(key)
@@ -230,14 +216,14 @@ class Negotiator:
         return self._take()
 
     def next_deadline(self) -> float | None:
-        """Cheap: one deadline per SA is kept in a heap (lifetimes.DeadlineIndex); only the
+        """Cheap: one deadline per SA is kept in a heap (DeadlineIndex); only the
         SAs touched since the last call are recomputed."""
         self._refresh_deadlines()
         times = [
             t
             for t in (
                 self.half_open.next_deadline(),
-                self.deadlines.next(lambda key: lifetimes.exists(self, key)),
+                self.deadlines.next(lambda key: timers.exists(self, key)),
             )
             if t is not None
         ]
@@ -245,10 +231,14 @@ class Negotiator:
 
     def touch(self, sa: IsakmpSa) -> None:
         """`sa`'s timing may have changed: recompute its deadline before the next wait."""
-        self.deadlines.mark((lifetimes.ISAKMP, sa.tunnel_id))
+        self.deadlines.mark((ISAKMP, sa.tunnel_id))
 
     def touch_child(self, child: ChildSa) -> None:
-        self.deadlines.mark((lifetimes.CHILD, child.tunnel_id))
+        self.deadlines.mark((CHILD, child.tunnel_id))
+
+    def child_installed(self, child: ChildSa, qe: QuickExchange) -> None:
+        """Quick Mode handed `child` to the kernel: its lifetimes, and what it replaces."""
+        timers.on_child_installed(self, child, qe)
 
     def child_removed(self, child: ChildSa) -> None:
         """install.remove_child forgot `child`: SAs it was to replace learn it now."""
@@ -256,7 +246,7 @@ class Negotiator:
         self.touch_child(child)
 
     def _refresh_deadlines(self) -> None:
-        self.deadlines.refresh(lambda key: lifetimes.deadline_of(self, key))
+        self.deadlines.refresh(lambda key: timers.deadline_of(self, key))
 
     # ------------------------------------------------------------------ services
 
@@ -397,7 +387,7 @@ class Negotiator:
                 self.touch(sa)
             if dpd.rejections(self.counters) == before and sa.established:
                 dpd.heard(self, sa)  # accepted: the peer is alive
-                lifetimes.count_octets(self, sa, len(data))
+                timers.count_octets(self, sa, len(data))
         except (IsakmpError, CryptoError, IpcError) as exc:
             self.counters.dropped_malformed += 1
             self.log(LogLevel.DEBUG, f"dropped datagram from {msg.remote.addr}: {exc}")
@@ -463,7 +453,7 @@ class Negotiator:
 
     def drop_isakmp(self, sa: IsakmpSa) -> None:
         """Forget an ISAKMP SA (its IPsec SAs stay: they live in the kernel on their own)."""
-        sa.state = P1State.DEAD
+        transition(sa, P1State.DEAD)
         for qe in sa.exchanges.values():
             qe.wipe()
         sa.exchanges.clear()
@@ -473,7 +463,7 @@ class Negotiator:
         self.touch(sa)
 
     def isakmp_established(self, sa: IsakmpSa) -> None:
-        sa.state = P1State.ESTABLISHED
+        transition(sa, P1State.ESTABLISHED)
         sa.established_at = self.now
         sa.flight.stop_timer()
         sa.clear_negotiation()
@@ -488,7 +478,7 @@ class Negotiator:
         self.emit(self.report_isakmp(sa, 0))
         if self.settings.keylog and sa.keys is not None:
             self.emit(KeyLog(sa.icookie, bytes(sa.keys.enc_key)))
-        lifetimes.on_isakmp_established(self, sa)
+        timers.on_isakmp_established(self, sa)
         for number in self.pending_phase2.pop(sa.definition.number, []):
             self._start_phase2(number, sa)
 
@@ -528,21 +518,6 @@ class Negotiator:
             self.counters.exchanges_timed_out += 1
             return True
         return False
-
-    def _isakmp_timers(self, sa: IsakmpSa) -> None:
-        now = self.now
-        if self.flight_timer(sa.flight):
-            self.fail_isakmp(sa, "peer stopped answering")
-            return
-        if sa.established and sa.lifetime and now >= sa.established_at + sa.lifetime:
-            self.log(LogLevel.INFO, f"phase 1 {sa.definition.name} with {sa.remote.addr} expired")
-            informational.send_delete_isakmp(self, sa)
-            self.drop_isakmp(sa)
-            return
-        quick_mode.timers(self, sa)
-        for message in self.hooks.on_timer(sa, now):
-            self.emit(message)
-        lifetimes.isakmp_timers(self, sa)
 
     # ------------------------------------------------------------------ commands
 
@@ -617,7 +592,7 @@ class Negotiator:
         self._on_initiate(InitiateCommand(Phase.PHASE2, msg.phase2_number, None, None))
 
     def _on_expire(self, msg: KernelExpire) -> None:
-        lifetimes.on_kernel_expire(self, msg)  # soft: rekey; hard: the SA is gone
+        timers.on_kernel_expire(self, msg)  # soft: rekey; hard: the SA is gone
 
     def _on_remove(self, cmd: RemoveCommand) -> None:
         if cmd.phase == Phase.PHASE2:
@@ -640,7 +615,7 @@ class Negotiator:
             if child.phase1_number == sa.definition.number and child.remote.addr == sa.remote.addr:
                 install.remove_child(self, child, send_delete=sa.established, kernel=True)
         if sa.established:
-            informational.send_delete_isakmp(self, sa)
+            informational_send.send_delete_isakmp(self, sa)
         self.log(LogLevel.INFO, f"phase 1 {sa.definition.name} with {sa.remote.addr} removed")
         self.drop_isakmp(sa)
 

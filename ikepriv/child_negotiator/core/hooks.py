@@ -1,6 +1,6 @@
 """Extension points the exchange modules call, so NAT-T plugs in without editing the
-exchanges. The default hooks do nothing beyond plain IKEv1. (DPD needs no hook: it adds
-notify handlers to informational.NOTIFY_HANDLERS.)
+exchanges. The default hooks do nothing beyond plain IKEv1. (DPD needs no hook: the engine
+adds its notify handlers to the table informational.on_message dispatches through.)
 
 NAT-T (natt.NatTHooks, the engine's default; Negotiator(hooks=Hooks()) gives plain IKEv1):
 ``ke_payloads`` adds NAT-D to MM3/MM4 (AM2/AM3), ``on_ke_payloads`` sees the peer's,
@@ -15,17 +15,13 @@ Per-SA state goes in IsakmpSa.extensions.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
+from ikepriv.child_negotiator.core.datagram import Inbound
 from ikepriv.child_negotiator.core.sa_table import IsakmpSa, QuickExchange
 from ikepriv.ipc.messages import NatTEncap
 from ikepriv.ipc.schema import Message as IpcMessage
 from ikepriv.isakmp import Payload, vendor_ids
 from ikepriv.isakmp.constants import EncapsulationMode
-
-if TYPE_CHECKING:
-    from ikepriv.child_negotiator.core.engine import Inbound
-
 
 SENT_VENDOR_IDS: tuple[bytes, ...] = (vendor_ids.DPD, vendor_ids.NATT_RFC3947)
 """The Vendor IDs of our first phase 1 message, and the ones we act on from the peer."""

@@ -13,16 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
 
-from ikepriv.child_negotiator.core import lifetimes
-from ikepriv.child_negotiator.core.sa_table import (
-    ChildSa,
-    ChildState,
-    IsakmpSa,
-    PolicySet,
-    QuickExchange,
-)
+from ikepriv.child_negotiator.core import informational_send, lifetimes
+from ikepriv.child_negotiator.core.context import Core
+from ikepriv.child_negotiator.core.sa_table import ChildSa, IsakmpSa, PolicySet, QuickExchange
+from ikepriv.child_negotiator.core.states import ChildState, transition
 from ikepriv.crypto.keymat import SaKeys, derive_sa_keys
 from ikepriv.ipc.messages import (
     AeadKey,
@@ -46,9 +41,6 @@ from ikepriv.ipc.messages import (
 )
 from ikepriv.ipc.schema import Message
 from ikepriv.isakmp.constants import EncapsulationMode, EspTransformId, ProtocolId
-
-if TYPE_CHECKING:
-    from ikepriv.child_negotiator.core.engine import Negotiator
 
 PRIORITY_BASE = 2000
 
@@ -82,7 +74,7 @@ def _key_fields(
     )
 
 
-def install_child(core: Negotiator, qe: QuickExchange, g_qm_xy: bytes | None) -> ChildSa:
+def install_child(core: Core, qe: QuickExchange, g_qm_xy: bytes | None) -> ChildSa:
     sa = qe.isakmp
     choice = qe.choice
     assert choice is not None and sa.keys is not None and sa.choice is not None
@@ -153,7 +145,7 @@ def install_child(core: Negotiator, qe: QuickExchange, g_qm_xy: bytes | None) ->
 
 
 def _add_policies(
-    core: Negotiator, child: ChildSa, policy_set: PolicySet, mode: EncapsulationMode
+    core: Core, child: ChildSa, policy_set: PolicySet, mode: EncapsulationMode
 ) -> None:
     out_sel = child.selector_out
     in_sel = TrafficSelector(out_sel.dst, out_sel.src)
@@ -179,7 +171,7 @@ def _add_policies(
 
 
 def _kernel_request(
-    core: Negotiator,
+    core: Core,
     child: ChildSa,
     make: Callable[[int], Message],
     installs_spi: int | None = None,
@@ -188,9 +180,7 @@ def _kernel_request(
     core.request(make, ResultReply, lambda reply: _on_result(core, child, reply, installs_spi))
 
 
-def _on_result(
-    core: Negotiator, child: ChildSa, reply: ResultReply, installs_spi: int | None
-) -> None:
+def _on_result(core: Core, child: ChildSa, reply: ResultReply, installs_spi: int | None) -> None:
     child.waiting -= 1
     if reply.error.value == 0 and installs_spi is not None:
         child.installed_spis.add(installs_spi)
@@ -215,7 +205,7 @@ def _on_result(
         core.counters.phase2_failed += 1
         remove_child(core, child, send_delete=True, kernel=True)
         return
-    child.state = ChildState.ESTABLISHED
+    transition(child, ChildState.ESTABLISHED)
     core.counters.phase2_established += 1
     core.log(
         LogLevel.INFO,
@@ -225,7 +215,7 @@ def _on_result(
     core.emit(report_child(core, child, 0))
 
 
-def report_child(core: Negotiator, child: ChildSa, request_id: int) -> StateReport:
+def report_child(core: Core, child: ChildSa, request_id: int) -> StateReport:
     state = {
         ChildState.INSTALLING: TunnelState.NEGOTIATING,
         ChildState.ESTABLISHED: TunnelState.ESTABLISHED,
@@ -250,9 +240,7 @@ def report_child(core: Negotiator, child: ChildSa, request_id: int) -> StateRepo
     )
 
 
-def find_owned(
-    core: Negotiator, sa: IsakmpSa, protocol: ProtocolId, spi_out: int
-) -> ChildSa | None:
+def find_owned(core: Core, sa: IsakmpSa, protocol: ProtocolId, spi_out: int) -> ChildSa | None:
     """The live IPsec SA a peer may delete: its inbound SPI (our outbound), negotiated with
     this peer address under this phase 1 definition."""
     for child in core.sas.children.values():
@@ -267,20 +255,18 @@ def find_owned(
     return None
 
 
-def remove_child(core: Negotiator, child: ChildSa, *, send_delete: bool, kernel: bool) -> None:
+def remove_child(core: Core, child: ChildSa, *, send_delete: bool, kernel: bool) -> None:
     """Forget an IPsec SA; with `send_delete`, tell the peer; with `kernel`, ask the parent
     to remove the SAs (and the policies when no other SA of the definition is left)."""
     if child.state is ChildState.DELETED:
         return
-    child.state = ChildState.DELETED
+    transition(child, ChildState.DELETED)
     core.sas.children.pop(child.tunnel_id, None)
     core.child_removed(child)
     if send_delete:
-        from ikepriv.child_negotiator.core.exchanges import informational
-
         sa = core.sas.established_for(child.phase1_number, child.remote.addr)
         if sa is not None:
-            informational.send_delete_ipsec(core, sa, child.protocol, [child.spi_in])
+            informational_send.send_delete_ipsec(core, sa, child.protocol, [child.spi_in])
     if not kernel:
         return
     for spi, dst in ((child.spi_in, child.local.addr), (child.spi_out, child.remote.addr)):
@@ -306,7 +292,7 @@ def remove_child(core: Negotiator, child: ChildSa, *, send_delete: bool, kernel:
         )
 
 
-def _on_delete_result(core: Negotiator, reply: ResultReply) -> None:
+def _on_delete_result(core: Core, reply: ResultReply) -> None:
     if reply.error.value != 0:
         core.counters.parent_errors += 1
         core.log(LogLevel.WARNING, f"kernel delete refused: {reply.error.name} {reply.reason}")

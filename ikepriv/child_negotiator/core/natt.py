@@ -25,8 +25,8 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from ikepriv.child_negotiator.core.datagram import Inbound
 from ikepriv.child_negotiator.core.hooks import Hooks
 from ikepriv.child_negotiator.core.sa_table import IsakmpSa, QuickExchange
 from ikepriv.crypto.crypto_errors import CryptoError
@@ -35,9 +35,6 @@ from ikepriv.ipc.messages import DatagramOut, Endpoint, NatTEncap, Role
 from ikepriv.ipc.schema import Message as IpcMessage
 from ikepriv.isakmp import NatDPayload, NatOaPayload, Payload, vendor_ids
 from ikepriv.isakmp.constants import NATT_KEEPALIVE, NATT_PORT, EncapsulationMode
-
-if TYPE_CHECKING:
-    from ikepriv.child_negotiator.core.engine import Inbound
 
 
 def _md5(text: bytes) -> bytes:

@@ -32,21 +32,13 @@ deleted it), the replaced SA gets its own rekey back.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from ikepriv.child_negotiator.core import install
-from ikepriv.child_negotiator.core.exchanges import informational, quick_mode
-from ikepriv.child_negotiator.core.sa_table import (
-    NEGOTIATING,
-    ChildSa,
-    ChildState,
-    IsakmpSa,
-    QmState,
-)
+from ikepriv.child_negotiator.core import informational_send, install
+from ikepriv.child_negotiator.core.context import Core
+from ikepriv.child_negotiator.core.datagram import IPAddress
+from ikepriv.child_negotiator.core.exchanges import quick_mode
+from ikepriv.child_negotiator.core.sa_table import ChildSa, IsakmpSa
+from ikepriv.child_negotiator.core.states import NEGOTIATING, ChildState, QmState
 from ikepriv.ipc.messages import LogLevel, Phase1Def, Role, SelectorSide
-
-if TYPE_CHECKING:
-    from ikepriv.child_negotiator.core.engine import IPAddress, Negotiator
 
 
 def may_initiate(definition: Phase1Def | None) -> bool:
@@ -58,7 +50,7 @@ def _rank(ni: bytes, nr: bytes) -> bytes:
     return min(ni, nr) + max(ni, nr)
 
 
-def _negotiating(core: Negotiator, number: int, peer: IPAddress) -> bool:
+def _negotiating(core: Core, number: int, peer: IPAddress) -> bool:
     return any(
         sa.definition.number == number and sa.remote.addr == peer and sa.state in NEGOTIATING
         for sa in core.sas.by_tunnel.values()
@@ -68,7 +60,7 @@ def _negotiating(core: Negotiator, number: int, peer: IPAddress) -> bool:
 # ------------------------------------------------------------------------------ phase 1
 
 
-def rekey_isakmp(core: Negotiator, sa: IsakmpSa) -> None:
+def rekey_isakmp(core: Core, sa: IsakmpSa) -> None:
     """Start a new Main Mode to the peer of `sa` (unless one is already under way)."""
     definition = core.config.phase1.get(sa.definition.number)
     if not may_initiate(definition) or sa.retired_by:
@@ -86,7 +78,7 @@ def rekey_isakmp(core: Negotiator, sa: IsakmpSa) -> None:
         core.counters.phase1_rekeys += 1
 
 
-def supersede_isakmp(core: Negotiator, new: IsakmpSa) -> None:
+def supersede_isakmp(core: Core, new: IsakmpSa) -> None:
     """`new` is established: retire the older (or redundant) SAs with the same peer."""
     for other in list(core.sas.by_tunnel.values()):
         if (
@@ -115,7 +107,7 @@ def supersede_isakmp(core: Negotiator, new: IsakmpSa) -> None:
             return
 
 
-def _retire(core: Negotiator, old: IsakmpSa, new: IsakmpSa, *, we_delete: bool) -> None:
+def _retire(core: Core, old: IsakmpSa, new: IsakmpSa, *, we_delete: bool) -> None:
     old.retired_by = new.tunnel_id
     old.rekey_at = 0.0
     old.retire_at = core.now + core.settings.rekey_overlap if we_delete else 0.0
@@ -133,13 +125,13 @@ def _retire(core: Negotiator, old: IsakmpSa, new: IsakmpSa, *, we_delete: bool) 
     )
 
 
-def finish_retirement(core: Negotiator, sa: IsakmpSa) -> None:
+def finish_retirement(core: Core, sa: IsakmpSa) -> None:
     """The overlap is over: delete the replaced ISAKMP SA (later if an exchange still runs)."""
     if quick_mode.active_count(sa):
         sa.retire_at = core.now + core.settings.rekey_overlap
         core.touch(sa)
         return
-    informational.send_delete_isakmp(core, sa)
+    informational_send.send_delete_isakmp(core, sa)
     core.drop_isakmp(sa)
     core.emit(core.report_isakmp(sa, 0))
 
@@ -156,7 +148,7 @@ def _same_tunnel(a: ChildSa, b: ChildSa) -> bool:
     )
 
 
-def rekey_child(core: Negotiator, child: ChildSa, reason: str) -> None:
+def rekey_child(core: Core, child: ChildSa, reason: str) -> None:
     """Start a Quick Mode that replaces `child` (a phase 1 first when none is left)."""
     if child.state is not ChildState.ESTABLISHED or child.superseded_by or child.rekey_started:
         return
@@ -187,7 +179,7 @@ def rekey_child(core: Negotiator, child: ChildSa, reason: str) -> None:
 
 
 def _exchange_running(
-    core: Negotiator, child: ChildSa, selectors: tuple[SelectorSide, SelectorSide]
+    core: Core, child: ChildSa, selectors: tuple[SelectorSide, SelectorSide]
 ) -> bool:
     """Whether a Quick Mode for the same tunnel runs, under any ISAKMP SA with the peer."""
     for sa in core.sas.by_tunnel.values():
@@ -199,7 +191,7 @@ def _exchange_running(
     return False
 
 
-def supersede_child(core: Negotiator, new: ChildSa) -> None:
+def supersede_child(core: Core, new: ChildSa) -> None:
     """`new` went to the kernel: mark the SAs of the same tunnel it replaces."""
     for other in list(core.sas.children.values()):
         if (
@@ -224,13 +216,13 @@ def supersede_child(core: Negotiator, new: ChildSa) -> None:
             return
 
 
-def _supersede(core: Negotiator, old: ChildSa, new: ChildSa, *, we_delete: bool) -> None:
+def _supersede(core: Core, old: ChildSa, new: ChildSa, *, we_delete: bool) -> None:
     old.superseded_by = new.tunnel_id
     old.delete_at = core.now + core.settings.rekey_overlap if we_delete else 0.0
     core.touch_child(old)
 
 
-def _live_successor(core: Negotiator, old: ChildSa) -> ChildSa | None:
+def _live_successor(core: Core, old: ChildSa) -> ChildSa | None:
     """An SA of the same tunnel that can take over from `old`: not deleted, not itself on
     its way out; an established one first."""
     found = [
@@ -245,7 +237,7 @@ def _live_successor(core: Negotiator, old: ChildSa) -> ChildSa | None:
     return found[0] if found else None
 
 
-def on_child_removed(core: Negotiator, gone: ChildSa) -> None:
+def on_child_removed(core: Core, gone: ChildSa) -> None:
     """`gone` left (the kernel refused it, the peer deleted it, it expired): each SA it was
     to replace goes to another live successor, or is back in service at once instead of at
     its scheduled deletion (or never, when the peer was to delete it). If our own rekey had
@@ -270,7 +262,7 @@ def on_child_removed(core: Negotiator, gone: ChildSa) -> None:
         core.touch_child(old)
 
 
-def finish_supersede(core: Negotiator, child: ChildSa) -> None:
+def finish_supersede(core: Core, child: ChildSa) -> None:
     """The overlap is over: delete the replaced SA once a successor is in the kernel; if
     every successor failed, the SA is in service again and rekeys on its own."""
     successor = _live_successor(core, child)

@@ -1,21 +1,22 @@
 """The core's tables: ISAKMP SAs (phase 1), Quick Mode exchanges, and IPsec SAs (phase 2).
 
-Records are plain mutable objects owned by the tables; exchange modules change their state,
-the engine adds and removes them. Lookups are by dictionary only (cookies, tunnel id,
-message id), so the cost per datagram does not grow with the number of tunnels.
+Records are plain mutable objects owned by the tables; exchange modules move their state
+along the tables of states.py (through states.transition), the engine adds and removes
+them. Lookups are by dictionary only (cookies, tunnel id, message id), so the cost per
+datagram does not grow with the number of tunnels.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import TYPE_CHECKING
 
+from ikepriv.child_negotiator.core.datagram import IPAddress
+from ikepriv.child_negotiator.core.dpd_state import DpdState
 from ikepriv.child_negotiator.core.offers import IkeChoice, IpsecChoice
 from ikepriv.child_negotiator.core.retransmit import Flight
+from ikepriv.child_negotiator.core.states import NEGOTIATING, ChildState, P1State, QmState
 from ikepriv.crypto.ciphers import IkeCipher
 from ikepriv.crypto.dh import DHPrivateKey
 from ikepriv.crypto.oakley import IvChain, Phase1Keys
@@ -30,30 +31,6 @@ from ikepriv.ipc.messages import (
 )
 from ikepriv.isakmp import IdPayload, Proposal
 from ikepriv.isakmp.constants import ExchangeType, ProtocolId
-
-if TYPE_CHECKING:
-    from ikepriv.child_negotiator.core.dpd import DpdState
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-class P1State(Enum):
-    I_SA_SENT = "MM1 sent"
-    I_KE_SENT = "MM3 sent"
-    I_SKEYID_WAIT = "waiting for SKEYID"
-    I_AUTH_SENT = "MM5 sent"
-    R_SA_SENT = "MM2 sent"
-    R_KE_SENT = "MM4 sent"
-    # Aggressive Mode
-    I_AM1_SENT = "AM1 sent"
-    I_AM_SKEYID_WAIT = "AM2 received, waiting for SKEYID"
-    R_AM_SKEYID_WAIT = "AM1 received, waiting for SKEYID"
-    R_AM2_SENT = "AM2 sent"
-    ESTABLISHED = "established"
-    DEAD = "dead"
-
-
-NEGOTIATING = frozenset(s for s in P1State if s not in (P1State.ESTABLISHED, P1State.DEAD))
 
 
 @dataclass(eq=False, slots=True)
@@ -96,7 +73,7 @@ class IsakmpSa:
     finished_mids: OrderedDict[int, None] = field(default_factory=OrderedDict)
     # NAT-T and other extensions keep their per-SA state here.
     extensions: dict[str, object] = field(default_factory=dict)
-    # lifetimes.py / rekey.py / dpd.py
+    # timers.py / rekey.py / dpd.py
     rekey_at: float = 0.0  # soft lifetime: start a new phase 1 then (0: we never rekey it)
     rekey_started: float = 0.0  # when our replacement phase 1 started (0: none running)
     retired_by: int = 0  # tunnel id of the newer ISAKMP SA that replaced this one
@@ -136,14 +113,6 @@ class IsakmpSa:
         self.cipher = None
 
 
-class QmState(Enum):
-    I_SPI_WAIT = "waiting for SPI"
-    I_SENT = "QM1 sent"
-    R_SPI_WAIT = "waiting for SPI"
-    R_SENT = "QM2 sent"
-    DONE = "done"
-
-
 @dataclass(eq=False, slots=True)
 class QuickExchange:
     mid: int
@@ -179,12 +148,6 @@ class QuickExchange:
         self.dh = None
 
 
-class ChildState(Enum):
-    INSTALLING = "installing"
-    ESTABLISHED = "established"
-    DELETED = "deleted"
-
-
 @dataclass(eq=False, slots=True)
 class ChildSa:
     tunnel_id: int
@@ -208,7 +171,7 @@ class ChildSa:
     # SPIs whose SaAdd the parent confirmed: only these are deleted again (a refused add
     # left nothing to delete, and the parent would refuse the delete as not ours)
     installed_spis: set[int] = field(default_factory=set)
-    # lifetimes.py / rekey.py
+    # timers.py / rekey.py
     lifetime_kilobytes: int = 0
     rekey_at: float = 0.0  # soft lifetime: start a replacement then (0: we never rekey it)
     rekey_started: float = 0.0  # when our replacement Quick Mode started (0: none running)

@@ -23,13 +23,15 @@ Mode does the same way lives in phase1.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from ikepriv.child_negotiator.core.context import Core
+from ikepriv.child_negotiator.core.datagram import Inbound, IPAddress
 from ikepriv.child_negotiator.core.exchanges import phase1
 from ikepriv.child_negotiator.core.exchanges.phase1 import notify, plain, single
 from ikepriv.child_negotiator.core.identities import phase1_id, phase1_id_matches
 from ikepriv.child_negotiator.core.offers import parse_ike_transform, select_ike
-from ikepriv.child_negotiator.core.sa_table import IsakmpSa, P1State
+from ikepriv.child_negotiator.core.sa_table import IsakmpSa
+from ikepriv.child_negotiator.core.states import P1State, transition
 from ikepriv.child_negotiator.core.wire import OpenError, open_message, seal
 from ikepriv.crypto import dh
 from ikepriv.crypto.prf import digests_equal
@@ -46,9 +48,6 @@ from ikepriv.isakmp import (
     VendorIdPayload,
 )
 from ikepriv.isakmp.constants import AuthMethod, ExchangeType, NotifyType
-
-if TYPE_CHECKING:
-    from ikepriv.child_negotiator.core.engine import Inbound, IPAddress, Negotiator
 
 AM = ExchangeType.AGGRESSIVE
 EXTENSION = "aggressive"
@@ -74,7 +73,7 @@ def _state(sa: IsakmpSa) -> AmState:
 
 
 def initiate(
-    core: Negotiator, d: Phase1Def, local: Endpoint, remote: Endpoint, natt: bool
+    core: Core, d: Phase1Def, local: Endpoint, remote: Endpoint, natt: bool
 ) -> IsakmpSa | None:
     made = phase1.new_initiator(core, d, AM, P1State.I_AM1_SENT, local, remote, natt)
     if made is None:
@@ -102,7 +101,7 @@ def initiate(
     return sa
 
 
-def _on_am2(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
+def _on_am2(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
     payloads = inb.message.payloads
     sa_reply = single(payloads, SAPayload)
     ke, nonce = single(payloads, KePayload), single(payloads, NoncePayload)
@@ -133,11 +132,11 @@ def _on_am2(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
     st.peer_id, st.peer_hash = idp, hp.data
     sa.flight.accepted(inb.digest)  # AM2 arrived: AM1 needs no more resending
     core.hooks.on_ke_payloads(sa, payloads, inb)
-    sa.state = P1State.I_AM_SKEYID_WAIT
+    transition(sa, P1State.I_AM_SKEYID_WAIT)
     phase1.ask_skeyid(core, sa, P1State.I_AM_SKEYID_WAIT, _finish_initiator)
 
 
-def _finish_initiator(core: Negotiator, sa: IsakmpSa) -> None:
+def _finish_initiator(core: Core, sa: IsakmpSa) -> None:
     """SKEYID is here: check HASH_R and the responder's ID, then send AM3 and be done."""
     st = _state(sa)
     assert st.peer_id is not None
@@ -161,7 +160,7 @@ def _finish_initiator(core: Negotiator, sa: IsakmpSa) -> None:
 
 
 def responder_definition(
-    core: Negotiator, local: IPAddress, peer: IPAddress, idii: IdPayload
+    core: Core, local: IPAddress, peer: IPAddress, idii: IdPayload
 ) -> Phase1Def | None:
     """The Aggressive Mode PSK definition for this initiator: one naming its ID beats one
     accepting any ID; then an exact peer address beats a wildcard one; then the lowest
@@ -196,7 +195,7 @@ def _mixed_groups(offer: SAPayload) -> bool:
 _AM1_KINDS = (SAPayload, KePayload, NoncePayload, IdPayload, VendorIdPayload)
 
 
-def on_first_message(core: Negotiator, inb: Inbound) -> None:
+def on_first_message(core: Core, inb: Inbound) -> None:
     rcookie = phase1.responder_cookie(core, inb, on_message)
     if rcookie is None:
         return
@@ -247,7 +246,7 @@ def on_first_message(core: Negotiator, inb: Inbound) -> None:
     phase1.ask_skeyid(core, sa, P1State.R_AM_SKEYID_WAIT, _send_am2)
 
 
-def _send_am2(core: Negotiator, sa: IsakmpSa) -> None:
+def _send_am2(core: Core, sa: IsakmpSa) -> None:
     st = _state(sa)
     assert st.reply_proposal is not None
     out: list[Payload] = [
@@ -259,11 +258,11 @@ def _send_am2(core: Negotiator, sa: IsakmpSa) -> None:
         *core.hooks.ke_payloads(sa),
         HashPayload(phase1.responder_hash(sa, st.my_id.body)),
     ]
-    sa.state = P1State.R_AM2_SENT
+    transition(sa, P1State.R_AM2_SENT)
     core.transmit(sa, sa.flight, (plain(sa, out),), retransmit=True)
 
 
-def _on_am3(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
+def _on_am3(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
     st = _state(sa)
     assert sa.iv is not None and st.peer_id is not None
     payloads: tuple[Payload, ...]
@@ -298,6 +297,6 @@ _STATES = {
 }
 
 
-def on_message(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
+def on_message(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
     """An Aggressive Mode message for an existing ISAKMP SA."""
     phase1.dispatch(core, sa, inb, _STATES)

@@ -1,91 +1,41 @@
-"""Informational exchanges (RFC 2408 4.8, RFC 2409 5.7): notifies and deletes.
+"""Receiving informational exchanges (RFC 2408 4.8, RFC 2409 5.7): notifies and deletes.
 
-Once keys exist every informational we send is encrypted and carries HASH(1); one we
-receive must be encrypted and hashed with a fresh message ID, or it changes nothing. An
-unencrypted notify may still end a phase 1 that is being negotiated (a responder's
+Sending is a service of its own (informational_send.py), used by the modules below this
+one. One we receive must be encrypted and hashed with a fresh message ID, or it changes
+nothing. An unencrypted notify may still end a phase 1 that is being negotiated (a responder's
 NO_PROPOSAL_CHOSEN carries our random cookie, which an off-path attacker cannot know), but
 after phase 1 exists it is only counted.
 
-Notify types dispatch through NOTIFY_HANDLERS, so DPD (R-U-THERE) plugs in by adding an
-entry. A Delete removes exactly the SAs it names that the sending peer owns: ISAKMP SAs by
+Notify types dispatch through a table the engine builds and passes in: this module's own
+NOTIFY_HANDLERS plus DPD's (R-U-THERE), so DPD plugs in without this module knowing it.
+
+A Delete removes exactly the SAs it names that the sending peer owns: ISAKMP SAs by
 cookies, IPsec SAs by the SPI the peer receives on (our outbound SPI).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
 
 from ikepriv.child_negotiator.core import install
+from ikepriv.child_negotiator.core.context import Core, NotifyHandler
+from ikepriv.child_negotiator.core.datagram import Inbound
+from ikepriv.child_negotiator.core.exchanges import quick_mode
 from ikepriv.child_negotiator.core.sa_table import IsakmpSa
-from ikepriv.child_negotiator.core.wire import (
-    OpenError,
-    after_first,
-    leading_hash,
-    open_message,
-    seal_hashed,
-)
+from ikepriv.child_negotiator.core.wire import OpenError, after_first, leading_hash, open_message
 from ikepriv.crypto.oakley import informational_hash
 from ikepriv.crypto.prf import digests_equal
-from ikepriv.ipc.messages import DatagramOut, LogLevel
+from ikepriv.ipc.messages import LogLevel
 from ikepriv.isakmp import DeletePayload, NotifyPayload, Payload
-from ikepriv.isakmp.constants import DOI, ExchangeType, NotifyType, ProtocolId
+from ikepriv.isakmp.constants import NotifyType, ProtocolId
 
-if TYPE_CHECKING:
-    from ikepriv.child_negotiator.core.engine import Inbound, Negotiator
-
-INFO = ExchangeType.INFORMATIONAL
 ERROR_TYPES_END = 16384  # RFC 2408 3.14.1: 1..16383 are errors, the rest status
 
 
-# ------------------------------------------------------------------------------ sending
-
-
-def send(core: Negotiator, sa: IsakmpSa, payloads: Sequence[Payload]) -> bool:
-    """An encrypted, hashed informational; False when the SA has no keys yet."""
-    keys, iv = sa.keys, sa.iv
-    if keys is None or iv is None or sa.choice is None:
-        return False
-    mid = core.new_message_id(sa)
-    alg, skeyid_a = sa.choice.hash, keys.skeyid_a
-    data = seal_hashed(
-        sa, INFO, mid, payloads, lambda rest: informational_hash(alg, skeyid_a, mid, rest)
-    )
-    iv.forget(mid)
-    sa.finish_mid(mid, core.settings.finished_message_ids)
-    core.emit(DatagramOut(sa.local, sa.remote, sa.natt, data))
-    return True
-
-
-def send_notify(
-    core: Negotiator,
-    sa: IsakmpSa,
-    notify_type: NotifyType,
-    protocol: ProtocolId = ProtocolId.ISAKMP,
-    spi: bytes | None = None,
-    data: bytes = b"",
+def on_message(
+    core: Core, sa: IsakmpSa, inb: Inbound, notify_handlers: Mapping[int, NotifyHandler]
 ) -> None:
-    payload = NotifyPayload(
-        DOI.IPSEC, protocol, sa.cookies if spi is None else spi, notify_type, data
-    )
-    if send(core, sa, [payload]):
-        core.counters.notifies_sent += 1
-
-
-def send_delete_isakmp(core: Negotiator, sa: IsakmpSa) -> None:
-    send(core, sa, [DeletePayload.isakmp(sa.cookies)])
-
-
-def send_delete_ipsec(
-    core: Negotiator, sa: IsakmpSa, protocol: ProtocolId, spis: Sequence[int]
-) -> None:
-    send(core, sa, [DeletePayload.ipsec(protocol, tuple(s.to_bytes(4, "big") for s in spis))])
-
-
-# ------------------------------------------------------------------------------ receiving
-
-
-def on_message(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
+    """An informational for `sa`; authenticated notifies go to `notify_handlers` by type."""
     message = inb.message
     if not message.encrypted:
         if sa.established:
@@ -118,7 +68,7 @@ def on_message(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
     doomed: list[IsakmpSa] = []
     for payload in payloads[1:]:
         if isinstance(payload, NotifyPayload):
-            _on_notify(core, sa, payload)
+            _on_notify(core, sa, payload, notify_handlers)
         elif isinstance(payload, DeletePayload):
             doomed.extend(_on_delete(core, sa, payload))
     for target in doomed:
@@ -126,7 +76,7 @@ def on_message(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
         core.drop_isakmp(target)
 
 
-def _clear_during_negotiation(core: Negotiator, sa: IsakmpSa, payloads: Sequence[Payload]) -> None:
+def _clear_during_negotiation(core: Core, sa: IsakmpSa, payloads: Sequence[Payload]) -> None:
     for payload in payloads:
         if isinstance(payload, NotifyPayload) and 0 < payload.notify_type < ERROR_TYPES_END:
             name = _notify_name(payload.notify_type)
@@ -142,8 +92,10 @@ def _notify_name(notify_type: int) -> str:
         return f"notify {notify_type}"
 
 
-def _on_notify(core: Negotiator, sa: IsakmpSa, notify: NotifyPayload) -> None:
-    handler = NOTIFY_HANDLERS.get(notify.notify_type)
+def _on_notify(
+    core: Core, sa: IsakmpSa, notify: NotifyPayload, handlers: Mapping[int, NotifyHandler]
+) -> None:
+    handler = handlers.get(notify.notify_type)
     if handler is not None:
         handler(core, sa, notify)
         return
@@ -153,9 +105,7 @@ def _on_notify(core: Negotiator, sa: IsakmpSa, notify: NotifyPayload) -> None:
         core.log(LogLevel.DEBUG, f"{_notify_name(notify.notify_type)} from {sa.remote.addr}")
 
 
-def _on_error_notify(core: Negotiator, sa: IsakmpSa, notify: NotifyPayload) -> None:
-    from ikepriv.child_negotiator.core.exchanges import quick_mode
-
+def _on_error_notify(core: Core, sa: IsakmpSa, notify: NotifyPayload) -> None:
     name = _notify_name(notify.notify_type)
     core.log(LogLevel.WARNING, f"{name} from {sa.remote.addr} ({sa.definition.name})")
     if notify.protocol_id in (ProtocolId.IPSEC_ESP, ProtocolId.IPSEC_AH) and len(notify.spi) == 4:
@@ -168,21 +118,22 @@ def _on_error_notify(core: Negotiator, sa: IsakmpSa, notify: NotifyPayload) -> N
         core.fail_isakmp(sa, f"peer sent {name}")
 
 
-def _on_initial_contact(core: Negotiator, sa: IsakmpSa, notify: NotifyPayload) -> None:
+def _on_initial_contact(core: Core, sa: IsakmpSa, notify: NotifyPayload) -> None:
     initial_contact(core, sa)
 
 
-def _on_connected(core: Negotiator, sa: IsakmpSa, notify: NotifyPayload) -> None:
+def _on_connected(core: Core, sa: IsakmpSa, notify: NotifyPayload) -> None:
     core.log(LogLevel.DEBUG, f"CONNECTED from {sa.remote.addr}")
 
 
-NOTIFY_HANDLERS: dict[int, Callable[[Negotiator, IsakmpSa, NotifyPayload], None]] = {
+# This module's own notify handlers; the engine adds DPD's to build the table it passes in.
+NOTIFY_HANDLERS: Mapping[int, NotifyHandler] = {
     NotifyType.INITIAL_CONTACT: _on_initial_contact,
     NotifyType.CONNECTED: _on_connected,
 }
 
 
-def initial_contact(core: Negotiator, sa: IsakmpSa) -> None:
+def initial_contact(core: Core, sa: IsakmpSa) -> None:
     """The peer has no state from before: drop every older SA with it, without Deletes."""
     for other in core.sas.isakmp_sas():
         if (
@@ -202,7 +153,7 @@ def initial_contact(core: Negotiator, sa: IsakmpSa) -> None:
             install.remove_child(core, child, send_delete=False, kernel=True)
 
 
-def _on_delete(core: Negotiator, sa: IsakmpSa, delete: DeletePayload) -> list[IsakmpSa]:
+def _on_delete(core: Core, sa: IsakmpSa, delete: DeletePayload) -> list[IsakmpSa]:
     core.counters.deletes_received += 1
     doomed: list[IsakmpSa] = []
     if delete.protocol_id == ProtocolId.ISAKMP:

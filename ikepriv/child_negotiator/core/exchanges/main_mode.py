@@ -17,13 +17,14 @@ does the same way lives in phase1.py.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from ikepriv.child_negotiator.core.context import Core
+from ikepriv.child_negotiator.core.datagram import Inbound
 from ikepriv.child_negotiator.core.exchanges import phase1
 from ikepriv.child_negotiator.core.exchanges.phase1 import notify, plain, single
 from ikepriv.child_negotiator.core.identities import phase1_id, phase1_id_matches
 from ikepriv.child_negotiator.core.offers import select_ike
-from ikepriv.child_negotiator.core.sa_table import IsakmpSa, P1State
+from ikepriv.child_negotiator.core.sa_table import IsakmpSa
+from ikepriv.child_negotiator.core.states import P1State, transition
 from ikepriv.child_negotiator.core.wire import OpenError, open_message, seal
 from ikepriv.crypto import dh
 from ikepriv.crypto.prf import digests_equal
@@ -39,9 +40,6 @@ from ikepriv.isakmp import (
     VendorIdPayload,
 )
 from ikepriv.isakmp.constants import ExchangeType, NotifyType
-
-if TYPE_CHECKING:
-    from ikepriv.child_negotiator.core.engine import Inbound, Negotiator
 
 MM = ExchangeType.IDENTITY_PROTECTION
 
@@ -59,7 +57,7 @@ def _ke_and_nonce(inb: Inbound) -> tuple[KePayload, NoncePayload] | None:
 
 
 def initiate(
-    core: Negotiator, d: Phase1Def, local: Endpoint, remote: Endpoint, natt: bool
+    core: Core, d: Phase1Def, local: Endpoint, remote: Endpoint, natt: bool
 ) -> IsakmpSa | None:
     made = phase1.new_initiator(core, d, MM, P1State.I_SA_SENT, local, remote, natt)
     if made is None:
@@ -72,7 +70,7 @@ def initiate(
     return sa
 
 
-def _on_mm2(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
+def _on_mm2(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
     payloads = inb.message.payloads
     sa_reply = single(payloads, SAPayload)
     if inb.message.encrypted or not isinstance(sa_reply, SAPayload):
@@ -87,13 +85,13 @@ def _on_mm2(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
     sa.dh = dh.generate(choice.group, core.random)
     sa.g_xi = sa.dh.public
     sa.ni = core.nonce()
-    sa.state = P1State.I_KE_SENT
+    transition(sa, P1State.I_KE_SENT)
     sa.flight.accepted(inb.digest)
     out: list[Payload] = [KePayload(sa.g_xi), NoncePayload(sa.ni), *core.hooks.ke_payloads(sa)]
     core.transmit(sa, sa.flight, (plain(sa, out),), retransmit=True)
 
 
-def _on_mm4(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
+def _on_mm4(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
     payloads = inb.message.payloads
     found = _ke_and_nonce(inb)
     if found is None:
@@ -105,20 +103,20 @@ def _on_mm4(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
         return
     core.hooks.on_ke_payloads(sa, payloads, inb)
     sa.flight.accepted(inb.digest)  # MM4 arrived: MM3 needs no more resending
-    sa.state = P1State.I_SKEYID_WAIT
+    transition(sa, P1State.I_SKEYID_WAIT)
     phase1.ask_skeyid(core, sa, P1State.I_SKEYID_WAIT, _send_mm5)
 
 
-def _send_mm5(core: Negotiator, sa: IsakmpSa) -> None:
+def _send_mm5(core: Core, sa: IsakmpSa) -> None:
     idp = phase1_id(sa.definition.local_id)
     payloads: list[Payload] = [idp, HashPayload(phase1.initiator_hash(sa, idp.body))]
     if not phase1.has_other_sa(core, sa):
         payloads.append(NotifyPayload.initial_contact(sa.cookies))
-    sa.state = P1State.I_AUTH_SENT
+    transition(sa, P1State.I_AUTH_SENT)
     core.transmit(sa, sa.flight, (seal(sa, MM, 0, payloads),), retransmit=True)
 
 
-def _on_mm6(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
+def _on_mm6(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
     if not inb.message.encrypted:
         core.counters.dropped_unexpected += 1
         return
@@ -149,7 +147,7 @@ def _on_mm6(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
 # ---------------------------------------------------------------------------- responder
 
 
-def on_first_message(core: Negotiator, inb: Inbound) -> None:
+def on_first_message(core: Core, inb: Inbound) -> None:
     rcookie = phase1.responder_cookie(core, inb, on_message)
     if rcookie is None:
         return
@@ -189,7 +187,7 @@ def on_first_message(core: Negotiator, inb: Inbound) -> None:
     core.transmit(sa, sa.flight, (plain(sa, reply),), retransmit=True)
 
 
-def _on_mm3(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
+def _on_mm3(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
     payloads = inb.message.payloads
     found = _ke_and_nonce(inb)
     if found is None:
@@ -204,13 +202,13 @@ def _on_mm3(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
     phase1.take_initiator_values(core, sa, ke, nonce, ours)
     core.hooks.on_ke_payloads(sa, payloads, inb)
     sa.flight.accepted(inb.digest)
-    sa.state = P1State.R_KE_SENT
+    transition(sa, P1State.R_KE_SENT)
     out: list[Payload] = [KePayload(sa.g_xr), NoncePayload(sa.nr), *core.hooks.ke_payloads(sa)]
     core.transmit(sa, sa.flight, (plain(sa, out),), retransmit=True)
     phase1.ask_skeyid(core, sa, P1State.R_KE_SENT, _on_held_mm5)
 
 
-def _on_held_mm5(core: Negotiator, sa: IsakmpSa) -> None:
+def _on_held_mm5(core: Core, sa: IsakmpSa) -> None:
     """SKEYID is here: an MM5 that came before it is handled now."""
     if sa.held is not None:
         _, held = sa.held
@@ -218,7 +216,7 @@ def _on_held_mm5(core: Negotiator, sa: IsakmpSa) -> None:
         _on_mm5(core, sa, held)  # type: ignore[arg-type]
 
 
-def _on_mm5_or_hold(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
+def _on_mm5_or_hold(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
     if not inb.message.encrypted:
         core.counters.dropped_unexpected += 1
         return
@@ -231,7 +229,7 @@ def _on_mm5_or_hold(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
     _on_mm5(core, sa, inb)
 
 
-def _on_mm5(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
+def _on_mm5(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
     try:
         _, payloads = open_message(sa, inb.message)
     except OpenError:
@@ -276,6 +274,6 @@ _STATES = {
 }
 
 
-def on_message(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
+def on_message(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
     """A Main Mode message for an existing ISAKMP SA."""
     phase1.dispatch(core, sa, inb, _STATES)

@@ -10,10 +10,12 @@ in both, so a fix lands in one place.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
 
+from ikepriv.child_negotiator.core.context import Core
 from ikepriv.child_negotiator.core.cookies import ZERO_COOKIE
+from ikepriv.child_negotiator.core.datagram import Inbound
 from ikepriv.child_negotiator.core.exchanges import informational
+from ikepriv.child_negotiator.core.informational_send import send_notify
 from ikepriv.child_negotiator.core.offers import (
     IkeChoice,
     check_ike_reply,
@@ -22,7 +24,8 @@ from ikepriv.child_negotiator.core.offers import (
     ike_sa_payload,
 )
 from ikepriv.child_negotiator.core.retransmit import Seen
-from ikepriv.child_negotiator.core.sa_table import IsakmpSa, P1State
+from ikepriv.child_negotiator.core.sa_table import IsakmpSa
+from ikepriv.child_negotiator.core.states import P1State
 from ikepriv.crypto import dh
 from ikepriv.crypto.ciphers import IkeCipher, key_length_bytes
 from ikepriv.crypto.crypto_errors import CryptoError
@@ -51,11 +54,8 @@ from ikepriv.isakmp import (
 )
 from ikepriv.isakmp.constants import ExchangeType, GroupId, NotifyType
 
-if TYPE_CHECKING:
-    from ikepriv.child_negotiator.core.engine import Inbound, Negotiator
-
-Then = Callable[["Negotiator", IsakmpSa], None]  # what runs once SKEYID is installed
-Handler = Callable[["Negotiator", IsakmpSa, "Inbound"], None]
+Then = Callable[[Core, IsakmpSa], None]  # what runs once SKEYID is installed
+Handler = Callable[[Core, IsakmpSa, Inbound], None]
 
 
 # ------------------------------------------------------------------------------ payloads
@@ -72,7 +72,7 @@ def plain(sa: IsakmpSa, payloads: list[Payload]) -> bytes:
     return encode_message(build_message(sa.icookie, sa.rcookie, sa.exchange, 0, payloads))
 
 
-def our_vendor_ids(core: Negotiator, sa: IsakmpSa) -> list[Payload]:
+def our_vendor_ids(core: Core, sa: IsakmpSa) -> list[Payload]:
     return [VendorIdPayload(v) for v in core.hooks.vendor_ids(sa)]
 
 
@@ -91,7 +91,7 @@ def has_initial_contact(payloads: tuple[Payload, ...]) -> bool:
 
 
 def new_initiator(
-    core: Negotiator,
+    core: Core,
     d: Phase1Def,
     exchange: ExchangeType,
     state: P1State,
@@ -126,7 +126,7 @@ def new_initiator(
 
 
 def new_responder(
-    core: Negotiator,
+    core: Core,
     inb: Inbound,
     d: Phase1Def,
     state: P1State,
@@ -154,7 +154,7 @@ def new_responder(
     return sa
 
 
-def responder_cookie(core: Negotiator, inb: Inbound, on_message: Handler) -> bytes | None:
+def responder_cookie(core: Core, inb: Inbound, on_message: Handler) -> bytes | None:
     """Our cookie for a first message; None when the message was a repeat for an exchange
     we already hold (handed to `on_message`, or dropped if from elsewhere)."""
     header = inb.message.header
@@ -172,7 +172,7 @@ def responder_cookie(core: Negotiator, inb: Inbound, on_message: Handler) -> byt
 # ------------------------------------------------------------------------------ keys
 
 
-def ask_skeyid(core: Negotiator, sa: IsakmpSa, waiting: P1State, then: Then) -> None:
+def ask_skeyid(core: Core, sa: IsakmpSa, waiting: P1State, then: Then) -> None:
     """SKEYID from the parent: by definition when we know it (initiator, or Aggressive
     Mode responder, which picked it by IDii), else by peer address (Main Mode responder,
     which has seen no ID yet). `then` runs if the SA still waits in state `waiting`."""
@@ -188,9 +188,7 @@ def ask_skeyid(core: Negotiator, sa: IsakmpSa, waiting: P1State, then: Then) -> 
     )
 
 
-def _on_skeyid(
-    core: Negotiator, sa: IsakmpSa, reply: SkeyidReply, waiting: P1State, then: Then
-) -> None:
+def _on_skeyid(core: Core, sa: IsakmpSa, reply: SkeyidReply, waiting: P1State, then: Then) -> None:
     if sa.state is not waiting or sa.keys is not None:
         core.counters.dropped_stale_reply += 1
         return
@@ -202,7 +200,7 @@ def _on_skeyid(
     then(core, sa)
 
 
-def install_keys(core: Negotiator, sa: IsakmpSa, skeyid: bytes) -> None:
+def install_keys(core: Core, sa: IsakmpSa, skeyid: bytes) -> None:
     """SKEYID_d/a/e, the cipher and the phase 1 IV chain; forgets g^xy."""
     choice = sa.choice
     assert choice is not None
@@ -244,7 +242,7 @@ def responder_hash(sa: IsakmpSa, id_body: bytes) -> bytes:
     )
 
 
-def check_initiator_hash(core: Negotiator, sa: IsakmpSa, id_body: bytes, received: bytes) -> bool:
+def check_initiator_hash(core: Core, sa: IsakmpSa, id_body: bytes, received: bytes) -> bool:
     """Whether the initiator's HASH_I verifies; a responder that says no counts, logs and
     tells the peer."""
     if digests_equal(initiator_hash(sa, id_body), received):
@@ -261,9 +259,7 @@ def check_initiator_hash(core: Negotiator, sa: IsakmpSa, id_body: bytes, receive
 # ------------------------------------------------------------------------------ SA and KE
 
 
-def accept_reply(
-    core: Negotiator, sa: IsakmpSa, sa_reply: SAPayload, rcookie: bytes
-) -> IkeChoice | None:
+def accept_reply(core: Core, sa: IsakmpSa, sa_reply: SAPayload, rcookie: bytes) -> IkeChoice | None:
     """The transform the responder chose; None if it is not one we offered (counted,
     told to the responder, and the SA failed)."""
     choice = check_ike_reply(sa.offered, sa_reply)
@@ -276,7 +272,7 @@ def accept_reply(
     return choice
 
 
-def initiator_dh(core: Negotiator, sa: IsakmpSa, ke: KePayload, nonce: NoncePayload) -> bool:
+def initiator_dh(core: Core, sa: IsakmpSa, ke: KePayload, nonce: NoncePayload) -> bool:
     """Take the responder's KE and nonce: g^xy from our key, which is then wiped. False
     (counted as malformed, our key kept) if the KE is not a valid public value."""
     assert sa.dh is not None
@@ -291,7 +287,7 @@ def initiator_dh(core: Negotiator, sa: IsakmpSa, ke: KePayload, nonce: NoncePayl
     return True
 
 
-def responder_dh(core: Negotiator, group: GroupId, ke: KePayload) -> tuple[bytes, bytes] | None:
+def responder_dh(core: Core, group: GroupId, ke: KePayload) -> tuple[bytes, bytes] | None:
     """Our public value and g^xy for the initiator's KE, from a private key used once and
     wiped; None (counted as malformed) if the KE is not a valid public value."""
     try:
@@ -307,7 +303,7 @@ def responder_dh(core: Negotiator, group: GroupId, ke: KePayload) -> tuple[bytes
 
 
 def take_initiator_values(
-    core: Negotiator, sa: IsakmpSa, ke: KePayload, nonce: NoncePayload, ours: tuple[bytes, bytes]
+    core: Core, sa: IsakmpSa, ke: KePayload, nonce: NoncePayload, ours: tuple[bytes, bytes]
 ) -> None:
     """A responder's record of the initiator's KE and nonce, its own public value and
     g^xy (from responder_dh), and a fresh nonce of its own."""
@@ -319,19 +315,19 @@ def take_initiator_values(
 # ------------------------------------------------------------------------------ outcome
 
 
-def notify(core: Negotiator, sa: IsakmpSa, notify_type: NotifyType) -> None:
+def notify(core: Core, sa: IsakmpSa, notify_type: NotifyType) -> None:
     """An unencrypted notify about this exchange (rate limited by the engine)."""
     core.notify_clear(sa.local, sa.remote, sa.natt, sa.icookie, sa.rcookie, notify_type)
 
 
-def refuse_identity(core: Negotiator, sa: IsakmpSa, whose: str) -> None:
+def refuse_identity(core: Core, sa: IsakmpSa, whose: str) -> None:
     """The authenticated peer is not the one the definition names."""
     core.counters.dropped_policy += 1
-    informational.send_notify(core, sa, NotifyType.INVALID_ID_INFORMATION)
+    send_notify(core, sa, NotifyType.INVALID_ID_INFORMATION)
     core.fail_isakmp(sa, f"{whose} identity is not the one defined")
 
 
-def has_other_sa(core: Negotiator, sa: IsakmpSa) -> bool:
+def has_other_sa(core: Core, sa: IsakmpSa) -> bool:
     """Whether we hold state with this peer, so INITIAL-CONTACT (which makes the peer drop
     all of its own) would be wrong: an ISAKMP SA, or IPsec SAs that a new phase 1 is being
     negotiated for (a phase 2 rekey after phase 1 ended)."""
@@ -342,7 +338,7 @@ def has_other_sa(core: Negotiator, sa: IsakmpSa) -> bool:
 
 
 def established(
-    core: Negotiator, sa: IsakmpSa, peer_id: IdPayload, peer_payloads: tuple[Payload, ...] = ()
+    core: Core, sa: IsakmpSa, peer_id: IdPayload, peer_payloads: tuple[Payload, ...] = ()
 ) -> None:
     """The exchange succeeded: record the peer, go live, and honour the peer's
     INITIAL-CONTACT (only a responder looks at it: `peer_payloads` of the last message)."""
@@ -357,9 +353,7 @@ def established(
 # ------------------------------------------------------------------------------ dispatch
 
 
-def dispatch(
-    core: Negotiator, sa: IsakmpSa, inb: Inbound, states: Mapping[P1State, Handler]
-) -> None:
+def dispatch(core: Core, sa: IsakmpSa, inb: Inbound, states: Mapping[P1State, Handler]) -> None:
     """A phase 1 message for an existing ISAKMP SA of the same exchange: repeats are
     answered or dropped before anything else, then the SA's state picks the handler."""
     if inb.message.header.message_id != 0 or inb.message.header.exchange_type != sa.exchange:

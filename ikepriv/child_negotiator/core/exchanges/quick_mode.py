@@ -19,10 +19,10 @@ CONNECTED once it has installed the SAs.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from ikepriv.child_negotiator.core import install, lifetimes
-from ikepriv.child_negotiator.core.exchanges import informational
+from ikepriv.child_negotiator.core import install
+from ikepriv.child_negotiator.core.context import Core
+from ikepriv.child_negotiator.core.datagram import Inbound
 from ikepriv.child_negotiator.core.identities import (
     IdForm,
     host_selector,
@@ -30,6 +30,7 @@ from ikepriv.child_negotiator.core.identities import (
     selector_id,
     selector_inside,
 )
+from ikepriv.child_negotiator.core.informational_send import send_notify
 from ikepriv.child_negotiator.core.offers import (
     Selected,
     check_ipsec_reply,
@@ -38,7 +39,8 @@ from ikepriv.child_negotiator.core.offers import (
     select_ipsec,
 )
 from ikepriv.child_negotiator.core.retransmit import Seen
-from ikepriv.child_negotiator.core.sa_table import IsakmpSa, QmState, QuickExchange
+from ikepriv.child_negotiator.core.sa_table import IsakmpSa, QuickExchange
+from ikepriv.child_negotiator.core.states import QmState, transition
 from ikepriv.child_negotiator.core.wire import (
     OpenError,
     after_first,
@@ -83,9 +85,6 @@ from ikepriv.isakmp.constants import (
     ProtocolId,
 )
 
-if TYPE_CHECKING:
-    from ikepriv.child_negotiator.core.engine import Inbound, Negotiator
-
 QM = ExchangeType.QUICK_MODE
 MIN_SPI = 256
 
@@ -103,7 +102,7 @@ def _prf_keys(sa: IsakmpSa) -> tuple[IkeHash, bytes]:
 
 
 def initiate(
-    core: Negotiator,
+    core: Core,
     definition: Phase2Def,
     sa: IsakmpSa,
     selectors: tuple[SelectorSide, SelectorSide] | None = None,
@@ -151,7 +150,7 @@ def initiate(
     return qe
 
 
-def _initiator_spi(core: Negotiator, qe: QuickExchange, reply: SpiReply) -> None:
+def _initiator_spi(core: Core, qe: QuickExchange, reply: SpiReply) -> None:
     sa = qe.isakmp
     if qe.state is not QmState.I_SPI_WAIT or sa.exchanges.get(qe.mid) is not qe:
         core.counters.dropped_stale_reply += 1
@@ -173,11 +172,11 @@ def _initiator_spi(core: Negotiator, qe: QuickExchange, reply: SpiReply) -> None
     alg, skeyid_a = _prf_keys(sa)
     mid = qe.mid
     data = seal_hashed(sa, QM, mid, rest, lambda b: quick_mode_hash1(alg, skeyid_a, mid, b))
-    qe.state = QmState.I_SENT
+    transition(qe, QmState.I_SENT)
     core.transmit(sa, qe.flight, (data,), retransmit=True)
 
 
-def _on_qm2(core: Negotiator, qe: QuickExchange, inb: Inbound) -> None:
+def _on_qm2(core: Core, qe: QuickExchange, inb: Inbound) -> None:
     sa = qe.isakmp
     alg, skeyid_a = _prf_keys(sa)
     payloads = _open_hashed(
@@ -234,7 +233,7 @@ def _on_qm2(core: Negotiator, qe: QuickExchange, inb: Inbound) -> None:
     h3 = quick_mode_hash3(alg, skeyid_a, qe.mid, qe.ni, qe.nr)
     core.transmit(sa, qe.flight, (seal(sa, QM, qe.mid, [HashPayload(h3)]),), retransmit=False)
     _done(core, qe)
-    lifetimes.on_child_installed(core, install.install_child(core, qe, g_qm_xy), qe)
+    core.child_installed(install.install_child(core, qe, g_qm_xy), qe)
 
 
 def _honour_responder_lifetime(qe: QuickExchange, notify: NotifyPayload) -> None:
@@ -261,7 +260,7 @@ def _honour_responder_lifetime(qe: QuickExchange, notify: NotifyPayload) -> None
 # ------------------------------------------------------------------------------ responder
 
 
-def _on_qm1(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
+def _on_qm1(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
     mid = inb.message.header.message_id
     if active_count(sa) >= core.settings.quick_mode_max_parallel:
         core.counters.dropped_half_open += 1
@@ -285,7 +284,7 @@ def _on_qm1(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
         or len(ids) not in (0, 2)
     ):
         core.counters.dropped_malformed += 1
-        informational.send_notify(core, sa, NotifyType.PAYLOAD_MALFORMED)
+        send_notify(core, sa, NotifyType.PAYLOAD_MALFORMED)
         return
     if ids:
         remote_sel, local_sel = id_selector(ids[0]), id_selector(ids[1])
@@ -293,7 +292,7 @@ def _on_qm1(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
         remote_sel, local_sel = host_selector(sa.remote.addr), host_selector(sa.local.addr)
     if remote_sel is None or local_sel is None:
         core.counters.dropped_policy += 1
-        informational.send_notify(core, sa, NotifyType.INVALID_ID_INFORMATION)
+        send_notify(core, sa, NotifyType.INVALID_ID_INFORMATION)
         return
     candidates = [
         d
@@ -305,7 +304,7 @@ def _on_qm1(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
         core.log(
             LogLevel.NOTICE, f"Quick Mode from {sa.remote.addr}: selectors outside every definition"
         )
-        informational.send_notify(core, sa, NotifyType.INVALID_ID_INFORMATION)
+        send_notify(core, sa, NotifyType.INVALID_ID_INFORMATION)
         return
     selected: Selected | None = None
     definition = candidates[0]
@@ -319,7 +318,7 @@ def _on_qm1(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
     if selected is None or peer_spi < MIN_SPI or (group is None) != (ke is None):
         core.counters.dropped_policy += 1
         core.log(LogLevel.NOTICE, f"Quick Mode from {sa.remote.addr}: no acceptable proposal")
-        informational.send_notify(core, sa, NotifyType.NO_PROPOSAL_CHOSEN)
+        send_notify(core, sa, NotifyType.NO_PROPOSAL_CHOSEN)
         return
     if group is not None:
         assert isinstance(ke, KePayload)
@@ -327,7 +326,7 @@ def _on_qm1(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
             dh.validate_public(group, ke.data)
         except CryptoError:
             core.counters.dropped_malformed += 1
-            informational.send_notify(core, sa, NotifyType.INVALID_KEY_INFORMATION)
+            send_notify(core, sa, NotifyType.INVALID_KEY_INFORMATION)
             return
     assert sa.iv is not None
     sa.iv.advance(mid, inb.message.ciphertext)
@@ -365,14 +364,14 @@ def _on_qm1(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
     )
 
 
-def _responder_spi(core: Negotiator, qe: QuickExchange, reply: SpiReply) -> None:
+def _responder_spi(core: Core, qe: QuickExchange, reply: SpiReply) -> None:
     sa = qe.isakmp
     if qe.state is not QmState.R_SPI_WAIT or sa.exchanges.get(qe.mid) is not qe:
         core.counters.dropped_stale_reply += 1
         return
     if reply.error is not ErrorCode.OK:
         core.counters.parent_errors += 1
-        informational.send_notify(core, sa, NotifyType.NO_PROPOSAL_CHOSEN)
+        send_notify(core, sa, NotifyType.NO_PROPOSAL_CHOSEN)
         abort(core, qe, f"parent refused an SPI ({reply.error.name})")
         return
     qe.spi_in = reply.spi
@@ -402,11 +401,11 @@ def _responder_spi(core: Negotiator, qe: QuickExchange, reply: SpiReply) -> None
     alg, skeyid_a = _prf_keys(sa)
     mid, ni = qe.mid, qe.ni
     data_out = seal_hashed(sa, QM, mid, rest, lambda b: quick_mode_hash2(alg, skeyid_a, mid, ni, b))
-    qe.state = QmState.R_SENT
+    transition(qe, QmState.R_SENT)
     core.transmit(sa, qe.flight, (data_out,), retransmit=True)
 
 
-def _on_qm3(core: Negotiator, qe: QuickExchange, inb: Inbound) -> None:
+def _on_qm3(core: Core, qe: QuickExchange, inb: Inbound) -> None:
     sa = qe.isakmp
     alg, skeyid_a = _prf_keys(sa)
     h3 = quick_mode_hash3(alg, skeyid_a, qe.mid, qe.ni, qe.nr)
@@ -422,11 +421,9 @@ def _on_qm3(core: Negotiator, qe: QuickExchange, inb: Inbound) -> None:
     qe.flight.accepted(inb.digest)  # QM3 ends the exchange: a repeat gets no answer
     core.hooks.on_authenticated(sa, inb)
     _done(core, qe)
-    lifetimes.on_child_installed(core, install.install_child(core, qe, g_qm_xy), qe)
+    core.child_installed(install.install_child(core, qe, g_qm_xy), qe)
     if qe.commit:
-        informational.send_notify(
-            core, sa, NotifyType.CONNECTED, qe.protocol, _spi_bytes(qe.spi_in)
-        )
+        send_notify(core, sa, NotifyType.CONNECTED, qe.protocol, _spi_bytes(qe.spi_in))
 
 
 # ------------------------------------------------------------------------------ common
@@ -438,7 +435,7 @@ def _single(payloads: tuple[Payload, ...], kind: type) -> Payload | None:
 
 
 def _open_hashed(
-    core: Negotiator, sa: IsakmpSa, inb: Inbound, expected: Callable[[bytes], bytes]
+    core: Core, sa: IsakmpSa, inb: Inbound, expected: Callable[[bytes], bytes]
 ) -> tuple[Payload, ...] | None:
     """Decrypt a Quick Mode message and check its leading HASH against `expected(rest)`,
     rest being the payloads after the HASH as on the wire. None when either fails: counted,
@@ -457,26 +454,24 @@ def _open_hashed(
     return payloads
 
 
-def _notify_limited(core: Negotiator, sa: IsakmpSa, notify_type: NotifyType) -> None:
+def _notify_limited(core: Core, sa: IsakmpSa, notify_type: NotifyType) -> None:
     """Encrypted notify answering a message that failed its check: rate limited per peer."""
     if core.notify_limit.allow(("hash", sa.remote.addr), core.now):
-        informational.send_notify(core, sa, notify_type)
+        send_notify(core, sa, notify_type)
     else:
         core.counters.notifies_suppressed += 1
 
 
-def _fail(core: Negotiator, qe: QuickExchange, notify_type: NotifyType, reason: str) -> None:
+def _fail(core: Core, qe: QuickExchange, notify_type: NotifyType, reason: str) -> None:
     core.counters.dropped_policy += 1
     spi = _spi_bytes(qe.spi_in) if qe.spi_in else None
-    informational.send_notify(
-        core, qe.isakmp, notify_type, qe.protocol if spi else ProtocolId.ISAKMP, spi
-    )
+    send_notify(core, qe.isakmp, notify_type, qe.protocol if spi else ProtocolId.ISAKMP, spi)
     abort(core, qe, reason)
 
 
-def _done(core: Negotiator, qe: QuickExchange) -> None:
+def _done(core: Core, qe: QuickExchange) -> None:
     """Finished: the record stays (to answer a repeated message) until it ages out."""
-    qe.state = QmState.DONE
+    transition(qe, QmState.DONE)
     qe.wipe()
     qe.isakmp.finish_mid(qe.mid, core.settings.finished_message_ids)
     if qe.isakmp.iv is not None:
@@ -487,7 +482,7 @@ def active_count(sa: IsakmpSa) -> int:
     return sum(1 for qe in sa.exchanges.values() if qe.state is not QmState.DONE)
 
 
-def _prune_done(core: Negotiator, sa: IsakmpSa) -> None:
+def _prune_done(core: Core, sa: IsakmpSa) -> None:
     """Keep the finished records bounded even when a peer finishes exchanges quickly."""
     limit = 4 * core.settings.quick_mode_max_parallel
     if len(sa.exchanges) < limit:
@@ -499,13 +494,14 @@ def _prune_done(core: Negotiator, sa: IsakmpSa) -> None:
             del sa.exchanges[mid]
 
 
-def abort(core: Negotiator, qe: QuickExchange, reason: str) -> None:
+def abort(core: Core, qe: QuickExchange, reason: str) -> None:
     sa = qe.isakmp
     core.counters.phase2_failed += 1
     core.log(LogLevel.ERR, f"phase 2 tunnel {qe.tunnel_id} ({qe.definition.name}) with "
              f"{sa.remote.addr} failed: {reason}")  # fmt: skip
     qe.wipe()
-    qe.state = QmState.DONE
+    if qe.state is not QmState.DONE:  # an error notify may name a finished exchange's SPI
+        transition(qe, QmState.DONE)
     qe.flight.stop_timer()
     qe.flight.datagrams = ()
     sa.finish_mid(qe.mid, core.settings.finished_message_ids)
@@ -520,7 +516,7 @@ _STATES = {
 }
 
 
-def on_message(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
+def on_message(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
     message = inb.message
     mid = message.header.message_id
     if not sa.established or not message.encrypted or mid == 0:
@@ -547,7 +543,7 @@ def on_message(core: Negotiator, sa: IsakmpSa, inb: Inbound) -> None:
     handler(core, qe, inb)
 
 
-def timers(core: Negotiator, sa: IsakmpSa) -> None:
+def timers(core: Core, sa: IsakmpSa) -> None:
     """Resends, give-ups and the end of finished exchanges' duplicate window."""
     max_age = core.settings.quick_mode_max_age
     for qe in list(sa.exchanges.values()):
