@@ -8,13 +8,29 @@ and every other row keeps working.
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from ikepriv.config import load_definitions
+from ikepriv.config.errors import DefinitionError
+from ikepriv.config.identity import Identity
+from ikepriv.config.model import Phase1Definition, Phase2Definition
+from ikepriv.config.proposals import AhProposal, EspProposal, IkeProposal, ProposalError
 from ikepriv.config.store import TunnelDB, TunnelDBError
+from ikepriv.isakmp.constants import (
+    AhTransformId,
+    AuthAlgorithm,
+    EspTransformId,
+    ExchangeType,
+    GroupId,
+    IdType,
+    IkeEncryption,
+    IkeHash,
+    IpProtocol,
+)
 from ikepriv.parent_kernel.definitions import DbView
 
 SITE = """
@@ -229,3 +245,86 @@ def test_valid_hand_edits_keep_working(tmp_path: Path) -> None:
     view = view_of(edited(tmp_path, sql))
     assert sorted(view.phase2) == [1, 2, 3]
     assert view.phase2[1].lifetime == 600 and str(view.phase2[1].remote_subnet) == "192.0.2.2/32"
+
+
+# --- the constructors themselves --------------------------------------------------------------
+
+
+def _good() -> tuple[Phase1Definition, Phase2Definition]:
+    defs = load_definitions(SITE)
+    return defs.phase1[0], defs.phase2[0]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"proposals": ()}, "proposals"),
+        ({"name": None}, "name"),
+        ({"lifetime": True}, "lifetime"),  # a bool is not an integer
+        ({"nat_traversal": 1}, "nat_traversal"),
+        ({"mode": ExchangeType.INFORMATIONAL}, "mode"),
+        ({"mode": 2}, "mode"),  # the number is not the enum member
+        ({"dpd_action": "clear"}, "dpd_action"),
+        ({"local_addr": "192.0.2.1"}, "local_addr"),
+        ({"local_id": "192.0.2.1"}, "local_id"),
+        ({"number": 0}, "number"),
+    ],
+)
+def test_phase1_constructor_refuses_naming_the_field(change: dict[str, object], field: str) -> None:
+    p1, _ = _good()
+    with pytest.raises(DefinitionError) as info:
+        dataclasses.replace(p1, **change)  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
+def test_phase1_repeated_proposals_refused() -> None:
+    p1, _ = _good()
+    with pytest.raises(DefinitionError, match="repeat") as info:
+        dataclasses.replace(p1, proposals=p1.proposals * 2)
+    assert info.value.field == "proposals"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"protocol": IpProtocol.TCP, "local_port": -1}, "local_port"),
+        ({"local_subnet": "198.51.100.0/24"}, "local_subnet"),
+        ({"esp_proposals": ()}, "esp_proposals"),
+        ({"esp_proposals": None}, "esp_proposals"),
+        ({"lifetime_kb": 1}, "lifetime_kb"),
+        ({"phase1": "a b"}, "phase1"),
+    ],
+)
+def test_phase2_constructor_refuses_naming_the_field(change: dict[str, object], field: str) -> None:
+    _, p2 = _good()
+    with pytest.raises(DefinitionError) as info:
+        dataclasses.replace(p2, **change)  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [
+        (IdType.IPV4_ADDR, "peer.example.org"),
+        (IdType.IPV6_ADDR, "2001:DB8::1"),  # not the canonical text
+        (IdType.FQDN, "bad name"),
+        (IdType.FQDN, "CN=x"),  # reads back as a DN
+        (IdType.USER_FQDN, "no-at-sign.example.org"),
+        (IdType.DER_ASN1_DN, "C=CH, garbage"),
+        (IdType.KEY_ID, "abc"),  # not a type the definitions file can name
+    ],
+)
+def test_identity_refuses_what_its_text_cannot_express(kind: IdType, value: str) -> None:
+    with pytest.raises(ValueError):
+        Identity(kind, value)
+
+
+def test_proposal_constructors_refuse_impossible_transforms() -> None:
+    with pytest.raises(ProposalError):
+        IkeProposal(IkeEncryption.AES_CBC, 100, IkeHash.SHA, GroupId.MODP_2048)
+    with pytest.raises(ProposalError):
+        EspProposal(EspTransformId.AES_GCM_16, 128, AuthAlgorithm.HMAC_SHA, None)
+    with pytest.raises(ProposalError):
+        EspProposal(EspTransformId.AES_CBC, 128, None, None)
+    with pytest.raises(ProposalError):
+        AhProposal(AhTransformId.MD5, AuthAlgorithm.HMAC_SHA, None)
