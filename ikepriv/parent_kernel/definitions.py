@@ -4,6 +4,11 @@ The parent vets against the database definitions themselves (`DbView`, config mo
 objects with their pre-shared keys); the child receives `Phase1Def`/`Phase2Def` built
 here, which carry everything but the secrets. Keeping both in one place makes sure the
 child never negotiates a definition the parent would not accept, and vice versa.
+
+Every definition here is valid by construction: the model's constructors check it, also
+when the store decodes it from a (possibly hand-edited) row; a row that breaks a rule never
+becomes a definition and is logged with its field. What is left to check here spans
+definitions: a phase 2 against its phase 1 (`check_binding`), and the IPC bounds.
 """
 
 from __future__ import annotations
