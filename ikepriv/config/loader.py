@@ -406,7 +406,7 @@ def _phase1(t: _Table) -> Phase1Definition:
             name=name.value,
             local_addr=local,
             remote_addr=remote,
-            local_id=local_id.value or identity_for_address(local),
+            local_id=identity_for_address(local) if local_id.value is None else local_id.value,
             remote_id=peer_id,
             mode=mode.value,
             auth=auth.value,
