@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -204,3 +205,18 @@ def test_non_root_refused(tmp_path: Path) -> None:
     assert os.WEXITSTATUS(status) == 1
     assert err.strip() == "ikedb: must be run as root (the database holds pre-shared keys)"
     assert not (tmp_path / "x.db").exists()
+
+
+def test_get_names_the_bad_row_and_field_of_a_hand_edited_database(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    (tmp_path / "a.toml").write_text(SITE_A)
+    assert run("-p", str(tmp_path / "a.toml"), db=db).returncode == 0
+    with sqlite3.connect(db) as raw:
+        raw.execute("UPDATE phase2 SET lifetime = 0")
+    raw.close()
+    line = one_error_line(run("-g", db=db), 1)
+    assert line == (
+        f"ikedb: {db}: bad phase2 row number 1 ('lanA-lanB'): "
+        "field 'lifetime': 0 is out of range (60..86400)"
+    )
+    assert "to-siteB" in run("-g", "-t", "phase1", db=db).stdout  # the good row still reads

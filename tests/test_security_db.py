@@ -1,4 +1,5 @@
-"""A tunnel database edited by hand: the daemon re-checks every row before vetting by it.
+"""A tunnel database edited by hand: a row is decoded into a definition, which checks
+itself, before the daemon vets by it; a bad row is left out (and logged), the rest loads.
 
 `ikedb` only writes what the loader accepted, but root can edit the SQLite file directly
 (or an older version wrote it). A row the loader would refuse must not become the
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from test_daemon_support import SITE, write_db
 
-from ikepriv.config.store import TunnelDB, TunnelDBError
+from ikepriv.config.store import TunnelDB
 from ikepriv.parent_kernel.definitions import DbView
 
 
@@ -55,7 +56,12 @@ def test_hand_edited_bad_rows_are_left_out(
     assert {d.number for d in view.ipc_phase2} == set(p2_left)  # the child never sees them
 
 
-def test_a_row_that_does_not_parse_stops_the_load(tmp_path: Path) -> None:
-    """Fail closed: the daemon does not start (or keeps its previous view on reload)."""
-    with pytest.raises(TunnelDBError, match="host bits"):
-        edited(tmp_path, "UPDATE phase2 SET local_subnet = '198.51.100.7/24' WHERE number = 1")
+def test_a_row_that_does_not_parse_is_left_out_and_the_rest_loads(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fail closed for that row only: nothing that was working is lost."""
+    view = edited(tmp_path, "UPDATE phase2 SET local_subnet = '198.51.100.7/24' WHERE number = 1")
+    assert sorted(view.phase1) == [1, 2] and sorted(view.phase2) == [2]
+    assert {d.number for d in view.ipc_phase2} == {2}
+    assert "bad phase2 row number 1 ('lanA-lanB'): field 'local_subnet'" in caplog.text
+    assert "host bits" in caplog.text

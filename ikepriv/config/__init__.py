@@ -1,6 +1,6 @@
 """Tunnel definitions: the typed model, proposal syntax, and the TOML file format."""
 
-from ikepriv.config.errors import ConfigError, Problem
+from ikepriv.config.errors import ConfigError, DefinitionError, Problem
 from ikepriv.config.loader import load_bytes, load_definitions, load_file
 from ikepriv.config.model import (
     Definitions,
@@ -8,6 +8,7 @@ from ikepriv.config.model import (
     Identity,
     Phase1Definition,
     Phase2Definition,
+    check_binding,
 )
 from ikepriv.config.proposals import (
     AhProposal,
@@ -23,6 +24,7 @@ from ikepriv.config.writer import dump_definitions
 __all__ = [
     "AhProposal",
     "ConfigError",
+    "DefinitionError",
     "Definitions",
     "DpdAction",
     "EspProposal",
@@ -32,6 +34,7 @@ __all__ = [
     "Phase2Definition",
     "Problem",
     "ProposalError",
+    "check_binding",
     "dump_definitions",
     "load_bytes",
     "load_definitions",

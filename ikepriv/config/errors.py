@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["ConfigError", "Problem"]
+__all__ = ["ConfigError", "DefinitionError", "Problem"]
 
 
 @dataclass(frozen=True)
@@ -37,3 +37,17 @@ class ConfigError(ValueError):
 
     def lines(self) -> list[str]:
         return [p.format(self.filename) for p in self.problems]
+
+
+class DefinitionError(ValueError):
+    """A definition value breaks a rule; `field` names the model field (None: the whole).
+
+    Raised by the model's constructors, so every path that builds a definition (the
+    loader from a file, the store from a database row) refuses the same things with the
+    same words.
+    """
+
+    def __init__(self, field: str | None, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"field '{field}': {message}" if field is not None else message)

@@ -16,22 +16,28 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
-from ikepriv.config.errors import ConfigError, Problem
-from ikepriv.config.identity import identity_for_address, parse_identity
+from ikepriv.config.errors import ConfigError, DefinitionError, Problem
+from ikepriv.config.identity import Identity, identity_for_address, parse_identity
 from ikepriv.config.locate import SourceMap
 from ikepriv.config.model import (
+    BOUNDS,
+    MAX_PSK_BYTES,
+    NAME_PATTERN,
+    PORT_PROTOCOLS,
     Definitions,
     DpdAction,
-    Identity,
     IPAddress,
     IPNetwork,
     Phase1Definition,
     Phase2Definition,
+    check_binding,
 )
 from ikepriv.config.proposals import (
-    ProposalError,
+    AhProposal,
+    EspProposal,
+    IkeProposal,
     parse_ah_proposals,
     parse_esp_proposals,
     parse_ike_proposals,
@@ -60,9 +66,7 @@ _REQUIRED = _Required()
 
 MAX_FILE_BYTES = 1 << 20
 MAX_TABLES = 4096
-MAX_PSK_BYTES = 256
 ANY_PEER = "%any"
-_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 PHASE1_MODES: dict[str, ExchangeType] = {
     "main": ExchangeType.IDENTITY_PROTECTION,
@@ -80,19 +84,7 @@ PROTOCOLS: dict[str, IpProtocol] = {
     "udp": IpProtocol.UDP,
     "icmpv6": IpProtocol.ICMPV6,
 }
-_PORT_PROTOCOLS = frozenset({IpProtocol.TCP, IpProtocol.UDP})
-
-# Inclusive (low, high) bounds; for kilobytes and DPD delay 0 also means "off".
-BOUNDS: dict[str, tuple[int, int]] = {
-    "phase1.lifetime": (60, 86400),
-    "phase2.lifetime": (60, 86400),
-    "phase2.lifetime_kb": (1024, 2**32 - 1),
-    "dpd_delay": (5, 3600),
-    "dpd_timeout": (10, 86400),
-    "keying_tries": (0, 1000),
-    "port": (0, 65535),
-    "protocol": (0, 255),
-}
+DPD_ACTIONS: dict[str, DpdAction] = {a.value: a for a in DpdAction}
 
 _SWAP = {
     "local_addr": "remote_addr",
@@ -104,6 +96,8 @@ _SWAP = {
     "local_port": "remote_port",
     "remote_port": "local_port",
 }
+# model field -> the key that sets it in the file, where they differ
+_FILE_KEY = {"esp_proposals": "proposals"}
 
 PHASE1_KEYS = (
     "name",
@@ -157,6 +151,12 @@ class _Bad(Exception):
         self.field = field
         self.message = message
 
+    @classmethod
+    def of(cls, exc: DefinitionError) -> _Bad:
+        """A model refusal, named by the file key that set the field."""
+        field = None if exc.field is None else _FILE_KEY.get(exc.field, exc.field)
+        return cls(field, exc.message)
+
 
 # --- value converters: raw TOML value -> typed value, or ValueError with the reason -------
 
@@ -178,6 +178,10 @@ def _expect(value: object, kind: type[_T], what: str) -> _T:
     return value
 
 
+def _text(value: object) -> str:
+    return _expect(value, str, "a string")
+
+
 def _int_in(value: object, low: int, high: int, zero_ok: bool = False) -> int:
     number = _expect(value, int, "an integer")
     if not (low <= number <= high or (zero_ok and number == 0)):
@@ -186,22 +190,29 @@ def _int_in(value: object, low: int, high: int, zero_ok: bool = False) -> int:
     return number
 
 
-def _choice(value: object, table: Mapping[str, _T]) -> _T:
-    text = _expect(value, str, "a string")
-    if text not in table:
-        raise ValueError(f"{text!r} is not one of: {', '.join(table)}")
-    return table[text]
+def _bounded(key: str, zero_ok: bool = False) -> Callable[[object], int]:
+    return lambda value: _int_in(value, *BOUNDS[key], zero_ok=zero_ok)
+
+
+def _choice(table: Mapping[str, _T]) -> Callable[[object], _T]:
+    def convert(value: object) -> _T:
+        text = _text(value)
+        if text not in table:
+            raise ValueError(f"{text!r} is not one of: {', '.join(table)}")
+        return table[text]
+
+    return convert
 
 
 def _name(value: object) -> str:
-    text = _expect(value, str, "a string")
-    if not _NAME.match(text):
+    text = _text(value)
+    if not NAME_PATTERN.match(text):
         raise ValueError(f"{text!r} is not a valid name (1-64 of A-Z a-z 0-9 . _ -)")
     return text
 
 
 def _address(value: object) -> IPAddress:
-    text = _expect(value, str, "a string")
+    text = _text(value)
     try:
         addr = ipaddress.ip_address(text)
     except ValueError:
@@ -212,7 +223,7 @@ def _address(value: object) -> IPAddress:
 
 
 def _network(value: object) -> IPNetwork:
-    text = _expect(value, str, "a string")
+    text = _text(value)
     try:
         return ipaddress.ip_network(text, strict=True)
     except ValueError as exc:
@@ -222,16 +233,14 @@ def _network(value: object) -> IPNetwork:
 
 
 def _identity(value: object) -> Identity:
-    return parse_identity(_expect(value, str, "a string"))
+    return parse_identity(_text(value))
 
 
 def _string_list(value: object) -> list[str]:
     items = _expect(value, list, "an array of strings")
     if not items:
         raise ValueError("must not be empty")
-    for item in items:
-        _expect(item, str, "an array of strings")
-    return items
+    return [_expect(item, str, "an array of strings") for item in items]
 
 
 def _psk_bounded(key: bytes) -> bytes:
@@ -243,11 +252,11 @@ def _psk_bounded(key: bytes) -> bytes:
 
 
 def _psk(value: object) -> bytes:
-    return _psk_bounded(_expect(value, str, "a string").encode())
+    return _psk_bounded(_text(value).encode())
 
 
 def _psk_hex(value: object) -> bytes:
-    text = _expect(value, str, "a string")
+    text = _text(value)
     try:
         key = bytes.fromhex(text)
     except ValueError:
@@ -259,15 +268,57 @@ def _protocol(value: object) -> int:
     if type(value) is int:
         return _int_in(value, *BOUNDS["protocol"])
     if type(value) is str:
-        return int(_choice(value, PROTOCOLS))
+        return int(_choice(PROTOCOLS)(value))
     raise ValueError(f"must be one of {', '.join(PROTOCOLS)} or a number, not {_type_name(value)}")
+
+
+def _boolean(value: object) -> bool:
+    return _expect(value, bool, "true or false")
+
+
+def _auth_method(value: object) -> AuthMethod:
+    text = _text(value)
+    if text in ("rsasig", "ecdsa", "pubkey"):
+        raise ValueError(f"{text!r}: signature authentication is not supported yet (use psk)")
+    return _choice(AUTH_METHODS)(text)
+
+
+def _ike_proposals(value: object) -> tuple[IkeProposal, ...]:
+    return parse_ike_proposals(_string_list(value))
+
+
+def _esp_proposals(value: object) -> tuple[EspProposal, ...]:
+    return parse_esp_proposals(_string_list(value))
+
+
+def _ah_proposals(value: object) -> tuple[AhProposal, ...]:
+    return parse_ah_proposals(_string_list(value))
 
 
 # --- one table ----------------------------------------------------------------------------
 
 
+class _Got(Generic[_T]):
+    """One converted field; its value may be read once the table has no problems."""
+
+    __slots__ = ("_box",)
+
+    def __init__(self, box: tuple[_T] | tuple[()]) -> None:
+        self._box = box
+
+    @property
+    def value(self) -> _T:
+        if not self._box:
+            raise AssertionError("read a field whose conversion failed")
+        return self._box[0]
+
+
 class _Table:
-    """The raw values of one [[phaseN]] table, converted field by field."""
+    """The raw values of one [[phaseN]] table, converted field by field.
+
+    `get` records a problem instead of raising, so that every field problem of a table is
+    reported; `check` then raises if there were any.
+    """
 
     def __init__(self, raw: dict[str, Any], keys: tuple[str, ...], swap: bool) -> None:
         self.raw = {(_SWAP.get(k, k) if swap else k): v for k, v in raw.items()}
@@ -282,258 +333,143 @@ class _Table:
 
     def get(
         self, key: str, convert: Callable[[object], _T], default: _D | _Required = _REQUIRED
-    ) -> _T | _D:
+    ) -> _Got[_T | _D]:
         """Converted value of `key`; a missing key without a default is a problem."""
         if key not in self.raw:
             if isinstance(default, _Required):
-                raise _Bad(key, "missing (required)")
-            return default
+                self.problems.append(_Bad(key, "missing (required)"))
+                return _Got(())
+            return _Got((default,))
         try:
-            return convert(self.raw[key])
-        except (ValueError, ProposalError) as exc:
-            raise _Bad(key, str(exc)) from None
+            return _Got((convert(self.raw[key]),))
+        except ValueError as exc:  # ProposalError is a ValueError
+            self.problems.append(_Bad(key, str(exc)))
+            return _Got(())
 
-    def collect(self, **fields: Callable[[], object]) -> dict[str, object] | None:
-        """Run every field getter, remembering all problems; None if any failed."""
-        out: dict[str, object] = {}
-        for key, getter in fields.items():
-            try:
-                out[key] = getter()
-            except _Bad as bad:
-                self.problems.append(bad)
-        return None if self.problems else out
+    def check(self) -> None:
+        """Raise if any field had a problem (they are recorded already)."""
+        if self.problems:
+            raise _Bad(None, "")
 
 
 def _phase1(t: _Table) -> Phase1Definition:
-    def remote_addr() -> IPAddress | None:
-        if t.raw.get("remote_addr") == ANY_PEER:
-            return None
-        return t.get("remote_addr", _address)
+    if t.raw.get("local_addr") == ANY_PEER:
+        t.problems.append(
+            _Bad("local_addr", "cannot be %any (the local gateway address is needed)")
+        )
+        local_addr: _Got[IPAddress] = _Got(())
+    else:
+        local_addr = t.get("local_addr", _address)
+    if t.raw.get("remote_addr") == ANY_PEER:
+        remote_addr: _Got[IPAddress | None] = _Got((None,))
+    else:
+        remote_addr = t.get("remote_addr", _address)
+    name = t.get("name", _name)
+    local_id = t.get("local_id", _identity, None)
+    remote_id = t.get("remote_id", _identity, None)
+    mode = t.get("mode", _choice(PHASE1_MODES), ExchangeType.IDENTITY_PROTECTION)
+    auth = t.get("auth", _auth_method, AuthMethod.PRE_SHARED_KEY)
+    psk = t.get("psk", _psk, None)
+    psk_hex = t.get("psk_hex", _psk_hex, None)
+    key_ref = t.get("key_ref", _text, None)
+    proposals = t.get("proposals", _ike_proposals)
+    lifetime = t.get("lifetime", _bounded("phase1.lifetime"), 28800)
+    rekey_margin = t.get("rekey_margin", _bounded("rekey_margin"), None)
+    keying_tries = t.get("keying_tries", _bounded("keying_tries"), 3)
+    dpd_delay = t.get("dpd_delay", _bounded("dpd_delay", zero_ok=True), 30)
+    dpd_timeout = t.get("dpd_timeout", _bounded("dpd_timeout"), 150)
+    dpd_action = t.get("dpd_action", _choice(DPD_ACTIONS), DpdAction.CLEAR)
+    nat_traversal = t.get("nat_traversal", _boolean, True)
+    autostart = t.get("autostart", _boolean, False)
+    t.check()
 
-    def local_addr() -> IPAddress:
-        if t.raw.get("local_addr") == ANY_PEER:
-            raise _Bad("local_addr", "cannot be %any (the local gateway address is needed)")
-        return t.get("local_addr", _address)
-
-    def lifetime() -> int:
-        return t.get("lifetime", lambda v: _int_in(v, *BOUNDS["phase1.lifetime"]), 28800)
-
-    def auth() -> AuthMethod:
-        return t.get("auth", _auth_method, AuthMethod.PRE_SHARED_KEY)
-
-    v = t.collect(
-        name=lambda: t.get("name", _name),
-        local_addr=local_addr,
-        remote_addr=remote_addr,
-        local_id=lambda: t.get("local_id", _identity, None),
-        remote_id=lambda: t.get("remote_id", _identity, None),
-        mode=lambda: t.get("mode", lambda x: _choice(x, PHASE1_MODES), PHASE1_MODES["main"]),
-        auth=auth,
-        psk=lambda: t.get("psk", _psk, None),
-        psk_hex=lambda: t.get("psk_hex", _psk_hex, None),
-        key_ref=lambda: t.get("key_ref", lambda x: _expect(x, str, "a string"), None),
-        proposals=lambda: t.get("proposals", lambda x: parse_ike_proposals(_string_list(x))),
-        lifetime=lifetime,
-        rekey_margin=lambda: t.get("rekey_margin", lambda x: _int_in(x, 0, 86400), None),
-        keying_tries=lambda: t.get(
-            "keying_tries", lambda x: _int_in(x, *BOUNDS["keying_tries"]), 3
-        ),
-        dpd_delay=lambda: t.get(
-            "dpd_delay", lambda x: _int_in(x, *BOUNDS["dpd_delay"], zero_ok=True), 30
-        ),
-        dpd_timeout=lambda: t.get("dpd_timeout", lambda x: _int_in(x, *BOUNDS["dpd_timeout"]), 150),
-        dpd_action=lambda: t.get(
-            "dpd_action", lambda x: _choice(x, {a.value: a for a in DpdAction}), DpdAction.CLEAR
-        ),
-        nat_traversal=lambda: t.get("nat_traversal", _boolean, True),
-        autostart=lambda: t.get("autostart", _boolean, False),
-    )
-    if v is None:
-        raise _Bad(None, "")  # field problems already recorded
-    local: IPAddress = v["local_addr"]  # type: ignore[assignment]
-    remote: IPAddress | None = v["remote_addr"]  # type: ignore[assignment]
-    lifetime_s: int = v["lifetime"]  # type: ignore[assignment]
-    margin: int | None = v["rekey_margin"]  # type: ignore[assignment]
-    if margin is None:
-        margin = default_rekey_margin(lifetime_s)
-    elif margin >= lifetime_s:
-        raise _Bad("rekey_margin", f"{margin} must be less than lifetime ({lifetime_s})")
-    if remote is not None and remote.version != local.version:
-        raise _Bad("remote_addr", "local_addr and remote_addr must be the same IP version")
-    if remote is not None and remote == local:
-        raise _Bad("remote_addr", "equals local_addr")
-    psk = _pick_psk(t, v)
-    if v["key_ref"] is not None:
-        raise _Bad("key_ref", "is only for signature authentication, which is not supported yet")
-    dpd_delay: int = v["dpd_delay"]  # type: ignore[assignment]
-    dpd_timeout: int = v["dpd_timeout"]  # type: ignore[assignment]
-    if dpd_delay and dpd_timeout <= dpd_delay:
-        raise _Bad("dpd_timeout", f"{dpd_timeout} must be greater than dpd_delay ({dpd_delay})")
-    local_id: Identity | None = v["local_id"]  # type: ignore[assignment]
-    remote_id: Identity | None = v["remote_id"]  # type: ignore[assignment]
-    if local_id is None:
-        local_id = identity_for_address(local)
-    if remote is None:
-        _check_any_peer(v)
-    if remote_id is None:
-        assert remote is not None  # _check_any_peer requires remote_id with %any
-        remote_id = identity_for_address(remote)
-    return Phase1Definition(
-        name=v["name"],  # type: ignore[arg-type]
-        local_addr=local,
-        remote_addr=remote,
-        local_id=local_id,
-        remote_id=remote_id,
-        mode=v["mode"],  # type: ignore[arg-type]
-        auth=v["auth"],  # type: ignore[arg-type]
-        psk=psk,
-        key_ref=None,
-        proposals=v["proposals"],  # type: ignore[arg-type]
-        lifetime=lifetime_s,
-        rekey_margin=margin,
-        keying_tries=v["keying_tries"],  # type: ignore[arg-type]
-        dpd_delay=dpd_delay,
-        dpd_timeout=dpd_timeout,
-        dpd_action=v["dpd_action"],  # type: ignore[arg-type]
-        nat_traversal=v["nat_traversal"],  # type: ignore[arg-type]
-        autostart=v["autostart"],  # type: ignore[arg-type]
-    )
-
-
-def _boolean(value: object) -> bool:
-    return _expect(value, bool, "true or false")
-
-
-def _auth_method(value: object) -> AuthMethod:
-    text = _expect(value, str, "a string")
-    if text in ("rsasig", "ecdsa", "pubkey"):
-        raise ValueError(f"{text!r}: signature authentication is not supported yet (use psk)")
-    return _choice(text, AUTH_METHODS)
-
-
-def _pick_psk(t: _Table, v: Mapping[str, object]) -> bytes:
+    # what only the file can get wrong: two ways to give the key, or none; defaults
     if t.has("psk") and t.has("psk_hex"):
         raise _Bad("psk_hex", "give either psk or psk_hex, not both")
-    key = v["psk"] if v["psk"] is not None else v["psk_hex"]
+    key = psk.value if psk.value is not None else psk_hex.value
     if key is None:
         raise _Bad(None, "missing field 'psk' (or 'psk_hex'): auth = \"psk\" needs a key")
-    assert isinstance(key, bytes)
-    return key
-
-
-def _check_any_peer(v: Mapping[str, object]) -> None:
-    """%any: responder-only, Aggressive Mode, the PSK chosen by an explicit peer ID.
-
-    In Main Mode the responder must pick the PSK before it sees the (encrypted) peer ID, so
-    it can only go by the peer's address; with %any that would hand one key to everyone.
-    """
-    if v["mode"] is not ExchangeType.AGGRESSIVE:
-        raise _Bad(
-            "remote_addr",
-            '%any needs mode = "aggressive" (Main Mode PSK is chosen by the peer address)',
+    local, remote = local_addr.value, remote_addr.value
+    peer_id = remote_id.value
+    if peer_id is None:
+        if remote is None:
+            if mode.value is ExchangeType.AGGRESSIVE:
+                raise _Bad(
+                    "remote_id", "required with remote_addr = %any (the PSK is chosen by it)"
+                )
+            peer_id = identity_for_address(local)  # the model refuses %any in Main Mode
+        else:
+            peer_id = identity_for_address(remote)
+    margin = rekey_margin.value
+    try:
+        return Phase1Definition(
+            name=name.value,
+            local_addr=local,
+            remote_addr=remote,
+            local_id=identity_for_address(local) if local_id.value is None else local_id.value,
+            remote_id=peer_id,
+            mode=mode.value,
+            auth=auth.value,
+            psk=key,
+            key_ref=key_ref.value,
+            proposals=proposals.value,
+            lifetime=lifetime.value,
+            rekey_margin=default_rekey_margin(lifetime.value) if margin is None else margin,
+            keying_tries=keying_tries.value,
+            dpd_delay=dpd_delay.value,
+            dpd_timeout=dpd_timeout.value,
+            dpd_action=dpd_action.value,
+            nat_traversal=nat_traversal.value,
+            autostart=autostart.value,
         )
-    if v["remote_id"] is None:
-        raise _Bad("remote_id", "required with remote_addr = %any (the PSK is chosen by it)")
-    if v["autostart"]:
-        raise _Bad("autostart", "cannot be true with remote_addr = %any (no peer to contact)")
-    if v["dpd_action"] is DpdAction.RESTART:
-        raise _Bad("dpd_action", "restart is impossible with remote_addr = %any")
+    except DefinitionError as exc:
+        raise _Bad.of(exc) from None
 
 
 def _phase2(t: _Table) -> Phase2Definition:
-    def lifetime() -> int:
-        return t.get("lifetime", lambda v: _int_in(v, *BOUNDS["phase2.lifetime"]), 3600)
-
-    def port(key: str) -> Callable[[], int]:
-        return lambda: t.get(key, lambda x: _int_in(x, *BOUNDS["port"]), 0)
-
-    v = t.collect(
-        name=lambda: t.get("name", _name),
-        phase1=lambda: t.get("phase1", _name),
-        local_subnet=lambda: t.get("local_subnet", _network),
-        remote_subnet=lambda: t.get("remote_subnet", _network),
-        protocol=lambda: t.get("protocol", _protocol, 0),
-        local_port=port("local_port"),
-        remote_port=port("remote_port"),
-        proposals=lambda: t.get("proposals", lambda x: parse_esp_proposals(_string_list(x)), ()),
-        ah_proposals=lambda: t.get(
-            "ah_proposals", lambda x: parse_ah_proposals(_string_list(x)), ()
-        ),
-        mode=lambda: t.get("mode", lambda x: _choice(x, ENCAP_MODES), ENCAP_MODES["tunnel"]),
-        lifetime=lifetime,
-        lifetime_kb=lambda: t.get(
-            "lifetime_kb", lambda x: _int_in(x, *BOUNDS["phase2.lifetime_kb"], zero_ok=True), 0
-        ),
-        rekey_margin=lambda: t.get("rekey_margin", lambda x: _int_in(x, 0, 86400), None),
-        autostart=lambda: t.get("autostart", _boolean, False),
-    )
-    if v is None:
-        raise _Bad(None, "")
-    local: IPNetwork = v["local_subnet"]  # type: ignore[assignment]
-    remote: IPNetwork = v["remote_subnet"]  # type: ignore[assignment]
-    if local.version != remote.version:
-        raise _Bad("remote_subnet", "local_subnet and remote_subnet must be the same IP version")
-    protocol: int = v["protocol"]  # type: ignore[assignment]
-    if protocol not in _PORT_PROTOCOLS:
+    no_esp: tuple[EspProposal, ...] = ()
+    no_ah: tuple[AhProposal, ...] = ()
+    name = t.get("name", _name)
+    phase1 = t.get("phase1", _name)
+    local_subnet = t.get("local_subnet", _network)
+    remote_subnet = t.get("remote_subnet", _network)
+    protocol = t.get("protocol", _protocol, 0)
+    local_port = t.get("local_port", _bounded("port"), 0)
+    remote_port = t.get("remote_port", _bounded("port"), 0)
+    esp = t.get("proposals", _esp_proposals, no_esp)
+    ah = t.get("ah_proposals", _ah_proposals, no_ah)
+    mode = t.get("mode", _choice(ENCAP_MODES), EncapsulationMode.TUNNEL)
+    lifetime = t.get("lifetime", _bounded("phase2.lifetime"), 3600)
+    lifetime_kb = t.get("lifetime_kb", _bounded("phase2.lifetime_kb", zero_ok=True), 0)
+    rekey_margin = t.get("rekey_margin", _bounded("rekey_margin"), None)
+    autostart = t.get("autostart", _boolean, False)
+    t.check()
+    margin = rekey_margin.value
+    try:
+        p2 = Phase2Definition(
+            name=name.value,
+            phase1=phase1.value,
+            local_subnet=local_subnet.value,
+            remote_subnet=remote_subnet.value,
+            protocol=protocol.value,
+            local_port=local_port.value,
+            remote_port=remote_port.value,
+            esp_proposals=esp.value,
+            ah_proposals=ah.value,
+            mode=mode.value,
+            lifetime=lifetime.value,
+            lifetime_kb=lifetime_kb.value,
+            rekey_margin=default_rekey_margin(lifetime.value) if margin is None else margin,
+            autostart=autostart.value,
+        )
+    except DefinitionError as exc:
+        raise _Bad.of(exc) from None
+    # the file is stricter than the model: a port key (even "= 0") needs TCP or UDP
+    if p2.protocol not in PORT_PROTOCOLS:
         for key in ("local_port", "remote_port"):
             if t.has(key):
                 raise _Bad(key, 'ports need protocol = "tcp" or "udp"')
-    if t.has("proposals") == t.has("ah_proposals"):
-        raise _Bad(
-            "proposals",
-            "give either proposals (ESP) or ah_proposals (AH); AH+ESP bundles are not supported",
-        )
-    esp = v["proposals"]
-    ah = v["ah_proposals"]
-    assert isinstance(esp, tuple) and isinstance(ah, tuple)
-    groups = {p.group for p in (*esp, *ah)} - {None}
-    if len(groups) > 1:
-        raise _Bad(
-            "ah_proposals" if ah else "proposals",
-            "proposals name different DH groups; Quick Mode carries one KE payload, "
-            "so PFS uses one group for all proposals",
-        )
-    lifetime_s: int = v["lifetime"]  # type: ignore[assignment]
-    margin: int | None = v["rekey_margin"]  # type: ignore[assignment]
-    if margin is None:
-        margin = default_rekey_margin(lifetime_s)
-    elif margin >= lifetime_s:
-        raise _Bad("rekey_margin", f"{margin} must be less than lifetime ({lifetime_s})")
-    return Phase2Definition(
-        name=v["name"],  # type: ignore[arg-type]
-        phase1=v["phase1"],  # type: ignore[arg-type]
-        local_subnet=local,
-        remote_subnet=remote,
-        protocol=protocol,
-        local_port=v["local_port"],  # type: ignore[arg-type]
-        remote_port=v["remote_port"],  # type: ignore[arg-type]
-        esp_proposals=esp,
-        ah_proposals=ah,
-        mode=v["mode"],  # type: ignore[arg-type]
-        lifetime=lifetime_s,
-        lifetime_kb=v["lifetime_kb"],  # type: ignore[arg-type]
-        rekey_margin=margin,
-        autostart=v["autostart"],  # type: ignore[arg-type]
-    )
-
-
-def _check_binding(p2: Phase2Definition, p1: Phase1Definition) -> None:
-    """Checks of a phase 2 against the phase 1 it belongs to."""
-    if p2.mode is EncapsulationMode.TRANSPORT:
-        for key, subnet, addr in (
-            ("local_subnet", p2.local_subnet, p1.local_addr),
-            ("remote_subnet", p2.remote_subnet, p1.remote_addr),
-        ):
-            if subnet.num_addresses != 1:
-                raise _Bad(
-                    key,
-                    "transport mode protects the gateways themselves: "
-                    "give a single address (/32 or /128)",
-                )
-            if addr is not None and subnet.network_address != addr:
-                raise _Bad(key, f"transport mode needs the phase 1 address {addr}")
-    if p2.autostart and p1.remote_addr is None:
-        raise _Bad("autostart", f"phase1 '{p1.name}' has remote_addr = %any: it cannot initiate")
+    return p2
 
 
 # --- the whole file -----------------------------------------------------------------------
@@ -577,7 +513,7 @@ class _Reader:
 
 def _label(kind: str, index: int, raw: dict[str, Any]) -> str:
     name = raw.get("name")
-    if isinstance(name, str) and _NAME.match(name):
+    if isinstance(name, str) and NAME_PATTERN.match(name):
         return f"{kind} '{name}'"
     return f"{kind} #{index + 1}"
 
@@ -652,7 +588,11 @@ def load_definitions(
                 raise _Bad(
                     "phase1", f"no phase 1 named '{p2.phase1}' in this file or in the database"
                 )
-            _check_binding(p2, owner)
+            check_binding(p2, owner)
+        except DefinitionError as exc:
+            for problem in (*table.problems, _Bad.of(exc)):
+                reader.report("phase2", index, label, problem)
+            continue
         except _Bad as bad:
             for problem in (*table.problems, bad):
                 reader.report("phase2", index, label, problem)

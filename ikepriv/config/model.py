@@ -1,23 +1,30 @@
 """Tunnel definitions as frozen values: what the database stores and the daemon consumes.
 
-A definition is only ever built by the loader (from a TOML file) or by the database (from
-rows the loader validated), so its fields are already typed and checked. `number` is the
-stable database number (None until stored); the AIX-like `numlist` of `ike` refers to it.
+Every rule a definition obeys lives here, in the constructors: a `Phase1Definition` or
+`Phase2Definition` that exists is valid, whether the loader built it from a TOML file or the
+store decoded it from a database row (which root may have edited by hand). A broken rule
+raises `DefinitionError` naming the field. Rules between a phase 2 and its phase 1 are
+`check_binding`. `number` is the stable database number (None until stored); the AIX-like
+`numlist` of `ike` refers to it.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import Enum, StrEnum
+from typing import Final
 
-from ikepriv.config.proposals import AhProposal, EspProposal, IkeProposal
+from ikepriv.config.errors import DefinitionError
+from ikepriv.config.identity import Identity
+from ikepriv.config.proposals import MAX_PROPOSALS, AhProposal, EspProposal, IkeProposal
 from ikepriv.isakmp.constants import (
     AuthMethod,
     EncapsulationMode,
     ExchangeType,
     GroupId,
-    IdType,
     IpProtocol,
 )
 
@@ -25,6 +32,11 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 __all__ = [
+    "BOUNDS",
+    "MAX_PSK_BYTES",
+    "NAME_PATTERN",
+    "PORT_PROTOCOLS",
+    "DefinitionError",
     "Definitions",
     "DpdAction",
     "IPAddress",
@@ -32,7 +44,27 @@ __all__ = [
     "Identity",
     "Phase1Definition",
     "Phase2Definition",
+    "check_binding",
 ]
+
+NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+MAX_PSK_BYTES: Final = 256
+PORT_PROTOCOLS: Final = frozenset({IpProtocol.TCP, IpProtocol.UDP})
+PHASE1_MODES: Final = frozenset({ExchangeType.IDENTITY_PROTECTION, ExchangeType.AGGRESSIVE})
+AUTH_METHODS: Final = frozenset({AuthMethod.PRE_SHARED_KEY})
+
+# Inclusive (low, high) bounds; for kilobytes and DPD delay 0 also means "off".
+BOUNDS: Final[dict[str, tuple[int, int]]] = {
+    "phase1.lifetime": (60, 86400),
+    "phase2.lifetime": (60, 86400),
+    "phase2.lifetime_kb": (1024, 2**32 - 1),
+    "dpd_delay": (5, 3600),
+    "dpd_timeout": (10, 86400),
+    "keying_tries": (0, 1000),
+    "rekey_margin": (0, 86400),
+    "port": (0, 65535),
+    "protocol": (0, 255),
+}
 
 
 class DpdAction(StrEnum):
@@ -43,29 +75,86 @@ class DpdAction(StrEnum):
     CLEAR = "clear"  # delete and stay down
 
 
-@dataclass(frozen=True)
-class Identity:
-    """An ISAKMP identity: its ID payload type and its text form.
-
-    Addresses are kept in canonical text form; FQDN and USER_FQDN as written (without the
-    leading '@' strongSwan uses to force FQDN); a DN as written ("C=CH, O=Example, CN=gw").
-    """
-
-    type: IdType
-    value: str
-
-    def __str__(self) -> str:
-        if self.type is IdType.FQDN and _looks_like_address(self.value):
-            return "@" + self.value
-        return self.value
+# --- field checks: each raises DefinitionError naming the field ----------------------------
 
 
-def _looks_like_address(text: str) -> bool:
+def _int(name: str, value: object, bounds: str, zero_ok: bool = False) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):  # a bool is not an integer here
+        raise DefinitionError(name, "must be an integer")
+    low, high = BOUNDS[bounds]
+    if not (low <= value <= high or (zero_ok and value == 0)):
+        off = "0 or " if zero_ok else ""
+        raise DefinitionError(name, f"{value} is out of range ({off}{low}..{high})")
+    return value
+
+
+def _bool(name: str, value: object) -> None:
+    if type(value) is not bool:
+        raise DefinitionError(name, "must be true or false")
+
+
+def _name(name: str, value: object) -> None:
+    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+        raise DefinitionError(name, f"{value!r} is not a valid name (1-64 of A-Z a-z 0-9 . _ -)")
+
+
+def _member(name: str, value: object, allowed: Iterable[Enum]) -> None:
+    if not any(value is member for member in allowed):  # enum members are singletons
+        choices = ", ".join(sorted(str(a.name).lower() for a in allowed))
+        raise DefinitionError(name, f"{value!r} is not one of: {choices}")
+
+
+def _address(name: str, value: object) -> IPAddress:
+    if not isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        raise DefinitionError(name, "must be an IP address")
+    if value.is_unspecified or value.is_multicast:
+        raise DefinitionError(
+            name, f"{value} cannot be a gateway address (unspecified or multicast)"
+        )
+    return value
+
+
+def _network(name: str, value: object) -> IPNetwork:
+    if not isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        raise DefinitionError(name, "must be a subnet")
+    return value
+
+
+def _identity(name: str, value: object) -> None:
+    if not isinstance(value, Identity):
+        raise DefinitionError(name, "must be an identity")
+
+
+def _proposals(name: str, value: object, kind: type[object], what: str, empty_ok: bool) -> None:
+    if not isinstance(value, tuple) or not all(isinstance(p, kind) for p in value):
+        raise DefinitionError(name, f"must be a tuple of {kind.__name__}")
+    if not value and not empty_ok:
+        raise DefinitionError(name, f"no {what} proposals given")
+    if len(value) > MAX_PROPOSALS:
+        raise DefinitionError(
+            name, f"{what} proposals expand to {len(value)} transforms; at most {MAX_PROPOSALS}"
+        )
+    if len(set(value)) != len(value):
+        raise DefinitionError(name, f"{what} proposals repeat a transform")
+
+
+def _margin(value: object, lifetime: int) -> None:
+    margin = _int("rekey_margin", value, "rekey_margin")
+    if margin >= lifetime:
+        raise DefinitionError("rekey_margin", f"{margin} must be less than lifetime ({lifetime})")
+
+
+def _checked(checks: Callable[[], None]) -> None:
+    """Run `checks`; a stray TypeError or ValueError still names no field but is refused."""
     try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
+        checks()
+    except DefinitionError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise DefinitionError(None, str(exc)) from None
+
+
+# --- the definitions --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -97,6 +186,75 @@ class Phase1Definition:
     autostart: bool
     number: int | None = None
 
+    def __post_init__(self) -> None:
+        _checked(self._check)
+
+    def _check(self) -> None:
+        """The loader's rules, in the order it reports them."""
+        _name("name", self.name)
+        local = _address("local_addr", self.local_addr)
+        remote = None if self.remote_addr is None else _address("remote_addr", self.remote_addr)
+        _identity("local_id", self.local_id)
+        _identity("remote_id", self.remote_id)
+        _member("mode", self.mode, PHASE1_MODES)
+        _member("auth", self.auth, AUTH_METHODS)
+        if self.psk is not None:
+            if not isinstance(self.psk, bytes):
+                raise DefinitionError("psk", "must be bytes")
+            if not self.psk:
+                raise DefinitionError("psk", "must not be empty")
+            if len(self.psk) > MAX_PSK_BYTES:
+                raise DefinitionError("psk", f"longer than {MAX_PSK_BYTES} bytes")
+        _proposals("proposals", self.proposals, IkeProposal, "IKE", empty_ok=False)
+        lifetime = _int("lifetime", self.lifetime, "phase1.lifetime")
+        _int("keying_tries", self.keying_tries, "keying_tries")
+        dpd_delay = _int("dpd_delay", self.dpd_delay, "dpd_delay", zero_ok=True)
+        dpd_timeout = _int("dpd_timeout", self.dpd_timeout, "dpd_timeout")
+        _member("dpd_action", self.dpd_action, tuple(DpdAction))
+        _bool("nat_traversal", self.nat_traversal)
+        _bool("autostart", self.autostart)
+        if self.number is not None and (type(self.number) is not int or self.number < 1):
+            raise DefinitionError("number", f"{self.number!r} is not a definition number")
+        # rules between fields
+        _margin(self.rekey_margin, lifetime)
+        if remote is not None and remote.version != local.version:
+            raise DefinitionError(
+                "remote_addr", "local_addr and remote_addr must be the same IP version"
+            )
+        if remote is not None and remote == local:
+            raise DefinitionError("remote_addr", "equals local_addr")
+        if self.psk is None:
+            raise DefinitionError("psk", 'missing: auth = "psk" needs a key')
+        if self.key_ref is not None:
+            raise DefinitionError(
+                "key_ref", "is only for signature authentication, which is not supported yet"
+            )
+        if dpd_delay and dpd_timeout <= dpd_delay:
+            raise DefinitionError(
+                "dpd_timeout", f"{dpd_timeout} must be greater than dpd_delay ({dpd_delay})"
+            )
+        if remote is None:
+            self._check_any_peer()
+
+    def _check_any_peer(self) -> None:
+        """%any: responder-only, Aggressive Mode, the PSK chosen by the peer's ID.
+
+        In Main Mode the responder must pick the PSK before it sees the (encrypted) peer ID,
+        so it can only go by the peer's address; with %any that would hand one key to
+        everyone.
+        """
+        if self.mode is not ExchangeType.AGGRESSIVE:
+            raise DefinitionError(
+                "remote_addr",
+                '%any needs mode = "aggressive" (Main Mode PSK is chosen by the peer address)',
+            )
+        if self.autostart:
+            raise DefinitionError(
+                "autostart", "cannot be true with remote_addr = %any (no peer to contact)"
+            )
+        if self.dpd_action is DpdAction.RESTART:
+            raise DefinitionError("dpd_action", "restart is impossible with remote_addr = %any")
+
     @property
     def accepts_any_peer(self) -> bool:
         return self.remote_addr is None
@@ -126,12 +284,58 @@ class Phase2Definition:
     autostart: bool
     number: int | None = None
 
+    def __post_init__(self) -> None:
+        _checked(self._check)
+
+    def _check(self) -> None:
+        """The loader's rules, in the order it reports them."""
+        _name("name", self.name)
+        _name("phase1", self.phase1)
+        local = _network("local_subnet", self.local_subnet)
+        remote = _network("remote_subnet", self.remote_subnet)
+        protocol = _int("protocol", self.protocol, "protocol")
+        _int("local_port", self.local_port, "port")
+        _int("remote_port", self.remote_port, "port")
+        _proposals("esp_proposals", self.esp_proposals, EspProposal, "ESP", empty_ok=True)
+        _proposals("ah_proposals", self.ah_proposals, AhProposal, "AH", empty_ok=True)
+        _member("mode", self.mode, tuple(EncapsulationMode))
+        lifetime = _int("lifetime", self.lifetime, "phase2.lifetime")
+        _int("lifetime_kb", self.lifetime_kb, "phase2.lifetime_kb", zero_ok=True)
+        _bool("autostart", self.autostart)
+        if self.number is not None and (type(self.number) is not int or self.number < 1):
+            raise DefinitionError("number", f"{self.number!r} is not a definition number")
+        # rules between fields
+        if local.version != remote.version:
+            raise DefinitionError(
+                "remote_subnet", "local_subnet and remote_subnet must be the same IP version"
+            )
+        if protocol not in PORT_PROTOCOLS:
+            for key, port in (("local_port", self.local_port), ("remote_port", self.remote_port)):
+                if port:
+                    raise DefinitionError(key, 'ports need protocol = "tcp" or "udp"')
+        if bool(self.esp_proposals) == bool(self.ah_proposals):
+            raise DefinitionError(
+                "esp_proposals",
+                "give either proposals (ESP) or ah_proposals (AH); "
+                "AH+ESP bundles are not supported",
+            )
+        groups = {p.group for p in self.esp_proposals} | {p.group for p in self.ah_proposals}
+        groups.discard(None)
+        if len(groups) > 1:
+            raise DefinitionError(
+                "ah_proposals" if self.ah_proposals else "esp_proposals",
+                "proposals name different DH groups; Quick Mode carries one KE payload, "
+                "so PFS uses one group for all proposals",
+            )
+        _margin(self.rekey_margin, lifetime)
+
     @property
     def pfs_group(self) -> GroupId | None:
         """The DH group for Quick Mode PFS, or None.
 
         A Quick Mode exchange carries one KE payload, so every proposal that names a group
-        names the same one (the loader checks this) and the group applies to the exchange.
+        names the same one (the constructor checks this) and the group applies to the
+        exchange.
         """
         groups = [p.group for p in self.esp_proposals] + [p.group for p in self.ah_proposals]
         return next((g for g in groups if g is not None), None)
@@ -142,6 +346,29 @@ class Phase2Definition:
             return IpProtocol(self.protocol).name.lower()
         except ValueError:
             return str(self.protocol)
+
+
+def check_binding(p2: Phase2Definition, p1: Phase1Definition) -> None:
+    """The rules between a phase 2 and the phase 1 it belongs to; DefinitionError if broken."""
+    if p2.phase1 != p1.name:
+        raise DefinitionError("phase1", f"names phase 1 '{p2.phase1}', not '{p1.name}'")
+    if p2.mode is EncapsulationMode.TRANSPORT:
+        for key, subnet, addr in (
+            ("local_subnet", p2.local_subnet, p1.local_addr),
+            ("remote_subnet", p2.remote_subnet, p1.remote_addr),
+        ):
+            if subnet.num_addresses != 1:
+                raise DefinitionError(
+                    key,
+                    "transport mode protects the gateways themselves: "
+                    "give a single address (/32 or /128)",
+                )
+            if addr is not None and subnet.network_address != addr:
+                raise DefinitionError(key, f"transport mode needs the phase 1 address {addr}")
+    if p2.autostart and p1.remote_addr is None:
+        raise DefinitionError(
+            "autostart", f"phase1 '{p1.name}' has remote_addr = %any: it cannot initiate"
+        )
 
 
 @dataclass(frozen=True)

@@ -155,6 +155,16 @@ _ESP_CIPHER_NAME = _first_spelling(_ESP_CIPHERS)
 _INTEGRITY_NAME = _first_spelling(_INTEGRITY)
 
 
+def _known(value: object, names: Mapping[_V, str], what: str) -> None:
+    if value not in names:
+        raise ProposalError(f"{what} {value!r} is not supported")
+
+
+def _flag(value: object) -> None:
+    if type(value) is not bool:
+        raise ProposalError("esn must be true or false")
+
+
 # --- typed proposals --------------------------------------------------------------------
 
 
@@ -166,6 +176,13 @@ class IkeProposal:
     key_length: int | None
     hash: IkeHash
     group: GroupId
+
+    def __post_init__(self) -> None:
+        if (self.encryption, self.key_length) not in _IKE_CIPHER_NAME:
+            raise ProposalError(f"IKE cipher {self.encryption!r} with key length "
+                                f"{self.key_length} is not supported")  # fmt: skip
+        _known(self.hash, _HASH_NAME, "IKE hash")
+        _known(self.group, _GROUP_NAME, "DH group")
 
     @property
     def keyword(self) -> str:
@@ -187,6 +204,21 @@ class EspProposal:
     integrity: AuthAlgorithm | None
     group: GroupId | None
     esn: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.transform, self.key_length) not in _ESP_CIPHER_NAME:
+            raise ProposalError(f"ESP cipher {self.transform!r} with key length "
+                                f"{self.key_length} is not supported")  # fmt: skip
+        if self.aead:
+            if self.integrity is not None:
+                raise ProposalError("an AEAD cipher (GCM) carries its own integrity")
+        elif self.integrity is None:
+            raise ProposalError("a non-AEAD cipher needs an integrity algorithm")
+        else:
+            _known(self.integrity, _INTEGRITY_NAME, "integrity algorithm")
+        if self.group is not None:
+            _known(self.group, _GROUP_NAME, "DH group")
+        _flag(self.esn)
 
     @property
     def aead(self) -> bool:
@@ -212,6 +244,15 @@ class AhProposal:
     integrity: AuthAlgorithm
     group: GroupId | None
     esn: bool = False
+
+    def __post_init__(self) -> None:
+        _known(self.integrity, _INTEGRITY_NAME, "integrity algorithm")
+        if self.transform is not _AH_TRANSFORM[self.integrity]:
+            raise ProposalError(f"AH transform {self.transform!r} does not match the "
+                                f"integrity algorithm {self.integrity!r}")  # fmt: skip
+        if self.group is not None:
+            _known(self.group, _GROUP_NAME, "DH group")
+        _flag(self.esn)
 
     @property
     def keyword(self) -> str:

@@ -20,18 +20,21 @@ import sqlite3
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ikepriv.config.errors import DefinitionError
+from ikepriv.config.identity import Identity
 from ikepriv.config.model import (
     Definitions,
     DpdAction,
-    Identity,
+    IPAddress,
+    IPNetwork,
     Phase1Definition,
     Phase2Definition,
 )
 from ikepriv.config.proposals import (
-    ProposalError,
     parse_ah_proposals,
     parse_esp_proposals,
     parse_ike_proposals,
@@ -40,8 +43,10 @@ from ikepriv.isakmp.constants import AuthMethod, EncapsulationMode, ExchangeType
 
 __all__ = [
     "DEFAULT_DB_PATH",
+    "BadRow",
     "DefinitionExistsError",
     "DefinitionNotFoundError",
+    "StoredDefinitions",
     "TunnelDB",
     "TunnelDBError",
 ]
@@ -49,6 +54,7 @@ __all__ = [
 DEFAULT_DB_PATH = "/var/lib/ikepriv/tunnels.db"
 SCHEMA_VERSION = 1
 _T = TypeVar("_T")
+_Def = TypeVar("_Def", Phase1Definition, Phase2Definition)
 
 # Migration n brings the schema from version n-1 to n; append, never edit a released one.
 _MIGRATIONS: dict[int, str] = {
@@ -422,24 +428,62 @@ class TunnelDB:
 
     # --- reading ----------------------------------------------------------------------
 
+    _PHASE1_SQL = "SELECT * FROM phase1 {where} ORDER BY number"
+    _PHASE2_SQL = (
+        "SELECT phase2.*, phase1.name AS phase1_name FROM phase2 "
+        "JOIN phase1 ON phase2.phase1 = phase1.number {where} ORDER BY phase2.number"
+    )
+
+    def _decoded1(self, where: str, args: tuple[Any, ...]) -> list[Phase1Definition | BadRow]:
+        sql = self._PHASE1_SQL.format(where=where)
+        return [_decode("phase1", r, _phase1_from_row) for r in self._rows(sql, args)]
+
+    def _decoded2(self, where: str, args: tuple[Any, ...]) -> list[Phase2Definition | BadRow]:
+        sql = self._PHASE2_SQL.format(where=where)
+        return [_decode("phase2", r, _phase2_from_row) for r in self._rows(sql, args)]
+
+    def _strict(self, decoded: Callable[[], list[_Def | BadRow]]) -> tuple[_Def, ...]:
+        """Every row a definition, or TunnelDBError naming the first bad row and field."""
+        out: list[_Def] = []
+        for item in self._guard(decoded):
+            if isinstance(item, BadRow):
+                raise TunnelDBError(f"{self.path}: {item}")
+            out.append(item)
+        return tuple(out)
+
     def _phase1_rows(
         self, where: str = "", args: tuple[Any, ...] = ()
     ) -> tuple[Phase1Definition, ...]:
-        sql = f"SELECT * FROM phase1 {where} ORDER BY number"  # noqa: S608
-        return self._guard(
-            lambda: tuple(_phase1_from_row(self.path, r) for r in self._rows(sql, args))
-        )
+        return self._strict(lambda: self._decoded1(where, args))
 
     def _phase2_rows(
         self, where: str = "", args: tuple[Any, ...] = ()
     ) -> tuple[Phase2Definition, ...]:
-        sql = (
-            "SELECT phase2.*, phase1.name AS phase1_name FROM phase2 "  # noqa: S608
-            f"JOIN phase1 ON phase2.phase1 = phase1.number {where} ORDER BY phase2.number"
-        )
-        return self._guard(
-            lambda: tuple(_phase2_from_row(self.path, r) for r in self._rows(sql, args))
-        )
+        return self._strict(lambda: self._decoded2(where, args))
+
+    def read_all(self) -> StoredDefinitions:
+        """Every definition and the generation, from one consistent read of the file.
+
+        Unlike the other readers, a bad row does not make this fail: it is returned in
+        `bad`, and every other row still loads (the daemon keeps what works).
+        """
+
+        def run() -> StoredDefinitions:
+            self._db.execute("BEGIN")
+            try:
+                (generation,) = self._db.execute("SELECT value FROM generation").fetchone()
+                rows1 = self._decoded1("", ())
+                rows2 = self._decoded2("", ())
+            finally:
+                self._db.execute("COMMIT")
+            return StoredDefinitions(
+                int(generation),
+                tuple(d for d in rows1 if not isinstance(d, BadRow)),
+                tuple(d for d in rows2 if not isinstance(d, BadRow)),
+                tuple(d for d in (*rows1, *rows2) if isinstance(d, BadRow)),
+            )
+
+        return self._guard(run)
 
     def _rows(self, sql: str, args: tuple[Any, ...]) -> list[sqlite3.Row]:
         cur = self._db.cursor()
@@ -473,71 +517,144 @@ class TunnelDB:
         return found[0] if found else None
 
 
-def _replace_number(d: _T, number: int) -> _T:
-    return dataclasses.replace(d, number=number)  # type: ignore[type-var]
+def _replace_number(d: _Def, number: int) -> _Def:
+    return dataclasses.replace(d, number=number)
 
 
-def _decode(path: Path, table: str, row: sqlite3.Row, build: Callable[[], _T]) -> _T:
-    """Rows are re-validated on the way out: a hand-edited bad row is an error, not a tunnel."""
+@dataclass(frozen=True)
+class StoredDefinitions:
+    """One consistent read of the database: the valid definitions and the refused rows."""
+
+    generation: int
+    phase1: tuple[Phase1Definition, ...]
+    phase2: tuple[Phase2Definition, ...]
+    bad: tuple[BadRow, ...]
+
+
+# --- rows back to definitions: every column converted, then the model's own checks -------
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A stored row that is not a valid definition (edited by hand, or by an older version)."""
+
+    table: str  # "phase1" or "phase2"
+    number: int
+    name: str
+    field: str | None  # the model field (or column) that is wrong; None: the row as a whole
+    message: str
+
+    def __str__(self) -> str:
+        where = f" ('{self.name}')" if self.name else ""
+        what = f"field '{self.field}': " if self.field is not None else ""
+        return f"bad {self.table} row number {self.number}{where}: {what}{self.message}"
+
+
+def _column(r: sqlite3.Row, column: str, convert: Callable[[Any], _T], field: str = "") -> _T:
+    """One column through `convert`; any failure names the field (default: the column)."""
     try:
-        return build()
-    except (ValueError, KeyError, TypeError, ProposalError) as exc:
-        raise TunnelDBError(f"{path}: bad {table} row number {row['number']}: {exc}") from None
+        return convert(r[column])
+    except (ValueError, TypeError, KeyError) as exc:  # ProposalError is a ValueError
+        raise DefinitionError(field or column, str(exc) or type(exc).__name__) from None
 
 
-def _phase1_from_row(path: Path, r: sqlite3.Row) -> Phase1Definition:
-    return _decode(
-        path,
-        "phase1",
-        r,
-        lambda: Phase1Definition(
-            name=r["name"],
-            local_addr=ipaddress.ip_address(r["local_addr"]),
-            remote_addr=None
-            if r["remote_addr"] is None
-            else ipaddress.ip_address(r["remote_addr"]),
-            local_id=Identity(IdType(r["local_id_type"]), r["local_id"]),
-            remote_id=Identity(IdType(r["remote_id_type"]), r["remote_id"]),
-            mode=ExchangeType(r["mode"]),
-            auth=AuthMethod(r["auth"]),
-            psk=None if r["psk"] is None else bytes(r["psk"]),
-            key_ref=r["key_ref"],
-            proposals=parse_ike_proposals(_split(r["proposals"])),
-            lifetime=int(r["lifetime"]),
-            rekey_margin=int(r["rekey_margin"]),
-            keying_tries=int(r["keying_tries"]),
-            dpd_delay=int(r["dpd_delay"]),
-            dpd_timeout=int(r["dpd_timeout"]),
-            dpd_action=DpdAction(r["dpd_action"]),
-            nat_traversal=bool(r["nat_traversal"]),
-            autostart=bool(r["autostart"]),
-            number=int(r["number"]),
-        ),
+def _integer(value: Any) -> int:
+    if type(value) is not int:
+        raise TypeError(f"{value!r} is not an integer")
+    return value
+
+
+def _flag(value: Any) -> bool:
+    if value not in (0, 1) or type(value) is not int:
+        raise TypeError(f"{value!r} is not 0 or 1")
+    return bool(value)
+
+
+def _text(value: Any) -> str:
+    if type(value) is not str:
+        raise TypeError(f"{value!r} is not text")
+    return value
+
+
+def _opt(convert: Callable[[Any], _T]) -> Callable[[Any], _T | None]:
+    return lambda value: None if value is None else convert(value)
+
+
+def _ip(value: Any) -> IPAddress:
+    return ipaddress.ip_address(_text(value))
+
+
+def _subnet(value: Any) -> IPNetwork:
+    return ipaddress.ip_network(_text(value), strict=True)
+
+
+def _blob(value: Any) -> bytes:
+    if type(value) is not bytes:
+        raise TypeError("is not a BLOB")
+    return value
+
+
+def _identity(r: sqlite3.Row, which: str) -> Identity:
+    kind = _column(r, f"{which}_id_type", lambda v: IdType(_integer(v)), f"{which}_id")
+    return _column(r, f"{which}_id", lambda v: Identity(kind, _text(v)))
+
+
+def _keywords(parse: Callable[[list[str]], tuple[_T, ...]]) -> Callable[[Any], tuple[_T, ...]]:
+    def convert(value: Any) -> tuple[_T, ...]:
+        text = _text(value)
+        return parse(text.split(",")) if text else ()
+
+    return convert
+
+
+def _phase1_from_row(r: sqlite3.Row) -> Phase1Definition:
+    return Phase1Definition(
+        name=_column(r, "name", _text),
+        local_addr=_column(r, "local_addr", _ip),
+        remote_addr=_column(r, "remote_addr", _opt(_ip)),
+        local_id=_identity(r, "local"),
+        remote_id=_identity(r, "remote"),
+        mode=_column(r, "mode", lambda v: ExchangeType(_integer(v))),
+        auth=_column(r, "auth", lambda v: AuthMethod(_integer(v))),
+        psk=_column(r, "psk", _opt(_blob)),
+        key_ref=_column(r, "key_ref", _opt(_text)),
+        proposals=_column(r, "proposals", _keywords(parse_ike_proposals)),
+        lifetime=_column(r, "lifetime", _integer),
+        rekey_margin=_column(r, "rekey_margin", _integer),
+        keying_tries=_column(r, "keying_tries", _integer),
+        dpd_delay=_column(r, "dpd_delay", _integer),
+        dpd_timeout=_column(r, "dpd_timeout", _integer),
+        dpd_action=_column(r, "dpd_action", lambda v: DpdAction(_text(v))),
+        nat_traversal=_column(r, "nat_traversal", _flag),
+        autostart=_column(r, "autostart", _flag),
+        number=_column(r, "number", _integer),
     )
 
 
-def _phase2_from_row(path: Path, r: sqlite3.Row) -> Phase2Definition:
-    return _decode(
-        path,
-        "phase2",
-        r,
-        lambda: Phase2Definition(
-            name=r["name"],
-            phase1=r["phase1_name"],
-            local_subnet=ipaddress.ip_network(r["local_subnet"]),
-            remote_subnet=ipaddress.ip_network(r["remote_subnet"]),
-            protocol=int(r["protocol"]),
-            local_port=int(r["local_port"]),
-            remote_port=int(r["remote_port"]),
-            esp_proposals=parse_esp_proposals(_split(r["esp_proposals"]))
-            if r["esp_proposals"]
-            else (),
-            ah_proposals=parse_ah_proposals(_split(r["ah_proposals"])) if r["ah_proposals"] else (),
-            mode=EncapsulationMode(r["mode"]),
-            lifetime=int(r["lifetime"]),
-            lifetime_kb=int(r["lifetime_kb"]),
-            rekey_margin=int(r["rekey_margin"]),
-            autostart=bool(r["autostart"]),
-            number=int(r["number"]),
-        ),
+def _phase2_from_row(r: sqlite3.Row) -> Phase2Definition:
+    return Phase2Definition(
+        name=_column(r, "name", _text),
+        phase1=_column(r, "phase1_name", _text, "phase1"),
+        local_subnet=_column(r, "local_subnet", _subnet),
+        remote_subnet=_column(r, "remote_subnet", _subnet),
+        protocol=_column(r, "protocol", _integer),
+        local_port=_column(r, "local_port", _integer),
+        remote_port=_column(r, "remote_port", _integer),
+        esp_proposals=_column(r, "esp_proposals", _keywords(parse_esp_proposals)),
+        ah_proposals=_column(r, "ah_proposals", _keywords(parse_ah_proposals)),
+        mode=_column(r, "mode", lambda v: EncapsulationMode(_integer(v))),
+        lifetime=_column(r, "lifetime", _integer),
+        lifetime_kb=_column(r, "lifetime_kb", _integer),
+        rekey_margin=_column(r, "rekey_margin", _integer),
+        autostart=_column(r, "autostart", _flag),
+        number=_column(r, "number", _integer),
     )
+
+
+def _decode(table: str, r: sqlite3.Row, build: Callable[[sqlite3.Row], _Def]) -> _Def | BadRow:
+    """A definition from its row, or the reason the row is not one."""
+    try:
+        return build(r)
+    except DefinitionError as exc:
+        name = r["name"] if isinstance(r["name"], str) else ""
+        return BadRow(table, int(r["number"]), name, exc.field, exc.message)

@@ -4,11 +4,15 @@ The parent vets against the database definitions themselves (`DbView`, config mo
 objects with their pre-shared keys); the child receives `Phase1Def`/`Phase2Def` built
 here, which carry everything but the secrets. Keeping both in one place makes sure the
 child never negotiates a definition the parent would not accept, and vice versa.
+
+Every definition here is valid by construction: the model's constructors check it, also
+when the store decodes it from a (possibly hand-edited) row; a row that breaks a rule never
+becomes a definition and is logged with its field. What is left to check here spans
+definitions: a phase 2 against its phase 1 (`check_binding`), and the IPC bounds.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import logging
 import re
@@ -19,11 +23,9 @@ from typing import Final
 
 from cryptography import x509
 
-from ikepriv.config.loader import load_definitions
-from ikepriv.config.model import DpdAction, Phase1Definition, Phase2Definition
+from ikepriv.config.model import DpdAction, Phase1Definition, Phase2Definition, check_binding
 from ikepriv.config.model import Identity as ConfigIdentity
 from ikepriv.config.store import TunnelDB
-from ikepriv.config.writer import dump_definitions
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.schema import Message
@@ -113,28 +115,6 @@ def _phase2_to_ipc(d: Phase2Definition, number: int, phase1_number: int) -> m.Ph
     )
 
 
-def recheck(p1: Phase1Definition, p2: Phase2Definition | None = None) -> str | None:
-    """Why a stored definition is not one the loader would accept (None: it is).
-
-    `ikedb` only stores what the loader accepted, but the file can be edited by hand (or
-    by an older version): a row with a lifetime of 0 or of years, a "%any" Main Mode peer,
-    a PSK definition without a key must not become the reference the parent vets against.
-    So every row goes through the loader's own checks again, by writing it out in the
-    definitions file format and reading that back; what comes back must be the same
-    definition (the writer leaves out what the format cannot say, such as ports without
-    TCP or UDP, so a difference is a row the loader could never have produced).
-    """
-    stored = [dataclasses.replace(p1, number=None)]
-    stored2 = [] if p2 is None else [dataclasses.replace(p2, number=None)]
-    try:
-        again = load_definitions(dump_definitions(phase1=stored, phase2=stored2), "<database>")
-    except (ValueError, KeyError, TypeError, IndexError) as exc:  # ConfigError is a ValueError
-        return " ".join(str(exc).split())[:400]
-    if list(again.phase1) != stored or list(again.phase2) != stored2:
-        return "the row holds values the definitions format cannot express"
-    return None
-
-
 @dataclass(frozen=True)
 class DbView:
     """One consistent read of the database: definitions by number, and their IPC form.
@@ -161,15 +141,16 @@ class DbView:
         phase1: Iterable[Phase1Definition],
         phase2: Iterable[Phase2Definition],
     ) -> DbView:
+        """The view of valid definitions (the model checked each when it was built).
+
+        What is left to check here is what spans definitions: a phase 2 and its phase 1,
+        and whether the child can be told the definition.
+        """
         p1: dict[int, Phase1Definition] = {}
         ipc1: list[m.Phase1Def] = []
         by_name: dict[str, int] = {}
         for d in phase1:
             if d.number is None:
-                continue
-            bad = recheck(d)
-            if bad is not None:
-                log.error("phase 1 definition %d (%s) unusable: %s", d.number, d.name, bad)
                 continue
             try:
                 ipc1.append(_phase1_to_ipc(d, d.number))
@@ -182,16 +163,17 @@ class DbView:
         parent: dict[int, int] = {}
         ipc2: list[m.Phase2Def] = []
         for d2 in phase2:
-            owner = by_name.get(d2.phase1)
-            if d2.number is None or owner is None:
+            if d2.number is None:
                 continue
-            bad = recheck(p1[owner], d2)
-            if bad is not None:
-                log.error("phase 2 definition %d (%s) unusable: %s", d2.number, d2.name, bad)
+            owner = by_name.get(d2.phase1)
+            if owner is None:
+                log.error("phase 2 definition %d (%s) unusable: its phase 1 '%s' is unusable",
+                          d2.number, d2.name, d2.phase1)  # fmt: skip
                 continue
             try:
+                check_binding(d2, p1[owner])
                 ipc2.append(_phase2_to_ipc(d2, d2.number, owner))
-            except (ValueError, IpcError) as exc:
+            except (ValueError, IpcError) as exc:  # DefinitionError is a ValueError
                 log.error("phase 2 definition %d (%s) unusable: %s", d2.number, d2.name, exc)
                 continue
             p2[d2.number] = d2
@@ -207,8 +189,12 @@ class DbView:
 
     @classmethod
     def load(cls, db: TunnelDB) -> DbView:
-        generation = db.generation()
-        return cls.build(generation, db.phase1_definitions(), db.phase2_definitions())
+        """The database as the daemon uses it: a row that is not a valid definition (edited
+        by hand) is logged with the field that is wrong and left out; the rest loads."""
+        stored = db.read_all()
+        for bad in stored.bad:
+            log.error("%s: %s; definition unusable", db.path, bad)
+        return cls.build(stored.generation, stored.phase1, stored.phase2)
 
     def phase1_of(self, phase2_number: int) -> Phase1Definition | None:
         owner = self.phase2_parent.get(phase2_number)
