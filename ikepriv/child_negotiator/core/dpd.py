@@ -29,13 +29,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from functools import partial
 from typing import TYPE_CHECKING
 
 from ikepriv.child_negotiator.core import install, vendor_ids
 from ikepriv.child_negotiator.core.exchanges import informational
 from ikepriv.child_negotiator.core.sa_table import ChildSa, IsakmpSa
-from ikepriv.ipc.messages import DpdAction, LogLevel, ResultReply, SaDelete
+from ikepriv.ipc.messages import DpdAction, LogLevel
 from ikepriv.isakmp import NotifyPayload
 from ikepriv.isakmp.constants import NotifyType, ProtocolId
 from ikepriv.process_contract import Counters
@@ -326,18 +325,6 @@ def cancel_restart(core: Negotiator, number: int) -> None:
 def _clear_child(core: Negotiator, child: ChildSa, keep_policies: bool) -> None:
     """Remove the SA pair; the policies too unless the action wants traffic to trigger a
     new negotiation (the kernel sends ACQUIRE for a policy without SAs)."""
-    install.remove_child(core, child, send_delete=False, kernel=not keep_policies)
-    if keep_policies:
-        for spi, dst in ((child.spi_in, child.local.addr), (child.spi_out, child.remote.addr)):
-            core.request(
-                partial(SaDelete, spi=spi, proto=child.protocol, dst=dst),
-                ResultReply,
-                partial(_on_delete_result, core),
-            )
+    install.remove_child(core, child, send_delete=False, kernel=True,
+                         keep_policies=keep_policies)  # fmt: skip
     core.emit(install.report_child(core, child, 0))
-
-
-def _on_delete_result(core: Negotiator, reply: ResultReply) -> None:
-    if reply.error.value != 0:
-        core.counters.parent_errors += 1
-        core.log(LogLevel.WARNING, f"kernel delete refused: {reply.error.name} {reply.reason}")

@@ -23,7 +23,6 @@ from ikepriv.ipc.messages import (
     Endpoint,
     Phase1Def,
     Phase2Def,
-    PolicyDirection,
     Role,
     Selector,
     TrafficSelector,
@@ -203,11 +202,6 @@ class ChildSa:
     reqid: int
     state: ChildState
     created: float
-    waiting: int = 0  # kernel requests not yet answered
-    failed: bool = False
-    # SPIs whose SaAdd the parent confirmed: only these are deleted again (a refused add
-    # left nothing to delete, and the parent would refuse the delete as not ours)
-    installed_spis: set[int] = field(default_factory=set)
     # lifetimes.py / rekey.py
     lifetime_kilobytes: int = 0
     rekey_at: float = 0.0  # soft lifetime: start a replacement then (0: we never rekey it)
@@ -220,10 +214,10 @@ class ChildSa:
 
 @dataclass(eq=False, slots=True)
 class PolicySet:
-    """Kernel policies for one definition and one pair of negotiated selectors."""
+    """Kernel policies for one definition and one pair of negotiated selectors: the SAs
+    negotiated for them share its reqid (the parent installs and removes the policies)."""
 
     reqid: int
-    policies: list[tuple[TrafficSelector, PolicyDirection]] = field(default_factory=list)
 
 
 class SaTable:
