@@ -839,7 +839,7 @@ class Phase2Install(Message):
     ]
 
     def check(self) -> None:
-        _same_family("phase 2", self.local, self.remote, self.selector.src.network)
+        _same_family("phase 2", self.local, self.remote)
         self.inbound.check_shape(self.proto, "inbound")
         self.outbound.check_shape(self.proto, "outbound")
         if self.proto is ProtocolId.IPSEC_AH and self.encap is not None:

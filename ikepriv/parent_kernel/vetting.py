@@ -13,10 +13,12 @@ The reference point is always the database definition, never the child's word:
 - selectors are equal to or inside the phase 2 selectors, oriented by direction;
 - algorithms and key lengths are those of one configured proposal, keys exactly as long as
   the algorithm needs; lifetimes no longer than configured;
-- an inbound SA fills an SPI the parent allocated for that same phase 2; deletes name only
+- an inbound SA fills an SPI the parent allocated for that same phase 2; removes name only
   recorded entries; per-phase-2 and global counts are bounded;
-- an SA without a selector of its own gets its phase 2 definition's (tunnel mode), never
-  the kernel's wildcard;
+- a phase 2 is vetted as a whole (Phase2Install): both SAs and the policies, each by the
+  rules above and against each other (one algorithm, the SAs' selector in every policy,
+  templates that are the install's own); the first refusal refuses all of it. An SA always
+  carries the negotiated selector, never the kernel's wildcard;
 - counters (Stats) carry only names the negotiator core keeps, each once.
 """
 
@@ -255,19 +257,6 @@ def _oriented(p2: Phase2Definition, outbound: bool) -> tuple[tuple[object, ...],
 def selector_inside(ts: m.TrafficSelector, p2: Phase2Definition, outbound: bool) -> bool:
     src_def, dst_def = _oriented(p2, outbound)
     return _inside(ts.src, *src_def) and _inside(ts.dst, *dst_def)  # type: ignore[arg-type]
-
-
-def definition_selector(p2: Phase2Definition, outbound: bool, version: int) -> Selector | None:
-    """The phase 2 definition's own selector, oriented for one direction: what an SA the
-    child sent without a selector may carry (a wildcard would accept any inner traffic).
-    None when the subnets are of another IP version than the SA's endpoints: the kernel
-    takes an SA selector only of the SA's own family."""
-    if p2.local_subnet.version != version:
-        return None
-    local = (p2.local_subnet, p2.local_port)
-    remote = (p2.remote_subnet, p2.remote_port)
-    (src, sport), (dst, dport) = (local, remote) if outbound else (remote, local)
-    return Selector(src, dst, p2.protocol, sport, dport)
 
 
 def xfrm_selector(ts: m.TrafficSelector) -> Selector | Refusal:
