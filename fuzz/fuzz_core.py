@@ -63,11 +63,9 @@ from ikepriv.ipc.messages import (
     ErrorCode,
     InitiateCommand,
     Phase,
-    PolicyAdd,
-    PolicyDelete,
+    Phase2Install,
+    Phase2Remove,
     ResultReply,
-    SaAdd,
-    SaDelete,
     SkeyidReply,
     SkeyidRequest,
     SpiReply,
@@ -159,7 +157,7 @@ class Parent:
         if isinstance(msg, SpiRequest):
             self.next_spi += 1
             return SpiReply(msg.request_id, ErrorCode.OK, self.next_spi)
-        if isinstance(msg, SaAdd | SaDelete | PolicyAdd | PolicyDelete):
+        if isinstance(msg, Phase2Install | Phase2Remove):
             return ResultReply(msg.request_id, ErrorCode.OK, "")
         return None
 

@@ -395,19 +395,20 @@ def test_hostile_bytes_never_raise() -> None:
 
 
 def test_kernel_refusing_the_sas_ends_the_phase2_without_deleting_what_was_never_added() -> None:
-    """The responder's kernel refuses its SAs: it tells the peer (Delete), the peer removes
-    its pair, and the responder asks the parent to delete nothing it never installed (a
-    delete of a refused SA would only be refused again as "not ours" and clutter the log)."""
-    from ikepriv.ipc.messages import SaAdd
+    """The responder's parent refuses its install (all or nothing: nothing is in the
+    kernel): it tells the peer (Delete), the peer removes its pair, and the responder asks
+    the parent to remove nothing (a remove of what was never installed would only be
+    refused again as "not ours" and clutter the log)."""
+    from ikepriv.ipc.messages import Phase2Install
 
     init, resp = mirrored()
     sim = Simulation(init, resp, seed=11)
-    sim.responder.parent.refuse = {SaAdd}
+    sim.responder.parent.refuse = {Phase2Install}
     sim.initiate()
     sim.run()
     assert sim.responder.core.counters.phase2_failed >= 1
-    assert sim.responder.parent.sa_adds, "the responder asked to install its SAs"
-    assert sim.responder.parent.sa_deletes == []
+    assert sim.responder.parent.installs, "the responder asked to install its SAs"
+    assert sim.responder.parent.sa_adds == [] and sim.responder.parent.removes == []
     assert sim.initiator.parent.installed_spis() == set()  # the peer took its pair down
     for name in ("initiator", "responder"):
         assert not sim.established_children(name), name

@@ -123,4 +123,4 @@ def test_two_quick_modes_in_parallel_under_one_phase1() -> None:
     # each pair of negotiated selectors has policies (and a reqid) of its own
     adds = sim.responder.parent.policy_adds
     assert len(adds) == 6
-    assert len({a.template.reqid for a in adds}) == 2
+    assert len({a.reqid for a in adds}) == 2

@@ -12,6 +12,8 @@ import pytest
 from harness.core_sim import (
     LEFT_NET,
     RIGHT_NET,
+    SaAdd,
+    SaDelete,
     Simulation,
     StandInParent,
     esp_proposal,
@@ -25,10 +27,9 @@ from ikepriv.child_negotiator.core.settings import Settings
 from ikepriv.ipc.messages import (
     KernelExpire,
     Phase,
+    Phase2Install,
     RemoveCommand,
     Role,
-    SaAdd,
-    SaDelete,
     SaDirection,
     TunnelState,
 )
@@ -174,7 +175,7 @@ def test_a_failed_successor_puts_the_old_pair_back_at_once(refusing: str) -> Non
     sim = Simulation(init, resp, seed=47, settings=_early(0.3), responder_settings=_early(0.05))
     _up(sim)
     old = _live_pair(sim)
-    sim.sides[refusing].parent.refuse = {SaAdd}
+    sim.sides[refusing].parent.refuse = {Phase2Install}
     icore = sim.initiator.core
     while not icore.counters.phase2_rekeys:
         sim.advance(1)

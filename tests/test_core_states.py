@@ -33,8 +33,8 @@ from ikepriv.ipc.messages import (
     ErrorCode,
     Message,
     Phase,
+    Phase2Install,
     RemoveCommand,
-    SaAdd,
     SkeyidRequest,
     SpiReply,
     SpiRequest,
@@ -177,7 +177,7 @@ def _parent_refuses_spi(side: str) -> None:
 
 def _kernel_refuses_sa() -> None:
     sim = _sim(MM)
-    sim.initiator.parent.refuse.add(SaAdd)
+    sim.initiator.parent.refuse.add(Phase2Install)
     sim.initiate(phase=2, number=1)
     sim.run(duration=60)
 

@@ -36,7 +36,7 @@ from test_daemon_support import (
 from ikepriv.ipc import decode
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.schema import Direction
-from ikepriv.isakmp.constants import EncapsulationMode, ProtocolId
+from ikepriv.isakmp.constants import AuthAlgorithm, EncapsulationMode, EspTransformId, ProtocolId
 
 pytestmark = pytest.mark.root
 
@@ -138,40 +138,55 @@ def standin(topo: Topology, tmp_path: Path) -> Iterator[tuple[Daemon, StandIn]]:
         child.close()
 
 
-def policy(rid: int, src: str, dst: str, direction: m.PolicyDirection) -> m.PolicyAdd:
-    out = direction is m.PolicyDirection.OUT
-    sel = m.TrafficSelector(m.SelectorSide(ipaddress.ip_network(src), 0, 0),
-                            m.SelectorSide(ipaddress.ip_network(dst), 0, 0))  # fmt: skip
-    tmpl = m.PolicyTemplate(A if out else B, B if out else A, ESP, EncapsulationMode.TUNNEL, 5)
-    return m.PolicyAdd(rid, 1, sel, direction, tmpl, 1000)
+def install(rid: int, spi_in: int) -> m.Phase2Install:
+    """A correct child's install of phase 2 1 (it cannot succeed here: no ESP in this kernel)."""
+    sel = m.TrafficSelector(
+        m.SelectorSide(ipaddress.ip_network("198.51.100.0/24"), 0, 0),
+        m.SelectorSide(ipaddress.ip_network("203.0.113.0/24"), 0, 0),
+    )
+    back = m.TrafficSelector(sel.dst, sel.src)
+    pols = tuple(m.Phase2Policy(d, sel if d is m.PolicyDirection.OUT else back, 1000)
+                 for d in m.PolicyDirection)  # fmt: skip
+
+    def keys(spi: int) -> m.Phase2Sa:
+        return m.Phase2Sa(spi, m.CryptKey(EspTransformId.AES_CBC, bytes(16)),
+                          m.AuthKey(AuthAlgorithm.HMAC_SHA2_256, bytes(32)), None,
+                          m.Lifetimes(3000, 3600, 0, 0))  # fmt: skip
+
+    return m.Phase2Install(rid, 1, 1, 5, A, B, ESP, EncapsulationMode.TUNNEL, 5, keys(spi_in),
+                           keys(0x5000), None, sel, pols)  # fmt: skip
 
 
 def test_sigterm_removes_exactly_what_it_installed(
     standin: tuple[Daemon, StandIn], topo: Topology
 ) -> None:
+    """On this host only SPIs can be installed (SAs need ESP): the install is refused by the
+    kernel and rolled back, the SPIs stay recorded, and SIGTERM removes exactly them. (The
+    removal of SAs and policies at shutdown: test_installer.py and the UML tier.)"""
     daemon, child = standin
     peer_talks(child, topo)
     run("ip", "-n", topo.a, "xfrm", "policy", "add", "src", "192.0.2.0/24", "dst",
         "192.0.2.0/24", "proto", "icmp", "dir", "out", "action", "block")  # fmt: skip
-    requests = [
-        policy(1, "198.51.100.0/24", "203.0.113.0/24", m.PolicyDirection.OUT),
-        policy(2, "203.0.113.0/24", "198.51.100.0/24", m.PolicyDirection.IN),
-        policy(3, "203.0.113.0/25", "198.51.100.0/24", m.PolicyDirection.FWD),  # narrower: fine
-    ]
-    for request in requests:
-        reply = child.ask(request)
-        assert isinstance(reply, m.ResultReply) and reply.error is m.ErrorCode.OK, reply
-    spi = child.ask(m.SpiRequest(4, 1, ESP, B, A))
-    assert isinstance(spi, m.SpiReply) and spi.error is m.ErrorCode.OK
+    spis = []
+    for rid in (1, 2):
+        spi = child.ask(m.SpiRequest(rid, 1, ESP, B, A))
+        assert isinstance(spi, m.SpiReply) and spi.error is m.ErrorCode.OK
+        spis.append(spi.spi)
+    reply = child.ask(install(3, spis[0]))
+    assert isinstance(reply, m.ResultReply) and reply.error is m.ErrorCode.KERNEL_ERROR, reply
     policies = xfrm(topo.a, "policy")
-    assert "src 198.51.100.0/24 dst 203.0.113.0/24" in policies
-    assert "src 203.0.113.0/25 dst 198.51.100.0/24" in policies
-    assert f"spi 0x{spi.spi:08x}" in xfrm(topo.a, "state")
+    assert "198.51.100.0/24" not in policies  # rolled back
+    for spi in spis:
+        assert f"spi 0x{spi:08x}" in xfrm(topo.a, "state")
+    run("ip", "-n", topo.a, "xfrm", "state", "allocspi", "src", GW_B, "dst", GW_A, "proto", "esp")
+    theirs = xfrm(topo.a, "state").count("spi 0x") - len(spis)
     assert daemon.stop() == 0
     policies = xfrm(topo.a, "policy")
     assert "198.51.100.0/24" not in policies and "203.0.113" not in policies
     assert "proto icmp" in policies  # the operator's own policy stays
-    assert xfrm(topo.a, "state").strip() == ""
+    state = xfrm(topo.a, "state")
+    assert state.count("spi 0x") == theirs == 1  # only the operator's SPI is left
+    assert all(f"spi 0x{spi:08x}" not in state for spi in spis)
 
 
 def test_activate_list_and_reload(standin: tuple[Daemon, StandIn], tmp_path: Path) -> None:
@@ -193,7 +208,7 @@ def test_activate_list_and_reload(standin: tuple[Daemon, StandIn], tmp_path: Pat
                              None, None, "aes128 sha256", 0, 0, 0))  # fmt: skip
     child.send(m.StateReportEnd(ask.request_id, 1))
     lister.join(30)
-    (code, _, rows), = answer  # type: ignore[misc]
+    ((code, _, rows),) = answer  # type: ignore[misc]
     assert code is m.ErrorCode.OK
     assert [(r.tunnel_id, r.name, r.state) for r in rows] == [
         (3, "to-siteB", m.TunnelState.ESTABLISHED)
@@ -215,8 +230,9 @@ def test_activate_list_and_reload(standin: tuple[Daemon, StandIn], tmp_path: Pat
 
 
 def test_two_daemons_negotiate_and_install_policies(topo: Topology, tmp_path: Path) -> None:
-    """Real children on both sides: Main Mode and Quick Mode through both parents; the
-    policies reach the kernel, the SAs are refused by this ESP-less kernel."""
+    """Real children on both sides: Main Mode and Quick Mode through both parents; each
+    asks for its phase 2 in one install, which this ESP-less kernel refuses at the outbound
+    SA: the policies written before it are undone, nothing is left."""
     db_b = tmp_path / "b.db"
     write_db(db_b, swap=True)
     a = Daemon.start(topo.a, tmp_path, name="a")
@@ -229,8 +245,9 @@ def test_two_daemons_negotiate_and_install_policies(topo: Topology, tmp_path: Pa
         assert code is m.ErrorCode.OK, lines
         a.wait_log("phase 1 to-siteB established with 192.0.2.2 as initiator")
         b.wait_log("phase 1 to-siteB established with 192.0.2.1 as responder")
-        a.wait_log(r"phase 2 1: out policy 198\.51\.100\.0/24 -> 203\.0\.113\.0/24 installed")
-        b.wait_log(r"phase 2 1: out policy 203\.0\.113\.0/24 -> 198\.51\.100\.0/24 installed")
+        for d in (a, b):
+            d.wait_log(r"\(phase 2 1\): out SA spi 0x[0-9a-f]+ not installed: add_sa: .*"
+                       r"EPROTONOSUPPORT.*; undoing 2 earlier write")  # fmt: skip
         assert "refused" not in a.log().split("established")[0]
         code, _, rows = a.call(m.ListRequest(m.Phase.PHASE1, (), False, None, False, False))
         assert code is m.ErrorCode.OK
@@ -298,10 +315,6 @@ def test_readiness_notification(topo: Topology, tmp_path: Path) -> None:
 def test_remove_takes_the_tunnel_down(standin: tuple[Daemon, StandIn], topo: Topology) -> None:
     daemon, child = standin
     peer_talks(child, topo)
-    for request in (policy(1, "198.51.100.0/24", "203.0.113.0/24", m.PolicyDirection.OUT),
-                    policy(2, "203.0.113.0/24", "198.51.100.0/24", m.PolicyDirection.IN)):
-        assert child.ask(request).error is m.ErrorCode.OK  # type: ignore[attr-defined]
-    assert "198.51.100.0/24" in xfrm(topo.a, "policy")
     answer: list[object] = []
     remover = threading.Thread(target=lambda: answer.append(
         daemon.call(m.RemoveRequest(m.Phase.PHASE2, (m.NumRange(5, 5),), False))))  # fmt: skip
@@ -314,6 +327,6 @@ def test_remove_takes_the_tunnel_down(standin: tuple[Daemon, StandIn], topo: Top
     child.send(m.StateReportEnd(ask.request_id, 1))
     assert child.recv() == m.RemoveCommand(m.Phase.PHASE2, 5)
     remover.join(30)
-    (code, lines, _), = answer  # type: ignore[misc]
+    ((code, lines, _),) = answer  # type: ignore[misc]
     assert code is m.ErrorCode.OK and lines == ["phase 2 tunnel 5 removed"]
     assert "198.51.100.0/24" not in xfrm(topo.a, "policy")

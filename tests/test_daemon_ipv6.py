@@ -121,7 +121,8 @@ def phase1_rows(daemon: Daemon) -> list[tuple[str, m.TunnelState, object]]:
 
 def test_two_daemons_negotiate_over_ipv6(topo6: Topology, tmp_path: Path) -> None:
     """Main Mode and Quick Mode between 2001:db8::1 and 2001:db8::2 through both parents;
-    the IPv6 policies reach both kernels, the SAs are refused by this ESP-less kernel."""
+    the IPv6 policies reach both kernels, the SAs are refused by this ESP-less kernel, and
+    each install is rolled back whole (all or nothing)."""
     db_a, db_b = tmp_path / "a.db", tmp_path / "b.db"
     write_db(db_a, SITE6)
     write_db(db_b, SITE6, swap=True)
@@ -144,24 +145,18 @@ def test_two_daemons_negotiate_over_ipv6(topo6: Topology, tmp_path: Path) -> Non
             b.wait_log(f"phase 1 to-siteB6 established with {GW6_A} as responder")
             assert phase1_rows(a) == [("to-siteB6", m.TunnelState.ESTABLISHED, B6)]
             assert phase1_rows(b) == [("to-siteB6", m.TunnelState.ESTABLISHED, A6)]
-            a.wait_log(r"phase 2 1: out policy 2001:db8:a::/64 -> 2001:db8:b::/64 installed")
-            b.wait_log(r"phase 2 1: out policy 2001:db8:b::/64 -> 2001:db8:a::/64 installed")
+            # Quick Mode completed on both sides: each asked for its phase 2 (one install), the
+            # kernel took the in and fwd policies, refused the outbound SA, and the policies
+            # were taken out again
+            for d in (a, b):
+                d.wait_log(SA_REFUSED + r".*; undoing 2 earlier write")
             assert "refused" not in a.log().split("established")[0]
             assert "refused" not in b.log().split("established")[0]
-            # Quick Mode completed on both sides: each asked for both SAs, the kernel said no
-            for d in (a, b):
-                d.wait_log(SA_REFUSED, 2)
-            # and both kernels accepted the IPv6 policies (outbound, inbound, forward)
-            a.wait_log(r"phase 2 1: fwd policy 2001:db8:b::/64 -> 2001:db8:a::/64 installed")
-            b.wait_log(r"phase 2 1: fwd policy 2001:db8:a::/64 -> 2001:db8:b::/64 installed")
-            wait_for("kernel policy events", lambda: len(policies_added(mon_a)) >= 3
-                     and len(policies_added(mon_b)) >= 3)  # fmt: skip
-            assert policies_added(mon_a) == {
-                (LAN6_A, LAN6_B, "out"), (LAN6_B, LAN6_A, "in"), (LAN6_B, LAN6_A, "fwd"),
-            }  # fmt: skip
-            assert policies_added(mon_b) == {
-                (LAN6_B, LAN6_A, "out"), (LAN6_A, LAN6_B, "in"), (LAN6_A, LAN6_B, "fwd"),
-            }  # fmt: skip
+            # both kernels accepted the IPv6 policies that come before the SAs (in, fwd)
+            wait_for("kernel policy events", lambda: len(policies_added(mon_a)) >= 2
+                     and len(policies_added(mon_b)) >= 2)  # fmt: skip
+            assert policies_added(mon_a) == {(LAN6_B, LAN6_A, "in"), (LAN6_B, LAN6_A, "fwd")}
+            assert policies_added(mon_b) == {(LAN6_A, LAN6_B, "in"), (LAN6_A, LAN6_B, "fwd")}
     finally:
         a.stop()
         b.stop()

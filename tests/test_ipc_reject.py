@@ -63,18 +63,35 @@ def tampered(msg: Message, path: str, value: object) -> bytes:
     return encode(msg)
 
 
-# SaDelete: type, request id, spi, proto, dst (family, address)
-SA_DELETE = h("0231 00000001 00001234 03 04 c0000201")
+P2C = Direction.PARENT_TO_CHILD
+# Phase2Remove: type, request id, phase2, tunnel id, local, remote (family, address), proto,
+# spi_in, spi_out, reqid, keep_policies
+PHASE2_REMOVE = h("0231 00000001 00000002 00000003 04 c0000201 04 c6336407 03 00001234 00005678"
+                  "00000005 00")  # fmt: skip
+# KernelExpire (to the child): type, spi, proto, dst (family, address), hard
+KERNEL_EXPIRE = "0141 00001234 03 {}"
 # DatagramOut: type, local (addr, port), remote (addr, port), natt, data (u16 length)
 DATAGRAM_OUT = h("0210 04 c0000201 01f4 04 c0000202 01f4 00 0003 616263")
-# PolicyDelete: type, request id, src (net, proto, port), dst (net, proto, port), direction
-POLICY_DELETE = h("0233 00000009 04 c0000200 18 00 0000 04 cb007100 18 06 01bb 02")
+# KernelAcquire (to the child): type, reqid, phase2 absent, selector: src (net, proto,
+# port), dst (net, proto, port); then src and dst addresses
+ACQUIRE = "0140 00000009 00 {} 04 c0000201 04 c0000202"
+SELECTOR = "04 c0000200 18 00 0000 04 cb007100 18 06 01bb"
 # Log: type, level, text (u16 length)
 LOG = h("0250 03 0002 6869")
 
 
+def expire(addr: str) -> bytes:
+    return h(KERNEL_EXPIRE.format(addr) + "00")
+
+
+def acquire(selector: str) -> bytes:
+    return h(ACQUIRE.format(selector))
+
+
 def test_hand_written_messages_are_valid() -> None:
-    assert decode(SA_DELETE, C2P) == m.SaDelete(1, 0x1234, ProtocolId.IPSEC_ESP, V4)
+    assert decode(PHASE2_REMOVE, C2P) == m.Phase2Remove(
+        1, 2, 3, V4, V4_PEER, ProtocolId.IPSEC_ESP, 0x1234, 0x5678, 5, False
+    )
     assert decode(DATAGRAM_OUT, C2P) == m.DatagramOut(
         m.Endpoint(V4, 500), m.Endpoint(ip_address("192.0.2.2"), 500), False, b"abc"
     )
@@ -82,7 +99,9 @@ def test_hand_written_messages_are_valid() -> None:
         m.SelectorSide(ip_network("192.0.2.0/24"), 0, 0),
         m.SelectorSide(ip_network("203.0.113.0/24"), 6, 443),
     )
-    assert decode(POLICY_DELETE, C2P) == m.PolicyDelete(9, selector, m.PolicyDirection.FWD)
+    assert decode(acquire(SELECTOR), P2C) == m.KernelAcquire(
+        9, None, selector, V4, ip_address("192.0.2.2")
+    )
     assert decode(LOG, C2P) == m.Log(m.LogLevel.ERR, "hi")
 
 
@@ -94,15 +113,22 @@ def test_empty_and_short_messages_are_truncated() -> None:
 def test_unknown_types() -> None:
     rejects(h("0000"), Reason.UNKNOWN_TYPE)
     rejects(h("02ff"), Reason.UNKNOWN_TYPE)
-    rejects(h("ffff") + SA_DELETE[2:], Reason.UNKNOWN_TYPE)
+    rejects(h("ffff") + PHASE2_REMOVE[2:], Reason.UNKNOWN_TYPE)
+    # the type numbers of version 2's SaAdd, SaDelete, PolicyAdd, PolicyDelete: 0x0230 and
+    # 0x0231 are Phase2Install and Phase2Remove now, 0x0232 and 0x0233 are free
+    rejects(h("0232") + PHASE2_REMOVE[2:], Reason.UNKNOWN_TYPE)
+    rejects(h("0233") + PHASE2_REMOVE[2:], Reason.UNKNOWN_TYPE)
 
 
 def test_message_for_another_direction() -> None:
     rejects(h("0141 00001234 03 04 c0000201 01"), Reason.WRONG_DIRECTION)  # KernelExpire
 
 
-@pytest.mark.parametrize("good", [SA_DELETE, DATAGRAM_OUT, POLICY_DELETE, LOG])
-def test_every_truncation_and_any_trailing_byte(good: bytes) -> None:
+@pytest.mark.parametrize("good", [PHASE2_REMOVE, DATAGRAM_OUT, LOG, "install"])
+def test_every_truncation_and_any_trailing_byte(good: bytes | str) -> None:
+    if good == "install":
+        good = encode(_install())
+    assert isinstance(good, bytes)
     for cut in range(len(good)):
         rejects(good[:cut], Reason.TRUNCATED)
     rejects(good + b"\x00", Reason.TRAILING_BYTES)
@@ -114,8 +140,11 @@ def test_oversize_is_refused_before_decoding() -> None:
 
 
 def test_enum_out_of_range() -> None:
-    rejects(h("0231 00000001 00001234 01 04 c0000201"), Reason.BAD_ENUM)  # ISAKMP is no SA
-    rejects(h("0231 00000001 00001234 ff 04 c0000201"), Reason.BAD_ENUM)
+    isakmp = PHASE2_REMOVE.replace(h("03 00001234"), h("01 00001234"))  # ISAKMP is no SA
+    rejects(isakmp, Reason.BAD_ENUM)
+    rejects(PHASE2_REMOVE.replace(h("03 00001234"), h("ff 00001234")), Reason.BAD_ENUM)
+    rejects(h(KERNEL_EXPIRE.replace(" 03 ", " 01 ").format("04 c0000201") + "00"), Reason.BAD_ENUM,
+            P2C)  # fmt: skip
     rejects(h("0250 00 0002 6869"), Reason.BAD_ENUM)  # the child may not log EMERG
     rejects(h("0250 08 0002 6869"), Reason.BAD_ENUM)
 
@@ -126,31 +155,34 @@ def test_bool_other_than_0_or_1() -> None:
 
 
 def test_address_family_and_length() -> None:
-    rejects(h("0231 00000001 00001234 03 05 c0000201"), Reason.BAD_FAMILY)
-    rejects(h("0231 00000001 00001234 03 00 c0000201"), Reason.BAD_FAMILY)
-    rejects(h("0231 00000001 00001234 03 06 c0000201"), Reason.TRUNCATED)  # v6 needs 16
+    rejects(expire("05 c0000201"), Reason.BAD_FAMILY, P2C)
+    rejects(expire("00 c0000201"), Reason.BAD_FAMILY, P2C)
+    rejects(expire("06 c0000201"), Reason.TRUNCATED, P2C)  # v6 needs 16
     v6_bytes = V6.packed.hex()
-    rejects(h("0231 00000001 00001234 03 04" + v6_bytes), Reason.TRAILING_BYTES)
-    assert decode(h("0231 00000001 00001234 03 06" + v6_bytes), C2P) == m.SaDelete(
-        1, 0x1234, ProtocolId.IPSEC_ESP, V6
+    rejects(expire("04" + v6_bytes), Reason.TRAILING_BYTES, P2C)
+    assert decode(expire("06" + v6_bytes), P2C) == m.KernelExpire(
+        0x1234, ProtocolId.IPSEC_ESP, V6, False
     )
+    # the child's side: a Phase2Remove whose remote address is of another family
+    v6_remote = PHASE2_REMOVE.replace(bytes.fromhex("04c6336407"), bytes.fromhex("06") + V6.packed)
+    rejects(v6_remote, Reason.INCONSISTENT)
 
 
 def test_prefix_length_and_host_bits() -> None:
-    rejects(h("0233 00000009 04 c0000200 21 00 0000 04 cb007100 18 06 01bb 02"), Reason.BAD_PREFIX)
-    rejects(h("0233 00000009 04 c0000200 ff 00 0000 04 cb007100 18 06 01bb 02"), Reason.BAD_PREFIX)
-    rejects(h("0233 00000009 04 c0000201 18 00 0000 04 cb007100 18 06 01bb 02"), Reason.HOST_BITS)
+    rejects(acquire(SELECTOR.replace(" 18 00", " 21 00")), Reason.BAD_PREFIX, P2C)
+    rejects(acquire(SELECTOR.replace(" 18 00", " ff 00")), Reason.BAD_PREFIX, P2C)
+    rejects(acquire(SELECTOR.replace("c0000200", "c0000201")), Reason.HOST_BITS, P2C)
     # 192.0.2.0/22: the 2 in the third octet is a host bit
-    rejects(h("0233 00000009 04 c0000200 16 00 0000 04 cb007100 18 06 01bb 02"), Reason.HOST_BITS)
+    rejects(acquire(SELECTOR.replace(" 18 00", " 16 00")), Reason.HOST_BITS, P2C)
     net6 = ip_network("2001:db8::").network_address.packed.hex()
-    v6_sel = f"06 {net6} 81 00 0000 06 {net6} 20 00 0000 00"
-    rejects(h("0233 00000009" + v6_sel), Reason.BAD_PREFIX)
-    assert decode(h("0233 00000009" + v6_sel.replace(" 81 ", " 80 ", 1)), C2P)
+    v6_sel = f"06 {net6} 81 00 0000 06 {net6} 20 00 0000"
+    rejects(acquire(v6_sel), Reason.BAD_PREFIX, P2C)
+    assert decode(acquire(v6_sel.replace(" 81 ", " 80 ", 1)), P2C)
 
 
 def test_mixed_families_in_one_selector() -> None:
-    mixed = f"04 c0000200 18 00 0000 06 {V6.packed.hex()} 80 00 0000 02"
-    err = rejects(h("0233 00000009" + mixed), Reason.INCONSISTENT)
+    mixed = f"04 c0000200 18 00 0000 06 {V6.packed.hex()} 80 00 0000"
+    err = rejects(acquire(mixed), Reason.INCONSISTENT, P2C)
     assert "selector" in str(err)
 
 
@@ -192,38 +224,97 @@ def test_nonce_bounds() -> None:
     assert decode(ok, C2P) == m.SkeyidRequest(1, 1, None, IkeHash.SHA, b"n" * 8, b"n" * 256)
 
 
-def _sa_add(**changes: Any) -> m.SaAdd:
+SEL = m.TrafficSelector(
+    m.SelectorSide(ip_network("198.51.100.0/24"), 0, 0),
+    m.SelectorSide(ip_network("203.0.113.0/24"), 0, 0),
+)
+BACK = m.TrafficSelector(SEL.dst, SEL.src)
+
+
+def _keys(spi: int) -> m.Phase2Sa:
+    return m.Phase2Sa(spi, m.CryptKey(EspTransformId.AES_CBC, b"k" * 16),
+                      m.AuthKey(AuthAlgorithm.HMAC_SHA2_256, b"a" * 32), None,
+                      m.Lifetimes(3000, 3600, 0, 0))  # fmt: skip
+
+
+def _policies(*directions: m.PolicyDirection) -> tuple[m.Phase2Policy, ...]:
+    return tuple(m.Phase2Policy(d, SEL if d is m.PolicyDirection.OUT else BACK, 1000)
+                 for d in directions)  # fmt: skip
+
+
+TUNNEL_POLICIES = _policies(m.PolicyDirection.OUT, m.PolicyDirection.IN, m.PolicyDirection.FWD)
+
+
+def _install(**changes: Any) -> m.Phase2Install:
     fields: dict[str, Any] = dict(
-        request_id=1, phase1_number=1, phase2_number=2, tunnel_id=3,
-        direction=m.SaDirection.OUT, src=V4, dst=V4_PEER, proto=ProtocolId.IPSEC_ESP,
-        spi=0x1234, mode=EncapsulationMode.TUNNEL,
-        encryption=m.CryptKey(EspTransformId.AES_CBC, b"k" * 16),
-        integrity=m.AuthKey(AuthAlgorithm.HMAC_SHA2_256, b"a" * 32), aead=None,
-        lifetimes=m.Lifetimes(3000, 3600, 0, 0), encap=None, selector=None, reqid=5,
+        request_id=1, phase1_number=1, phase2_number=2, tunnel_id=3, local=V4, remote=V4_PEER,
+        proto=ProtocolId.IPSEC_ESP, mode=EncapsulationMode.TUNNEL, reqid=5,
+        inbound=_keys(0x1234), outbound=_keys(0x5678), encap=None, selector=SEL,
+        policies=TUNNEL_POLICIES,
     )  # fmt: skip
     fields.update(changes)
-    return m.SaAdd(**fields)
+    return m.Phase2Install(**fields)
 
 
 def test_hostile_sender_key_too_long() -> None:
-    err = rejects(tampered(_sa_add(), "integrity.key", b"a" * 65), Reason.BAD_LENGTH)
-    assert str(err).startswith("SaAdd.integrity.key:")
-    rejects(tampered(_sa_add(), "encryption.key", b"k" * 65), Reason.BAD_LENGTH)
+    err = rejects(tampered(_install(), "outbound.integrity.key", b"a" * 65), Reason.BAD_LENGTH)
+    assert str(err).startswith("Phase2Install.outbound.integrity.key:")
+    rejects(tampered(_install(), "inbound.encryption.key", b"k" * 65), Reason.BAD_LENGTH)
 
 
 def test_hostile_sender_breaks_the_rules() -> None:
-    rejects(tampered(_sa_add(), "spi", 255), Reason.INT_RANGE)  # reserved SPI
-    rejects(tampered(_sa_add(), "phase2_number", 0), Reason.INT_RANGE)
-    rejects(tampered(_sa_add(), "direction", 3), Reason.BAD_ENUM)
-    rejects(tampered(_sa_add(), "mode", EncapsulationMode.UDP_ENCAPSULATED_TUNNEL), Reason.BAD_ENUM)
-    rejects(tampered(_sa_add(), "encryption.transform", EspTransformId.AES_GCM_16), Reason.BAD_ENUM)
-    rejects(tampered(_sa_add(), "aead", m.AeadKey(EspTransformId.AES_GCM_16, b"k" * 16, b"salt")),
+    rejects(tampered(_install(), "inbound.spi", 255), Reason.INT_RANGE)  # reserved SPI
+    rejects(tampered(_install(), "outbound.spi", 0), Reason.INT_RANGE)
+    rejects(tampered(_install(), "phase2_number", 0), Reason.INT_RANGE)
+    rejects(tampered(_install(), "mode", EncapsulationMode.UDP_ENCAPSULATED_TUNNEL),
+            Reason.BAD_ENUM)  # fmt: skip
+    rejects(tampered(_install(), "outbound.encryption.transform", EspTransformId.AES_GCM_16),
+            Reason.BAD_ENUM)  # fmt: skip
+    rejects(tampered(_install(), "outbound.aead",
+                     m.AeadKey(EspTransformId.AES_GCM_16, b"k" * 16, b"salt")),
             Reason.INCONSISTENT)  # fmt: skip
-    rejects(tampered(_sa_add(), "dst", V6), Reason.INCONSISTENT)
+    rejects(tampered(_install(), "remote", V6), Reason.INCONSISTENT)
     rejects(tampered(m.Log(m.LogLevel.INFO, "x"), "text", "a\nb"), Reason.BAD_CHARSET)
     request = m.SkeyidRequest(1, 1, None, IkeHash.SHA, b"n" * 8, b"n" * 8)
     rejects(tampered(request, "peer", V4_PEER), Reason.INCONSISTENT)
     rejects(tampered(request, "ni", b"n" * 300), Reason.BAD_LENGTH)
+
+
+def test_hostile_install_policies() -> None:
+    """The policy list is bounded (2..3), each direction once, fwd exactly in tunnel mode."""
+    out, in_, fwd = m.PolicyDirection.OUT, m.PolicyDirection.IN, m.PolicyDirection.FWD
+    rejects(tampered(_install(), "policies", _policies(out)), Reason.TOO_MANY)
+    rejects(tampered(_install(), "policies", _policies(out, in_, fwd, fwd)), Reason.TOO_MANY)
+    rejects(tampered(_install(), "policies", _policies(out, in_, in_)), Reason.INCONSISTENT)
+    rejects(tampered(_install(), "policies", _policies(out, in_)), Reason.INCONSISTENT)
+    transport = _install(mode=EncapsulationMode.TRANSPORT, policies=_policies(out, in_))
+    assert decode(encode(transport), C2P) == transport
+    rejects(tampered(transport, "policies", TUNNEL_POLICIES), Reason.INCONSISTENT)
+    bad = m.Phase2Policy(out, SEL, 1000)
+    object.__setattr__(bad, "direction", 3)
+    rejects(tampered(_install(), "policies", (bad, *TUNNEL_POLICIES[1:])), Reason.BAD_ENUM)
+    # inner traffic of another family than the gateways is the definition's business (IPv4
+    # subnets over IPv6 gateways); one selector mixing both is never well-formed
+    inner6 = m.TrafficSelector(m.SelectorSide(ip_network("2001:db8::/64"), 0, 0),
+                               m.SelectorSide(ip_network("2001:db8:1::/64"), 0, 0))  # fmt: skip
+    assert decode(encode(_install(selector=inner6)), C2P).selector == inner6  # type: ignore[attr-defined]
+    mixed = m.TrafficSelector(SEL.src, SEL.dst)
+    object.__setattr__(mixed, "dst", inner6.dst)
+    rejects(tampered(_install(), "selector", mixed), Reason.INCONSISTENT)
+
+
+def test_hostile_install_shapes() -> None:
+    """ESP: encryption or aead; AH: integrity only, never UDP-encapsulated; per SA."""
+    sha = m.AuthKey(AuthAlgorithm.HMAC_SHA2_256, b"a" * 32)
+    lt = m.Lifetimes(3000, 3600, 0, 0)
+    ah = m.Phase2Sa(0x1234, None, sha, None, lt)
+    good_ah = _install(proto=ProtocolId.IPSEC_AH, inbound=ah, outbound=ah)
+    assert decode(encode(good_ah), C2P) == good_ah
+    rejects(tampered(good_ah, "encap", m.NatTEncap(4500, 4500)), Reason.INCONSISTENT)
+    rejects(tampered(good_ah, "outbound", _keys(0x1234)), Reason.INCONSISTENT)
+    rejects(tampered(_install(), "inbound", ah), Reason.INCONSISTENT)
+    gcm = m.AeadKey(EspTransformId.AES_GCM_16, b"k" * 16, b"salt")
+    rejects(tampered(_install(), "inbound.aead", gcm), Reason.INCONSISTENT)  # and encryption
 
 
 def _phase1(**changes: Any) -> m.Phase1Def:
@@ -277,7 +368,8 @@ def test_constructor_refuses_wrong_python_types() -> None:
     refused(Reason.BAD_TYPE, m.KernelExpire, 0x1234, 3, V4, True)  # plain int, not ProtocolId
     refused(Reason.BAD_TYPE, m.KernelExpire, 0x1234, ProtocolId.IPSEC_ESP, V4, 1)
     refused(Reason.BAD_TYPE, m.Log, m.LogLevel.INFO, b"bytes")
-    refused(Reason.BAD_TYPE, m.SaDelete, 1, 0x1234, ProtocolId.IPSEC_ESP, IPv6Address("fe80::1%2"))
+    refused(Reason.BAD_TYPE, m.Phase2Remove, 1, 2, 3, V6, IPv6Address("fe80::1%2"),
+            ProtocolId.IPSEC_ESP, 0x1234, 0x5678, 5, False)  # fmt: skip
     refused(Reason.BAD_UTF8, m.ResultReply, 1, m.ErrorCode.INTERNAL, "\ud800")
     refused(Reason.BAD_TYPE, m.DatagramOut, m.Endpoint(V4, 1), m.Endpoint(V4, 2), False, "abc")
     refused(Reason.BAD_TYPE, m.Phase2Def, 1, 1, "x",
@@ -302,7 +394,7 @@ def test_reply_shapes() -> None:
 
 def test_decode_wants_bytes() -> None:
     with pytest.raises(IpcError) as info:
-        decode(bytearray(SA_DELETE), C2P)  # type: ignore[arg-type]
+        decode(bytearray(PHASE2_REMOVE), C2P)  # type: ignore[arg-type]
     assert info.value.reason is Reason.BAD_TYPE
 
 

@@ -78,9 +78,9 @@ CONTRACT = {
         "SpiReply", "ResultReply", "KernelAcquire", "KernelExpire", "Shutdown",
     },
     Direction.CHILD_TO_PARENT: {
-        "Ready", "DatagramOut", "SkeyidRequest", "SignatureRequest", "SpiRequest", "SaAdd",
-        "SaDelete", "PolicyAdd", "PolicyDelete", "StateReport", "StateReportEnd", "Stats",
-        "Log", "KeyLog",
+        "Ready", "DatagramOut", "SkeyidRequest", "SignatureRequest", "SpiRequest",
+        "Phase2Install", "Phase2Remove", "StateReport", "StateReportEnd", "Stats", "Log",
+        "KeyLog",
     },
     Direction.CLI_TO_DAEMON: {
         "ControlHello", "ActivateRequest", "ListRequest", "RemoveRequest", "DbChanged",
@@ -184,7 +184,7 @@ def test_wire_format_is_pinned() -> None:
     dpd = bytearray()
     m.DpdSettings(True, 30, 120, m.DpdAction.RESTART)._write(dpd)
     assert dpd.hex() == "01" "001e" "0078" "02"  # fmt: skip
-    assert encode(m.Hello(m.PROTOCOL_VERSION)).hex() == "0101" "0002"  # fmt: skip
+    assert encode(m.Hello(m.PROTOCOL_VERSION)).hex() == "0101" "0003"  # fmt: skip
     # counters: a 1-byte count (bound 64), then per counter a 1-byte name length (bound 48),
     # the name, a u64 value; Response carries them last, after `more`
     stats = m.Stats(7, (m.CounterValue("dropped_malformed", 3),))
@@ -194,7 +194,20 @@ def test_wire_format_is_pinned() -> None:
     empty = m.Response(m.ErrorCode.OK, (), ())
     assert encode(empty).hex() == "0401" "00" "0000" "0000" "00" "00"  # fmt: skip
     assert encode(m.StatsRequest(True)).hex() == "0314" "01"  # fmt: skip
-    assert m.PROTOCOL_VERSION == 2
+    # version 3: one install and one remove per phase 2. Phase2Remove: request id, phase 2,
+    # tunnel id, local, remote, proto, spi_in, spi_out, reqid, keep_policies
+    remove = m.Phase2Remove(1, 2, 3, V4, V4_PEER, ProtocolId.IPSEC_ESP, 0x1234, 0x5678, 5, True)
+    assert encode(remove).hex() == (
+        "0231" "00000001" "00000002" "00000003" "04c0000201" "04c6336407" "03" "00001234"
+        "00005678" "00000005" "01"
+    )  # fmt: skip
+    # Phase2Policy: direction, selector, priority; the list has a 1-byte count (bound 3)
+    sel = m.TrafficSelector(m.SelectorSide(ip_network("192.0.2.0/24"), 0, 0),
+                            m.SelectorSide(ip_network("203.0.113.0/24"), 6, 443))  # fmt: skip
+    policy = bytearray()
+    m.Phase2Policy(m.PolicyDirection.FWD, sel, 1000)._write(policy)
+    assert policy.hex() == "02" "04c000020018000000" "04cb007100180601bb" "000003e8"  # fmt: skip
+    assert m.PROTOCOL_VERSION == 3
 
 
 def test_largest_ike_datagram_fits_in_one_message() -> None:
@@ -282,38 +295,55 @@ def test_version_check() -> None:
     assert info.value.reason is Reason.VERSION_MISMATCH
 
 
-def test_sa_add_shapes() -> None:
-    base: dict[str, Any] = dict(
-        request_id=1, phase1_number=1, phase2_number=2, tunnel_id=3,
-        direction=m.SaDirection.IN, src=V4_PEER, dst=V4, proto=ProtocolId.IPSEC_ESP,
-        spi=0x1234, mode=EncapsulationMode.TUNNEL, encryption=None, integrity=None,
-        aead=None, lifetimes=m.Lifetimes(3000, 3600, 0, 0), encap=None, selector=None,
-        reqid=5,
-    )  # fmt: skip
+def test_phase2_install_shapes() -> None:
+    out, in_, fwd = m.PolicyDirection.OUT, m.PolicyDirection.IN, m.PolicyDirection.FWD
+    sel = m.TrafficSelector(m.SelectorSide(ip_network("198.51.100.0/24"), 0, 0),
+                            m.SelectorSide(ip_network("203.0.113.0/24"), 0, 0))  # fmt: skip
+    back = m.TrafficSelector(sel.dst, sel.src)
+    pols = {d: m.Phase2Policy(d, sel if d is out else back, 1000) for d in (out, in_, fwd)}
     gcm = m.AeadKey(EspTransformId.AES_GCM_16, b"k" * 16, b"salt")
     cbc = m.CryptKey(EspTransformId.AES_CBC, b"k" * 16)
     sha = m.AuthKey(AuthAlgorithm.HMAC_SHA2_256, b"a" * 32)
+    lt = m.Lifetimes(3000, 3600, 0, 0)
+
+    def sa(spi: int, **keys: Any) -> m.Phase2Sa:
+        fields: dict[str, Any] = {"encryption": None, "integrity": None, "aead": None, **keys}
+        return m.Phase2Sa(spi, lifetimes=lt, **fields)
+
+    base: dict[str, Any] = dict(
+        request_id=1, phase1_number=1, phase2_number=2, tunnel_id=3, local=V4, remote=V4_PEER,
+        proto=ProtocolId.IPSEC_ESP, mode=EncapsulationMode.TUNNEL, reqid=5, encap=None,
+        selector=sel, policies=(pols[out], pols[in_], pols[fwd]),
+    )  # fmt: skip
+    esp = {"inbound": sa(0x1234, aead=gcm), "outbound": sa(0x5678, aead=gcm)}
+    ah = {"proto": ProtocolId.IPSEC_AH, "inbound": sa(0x1234, integrity=sha),
+          "outbound": sa(0x5678, integrity=sha)}  # fmt: skip
     good: list[dict[str, Any]] = [
-        {"aead": gcm},
-        {"encryption": cbc, "integrity": sha},
-        {"encryption": cbc, "integrity": sha, "encap": m.NatTEncap(4500, 4500)},
-        {"proto": ProtocolId.IPSEC_AH, "integrity": sha},
-    ]
+        esp,
+        {"inbound": sa(0x1234, encryption=cbc, integrity=sha),
+         "outbound": sa(0x5678, encryption=cbc, integrity=sha)},
+        {**esp, "encap": m.NatTEncap(4500, 4500)},
+        ah,
+        {**esp, "mode": EncapsulationMode.TRANSPORT, "policies": (pols[in_], pols[out])},
+    ]  # fmt: skip
     bad: list[dict[str, Any]] = [
-        {},
-        {"aead": gcm, "encryption": cbc},
-        {"aead": gcm, "integrity": sha},
-        {"proto": ProtocolId.IPSEC_AH, "integrity": sha, "encryption": cbc},
-        {"proto": ProtocolId.IPSEC_AH, "integrity": sha, "encap": m.NatTEncap(4500, 4500)},
-        {"proto": ProtocolId.IPSEC_AH},
-        {"aead": gcm, "dst": V6},
-    ]
+        {"inbound": sa(0x1234), "outbound": sa(0x5678, aead=gcm)},
+        {**esp, "outbound": sa(0x5678, aead=gcm, encryption=cbc)},
+        {**esp, "inbound": sa(0x1234, aead=gcm, integrity=sha)},
+        {**ah, "outbound": sa(0x5678, integrity=sha, encryption=cbc)},
+        {**ah, "encap": m.NatTEncap(4500, 4500)},
+        {**ah, "inbound": sa(0x1234)},
+        {**esp, "remote": V6},
+        {**esp, "policies": (pols[out], pols[in_])},  # tunnel mode needs fwd
+        {**esp, "mode": EncapsulationMode.TRANSPORT},  # transport mode has none
+        {**esp, "policies": (pols[out], pols[in_], pols[in_])},
+    ]  # fmt: skip
     for extra in good:
-        msg = m.SaAdd(**{**base, **extra})
+        msg = m.Phase2Install(**{**base, **extra})
         assert decode(encode(msg), Direction.CHILD_TO_PARENT) == msg
     for extra in bad:
         with pytest.raises(IpcError) as info:
-            m.SaAdd(**{**base, **extra})
+            m.Phase2Install(**{**base, **extra})
         assert info.value.reason is Reason.INCONSISTENT, extra
 
 
@@ -322,5 +352,5 @@ def test_policy_selector_networks_keep_their_prefix() -> None:
         m.SelectorSide(ip_network("192.0.2.0/24"), 0, 0),
         m.SelectorSide(ip_network("203.0.113.128/25"), 6, 443),
     )
-    msg = m.PolicyDelete(9, sel, m.PolicyDirection.FWD)
-    assert decode(encode(msg), Direction.CHILD_TO_PARENT) == msg
+    msg = m.KernelAcquire(9, None, sel, V4, ip_address("192.0.2.2"))
+    assert decode(encode(msg), Direction.PARENT_TO_CHILD) == msg

@@ -40,6 +40,7 @@ from ikepriv.ipc.schema import (
 from ikepriv.isakmp.constants import (
     AhTransformId,
     AuthAlgorithm,
+    EncapsulationMode,
     EspTransformId,
     IdType,
     ProtocolId,
@@ -168,15 +169,34 @@ def _fix_skeyid_request(kw: dict[str, Any]) -> None:
         kw["peer"] = None
 
 
-def _fix_sa_add(kw: dict[str, Any]) -> None:
-    if kw["proto"] is ProtocolId.IPSEC_AH:
-        kw["encryption"] = kw["aead"] = kw["encap"] = None
-        if kw["integrity"] is None:
-            kw["integrity"] = m.AuthKey(AuthAlgorithm.HMAC_SHA2_256, b"\x02" * 32)
-    elif kw["aead"] is not None:
-        kw["encryption"] = kw["integrity"] = None
-    elif kw["encryption"] is None:
-        kw["encryption"] = m.CryptKey(EspTransformId.AES_CBC, b"\x03" * 16)
+def _fix_phase2_sa(proto: ProtocolId, sa: m.Phase2Sa) -> m.Phase2Sa:
+    enc, integ, aead = sa.encryption, sa.integrity, sa.aead
+    if proto is ProtocolId.IPSEC_AH:
+        enc = aead = None
+        if integ is None:
+            integ = m.AuthKey(AuthAlgorithm.HMAC_SHA2_256, b"\x02" * 32)
+    elif aead is not None:
+        enc = integ = None
+    elif enc is None:
+        enc = m.CryptKey(EspTransformId.AES_CBC, b"\x03" * 16)
+    return m.Phase2Sa(sa.spi, enc, integ, aead, sa.lifetimes)
+
+
+def _fix_phase2_install(kw: dict[str, Any]) -> None:
+    proto = kw["proto"]
+    kw["inbound"] = _fix_phase2_sa(proto, kw["inbound"])
+    kw["outbound"] = _fix_phase2_sa(proto, kw["outbound"])
+    if proto is ProtocolId.IPSEC_AH:
+        kw["encap"] = None
+    drawn = kw["policies"]
+    wanted = [m.PolicyDirection.OUT, m.PolicyDirection.IN]
+    if kw["mode"] is EncapsulationMode.TUNNEL:
+        wanted.append(m.PolicyDirection.FWD)
+    # one policy per direction, from the drawn ones (selectors and priorities as drawn)
+    kw["policies"] = tuple(
+        m.Phase2Policy(d, drawn[i % len(drawn)].selector, drawn[i % len(drawn)].priority)
+        for i, d in enumerate(wanted)
+    )
 
 
 def _fix_activate(kw: dict[str, Any]) -> None:
@@ -198,7 +218,7 @@ FIXUPS: dict[type[Struct], Callable[[dict[str, Any]], None]] = {
     m.SignatureReply: _result("signature", 1),
     m.SpiReply: _fix_spi_reply,
     m.SkeyidRequest: _fix_skeyid_request,
-    m.SaAdd: _fix_sa_add,
+    m.Phase2Install: _fix_phase2_install,
     m.ActivateRequest: _fix_activate,
     m.ListRequest: _fix_list,
 }

@@ -12,11 +12,23 @@ import dataclasses
 import ipaddress
 
 import pytest
-from test_vetting_rules import DEFS, STRANGER, A, B, numbered, refusal, sa
+from test_vetting_rules import (
+    DEFS,
+    OUT_TS,
+    STRANGER,
+    A,
+    B,
+    ah_install,
+    allocate,
+    install,
+    numbered,
+    policies,
+    refusal,
+)
 
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.messages import ErrorCode
-from ikepriv.isakmp.constants import AuthAlgorithm, EncapsulationMode, IkeHash, ProtocolId
+from ikepriv.isakmp.constants import IkeHash, ProtocolId
 from ikepriv.parent_kernel.installed import Installed, SaEntry
 from ikepriv.parent_kernel.peers import PeerTable
 from ikepriv.parent_kernel.vetting import (
@@ -24,8 +36,7 @@ from ikepriv.parent_kernel.vetting import (
     SKEYID_BURST,
     SKEYID_WINDOW,
     Activation,
-    PolicyPlan,
-    SaPlan,
+    Phase2Plan,
     SpiPlan,
     Vetter,
 )
@@ -114,35 +125,24 @@ def test_our_own_address_is_never_a_peer(quiet: Vetter, target: str) -> None:
     quiet.peers.record(A, me, 500, natt=False, now=NOW)
     dg = m.DatagramOut(m.Endpoint(A, 500), m.Endpoint(me, 500), False, bytes(28))
     refusal(quiet.datagram(dg, PORTS), ErrorCode.NOT_PERMITTED)
-    ah = m.SaAdd(
-        request_id=2, phase1_number=2, phase2_number=2, tunnel_id=2,
-        direction=m.SaDirection.OUT, src=A, dst=me, proto=ProtocolId.IPSEC_AH, spi=0x6000,
-        mode=EncapsulationMode.TUNNEL, encryption=None,
-        integrity=m.AuthKey(AuthAlgorithm.HMAC_SHA, bytes(20)), aead=None,
-        lifetimes=m.Lifetimes(0, 3600, 0, 0), encap=None, selector=None, reqid=12,
-    )  # fmt: skip
-    refusal(quiet.sa_add(ah), ErrorCode.NOT_PERMITTED, "not the gateway")
-    stranger = dataclasses.replace(ah, dst=STRANGER)
+    if me.version == 4:
+        allocate(quiet, 0x6001, phase2=2, peer=me)  # even with an SPI "allocated" for it
+    refusal(quiet.phase2_install(ah_install(me)), ErrorCode.NOT_PERMITTED, "not the gateway")
     quiet.peers.record(A, STRANGER, 500, natt=False, now=NOW)
-    assert isinstance(quiet.sa_add(stranger), SaPlan)
+    allocate(quiet, 0x6002, phase2=2, peer=STRANGER)
+    assert isinstance(quiet.phase2_install(ah_install(STRANGER, inbound_spi=0x6002)), Phase2Plan)
 
 
 # -- SAs only for tunnels in use ------------------------------------------------------------
 
 
 def test_sa_and_spi_for_a_tunnel_nobody_activated_or_talked_to(quiet: Vetter) -> None:
-    refusal(quiet.sa_add(sa()), ErrorCode.NOT_PERMITTED, "not active")
+    allocate(quiet)  # even an SPI on record does not make the tunnel active
+    refusal(quiet.phase2_install(install()), ErrorCode.NOT_PERMITTED, "not active")
     refusal(quiet.spi(m.SpiRequest(1, 1, ProtocolId.IPSEC_ESP, B, A)), ErrorCode.NOT_PERMITTED,
             "not active")  # fmt: skip
-    tmpl = m.PolicyTemplate(A, B, ProtocolId.IPSEC_ESP, EncapsulationMode.TUNNEL, 9)
-    sel = m.TrafficSelector(
-        m.SelectorSide(ipaddress.ip_network("198.51.100.0/24"), 6, 0),
-        m.SelectorSide(ipaddress.ip_network("203.0.113.0/24"), 6, 443),
-    )
-    refusal(quiet.policy_add(m.PolicyAdd(1, 1, sel, m.PolicyDirection.OUT, tmpl, 1000)),
-            ErrorCode.NOT_PERMITTED, "not active")  # fmt: skip
     quiet.activations[1] = Activation(1)  # type: ignore[index]
-    assert isinstance(quiet.sa_add(sa()), SaPlan)
+    assert isinstance(quiet.phase2_install(install()), Phase2Plan)
     assert isinstance(quiet.spi(m.SpiRequest(1, 1, ProtocolId.IPSEC_ESP, B, A)), SpiPlan)
 
 
@@ -150,7 +150,8 @@ def test_a_rekey_survives_the_peer_falling_out_of_the_peer_table(quiet: Vetter) 
     """Spoofed datagrams can push a peer out of the bounded table; its SAs still count."""
     quiet.installed.add_sa(SaEntry((B, 0x4444, ProtocolId.IPSEC_ESP), 1, 1, A, larval=False,
                                    tunnel_id=1, direction=m.SaDirection.OUT, reqid=9))  # fmt: skip
-    assert isinstance(quiet.sa_add(sa(spi=0x4445)), SaPlan)
+    allocate(quiet)
+    assert isinstance(quiet.phase2_install(install()), Phase2Plan)
 
 
 @pytest.mark.parametrize(
@@ -159,20 +160,17 @@ def test_a_rekey_survives_the_peer_falling_out_of_the_peer_table(quiet: Vetter) 
 )
 def test_zero_means_infinite_never_sneaks_through(lifetimes: m.Lifetimes) -> None:
     vetter = Vetter(numbered(DEFS), Installed(), PeerTable(), {1: Activation(1)})
-    refusal(vetter.sa_add(sa(lifetimes=lifetimes)), ErrorCode.NOT_PERMITTED)
+    allocate(vetter)
+    refusal(vetter.phase2_install(install(out={"lifetimes": lifetimes})), ErrorCode.NOT_PERMITTED)
+    refusal(vetter.phase2_install(install(inb={"lifetimes": lifetimes})), ErrorCode.NOT_PERMITTED)
 
 
 def test_child_policies_never_outrank_the_operators() -> None:
     """XFRM: the lower number wins; a child policy at priority 0 would override an
     operator's bypass or block policy for the same traffic."""
     vetter = Vetter(numbered(DEFS), Installed(), PeerTable(), {1: Activation(1)})
-    tmpl = m.PolicyTemplate(A, B, ProtocolId.IPSEC_ESP, EncapsulationMode.TUNNEL, 9)
-    sel = m.TrafficSelector(
-        m.SelectorSide(ipaddress.ip_network("198.51.100.0/24"), 6, 0),
-        m.SelectorSide(ipaddress.ip_network("203.0.113.0/24"), 6, 443),
-    )
-    good = m.PolicyAdd(1, 1, sel, m.PolicyDirection.OUT, tmpl, 1000)
-    assert isinstance(vetter.policy_add(good), PolicyPlan)
+    allocate(vetter)
+    assert isinstance(vetter.phase2_install(install()), Phase2Plan)
     for priority in (0, 1, MIN_POLICY_PRIORITY - 1):
-        refusal(vetter.policy_add(dataclasses.replace(good, priority=priority)),
+        refusal(vetter.phase2_install(install(policies=policies(OUT_TS, priority=priority))),
                 ErrorCode.NOT_PERMITTED, "priority")  # fmt: skip

@@ -5,8 +5,8 @@
   stats` shows.
 - The parent accepts only those names (an allowlist), each once; its own counters have
   names of their own, so the two never mix in one listing.
-- Vetting added alongside: an SA the child sends without a selector gets its phase 2
-  definition's selector (tunnel mode) instead of the kernel's wildcard.
+- Vetting added alongside: an SA always carries the install's selector (the inbound one
+  turned around), never the kernel's wildcard.
 """
 
 from __future__ import annotations
@@ -15,20 +15,19 @@ import ipaddress
 from dataclasses import fields
 
 import pytest
-from test_vetting_rules import DEFS, A, B, numbered, sa
+from test_vetting_rules import DEFS, A, B, allocate, install, numbered
 
 from ikepriv.child_negotiator.core.engine import Negotiator
 from ikepriv.ipc import decode, encode
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.ipc_error import IpcError, Reason
 from ikepriv.ipc.schema import Direction
-from ikepriv.isakmp.constants import ProtocolId
-from ikepriv.parent_kernel.installed import Installed, SaEntry
+from ikepriv.parent_kernel.installed import Installed
 from ikepriv.parent_kernel.kernel.specs import SelectorSpec
 from ikepriv.parent_kernel.peers import PeerTable
 from ikepriv.parent_kernel.state import PARENT_COUNTER_NAMES, ParentCounters
 from ikepriv.parent_kernel.udp import Drop
-from ikepriv.parent_kernel.vetting import SaPlan, Vetter, definition_selector, stats_problem
+from ikepriv.parent_kernel.vetting import Phase2Plan, Vetter, stats_problem
 from ikepriv.process_contract import COUNTER_NAMES, Counters
 
 
@@ -117,26 +116,11 @@ LAN_A = ipaddress.ip_network("198.51.100.0/24")
 LAN_B = ipaddress.ip_network("203.0.113.0/24")
 
 
-def test_sa_without_selector_gets_the_definitions_selector() -> None:
+def test_sas_carry_the_installs_selector_never_the_wildcard() -> None:
     # the definition: 198.51.100.0/24 <-> 203.0.113.0/24, tcp, remote port 443
-    plan = _vetter().sa_add(sa())
-    assert isinstance(plan, SaPlan)
-    assert plan.spec.selector == SelectorSpec(LAN_A, LAN_B, 6, 0, 443)  # not the wildcard
-
-
-def test_inbound_sa_without_selector_gets_it_turned_around() -> None:
     vetter = _vetter()
-    spi = 0x6000  # as if the parent had allocated it for phase 2 1
-    vetter.installed.add_sa(SaEntry(key=(A, spi, ProtocolId.IPSEC_ESP), phase1_number=1,
-                                    phase2_number=1, src=B, larval=True))  # fmt: skip
-    plan = vetter.sa_add(sa(direction=m.SaDirection.IN, src=B, dst=A, spi=spi))
-    assert isinstance(plan, SaPlan), plan
-    assert plan.spec.selector == SelectorSpec(LAN_B, LAN_A, 6, 443, 0)
-
-
-def test_definition_selector_keeps_the_wildcard_only_across_families() -> None:
-    view = numbered(DEFS)
-    p2 = view.phase2[1]
-    assert definition_selector(p2, True, 4) == SelectorSpec(LAN_A, LAN_B, 6, 0, 443)
-    assert definition_selector(p2, False, 4) == SelectorSpec(LAN_B, LAN_A, 6, 443, 0)
-    assert definition_selector(p2, True, 6) is None  # IPv4 subnets over IPv6 gateways
+    allocate(vetter)
+    plan = vetter.phase2_install(install())
+    assert isinstance(plan, Phase2Plan), plan
+    assert plan.outbound.spec.selector == SelectorSpec(LAN_A, LAN_B, 6, 0, 443)
+    assert plan.inbound.spec.selector == SelectorSpec(LAN_B, LAN_A, 6, 443, 0)

@@ -13,6 +13,8 @@ import hashlib
 import hmac
 import ipaddress
 import struct
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,22 +68,40 @@ def ts(src: str, dst: str, proto: int = 0) -> m.TrafficSelector:
     )
 
 
-def policy(rid: int, selector: m.TrafficSelector, *, phase2: int = 1, src=A, dst=B,
-           reqid: int = 7, direction=m.PolicyDirection.OUT) -> m.PolicyAdd:  # fmt: skip
-    return m.PolicyAdd(rid, phase2, selector, direction,
-                       m.PolicyTemplate(src, dst, ESP, TUNNEL, reqid), 1000)  # fmt: skip
+LANS = "198.51.100.0/24", "203.0.113.0/24"
 
 
-def sa(rid: int, *, spi: int = 0x1000, direction=m.SaDirection.OUT, src=A, dst=B,
-       phase1: int = 1, phase2: int = 1, hard: int = 3600,
-       key_len: int = 16) -> m.SaAdd:  # fmt: skip
-    return m.SaAdd(
-        request_id=rid, phase1_number=phase1, phase2_number=phase2, tunnel_id=1,
-        direction=direction, src=src, dst=dst, proto=ESP, spi=spi, mode=TUNNEL,
-        encryption=m.CryptKey(EspTransformId.AES_CBC, bytes(key_len)),
-        integrity=m.AuthKey(AuthAlgorithm.HMAC_SHA2_256, bytes(32)), aead=None,
-        lifetimes=m.Lifetimes(hard - 60, hard, 0, 0), encap=None, selector=None, reqid=7,
+def policies(selector: m.TrafficSelector, priority: int = 1000) -> tuple[m.Phase2Policy, ...]:
+    back = m.TrafficSelector(selector.dst, selector.src)
+    return (m.Phase2Policy(m.PolicyDirection.OUT, selector, priority),
+            m.Phase2Policy(m.PolicyDirection.IN, back, priority),
+            m.Phase2Policy(m.PolicyDirection.FWD, back, priority))  # fmt: skip
+
+
+def install(rid: int, *, spi_in: int = 0x1001, spi_out: int = 0x1000, remote=B,
+            phase1: int = 1, phase2: int = 1, hard: int = 3600, key_len: int = 16,
+            selector: m.TrafficSelector | None = None,
+            pols: tuple[m.Phase2Policy, ...] | None = None) -> m.Phase2Install:  # fmt: skip
+    """A Phase2Install as a correct child sends it for phase 2 1 (AES-CBC-128/SHA-256)."""
+    sel = selector if selector is not None else ts(*LANS)
+
+    def keys(spi: int, length: int) -> m.Phase2Sa:
+        return m.Phase2Sa(spi, m.CryptKey(EspTransformId.AES_CBC, bytes(length)),
+                          m.AuthKey(AuthAlgorithm.HMAC_SHA2_256, bytes(32)), None,
+                          m.Lifetimes(hard - 60, hard, 0, 0))  # fmt: skip
+
+    return m.Phase2Install(
+        request_id=rid, phase1_number=phase1, phase2_number=phase2, tunnel_id=1, local=A,
+        remote=remote, proto=ESP, mode=TUNNEL, reqid=7, inbound=keys(spi_in, 16),
+        outbound=keys(spi_out, key_len), encap=None, selector=sel,
+        policies=pols if pols is not None else policies(sel),
     )  # fmt: skip
+
+
+def allocate(child: StandIn, rid: int, phase2: int = 1, peer=B) -> int:
+    spi = child.ask(m.SpiRequest(rid, phase2, ESP, peer, A))
+    assert isinstance(spi, m.SpiReply) and spi.error is m.ErrorCode.OK, spi
+    return spi.spi
 
 
 def talk(child: StandIn) -> None:
@@ -106,78 +126,134 @@ def test_sa_to_another_address_is_refused(setup: tuple[Daemon, StandIn, str]) ->
     daemon, child, ns = setup
     before = kernel(ns)
     other = ipaddress.ip_address("192.0.2.99")
-    reply = child.ask(sa(1, dst=other))
+    reply = child.ask(install(1, remote=other))
     assert isinstance(reply, m.ResultReply) and reply.error is m.ErrorCode.NOT_PERMITTED
     # the gateway of another tunnel is just as wrong for this one
-    reply = child.ask(sa(2, dst=ipaddress.ip_address("192.0.2.3")))
+    reply = child.ask(install(2, remote=ipaddress.ip_address("192.0.2.3")))
     assert reply.error is m.ErrorCode.NOT_PERMITTED  # type: ignore[attr-defined]
     assert kernel(ns) == before
-    refused(daemon, "SA", "192.0.2.99 is not the gateway")
-    refused(daemon, "SA", "192.0.2.3 is not the gateway")
+    refused(daemon, "phase 2 install", "192.0.2.99 is not the gateway")
+    refused(daemon, "phase 2 install", "192.0.2.3 is not the gateway")
 
 
 def test_wider_selector_and_foreign_template_are_refused(
     setup: tuple[Daemon, StandIn, str],
 ) -> None:
     daemon, child, ns = setup
+    talk(child)
+    spi = allocate(child, 90)
     before = kernel(ns)
+    good = ts(*LANS)
     cases = [
-        policy(1, ts("198.51.100.0/23", "203.0.113.0/24")),  # wider local side
-        policy(2, ts("198.51.100.0/24", "0.0.0.0/0")),  # everything as remote
-        policy(3, ts("203.0.113.0/24", "198.51.100.0/24")),  # reversed for OUT
-        policy(4, ts("198.51.100.0/24", "203.0.113.0/24"), dst=ipaddress.ip_address("192.0.2.9")),
-        policy(5, ts("198.51.100.0/24", "203.0.113.0/24"), phase2=2),  # tunnel 2 is /25s
+        install(1, spi_in=spi, selector=ts("198.51.100.0/23", "203.0.113.0/24")),  # wider SAs
+        install(2, spi_in=spi, pols=policies(ts("198.51.100.0/23", "203.0.113.0/24"))),
+        install(3, spi_in=spi, pols=policies(ts("198.51.100.0/24", "0.0.0.0/0"))),
+        install(4, spi_in=spi, pols=policies(ts("203.0.113.0/24", "198.51.100.0/24"))),  # reversed
+        install(5, spi_in=spi, remote=ipaddress.ip_address("192.0.2.9")),
+        install(6, spi_in=spi, phase2=2),  # tunnel 2 is /25s
+        # one bad part among good ones refuses the whole: only the fwd policy is wider
+        install(7, spi_in=spi, pols=(*policies(good)[:2], policies(ts("0.0.0.0/0", LANS[0]))[2])),
+        install(8, spi_in=spi, pols=(*policies(good)[:2], policies(good, priority=1)[2])),
     ]
     for request in cases:
         reply = child.ask(request)
         assert isinstance(reply, m.ResultReply), reply
         assert reply.error is m.ErrorCode.NOT_PERMITTED, (request, reply)
     assert kernel(ns) == before
-    refused(daemon, "policy", "selector wider than the definition")
-    refused(daemon, "policy", "192.0.2.9 is not the gateway")
+    refused(daemon, "phase 2 install", "SA selector wider than the definition")
+    refused(daemon, "phase 2 install", "policy selector wider than the definition")
+    refused(daemon, "phase 2 install", "192.0.2.9 is not the gateway")
+    refused(daemon, "phase 2 install", "priority 1 above the operator's")
 
 
 def test_spi_not_allocated_and_spi_of_another_tunnel(setup: tuple[Daemon, StandIn, str]) -> None:
     daemon, child, ns = setup
     talk(child)
     before = kernel(ns)
-    reply = child.ask(sa(1, spi=0x4242, direction=m.SaDirection.IN, src=B, dst=A))
+    reply = child.ask(install(1, spi_in=0x4242))
     assert reply.error is m.ErrorCode.NOT_PERMITTED  # type: ignore[attr-defined]
     assert kernel(ns) == before
-    refused(daemon, "SA", "was not allocated for this phase 2")
+    refused(daemon, "phase 2 install", "was not allocated for this phase 2")
     # an SPI the parent allocated for tunnel 2 cannot be filled as tunnel 1
     c = ipaddress.ip_address("192.0.2.3")
     activate_phase1(daemon, 2)
-    spi = child.ask(m.SpiRequest(2, 2, ESP, c, A))
-    assert isinstance(spi, m.SpiReply) and spi.error is m.ErrorCode.OK
-    assert f"spi 0x{spi.spi:08x}" in xfrm(ns, "state")
+    spi = allocate(child, 2, phase2=2, peer=c)
+    assert f"spi 0x{spi:08x}" in xfrm(ns, "state")
     with_larval = kernel(ns)
-    reply = child.ask(sa(3, spi=spi.spi, direction=m.SaDirection.IN, src=c, dst=A))
+    reply = child.ask(install(3, spi_in=spi, remote=c))
+    assert reply.error is m.ErrorCode.NOT_PERMITTED  # type: ignore[attr-defined]
+    reply = child.ask(install(4, spi_in=spi))
     assert reply.error is m.ErrorCode.NOT_PERMITTED  # type: ignore[attr-defined]
     assert kernel(ns) == with_larval
 
 
-def test_deletes_of_what_the_parent_did_not_install(setup: tuple[Daemon, StandIn, str]) -> None:
+def test_removes_of_what_the_parent_did_not_install(setup: tuple[Daemon, StandIn, str]) -> None:
     daemon, child, ns = setup
     talk(child)
     # installed by someone else (an operator, another daemon)
     run("ip", "-n", ns, "xfrm", "policy", "add", "src", "198.51.100.0/24", "dst",
         "203.0.113.0/24", "dir", "out", "tmpl", "src", GW_A, "dst", GW_B, "proto", "esp",
-        "mode", "tunnel")  # fmt: skip
+        "mode", "tunnel", "reqid", "7")  # fmt: skip
     run("ip", "-n", ns, "xfrm", "state", "allocspi", "src", GW_B, "dst", GW_A, "proto", "esp")
     before = kernel(ns)
     spi = int(before[0].split("spi ")[1].split()[0], 16)
-    reply = child.ask(m.SaDelete(1, spi, ESP, A))
-    assert reply.error is m.ErrorCode.NOT_PERMITTED  # type: ignore[attr-defined]
-    reply = child.ask(m.PolicyDelete(2, ts("198.51.100.0/24", "203.0.113.0/24"),
-                                     m.PolicyDirection.OUT))  # fmt: skip
-    assert reply.error is m.ErrorCode.NOT_PERMITTED  # type: ignore[attr-defined]
-    # and the child cannot take over the operator's policy by re-adding it either
-    reply = child.ask(policy(3, ts("198.51.100.0/24", "203.0.113.0/24")))
-    assert reply.error is m.ErrorCode.KERNEL_ERROR  # type: ignore[attr-defined]  (EEXIST)
+    for rid, (spi_in, spi_out) in enumerate([(spi, 0x5000), (0x5000, spi)], start=1):
+        reply = child.ask(m.Phase2Remove(rid, 1, 1, A, B, ESP, spi_in, spi_out, 7, False))
+        assert reply.error is m.ErrorCode.NOT_PERMITTED  # type: ignore[attr-defined]
     assert kernel(ns) == before
-    refused(daemon, "SA delete", "not ours")
-    refused(daemon, "policy delete", "not installed by us")
+    refused(daemon, "phase 2 remove", "not ours")
+    # and the child cannot take over the operator's policy by installing it either
+    ours = allocate(child, 3)
+    before = kernel(ns)
+    reply = child.ask(install(4, spi_in=ours))
+    assert reply.error is m.ErrorCode.KERNEL_ERROR  # type: ignore[attr-defined]
+    assert kernel(ns) == before
+
+
+def test_one_install_is_all_or_nothing_in_the_real_kernel(
+    setup: tuple[Daemon, StandIn, str],
+) -> None:
+    """This kernel has XFRM but no ESP: the in and fwd policies are written, the outbound SA
+    is refused (EPROTONOSUPPORT), and the policies are taken out again, so the kernel is as
+    before the install; one error answers it. The remove that follows takes the allocated
+    SPI (its install never happened) and nothing else."""
+    daemon, child, ns = setup
+    talk(child)
+    spi = allocate(child, 1)
+    before = kernel(ns)
+    monitor_cmd = ["ip", "-n", ns, "xfrm", "monitor", "policy"]
+    with subprocess.Popen(monitor_cmd, stdout=subprocess.PIPE, text=True) as monitor:  # noqa: S603
+        try:
+            time.sleep(0.3)  # the monitor subscribes
+            reply = child.ask(install(2, spi_in=spi))
+            time.sleep(0.3)
+        finally:
+            monitor.terminate()
+        events = monitor.communicate(timeout=10)[0]
+    assert isinstance(reply, m.ResultReply) and reply.error is m.ErrorCode.KERNEL_ERROR, reply
+    assert "out SA spi 0x1000" in reply.reason
+    assert kernel(ns) == before  # the larval SPI still there, no policy, no SA
+    assert "dir in" in events and "dir fwd" in events and "Deleted" in events  # written, undone
+    assert "dir out" not in events  # never reached: it comes after the outbound SA
+    daemon.wait_log(r"out SA spi 0x1000 not installed: .*undoing 2 earlier write")
+    reply = child.ask(m.Phase2Remove(3, 1, 1, A, B, ESP, spi, 0x1000, 7, False))
+    assert reply.error is m.ErrorCode.OK  # type: ignore[attr-defined]
+    assert kernel(ns) == ("", before[1])  # the SPI is gone; the policies are as they were
+
+
+def test_wrong_key_length_and_long_lifetime(setup: tuple[Daemon, StandIn, str]) -> None:
+    daemon, child, ns = setup
+    talk(child)
+    spi = allocate(child, 9)
+    before = kernel(ns)
+    reply = child.ask(install(1, spi_in=spi, key_len=24))  # aes192: not configured here
+    assert reply.error is m.ErrorCode.BAD_ALGORITHM  # type: ignore[attr-defined]
+    reply = child.ask(install(2, spi_in=spi, hard=7200))  # the definition says 3600 s
+    assert reply.error is m.ErrorCode.NOT_PERMITTED  # type: ignore[attr-defined]
+    reply = child.ask(install(3, spi_in=spi, phase1=2))  # phase 2 1 is not phase 1 2's
+    assert reply.error is m.ErrorCode.NOT_PERMITTED  # type: ignore[attr-defined]
+    assert kernel(ns) == before
+    refused(daemon, "phase 2 install", "hard lifetime 7200 s outside")
 
 
 def test_psk_prf_only_for_known_tunnels_and_their_prf(setup: tuple[Daemon, StandIn, str]) -> None:
@@ -209,20 +285,6 @@ def test_psk_prf_only_for_known_tunnels_and_their_prf(setup: tuple[Daemon, Stand
         assert isinstance(reply, m.SkeyidReply) and reply.error is m.ErrorCode.OK
         assert reply.skeyid == want
     assert PSK_B.decode() not in daemon.log()
-
-
-def test_wrong_key_length_and_long_lifetime(setup: tuple[Daemon, StandIn, str]) -> None:
-    daemon, child, ns = setup
-    talk(child)
-    before = kernel(ns)
-    reply = child.ask(sa(1, key_len=24))  # aes192: not configured for this phase 2
-    assert reply.error is m.ErrorCode.BAD_ALGORITHM  # type: ignore[attr-defined]
-    reply = child.ask(sa(2, hard=7200))  # the definition says 3600 s
-    assert reply.error is m.ErrorCode.NOT_PERMITTED  # type: ignore[attr-defined]
-    reply = child.ask(sa(3, phase1=2))  # phase 2 1 does not belong to phase 1 2
-    assert reply.error is m.ErrorCode.NOT_PERMITTED  # type: ignore[attr-defined]
-    assert kernel(ns) == before
-    refused(daemon, "SA", "hard lifetime 7200 s outside")
 
 
 def test_datagram_to_a_stranger_is_not_sent(setup: tuple[Daemon, StandIn, str]) -> None:

@@ -31,14 +31,14 @@ from ikepriv.parent_kernel.installed import Installed, SaEntry
 from ikepriv.parent_kernel.keylog import esp_line, ike_line
 from ikepriv.parent_kernel.peers import PeerTable
 from ikepriv.parent_kernel.vetting import (
+    MIN_POLICY_PRIORITY,
     Activation,
-    PolicyPlan,
-    PolicyRemoval,
+    Phase2Plan,
+    Phase2Removal,
     Refusal,
-    SaPlan,
-    SaRemoval,
     SpiPlan,
     Vetter,
+    sa_requests,
 )
 
 DEFS = """
@@ -93,12 +93,26 @@ def numbered(text: str) -> DbView:
     return DbView.build(1, p1, p2)
 
 
+IN_SPI = 0x777  # the inbound SPI the parent allocated for phase 2 1 (see `allocate`)
+
+
+def allocate(vetter: Vetter, spi: int = IN_SPI, phase2: int = 1, peer: object = B) -> None:
+    """Record the larval SA of an SpiRequest, as the parent does when it allocates one."""
+    phase1 = vetter.view.phase2_parent[phase2]
+    proto = ESP if phase2 == 1 else AH
+    vetter.installed.add_sa(SaEntry((A, spi, proto), phase1, phase2, peer,  # type: ignore[arg-type]
+                                    larval=True))  # fmt: skip
+
+
 @pytest.fixture
 def vetter() -> Vetter:
-    """Gateway B talked to us once, long ago: its tunnel is usable, SKEYID is not."""
+    """Gateway B talked to us once, long ago: its tunnel is usable, SKEYID is not. The
+    parent allocated inbound SPI IN_SPI for phase 2 1."""
     peers = PeerTable()
     peers.record(A, B, 500, natt=False, now=0.0)
-    return Vetter(numbered(DEFS), Installed(), peers, {})
+    vetter = Vetter(numbered(DEFS), Installed(), peers, {})
+    allocate(vetter)
+    return vetter
 
 
 def ts(src: str, dst: str, proto: int = 6, sport: int = 0, dport: int = 443) -> m.TrafficSelector:
@@ -109,15 +123,57 @@ def ts(src: str, dst: str, proto: int = 6, sport: int = 0, dport: int = 443) -> 
 OUT_TS = ts("198.51.100.0/24", "203.0.113.0/24")
 
 
-def sa(**changes: object) -> m.SaAdd:
-    base = m.SaAdd(
-        request_id=1, phase1_number=1, phase2_number=1, tunnel_id=1,
-        direction=m.SaDirection.OUT, src=A, dst=B, proto=ESP, spi=0x5000, mode=TUNNEL,
-        encryption=m.CryptKey(EspTransformId.AES_CBC, bytes(16)),
-        integrity=m.AuthKey(AuthAlgorithm.HMAC_SHA2_256, bytes(32)), aead=None,
-        lifetimes=m.Lifetimes(3000, 3600, 90000, 100000), encap=None, selector=None, reqid=9,
+def keys(spi: int = 0x5000, **changes: object) -> m.Phase2Sa:
+    """One SA's keys as a correct child sends them for phase 2 1 (AES-CBC-128/SHA-256)."""
+    base = m.Phase2Sa(
+        spi, m.CryptKey(EspTransformId.AES_CBC, bytes(16)),
+        m.AuthKey(AuthAlgorithm.HMAC_SHA2_256, bytes(32)), None,
+        m.Lifetimes(3000, 3600, 90000, 100000),
     )  # fmt: skip
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def ah_keys(spi: int) -> m.Phase2Sa:
+    return m.Phase2Sa(spi, None, m.AuthKey(AuthAlgorithm.HMAC_SHA, bytes(20)), None,
+                      m.Lifetimes(0, 3600, 0, 0))  # fmt: skip
+
+
+def policies(selector: m.TrafficSelector, mode: EncapsulationMode = TUNNEL,
+             priority: int = 1000) -> tuple[m.Phase2Policy, ...]:  # fmt: skip
+    """out, in (and fwd in tunnel mode), with the SAs' selector: what install.py sends."""
+    back = m.TrafficSelector(selector.dst, selector.src)
+    out = [m.Phase2Policy(m.PolicyDirection.OUT, selector, priority),
+           m.Phase2Policy(m.PolicyDirection.IN, back, priority)]  # fmt: skip
+    if mode is TUNNEL:
+        out.append(m.Phase2Policy(m.PolicyDirection.FWD, back, priority))
+    return tuple(out)
+
+
+def install(out: dict[str, object] | None = None, inb: dict[str, object] | None = None,
+            **changes: object) -> m.Phase2Install:  # fmt: skip
+    """A correct child's Phase2Install for phase 2 1, with `changes` to the install, `out`
+    to the outbound SA's keys and `inb` to the inbound one's. Policies follow the (changed)
+    selector and mode unless given."""
+    fields: dict[str, object] = dict(
+        request_id=1, phase1_number=1, phase2_number=1, tunnel_id=1, local=A, remote=B,
+        proto=ESP, mode=TUNNEL, reqid=9, inbound=keys(IN_SPI, **(inb or {})),
+        outbound=keys(0x5000, **(out or {})), encap=None, selector=OUT_TS,
+    )  # fmt: skip
+    fields.update(changes)
+    if "policies" not in fields:
+        fields["policies"] = policies(fields["selector"], fields["mode"])  # type: ignore[arg-type]
+    return m.Phase2Install(**fields)  # type: ignore[arg-type]
+
+
+def ah_install(remote: object, inbound_spi: int = 0x6001, **changes: object) -> m.Phase2Install:
+    """Phase 2 2 ("any2": AH under the %any phase 1 2)."""
+    fields: dict[str, object] = dict(
+        phase1_number=2, phase2_number=2, tunnel_id=2, remote=remote, proto=AH,
+        inbound=ah_keys(inbound_spi), outbound=ah_keys(0x6000), reqid=12,
+        selector=ts("198.51.100.0/24", "203.0.113.0/24", proto=0, dport=0),
+    )  # fmt: skip
+    fields.update(changes)
+    return install(**fields)
 
 
 def refusal(result: object, code: ErrorCode, text: str = "") -> None:
@@ -126,33 +182,70 @@ def refusal(result: object, code: ErrorCode, text: str = "") -> None:
     assert text in result.reason
 
 
-def test_good_outbound_sa_is_planned_as_an_add(vetter: Vetter) -> None:
-    plan = vetter.sa_add(sa())
-    assert isinstance(plan, SaPlan) and not plan.update
-    assert plan.spec.encryption is not None and plan.spec.encryption.name == "cbc(aes)"
-    assert plan.spec.lifetime.hard_seconds == 3600
-    assert plan.spec.lifetime.hard_bytes == 100000 * 1024
+def accepted(result: object) -> Phase2Plan:
+    assert isinstance(result, Phase2Plan), result
+    return result
+
+
+def record(vetter: Vetter, plan: Phase2Plan) -> None:
+    """What installer.py records once the kernel took the whole install."""
+    for pol in plan.policies:
+        vetter.installed.add_policy(pol.entry)
+    vetter.installed.add_sa(plan.outbound.entry)
+    vetter.installed.add_sa(plan.inbound.entry)
+
+
+def test_good_install_is_planned_whole(vetter: Vetter) -> None:
+    plan = accepted(vetter.phase2_install(install()))
+    out, inbound = plan.outbound, plan.inbound
+    assert not out.update and inbound.update  # the inbound SA fills the larval SPI
+    assert (out.spec.src, out.spec.dst, out.spec.spi) == (A, B, 0x5000)
+    assert (inbound.spec.src, inbound.spec.dst, inbound.spec.spi) == (B, A, IN_SPI)
+    assert out.spec.encryption is not None and out.spec.encryption.name == "cbc(aes)"
+    assert out.spec.lifetime.hard_seconds == 3600
+    assert out.spec.lifetime.hard_bytes == 100000 * 1024
+    assert inbound.spec.selector is not None and inbound.spec.selector.src == OUT_TS.dst.network
+    assert [p.spec.direction.name for p in plan.policies] == ["OUT", "IN", "FWD"]
+    for pol in plan.policies:  # templates are the install's own
+        (tmpl,) = pol.spec.templates
+        assert tmpl.reqid == 9 and {tmpl.src, tmpl.dst} == {A, B}
+        assert pol.replaces is None
+    assert {e.tunnel_id for e in (out.entry, inbound.entry)} == {1}
+
+
+# every rule vetting applies to one SA, now on either SA of the install
+SA_REFUSALS = [
+    ({"encryption": m.CryptKey(EspTransformId.AES_CBC, bytes(32))}, ErrorCode.BAD_ALGORITHM,
+     "256"),
+    ({"encryption": m.CryptKey(EspTransformId.TRIPLE_DES, bytes(24))}, ErrorCode.BAD_ALGORITHM,
+     ""),
+    ({"integrity": m.AuthKey(AuthAlgorithm.HMAC_SHA, bytes(20))}, ErrorCode.BAD_ALGORITHM, ""),
+    ({"integrity": m.AuthKey(AuthAlgorithm.HMAC_SHA2_256, bytes(20))}, ErrorCode.BAD_LENGTH,
+     "needs 32"),
+    ({"integrity": None}, ErrorCode.BAD_ALGORITHM, "without integrity"),
+    ({"lifetimes": m.Lifetimes(0, 0, 0, 0)}, ErrorCode.NOT_PERMITTED, "hard lifetime"),
+    ({"lifetimes": m.Lifetimes(100, 3601, 0, 100)}, ErrorCode.NOT_PERMITTED, "hard lifetime"),
+    ({"lifetimes": m.Lifetimes(100, 3600, 0, 0)}, ErrorCode.NOT_PERMITTED, "volume"),
+    ({"lifetimes": m.Lifetimes(3600, 100, 0, 100)}, ErrorCode.INVALID_REQUEST, "soft"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("changes", "code", "text"), SA_REFUSALS)
+@pytest.mark.parametrize("side", ["out", "inb"])
+def test_sa_refusals_on_either_side_refuse_the_install(
+    vetter: Vetter, side: str, changes: dict[str, object], code: ErrorCode, text: str
+) -> None:
+    refusal(vetter.phase2_install(install(**{side: changes})), code, text)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
     ("changes", "code", "text"),
     [
-        ({"dst": STRANGER}, ErrorCode.NOT_PERMITTED, "not the gateway"),
-        ({"src": STRANGER}, ErrorCode.NOT_PERMITTED, "not the gateway"),
+        ({"remote": STRANGER}, ErrorCode.NOT_PERMITTED, "not the gateway"),
+        ({"local": STRANGER}, ErrorCode.NOT_PERMITTED, "not the gateway"),
         ({"phase2_number": 9}, ErrorCode.NO_SUCH_TUNNEL, ""),
         ({"phase1_number": 2}, ErrorCode.NOT_PERMITTED, "belongs to phase 1 1"),
         ({"mode": EncapsulationMode.TRANSPORT}, ErrorCode.NOT_PERMITTED, "TRANSPORT"),
-        ({"encryption": m.CryptKey(EspTransformId.AES_CBC, bytes(32))}, ErrorCode.BAD_ALGORITHM,
-         "256"),
-        ({"encryption": m.CryptKey(EspTransformId.TRIPLE_DES, bytes(24))},
-         ErrorCode.BAD_ALGORITHM, ""),
-        ({"integrity": m.AuthKey(AuthAlgorithm.HMAC_SHA, bytes(20))}, ErrorCode.BAD_ALGORITHM, ""),
-        ({"integrity": m.AuthKey(AuthAlgorithm.HMAC_SHA2_256, bytes(20))}, ErrorCode.BAD_LENGTH,
-         "needs 32"),
-        ({"lifetimes": m.Lifetimes(0, 0, 0, 0)}, ErrorCode.NOT_PERMITTED, "hard lifetime"),
-        ({"lifetimes": m.Lifetimes(100, 3601, 0, 100)}, ErrorCode.NOT_PERMITTED, "hard lifetime"),
-        ({"lifetimes": m.Lifetimes(100, 3600, 0, 0)}, ErrorCode.NOT_PERMITTED, "volume"),
-        ({"lifetimes": m.Lifetimes(3600, 100, 0, 100)}, ErrorCode.INVALID_REQUEST, "soft"),
         ({"reqid": 0}, ErrorCode.INVALID_REQUEST, "reqid"),
         ({"selector": ts("198.51.100.0/23", "203.0.113.0/24")}, ErrorCode.NOT_PERMITTED, "wider"),
         ({"selector": ts("198.51.100.0/24", "203.0.113.0/24", proto=0, dport=0)},
@@ -160,128 +253,177 @@ def test_good_outbound_sa_is_planned_as_an_add(vetter: Vetter) -> None:
         ({"selector": ts("198.51.100.0/24", "203.0.113.0/24", dport=80)},
          ErrorCode.NOT_PERMITTED, "wider"),
         ({"encap": m.NatTEncap(4500, 4500)}, ErrorCode.NOT_PERMITTED, "never seen"),
+        ({"proto": AH, "inbound": ah_keys(IN_SPI), "outbound": ah_keys(0x5000)},
+         ErrorCode.BAD_ALGORITHM, "IPSEC_AH not configured"),
+        ({"inbound": keys(0x778)}, ErrorCode.NOT_PERMITTED, "not allocated"),
     ],
 )  # fmt: skip
-def test_outbound_sa_refusals(vetter: Vetter, changes: dict[str, object], code: ErrorCode,
-                              text: str) -> None:  # fmt: skip
-    refusal(vetter.sa_add(sa(**changes)), code, text)
+def test_install_refusals(vetter: Vetter, changes: dict[str, object], code: ErrorCode,
+                          text: str) -> None:  # fmt: skip
+    refusal(vetter.phase2_install(install(**changes)), code, text)
 
 
-def test_narrower_selector_and_aead_are_accepted(vetter: Vetter) -> None:
-    narrow = ts("198.51.100.128/25", "203.0.113.7/32")
+def test_the_parts_must_agree(vetter: Vetter) -> None:
+    """Consistency between the parts: one algorithm for both SAs, and policies with exactly
+    the SAs' selectors (each inside the definition too)."""
     aead = m.AeadKey(EspTransformId.AES_GCM_16, bytes(32), bytes(4))
-    plan = vetter.sa_add(sa(selector=narrow, encryption=None, integrity=None, aead=aead))
-    assert isinstance(plan, SaPlan)
-    assert plan.spec.aead is not None and len(plan.spec.aead.key) == 36
-    refusal(vetter.sa_add(sa(encryption=None, integrity=None,
-                             aead=m.AeadKey(EspTransformId.AES_GCM_16, bytes(16), bytes(4)))),
-            ErrorCode.BAD_ALGORITHM)  # fmt: skip
+    gcm = {"encryption": None, "integrity": None, "aead": aead}
+    assert isinstance(vetter.phase2_install(install(out=gcm, inb=gcm)), Phase2Plan)
+    refusal(vetter.phase2_install(install(out=gcm)), ErrorCode.BAD_ALGORITHM, "inbound")
+    short = {**gcm, "aead": m.AeadKey(EspTransformId.AES_GCM_16, bytes(16), bytes(4))}
+    refusal(vetter.phase2_install(install(out=short, inb=short)), ErrorCode.BAD_ALGORITHM)
+    narrow = ts("198.51.100.128/25", "203.0.113.7/32")
+    assert isinstance(vetter.phase2_install(install(selector=narrow)), Phase2Plan)
+    # policies narrower than the SAs (inside the definition, but not the SAs' selector)
+    refusal(vetter.phase2_install(install(policies=policies(narrow))), ErrorCode.NOT_PERMITTED,
+            "not the SAs'")  # fmt: skip
+    # policies wider than the SAs and than the definition
+    wide = ts("198.51.100.0/23", "203.0.113.0/24")
+    refusal(vetter.phase2_install(install(policies=policies(wide))), ErrorCode.NOT_PERMITTED,
+            "wider")  # fmt: skip
+    everything = ts("0.0.0.0/0", "203.0.113.0/24")
+    refusal(vetter.phase2_install(install(policies=policies(everything))),
+            ErrorCode.NOT_PERMITTED, "wider")  # fmt: skip
+    # an out policy with the in selector (and the other way round)
+    out, in_, fwd = policies(OUT_TS)
+    swapped = (dataclasses.replace(out, selector=in_.selector),
+               dataclasses.replace(in_, selector=out.selector), fwd)  # fmt: skip
+    refusal(vetter.phase2_install(install(policies=swapped)), ErrorCode.NOT_PERMITTED, "wider")
+    other_protocol = m.TrafficSelector(OUT_TS.src, m.SelectorSide(
+        ipaddress.ip_network("203.0.113.0/24"), 17, 443))  # fmt: skip
+    refusal(vetter.phase2_install(install(policies=policies(other_protocol))),
+            ErrorCode.NOT_PERMITTED)  # fmt: skip
+
+
+def test_policies_never_outrank_the_operators(vetter: Vetter) -> None:
+    for priority in (0, 1, MIN_POLICY_PRIORITY - 1):
+        refusal(vetter.phase2_install(install(policies=policies(OUT_TS, priority=priority))),
+                ErrorCode.NOT_PERMITTED, "priority")  # fmt: skip
+    out, in_, fwd = policies(OUT_TS)
+    one_low = (out, dataclasses.replace(in_, priority=MIN_POLICY_PRIORITY - 1), fwd)
+    refusal(vetter.phase2_install(install(policies=one_low)), ErrorCode.NOT_PERMITTED, "priority")
 
 
 def test_nat_t_ports_must_be_the_ones_the_parent_saw(vetter: Vetter) -> None:
     vetter.peers.record(A, B, 61000, natt=True, now=0)
-    assert isinstance(vetter.sa_add(sa(encap=m.NatTEncap(4500, 61000))), SaPlan)
-    refusal(vetter.sa_add(sa(encap=m.NatTEncap(4500, 61001))), ErrorCode.NOT_PERMITTED, "61001")
-    refusal(vetter.sa_add(sa(encap=m.NatTEncap(4501, 61000))), ErrorCode.NOT_PERMITTED, "local")
-    inbound = vetter.sa_add(sa(direction=m.SaDirection.IN, src=B, dst=A,
-                               encap=m.NatTEncap(61000, 4500)))  # fmt: skip
-    refusal(inbound, ErrorCode.NOT_PERMITTED, "not allocated")  # ports fine, SPI not ours
+    plan = accepted(vetter.phase2_install(install(encap=m.NatTEncap(4500, 61000))))
+    assert plan.inbound.spec.encap is not None and plan.inbound.spec.encap.sport == 61000
+    refusal(vetter.phase2_install(install(encap=m.NatTEncap(4500, 61001))),
+            ErrorCode.NOT_PERMITTED, "61001")  # fmt: skip
+    refusal(vetter.phase2_install(install(encap=m.NatTEncap(4501, 61000))),
+            ErrorCode.NOT_PERMITTED, "local")  # fmt: skip
 
 
 def test_inbound_sa_needs_an_spi_allocated_for_the_same_phase2(vetter: Vetter) -> None:
     request = m.SpiRequest(1, 1, ESP, B, A)
-    plan = vetter.spi(request)
-    assert isinstance(plan, SpiPlan)
+    assert isinstance(vetter.spi(request), SpiPlan)
     refusal(vetter.spi(m.SpiRequest(1, 1, ESP, STRANGER, A)), ErrorCode.NOT_PERMITTED)
     refusal(vetter.spi(m.SpiRequest(1, 1, AH, B, A)), ErrorCode.BAD_ALGORITHM)
-    vetter.installed.add_sa(SaEntry((A, 0x777, ESP), 1, 1, B, larval=True))
     vetter.installed.add_sa(SaEntry((A, 0x778, ESP), 2, 2, B, larval=True))
-    inbound = {"direction": m.SaDirection.IN, "src": B, "dst": A}
-    good = vetter.sa_add(sa(spi=0x777, **inbound))
-    assert isinstance(good, SaPlan) and good.update
-    refusal(vetter.sa_add(sa(spi=0x778, **inbound)), ErrorCode.NOT_PERMITTED, "not allocated")
-    refusal(vetter.sa_add(sa(spi=0x779, **inbound)), ErrorCode.NOT_PERMITTED, "not allocated")
-    vetter.installed.add_sa(good.entry)
-    refusal(vetter.sa_add(sa(spi=0x777, **inbound)), ErrorCode.NOT_PERMITTED)  # filled already
+    refusal(vetter.phase2_install(install(inbound=keys(0x778))), ErrorCode.NOT_PERMITTED,
+            "not allocated")  # fmt: skip
+    refusal(vetter.phase2_install(install(inbound=keys(0x779))), ErrorCode.NOT_PERMITTED,
+            "not allocated")  # fmt: skip
+    allocate(vetter, 0x77A, peer=STRANGER)  # allocated for another peer
+    refusal(vetter.phase2_install(install(inbound=keys(0x77A))), ErrorCode.NOT_PERMITTED,
+            "not allocated")  # fmt: skip
+    record(vetter, accepted(vetter.phase2_install(install())))
+    refusal(vetter.phase2_install(install(outbound=keys(0x5001))), ErrorCode.NOT_PERMITTED,
+            "not allocated")  # filled already  # fmt: skip
 
 
 def test_reqid_is_bound_to_one_phase2_and_counts_are_bounded(vetter: Vetter) -> None:
-    first = vetter.sa_add(sa())
-    assert isinstance(first, SaPlan)
-    vetter.installed.add_sa(first.entry)
-    refusal(vetter.sa_add(sa(spi=0x5000)), ErrorCode.NOT_PERMITTED, "already exists")
+    record(vetter, accepted(vetter.phase2_install(install())))
+    allocate(vetter, 0x780)
+    refusal(vetter.phase2_install(install(inbound=keys(0x780))), ErrorCode.NOT_PERMITTED,
+            "already exists")  # the outbound SPI 0x5000 again  # fmt: skip
     vetter.peers.record(A, STRANGER, 500, natt=False, now=0)  # makes the %any tunnel usable
-    ah = m.SaAdd(
-        request_id=2, phase1_number=2, phase2_number=2, tunnel_id=2,
-        direction=m.SaDirection.OUT, src=A, dst=STRANGER, proto=AH, spi=0x6000, mode=TUNNEL,
-        encryption=None, integrity=m.AuthKey(AuthAlgorithm.HMAC_SHA, bytes(20)), aead=None,
-        lifetimes=m.Lifetimes(0, 3600, 0, 0), encap=None, selector=None, reqid=9,
-    )  # fmt: skip
-    refusal(vetter.sa_add(ah), ErrorCode.NOT_PERMITTED, "reqid 9 belongs to phase 2 1")
-    assert isinstance(vetter.sa_add(dataclasses.replace(ah, reqid=10)), SaPlan)
-    for spi in range(0x8000, 0x8000 + inst.MAX_SAS_PER_PHASE2 - 1):
+    allocate(vetter, 0x6001, phase2=2, peer=STRANGER)
+    refusal(vetter.phase2_install(ah_install(STRANGER, reqid=9)), ErrorCode.NOT_PERMITTED,
+            "reqid 9 belongs to phase 2 1")  # fmt: skip
+    assert isinstance(vetter.phase2_install(ah_install(STRANGER, reqid=10)), Phase2Plan)
+    for spi in range(0x8000, 0x8000 + inst.MAX_SAS_PER_PHASE2 - 3):
         vetter.installed.add_sa(SaEntry((B, spi, ESP), 1, 1, A, larval=False, reqid=9))
-    refusal(vetter.sa_add(sa(spi=0x9999)), ErrorCode.LIMIT_REACHED)
+    refusal(vetter.phase2_install(install(inbound=keys(0x780), outbound=keys(0x9999))),
+            ErrorCode.LIMIT_REACHED)  # fmt: skip
+
+
+def test_policy_counts_and_owners(vetter: Vetter) -> None:
+    plan = accepted(vetter.phase2_install(install()))
+    record(vetter, plan)
+    # a rekey under the same selectors: the policies are there already, nothing to write
+    allocate(vetter, 0x781)
+    rekey = {"inbound": keys(0x781), "outbound": keys(0x5001)}
+    again = accepted(vetter.phase2_install(install(**rekey)))
+    assert all(p.unchanged for p in again.policies)
+    # a different priority: this phase 2's own policies are replaced
+    lower = policies(OUT_TS, priority=900)
+    moved = accepted(vetter.phase2_install(install(**rekey, policies=lower)))
+    assert all(p.replaces is not None and not p.unchanged for p in moved.policies)
+    # another phase 2's policy is never taken over
+    for pol in plan.policies:
+        pol.entry.phase2_number = 2
+    refusal(vetter.phase2_install(install(**rekey)), ErrorCode.NOT_PERMITTED,
+            "belongs to phase 2 2")  # fmt: skip
+    # per phase 2 bound on policies
+    vetter.installed.policies.clear()
+    for i in range(inst.MAX_POLICIES_PER_PHASE2 - 2):
+        sel = ts(f"198.51.100.{i}/32", "203.0.113.0/24")
+        vetter.installed.add_policy(dataclasses.replace(
+            plan.policies[0].entry, key=(sel, m.PolicyDirection.OUT), phase2_number=1))  # fmt: skip
+    refusal(vetter.phase2_install(install(**rekey)), ErrorCode.LIMIT_REACHED, "policies")
 
 
 def test_any_peer_definition_only_for_peers_that_talked_to_us(vetter: Vetter) -> None:
-    ah = m.SaAdd(
-        request_id=2, phase1_number=2, phase2_number=2, tunnel_id=2,
-        direction=m.SaDirection.OUT, src=A, dst=STRANGER, proto=AH, spi=0x6000, mode=TUNNEL,
-        encryption=None, integrity=m.AuthKey(AuthAlgorithm.HMAC_SHA, bytes(20)), aead=None,
-        lifetimes=m.Lifetimes(0, 3600, 0, 0), encap=None, selector=None, reqid=12,
-    )  # fmt: skip
-    refusal(vetter.sa_add(ah), ErrorCode.NOT_PERMITTED, "192.0.2.66 is not the gateway")
+    allocate(vetter, 0x6001, phase2=2, peer=STRANGER)
+    refusal(vetter.phase2_install(ah_install(STRANGER)), ErrorCode.NOT_PERMITTED,
+            "192.0.2.66 is not the gateway")  # fmt: skip
     vetter.peers.record(A, STRANGER, 500, natt=False, now=0)
-    assert isinstance(vetter.sa_add(ah), SaPlan)
+    assert isinstance(vetter.phase2_install(ah_install(STRANGER)), Phase2Plan)
 
 
 def test_activation_override_is_a_gateway_too() -> None:
     activations = {1: Activation(1, None, STRANGER)}
     vetter = Vetter(numbered(DEFS), Installed(), PeerTable(), activations)
-    assert isinstance(vetter.sa_add(sa(dst=STRANGER)), SaPlan)
+    allocate(vetter, peer=STRANGER)
+    assert isinstance(vetter.phase2_install(install(remote=STRANGER)), Phase2Plan)
 
 
-def test_policies(vetter: Vetter) -> None:
-    tmpl = m.PolicyTemplate(A, B, ESP, TUNNEL, 9)
-    good = m.PolicyAdd(1, 1, OUT_TS, m.PolicyDirection.OUT, tmpl, 1000)
-    plan = vetter.policy_add(good)
-    assert isinstance(plan, PolicyPlan) and not plan.update
-    back = ts("203.0.113.0/24", "198.51.100.0/24", sport=443, dport=0)
-    inbound = m.PolicyAdd(2, 1, back, m.PolicyDirection.IN, m.PolicyTemplate(B, A, ESP, TUNNEL, 9),
-                          1000)  # fmt: skip
-    assert isinstance(vetter.policy_add(inbound), PolicyPlan)
-    for bad, code in [
-        (dataclasses.replace(good, direction=m.PolicyDirection.IN), ErrorCode.NOT_PERMITTED),
-        (dataclasses.replace(good, selector=ts("0.0.0.0/0", "203.0.113.0/24")),
-         ErrorCode.NOT_PERMITTED),
-        (dataclasses.replace(good, template=m.PolicyTemplate(A, STRANGER, ESP, TUNNEL, 9)),
-         ErrorCode.NOT_PERMITTED),
-        (dataclasses.replace(good, template=m.PolicyTemplate(A, B, AH, TUNNEL, 9)),
-         ErrorCode.BAD_ALGORITHM),
-        (dataclasses.replace(good, selector=m.TrafficSelector(OUT_TS.src, m.SelectorSide(
-            ipaddress.ip_network("203.0.113.0/24"), 17, 443))), ErrorCode.NOT_PERMITTED),
+def remove(**changes: object) -> m.Phase2Remove:
+    base = m.Phase2Remove(3, 1, 1, A, B, ESP, IN_SPI, 0x5000, 9, False)
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_removes_only_of_recorded_sas(vetter: Vetter) -> None:
+    plan = accepted(vetter.phase2_install(install()))
+    record(vetter, plan)
+    removal = vetter.phase2_remove(remove())
+    assert isinstance(removal, Phase2Removal)
+    assert removal.sas == (plan.inbound.entry, plan.outbound.entry)
+    for bad in [
+        {"spi_out": 0x5001}, {"spi_in": 0x776}, {"proto": AH}, {"tunnel_id": 2},
+        {"phase2_number": 2}, {"reqid": 10}, {"local": B, "remote": A},
+        {"spi_in": 0x5000, "spi_out": IN_SPI},
     ]:  # fmt: skip
-        refusal(vetter.policy_add(bad), code)
-    vetter.installed.add_policy(plan.entry)
-    again = vetter.policy_add(good)
-    assert isinstance(again, PolicyPlan) and again.update  # its own policy: replaced
-    removal = vetter.policy_delete(m.PolicyDelete(3, OUT_TS, m.PolicyDirection.OUT))
-    assert isinstance(removal, PolicyRemoval) and removal.entry is plan.entry
-    refusal(vetter.policy_delete(m.PolicyDelete(4, OUT_TS, m.PolicyDirection.FWD)),
-            ErrorCode.NOT_PERMITTED)  # fmt: skip
+        refusal(vetter.phase2_remove(remove(**bad)), ErrorCode.NOT_PERMITTED, "not ours")
+    # removed by the parent (remove, expiry): a late remove is fine and deletes nothing
+    vetter.installed.forget_sa(plan.outbound.entry.key)
+    late = vetter.phase2_remove(remove())
+    assert isinstance(late, Phase2Removal) and late.sas == (plan.inbound.entry,)
+    vetter.installed.forget_sa(plan.inbound.entry.key)
+    gone = vetter.phase2_remove(remove())
+    assert isinstance(gone, Phase2Removal) and gone.sas == ()
+    # the policies go with the last SA of their reqid, and only this phase 2's
+    assert len(vetter.installed.unused_policies(1, 9)) == 3
+    assert vetter.installed.unused_policies(2, 9) == []
 
 
-def test_deletes_only_of_recorded_sas(vetter: Vetter) -> None:
-    entry = SaEntry((B, 0x5000, ESP), 1, 1, A, larval=False, tunnel_id=1, reqid=9)
-    vetter.installed.add_sa(entry)
-    removal = vetter.sa_delete(m.SaDelete(1, 0x5000, ESP, B))
-    assert isinstance(removal, SaRemoval) and removal.entry is entry
-    refusal(vetter.sa_delete(m.SaDelete(2, 0x5001, ESP, B)), ErrorCode.NOT_PERMITTED)
-    refusal(vetter.sa_delete(m.SaDelete(3, 0x5000, AH, B)), ErrorCode.NOT_PERMITTED)
-    vetter.installed.forget_sa(entry.key)  # removed by the parent (remove, expiry)
-    late = vetter.sa_delete(m.SaDelete(4, 0x5000, ESP, B))
-    assert isinstance(late, SaRemoval) and late.entry is None
+def test_remove_of_an_install_that_never_happened_takes_the_allocated_spi(vetter: Vetter) -> None:
+    removal = vetter.phase2_remove(remove())
+    assert isinstance(removal, Phase2Removal) and removal.keep_policies
+    assert [e.key for e in removal.sas] == [(A, IN_SPI, ESP)]
+    refusal(vetter.phase2_remove(remove(phase2_number=2)), ErrorCode.NOT_PERMITTED,
+            "not allocated for phase 2 2")  # fmt: skip
 
 
 def test_skeyid(vetter: Vetter) -> None:
@@ -327,14 +469,16 @@ def test_keylog_lines() -> None:
     assert ike_line(m.KeyLog(bytes.fromhex("0102030405060708"), b"\xaa" * 16)) == (
         "0102030405060708," + "aa" * 16 + "\n"
     )
-    line = esp_line(sa(encryption=m.CryptKey(EspTransformId.AES_CBC, b"\x01" * 16),
-                       integrity=m.AuthKey(AuthAlgorithm.HMAC_SHA, b"\x02" * 20)))  # fmt: skip
+    cbc = install(out={"encryption": m.CryptKey(EspTransformId.AES_CBC, b"\x01" * 16),
+                       "integrity": m.AuthKey(AuthAlgorithm.HMAC_SHA, b"\x02" * 20)})  # fmt: skip
+    line = esp_line(sa_requests(cbc)[1])
     assert line == (
         '"IPv4","192.0.2.1","192.0.2.2","0x00005000","AES-CBC [RFC3602]","0x' + "01" * 16
         + '","HMAC-SHA-1-96 [RFC2404]","0x' + "02" * 20 + '"\n'
     )  # fmt: skip
     aead = m.AeadKey(EspTransformId.AES_GCM_16, b"\x03" * 16, b"\x04" * 4)
-    gcm = esp_line(sa(encryption=None, integrity=None, aead=aead))
+    gcm = esp_line(sa_requests(install(out={"encryption": None, "integrity": None,
+                                            "aead": aead}))[1])  # fmt: skip
     assert gcm is not None and '"AES-GCM [RFC4106]","0x' + "03" * 16 + "04" * 4 in gcm
 
 

@@ -52,10 +52,12 @@ from ikepriv.isakmp.constants import (
     ProtocolId,
 )
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 """Bumped on any change to the catalogue; Hello/Ready and ControlHello carry it.
 2: DpdSettings.action; Stats, StatsRequest and Response.counters (still 2: nothing with
-version 2 was deployed before them)."""
+version 2 was deployed before them).
+3: Phase2Install and Phase2Remove (one request per phase 2) replace SaAdd, SaDelete,
+PolicyAdd and PolicyDelete."""
 
 # Bounds (one place, so the vetting code and the tests can refer to them).
 MAX_DATAGRAM = 65535
@@ -446,15 +448,40 @@ class NatTEncap(Struct):
 
 @struct
 @dataclass(frozen=True, slots=True)
-class PolicyTemplate(Struct):
-    src: IpAddr
-    dst: IpAddr
-    proto: IpsecProto
-    mode: Mode
-    reqid: ReqId
+class Phase2Sa(Struct):
+    """One SA of a Phase2Install: its SPI, keys (which of them are present follows the
+    install's protocol: see Phase2Install) and kernel lifetimes (soft limits are drawn for
+    each SA, so the two rarely expire together)."""
 
-    def check(self) -> None:
-        _same_family("template", self.src, self.dst)
+    spi: Annotated[int, UInt(4, lo=MIN_INBOUND_SPI)]
+    encryption: Annotated[CryptKey | None, Opt(Nested(CryptKey))]
+    integrity: Annotated[AuthKey | None, Opt(Nested(AuthKey))]
+    aead: Annotated[AeadKey | None, Opt(Nested(AeadKey))]
+    lifetimes: Lifetimes
+
+    def check_shape(self, proto: ProtocolId, what: str) -> None:
+        if proto is ProtocolId.IPSEC_AH:
+            if self.integrity is None or self.encryption is not None or self.aead is not None:
+                raise inconsistent(f"{what}: AH carries integrity only")
+            return
+        if (self.encryption is None) == (self.aead is None):
+            raise inconsistent(f"{what}: ESP needs exactly one of encryption and aead")
+        if self.aead is not None and self.integrity is not None:
+            raise inconsistent(f"{what}: AEAD needs no separate integrity")
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class Phase2Policy(Struct):
+    """One kernel policy of a Phase2Install. Its template is not sent: it is the install's
+    (SA endpoints for this direction, protocol, mode, reqid), so it cannot differ."""
+
+    direction: Annotated[PolicyDirection, EnumOf(PolicyDirection)]
+    selector: TrafficSelector
+    priority: Priority
+
+
+MAX_PHASE2_POLICIES = 3  # out, in, fwd
 
 
 @struct
@@ -654,7 +681,7 @@ class SpiReply(Message):
 @message(0x0133, _P2C)
 @dataclass(frozen=True, slots=True)
 class ResultReply(Message):
-    """Answer to SaAdd, SaDelete, PolicyAdd, PolicyDelete: OK, or error and reason."""
+    """Answer to Phase2Install and Phase2Remove: OK, or error and reason."""
 
     request_id: RequestId
     error: Error
@@ -772,79 +799,86 @@ class SpiRequest(Message):
 
 @message(0x0230, _C2P)
 @dataclass(frozen=True, slots=True)
-class SaAdd(Message):
-    """Install one SA. Parent vets everything: endpoints, algorithms, key lengths,
-    lifetimes, that an inbound SPI is one it allocated, and per-tunnel counts.
+class Phase2Install(Message):
+    """Install one negotiated phase 2: both SAs and its policies, all or nothing; one
+    ResultReply answers it.
 
-    Shape: ESP has encryption or aead (not both) and integrity only without aead;
-    AH has integrity only; encap only with ESP.
+    The inbound SA (src remote, dst local) fills the SPI the parent allocated for this
+    phase 2 (SpiRequest); the outbound SA (src local, dst remote) carries the peer's SPI.
+    Both share protocol, mode, reqid and selector (`selector` is local -> remote:
+    the outbound SA's; the inbound SA gets it turned around). `encap` is the UDP
+    encapsulation as on outbound packets (sport ours, dport the peer's); the inbound SA gets
+    the ports turned around. Policies: out (selector as is), in, and in tunnel mode fwd
+    (turned around), each once; templates follow from the install.
+
+    Parent vets everything, as a whole: tunnel, gateways, algorithms and key lengths,
+    lifetimes, NAT-T ports, that the inbound SPI is one it allocated for this phase 2,
+    selectors inside the definition and equal between SAs and policies, reqid, priority,
+    counts. Any refusal refuses the whole install; nothing reaches the kernel then.
+
+    Shape: ESP SAs have encryption or aead (not both) and integrity only without aead;
+    AH integrity only; encap only with ESP.
     """
 
     request_id: RequestId
     phase1_number: DefNumber
     phase2_number: DefNumber
     tunnel_id: TunnelId
-    direction: Annotated[SaDirection, EnumOf(SaDirection)]
-    src: IpAddr
-    dst: IpAddr
+    local: IpAddr
+    remote: IpAddr
     proto: IpsecProto
-    spi: Annotated[int, UInt(4, lo=MIN_INBOUND_SPI)]
     mode: Mode
-    encryption: Annotated[CryptKey | None, Opt(Nested(CryptKey))]
-    integrity: Annotated[AuthKey | None, Opt(Nested(AuthKey))]
-    aead: Annotated[AeadKey | None, Opt(Nested(AeadKey))]
-    lifetimes: Lifetimes
-    encap: Annotated[NatTEncap | None, Opt(Nested(NatTEncap))]
-    selector: Annotated[TrafficSelector | None, Opt(Nested(TrafficSelector))]
     reqid: ReqId
+    inbound: Phase2Sa
+    outbound: Phase2Sa
+    encap: Annotated[NatTEncap | None, Opt(Nested(NatTEncap))]
+    selector: TrafficSelector
+    policies: Annotated[
+        tuple[Phase2Policy, ...],
+        ListOf(Nested(Phase2Policy), MAX_PHASE2_POLICIES, min_count=2),
+    ]
 
     def check(self) -> None:
-        _same_family("sa", self.src, self.dst)
-        if self.proto is ProtocolId.IPSEC_AH:
-            if self.integrity is None or self.encryption is not None or self.aead is not None:
-                raise inconsistent("AH carries integrity only")
-            if self.encap is not None:
-                raise inconsistent("AH cannot be UDP-encapsulated")
-            return
-        if (self.encryption is None) == (self.aead is None):
-            raise inconsistent("ESP needs exactly one of encryption and aead")
-        if self.aead is not None and self.integrity is not None:
-            raise inconsistent("AEAD needs no separate integrity")
+        _same_family("phase 2", self.local, self.remote)
+        self.inbound.check_shape(self.proto, "inbound")
+        self.outbound.check_shape(self.proto, "outbound")
+        if self.proto is ProtocolId.IPSEC_AH and self.encap is not None:
+            raise inconsistent("AH cannot be UDP-encapsulated")
+        directions = [p.direction for p in self.policies]
+        if len(set(directions)) != len(directions):
+            raise inconsistent("a policy direction twice")
+        want = {PolicyDirection.OUT, PolicyDirection.IN}
+        if self.mode is EncapsulationMode.TUNNEL:
+            want.add(PolicyDirection.FWD)
+        if set(directions) != want:
+            raise inconsistent(f"{self.mode.name.lower()} mode needs policies "
+                               f"{sorted(d.name.lower() for d in want)}")  # fmt: skip
 
 
 @message(0x0231, _C2P)
 @dataclass(frozen=True, slots=True)
-class SaDelete(Message):
-    """Delete an SA. Parent vets: it installed this SA for a tunnel of this child."""
+class Phase2Remove(Message):
+    """Remove one phase 2: the SA pair (inbound spi_in to local, outbound spi_out to
+    remote) and, unless keep_policies (DPD "hold": traffic keeps triggering ACQUIRE), the
+    policies of its reqid once no SA of that phase 2 uses them. One ResultReply answers it.
 
-    request_id: RequestId
-    spi: Spi
-    proto: IpsecProto
-    dst: IpAddr
-
-
-@message(0x0232, _C2P)
-@dataclass(frozen=True, slots=True)
-class PolicyAdd(Message):
-    """Install one policy. Parent vets: selector inside the phase 2 definition, template
-    endpoints are the tunnel's gateways, reqid is the tunnel's."""
+    Parent vets: each named SA is one it recorded for this phase 2 and tunnel (or one it
+    already removed itself); it deletes only what it recorded.
+    """
 
     request_id: RequestId
     phase2_number: DefNumber
-    selector: TrafficSelector
-    direction: Annotated[PolicyDirection, EnumOf(PolicyDirection)]
-    template: PolicyTemplate
-    priority: Priority
+    tunnel_id: TunnelId
+    local: IpAddr
+    remote: IpAddr
+    proto: IpsecProto
+    spi_in: Annotated[int, UInt(4, lo=MIN_INBOUND_SPI)]
+    spi_out: Annotated[int, UInt(4, lo=MIN_INBOUND_SPI)]
+    reqid: ReqId
+    keep_policies: bool
 
-
-@message(0x0233, _C2P)
-@dataclass(frozen=True, slots=True)
-class PolicyDelete(Message):
-    """Delete a policy. Parent vets: it installed exactly this one."""
-
-    request_id: RequestId
-    selector: TrafficSelector
-    direction: Annotated[PolicyDirection, EnumOf(PolicyDirection)]
+    def check(self) -> None:
+        _same_family("phase 2", self.local, self.remote)
 
 
 @message(0x0240, _C2P)

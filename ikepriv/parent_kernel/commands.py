@@ -38,7 +38,7 @@ from ikepriv.parent_kernel.vetting import Activation
 
 log = logging.getLogger("ikepriv.parent")
 
-REMOVE_GRACE: Final = 0.5  # the child's own SaDelete requests come first
+REMOVE_GRACE: Final = 0.5  # the child's own Phase2Remove requests come first
 
 
 def _in_numlist(number: int, numlist: tuple[m.NumRange, ...]) -> bool:
@@ -65,19 +65,21 @@ class Commands:
         self._send = send_to_child
         self._db_path = db_path
         self._reload = reload
-        self._handlers: dict[type[Message], Callable[[Message], Awaitable[list[m.Response]]]] = {
-            m.ActivateRequest: self.activate,  # type: ignore[dict-item]
-            m.ListRequest: self.list_tunnels,  # type: ignore[dict-item]
-            m.RemoveRequest: self.remove,  # type: ignore[dict-item]
-            m.DbChanged: self.db_changed,  # type: ignore[dict-item]
-            m.StatsRequest: self.stats,  # type: ignore[dict-item]
-        }
 
     async def handle(self, request: Message) -> list[m.Response]:
-        handler = self._handlers.get(type(request))
-        if handler is None:
-            return split_response(ErrorCode.INVALID_REQUEST, [f"{type(request).__name__}?"])
-        return await handler(request)
+        match request:
+            case m.ActivateRequest():
+                return await self.activate(request)
+            case m.ListRequest():
+                return await self.list_tunnels(request)
+            case m.RemoveRequest():
+                return await self.remove(request)
+            case m.DbChanged():
+                return await self.db_changed(request)
+            case m.StatsRequest():
+                return await self.stats(request)
+            case _:
+                return split_response(ErrorCode.INVALID_REQUEST, [f"{type(request).__name__}?"])
 
     # -- activate --------------------------------------------------------------------------
 
@@ -331,19 +333,18 @@ class Commands:
         if not lines:
             return split_response(ErrorCode.NO_SUCH_TUNNEL, ["no matching active tunnel"])
         await trio.sleep(REMOVE_GRACE)
-        async with st.lock:
-            for tid in phase2_tunnels:
-                phase2s = {e.phase2_number for e in st.installed.sas_of_tunnel(tid)}
-                phase2s |= {r.number for r in reports
-                            if r.phase is Phase.PHASE2 and r.tunnel_id == tid}  # fmt: skip
-                await st.remove_tunnel_sas(tid)
-                for n2 in phase2s:
-                    st.intents.pop((Phase.PHASE2, n2), None)
-                    await st.remove_phase2_if_unused(n2)
-            if req.phase is Phase.ALL and not req.numlist:
-                await st.remove_everything()
-                st.intents.clear()
-                st.activations.clear()
+        phase2s = {e.phase2_number for e in st.installed.sas.values()
+                   if e.tunnel_id in phase2_tunnels}  # fmt: skip
+        phase2s |= {r.number for r in reports
+                    if r.phase is Phase.PHASE2 and r.tunnel_id in phase2_tunnels}  # fmt: skip
+        for n2 in phase2s:
+            st.intents.pop((Phase.PHASE2, n2), None)
+        installer = self.child.installer
+        await installer.remove_tunnels(phase2_tunnels, phase2s)
+        if req.phase is Phase.ALL and not req.numlist:
+            await installer.remove_everything()
+            st.intents.clear()
+            st.activations.clear()
         return split_response(ErrorCode.OK, lines)
 
     async def db_changed(self, _req: m.DbChanged) -> list[m.Response]:

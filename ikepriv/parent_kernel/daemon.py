@@ -294,9 +294,7 @@ class Daemon:
             if entry is None:
                 return
             if event.hard:
-                self.state.installed.forget_sa(key)
-                log.info("tunnel %s (phase 2 %d): SA spi %#x expired", entry.tunnel_id,
-                         entry.phase2_number, event.spi)  # fmt: skip
+                self.requests.installer.expired(key)
             self.supervisor.send(m.KernelExpire(event.spi, proto, event.dst, event.hard))
 
     async def _kernel_events(self) -> None:
@@ -342,8 +340,7 @@ class Daemon:
         finally:
             with trio.CancelScope(shield=True):
                 sd_notify("STOPPING=1")
-                async with self.state.lock:
-                    await self.state.remove_everything()
+                await self.requests.installer.remove_everything()
                 self.close()
         log.info("ikeprivd stopped")
 

@@ -1,10 +1,11 @@
 """What the parent put into the kernel, for which tunnel: the only things it will delete.
 
-The parent never flushes: on `remove`, on shutdown and on a child's delete request it
-removes exactly the entries recorded here. Inbound SPIs it allocated are recorded as larval
-SAs, so a child can only fill an SPI the parent handed out for that same phase 2, and a
-reqid is bound to the one phase 2 that first used it, so a child cannot attach one tunnel's
-traffic to another tunnel's SAs.
+The parent never flushes: on `remove`, on shutdown and on a child's Phase2Remove it
+removes exactly the entries recorded here (installer.py is the only writer, of the kernel
+and of these records). Inbound SPIs it allocated are recorded as larval SAs, so a child
+can only fill an SPI the parent handed out for that same phase 2, and a reqid is bound to
+the one phase 2 that first used it, so a child cannot attach one tunnel's traffic to
+another tunnel's SAs.
 """
 
 from __future__ import annotations
@@ -139,6 +140,14 @@ class Installed:
 
     def policies_of_phase2(self, phase2: int) -> list[PolicyEntry]:
         return [e for e in self.policies.values() if e.phase2_number == phase2]
+
+    def unused_policies(self, phase2: int, reqid: int) -> list[PolicyEntry]:
+        """The policies of (phase2, reqid) when no live SA of that phase 2 uses the reqid."""
+        if any(e.phase2_number == phase2 and e.reqid == reqid and not e.larval
+               for e in self.sas.values()):  # fmt: skip
+            return []
+        return [e for e in self.policies.values()
+                if e.phase2_number == phase2 and e.reqid == reqid]  # fmt: skip
 
     def larval(self) -> list[SaEntry]:
         return [e for e in self.sas.values() if e.larval]

@@ -15,6 +15,7 @@ from typing import Final
 
 from ikepriv.ipc import messages as m
 from ikepriv.isakmp.constants import AuthAlgorithm, EspTransformId, ProtocolId
+from ikepriv.parent_kernel.vetting import SaRequest
 
 ESP_SUFFIX: Final = ".esp_sa"
 
@@ -65,7 +66,7 @@ def ike_line(msg: m.KeyLog) -> str:
     return f"{msg.icookie.hex()},{msg.key.hex()}\n"
 
 
-def esp_line(sa: m.SaAdd) -> str | None:
+def esp_line(sa: SaRequest) -> str | None:
     """One esp_sa line for an ESP SA, None for what Wireshark cannot decrypt (AH)."""
     if sa.proto is not ProtocolId.IPSEC_ESP:
         return None
@@ -106,7 +107,7 @@ class KeyLog:
     def ike(self, msg: m.KeyLog) -> None:
         os.write(self._ike, ike_line(msg).encode("ascii"))
 
-    def esp(self, sa: m.SaAdd) -> None:
+    def esp(self, sa: SaRequest) -> None:
         line = esp_line(sa)
         if line is not None:
             os.write(self._esp, line.encode("ascii"))

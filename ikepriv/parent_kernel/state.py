@@ -1,16 +1,14 @@
-"""The parent's state and the kernel operations that change it.
+"""The parent's state: what it knows, in one object.
 
-One object holds what the parent knows (database view, what it installed, peers it saw,
-activations) and is the only place that installs or removes kernel objects, so the record
-and the kernel cannot drift apart: an entry is recorded only after the kernel accepted
-it, and forgotten only after the kernel removed it (or said it was already gone).
-Kernel calls run in a worker thread (each is one netlink round trip) under one lock, so
-vetting and installing happen as one step.
+Database view, what it installed (`Installed`), peers it saw, activations and intents,
+counters, and the lock that installer.py holds while it vets, writes and records. This
+module writes nothing to the kernel: installer.py is the one place that does (and the
+one place that changes `installed`). Kernel calls run in a worker thread
+(`kernel_call`: each is one netlink round trip).
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import time
 from collections.abc import Callable
@@ -21,18 +19,16 @@ import trio
 
 from ikepriv.ipc import messages as m
 from ikepriv.parent_kernel.definitions import DbView
-from ikepriv.parent_kernel.installed import Installed, PolicyEntry, SaEntry
+from ikepriv.parent_kernel.installed import Installed
 from ikepriv.parent_kernel.kernel.client import XfrmKernel
-from ikepriv.parent_kernel.kernel.specs import XfrmError
 from ikepriv.parent_kernel.keylog import KeyLog
 from ikepriv.parent_kernel.peers import PeerTable
 from ikepriv.parent_kernel.ratelimit import RateLimit
-from ikepriv.parent_kernel.vetting import XFRM_PROTO, Activation, Vetter
+from ikepriv.parent_kernel.vetting import Activation, Vetter
 
 log = logging.getLogger("ikepriv.parent")
 
 _T = TypeVar("_T")
-GONE: Final = frozenset({errno.ESRCH, errno.ENOENT})
 
 
 @dataclass(slots=True)
@@ -97,59 +93,3 @@ class ParentState:
         if self.refusals.allow(time.monotonic()):
             where = f"tunnel {tunnel}: " if tunnel is not None else ""
             log.warning("%srefused %s from the child: %s", where, what, reason)
-
-    # -- removal (caller holds the lock) ---------------------------------------------------
-
-    async def remove_sa(self, entry: SaEntry) -> None:
-        try:
-            await self.kernel_call(self.kernel.delete_sa, entry.dst, entry.spi,
-                                   XFRM_PROTO[entry.proto])  # fmt: skip
-        except XfrmError as exc:
-            if exc.errno not in GONE:
-                log.error("phase 2 %d: cannot delete SA spi %#x: %s", entry.phase2_number,
-                          entry.spi, exc)  # fmt: skip
-                return
-        self.installed.forget_sa(entry.key)
-        if not entry.larval:
-            log.info("tunnel %s (phase 2 %d): SA spi %#x to %s removed",
-                     entry.tunnel_id, entry.phase2_number, entry.spi, entry.dst)  # fmt: skip
-
-    async def remove_policy(self, entry: PolicyEntry) -> None:
-        try:
-            await self.kernel_call(self.kernel.delete_policy, entry.spec.selector,
-                                   entry.spec.direction)  # fmt: skip
-        except XfrmError as exc:
-            if exc.errno not in GONE:
-                log.error("phase 2 %d: cannot delete policy: %s", entry.phase2_number, exc)
-                return
-        self.installed.forget_policy(entry.key)
-        log.info("phase 2 %d: %s policy %s removed", entry.phase2_number,
-                 entry.spec.direction.name.lower(), _selector_text(entry))  # fmt: skip
-
-    async def remove_tunnel_sas(self, tunnel_id: int) -> int:
-        entries = self.installed.sas_of_tunnel(tunnel_id)
-        for entry in entries:
-            await self.remove_sa(entry)
-        return len(entries)
-
-    async def remove_phase2_if_unused(self, phase2: int) -> None:
-        """Policies go with the last SA of their phase 2 (nothing would carry the traffic)."""
-        if any(not e.larval for e in self.installed.sas_of_phase2(phase2)):
-            return
-        for entry in self.installed.policies_of_phase2(phase2):
-            await self.remove_policy(entry)
-
-    async def remove_everything(self) -> None:
-        for pol in list(self.installed.policies.values()):
-            await self.remove_policy(pol)
-        for sa in list(self.installed.sas.values()):
-            await self.remove_sa(sa)
-
-    async def remove_larval(self) -> None:
-        for sa in self.installed.larval():
-            await self.remove_sa(sa)
-
-
-def _selector_text(entry: PolicyEntry) -> str:
-    sel = entry.spec.selector
-    return f"{sel.src} -> {sel.dst}"

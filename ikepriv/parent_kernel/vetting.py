@@ -13,10 +13,12 @@ The reference point is always the database definition, never the child's word:
 - selectors are equal to or inside the phase 2 selectors, oriented by direction;
 - algorithms and key lengths are those of one configured proposal, keys exactly as long as
   the algorithm needs; lifetimes no longer than configured;
-- an inbound SA fills an SPI the parent allocated for that same phase 2; deletes name only
+- an inbound SA fills an SPI the parent allocated for that same phase 2; removes name only
   recorded entries; per-phase-2 and global counts are bounded;
-- an SA without a selector of its own gets its phase 2 definition's (tunnel mode), never
-  the kernel's wildcard;
+- a phase 2 is vetted as a whole (Phase2Install): both SAs and the policies, each by the
+  rules above and against each other (one algorithm, the SAs' selector in every policy,
+  templates that are the install's own); the first refusal refuses all of it. An SA always
+  carries the negotiated selector, never the kernel's wildcard;
 - counters (Stats) carry only names the negotiator core keeps, each once.
 """
 
@@ -115,9 +117,60 @@ class SpiPlan:
 
 
 @dataclass(frozen=True)
+class SaRequest:
+    """One SA of a Phase2Install as the kernel will see it: the install's shared fields,
+    oriented for one direction (inbound: src remote, dst local, selector and NAT-T ports
+    turned around)."""
+
+    direction: SaDirection
+    src: IPAddress
+    dst: IPAddress
+    proto: ProtocolId
+    spi: int
+    mode: EncapsulationMode
+    encryption: m.CryptKey | None
+    integrity: m.AuthKey | None
+    aead: m.AeadKey | None
+    lifetimes: m.Lifetimes
+    encap: m.NatTEncap | None
+    selector: m.TrafficSelector
+    reqid: int
+
+
+def turned(ts: m.TrafficSelector) -> m.TrafficSelector:
+    return m.TrafficSelector(ts.dst, ts.src)
+
+
+def sa_requests(req: m.Phase2Install) -> tuple[SaRequest, SaRequest]:
+    """The install's (inbound, outbound) SAs."""
+    back = None if req.encap is None else m.NatTEncap(req.encap.dport, req.encap.sport)
+
+    def one(direction: SaDirection, keys: m.Phase2Sa) -> SaRequest:
+        inbound = direction is SaDirection.IN
+        return SaRequest(
+            direction=direction,
+            src=req.remote if inbound else req.local,
+            dst=req.local if inbound else req.remote,
+            proto=req.proto,
+            spi=keys.spi,
+            mode=req.mode,
+            encryption=keys.encryption,
+            integrity=keys.integrity,
+            aead=keys.aead,
+            lifetimes=keys.lifetimes,
+            encap=back if inbound else req.encap,
+            selector=turned(req.selector) if inbound else req.selector,
+            reqid=req.reqid,
+        )
+
+    return one(SaDirection.IN, req.inbound), one(SaDirection.OUT, req.outbound)
+
+
+@dataclass(frozen=True)
 class SaPlan:
     spec: SaSpec
     entry: SaEntry
+    request: SaRequest
     update: bool  # fill an allocated (larval) SPI instead of adding a new SA
 
 
@@ -125,19 +178,36 @@ class SaPlan:
 class PolicyPlan:
     spec: PolicySpec
     entry: PolicyEntry
-    update: bool  # replace a policy this phase 2 already owns
+    replaces: PolicyEntry | None  # this phase 2's own policy with the same selector/direction
+
+    @property
+    def unchanged(self) -> bool:
+        """Already in the kernel exactly so (a rekey under the same policies)."""
+        return self.replaces is not None and self.replaces.spec == self.spec
 
 
 @dataclass(frozen=True)
-class SaRemoval:
-    key: inst.SaKey
-    entry: SaEntry | None  # None: the parent already removed it; answer OK, do nothing
+class Phase2Plan:
+    """A vetted Phase2Install: what to write, in this order (policies, outbound SA, then the
+    inbound SA, which fills the larval SPI and so is the one write that cannot be undone
+    by a delete; see installer.py)."""
+
+    phase2_number: int
+    tunnel_id: int
+    policies: tuple[PolicyPlan, ...]
+    outbound: SaPlan
+    inbound: SaPlan
 
 
 @dataclass(frozen=True)
-class PolicyRemoval:
-    key: inst.PolicyKey
-    entry: PolicyEntry | None
+class Phase2Removal:
+    """A vetted Phase2Remove: recorded SAs to delete, then (unless keep_policies) the
+    policies of (phase2_number, reqid) that no recorded SA uses any more."""
+
+    phase2_number: int
+    sas: tuple[SaEntry, ...]
+    reqid: int
+    keep_policies: bool
 
 
 @dataclass
@@ -189,19 +259,6 @@ def selector_inside(ts: m.TrafficSelector, p2: Phase2Definition, outbound: bool)
     return _inside(ts.src, *src_def) and _inside(ts.dst, *dst_def)  # type: ignore[arg-type]
 
 
-def definition_selector(p2: Phase2Definition, outbound: bool, version: int) -> SelectorSpec | None:
-    """The phase 2 definition's own selector, oriented for one direction: what an SA the
-    child sent without a selector may carry (a wildcard would accept any inner traffic).
-    None when the subnets are of another IP version than the SA's endpoints: the kernel
-    takes an SA selector only of the SA's own family."""
-    if p2.local_subnet.version != version:
-        return None
-    local = (p2.local_subnet, p2.local_port)
-    remote = (p2.remote_subnet, p2.remote_port)
-    (src, sport), (dst, dport) = (local, remote) if outbound else (remote, local)
-    return SelectorSpec(src, dst, p2.protocol, sport, dport)
-
-
 def xfrm_selector(ts: m.TrafficSelector) -> SelectorSpec | Refusal:
     if ts.src.protocol != ts.dst.protocol:
         return Refusal(ErrorCode.INVALID_REQUEST, "selector sides name different protocols")
@@ -243,7 +300,7 @@ def _configured_bits(transform: int, key_length: int | None) -> int | None:
         return None
 
 
-def _esp_algorithms(p2: Phase2Definition, req: m.SaAdd) -> _Algorithms | Refusal:
+def _esp_algorithms(p2: Phase2Definition, req: SaRequest) -> _Algorithms | Refusal:
     if not p2.esp_proposals:
         return Refusal(ErrorCode.BAD_ALGORITHM, "ESP is not configured for this phase 2")
     if req.aead is not None:
@@ -285,7 +342,7 @@ def _esp_algorithms(p2: Phase2Definition, req: m.SaAdd) -> _Algorithms | Refusal
     return Encryption(cipher.xfrm_name, enc.key), integ, None, desc
 
 
-def _ah_algorithms(p2: Phase2Definition, req: m.SaAdd) -> _Algorithms | Refusal:
+def _ah_algorithms(p2: Phase2Definition, req: SaRequest) -> _Algorithms | Refusal:
     auth = req.integrity
     if not p2.ah_proposals or auth is None:
         return Refusal(ErrorCode.BAD_ALGORITHM, "AH is not configured for this phase 2")
@@ -442,10 +499,10 @@ class Vetter:
             return Refusal(ErrorCode.LIMIT_REACHED, "too many unused SPIs in total", t.p2_number)
         return SpiPlan(t.p1_number, t.p2_number, req.src, req.dst, req.proto)
 
-    # -- SAs -------------------------------------------------------------------------------
+    # -- phase 2 install -------------------------------------------------------------------
 
     def _encap(
-        self, t: _Tunnel, req: m.SaAdd, local: IPAddress, remote: IPAddress
+        self, t: _Tunnel, req: SaRequest, local: IPAddress, remote: IPAddress
     ) -> Encap | Refusal | None:
         if req.encap is None:
             return None
@@ -465,24 +522,12 @@ class Vetter:
                            t.p2_number)  # fmt: skip
         return Encap(req.encap.sport, req.encap.dport)
 
-    def sa_add(self, req: m.SaAdd, now: float = 0.0) -> SaPlan | Refusal:
-        t = self._tunnel(req.phase2_number)
-        if isinstance(t, Refusal):
-            return t
-        if req.phase1_number != t.p1_number:
-            return Refusal(ErrorCode.NOT_PERMITTED,
-                           f"phase 2 {t.p2_number} belongs to phase 1 {t.p1_number}, "
-                           f"not {req.phase1_number}", t.p2_number)  # fmt: skip
+    def _sa(self, t: _Tunnel, req: SaRequest, tunnel_id: int, now: float) -> SaPlan | Refusal:
+        """One SA of an install: algorithms, key lengths, lifetimes, NAT-T ports, selector,
+        SPI (inbound: allocated for this phase 2; outbound: new). The install's gateways,
+        mode and reqid are vetted once for both (`phase2_install`)."""
         outbound = req.direction is SaDirection.OUT
         local, remote = (req.src, req.dst) if outbound else (req.dst, req.src)
-        checks: list[Refusal | None] = [self._gateways(t, local, remote)]
-        if req.mode != t.p2.mode:
-            checks.append(Refusal(ErrorCode.NOT_PERMITTED, f"{req.mode.name} mode not configured",
-                                  t.p2_number))  # fmt: skip
-        checks.append(self._reqid(t, req.reqid))
-        for check in checks:
-            if check is not None:
-                return check
         algs = (_esp_algorithms if req.proto is ProtocolId.IPSEC_ESP else _ah_algorithms)(t.p2, req)
         if isinstance(algs, Refusal):
             return Refusal(algs.code, algs.reason, t.p2_number)
@@ -492,17 +537,12 @@ class Vetter:
         encap = self._encap(t, req, local, remote)
         if isinstance(encap, Refusal):
             return encap
-        selector: SelectorSpec | None = None
-        if req.selector is not None:
-            if not selector_inside(req.selector, t.p2, outbound):
-                return Refusal(ErrorCode.NOT_PERMITTED, "SA selector wider than the definition",
-                               t.p2_number)  # fmt: skip
-            sel = xfrm_selector(req.selector)
-            if isinstance(sel, Refusal):
-                return Refusal(sel.code, sel.reason, t.p2_number)
-            selector = sel
-        elif req.mode is EncapsulationMode.TUNNEL:
-            selector = definition_selector(t.p2, outbound, req.src.version)
+        if not selector_inside(req.selector, t.p2, outbound):
+            return Refusal(ErrorCode.NOT_PERMITTED, "SA selector wider than the definition",
+                           t.p2_number)  # fmt: skip
+        selector = xfrm_selector(req.selector)
+        if isinstance(selector, Refusal):
+            return Refusal(selector.code, selector.reason, t.p2_number)
         key: inst.SaKey = (req.dst, req.spi, req.proto)
         existing = self.installed.sas.get(key)
         if outbound:
@@ -533,80 +573,130 @@ class Vetter:
             return Refusal(ErrorCode.INVALID_REQUEST, str(exc), t.p2_number)
         entry = SaEntry(
             key=key, phase1_number=t.p1_number, phase2_number=t.p2_number, src=req.src,
-            larval=False, tunnel_id=req.tunnel_id, direction=req.direction, reqid=req.reqid,
+            larval=False, tunnel_id=tunnel_id, direction=req.direction, reqid=req.reqid,
             algorithms=desc, expires_at=now + req.lifetimes.hard_seconds,
         )  # fmt: skip
-        return SaPlan(spec, entry, update=not outbound)
+        return SaPlan(spec, entry, req, update=not outbound)
 
-    def sa_delete(self, req: m.SaDelete) -> SaRemoval | Refusal:
-        key: inst.SaKey = (req.dst, req.spi, req.proto)
-        entry = self.installed.sas.get(key)
-        if entry is not None:
-            return SaRemoval(key, entry)
-        if self.installed.recently_removed_sa(key):
-            return SaRemoval(key, None)
-        return Refusal(ErrorCode.NOT_PERMITTED, f"SA spi {req.spi:#x} to {req.dst} not ours")
-
-    # -- policies --------------------------------------------------------------------------
-
-    def policy_add(self, req: m.PolicyAdd) -> PolicyPlan | Refusal:
-        t = self._tunnel(req.phase2_number)
-        if isinstance(t, Refusal):
-            return t
-        outbound = req.direction is PolicyDirection.OUT
-        if req.priority < MIN_POLICY_PRIORITY:
+    def _policy(
+        self, t: _Tunnel, req: m.Phase2Install, pol: m.Phase2Policy
+    ) -> PolicyPlan | Refusal:
+        """One policy of an install: priority, selector (inside the definition, equal to the
+        SAs'), and that its selector is not another phase 2's policy. Its template is the
+        install's own."""
+        outbound = pol.direction is PolicyDirection.OUT
+        if pol.priority < MIN_POLICY_PRIORITY:
             return Refusal(ErrorCode.NOT_PERMITTED,
-                           f"policy priority {req.priority} above the operator's "
+                           f"policy priority {pol.priority} above the operator's "
                            f"(below {MIN_POLICY_PRIORITY})", t.p2_number)  # fmt: skip
-        if not selector_inside(req.selector, t.p2, outbound):
+        if not selector_inside(pol.selector, t.p2, outbound):
             return Refusal(ErrorCode.NOT_PERMITTED, "policy selector wider than the definition",
                            t.p2_number)  # fmt: skip
-        sel = xfrm_selector(req.selector)
+        if pol.selector != (req.selector if outbound else turned(req.selector)):
+            return Refusal(ErrorCode.NOT_PERMITTED,
+                           f"{pol.direction.name.lower()} policy selector is not the SAs'",
+                           t.p2_number)  # fmt: skip
+        sel = xfrm_selector(pol.selector)
         if isinstance(sel, Refusal):
             return Refusal(sel.code, sel.reason, t.p2_number)
-        tmpl = req.template
-        local, remote = (tmpl.src, tmpl.dst) if outbound else (tmpl.dst, tmpl.src)
-        bad = self._gateways(t, local, remote) or self._reqid(t, tmpl.reqid)
-        if bad is not None:
-            return bad
-        if not self._offers(t.p2, tmpl.proto):
-            return Refusal(ErrorCode.BAD_ALGORITHM, f"{tmpl.proto.name} not configured",
-                           t.p2_number)  # fmt: skip
-        if tmpl.mode != t.p2.mode:
-            return Refusal(ErrorCode.NOT_PERMITTED, f"{tmpl.mode.name} mode not configured",
-                           t.p2_number)  # fmt: skip
-        key: inst.PolicyKey = (req.selector, req.direction)
+        key: inst.PolicyKey = (pol.selector, pol.direction)
         existing = self.installed.policies.get(key)
         if existing is not None and existing.phase2_number != t.p2_number:
             return Refusal(ErrorCode.NOT_PERMITTED,
                            f"policy belongs to phase 2 {existing.phase2_number}",
                            t.p2_number)  # fmt: skip
-        if existing is None:
-            if self.installed.policy_count(t.p2_number) >= inst.MAX_POLICIES_PER_PHASE2:
-                return Refusal(ErrorCode.LIMIT_REACHED, "too many policies", t.p2_number)
-            if self.installed.policy_count() >= inst.MAX_POLICIES_TOTAL:
-                return Refusal(ErrorCode.LIMIT_REACHED, "too many policies in total", t.p2_number)
-        tunnel_mode = tmpl.mode is EncapsulationMode.TUNNEL
+        src, dst = (req.local, req.remote) if outbound else (req.remote, req.local)
+        tunnel_mode = req.mode is EncapsulationMode.TUNNEL
         template = Template(
-            proto=XFRM_PROTO[tmpl.proto], mode=XFRM_MODE[tmpl.mode], reqid=tmpl.reqid,
-            src=tmpl.src if tunnel_mode else None, dst=tmpl.dst if tunnel_mode else None,
+            proto=XFRM_PROTO[req.proto], mode=XFRM_MODE[req.mode], reqid=req.reqid,
+            src=src if tunnel_mode else None, dst=dst if tunnel_mode else None,
         )  # fmt: skip
         try:
-            spec = PolicySpec(sel, Direction(int(req.direction)), priority=req.priority,
+            spec = PolicySpec(sel, Direction(int(pol.direction)), priority=pol.priority,
                               templates=(template,))  # fmt: skip
         except ValueError as exc:
             return Refusal(ErrorCode.INVALID_REQUEST, str(exc), t.p2_number)
-        entry = PolicyEntry(key, t.p2_number, spec, tmpl.reqid)
-        return PolicyPlan(spec, entry, update=existing is not None)
+        return PolicyPlan(spec, PolicyEntry(key, t.p2_number, spec, req.reqid), existing)
 
-    def policy_delete(self, req: m.PolicyDelete) -> PolicyRemoval | Refusal:
-        key: inst.PolicyKey = (req.selector, req.direction)
-        entry = self.installed.policies.get(key)
-        if entry is not None:
-            return PolicyRemoval(key, entry)
-        if self.installed.recently_removed_policy(key):
-            return PolicyRemoval(key, None)
-        return Refusal(ErrorCode.NOT_PERMITTED, "policy not installed by us")
+    def phase2_install(self, req: m.Phase2Install, now: float = 0.0) -> Phase2Plan | Refusal:
+        """Vet a whole phase 2: every part, and the parts against each other. The first
+        refusal refuses the install."""
+        t = self._tunnel(req.phase2_number)
+        if isinstance(t, Refusal):
+            return t
+        if req.phase1_number != t.p1_number:
+            return Refusal(ErrorCode.NOT_PERMITTED,
+                           f"phase 2 {t.p2_number} belongs to phase 1 {t.p1_number}, "
+                           f"not {req.phase1_number}", t.p2_number)  # fmt: skip
+        bad = self._gateways(t, req.local, req.remote)
+        if bad is not None:
+            return bad
+        if req.mode != t.p2.mode:
+            return Refusal(ErrorCode.NOT_PERMITTED, f"{req.mode.name} mode not configured",
+                           t.p2_number)  # fmt: skip
+        if not self._offers(t.p2, req.proto):
+            return Refusal(ErrorCode.BAD_ALGORITHM, f"{req.proto.name} not configured",
+                           t.p2_number)  # fmt: skip
+        bad = self._reqid(t, req.reqid)
+        if bad is not None:
+            return bad
+        inbound_req, outbound_req = sa_requests(req)
+        outbound = self._sa(t, outbound_req, req.tunnel_id, now)
+        if isinstance(outbound, Refusal):
+            return outbound
+        inbound = self._sa(t, inbound_req, req.tunnel_id, now)
+        if isinstance(inbound, Refusal):
+            return inbound
+        if inbound.entry.algorithms != outbound.entry.algorithms:
+            return Refusal(ErrorCode.BAD_ALGORITHM,
+                           f"inbound {inbound.entry.algorithms}, outbound "
+                           f"{outbound.entry.algorithms}", t.p2_number)  # fmt: skip
+        policies: list[PolicyPlan] = []
+        for pol in req.policies:
+            plan = self._policy(t, req, pol)
+            if isinstance(plan, Refusal):
+                return plan
+            policies.append(plan)
+        new = sum(1 for p in policies if p.replaces is None)
+        if self.installed.policy_count(t.p2_number) + new > inst.MAX_POLICIES_PER_PHASE2:
+            return Refusal(ErrorCode.LIMIT_REACHED, "too many policies", t.p2_number)
+        if self.installed.policy_count() + new > inst.MAX_POLICIES_TOTAL:
+            return Refusal(ErrorCode.LIMIT_REACHED, "too many policies in total", t.p2_number)
+        return Phase2Plan(t.p2_number, req.tunnel_id, tuple(policies), outbound, inbound)
+
+    # -- phase 2 remove --------------------------------------------------------------------
+
+    def phase2_remove(self, req: m.Phase2Remove) -> Phase2Removal | Refusal:
+        """The recorded SAs a Phase2Remove names. Each must be this phase 2's and this
+        tunnel's, or already removed by the parent (expiry, `ike cmd=remove`); an inbound
+        SPI still larval (the install never happened) goes alone."""
+        p2 = req.phase2_number
+        inbound_key: inst.SaKey = (req.local, req.spi_in, req.proto)
+        larval = self.installed.sas.get(inbound_key)
+        if larval is not None and larval.larval:
+            if larval.phase2_number != p2 or larval.src != req.remote:
+                reason = f"spi {req.spi_in:#x} was not allocated for phase 2 {p2}"
+                return Refusal(ErrorCode.NOT_PERMITTED, reason, p2)
+            return Phase2Removal(p2, (larval,), req.reqid, keep_policies=True)
+        found: list[SaEntry] = []
+        outbound_key: inst.SaKey = (req.remote, req.spi_out, req.proto)
+        for key, direction in ((inbound_key, SaDirection.IN), (outbound_key, SaDirection.OUT)):
+            entry = self.installed.sas.get(key)
+            if entry is None and self.installed.recently_removed_sa(key):
+                continue
+            if (
+                entry is None
+                or entry.larval
+                or entry.phase2_number != p2
+                or entry.tunnel_id != req.tunnel_id
+                or entry.direction is not direction
+                or entry.reqid != req.reqid
+            ):
+                return Refusal(ErrorCode.NOT_PERMITTED,
+                               f"SA spi {key[1]:#x} to {key[0]} not ours for phase 2 {p2} "
+                               f"tunnel {req.tunnel_id}", p2)  # fmt: skip
+            found.append(entry)
+        return Phase2Removal(p2, tuple(found), req.reqid, req.keep_policies)
 
     # -- SKEYID ----------------------------------------------------------------------------
 

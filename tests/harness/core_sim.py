@@ -4,9 +4,11 @@ Each side is a real Negotiator plus a stand-in parent that answers the core's re
 the way the real parent would, with real crypto: SkeyidRequest with
 ikepriv.crypto.oakley.skeyid_psk over the test's pre-shared key (chosen by definition
 number or, for a Main Mode responder, by peer address), SpiRequest with fresh SPIs, and
-SaAdd/PolicyAdd/SaDelete/PolicyDelete with OK (recording each). The network delivers
-datagrams after a latency and can lose, duplicate and reorder them, all from one seed, so
-a failing run can be replayed exactly.
+Phase2Install/Phase2Remove with OK, keeping a model of the kernel the way the real
+parent's installer.py writes it (policies written once per phase 2 and reqid, removed with
+the last SA of their reqid unless kept; recording each SA and policy add and delete). The
+network delivers datagrams after a latency and can lose, duplicate and reorder them, all
+from one seed, so a failing run can be replayed exactly.
 
     sim = Simulation(initiator_config, responder_config, psk=b"...", seed=1)
     sim.initiate(phase=2, number=1)
@@ -31,6 +33,9 @@ from ikepriv.child_negotiator.core.settings import Settings
 from ikepriv.crypto.ciphers import pad_plaintext
 from ikepriv.crypto.oakley import skeyid_psk
 from ikepriv.ipc.messages import (
+    AeadKey,
+    AuthKey,
+    CryptKey,
     DatagramIn,
     DatagramOut,
     DpdSettings,
@@ -39,16 +44,17 @@ from ikepriv.ipc.messages import (
     Identity,
     IkeProposal,
     InitiateCommand,
+    Lifetimes,
     Log,
+    NatTEncap,
     Phase,
     Phase1Def,
     Phase2Def,
+    Phase2Install,
     Phase2Proposal,
-    PolicyAdd,
-    PolicyDelete,
+    Phase2Remove,
+    PolicyDirection,
     ResultReply,
-    SaAdd,
-    SaDelete,
     SaDirection,
     SelectorSide,
     SkeyidReply,
@@ -56,6 +62,7 @@ from ikepriv.ipc.messages import (
     SpiReply,
     SpiRequest,
     StateReport,
+    TrafficSelector,
 )
 from ikepriv.ipc.schema import Message
 from ikepriv.isakmp import (
@@ -239,13 +246,74 @@ def mirrored(
 # ---------------------------------------------------------------------------- parent
 
 
+@dataclass(frozen=True)
+class SaAdd:
+    """One SA as a Phase2Install put it into the (modelled) kernel."""
+
+    phase2_number: int
+    tunnel_id: int
+    direction: SaDirection
+    src: IPAddress
+    dst: IPAddress
+    proto: ProtocolId
+    spi: int
+    mode: EncapsulationMode
+    encryption: CryptKey | None
+    integrity: AuthKey | None
+    aead: AeadKey | None
+    lifetimes: Lifetimes
+    encap: NatTEncap | None
+    selector: TrafficSelector
+    reqid: int
+
+
+@dataclass(frozen=True)
+class SaDelete:
+    spi: int
+    proto: ProtocolId
+    dst: IPAddress
+
+
+@dataclass(frozen=True)
+class PolicyAdd:
+    phase2_number: int
+    selector: TrafficSelector
+    direction: PolicyDirection
+    reqid: int
+    priority: int
+
+
+@dataclass(frozen=True)
+class PolicyDelete:
+    selector: TrafficSelector
+    direction: PolicyDirection
+
+
+def sa_adds_of(msg: Phase2Install) -> tuple[SaAdd, SaAdd]:
+    """The install's (inbound, outbound) SAs, oriented as the parent orients them."""
+    back = None if msg.encap is None else NatTEncap(msg.encap.dport, msg.encap.sport)
+    turned = TrafficSelector(msg.selector.dst, msg.selector.src)
+    common = (msg.proto,)
+    inbound = SaAdd(msg.phase2_number, msg.tunnel_id, SaDirection.IN, msg.remote, msg.local,
+                    *common, msg.inbound.spi, msg.mode, msg.inbound.encryption,
+                    msg.inbound.integrity, msg.inbound.aead, msg.inbound.lifetimes, back, turned,
+                    msg.reqid)  # fmt: skip
+    outbound = SaAdd(msg.phase2_number, msg.tunnel_id, SaDirection.OUT, msg.local, msg.remote,
+                     *common, msg.outbound.spi, msg.mode, msg.outbound.encryption,
+                     msg.outbound.integrity, msg.outbound.aead, msg.outbound.lifetimes, msg.encap,
+                     msg.selector, msg.reqid)  # fmt: skip
+    return inbound, outbound
+
+
 @dataclass
 class StandInParent:
-    """Answers the core's requests like the real parent (minus the kernel)."""
+    """Answers the core's requests like the real parent (minus the kernel, which it models)."""
 
     psk_by_phase1: dict[int, bytes]
     psk_by_peer: dict[IPAddress, bytes]
     rng: random.Random
+    installs: list[Phase2Install] = field(default_factory=list)
+    removes: list[Phase2Remove] = field(default_factory=list)
     sa_adds: list[SaAdd] = field(default_factory=list)
     sa_deletes: list[SaDelete] = field(default_factory=list)
     policy_adds: list[PolicyAdd] = field(default_factory=list)
@@ -255,7 +323,10 @@ class StandInParent:
     skeyid_requests: list[SkeyidRequest] = field(default_factory=list)
     allocated: set[int] = field(default_factory=set)
     refuse: set[type] = field(default_factory=set)
-    kernel_log: list[Message] = field(default_factory=list)  # SA/policy requests, in order
+    # what reached the modelled kernel, in order (SaAdd, SaDelete, PolicyAdd, PolicyDelete)
+    kernel_log: list[Any] = field(default_factory=list)
+    live: dict[tuple[SaDirection, int], SaAdd] = field(default_factory=dict)
+    policies: dict[tuple[TrafficSelector, PolicyDirection], PolicyAdd] = field(default_factory=dict)
 
     def answer(self, msg: Message) -> Message | None:
         if isinstance(msg, SkeyidRequest):
@@ -276,28 +347,68 @@ class StandInParent:
                 if spi not in self.allocated:
                     self.allocated.add(spi)
                     return SpiReply(msg.request_id, ErrorCode.OK, spi)
-        for kind, store in (
-            (SaAdd, self.sa_adds),
-            (SaDelete, self.sa_deletes),
-            (PolicyAdd, self.policy_adds),
-            (PolicyDelete, self.policy_deletes),
-        ):
-            if isinstance(msg, kind):
-                store.append(msg)
-                self.kernel_log.append(msg)
-                if kind in self.refuse:
-                    return ResultReply(msg.request_id, ErrorCode.NOT_PERMITTED, "refused by test")
-                return ResultReply(msg.request_id, ErrorCode.OK, "")
+        if isinstance(msg, Phase2Install):
+            self.installs.append(msg)
+            if Phase2Install in self.refuse:
+                return ResultReply(msg.request_id, ErrorCode.NOT_PERMITTED, "refused by test")
+            self._install(msg)
+            return ResultReply(msg.request_id, ErrorCode.OK, "")
+        if isinstance(msg, Phase2Remove):
+            self.removes.append(msg)
+            if Phase2Remove in self.refuse:
+                return ResultReply(msg.request_id, ErrorCode.NOT_PERMITTED, "refused by test")
+            return ResultReply(msg.request_id, self._remove(msg), "")
         if isinstance(msg, StateReport):
             self.reports.append(msg)
         elif isinstance(msg, Log):
             self.logs.append(msg)
         return None
 
+    def _install(self, msg: Phase2Install) -> None:
+        inbound, outbound = sa_adds_of(msg)
+        wanted = [PolicyAdd(msg.phase2_number, p.selector, p.direction, msg.reqid, p.priority)
+                  for p in msg.policies]  # fmt: skip
+        new = [p for p in wanted if self.policies.get((p.selector, p.direction)) != p]
+        out = [p for p in new if p.direction is PolicyDirection.OUT]
+        catching = [p for p in new if p.direction is not PolicyDirection.OUT]
+        for item in [*catching, outbound, *out, inbound]:  # the installer's order
+            self.kernel_log.append(item)
+            if isinstance(item, SaAdd):
+                self.sa_adds.append(item)
+                self.live[(item.direction, item.spi)] = item
+            else:
+                self.policy_adds.append(item)
+                self.policies[(item.selector, item.direction)] = item
+
+    def _remove(self, msg: Phase2Remove) -> ErrorCode:
+        named = [(SaDirection.IN, msg.spi_in), (SaDirection.OUT, msg.spi_out)]
+        ever = {(a.direction, a.spi) for a in self.sa_adds}
+        if not any(key in ever for key in named) and msg.spi_in in self.allocated:
+            return ErrorCode.OK  # an allocated SPI whose install never happened
+        for key in named:
+            entry = self.live.pop(key, None)
+            if entry is not None:
+                item = SaDelete(entry.spi, entry.proto, entry.dst)
+                self.sa_deletes.append(item)
+                self.kernel_log.append(item)
+            elif key not in ever:
+                return ErrorCode.NOT_PERMITTED
+        if msg.keep_policies or any(
+            a.phase2_number == msg.phase2_number and a.reqid == msg.reqid
+            for a in self.live.values()
+        ):
+            return ErrorCode.OK
+        for key, pol in list(self.policies.items()):
+            if pol.phase2_number == msg.phase2_number and pol.reqid == msg.reqid:
+                del self.policies[key]
+                gone = PolicyDelete(*key)
+                self.policy_deletes.append(gone)
+                self.kernel_log.append(gone)
+        return ErrorCode.OK
+
     def installed_spis(self) -> set[tuple[SaDirection, int]]:
         """SAs added and not deleted since, as (direction, spi)."""
-        deleted = {d.spi for d in self.sa_deletes}
-        return {(a.direction, a.spi) for a in self.sa_adds if a.spi not in deleted}
+        return set(self.live)
 
 
 # ---------------------------------------------------------------------------- simulation

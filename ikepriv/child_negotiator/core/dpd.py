@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import fields
-from functools import partial
 
 from ikepriv.child_negotiator.core import install
 from ikepriv.child_negotiator.core.context import Core, NotifyHandler
@@ -37,7 +36,7 @@ from ikepriv.child_negotiator.core.dpd_state import DpdState, Restart
 from ikepriv.child_negotiator.core.informational_send import send
 from ikepriv.child_negotiator.core.lifetimes import RESTART
 from ikepriv.child_negotiator.core.sa_table import ChildSa, IsakmpSa
-from ikepriv.ipc.messages import DpdAction, LogLevel, ResultReply, SaDelete
+from ikepriv.ipc.messages import DpdAction, LogLevel
 from ikepriv.isakmp import NotifyPayload, vendor_ids
 from ikepriv.isakmp.constants import NotifyType, ProtocolId
 from ikepriv.process_contract import Counters
@@ -293,18 +292,6 @@ def cancel_restart(core: Core, number: int) -> None:
 def _clear_child(core: Core, child: ChildSa, keep_policies: bool) -> None:
     """Remove the SA pair; the policies too unless the action wants traffic to trigger a
     new negotiation (the kernel sends ACQUIRE for a policy without SAs)."""
-    install.remove_child(core, child, send_delete=False, kernel=not keep_policies)
-    if keep_policies:
-        for spi, dst in ((child.spi_in, child.local.addr), (child.spi_out, child.remote.addr)):
-            core.request(
-                partial(SaDelete, spi=spi, proto=child.protocol, dst=dst),
-                ResultReply,
-                partial(_on_delete_result, core),
-            )
+    install.remove_child(core, child, send_delete=False, kernel=True,
+                         keep_policies=keep_policies)  # fmt: skip
     core.emit(install.report_child(core, child, 0))
-
-
-def _on_delete_result(core: Core, reply: ResultReply) -> None:
-    if reply.error.value != 0:
-        core.counters.parent_errors += 1
-        core.log(LogLevel.WARNING, f"kernel delete refused: {reply.error.name} {reply.reason}")

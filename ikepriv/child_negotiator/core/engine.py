@@ -4,8 +4,8 @@
     actions = core.handle(message, now)     # any parent->child message
     actions = core.handle_timers(now)        # at core.next_deadline()
 
-`actions` are child->parent messages (DatagramOut, SkeyidRequest, SpiRequest, SaAdd,
-PolicyAdd, SaDelete, PolicyDelete, StateReport, Log, ...). Requests carry a request id; the
+`actions` are child->parent messages (DatagramOut, SkeyidRequest, SpiRequest,
+Phase2Install, Phase2Remove, StateReport, Log, ...). Requests carry a request id; the
 continuation waiting for the reply is kept in a table keyed by that id, so other exchanges
 go on meanwhile. Clock and randomness come from the caller: a run is a function of the
 seed and the inputs.

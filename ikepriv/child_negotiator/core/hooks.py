@@ -5,7 +5,7 @@ adds its notify handlers to the table informational.on_message dispatches throug
 NAT-T (natt.NatTHooks, the engine's default; Negotiator(hooks=Hooks()) gives plain IKEv1):
 ``ke_payloads`` adds NAT-D to MM3/MM4 (AM2/AM3), ``on_ke_payloads`` sees the peer's,
 ``encap_modes`` switches Quick Mode to the UDP-encapsulated modes, ``qm_payloads`` adds
-NAT-OA, ``sa_encap`` fills SaAdd.encap, ``accept_peer``/``on_authenticated`` let the peer
+NAT-OA, ``sa_encap`` fills Phase2Install.encap, ``accept_peer``/``on_authenticated`` let the peer
 move to port 4500 (and follow a NAT rebinding once a message of any exchange, phase 1,
 Quick Mode or informational, passed its HASH check), ``timer_deadline`` and
 ``on_timer`` send keepalives.

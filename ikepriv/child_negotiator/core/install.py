@@ -1,17 +1,18 @@
-"""Turning a finished Quick Mode into kernel requests, and removing IPsec SAs again.
+"""Turning a finished Quick Mode into one kernel request, and removing IPsec SAs again.
 
-Each phase 2 gets two SAs (inbound with our SPI, outbound with the peer's) keyed from
-KEYMAT, and policies: out and in, plus fwd in tunnel mode. Policies belong to a policy
-set (phase 2 definition + the selectors actually negotiated), not to one SA: a second SA
-with the same selectors (a rekey, or the peer starting one too) reuses them through the
-set's reqid, and they are removed with the last SA of the set. Narrower selectors
-negotiated under the same definition get a set (and reqid) of their own, so the kernel
-never mixes their SAs.
+Each phase 2 is one Phase2Install: two SAs (inbound with our SPI, outbound with the
+peer's) keyed from KEYMAT, and policies: out and in, plus fwd in tunnel mode. The parent
+installs all of it or nothing and answers once, so the SA is established or failed, never
+half installed. Policies belong to a policy set (phase 2 definition + the selectors
+actually negotiated), not to one SA: a second SA with the same selectors (a rekey, or the
+peer starting one too) gets the set's reqid and so the same policies (the parent writes
+them only once), and the parent removes them with the last SA of that reqid. Narrower
+selectors negotiated under the same definition get a set (and reqid) of their own, so the
+kernel never mixes their SAs. Removing an SA is one Phase2Remove.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 
 from ikepriv.child_negotiator.core import informational_send, lifetimes
@@ -23,23 +24,20 @@ from ikepriv.ipc.messages import (
     AeadKey,
     AuthKey,
     CryptKey,
+    ErrorCode,
     LogLevel,
-    NatTEncap,
     Phase,
-    PolicyAdd,
-    PolicyDelete,
+    Phase2Install,
+    Phase2Policy,
+    Phase2Remove,
+    Phase2Sa,
     PolicyDirection,
-    PolicyTemplate,
     ResultReply,
-    SaAdd,
-    SaDelete,
-    SaDirection,
     SelectorSide,
     StateReport,
     TrafficSelector,
     TunnelState,
 )
-from ikepriv.ipc.schema import Message
 from ikepriv.isakmp.constants import EncapsulationMode, EspTransformId, ProtocolId
 
 PRIORITY_BASE = 2000
@@ -101,110 +99,62 @@ def install_child(core: Core, qe: QuickExchange, g_qm_xy: bytes | None) -> Child
     core.sas.children[child.tunnel_id] = child
     key = (qe.definition.number, selector_out)
     policy_set = core.policy_sets.get(key)
-    new_set = policy_set is None
     if policy_set is None:
         policy_set = PolicySet(core.new_reqid())
         core.policy_sets[key] = policy_set
     child.reqid = policy_set.reqid
     layout = choice.layout()
-    encap = core.hooks.sa_encap(sa)
-    for direction, spi in ((SaDirection.IN, qe.spi_in), (SaDirection.OUT, qe.spi_out)):
+    sa_keys: list[Phase2Sa] = []
+    for spi in (qe.spi_in, qe.spi_out):
         keys = derive_sa_keys(
             sa.choice.hash, sa.keys.skeyid_d, layout, spi.to_bytes(4, "big"), qe.ni, qe.nr, g_qm_xy
         )
         enc, integ, aead = _key_fields(keys, choice.transform_id, choice.protocol)
         keys.wipe()
-        inbound = direction is SaDirection.IN
-        src, dst = (sa.remote.addr, sa.local.addr) if inbound else (sa.local.addr, sa.remote.addr)
-        # UDP ports as on the packets of this SA: inbound ones come from the peer's port.
-        sa_encap = NatTEncap(encap.dport, encap.sport) if inbound and encap else encap
-        selector = TrafficSelector(qe.remote_sel, qe.local_sel) if inbound else selector_out
-        make = partial(
-            SaAdd,
-            phase1_number=sa.definition.number,
-            phase2_number=qe.definition.number,
-            tunnel_id=child.tunnel_id,
-            direction=direction,
-            src=src,
-            dst=dst,
-            proto=choice.protocol,
-            spi=spi,
-            mode=mode,
-            encryption=enc,
-            integrity=integ,
-            aead=aead,
-            lifetimes=lifetimes.kernel_lifetimes(core, qe.lifetime_seconds, qe.lifetime_kilobytes),
-            encap=sa_encap,
-            selector=selector,
-            reqid=child.reqid,
-        )
-        _kernel_request(core, child, make, installs_spi=spi)
-    if new_set:
-        _add_policies(core, child, policy_set, mode)
+        limits = lifetimes.kernel_lifetimes(core, qe.lifetime_seconds, qe.lifetime_kilobytes)
+        sa_keys.append(Phase2Sa(spi, enc, integ, aead, limits))
+    make = partial(
+        Phase2Install,
+        phase1_number=sa.definition.number,
+        phase2_number=qe.definition.number,
+        tunnel_id=child.tunnel_id,
+        local=sa.local.addr,
+        remote=sa.remote.addr,
+        proto=choice.protocol,
+        mode=mode,
+        reqid=child.reqid,
+        inbound=sa_keys[0],
+        outbound=sa_keys[1],
+        # UDP ports as on our outbound packets; the parent turns them around for inbound
+        encap=core.hooks.sa_encap(sa),
+        selector=selector_out,
+        policies=_policies(selector_out, mode),
+    )
+    core.request(make, ResultReply, lambda reply: _on_installed(core, child, reply))
     return child
 
 
-def _add_policies(
-    core: Core, child: ChildSa, policy_set: PolicySet, mode: EncapsulationMode
-) -> None:
-    out_sel = child.selector_out
+def _policies(out_sel: TrafficSelector, mode: EncapsulationMode) -> tuple[Phase2Policy, ...]:
     in_sel = TrafficSelector(out_sel.dst, out_sel.src)
-    local, remote = child.local.addr, child.remote.addr
-    wanted = [
-        (out_sel, PolicyDirection.OUT, local, remote),
-        (in_sel, PolicyDirection.IN, remote, local),
-    ]
+    wanted = [(PolicyDirection.OUT, out_sel), (PolicyDirection.IN, in_sel)]
     if mode is EncapsulationMode.TUNNEL:
-        wanted.append((in_sel, PolicyDirection.FWD, remote, local))
-    for selector, direction, src, dst in wanted:
-        template = PolicyTemplate(src, dst, child.protocol, mode, child.reqid)
-        policy_set.policies.append((selector, direction))
-        make = partial(
-            PolicyAdd,
-            phase2_number=child.definition.number,
-            selector=selector,
-            direction=direction,
-            template=template,
-            priority=priority(selector),
-        )
-        _kernel_request(core, child, make)
+        wanted.append((PolicyDirection.FWD, in_sel))
+    return tuple(Phase2Policy(direction, sel, priority(sel)) for direction, sel in wanted)
 
 
-def _kernel_request(
-    core: Core,
-    child: ChildSa,
-    make: Callable[[int], Message],
-    installs_spi: int | None = None,
-) -> None:
-    child.waiting += 1
-    core.request(make, ResultReply, lambda reply: _on_result(core, child, reply, installs_spi))
-
-
-def _on_result(core: Core, child: ChildSa, reply: ResultReply, installs_spi: int | None) -> None:
-    child.waiting -= 1
-    if reply.error.value == 0 and installs_spi is not None:
-        child.installed_spis.add(installs_spi)
-        if child.state is ChildState.DELETED:  # removed while the add was on its way
-            dst = child.local.addr if installs_spi == child.spi_in else child.remote.addr
-            core.request(
-                partial(SaDelete, spi=installs_spi, proto=child.protocol, dst=dst),
-                ResultReply,
-                lambda r: _on_delete_result(core, r),
-            )
-    if reply.error.value != 0:
+def _on_installed(core: Core, child: ChildSa, reply: ResultReply) -> None:
+    if reply.error is not ErrorCode.OK:
         core.counters.parent_errors += 1
-        child.failed = True
         core.log(
             LogLevel.ERR,
-            f"phase 2 {child.definition.name}: kernel request refused: "
-            f"{reply.error.name} {reply.reason}",
+            f"phase 2 {child.definition.name}: install refused: {reply.error.name} {reply.reason}",
         )
-    if child.waiting or child.state is not ChildState.INSTALLING:
+        if child.state is ChildState.INSTALLING:
+            core.counters.phase2_failed += 1
+            remove_child(core, child, send_delete=True, kernel=False)  # nothing was installed
         return
-    if child.failed:
-        core.counters.phase2_failed += 1
-        remove_child(core, child, send_delete=True, kernel=True)
-        return
+    if child.state is not ChildState.INSTALLING:
+        return  # removed meanwhile: its Phase2Remove reaches the parent after this install
     transition(child, ChildState.ESTABLISHED)
     core.counters.phase2_established += 1
     core.log(
@@ -255,9 +205,17 @@ def find_owned(core: Core, sa: IsakmpSa, protocol: ProtocolId, spi_out: int) -> 
     return None
 
 
-def remove_child(core: Core, child: ChildSa, *, send_delete: bool, kernel: bool) -> None:
+def remove_child(
+    core: Core,
+    child: ChildSa,
+    *,
+    send_delete: bool,
+    kernel: bool,
+    keep_policies: bool = False,
+) -> None:
     """Forget an IPsec SA; with `send_delete`, tell the peer; with `kernel`, ask the parent
-    to remove the SAs (and the policies when no other SA of the definition is left)."""
+    to remove the SA pair (one Phase2Remove; the parent removes the policies with the last
+    SA of their reqid, unless `keep_policies`: DPD "hold" keeps them to catch traffic)."""
     if child.state is ChildState.DELETED:
         return
     transition(child, ChildState.DELETED)
@@ -267,32 +225,32 @@ def remove_child(core: Core, child: ChildSa, *, send_delete: bool, kernel: bool)
         sa = core.sas.established_for(child.phase1_number, child.remote.addr)
         if sa is not None:
             informational_send.send_delete_ipsec(core, sa, child.protocol, [child.spi_in])
-    if not kernel:
-        return
-    for spi, dst in ((child.spi_in, child.local.addr), (child.spi_out, child.remote.addr)):
-        if spi not in child.installed_spis:
-            continue
-        core.request(
-            partial(SaDelete, spi=spi, proto=child.protocol, dst=dst),
-            ResultReply,
-            lambda reply: _on_delete_result(core, reply),
-        )
     key = (child.definition.number, child.selector_out)
-    policy_set = core.policy_sets.get(key)
-    if policy_set is None or any(
+    if not keep_policies and not any(
         (c.definition.number, c.selector_out) == key for c in core.sas.children.values()
     ):
-        return  # another SA still uses these policies
-    del core.policy_sets[key]
-    for selector, direction in policy_set.policies:
-        core.request(
-            partial(PolicyDelete, selector=selector, direction=direction),
-            ResultReply,
-            lambda reply: _on_delete_result(core, reply),
-        )
+        core.policy_sets.pop(key, None)  # no SA of the set left: a new one gets a new reqid
+    if not kernel:
+        return
+    core.request(
+        partial(
+            Phase2Remove,
+            phase2_number=child.definition.number,
+            tunnel_id=child.tunnel_id,
+            local=child.local.addr,
+            remote=child.remote.addr,
+            proto=child.protocol,
+            spi_in=child.spi_in,
+            spi_out=child.spi_out,
+            reqid=child.reqid,
+            keep_policies=keep_policies,
+        ),
+        ResultReply,
+        lambda reply: _on_delete_result(core, reply),
+    )
 
 
 def _on_delete_result(core: Core, reply: ResultReply) -> None:
-    if reply.error.value != 0:
+    if reply.error is not ErrorCode.OK:
         core.counters.parent_errors += 1
         core.log(LogLevel.WARNING, f"kernel delete refused: {reply.error.name} {reply.reason}")

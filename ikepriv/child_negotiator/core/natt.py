@@ -10,7 +10,7 @@ source as it sees them; a receiver whose own address/port hash differs from the 
 behind a NAT, and a peer whose hash matches none of the others is. With a NAT on either
 side the initiator moves to UDP 4500 from MM5/AM3 on (the responder follows when an
 authenticated message arrives there), Quick Mode offers the UDP-encapsulated modes (plus
-NAT-OA in transport mode), SaAdd carries the encapsulation ports, and a side behind a NAT
+NAT-OA in transport mode), Phase2Install carries the encapsulation ports, and a side behind a NAT
 sends a keepalive every 20 s so the mapping stays open.
 
 Security: before authentication a datagram may come from any port of the peer's address

@@ -24,7 +24,6 @@ from ikepriv.ipc.messages import (
     Endpoint,
     Phase1Def,
     Phase2Def,
-    PolicyDirection,
     Role,
     SelectorSide,
     TrafficSelector,
@@ -166,12 +165,7 @@ class ChildSa:
     reqid: int
     state: ChildState
     created: float
-    waiting: int = 0  # kernel requests not yet answered
-    failed: bool = False
-    # SPIs whose SaAdd the parent confirmed: only these are deleted again (a refused add
-    # left nothing to delete, and the parent would refuse the delete as not ours)
-    installed_spis: set[int] = field(default_factory=set)
-    # timers.py / rekey.py
+    # lifetimes.py / rekey.py
     lifetime_kilobytes: int = 0
     rekey_at: float = 0.0  # soft lifetime: start a replacement then (0: we never rekey it)
     rekey_started: float = 0.0  # when our replacement Quick Mode started (0: none running)
@@ -183,10 +177,10 @@ class ChildSa:
 
 @dataclass(eq=False, slots=True)
 class PolicySet:
-    """Kernel policies for one definition and one pair of negotiated selectors."""
+    """Kernel policies for one definition and one pair of negotiated selectors: the SAs
+    negotiated for them share its reqid (the parent installs and removes the policies)."""
 
     reqid: int
-    policies: list[tuple[TrafficSelector, PolicyDirection]] = field(default_factory=list)
 
 
 class SaTable:

@@ -7,7 +7,7 @@
                                          <-   HASH(2), SA, Nr [, KE] [, IDci, IDcr]
                                                        [, N(RESPONDER-LIFETIME)]
     HASH(3)                                ->
-    SaAdd in/out, PolicyAdd                   SaAdd in/out, PolicyAdd
+    Phase2Install                             Phase2Install
 
 The responder accepts selectors equal to or inside a phase 2 definition of the ISAKMP SA's
 phase 1, and installs exactly the (narrower) selectors offered. A lifetime above ours is

@@ -1,0 +1,272 @@
+"""The one write path to the kernel: vet, write, record, under one lock.
+
+Every change ikepriv makes to the kernel's XFRM state goes through `Installer`, and so does
+every change to the parent's records (`Installed`): SPI allocation, a whole phase 2
+(Phase2Install, all or nothing), the removal of one (Phase2Remove), the removals the parent
+decides itself (`ike cmd=remove`, shutdown) and SAs the kernel expired. Each step takes
+the state's lock, vets (vetting.Vetter: pure), writes (one netlink round trip per object,
+in a worker thread) and records: an entry is recorded only after the kernel accepted it
+and forgotten only after the kernel removed it (or said it was already gone), so the
+records and the kernel cannot drift apart.
+
+A phase 2 install writes, in this order: the policies that catch inbound traffic (in,
+fwd), the outbound SA, the out policy (after its SA: no packet meets the policy without an
+SA and makes the kernel ACQUIRE), and last the inbound SA, which fills the larval SPI the
+parent allocated (the one write a delete could not undo: being last, it never needs to be
+undone). A policy this phase 2 already owns with the same spec (a rekey) is not written
+again; one that differs is replaced. If a write fails, the writes before it are undone in
+reverse order (added objects deleted, replaced policies put back), so the kernel is as
+before, and the install is answered with one error. An undo the kernel refuses leaves an
+object ikepriv wrote: it is then recorded (and logged), so `remove` and shutdown still
+take it away.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Final
+
+from ikepriv.ipc import messages as m
+from ikepriv.ipc.messages import ErrorCode
+from ikepriv.parent_kernel.installed import PolicyEntry, SaEntry, SaKey
+from ikepriv.parent_kernel.kernel.specs import XfrmError
+from ikepriv.parent_kernel.kernel.xfrm_messages import Direction
+from ikepriv.parent_kernel.state import ParentState
+from ikepriv.parent_kernel.vetting import (
+    XFRM_MODE,
+    XFRM_PROTO,
+    Phase2Plan,
+    PolicyPlan,
+    Refusal,
+    SaPlan,
+)
+
+log = logging.getLogger("ikepriv.parent")
+
+GONE: Final = frozenset({errno.ESRCH, errno.ENOENT})
+MAX_REASON: Final = m.MAX_TEXT
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One kernel write of an install and what undoes it (None: nothing to undo)."""
+
+    what: str
+    entry: SaEntry | PolicyEntry  # what the kernel holds once `write` succeeded
+    write: Callable[[], Awaitable[None]]
+    undo: Callable[[], Awaitable[None]] | None
+
+
+def _reason(text: str) -> str:
+    return text[:MAX_REASON]
+
+
+def _selector_text(entry: PolicyEntry) -> str:
+    sel = entry.spec.selector
+    return f"{sel.src} -> {sel.dst}"
+
+
+class Installer:
+    def __init__(self, state: ParentState) -> None:
+        self.state = state
+
+    def _refused(self, what: str, refusal: Refusal) -> None:
+        self.state.refused(what, refusal.tunnel, refusal.reason)
+
+    # -- SPI allocation --------------------------------------------------------------------
+
+    async def allocate_spi(self, req: m.SpiRequest) -> m.SpiReply:
+        st = self.state
+        async with st.lock:
+            plan = st.vetter.spi(req)
+            if isinstance(plan, Refusal):
+                self._refused("SPI request", plan)
+                return m.SpiReply(req.request_id, plan.code, 0)
+            mode = XFRM_MODE[st.view.phase2[plan.phase2_number].mode]
+            try:
+                spi = await st.kernel_call(st.kernel.alloc_spi, plan.src, plan.dst,
+                                           XFRM_PROTO[plan.proto], 0, mode)  # fmt: skip
+            except (XfrmError, ValueError) as exc:
+                log.error("phase 2 %d: SPI allocation failed: %s", plan.phase2_number, exc)
+                return m.SpiReply(req.request_id, ErrorCode.KERNEL_ERROR, 0)
+            st.installed.add_sa(SaEntry(
+                key=(plan.dst, spi, plan.proto), phase1_number=plan.phase1_number,
+                phase2_number=plan.phase2_number, src=plan.src, larval=True,
+            ))  # fmt: skip
+        return m.SpiReply(req.request_id, ErrorCode.OK, spi)
+
+    # -- phase 2 install -------------------------------------------------------------------
+
+    async def install_phase2(self, req: m.Phase2Install) -> m.ResultReply:
+        st = self.state
+        async with st.lock:
+            plan = st.vetter.phase2_install(req, time.time())
+            if isinstance(plan, Refusal):
+                self._refused("phase 2 install", plan)
+                return m.ResultReply(req.request_id, plan.code, _reason(plan.reason))
+            failure = await self._write(plan)
+            if failure is not None:
+                return m.ResultReply(req.request_id, ErrorCode.KERNEL_ERROR, _reason(failure))
+            for pol in plan.policies:
+                st.installed.add_policy(pol.entry)
+            st.installed.add_sa(plan.outbound.entry)
+            st.installed.add_sa(plan.inbound.entry)
+        out = plan.outbound
+        log.info("tunnel %d (phase 2 %d): installed, in spi %#x, out spi %#x, %s -> %s (%s)",
+                 plan.tunnel_id, plan.phase2_number, plan.inbound.entry.spi, out.entry.spi,
+                 out.entry.src, out.entry.dst, out.entry.algorithms)  # fmt: skip
+        if st.keylog is not None:
+            try:
+                st.keylog.esp(plan.inbound.request)
+                st.keylog.esp(plan.outbound.request)
+            except OSError as exc:
+                log.error("keylog: %s", exc)
+        return m.ResultReply(req.request_id, ErrorCode.OK, "")
+
+    def _policy_step(self, p: PolicyPlan) -> _Step:
+        st, kernel, spec = self.state, self.state.kernel, p.spec
+        what = f"{spec.direction.name.lower()} policy {_selector_text(p.entry)}"
+        if p.replaces is None:
+            return _Step(what, p.entry, partial(st.kernel_call, kernel.add_policy, spec),
+                         partial(st.kernel_call, kernel.delete_policy, spec.selector,
+                                 spec.direction))  # fmt: skip
+        return _Step(what, p.entry, partial(st.kernel_call, kernel.update_policy, spec),
+                     partial(st.kernel_call, kernel.update_policy, p.replaces.spec))  # fmt: skip
+
+    def _sa_step(self, s: SaPlan) -> _Step:
+        st, kernel, e = self.state, self.state.kernel, s.entry
+        what = f"{e.direction.name.lower()} SA spi {e.spi:#x}"
+        if s.update:  # fills the larval SPI: written last, never undone
+            return _Step(what, e, partial(st.kernel_call, kernel.update_sa, s.spec), None)
+        return _Step(what, e, partial(st.kernel_call, kernel.add_sa, s.spec),
+                     partial(st.kernel_call, kernel.delete_sa, e.dst, e.spi,
+                             XFRM_PROTO[e.proto]))  # fmt: skip
+
+    def _steps(self, plan: Phase2Plan) -> list[_Step]:
+        """The writes in order (see the module docstring); unchanged policies are none."""
+        pending = [p for p in plan.policies if not p.unchanged]
+        out = [p for p in pending if p.spec.direction is Direction.OUT]
+        catching = [p for p in pending if p.spec.direction is not Direction.OUT]
+        return [*map(self._policy_step, catching), self._sa_step(plan.outbound),
+                *map(self._policy_step, out), self._sa_step(plan.inbound)]  # fmt: skip
+
+    async def _write(self, plan: Phase2Plan) -> str | None:
+        """Carry out the plan; on a kernel error undo what was written and return why."""
+        done: list[_Step] = []
+        for step in self._steps(plan):
+            try:
+                await step.write()
+            except XfrmError as exc:
+                log.error("tunnel %d (phase 2 %d): %s not installed: %s; undoing %d earlier "
+                          "write(s)", plan.tunnel_id, plan.phase2_number, step.what, exc,
+                          len(done))  # fmt: skip
+                await self._undo(plan, done)
+                return f"{step.what}: {exc}"
+            done.append(step)
+        return None
+
+    async def _undo(self, plan: Phase2Plan, done: list[_Step]) -> None:
+        for step in reversed(done):
+            if step.undo is None:
+                continue
+            try:
+                await step.undo()
+            except XfrmError as exc:
+                if exc.errno in GONE:
+                    continue
+                # still in the kernel as written: record it, so remove and shutdown find it
+                log.error("tunnel %d (phase 2 %d): cannot undo %s: %s (kept on record)",
+                          plan.tunnel_id, plan.phase2_number, step.what, exc)  # fmt: skip
+                if isinstance(step.entry, SaEntry):
+                    self.state.installed.add_sa(step.entry)
+                else:
+                    self.state.installed.add_policy(step.entry)
+
+    # -- removal ---------------------------------------------------------------------------
+
+    async def remove_phase2(self, req: m.Phase2Remove) -> m.ResultReply:
+        st = self.state
+        async with st.lock:
+            removal = st.vetter.phase2_remove(req)
+            if isinstance(removal, Refusal):
+                self._refused("phase 2 remove", removal)
+                return m.ResultReply(req.request_id, removal.code, _reason(removal.reason))
+            failed = 0
+            for sa in removal.sas:
+                failed += not await self._delete_sa(sa)
+            if not removal.keep_policies:
+                for pol in st.installed.unused_policies(removal.phase2_number, removal.reqid):
+                    failed += not await self._delete_policy(pol)
+        if failed:
+            return m.ResultReply(req.request_id, ErrorCode.KERNEL_ERROR,
+                                 f"the kernel refused {failed} delete(s)")  # fmt: skip
+        return m.ResultReply(req.request_id, ErrorCode.OK, "")
+
+    async def remove_tunnels(self, tunnel_ids: set[int], phase2s: set[int]) -> None:
+        """`ike cmd=remove`: the recorded SAs of these tunnels, then the policies of the
+        phase 2s that have no SA left (nothing would carry their traffic)."""
+        st = self.state
+        async with st.lock:
+            for tid in sorted(tunnel_ids):
+                for entry in st.installed.sas_of_tunnel(tid):
+                    phase2s.add(entry.phase2_number)
+                    await self._delete_sa(entry)
+            for n2 in sorted(phase2s):
+                if any(not e.larval for e in st.installed.sas_of_phase2(n2)):
+                    continue
+                for pol in st.installed.policies_of_phase2(n2):
+                    await self._delete_policy(pol)
+
+    async def remove_everything(self) -> None:
+        """Shutdown and `ike cmd=remove` of everything: every recorded policy and SA."""
+        st = self.state
+        async with st.lock:
+            for pol in list(st.installed.policies.values()):
+                await self._delete_policy(pol)
+            for sa in list(st.installed.sas.values()):
+                await self._delete_sa(sa)
+
+    def expired(self, key: SaKey) -> SaEntry | None:
+        """The kernel removed an SA at its hard lifetime: forget it (no write; no await,
+        so no other step sees the records half changed)."""
+        entry = self.state.installed.forget_sa(key)
+        if entry is not None:
+            log.info("tunnel %s (phase 2 %d): SA spi %#x expired", entry.tunnel_id,
+                     entry.phase2_number, entry.spi)  # fmt: skip
+        return entry
+
+    async def _delete_sa(self, entry: SaEntry) -> bool:
+        """Caller holds the lock. True when the SA is gone (and forgotten)."""
+        st = self.state
+        try:
+            await st.kernel_call(st.kernel.delete_sa, entry.dst, entry.spi,
+                                 XFRM_PROTO[entry.proto])  # fmt: skip
+        except XfrmError as exc:
+            if exc.errno not in GONE:
+                log.error("phase 2 %d: cannot delete SA spi %#x: %s", entry.phase2_number,
+                          entry.spi, exc)  # fmt: skip
+                return False
+        st.installed.forget_sa(entry.key)
+        if not entry.larval:
+            log.info("tunnel %s (phase 2 %d): SA spi %#x to %s removed",
+                     entry.tunnel_id, entry.phase2_number, entry.spi, entry.dst)  # fmt: skip
+        return True
+
+    async def _delete_policy(self, entry: PolicyEntry) -> bool:
+        st = self.state
+        try:
+            await st.kernel_call(st.kernel.delete_policy, entry.spec.selector,
+                                 entry.spec.direction)  # fmt: skip
+        except XfrmError as exc:
+            if exc.errno not in GONE:
+                log.error("phase 2 %d: cannot delete policy: %s", entry.phase2_number, exc)
+                return False
+        st.installed.forget_policy(entry.key)
+        log.info("phase 2 %d: %s policy %s removed", entry.phase2_number,
+                 entry.spec.direction.name.lower(), _selector_text(entry))  # fmt: skip
+        return True
