@@ -5,7 +5,7 @@ Its modules form layers; each imports only from the layers before it
 
 1. ground: values, records and tables, no logic that reaches other modules —
    settings, config_snapshot, cookies, half_open, retransmit, offers, identities,
-   vendor_ids, datagram (Inbound), states (state enums and transition tables),
+   datagram (Inbound), states (state enums and transition tables),
    dpd_state, sa_table, wire, lifetimes (deadline arithmetic), hooks;
 2. context: the `Core` protocol, what the modules below the engine need from it;
 3. services: informational_send (notifies and deletes), install (kernel requests);
