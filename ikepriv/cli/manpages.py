@@ -192,6 +192,8 @@ def render(page: Page, version: str) -> str:
         f'.TH "{page.name.upper()}" "{page.section}" "{day}" "ikepriv {version}" "ikepriv"',
         ".SH NAME",
         f"{_escape(page.name)} \\- {_escape(page.summary)}",
+        ".nh",  # no hyphenation: words stay whole, as in --help
+        ".ad l",
     ]
     for heading, body in page.sections:
         head += [f".SH {heading}", body]
