@@ -74,7 +74,7 @@ if [ "$UNINSTALL" = 1 ]; then
     rm -f "$ROOT/etc/systemd/system/multi-user.target.wants/ikeprivd.service"
     for p in "${PROGS[@]}"; do rm -f "$ROOT$SBIN/$p"; done
     for m in "${PAGES[@]}"; do rm -f "$ROOT$MAN/$m.gz" "$ROOT$MAN/$m"; done
-    rm -rf "${ROOT:?}$OPT"
+    rm -rf "$ROOT$OPT"
     if systemd_up; then systemctl daemon-reload; fi
     if [ "$PURGE" = 1 ]; then
         say "purging the tunnel database, the negotiator's root and the ikepriv user"
@@ -105,7 +105,7 @@ PIP_ARGS=(-q --disable-pip-version-check)
 if [ -n "$WHEELHOUSE" ]; then PIP_ARGS+=(--no-index --find-links "$WHEELHOUSE"); fi
 say "building $OPT from $SRC with $PY"
 # A virtual environment is not relocatable: it is built in place, the service stopped.
-rm -rf "${ROOT:?}$OPT"
+rm -rf "$ROOT$OPT"
 mkdir -p "$ROOT/opt"
 "$PY" -m venv "$ROOT$OPT"
 "$ROOT$OPT/bin/pip" install "${PIP_ARGS[@]}" setuptools wheel 'cffi>=1.16'
