@@ -49,6 +49,9 @@ ExecStopPost=/bin/sh -c 'echo "\$EXIT_STATUS" > /rk-rc; systemctl --no-block pow
 UNIT
 printf '[Unit]\nRequires=basic.target rk-cmd.service\nAfter=basic.target\nAllowIsolate=yes\n' > "$U/rk.target"
 ln -sf rk.target "$U/default.target"
+# the daemon logs to the console too, so its lines reach this script
+mkdir -p "$U/ikeprivd.service.d"
+printf "[Service]\nStandardError=journal+console\nExecStart=\nExecStart=/usr/local/sbin/ikeprivd --log-stderr\n" > "$U/ikeprivd.service.d/console.conf"
 # what multi-user.target would start of ours (install.sh enabled ikeprivd there)
 [ -L "$U/multi-user.target.wants/ikeprivd.service" ] || { echo "install.sh did not enable the unit"; exit 1; }
 printf '[Unit]\nWants=ikeprivd.service\n' > "$U/rk.target.d.conf"
