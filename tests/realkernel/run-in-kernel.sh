@@ -22,9 +22,8 @@
 #   RK_TMPDIR=DIR      where UML keeps its RAM file (default /dev/shm when big enough, else /var/tmp)
 #   RK_CACHE=DIR       where the Debian packages get unpacked when they are not installed
 #                      (default /var/tmp/realkernel-cache); RK_FETCH=1 always uses that path
-#   RK_UML=FILE RK_UML_MODULES=DIR   another UML kernel and its module tree
-#   RK_EXEC_INIT=FILE  after the set-up, guest PID 1 execs FILE instead of running CMD itself
-#                      (tests/realkernel/systemd-init.sh: boots systemd; CMD then runs as a unit)
+#   RK_UML=FILE RK_UML_MODULES=DIR   another UML kernel and its module tree (default: the one
+#                      uml-kernel.sh finds booting on this host)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -61,9 +60,10 @@ unpack_pkg() {
 UML=${RK_UML:-}
 MODS=${RK_UML_MODULES:-}
 if [ -z "$UML" ]; then
-    if [ -z "${RK_FETCH:-}" ] && [ -x /usr/bin/linux.uml ] && [ -d /usr/lib/uml/modules ]; then
-        UML=/usr/bin/linux.uml
-        MODS=/usr/lib/uml/modules
+    if [ -z "${RK_FETCH:-}" ]; then
+        # a kernel that boots on this CPU (see uml-kernel.sh: AMX hosts need a newer UML)
+        sel=$(bash "$HERE/uml-kernel.sh") || fail "no UML kernel boots on this host"
+        eval "$sel"
     else
         d=$(unpack_pkg user-mode-linux)
         UML=$d/usr/bin/linux.uml
@@ -144,7 +144,6 @@ timeout -k 10 "$TIMEOUT" \
     init="$HERE/uml-init.sh" \
     RK_CTL="$CTL" RK_BB="$BB" RK_MODS="$MODS" RK_RW="${RW// /,}" \
     ${RK_MODULES+RK_MODULES="${RK_MODULES// /,}"} \
-    ${RK_EXEC_INIT:+RK_EXEC_INIT="$RK_EXEC_INIT"} \
     uml_dir="$CTL" umid=rk \
     con=null con0=null,fd:5 ssl=null ssl1=null,fd:3 ssl2=null,fd:4 \
     3>&1 4>&2 5>"$CTL/kernel.log" >"$CTL/uml.log" 2>&1 </dev/null &

@@ -80,9 +80,6 @@ fi
 $BB stty -F /dev/ttyS1 raw -echo 2>/dev/null
 $BB stty -F /dev/ttyS2 raw -echo 2>/dev/null
 
-# Another init (systemd, tests/realkernel/systemd-init.sh) takes over PID 1 from here.
-[ -n "$RK_EXEC_INIT" ] && exec "$RK_EXEC_INIT"
-
 /bin/bash /run/rk/ctl/cmd.sh </dev/null >/dev/ttyS1 2>/dev/ttyS2
 echo "$?" > /run/rk/ctl/rc
 sync
