@@ -22,8 +22,7 @@
 #   RK_TMPDIR=DIR      where UML keeps its RAM file (default /dev/shm when big enough, else /var/tmp)
 #   RK_CACHE=DIR       where the Debian packages get unpacked when they are not installed
 #                      (default /var/tmp/realkernel-cache); RK_FETCH=1 always uses that path
-#   RK_UML=FILE RK_UML_MODULES=DIR   another UML kernel and its module tree (default: the one
-#                      uml-kernel.sh finds booting on this host)
+#   RK_UML=FILE RK_UML_MODULES=DIR   another UML kernel and its module tree
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -60,10 +59,9 @@ unpack_pkg() {
 UML=${RK_UML:-}
 MODS=${RK_UML_MODULES:-}
 if [ -z "$UML" ]; then
-    if [ -z "${RK_FETCH:-}" ]; then
-        # a kernel that boots on this CPU (see uml-kernel.sh: AMX hosts need a newer UML)
-        sel=$(bash "$HERE/uml-kernel.sh") || fail "no UML kernel boots on this host"
-        eval "$sel"
+    if [ -z "${RK_FETCH:-}" ] && [ -x /usr/bin/linux.uml ] && [ -d /usr/lib/uml/modules ]; then
+        UML=/usr/bin/linux.uml
+        MODS=/usr/lib/uml/modules
     else
         d=$(unpack_pkg user-mode-linux)
         UML=$d/usr/bin/linux.uml
