@@ -13,6 +13,7 @@ APT_PACKAGES=(
   strongswan-charon strongswan-swanctl libcharon-extra-plugins
   libstrongswan-extra-plugins libstrongswan-standard-plugins libnss3-tools
   tcpdump patchelf
+  systemd-container man-db python3-venv
 )
 
 need_apt=0

@@ -285,7 +285,7 @@ def test_help_prints_usage_with_exit_codes(word: str, capsys: pytest.CaptureFixt
     out, err = capsys.readouterr()
     assert err == ""
     assert "ike cmd=list [phase=1|1+|2] [numlist=LIST] [db | role=i|r] [verbose] [json]" in out
-    assert "ike cmd=list stats [json]" in out
+    assert "ike cmd=list stats [json | prom]" in out
     assert "Exit status: 0 done, 1 refused or failed" in out
     assert "3 daemon not reachable" in out and "2 command line error" in out
 

@@ -165,7 +165,7 @@ def sock_path(tmp_path: Path) -> Path:
         (["cmd=list", "numlist=1,,2"],
          "ike: numlist=1,,2: empty item (two commas, or one at an end)"),
         (["cmd=list", "ipaddr=192.0.2.1,192.0.2.2"], "ike: ipaddr is not valid with cmd=list "
-         "(valid: phase, numlist, db, role, verbose, json, stats)"),
+         "(valid: phase, numlist, db, role, verbose, json, stats, prom)"),
         (["cmd=list", "stats", "phase=1"], "ike: stats shows the daemon's counters; it does "
          "not combine with phase="),
         (["cmd=list", "verbose", "stats"], "ike: stats shows the daemon's counters; it does "

@@ -3,7 +3,7 @@
     ike cmd=activate [phase=1|2] [numlist=LIST] [namelist=NAMES] [remid=ID]
                      [ipaddr=SRC,DST] [autostart]
     ike cmd=list [phase=1|1+|2] [numlist=LIST] [db | role=i|r] [verbose] [json]
-    ike cmd=list stats [json]
+    ike cmd=list stats [json | prom]
     ike cmd=remove [phase=1|2] [numlist=LIST] [db]
     ike help
 
@@ -35,6 +35,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ikepriv.cli import metrics
 from ikepriv.cli.ike_args import Request, UsageError, parse_args
 from ikepriv.cli.listing import format_counters, render, render_counters_json, render_table
 from ikepriv.ipc.control import connect, control_call, control_path, merge
@@ -44,6 +45,7 @@ from ikepriv.ipc.messages import (
     CounterValue,
     ErrorCode,
     ListRequest,
+    Phase,
     StatsRequest,
     TunnelRow,
 )
@@ -68,7 +70,7 @@ USAGE = f"""\
 usage: ike cmd=activate [phase=1|2] [numlist=LIST] [namelist=NAMES] [remid=ID]
                         [ipaddr=SRC,DST] [autostart]
        ike cmd=list [phase=1|1+|2] [numlist=LIST] [db | role=i|r] [verbose] [json]
-       ike cmd=list stats [json]
+       ike cmd=list stats [json | prom]
        ike cmd=remove [phase=1|2] [numlist=LIST] [db]
        ike help
 
@@ -96,6 +98,8 @@ usage: ike cmd=activate [phase=1|2] [numlist=LIST] [namelist=NAMES] [remid=ID]
                  dropped before the negotiator, refused_requests, child_restarts)
   json           print a JSON list of objects (number, phase, name, role, state, ...);
                  with stats, one JSON object {{counter name: value}}
+  prom           with stats: the counters and per-definition tunnel gauges in the
+                 Prometheus text format (node_exporter textfile collector)
 
 Root only. Control socket: $IKEPRIV_CONTROL, else /run/ikepriv/control.sock.
 Exit status: {EXIT_OK} done, {EXIT_REFUSED} refused or failed (daemon, or not root), \
@@ -230,6 +234,21 @@ def _show_answer(request: Request, answer: _Answer) -> int:
     return EXIT_REFUSED
 
 
+def _prometheus(path: str, request: StatsRequest) -> int:
+    """`ike cmd=list stats prom`: counters, definitions and active tunnels, one text."""
+    answers = []
+    for asked in (request, ListRequest(Phase.ALL, (), True, None, False, False),
+                  ListRequest(Phase.ALL, (), False, None, True, False)):  # fmt: skip
+        answer = _ask(path, asked)
+        if isinstance(answer, int):
+            return answer
+        if answer.status is not ErrorCode.OK:
+            return _show_answer(asked, answer)
+        answers.append(answer)
+    _write(metrics.render(answers[0].counters, answers[1].rows, answers[2].rows))
+    return EXIT_OK
+
+
 def _run(argv: Sequence[str]) -> int:
     if not argv:
         sys.stderr.write(USAGE)
@@ -244,6 +263,8 @@ def _run(argv: Sequence[str]) -> int:
     if os.geteuid() != 0:
         return _error("must be run as root", EXIT_REFUSED)
     path = control_path()
+    if isinstance(request, StatsRequest) and "prom" in argv:
+        return _prometheus(path, request)
     answer = _ask(path, request)
     if isinstance(answer, int):
         return answer

@@ -17,7 +17,7 @@ Decisions beyond the AIX page, so that a typo never does something large:
   and numlist= (it never deletes every definition at once).
 - remid= must be an identity as ikedb writes them; it is sent in canonical form.
 - list stats shows the daemon's event counters (a StatsRequest): they are daemon-wide, so
-  it takes json and nothing else.
+  it takes json or prom (Prometheus text format, ikepriv.cli.metrics) and nothing else.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def _show(text: str) -> str:
 # The keywords and which subcommand takes which
 # ---------------------------------------------------------------------------------------
 
-FLAGS = frozenset({"autostart", "db", "verbose", "json", "stats"})
+FLAGS = frozenset({"autostart", "db", "verbose", "json", "stats", "prom"})
 VALUED: dict[str, str] = {  # keyword -> how to write it, for error lines
     "cmd": "cmd=activate|list|remove",
     "phase": "phase=1|2",
@@ -108,7 +108,8 @@ COMMANDS: dict[str, _Command] = {
         ("phase", "numlist", "namelist", "remid", "ipaddr", "autostart"), ("1", "2")
     ),
     "list": _Command(
-        ("phase", "numlist", "db", "role", "verbose", "json", "stats"), ("1", "1+", "2")
+        ("phase", "numlist", "db", "role", "verbose", "json", "stats", "prom"),
+        ("1", "1+", "2"),
     ),
     "remove": _Command(("phase", "numlist", "db"), ("1", "2")),
 }
@@ -317,13 +318,17 @@ def _activate(given: dict[str, str | None]) -> ActivateRequest:
 
 def _list(given: dict[str, str | None]) -> ListRequest | StatsRequest:
     if "stats" in given:
-        clash = [key for key in given if key not in ("stats", "json")]
+        clash = [key for key in given if key not in ("stats", "json", "prom")]
+        if "json" in given and "prom" in given:
+            raise UsageError("json and prom exclude each other (prom: Prometheus text format)")
         if clash:
             raise UsageError(
                 f"stats shows the daemon's counters; it does not combine with "
                 f"{clash[0]}{'=' if clash[0] in VALUED else ''}"
             )
         return StatsRequest(json="json" in given)
+    if "prom" in given:
+        raise UsageError("prom goes with stats: ike cmd=list stats prom")
     if "db" in given and "role" in given:
         raise UsageError(
             "db and role= exclude each other (db lists definitions, role= filters active tunnels)"

@@ -7,7 +7,9 @@ One daemon per network namespace: give each its own --control socket (and usuall
 own --db); `ike` and `ikedb` find the socket through $IKEPRIV_CONTROL. The daemon always
 runs in the foreground (systemd Type=notify: it sends READY=1 over $NOTIFY_SOCKET);
 --foreground is accepted for clarity. Exit status: 0 after a clean shutdown, 1 when it
-cannot start (the reason is logged), 2 for a command line that does not parse.
+cannot start (the reason is logged), 2 for a command line that does not parse. Without a
+database at --db it creates an empty one (0600, in a 0700 directory) and waits: `ikedb -p`
+then loads definitions and the daemon reloads them (it also reloads on SIGHUP).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sys
 
 import trio
 
-from ikepriv.config.store import DEFAULT_DB_PATH, TunnelDBError
+from ikepriv.config.store import DEFAULT_DB_PATH, TunnelDB, TunnelDBError
 from ikepriv.ipc.control import CONTROL_PATH_ENV, DEFAULT_CONTROL_PATH
 from ikepriv.parent_kernel import logsetup
 from ikepriv.parent_kernel.daemon import Daemon, Options
@@ -76,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         child_cmd=args.child_cmd,
     )
     try:
+        if not os.path.lexists(args.db):  # a fresh install: start empty, wait for `ikedb -p`
+            TunnelDB(args.db, create=True).close()  # 0600, its directory made 0700
+            log.info("created an empty tunnel database %s", args.db)
         daemon = Daemon(options)
     except (OSError, TunnelDBError, XfrmError) as exc:
         log.error("cannot start: %s", exc)
