@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+IP = "/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "/sbin/ip"
 STOP: list[int] = []  # set by SIGTERM in the forger: stop and report
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -139,7 +140,7 @@ def measure(pps: int, runs: int, mode: str, state_root: Path) -> dict[str, objec
             mm1, am1 = _templates()
             seconds = 20.0 * runs + 20.0
             forger = subprocess.Popen(  # noqa: S603 -- our own script, fixed arguments
-                ["/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "/sbin/ip", "netns", "exec", topo.gw_b, sys.executable, __file__, "forge",
+                [IP, "netns", "exec", topo.gw_b, sys.executable, __file__, "forge",
                  nsmod.GW_A_OUTER, nsmod.GW_B_OUTER, str(pps), str(seconds), mm1.hex(), am1.hex()],
                 stdout=subprocess.PIPE, text=True)  # fmt: skip
             try:
@@ -154,8 +155,8 @@ def measure(pps: int, runs: int, mode: str, state_root: Path) -> dict[str, objec
                 dt = time.monotonic() - t0
                 cpu1 = [_cpu(p) for p in pids if p]
                 result["flood_s"] = flood
-                result["gwA_cpu_share"] = {"parent": (cpu1[0] - cpu0[0]) / dt,
-                                           "child": (sum(cpu1[1:]) - sum(cpu0[1:])) / dt}  # fmt: skip
+                child_cpu = (sum(cpu1[1:]) - sum(cpu0[1:])) / dt
+                result["gwA_cpu_share"] = {"parent": (cpu1[0] - cpu0[0]) / dt, "child": child_cpu}
                 log_path = a.daemon_log  # type: ignore[attr-defined]
                 result["gwA_log_lines_per_s"] = (_lines(log_path) - lines0) / dt
                 stats = a.ike("cmd=list", "stats", "json")  # type: ignore[attr-defined]
