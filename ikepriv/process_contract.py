@@ -74,6 +74,8 @@ class Counters:
     retransmits: int = 0  # timer-driven resends
     exchanges_timed_out: int = 0
     half_open_expired: int = 0
+    half_open_evicted: int = 0  # unproven responder exchange pushed out by a newer one
+    dropped_work_budget: int = 0  # first message needing work before proof, over budget
     notifies_sent: int = 0
     notifies_suppressed: int = 0  # rate limit on unencrypted notifies
     deletes_received: int = 0

@@ -56,7 +56,8 @@ def _rand(seed: int) -> random.Random:
 def test_requests_the_parent_never_answers_are_bounded() -> None:
     _, resp = mirrored(phase1_mode=ExchangeType.AGGRESSIVE)
     init, _ = mirrored(phase1_mode=ExchangeType.AGGRESSIVE)
-    settings = Settings(max_pending_requests=4)
+    budget = (16.0, 1.0)  # ten AM1 from one address fit its work budget
+    settings = Settings(max_pending_requests=4, am_budget_source=budget, am_budget_prefix=budget)
     core = Negotiator(resp, 0.0, _rand(1).randbytes, settings=settings)
     requests: list[SkeyidRequest] = []
     for i in range(10):  # ten AM1s, each needing SKEYID; the parent stays silent

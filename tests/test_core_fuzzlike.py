@@ -106,7 +106,8 @@ def _am1(pair: fc.Pair) -> DatagramIn:
 
 
 def test_a_flood_of_aggressive_mode_openings_is_bounded_per_peer() -> None:
-    """Aggressive Mode costs the responder a DH per AM1: one address gets only so many."""
+    """Aggressive Mode costs the responder a DH per AM1: one address gets only so many
+    (its work budget), and the rest is dropped before any DH."""
     pair = fc.build(next(s for s in fc.STAGES if s.name == "am-start"))
     am1 = _am1(pair)
     core = pair.cores["responder"]
@@ -116,9 +117,9 @@ def test_a_flood_of_aggressive_mode_openings_is_bounded_per_peer() -> None:
         message = DatagramIn(am1.local, Endpoint(am1.remote.addr, 1024 + i), False, data)
         pair.route("responder", core.handle(message, pair.now), None)
         pair.pump()
-    per_peer = core.settings.half_open_max_per_peer
+    per_peer = int(core.settings.am_budget_source[0])
     assert len(core.sas.by_tunnel) == per_peer
-    assert core.counters.dropped_half_open == 60 - per_peer
+    assert core.counters.dropped_work_budget == 60 - per_peer
     fc.check_bounds(core)
 
 

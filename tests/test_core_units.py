@@ -127,9 +127,11 @@ def test_half_open_table_bounds_count_per_peer_and_age() -> None:
     assert table.admit(LEFT) and len(table) == 2
 
 
-def test_half_open_flood_is_refused_and_expires() -> None:
+def test_half_open_flood_evicts_the_oldest_and_expires_silently() -> None:
+    """Unproven responder state past the per-source bound pushes out that source's oldest
+    (never refuses the newest), and ages out without a log line."""
     init, resp = mirrored()
-    settings = Settings(half_open_max=4, half_open_max_per_peer=4, half_open_max_age=20.0)
+    settings = Settings(unproven_max_per_source=4, half_open_max_age=20.0)
     sim = Simulation(init, resp, seed=4, responder_settings=settings, loss=0.0)
     core = sim.responder.core
     # six initiators (six cookies) from the same peer, each only sending MM1
@@ -139,9 +141,12 @@ def test_half_open_flood_is_refused_and_expires() -> None:
         mm1 = icore.sas.by_tunnel[1].flight.datagrams[0].data
         sim.command("responder", datagram(LEFT, RIGHT, mm1))
     sim.run(duration=1.0)
-    assert len(core.sas.by_tunnel) == 4 and core.counters.dropped_half_open == 2
+    assert len(core.sas.by_tunnel) == 4 and core.counters.half_open_evicted == 2
+    assert sorted(core.sas.by_tunnel) == [3, 4, 5, 6] and core.counters.dropped_half_open == 0
+    logs = len(sim.responder.log_text())
     sim.run(duration=100.0)
     assert not core.sas.by_tunnel and core.counters.half_open_expired == 4
+    assert len(sim.responder.log_text()) == logs
 
 
 def test_notify_limiter_one_per_period_bounded_memory() -> None:

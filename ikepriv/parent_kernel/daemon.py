@@ -58,7 +58,7 @@ from ikepriv.parent_kernel.kernel.specs import Acquire, EventsLost, Expire, Xfrm
 from ikepriv.parent_kernel.keylog import ESP_SUFFIX, KeyLog
 from ikepriv.parent_kernel.requests import ChildRequests
 from ikepriv.parent_kernel.state import ParentState
-from ikepriv.parent_kernel.supervisor import Supervisor
+from ikepriv.parent_kernel.supervisor import QUEUE, Supervisor
 from ikepriv.parent_kernel.vetting import Activation, selector_inside
 from ikepriv.process_contract import (
     CHILD_MODULE,
@@ -73,6 +73,13 @@ DB_POLL: Final = 2.0
 SHUTDOWN_GRACE: Final = 3.0
 EARLY_QUEUE: Final = 64  # datagrams kept while no child is ready
 EARLY_MAX_AGE: Final = 5.0  # seconds; older ones are stale for the peer anyway
+FIRST_MESSAGE_SHARE: Final = QUEUE // 4  # first messages only while the backlog is below
+ISAKMP_RCOOKIE: Final = slice(8, 16)  # fixed offset, the one thing dispatch reads
+
+
+def _first_message(data: bytes) -> bool:
+    """An ISAKMP message opening an exchange: its responder cookie is still zero."""
+    return len(data) >= 28 and not any(data[ISAKMP_RCOOKIE])
 
 
 @dataclass(frozen=True)
@@ -169,6 +176,12 @@ class Daemon:
 
     def _forward(self, msg: m.DatagramIn) -> None:
         counters = self.state.counters
+        if _first_message(msg.data) and self.supervisor.backlog() >= FIRST_MESSAGE_SHARE:
+            # A first message (responder cookie zero) proves nothing and anyone can send it:
+            # it may use only part of the queue to the child, so a flood of them never
+            # delays or drops the second messages, replies and commands of live exchanges.
+            counters.udp_dropped_no_child += 1
+            return
         if self.supervisor.send(msg):
             counters.udp_forwarded += 1
             return

@@ -140,6 +140,11 @@ class Supervisor:
             return False
         return True
 
+    def backlog(self) -> int:
+        """Messages queued for the child and not yet sent."""
+        channel = self._send_channel
+        return channel.statistics().current_buffer_used if channel is not None else 0
+
     def _channel_lost(self, reason: str) -> None:
         """Stop using a child whose channel failed (it usually exited): not a violation."""
         if self._lost is None:

@@ -21,7 +21,12 @@ from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot
 from ikepriv.child_negotiator.core.cookies import CookieJar
 from ikepriv.child_negotiator.core.datagram import Inbound, IPAddress
 from ikepriv.child_negotiator.core.dpd_state import Restart
-from ikepriv.child_negotiator.core.half_open import HalfOpenTable, NotifyLimiter
+from ikepriv.child_negotiator.core.half_open import (
+    HalfOpenTable,
+    NotifyLimiter,
+    UnprovenTable,
+    WorkBudget,
+)
 from ikepriv.child_negotiator.core.hooks import Hooks
 from ikepriv.child_negotiator.core.lifetimes import DeadlineIndex
 from ikepriv.child_negotiator.core.retransmit import Flight
@@ -90,7 +95,10 @@ class Tables(Protocol):
     config: ConfigSnapshot
     sas: SaTable
     cookies: CookieJar
-    half_open: HalfOpenTable
+    half_open: HalfOpenTable  # responder exchanges whose peer proved its address
+    half_open_own: HalfOpenTable  # exchanges we started (never compete with responders)
+    unproven: UnprovenTable  # responder exchanges after a first message only
+    responder_work: WorkBudget  # DH and SKEYID before proof (Aggressive Mode)
     notify_limit: NotifyLimiter
     policy_sets: dict[tuple[int, TrafficSelector], PolicySet]
     deadlines: DeadlineIndex
@@ -110,6 +118,8 @@ class Callbacks(Protocol):
     def touch(self, sa: IsakmpSa) -> None: ...
     def touch_child(self, child: ChildSa) -> None: ...
     def add_isakmp(self, sa: IsakmpSa) -> None: ...
+    def prove(self, sa: IsakmpSa) -> bool: ...
+    def may_answer_repeat(self, sa: IsakmpSa) -> bool: ...
     def isakmp_established(self, sa: IsakmpSa) -> None: ...
     def fail_isakmp(self, sa: IsakmpSa, reason: str) -> None: ...
     def drop_isakmp(self, sa: IsakmpSa) -> None: ...

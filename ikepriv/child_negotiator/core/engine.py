@@ -38,7 +38,12 @@ from ikepriv.child_negotiator.core.dpd_state import Restart
 from ikepriv.child_negotiator.core.exchanges import aggressive_mode as phase1_aggressive
 from ikepriv.child_negotiator.core.exchanges import informational, quick_mode
 from ikepriv.child_negotiator.core.exchanges import main_mode as phase1_main
-from ikepriv.child_negotiator.core.half_open import HalfOpenTable, NotifyLimiter
+from ikepriv.child_negotiator.core.half_open import (
+    HalfOpenTable,
+    NotifyLimiter,
+    UnprovenTable,
+    WorkBudget,
+)
 from ikepriv.child_negotiator.core.hooks import Hooks
 from ikepriv.child_negotiator.core.identities import as_identity, phase1_id
 from ikepriv.child_negotiator.core.lifetimes import CHILD, ISAKMP, DeadlineIndex
@@ -77,6 +82,7 @@ from ikepriv.ipc.messages import (
     Ready,
     RemoveCommand,
     ResultReply,
+    Role,
     Shutdown,
     SignatureReply,
     SkeyidReply,
@@ -153,8 +159,22 @@ class Negotiator:
         self.sas = SaTable()
         self.cookies = CookieJar(random)
         s = self.settings
+        # Three separate accountings of half-open phase 1 (see add_isakmp): our own
+        # initiations and rekeys; responder exchanges whose peer proved its address (strict:
+        # the newest is refused); responder exchanges after a first message only (cheap:
+        # the oldest is evicted). Forged first messages only ever reach the last one.
         self.half_open = HalfOpenTable(
             s.half_open_max, s.half_open_max_per_peer, s.half_open_max_age
+        )
+        self.half_open_own = HalfOpenTable(
+            s.half_open_max, s.half_open_max_per_peer, s.half_open_max_age
+        )
+        self.unproven = UnprovenTable(
+            s.unproven_max, s.unproven_max_per_source, s.unproven_max_per_prefix,
+            s.half_open_max_age,
+        )  # fmt: skip
+        self.responder_work = WorkBudget(
+            s.am_budget_source, s.am_budget_prefix, s.am_budget_definition, s.am_budget_keys
         )
         self.notify_limit = NotifyLimiter(s.notify_period, s.notify_peers_tracked)
         self.backoff = Backoff(
@@ -207,12 +227,19 @@ class Negotiator:
         self._refresh_deadlines()
         for due in self.deadlines.due(now):
             timers.run_due(self, due)
-        for key in self.half_open.expired(now):
+        for table in (self.half_open, self.half_open_own):
+            for key in table.expired(now):
+                sa = self.sas.by_tunnel.get(key)  # type: ignore[call-overload]
+                table.remove(key)
+                if sa is not None and sa.state in NEGOTIATING:
+                    self.counters.half_open_expired += 1
+                    self.fail_isakmp(sa, "half-open exchange expired")
+        for key in self.unproven.expired(now):
+            self.unproven.remove(key)
             sa = self.sas.by_tunnel.get(key)  # type: ignore[call-overload]
-            self.half_open.remove(key)
             if sa is not None and sa.state in NEGOTIATING:
                 self.counters.half_open_expired += 1
-                self.fail_isakmp(sa, "half-open exchange expired")
+                self.drop_isakmp(sa)  # nobody proved anything: not worth a log line
         return self._take()
 
     def next_deadline(self) -> float | None:
@@ -223,6 +250,8 @@ class Negotiator:
             t
             for t in (
                 self.half_open.next_deadline(),
+                self.half_open_own.next_deadline(),
+                self.unproven.next_deadline(),
                 self.deadlines.next(lambda key: timers.exists(self, key)),
             )
             if t is not None
@@ -430,9 +459,42 @@ class Negotiator:
         return found[0] if found else None
 
     def add_isakmp(self, sa: IsakmpSa) -> None:
+        """A new phase 1 exchange: ours counts in our own table (start_phase1 checked the
+        bound); a peer's is unproven until `prove`, and may push out older unproven ones."""
         self.sas.add(sa)
-        self.half_open.add(sa.tunnel_id, sa.remote.addr, self.now)
+        if sa.role is Role.INITIATOR:
+            self.half_open_own.add(sa.tunnel_id, sa.remote.addr, self.now)
+        else:
+            for key in self.unproven.add(sa.tunnel_id, sa.remote.addr, self.now):
+                old = self.sas.by_tunnel.get(key)  # type: ignore[call-overload]
+                if old is not None and old.state in NEGOTIATING:
+                    self.counters.half_open_evicted += 1
+                    self.drop_isakmp(old)
         self.touch(sa)
+
+    def prove(self, sa: IsakmpSa) -> bool:
+        """The peer of a responder exchange sent its second message: it echoed our
+        cookie, so it receives at its address. From now on the exchange counts against the
+        strict bounds; False (exchange dropped, counted) when they are full."""
+        if sa.tunnel_id not in self.unproven:
+            return True
+        self.unproven.remove(sa.tunnel_id)
+        if not self.half_open.admit(sa.remote.addr):
+            self.counters.dropped_half_open += 1
+            self.drop_isakmp(sa)
+            return False
+        self.half_open.add(sa.tunnel_id, sa.remote.addr, self.now)
+        return True
+
+    def may_answer_repeat(self, sa: IsakmpSa) -> bool:
+        """Whether a repeated first message of an unproven exchange gets our stored reply
+        again: a few times only, so a forged source gets no amplification."""
+        if sa.tunnel_id not in self.unproven:
+            return True
+        if sa.flight.sent_count > self.settings.unproven_repeats:
+            return False
+        sa.flight.sent_count += 1
+        return True
 
     def fail_isakmp(self, sa: IsakmpSa, reason: str) -> None:
         if sa.state is P1State.DEAD:
@@ -459,6 +521,8 @@ class Negotiator:
         sa.exchanges.clear()
         sa.wipe()
         self.half_open.remove(sa.tunnel_id)
+        self.half_open_own.remove(sa.tunnel_id)
+        self.unproven.remove(sa.tunnel_id)
         self.sas.remove(sa)
         self.touch(sa)
 
@@ -468,6 +532,8 @@ class Negotiator:
         sa.flight.stop_timer()
         sa.clear_negotiation()
         self.half_open.remove(sa.tunnel_id)
+        self.half_open_own.remove(sa.tunnel_id)
+        self.unproven.remove(sa.tunnel_id)
         self.counters.phase1_established += 1
         choice = sa.choice
         self.log(
@@ -566,7 +632,7 @@ class Negotiator:
                 LogLevel.ERR, f"phase 1 {d.name}: {d.mode.name}/{d.auth_method.name} not supported"
             )
             return None
-        if not self.half_open.admit(peer):
+        if not self.half_open_own.admit(peer):  # ours only: responders never block this
             self.counters.dropped_half_open += 1
             self.log(LogLevel.WARNING, f"phase 1 {d.name}: too many half-open exchanges")
             return None

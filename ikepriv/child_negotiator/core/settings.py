@@ -21,6 +21,23 @@ class Settings:
     half_open_max: int = 256
     half_open_max_per_peer: int = 16
     half_open_max_age: float = 60.0
+    # Responder exchanges started by a first message (MM1, AM1) whose peer has not yet
+    # echoed our cookie: always admitted, evicting the oldest of the same source, else of
+    # the same prefix (/24, /64), else of all (half_open.UnprovenTable). Such a peer gets
+    # our reply once, and again only when it repeats its first message, at most
+    # `unproven_repeats` times (no timer: a forged source gets no amplification).
+    unproven_max: int = 4096
+    unproven_max_per_source: int = 1024
+    unproven_max_per_prefix: int = 2048
+    unproven_repeats: int = 2
+    # Aggressive Mode responder work (DH, SKEYID request) before any proof, as token
+    # buckets (burst, per second) per source, per prefix and per definition; the
+    # definition's rate stays well under the parent's SKEYID bucket (vetting.SKEYID_*), so
+    # forged AM1 never use up what our own initiations and rekeys need from it.
+    am_budget_source: tuple[float, float] = (4.0, 1.0)
+    am_budget_prefix: tuple[float, float] = (8.0, 2.0)
+    am_budget_definition: tuple[float, float] = (16.0, 6.0)
+    am_budget_keys: int = 4096
     # Quick Mode: parallel exchanges per ISAKMP SA; an exchange older than this is dropped.
     quick_mode_max_parallel: int = 8
     quick_mode_max_age: float = 60.0

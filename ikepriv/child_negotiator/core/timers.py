@@ -127,9 +127,15 @@ def isakmp_timers(core: Core, sa: IsakmpSa) -> None:
     """Resends (and giving up), hard expiry, the Quick Modes under `sa`, the hooks'
     periodic work (NAT keepalives), then DPD, retirement and rekey."""
     now = core.now
+    unproven = sa.tunnel_id in core.unproven
     if core.flight_timer(sa.flight):
+        if unproven:  # a first message nobody answered: no log line per forged one
+            core.drop_isakmp(sa)
+            return
         core.fail_isakmp(sa, "peer stopped answering")
         return
+    if unproven and sa.flight.sent_count >= 2:
+        sa.flight.stop_timer()  # a reply to an unproven peer is resent once at most
     if sa.established and sa.lifetime and now >= sa.established_at + sa.lifetime:
         core.log(LogLevel.INFO, f"phase 1 {sa.definition.name} with {sa.remote.addr} expired")
         send_delete_isakmp(core, sa)

@@ -15,7 +15,10 @@ beats one that accepts any ID. AM3 is sent encrypted (as strongSwan and libreswa
 accepted either way (RFC 2409 allows it in the clear).
 
 The responder answers AM1 only once SKEYID is back from the parent (HASH_R needs it); a
-repeated AM1 meanwhile is dropped, afterwards answered with the same AM2. AM3 is never
+repeated AM1 meanwhile is dropped, afterwards answered with the same AM2 (a few times at
+most; AM2 is resent on the timer once only: AM1 proves nothing about its source). The DH and
+SKEYID work an AM1 costs before any proof is rationed per source, prefix and definition
+(Settings.am_budget_*). AM3 is never
 resent on a timer: a lost AM3 shows as a repeated AM2, answered from memory. What Main
 Mode does the same way lives in phase1.py.
 """
@@ -222,9 +225,6 @@ def on_first_message(core: Core, inb: Inbound) -> None:
         core.log(LogLevel.NOTICE, f"Aggressive Mode from {inb.remote.addr}: unknown identity")
         refuse(NotifyType.INVALID_ID_INFORMATION)
         return
-    if not core.half_open.admit(inb.remote.addr):
-        core.counters.dropped_half_open += 1
-        return
     selected = select_ike(d, offer)
     if selected is None or _mixed_groups(offer):
         core.counters.dropped_policy += 1
@@ -234,6 +234,11 @@ def on_first_message(core: Core, inb: Inbound) -> None:
         refuse(NotifyType.NO_PROPOSAL_CHOSEN)
         return
     proposal, choice = selected
+    # DH and an SKEYID request before the peer proved anything: bounded per source, prefix
+    # and definition, so forged AM1 cannot eat the CPU or the parent's SKEYID bucket
+    if not core.responder_work.take(inb.remote.addr, d.number, core.now):
+        core.counters.dropped_work_budget += 1
+        return
     ours = phase1.responder_dh(core, choice.group, ke)
     if ours is None:
         refuse(NotifyType.INVALID_KEY_INFORMATION)
@@ -259,6 +264,8 @@ def _send_am2(core: Core, sa: IsakmpSa) -> None:
         HashPayload(phase1.responder_hash(sa, st.my_id.body)),
     ]
     transition(sa, P1State.R_AM2_SENT)
+    # the AM1 is unproven: AM2 is resent once on the timer (a lost AM3 shows only so) and
+    # answers a repeated AM1 a few times at most (engine.may_answer_repeat)
     core.transmit(sa, sa.flight, (plain(sa, out),), retransmit=True)
 
 

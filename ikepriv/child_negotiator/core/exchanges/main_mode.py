@@ -10,9 +10,11 @@
                                  <-    MM6* IDir, HASH_R
 
 The pre-shared key never enters the core: SKEYID comes from the parent. A responder that
-gets MM5 before SKEYID holds it and continues when the reply arrives. The responder
-resends MM2/MM4 on a timer; MM6 is resent only when MM5 comes again. What Aggressive Mode
-does the same way lives in phase1.py.
+gets MM5 before SKEYID holds it and continues when the reply arrives. Until MM3 echoes
+our cookie, nothing shows that MM1 came from its source address: the responder's state is
+cheap and evictable (engine.add_isakmp), and MM2 is sent once per MM1 received, a few
+times at most, never on a timer. MM4 is resent on a timer; MM6 only when MM5 comes again.
+What Aggressive Mode does the same way lives in phase1.py.
 """
 
 from __future__ import annotations
@@ -168,9 +170,6 @@ def on_first_message(core: Core, inb: Inbound) -> None:
         core.counters.dropped_policy += 1
         refuse(NotifyType.NO_PROPOSAL_CHOSEN)
         return
-    if not core.half_open.admit(inb.remote.addr):
-        core.counters.dropped_half_open += 1
-        return
     selected = select_ike(d, offer)
     if selected is None:
         core.counters.dropped_policy += 1
@@ -184,7 +183,9 @@ def on_first_message(core: Core, inb: Inbound) -> None:
     core.add_isakmp(sa)
     sa.flight.accepted(inb.digest)
     reply: list[Payload] = [SAPayload.ipsec([proposal]), *phase1.our_vendor_ids(core, sa)]
-    core.transmit(sa, sa.flight, (plain(sa, reply),), retransmit=True)
+    # Nobody has proven the MM1 came from its source: MM2 goes out once, and again only
+    # when MM1 does (a few times, engine.may_answer_repeat), never on a timer.
+    core.transmit(sa, sa.flight, (plain(sa, reply),), retransmit=False)
 
 
 def _on_mm3(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
@@ -194,6 +195,8 @@ def _on_mm3(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
         core.counters.dropped_unexpected += 1
         return
     ke, nonce = found
+    if not core.prove(sa):  # MM3 echoes our cookie: the peer receives at its address
+        return
     assert sa.choice is not None
     ours = phase1.responder_dh(core, sa.choice.group, ke)
     if ours is None:

@@ -361,7 +361,10 @@ def dispatch(core: Core, sa: IsakmpSa, inb: Inbound, states: Mapping[P1State, Ha
         return
     seen = sa.flight.classify(inb.digest)
     if seen is Seen.LAST:
-        core.answer_duplicate(sa.flight)
+        if core.may_answer_repeat(sa):
+            core.answer_duplicate(sa.flight)
+        else:
+            core.counters.dropped_replay += 1
         return
     if seen is Seen.OLD or (sa.held is not None and sa.held[0] == inb.digest):
         core.counters.dropped_replay += 1
