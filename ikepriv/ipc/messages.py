@@ -114,6 +114,7 @@ class TunnelState(IntEnum):
     EXPIRED = 4
     DELETING = 5
     FAILED = 6
+    UNMANAGED = 7  # in the kernel by the parent's records; no negotiation accounts for it
 
 
 class SaDirection(IntEnum):

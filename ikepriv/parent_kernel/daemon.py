@@ -52,6 +52,8 @@ from ikepriv.parent_kernel import udp
 from ikepriv.parent_kernel.commands import Commands
 from ikepriv.parent_kernel.control_socket import ControlServer
 from ikepriv.parent_kernel.definitions import DbView
+from ikepriv.parent_kernel.journal import SUFFIX as JOURNAL_SUFFIX
+from ikepriv.parent_kernel.journal import Journal
 from ikepriv.parent_kernel.kernel.client import XfrmKernel
 from ikepriv.parent_kernel.kernel.events import XfrmEvents
 from ikepriv.parent_kernel.kernel.specs import Acquire, EventsLost, Expire, XfrmError
@@ -113,7 +115,9 @@ class Daemon:
             log.warning("WARNING: --keylog writes IKE and ESP keys to %s and %s%s: anyone who "
                         "can read them can decrypt the traffic", options.keylog,
                         options.keylog, ESP_SUFFIX)  # fmt: skip
-        self.state = ParentState(self._kernel, DbView.load(self._db), keylog)
+        journal = Journal(options.control + JOURNAL_SUFFIX)
+        journal.sweep(self._kernel)  # a previous run's leftovers, before anything new
+        self.state = ParentState(self._kernel, DbView.load(self._db), keylog, journal)
         self._sockets, warnings = udp.open_sockets(options.ports)
         for text in warnings:
             log.warning("%s", text)
@@ -212,12 +216,43 @@ class Daemon:
         except TunnelDBError as exc:
             log.error("cannot reload the definitions: %s", exc)
             return f"reload failed: {exc}"
+        old = self.state.view
         self.state.set_view(view)
+        await self._revoke(old, view)
         for msg in view.config_messages():
             self.supervisor.send(msg)
         log.info("definitions reloaded (generation %d: %d phase 1, %d phase 2)",
                  view.generation, len(view.phase1), len(view.phase2))  # fmt: skip
         return f"definitions reloaded (generation {view.generation})"
+
+    async def _revoke(self, old: DbView, new: DbView) -> None:
+        """A phase 2 definition deleted or changed (or its phase 1): what was installed
+        under the old one is removed now, not left until its lifetime ends."""
+        st = self.state
+        stale: set[int] = set()
+        recorded = {e.phase2_number for e in st.installed.sas.values()}
+        recorded |= {e.phase2_number for e in st.installed.policies.values()}
+        for n2 in recorded:
+            p1_old, p1_new = old.phase2_parent.get(n2), new.phase2_parent.get(n2)
+            if (
+                old.phase2.get(n2) != new.phase2.get(n2)
+                or p1_old != p1_new
+                or (p1_old is not None and old.phase1.get(p1_old) != new.phase1.get(p1_old))
+            ):
+                stale.add(n2)
+        for n1 in set(st.activations):
+            if n1 not in new.phase1:
+                del st.activations[n1]
+        for key in list(st.intents):
+            phase, number = key
+            gone = new.phase1 if phase is m.Phase.PHASE1 else new.phase2
+            if number not in gone:
+                del st.intents[key]
+        if stale:
+            failed = await self.requests.installer.remove_phase2s(stale)
+            log.info("definitions changed: SAs and policies of phase 2 %s revoked%s",
+                     ",".join(map(str, sorted(stale))),
+                     f" ({failed} refused by the kernel)" if failed else "")  # fmt: skip
 
     async def _poll_db(self) -> None:
         while True:
