@@ -395,6 +395,10 @@ class Commands:
         bare_policies -= {r.number for r in reports if r.phase is Phase.PHASE2}
         for n2 in sorted(bare_policies):
             lines.append(f"policies of phase 2 definition {n2} (no SA) removed")
+        larval = sum(1 for e in st.installed.sas.values()
+                     if e.larval and (everything or e.phase2_number in p2defs))  # fmt: skip
+        if larval:
+            lines.append(f"{larval} SPI(s) of unfinished negotiations removed")
         for n1 in p1defs:
             st.intents.pop((Phase.PHASE1, n1), None)
             st.activations.pop(n1, None)
