@@ -99,7 +99,8 @@ def test_bare_remove_takes_everything_whatever_the_child_reports(
         spis = allocate(topo, child, 3)
         assert set(spis) <= spis_in_kernel(topo.a)
         code, lines, _ = call_with_silent_child(
-            daemon, child, m.RemoveRequest(m.Phase.ALL, (), False))
+            daemon, child, m.RemoveRequest(m.Phase.ALL, (), False)
+        )
         assert spis_in_kernel(topo.a) == set(), (code, lines)
         assert code is m.ErrorCode.OK, lines
         # the activations are gone as well: a refused SPI request proves it needs a peer again
@@ -125,9 +126,7 @@ def test_definition_deleted_revokes_what_was_installed_for_it(
         child.close()
 
 
-def test_leftovers_of_a_killed_parent_are_removed_at_start(
-    topo: Topology, tmp_path: Path
-) -> None:
+def test_leftovers_of_a_killed_parent_are_removed_at_start(topo: Topology, tmp_path: Path) -> None:
     """kill -9 of the parent: nothing removes its kernel objects. The next daemon (same
     control socket, so the same state file) recognises them and removes them before its
     child runs; what another program put into the kernel stays."""

@@ -412,8 +412,8 @@ class Commands:
             had_activations = bool(st.activations)
             st.activations.clear()
             failed = await installer.remove_everything()
-            if not lines and had_activations:
-                lines.append("activations cleared")
+            if not lines:  # a bare remove always succeeds: nothing of ikepriv is left
+                lines.append("activations cleared" if had_activations else "nothing was active")
         else:
             failed = await installer.remove_phase2s(p2defs)
         if failed:
