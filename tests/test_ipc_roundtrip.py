@@ -74,7 +74,8 @@ def test_other_directions_refuse_the_message(cls: type[Message], data: st.DataOb
 CONTRACT = {
     Direction.PARENT_TO_CHILD: {
         "Hello", "ConfigBegin", "ConfigPhase1", "ConfigPhase2", "ConfigEnd", "DatagramIn",
-        "InitiateCommand", "RemoveCommand", "ListCommand", "SkeyidReply", "SignatureReply",
+        "InitiateCommand", "ResumeCommand", "RemoveCommand", "ListCommand", "SkeyidReply",
+        "SignatureReply",
         "SpiReply", "ResultReply", "KernelAcquire", "KernelExpire", "Shutdown",
     },
     Direction.CHILD_TO_PARENT: {

@@ -114,6 +114,7 @@ class TunnelState(IntEnum):
     EXPIRED = 4
     DELETING = 5
     FAILED = 6
+    UNMANAGED = 7  # in the kernel by the parent's records; no negotiation accounts for it
 
 
 class SaDirection(IntEnum):
@@ -623,6 +624,24 @@ class RemoveCommand(Message):
 
     phase: Phase12
     tunnel_id: TunnelId
+
+
+@message(0x0128, _P2C)
+@dataclass(frozen=True, slots=True)
+class ResumeCommand(Message):
+    """After a child restart: phase 2 `number` has SAs in the kernel from the previous child
+    (the parent's records), with policies for `selector` (local -> remote) bound to `reqid`.
+    Negotiate it afresh between these gateways and reuse `reqid`, so the policies stay as
+    they are and the new SAs join the old ones (make before break; no secret crosses)."""
+
+    number: DefNumber
+    reqid: ReqId
+    selector: TrafficSelector
+    local: IpAddr
+    remote: IpAddr
+
+    def check(self) -> None:
+        _same_family("gateways", self.local, self.remote)
 
 
 @message(0x0122, _P2C)

@@ -31,6 +31,7 @@ from ikepriv.ipc import messages as m
 from ikepriv.ipc.control import split_response
 from ikepriv.ipc.messages import ErrorCode, Phase
 from ikepriv.ipc.schema import Message
+from ikepriv.parent_kernel.installed import SaEntry
 from ikepriv.parent_kernel.kernel.specs import XfrmError
 from ikepriv.parent_kernel.requests import ChildListing, ChildRequests
 from ikepriv.parent_kernel.state import ParentState
@@ -201,23 +202,48 @@ class Commands:
             phase1_number=r.phase1_tunnel_id,
         )  # fmt: skip
 
-    def _record_rows(self, now: float) -> list[m.TunnelRow]:
-        """Phase 2 tunnels from the parent's own records (the child is not answering)."""
-        tunnels = sorted({e.tunnel_id for e in self.state.installed.sas.values()
-                          if not e.larval and e.tunnel_id is not None})  # fmt: skip
+    def _record_rows(
+        self, now: float, reports: list[m.StateReport] | None = None
+    ) -> list[m.TunnelRow]:
+        """Phase 2 tunnels from the parent's own records: every one when the child is not
+        answering (state established: the kernel SAs carry traffic), otherwise those that no
+        report of the child accounts for (state unmanaged): SAs of a tunnel whose SPIs no
+        phase 2 report names, and policies of a phase 2 that has no SA and no report."""
+        installed = self.state.installed
+        groups: dict[tuple[int, int], list[SaEntry]] = {}
+        for e in installed.sas.values():
+            if not e.larval and e.tunnel_id is not None:
+                groups.setdefault((e.phase2_number, e.tunnel_id), []).append(e)
+        p2_reports = [r for r in reports or () if r.phase is Phase.PHASE2]
+        state = m.TunnelState.ESTABLISHED if reports is None else m.TunnelState.UNMANAGED
         rows = []
-        for tid in tunnels:
-            sas = self.state.installed.sas_of_tunnel(tid)
+        for (n2, tid), sas in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            spis = {e.spi for e in sas}
+            if any(r.number == n2 and ({r.spi_in, r.spi_out} & spis) for r in p2_reports):
+                continue
             first = sas[0]
             spi_in = next((e.spi for e in sas if e.direction is m.SaDirection.IN), 0)
             spi_out = next((e.spi for e in sas if e.direction is m.SaDirection.OUT), 0)
             out = next((e for e in sas if e.direction is m.SaDirection.OUT), first)
-            p2 = self.state.view.phase2.get(first.phase2_number)
+            p2 = self.state.view.phase2.get(n2)
             rows.append(m.TunnelRow(
-                first.phase2_number, tid, Phase.PHASE2,
-                _name(p2.name if p2 else "", first.phase2_number), None,
-                m.TunnelState.ESTABLISHED, out.src, out.dst, None, None, first.algorithms,
-                max(0, int(first.expires_at - now)), spi_in, spi_out, 0, 0, first.phase1_number,
+                n2, tid, Phase.PHASE2, _name(p2.name if p2 else "", n2), None, state,
+                out.src, out.dst, None, None, first.algorithms,
+                max(0, min(0xFFFFFFFF, int(first.expires_at - now))), spi_in, spi_out, 0, 0,
+                first.phase1_number,
+            ))  # fmt: skip
+        if reports is None:
+            return rows
+        with_sa = {n2 for n2, _ in groups}
+        reported = {r.number for r in p2_reports}
+        for n2 in sorted({e.phase2_number for e in installed.policies.values()}):
+            if n2 in with_sa or n2 in reported:
+                continue
+            p2 = self.state.view.phase2.get(n2)
+            rows.append(m.TunnelRow(
+                n2, None, Phase.PHASE2, _name(p2.name if p2 else "", n2), None,
+                m.TunnelState.UNMANAGED, None, None, None, None, "policies only", 0, 0, 0,
+                0, 0, self.state.view.phase2_parent.get(n2),
             ))  # fmt: skip
         return rows
 
@@ -254,6 +280,12 @@ class Commands:
             rows = self._record_rows(now)
         else:
             rows = [self._report_row(r, now) for r in listing.reports]
+            unmanaged = self._record_rows(now, listing.reports)
+            if unmanaged:
+                lines.append(f"{len(unmanaged)} phase 2 tunnel(s) in the kernel that no "
+                             "negotiation accounts for (state unmanaged): `ike cmd=remove` "
+                             "removes them")  # fmt: skip
+            rows += unmanaged
         rows = [r for r in rows if _wanted(r, req)]
         if req.phase is Phase.PHASE1_PLUS:
             rows = _phase1_plus(rows)
@@ -307,44 +339,88 @@ class Commands:
                               lines)  # fmt: skip
 
     async def remove(self, req: m.RemoveRequest) -> list[m.Response]:
+        """What goes is chosen from the parent's records, as definition numbers: a tunnel
+        number selects the phase 2 definitions of the recorded SAs (and reports) with that
+        number, and then every recorded SA and policy of those definitions goes, whatever
+        the child says. The child's tunnel ids only serve to send the peer Deletes first. A
+        bare `remove` removes every recorded object and clears the activations."""
         if req.db:
             return await self._remove_db(req)
         st = self.state
+        view = st.view
         listing = await self.child.ask_child(Phase.ALL)
         reports = listing.reports if listing is not None else []
+        everything = req.phase is Phase.ALL and not req.numlist
+        sas = [e for e in st.installed.sas.values() if not e.larval]
+        p1defs: set[int] = set()
+        p2defs: set[int] = set()
+        if everything:
+            p1defs = {r.number for r in reports if r.phase is Phase.PHASE1}
+            p2defs = {e.phase2_number for e in st.installed.sas.values()}
+            p2defs |= {e.phase2_number for e in st.installed.policies.values()}
+        else:
+            if req.phase in (Phase.ALL, Phase.PHASE1):
+                p1defs = {r.number for r in reports if r.phase is Phase.PHASE1
+                          and _in_numlist(r.tunnel_id, req.numlist)}  # fmt: skip
+            if req.phase in (Phase.ALL, Phase.PHASE2):
+                p2defs = {e.phase2_number for e in sas if e.tunnel_id is not None
+                          and _in_numlist(e.tunnel_id, req.numlist)}  # fmt: skip
+                p2defs |= {r.number for r in reports if r.phase is Phase.PHASE2
+                           and _in_numlist(r.tunnel_id, req.numlist)}  # fmt: skip
+            p2defs |= {e.phase2_number for e in sas if e.phase1_number in p1defs}
+            p2defs |= {n2 for n2 in {p.phase2_number for p in st.installed.policies.values()}
+                       if view.phase2_parent.get(n2) in p1defs}  # fmt: skip
         lines: list[str] = []
-        phase2_tunnels: set[int] = set()
-        if req.phase in (Phase.ALL, Phase.PHASE1):
-            for r in reports:
-                if r.phase is Phase.PHASE1 and _in_numlist(r.tunnel_id, req.numlist):
-                    self._send(m.RemoveCommand(Phase.PHASE1, r.tunnel_id))
-                    lines.append(f"phase 1 tunnel {r.tunnel_id} removed")
-                    phase2_tunnels |= {x.tunnel_id for x in reports if x.phase is Phase.PHASE2
-                                       and x.phase1_tunnel_id == r.tunnel_id}  # fmt: skip
-                    st.intents.pop((Phase.PHASE1, r.number), None)
-        if req.phase in (Phase.ALL, Phase.PHASE2):
-            known = {r.tunnel_id for r in reports if r.phase is Phase.PHASE2}
-            known |= {e.tunnel_id for e in st.installed.sas.values() if e.tunnel_id is not None}
-            for tid in sorted(known):
-                if _in_numlist(tid, req.numlist) and tid not in phase2_tunnels:
-                    self._send(m.RemoveCommand(Phase.PHASE2, tid))
-                    lines.append(f"phase 2 tunnel {tid} removed")
-                    phase2_tunnels.add(tid)
+        sent_p1: set[int] = set()
+        for r in reports:  # Deletes to the peers, through the child
+            if r.phase is Phase.PHASE1 and r.number in p1defs:
+                self._send(m.RemoveCommand(Phase.PHASE1, r.tunnel_id))
+                lines.append(f"phase 1 tunnel {r.tunnel_id} removed")
+                sent_p1.add(r.tunnel_id)
+        sent_p2: set[int] = set()
+        for r in reports:
+            if r.phase is Phase.PHASE2 and r.number in p2defs:
+                if r.phase1_tunnel_id not in sent_p1 and r.tunnel_id not in sent_p2:
+                    self._send(m.RemoveCommand(Phase.PHASE2, r.tunnel_id))
+                lines.append(f"phase 2 tunnel {r.tunnel_id} removed")
+                sent_p2.add(r.tunnel_id)
+        unmanaged = sorted({(e.tunnel_id, e.phase2_number) for e in sas
+                            if e.phase2_number in p2defs and e.tunnel_id not in sent_p2},
+                           key=lambda t: (t[0] or 0, t[1]))  # fmt: skip
+        for tid, n2 in unmanaged:
+            lines.append(f"phase 2 tunnel {tid} (definition {n2}, not managed by the "
+                         "negotiator) removed")  # fmt: skip
+        bare_policies = {p.phase2_number for p in st.installed.policies.values()
+                         if p.phase2_number in p2defs} - {n2 for _, n2 in unmanaged}  # fmt: skip
+        bare_policies -= {r.number for r in reports if r.phase is Phase.PHASE2}
+        for n2 in sorted(bare_policies):
+            lines.append(f"policies of phase 2 definition {n2} (no SA) removed")
+        larval = sum(1 for e in st.installed.sas.values()
+                     if e.larval and (everything or e.phase2_number in p2defs))  # fmt: skip
+        if larval:
+            lines.append(f"{larval} SPI(s) of unfinished negotiations removed")
+        for n1 in p1defs:
+            st.intents.pop((Phase.PHASE1, n1), None)
+            st.activations.pop(n1, None)
+        for n2 in p2defs:
+            st.intents.pop((Phase.PHASE2, n2), None)
+        if sent_p1 or sent_p2:
+            await trio.sleep(REMOVE_GRACE)
+        installer = self.child.installer
+        if everything:
+            st.intents.clear()
+            had_activations = bool(st.activations)
+            st.activations.clear()
+            failed = await installer.remove_everything()
+            if not lines:  # a bare remove always succeeds: nothing of ikepriv is left
+                lines.append("activations cleared" if had_activations else "nothing was active")
+        else:
+            failed = await installer.remove_phase2s(p2defs)
+        if failed:
+            lines.append(f"the kernel refused {failed} delete(s)")
+            return split_response(ErrorCode.KERNEL_ERROR, lines)
         if not lines:
             return split_response(ErrorCode.NO_SUCH_TUNNEL, ["no matching active tunnel"])
-        await trio.sleep(REMOVE_GRACE)
-        phase2s = {e.phase2_number for e in st.installed.sas.values()
-                   if e.tunnel_id in phase2_tunnels}  # fmt: skip
-        phase2s |= {r.number for r in reports
-                    if r.phase is Phase.PHASE2 and r.tunnel_id in phase2_tunnels}  # fmt: skip
-        for n2 in phase2s:
-            st.intents.pop((Phase.PHASE2, n2), None)
-        installer = self.child.installer
-        await installer.remove_tunnels(phase2_tunnels, phase2s)
-        if req.phase is Phase.ALL and not req.numlist:
-            await installer.remove_everything()
-            st.intents.clear()
-            st.activations.clear()
         return split_response(ErrorCode.OK, lines)
 
     async def db_changed(self, _req: m.DbChanged) -> list[m.Response]:

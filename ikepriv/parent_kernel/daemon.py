@@ -19,11 +19,18 @@ asked to shut down (it sends its Deletes), then every SA and policy the parent i
 removed, and the daemon exits.
 
 After a child restart the kernel SAs stay and carry traffic. The new child gets the
-configuration and the activations that have no SA yet; it knows nothing of the tunnels
-already up. Their SAs live until their hard lifetime (the kernel's soft-expire event
-reaches a child that cannot rekey them); then the kernel's ACQUIRE for the still-installed
-policies makes the new child negotiate afresh. Traffic therefore continues through a
-restart and at worst waits for one negotiation at the old SAs' end of life.
+configuration, the activations that have no SA yet, and for every phase 2 that has SAs in
+the parent's records a ResumeCommand (definition, gateways, the out policy's selector and
+reqid): it negotiates that phase 2 afresh, reusing the reqid, so the policies are not
+rewritten and the new SAs join the old ones in the kernel (make before break: the kernel
+sends on the newest SA, and the old inbound SA still takes what the peer sent before it
+switched). The tunnel is then the new child's: listed, rekeyed, removable. The old SAs
+are listed as unmanaged until their lifetime ends, and `remove` takes them with their
+definition. Why renegotiate rather than hand the new child the old ISAKMP SA: the parent
+would have to keep phase 1 keys it never needs itself, and a compromised child would get
+every tunnel's keys by crashing its predecessor; renegotiation needs no secret in the
+parent beyond the PSK it already guards, and gives a compromised child nothing it could not
+negotiate itself.
 """
 
 from __future__ import annotations
@@ -52,6 +59,8 @@ from ikepriv.parent_kernel import udp
 from ikepriv.parent_kernel.commands import Commands
 from ikepriv.parent_kernel.control_socket import ControlServer
 from ikepriv.parent_kernel.definitions import DbView
+from ikepriv.parent_kernel.journal import SUFFIX as JOURNAL_SUFFIX
+from ikepriv.parent_kernel.journal import Journal
 from ikepriv.parent_kernel.kernel.client import XfrmKernel
 from ikepriv.parent_kernel.kernel.events import XfrmEvents
 from ikepriv.parent_kernel.kernel.specs import Acquire, EventsLost, Expire, XfrmError
@@ -120,7 +129,9 @@ class Daemon:
             log.warning("WARNING: --keylog writes IKE and ESP keys to %s and %s%s: anyone who "
                         "can read them can decrypt the traffic", options.keylog,
                         options.keylog, ESP_SUFFIX)  # fmt: skip
-        self.state = ParentState(self._kernel, DbView.load(self._db), keylog)
+        journal = Journal(options.control + JOURNAL_SUFFIX)
+        journal.sweep(self._kernel)  # a previous run's leftovers, before anything new
+        self.state = ParentState(self._kernel, DbView.load(self._db), keylog, journal)
         self._sockets, warnings = udp.open_sockets(options.ports)
         for text in warnings:
             log.warning("%s", text)
@@ -152,16 +163,40 @@ class Daemon:
     async def _on_child_ready(self) -> None:
         for msg in self.state.view.config_messages():
             self.supervisor.send(msg)
-        installed_phase2 = {e.phase2_number for e in self.state.installed.sas.values()
-                            if not e.larval}  # fmt: skip
+        resumed = self._resume_tunnels()
         for (phase, number), command in sorted(self.state.intents.items()):
-            if phase is m.Phase.PHASE2 and number in installed_phase2:
-                continue  # its SAs are up; see the module docstring for what happens later
+            if phase is m.Phase.PHASE2 and number in resumed:
+                continue  # resumed from the records instead (see the module docstring)
             self.supervisor.send(command)
         self._flush_early()
         if not self._notified_ready:
             self._notified_ready = True
             sd_notify("READY=1")
+
+    def _resume_tunnels(self) -> set[int]:
+        """Hand the new child every phase 2 that has SAs in the kernel by the parent's
+        records (ResumeCommand: definition, gateways, selector and reqid of its out policy):
+        it negotiates them afresh with the same reqid, make before break. The phase 2s sent."""
+        st = self.state
+        sent: set[int] = set()
+        for sa in sorted(st.installed.sas.values(), key=lambda e: e.phase2_number):
+            if sa.larval or sa.direction is not m.SaDirection.OUT or sa.phase2_number in sent:
+                continue
+            out = m.PolicyDirection.OUT
+            pol = next((p for p in st.installed.policies_of_phase2(sa.phase2_number)
+                        if p.reqid == sa.reqid and p.key[1] is out), None)  # fmt: skip
+            if pol is None or sa.phase2_number not in st.view.phase2:
+                continue
+            st.activations.setdefault(sa.phase1_number,
+                                      Activation(sa.phase1_number, sa.src, sa.dst))  # fmt: skip
+            with contextlib.suppress(IpcError):
+                cmd = m.ResumeCommand(sa.phase2_number, sa.reqid, pol.key[0], sa.src, sa.dst)
+                if self.supervisor.send(cmd):
+                    sent.add(sa.phase2_number)
+        if sent:
+            log.info("negotiator child: resuming phase 2 %s from the parent's records",
+                     ",".join(map(str, sorted(sent))))  # fmt: skip
+        return sent
 
     def _flush_early(self) -> None:
         """Hand the datagrams that waited for a child to the one that just became ready."""
@@ -225,12 +260,43 @@ class Daemon:
         except TunnelDBError as exc:
             log.error("cannot reload the definitions: %s", exc)
             return f"reload failed: {exc}"
+        old = self.state.view
         self.state.set_view(view)
+        await self._revoke(old, view)
         for msg in view.config_messages():
             self.supervisor.send(msg)
         log.info("definitions reloaded (generation %d: %d phase 1, %d phase 2)",
                  view.generation, len(view.phase1), len(view.phase2))  # fmt: skip
         return f"definitions reloaded (generation {view.generation})"
+
+    async def _revoke(self, old: DbView, new: DbView) -> None:
+        """A phase 2 definition deleted or changed (or its phase 1): what was installed
+        under the old one is removed now, not left until its lifetime ends."""
+        st = self.state
+        stale: set[int] = set()
+        recorded = {e.phase2_number for e in st.installed.sas.values()}
+        recorded |= {e.phase2_number for e in st.installed.policies.values()}
+        for n2 in recorded:
+            p1_old, p1_new = old.phase2_parent.get(n2), new.phase2_parent.get(n2)
+            if (
+                old.phase2.get(n2) != new.phase2.get(n2)
+                or p1_old != p1_new
+                or (p1_old is not None and old.phase1.get(p1_old) != new.phase1.get(p1_old))
+            ):
+                stale.add(n2)
+        for n1 in set(st.activations):
+            if n1 not in new.phase1:
+                del st.activations[n1]
+        for key in list(st.intents):
+            phase, number = key
+            gone = new.phase1 if phase is m.Phase.PHASE1 else new.phase2
+            if number not in gone:
+                del st.intents[key]
+        if stale:
+            failed = await self.requests.installer.remove_phase2s(stale)
+            log.info("definitions changed: SAs and policies of phase 2 %s revoked%s",
+                     ",".join(map(str, sorted(stale))),
+                     f" ({failed} refused by the kernel)" if failed else "")  # fmt: skip
 
     async def _poll_db(self) -> None:
         while True:

@@ -34,6 +34,7 @@ from typing import Final
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.messages import ErrorCode
 from ikepriv.parent_kernel.installed import PolicyEntry, SaEntry, SaKey
+from ikepriv.parent_kernel.journal import policy_mark, sa_mark
 from ikepriv.parent_kernel.kernel.specs import XfrmError
 from ikepriv.parent_kernel.kernel.xfrm_messages import Direction
 from ikepriv.parent_kernel.state import ParentState
@@ -78,6 +79,15 @@ class Installer:
     def _refused(self, what: str, refusal: Refusal) -> None:
         self.state.refused(what, refusal.tunnel, refusal.reason)
 
+    def _persist(self, sas: tuple[SaEntry, ...] = (), pols: tuple[PolicyEntry, ...] = ()) -> None:
+        """Save the records, plus what is about to be written (journal.py: write-ahead)."""
+        st = self.state
+        if st.journal is None:
+            return
+        rec = st.installed
+        st.journal.save([sa_mark(e) for e in (*rec.sas.values(), *sas)],
+                        [policy_mark(e) for e in (*rec.policies.values(), *pols)])  # fmt: skip
+
     # -- SPI allocation --------------------------------------------------------------------
 
     async def allocate_spi(self, req: m.SpiRequest) -> m.SpiReply:
@@ -98,6 +108,7 @@ class Installer:
                 key=(plan.dst, spi, plan.proto), phase1_number=plan.phase1_number,
                 phase2_number=plan.phase2_number, src=plan.src, larval=True,
             ))  # fmt: skip
+            self._persist()
         return m.SpiReply(req.request_id, ErrorCode.OK, spi)
 
     # -- phase 2 install -------------------------------------------------------------------
@@ -109,8 +120,11 @@ class Installer:
             if isinstance(plan, Refusal):
                 self._refused("phase 2 install", plan)
                 return m.ResultReply(req.request_id, plan.code, _reason(plan.reason))
+            self._persist((plan.outbound.entry, plan.inbound.entry),
+                          tuple(p.entry for p in plan.policies))  # fmt: skip
             failure = await self._write(plan)
             if failure is not None:
+                self._persist()
                 return m.ResultReply(req.request_id, ErrorCode.KERNEL_ERROR, _reason(failure))
             for pol in plan.policies:
                 st.installed.add_policy(pol.entry)
@@ -202,6 +216,7 @@ class Installer:
             if not removal.keep_policies:
                 for pol in st.installed.unused_policies(removal.phase2_number, removal.reqid):
                     failed += not await self._delete_policy(pol)
+            self._persist()
         if failed:
             return m.ResultReply(req.request_id, ErrorCode.KERNEL_ERROR,
                                  f"the kernel refused {failed} delete(s)")  # fmt: skip
@@ -221,21 +236,42 @@ class Installer:
                     continue
                 for pol in st.installed.policies_of_phase2(n2):
                     await self._delete_policy(pol)
+            self._persist()
 
-    async def remove_everything(self) -> None:
-        """Shutdown and `ike cmd=remove` of everything: every recorded policy and SA."""
+    async def remove_phase2s(self, numbers: set[int]) -> int:
+        """Every recorded SA (larval too) and policy of these phase 2 definitions, whoever
+        negotiated them: `ike cmd=remove` and revoked definitions. The count of objects the
+        kernel still holds (refused deletes)."""
         st = self.state
+        failed = 0
+        async with st.lock:
+            for n2 in sorted(numbers):
+                for pol in st.installed.policies_of_phase2(n2):
+                    failed += not await self._delete_policy(pol)
+                for sa in st.installed.sas_of_phase2(n2):
+                    failed += not await self._delete_sa(sa)
+            self._persist()
+        return failed
+
+    async def remove_everything(self) -> int:
+        """Shutdown and `ike cmd=remove` of everything: every recorded policy and SA. The
+        count of objects the kernel refused to delete."""
+        st = self.state
+        failed = 0
         async with st.lock:
             for pol in list(st.installed.policies.values()):
-                await self._delete_policy(pol)
+                failed += not await self._delete_policy(pol)
             for sa in list(st.installed.sas.values()):
-                await self._delete_sa(sa)
+                failed += not await self._delete_sa(sa)
+            self._persist()
+        return failed
 
     def expired(self, key: SaKey) -> SaEntry | None:
         """The kernel removed an SA at its hard lifetime: forget it (no write; no await,
         so no other step sees the records half changed)."""
         entry = self.state.installed.forget_sa(key)
         if entry is not None:
+            self._persist()
             log.info("tunnel %s (phase 2 %d): SA spi %#x expired", entry.tunnel_id,
                      entry.phase2_number, entry.spi)  # fmt: skip
         return entry

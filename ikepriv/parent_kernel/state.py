@@ -20,6 +20,7 @@ import trio
 from ikepriv.ipc import messages as m
 from ikepriv.parent_kernel.definitions import DbView
 from ikepriv.parent_kernel.installed import Installed
+from ikepriv.parent_kernel.journal import Journal
 from ikepriv.parent_kernel.kernel.client import XfrmKernel
 from ikepriv.parent_kernel.keylog import KeyLog
 from ikepriv.parent_kernel.peers import PeerTable
@@ -67,6 +68,7 @@ class ParentState:
     kernel: XfrmKernel
     view: DbView
     keylog: KeyLog | None = None
+    journal: Journal | None = None  # the state file (journal.py); None in unit tests
     installed: Installed = field(default_factory=Installed)
     peers: PeerTable = field(default_factory=PeerTable)
     activations: dict[int, Activation] = field(default_factory=dict)

@@ -277,8 +277,8 @@ def group_phased(lab: Lab) -> dict[str, Any]:
 
 
 def _remove_db(case: Case, topo: nsmod.Topology, a: Ikepriv, b: Ikepriv) -> None:
-    """`ike cmd=remove db`: the definitions go (the tunnel stays until removed); activate
-    fails until they are put back with ikedb."""
+    """`ike cmd=remove db`: the definitions go, and with them what the parent installed for
+    them (revoked at the reload); activate fails until they are put back with ikedb."""
     defs = [r for r in a.rows("db", "phase=1") if r["name"] == PHASE1_NAME]
     case.check(len(defs) == 1, f"ike cmd=list db phase=1: {defs}")
     num = defs[0]["number"] if defs else 1

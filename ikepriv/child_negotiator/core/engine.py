@@ -82,6 +82,7 @@ from ikepriv.ipc.messages import (
     Ready,
     RemoveCommand,
     ResultReply,
+    ResumeCommand,
     Role,
     Shutdown,
     SignatureReply,
@@ -199,6 +200,7 @@ class Negotiator:
             ResultReply: self._on_reply,
             SignatureReply: self._on_reply,
             InitiateCommand: self._on_initiate,
+            ResumeCommand: self._on_resume,
             RemoveCommand: self._on_remove,
             ListCommand: self._on_list,
             KernelAcquire: self._on_acquire,
@@ -610,6 +612,16 @@ class Negotiator:
             d1 = self.config.phase1.get(p2.phase1_number)
             if d1 is not None:
                 self.start_phase1(d1, cmd.local_override, cmd.remote_override)
+
+    def _on_resume(self, cmd: ResumeCommand) -> None:
+        """A tunnel of the previous child (see ResumeCommand): its policy set keeps the
+        reqid the kernel policies carry, then phase 2 is negotiated as on activation."""
+        if cmd.number not in self.config.phase2:
+            self.log(LogLevel.ERR, f"resume: no phase 2 definition {cmd.number}")
+            return
+        if cmd.reqid:
+            self.policy_sets.setdefault((cmd.number, cmd.selector), PolicySet(cmd.reqid))
+        self._on_initiate(InitiateCommand(Phase.PHASE2, cmd.number, cmd.local, cmd.remote))
 
     def start_phase1(
         self,
