@@ -38,13 +38,20 @@ sys.stdout.write("agreed\\n")
 """
 
 
-@pytest.mark.parametrize("gid", [GroupId.MODP_1024, GroupId.MODP_2048, GroupId.ECP_256,
-                                 GroupId.ECP_384, GroupId.CURVE25519],
-                         ids=lambda g: g.name)
+@pytest.mark.parametrize(
+    "gid",
+    [GroupId.MODP_1024, GroupId.MODP_2048, GroupId.ECP_256, GroupId.ECP_384, GroupId.CURVE25519],
+    ids=lambda g: g.name,
+)
 def test_key_agreement_under_the_filter(gid: GroupId) -> None:
     assert gid in GROUPS
-    r = subprocess.run([sys.executable, "-c", _SCRIPT, str(int(gid))],  # noqa: S603
-                       capture_output=True, text=True, timeout=WAIT, check=False)
+    r = subprocess.run(  # noqa: S603 -- our own programs
+        [sys.executable, "-c", _SCRIPT, str(int(gid))],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
     assert r.returncode != -signal.SIGSYS, f"{gid.name}: killed by the seccomp filter"
     assert (r.returncode, r.stdout) == (0, "agreed\n"), r.stderr[-2000:]
 
@@ -52,6 +59,7 @@ def test_key_agreement_under_the_filter(gid: GroupId) -> None:
 def test_warm_up_covers_every_library_group() -> None:
     from ikepriv.child_negotiator.process import warmup
     from ikepriv.crypto.groups import ModpGroup
+
     want = {int(g) for g, grp in GROUPS.items() if not isinstance(grp, ModpGroup)}
     assert set(warmup.warm_up()) == want
     assert int(GroupId.CURVE25519) in want

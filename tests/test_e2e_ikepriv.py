@@ -23,8 +23,19 @@ from harness import uml
 
 pytestmark = [pytest.mark.uml, pytest.mark.root]
 
-CASES = ("activate-all", "keylog-capture", "sandbox", "activate-phased", "remove-phase1",
-         "remove-all", "remove-db", "autostart", "crash", "two-phase2", "remove-phase2")
+CASES = (
+    "activate-all",
+    "keylog-capture",
+    "sandbox",
+    "activate-phased",
+    "remove-phase1",
+    "remove-all",
+    "remove-db",
+    "autostart",
+    "crash",
+    "two-phase2",
+    "remove-phase2",
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +46,22 @@ def guest() -> dict[str, Any]:
     logs = os.environ.get("IKEPRIV_UML_LOGS")
     if logs:
         Path(logs).mkdir(parents=True, exist_ok=True)
-    value, run = uml.run_function("e2e.ikepriv_cases", "run_cases", None, logs, timeout=420,
-                                  rw_dirs=[Path(logs)] if logs else [])
+    value, run = uml.run_function(
+        "e2e.ikepriv_cases",
+        "run_cases",
+        None,
+        logs,
+        timeout=420,
+        rw_dirs=[Path(logs)] if logs else [],
+    )
     assert run.rc == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert isinstance(value, dict)
     r = value["results"]
     t = r.get("activate-all", {}).get("times", {})
-    print(f"\nguest: kernel {value['kernel']}, all cases {value['guest_s']}s; ikepriv <-> ikepriv "
-          f"activate -> both established {t.get('activate_to_both_established', 'n/a')}s")
+    print(
+        f"\nguest: kernel {value['kernel']}, all cases {value['guest_s']}s; ikepriv <-> ikepriv "
+        f"activate -> both established {t.get('activate_to_both_established', 'n/a')}s"
+    )
     for name, res in r.items():
         print(f"  {name}: {'ok' if res['ok'] else 'FAILED'} {res['times']}")
     return value

@@ -24,8 +24,12 @@ from e2e.interop_cases import CATALOGUE, GCM, TIMING
 from harness import uml
 from harness.peers import CHARON, LSW_ROOT
 
-pytestmark = [pytest.mark.uml, pytest.mark.interop, pytest.mark.root,
-              pytest.mark.timeout(1000)]  # 22 scenarios in one boot
+pytestmark = [
+    pytest.mark.uml,
+    pytest.mark.interop,
+    pytest.mark.root,
+    pytest.mark.timeout(1000),
+]  # 22 scenarios in one boot
 
 CBC_ALGS = {"cbc(aes)", "hmac(sha256)"}
 GCM_ALGS = {"rfc4106(gcm(aes))"}
@@ -45,20 +49,32 @@ def guest() -> dict[str, Any]:
     logs = os.environ.get("IKEPRIV_UML_LOGS")
     if logs:
         Path(logs).mkdir(parents=True, exist_ok=True)
-    value, run = uml.run_function("e2e.interop_cases", "run_interop", None, logs, timeout=900,
-                                  rw_dirs=[Path(logs)] if logs else [])
+    value, run = uml.run_function(
+        "e2e.interop_cases",
+        "run_interop",
+        None,
+        logs,
+        timeout=900,
+        rw_dirs=[Path(logs)] if logs else [],
+    )
     assert run.rc == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert isinstance(value, dict)
     res = value["results"]
     print(f"\nguest: kernel {value['kernel']}, all scenarios {value['guest_s']}s")
-    print("initiate -> both sides established (Main Mode, aes128-sha256-modp2048, "
-          "ESP aes128-sha256):")
+    print(
+        "initiate -> both sides established (Main Mode, aes128-sha256-modp2048, ESP aes128-sha256):"
+    )
     for name in TIMING:
         t = res.get(name, {}).get("times", {})
-        exec_note = (f", of which the `ike cmd=activate` process {t['activate_exec']:.2f}s"
-                     if "activate_exec" in t else "")
-        print(f"  {name:16} {t.get('initiate_to_both_established', float('nan')):6.2f}s "
-              f"(daemon start {t.get('start', float('nan')):.2f}s{exec_note})")
+        exec_note = (
+            f", of which the `ike cmd=activate` process {t['activate_exec']:.2f}s"
+            if "activate_exec" in t
+            else ""
+        )
+        print(
+            f"  {name:16} {t.get('initiate_to_both_established', float('nan')):6.2f}s "
+            f"(daemon start {t.get('start', float('nan')):.2f}s{exec_note})"
+        )
     for name, r in res.items():
         print(f"  {name}: {'ok' if r['ok'] else 'FAILED'} {r['times']}")
     return value

@@ -20,8 +20,7 @@ from e2e.interop_more_cases import CATALOGUE
 from harness import uml
 from harness.peers import CHARON
 
-pytestmark = [pytest.mark.uml, pytest.mark.interop, pytest.mark.root,
-              pytest.mark.timeout(1000)]
+pytestmark = [pytest.mark.uml, pytest.mark.interop, pytest.mark.root, pytest.mark.timeout(1000)]
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +33,14 @@ def guest() -> dict[str, Any]:
     logs = os.environ.get("IKEPRIV_UML_LOGS")
     if logs:
         Path(logs).mkdir(parents=True, exist_ok=True)
-    value, run = uml.run_function("e2e.interop_more_cases", "run_interop_more", None, logs,
-                                  timeout=900, rw_dirs=[Path(logs)] if logs else [])
+    value, run = uml.run_function(
+        "e2e.interop_more_cases",
+        "run_interop_more",
+        None,
+        logs,
+        timeout=900,
+        rw_dirs=[Path(logs)] if logs else [],
+    )
     assert run.rc == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert isinstance(value, dict)
     print(f"\nguest: kernel {value['kernel']}, all scenarios {value['guest_s']}s")

@@ -22,10 +22,16 @@ pytestmark = [pytest.mark.root]
 
 CASES = [
     pytest.param(Scenario("ikp-ikp-mm", "ikepriv", "ikepriv", "main"), id="ikp-ikp-mm"),
-    pytest.param(Scenario("ikp-ss-am", "ikepriv", "strongswan", "aggressive"), id="ikp-ss-am",
-                 marks=pytest.mark.interop),
-    pytest.param(Scenario("lsw-ikp-mm", "libreswan", "ikepriv", "main"), id="lsw-ikp-mm",
-                 marks=pytest.mark.interop),
+    pytest.param(
+        Scenario("ikp-ss-am", "ikepriv", "strongswan", "aggressive"),
+        id="ikp-ss-am",
+        marks=pytest.mark.interop,
+    ),
+    pytest.param(
+        Scenario("lsw-ikp-mm", "libreswan", "ikepriv", "main"),
+        id="lsw-ikp-mm",
+        marks=pytest.mark.interop,
+    ),
 ]
 
 
@@ -56,8 +62,7 @@ def _phase1_row(peer: Peer) -> dict[str, object] | None:
 
 
 @pytest.mark.parametrize("sc", CASES)
-def test_phase1_with_the_ikepriv_driver(topo: nsmod.Topology, sc: Scenario,
-                                        tmp_path: Path) -> None:
+def test_phase1_with_the_ikepriv_driver(topo: nsmod.Topology, sc: Scenario, tmp_path: Path) -> None:
     _need(sc.initiator)
     _need(sc.responder)
     resp = make_peer(sc.responder, peer_spec(topo, sc, "responder"), tmp_path)
@@ -76,6 +81,8 @@ def test_phase1_with_the_ikepriv_driver(topo: nsmod.Topology, sc: Scenario,
                 assert row is not None, peer.log_tail()
                 assert (row["state"], row["role"]) == ("established", role), row
                 assert (row["local_addr"], row["remote_addr"]) == (
-                    peer.spec.local, peer.spec.remote), row
+                    peer.spec.local,
+                    peer.spec.remote,
+                ), row
                 assert isinstance(peer.pid, int) and peer.child_sandboxed(), peer.log_tail()
     assert not init.alive() and not resp.alive()

@@ -41,8 +41,7 @@ def test_guard_blocks_on_host(topo: nsmod.Topology) -> None:
 
 
 @pytest.mark.parametrize("sc", CASES, ids=lambda s: s.name)
-def test_phase1_established_both_sides(topo: nsmod.Topology, sc: Scenario,
-                                       tmp_path: Path) -> None:
+def test_phase1_established_both_sides(topo: nsmod.Topology, sc: Scenario, tmp_path: Path) -> None:
     resp = make_peer(sc.responder, peer_spec(topo, sc, "responder"), tmp_path)
     init = make_peer(sc.initiator, peer_spec(topo, sc, "initiator"), tmp_path)
     with resp, init:

@@ -23,8 +23,14 @@ pytestmark = [pytest.mark.uml, pytest.mark.interop, pytest.mark.root]
 CBC_SHA256 = {"cbc(aes)", "hmac(sha256)"}
 GCM = {"rfc4106(gcm(aes))"}
 # scenario -> kernel algorithms its ESP SAs must use
-POSITIVE = {"ss-ss-mm": CBC_SHA256, "ss-ss-am-ecp-gcm": GCM, "ss-lsw-mm-pfs": CBC_SHA256,
-            "lsw-ss-mm-pfs": CBC_SHA256, "ss-lsw-am": CBC_SHA256, "lsw-ss-am-gcm": GCM}
+POSITIVE = {
+    "ss-ss-mm": CBC_SHA256,
+    "ss-ss-am-ecp-gcm": GCM,
+    "ss-lsw-mm-pfs": CBC_SHA256,
+    "lsw-ss-mm-pfs": CBC_SHA256,
+    "ss-lsw-am": CBC_SHA256,
+    "lsw-ss-am-gcm": GCM,
+}
 NEGATIVE = "neg-ss-ss-psk"
 SCENARIOS = [CATALOGUE[n] for n in [*POSITIVE, NEGATIVE]]
 
@@ -44,19 +50,29 @@ def guest() -> dict[str, Any]:
     logs = os.environ.get("IKEPRIV_UML_LOGS")
     if logs:
         Path(logs).mkdir(parents=True, exist_ok=True)
-    value, run = uml.run_function("harness.interop", "run_scenarios",
-                                  [asdict(s) for s in SCENARIOS], None, logs, timeout=420,
-                                  rw_dirs=[Path(logs)] if logs else [])
+    value, run = uml.run_function(
+        "harness.interop",
+        "run_scenarios",
+        [asdict(s) for s in SCENARIOS],
+        None,
+        logs,
+        timeout=420,
+        rw_dirs=[Path(logs)] if logs else [],
+    )
     assert run.rc == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert isinstance(value, dict)
-    print(f"\nguest: kernel {value['kernel']}, topology {value['topology_s']}s, "
-          f"all scenarios {value['guest_s']}s")
+    print(
+        f"\nguest: kernel {value['kernel']}, topology {value['topology_s']}s, "
+        f"all scenarios {value['guest_s']}s"
+    )
     for name, r in value["results"].items():
         t = r["times"]
-        print(f"  {name}: initiate -> both established "
-              f"{t.get('initiate_to_both_established', float('nan')):.2f}s "
-              f"(initiate call {t.get('initiate', float('nan')):.2f}s, daemon start "
-              f"{t['start']:.2f}s, scenario {t['total']:.2f}s)")
+        print(
+            f"  {name}: initiate -> both established "
+            f"{t.get('initiate_to_both_established', float('nan')):.2f}s "
+            f"(initiate call {t.get('initiate', float('nan')):.2f}s, daemon start "
+            f"{t['start']:.2f}s, scenario {t['total']:.2f}s)"
+        )
     return value
 
 

@@ -26,24 +26,26 @@ def guest_esp(algs: list[str]) -> dict[str, Any]:
     topo = nsmod.Topology()
     topo.build()
     try:
-        res: dict[str, Any] = {"kernel": os.uname().release,
-                               "guard_blocks": topo.guard_blocks()}
+        res: dict[str, Any] = {"kernel": os.uname().release, "guard_blocks": topo.guard_blocks()}
         for alg in algs:
             topo.reset_xfrm()
             nsmod.add_static_tunnel(topo, alg)
             before = {gw: nsmod.xfrm_stat_errors(gw) for gw in (topo.gw_a, topo.gw_b)}
             p = topo.ping(count=PINGS)
-            res[alg] = {"ping_rc": p.returncode, "ping": p.stdout[-1000:],
-                        "gwA": topo.esp_counters(topo.gw_a).as_dict(),
-                        "gwB": topo.esp_counters(topo.gw_b).as_dict(),
-                        "xfrm_stat_new_errors": {
-                            gw: nsmod.counter_increase(before[gw], nsmod.xfrm_stat_errors(gw))
-                            for gw in (topo.gw_a, topo.gw_b)}}
+            res[alg] = {
+                "ping_rc": p.returncode,
+                "ping": p.stdout[-1000:],
+                "gwA": topo.esp_counters(topo.gw_a).as_dict(),
+                "gwB": topo.esp_counters(topo.gw_b).as_dict(),
+                "xfrm_stat_new_errors": {
+                    gw: nsmod.counter_increase(before[gw], nsmod.xfrm_stat_errors(gw))
+                    for gw in (topo.gw_a, topo.gw_b)
+                },
+            }
         # negative control: policies and SAs gone, only the guards left
         topo.reset_xfrm()
         p = topo.ping(count=2, wait_s=1)
-        res["no_sa"] = {"ping_rc": p.returncode,
-                        "gwA": topo.esp_counters(topo.gw_a).as_dict()}
+        res["no_sa"] = {"ping_rc": p.returncode, "gwA": topo.esp_counters(topo.gw_a).as_dict()}
         return res
     finally:
         topo.destroy()

@@ -23,8 +23,13 @@ def _prerequisites() -> None:
 def guest_probe(path: str) -> dict[str, Any]:
     """Runs in the guest: writes `path` (in the repo) and reports what it sees."""
     Path(path).write_text("written in the guest\n")
-    return {"in_guest": uml.in_guest(), "uid": os.geteuid(), "kernel": os.uname().release,
-            "prefix": sys.prefix, "cwd": os.getcwd()}
+    return {
+        "in_guest": uml.in_guest(),
+        "uid": os.geteuid(),
+        "kernel": os.uname().release,
+        "prefix": sys.prefix,
+        "cwd": os.getcwd(),
+    }
 
 
 def test_exit_status_and_separate_streams() -> None:
@@ -38,8 +43,9 @@ def test_exit_status_and_separate_streams() -> None:
 def test_venv_python_runs_inside_with_repo_read_write() -> None:
     probe = uml.REPO / "tests" / "realkernel" / f".probe-{os.getpid()}"
     try:
-        value, run = uml.run_function("test_realkernel_runner", "guest_probe", str(probe),
-                                      timeout=120)
+        value, run = uml.run_function(
+            "test_realkernel_runner", "guest_probe", str(probe), timeout=120
+        )
         assert run.rc == 0, run.stderr
         assert value["in_guest"] is True
         assert value["uid"] == 0

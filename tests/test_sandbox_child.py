@@ -326,4 +326,3 @@ def test_extra_inherited_descriptor_fails_closed(empty_dir: Path) -> None:
     finally:
         os.close(r)
         os.close(w)
-

@@ -75,40 +75,60 @@ def tunnel_policies(reqid: int = 5) -> list[PolicySpec]:
     out_sel = SelectorSpec(LAN_A, LAN_B)
     in_sel = SelectorSpec(LAN_B, LAN_A)
     return [
-        PolicySpec(out_sel, Direction.OUT, priority=100, templates=(Template(
-            src=GW_A, dst=GW_B, reqid=reqid),)),
-        PolicySpec(in_sel, Direction.IN, priority=100, templates=(Template(
-            src=GW_B, dst=GW_A, reqid=reqid),)),
-        PolicySpec(in_sel, Direction.FWD, priority=100, templates=(Template(
-            src=GW_B, dst=GW_A, reqid=reqid),)),
+        PolicySpec(
+            out_sel,
+            Direction.OUT,
+            priority=100,
+            templates=(Template(src=GW_A, dst=GW_B, reqid=reqid),),
+        ),
+        PolicySpec(
+            in_sel,
+            Direction.IN,
+            priority=100,
+            templates=(Template(src=GW_B, dst=GW_A, reqid=reqid),),
+        ),
+        PolicySpec(
+            in_sel,
+            Direction.FWD,
+            priority=100,
+            templates=(Template(src=GW_B, dst=GW_A, reqid=reqid),),
+        ),
     ]
 
 
 def summary(k: XfrmKernel) -> set[tuple[object, ...]]:
-    return {(p.selector, p.direction, p.action, p.priority, p.templates)
-            for p in k.list_policies()}
+    return {(p.selector, p.direction, p.action, p.priority, p.templates) for p in k.list_policies()}
 
 
 def test_policies_add_list_delete(kernel: XfrmKernel) -> None:
     v6 = PolicySpec(
-        SelectorSpec(ipaddress.ip_network("2001:db8:1::/48"),
-                     ipaddress.ip_network("2001:db8:2::/48"),
-                     proto=IpProtocol.TCP, dport=443),
+        SelectorSpec(
+            ipaddress.ip_network("2001:db8:1::/48"),
+            ipaddress.ip_network("2001:db8:2::/48"),
+            proto=IpProtocol.TCP,
+            dport=443,
+        ),
         Direction.OUT,
         priority=7,
         templates=(Template(src=GW6_A, dst=GW6_B, reqid=6),),
     )
     transport = PolicySpec(
-        SelectorSpec(ipaddress.ip_network("192.0.2.1/32"), ipaddress.ip_network("192.0.2.2/32"),
-                 proto=IpProtocol.UDP, sport=500, dport=500),
+        SelectorSpec(
+            ipaddress.ip_network("192.0.2.1/32"),
+            ipaddress.ip_network("192.0.2.2/32"),
+            proto=IpProtocol.UDP,
+            sport=500,
+            dport=500,
+        ),
         Direction.OUT,
         action=PolicyAction.BLOCK,
     )
     specs = [*tunnel_policies(), v6, transport]
     for spec in specs:
         kernel.add_policy(spec)
-    assert summary(kernel) == {(s.selector, s.direction, s.action, s.priority, s.templates)
-                               for s in specs}
+    assert summary(kernel) == {
+        (s.selector, s.direction, s.action, s.priority, s.templates) for s in specs
+    }
     assert all(p.index > 0 for p in kernel.list_policies())
 
     with pytest.raises(XfrmError) as dup:
@@ -116,11 +136,13 @@ def test_policies_add_list_delete(kernel: XfrmKernel) -> None:
     assert dup.value.errno == errno.EEXIST and dup.value.operation == "add_policy"
 
     # update replaces in place (same selector and direction)
-    raised = PolicySpec(specs[0].selector, Direction.OUT, priority=50,
-                        templates=specs[0].templates)
+    raised = PolicySpec(specs[0].selector, Direction.OUT, priority=50, templates=specs[0].templates)
     kernel.update_policy(raised)
-    assert {p.priority for p in kernel.list_policies()
-            if p.selector == raised.selector and p.direction == Direction.OUT} == {50}
+    assert {
+        p.priority
+        for p in kernel.list_policies()
+        if p.selector == raised.selector and p.direction == Direction.OUT
+    } == {50}
 
     for spec in specs:
         kernel.delete_policy(spec.selector, spec.direction)
@@ -133,8 +155,11 @@ def test_policies_add_list_delete(kernel: XfrmKernel) -> None:
 
 def test_transport_template_has_no_endpoints(kernel: XfrmKernel) -> None:
     sel = SelectorSpec(ipaddress.ip_network("192.0.2.1/32"), ipaddress.ip_network("192.0.2.2/32"))
-    spec = PolicySpec(sel, Direction.OUT, templates=(
-        Template(proto=IpProtocol.ESP, mode=XfrmMode.TRANSPORT, reqid=3),))
+    spec = PolicySpec(
+        sel,
+        Direction.OUT,
+        templates=(Template(proto=IpProtocol.ESP, mode=XfrmMode.TRANSPORT, reqid=3),),
+    )
     kernel.add_policy(spec)
     [record] = kernel.list_policies()
     assert record.templates == spec.templates
@@ -143,8 +168,7 @@ def test_transport_template_has_no_endpoints(kernel: XfrmKernel) -> None:
 def test_alloc_spi_creates_larval_sa(kernel: XfrmKernel) -> None:
     spi = kernel.alloc_spi(GW_B, GW_A, IpProtocol.ESP, reqid=11)
     assert 0x100 <= spi <= 0xFFFFFFFF
-    exact = kernel.alloc_spi(GW_B, GW_A, IpProtocol.ESP, reqid=12, spi_min=0x4242,
-                             spi_max=0x4242)
+    exact = kernel.alloc_spi(GW_B, GW_A, IpProtocol.ESP, reqid=12, spi_min=0x4242, spi_max=0x4242)
     assert exact == 0x4242
     v6 = kernel.alloc_spi(GW6_B, GW6_A, IpProtocol.AH, reqid=13)
 
@@ -173,7 +197,12 @@ def test_alloc_spi_creates_larval_sa(kernel: XfrmKernel) -> None:
 
 def esp_spec(spi: int) -> SaSpec:
     return SaSpec(
-        src=GW_B, dst=GW_A, proto=IpProtocol.ESP, spi=spi, mode=XfrmMode.TUNNEL, reqid=11,
+        src=GW_B,
+        dst=GW_A,
+        proto=IpProtocol.ESP,
+        spi=spi,
+        mode=XfrmMode.TUNNEL,
+        reqid=11,
         encryption=Encryption("cbc(aes)", bytes(range(16))),
         integrity=Integrity("hmac(sha256)", bytes(range(32)), 128),
     )
@@ -229,10 +258,15 @@ def test_acquire_event_on_traffic_without_sa(ns: str, kernel: XfrmKernel) -> Non
     ip(ns, "link", "set", "d1", "up")
     ip(ns, "route", "add", "203.0.113.0/24", "via", "192.0.2.2", "dev", "d0")
     target = ipaddress.ip_address("203.0.113.5")
-    sel = SelectorSpec(ipaddress.ip_network("192.0.2.1/32"), ipaddress.ip_network("203.0.113.5/32"),
-                   proto=IpProtocol.UDP, dport=9)
-    kernel.add_policy(PolicySpec(sel, Direction.OUT, templates=(
-        Template(src=GW_A, dst=GW_B, reqid=77),)))
+    sel = SelectorSpec(
+        ipaddress.ip_network("192.0.2.1/32"),
+        ipaddress.ip_network("203.0.113.5/32"),
+        proto=IpProtocol.UDP,
+        dport=9,
+    )
+    kernel.add_policy(
+        PolicySpec(sel, Direction.OUT, templates=(Template(src=GW_A, dst=GW_B, reqid=77),))
+    )
     [policy] = kernel.list_policies()
 
     with in_netns(ns):
@@ -259,7 +293,8 @@ def test_acquire_event_on_traffic_without_sa(ns: str, kernel: XfrmKernel) -> Non
     assert (acq.selector.proto, acq.selector.sport, acq.selector.dport) == (17, sport, 9)
     assert acq.policy_index == policy.index and acq.policy_direction == Direction.OUT
     assert [(t.reqid, t.src, t.dst, t.mode) for t in acq.templates] == [
-        (77, GW_A, GW_B, XfrmMode.TUNNEL)]
+        (77, GW_A, GW_B, XfrmMode.TUNNEL)
+    ]
     assert acq.seq != 0
 
     # the kernel holds a placeholder SA for the acquire; alloc_spi with its seq gives it an SPI
@@ -281,8 +316,18 @@ def test_hard_expire_event_for_unfilled_spi(ns: str, kernel: XfrmKernel) -> None
     finally:
         events.close()
     expires = [e for e in got if isinstance(e, Expire)]
-    assert expires == [Expire(src=GW_B, dst=GW_A, proto=IpProtocol.ESP, spi=spi, reqid=21,
-                              hard=True, bytes=0, packets=0)]
+    assert expires == [
+        Expire(
+            src=GW_B,
+            dst=GW_A,
+            proto=IpProtocol.ESP,
+            spi=spi,
+            reqid=21,
+            hard=True,
+            bytes=0,
+            packets=0,
+        )
+    ]
     assert kernel.get_sa(GW_A, spi, IpProtocol.ESP) is None
 
 

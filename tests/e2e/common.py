@@ -43,6 +43,7 @@ def add_hi_hosts(topo: nsmod.Topology) -> None:
 @dataclass
 class Case:
     """One named case: problems found, timings, free-form details; never raises."""
+
     name: str
     why: list[str] = field(default_factory=list)
     times: dict[str, float] = field(default_factory=dict)
@@ -63,9 +64,14 @@ class Case:
 
     def result(self, peers: Sequence[Peer] = ()) -> dict[str, Any]:
         self.times["total"] = round(time.monotonic() - self.t0, 3)
-        return {"ok": not self.why, "why": self.why, "times": self.times,
-                "details": self.details, "steps": self.steps,
-                "log_tails": {p.spec.name: p.log_tail(25) for p in peers} if self.why else {}}
+        return {
+            "ok": not self.why,
+            "why": self.why,
+            "times": self.times,
+            "details": self.details,
+            "steps": self.steps,
+            "log_tails": {p.spec.name: p.log_tail(25) for p in peers} if self.why else {},
+        }
 
 
 @contextmanager
@@ -74,13 +80,21 @@ def guarded(case: Case) -> Iterator[None]:
     try:
         yield
     except Exception as e:
-        case.why.append(f"[{case.steps[-1] if case.steps else '-'}] exception {e!r}\n"
-                        + traceback.format_exc()[-3000:])
+        case.why.append(
+            f"[{case.steps[-1] if case.steps else '-'}] exception {e!r}\n"
+            + traceback.format_exc()[-3000:]
+        )
 
 
-def ping(topo: nsmod.Topology, *, count: int = 3, src_addr: str | None = None,
-         dst: str = nsmod.LAN_B_HOST, interval: float = 0.2, wait_s: int = 2
-         ) -> subprocess.CompletedProcess[str]:
+def ping(
+    topo: nsmod.Topology,
+    *,
+    count: int = 3,
+    src_addr: str | None = None,
+    dst: str = nsmod.LAN_B_HOST,
+    interval: float = 0.2,
+    wait_s: int = 2,
+) -> subprocess.CompletedProcess[str]:
     """Ping from lanA (from `src_addr` if given) to `dst` in lanB."""
     argv = nsmod.ping_argv(dst, count, interval, wait_s)
     if src_addr:
@@ -98,41 +112,64 @@ def esp_totals(topo: nsmod.Topology) -> dict[str, dict[str, int]]:
     out = {}
     for gw in (topo.gw_a, topo.gw_b):
         c = topo.esp_counters(gw)
-        out[gw] = {"out_packets": c.out_packets, "in_packets": c.in_packets,
-                   "out_sas": c.out_sas, "in_sas": c.in_sas}
+        out[gw] = {
+            "out_packets": c.out_packets,
+            "in_packets": c.in_packets,
+            "out_sas": c.out_sas,
+            "in_sas": c.in_sas,
+        }
     return out
 
 
 def guards_present(topo: nsmod.Topology) -> bool:
     """Both gateways still have their blocking guard policy (nothing removed it)."""
+
     def has_guard(text: str) -> bool:
         blocks = text.split("\nsrc ")
-        return any(f"priority {nsmod.GUARD_PRIORITY}" in b and "action block" in b
-                   for b in blocks)
+        return any(f"priority {nsmod.GUARD_PRIORITY}" in b and "action block" in b for b in blocks)
+
     return all(has_guard(topo.xfrm_policy(gw)) for gw in (topo.gw_a, topo.gw_b))
 
 
-def check_esp_ping(case: Case, topo: nsmod.Topology, *, src_addr: str | None = None,
-                   dst: str = nsmod.LAN_B_HOST, label: str = "ping") -> None:
+def check_esp_ping(
+    case: Case,
+    topo: nsmod.Topology,
+    *,
+    src_addr: str | None = None,
+    dst: str = nsmod.LAN_B_HOST,
+    label: str = "ping",
+) -> None:
     """A LAN-to-LAN ping succeeds and the ESP counters of both gateways rise both ways."""
     before = esp_totals(topo)
     r = ping(topo, src_addr=src_addr, dst=dst)
     after = esp_totals(topo)
     case.details[f"{label}_esp"] = after
-    if not case.check(r.returncode == 0, f"{label} {src_addr or 'lanA'} -> {dst} failed: "
-                      f"{(r.stdout + r.stderr)[-300:]}"):
+    if not case.check(
+        r.returncode == 0,
+        f"{label} {src_addr or 'lanA'} -> {dst} failed: {(r.stdout + r.stderr)[-300:]}",
+    ):
         return
     for gw in after:
         for k in ("out_packets", "in_packets"):
-            case.check(after[gw][k] > before[gw][k],
-                       f"{label}: {gw} ESP {k} did not rise ({before[gw][k]} -> {after[gw][k]})")
+            case.check(
+                after[gw][k] > before[gw][k],
+                f"{label}: {gw} ESP {k} did not rise ({before[gw][k]} -> {after[gw][k]})",
+            )
 
 
-def check_blocked(case: Case, topo: nsmod.Topology, *, src_addr: str | None = None,
-                  dst: str = nsmod.LAN_B_HOST, label: str = "ping") -> None:
+def check_blocked(
+    case: Case,
+    topo: nsmod.Topology,
+    *,
+    src_addr: str | None = None,
+    dst: str = nsmod.LAN_B_HOST,
+    label: str = "ping",
+) -> None:
     r = ping(topo, count=1, src_addr=src_addr, dst=dst, wait_s=1)
-    case.check(r.returncode != 0, f"{label} {src_addr or 'lanA'} -> {dst} passed without a "
-                                  "tunnel (guard policy missing?)")
+    case.check(
+        r.returncode != 0,
+        f"{label} {src_addr or 'lanA'} -> {dst} passed without a tunnel (guard policy missing?)",
+    )
 
 
 def check_listing(case: Case, peer: Ikepriv, p1: Sequence[str], p2: Sequence[str]) -> None:
@@ -140,24 +177,32 @@ def check_listing(case: Case, peer: Ikepriv, p1: Sequence[str], p2: Sequence[str
     this side's role and gateway addresses."""
     rc, rows, err = peer.list_json()
     side = peer.spec.name
-    case.details[f"list_{side}"] = [{k: r.get(k) for k in ("phase", "tunnel_id", "name", "role",
-                                                           "state", "local_addr", "remote_addr")}
-                                    for r in rows]
+    case.details[f"list_{side}"] = [
+        {
+            k: r.get(k)
+            for k in ("phase", "tunnel_id", "name", "role", "state", "local_addr", "remote_addr")
+        }
+        for r in rows
+    ]
     if not case.check(rc == 0, f"{side}: ike cmd=list json rc {rc}: {err.strip()}"):
         return
     for phase, names in ((1, p1), (2, p2)):
         got = sorted(r["name"] for r in rows if r["phase"] == phase)
-        est = sorted(r["name"] for r in rows if r["phase"] == phase
-                     and r["state"] == "established")
-        case.check(est == sorted(names) and got == sorted(names),
-                   f"{side}: phase {phase} rows {got} (established {est}), "
-                   f"want {sorted(names)} established")
+        est = sorted(r["name"] for r in rows if r["phase"] == phase and r["state"] == "established")
+        case.check(
+            est == sorted(names) and got == sorted(names),
+            f"{side}: phase {phase} rows {got} (established {est}), "
+            f"want {sorted(names)} established",
+        )
     for r in rows:
-        case.check(r["role"] == ROLE_LETTER[peer.spec.role],
-                   f"{side}: row {r['name']} role {r['role']!r}, want "
-                   f"{ROLE_LETTER[peer.spec.role]!r}")
-        case.check(r["local_addr"] == peer.spec.local and r["remote_addr"] == peer.spec.remote,
-                   f"{side}: row {r['name']} addresses {r['local_addr']} -> {r['remote_addr']}")
+        case.check(
+            r["role"] == ROLE_LETTER[peer.spec.role],
+            f"{side}: row {r['name']} role {r['role']!r}, want {ROLE_LETTER[peer.spec.role]!r}",
+        )
+        case.check(
+            r["local_addr"] == peer.spec.local and r["remote_addr"] == peer.spec.remote,
+            f"{side}: row {r['name']} addresses {r['local_addr']} -> {r['remote_addr']}",
+        )
 
 
 def kernel_log_tail(lines: int = 40) -> list[str]:
@@ -197,13 +242,11 @@ class Capture:
         self.frames = 0
         self._stop = threading.Event()
         with nsmod.in_netns(netns):
-            self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
-                                       socket.htons(ETH_P_ALL))
+            self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         self._sock.bind((ifname, 0))
         self._sock.settimeout(0.1)
         self._out = open(path, "wb")
-        self._out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535,
-                                    LINKTYPE_ETHERNET))
+        self._out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, LINKTYPE_ETHERNET))
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -217,8 +260,9 @@ class Capture:
                 return
             now = time.time()
             sec = int(now)
-            self._out.write(struct.pack("<IIII", sec, int((now - sec) * 1e6), len(data),
-                                        len(data)) + data)
+            self._out.write(
+                struct.pack("<IIII", sec, int((now - sec) * 1e6), len(data), len(data)) + data
+            )
             self.frames += 1
 
     def stop(self) -> int:
@@ -231,8 +275,19 @@ class Capture:
 
 # --- the daemon's sandboxed child -----------------------------------------------------------
 
-_STATUS_KEYS = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
-                "NoNewPrivs", "Seccomp", "Seccomp_filters")
+_STATUS_KEYS = (
+    "Uid",
+    "Gid",
+    "Groups",
+    "CapInh",
+    "CapPrm",
+    "CapEff",
+    "CapBnd",
+    "CapAmb",
+    "NoNewPrivs",
+    "Seccomp",
+    "Seccomp_filters",
+)
 
 
 def proc_status(pid: int) -> dict[str, str]:
@@ -249,8 +304,9 @@ def sandbox_facts(pid: int, parent: int) -> dict[str, Any]:
     facts: dict[str, Any] = {"status": proc_status(pid)}
     for what in ("net", "mnt", "user"):
         try:
-            facts[f"ns_{what}_same_as_parent"] = (
-                os.readlink(f"/proc/{pid}/ns/{what}") == os.readlink(f"/proc/{parent}/ns/{what}"))
+            facts[f"ns_{what}_same_as_parent"] = os.readlink(
+                f"/proc/{pid}/ns/{what}"
+            ) == os.readlink(f"/proc/{parent}/ns/{what}")
         except OSError as e:
             facts[f"ns_{what}_same_as_parent"] = f"error {e}"
     try:
@@ -262,8 +318,12 @@ def sandbox_facts(pid: int, parent: int) -> dict[str, Any]:
     except OSError as e:
         facts["fds"] = f"error {e}"
     try:
-        facts["cmdline"] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
-            errors="replace")[:300]
+        facts["cmdline"] = (
+            Path(f"/proc/{pid}/cmdline")
+            .read_bytes()
+            .replace(b"\0", b" ")
+            .decode(errors="replace")[:300]
+        )
     except OSError as e:
         facts["cmdline"] = f"error {e}"
     return facts

@@ -10,7 +10,6 @@ LAN-to-LAN ping carried as ESP (the counters of both gateways rise both ways, th
 policies still in place) and the real `ike cmd=list json` checked on both sides.
 """
 
-
 from __future__ import annotations
 
 import os
@@ -60,6 +59,7 @@ from e2e.common import (
 EST_TIMEOUT = 30.0
 DOWN_TIMEOUT = 15.0
 
+
 class Lab:
     """The topology, the state directory and the shared standard responder in gwB."""
 
@@ -72,8 +72,9 @@ class Lab:
         self.notes: list[str] = []
 
     def make(self, role: str, tag: str, opts: IkeprivOptions) -> Ikepriv:
-        p = make_peer("ikepriv", peer_spec(self.topo, Scenario(tag, "ikepriv", "ikepriv"), role),
-                      self.root)
+        p = make_peer(
+            "ikepriv", peer_spec(self.topo, Scenario(tag, "ikepriv", "ikepriv"), role), self.root
+        )
         assert isinstance(p, Ikepriv)
         p.options = opts
         self.peers.append(p)
@@ -86,8 +87,7 @@ class Lab:
         """The running shared responder (standard definitions, key log on)."""
         if self._b is None or not self._b.alive():
             self._b_count += 1
-            self._b = self.make("responder", f"shared{self._b_count}",
-                                 IkeprivOptions(keylog=True))
+            self._b = self.make("responder", f"shared{self._b_count}", IkeprivOptions(keylog=True))
             self._b.start()
         return self._b
 
@@ -97,8 +97,11 @@ class Lab:
         b = self._b
         if b is None:
             return
-        clean = wait_until(lambda: not b.rows() and esp_sa_count(self.topo, self.topo.gw_b) == 0,
-                           DOWN_TIMEOUT, step=0.2)
+        clean = wait_until(
+            lambda: not b.rows() and esp_sa_count(self.topo, self.topo.gw_b) == 0,
+            DOWN_TIMEOUT,
+            step=0.2,
+        )
         if not clean:
             self.notes.append(f"{b.spec.name} still had {b.rows()!r:.300} after its peer stopped")
             self.drop_responder()
@@ -126,8 +129,10 @@ def _start(case: Case, a: Ikepriv, b: Ikepriv | None = None) -> None:
 def _activate(case: Case, a: Ikepriv, *words: str) -> bool:
     case.step(f"ike cmd=activate {' '.join(words)}".strip())
     r = a.ike("cmd=activate", *words)
-    return case.check(r.returncode == 0, f"ike cmd=activate {' '.join(words)} rc "
-                                         f"{r.returncode}: {(r.stdout + r.stderr).strip()}")
+    return case.check(
+        r.returncode == 0,
+        f"ike cmd=activate {' '.join(words)} rc {r.returncode}: {(r.stdout + r.stderr).strip()}",
+    )
 
 
 def _wait_up(case: Case, a: Ikepriv, b: Ikepriv, phase2: int = 1, key: str = "") -> bool:
@@ -135,23 +140,41 @@ def _wait_up(case: Case, a: Ikepriv, b: Ikepriv, phase2: int = 1, key: str = "")
     ok = wait_until(lambda: a.established(phase2) and b.established(phase2), EST_TIMEOUT)
     if key:
         case.timed(key, t)
-    return case.check(ok, f"not established on both sides within {EST_TIMEOUT}s "
-                          f"(A {a.phase_states()}, B {b.phase_states()})")
+    return case.check(
+        ok,
+        f"not established on both sides within {EST_TIMEOUT}s "
+        f"(A {a.phase_states()}, B {b.phase_states()})",
+    )
 
 
 def _wait_down(case: Case, topo: nsmod.Topology, a: Ikepriv, b: Ikepriv) -> bool:
     """No tunnel rows on either side and no ESP SA left in either gateway."""
+
     def down() -> bool:
-        return (not a.rows() and not b.rows()
-                and esp_sa_count(topo, topo.gw_a) == 0 and esp_sa_count(topo, topo.gw_b) == 0)
+        return (
+            not a.rows()
+            and not b.rows()
+            and esp_sa_count(topo, topo.gw_a) == 0
+            and esp_sa_count(topo, topo.gw_b) == 0
+        )
+
     ok = wait_until(down, DOWN_TIMEOUT, step=0.2)
-    return case.check(ok, f"tunnels or SAs left after remove: A {a.rows()!r:.300} B "
-                          f"{b.rows()!r:.300} ESP SAs A {esp_sa_count(topo, topo.gw_a)} "
-                          f"B {esp_sa_count(topo, topo.gw_b)}")
+    return case.check(
+        ok,
+        f"tunnels or SAs left after remove: A {a.rows()!r:.300} B "
+        f"{b.rows()!r:.300} ESP SAs A {esp_sa_count(topo, topo.gw_a)} "
+        f"B {esp_sa_count(topo, topo.gw_b)}",
+    )
 
 
-def _verify(case: Case, topo: nsmod.Topology, a: Ikepriv, b: Ikepriv,
-            p2: tuple[str, ...] = (PHASE2_NAME,), label: str = "ping") -> None:
+def _verify(
+    case: Case,
+    topo: nsmod.Topology,
+    a: Ikepriv,
+    b: Ikepriv,
+    p2: tuple[str, ...] = (PHASE2_NAME,),
+    label: str = "ping",
+) -> None:
     """The end of every case that has a tunnel up: listing on both sides, ping through ESP."""
     case.step(f"verify ({label})")
     case.check(guards_present(topo), "guard policy missing on a gateway")
@@ -168,6 +191,7 @@ def _tid(peer: Ikepriv, phase: int, name: str) -> int | None:
 
 
 # --- case groups -------------------------------------------------------------------------
+
 
 def group_activate_all(lab: Lab) -> dict[str, Any]:
     """activate-all (captured; key log on), keylog-capture, sandbox."""
@@ -224,14 +248,18 @@ def group_phased(lab: Lab) -> dict[str, Any]:
             if _activate(case, a, "phase=1"):
                 case.step("phase 1 up on both sides, no phase 2")
                 ok = wait_until(lambda: a.ike_established() and b.ike_established(), EST_TIMEOUT)
-                case.check(ok, f"phase 1 not established (A {a.phase_states()}, "
-                               f"B {b.phase_states()})")
+                case.check(
+                    ok, f"phase 1 not established (A {a.phase_states()}, B {b.phase_states()})"
+                )
                 time.sleep(0.5)
-                case.check(not a.phase_states()[2] and not b.phase_states()[2],
-                           f"phase 2 rows after phase=1 only: A {a.phase_states()} "
-                           f"B {b.phase_states()}")
-                case.check(esp_sa_count(topo, topo.gw_a) == 0 == esp_sa_count(topo, topo.gw_b),
-                           "ESP SAs exist after activating phase 1 only")
+                case.check(
+                    not a.phase_states()[2] and not b.phase_states()[2],
+                    f"phase 2 rows after phase=1 only: A {a.phase_states()} B {b.phase_states()}",
+                )
+                case.check(
+                    esp_sa_count(topo, topo.gw_a) == 0 == esp_sa_count(topo, topo.gw_b),
+                    "ESP SAs exist after activating phase 1 only",
+                )
                 check_blocked(case, topo, label="ping-before-phase2")
                 if _activate(case, a, "phase=2"):
                     t = time.monotonic()
@@ -289,8 +317,10 @@ def _remove_db(case: Case, topo: nsmod.Topology, a: Ikepriv, b: Ikepriv) -> None
     case.details["list_db_after"] = rows
     case.check(rc == 0 and not rows, f"ike cmd=list db after remove db: rc {rc} {rows}")
     g = a.ikedb("-g")
-    case.check(g.returncode == 0 and "[[phase" not in g.stdout,
-               f"ikedb -g after remove db: rc {g.returncode} {g.stdout[:300]!r}")
+    case.check(
+        g.returncode == 0 and "[[phase" not in g.stdout,
+        f"ikedb -g after remove db: rc {g.returncode} {g.stdout[:300]!r}",
+    )
     case.step("ike cmd=remove; activate without definitions fails")
     r = a.ike("cmd=remove")
     case.check(r.returncode == 0, f"remove rc {r.returncode}: {r.stderr.strip()}")
@@ -300,9 +330,12 @@ def _remove_db(case: Case, topo: nsmod.Topology, a: Ikepriv, b: Ikepriv) -> None
     case.step("ikedb -p again; activate at once")
     a.put_definitions(definitions(a.spec, a.options))
     r = a.ike("cmd=activate")
-    if not case.check(r.returncode == 0, "ike cmd=activate right after ikedb -p refused "
-                      f"(rc {r.returncode}: {(r.stdout + r.stderr).strip()}): the daemon had "
-                      "not noticed the new definitions"):
+    if not case.check(
+        r.returncode == 0,
+        "ike cmd=activate right after ikedb -p refused "
+        f"(rc {r.returncode}: {(r.stdout + r.stderr).strip()}): the daemon had "
+        "not noticed the new definitions",
+    ):
         time.sleep(3)  # the daemon polls the database generation: go on to test the rest
         r = a.ike("cmd=activate")
         case.check(r.returncode == 0, f"ike cmd=activate 3 s after ikedb -p: rc {r.returncode}")
@@ -352,6 +385,7 @@ def group_autostart_crash(lab: Lab) -> dict[str, Any]:
 
 def _check_capture(case: Case, pcap: Path, keylog: Path) -> None:
     import json
+
     case.check(keylog.exists() and keylog.stat().st_size > 0, f"key log {keylog} empty/missing")
     argv = [*tool("ikedump"), str(pcap), "--keys", str(keylog), "--json"]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=120)  # noqa: S603
@@ -361,12 +395,20 @@ def _check_capture(case: Case, pcap: Path, keylog: Path) -> None:
     records = [json.loads(ln) for ln in r.stdout.splitlines() if ln.startswith("{")]
     exchanges = sorted({str(x.get("exchange")) for x in records})
     encrypted = [x for x in records if x.get("encrypted")]
-    case.details.update(messages=len(records), exchanges=exchanges, encrypted=len(encrypted),
-                        decrypted=sum(1 for x in encrypted if x.get("decrypted")))
-    case.check(len(records) >= 9, f"only {len(records)} IKE messages in the capture "
-                                  "(Main Mode 6 + Quick Mode 3 expected)")
-    case.check(bool(encrypted) and all(x.get("decrypted") for x in encrypted),
-               f"{len(encrypted)} encrypted messages, not all decrypted")
+    case.details.update(
+        messages=len(records),
+        exchanges=exchanges,
+        encrypted=len(encrypted),
+        decrypted=sum(1 for x in encrypted if x.get("decrypted")),
+    )
+    case.check(
+        len(records) >= 9,
+        f"only {len(records)} IKE messages in the capture (Main Mode 6 + Quick Mode 3 expected)",
+    )
+    case.check(
+        bool(encrypted) and all(x.get("decrypted") for x in encrypted),
+        f"{len(encrypted)} encrypted messages, not all decrypted",
+    )
     case.check("QUICK_MODE" in " ".join(exchanges).upper(), f"no Quick Mode in {exchanges}")
 
 
@@ -397,9 +439,13 @@ def _crash(case: Case, topo: nsmod.Topology, a: Ikepriv, b: Ikepriv) -> None:
     if not case.check(len(old) == 1, f"daemon children {old}"):
         return
     argv = nsmod.ping_argv(nsmod.LAN_B_HOST, 30, 0.1, 2)
-    pinger = subprocess.Popen(argv, stdout=subprocess.PIPE,  # noqa: S603 (fixed argv)
-                              stderr=subprocess.STDOUT, text=True,
-                              preexec_fn=nsmod.preexec(topo.lan_a))
+    pinger = subprocess.Popen(  # noqa: S603 -- our own programs
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=nsmod.preexec(topo.lan_a),
+    )
     time.sleep(1.0)
     t = time.monotonic()
     os.kill(old[0], signal.SIGKILL)
@@ -408,12 +454,15 @@ def _crash(case: Case, topo: nsmod.Topology, a: Ikepriv, b: Ikepriv) -> None:
     def respawned() -> bool:
         new[:] = [p for p in a.child_pids() if p != old[0]]
         return bool(new)
+
     got = wait_until(respawned, 10, step=0.01)
     case.timed("new_child_after_kill", t)
     case.details["old_child"], case.details["new_child"] = old[0], new
     case.check(got, "no new child within 10 s")
-    case.check(got and case.times["new_child_after_kill"] <= 1.0,
-               f"new child after {case.times['new_child_after_kill']}s (want within 1 s)")
+    case.check(
+        got and case.times["new_child_after_kill"] <= 1.0,
+        f"new child after {case.times['new_child_after_kill']}s (want within 1 s)",
+    )
     case.step("ike cmd=list after the restart")
     answered = wait_until(lambda: a.try_list() is not None, 10, step=0.05)
     case.timed("list_answers_after_kill", t)
@@ -428,8 +477,7 @@ def _crash(case: Case, topo: nsmod.Topology, a: Ikepriv, b: Ikepriv) -> None:
         text, _ = pinger.communicate()
     sent, got_back = ping_stats(text)
     case.details["ping"] = text[-400:]
-    case.check(sent >= 25 and got_back == sent,
-               f"ping during the crash: {got_back}/{sent} replies")
+    case.check(sent >= 25 and got_back == sent, f"ping during the crash: {got_back}/{sent} replies")
     case.check(a.alive(), "daemon died with its child")
     case.step("tunnel still carries ESP")
     check_esp_ping(case, topo, label="ping-after-crash")
@@ -439,10 +487,20 @@ def group_two_phase2(lab: Lab) -> dict[str, Any]:
     """Two phase 2 tunnels under one phase 1; remove one phase 2, the peer drops it too."""
     out: dict[str, Any] = {}
     esp = "aes128-sha256"
-    a_opts = IkeprivOptions(only_extra_phase2=True, extra_phase2=[
-        Phase2Def("lan-lo", LAN_A_LO, LAN_B_LO, esp), Phase2Def("lan-hi", LAN_A_HI, LAN_B_HI, esp)])
-    b_opts = IkeprivOptions(only_extra_phase2=True, extra_phase2=[
-        Phase2Def("lan-lo", LAN_B_LO, LAN_A_LO, esp), Phase2Def("lan-hi", LAN_B_HI, LAN_A_HI, esp)])
+    a_opts = IkeprivOptions(
+        only_extra_phase2=True,
+        extra_phase2=[
+            Phase2Def("lan-lo", LAN_A_LO, LAN_B_LO, esp),
+            Phase2Def("lan-hi", LAN_A_HI, LAN_B_HI, esp),
+        ],
+    )
+    b_opts = IkeprivOptions(
+        only_extra_phase2=True,
+        extra_phase2=[
+            Phase2Def("lan-lo", LAN_B_LO, LAN_A_LO, esp),
+            Phase2Def("lan-hi", LAN_B_HI, LAN_A_HI, esp),
+        ],
+    )
     topo = lab.topo
     a = lab.initiator("two", a_opts)
     b = lab.make("responder", "two", b_opts)
@@ -454,11 +512,14 @@ def group_two_phase2(lab: Lab) -> dict[str, Any]:
             if _activate(case, a):
                 _wait_up(case, a, b, phase2=2)
                 _verify(case, topo, a, b, p2=both, label="ping-lo")
-                check_esp_ping(case, topo, src_addr=LAN_A_HOST_HI, dst=LAN_B_HOST_HI,
-                               label="ping-hi")
-                case.check(esp_sa_count(topo, topo.gw_a) == 4 == esp_sa_count(topo, topo.gw_b),
-                           f"ESP SAs A {esp_sa_count(topo, topo.gw_a)} "
-                           f"B {esp_sa_count(topo, topo.gw_b)}, want 4 each")
+                check_esp_ping(
+                    case, topo, src_addr=LAN_A_HOST_HI, dst=LAN_B_HOST_HI, label="ping-hi"
+                )
+                case.check(
+                    esp_sa_count(topo, topo.gw_a) == 4 == esp_sa_count(topo, topo.gw_b),
+                    f"ESP SAs A {esp_sa_count(topo, topo.gw_a)} "
+                    f"B {esp_sa_count(topo, topo.gw_b)}, want 4 each",
+                )
         out[case.name] = case.result((a, b))
 
         rm = Case("remove-phase2")
@@ -469,12 +530,17 @@ def group_two_phase2(lab: Lab) -> dict[str, Any]:
             rm.check(r.returncode == 0, f"remove phase=2 rc {r.returncode}: {r.stderr.strip()}")
 
             def dropped() -> bool:
-                return (esp_sa_count(topo, topo.gw_a) == 2 == esp_sa_count(topo, topo.gw_b)
-                        and "lan-hi" not in {x["name"] for x in b.rows()})
+                return esp_sa_count(topo, topo.gw_a) == 2 == esp_sa_count(
+                    topo, topo.gw_b
+                ) and "lan-hi" not in {x["name"] for x in b.rows()}
+
             ok = wait_until(dropped, DOWN_TIMEOUT, step=0.2)
-            rm.check(ok, f"after remove phase=2: ESP SAs A {esp_sa_count(topo, topo.gw_a)} "
-                         f"B {esp_sa_count(topo, topo.gw_b)} (want 2), B rows "
-                         f"{[x['name'] for x in b.rows()]}")
+            rm.check(
+                ok,
+                f"after remove phase=2: ESP SAs A {esp_sa_count(topo, topo.gw_a)} "
+                f"B {esp_sa_count(topo, topo.gw_b)} (want 2), B rows "
+                f"{[x['name'] for x in b.rows()]}",
+            )
             check_blocked(rm, topo, src_addr=LAN_A_HOST_HI, dst=LAN_B_HOST_HI, label="ping-hi")
             _verify(rm, topo, a, b, p2=("lan-lo",), label="ping-lo")
         out[rm.name] = rm.result((a, b))
@@ -526,6 +592,7 @@ def run_cases(groups: list[str] | None = None, log_dir: str | None = None) -> di
 
 def _save(root: Path, dest: Path) -> None:
     import shutil
+
     dest.mkdir(parents=True, exist_ok=True)
     for inst in root.iterdir():
         if inst.is_dir():

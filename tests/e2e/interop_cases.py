@@ -40,8 +40,14 @@ _SHORT = {"ikepriv": "ikp", "strongswan": "ss", "libreswan": "lsw"}
 def _sc(init: str, resp: str, exchange: str, esp: str) -> Scenario:
     tag = {CBC: "cbc", CBC_PFS: "cbc-pfs", GCM: "gcm"}[esp]
     ex = "mm" if exchange == "main" else "am"
-    return Scenario(f"{_SHORT[init]}-{_SHORT[resp]}-{ex}-{tag}", init, resp, exchange,
-                    ike=IKE_MM if exchange == "main" else IKE_AM, esp=esp)
+    return Scenario(
+        f"{_SHORT[init]}-{_SHORT[resp]}-{ex}-{tag}",
+        init,
+        resp,
+        exchange,
+        ike=IKE_MM if exchange == "main" else IKE_AM,
+        esp=esp,
+    )
 
 
 def catalogue() -> dict[str, Scenario]:
@@ -52,9 +58,13 @@ def catalogue() -> dict[str, Scenario]:
     scs: list[Scenario] = []
     for ref in ("strongswan", "libreswan"):
         for init, resp in (("ikepriv", ref), (ref, "ikepriv")):
-            scs += [_sc(init, resp, "main", CBC), _sc(init, resp, "main", CBC_PFS),
-                    _sc(init, resp, "main", GCM), _sc(init, resp, "aggressive", CBC_PFS),
-                    _sc(init, resp, "aggressive", GCM)]
+            scs += [
+                _sc(init, resp, "main", CBC),
+                _sc(init, resp, "main", CBC_PFS),
+                _sc(init, resp, "main", GCM),
+                _sc(init, resp, "aggressive", CBC_PFS),
+                _sc(init, resp, "aggressive", GCM),
+            ]
     scs += [_sc("ikepriv", "ikepriv", "main", CBC), _sc("strongswan", "strongswan", "main", CBC)]
     return {s.name: s for s in scs}
 
@@ -66,9 +76,14 @@ TIMING = ("ikp-ikp-mm-cbc", "ikp-ss-mm-cbc", "ss-ikp-mm-cbc", "ss-ss-mm-cbc")
 Verify = Callable[[Case, nsmod.Topology, list[Peer]], None]
 
 
-def run_one(topo: nsmod.Topology, sc: Scenario, root: Path, *,
-            spec_extra: dict[str, Any] | None = None, verify: Verify | None = None
-            ) -> tuple[dict[str, Any], list[Peer]]:
+def run_one(
+    topo: nsmod.Topology,
+    sc: Scenario,
+    root: Path,
+    *,
+    spec_extra: dict[str, Any] | None = None,
+    verify: Verify | None = None,
+) -> tuple[dict[str, Any], list[Peer]]:
     """`spec_extra`: PeerSpec fields beyond the Scenario's (both sides); `verify`: more
     checks once both sides are established, before the listing and the ping."""
     case = Case(sc.name)
@@ -111,8 +126,9 @@ def run_one(topo: nsmod.Topology, sc: Scenario, root: Path, *,
                     if isinstance(p, Ikepriv):
                         check_listing(case, p, (PHASE1_NAME,), (PHASE2_NAME,))
                 check_esp_ping(case, topo)
-                case.details["algs"] = {gw: topo.esp_counters(gw).as_dict()["algs"]
-                                        for gw in (topo.gw_a, topo.gw_b)}
+                case.details["algs"] = {
+                    gw: topo.esp_counters(gw).as_dict()["algs"] for gw in (topo.gw_a, topo.gw_b)
+                }
     finally:
         for p in peers:
             p.stop()

@@ -33,8 +33,8 @@ from e2e.interop_cases import IKE_MM, Verify, run_catalogue, run_one
 ESP_CBC = "aes128-sha256"
 ENCAP_LINE = "encap type espinudp sport 4500 dport 4500"
 DPD_DELAY = 2
-DPD_WAIT = 20.0          # seconds to see the acks counted
-DPD_MIN_ACKS = 2         # several rounds, not one lucky probe
+DPD_WAIT = 20.0  # seconds to see the acks counted
+DPD_MIN_ACKS = 2  # several rounds, not one lucky probe
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class MoreCase:
     sc: Scenario
     spec_extra: dict[str, Any] = field(default_factory=dict)
     verify: Verify | None = None
-    algs: tuple[str, ...] = ("cbc(aes)", "hmac(sha256)")   # kernel names on both gateways
+    algs: tuple[str, ...] = ("cbc(aes)", "hmac(sha256)")  # kernel names on both gateways
 
 
 def _esp_blocks(text: str) -> list[str]:
@@ -85,9 +85,11 @@ def verify_dpd(case: Case, topo: nsmod.Topology, peers: list[Peer]) -> None:
             break
         time.sleep(1.0)
     case.details["dpd_stats"] = {k: v for k, v in stats.items() if k.startswith("dpd")}
-    case.check(stats.get("dpd_acks_sent", 0) >= DPD_MIN_ACKS,
-               f"ikepriv dpd_acks_sent {stats.get('dpd_acks_sent')} after {DPD_WAIT}s, "
-               f"want >= {DPD_MIN_ACKS}")
+    case.check(
+        stats.get("dpd_acks_sent", 0) >= DPD_MIN_ACKS,
+        f"ikepriv dpd_acks_sent {stats.get('dpd_acks_sent')} after {DPD_WAIT}s, "
+        f"want >= {DPD_MIN_ACKS}",
+    )
     case.check(stats.get("dpd_dead_peers", 0) == 0, "ikepriv declared the peer dead")
     for p in peers:
         case.check(p.established(), f"{p.spec.name}: no longer established after DPD rounds")
@@ -102,17 +104,32 @@ def catalogue() -> dict[str, MoreCase]:
     for init, resp in _BOTH:
         pre = f"{_SHORT[init]}-{_SHORT[resp]}-mm"
         cases += [
-            MoreCase(Scenario(f"{pre}-encap", init, resp, "main", ike=IKE_MM, esp=ESP_CBC),
-                     {"encap": True}, verify_encap),
-            MoreCase(Scenario(f"{pre}-ecp256", init, resp, "main",
-                              ike="aes128-sha256-ecp256", esp=ESP_CBC)),
-            MoreCase(Scenario(f"{pre}-x25519", init, resp, "main",
-                              ike="aes128-sha256-curve25519", esp=ESP_CBC)),
-            MoreCase(Scenario(f"{pre}-3des", init, resp, "main",
-                              ike="3des-sha1-modp1024", esp="3des-sha1"),
-                     algs=("cbc(des3_ede)", "hmac(sha1)")),
-            MoreCase(Scenario(f"{pre}-dpd", init, resp, "main", ike=IKE_MM, esp=ESP_CBC),
-                     {"dpd_delay": DPD_DELAY}, verify_dpd),
+            MoreCase(
+                Scenario(f"{pre}-encap", init, resp, "main", ike=IKE_MM, esp=ESP_CBC),
+                {"encap": True},
+                verify_encap,
+            ),
+            MoreCase(
+                Scenario(
+                    f"{pre}-ecp256", init, resp, "main", ike="aes128-sha256-ecp256", esp=ESP_CBC
+                )
+            ),
+            MoreCase(
+                Scenario(
+                    f"{pre}-x25519", init, resp, "main", ike="aes128-sha256-curve25519", esp=ESP_CBC
+                )
+            ),
+            MoreCase(
+                Scenario(
+                    f"{pre}-3des", init, resp, "main", ike="3des-sha1-modp1024", esp="3des-sha1"
+                ),
+                algs=("cbc(des3_ede)", "hmac(sha1)"),
+            ),
+            MoreCase(
+                Scenario(f"{pre}-dpd", init, resp, "main", ike=IKE_MM, esp=ESP_CBC),
+                {"dpd_delay": DPD_DELAY},
+                verify_dpd,
+            ),
         ]
     return {c.sc.name: c for c in cases}
 
@@ -120,8 +137,7 @@ def catalogue() -> dict[str, MoreCase]:
 CATALOGUE = catalogue()
 
 
-def run_interop_more(names: list[str] | None = None, log_dir: str | None = None
-                     ) -> dict[str, Any]:
+def run_interop_more(names: list[str] | None = None, log_dir: str | None = None) -> dict[str, Any]:
     def run(topo: nsmod.Topology, name: str, root: Path) -> tuple[dict[str, Any], list[Peer]]:
         mc = CATALOGUE[name]
         return run_one(topo, mc.sc, root, spec_extra=mc.spec_extra, verify=mc.verify)

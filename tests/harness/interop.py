@@ -25,32 +25,48 @@ DEFAULT_PSK = "interop-psk-0123456789abcdef"
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    initiator: str            # driver impl in gwA
-    responder: str            # driver impl in gwB
+    initiator: str  # driver impl in gwA
+    responder: str  # driver impl in gwB
     exchange: str = "main"
     ike: str = DEFAULT_IKE
     esp: str = DEFAULT_ESP
     psk: str = DEFAULT_PSK
-    responder_psk: str | None = None   # a different PSK: negative scenarios
-    init_timeout: float = 30           # seconds the initiate call may block
-    est_timeout: float = 20            # seconds until both sides must report established
+    responder_psk: str | None = None  # a different PSK: negative scenarios
+    init_timeout: float = 30  # seconds the initiate call may block
+    est_timeout: float = 20  # seconds until both sides must report established
 
 
 # Reference scenarios (strongSwan syntax proposals). IKE defaults to aes128-sha256-modp2048.
-CATALOGUE: dict[str, Scenario] = {s.name: s for s in (
-    Scenario("ss-ss-mm", "strongswan", "strongswan", "main", esp="aes128-sha256"),
-    Scenario("ss-ss-mm-pfs", "strongswan", "strongswan", "main", esp="aes128-sha256-modp2048"),
-    Scenario("ss-ss-am-ecp-gcm", "strongswan", "strongswan", "aggressive",
-             ike="aes256-sha384-ecp256", esp="aes128gcm16"),
-    Scenario("ss-lsw-mm-pfs", "strongswan", "libreswan", "main", esp="aes128-sha256-modp2048"),
-    Scenario("lsw-ss-mm-pfs", "libreswan", "strongswan", "main", esp="aes128-sha256-modp2048"),
-    Scenario("ss-lsw-am", "strongswan", "libreswan", "aggressive", esp="aes128-sha256"),
-    Scenario("lsw-ss-am-gcm", "libreswan", "strongswan", "aggressive", esp="aes256gcm16"),
-    Scenario("lsw-lsw-mm", "libreswan", "libreswan", "main", esp="aes128-sha256-modp2048"),
-    # negative control: the responder holds another PSK, so the checks must fail
-    Scenario("neg-ss-ss-psk", "strongswan", "strongswan", "main",
-             responder_psk="not-the-same-psk-0123456789", init_timeout=6, est_timeout=2),
-)}
+CATALOGUE: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("ss-ss-mm", "strongswan", "strongswan", "main", esp="aes128-sha256"),
+        Scenario("ss-ss-mm-pfs", "strongswan", "strongswan", "main", esp="aes128-sha256-modp2048"),
+        Scenario(
+            "ss-ss-am-ecp-gcm",
+            "strongswan",
+            "strongswan",
+            "aggressive",
+            ike="aes256-sha384-ecp256",
+            esp="aes128gcm16",
+        ),
+        Scenario("ss-lsw-mm-pfs", "strongswan", "libreswan", "main", esp="aes128-sha256-modp2048"),
+        Scenario("lsw-ss-mm-pfs", "libreswan", "strongswan", "main", esp="aes128-sha256-modp2048"),
+        Scenario("ss-lsw-am", "strongswan", "libreswan", "aggressive", esp="aes128-sha256"),
+        Scenario("lsw-ss-am-gcm", "libreswan", "strongswan", "aggressive", esp="aes256gcm16"),
+        Scenario("lsw-lsw-mm", "libreswan", "libreswan", "main", esp="aes128-sha256-modp2048"),
+        # negative control: the responder holds another PSK, so the checks must fail
+        Scenario(
+            "neg-ss-ss-psk",
+            "strongswan",
+            "strongswan",
+            "main",
+            responder_psk="not-the-same-psk-0123456789",
+            init_timeout=6,
+            est_timeout=2,
+        ),
+    )
+}
 
 
 def peer_spec(topo: nsmod.Topology, sc: Scenario, role: str) -> PeerSpec:
@@ -58,13 +74,19 @@ def peer_spec(topo: nsmod.Topology, sc: Scenario, role: str) -> PeerSpec:
     a = role == "initiator"
     psk = sc.psk if a or sc.responder_psk is None else sc.responder_psk
     return PeerSpec(
-        name=f"{'i' if a else 'r'}-{sc.name}", netns=topo.gw_a if a else topo.gw_b, role=role,
+        name=f"{'i' if a else 'r'}-{sc.name}",
+        netns=topo.gw_a if a else topo.gw_b,
+        role=role,
         local=nsmod.GW_A_OUTER if a else nsmod.GW_B_OUTER,
-        remote=nsmod.GW_B_OUTER if a else nsmod.GW_A_OUTER, psk=psk,
+        remote=nsmod.GW_B_OUTER if a else nsmod.GW_A_OUTER,
+        psk=psk,
         local_ts=nsmod.LAN_A_NET if a else nsmod.LAN_B_NET,
         remote_ts=nsmod.LAN_B_NET if a else nsmod.LAN_A_NET,
-        ike=sc.ike, esp=sc.esp, exchange=sc.exchange,
-        debug=bool(os.environ.get("IKEPRIV_INTEROP_DEBUG")))
+        ike=sc.ike,
+        esp=sc.esp,
+        exchange=sc.exchange,
+        debug=bool(os.environ.get("IKEPRIV_INTEROP_DEBUG")),
+    )
 
 
 def _save_logs(peers: list[Peer], dest: Path) -> None:
@@ -74,8 +96,9 @@ def _save_logs(peers: list[Peer], dest: Path) -> None:
             shutil.copy(f, dest / f"{p.spec.role}.{f.name}")
 
 
-def run_scenario(topo: nsmod.Topology, sc: Scenario, state_root: Path, *,
-                 log_dir: Path | None = None) -> dict[str, Any]:
+def run_scenario(
+    topo: nsmod.Topology, sc: Scenario, state_root: Path, *, log_dir: Path | None = None
+) -> dict[str, Any]:
     """Run `sc` once (xfrm of both gateways reset first); never raises for a failed check."""
     times: dict[str, float] = {}
     why: list[str] = []
@@ -119,8 +142,9 @@ def run_scenario(topo: nsmod.Topology, sc: Scenario, state_root: Path, *,
             for gw, c in counters.items():
                 if not c.both_directions:
                     why.append(f"{gw}: ESP counters out={c.out_packets} in={c.in_packets}")
-        stat_errors = {gw: nsmod.counter_increase(stat_before[gw], nsmod.xfrm_stat_errors(gw))
-                       for gw in dumps}
+        stat_errors = {
+            gw: nsmod.counter_increase(stat_before[gw], nsmod.xfrm_stat_errors(gw)) for gw in dumps
+        }
     finally:
         for p in peers:
             p.stop()
@@ -142,8 +166,9 @@ def run_scenario(topo: nsmod.Topology, sc: Scenario, state_root: Path, *,
     }
 
 
-def run_scenarios(scenarios: list[dict[str, Any]], state_root: str | None = None,
-                  log_dir: str | None = None) -> dict[str, Any]:
+def run_scenarios(
+    scenarios: list[dict[str, Any]], state_root: str | None = None, log_dir: str | None = None
+) -> dict[str, Any]:
     """Guest entry point: build the topology once, self-check the guard, run every scenario.
 
     `scenarios` are Scenario fields as dicts (JSON from the host)."""
@@ -159,8 +184,7 @@ def run_scenarios(scenarios: list[dict[str, Any]], state_root: str | None = None
         results = {}
         for d in scenarios:
             sc = Scenario(**d)
-            r = run_scenario(topo, sc, root,
-                             log_dir=Path(log_dir) if log_dir else None)
+            r = run_scenario(topo, sc, root, log_dir=Path(log_dir) if log_dir else None)
             status = "PASS" if r["ok"] else "FAIL " + "; ".join(r["why"])
             print(f"{status} {sc.name}: {r['times']}", flush=True)
             results[sc.name] = r

@@ -88,6 +88,7 @@ def _mount(src: str, dst: str, flags: int) -> None:
 def preexec(netns: str | None, binds: Sequence[tuple[str, str]] = ()) -> Callable[[], None]:
     """A subprocess preexec_fn: enter `netns`; with `binds`, a private mount namespace in which
     each (src, dst) is bind-mounted. Cheaper than `ip netns exec` + `unshare` + `sh` (3 execs)."""
+
     def enter() -> None:
         if netns is not None:
             setns_to(netns)
@@ -96,18 +97,31 @@ def preexec(netns: str | None, binds: Sequence[tuple[str, str]] = ()) -> Callabl
             _mount("none", "/", MS_REC | MS_PRIVATE)
             for src, dst in binds:
                 _mount(src, dst, MS_BIND)
+
     return enter
 
 
-def run(argv: Sequence[str], netns: str | None = None, *, input: str | None = None,
-        check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: Sequence[str],
+    netns: str | None = None,
+    *,
+    input: str | None = None,
+    check: bool = True,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
     """Run argv (in `netns`), capture text output; raise NetnsError on failure if `check`."""
-    r = subprocess.run(list(argv), input=input, capture_output=True,  # noqa: S603
-                       text=True, timeout=timeout,
-                       preexec_fn=preexec(netns) if netns else None)
+    r = subprocess.run(  # noqa: S603 -- our own programs
+        list(argv),
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=preexec(netns) if netns else None,
+    )
     if check and r.returncode != 0:
-        raise NetnsError(f"{' '.join(argv)} (netns {netns}) -> rc {r.returncode}: "
-                         f"{r.stderr.strip()}")
+        raise NetnsError(
+            f"{' '.join(argv)} (netns {netns}) -> rc {r.returncode}: {r.stderr.strip()}"
+        )
     return r
 
 
@@ -136,12 +150,16 @@ def has_default_route(netns: str) -> bool:
             v6 = Path("/proc/thread-self/net/ipv6_route").read_text().splitlines()
         except FileNotFoundError:
             v6 = []
-    if any(f[1] == "00000000" and f[7] == "00000000" for f in (ln.split() for ln in v4)
-           if len(f) > 7):
+    if any(
+        f[1] == "00000000" and f[7] == "00000000" for f in (ln.split() for ln in v4) if len(f) > 7
+    ):
         return True
     # fields: dst dst_len src src_len nexthop metric refcnt use flags dev; skip unreachable lo
-    return any(f[0] == "0" * 32 and f[1] == "00" and f[9] != "lo"
-               for f in (ln.split() for ln in v6) if len(f) > 9)
+    return any(
+        f[0] == "0" * 32 and f[1] == "00" and f[9] != "lo"
+        for f in (ln.split() for ln in v6)
+        if len(f) > 9
+    )
 
 
 def sysctl_set(netns: str, key: str, value: str) -> None:
@@ -173,6 +191,7 @@ def counter_increase(before: dict[str, int], after: dict[str, int]) -> dict[str,
 @dataclass(frozen=True)
 class XfrmSa:
     """One SA from `ip -s xfrm state`."""
+
     src: str
     dst: str
     proto: str
@@ -195,9 +214,17 @@ def parse_xfrm_state(text: str) -> list[XfrmSa]:
 
     def flush() -> None:
         if cur is not None and "spi" in cur:
-            sas.append(XfrmSa(str(cur["src"]), str(cur["dst"]), str(cur["proto"]),
-                              int(str(cur["spi"]), 16), tuple(cur["algs"]),  # type: ignore[arg-type]
-                              int(str(cur.get("bytes", 0))), int(str(cur.get("packets", 0)))))
+            sas.append(
+                XfrmSa(
+                    str(cur["src"]),
+                    str(cur["dst"]),
+                    str(cur["proto"]),
+                    int(str(cur["spi"]), 16),
+                    tuple(cur["algs"]),  # type: ignore[arg-type]
+                    int(str(cur.get("bytes", 0))),
+                    int(str(cur.get("packets", 0))),
+                )
+            )
 
     for line in text.splitlines():
         if m := _SA_HEAD.match(line):
@@ -218,6 +245,7 @@ def parse_xfrm_state(text: str) -> list[XfrmSa]:
 @dataclass(frozen=True)
 class EspCounters:
     """ESP packet counters of one gateway: `out` on SAs it sends with, `in` on SAs it receives."""
+
     out_packets: int
     in_packets: int
     out_sas: int
@@ -229,15 +257,20 @@ class EspCounters:
         return self.out_packets > 0 and self.in_packets > 0
 
     def as_dict(self) -> dict[str, object]:
-        return {"out_packets": self.out_packets, "in_packets": self.in_packets,
-                "out_sas": self.out_sas, "in_sas": self.in_sas,
-                "algs": sorted({a for sa in self.sas for a in sa.algs})}
+        return {
+            "out_packets": self.out_packets,
+            "in_packets": self.in_packets,
+            "out_sas": self.out_sas,
+            "in_sas": self.in_sas,
+            "algs": sorted({a for sa in self.sas for a in sa.algs}),
+        }
 
 
 @dataclass
 class Topology:
     """gwA/gwB/lanA/lanB. `prefix` keeps names apart from other tests on a shared host
     (inside UML the guest is ours alone and the prefix can stay empty)."""
+
     prefix: str = ""
     built: bool = False
 
@@ -268,22 +301,57 @@ class Topology:
         """Create namespaces, links, addresses, routes, forwarding and the guard policies."""
         self.destroy()
         a, b, la, lb = self.namespaces
-        ip_batch([f"netns add {n}" for n in self.namespaces] + [
-            f"link add vA netns {a} type veth peer name vB netns {b}",
-            f"link add eA netns {a} type veth peer name eth0 netns {la}",
-            f"link add eB netns {b} type veth peer name eth0 netns {lb}",
-        ])
+        ip_batch(
+            [f"netns add {n}" for n in self.namespaces]
+            + [
+                f"link add vA netns {a} type veth peer name vB netns {b}",
+                f"link add eA netns {a} type veth peer name eth0 netns {la}",
+                f"link add eB netns {b} type veth peer name eth0 netns {lb}",
+            ]
+        )
         self.built = True
-        ip_batch(["link set lo up", f"addr add {GW_A_OUTER}/24 dev vA",
-                  f"addr add {GW_A_INNER}/24 dev eA", "link set vA up", "link set eA up",
-                  f"route add {LAN_B_NET} via {GW_B_OUTER}", *self._guard_lines(a)], a)
-        ip_batch(["link set lo up", f"addr add {GW_B_OUTER}/24 dev vB",
-                  f"addr add {GW_B_INNER}/24 dev eB", "link set vB up", "link set eB up",
-                  f"route add {LAN_A_NET} via {GW_A_OUTER}", *self._guard_lines(b)], b)
-        ip_batch(["link set lo up", f"addr add {LAN_A_HOST}/24 dev eth0", "link set eth0 up",
-                  f"route add {LAN_B_NET} via {GW_A_INNER}"], la)
-        ip_batch(["link set lo up", f"addr add {LAN_B_HOST}/24 dev eth0", "link set eth0 up",
-                  f"route add {LAN_A_NET} via {GW_B_INNER}"], lb)
+        ip_batch(
+            [
+                "link set lo up",
+                f"addr add {GW_A_OUTER}/24 dev vA",
+                f"addr add {GW_A_INNER}/24 dev eA",
+                "link set vA up",
+                "link set eA up",
+                f"route add {LAN_B_NET} via {GW_B_OUTER}",
+                *self._guard_lines(a),
+            ],
+            a,
+        )
+        ip_batch(
+            [
+                "link set lo up",
+                f"addr add {GW_B_OUTER}/24 dev vB",
+                f"addr add {GW_B_INNER}/24 dev eB",
+                "link set vB up",
+                "link set eB up",
+                f"route add {LAN_A_NET} via {GW_A_OUTER}",
+                *self._guard_lines(b),
+            ],
+            b,
+        )
+        ip_batch(
+            [
+                "link set lo up",
+                f"addr add {LAN_A_HOST}/24 dev eth0",
+                "link set eth0 up",
+                f"route add {LAN_B_NET} via {GW_A_INNER}",
+            ],
+            la,
+        )
+        ip_batch(
+            [
+                "link set lo up",
+                f"addr add {LAN_B_HOST}/24 dev eth0",
+                "link set eth0 up",
+                f"route add {LAN_A_NET} via {GW_B_INNER}",
+            ],
+            lb,
+        )
         for gw in (a, b):
             sysctl_set(gw, "net.ipv4.ip_forward", "1")
         for n in self.namespaces:
@@ -299,19 +367,31 @@ class Topology:
 
     def _guard_lines(self, gw: str) -> list[str]:
         own, remote = (LAN_A_NET, LAN_B_NET) if gw == self.gw_a else (LAN_B_NET, LAN_A_NET)
-        return [f"xfrm policy add src {own} dst {remote} proto icmp dir out action block "
-                f"priority {GUARD_PRIORITY}"]
+        return [
+            f"xfrm policy add src {own} dst {remote} proto icmp dir out action block "
+            f"priority {GUARD_PRIORITY}"
+        ]
 
     def reset_xfrm(self) -> None:
         """Flush SAs and policies of both gateways and put the guards back."""
         for gw in (self.gw_a, self.gw_b):
             ip_batch(["xfrm state flush", "xfrm policy flush", *self._guard_lines(gw)], gw)
 
-    def ping(self, count: int = 3, interval: float = 0.2, wait_s: int = 2,
-             src: str | None = None, dst: str = LAN_B_HOST) -> subprocess.CompletedProcess[str]:
+    def ping(
+        self,
+        count: int = 3,
+        interval: float = 0.2,
+        wait_s: int = 2,
+        src: str | None = None,
+        dst: str = LAN_B_HOST,
+    ) -> subprocess.CompletedProcess[str]:
         """Ping lanB's host from lanA (default); returns the completed ping (check returncode)."""
-        return run(ping_argv(dst, count, interval, wait_s), src or self.lan_a, check=False,
-                   timeout=count * (interval + wait_s) + 10)
+        return run(
+            ping_argv(dst, count, interval, wait_s),
+            src or self.lan_a,
+            check=False,
+            timeout=count * (interval + wait_s) + 10,
+        )
 
     def guard_blocks(self) -> bool:
         """Self-check with no SA installed: a cleartext ping lanA -> lanB must fail."""
@@ -326,18 +406,27 @@ class Topology:
     def esp_counters(self, gw: str, state_text: str | None = None) -> EspCounters:
         """ESP packet counters of gateway `gw` from `ip -s xfrm state` (or a dump of it)."""
         me = self.outer(gw)
-        sas = tuple(sa for sa in parse_xfrm_state(state_text or self.xfrm_state(gw))
-                    if sa.proto == "esp")
+        sas = tuple(
+            sa for sa in parse_xfrm_state(state_text or self.xfrm_state(gw)) if sa.proto == "esp"
+        )
         out = [sa for sa in sas if sa.src == me]
         inn = [sa for sa in sas if sa.dst == me]
-        return EspCounters(sum(s.packets for s in out), sum(s.packets for s in inn),
-                           len(out), len(inn), sas)
+        return EspCounters(
+            sum(s.packets for s in out), sum(s.packets for s in inn), len(out), len(inn), sas
+        )
 
 
 # Static tunnel-mode ESP SAs (no IKE): key material is fixed test data.
 STATIC_ALGS: dict[str, list[str]] = {
-    "cbc-hmac": ["enc", "cbc(aes)", "0x" + bytes(range(16)).hex(),
-                 "auth-trunc", "hmac(sha256)", "0x" + bytes(range(32)).hex(), "128"],
+    "cbc-hmac": [
+        "enc",
+        "cbc(aes)",
+        "0x" + bytes(range(16)).hex(),
+        "auth-trunc",
+        "hmac(sha256)",
+        "0x" + bytes(range(32)).hex(),
+        "128",
+    ],
     "gcm": ["aead", "rfc4106(gcm(aes))", "0x" + bytes(range(16)).hex() + "0a0b0c0d", "128"],
 }
 STATIC_SPI_AB = 0x1000
@@ -347,20 +436,38 @@ STATIC_SPI_BA = 0x2000
 def add_static_tunnel(topo: Topology, alg: str) -> None:
     """Install hand-made ESP tunnel SAs + policies for lanA <-> lanB on both gateways."""
     a = " ".join(STATIC_ALGS[alg])
-    sa_ab = (f"xfrm state add src {GW_A_OUTER} dst {GW_B_OUTER} proto esp "
-             f"spi {STATIC_SPI_AB:#x} reqid 1 mode tunnel {a}")
-    sa_ba = (f"xfrm state add src {GW_B_OUTER} dst {GW_A_OUTER} proto esp "
-             f"spi {STATIC_SPI_BA:#x} reqid 2 mode tunnel {a}")
+    sa_ab = (
+        f"xfrm state add src {GW_A_OUTER} dst {GW_B_OUTER} proto esp "
+        f"spi {STATIC_SPI_AB:#x} reqid 1 mode tunnel {a}"
+    )
+    sa_ba = (
+        f"xfrm state add src {GW_B_OUTER} dst {GW_A_OUTER} proto esp "
+        f"spi {STATIC_SPI_BA:#x} reqid 2 mode tunnel {a}"
+    )
 
     def pol(src: str, dst: str, d: str, ts: str, td: str, reqid: int) -> str:
-        return (f"xfrm policy add src {src} dst {dst} dir {d} tmpl src {ts} dst {td} "
-                f"proto esp reqid {reqid} mode tunnel")
+        return (
+            f"xfrm policy add src {src} dst {dst} dir {d} tmpl src {ts} dst {td} "
+            f"proto esp reqid {reqid} mode tunnel"
+        )
 
-    ip_batch([sa_ab, sa_ba,
-              pol(LAN_A_NET, LAN_B_NET, "out", GW_A_OUTER, GW_B_OUTER, 1),
-              pol(LAN_B_NET, LAN_A_NET, "in", GW_B_OUTER, GW_A_OUTER, 2),
-              pol(LAN_B_NET, LAN_A_NET, "fwd", GW_B_OUTER, GW_A_OUTER, 2)], topo.gw_a)
-    ip_batch([sa_ab, sa_ba,
-              pol(LAN_B_NET, LAN_A_NET, "out", GW_B_OUTER, GW_A_OUTER, 2),
-              pol(LAN_A_NET, LAN_B_NET, "in", GW_A_OUTER, GW_B_OUTER, 1),
-              pol(LAN_A_NET, LAN_B_NET, "fwd", GW_A_OUTER, GW_B_OUTER, 1)], topo.gw_b)
+    ip_batch(
+        [
+            sa_ab,
+            sa_ba,
+            pol(LAN_A_NET, LAN_B_NET, "out", GW_A_OUTER, GW_B_OUTER, 1),
+            pol(LAN_B_NET, LAN_A_NET, "in", GW_B_OUTER, GW_A_OUTER, 2),
+            pol(LAN_B_NET, LAN_A_NET, "fwd", GW_B_OUTER, GW_A_OUTER, 2),
+        ],
+        topo.gw_a,
+    )
+    ip_batch(
+        [
+            sa_ab,
+            sa_ba,
+            pol(LAN_B_NET, LAN_A_NET, "out", GW_B_OUTER, GW_A_OUTER, 2),
+            pol(LAN_A_NET, LAN_B_NET, "in", GW_A_OUTER, GW_B_OUTER, 1),
+            pol(LAN_A_NET, LAN_B_NET, "fwd", GW_A_OUTER, GW_B_OUTER, 1),
+        ],
+        topo.gw_b,
+    )

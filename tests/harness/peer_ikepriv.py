@@ -44,6 +44,7 @@ def tool(name: str) -> list[str]:
 @dataclass(frozen=True)
 class Phase2Def:
     """One extra phase 2 definition under the instance's phase 1 (selectors from this side)."""
+
     name: str
     local_subnet: str
     remote_subnet: str
@@ -55,30 +56,52 @@ class Phase2Def:
 @dataclass
 class IkeprivOptions:
     """What a PeerSpec does not say: set on `peer.options` before start()."""
+
     keylog: bool = False
     autostart: bool = False
     extra_phase2: list[Phase2Def] = field(default_factory=list)
-    only_extra_phase2: bool = False     # drop the spec's own phase 2 definition
-    user: str | None = None             # ikeprivd --user (default: the daemon's choice)
+    only_extra_phase2: bool = False  # drop the spec's own phase 2 definition
+    user: str | None = None  # ikeprivd --user (default: the daemon's choice)
 
 
 def definitions(spec: PeerSpec, opts: IkeprivOptions) -> dict[str, Any]:
     """The TOML document (as a dict) for this side of `spec`."""
     p1: dict[str, Any] = {
-        "name": PHASE1_NAME, "local_addr": spec.local, "remote_addr": spec.remote,
-        "local_id": spec.local, "remote_id": spec.remote, "mode": spec.exchange,
-        "auth": "psk", "psk": spec.psk, "proposals": [spec.ike],
+        "name": PHASE1_NAME,
+        "local_addr": spec.local,
+        "remote_addr": spec.remote,
+        "local_id": spec.local,
+        "remote_id": spec.remote,
+        "mode": spec.exchange,
+        "auth": "psk",
+        "psk": spec.psk,
+        "proposals": [spec.ike],
         "autostart": opts.autostart,
     }
     p2s: list[dict[str, Any]] = []
     if not opts.only_extra_phase2:
-        p2s.append({"name": PHASE2_NAME, "phase1": PHASE1_NAME,
-                    "local_subnet": spec.local_ts, "remote_subnet": spec.remote_ts,
-                    "proposals": [spec.esp], "autostart": opts.autostart})
+        p2s.append(
+            {
+                "name": PHASE2_NAME,
+                "phase1": PHASE1_NAME,
+                "local_subnet": spec.local_ts,
+                "remote_subnet": spec.remote_ts,
+                "proposals": [spec.esp],
+                "autostart": opts.autostart,
+            }
+        )
     for d in opts.extra_phase2:
-        p2s.append({"name": d.name, "phase1": PHASE1_NAME, "local_subnet": d.local_subnet,
-                    "remote_subnet": d.remote_subnet, "protocol": d.protocol,
-                    "proposals": [d.esp], "autostart": d.autostart})
+        p2s.append(
+            {
+                "name": d.name,
+                "phase1": PHASE1_NAME,
+                "local_subnet": d.local_subnet,
+                "remote_subnet": d.remote_subnet,
+                "protocol": d.protocol,
+                "proposals": [d.esp],
+                "autostart": d.autostart,
+            }
+        )
     return {"phase1": [p1], "phase2": p2s}
 
 
@@ -119,8 +142,16 @@ class Ikepriv(Peer):
         self._fresh_dir("run", "empty")
         (self.dir / "run").chmod(0o700)
         self.put_definitions(definitions(self.spec, self.options))
-        argv = [*tool("ikeprivd"), "--db", str(self.db), "--control", str(self.control),
-                "--chroot", str(self.dir / "empty"), "--log-stderr"]
+        argv = [
+            *tool("ikeprivd"),
+            "--db",
+            str(self.db),
+            "--control",
+            str(self.control),
+            "--chroot",
+            str(self.dir / "empty"),
+            "--log-stderr",
+        ]
         if self.options.user:
             argv += ["--user", self.options.user]
         if self.options.keylog:
@@ -131,8 +162,11 @@ class Ikepriv(Peer):
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as notify:
             notify_path.unlink(missing_ok=True)
             notify.bind(str(notify_path))
-            self._spawn(argv, env={**self.env, "NOTIFY_SOCKET": str(notify_path)},
-                        out_name=self.daemon_log.name)
+            self._spawn(
+                argv,
+                env={**self.env, "NOTIFY_SOCKET": str(notify_path)},
+                out_name=self.daemon_log.name,
+            )
             self._wait_ready(notify, START_TIMEOUT)
         notify_path.unlink(missing_ok=True)
 
@@ -150,8 +184,9 @@ class Ikepriv(Peer):
             if not self.alive():
                 raise PeerError(f"ikeprivd {self.spec.name} exited early\n" + self.log_tail())
             if time.monotonic() > deadline:
-                raise PeerError(f"ikeprivd {self.spec.name}: not ready after {timeout}s\n"
-                                + self.log_tail())
+                raise PeerError(
+                    f"ikeprivd {self.spec.name}: not ready after {timeout}s\n" + self.log_tail()
+                )
 
     def stop(self) -> None:
         """TERM by PID (the daemon removes its SAs and policies), KILL after a grace period."""
@@ -183,11 +218,17 @@ class Ikepriv(Peer):
         """The real `ike` command against this daemon; every call is logged in ike.out."""
         return self._cli("ike", list(words), timeout=timeout)
 
-    def _cli(self, name: str, args: Sequence[str], timeout: float = 60
-             ) -> subprocess.CompletedProcess[str]:
+    def _cli(
+        self, name: str, args: Sequence[str], timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         argv = [*tool(name), *args]
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,  # noqa: S603
-                           env={**os.environ, **self.env})
+        r = subprocess.run(  # noqa: S603 -- our own programs
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **self.env},
+        )
         with open(self.dir / f"{name}.out", "a") as f:
             f.write(f"$ {name} {' '.join(args)}  -> rc {r.returncode}\n{r.stdout}{r.stderr}")
         return r
@@ -199,6 +240,7 @@ class Ikepriv(Peer):
         from ikepriv.cli.listing import row_to_json
         from ikepriv.ipc.control import connect, control_call, merge
         from ikepriv.ipc.messages import ErrorCode
+
         request = parse_args(["cmd=list", "json", *words])
         try:
             with connect(str(self.control), timeout=5) as sock:
@@ -215,6 +257,7 @@ class Ikepriv(Peer):
     def list_json(self, *words: str) -> tuple[int, list[dict[str, Any]], str]:
         """The real `ike cmd=list json`: (rc, rows, stderr)."""
         import json
+
         r = self.ike("cmd=list", "json", *words)
         try:
             rows = json.loads(r.stdout) if r.returncode == 0 else []
@@ -290,7 +333,13 @@ class Ikepriv(Peer):
         return False
 
     def logs(self) -> list[Path]:
-        names = (self.daemon_log.name, "ikedb.out", "ike.out", "initiate.out",
-                 "definitions.toml", self.keylog.name, self.keylog.name + ".esp_sa")
+        names = (
+            self.daemon_log.name,
+            "ikedb.out",
+            "ike.out",
+            "initiate.out",
+            "definitions.toml",
+            self.keylog.name,
+            self.keylog.name + ".esp_sa",
+        )
         return [self.dir / n for n in names if (self.dir / n).exists()]
-

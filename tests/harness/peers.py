@@ -47,6 +47,7 @@ class PeerError(RuntimeError):
 @dataclass(frozen=True)
 class PeerSpec:
     """One side of a tunnel. IDs are ID_IPV4_ADDR = local / remote; tunnel mode."""
+
     name: str
     netns: str | None
     role: str
@@ -59,8 +60,8 @@ class PeerSpec:
     esp: str = DEFAULT_ESP
     exchange: str = "main"
     debug: bool = False
-    encap: bool = False     # force ESP-in-UDP (strongSwan: fake NAT-D); others ignore it
-    dpd_delay: int = 0      # seconds between DPD probes when idle, 0 = driver default/off
+    encap: bool = False  # force ESP-in-UDP (strongSwan: fake NAT-D); others ignore it
+    dpd_delay: int = 0  # seconds between DPD probes when idle, 0 = driver default/off
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -137,24 +138,36 @@ class Peer(abc.ABC):
         for d in ("", *subdirs):
             (self.dir / d).mkdir(parents=True, exist_ok=True)
 
-    def _spawn(self, argv: Sequence[str], binds: Sequence[tuple[str, str]] = (),
-               env: dict[str, str] | None = None, out_name: str = "daemon.stdout") -> None:
+    def _spawn(
+        self,
+        argv: Sequence[str],
+        binds: Sequence[tuple[str, str]] = (),
+        env: dict[str, str] | None = None,
+        out_name: str = "daemon.stdout",
+    ) -> None:
         """Start the daemon directly (no shell, no ip-netns-exec): its PID is ours to stop."""
         with open(self.dir / out_name, "wb") as out:
             self.proc = subprocess.Popen(  # noqa: S603 (test harness, fixed argv)
-                list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},
-                preexec_fn=nsmod.preexec(self.spec.netns, binds))
+                preexec_fn=nsmod.preexec(self.spec.netns, binds),
+            )
 
     def _wait_for(self, path: Path, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         while not path.exists():
             if not self.alive():
-                raise PeerError(f"{self.impl} {self.spec.name}: {what} exited early\n"
-                                + self.log_tail())
+                raise PeerError(
+                    f"{self.impl} {self.spec.name}: {what} exited early\n" + self.log_tail()
+                )
             if time.monotonic() > deadline:
-                raise PeerError(f"{self.impl} {self.spec.name}: no {path.name} after "
-                                f"{timeout}s\n" + self.log_tail())
+                raise PeerError(
+                    f"{self.impl} {self.spec.name}: no {path.name} after "
+                    f"{timeout}s\n" + self.log_tail()
+                )
             time.sleep(0.05)
 
     def log_tail(self, lines: int = 15) -> str:
@@ -281,40 +294,80 @@ class StrongSwan(Peer):
         s = self.spec
         self._fresh_dir("run")
         aggressive = "yes" if s.exchange == "aggressive" else "no"
-        self.conf.write_text(_SS_CONF.format(plugins=CHARON_PLUGINS, aggressive=aggressive,
-                                             dir=self.dir, level=2 if s.debug else 1))
+        self.conf.write_text(
+            _SS_CONF.format(
+                plugins=CHARON_PLUGINS,
+                aggressive=aggressive,
+                dir=self.dir,
+                level=2 if s.debug else 1,
+            )
+        )
         conn = self.dir / "swanctl.conf"
-        conn.write_text(_SS_CONN.format(aggressive=aggressive, local=s.local, remote=s.remote,
-                                        ike=s.ike, esp=s.esp, local_ts=s.local_ts,
-                                        remote_ts=s.remote_ts, psk=s.psk,
-                                        encap="yes" if s.encap else "no",
-                                        dpd_delay=s.dpd_delay))
+        conn.write_text(
+            _SS_CONN.format(
+                aggressive=aggressive,
+                local=s.local,
+                remote=s.remote,
+                ike=s.ike,
+                esp=s.esp,
+                local_ts=s.local_ts,
+                remote_ts=s.remote_ts,
+                psk=s.psk,
+                encap="yes" if s.encap else "no",
+                dpd_delay=s.dpd_delay,
+            )
+        )
         conn.chmod(0o600)
-        self._spawn([CHARON], binds=[(str(self.dir / "run"), "/run")],
-                    env={"STRONGSWAN_CONF": str(self.conf)}, out_name="charon.stdout")
+        self._spawn(
+            [CHARON],
+            binds=[(str(self.dir / "run"), "/run")],
+            env={"STRONGSWAN_CONF": str(self.conf)},
+            out_name="charon.stdout",
+        )
         self._wait_for(self.vici, 30, "charon")
         r = self.swanctl("--load-all", "--file", str(conn), "--noprompt")
         (self.dir / "load.out").write_text(r.stdout + r.stderr)
         if r.returncode != 0:
             raise PeerError(f"swanctl --load-all failed: {r.stdout}{r.stderr}")
 
-    def swanctl(self, command: str, *args: str, timeout: float = 60
-                ) -> subprocess.CompletedProcess[str]:
+    def swanctl(
+        self, command: str, *args: str, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         """swanctl against this instance (the --uri must follow the command)."""
         argv = [SWANCTL, command, "--uri", f"unix://{self.vici}", *args]
-        return subprocess.run(argv, capture_output=True, text=True,  # noqa: S603
-                              timeout=timeout,
-                              env={**os.environ, "STRONGSWAN_CONF": str(self.conf)})
+        return subprocess.run(  # noqa: S603 -- our own programs
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "STRONGSWAN_CONF": str(self.conf)},
+        )
 
     def initiate(self, timeout: float = 30) -> bool:
-        r = self.swanctl("--initiate", "--child", "c", "--timeout", str(int(timeout)),
-                         "--loglevel", "0", timeout=timeout + 15)
+        r = self.swanctl(
+            "--initiate",
+            "--child",
+            "c",
+            "--timeout",
+            str(int(timeout)),
+            "--loglevel",
+            "0",
+            timeout=timeout + 15,
+        )
         (self.dir / "initiate.out").write_text(r.stdout + r.stderr)
         return r.returncode == 0
 
     def initiate_phase1(self, timeout: float = 30) -> bool:
-        r = self.swanctl("--initiate", "--ike", "c", "--timeout", str(int(timeout)),
-                         "--loglevel", "0", timeout=timeout + 15)
+        r = self.swanctl(
+            "--initiate",
+            "--ike",
+            "c",
+            "--timeout",
+            str(int(timeout)),
+            "--loglevel",
+            "0",
+            timeout=timeout + 15,
+        )
         (self.dir / "initiate.out").write_text(r.stdout + r.stderr)
         return r.returncode == 0 and self.ike_established()
 
@@ -333,8 +386,15 @@ class StrongSwan(Peer):
         return "ESTABLISHED" in self._list_sas()
 
     def logs(self) -> list[Path]:
-        names = ("charon.log", "charon.stdout", "load.out", "initiate.out", "list-sas.out",
-                 "strongswan.conf", "swanctl.conf")
+        names = (
+            "charon.log",
+            "charon.stdout",
+            "load.out",
+            "initiate.out",
+            "list-sas.out",
+            "strongswan.conf",
+            "swanctl.conf",
+        )
         return [self.dir / n for n in names if (self.dir / n).exists()]
 
 
@@ -343,14 +403,33 @@ class StrongSwan(Peer):
 LSW_ROOT = Path(os.environ.get("LSW_ROOT", "/opt/libreswan-4.10"))
 
 # strongSwan proposal token -> libreswan name; kind says where it goes
-_LSW_ENC = {"aes128": "aes128", "aes192": "aes192", "aes256": "aes256", "3des": "3des",
-            "aes128gcm16": "aes_gcm128", "aes192gcm16": "aes_gcm192",
-            "aes256gcm16": "aes_gcm256"}
-_LSW_INTEG = {"md5": "md5", "sha1": "sha1", "sha256": "sha2_256", "sha384": "sha2_384",
-              "sha512": "sha2_512"}
-_LSW_DH = {"modp1024": "modp1024", "modp1536": "modp1536", "modp2048": "modp2048",
-           "modp3072": "modp3072", "modp4096": "modp4096", "ecp256": "dh19",
-           "ecp384": "dh20", "curve25519": "dh31", "x25519": "dh31"}
+_LSW_ENC = {
+    "aes128": "aes128",
+    "aes192": "aes192",
+    "aes256": "aes256",
+    "3des": "3des",
+    "aes128gcm16": "aes_gcm128",
+    "aes192gcm16": "aes_gcm192",
+    "aes256gcm16": "aes_gcm256",
+}
+_LSW_INTEG = {
+    "md5": "md5",
+    "sha1": "sha1",
+    "sha256": "sha2_256",
+    "sha384": "sha2_384",
+    "sha512": "sha2_512",
+}
+_LSW_DH = {
+    "modp1024": "modp1024",
+    "modp1536": "modp1536",
+    "modp2048": "modp2048",
+    "modp3072": "modp3072",
+    "modp4096": "modp4096",
+    "ecp256": "dh19",
+    "ecp384": "dh20",
+    "curve25519": "dh31",
+    "x25519": "dh31",
+}
 
 
 def libreswan_proposal(proposal: str) -> tuple[str, str | None]:
@@ -428,38 +507,79 @@ class Libreswan(Peer):
         certutil = shutil.which("certutil")
         if certutil is None:
             raise PeerError("certutil not found (apt package libnss3-tools)")
-        r = subprocess.run([certutil, "-N", "-d", f"sql:{self.dir / 'nss'}",  # noqa: S603
-                            "--empty-password"], capture_output=True, text=True, timeout=60)
+        r = subprocess.run(  # noqa: S603 -- our own programs
+            [
+                certutil,
+                "-N",
+                "-d",
+                f"sql:{self.dir / 'nss'}",
+                "--empty-password",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if r.returncode != 0:
             raise PeerError(f"certutil failed: {r.stderr}")
         conf = self.dir / "ipsec.conf"
-        conf.write_text(_LSW_CONF.format(
-            debug="all" if s.debug else "none",
-            aggressive="yes" if s.exchange == "aggressive" else "no",
-            local=s.local, remote=s.remote, local_ts=s.local_ts, remote_ts=s.remote_ts,
-            ike=ike, esp=esp, pfs="yes" if pfs_group else "no"))
+        conf.write_text(
+            _LSW_CONF.format(
+                debug="all" if s.debug else "none",
+                aggressive="yes" if s.exchange == "aggressive" else "no",
+                local=s.local,
+                remote=s.remote,
+                local_ts=s.local_ts,
+                remote_ts=s.remote_ts,
+                ike=ike,
+                esp=esp,
+                pfs="yes" if pfs_group else "no",
+            )
+        )
         secrets = self.dir / "ipsec.secrets"
         secrets.write_text(f'{s.local} {s.remote} : PSK "{s.psk}"\n')
         secrets.chmod(0o600)
         d = self.dir
-        self._spawn([self._x("pluto"), "--nofork", "--config", str(conf),
-                     "--rundir", str(d / "run"), "--nssdir", str(d / "nss"),
-                     "--secretsfile", str(secrets), "--ipsecdir", str(d),
-                     "--dumpdir", str(d / "dump"), "--logfile", str(d / "pluto.log"),
-                     "--log-no-audit", "--no-dnssec", "--listen", s.local],
-                    binds=[(str(LSW_ROOT / "usr/libexec"), "/usr/libexec")],
-                    out_name="pluto.stdout")
+        self._spawn(
+            [
+                self._x("pluto"),
+                "--nofork",
+                "--config",
+                str(conf),
+                "--rundir",
+                str(d / "run"),
+                "--nssdir",
+                str(d / "nss"),
+                "--secretsfile",
+                str(secrets),
+                "--ipsecdir",
+                str(d),
+                "--dumpdir",
+                str(d / "dump"),
+                "--logfile",
+                str(d / "pluto.log"),
+                "--log-no-audit",
+                "--no-dnssec",
+                "--listen",
+                s.local,
+            ],
+            binds=[(str(LSW_ROOT / "usr/libexec"), "/usr/libexec")],
+            out_name="pluto.stdout",
+        )
         self._wait_for(self.ctl, 30, "pluto")
         # addconn only works once pluto listens on its interfaces
         log = d / "pluto.log"
         deadline = time.monotonic() + 10
-        while "adding UDP interface" not in (log.read_text(errors="replace")
-                                             if log.exists() else ""):
+        while "adding UDP interface" not in (
+            log.read_text(errors="replace") if log.exists() else ""
+        ):
             if time.monotonic() > deadline or not self.alive():
                 raise PeerError("pluto did not add its interfaces\n" + self.log_tail())
             time.sleep(0.05)
-        r = nsmod.run([self._x("addconn"), "--config", str(conf), "--ctlsocket",
-                       str(self.ctl), "c"], s.netns, check=False)
+        r = nsmod.run(
+            [self._x("addconn"), "--config", str(conf), "--ctlsocket", str(self.ctl), "c"],
+            s.netns,
+            check=False,
+        )
         (d / "addconn.out").write_text(r.stdout + r.stderr)
         if r.returncode != 0:
             raise PeerError(f"addconn failed: {r.stdout}{r.stderr}")
@@ -468,8 +588,12 @@ class Libreswan(Peer):
             raise PeerError(f"whack --rereadsecrets failed: {r.stdout}{r.stderr}")
 
     def whack(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return nsmod.run([self._x("whack"), "--ctlsocket", str(self.ctl), *args],
-                         self.spec.netns, check=False, timeout=timeout)
+        return nsmod.run(
+            [self._x("whack"), "--ctlsocket", str(self.ctl), *args],
+            self.spec.netns,
+            check=False,
+            timeout=timeout,
+        )
 
     def initiate(self, timeout: float = 30) -> bool:
         try:
@@ -493,17 +617,26 @@ class Libreswan(Peer):
 
     def established(self) -> bool:
         out = self._states()
-        return (re.search(r"(IKE|ISAKMP) SA established", out) is not None
-                and "IPsec SA established" in out)
+        return (
+            re.search(r"(IKE|ISAKMP) SA established", out) is not None
+            and "IPsec SA established" in out
+        )
 
     def stop(self) -> None:
         super().stop()
         # pluto leaves its IPv6 neighbour-discovery bypass policies behind; only those go
         if self.spec.netns:
-            nsmod.run(["ip", "-6", "-n", self.spec.netns, "xfrm", "policy", "deleteall"],
-                      check=False)
+            nsmod.run(
+                ["ip", "-6", "-n", self.spec.netns, "xfrm", "policy", "deleteall"], check=False
+            )
 
     def logs(self) -> list[Path]:
-        names = ("pluto.log", "pluto.stdout", "addconn.out", "initiate.out", "states.out",
-                 "ipsec.conf")
+        names = (
+            "pluto.log",
+            "pluto.stdout",
+            "addconn.out",
+            "initiate.out",
+            "states.out",
+            "ipsec.conf",
+        )
         return [self.dir / n for n in names if (self.dir / n).exists()]

@@ -39,8 +39,10 @@ class UmlResult:
 
     def check(self) -> UmlResult:
         if self.rc != 0:
-            raise UmlError(f"guest command failed with rc {self.rc}\n--- stdout\n{self.stdout}"
-                           f"\n--- stderr\n{self.stderr}")
+            raise UmlError(
+                f"guest command failed with rc {self.rc}\n--- stdout\n{self.stdout}"
+                f"\n--- stderr\n{self.stderr}"
+            )
         return self
 
 
@@ -66,9 +68,16 @@ def _pump(src: IO[bytes], sink: list[bytes], echo: IO[str] | None) -> None:
     src.close()
 
 
-def run(argv: Sequence[str], *, timeout: float = 300, env: dict[str, str] | None = None,
-        cwd: Path = REPO, stream: bool = False, mem: str = "512M",
-        rw_dirs: Sequence[Path] = ()) -> UmlResult:
+def run(
+    argv: Sequence[str],
+    *,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+    cwd: Path = REPO,
+    stream: bool = False,
+    mem: str = "512M",
+    rw_dirs: Sequence[Path] = (),
+) -> UmlResult:
     """Boot UML, run `argv` inside as root (cwd `cwd`), return its rc/stdout/stderr.
 
     `env` adds variables to the guest environment. With `stream`, the guest's output is echoed
@@ -79,19 +88,28 @@ def run(argv: Sequence[str], *, timeout: float = 300, env: dict[str, str] | None
     extra = dict(env or {})
     host_env = {**os.environ, **extra}
     passenv = " ".join(sorted({*extra, *host_env.get("RK_PASSENV", "").split()}))
-    host_env.update(RK_TIMEOUT=str(int(timeout)), RK_MEM=mem, RK_PASSENV=passenv,
-                    PYTHONUNBUFFERED="1")
+    host_env.update(
+        RK_TIMEOUT=str(int(timeout)), RK_MEM=mem, RK_PASSENV=passenv, PYTHONUNBUFFERED="1"
+    )
     if rw_dirs:
         host_env["RK_RW"] = " ".join([str(REPO), *(str(Path(d).resolve()) for d in rw_dirs)])
-    proc = subprocess.Popen([str(RUN_IN_KERNEL), *argv], cwd=cwd, env=host_env,  # noqa: S603
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(  # noqa: S603 -- our own programs
+        [str(RUN_IN_KERNEL), *argv],
+        cwd=cwd,
+        env=host_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     assert proc.stdout is not None and proc.stderr is not None
     out: list[bytes] = []
     err: list[bytes] = []
     echo = sys.stderr if stream else None
-    pumps = [threading.Thread(target=_pump, args=(proc.stdout, out, echo), daemon=True),
-             threading.Thread(target=_pump, args=(proc.stderr, err, echo), daemon=True)]
+    pumps = [
+        threading.Thread(target=_pump, args=(proc.stdout, out, echo), daemon=True),
+        threading.Thread(target=_pump, args=(proc.stderr, err, echo), daemon=True),
+    ]
     for t in pumps:
         t.start()
     try:
@@ -106,8 +124,9 @@ def run(argv: Sequence[str], *, timeout: float = 300, env: dict[str, str] | None
             rc = proc.wait()
     for t in pumps:
         t.join(timeout=10)
-    return UmlResult(rc, b"".join(out).decode(errors="replace"),
-                     b"".join(err).decode(errors="replace"))
+    return UmlResult(
+        rc, b"".join(out).decode(errors="replace"), b"".join(err).decode(errors="replace")
+    )
 
 
 def python_argv(*args: str) -> list[str]:
@@ -125,16 +144,23 @@ print({mark!r} + json.dumps(value), flush=True)
 """
 
 
-def run_function(module: str, func: str, *args: Any, timeout: float = 300,
-                 env: dict[str, str] | None = None, stream: bool = False,
-                 rw_dirs: Sequence[Path] = ()) -> tuple[Any, UmlResult]:
+def run_function(
+    module: str,
+    func: str,
+    *args: Any,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+    stream: bool = False,
+    rw_dirs: Sequence[Path] = (),
+) -> tuple[Any, UmlResult]:
     """Call `module.func(*args)` in the guest (module importable from tests/, e.g.
     "harness.netns" or "test_realkernel_esp"); return its JSON-decoded value and the run.
 
     Raises UmlError when the guest produced no result line (exception, timeout, boot failure).
     """
-    code = _CALL_STUB.format(tests=str(TESTS), module=module, func=func,
-                             args=json.dumps(list(args)), mark=RESULT_MARK)
+    code = _CALL_STUB.format(
+        tests=str(TESTS), module=module, func=func, args=json.dumps(list(args)), mark=RESULT_MARK
+    )
     res = run(python_argv("-c", code), timeout=timeout, env=env, stream=stream, rw_dirs=rw_dirs)
     return parse_result(res), res
 
@@ -143,9 +169,11 @@ def parse_result(res: UmlResult) -> Any:
     """The value printed after RESULT_MARK on the guest's stdout (last one wins)."""
     for line in reversed(res.stdout.splitlines()):
         if line.startswith(RESULT_MARK):
-            return json.loads(line[len(RESULT_MARK):])
-    raise UmlError(f"no result from guest (rc {res.rc})\n--- stdout\n{res.stdout[-6000:]}"
-                   f"\n--- stderr\n{res.stderr[-6000:]}")
+            return json.loads(line[len(RESULT_MARK) :])
+    raise UmlError(
+        f"no result from guest (rc {res.rc})\n--- stdout\n{res.stdout[-6000:]}"
+        f"\n--- stderr\n{res.stderr[-6000:]}"
+    )
 
 
 def in_guest() -> bool:

@@ -37,9 +37,16 @@ def _pick(args: argparse.Namespace) -> list[Scenario]:
         if n not in CATALOGUE:
             sys.exit(f"unknown scenario {n}; known: {', '.join(CATALOGUE)}")
         sc = CATALOGUE[n]
-        changes = {k: v for k, v in (("initiator", args.initiator),
-                                     ("responder", args.responder),
-                                     ("ike", args.ike), ("esp", args.esp)) if v}
+        changes = {
+            k: v
+            for k, v in (
+                ("initiator", args.initiator),
+                ("responder", args.responder),
+                ("ike", args.ike),
+                ("esp", args.esp),
+            )
+            if v
+        }
         out.append(dataclasses.replace(sc, **changes))
     return out
 
@@ -69,16 +76,19 @@ def _host_phase1(scenarios: list[Scenario]) -> int:
                 t2 = time.monotonic()
             good = ok != sc.name.startswith("neg-")
             bad += not good
-            print(f"{'PASS' if good else 'FAIL'} {sc.name} (phase 1 {'up' if ok else 'down'};"
-                  f" start {t1 - t0:.2f}s, phase 1 {t2 - t1:.2f}s; logs {root}/[ir]-{sc.name})")
+            print(
+                f"{'PASS' if good else 'FAIL'} {sc.name} (phase 1 {'up' if ok else 'down'};"
+                f" start {t1 - t0:.2f}s, phase 1 {t2 - t1:.2f}s; logs {root}/[ir]-{sc.name})"
+            )
     finally:
         topo.destroy()
     return 1 if bad else 0
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("names", nargs="*", help="scenario names, or 'all'")
     ap.add_argument("--list", action="store_true", help="list the scenarios")
     ap.add_argument("--initiator", help="driver for gwA (default: the scenario's)")
@@ -91,8 +101,10 @@ def main() -> int:
     args = ap.parse_args()
     if args.list:
         for sc in CATALOGUE.values():
-            print(f"{sc.name:18} {sc.initiator:>10} -> {sc.responder:<10} {sc.exchange:10}"
-                  f" ike={sc.ike} esp={sc.esp}")
+            print(
+                f"{sc.name:18} {sc.initiator:>10} -> {sc.responder:<10} {sc.exchange:10}"
+                f" ike={sc.ike} esp={sc.esp}"
+            )
         return 0
     if not args.names:
         ap.error("name at least one scenario (or 'all', or --list)")
@@ -104,19 +116,30 @@ def main() -> int:
         args.logs.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     value, run = uml.run_function(
-        "harness.interop", "run_scenarios", [dataclasses.asdict(s) for s in scenarios], None,
-        logs, timeout=args.timeout, stream=True, rw_dirs=[args.logs] if args.logs else [])
+        "harness.interop",
+        "run_scenarios",
+        [dataclasses.asdict(s) for s in scenarios],
+        None,
+        logs,
+        timeout=args.timeout,
+        stream=True,
+        rw_dirs=[args.logs] if args.logs else [],
+    )
     bad = 0
     for name, r in value["results"].items():
         good = r["ok"] != name.startswith("neg-")
         bad += not good
-        print(f"{'PASS' if good else 'FAIL'} {name}: {r['times']}"
-              + ("" if r["ok"] else f" why={r['why']}"))
+        print(
+            f"{'PASS' if good else 'FAIL'} {name}: {r['times']}"
+            + ("" if r["ok"] else f" why={r['why']}")
+        )
         if not good:
             for tail in r["log_tails"].values():
                 print(tail)
-    print(f"== {len(value['results']) - bad} passed, {bad} failed; guest {value['guest_s']}s, "
-          f"wall {time.monotonic() - t0:.1f}s (UML rc {run.rc})")
+    print(
+        f"== {len(value['results']) - bad} passed, {bad} failed; guest {value['guest_s']}s, "
+        f"wall {time.monotonic() - t0:.1f}s (UML rc {run.rc})"
+    )
     return 1 if bad or run.rc else 0
 
 

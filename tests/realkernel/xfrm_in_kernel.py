@@ -81,10 +81,16 @@ class Net:
 
 NS_L = "ikx-left"
 NS_R = "ikx-right"
-V4 = Net(Side(NS_L, "192.0.2.1", "198.51.100.1", 24, 32),
-         Side(NS_R, "192.0.2.2", "203.0.113.1", 24, 32), socket.AF_INET)
-V6 = Net(Side(NS_L, "2001:db8::1", "2001:db8:a::1", 64, 128),
-         Side(NS_R, "2001:db8::2", "2001:db8:b::1", 64, 128), socket.AF_INET6)
+V4 = Net(
+    Side(NS_L, "192.0.2.1", "198.51.100.1", 24, 32),
+    Side(NS_R, "192.0.2.2", "203.0.113.1", 24, 32),
+    socket.AF_INET,
+)
+V6 = Net(
+    Side(NS_L, "2001:db8::1", "2001:db8:a::1", 64, 128),
+    Side(NS_R, "2001:db8::2", "2001:db8:b::1", 64, 128),
+    socket.AF_INET6,
+)
 
 results: list[tuple[bool, str]] = []
 
@@ -120,19 +126,27 @@ def ip_batch(lines: list[str], ns: str | None = None) -> None:
 
 
 def build() -> None:
-    ip_batch([f"netns add {NS_L}", f"netns add {NS_R}",
-              f"link add vl netns {NS_L} type veth peer name vr netns {NS_R}"])
+    ip_batch(
+        [
+            f"netns add {NS_L}",
+            f"netns add {NS_R}",
+            f"link add vl netns {NS_L} type veth peer name vr netns {NS_R}",
+        ]
+    )
     for (side, peer), (v6, v6peer), dev in zip(V4.sides(), V6.sides(), ("vl", "vr"), strict=True):
-        ip_batch([
-            "link set lo up",
-            f"addr add {side.inner}/32 dev lo",
-            f"addr add {v6.inner}/128 dev lo",
-            f"addr add {side.outer}/24 dev {dev}",
-            f"addr add {v6.outer}/64 dev {dev} nodad",
-            f"link set {dev} up",
-            f"route add {peer.inner}/32 via {peer.outer}",
-            f"route add {v6peer.inner}/128 via {v6peer.outer}",
-        ], ns=side.ns)
+        ip_batch(
+            [
+                "link set lo up",
+                f"addr add {side.inner}/32 dev lo",
+                f"addr add {v6.inner}/128 dev lo",
+                f"addr add {side.outer}/24 dev {dev}",
+                f"addr add {v6.outer}/64 dev {dev} nodad",
+                f"link set {dev} up",
+                f"route add {peer.inner}/32 via {peer.outer}",
+                f"route add {v6peer.inner}/128 via {v6peer.outer}",
+            ],
+            ns=side.ns,
+        )
 
 
 def destroy() -> None:
@@ -176,8 +190,10 @@ class Case:
 
 
 def cbc_hmac(i: int) -> dict[str, object]:
-    return {"encryption": Encryption("cbc(aes)", bytes([0x10 + i]) * 16),
-            "integrity": Integrity("hmac(sha256)", bytes([0x20 + i]) * 32, 128)}
+    return {
+        "encryption": Encryption("cbc(aes)", bytes([0x10 + i]) * 16),
+        "integrity": Integrity("hmac(sha256)", bytes([0x20 + i]) * 32, 128),
+    }
 
 
 def gcm(i: int) -> dict[str, object]:
@@ -215,17 +231,23 @@ def policies(case: Case, local: Side, remote: Side, reqid: int) -> list[PolicySp
         out_sel = SelectorSpec(host_net(local.outer), host_net(remote.outer))
         in_sel = SelectorSpec(host_net(remote.outer), host_net(local.outer))
         tmpl = Template(proto=case.proto, mode=XfrmMode.TRANSPORT, reqid=reqid)
-        return [PolicySpec(out_sel, Direction.OUT, priority=100, templates=(tmpl,)),
-                PolicySpec(in_sel, Direction.IN, priority=100, templates=(tmpl,))]
+        return [
+            PolicySpec(out_sel, Direction.OUT, priority=100, templates=(tmpl,)),
+            PolicySpec(in_sel, Direction.IN, priority=100, templates=(tmpl,)),
+        ]
     out_sel = SelectorSpec(net_of(local), net_of(remote))
     in_sel = SelectorSpec(net_of(remote), net_of(local))
-    to_remote = Template(proto=case.proto, src=addr(local.outer), dst=addr(remote.outer),
-                         reqid=reqid)
-    from_remote = Template(proto=case.proto, src=addr(remote.outer), dst=addr(local.outer),
-                           reqid=reqid)
-    return [PolicySpec(out_sel, Direction.OUT, priority=100, templates=(to_remote,)),
-            PolicySpec(in_sel, Direction.IN, priority=100, templates=(from_remote,)),
-            PolicySpec(in_sel, Direction.FWD, priority=100, templates=(from_remote,))]
+    to_remote = Template(
+        proto=case.proto, src=addr(local.outer), dst=addr(remote.outer), reqid=reqid
+    )
+    from_remote = Template(
+        proto=case.proto, src=addr(remote.outer), dst=addr(local.outer), reqid=reqid
+    )
+    return [
+        PolicySpec(out_sel, Direction.OUT, priority=100, templates=(to_remote,)),
+        PolicySpec(in_sel, Direction.IN, priority=100, templates=(from_remote,)),
+        PolicySpec(in_sel, Direction.FWD, priority=100, templates=(from_remote,)),
+    ]
 
 
 @dataclass
@@ -242,21 +264,31 @@ def install(case: Case, kernels: dict[str, XfrmKernel]) -> tuple[list[Installed]
     reqid = 42
     left, right = case.net.left, case.net.right
     # inbound SPIs are allocated by the receiver, as the daemon does
-    spi_l_in = kernels[left.ns].alloc_spi(addr(right.outer), addr(left.outer), case.proto,
-                                          reqid, mode=case.mode)
-    spi_r_in = kernels[right.ns].alloc_spi(addr(left.outer), addr(right.outer), case.proto,
-                                           reqid, mode=case.mode)
+    spi_l_in = kernels[left.ns].alloc_spi(
+        addr(right.outer), addr(left.outer), case.proto, reqid, mode=case.mode
+    )
+    spi_r_in = kernels[right.ns].alloc_spi(
+        addr(left.outer), addr(right.outer), case.proto, reqid, mode=case.mode
+    )
     flows = [  # (sender, receiver, spi, key index)
         (left, right, spi_r_in, 0),
         (right, left, spi_l_in, 1),
     ]
-    done = {left.ns: Installed(kernels[left.ns], left, case.proto, [], []),
-            right.ns: Installed(kernels[right.ns], right, case.proto, [], [])}
+    done = {
+        left.ns: Installed(kernels[left.ns], left, case.proto, [], []),
+        right.ns: Installed(kernels[right.ns], right, case.proto, [], []),
+    }
     for sender, receiver, spi, i in flows:
         common: dict[str, object] = {
-            "src": addr(sender.outer), "dst": addr(receiver.outer), "proto": case.proto,
-            "spi": spi, "mode": case.mode, "reqid": reqid,
-            "replay_window": case.replay_window, **case.make_algs(i)}
+            "src": addr(sender.outer),
+            "dst": addr(receiver.outer),
+            "proto": case.proto,
+            "spi": spi,
+            "mode": case.mode,
+            "reqid": reqid,
+            "replay_window": case.replay_window,
+            **case.make_algs(i),
+        }
         if case.encap:
             common["encap"] = Encap(4500, 4500)
         if case.mode == XfrmMode.TRANSPORT:
@@ -324,27 +356,42 @@ def run_case(case: Case, kernels: dict[str, XfrmKernel]) -> None:
             before = {i.side.ns: counters(i) for i in installed}
             p = ping(case)
             after = {i.side.ns: counters(i) for i in installed}
-        check(p.returncode == 0, f"{tag}: ping {' -> '.join(case.endpoints())} "
-              f"rc={p.returncode} {p.stdout.strip().splitlines()[-1:] or p.stderr.strip()}")
+        check(
+            p.returncode == 0,
+            f"{tag}: ping {' -> '.join(case.endpoints())} "
+            f"rc={p.returncode} {p.stdout.strip().splitlines()[-1:] or p.stderr.strip()}",
+        )
         for inst in installed:
-            rose = {spi: after[inst.side.ns].get(spi, 0) - before[inst.side.ns].get(spi, 0)
-                    for _, spi in inst.sas}
-            check(len(rose) == 2 and all(n >= PINGS for n in rose.values()),
-                  f"{tag}: {inst.side.ns} SA packet counters rose {rose}")
+            rose = {
+                spi: after[inst.side.ns].get(spi, 0) - before[inst.side.ns].get(spi, 0)
+                for _, spi in inst.sas
+            }
+            check(
+                len(rose) == 2 and all(n >= PINGS for n in rose.values()),
+                f"{tag}: {inst.side.ns} SA packet counters rose {rose}",
+            )
         if case.net is V4 and case.name != "natt":
             sa = kernels[NS_L].get_sa(addr(V4.right.outer), out_spi, case.proto)
-            check(sa is not None and sa.replay_window == case.replay_window
-                  and not sa.larval and sa.encap is None,
-                  f"{tag}: get_sa reports window {sa.replay_window if sa else None}")
+            check(
+                sa is not None
+                and sa.replay_window == case.replay_window
+                and not sa.larval
+                and sa.encap is None,
+                f"{tag}: get_sa reports window {sa.replay_window if sa else None}",
+            )
         if case.encap:
             sa = kernels[NS_L].get_sa(addr(V4.right.outer), out_spi, IpProtocol.ESP)
-            check(sa is not None and sa.encap == Encap(4500, 4500),
-                  f"{tag}: SA reports UDP encapsulation {sa.encap if sa else None}")
+            check(
+                sa is not None and sa.encap == Encap(4500, 4500),
+                f"{tag}: SA reports UDP encapsulation {sa.encap if sa else None}",
+            )
         if events is not None:
             got = events.recv_events(timeout=EVENT_WAIT_S)
             soft = [e for e in got if isinstance(e, Expire) and not e.hard]
-            check(any(e.spi == out_spi and e.packets >= (case.soft_packets or 0) for e in soft),
-                  f"{tag}: soft EXPIRE event for SPI {out_spi:#x}: {soft}")
+            check(
+                any(e.spi == out_spi and e.packets >= (case.soft_packets or 0) for e in soft),
+                f"{tag}: soft EXPIRE event for SPI {out_spi:#x}: {soft}",
+            )
     finally:
         if events is not None:
             events.close()
@@ -355,11 +402,15 @@ def run_case(case: Case, kernels: dict[str, XfrmKernel]) -> None:
                 check(False, f"{tag}: delete on {inst.side.ns}: {exc}")
     for inst in installed:
         left_sas = counters(inst)
-        left_pols = [p for p in inst.kernel.list_policies()
-                     if (p.selector, p.direction) in {(s.selector, s.direction)
-                                                      for s in inst.pols}]
-        check(not left_sas and not left_pols,
-              f"{tag}: {inst.side.ns} clean after delete (SAs {left_sas}, policies {left_pols})")
+        left_pols = [
+            p
+            for p in inst.kernel.list_policies()
+            if (p.selector, p.direction) in {(s.selector, s.direction) for s in inst.pols}
+        ]
+        check(
+            not left_sas and not left_pols,
+            f"{tag}: {inst.side.ns} clean after delete (SAs {left_sas}, policies {left_pols})",
+        )
 
 
 def main(argv: list[str]) -> int:
@@ -382,8 +433,11 @@ def main(argv: list[str]) -> int:
             k.close()
         destroy()
     failed = [what for ok, what in results if not ok]
-    print(f"{'PASS' if not failed else 'FAIL'} xfrm_in_kernel: {len(results) - len(failed)}/"
-          f"{len(results)} checks passed", flush=True)
+    print(
+        f"{'PASS' if not failed else 'FAIL'} xfrm_in_kernel: {len(results) - len(failed)}/"
+        f"{len(results)} checks passed",
+        flush=True,
+    )
     return 1 if failed else 0
 
 

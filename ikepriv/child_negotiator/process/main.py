@@ -69,7 +69,10 @@ async def _main(prepared: sandbox.Prepared, keylog: bool) -> None:
         sandbox.fail_closed(exc)
     now = time.monotonic()
     core = Negotiator(
-        None, now, secrets.token_bytes, settings=Settings(keylog=keylog),
+        None,
+        now,
+        secrets.token_bytes,
+        settings=Settings(keylog=keylog),
         wall_clock_offset=time.time() - now,
     )
     await serve(sock, core)

@@ -89,55 +89,150 @@ class Capture:
     encap: bool = False  # force UDP encapsulation (NAT-T on port 4500 without a NAT)
 
 
-CAPTURES: dict[str, Capture] = {c.name: c for c in (
-    # libreswan 4.10 (Debian) has no modp1024 and no ECP/Curve25519 PFS in IKEv1: those
-    # suites are strongSwan <-> strongSwan
-    Capture("ss-ss-mm-3des-sha1-modp1024", "strongswan", "strongswan", "main",
-            "3des-sha1-modp1024", "3des-md5-modp1024", ("ping", "delete"),
-            "legacy suite: 8-byte cipher blocks, 128-byte DH values, MD5 ESP, PFS group 2"),
-    Capture("ss-lsw-mm-3des-sha1-modp1536", "strongswan", "libreswan", "main",
-            "3des-sha1-modp1536", "3des-md5", ("ping", "delete"),
-            "legacy suite with libreswan responding"),
-    Capture("lsw-ss-mm-aes256-sha512-modp4096", "libreswan", "strongswan", "main",
-            "aes256-sha512-modp4096", "aes256-sha256-modp4096", ("ping", "dpd", "delete"),
-            "libreswan initiates; 512-byte DH values; PFS; DPD both ways"),
-    Capture("ss-lsw-am-ecp256-gcm", "strongswan", "libreswan", "aggressive",
-            "aes128-sha256-ecp256", "aes128gcm16", ("ping", "rekey", "delete"),
-            "Aggressive Mode, ECP group 19, AES-GCM ESP, strongSwan rekeys phase 2"),
-    Capture("lsw-ss-am-ecp384-gcm-pfs", "libreswan", "strongswan", "aggressive",
-            "aes256-sha384-ecp384", "aes256gcm16-modp2048", ("ping", "delete"),
-            "libreswan initiates Aggressive Mode, ECP group 20, GCM ESP with MODP PFS"),
-    Capture("ss-ss-am-ecp384-gcm-ecp-pfs", "strongswan", "strongswan", "aggressive",
-            "aes256-sha384-ecp384", "aes256gcm16-ecp384", ("ping", "rekey", "delete"),
-            "ECP group 20 in phase 1 and as Quick Mode PFS, rekeyed"),
-    Capture("ss-lsw-mm-curve25519", "strongswan", "libreswan", "main",
-            "aes128-sha256-curve25519", "aes128-sha1", ("ping", "dpd", "delete"),
-            "Curve25519 (group 31) in IKEv1"),
-    Capture("lsw-ss-mm-modp3072-rekey-pfs", "libreswan", "strongswan", "main",
-            "aes256-sha256-modp3072", "aes128-sha256-modp3072", ("ping", "rekey", "delete"),
-            "strongSwan (the responder) rekeys phase 2 with PFS"),
-    Capture("ss-ss-mm-aes192-sha384-x25519-pfs", "strongswan", "strongswan", "main",
-            "aes192-sha384-modp2048", "aes256-sha512-curve25519",
-            ("ping", "dpd", "rekey", "delete"), "strongSwan both sides, everything at once"),
-    Capture("ss-lsw-mm-multi-proposal-reauth", "strongswan", "libreswan", "main",
+CAPTURES: dict[str, Capture] = {
+    c.name: c
+    for c in (
+        # libreswan 4.10 (Debian) has no modp1024 and no ECP/Curve25519 PFS in IKEv1: those
+        # suites are strongSwan <-> strongSwan
+        Capture(
+            "ss-ss-mm-3des-sha1-modp1024",
+            "strongswan",
+            "strongswan",
+            "main",
+            "3des-sha1-modp1024",
+            "3des-md5-modp1024",
+            ("ping", "delete"),
+            "legacy suite: 8-byte cipher blocks, 128-byte DH values, MD5 ESP, PFS group 2",
+        ),
+        Capture(
+            "ss-lsw-mm-3des-sha1-modp1536",
+            "strongswan",
+            "libreswan",
+            "main",
+            "3des-sha1-modp1536",
+            "3des-md5",
+            ("ping", "delete"),
+            "legacy suite with libreswan responding",
+        ),
+        Capture(
+            "lsw-ss-mm-aes256-sha512-modp4096",
+            "libreswan",
+            "strongswan",
+            "main",
+            "aes256-sha512-modp4096",
+            "aes256-sha256-modp4096",
+            ("ping", "dpd", "delete"),
+            "libreswan initiates; 512-byte DH values; PFS; DPD both ways",
+        ),
+        Capture(
+            "ss-lsw-am-ecp256-gcm",
+            "strongswan",
+            "libreswan",
+            "aggressive",
+            "aes128-sha256-ecp256",
+            "aes128gcm16",
+            ("ping", "rekey", "delete"),
+            "Aggressive Mode, ECP group 19, AES-GCM ESP, strongSwan rekeys phase 2",
+        ),
+        Capture(
+            "lsw-ss-am-ecp384-gcm-pfs",
+            "libreswan",
+            "strongswan",
+            "aggressive",
+            "aes256-sha384-ecp384",
+            "aes256gcm16-modp2048",
+            ("ping", "delete"),
+            "libreswan initiates Aggressive Mode, ECP group 20, GCM ESP with MODP PFS",
+        ),
+        Capture(
+            "ss-ss-am-ecp384-gcm-ecp-pfs",
+            "strongswan",
+            "strongswan",
+            "aggressive",
+            "aes256-sha384-ecp384",
+            "aes256gcm16-ecp384",
+            ("ping", "rekey", "delete"),
+            "ECP group 20 in phase 1 and as Quick Mode PFS, rekeyed",
+        ),
+        Capture(
+            "ss-lsw-mm-curve25519",
+            "strongswan",
+            "libreswan",
+            "main",
+            "aes128-sha256-curve25519",
+            "aes128-sha1",
+            ("ping", "dpd", "delete"),
+            "Curve25519 (group 31) in IKEv1",
+        ),
+        Capture(
+            "lsw-ss-mm-modp3072-rekey-pfs",
+            "libreswan",
+            "strongswan",
+            "main",
+            "aes256-sha256-modp3072",
+            "aes128-sha256-modp3072",
+            ("ping", "rekey", "delete"),
+            "strongSwan (the responder) rekeys phase 2 with PFS",
+        ),
+        Capture(
+            "ss-ss-mm-aes192-sha384-x25519-pfs",
+            "strongswan",
+            "strongswan",
+            "main",
+            "aes192-sha384-modp2048",
+            "aes256-sha512-curve25519",
+            ("ping", "dpd", "rekey", "delete"),
+            "strongSwan both sides, everything at once",
+        ),
+        Capture(
+            "ss-lsw-mm-multi-proposal-reauth",
+            "strongswan",
+            "libreswan",
+            "main",
             "aes256-sha256-modp2048,aes128-sha1-modp2048,3des-sha1-modp1536",
-            "aes256-sha256,aes128-sha1", ("ping", "reauth", "delete"),
+            "aes256-sha256,aes128-sha1",
+            ("ping", "reauth", "delete"),
             "three IKE and two ESP proposals offered, the second chosen; strongSwan "
             "reauthenticates (a second Main Mode and ISAKMP SA in the same capture)",
-            responder_ike="aes128-sha1-modp2048", responder_esp="aes128-sha1"),
-    Capture("lsw-ss-mm-multi-transform-lsw-rekey", "libreswan", "strongswan", "main",
-            "aes256-sha256-modp2048,aes128-sha1-modp2048", "aes256-sha256,aes128-sha1",
+            responder_ike="aes128-sha1-modp2048",
+            responder_esp="aes128-sha1",
+        ),
+        Capture(
+            "lsw-ss-mm-multi-transform-lsw-rekey",
+            "libreswan",
+            "strongswan",
+            "main",
+            "aes256-sha256-modp2048,aes128-sha1-modp2048",
+            "aes256-sha256,aes128-sha1",
             ("ping", "lsw-rekey", "delete"),
             "libreswan offers several transforms in one proposal and rekeys phase 2 itself",
-            responder_ike="aes128-sha1-modp2048", responder_esp="aes128-sha1"),
-    Capture("lsw-ss-mm-forced-natt", "libreswan", "strongswan", "main",
-            "aes128-sha256-modp2048", "aes128-sha256", ("ping", "dpd", "delete"),
+            responder_ike="aes128-sha1-modp2048",
+            responder_esp="aes128-sha1",
+        ),
+        Capture(
+            "lsw-ss-mm-forced-natt",
+            "libreswan",
+            "strongswan",
+            "main",
+            "aes128-sha256-modp2048",
+            "aes128-sha256",
+            ("ping", "dpd", "delete"),
             "libreswan forces UDP encapsulation: MM5 on, QM, ESP-in-UDP on port 4500",
-            encap=True),
-    Capture("ss-lsw-am-forced-natt", "strongswan", "libreswan", "aggressive",
-            "aes256-sha256-modp3072", "aes256gcm16", ("ping", "delete"),
-            "strongSwan forces UDP encapsulation (fake NAT-D) in Aggressive Mode", encap=True),
-)}
+            encap=True,
+        ),
+        Capture(
+            "ss-lsw-am-forced-natt",
+            "strongswan",
+            "libreswan",
+            "aggressive",
+            "aes256-sha256-modp3072",
+            "aes256gcm16",
+            ("ping", "delete"),
+            "strongSwan forces UDP encapsulation (fake NAT-D) in Aggressive Mode",
+            encap=True,
+        ),
+    )
+}
 
 
 # --- daemon drivers with key logging, DPD and short phase 2 lifetimes ------------------------
@@ -235,19 +330,33 @@ class KeyloggingStrongSwan(StrongSwan):
     def start(self) -> None:
         s, cap = self.spec, self.cap
         self._fresh_dir("run")
-        self.conf.write_text(_SS_CONF.format(plugins=CHARON_PLUGINS + " curve25519",
-                                             dir=self.dir))
+        self.conf.write_text(_SS_CONF.format(plugins=CHARON_PLUGINS + " curve25519", dir=self.dir))
         rekey = REKEY_TIME_S if "rekey" in cap.events else 3600
         conn = self.dir / "swanctl.conf"
-        conn.write_text(_SS_CONN.format(
-            aggressive="yes" if s.exchange == "aggressive" else "no", local=s.local,
-            remote=s.remote, ike=s.ike, esp=s.esp, local_ts=s.local_ts, remote_ts=s.remote_ts,
-            psk=s.psk, dpd=f"{DPD_DELAY_S}s" if "dpd" in cap.events else "0s",
-            rekey=f"{rekey}s", life=f"{rekey * 3}s",
-            reauth="6s" if "reauth" in cap.events else "4h", encap="yes" if cap.encap else "no"))
+        conn.write_text(
+            _SS_CONN.format(
+                aggressive="yes" if s.exchange == "aggressive" else "no",
+                local=s.local,
+                remote=s.remote,
+                ike=s.ike,
+                esp=s.esp,
+                local_ts=s.local_ts,
+                remote_ts=s.remote_ts,
+                psk=s.psk,
+                dpd=f"{DPD_DELAY_S}s" if "dpd" in cap.events else "0s",
+                rekey=f"{rekey}s",
+                life=f"{rekey * 3}s",
+                reauth="6s" if "reauth" in cap.events else "4h",
+                encap="yes" if cap.encap else "no",
+            )
+        )
         conn.chmod(0o600)
-        self._spawn([CHARON], binds=[(str(self.dir / "run"), "/run")],
-                    env={"STRONGSWAN_CONF": str(self.conf)}, out_name="charon.stdout")
+        self._spawn(
+            [CHARON],
+            binds=[(str(self.dir / "run"), "/run")],
+            env={"STRONGSWAN_CONF": str(self.conf)},
+            out_name="charon.stdout",
+        )
         self._wait_for(self.vici, 30, "charon")
         r = self.swanctl("--load-all", "--file", str(conn), "--noprompt")
         (self.dir / "load.out").write_text(r.stdout + r.stderr)
@@ -255,8 +364,9 @@ class KeyloggingStrongSwan(StrongSwan):
             raise PeerError(f"swanctl --load-all failed: {r.stdout}{r.stderr}")
 
     def terminate(self) -> None:
-        r = self.swanctl("--terminate", "--ike", "c", "--timeout", "5", "--loglevel", "0",
-                         timeout=20)
+        r = self.swanctl(
+            "--terminate", "--ike", "c", "--timeout", "5", "--loglevel", "0", timeout=20
+        )
         (self.dir / "terminate.out").write_text(r.stdout + r.stderr)
 
     def log_text(self) -> str:
@@ -309,13 +419,22 @@ class ConfiguredLibreswan(Libreswan):
     def start(self) -> None:
         from harness import peers
 
-        dpd = ("    dpddelay=2\n    dpdtimeout=30\n    dpdaction=hold\n"
-               if "dpd" in self.cap.events else "")
-        lifetimes = ("    salifetime=14s\n    rekey=yes\n    rekeymargin=8s\n    rekeyfuzz=0%\n"
-                     if "lsw-rekey" in self.cap.events else "    salifetime=1h\n    rekey=no\n")
+        dpd = (
+            "    dpddelay=2\n    dpdtimeout=30\n    dpdaction=hold\n"
+            if "dpd" in self.cap.events
+            else ""
+        )
+        lifetimes = (
+            "    salifetime=14s\n    rekey=yes\n    rekeymargin=8s\n    rekeyfuzz=0%\n"
+            if "lsw-rekey" in self.cap.events
+            else "    salifetime=1h\n    rekey=no\n"
+        )
         saved = peers._LSW_CONF, peers.libreswan_proposal
-        peers._LSW_CONF = (_LSW_CONF.replace("{dpd}", dpd).replace("{lifetimes}", lifetimes)
-                           .replace("{encaps}", "yes" if self.cap.encap else "no"))
+        peers._LSW_CONF = (
+            _LSW_CONF.replace("{dpd}", dpd)
+            .replace("{lifetimes}", lifetimes)
+            .replace("{encaps}", "yes" if self.cap.encap else "no")
+        )
         peers.libreswan_proposal = _libreswan_proposals
         try:
             super().start()
@@ -331,7 +450,9 @@ class ConfiguredLibreswan(Libreswan):
 
 
 DRIVERS: dict[str, type[KeyloggingStrongSwan] | type[ConfiguredLibreswan]] = {
-    "strongswan": KeyloggingStrongSwan, "libreswan": ConfiguredLibreswan}
+    "strongswan": KeyloggingStrongSwan,
+    "libreswan": ConfiguredLibreswan,
+}
 
 
 # --- charon's key log ------------------------------------------------------------------------
@@ -339,11 +460,21 @@ DRIVERS: dict[str, type[KeyloggingStrongSwan] | type[ConfiguredLibreswan]] = {
 _LINE = re.compile(r"^\S+ (\d+)\[([A-Z]+)\] (?:<([^>]*)> )?(.*)$")
 _LABEL = re.compile(r"^(.+?) => (\d+) bytes @ 0x[0-9a-f]+$")
 _HEX_ROW = re.compile(r"^\s*\d+: ((?:[0-9A-F]{2} ?){1,16})")
-_IKE_LABELS = {"shared Diffie Hellman secret": "dh_secret", "SKEYID": "SKEYID",
-               "SKEYID_d": "SKEYID_d", "SKEYID_a": "SKEYID_a", "SKEYID_e": "SKEYID_e",
-               "encryption key Ka": "Ka", "initial IV": "IV", "natd_chunk": "natd_chunk"}
-_CHD_LABELS = {"DH secret": "dh_secret", "initiator SA seed": "seed_i",
-               "responder SA seed": "seed_r"}
+_IKE_LABELS = {
+    "shared Diffie Hellman secret": "dh_secret",
+    "SKEYID": "SKEYID",
+    "SKEYID_d": "SKEYID_d",
+    "SKEYID_a": "SKEYID_a",
+    "SKEYID_e": "SKEYID_e",
+    "encryption key Ka": "Ka",
+    "initial IV": "IV",
+    "natd_chunk": "natd_chunk",
+}
+_CHD_LABELS = {
+    "DH secret": "dh_secret",
+    "initiator SA seed": "seed_i",
+    "responder SA seed": "seed_r",
+}
 
 
 def chunks(log: str) -> list[tuple[str, str, str, bytes]]:
@@ -436,13 +567,18 @@ class _Run:
 def _spec(topo: nsmod.Topology, cap: Capture, role: str) -> PeerSpec:
     a = role == "initiator"
     return PeerSpec(
-        name=f"{'i' if a else 'r'}-{cap.name}", netns=topo.gw_a if a else topo.gw_b, role=role,
+        name=f"{'i' if a else 'r'}-{cap.name}",
+        netns=topo.gw_a if a else topo.gw_b,
+        role=role,
         local=nsmod.GW_A_OUTER if a else nsmod.GW_B_OUTER,
-        remote=nsmod.GW_B_OUTER if a else nsmod.GW_A_OUTER, psk=PSK,
+        remote=nsmod.GW_B_OUTER if a else nsmod.GW_A_OUTER,
+        psk=PSK,
         local_ts=nsmod.LAN_A_NET if a else nsmod.LAN_B_NET,
         remote_ts=nsmod.LAN_B_NET if a else nsmod.LAN_A_NET,
         ike=cap.ike if a else (cap.responder_ike or cap.ike),
-        esp=cap.esp if a else (cap.responder_esp or cap.esp), exchange=cap.exchange)
+        esp=cap.esp if a else (cap.responder_esp or cap.esp),
+        exchange=cap.exchange,
+    )
 
 
 def _wait(pred: Any, timeout: float, step: float = 0.2) -> bool:
@@ -458,9 +594,25 @@ def _start_tcpdump(netns: str, out: Path, state: Path) -> subprocess.Popen[bytes
     err = state / "tcpdump.err"
     with err.open("wb") as errf:
         proc = subprocess.Popen(  # noqa: S603 - fixed argv
-            [TCPDUMP, "-i", "vB", "-n", "-U", "-s", "0", "-Z", "root", "-w", str(out),
-             CAPTURE_FILTER], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=errf, preexec_fn=nsmod.preexec(netns))
+            [
+                TCPDUMP,
+                "-i",
+                "vB",
+                "-n",
+                "-U",
+                "-s",
+                "0",
+                "-Z",
+                "root",
+                "-w",
+                str(out),
+                CAPTURE_FILTER,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=errf,
+            preexec_fn=nsmod.preexec(netns),
+        )
     if not _wait(lambda: b"listening on" in err.read_bytes(), 15, 0.05):
         proc.kill()
         raise RuntimeError("tcpdump did not start: " + err.read_text(errors="replace"))
@@ -473,8 +625,9 @@ def _count_child_sas(peer: Peer) -> int:
     return 0
 
 
-def run_capture(topo: nsmod.Topology, cap: Capture, state_root: Path, out_dir: Path,
-                log_dir: Path | None) -> dict[str, Any]:
+def run_capture(
+    topo: nsmod.Topology, cap: Capture, state_root: Path, out_dir: Path, log_dir: Path | None
+) -> dict[str, Any]:
     topo.reset_xfrm()
     run = _Run(cap)
     resp = DRIVERS[cap.responder](_spec(topo, cap, "responder"), state_root, cap)
@@ -513,8 +666,9 @@ def run_capture(topo: nsmod.Topology, cap: Capture, state_root: Path, out_dir: P
             run.snapshot(topo)
         if ok and "reauth" in cap.events:
             ss = init if isinstance(init, KeyloggingStrongSwan) else resp
-            if _wait(lambda: len(re.findall(r"IKE_SA c\[\d+\] established",
-                                            ss.log_text())) >= 2, 25):
+            if _wait(
+                lambda: len(re.findall(r"IKE_SA c\[\d+\] established", ss.log_text())) >= 2, 25
+            ):
                 time.sleep(2)  # the new Quick Mode and the old SA's deletion follow
                 run.notes.append("phase 1 reauthenticated")
                 topo.ping(count=1)
@@ -562,20 +716,32 @@ def run_capture(topo: nsmod.Topology, cap: Capture, state_root: Path, out_dir: P
 
 def _versions() -> dict[str, str]:
     dpkg = shutil.which("dpkg-query") or "/usr/bin/dpkg-query"
-    r = subprocess.run([dpkg, "-W", "-f", "${Version}", "strongswan-charon"],  # noqa: S603
-                       capture_output=True, text=True, check=False)
+    r = subprocess.run(  # noqa: S603 -- our own programs
+        [dpkg, "-W", "-f", "${Version}", "strongswan-charon"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     lsw = sorted(p.name for p in (LSW_ROOT.parent).glob("libreswan*"))
-    return {"strongswan": r.stdout.strip(), "libreswan": ", ".join(lsw),
-            "kernel": f"User Mode Linux {os.uname().release}"}
+    return {
+        "strongswan": r.stdout.strip(),
+        "libreswan": ", ".join(lsw),
+        "kernel": f"User Mode Linux {os.uname().release}",
+    }
 
 
 def _metadata(cap: Capture, init: Any, resp: Any, run: _Run, ok: bool) -> dict[str, Any]:
     source = init if isinstance(init, KeyloggingStrongSwan) else resp
     keys = keys_from_charon(source.log_text())
-    table = [f"{sa['icookie']},{sa['Ka']}" for sa in keys["ike_sas"]
-             if "icookie" in sa and "Ka" in sa]
-    side = lambda p: {"impl": p.impl, "address": p.spec.local, "id": p.spec.local,  # noqa: E731
-                      "traffic_selector": p.spec.local_ts}
+    table = [
+        f"{sa['icookie']},{sa['Ka']}" for sa in keys["ike_sas"] if "icookie" in sa and "Ka" in sa
+    ]
+    side = lambda p: {  # noqa: E731
+        "impl": p.impl,
+        "address": p.spec.local,
+        "id": p.spec.local,
+        "traffic_selector": p.spec.local_ts,
+    }
     return {
         "capture": f"{cap.name}.pcap",
         "produced_by": "tests/data/captures/make_captures.py (UML guest, tcpdump on gwB vB)",
@@ -607,10 +773,12 @@ def guest_main(names: list[str], out_dir: str, log_dir: str | None) -> list[dict
     results = []
     try:
         for name in names:
-            r = run_capture(topo, CAPTURES[name], state_root, Path(out_dir),
-                            Path(log_dir) if log_dir else None)
-            print(("OK   " if r["ok"] else "FAIL ") + f"{name}: {'; '.join(r['notes'])}",
-                  flush=True)
+            r = run_capture(
+                topo, CAPTURES[name], state_root, Path(out_dir), Path(log_dir) if log_dir else None
+            )
+            print(
+                ("OK   " if r["ok"] else "FAIL ") + f"{name}: {'; '.join(r['notes'])}", flush=True
+            )
             results.append(r)
     finally:
         topo.destroy()
@@ -626,8 +794,10 @@ def main() -> int:
     args = ap.parse_args()
     if args.list:
         for c in CAPTURES.values():
-            print(f"{c.name:36} {c.initiator}->{c.responder} {c.exchange} ike={c.ike} "
-                  f"esp={c.esp} {','.join(c.events)}")
+            print(
+                f"{c.name:36} {c.initiator}->{c.responder} {c.exchange} ike={c.ike} "
+                f"esp={c.esp} {','.join(c.events)}"
+            )
         return 0
     names = args.names or list(CAPTURES)
     unknown = [n for n in names if n not in CAPTURES]
@@ -644,15 +814,20 @@ def main() -> int:
         Path(args.logs).mkdir(parents=True, exist_ok=True)
         rw.append(Path(args.logs).resolve())
     logs = str(Path(args.logs).resolve()) if args.logs else None
-    code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import make_captures as m; "
-            f"import json; print({uml.RESULT_MARK!r} + json.dumps(m.guest_main({names!r}, "
-            f"{str(out)!r}, {logs!r})), flush=True)")
-    res = uml.run(uml.python_argv("-c", code), timeout=120 + 60 * len(names), stream=True,
-                  rw_dirs=rw)
+    code = (
+        f"import sys; sys.path.insert(0, {str(HERE)!r}); import make_captures as m; "
+        f"import json; print({uml.RESULT_MARK!r} + json.dumps(m.guest_main({names!r}, "
+        f"{str(out)!r}, {logs!r})), flush=True)"
+    )
+    res = uml.run(
+        uml.python_argv("-c", code), timeout=120 + 60 * len(names), stream=True, rw_dirs=rw
+    )
     results = uml.parse_result(res)
     failed = [r["name"] for r in results if not r["ok"]]
-    print(f"{len(results) - len(failed)} of {len(results)} captures complete"
-          + (f"; incomplete: {', '.join(failed)}" if failed else ""))
+    print(
+        f"{len(results) - len(failed)} of {len(results)} captures complete"
+        + (f"; incomplete: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 
