@@ -337,7 +337,7 @@ class StandInParent:
         if isinstance(msg, NonceRequest):
             if NonceRequest in self.refuse or msg.phase1_number not in self.psk_by_phase1:
                 return NonceReply(msg.request_id, ErrorCode.NO_SECRET, 0, b"")
-            nonce_id = len(self.nonces) + 1
+            nonce_id = len(self.issued_nonces) + 1  # never reused
             nonce = self.rng.randbytes(PARENT_NONCE_BYTES)
             self.nonces[nonce_id] = (msg.phase1_number, nonce)
             self.issued_nonces.append(nonce)
