@@ -56,12 +56,15 @@ from ikepriv.child_negotiator.core.settings import Settings
 from ikepriv.crypto.oakley import skeyid_psk
 from ikepriv.ipc import schema
 from ikepriv.ipc.messages import (
+    PARENT_NONCE_BYTES,
     DatagramIn,
     DatagramOut,
     DpdSettings,
     Endpoint,
     ErrorCode,
     InitiateCommand,
+    NonceReply,
+    NonceRequest,
     Phase,
     Phase2Install,
     Phase2Remove,
@@ -148,12 +151,20 @@ class Parent:
     """Answers requests like the real parent would (OK, real SKEYID, fresh SPIs)."""
 
     next_spi: int = 0x1000
+    next_nonce: int = 0
 
     def answer(self, msg: Message) -> Message | None:
+        if isinstance(msg, NonceRequest):  # deterministic stand-ins for the parent's nonces
+            self.next_nonce += 1
+            nonce = self.next_nonce.to_bytes(PARENT_NONCE_BYTES, "big")
+            return NonceReply(msg.request_id, ErrorCode.OK, self.next_nonce, nonce)
         if isinstance(msg, SkeyidRequest):
-            return SkeyidReply(
-                msg.request_id, ErrorCode.OK, skeyid_psk(msg.prf, PSK, msg.ni, msg.nr)
-            )
+            if msg.nonce_id:
+                ni, nr, ours = msg.nonce_id.to_bytes(PARENT_NONCE_BYTES, "big"), msg.peer_nonce, b""
+            else:
+                ni, nr = msg.peer_nonce, b"\x5a" * PARENT_NONCE_BYTES
+                ours = nr
+            return SkeyidReply(msg.request_id, ErrorCode.OK, skeyid_psk(msg.prf, PSK, ni, nr), ours)
         if isinstance(msg, SpiRequest):
             self.next_spi += 1
             return SpiReply(msg.request_id, ErrorCode.OK, self.next_spi)

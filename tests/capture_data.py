@@ -4,6 +4,7 @@ logged, and readers for the .keys and .pcap files."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import dpkt
@@ -49,3 +50,14 @@ def frames(name: str) -> list[bytes]:
     """The link-layer frames of a capture's .pcap file, in order."""
     with (DATA / f"{name}.pcap").open("rb") as handle:
         return [bytes(buf) for _ts, buf in dpkt.pcap.Reader(handle)]
+
+
+def secrets_file(args: list[str]) -> list[str]:
+    """`--psk X --dh-secret Y ...` as `--secrets FILE` (arguments show in /proc/PID/cmdline)."""
+    lines = [f"{args[i][2:]} {args[i + 1]}" for i in range(0, len(args), 2)]
+    handle = tempfile.NamedTemporaryFile(
+        "w", prefix="ikedump-secrets-", suffix=".txt", delete=False
+    )
+    with handle:
+        handle.write("\n".join(lines) + "\n")
+    return ["--secrets", handle.name]

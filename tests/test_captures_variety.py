@@ -24,6 +24,7 @@ from typing import Any
 
 import dpkt
 import pytest
+from capture_data import secrets_file
 
 from ikepriv.cli.ikedump import main
 from ikepriv.dump.capture import Datagram, classify, open_capture
@@ -56,7 +57,7 @@ def psk_args(name: str) -> list[str]:
         args += ["--dh-secret", f"{sa['icookie']}={sa['dh_secret']}"]
     for qm in m["quick_mode_pfs"]:
         args += ["--qm-dh-secret", qm["dh_secret"]]
-    return args
+    return secrets_file(args)
 
 
 def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[Any], str]:

@@ -29,10 +29,13 @@ from ikepriv.child_negotiator.core.settings import Settings
 from ikepriv.child_negotiator.core.states import P1State, QmState
 from ikepriv.crypto.prf import nat_d_hash
 from ikepriv.ipc.messages import (
+    PARENT_NONCE_BYTES,
     DpdSettings,
     Endpoint,
     ErrorCode,
     InitiateCommand,
+    NonceReply,
+    NonceRequest,
     Phase,
     Role,
     SkeyidReply,
@@ -62,7 +65,9 @@ def test_requests_the_parent_never_answers_are_bounded() -> None:
     requests: list[SkeyidRequest] = []
     for i in range(10):  # ten AM1s, each needing SKEYID; the parent stays silent
         icore = Negotiator(init, 0.0, _rand(100 + i).randbytes)
-        icore.handle(InitiateCommand(Phase.PHASE1, 1, None, None), 0.0)
+        (ask,) = icore.handle(InitiateCommand(Phase.PHASE1, 1, None, None), 0.0)[-1:]
+        assert isinstance(ask, NonceRequest)  # AM1 waits for the parent's Ni
+        icore.handle(NonceReply(ask.request_id, ErrorCode.OK, 1, bytes(range(32))), 0.0)
         am1 = icore.sas.by_tunnel[1].flight.datagrams[0].data
         out = core.handle(datagram(LEFT, RIGHT, am1), 1.0)
         requests += [m for m in out if isinstance(m, SkeyidRequest)]
@@ -70,9 +75,10 @@ def test_requests_the_parent_never_answers_are_bounded() -> None:
     assert core.counters.requests_abandoned == 6
     # a late answer to a forgotten request is stale; one to a kept request is used
     first, last = requests[0], requests[-1]
-    core.handle(SkeyidReply(first.request_id, ErrorCode.OK, b"\x01" * 32), 2.0)
+    nr = b"\x02" * PARENT_NONCE_BYTES  # a responder's Nr comes with SKEYID
+    core.handle(SkeyidReply(first.request_id, ErrorCode.OK, b"\x01" * 32, nr), 2.0)
     assert core.counters.dropped_stale_reply == 1
-    core.handle(SkeyidReply(last.request_id, ErrorCode.OK, b"\x01" * 32), 2.0)
+    core.handle(SkeyidReply(last.request_id, ErrorCode.OK, b"\x01" * 32, nr), 2.0)
     assert core.counters.dropped_stale_reply == 1
     assert any(sa.state is P1State.R_AM2_SENT for sa in core.sas.by_tunnel.values())
 

@@ -18,7 +18,16 @@ from harness.core_sim import LEFT, RIGHT, Simulation, datagram, mirrored
 
 from ikepriv.child_negotiator.core.engine import Negotiator
 from ikepriv.child_negotiator.core.settings import Settings
-from ikepriv.ipc.messages import DatagramOut, InitiateCommand, Phase, SkeyidRequest
+from ikepriv.ipc.messages import (
+    PARENT_NONCE_BYTES,
+    DatagramOut,
+    ErrorCode,
+    InitiateCommand,
+    NonceReply,
+    NonceRequest,
+    Phase,
+    SkeyidRequest,
+)
 from ikepriv.isakmp.constants import ExchangeType
 from ikepriv.parent_kernel.vetting import SKEYID_BURST
 
@@ -26,8 +35,13 @@ AM = ExchangeType.AGGRESSIVE
 
 
 def _first_message(config: object, seed: int) -> bytes:
-    core = Negotiator(config, 0.0, random.Random(seed).randbytes)  # type: ignore[arg-type]  # noqa: S311
-    core.handle(InitiateCommand(Phase.PHASE1, 1, None, None), 0.0)
+    rng = random.Random(seed)  # noqa: S311
+    core = Negotiator(config, 0.0, rng.randbytes)  # type: ignore[arg-type]
+    out = core.handle(InitiateCommand(Phase.PHASE1, 1, None, None), 0.0)
+    for msg in out:  # our nonce comes from the parent (Aggressive Mode waits for it)
+        if isinstance(msg, NonceRequest):
+            reply = NonceReply(msg.request_id, ErrorCode.OK, 1, rng.randbytes(PARENT_NONCE_BYTES))
+            core.handle(reply, 0.0)
     return core.sas.by_tunnel[1].flight.datagrams[0].data
 
 

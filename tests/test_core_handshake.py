@@ -136,7 +136,12 @@ def test_skeyid_comes_from_the_parent_by_definition_and_by_peer_address() -> Non
     (rreq,) = sim.responder.parent.skeyid_requests
     assert ireq.phase1_number == 1 and ireq.peer is None
     assert rreq.phase1_number is None and rreq.peer == sim.initiator.address
-    assert ireq.prf is IkeHash.SHA2_256 and (ireq.ni, ireq.nr) == (rreq.ni, rreq.nr)
+    assert ireq.prf is IkeHash.SHA2_256 and rreq.prf is IkeHash.SHA2_256
+    # our own nonce is always the parent's: the initiator names the Ni its parent made, the
+    # responder's parent makes Nr; each side names only the other's nonce
+    assert ireq.nonce_id != 0 and rreq.nonce_id == 0
+    assert rreq.peer_nonce == sim.initiator.parent.issued_nonces[0]
+    assert ireq.peer_nonce == sim.responder.parent.issued_nonces[0]
 
 
 def test_same_seed_same_run() -> None:

@@ -383,10 +383,12 @@ def test_strongswan_am1_gets_an_rfc_3947_am2_with_nat_d() -> None:
     core = Negotiator(_strongswan_peer(AM), 0.0, random.Random(2).randbytes)  # noqa: S311
     (req,) = core.handle(datagram(am1.src, am1.dst, am1.message), 1.0)
     assert req.phase1_number == 1  # type: ignore[attr-defined]
+    nr = bytes(range(32))  # the parent's Nr, made with SKEYID for a responder
     reply = SkeyidReply(
         req.request_id,  # type: ignore[attr-defined]
         ErrorCode.OK,
-        skeyid_psk(req.prf, psk, req.ni, req.nr),  # type: ignore[attr-defined]
+        skeyid_psk(req.prf, psk, req.peer_nonce, nr),  # type: ignore[attr-defined]
+        nr,
     )
     out = [m for m in core.handle(reply, 1.1) if type(m).__name__ == "DatagramOut"]
     (am2,) = out

@@ -32,6 +32,7 @@ from ikepriv.child_negotiator.core.states import (
 from ikepriv.ipc.messages import (
     ErrorCode,
     Message,
+    NonceRequest,
     Phase,
     Phase2Install,
     RemoveCommand,
@@ -168,6 +169,13 @@ def _parent_refuses_skeyid(mode: ExchangeType, side: str) -> None:
     sim.run(duration=600)
 
 
+def _parent_refuses_nonce(mode: ExchangeType) -> None:
+    sim = _sim(mode)
+    sim.initiator.parent.refuse.add(NonceRequest)
+    sim.initiate(phase=1, number=1)
+    sim.run(duration=600)
+
+
 def _parent_refuses_spi(side: str) -> None:
     sim = _sim(MM)
     _refuse_spi(sim.sides[side])
@@ -199,8 +207,15 @@ SCENARIOS: list[Callable[[], None]] = [
     ),
     *(
         (lambda m=mode, s=side: _parent_refuses_skeyid(m, s))
-        for mode, side in [(MM, "initiator"), (AM, "initiator"), (AM, "responder")]
+        for mode, side in [
+            (MM, "initiator"),
+            (MM, "responder"),
+            (AM, "initiator"),
+            (AM, "responder"),
+        ]
     ),
+    lambda: _parent_refuses_nonce(AM),
+    lambda: _parent_refuses_nonce(MM),
     lambda: _parent_refuses_spi("initiator"),
     lambda: _parent_refuses_spi("responder"),
     _kernel_refuses_sa,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from capture_data import DATA, PSK, QM_GXY, read_keys
+from capture_data import DATA, PSK, QM_GXY, read_keys, secrets_file
 
 from ikepriv.cli.ikedump import main
 
@@ -29,7 +29,7 @@ CAPTURES = sorted(EXCHANGES)
 
 def psk_args(name: str, *, qm: bool = True) -> list[str]:
     args = ["--psk", PSK, "--dh-secret", read_keys(name)["shared_Diffie_Hellman_secret"]]
-    return [*args, "--qm-dh-secret", QM_GXY[name]] if qm else args
+    return secrets_file([*args, "--qm-dh-secret", QM_GXY[name]] if qm else args)
 
 
 def key_table(tmp_path: Path, *names: str) -> Path:
@@ -196,8 +196,8 @@ def test_installed_script_json_and_wrong_psk() -> None:
     assert ok.returncode == 0, ok.stderr
     assert len([json.loads(line) for line in ok.stdout.splitlines()]) == 9
     bad = subprocess.run(  # noqa: S603
-        [str(IKEDUMP), str(DATA / f"{name}.pcap"), "--psk", "not-the-psk",
-         "--dh-secret", read_keys(name)["shared_Diffie_Hellman_secret"]],
+        [str(IKEDUMP), str(DATA / f"{name}.pcap"), *secrets_file(["--psk", "not-the-psk",
+         "--dh-secret", read_keys(name)["shared_Diffie_Hellman_secret"]])],
         capture_output=True, text=True, check=False, timeout=120,
     )  # fmt: skip
     assert bad.returncode == 1
@@ -208,8 +208,8 @@ def test_installed_script_json_and_wrong_psk() -> None:
 
 def test_wrong_psk_aggressive_mode_fails_on_hash_r(capsys: pytest.CaptureFixture[str]) -> None:
     name = "am_qm_psk"
-    rc = main([str(DATA / f"{name}.pcap"), "--psk-hex", "00112233",
-               "--dh-secret", read_keys(name)["shared_Diffie_Hellman_secret"]])  # fmt: skip
+    rc = main([str(DATA / f"{name}.pcap"), *secrets_file(["--psk-hex", "00112233",
+               "--dh-secret", read_keys(name)["shared_Diffie_Hellman_secret"]])])  # fmt: skip
     err = capsys.readouterr().err
     assert rc == 1
     assert err.startswith("ikedump: frame 2: HASH_R mismatch")

@@ -61,7 +61,7 @@ def test_full_size_datagram_passes(pair: Pair) -> None:
 
 def test_parent_refuses_parent_only_messages_from_the_child(pair: Pair) -> None:
     parent, child = pair
-    send_message(child, m.SkeyidReply(1, m.ErrorCode.OK, b"s" * 20))  # forged reply
+    send_message(child, m.SkeyidReply(1, m.ErrorCode.OK, b"s" * 20, b""))  # forged reply
     with pytest.raises(IpcError) as info:
         recv_message(parent, C2P)
     assert info.value.reason is Reason.WRONG_DIRECTION

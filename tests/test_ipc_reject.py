@@ -212,16 +212,21 @@ def test_list_count_is_checked_before_any_item_is_read() -> None:
 
 def test_presence_byte_other_than_0_or_1() -> None:
     # SkeyidRequest: request id, phase1_number present=2
-    rejects(h("0220 00000001 02 00000001 00 02 0008") + b"n" * 8, Reason.BAD_PRESENCE)
+    rejects(h("0220 00000001 02 00000001 00 02 00000000 0010") + b"n" * 16, Reason.BAD_PRESENCE)
 
 
 def test_nonce_bounds() -> None:
-    head = h("0220 00000001 01 00000001 00 02")
-    rejects(head + h("0007") + b"n" * 7 + h("0008") + b"n" * 8, Reason.BAD_LENGTH)
-    rejects(head + h("0008") + b"n" * 8 + h("0101") + b"n" * 257, Reason.BAD_LENGTH)
+    """The one nonce a child may name in a SkeyidRequest (the peer's) has 16..256 bytes:
+    RFC 2409 allows 8, but a short input is what a chosen-input attack needs."""
+    head = h("0220 00000001 01 00000001 00 02 00000000")
+    rejects(head + h("0008") + b"n" * 8, Reason.BAD_LENGTH)
+    rejects(head + h("000f") + b"n" * 15, Reason.BAD_LENGTH)
+    rejects(head + h("0101") + b"n" * 257, Reason.BAD_LENGTH)
     rejects(head + h("ffff"), Reason.BAD_LENGTH)  # refused before reading 65535 bytes
-    ok = head + h("0008") + b"n" * 8 + h("0100") + b"n" * 256
-    assert decode(ok, C2P) == m.SkeyidRequest(1, 1, None, IkeHash.SHA, b"n" * 8, b"n" * 256)
+    ok = head + h("0010") + b"n" * 16
+    assert decode(ok, C2P) == m.SkeyidRequest(1, 1, None, IkeHash.SHA, 0, b"n" * 16)
+    ok = head + h("0100") + b"n" * 256
+    assert decode(ok, C2P) == m.SkeyidRequest(1, 1, None, IkeHash.SHA, 0, b"n" * 256)
 
 
 SEL = m.TrafficSelector(
@@ -275,9 +280,12 @@ def test_hostile_sender_breaks_the_rules() -> None:
             Reason.INCONSISTENT)  # fmt: skip
     rejects(tampered(_install(), "remote", V6), Reason.INCONSISTENT)
     rejects(tampered(m.Log(m.LogLevel.INFO, "x"), "text", "a\nb"), Reason.BAD_CHARSET)
-    request = m.SkeyidRequest(1, 1, None, IkeHash.SHA, b"n" * 8, b"n" * 8)
+    request = m.SkeyidRequest(1, 1, None, IkeHash.SHA, 0, b"n" * 16)
     rejects(tampered(request, "peer", V4_PEER), Reason.INCONSISTENT)
-    rejects(tampered(request, "ni", b"n" * 300), Reason.BAD_LENGTH)
+    rejects(tampered(request, "peer_nonce", b"n" * 300), Reason.BAD_LENGTH)
+    rejects(tampered(request, "peer_nonce", b"n" * 8), Reason.BAD_LENGTH)
+    by_peer = m.SkeyidRequest(1, None, V4_PEER, IkeHash.SHA, 0, b"n" * 16)
+    rejects(tampered(by_peer, "nonce_id", 5), Reason.INCONSISTENT)
 
 
 def test_hostile_install_policies() -> None:
@@ -378,9 +386,14 @@ def test_constructor_refuses_wrong_python_types() -> None:
 
 
 def test_reply_shapes() -> None:
-    refused(Reason.INCONSISTENT, m.SkeyidReply, 1, m.ErrorCode.OK, b"")
-    refused(Reason.INCONSISTENT, m.SkeyidReply, 1, m.ErrorCode.OK, b"s" * 15)
-    refused(Reason.INCONSISTENT, m.SkeyidReply, 1, m.ErrorCode.NO_SECRET, b"s" * 20)
+    refused(Reason.INCONSISTENT, m.SkeyidReply, 1, m.ErrorCode.OK, b"", b"")
+    refused(Reason.INCONSISTENT, m.SkeyidReply, 1, m.ErrorCode.OK, b"s" * 15, b"")
+    refused(Reason.INCONSISTENT, m.SkeyidReply, 1, m.ErrorCode.NO_SECRET, b"s" * 20, b"")
+    refused(Reason.INCONSISTENT, m.SkeyidReply, 1, m.ErrorCode.OK, b"s" * 20, b"n" * 16)
+    refused(Reason.INCONSISTENT, m.SkeyidReply, 1, m.ErrorCode.NO_SECRET, b"", b"n" * 32)
+    refused(Reason.INCONSISTENT, m.NonceReply, 1, m.ErrorCode.OK, 0, b"n" * 32)
+    refused(Reason.INCONSISTENT, m.NonceReply, 1, m.ErrorCode.OK, 5, b"n" * 31)
+    refused(Reason.INCONSISTENT, m.NonceReply, 1, m.ErrorCode.NO_SECRET, 5, b"")
     refused(Reason.INCONSISTENT, m.SpiReply, 1, m.ErrorCode.OK, 0)
     refused(Reason.INCONSISTENT, m.SpiReply, 1, m.ErrorCode.OK, 255)
     refused(Reason.INCONSISTENT, m.SpiReply, 1, m.ErrorCode.KERNEL_ERROR, 0x1000)

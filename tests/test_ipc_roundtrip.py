@@ -75,11 +75,12 @@ CONTRACT = {
     Direction.PARENT_TO_CHILD: {
         "Hello", "ConfigBegin", "ConfigPhase1", "ConfigPhase2", "ConfigEnd", "DatagramIn",
         "InitiateCommand", "ResumeCommand", "RemoveCommand", "ListCommand", "SkeyidReply",
+        "NonceReply",
         "SignatureReply",
         "SpiReply", "ResultReply", "KernelAcquire", "KernelExpire", "Shutdown",
     },
     Direction.CHILD_TO_PARENT: {
-        "Ready", "DatagramOut", "SkeyidRequest", "SignatureRequest", "SpiRequest",
+        "Ready", "DatagramOut", "SkeyidRequest", "NonceRequest", "SignatureRequest", "SpiRequest",
         "Phase2Install", "Phase2Remove", "StateReport", "StateReportEnd", "Stats", "Log",
         "KeyLog",
     },
@@ -175,17 +176,17 @@ def test_wire_format_is_pinned() -> None:
         m.Endpoint(V4, 500), m.Endpoint(ip_address("192.0.2.2"), 500), False, b"abc"
     )
     assert encode(out).hex() == "021004c000020101f404c000020201f4000003616263"
-    req = m.SkeyidRequest(7, None, V4_PEER, IkeHash.SHA2_256, b"\x11" * 8, b"\x22" * 8)
-    # type, request id, phase1_number absent, peer present, prf, then the nonces with a
-    # 2-byte length (their bound, 256, does not fit in one byte)
+    req = m.SkeyidRequest(7, None, V4_PEER, IkeHash.SHA2_256, 0, b"\x11" * 16)
+    # type, request id, phase1_number absent, peer present, prf, nonce id (4 bytes), then
+    # the peer's nonce with a 2-byte length (its bound, 256, does not fit in one byte)
     assert encode(req).hex() == (
-        "0220" "00000007" "00" "01" "04c6336407" "04" "0008" + "11" * 8 + "0008" + "22" * 8
+        "0220" "00000007" "00" "01" "04c6336407" "04" "00000000" "0010" + "11" * 16
     )  # fmt: skip
     # version 2 added the DPD action byte: enabled, delay, timeout (2 bytes each), action
     dpd = bytearray()
     m.DpdSettings(True, 30, 120, m.DpdAction.RESTART)._write(dpd)
     assert dpd.hex() == "01" "001e" "0078" "02"  # fmt: skip
-    assert encode(m.Hello(m.PROTOCOL_VERSION)).hex() == "0101" "0003"  # fmt: skip
+    assert encode(m.Hello(m.PROTOCOL_VERSION)).hex() == "0101" "0004"  # fmt: skip
     # counters: a 1-byte count (bound 64), then per counter a 1-byte name length (bound 48),
     # the name, a u64 value; Response carries them last, after `more`
     stats = m.Stats(7, (m.CounterValue("dropped_malformed", 3),))
@@ -208,7 +209,7 @@ def test_wire_format_is_pinned() -> None:
     policy = bytearray()
     m.Phase2Policy(m.PolicyDirection.FWD, sel, 1000)._write(policy)
     assert policy.hex() == "02" "04c000020018000000" "04cb007100180601bb" "000003e8"  # fmt: skip
-    assert m.PROTOCOL_VERSION == 3
+    assert m.PROTOCOL_VERSION == 4
 
 
 def test_largest_ike_datagram_fits_in_one_message() -> None:

@@ -167,6 +167,20 @@ def _fix_skeyid_request(kw: dict[str, Any]) -> None:
         kw["phase1_number"] = 1
     elif kw["phase1_number"] is not None and kw["peer"] is not None:
         kw["peer"] = None
+    if kw["peer"] is not None:
+        kw["nonce_id"] = 0  # an initiator's nonce goes with a definition number
+
+
+def _fix_skeyid_reply(kw: dict[str, Any]) -> None:
+    _result("skeyid", m.MIN_SKEYID)(kw)
+    if kw["error"] is not m.ErrorCode.OK or kw["nonce"]:
+        kw["nonce"] = b"" if kw["error"] is not m.ErrorCode.OK else _fit(kw["nonce"], 32)
+
+
+def _fix_nonce_reply(kw: dict[str, Any]) -> None:
+    ok = kw["error"] is m.ErrorCode.OK
+    kw["nonce"] = _fit(kw["nonce"], 32) if ok else b""
+    kw["nonce_id"] = max(kw["nonce_id"], 1) if ok else 0
 
 
 def _fix_phase2_sa(proto: ProtocolId, sa: m.Phase2Sa) -> m.Phase2Sa:
@@ -214,7 +228,8 @@ FIXUPS: dict[type[Struct], Callable[[dict[str, Any]], None]] = {
     m.Phase2Proposal: _fix_proposal,
     m.AeadKey: _fix_aead,
     m.NumRange: _fix_range,
-    m.SkeyidReply: _result("skeyid", m.MIN_SKEYID),
+    m.SkeyidReply: _fix_skeyid_reply,
+    m.NonceReply: _fix_nonce_reply,
     m.SignatureReply: _result("signature", 1),
     m.SpiReply: _fix_spi_reply,
     m.SkeyidRequest: _fix_skeyid_request,

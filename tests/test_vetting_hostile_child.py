@@ -258,32 +258,36 @@ def test_wrong_key_length_and_long_lifetime(setup: tuple[Daemon, StandIn, str]) 
 
 def test_psk_prf_only_for_known_tunnels_and_their_prf(setup: tuple[Daemon, StandIn, str]) -> None:
     daemon, child, _ = setup
-    ni, nr = bytes(range(16)), bytes(range(100, 132))
+    ni = bytes(range(16))
     # nobody is negotiating: not even a configured tunnel gets an answer (no PSK oracle)
-    reply = child.ask(m.SkeyidRequest(7, 1, None, IkeHash.SHA2_256, ni, nr))
+    reply = child.ask(m.SkeyidRequest(7, 1, None, IkeHash.SHA2_256, 0, ni))
     assert reply.error is m.ErrorCode.NO_SUCH_TUNNEL  # type: ignore[attr-defined]
     # by peer address (Main Mode responder) only for a peer that talked to us
-    reply = child.ask(m.SkeyidRequest(6, None, B, IkeHash.SHA2_256, ni, nr))
+    reply = child.ask(m.SkeyidRequest(6, None, B, IkeHash.SHA2_256, 0, ni))
     assert reply.error is m.ErrorCode.NO_SUCH_TUNNEL  # type: ignore[attr-defined]
     talk(child)
     for rid, request, code in [
-        (1, m.SkeyidRequest(1, 99, None, IkeHash.SHA2_256, ni, nr), m.ErrorCode.NO_SUCH_TUNNEL),
-        (2, m.SkeyidRequest(2, None, ipaddress.ip_address("192.0.2.77"), IkeHash.SHA2_256, ni,
-                            nr), m.ErrorCode.NO_SUCH_TUNNEL),
-        (3, m.SkeyidRequest(3, 1, None, IkeHash.SHA, ni, nr), m.ErrorCode.BAD_ALGORITHM),
+        (1, m.SkeyidRequest(1, 99, None, IkeHash.SHA2_256, 0, ni), m.ErrorCode.NO_SUCH_TUNNEL),
+        (2, m.SkeyidRequest(2, None, ipaddress.ip_address("192.0.2.77"), IkeHash.SHA2_256, 0,
+                            ni), m.ErrorCode.NO_SUCH_TUNNEL),
+        (3, m.SkeyidRequest(3, 1, None, IkeHash.SHA, 0, ni), m.ErrorCode.BAD_ALGORITHM),
     ]:  # fmt: skip
         reply = child.ask(request)
         assert isinstance(reply, m.SkeyidReply) and reply.error is code, (rid, reply)
-        assert reply.skeyid == b""
+        assert reply.skeyid == b"" and reply.nonce == b""
     refused(daemon, "SKEYID request", "no definition for phase 1 99")
     refused(daemon, "SKEYID request", "prf SHA not configured")
-    # the legitimate question gets the right answer, by number and by peer address
-    want = hmac.new(PSK_B, ni + nr, hashlib.sha256).digest()
-    for request in (m.SkeyidRequest(4, 1, None, IkeHash.SHA2_256, ni, nr),
-                    m.SkeyidRequest(5, None, B, IkeHash.SHA2_256, ni, nr)):  # fmt: skip
+    # the legitimate questions get the right answers, with the parent's nonce in them
+    for request in (m.SkeyidRequest(4, 1, None, IkeHash.SHA2_256, 0, ni),
+                    m.SkeyidRequest(5, None, B, IkeHash.SHA2_256, 0, ni)):  # fmt: skip
         reply = child.ask(request)
         assert isinstance(reply, m.SkeyidReply) and reply.error is m.ErrorCode.OK
-        assert reply.skeyid == want
+        assert reply.skeyid == hmac.new(PSK_B, ni + reply.nonce, hashlib.sha256).digest()
+    issued = child.ask(m.NonceRequest(8, 1))
+    assert isinstance(issued, m.NonceReply) and issued.error is m.ErrorCode.OK
+    reply = child.ask(m.SkeyidRequest(9, 1, None, IkeHash.SHA2_256, issued.nonce_id, ni))
+    assert isinstance(reply, m.SkeyidReply) and reply.error is m.ErrorCode.OK
+    assert reply.skeyid == hmac.new(PSK_B, issued.nonce + ni, hashlib.sha256).digest()
     assert PSK_B.decode() not in daemon.log()
 
 
@@ -314,6 +318,6 @@ def test_protocol_violation_restarts_the_child(
     child.accept()  # the daemon started a new child, which gets Hello and the config again
     assert any(isinstance(msg, m.ConfigPhase1) for msg in child.config)
     talk(child)
-    reply = child.ask(m.SkeyidRequest(9, 1, None, IkeHash.SHA2_256, bytes(8), bytes(8)))
+    reply = child.ask(m.SkeyidRequest(9, 1, None, IkeHash.SHA2_256, 0, bytes(16)))
     assert reply.error is m.ErrorCode.OK  # type: ignore[attr-defined]
     assert kernel(ns) == before

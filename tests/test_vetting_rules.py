@@ -29,6 +29,7 @@ from ikepriv.parent_kernel import installed as inst
 from ikepriv.parent_kernel.definitions import DbView
 from ikepriv.parent_kernel.installed import Installed, SaEntry
 from ikepriv.parent_kernel.keylog import esp_line, ike_line
+from ikepriv.parent_kernel.nonces import MAX_NONCES, NONCE_LIFETIME
 from ikepriv.parent_kernel.peers import PeerTable
 from ikepriv.parent_kernel.vetting import (
     MIN_POLICY_PRIORITY,
@@ -427,25 +428,62 @@ def test_remove_of_an_install_that_never_happened_takes_the_allocated_spi(vetter
 
 
 def test_skeyid(vetter: Vetter) -> None:
-    ni, nr = b"n" * 16, b"r" * 20
+    nr = b"r" * 20
     now = 1000.0
-    by_number = m.SkeyidRequest(1, 1, None, IkeHash.SHA2_256, ni, nr)
+    issued = vetter.nonce(m.NonceRequest(1, 1), now)  # an initiator's Ni is the parent's
+    assert isinstance(issued, tuple)
+    nonce_id, ni = issued
+    assert nonce_id != 0 and len(ni) == m.PARENT_NONCE_BYTES
+    by_number = m.SkeyidRequest(1, 1, None, IkeHash.SHA2_256, nonce_id, nr)
     refusal(vetter.skeyid(by_number, now), ErrorCode.NO_SUCH_TUNNEL)  # nobody is negotiating
     vetter.peers.record(A, B, 500, natt=False, now=now)
-    value = vetter.skeyid(by_number, now)
-    assert value == hmac.new(b"secret one", ni + nr, hashlib.sha256).digest()
-    refusal(vetter.skeyid(m.SkeyidRequest(1, 1, None, IkeHash.SHA, ni, nr), now),
+    refusal(vetter.skeyid(by_number, now), ErrorCode.NOT_PERMITTED)  # that nonce is used up
+    nonce_id, ni = vetter.nonce(m.NonceRequest(1, 1), now)  # type: ignore[misc]
+    by_number = m.SkeyidRequest(1, 1, None, IkeHash.SHA2_256, nonce_id, nr)
+    assert vetter.skeyid(by_number, now) == (
+        hmac.new(b"secret one", ni + nr, hashlib.sha256).digest(),
+        b"",
+    )
+    refusal(vetter.skeyid(by_number, now), ErrorCode.NOT_PERMITTED)  # single use
+    refusal(vetter.skeyid(m.SkeyidRequest(1, 1, None, IkeHash.SHA, 0, nr), now),
             ErrorCode.BAD_ALGORITHM)  # fmt: skip
-    refusal(vetter.skeyid(m.SkeyidRequest(1, 7, None, IkeHash.SHA2_256, ni, nr), now),
+    refusal(vetter.skeyid(m.SkeyidRequest(1, 7, None, IkeHash.SHA2_256, 0, nr), now),
             ErrorCode.NO_SUCH_TUNNEL)  # fmt: skip
-    by_peer = m.SkeyidRequest(1, None, B, IkeHash.SHA2_256, ni, nr)
-    assert vetter.skeyid(by_peer, now) == value
+    # a responder names the initiator's nonce; the parent makes Nr and returns it
+    by_peer = m.SkeyidRequest(1, None, B, IkeHash.SHA2_256, 0, nr)
+    answer = vetter.skeyid(by_peer, now)
+    assert isinstance(answer, tuple)
+    skeyid, ours = answer
+    assert len(ours) == m.PARENT_NONCE_BYTES
+    assert skeyid == hmac.new(b"secret one", nr + ours, hashlib.sha256).digest()
     refusal(vetter.skeyid(by_peer, now + 3600), ErrorCode.NO_SUCH_TUNNEL)  # B went quiet
     # the %any definition is aggressive mode: never chosen by peer address
     vetter.peers.record(A, STRANGER, 500, natt=False, now=now)
-    refusal(vetter.skeyid(m.SkeyidRequest(1, None, STRANGER, IkeHash.SHA, ni, nr), now),
+    refusal(vetter.skeyid(m.SkeyidRequest(1, None, STRANGER, IkeHash.SHA, 0, nr), now),
             ErrorCode.NO_SUCH_TUNNEL)  # fmt: skip
-    assert isinstance(vetter.skeyid(m.SkeyidRequest(1, 2, None, IkeHash.SHA, ni, nr), now), bytes)
+    assert isinstance(vetter.skeyid(m.SkeyidRequest(1, 2, None, IkeHash.SHA, 0, nr), now), tuple)
+    refusal(vetter.nonce(m.NonceRequest(1, 7), now), ErrorCode.NO_SUCH_TUNNEL)
+
+
+def test_initiator_nonces_are_bound_single_use_bounded_and_expire(vetter: Vetter) -> None:
+    now = 1000.0
+    vetter.peers.record(A, B, 500, natt=False, now=now)
+    vetter.peers.record(A, STRANGER, 500, natt=False, now=now)
+    nonce_id, _ = vetter.nonce(m.NonceRequest(1, 2), now)  # type: ignore[misc]
+    # made for definition 2: useless for definition 1 (and then used up)
+    refusal(vetter.skeyid(m.SkeyidRequest(1, 1, None, IkeHash.SHA2_256, nonce_id, b"r" * 16),
+                          now), ErrorCode.NOT_PERMITTED)  # fmt: skip
+    nonce_id, _ = vetter.nonce(m.NonceRequest(1, 1), now)  # type: ignore[misc]
+    late = now + NONCE_LIFETIME + 1
+    vetter.peers.record(A, B, 500, natt=False, now=late)
+    refusal(vetter.skeyid(m.SkeyidRequest(1, 1, None, IkeHash.SHA2_256, nonce_id, b"r" * 16),
+                          late), ErrorCode.NOT_PERMITTED)  # fmt: skip
+    ids = [vetter.nonce(m.NonceRequest(1, 1), late)[0] for _ in range(MAX_NONCES + 10)]  # type: ignore[index]
+    assert len(vetter.nonces) == MAX_NONCES
+    refusal(vetter.skeyid(m.SkeyidRequest(1, 1, None, IkeHash.SHA2_256, ids[0], b"r" * 16),
+                          late), ErrorCode.NOT_PERMITTED)  # the oldest went first  # fmt: skip
+    ok = vetter.skeyid(m.SkeyidRequest(1, 1, None, IkeHash.SHA2_256, ids[-1], b"r" * 16), late)
+    assert isinstance(ok, tuple) and ok[1] == b""
 
 
 def test_datagrams(vetter: Vetter) -> None:

@@ -72,8 +72,65 @@ def _parser() -> _Parser:
         metavar="FILE",
         help="Wireshark IKEv1 decryption table: icookie_hex,Ka_hex per line (decrypt only)",
     )
+    p.add_argument(
+        "--secrets",
+        metavar="FILE",
+        help="read the secrets from FILE ('-': standard input), one per line: 'psk TEXT', "
+        "'psk-hex HEX', 'dh-secret [ICOOKIE=]HEX', 'qm-dh-secret [MSGID=]HEX'; '#' comments. "
+        "Secrets given as arguments are visible to every user in /proc/PID/cmdline",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per IKE message")
     return p
+
+
+SECRET_OPTIONS = ("psk", "psk_hex", "dh_secret", "qm_dh_secret")
+
+
+def _read_bounded(name: str, stdin: TextIO) -> str:
+    if name == "-":
+        text = stdin.read(MAX_KEY_FILE_BYTES + 1)
+        if len(text) > MAX_KEY_FILE_BYTES:
+            raise KeyInputError(f"secrets on standard input: more than {MAX_KEY_FILE_BYTES} bytes")
+        return text
+    try:
+        with Path(name).open("rb") as handle:
+            raw = handle.read(MAX_KEY_FILE_BYTES + 1)
+    except OSError as exc:
+        raise KeyInputError(f"{name}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_KEY_FILE_BYTES:
+        raise KeyInputError(f"{name}: larger than {MAX_KEY_FILE_BYTES} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise KeyInputError(f"{name}: not UTF-8 text") from None
+
+
+def _merge_secrets(args: argparse.Namespace, stdin: TextIO) -> None:
+    """Fold the lines of --secrets into the options, as if given there (never both)."""
+    where = "standard input" if args.secrets == "-" else args.secrets
+    for number, line in enumerate(_read_bounded(args.secrets, stdin).splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.partition(" ")
+        value = value.strip()
+        option = name.replace("-", "_")
+        if option not in SECRET_OPTIONS or not value:
+            raise KeyInputError(f"{where} line {number}: expected 'psk', 'psk-hex', "
+                                "'dh-secret' or 'qm-dh-secret' and a value")  # fmt: skip
+        if option in ("psk", "psk_hex"):
+            if args.psk is not None or args.psk_hex is not None:
+                raise UsageError(f"{where} line {number}: a second pre-shared key")
+            setattr(args, option, value)
+        else:
+            getattr(args, option).append(value)
+
+
+def secret_arguments(args: argparse.Namespace) -> list[str]:
+    """The secret options given on the command line itself (each named once)."""
+    return [
+        "--" + o.replace("_", "-") for o in SECRET_OPTIONS if getattr(args, o) not in (None, [])
+    ]
 
 
 def _key_material(args: argparse.Namespace) -> KeyMaterial:
@@ -165,6 +222,13 @@ def _emit_frame_problem(
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
+        given = secret_arguments(args)
+        if given:
+            print(f"{PROG}: warning: secrets on the command line ({', '.join(given)}) are "
+                  "visible to every user in /proc/PID/cmdline; use --secrets FILE or "
+                  "--secrets - (standard input)", file=sys.stderr)  # fmt: skip
+        if args.secrets is not None:
+            _merge_secrets(args, sys.stdin)
         keys = _key_material(args)
     except (UsageError, KeyInputError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)

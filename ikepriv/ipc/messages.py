@@ -52,17 +52,23 @@ from ikepriv.isakmp.constants import (
     ProtocolId,
 )
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 """Bumped on any change to the catalogue; Hello/Ready and ControlHello carry it.
 2: DpdSettings.action; Stats, StatsRequest and Response.counters (still 2: nothing with
 version 2 was deployed before them).
 3: Phase2Install and Phase2Remove (one request per phase 2) replace SaAdd, SaDelete,
-PolicyAdd and PolicyDelete."""
+PolicyAdd and PolicyDelete.
+4: our phase 1 nonce comes from the parent (NonceRequest/NonceReply, SkeyidRequest.nonce_id,
+SkeyidReply.nonce): SKEYID is never computed over an input the child fully chooses."""
 
 # Bounds (one place, so the vetting code and the tests can refer to them).
 MAX_DATAGRAM = 65535
 MAX_KEY = 64
 MIN_NONCE, MAX_NONCE = 8, 256
+# Phase 1 nonces that go into prf(PSK, Ni_b | Nr_b). RFC 2409 allows 8 bytes; we refuse
+# fewer than 16 (strongSwan and libreswan send 32), and ours, made by the parent, have 32.
+MIN_PHASE1_NONCE = 16
+PARENT_NONCE_BYTES = 32
 MAX_PROPOSALS = 16
 MAX_ROWS = 4096
 MAX_TEXT = 255
@@ -190,6 +196,7 @@ Name = Annotated[str, Str(MAX_TEXT, min_len=1, charset=Charset.NAME)]
 Text = Annotated[str, Str(MAX_TEXT)]
 Datagram = Annotated[bytes, Bytes(1, MAX_DATAGRAM)]
 Nonce = Annotated[bytes, Bytes(MIN_NONCE, MAX_NONCE)]
+PeerNonce = Annotated[bytes, Bytes(MIN_PHASE1_NONCE, MAX_NONCE)]
 Error = Annotated[ErrorCode, EnumOf(ErrorCode)]
 IpsecProto = Annotated[ProtocolId, EnumOf(ProtocolId, (ProtocolId.IPSEC_ESP, ProtocolId.IPSEC_AH))]
 Mode = Annotated[
@@ -657,16 +664,23 @@ class ListCommand(Message):
 @message(0x0130, _P2C)
 @dataclass(frozen=True, slots=True)
 class SkeyidReply(Message):
-    """prf(PSK, Ni_b | Nr_b) for a SkeyidRequest, or why the parent refused it."""
+    """prf(PSK, Ni_b | Nr_b) for a SkeyidRequest, or why the parent refused it. For a
+    responder's request (nonce_id 0) `nonce` is the Nr the parent made for it, which the
+    child must send as its own; empty otherwise."""
 
     request_id: RequestId
     error: Error
     skeyid: Annotated[bytes, Bytes(0, MAX_KEY)]
+    nonce: Annotated[bytes, Bytes(0, PARENT_NONCE_BYTES)]
 
     def check(self) -> None:
         _result_shape(self.error, bool(self.skeyid), "skeyid")
         if self.skeyid and len(self.skeyid) < MIN_SKEYID:
             raise inconsistent(f"skeyid of {len(self.skeyid)} bytes")
+        if self.nonce and len(self.nonce) != PARENT_NONCE_BYTES:
+            raise inconsistent(f"nonce of {len(self.nonce)} bytes")
+        if self.nonce and self.error is not ErrorCode.OK:
+            raise inconsistent("nonce present only with error OK")
 
 
 @message(0x0131, _P2C)
@@ -680,6 +694,25 @@ class SignatureReply(Message):
 
     def check(self) -> None:
         _result_shape(self.error, bool(self.signature), "signature")
+
+
+@message(0x0134, _P2C)
+@dataclass(frozen=True, slots=True)
+class NonceReply(Message):
+    """A phase 1 initiator's Ni, made by the parent for a NonceRequest, and the id under which
+    the parent keeps it for the one SkeyidRequest that may use it."""
+
+    request_id: RequestId
+    error: Error
+    nonce_id: Annotated[int, UInt(4)]
+    nonce: Annotated[bytes, Bytes(0, PARENT_NONCE_BYTES)]
+
+    def check(self) -> None:
+        _result_shape(self.error, bool(self.nonce), "nonce")
+        if self.nonce and len(self.nonce) != PARENT_NONCE_BYTES:
+            raise inconsistent(f"nonce of {len(self.nonce)} bytes")
+        if (self.error is ErrorCode.OK) != (self.nonce_id != 0):
+            raise inconsistent("nonce_id present only with error OK")
 
 
 @message(0x0132, _P2C)
@@ -772,10 +805,14 @@ class DatagramOut(Message):
 @message(0x0220, _C2P)
 @dataclass(frozen=True, slots=True)
 class SkeyidRequest(Message):
-    """Ask for SKEYID = prf(PSK, Ni_b | Nr_b).
+    """Ask for SKEYID = prf(PSK, Ni_b | Nr_b), where our own nonce is the parent's.
 
     Exactly one of phase1_number (initiator, aggressive responder) or peer (Main Mode
-    responder, which knows only the address before the ID arrives encrypted). Parent vets:
+    responder, which knows only the address before the ID arrives encrypted). An initiator
+    names the NonceReply whose Ni it sent (nonce_id; single use, same definition) and gives
+    Nr; a responder gives Ni with nonce_id 0, and the parent makes Nr and returns it in the
+    SkeyidReply. So the prf input always holds 32 fresh random bytes of the parent's at a
+    fixed place, and the child chooses at most the other nonce (16..256 bytes). Parent vets:
     the tunnel exists and is active or matches, uses a PSK, and prf is its proposal's hash.
     """
 
@@ -783,12 +820,14 @@ class SkeyidRequest(Message):
     phase1_number: Annotated[int | None, Opt(UInt(4, lo=1))]
     peer: OptAddr
     prf: Annotated[IkeHash, EnumOf(IkeHash)]
-    ni: Nonce
-    nr: Nonce
+    nonce_id: Annotated[int, UInt(4)]  # 0: responder, the parent makes Nr
+    peer_nonce: PeerNonce
 
     def check(self) -> None:
         if (self.phase1_number is None) == (self.peer is None):
             raise inconsistent("exactly one of phase1_number and peer")
+        if self.nonce_id and self.phase1_number is None:
+            raise inconsistent("an initiator's nonce_id goes with phase1_number")
 
 
 @message(0x0221, _C2P)
@@ -799,6 +838,16 @@ class SignatureRequest(Message):
     request_id: RequestId
     phase1_number: DefNumber
     digest: Annotated[bytes, Bytes(16, MAX_KEY)]
+
+
+@message(0x0223, _C2P)
+@dataclass(frozen=True, slots=True)
+class NonceRequest(Message):
+    """A phase 1 initiator asks the parent for its Ni (answered by NonceReply). Parent vets:
+    the definition exists; it keeps the nonce for one SkeyidRequest, for a short time."""
+
+    request_id: RequestId
+    phase1_number: DefNumber
 
 
 @message(0x0222, _C2P)

@@ -1,6 +1,6 @@
 """Child -> parent messages: dispatch and answer.
 
-Every request gets exactly one answer (SpiReply, ResultReply, SkeyidReply,
+Every request gets exactly one answer (SpiReply, ResultReply, SkeyidReply, NonceReply,
 SignatureReply); a refusal is logged with its reason and tunnel number and answered with
 an error code. Requests that change the kernel (SpiRequest, Phase2Install, Phase2Remove)
 are vetted, written and recorded by installer.Installer, the one write path; this module
@@ -83,6 +83,8 @@ class ChildRequests:
                 await self._datagram(msg)
             case m.SkeyidRequest():
                 self._skeyid(msg)
+            case m.NonceRequest():
+                self._nonce(msg)
             case m.SignatureRequest():
                 self._signature(msg)
             case m.SpiRequest():
@@ -135,9 +137,18 @@ class ChildRequests:
         result = self.state.vetter.skeyid(msg, time.monotonic())
         if isinstance(result, Refusal):
             self._refuse("SKEYID request", result)
-            self._send(m.SkeyidReply(msg.request_id, result.code, b""))
+            self._send(m.SkeyidReply(msg.request_id, result.code, b"", b""))
             return
-        self._send(m.SkeyidReply(msg.request_id, ErrorCode.OK, result))
+        skeyid, nonce = result
+        self._send(m.SkeyidReply(msg.request_id, ErrorCode.OK, skeyid, nonce))
+
+    def _nonce(self, msg: m.NonceRequest) -> None:
+        result = self.state.vetter.nonce(msg, time.monotonic())
+        if isinstance(result, Refusal):
+            self._refuse("nonce request", result)
+            self._send(m.NonceReply(msg.request_id, result.code, 0, b""))
+            return
+        self._send(m.NonceReply(msg.request_id, ErrorCode.OK, *result))
 
     def _signature(self, msg: m.SignatureRequest) -> None:
         self._refuse("signature request",

@@ -62,6 +62,7 @@ from ikepriv.parent_kernel.kernel.specs import (
     Template,
 )
 from ikepriv.parent_kernel.kernel.xfrm_messages import Direction, XfrmMode
+from ikepriv.parent_kernel.nonces import NonceTable, fresh_nonce
 from ikepriv.parent_kernel.peers import PeerTable
 from ikepriv.process_contract import COUNTER_NAMES
 
@@ -395,6 +396,7 @@ class Vetter:
         self.peers = peers
         self.activations = activations
         self._skeyid_buckets: dict[int, TokenBucket] = {}
+        self.nonces = NonceTable()
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -741,11 +743,38 @@ class Vetter:
             )
         ]
 
-    def skeyid(self, req: m.SkeyidRequest, now: float) -> bytes | Refusal:
-        """prf(PSK, Ni_b | Nr_b) for one definition; the PSK never leaves this process.
+    def nonce(self, req: m.NonceRequest, now: float) -> tuple[int, bytes] | Refusal:
+        """An initiator's Ni, made here and kept for the one SkeyidRequest that names it."""
+        p1 = self.view.phase1.get(req.phase1_number)
+        if p1 is None:
+            return Refusal(ErrorCode.NO_SUCH_TUNNEL,
+                           f"no phase 1 definition {req.phase1_number}",
+                           req.phase1_number)  # fmt: skip
+        if p1.auth is not AuthMethod.PRE_SHARED_KEY or not p1.psk:
+            return Refusal(ErrorCode.NO_SECRET,
+                           f"phase 1 {req.phase1_number} has no pre-shared key",
+                           req.phase1_number)  # fmt: skip
+        return self.nonces.issue(req.phase1_number, now)
+
+    def skeyid(self, req: m.SkeyidRequest, now: float) -> tuple[bytes, bytes] | Refusal:
+        """prf(PSK, Ni_b | Nr_b) for one definition, and the Nr made for a responder (else
+        b""); the PSK never leaves this process. Our own nonce is always the parent's (see
+        nonces.py): the child chooses only the peer's.
 
         `now` is the monotonic clock of the peer table.
         """
+        ours = b""
+        if req.nonce_id:
+            issued = self.nonces.take(req.nonce_id, now)  # used up even if refused below
+            if issued is None or issued.phase1_number != req.phase1_number:
+                return Refusal(ErrorCode.NOT_PERMITTED,
+                               f"nonce {req.nonce_id:#x} unknown, used, expired or not made "
+                               f"for phase 1 {req.phase1_number}",
+                               req.phase1_number)  # fmt: skip
+            ni, nr = issued.nonce, req.peer_nonce
+        else:
+            ours = fresh_nonce()
+            ni, nr = req.peer_nonce, ours
         found = self._psk_candidates(req, now)
         what = f"phase 1 {req.phase1_number}" if req.peer is None else f"peer {req.peer}"
         if not found:
@@ -766,7 +795,7 @@ class Vetter:
         if not bucket.take(now):
             return Refusal(ErrorCode.LIMIT_REACHED, f"too many SKEYID requests for {what}", number)
         try:
-            return skeyid_psk(req.prf, psks[0], req.ni, req.nr)
+            return skeyid_psk(req.prf, psks[0], ni, nr), ours
         except CryptoError as exc:
             return Refusal(ErrorCode.INVALID_REQUEST, str(exc), number)
 

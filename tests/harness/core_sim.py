@@ -33,6 +33,7 @@ from ikepriv.child_negotiator.core.settings import Settings
 from ikepriv.crypto.ciphers import pad_plaintext
 from ikepriv.crypto.oakley import skeyid_psk
 from ikepriv.ipc.messages import (
+    PARENT_NONCE_BYTES,
     AeadKey,
     AuthKey,
     CryptKey,
@@ -47,6 +48,8 @@ from ikepriv.ipc.messages import (
     Lifetimes,
     Log,
     NatTEncap,
+    NonceReply,
+    NonceRequest,
     Phase,
     Phase1Def,
     Phase2Def,
@@ -321,6 +324,8 @@ class StandInParent:
     reports: list[StateReport] = field(default_factory=list)
     logs: list[Log] = field(default_factory=list)
     skeyid_requests: list[SkeyidRequest] = field(default_factory=list)
+    nonces: dict[int, tuple[int, bytes]] = field(default_factory=dict)  # id: (phase 1, Ni)
+    issued_nonces: list[bytes] = field(default_factory=list)  # every Ni and Nr it made
     allocated: set[int] = field(default_factory=set)
     refuse: set[type] = field(default_factory=set)
     # what reached the modelled kernel, in order (SaAdd, SaDelete, PolicyAdd, PolicyDelete)
@@ -329,6 +334,14 @@ class StandInParent:
     policies: dict[tuple[TrafficSelector, PolicyDirection], PolicyAdd] = field(default_factory=dict)
 
     def answer(self, msg: Message) -> Message | None:
+        if isinstance(msg, NonceRequest):
+            if NonceRequest in self.refuse or msg.phase1_number not in self.psk_by_phase1:
+                return NonceReply(msg.request_id, ErrorCode.NO_SECRET, 0, b"")
+            nonce_id = len(self.issued_nonces) + 1  # never reused
+            nonce = self.rng.randbytes(PARENT_NONCE_BYTES)
+            self.nonces[nonce_id] = (msg.phase1_number, nonce)
+            self.issued_nonces.append(nonce)
+            return NonceReply(msg.request_id, ErrorCode.OK, nonce_id, nonce)
         if isinstance(msg, SkeyidRequest):
             self.skeyid_requests.append(msg)
             if msg.phase1_number is not None:
@@ -336,11 +349,18 @@ class StandInParent:
             else:
                 assert msg.peer is not None
                 psk = self.psk_by_peer.get(msg.peer)
+            issued = self.nonces.pop(msg.nonce_id, None) if msg.nonce_id else None
             if psk is None or SkeyidRequest in self.refuse:
-                return SkeyidReply(msg.request_id, ErrorCode.NO_SECRET, b"")
-            return SkeyidReply(
-                msg.request_id, ErrorCode.OK, skeyid_psk(msg.prf, psk, msg.ni, msg.nr)
-            )
+                return SkeyidReply(msg.request_id, ErrorCode.NO_SECRET, b"", b"")
+            if msg.nonce_id:  # initiator: Ni is the parent's, made for this definition
+                if issued is None or issued[0] != msg.phase1_number:
+                    return SkeyidReply(msg.request_id, ErrorCode.NOT_PERMITTED, b"", b"")
+                skeyid = skeyid_psk(msg.prf, psk, issued[1], msg.peer_nonce)
+                return SkeyidReply(msg.request_id, ErrorCode.OK, skeyid, b"")
+            nr = self.rng.randbytes(PARENT_NONCE_BYTES)  # responder: Nr is the parent's
+            self.issued_nonces.append(nr)
+            skeyid = skeyid_psk(msg.prf, psk, msg.peer_nonce, nr)
+            return SkeyidReply(msg.request_id, ErrorCode.OK, skeyid, nr)
         if isinstance(msg, SpiRequest):
             while True:
                 spi = self.rng.randrange(256, 1 << 32)

@@ -77,6 +77,7 @@ from ikepriv.ipc.messages import (
     ListCommand,
     Log,
     LogLevel,
+    NonceReply,
     Phase,
     Phase1Def,
     Ready,
@@ -196,6 +197,7 @@ class Negotiator:
         self._handlers: dict[type, Callable[[Any], None]] = {
             DatagramIn: self._on_datagram,
             SkeyidReply: self._on_reply,
+            NonceReply: self._on_reply,
             SpiReply: self._on_reply,
             ResultReply: self._on_reply,
             SignatureReply: self._on_reply,
@@ -428,7 +430,9 @@ class Negotiator:
 
     # ------------------------------------------------------------------ replies
 
-    def _on_reply(self, reply: SkeyidReply | SpiReply | ResultReply | SignatureReply) -> None:
+    def _on_reply(
+        self, reply: SkeyidReply | NonceReply | SpiReply | ResultReply | SignatureReply
+    ) -> None:
         entry = self._waiting.get(reply.request_id)
         if entry is None or not isinstance(reply, entry[0]):
             self.counters.dropped_stale_reply += 1

@@ -55,6 +55,7 @@ class IsakmpSa:
     g_xr: bytes = b""
     ni: bytes = b""
     nr: bytes = b""
+    nonce_id: int = 0  # initiator: the parent's id for our Ni (NonceReply), for SKEYID
     g_xy: bytes = b""
     skeyid: bytes = b""
     held: tuple[bytes, object] | None = None  # (digest, datagram context) awaiting SKEYID

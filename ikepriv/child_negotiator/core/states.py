@@ -40,8 +40,10 @@ class P1State(Enum):
     I_SKEYID_WAIT = "waiting for SKEYID"
     I_AUTH_SENT = "MM5 sent"
     R_SA_SENT = "MM2 sent"
+    R_SKEYID_WAIT = "MM3 received, waiting for SKEYID and our nonce"
     R_KE_SENT = "MM4 sent"
     # Aggressive Mode
+    I_AM_NONCE_WAIT = "waiting for our nonce"
     I_AM1_SENT = "AM1 sent"
     I_AM_SKEYID_WAIT = "AM2 received, waiting for SKEYID"
     R_AM_SKEYID_WAIT = "AM1 received, waiting for SKEYID"
@@ -120,12 +122,12 @@ MAIN_MODE_INITIATOR = _phase1(
 MAIN_MODE_RESPONDER = _phase1(
     "Main Mode responder",
     P.R_SA_SENT,  # MM1 answered with MM2
-    (P.R_KE_SENT, P.ESTABLISHED),  # MM3 answered with MM4; MM5 answered with MM6
+    (P.R_SKEYID_WAIT, P.R_KE_SENT, P.ESTABLISHED),  # MM3; SKEYID and Nr back, MM4; MM5, MM6
 )
 AGGRESSIVE_INITIATOR = _phase1(
     "Aggressive Mode initiator",
-    P.I_AM1_SENT,
-    (P.I_AM_SKEYID_WAIT, P.ESTABLISHED),  # AM2 received; SKEYID back, AM3 sent
+    P.I_AM_NONCE_WAIT,  # our Ni asked of the parent
+    (P.I_AM1_SENT, P.I_AM_SKEYID_WAIT, P.ESTABLISHED),  # AM1; AM2 received; SKEYID, AM3
 )
 AGGRESSIVE_RESPONDER = _phase1(
     "Aggressive Mode responder",

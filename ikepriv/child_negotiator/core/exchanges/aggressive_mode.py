@@ -1,8 +1,10 @@
 """Aggressive Mode (RFC 2409 5) with pre-shared keys, both roles.
 
     Initiator                               Responder
+    (NonceRequest: Ni is the parent's)
     AM1  SA, KE, Ni, IDii, VID...     ->
-                                            (SkeyidRequest for the definition IDii names)
+                                            (SkeyidRequest for the definition IDii names;
+                                             the parent makes Nr along with SKEYID)
                                       <-    AM2  SA, KE, Nr, IDir, VID... [, NAT-D], HASH_R
     (SkeyidRequest by definition)
     AM3* HASH_I [, NAT-D] [, N(INITIAL-CONTACT)] ->
@@ -64,6 +66,7 @@ class AmState:
     peer_id: IdPayload | None = None  # IDii / IDir: unauthenticated until the HASH checks
     peer_hash: bytes = b""  # initiator: HASH_R of AM2, checked once SKEYID is back
     reply_proposal: Proposal | None = None  # responder: the offered proposal, one transform
+    am1_sa: SAPayload | None = None  # initiator: our offer, until the parent's Ni is here
 
 
 def _state(sa: IsakmpSa) -> AmState:
@@ -78,7 +81,7 @@ def _state(sa: IsakmpSa) -> AmState:
 def initiate(
     core: Core, d: Phase1Def, local: Endpoint, remote: Endpoint, natt: bool
 ) -> IsakmpSa | None:
-    made = phase1.new_initiator(core, d, AM, P1State.I_AM1_SENT, local, remote, natt)
+    made = phase1.new_initiator(core, d, AM, P1State.I_AM_NONCE_WAIT, local, remote, natt)
     if made is None:
         return None
     sa, sa_payload = made
@@ -93,15 +96,22 @@ def initiate(
     key = dh.generate(sa.offered[0].group, core.random)
     sa.dh = key
     sa.g_xi = key.public
-    sa.ni = core.nonce()
     my_id = phase1_id(d.local_id)
-    sa.extensions[EXTENSION] = AmState(my_id)
+    sa.extensions[EXTENSION] = AmState(my_id, am1_sa=sa_payload)
     core.add_isakmp(sa)
     core.log(LogLevel.INFO, f"phase 1 {d.name}: initiating Aggressive Mode to {remote.addr}")
-    out: list[Payload] = [sa_payload, KePayload(sa.g_xi), NoncePayload(sa.ni), my_id]
-    out += phase1.our_vendor_ids(core, sa)
-    core.transmit(sa, sa.flight, (plain(sa, out),), retransmit=True)
+    phase1.ask_nonce(core, sa, _send_am1)  # AM1 carries Ni, which the parent makes
     return sa
+
+
+def _send_am1(core: Core, sa: IsakmpSa) -> None:
+    st = _state(sa)
+    assert st.am1_sa is not None
+    out: list[Payload] = [st.am1_sa, KePayload(sa.g_xi), NoncePayload(sa.ni), st.my_id]
+    out += phase1.our_vendor_ids(core, sa)
+    st.am1_sa = None
+    transition(sa, P1State.I_AM1_SENT)
+    core.transmit(sa, sa.flight, (plain(sa, out),), retransmit=True)
 
 
 def _on_am2(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
@@ -120,6 +130,8 @@ def _on_am2(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
         core.counters.dropped_unexpected += 1
         return
     rcookie = inb.message.header.rcookie
+    if not phase1.peer_nonce_ok(core, nonce):
+        return
     choice = phase1.accept_reply(core, sa, sa_reply, rcookie)
     if choice is None:
         return
@@ -214,6 +226,9 @@ def on_first_message(core: Core, inb: Inbound) -> None:
         or any(not isinstance(p, _AM1_KINDS) for p in payloads)
     ):
         core.counters.dropped_unexpected += 1
+        return
+
+    if not phase1.peer_nonce_ok(core, nonce):
         return
 
     def refuse(notify_type: NotifyType) -> None:

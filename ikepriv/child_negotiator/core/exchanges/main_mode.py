@@ -1,17 +1,20 @@
 """Main Mode (identity protection, RFC 2409 5) with pre-shared keys, both roles.
 
     Initiator                          Responder
-    MM1  SA, VID...              ->
+    MM1  SA, VID...              ->   (and a NonceRequest: Ni is the parent's)
                                  <-    MM2  SA (one transform, echoed), VID...
     MM3  KE, Ni [, hooks]        ->
-                                 <-    MM4  KE, Nr [, hooks]      (SkeyidRequest by peer address)
-    (SkeyidRequest by definition)
+                                       (SkeyidRequest by peer address; Nr comes with it)
+                                 <-    MM4  KE, Nr [, hooks]
+    (SkeyidRequest by definition, naming Ni)
     MM5* IDii, HASH_I [, N(INITIAL-CONTACT)] ->
                                  <-    MM6* IDir, HASH_R
 
-The pre-shared key never enters the core: SKEYID comes from the parent. A responder that
-gets MM5 before SKEYID holds it and continues when the reply arrives. Until MM3 echoes
-our cookie, nothing shows that MM1 came from its source address: the responder's state is
+The pre-shared key never enters the core: SKEYID comes from the parent, and our own nonce
+too, so the prf input is never the child's alone (parent_kernel/nonces.py). An initiator
+that gets MM2 before its nonce holds it until the nonce arrives; a responder sends MM4 once
+SKEYID and Nr are back (so it has the keys before any MM5 can come). Until MM3 echoes our
+cookie, nothing shows that MM1 came from its source address: the responder's state is
 cheap and evictable (engine.add_isakmp), and MM2 is sent once per MM1 received, a few
 times at most, never on a timer. MM4 is resent on a timer; MM6 only when MM5 comes again.
 What Aggressive Mode does the same way lives in phase1.py.
@@ -69,7 +72,16 @@ def initiate(
     core.log(LogLevel.INFO, f"phase 1 {d.name}: initiating Main Mode to {remote.addr}")
     out = [sa_payload, *phase1.our_vendor_ids(core, sa)]
     core.transmit(sa, sa.flight, (plain(sa, out),), retransmit=True)
+    phase1.ask_nonce(core, sa, _on_held_mm2)  # Ni, the parent's, is needed for MM3
     return sa
+
+
+def _on_held_mm2(core: Core, sa: IsakmpSa) -> None:
+    """Our nonce is here: an MM2 that came before it is handled now."""
+    if sa.held is not None and sa.state is P1State.I_SA_SENT:
+        _, held = sa.held
+        sa.held = None
+        _on_mm2(core, sa, held)  # type: ignore[arg-type]
 
 
 def _on_mm2(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
@@ -77,6 +89,12 @@ def _on_mm2(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
     sa_reply = single(payloads, SAPayload)
     if inb.message.encrypted or not isinstance(sa_reply, SAPayload):
         core.counters.dropped_unexpected += 1
+        return
+    if not sa.ni:  # the parent's nonce is not back yet: keep one MM2 for then
+        if sa.held is not None:
+            core.counters.dropped_replay += 1
+            return
+        sa.held = (inb.digest, inb)
         return
     choice = phase1.accept_reply(core, sa, sa_reply, inb.message.header.rcookie)
     if choice is None:
@@ -86,7 +104,6 @@ def _on_mm2(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
     sa.peer_vendor_ids = phase1.peer_vendor_ids(payloads)
     sa.dh = dh.generate(choice.group, core.random)
     sa.g_xi = sa.dh.public
-    sa.ni = core.nonce()
     transition(sa, P1State.I_KE_SENT)
     sa.flight.accepted(inb.digest)
     out: list[Payload] = [KePayload(sa.g_xi), NoncePayload(sa.ni), *core.hooks.ke_payloads(sa)]
@@ -100,6 +117,8 @@ def _on_mm4(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
         core.counters.dropped_unexpected += 1
         return
     ke, nonce = found
+    if not phase1.peer_nonce_ok(core, nonce):
+        return
     if not phase1.initiator_dh(core, sa, ke, nonce):
         notify(core, sa, NotifyType.INVALID_KEY_INFORMATION)
         return
@@ -195,6 +214,8 @@ def _on_mm3(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
         core.counters.dropped_unexpected += 1
         return
     ke, nonce = found
+    if not phase1.peer_nonce_ok(core, nonce):
+        return
     if not core.prove(sa):  # MM3 echoes our cookie: the peer receives at its address
         return
     assert sa.choice is not None
@@ -205,10 +226,15 @@ def _on_mm3(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
     phase1.take_initiator_values(core, sa, ke, nonce, ours)
     core.hooks.on_ke_payloads(sa, payloads, inb)
     sa.flight.accepted(inb.digest)
+    transition(sa, P1State.R_SKEYID_WAIT)
+    # MM4 carries our Nr, which the parent makes along with SKEYID
+    phase1.ask_skeyid(core, sa, P1State.R_SKEYID_WAIT, _send_mm4)
+
+
+def _send_mm4(core: Core, sa: IsakmpSa) -> None:
     transition(sa, P1State.R_KE_SENT)
     out: list[Payload] = [KePayload(sa.g_xr), NoncePayload(sa.nr), *core.hooks.ke_payloads(sa)]
     core.transmit(sa, sa.flight, (plain(sa, out),), retransmit=True)
-    phase1.ask_skeyid(core, sa, P1State.R_KE_SENT, _on_held_mm5)
 
 
 def _on_held_mm5(core: Core, sa: IsakmpSa) -> None:

@@ -32,9 +32,13 @@ from ikepriv.crypto.crypto_errors import CryptoError
 from ikepriv.crypto.oakley import IvChain, derive_phase1_keys, hash_i, hash_r
 from ikepriv.crypto.prf import digests_equal
 from ikepriv.ipc.messages import (
+    MIN_PHASE1_NONCE,
+    PARENT_NONCE_BYTES,
     Endpoint,
     ErrorCode,
     LogLevel,
+    NonceReply,
+    NonceRequest,
     Phase1Def,
     Role,
     SkeyidReply,
@@ -172,17 +176,53 @@ def responder_cookie(core: Core, inb: Inbound, on_message: Handler) -> bytes | N
 # ------------------------------------------------------------------------------ keys
 
 
+def ask_nonce(core: Core, sa: IsakmpSa, then: Then) -> None:
+    """An initiator's Ni comes from the parent (which keeps it for the SKEYID request, so
+    the prf input always holds its random bytes); `then` runs once it is here."""
+    number = sa.definition.number
+    core.request(
+        lambda rid: NonceRequest(rid, number),
+        NonceReply,
+        lambda reply: _on_nonce(core, sa, reply, then),
+    )
+
+
+def _on_nonce(core: Core, sa: IsakmpSa, reply: NonceReply, then: Then) -> None:
+    if sa.ni or sa.state is P1State.DEAD:
+        core.counters.dropped_stale_reply += 1
+        return
+    if reply.error is not ErrorCode.OK:
+        core.counters.parent_errors += 1
+        core.fail_isakmp(sa, f"parent refused our nonce ({reply.error.name})")
+        return
+    sa.ni, sa.nonce_id = reply.nonce, reply.nonce_id
+    then(core, sa)
+
+
+def peer_nonce_ok(core: Core, nonce: NoncePayload) -> bool:
+    """The peer's phase 1 nonce has at least MIN_PHASE1_NONCE bytes (RFC 2409 allows 8; the
+    parent refuses shorter ones in SKEYID requests). A shorter one is counted and dropped."""
+    if len(nonce.data) >= MIN_PHASE1_NONCE:
+        return True
+    core.counters.dropped_policy += 1
+    return False
+
+
 def ask_skeyid(core: Core, sa: IsakmpSa, waiting: P1State, then: Then) -> None:
     """SKEYID from the parent: by definition when we know it (initiator, or Aggressive
     Mode responder, which picked it by IDii), else by peer address (Main Mode responder,
-    which has seen no ID yet). `then` runs if the SA still waits in state `waiting`."""
+    which has seen no ID yet). An initiator names the parent's nonce it sent as Ni; a
+    responder gets its Nr from the parent with SKEYID. `then` runs if the SA still waits
+    in state `waiting`."""
     assert sa.choice is not None
     by_peer = sa.role is Role.RESPONDER and sa.exchange is ExchangeType.IDENTITY_PROTECTION
     number = None if by_peer else sa.definition.number
     peer = sa.remote.addr if by_peer else None
-    prf, ni, nr = sa.choice.hash, sa.ni, sa.nr
+    initiator = sa.role is Role.INITIATOR
+    nonce_id = sa.nonce_id if initiator else 0
+    prf, theirs = sa.choice.hash, sa.nr if initiator else sa.ni
     core.request(
-        lambda rid: SkeyidRequest(rid, number, peer, prf, ni, nr),
+        lambda rid: SkeyidRequest(rid, number, peer, prf, nonce_id, theirs),
         SkeyidReply,
         lambda reply: _on_skeyid(core, sa, reply, waiting, then),
     )
@@ -196,6 +236,13 @@ def _on_skeyid(core: Core, sa: IsakmpSa, reply: SkeyidReply, waiting: P1State, t
         core.counters.parent_errors += 1
         core.fail_isakmp(sa, f"parent refused SKEYID ({reply.error.name})")
         return
+    want = 0 if sa.role is Role.INITIATOR else PARENT_NONCE_BYTES
+    if len(reply.nonce) != want:
+        core.counters.parent_errors += 1
+        core.fail_isakmp(sa, f"SKEYID reply with a nonce of {len(reply.nonce)} bytes")
+        return
+    if want:
+        sa.nr = reply.nonce
     install_keys(core, sa, reply.skeyid)
     then(core, sa)
 
@@ -306,10 +353,9 @@ def take_initiator_values(
     core: Core, sa: IsakmpSa, ke: KePayload, nonce: NoncePayload, ours: tuple[bytes, bytes]
 ) -> None:
     """A responder's record of the initiator's KE and nonce, its own public value and
-    g^xy (from responder_dh), and a fresh nonce of its own."""
+    g^xy (from responder_dh). Its own nonce comes from the parent with SKEYID."""
     sa.g_xi, sa.ni = ke.data, nonce.data
     sa.g_xr, sa.g_xy = ours
-    sa.nr = core.nonce()
 
 
 # ------------------------------------------------------------------------------ outcome
