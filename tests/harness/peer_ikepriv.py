@@ -60,6 +60,8 @@ class IkeprivOptions:
     extra_phase2: list[Phase2Def] = field(default_factory=list)
     only_extra_phase2: bool = False     # drop the spec's own phase 2 definition
     user: str | None = None             # ikeprivd --user (default: the daemon's choice)
+    phase1_extra: dict[str, Any] = field(default_factory=dict)  # more keys of the phase 1
+    phase2_extra: dict[str, Any] = field(default_factory=dict)  # ... of the spec's phase 2
 
 
 def definitions(spec: PeerSpec, opts: IkeprivOptions) -> dict[str, Any]:
@@ -68,13 +70,14 @@ def definitions(spec: PeerSpec, opts: IkeprivOptions) -> dict[str, Any]:
         "name": PHASE1_NAME, "local_addr": spec.local, "remote_addr": spec.remote,
         "local_id": spec.local, "remote_id": spec.remote, "mode": spec.exchange,
         "auth": "psk", "psk": spec.psk, "proposals": [spec.ike],
-        "autostart": opts.autostart,
+        "autostart": opts.autostart, **opts.phase1_extra,
     }
     p2s: list[dict[str, Any]] = []
     if not opts.only_extra_phase2:
         p2s.append({"name": PHASE2_NAME, "phase1": PHASE1_NAME,
                     "local_subnet": spec.local_ts, "remote_subnet": spec.remote_ts,
-                    "proposals": [spec.esp], "autostart": opts.autostart})
+                    "proposals": [spec.esp], "autostart": opts.autostart,
+                    **opts.phase2_extra})
     for d in opts.extra_phase2:
         p2s.append({"name": d.name, "phase1": PHASE1_NAME, "local_subnet": d.local_subnet,
                     "remote_subnet": d.remote_subnet, "protocol": d.protocol,
