@@ -142,6 +142,7 @@ def phase1s(draw: st.DrawFn) -> Phase1Definition:
     remote = None if any_peer else draw(addresses(version))
     lifetime, margin = draw(lifetime_and_margin("phase1.lifetime"))
     dpd_delay = draw(st.one_of(st.just(0), ranged("dpd_delay")))
+    nat_traversal = draw(st.booleans())
     return accepted(
         Phase1Definition,
         name=draw(names),
@@ -162,8 +163,10 @@ def phase1s(draw: st.DrawFn) -> Phase1Definition:
         dpd_delay=dpd_delay,
         dpd_timeout=draw(st.integers(max(dpd_delay - 5, 10), BOUNDS["dpd_timeout"][1])),
         dpd_action=draw(st.sampled_from(DpdAction)),
-        nat_traversal=draw(st.booleans()),
+        nat_traversal=nat_traversal,
         autostart=draw(st.booleans()),
+        encap=nat_traversal and draw(st.booleans()),
+        rekey=draw(st.booleans()),
     )
 
 
@@ -204,6 +207,7 @@ def phase2s(draw: st.DrawFn, p1: Phase1Definition) -> Phase2Definition:
         lifetime_kb=draw(st.one_of(st.just(0), ranged("phase2.lifetime_kb"))),
         rekey_margin=margin,
         autostart=draw(st.booleans()),
+        rekey=draw(st.booleans()),
     )
 
 

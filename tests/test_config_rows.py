@@ -130,12 +130,16 @@ PHASE1_ROWS = [
     (P1.format("dpd_action = 'explode'"), "dpd_action"),
     (P1.format("nat_traversal = 2"), "nat_traversal"),
     (P1.format("autostart = 'yes'"), "autostart"),
+    (P1.format("encap = 2"), "encap"),
+    (P1.format("rekey = 'no'"), "rekey"),
+    (P1.format("encap = 1, nat_traversal = 0"), "encap"),
     (ANY.format("mode = 2"), "remote_addr"),  # %any needs Aggressive Mode
     (ANY.format("autostart = 1"), "autostart"),
     (ANY.format("dpd_action = 'restart'"), "dpd_action"),
 ]
 PHASE2_ROWS = [
     (P2.format("name = 'lan a'"), 1, "name"),
+    (P2.format("rekey = 2"), 1, "rekey"),
     (P2.format("local_subnet = '198.51.100.7/24'"), 1, "local_subnet"),
     (P2.format("local_subnet = 'lan'"), 1, "local_subnet"),
     (P2.format("remote_subnet = '2001:db8::/64'"), 1, "remote_subnet"),
@@ -262,6 +266,9 @@ def _good() -> tuple[Phase1Definition, Phase2Definition]:
         ({"name": None}, "name"),
         ({"lifetime": True}, "lifetime"),  # a bool is not an integer
         ({"nat_traversal": 1}, "nat_traversal"),
+        ({"encap": 1}, "encap"),
+        ({"encap": True, "nat_traversal": False}, "encap"),
+        ({"rekey": "no"}, "rekey"),
         ({"mode": ExchangeType.INFORMATIONAL}, "mode"),
         ({"mode": 2}, "mode"),  # the number is not the enum member
         ({"dpd_action": "clear"}, "dpd_action"),
@@ -293,6 +300,7 @@ def test_phase1_repeated_proposals_refused() -> None:
         ({"esp_proposals": None}, "esp_proposals"),
         ({"lifetime_kb": 1}, "lifetime_kb"),
         ({"phase1": "a b"}, "phase1"),
+        ({"rekey": 0}, "rekey"),
     ],
 )
 def test_phase2_constructor_refuses_naming_the_field(change: dict[str, object], field: str) -> None:

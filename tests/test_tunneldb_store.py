@@ -267,3 +267,20 @@ proposals = ["aes128-sha256-modp2048"]
     db.put(load_definitions(any_peer.format(name="rw2", rid="b@example.org")))
     with pytest.raises(TunnelDBError, match="ambiguous"):
         db.put(load_definitions(any_peer.format(name="rw3", rid="a@example.org")))
+
+
+def test_schema_1_database_gains_encap_and_rekey_with_their_defaults(db_path: Path) -> None:
+    """Rows written before `encap`/`rekey` existed read back with no forced encapsulation
+    and rekeying on."""
+    with TunnelDB(db_path) as db:
+        db.put(load_definitions(FILE.replace("[[phase2]]", "rekey = false\n\n[[phase2]]")))
+    raw = sqlite3.connect(db_path)
+    raw.executescript(
+        "ALTER TABLE phase1 DROP COLUMN encap; ALTER TABLE phase1 DROP COLUMN rekey;"
+        "ALTER TABLE phase2 DROP COLUMN rekey; UPDATE schema_version SET version = 1;"
+    )
+    raw.close()
+    with TunnelDB(db_path) as db:
+        (p1,) = db.phase1_definitions()
+        assert (p1.encap, p1.rekey) == (False, True)
+        assert all(d.rekey for d in db.phase2_definitions())

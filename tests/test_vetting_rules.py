@@ -315,6 +315,18 @@ def test_nat_t_ports_must_be_the_ones_the_parent_saw(vetter: Vetter) -> None:
             ErrorCode.NOT_PERMITTED, "local")  # fmt: skip
 
 
+def test_encap_true_accepts_only_esp_in_udp() -> None:
+    """encap = true: an install without UDP encapsulation is wider than the definition."""
+    peers = PeerTable()
+    peers.record(A, B, 500, natt=False, now=0.0)
+    peers.record(A, B, 4500, natt=True, now=0.0)
+    forced = DEFS.replace("nat_traversal = true", "nat_traversal = true\nencap = true", 1)
+    vetter = Vetter(numbered(forced), Installed(), peers, {})
+    allocate(vetter)
+    refusal(vetter.phase2_install(install()), ErrorCode.NOT_PERMITTED, "encap = true")
+    accepted(vetter.phase2_install(install(encap=m.NatTEncap(4500, 4500))))
+
+
 def test_inbound_sa_needs_an_spi_allocated_for_the_same_phase2(vetter: Vetter) -> None:
     request = m.SpiRequest(1, 1, ESP, B, A)
     assert isinstance(vetter.spi(request), SpiPlan)

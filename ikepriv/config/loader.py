@@ -119,6 +119,8 @@ PHASE1_KEYS = (
     "dpd_action",
     "nat_traversal",
     "autostart",
+    "encap",
+    "rekey",
 )
 PHASE2_KEYS = (
     "name",
@@ -135,6 +137,7 @@ PHASE2_KEYS = (
     "lifetime_kb",
     "rekey_margin",
     "autostart",
+    "rekey",
 )
 
 
@@ -381,6 +384,8 @@ def _phase1(t: _Table) -> Phase1Definition:
     dpd_action = t.get("dpd_action", _choice(DPD_ACTIONS), DpdAction.CLEAR)
     nat_traversal = t.get("nat_traversal", _boolean, True)
     autostart = t.get("autostart", _boolean, False)
+    encap = t.get("encap", _boolean, False)
+    rekey = t.get("rekey", _boolean, True)
     t.check()
 
     # what only the file can get wrong: two ways to give the key, or none; defaults
@@ -421,6 +426,8 @@ def _phase1(t: _Table) -> Phase1Definition:
             dpd_action=dpd_action.value,
             nat_traversal=nat_traversal.value,
             autostart=autostart.value,
+            encap=encap.value,
+            rekey=rekey.value,
         )
     except DefinitionError as exc:
         raise _Bad.of(exc) from None
@@ -443,6 +450,7 @@ def _phase2(t: _Table) -> Phase2Definition:
     lifetime_kb = t.get("lifetime_kb", _bounded("phase2.lifetime_kb", zero_ok=True), 0)
     rekey_margin = t.get("rekey_margin", _bounded("rekey_margin"), None)
     autostart = t.get("autostart", _boolean, False)
+    rekey = t.get("rekey", _boolean, True)
     t.check()
     margin = rekey_margin.value
     try:
@@ -461,6 +469,7 @@ def _phase2(t: _Table) -> Phase2Definition:
             lifetime_kb=lifetime_kb.value,
             rekey_margin=default_rekey_margin(lifetime.value) if margin is None else margin,
             autostart=autostart.value,
+            rekey=rekey.value,
         )
     except DefinitionError as exc:
         raise _Bad.of(exc) from None

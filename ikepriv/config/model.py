@@ -185,6 +185,8 @@ class Phase1Definition:
     nat_traversal: bool
     autostart: bool
     number: int | None = None
+    encap: bool = False  # force UDP encapsulation: fake NAT-D so both sides float to 4500
+    rekey: bool = True  # False: never rekey from our side; the SA lives to its hard lifetime
 
     def __post_init__(self) -> None:
         _checked(self._check)
@@ -213,10 +215,14 @@ class Phase1Definition:
         _member("dpd_action", self.dpd_action, tuple(DpdAction))
         _bool("nat_traversal", self.nat_traversal)
         _bool("autostart", self.autostart)
+        _bool("encap", self.encap)
+        _bool("rekey", self.rekey)
         if self.number is not None and (type(self.number) is not int or self.number < 1):
             raise DefinitionError("number", f"{self.number!r} is not a definition number")
         # rules between fields
         _margin(self.rekey_margin, lifetime)
+        if self.encap and not self.nat_traversal:
+            raise DefinitionError("encap", "needs nat_traversal = true (it fakes a NAT)")
         if remote is not None and remote.version != local.version:
             raise DefinitionError(
                 "remote_addr", "local_addr and remote_addr must be the same IP version"
@@ -283,6 +289,7 @@ class Phase2Definition:
     rekey_margin: int
     autostart: bool
     number: int | None = None
+    rekey: bool = True  # False: never rekey from our side; the SA lives to its hard lifetime
 
     def __post_init__(self) -> None:
         _checked(self._check)
@@ -302,6 +309,7 @@ class Phase2Definition:
         lifetime = _int("lifetime", self.lifetime, "phase2.lifetime")
         _int("lifetime_kb", self.lifetime_kb, "phase2.lifetime_kb", zero_ok=True)
         _bool("autostart", self.autostart)
+        _bool("rekey", self.rekey)
         if self.number is not None and (type(self.number) is not int or self.number < 1):
             raise DefinitionError("number", f"{self.number!r} is not a definition number")
         # rules between fields

@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 DEFAULT_DB_PATH = "/var/lib/ikepriv/tunnels.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _T = TypeVar("_T")
 _Def = TypeVar("_Def", Phase1Definition, Phase2Definition)
 
@@ -105,6 +105,11 @@ _MIGRATIONS: dict[int, str] = {
         autostart INTEGER NOT NULL
     );
     CREATE INDEX phase2_by_phase1 ON phase2 (phase1);
+    """,
+    2: """
+    ALTER TABLE phase1 ADD COLUMN encap INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE phase1 ADD COLUMN rekey INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE phase2 ADD COLUMN rekey INTEGER NOT NULL DEFAULT 1;
     """,
 }
 
@@ -368,6 +373,8 @@ class TunnelDB:
                 "dpd_action": d.dpd_action.value,
                 "nat_traversal": int(d.nat_traversal),
                 "autostart": int(d.autostart),
+                "encap": int(d.encap),
+                "rekey": int(d.rekey),
             },
         )
         return _replace_number(d, number)
@@ -395,6 +402,7 @@ class TunnelDB:
                 "lifetime_kb": d.lifetime_kb,
                 "rekey_margin": d.rekey_margin,
                 "autostart": int(d.autostart),
+                "rekey": int(d.rekey),
             },
         )
         return _replace_number(d, number)
@@ -628,6 +636,8 @@ def _phase1_from_row(r: sqlite3.Row) -> Phase1Definition:
         nat_traversal=_column(r, "nat_traversal", _flag),
         autostart=_column(r, "autostart", _flag),
         number=_column(r, "number", _integer),
+        encap=_column(r, "encap", _flag),
+        rekey=_column(r, "rekey", _flag),
     )
 
 
@@ -648,6 +658,7 @@ def _phase2_from_row(r: sqlite3.Row) -> Phase2Definition:
         rekey_margin=_column(r, "rekey_margin", _integer),
         autostart=_column(r, "autostart", _flag),
         number=_column(r, "number", _integer),
+        rekey=_column(r, "rekey", _flag),
     )
 
 

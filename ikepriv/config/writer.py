@@ -55,6 +55,8 @@ def phase1_table(d: Phase1Definition) -> dict[str, Any]:
         "dpd_action": d.dpd_action.value,
         "nat_traversal": d.nat_traversal,
         "autostart": d.autostart,
+        "encap": d.encap,
+        "rekey": d.rekey,
     }
 
 
@@ -79,6 +81,7 @@ def phase2_table(d: Phase2Definition) -> dict[str, Any]:
         "lifetime_kb": d.lifetime_kb,
         "rekey_margin": d.rekey_margin,
         "autostart": d.autostart,
+        "rekey": d.rekey,
     }
     return table
 

@@ -328,6 +328,8 @@ class Phase1Def(Struct):
     ]
     dpd: DpdSettings
     nat_t: bool
+    encap: bool = False  # force UDP encapsulation (fake NAT-D)
+    rekey: bool = True  # False: this side never starts a phase 1 rekey
 
     def check(self) -> None:
         if self.remote_addr is not None:
@@ -373,6 +375,7 @@ class Phase2Def(Struct):
         tuple[Phase2Proposal, ...], ListOf(Nested(Phase2Proposal), MAX_PROPOSALS, min_count=1)
     ]
     mode: Mode
+    rekey: bool = True  # False: this side never starts a phase 2 rekey
 
     def check(self) -> None:
         _same_family("phase 2 selectors", self.local.network, self.remote.network)

@@ -87,6 +87,8 @@ def _phase1_to_ipc(d: Phase1Definition, number: int) -> m.Phase1Def:
             _DPD_ACTION[d.dpd_action],
         ),
         nat_t=d.nat_traversal,
+        encap=d.encap,
+        rekey=d.rekey,
     )
 
 
@@ -112,6 +114,7 @@ def _phase2_to_ipc(d: Phase2Definition, number: int, phase1_number: int) -> m.Ph
         remote=m.SelectorSide(d.remote_subnet, d.protocol, d.remote_port),
         proposals=tuple(proposals),
         mode=d.mode,
+        rekey=d.rekey,
     )
 
 

@@ -507,6 +507,9 @@ class Vetter:
         self, t: _Tunnel, req: SaRequest, local: IPAddress, remote: IPAddress
     ) -> Encap | Refusal | None:
         if req.encap is None:
+            if t.p1.encap:
+                return Refusal(ErrorCode.NOT_PERMITTED, "encap = true needs ESP-in-UDP SAs",
+                               t.p2_number)  # fmt: skip
             return None
         if not t.p1.nat_traversal:
             return Refusal(ErrorCode.NOT_PERMITTED, "NAT traversal is off for this phase 1",

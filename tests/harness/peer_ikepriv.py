@@ -62,6 +62,8 @@ class IkeprivOptions:
     extra_phase2: list[Phase2Def] = field(default_factory=list)
     only_extra_phase2: bool = False  # drop the spec's own phase 2 definition
     user: str | None = None  # ikeprivd --user (default: the daemon's choice)
+    phase1_extra: dict[str, Any] = field(default_factory=dict)  # more keys of the phase 1
+    phase2_extra: dict[str, Any] = field(default_factory=dict)  # ... of the spec's phase 2
 
 
 def definitions(spec: PeerSpec, opts: IkeprivOptions) -> dict[str, Any]:
@@ -77,6 +79,7 @@ def definitions(spec: PeerSpec, opts: IkeprivOptions) -> dict[str, Any]:
         "psk": spec.psk,
         "proposals": [spec.ike],
         "autostart": opts.autostart,
+        **opts.phase1_extra,
     }
     p2s: list[dict[str, Any]] = []
     if not opts.only_extra_phase2:
@@ -88,6 +91,7 @@ def definitions(spec: PeerSpec, opts: IkeprivOptions) -> dict[str, Any]:
                 "remote_subnet": spec.remote_ts,
                 "proposals": [spec.esp],
                 "autostart": opts.autostart,
+                **opts.phase2_extra,
             }
         )
     for d in opts.extra_phase2:

@@ -85,11 +85,12 @@ class NatState:
     detected: bool = False  # NAT-D of the peer seen
     local_behind_nat: bool = False
     peer_behind_nat: bool = False
+    forced: bool = False  # Phase1Def.encap: we faked our NAT-D, both sides encapsulate
     next_keepalive: float | None = None
 
     @property
     def nat(self) -> bool:
-        return self.local_behind_nat or self.peer_behind_nat
+        return self.local_behind_nat or self.peer_behind_nat or self.forced
 
 
 def agreed_variant(sa: IsakmpSa) -> tuple[bytes, bool] | None:
@@ -145,9 +146,15 @@ class NatTHooks(Hooks):
         if st is None or sa.choice is None:
             return ()
         # First the destination as we address it, then our own source (RFC 3947 3.2).
+        # encap = true: a source hash that matches no address (strongSwan's encap=yes sends
+        # a random one) makes the peer see us behind a NAT, so both sides move to 4500 and
+        # encapsulate ESP in UDP.
+        source = _hash(sa, sa.local)
+        if sa.definition.encap:
+            source = bytes(b ^ 0xFF for b in source)
         return (
             NatDPayload(_hash(sa, sa.remote), draft=st.draft),
-            NatDPayload(_hash(sa, sa.local), draft=st.draft),
+            NatDPayload(source, draft=st.draft),
         )
 
     def on_ke_payloads(self, sa: IsakmpSa, payloads: Sequence[Payload], inbound: Inbound) -> None:
@@ -165,6 +172,7 @@ class NatTHooks(Hooks):
         st.detected = True
         st.local_behind_nat = not hmac.compare_digest(hashes[0], mine)
         st.peer_behind_nat = not any(hmac.compare_digest(h, theirs) for h in hashes[1:])
+        st.forced = sa.definition.encap
         if st.nat and sa.role is Role.INITIATOR and not sa.natt:
             # RFC 3947 4: the initiator changes to port 4500 with its next message.
             _float(sa, Endpoint(sa.local.addr, NATT_PORT), Endpoint(sa.remote.addr, NATT_PORT))

@@ -63,7 +63,7 @@ def _negotiating(core: Core, number: int, peer: IPAddress) -> bool:
 def rekey_isakmp(core: Core, sa: IsakmpSa) -> None:
     """Start a new Main Mode to the peer of `sa` (unless one is already under way)."""
     definition = core.config.phase1.get(sa.definition.number)
-    if not may_initiate(definition) or sa.retired_by:
+    if not may_initiate(definition) or sa.retired_by or not (definition and definition.rekey):
         sa.rekey_at = 0.0
         return
     assert definition is not None
@@ -154,8 +154,13 @@ def rekey_child(core: Core, child: ChildSa, reason: str) -> None:
         return
     p1 = core.config.phase1.get(child.phase1_number)
     p2 = core.config.phase2.get(child.definition.number)
-    if not may_initiate(p1) or p2 is None or p2.phase1_number != child.phase1_number:
-        child.rekey_at = 0.0  # the peer rekeys (or the definition is gone)
+    if (
+        not may_initiate(p1)
+        or p2 is None
+        or p2.phase1_number != child.phase1_number
+        or not p2.rekey
+    ):
+        child.rekey_at = 0.0  # the peer rekeys (or the definition is gone, or says rekey=false)
         return
     assert p1 is not None
     child.rekey_started = core.now
