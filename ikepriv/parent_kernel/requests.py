@@ -119,6 +119,16 @@ class ChildRequests:
         sock = self._sockets.get((family, msg.local.port))
         if refusal is None and sock is None:
             refusal = Refusal(ErrorCode.NOT_PERMITTED, f"no IPv{msg.local.addr.version} socket")
+        if refusal is None:
+            why = self.state.egress.check_send(
+                msg.local.addr, msg.local.port, msg.remote.addr, msg.remote.port, msg.natt,
+                msg.data, self.state.vetter.names_peer(msg.local.addr, msg.remote.addr),
+                time.monotonic(),
+            )  # fmt: skip
+            if why is not None:
+                self.state.counters.udp_send_refused += 1
+                refusal = Refusal(ErrorCode.NOT_PERMITTED,
+                                  f"to {msg.remote.addr} port {msg.remote.port}: {why}")  # fmt: skip
         if refusal is not None:
             self._refuse("datagram", refusal)
             return
@@ -127,7 +137,9 @@ class ChildRequests:
             await send(sock, msg.local.addr, msg.remote.addr, msg.remote.port, msg.data)
         except OSError as exc:
             self.state.counters.udp_send_errors += 1
-            log.warning("cannot send to %s port %d: %s", msg.remote.addr, msg.remote.port, exc)
+            if self.state.send_errors.allow(time.monotonic()):
+                log.warning("cannot send to %s port %d: %s", msg.remote.addr, msg.remote.port,
+                            exc)  # fmt: skip
 
     # -- secrets ---------------------------------------------------------------------------
 
