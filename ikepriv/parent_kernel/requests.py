@@ -127,8 +127,8 @@ class ChildRequests:
             )  # fmt: skip
             if why is not None:
                 self.state.counters.udp_send_refused += 1
-                refusal = Refusal(ErrorCode.NOT_PERMITTED,
-                                  f"to {msg.remote.addr} port {msg.remote.port}: {why}")  # fmt: skip
+                where = f"to {msg.remote.addr} port {msg.remote.port}"
+                refusal = Refusal(ErrorCode.NOT_PERMITTED, f"{where}: {why}")
         if refusal is not None:
             self._refuse("datagram", refusal)
             return
@@ -193,7 +193,7 @@ class ChildRequests:
         if msg.request_id == UNSOLICITED:
             if not self.state.child_lines.allow(time.monotonic()):
                 return
-            log.info("tunnel %d (phase %d definition %d) %s with %s: %s", msg.tunnel_id,
+            log.info("child: tunnel %d (phase %d definition %d) %s with %s: %s", msg.tunnel_id,
                      int(msg.phase), msg.number, msg.state.name.lower(), msg.remote.addr,
                      msg.algorithms or "-")  # fmt: skip
             return
@@ -228,13 +228,15 @@ class ChildRequests:
 
     def _log(self, msg: m.Log) -> None:
         if self.state.child_lines.allow(time.monotonic()):
-            log.log(_LOG_LEVELS[msg.level], "%s", msg.text)
+            log.log(_LOG_LEVELS[msg.level], "child: %s", msg.text)  # never a parent line
 
     def _keylog(self, msg: m.KeyLog) -> None:
         if self.state.keylog is None:
             self.state.refused("key log line", None, "the daemon runs without --keylog")
             return
         try:
-            self.state.keylog.ike(msg)
+            if not self.state.keylog.ike(msg):
+                log.warning("keylog: line dropped (%d so far: rate or size bound)",
+                            self.state.keylog.dropped)  # fmt: skip
         except OSError as exc:
             log.error("keylog: %s", exc)

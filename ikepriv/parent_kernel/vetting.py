@@ -50,6 +50,7 @@ from ikepriv.isakmp.constants import (
 )
 from ikepriv.parent_kernel import installed as inst
 from ikepriv.parent_kernel.definitions import DbView
+from ikepriv.parent_kernel.egress import Egress
 from ikepriv.parent_kernel.installed import Installed, PolicyEntry, SaEntry
 from ikepriv.parent_kernel.kernel.specs import (
     Aead,
@@ -63,7 +64,6 @@ from ikepriv.parent_kernel.kernel.specs import (
     Template,
 )
 from ikepriv.parent_kernel.kernel.xfrm_messages import Direction, XfrmMode
-from ikepriv.parent_kernel.egress import Egress
 from ikepriv.parent_kernel.peers import PeerTable
 from ikepriv.process_contract import COUNTER_NAMES
 
