@@ -18,7 +18,6 @@ from test_daemon_support import GW_A, PYTHON, Daemon, StandIn, Topology, isakmp,
 
 from ikepriv.ipc import messages as m
 from ikepriv.isakmp.constants import ProtocolId
-from ikepriv.parent_kernel.logsetup import LineRateLimit
 
 pytestmark = [pytest.mark.attacks, pytest.mark.root]
 
@@ -106,6 +105,8 @@ def test_the_child_cannot_forge_a_parent_line(setup: tuple[Daemon, StandIn, Topo
 
 
 def test_line_rate_limit_sums_up_what_it_held_back() -> None:
+    from ikepriv.parent_kernel.logsetup import LineRateLimit  # noqa: PLC0415
+
     now = [0.0]
     seen: list[str] = []
 
