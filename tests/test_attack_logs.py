@@ -105,7 +105,7 @@ def test_the_child_cannot_forge_a_parent_line(setup: tuple[Daemon, StandIn, Topo
 
 
 def test_line_rate_limit_sums_up_what_it_held_back() -> None:
-    from ikepriv.parent_kernel.logsetup import LineRateLimit  # noqa: PLC0415
+    from ikepriv.parent_kernel.logsetup import LineRateLimit
 
     now = [0.0]
     seen: list[str] = []
