@@ -22,7 +22,7 @@ s.bind(("", 500))
 data = bytes.fromhex(sys.argv[2])
 for i in range(int(sys.argv[3])):
     s.sendto(data, (sys.argv[1], 500))
-    if i % 50 == 49:
+    if i % 20 == 19:
         time.sleep(0.01)
 """
 
@@ -55,8 +55,11 @@ def test_queue_to_a_child_that_stops_reading_is_bounded_in_bytes(
     script.write_text(SENDER)
     big = isakmp(b"\x77" * 8, body=bytes(60000))
     before = rss_kib(daemon.proc.pid)
-    run("ip", "netns", "exec", topo.b, PYTHON, str(script), GW_A, big.hex(), "1500")
-    daemon.wait_log("child is not reading")
+    run("ip", "netns", "exec", topo.b, PYTHON, str(script), GW_A, big.hex(), "3000")
+    try:
+        daemon.wait_log("child is not reading")
+    except AssertionError:
+        pass  # a parent without a byte bound keeps queueing and never says so: measure
     after = rss_kib(daemon.proc.pid)
     print(f"parent RSS {before} KiB -> {after} KiB (+{(after - before) // 1024} MiB)")
     assert after - before < 24 * 1024
