@@ -26,6 +26,7 @@ from test_daemon_support import (
     Daemon,
     StandIn,
     Topology,
+    isakmp,
     run,
     send_udp,
     wait_for,
@@ -270,7 +271,8 @@ def test_datagrams_flow_both_ways_with_nat_t_marker(
     standin: tuple[Daemon, StandIn], topo: Topology
 ) -> None:
     daemon, child = standin
-    payload = bytes(range(40))
+    payload = isakmp(b"\x11" * 8, body=bytes(range(12)))
+    reply = isakmp(b"\x11" * 8, b"\x22" * 8, bytes(range(12))[::-1])
     # from the port a NAT would have mapped: the only port besides 4500 a reply may go to
     send_udp(topo.b, GW_A, 4500, b"\x00\x00\x00\x00" + payload, sport=4501)
     got = child.recv()
@@ -288,13 +290,13 @@ def test_datagrams_flow_both_ways_with_nat_t_marker(
     try:
         wait_for("the peer socket", lambda: ":4501" in run("ip", "netns", "exec", topo.b, "ss",
                                                             "-Hlun"))  # fmt: skip
-        child.send(m.DatagramOut(m.Endpoint(A, 4500), m.Endpoint(B, 4501), True, payload[::-1]))
+        child.send(m.DatagramOut(m.Endpoint(A, 4500), m.Endpoint(B, 4501), True, reply))
         out, _ = listener.communicate(timeout=30)
     finally:
         if listener.poll() is None:
             listener.kill()
     data, addr, port = out.split()
-    assert bytes.fromhex(data) == b"\x00\x00\x00\x00" + payload[::-1]
+    assert bytes.fromhex(data) == b"\x00\x00\x00\x00" + reply
     assert (addr, port) == (GW_A, "4500")
     assert "refused" not in daemon.log()
 

@@ -88,6 +88,21 @@ while True:
 """
 
 
+def isakmp(
+    icookie: bytes, rcookie: bytes = bytes(8), body: bytes = b"", exchange: int = 2
+) -> bytes:
+    """A datagram shaped like ISAKMP (header: cookies, version 1.0, length) with `body`."""
+    length = 28 + len(body)
+    return (
+        icookie
+        + rcookie
+        + bytes([1, 0x10, exchange, 0])
+        + bytes(4)
+        + length.to_bytes(4, "big")
+        + body
+    )
+
+
 def run(*cmd: str, check: bool = True) -> str:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
     if check and proc.returncode != 0:

@@ -63,7 +63,7 @@ def test_child_log_flood_is_rate_limited(lines: list[str]) -> None:
             await handler.handle(m.Log(m.LogLevel.ERR, f"flood line {i}"))
 
     trio.run(flood)
-    logged = [line for line in lines if line.startswith("flood line")]
+    logged = [line for line in lines if line.startswith("child: flood line")]
     assert 0 < len(logged) <= LOG_BURST
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import hmac
 import ipaddress
+import time
 
 import pytest
 
@@ -85,6 +86,8 @@ A, B = ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("192.0.2.2")
 STRANGER = ipaddress.ip_address("192.0.2.66")
 ESP, AH = ProtocolId.IPSEC_ESP, ProtocolId.IPSEC_AH
 TUNNEL = EncapsulationMode.TUNNEL
+
+ICOOKIE, RCOOKIE = bytes.fromhex("1111111111111111"), bytes.fromhex("2222222222222222")
 
 
 def numbered(text: str) -> DbView:
@@ -307,6 +310,10 @@ def test_policies_never_outrank_the_operators(vetter: Vetter) -> None:
 
 def test_nat_t_ports_must_be_the_ones_the_parent_saw(vetter: Vetter) -> None:
     vetter.peers.record(A, B, 61000, natt=True, now=0)
+    # seen, but no exchange of which the peer proved it receives: a forged datagram
+    refusal(vetter.phase2_install(install(encap=m.NatTEncap(4500, 61000))),
+            ErrorCode.NOT_PERMITTED, "proven")  # fmt: skip
+    prove_natt_exchange(vetter, 61000)
     plan = accepted(vetter.phase2_install(install(encap=m.NatTEncap(4500, 61000))))
     assert plan.inbound.spec.encap is not None and plan.inbound.spec.encap.sport == 61000
     refusal(vetter.phase2_install(install(encap=m.NatTEncap(4500, 61001))),
@@ -322,9 +329,20 @@ def test_encap_true_accepts_only_esp_in_udp() -> None:
     peers.record(A, B, 4500, natt=True, now=0.0)
     forced = DEFS.replace("nat_traversal = true", "nat_traversal = true\nencap = true", 1)
     vetter = Vetter(numbered(forced), Installed(), peers, {})
+    prove_natt_exchange(vetter, 4500)  # the parent relayed a real exchange that floated
     allocate(vetter)
     refusal(vetter.phase2_install(install()), ErrorCode.NOT_PERMITTED, "encap = true")
     accepted(vetter.phase2_install(install(encap=m.NatTEncap(4500, 4500))))
+
+
+def prove_natt_exchange(vetter: Vetter, port: int) -> None:
+    """What the parent relays of a real Main Mode with B, which then floats to NAT-T."""
+    now = time.monotonic()
+    mm1 = ICOOKIE + bytes(8) + bytes([1, 0x10, 2, 0]) + bytes(4) + (28).to_bytes(4, "big")
+    vetter.egress.received(A, 500, B, 500, False, mm1, now)
+    mm2 = ICOOKIE + RCOOKIE + mm1[16:]
+    assert vetter.egress.check_send(A, 500, B, 500, False, mm2, False, now) is None
+    vetter.egress.received(A, 4500, B, port, True, mm2, now)  # the peer echoes our cookie
 
 
 def test_inbound_sa_needs_an_spi_allocated_for_the_same_phase2(vetter: Vetter) -> None:

@@ -331,8 +331,10 @@ class Daemon:
             except IpcError:
                 counters.udp_dropped_unsendable += 1
                 continue  # not expressible for the child: never let a datagram end this task
-            self.state.peers.record(got.local, got.remote, got.remote_port, got.natt,
-                                    time.monotonic())  # fmt: skip
+            now = time.monotonic()
+            self.state.peers.record(got.local, got.remote, got.remote_port, got.natt, now)
+            self.state.egress.received(got.local, got.local_port, got.remote, got.remote_port,
+                                       got.natt, got.data, now)  # fmt: skip
             self._forward(msg)
 
     # -- kernel events ---------------------------------------------------------------------

@@ -4,6 +4,10 @@ FILE receives lines of Wireshark's IKEv1 decryption table (`icookie_hex,Ka_hex`,
 ISAKMP SA, sent by the child as KeyLog); FILE.esp_sa receives ESP SAs in the esp_sa format
 strongSwan's save-keys plugin writes (the parent knows these keys: it installs the SAs).
 Anyone who reads these files can decrypt the traffic: the daemon warns loudly at start.
+
+Bounded, since the child can send KeyLog lines at will: each file grows to at most
+MAX_BYTES, and IKE lines are taken at most IKE_BURST at once, IKE_RATE per second; the rest
+is dropped and counted (`dropped`).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import time
 from typing import Final
 
 from ikepriv.ipc import messages as m
@@ -18,6 +23,9 @@ from ikepriv.isakmp.constants import AuthAlgorithm, EspTransformId, ProtocolId
 from ikepriv.parent_kernel.vetting import SaRequest
 
 ESP_SUFFIX: Final = ".esp_sa"
+MAX_BYTES: Final = 16 * 1024 * 1024
+IKE_BURST: Final = 64.0
+IKE_RATE: Final = 4.0  # lines per second; a new ISAKMP SA each is far more than real life
 
 _ENCRYPTION: Final[dict[EspTransformId, str]] = {
     EspTransformId.AES_CBC: "AES-CBC [RFC3602]",
@@ -100,14 +108,32 @@ class KeyLog:
             os.close(self._ike)
             raise
 
+        self.dropped = 0
+        self._tokens, self._stamp = IKE_BURST, time.monotonic()
+
     def close(self) -> None:
         os.close(self._ike)
         os.close(self._esp)
 
-    def ike(self, msg: m.KeyLog) -> None:
-        os.write(self._ike, ike_line(msg).encode("ascii"))
+    def _write(self, fd: int, line: str) -> bool:
+        data = line.encode("ascii")
+        if os.fstat(fd).st_size + len(data) > MAX_BYTES:
+            self.dropped += 1
+            return False
+        os.write(fd, data)
+        return True
 
-    def esp(self, sa: SaRequest) -> None:
+    def ike(self, msg: m.KeyLog) -> bool:
+        """Write one IKE line; False if it was dropped (rate or size)."""
+        now = time.monotonic()
+        self._tokens = min(IKE_BURST, self._tokens + (now - self._stamp) * IKE_RATE)
+        self._stamp = now
+        if self._tokens < 1:
+            self.dropped += 1
+            return False
+        self._tokens -= 1
+        return self._write(self._ike, ike_line(msg))
+
+    def esp(self, sa: SaRequest) -> bool:
         line = esp_line(sa)
-        if line is not None:
-            os.write(self._esp, line.encode("ascii"))
+        return line is not None and self._write(self._esp, line)

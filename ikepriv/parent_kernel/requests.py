@@ -121,6 +121,16 @@ class ChildRequests:
         sock = self._sockets.get((family, msg.local.port))
         if refusal is None and sock is None:
             refusal = Refusal(ErrorCode.NOT_PERMITTED, f"no IPv{msg.local.addr.version} socket")
+        if refusal is None:
+            why = self.state.egress.check_send(
+                msg.local.addr, msg.local.port, msg.remote.addr, msg.remote.port, msg.natt,
+                msg.data, self.state.vetter.names_peer(msg.local.addr, msg.remote.addr),
+                time.monotonic(),
+            )  # fmt: skip
+            if why is not None:
+                self.state.counters.udp_send_refused += 1
+                where = f"to {msg.remote.addr} port {msg.remote.port}"
+                refusal = Refusal(ErrorCode.NOT_PERMITTED, f"{where}: {why}")
         if refusal is not None:
             self._refuse("datagram", refusal)
             return
@@ -129,7 +139,9 @@ class ChildRequests:
             await send(sock, msg.local.addr, msg.remote.addr, msg.remote.port, msg.data)
         except OSError as exc:
             self.state.counters.udp_send_errors += 1
-            log.warning("cannot send to %s port %d: %s", msg.remote.addr, msg.remote.port, exc)
+            if self.state.send_errors.allow(time.monotonic()):
+                log.warning("cannot send to %s port %d: %s", msg.remote.addr, msg.remote.port,
+                            exc)  # fmt: skip
 
     # -- secrets ---------------------------------------------------------------------------
 
@@ -192,7 +204,7 @@ class ChildRequests:
         if msg.request_id == UNSOLICITED:
             if not self.state.child_lines.allow(time.monotonic()):
                 return
-            log.info("tunnel %d (phase %d definition %d) %s with %s: %s", msg.tunnel_id,
+            log.info("child: tunnel %d (phase %d definition %d) %s with %s: %s", msg.tunnel_id,
                      int(msg.phase), msg.number, msg.state.name.lower(), msg.remote.addr,
                      msg.algorithms or "-")  # fmt: skip
             return
@@ -227,13 +239,15 @@ class ChildRequests:
 
     def _log(self, msg: m.Log) -> None:
         if self.state.child_lines.allow(time.monotonic()):
-            log.log(_LOG_LEVELS[msg.level], "%s", msg.text)
+            log.log(_LOG_LEVELS[msg.level], "child: %s", msg.text)  # never a parent line
 
     def _keylog(self, msg: m.KeyLog) -> None:
         if self.state.keylog is None:
             self.state.refused("key log line", None, "the daemon runs without --keylog")
             return
         try:
-            self.state.keylog.ike(msg)
+            if not self.state.keylog.ike(msg):
+                log.warning("keylog: line dropped (%d so far: rate or size bound)",
+                            self.state.keylog.dropped)  # fmt: skip
         except OSError as exc:
             log.error("keylog: %s", exc)

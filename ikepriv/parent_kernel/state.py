@@ -19,6 +19,7 @@ import trio
 
 from ikepriv.ipc import messages as m
 from ikepriv.parent_kernel.definitions import DbView
+from ikepriv.parent_kernel.egress import Egress
 from ikepriv.parent_kernel.installed import Installed
 from ikepriv.parent_kernel.journal import Journal
 from ikepriv.parent_kernel.kernel.client import XfrmKernel
@@ -47,6 +48,7 @@ class ParentCounters:
     udp_dropped_no_child: int = 0  # child not running, or not reading its queue
     udp_receive_errors: int = 0
     udp_send_errors: int = 0
+    udp_send_refused: int = 0  # DatagramOut outside the relayed exchanges or their budgets
     refused_requests: int = 0  # child requests the vetting refused
     child_restarts: int = 0  # kept by the supervisor, filled in when listed
 
@@ -71,6 +73,7 @@ class ParentState:
     journal: Journal | None = None  # the state file (journal.py); None in unit tests
     installed: Installed = field(default_factory=Installed)
     peers: PeerTable = field(default_factory=PeerTable)
+    egress: Egress = field(default_factory=Egress)  # what the child may send, and to whom
     activations: dict[int, Activation] = field(default_factory=dict)
     # what `ike cmd=activate` (or autostart) asked for, replayed to a restarted child
     intents: dict[tuple[m.Phase, int], m.InitiateCommand] = field(default_factory=dict)
@@ -79,9 +82,11 @@ class ParentState:
     # the child's own Log lines and tunnel events: it can send them as fast as it likes
     child_lines: RateLimit = field(default_factory=lambda: RateLimit("lines from the child"))
     counters: ParentCounters = field(default_factory=ParentCounters)
+    send_errors: RateLimit = field(default_factory=lambda: RateLimit("send errors"))
 
     def __post_init__(self) -> None:
-        self.vetter = Vetter(self.view, self.installed, self.peers, self.activations)
+        self.vetter = Vetter(self.view, self.installed, self.peers, self.activations,
+                             self.egress)  # fmt: skip
 
     def set_view(self, view: DbView) -> None:
         self.view = view

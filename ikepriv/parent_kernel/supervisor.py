@@ -11,8 +11,9 @@ EXIT_GRACE to exit by itself, so the log says how it ended, not that we killed i
 real violation is logged as one): 0.1 s at first, doubling up to 10 s, back to
 the start once a child has run for a minute. SAs in the kernel are untouched by all this.
 
-Sending never blocks the parent: messages go through a bounded queue to a sender task;
-a child that does not read loses messages (logged), the parent keeps serving the peers.
+Sending never blocks the parent: messages go through a queue to a sender task, bounded in
+messages (QUEUE) and in bytes (QUEUE_BYTES, counted as encoded); a child that does not read
+loses messages (logged, rate-limited), the parent keeps serving the peers.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import trio
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.framing import recv_message_trio, send_message_trio, socketpair
 from ikepriv.ipc.ipc_error import IpcError
-from ikepriv.ipc.schema import Direction, Message
+from ikepriv.ipc.schema import Direction, Message, encode
 from ikepriv.parent_kernel.ratelimit import RateLimit
 
 log = logging.getLogger("ikepriv.parent")
@@ -40,6 +41,7 @@ STABLE_AFTER: Final = 60.0
 READY_TIMEOUT: Final = 60.0
 EXIT_GRACE: Final = 1.0
 QUEUE: Final = 1024
+QUEUE_BYTES: Final = 1 << 20  # encoded bytes waiting for the child, at most
 MAX_STDERR_LINE: Final = 1024
 MAX_STDERR_LINES: Final = 200  # per child: a crash traceback fits, a flood does not
 CHILD_ENV: Final = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
@@ -113,7 +115,8 @@ class Supervisor:
         self._on_message = on_message
         self._on_ready = on_ready
         self._on_down = on_down
-        self._send_channel: trio.MemorySendChannel[Message] | None = None
+        self._send_channel: trio.MemorySendChannel[tuple[Message, bytes]] | None = None
+        self._queued_bytes = 0
         self._cancel: trio.CancelScope | None = None
         self._violation: str | None = None
         self._lost: str | None = None  # why we stopped talking to it, short of a violation
@@ -131,12 +134,16 @@ class Supervisor:
         if channel is None or not self.ready:
             return False
         try:
-            channel.send_nowait(msg)
+            data = encode(msg)
+            if self._queued_bytes + len(data) > QUEUE_BYTES:
+                raise trio.WouldBlock
+            channel.send_nowait((msg, data))
+            self._queued_bytes += len(data)
         except trio.WouldBlock:
             if self._dropped.allow(trio.current_time()):
                 log.warning("child is not reading: %s dropped", type(msg).__name__)
             return False
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        except (trio.BrokenResourceError, trio.ClosedResourceError, IpcError):
             return False
         return True
 
@@ -203,7 +210,8 @@ class Supervisor:
         self._violation = None
         self._lost = None
         log.info("negotiator child started, pid %d", process.pid)
-        send_channel, receive_channel = trio.open_memory_channel[Message](QUEUE)
+        send_channel, receive_channel = trio.open_memory_channel[tuple[Message, bytes]](QUEUE)
+        self._queued_bytes = 0
         try:
             with trio.CancelScope() as scope:
                 self._cancel = scope
@@ -234,7 +242,9 @@ class Supervisor:
                       _exit_text(process.returncode), lost)  # fmt: skip
 
     async def _receive(
-        self, sock: trio.socket.SocketType, send_channel: trio.MemorySendChannel[Message]
+        self,
+        sock: trio.socket.SocketType,
+        send_channel: trio.MemorySendChannel[tuple[Message, bytes]],
     ) -> None:
         try:
             with trio.fail_after(READY_TIMEOUT):
@@ -275,13 +285,17 @@ class Supervisor:
                 return
 
     async def _sender(
-        self, sock: trio.socket.SocketType, channel: trio.MemoryReceiveChannel[Message]
+        self,
+        sock: trio.socket.SocketType,
+        channel: trio.MemoryReceiveChannel[tuple[Message, bytes]],
     ) -> None:
         """Feed the child; if that fails, restart it rather than leave a child that still
         runs but never hears from us again (nothing would notice otherwise)."""
-        async for msg in channel:
+        async for msg, data in channel:
+            self._queued_bytes -= len(data)
             try:
-                await send_message_trio(sock, msg)
+                if await sock.send(data) != len(data):
+                    raise OSError(f"short send of {type(msg).__name__}")
             except (OSError, IpcError) as exc:
                 log.warning("cannot send %s to the child: %s", type(msg).__name__, exc)
                 self._channel_lost(f"channel to the child broken: {exc}")

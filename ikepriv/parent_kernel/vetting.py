@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -49,6 +50,7 @@ from ikepriv.isakmp.constants import (
 )
 from ikepriv.parent_kernel import installed as inst
 from ikepriv.parent_kernel.definitions import DbView
+from ikepriv.parent_kernel.egress import Egress
 from ikepriv.parent_kernel.installed import Installed, PolicyEntry, SaEntry
 from ikepriv.parent_kernel.kernel.specs import (
     Aead,
@@ -390,8 +392,10 @@ class Vetter:
         installed: Installed,
         peers: PeerTable,
         activations: Mapping[int, Activation],
+        egress: Egress | None = None,
     ) -> None:
         self.view = view
+        self.egress = egress if egress is not None else Egress()
         self.installed = installed
         self.peers = peers
         self.activations = activations
@@ -521,10 +525,10 @@ class Vetter:
         if local_port != NATT_PORT:
             return Refusal(ErrorCode.NOT_PERMITTED, f"local encapsulation port {local_port}",
                            t.p2_number)  # fmt: skip
-        if remote_port not in self.peers.natt_ports(local, remote):
+        if not self.egress.natt_port_ok(local, remote, remote_port, time.monotonic()):
             return Refusal(ErrorCode.NOT_PERMITTED,
-                           f"peer port {remote_port} never seen from {remote} on {NATT_PORT}",
-                           t.p2_number)  # fmt: skip
+                           f"peer port {remote_port} never seen from {remote} on {NATT_PORT} in a "
+                           "proven exchange lately", t.p2_number)  # fmt: skip
         return Encap(req.encap.sport, req.encap.dport)
 
     def _sa(self, t: _Tunnel, req: SaRequest, tunnel_id: int, now: float) -> SaPlan | Refusal:
@@ -811,6 +815,13 @@ class Vetter:
         if self.peers.seen(local, remote):
             return True
         return any(
+            remote in self._remotes(number, p1) and local in self.local_addresses(number, p1)
+            for number, p1 in self.view.phase1.items()
+        )
+
+    def names_peer(self, local: IPAddress, remote: IPAddress) -> bool:
+        """A definition or activation names `remote` as the peer of `local`."""
+        return not self.is_ours(remote) and any(
             remote in self._remotes(number, p1) and local in self.local_addresses(number, p1)
             for number, p1 in self.view.phase1.items()
         )
