@@ -80,7 +80,6 @@ COUNTER_HELP: dict[str, str] = {
     "udp_dropped_unsendable": "Datagrams dropped because they do not fit a DatagramIn",
     "udp_dropped_no_child": "Datagrams dropped because the negotiator was not running",
     "udp_dropped_live_overflow": "Datagrams of live exchanges dropped: parent queue full",
-    "udp_dropped_repeat_overflow": "Repeated first messages dropped: parent queue full",
     "udp_dropped_first_overflow": "First messages dropped by the parent's fair queue",
     "udp_dropped_unknown_cookies": "Datagrams with a responder cookie the parent never relayed",
     "udp_receive_errors": "Receive errors on the IKE sockets",

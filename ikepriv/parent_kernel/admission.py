@@ -9,15 +9,16 @@ one class, served in this order:
    initiator cookie is one of our own initiations (a reply to our first message carries our
    cookie and the responder's new one). Nobody off the path can guess 64 random bits, so a
    forger cannot get in here. Bounded FIFO (the oldest is dropped, counted).
-2. **repeat**: a first message (responder cookie zero) whose initiator cookie already came
-   from the same source address: the initiator retransmits, it is alive. A forger who never
-   repeats itself never gets here; one who repeats every cookie competes here as below.
-3. **first**: any other first message, in two fair queues served alternately: sources that
-   the definitions name as a peer address, and all others. Inside each, sources take turns
-   (round robin), each source keeps at most a few messages (a new one pushes out its own
-   oldest), and a full queue refuses new sources. A flood from random sources can only take
-   the share of the others; a flood from a peer's own address only competes with that peer.
-4. **unknown**: a non-zero responder cookie the parent never relayed: a reflected answer to
+2. **first**: a first message (responder cookie zero), in two fair queues: sources that
+   the definitions name as a peer address (served three turns in four), and all others.
+   Inside each, sources take turns (round robin), each source keeps at most a few messages
+   (a new one pushes out its own oldest), and a full queue refuses new sources. A flood
+   from random sources can only take the share of the others; a flood from a peer's own
+   address only competes with that peer. A **repeat** (an initiator cookie that already
+   came from the same source: the initiator retransmits) goes to the head of its source's
+   queue, never ahead of other sources: a forger who repeats its cookies gains nothing
+   over the other sources, only over its own forgeries.
+3. **unknown**: a non-zero responder cookie the parent never relayed: a reflected answer to
    a forged first message that carried our address, or an exchange so old that its pair was
    forgotten. Rationed by a token bucket and served last; the rest is dropped, counted.
 
@@ -43,8 +44,7 @@ PENDING_PAIRS: Final = 16384  # pairs the child sent, not yet answered
 LIVE_PAIRS: Final = 16384  # pairs the child sent and the peer echoed
 PENDING_AGE: Final = 120.0  # seconds a pair waits for its peer's answer
 LIVE_QUEUE: Final = 1024
-REPEAT_QUEUE: Final = 512
-REPEAT_PER_SOURCE: Final = 8
+PEER_TURNS: Final = 3  # of every 4 turns, when both first-message queues are busy
 FIRST_SOURCES: Final = 256  # sources with first messages waiting, per queue
 FIRST_PER_SOURCE: Final = 16
 PEER_PER_SOURCE: Final = 64  # a configured peer's address may hold more
@@ -67,7 +67,7 @@ class Dropped(Enum):
     """Counters (ParentState.counters) for datagrams admission drops."""
 
     LIVE = "udp_dropped_live_overflow"
-    REPEAT = "udp_dropped_repeat_overflow"
+    REPEAT = "udp_dropped_first_overflow"
     FIRST = "udp_dropped_first_overflow"
     UNKNOWN = "udp_dropped_unknown_cookies"
     RUNT = "udp_dropped_truncated"
@@ -89,17 +89,24 @@ class FairQueue(Generic[T]):
     def __len__(self) -> int:
         return self._size
 
-    def put(self, source: Hashable, item: T, per_source: int | None = None) -> int:
-        """Enqueue; returns how many items were dropped for it (0 or 1)."""
+    def put(self, source: Hashable, item: T, *, first: bool = False) -> int:
+        """Enqueue (at the head of its source's queue if `first`); returns how many items
+        were dropped for it (0 or 1): the source's oldest, or `item` itself."""
         q = self._queues.get(source)
         if q is None:
             if len(self._queues) >= self._max_sources:
                 return 1
             q = self._queues[source] = deque()
-        q.append(item)
+        if first:
+            q.appendleft(item)
+        else:
+            q.append(item)
         self._size += 1
-        if len(q) > (per_source or self._per_source):
-            q.popleft()
+        if len(q) > self._per_source:
+            if first:
+                q.pop()  # the newest of the others: the repeat is the one to keep
+            else:
+                q.popleft()
             self._size -= 1
             return 1
         return 0
@@ -151,16 +158,14 @@ class Admission(Generic[T]):
         self._seen_first: OrderedDict[bytes, None] = OrderedDict()
         self._peers: frozenset[IPAddress] = frozenset()
         self._live_q: deque[T] = deque()
-        self._repeat_q: FairQueue[T] = FairQueue(REPEAT_QUEUE, REPEAT_PER_SOURCE)
         self._peer_q: FairQueue[T] = FairQueue(FIRST_SOURCES, PEER_PER_SOURCE)
         self._other_q: FairQueue[T] = FairQueue(FIRST_SOURCES, FIRST_PER_SOURCE)
-        self._peer_turn = True
+        self._turn = 0
         self._unknown_q: deque[T] = deque()
         self._unknown_bucket = _Bucket(*UNKNOWN_RATE)
 
     def __len__(self) -> int:
-        return (len(self._live_q) + len(self._repeat_q) + len(self._peer_q)
-                + len(self._other_q) + len(self._unknown_q))  # fmt: skip
+        return len(self._live_q) + len(self._peer_q) + len(self._other_q) + len(self._unknown_q)
 
     def set_peers(self, addresses: Iterable[IPAddress]) -> None:
         """The peer addresses the definitions name (their sources get a queue of their own)."""
@@ -217,13 +222,9 @@ class Admission(Generic[T]):
             if len(self._live_q) > LIVE_QUEUE:
                 self._live_q.popleft()
                 dropped = 1
-        elif kind is Kind.REPEAT:
-            dropped = self._repeat_q.put(source, item)
-        elif kind is Kind.FIRST:
-            if source in self._peers:
-                dropped = self._peer_q.put(source, item)
-            else:
-                dropped = self._other_q.put(source, item)
+        elif kind is Kind.FIRST or kind is Kind.REPEAT:
+            queue = self._peer_q if source in self._peers else self._other_q
+            dropped = queue.put(source, item, first=kind is Kind.REPEAT)
         elif kind is Kind.UNKNOWN:
             if self._unknown_bucket.take(now):
                 self._unknown_q.append(item)
@@ -241,13 +242,10 @@ class Admission(Generic[T]):
         """The next datagram for the child, by class (see the module docstring)."""
         if self._live_q:
             return self._live_q.popleft()
-        item = self._repeat_q.get()
-        if item is not None:
-            return item
         first, second = self._peer_q, self._other_q
-        if not self._peer_turn:
+        if self._turn >= PEER_TURNS:
             first, second = second, first
-        self._peer_turn = not self._peer_turn
+        self._turn = (self._turn + 1) % (PEER_TURNS + 1)
         item = first.get()
         if item is None:
             item = second.get()

@@ -46,7 +46,6 @@ class ParentCounters:
     udp_dropped_no_child: int = 0  # child not running, or not reading its queue
     # admission.py: received, not yet forwarded, dropped by class (forged-flood defence)
     udp_dropped_live_overflow: int = 0
-    udp_dropped_repeat_overflow: int = 0
     udp_dropped_first_overflow: int = 0
     udp_dropped_unknown_cookies: int = 0
     udp_receive_errors: int = 0
