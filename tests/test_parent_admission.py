@@ -119,8 +119,8 @@ def test_fair_queue_round_robin_and_bounds() -> None:
     assert len(q) == 0
 
 
-def test_runts_are_dropped_and_counted() -> None:
+def test_runts_are_rationed_like_unknown_cookies() -> None:
     adm, dropped = _admission()
-    assert _put(adm, b"\x01" * 27, OTHER) is Kind.RUNT
-    assert adm.get() is None
-    assert dropped == ["udp_dropped_truncated"]
+    assert _put(adm, b"\x01" * 27, OTHER) is Kind.UNKNOWN
+    assert adm.get() == b"\x01" * 27  # the child counts it as malformed
+    assert dropped == []

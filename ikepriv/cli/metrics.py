@@ -52,6 +52,8 @@ COUNTER_HELP: dict[str, str] = {
     "retransmits": "Timer-driven retransmissions",
     "exchanges_timed_out": "Exchanges abandoned after their last retransmission",
     "half_open_expired": "Half-open phase 1 exchanges expired",
+    "half_open_evicted": "Unproven responder exchanges evicted by newer first messages",
+    "dropped_work_budget": "Aggressive Mode first messages over the pre-proof work budget",
     "notifies_sent": "Notify messages sent",
     "notifies_suppressed": "Unencrypted notifies suppressed by the rate limit",
     "deletes_received": "Delete payloads received",

@@ -18,7 +18,7 @@ one class, served in this order:
    came from the same source: the initiator retransmits) goes to the head of its source's
    queue, never ahead of other sources: a forger who repeats its cookies gains nothing
    over the other sources, only over its own forgeries.
-3. **unknown**: a non-zero responder cookie the parent never relayed: a reflected answer to
+3. **unknown**: a non-zero responder cookie the parent never relayed (or no ISAKMP header): a reflected answer to
    a forged first message that carried our address, or an exchange so old that its pair was
    forgotten. Rationed by a token bucket and served last; the rest is dropped, counted.
 
@@ -60,7 +60,6 @@ class Kind(Enum):
     REPEAT = "repeat"
     FIRST = "first"
     UNKNOWN = "unknown"
-    RUNT = "runt"  # shorter than an ISAKMP header: the child drops it anyway
 
 
 class Dropped(Enum):
@@ -70,7 +69,6 @@ class Dropped(Enum):
     REPEAT = "udp_dropped_first_overflow"
     FIRST = "udp_dropped_first_overflow"
     UNKNOWN = "udp_dropped_unknown_cookies"
-    RUNT = "udp_dropped_truncated"
 
 
 class FairQueue(Generic[T]):
@@ -190,7 +188,7 @@ class Admission(Generic[T]):
 
     def classify(self, data: bytes, source: IPAddress, now: float) -> Kind:
         if len(data) < HEADER:
-            return Kind.RUNT
+            return Kind.UNKNOWN  # no IKE message: rationed, the child counts it as malformed
         icookie, pair = data[:8], data[:16]
         if pair in self._live:
             self._live[pair] = now
@@ -232,8 +230,6 @@ class Admission(Generic[T]):
                     self._unknown_q.popleft()
                 else:
                     return
-            dropped = 1
-        else:
             dropped = 1
         if dropped:
             self._count(Dropped[kind.name].value)
