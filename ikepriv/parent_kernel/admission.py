@@ -18,9 +18,10 @@ one class, served in this order:
    came from the same source: the initiator retransmits) goes to the head of its source's
    queue, never ahead of other sources: a forger who repeats its cookies gains nothing
    over the other sources, only over its own forgeries.
-3. **unknown**: a non-zero responder cookie the parent never relayed (or no ISAKMP header): a reflected answer to
-   a forged first message that carried our address, or an exchange so old that its pair was
-   forgotten. Rationed by a token bucket and served last; the rest is dropped, counted.
+3. **unknown**: a non-zero responder cookie the parent never relayed (or no ISAKMP
+   header at all): a reflected answer to a forged first message that carried our address,
+   or an exchange so old that its pair was forgotten. Rationed by a token bucket and served
+   last; the rest is dropped, counted.
 
 The child's queue is kept short (see daemon.py), so a live datagram never waits behind more
 than a few first messages; what does not fit waits here, in bounded queues, and what does
