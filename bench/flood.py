@@ -138,7 +138,7 @@ def _counters(text: str) -> dict[str, int]:
 
 def table(results: list[dict[str, object]]) -> str:
     """No flood / flood side by side, per mode and direction, with the goal bound."""
-    rows = ["mode        initiator  no flood (s)      flood (s)                bound (s)  met"]
+    rows = ["mode        initiator      no flood (s)      flood (s)                bound (s)  met"]
     for r in results:
         base, flood = r["no_flood_s"], r.get("flood_s", {})
         assert isinstance(base, dict) and isinstance(flood, dict)
