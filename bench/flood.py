@@ -1,6 +1,6 @@
 """Phase 1 establishment under a flood of forged first messages (issue 8, point 2).
 
-    sudo .venv/bin/python bench/flood.py [--pps 10000] [--runs 3] [--mode main|aggressive]
+    sudo .venv/bin/python bench/flood.py [--pps 10000] [--runs 3] [--mode main|aggressive|both]
 
 Two real ikeprivd in namespaces (tests/harness/netns.py topology: gwA 192.0.2.1, gwB
 192.0.2.2, no default route). A forger in gwB's namespace sends prebuilt raw IPv4/UDP
@@ -8,7 +8,10 @@ datagrams to gwA:500 in a tight, paced loop: MM1 and AM1 with fresh initiator co
 half from the peer's own address (192.0.2.2:500), half from random sources in
 192.0.2.0/24 and 203.0.113.0/24. Measured: `ike cmd=activate phase=1` until established,
 without and with the flood, gwA initiating and gwB initiating; the achieved pps; gwA's
-parent and child CPU seconds and its log lines during the flood. Prints one JSON line.
+parent and child CPU seconds, its log lines and its drop counters during the flood. Prints
+one JSON line per mode, then a table: no flood / flood side by side, both directions, the
+goal bound (2 x the slowest no-flood time + one retransmission interval) and whether every
+flooded run met it.
 """
 
 from __future__ import annotations
@@ -36,14 +39,25 @@ def _templates() -> tuple[bytes, bytes]:
     from harness.core_sim import ike_proposal, mirrored
 
     from ikepriv.child_negotiator.core.engine import Negotiator
-    from ikepriv.ipc.messages import InitiateCommand, Phase
+    from ikepriv.ipc.messages import (
+        PARENT_NONCE_BYTES,
+        ErrorCode,
+        InitiateCommand,
+        NonceReply,
+        NonceRequest,
+        Phase,
+    )
     from ikepriv.isakmp.constants import ExchangeType, GroupId
 
     out = []
     for mode in (ExchangeType.IDENTITY_PROTECTION, ExchangeType.AGGRESSIVE):
         _, config = mirrored([ike_proposal(group=GroupId.MODP_2048)], phase1_mode=mode)
-        core = Negotiator(config, 0.0, random.Random(1).randbytes)  # noqa: S311
-        core.handle(InitiateCommand(Phase.PHASE1, 1, None, None), 0.0)
+        rng = random.Random(1)  # noqa: S311
+        core = Negotiator(config, 0.0, rng.randbytes)
+        for msg in core.handle(InitiateCommand(Phase.PHASE1, 1, None, None), 0.0):
+            if isinstance(msg, NonceRequest):  # our nonce comes from the parent
+                nonce = rng.randbytes(PARENT_NONCE_BYTES)
+                core.handle(NonceReply(msg.request_id, ErrorCode.OK, 1, nonce), 0.0)
         out.append(core.sas.by_tunnel[1].flight.datagrams[0].data)
     return out[0], out[1]
 
@@ -110,6 +124,50 @@ def _lines(path: Path) -> int:
         return 0
 
 
+RETRANSMIT = 2.0  # Settings.retransmit_base
+KEPT = (
+    "datagrams_in",
+    "udp_forwarded",
+    "udp_dropped_first_overflow",
+    "udp_dropped_unknown_cookies",
+    "udp_dropped_live_overflow",
+    "dropped_policy",
+    "dropped_work_budget",
+    "half_open_evicted",
+    "notifies_sent",
+    "phase1_established",
+)
+
+
+def _counters(text: str) -> dict[str, int]:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return {k: v for k, v in data.items() if k in KEPT} if isinstance(data, dict) else {}
+
+
+def table(results: list[dict[str, object]]) -> str:
+    """No flood / flood side by side, per mode and direction, with the goal bound."""
+    rows = ["mode        initiator      no flood (s)      flood (s)                bound (s)  met"]
+    for r in results:
+        base, flood = r["no_flood_s"], r.get("flood_s", {})
+        assert isinstance(base, dict) and isinstance(flood, dict)
+        for side, who in (("a", "gwA (flooded)"), ("b", "gwB -> gwA")):
+            bound = 2 * max(base[side]) + RETRANSMIT
+            got = flood.get(side, [])
+            met = bool(got) and all(t < bound for t in got)
+            rows.append(f"{r['mode']:<11} {who:<14} "
+                        f"{' '.join(f'{t:.2f}' for t in base[side]):<17} "
+                        f"{' '.join(f'{t:.2f}' for t in got):<24} {bound:<10.2f} "
+                        f"{'yes' if met else 'NO'}")  # fmt: skip
+    for r in results:
+        rows.append(f"{r['mode']}: forger {r.get('forger')}, gwA CPU share "
+                    f"{r.get('gwA_cpu_share')}, log lines/s {r.get('gwA_log_lines_per_s')}, "
+                    f"counters {r.get('gwA_stats')}")  # fmt: skip
+    return "\n".join(rows)
+
+
 def measure(pps: int, runs: int, mode: str, state_root: Path) -> dict[str, object]:
     from harness import netns as nsmod
     from harness.interop import Scenario, peer_spec
@@ -160,7 +218,7 @@ def measure(pps: int, runs: int, mode: str, state_root: Path) -> dict[str, objec
                 log_path = a.daemon_log  # type: ignore[attr-defined]
                 result["gwA_log_lines_per_s"] = (_lines(log_path) - lines0) / dt
                 stats = a.ike("cmd=list", "stats", "json")  # type: ignore[attr-defined]
-                result["gwA_stats"] = stats.stdout[-2000:]
+                result["gwA_stats"] = _counters(stats.stdout)
             finally:
                 forger.terminate()
                 out, _ = forger.communicate(timeout=30)
@@ -182,10 +240,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pps", type=int, default=10000)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--mode", choices=("main", "aggressive"), default="main")
+    ap.add_argument("--mode", choices=("main", "aggressive", "both"), default="both")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as d:
-        print(json.dumps(measure(args.pps, args.runs, args.mode, Path(d))))
+    modes = ("main", "aggressive") if args.mode == "both" else (args.mode,)
+    results = []
+    for mode in modes:
+        with tempfile.TemporaryDirectory() as d:
+            results.append(measure(args.pps, args.runs, mode, Path(d)))
+        print(json.dumps(results[-1]), flush=True)
+    print(table(results))
 
 
 if __name__ == "__main__":

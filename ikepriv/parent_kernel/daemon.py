@@ -56,6 +56,7 @@ from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.schema import Message
 from ikepriv.isakmp.constants import ProtocolId
 from ikepriv.parent_kernel import udp
+from ikepriv.parent_kernel.admission import Admission
 from ikepriv.parent_kernel.commands import Commands
 from ikepriv.parent_kernel.control_socket import ControlServer
 from ikepriv.parent_kernel.definitions import DbView
@@ -67,7 +68,7 @@ from ikepriv.parent_kernel.kernel.specs import Acquire, EventsLost, Expire, Xfrm
 from ikepriv.parent_kernel.keylog import ESP_SUFFIX, KeyLog
 from ikepriv.parent_kernel.requests import ChildRequests
 from ikepriv.parent_kernel.state import ParentState
-from ikepriv.parent_kernel.supervisor import QUEUE, Supervisor
+from ikepriv.parent_kernel.supervisor import Supervisor
 from ikepriv.parent_kernel.vetting import Activation, selector_inside
 from ikepriv.process_contract import (
     CHILD_MODULE,
@@ -82,13 +83,9 @@ DB_POLL: Final = 2.0
 SHUTDOWN_GRACE: Final = 3.0
 EARLY_QUEUE: Final = 64  # datagrams kept while no child is ready
 EARLY_MAX_AGE: Final = 5.0  # seconds; older ones are stale for the peer anyway
-FIRST_MESSAGE_SHARE: Final = QUEUE // 4  # first messages only while the backlog is below
-ISAKMP_RCOOKIE: Final = slice(8, 16)  # fixed offset, the one thing dispatch reads
-
-
-def _first_message(data: bytes) -> bool:
-    """An ISAKMP message opening an exchange: its responder cookie is still zero."""
-    return len(data) >= 28 and not any(data[ISAKMP_RCOOKIE])
+CHILD_BACKLOG: Final = 32  # datagrams queued for the child; the rest wait in admission
+RECEIVE_BATCH: Final = 256  # datagrams read per wake-up before others get a turn
+PUMP_POLL: Final = 0.001  # seconds between looks at a full child queue
 
 
 @dataclass(frozen=True)
@@ -142,6 +139,9 @@ class Daemon:
                                  self.reload, lambda: self.supervisor.restarts)  # fmt: skip
         self.control = ControlServer(options.control, self.commands.handle)
         self._early: deque[tuple[float, m.DatagramIn]] = deque()
+        self.admission = Admission[udp.Received](self.state.counters.bump)
+        self._set_peers()
+        self._arrived = trio.Event()
         self._notified_ready = False
         if options.child_cmd is None:
             ensure_empty_root_dir(options.chroot)
@@ -158,6 +158,8 @@ class Daemon:
                 "--chroot", self.options.chroot, *users, *keylog]  # fmt: skip
 
     async def _on_child_message(self, msg: Message) -> None:
+        if isinstance(msg, m.DatagramOut):  # its cookies are live: their answers go first
+            self.admission.outbound(msg.data, time.monotonic())
         await self.requests.handle(msg)
 
     async def _on_child_ready(self) -> None:
@@ -211,12 +213,6 @@ class Daemon:
 
     def _forward(self, msg: m.DatagramIn) -> None:
         counters = self.state.counters
-        if _first_message(msg.data) and self.supervisor.backlog() >= FIRST_MESSAGE_SHARE:
-            # A first message (responder cookie zero) proves nothing and anyone can send it:
-            # it may use only part of the queue to the child, so a flood of them never
-            # delays or drops the second messages, replies and commands of live exchanges.
-            counters.udp_dropped_no_child += 1
-            return
         if self.supervisor.send(msg):
             counters.udp_forwarded += 1
             return
@@ -263,6 +259,7 @@ class Daemon:
         old = self.state.view
         self.state.set_view(view)
         await self._revoke(old, view)
+        self._set_peers()
         for msg in view.config_messages():
             self.supervisor.send(msg)
         log.info("definitions reloaded (generation %d: %d phase 1, %d phase 2)",
@@ -311,31 +308,66 @@ class Daemon:
 
     # -- UDP -------------------------------------------------------------------------------
 
+    def _set_peers(self) -> None:
+        self.admission.set_peers(p1.remote_addr for p1 in self.state.view.phase1.values()
+                                 if p1.remote_addr is not None)  # fmt: skip
+
     async def _receive(self, sock: udp.IkeSocket) -> None:
+        """Drain the socket in batches (until EAGAIN, at most RECEIVE_BATCH per turn) into
+        admission, which decides what reaches the child next (`_pump`)."""
+        counters = self.state.counters
+        admission = self.admission
+        assert sock.raw is not None
+        while True:
+            await trio.lowlevel.wait_readable(sock.raw)
+            now = time.monotonic()
+            for _ in range(RECEIVE_BATCH):
+                try:
+                    got = udp.receive_nowait(sock)
+                except OSError as exc:
+                    counters.udp_receive_errors += 1
+                    log.warning("UDP %d: %s", sock.port, exc)
+                    await trio.sleep(0.1)
+                    break
+                if got is None:
+                    break
+                if isinstance(got, udp.Drop):
+                    counters.bump(got.value)
+                    continue
+                admission.put(admission.classify(got.data, got.remote, now), got.remote, got, now)
+            self._arrived.set()
+            await trio.lowlevel.checkpoint()
+
+    async def _pump(self) -> None:
+        """Hand admitted datagrams to the child, keeping its queue short (CHILD_BACKLOG), so
+        an answer in a live exchange never waits behind a flood of first messages."""
         counters = self.state.counters
         while True:
-            try:
-                got = await udp.receive(sock)
-            except OSError as exc:
-                counters.udp_receive_errors += 1
-                log.warning("UDP %d: %s", sock.port, exc)
-                await trio.sleep(0.1)
+            if not self.admission:
+                self._arrived = trio.Event()
+                await self._arrived.wait()
                 continue
-            if isinstance(got, udp.Drop):
-                counters.bump(got.value)
+            room = CHILD_BACKLOG - self.supervisor.backlog() if self.supervisor.ready else 1
+            if room <= 0:
+                await trio.sleep(PUMP_POLL)
                 continue
-            try:
-                msg = m.DatagramIn(m.Endpoint(got.local, got.local_port),
-                                   m.Endpoint(got.remote, got.remote_port), got.natt,
-                                   got.data)  # fmt: skip
-            except IpcError:
-                counters.udp_dropped_unsendable += 1
-                continue  # not expressible for the child: never let a datagram end this task
             now = time.monotonic()
-            self.state.peers.record(got.local, got.remote, got.remote_port, got.natt, now)
-            self.state.egress.received(got.local, got.local_port, got.remote, got.remote_port,
-                                       got.natt, got.data, now)  # fmt: skip
-            self._forward(msg)
+            for _ in range(room):
+                got = self.admission.get()
+                if got is None:
+                    break
+                try:
+                    msg = m.DatagramIn(m.Endpoint(got.local, got.local_port),
+                                       m.Endpoint(got.remote, got.remote_port), got.natt,
+                                       got.data)  # fmt: skip
+                except IpcError:
+                    counters.udp_dropped_unsendable += 1
+                    continue  # not expressible for the child
+                self.state.peers.record(got.local, got.remote, got.remote_port, got.natt, now)
+                self.state.egress.received(got.local, got.local_port, got.remote,
+                                           got.remote_port, got.natt, got.data, now)  # fmt: skip
+                self._forward(msg)
+            await trio.lowlevel.checkpoint()
 
     # -- kernel events ---------------------------------------------------------------------
 
@@ -416,6 +448,7 @@ class Daemon:
                     nursery.start_soon(self.control.serve)
                     nursery.start_soon(self._kernel_events)
                     nursery.start_soon(self._poll_db)
+                    nursery.start_soon(self._pump)
                     for sock in self._sockets:
                         nursery.start_soon(self._receive, sock)
         finally:

@@ -46,6 +46,10 @@ class ParentCounters:
     udp_dropped_bad_source: int = 0
     udp_dropped_unsendable: int = 0  # cannot be put in a DatagramIn
     udp_dropped_no_child: int = 0  # child not running, or not reading its queue
+    # admission.py: received, not yet forwarded, dropped by class (forged-flood defence)
+    udp_dropped_live_overflow: int = 0
+    udp_dropped_first_overflow: int = 0
+    udp_dropped_unknown_cookies: int = 0
     udp_receive_errors: int = 0
     udp_send_errors: int = 0
     udp_send_refused: int = 0  # DatagramOut outside the relayed exchanges or their budgets

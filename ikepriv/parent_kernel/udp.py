@@ -89,6 +89,7 @@ class IkeSocket:
     sock: trio.socket.SocketType
     family: int
     port: int
+    raw: socket.socket | None = None  # the same socket, for receive_nowait (non-blocking)
 
     @property
     def natt(self) -> bool:
@@ -137,7 +138,7 @@ def open_sockets(
                 for s in out:
                     s.sock.close()
                 raise
-            out.append(IkeSocket(trio.socket.from_stdlib_socket(raw), family, port))
+            out.append(IkeSocket(trio.socket.from_stdlib_socket(raw), family, port, raw))
     return out, warnings
 
 
@@ -162,6 +163,25 @@ def _local_address(family: int, ancdata: list[tuple[int, int, bytes]]) -> IPAddr
 async def receive(s: IkeSocket) -> Received | Drop:
     """One datagram, or why it is dropped (truncated, keepalive, no marker, no pktinfo)."""
     data, ancdata, flags, addr = await s.sock.recvmsg(MAX_UDP + 1, _ANC_SPACE)
+    return _received(s, data, ancdata, flags, addr)
+
+
+def receive_nowait(s: IkeSocket) -> Received | Drop | None:
+    """As `receive`, without waiting: None when nothing is queued (EAGAIN). Lets the daemon
+    drain the socket in batches, one wake-up per burst rather than per datagram."""
+    raw = s.raw
+    if raw is None:
+        raise ValueError("receive_nowait needs the IkeSocket's raw socket")
+    try:
+        data, ancdata, flags, addr = raw.recvmsg(MAX_UDP + 1, _ANC_SPACE, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return None
+    return _received(s, data, ancdata, flags, addr)
+
+
+def _received(
+    s: IkeSocket, data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int, addr: object
+) -> Received | Drop:
     if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or not data:
         return Drop.TRUNCATED
     local = _local_address(s.family, ancdata)
