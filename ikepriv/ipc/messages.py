@@ -320,6 +320,9 @@ class Phase1Def(Struct):
     ]
     dpd: DpdSettings
     nat_t: bool
+    # seconds before expiry to start rekeying (the definition's rekey_margin); 0: the
+    # negotiator's default
+    rekey_margin: Seconds = 0
 
     def check(self) -> None:
         if self.remote_addr is not None:
@@ -365,6 +368,7 @@ class Phase2Def(Struct):
         tuple[Phase2Proposal, ...], ListOf(Nested(Phase2Proposal), MAX_PROPOSALS, min_count=1)
     ]
     mode: Mode
+    rekey_margin: Seconds = 0  # as in Phase1Def
 
     def check(self) -> None:
         _same_family("phase 2 selectors", self.local.network, self.remote.network)

@@ -87,6 +87,7 @@ def _phase1_to_ipc(d: Phase1Definition, number: int) -> m.Phase1Def:
             _DPD_ACTION[d.dpd_action],
         ),
         nat_t=d.nat_traversal,
+        rekey_margin=d.rekey_margin,
     )
 
 
@@ -112,6 +113,7 @@ def _phase2_to_ipc(d: Phase2Definition, number: int, phase1_number: int) -> m.Ph
         remote=m.SelectorSide(d.remote_subnet, d.protocol, d.remote_port),
         proposals=tuple(proposals),
         mode=d.mode,
+        rekey_margin=d.rekey_margin,
     )
 
 
