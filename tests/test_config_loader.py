@@ -150,7 +150,7 @@ BAD_PHASE2_FIELDS = [
     ("mode", 'mode = "tunnle"', "mode", "not one of: tunnel, transport"),
     ("mode", 'mode = "transport"', "local_subnet", "single address"),
     ("lifetime", "lifetime = 100000", "lifetime", "out of range"),
-    ("lifetime", "lifetime = 3600\nrekey_margin = 3600", "rekey_margin", "less than lifetime"),
+    ("lifetime", "lifetime = 3600\nrekey_margin = 3600", "rekey_margin", "at most half"),
     ("lifetime", "lifetime = 3600\nlifetime_kb = 10", "lifetime_kb", "0 or 1024"),
     ("phase1", 'phase1 = "to-siteC"', "phase1", "no phase 1 named 'to-siteC'"),
 ]  # fmt: skip

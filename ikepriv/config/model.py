@@ -138,10 +138,26 @@ def _proposals(name: str, value: object, kind: type[object], what: str, empty_ok
         raise DefinitionError(name, f"{what} proposals repeat a transform")
 
 
+# The negotiator deletes an SA it replaced `rekey_overlap` (10 s) after the successor is in
+# the kernel, and starts a rekey again if it produced nothing within `rekey_retry` (20 s):
+# both must fit between the start of the rekey and the old SA's hard expiry.
+MIN_REKEY_MARGIN: Final = 30
+
+
 def _margin(value: object, lifetime: int) -> None:
     margin = _int("rekey_margin", value, "rekey_margin")
-    if margin >= lifetime:
-        raise DefinitionError("rekey_margin", f"{margin} must be less than lifetime ({lifetime})")
+    if margin < MIN_REKEY_MARGIN:
+        raise DefinitionError(
+            "rekey_margin",
+            f"{margin} is too short: at least {MIN_REKEY_MARGIN} s (a retry of the rekey and "
+            "the overlap of old and new SA must fit before the old SA expires)",
+        )
+    if 2 * margin > lifetime:
+        raise DefinitionError(
+            "rekey_margin",
+            f"{margin} must be at most half of lifetime ({lifetime}), else the SA is "
+            "replaced as soon as it is set up",
+        )
 
 
 def _checked(checks: Callable[[], None]) -> None:

@@ -330,6 +330,9 @@ class Phase1Def(Struct):
     nat_t: bool
     encap: bool = False  # force UDP encapsulation (fake NAT-D)
     rekey: bool = True  # False: this side never starts a phase 1 rekey
+    # seconds before expiry to start rekeying (the definition's rekey_margin); 0: the
+    # negotiator's default
+    rekey_margin: Seconds = 0
 
     def check(self) -> None:
         if self.remote_addr is not None:
@@ -376,6 +379,7 @@ class Phase2Def(Struct):
     ]
     mode: Mode
     rekey: bool = True  # False: this side never starts a phase 2 rekey
+    rekey_margin: Seconds = 0  # as in Phase1Def
 
     def check(self) -> None:
         _same_family("phase 2 selectors", self.local.network, self.remote.network)

@@ -89,6 +89,7 @@ def _phase1_to_ipc(d: Phase1Definition, number: int) -> m.Phase1Def:
         nat_t=d.nat_traversal,
         encap=d.encap,
         rekey=d.rekey,
+        rekey_margin=d.rekey_margin,
     )
 
 
@@ -115,6 +116,7 @@ def _phase2_to_ipc(d: Phase2Definition, number: int, phase1_number: int) -> m.Ph
         proposals=tuple(proposals),
         mode=d.mode,
         rekey=d.rekey,
+        rekey_margin=d.rekey_margin,
     )
 
 

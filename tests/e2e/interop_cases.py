@@ -83,14 +83,26 @@ def run_one(
     *,
     spec_extra: dict[str, Any] | None = None,
     verify: Verify | None = None,
+    role_extra: dict[str, dict[str, Any]] | None = None,
+    ping_dst: str = nsmod.LAN_B_HOST,
 ) -> tuple[dict[str, Any], list[Peer]]:
-    """`spec_extra`: PeerSpec fields beyond the Scenario's (both sides); `verify`: more
-    checks once both sides are established, before the listing and the ping."""
+    """`spec_extra`: PeerSpec fields beyond the Scenario's (both sides), `role_extra` the
+    same per role ("initiator", "responder"); `verify`: more checks once both sides are
+    established, before the listing and the ping (to `ping_dst` in lanB)."""
     case = Case(sc.name)
     topo.reset_xfrm()
     extra = spec_extra or {}
-    resp = make_peer(sc.responder, replace(peer_spec(topo, sc, "responder"), **extra), root)
-    init = make_peer(sc.initiator, replace(peer_spec(topo, sc, "initiator"), **extra), root)
+    per_role = role_extra or {}
+    resp = make_peer(
+        sc.responder,
+        replace(peer_spec(topo, sc, "responder"), **{**extra, **per_role.get("responder", {})}),
+        root,
+    )
+    init = make_peer(
+        sc.initiator,
+        replace(peer_spec(topo, sc, "initiator"), **{**extra, **per_role.get("initiator", {})}),
+        root,
+    )
     peers = [init, resp]
     try:
         with guarded(case):
@@ -125,7 +137,7 @@ def run_one(
                 for p in peers:
                     if isinstance(p, Ikepriv):
                         check_listing(case, p, (PHASE1_NAME,), (PHASE2_NAME,))
-                check_esp_ping(case, topo)
+                check_esp_ping(case, topo, dst=ping_dst)
                 case.details["algs"] = {
                     gw: topo.esp_counters(gw).as_dict()["algs"] for gw in (topo.gw_a, topo.gw_b)
                 }
@@ -140,11 +152,14 @@ def run_catalogue(
     log_dir: str | None,
     prefix: str,
     run: Callable[[nsmod.Topology, str, Path], tuple[dict[str, Any], list[Peer]]],
+    *,
+    ipv6: bool = False,
 ) -> dict[str, Any]:
-    """One boot's scenario loop: topology, guard check, each scenario, logs, clean-up."""
+    """One boot's scenario loop: topology (`ipv6`: with IPv6 too), guard check, each
+    scenario, logs, clean-up."""
     t0 = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix=prefix))
-    topo = nsmod.Topology()
+    topo = nsmod.Topology(ipv6=ipv6)
     topo.build()
     out: dict[str, Any] = {"kernel": os.uname().release, "results": {}}
     try:

@@ -39,6 +39,16 @@ LAN_B_HOST = "203.0.113.10"
 LAN_A_NET = "198.51.100.0/24"
 LAN_B_NET = "203.0.113.0/24"
 GUARD_PRIORITY = 4000000000
+# IPv6 (documentation prefix 2001:db8::/32), only with Topology(ipv6=True): the same links
+# carry both families, for IPv6 LANs over IPv4 gateways and the reverse.
+GW_A_OUTER6 = "2001:db8:1::1"
+GW_B_OUTER6 = "2001:db8:1::2"
+GW_A_INNER6 = "2001:db8:a::1"
+GW_B_INNER6 = "2001:db8:b::1"
+LAN_A_HOST6 = "2001:db8:a::10"
+LAN_B_HOST6 = "2001:db8:b::10"
+LAN_A_NET6 = "2001:db8:a::/64"
+LAN_B_NET6 = "2001:db8:b::/64"
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -273,6 +283,7 @@ class Topology:
 
     prefix: str = ""
     built: bool = False
+    ipv6: bool = False  # IPv6 addresses, routes and guards too (the *6 constants)
 
     @property
     def gw_a(self) -> str:
@@ -296,6 +307,11 @@ class Topology:
 
     def outer(self, gw: str) -> str:
         return {self.gw_a: GW_A_OUTER, self.gw_b: GW_B_OUTER}[gw]
+
+    def outers(self, gw: str) -> set[str]:
+        """The gateway's outer addresses, of both families with ipv6."""
+        v6 = {self.gw_a: GW_A_OUTER6, self.gw_b: GW_B_OUTER6}[gw]
+        return {self.outer(gw), v6} if self.ipv6 else {self.outer(gw)}
 
     def build(self) -> None:
         """Create namespaces, links, addresses, routes, forwarding and the guard policies."""
@@ -354,10 +370,47 @@ class Topology:
         )
         for gw in (a, b):
             sysctl_set(gw, "net.ipv4.ip_forward", "1")
+        if self.ipv6:
+            self._build_ipv6()
         for n in self.namespaces:
             if has_default_route(n):
                 self.destroy()
                 raise NetnsError(f"default route in {n}: refusing to run (network rule)")
+
+    def _build_ipv6(self) -> None:
+        a, b, la, lb = self.namespaces
+        ip_batch(
+            [
+                f"addr add {GW_A_OUTER6}/64 dev vA nodad",
+                f"addr add {GW_A_INNER6}/64 dev eA nodad",
+                f"route add {LAN_B_NET6} via {GW_B_OUTER6}",
+            ],
+            a,
+        )
+        ip_batch(
+            [
+                f"addr add {GW_B_OUTER6}/64 dev vB nodad",
+                f"addr add {GW_B_INNER6}/64 dev eB nodad",
+                f"route add {LAN_A_NET6} via {GW_A_OUTER6}",
+            ],
+            b,
+        )
+        ip_batch(
+            [
+                f"addr add {LAN_A_HOST6}/64 dev eth0 nodad",
+                f"route add {LAN_B_NET6} via {GW_A_INNER6}",
+            ],
+            la,
+        )
+        ip_batch(
+            [
+                f"addr add {LAN_B_HOST6}/64 dev eth0 nodad",
+                f"route add {LAN_A_NET6} via {GW_B_INNER6}",
+            ],
+            lb,
+        )
+        for gw in (a, b):
+            sysctl_set(gw, "net.ipv6.conf.all.forwarding", "1")
 
     def destroy(self) -> None:
         for n in self.namespaces:
@@ -367,10 +420,19 @@ class Topology:
 
     def _guard_lines(self, gw: str) -> list[str]:
         own, remote = (LAN_A_NET, LAN_B_NET) if gw == self.gw_a else (LAN_B_NET, LAN_A_NET)
-        return [
+        lines = [
             f"xfrm policy add src {own} dst {remote} proto icmp dir out action block "
             f"priority {GUARD_PRIORITY}"
         ]
+        if self.ipv6:
+            own6, remote6 = (
+                (LAN_A_NET6, LAN_B_NET6) if gw == self.gw_a else (LAN_B_NET6, LAN_A_NET6)
+            )
+            lines.append(
+                f"xfrm policy add src {own6} dst {remote6} proto ipv6-icmp dir out "
+                f"action block priority {GUARD_PRIORITY}"
+            )
+        return lines
 
     def reset_xfrm(self) -> None:
         """Flush SAs and policies of both gateways and put the guards back."""
@@ -405,12 +467,14 @@ class Topology:
 
     def esp_counters(self, gw: str, state_text: str | None = None) -> EspCounters:
         """ESP packet counters of gateway `gw` from `ip -s xfrm state` (or a dump of it)."""
-        me = self.outer(gw)
+        me = self.outers(gw)
         sas = tuple(
-            sa for sa in parse_xfrm_state(state_text or self.xfrm_state(gw)) if sa.proto == "esp"
+            sa
+            for sa in parse_xfrm_state(state_text or self.xfrm_state(gw))
+            if sa.proto in ("esp", "ah")
         )
-        out = [sa for sa in sas if sa.src == me]
-        inn = [sa for sa in sas if sa.dst == me]
+        out = [sa for sa in sas if sa.src in me]
+        inn = [sa for sa in sas if sa.dst in me]
         return EspCounters(
             sum(s.packets for s in out), sum(s.packets for s in inn), len(out), len(inn), sas
         )

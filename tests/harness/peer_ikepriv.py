@@ -81,19 +81,24 @@ def definitions(spec: PeerSpec, opts: IkeprivOptions) -> dict[str, Any]:
         "autostart": opts.autostart,
         **opts.phase1_extra,
     }
+    for key, value in (("lifetime", spec.ike_lifetime), ("rekey_margin", spec.ike_margin)):
+        if value:
+            p1[key] = value
     p2s: list[dict[str, Any]] = []
     if not opts.only_extra_phase2:
-        p2s.append(
-            {
-                "name": PHASE2_NAME,
-                "phase1": PHASE1_NAME,
-                "local_subnet": spec.local_ts,
-                "remote_subnet": spec.remote_ts,
-                "proposals": [spec.esp],
-                "autostart": opts.autostart,
-                **opts.phase2_extra,
-            }
-        )
+        p2 = {
+            "name": PHASE2_NAME,
+            "phase1": PHASE1_NAME,
+            "local_subnet": spec.local_ts,
+            "remote_subnet": spec.remote_ts,
+            "ah_proposals" if spec.ah else "proposals": [spec.esp],
+            "autostart": opts.autostart,
+        }
+        for key, value in (("lifetime", spec.child_lifetime), ("rekey_margin", spec.child_margin)):
+            if value:
+                p2[key] = value
+        p2.update(opts.phase2_extra)
+        p2s.append(p2)
     for d in opts.extra_phase2:
         p2s.append(
             {

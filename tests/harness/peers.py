@@ -62,6 +62,12 @@ class PeerSpec:
     debug: bool = False
     encap: bool = False  # force ESP-in-UDP (strongSwan: fake NAT-D); others ignore it
     dpd_delay: int = 0  # seconds between DPD probes when idle, 0 = driver default/off
+    ah: bool = False  # `esp` names AH integrity algorithms (e.g. "sha256"), not ESP
+    ike_lifetime: int = 0  # phase 1 lifetime in seconds, 0 = driver default
+    child_lifetime: int = 0  # phase 2 lifetime in seconds, 0 = driver default
+    ike_margin: int = 0  # ikepriv rekey_margin of phase 1 / phase 2, 0 = its default
+    child_margin: int = 0
+    rekey: bool = True  # False: strongSwan never rekeys (the other side must)
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -248,7 +254,7 @@ connections {{
     proposals = {ike}
     encap = {encap}
     dpd_delay = {dpd_delay}s
-    local {{
+{ike_extra}    local {{
       auth = psk
       id = {local}
     }}
@@ -260,9 +266,9 @@ connections {{
       c {{
         local_ts = {local_ts}
         remote_ts = {remote_ts}
-        esp_proposals = {esp}
+        {esp_key} = {esp}
         mode = tunnel
-        start_action = none
+{child_extra}        start_action = none
       }}
     }}
   }}
@@ -273,6 +279,17 @@ secrets {{
   }}
 }}
 """
+
+
+def _ss_lifetimes(s: PeerSpec, indent: str, *, ike: bool) -> str:
+    """swanctl lifetime lines: rekey off (`rekey_time = 0s`) and/or a fixed lifetime."""
+    lines = []
+    if not s.rekey:
+        lines += ["rekey_time = 0s"] + (["reauth_time = 0s"] if ike else [])
+    life = s.ike_lifetime if ike else s.child_lifetime
+    if life:
+        lines.append(f"life_time = {life}s" if not s.rekey else f"rekey_time = {life}s")
+    return "".join(f"{indent}{ln}\n" for ln in lines)
 
 
 @register
@@ -315,6 +332,9 @@ class StrongSwan(Peer):
                 psk=s.psk,
                 encap="yes" if s.encap else "no",
                 dpd_delay=s.dpd_delay,
+                esp_key="ah_proposals" if s.ah else "esp_proposals",
+                ike_extra=_ss_lifetimes(s, "    ", ike=True),
+                child_extra=_ss_lifetimes(s, "        ", ike=False),
             )
         )
         conn.chmod(0o600)
@@ -472,7 +492,7 @@ conn c
     rightsubnet={remote_ts}
     type=tunnel
     ike={ike}
-    phase2=esp
+    phase2={phase2}
     phase2alg={esp}
     pfs={pfs}
     ikelifetime=8h
@@ -503,7 +523,10 @@ class Libreswan(Peer):
         s = self.spec
         self._fresh_dir("run", "nss", "dump")
         ike, _ = libreswan_proposal(s.ike)
-        esp, pfs_group = libreswan_proposal(s.esp)
+        if s.ah:  # AH: integrity only (sha256 -> sha2_256)
+            esp, pfs_group = "+".join(_LSW_INTEG[t] for t in s.esp.split("-")), None
+        else:
+            esp, pfs_group = libreswan_proposal(s.esp)
         certutil = shutil.which("certutil")
         if certutil is None:
             raise PeerError("certutil not found (apt package libnss3-tools)")
@@ -533,6 +556,7 @@ class Libreswan(Peer):
                 ike=ike,
                 esp=esp,
                 pfs="yes" if pfs_group else "no",
+                phase2="ah" if s.ah else "esp",
             )
         )
         secrets = self.dir / "ipsec.secrets"

@@ -545,7 +545,7 @@ class Negotiator:
         self.log(
             LogLevel.INFO,
             f"phase 1 {sa.definition.name} established with {sa.remote.addr} as "
-            f"{sa.role.name.lower()} ({choice.describe() if choice else ''})",
+            f"{sa.role.name.lower()} ({choice.describe(sa.lifetime or None) if choice else ''})",
         )
         self.emit(self.report_isakmp(sa, 0))
         if self.settings.keylog and sa.keys is not None:
@@ -571,7 +571,7 @@ class Negotiator:
             remote=sa.remote,
             local_id=as_identity(phase1_id(sa.definition.local_id)),
             remote_id=as_identity(sa.peer_id) if sa.peer_id is not None else None,
-            algorithms=sa.choice.describe() if sa.choice else "",
+            algorithms=sa.choice.describe(sa.lifetime or None) if sa.choice else "",
             expires_at=self.wall(sa.established_at + sa.lifetime - self.now)
             if sa.established
             else 0,

@@ -111,7 +111,9 @@ def install_child(core: Core, qe: QuickExchange, g_qm_xy: bytes | None) -> Child
         )
         enc, integ, aead = _key_fields(keys, choice.transform_id, choice.protocol)
         keys.wipe()
-        limits = lifetimes.kernel_lifetimes(core, qe.lifetime_seconds, qe.lifetime_kilobytes)
+        limits = lifetimes.kernel_lifetimes(
+            core, qe.lifetime_seconds, qe.lifetime_kilobytes, qe.definition.rekey_margin
+        )
         sa_keys.append(Phase2Sa(spi, enc, integ, aead, limits))
     make = partial(
         Phase2Install,

@@ -6,8 +6,9 @@ runs when a deadline comes.
 Which clock watches which limit:
 
 * seconds, both phases: the core's own timers. The rekey starts at the soft lifetime,
-  ``lifetime - margin - random(0, fuzz * margin)`` with the randomness from the injected
-  source, so two peers with the same lifetime rarely start at the same moment;
+  ``lifetime - margin - random(0, fuzz * margin)`` (only ever earlier than the margin; the
+  margin is the definition's ``rekey_margin``, see rekey_margin()) with the randomness from
+  the injected source, so two peers with the same lifetime rarely start at the same moment;
 * kilobytes of an IPsec SA: only the kernel counts ESP bytes. It reports the soft limit
   (KernelExpire hard=False: rekey now) and the hard one (the SA is gone: report, clean up);
 * kilobytes of an ISAKMP SA (only when the peer proposed one): the bytes of the IKE
@@ -111,19 +112,40 @@ def _uniform(core: Draws) -> float:
     return int.from_bytes(core.random(4), "big") / 2**32
 
 
-def _margin(core: Draws, lifetime: float) -> float:
+def rekey_margin(core: Draws, lifetime: float, configured: int = 0) -> float:
+    """Seconds before the end of `lifetime` at which the replacement must have started.
+
+    `configured` is the definition's ``rekey_margin`` (0: none came with it, the settings'
+    default applies: ``min(rekey_margin, lifetime * rekey_margin_fraction)``). The margin is
+    then kept within two bounds, so the old SA outlives its replacement's negotiation:
+
+    * at least ``rekey_overlap + rekey_retry``: a rekey that started in time has a whole retry
+      period to produce the successor, and the old SA still lives through the overlap after
+      it (the definition model refuses smaller margins; this covers the default);
+    * at most half the lifetime, which matters only when the peer made the lifetime shorter
+      than ours (the model refuses more than half of our own).
+    """
     s = core.settings
-    return min(s.rekey_margin, lifetime * s.rekey_margin_fraction)
+    base = configured or min(s.rekey_margin, lifetime * s.rekey_margin_fraction)
+    return min(max(base, s.rekey_overlap + s.rekey_retry), lifetime / 2)
 
 
-def soft_time(core: Draws, start: float, lifetime: float) -> float:
-    """When to start replacing an SA that lives `lifetime` seconds from `start`: between
-    ``lifetime - margin * (1 + fuzz)`` and ``lifetime - margin``."""
-    margin = _margin(core, lifetime)
-    return start + lifetime - margin - margin * core.settings.rekey_fuzz * _uniform(core)
+def soft_time(core: Draws, start: float, lifetime: float, configured: int = 0) -> float:
+    """When to start replacing an SA that lives `lifetime` seconds from `start`.
+
+    ``lifetime - margin - random(0, spread)``: randomised only towards earlier, like
+    strongSwan's ``rand_time``, so the configured margin is always honoured and two peers
+    with the same lifetime rarely start together. ``spread = fuzz * margin`` (strongSwan's
+    default rand_time is the margin), at most half of what precedes the margin, so an SA is
+    never replaced in the first half of its life before the margin."""
+    margin = rekey_margin(core, lifetime, configured)
+    spread = min(margin * core.settings.rekey_fuzz, (lifetime - margin) / 2)
+    return start + lifetime - margin - spread * _uniform(core)
 
 
-def kernel_lifetimes(core: Draws, hard_seconds: int, hard_kilobytes: int) -> Lifetimes:
+def kernel_lifetimes(
+    core: Draws, hard_seconds: int, hard_kilobytes: int, configured_margin: int = 0
+) -> Lifetimes:
     """The limits the kernel gets for one IPsec SA, soft ones drawn afresh for each SA.
 
     Seconds: the soft limit lies in ``[lifetime - margin, lifetime - margin / 2]``, never
@@ -133,7 +155,7 @@ def kernel_lifetimes(core: Draws, hard_seconds: int, hard_kilobytes: int) -> Lif
     whose kernels count the same bytes, rarely reach their soft limits together."""
     soft_s = 0
     if hard_seconds:
-        margin = _margin(core, hard_seconds)
+        margin = rekey_margin(core, hard_seconds, configured_margin)
         soft_s = min(hard_seconds, math.ceil(hard_seconds - margin + margin / 2 * _uniform(core)))
     soft_kb = 0
     if hard_kilobytes:

@@ -120,10 +120,12 @@ class IkeChoice:
     def suite(self) -> tuple[int, int, int, int, int]:
         return (self.encryption, self.key_bits, self.hash, self.group, self.auth)
 
-    def describe(self) -> str:
+    def describe(self, lifetime: int | None = None) -> str:
+        """`lifetime`: the one in force (ike_lifetime), if not the proposal's."""
+        seconds = self.lifetime_seconds if lifetime is None else lifetime
         return (
             f"{self.encryption.name}-{self.key_bits} {self.hash.name} "
-            f"{self.group.name} {self.auth.name} {self.lifetime_seconds}s"
+            f"{self.group.name} {self.auth.name} {seconds}s"
         )
 
 

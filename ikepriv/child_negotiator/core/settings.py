@@ -61,8 +61,10 @@ class Settings:
     # (lifetimes.kernel_lifetimes).
     kernel_soft_volume_margin: tuple[float, float] = (0.05, 0.15)
     # Rekeying (lifetimes.py): a replacement starts at lifetime - margin - random(0, fuzz *
-    # margin), the margin being at most `rekey_margin_fraction` of the lifetime, so two
-    # peers rarely start at once and the kernel's soft expiry comes after ours.
+    # margin), the margin being the definition's rekey_margin (these two give the default
+    # when a definition has none: at most `rekey_margin_fraction` of the lifetime), never
+    # below rekey_overlap + rekey_retry, so two peers rarely start at once, the kernel's soft
+    # expiry comes after ours and the old SA outlives the overlap.
     rekey_margin: float = 540.0
     rekey_margin_fraction: float = 0.1
     rekey_fuzz: float = 1.0

@@ -117,7 +117,7 @@ def run_due(core: Core, key: Key) -> None:
 def on_isakmp_established(core: Core, sa: IsakmpSa) -> None:
     """Soft lifetime, replacement of older SAs with this peer, DPD."""
     if sa.lifetime and rekey.may_initiate(sa.definition):
-        sa.rekey_at = soft_time(core, sa.established_at, sa.lifetime)
+        sa.rekey_at = soft_time(core, sa.established_at, sa.lifetime, sa.definition.rekey_margin)
     rekey.supersede_isakmp(core, sa)
     dpd.start(core, sa)
     core.touch(sa)
@@ -199,7 +199,9 @@ def on_child_installed(core: Core, child: ChildSa, qe: QuickExchange) -> None:
     child.exchange_started = qe.created
     child.rank = min(qe.ni, qe.nr) + max(qe.ni, qe.nr)
     if child.lifetime_seconds and rekey.may_initiate(core.config.phase1.get(child.phase1_number)):
-        child.rekey_at = soft_time(core, child.created, child.lifetime_seconds)
+        child.rekey_at = soft_time(
+            core, child.created, child.lifetime_seconds, child.definition.rekey_margin
+        )
     sa = qe.isakmp
     if sa.retired_by and sa.retired_by in core.sas.by_tunnel:
         child.isakmp_tunnel_id = sa.retired_by

@@ -185,9 +185,34 @@ def tmpl_from(raw: dict[str, Any]) -> Template:
     )
 
 
+def sa_flags(spec: SaSpec) -> int:
+    """xfrm_usersa_info.flags for `spec`, as strongSwan and libreswan set them.
+
+    * AH over IPv4: XFRM_STATE_ALIGN4. RFC 4302 (3.3.3.2.1) pads the AH header to a multiple
+      of 32 bits for IPv4 and 64 bits for IPv6; without the flag Linux pads to 64 bits for
+      both, so an ICV of 16, 24 or 32 bytes (HMAC-SHA-256/384/512) gets 4 bytes the peer does
+      not expect and every packet fails its check. IPv6 keeps the kernel's 64 bits.
+    * tunnel mode whose selector family differs from the gateways' (6-in-4, 4-in-6):
+      XFRM_STATE_AF_UNSPEC, as strongSwan sets on its tunnel-mode SAs. The kernel takes the
+      inner family from our selector (which we always send); the flag keeps it from
+      overwriting an unset selector family with the outer one.
+    """
+    flags = 0
+    if spec.proto == IpProtocol.AH and spec.family == socket.AF_INET:
+        flags |= xm.XFRM_STATE_ALIGN4
+    if (
+        spec.mode == XfrmMode.TUNNEL
+        and spec.selector is not None
+        and spec.selector.family != spec.family
+    ):
+        flags |= xm.XFRM_STATE_AF_UNSPEC
+    return flags
+
+
 def _usersa_info(spec: SaSpec) -> dict[str, Any]:
     replay = spec.replay_window if spec.replay_window <= REPLAY_BITMAP_MAX else 0
     return {
+        "flags": sa_flags(spec),
         "sel": _selector_struct(spec.selector),
         "id": {"daddr": spec.dst.packed, "spi": spec.spi, "proto": int(spec.proto)},
         "saddr": spec.src.packed,

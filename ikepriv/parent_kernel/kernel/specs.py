@@ -381,8 +381,13 @@ def validate_sa(spec: SaSpec) -> None:
             raise ValueError(f"sa: unsupported AEAD {spec.aead.name!r}")
         if len(spec.aead.key) not in aead[0] or spec.aead.icv_bits not in aead[1]:
             raise ValueError(f"sa: wrong key or ICV length for {spec.aead.name}")
-    if spec.selector is not None and spec.selector.src.version != spec.dst.version:
-        raise ValueError("sa: selector family differs from the SA's")
+    if (
+        spec.selector is not None
+        and spec.selector.src.version != spec.dst.version
+        and spec.mode != XfrmMode.TUNNEL
+    ):
+        # tunnel mode carries either family inside (6-in-4, 4-in-6); transport mode cannot
+        raise ValueError("sa: transport mode selector family differs from the SA's")
     if spec.mode == XfrmMode.TRANSPORT and spec.selector is None:
         raise ValueError("sa: transport mode needs a selector")
 

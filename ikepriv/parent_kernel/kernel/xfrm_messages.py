@@ -141,7 +141,9 @@ class Attr(IntEnum):
     IF_ID = 31
 
 
-XFRM_STATE_ESN = 128  # xfrm_usersa_info.flags
+XFRM_STATE_AF_UNSPEC = 32  # xfrm_usersa_info.flags: keep an unset selector family unset
+XFRM_STATE_ALIGN4 = 64  # AH: pad the ICV to 32 bits (RFC 4302 for IPv4), not 64
+XFRM_STATE_ESN = 128
 XFRMA_REPLAY_ESN_MAX = 4096  # bytes of bitmap the kernel accepts
 
 
