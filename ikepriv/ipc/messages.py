@@ -405,7 +405,7 @@ _PLAIN_CIPHERS = tuple(t for t in EspTransformId if t not in _AEAD_SALT)
 @struct
 @dataclass(frozen=True, slots=True)
 class CryptKey(Struct):
-    """Non-AEAD ESP cipher; key length in bits is 8 * len(key) (empty for NULL)."""
+    """Non-AEAD ESP cipher: the key as XFRM takes it (AES-CTR: key | 4-byte nonce)."""
 
     transform: Annotated[EspTransformId, EnumOf(EspTransformId, _PLAIN_CIPHERS)]
     key: Annotated[bytes, Bytes(0, MAX_KEY)]

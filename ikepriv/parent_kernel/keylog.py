@@ -22,6 +22,7 @@ ESP_SUFFIX: Final = ".esp_sa"
 _ENCRYPTION: Final[dict[EspTransformId, str]] = {
     EspTransformId.AES_CBC: "AES-CBC [RFC3602]",
     EspTransformId.TRIPLE_DES: "TripleDES-CBC [RFC2451]",
+    EspTransformId.AES_CTR: "AES-CTR [RFC3686]",
     EspTransformId.AES_GCM_8: "AES-GCM [RFC4106]",
     EspTransformId.AES_GCM_12: "AES-GCM [RFC4106]",
     EspTransformId.AES_GCM_16: "AES-GCM [RFC4106]",

@@ -322,7 +322,12 @@ def _esp_algorithms(p2: Phase2Definition, req: SaRequest) -> _Algorithms | Refus
     enc, auth = req.encryption, req.integrity
     if enc is None or auth is None:
         return Refusal(ErrorCode.BAD_ALGORITHM, "ESP without integrity is not allowed")
-    bits = 8 * len(enc.key)
+    cipher = ESP_CIPHERS.get(enc.transform)
+    if cipher is None or cipher.is_aead:
+        return Refusal(ErrorCode.BAD_ALGORITHM, f"{enc.transform.name} unsupported")
+    if len(enc.key) <= cipher.salt_bytes:
+        return Refusal(ErrorCode.BAD_LENGTH, f"{enc.transform.name} key too short")
+    bits = 8 * (len(enc.key) - cipher.salt_bytes)  # AES-CTR: key | 4-byte nonce
     if not any(
         p.transform == enc.transform
         and p.integrity == auth.algorithm
@@ -333,9 +338,6 @@ def _esp_algorithms(p2: Phase2Definition, req: SaRequest) -> _Algorithms | Refus
             ErrorCode.BAD_ALGORITHM,
             f"{enc.transform.name}-{bits} with {auth.algorithm.name} not configured",
         )
-    cipher = ESP_CIPHERS.get(enc.transform)
-    if cipher is None or cipher.is_aead:
-        return Refusal(ErrorCode.BAD_ALGORITHM, f"{enc.transform.name} unsupported")
     integ = _integrity(auth)
     if isinstance(integ, Refusal):
         return integ
