@@ -115,6 +115,8 @@ def _phase2_to_ipc(d: Phase2Definition, number: int, phase1_number: int) -> m.Ph
         proposals=tuple(proposals),
         mode=d.mode,
         rekey=d.rekey,
+        extra_local=d.extra_local_subnets,
+        extra_remote=d.extra_remote_subnets,
     )
 
 
