@@ -277,7 +277,9 @@ def test_schema_1_database_gains_encap_and_rekey_with_their_defaults(db_path: Pa
     raw = sqlite3.connect(db_path)
     raw.executescript(
         "ALTER TABLE phase1 DROP COLUMN encap; ALTER TABLE phase1 DROP COLUMN rekey;"
-        "ALTER TABLE phase2 DROP COLUMN rekey; UPDATE schema_version SET version = 1;"
+        "ALTER TABLE phase2 DROP COLUMN rekey; ALTER TABLE phase2 DROP COLUMN extra_local_subnets;"
+        "ALTER TABLE phase2 DROP COLUMN extra_remote_subnets;"
+        "UPDATE schema_version SET version = 1;"
     )
     raw.close()
     with TunnelDB(db_path) as db:

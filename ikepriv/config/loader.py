@@ -93,11 +93,17 @@ _SWAP = {
     "remote_id": "local_id",
     "local_subnet": "remote_subnet",
     "remote_subnet": "local_subnet",
+    "local_subnets": "remote_subnets",
+    "remote_subnets": "local_subnets",
     "local_port": "remote_port",
     "remote_port": "local_port",
 }
 # model field -> the key that sets it in the file, where they differ
-_FILE_KEY = {"esp_proposals": "proposals"}
+_FILE_KEY = {
+    "esp_proposals": "proposals",
+    "extra_local_subnets": "local_subnets",
+    "extra_remote_subnets": "remote_subnets",
+}
 
 PHASE1_KEYS = (
     "name",
@@ -127,6 +133,8 @@ PHASE2_KEYS = (
     "phase1",
     "local_subnet",
     "remote_subnet",
+    "local_subnets",
+    "remote_subnets",
     "protocol",
     "local_port",
     "remote_port",
@@ -290,6 +298,26 @@ def _ike_proposals(value: object) -> tuple[IkeProposal, ...]:
     return parse_ike_proposals(_string_list(value))
 
 
+def _networks(value: object) -> tuple[IPNetwork, ...]:
+    return tuple(_network(item) for item in _string_list(value))
+
+
+def _side_subnets(t: _Table, side: str) -> tuple[_Got[IPNetwork], tuple[IPNetwork, ...]]:
+    """`<side>_subnet = "net"` or `<side>_subnets = ["net", ...]` (one of them): the first
+    subnet and the others."""
+    one, many = f"{side}_subnet", f"{side}_subnets"
+    if not t.has(many):
+        return t.get(one, _network), ()
+    if t.has(one):
+        t.problems.append(_Bad(many, f"give either {one} or {many}, not both"))
+        return _Got(()), ()
+    got = t.get(many, _networks)
+    if not got._box:  # the conversion failed (recorded)
+        return _Got(()), ()
+    nets = got.value
+    return _Got((nets[0],)), tuple(nets[1:])
+
+
 def _esp_proposals(value: object) -> tuple[EspProposal, ...]:
     return parse_esp_proposals(_string_list(value))
 
@@ -438,8 +466,8 @@ def _phase2(t: _Table) -> Phase2Definition:
     no_ah: tuple[AhProposal, ...] = ()
     name = t.get("name", _name)
     phase1 = t.get("phase1", _name)
-    local_subnet = t.get("local_subnet", _network)
-    remote_subnet = t.get("remote_subnet", _network)
+    local_subnet, extra_local = _side_subnets(t, "local")
+    remote_subnet, extra_remote = _side_subnets(t, "remote")
     protocol = t.get("protocol", _protocol, 0)
     local_port = t.get("local_port", _bounded("port"), 0)
     remote_port = t.get("remote_port", _bounded("port"), 0)
@@ -470,6 +498,8 @@ def _phase2(t: _Table) -> Phase2Definition:
             rekey_margin=default_rekey_margin(lifetime.value) if margin is None else margin,
             autostart=autostart.value,
             rekey=rekey.value,
+            extra_local_subnets=extra_local,
+            extra_remote_subnets=extra_remote,
         )
     except DefinitionError as exc:
         raise _Bad.of(exc) from None

@@ -120,6 +120,26 @@ def _network(name: str, value: object) -> IPNetwork:
     return value
 
 
+MAX_SUBNETS = 8  # per side
+MAX_SUBNET_PAIRS = 16  # per phase 2 definition: one Quick Mode and SA pair each
+
+
+def _subnet_list(name: str, first: IPNetwork, value: object) -> None:
+    """The subnets after the first on one side: same IP version, no repeats, bounded."""
+    if not isinstance(value, tuple):
+        raise DefinitionError(name, "must be a tuple of subnets")
+    if len(value) >= MAX_SUBNETS:
+        raise DefinitionError(name, f"at most {MAX_SUBNETS} subnets per side")
+    seen = {first}
+    for net in value:
+        _network(name, net)
+        if net.version != first.version:
+            raise DefinitionError(name, f"{net} is not the same IP version as {first}")
+        if net in seen:
+            raise DefinitionError(name, f"{net} appears twice")
+        seen.add(net)
+
+
 def _identity(name: str, value: object) -> None:
     if not isinstance(value, Identity):
         raise DefinitionError(name, "must be an identity")
@@ -306,6 +326,10 @@ class Phase2Definition:
     autostart: bool
     number: int | None = None
     rekey: bool = True  # False: never rekey from our side; the SA lives to its hard lifetime
+    # several subnets per side (the file's local_subnets/remote_subnets lists): the subnets
+    # after the first; each (local, remote) pair gets its own Quick Mode, SAs and policies
+    extra_local_subnets: tuple[IPNetwork, ...] = ()
+    extra_remote_subnets: tuple[IPNetwork, ...] = ()
 
     def __post_init__(self) -> None:
         _checked(self._check)
@@ -316,6 +340,15 @@ class Phase2Definition:
         _name("phase1", self.phase1)
         local = _network("local_subnet", self.local_subnet)
         remote = _network("remote_subnet", self.remote_subnet)
+        for key, first, extra in (
+            ("extra_local_subnets", local, self.extra_local_subnets),
+            ("extra_remote_subnets", remote, self.extra_remote_subnets),
+        ):
+            _subnet_list(key, first, extra)
+        if len(self.local_subnets) * len(self.remote_subnets) > MAX_SUBNET_PAIRS:
+            raise DefinitionError(
+                "extra_remote_subnets", f"more than {MAX_SUBNET_PAIRS} subnet pairs"
+            )
         protocol = _int("protocol", self.protocol, "protocol")
         _int("local_port", self.local_port, "port")
         _int("remote_port", self.remote_port, "port")
@@ -352,6 +385,19 @@ class Phase2Definition:
                 "so PFS uses one group for all proposals",
             )
         _margin(self.rekey_margin, lifetime)
+
+    @property
+    def local_subnets(self) -> tuple[IPNetwork, ...]:
+        return (self.local_subnet, *self.extra_local_subnets)
+
+    @property
+    def remote_subnets(self) -> tuple[IPNetwork, ...]:
+        return (self.remote_subnet, *self.extra_remote_subnets)
+
+    @property
+    def subnet_pairs(self) -> tuple[tuple[IPNetwork, IPNetwork], ...]:
+        """Every (local, remote) pair, one Quick Mode each (libreswan's leftsubnets=)."""
+        return tuple((lo, re) for lo in self.local_subnets for re in self.remote_subnets)
 
     @property
     def pfs_group(self) -> GroupId | None:

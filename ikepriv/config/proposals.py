@@ -112,6 +112,9 @@ _ESP_CIPHERS: dict[str, tuple[EspTransformId, int | None]] = {
     "aes192": (EspTransformId.AES_CBC, 192),
     "aes256": (EspTransformId.AES_CBC, 256),
     "3des": (EspTransformId.TRIPLE_DES, None),
+    "aes128ctr": (EspTransformId.AES_CTR, 128),  # RFC 3686
+    "aes192ctr": (EspTransformId.AES_CTR, 192),
+    "aes256ctr": (EspTransformId.AES_CTR, 256),
 } | {f"aes{bits}gcm{icv}": (tid, bits) for bits in (128, 192, 256) for icv, tid in _GCM_ICV.items()}
 
 _AEAD = frozenset({EspTransformId.AES_GCM_8, EspTransformId.AES_GCM_12, EspTransformId.AES_GCM_16})

@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 DEFAULT_DB_PATH = "/var/lib/ikepriv/tunnels.db"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _T = TypeVar("_T")
 _Def = TypeVar("_Def", Phase1Definition, Phase2Definition)
 
@@ -110,6 +110,10 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE phase1 ADD COLUMN encap INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE phase1 ADD COLUMN rekey INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE phase2 ADD COLUMN rekey INTEGER NOT NULL DEFAULT 1;
+    """,
+    3: """
+    ALTER TABLE phase2 ADD COLUMN extra_local_subnets TEXT NOT NULL DEFAULT '';
+    ALTER TABLE phase2 ADD COLUMN extra_remote_subnets TEXT NOT NULL DEFAULT '';
     """,
 }
 
@@ -403,6 +407,8 @@ class TunnelDB:
                 "rekey_margin": d.rekey_margin,
                 "autostart": int(d.autostart),
                 "rekey": int(d.rekey),
+                "extra_local_subnets": ",".join(map(str, d.extra_local_subnets)),
+                "extra_remote_subnets": ",".join(map(str, d.extra_remote_subnets)),
             },
         )
         return _replace_number(d, number)
@@ -596,6 +602,11 @@ def _subnet(value: Any) -> IPNetwork:
     return ipaddress.ip_network(_text(value), strict=True)
 
 
+def _subnets(value: Any) -> tuple[IPNetwork, ...]:
+    text = _text(value)
+    return tuple(_subnet(n) for n in text.split(",")) if text else ()
+
+
 def _blob(value: Any) -> bytes:
     if type(value) is not bytes:
         raise TypeError("is not a BLOB")
@@ -659,6 +670,8 @@ def _phase2_from_row(r: sqlite3.Row) -> Phase2Definition:
         autostart=_column(r, "autostart", _flag),
         number=_column(r, "number", _integer),
         rekey=_column(r, "rekey", _flag),
+        extra_local_subnets=_column(r, "extra_local_subnets", _subnets),
+        extra_remote_subnets=_column(r, "extra_remote_subnets", _subnets),
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import tomli_w
 
 from ikepriv.config.loader import ANY_PEER, ENCAP_MODES, PHASE1_MODES, PROTOCOLS
-from ikepriv.config.model import Definitions, Phase1Definition, Phase2Definition
+from ikepriv.config.model import Definitions, IPNetwork, Phase1Definition, Phase2Definition
 from ikepriv.isakmp.constants import AuthMethod, IpProtocol
 
 __all__ = ["dump_definitions", "phase1_table", "phase2_table"]
@@ -60,12 +60,18 @@ def phase1_table(d: Phase1Definition) -> dict[str, Any]:
     }
 
 
+def _subnets(side: str, nets: tuple[IPNetwork, ...]) -> dict[str, Any]:
+    if len(nets) == 1:
+        return {f"{side}_subnet": str(nets[0])}
+    return {f"{side}_subnets": [str(n) for n in nets]}
+
+
 def phase2_table(d: Phase2Definition) -> dict[str, Any]:
     table: dict[str, Any] = {
         "name": d.name,
         "phase1": d.phase1,
-        "local_subnet": str(d.local_subnet),
-        "remote_subnet": str(d.remote_subnet),
+        **_subnets("local", d.local_subnets),
+        **_subnets("remote", d.remote_subnets),
         "protocol": _PROTOCOL_NAME.get(d.protocol, d.protocol),
     }
     if d.protocol in _PORT_PROTOCOLS:

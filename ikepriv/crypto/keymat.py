@@ -11,12 +11,13 @@ KEYMAT
     Ni_b | Nr_b). One KEYMAT per SA (per direction): ``SPI`` is the SPI of that SA, i.e. the
     one chosen by the peer that *receives* on it, and protocol is the ProtocolId byte. The
     encryption key comes first, then the integrity key. For AES-GCM (RFC 4106) the
-    "encryption key" is key | 4-byte salt, which is also how XFRM takes it.
+    "encryption key" is key | 4-byte salt, for AES-CTR (RFC 3686) key | 4-byte nonce, which
+    is also how XFRM takes them.
 
 Public API
 ----------
 ``ESP_CIPHERS: Mapping[EspTransformId, EspCipherSpec]``
-    AES-CBC, 3DES-CBC, AES-GCM with 8/12/16-byte ICV: XFRM name, key sizes, salt, ICV.
+    AES-CBC, AES-CTR, 3DES-CBC, AES-GCM with 8/12/16-byte ICV: XFRM name, key sizes, salt, ICV.
 ``INTEGRITY: Mapping[AuthAlgorithm, IntegritySpec]``
     HMAC-MD5/SHA1/SHA2-256/384/512: key length, XFRM name, truncation bits.
 ``AH_TRANSFORMS: Mapping[AhTransformId, AuthAlgorithm]``
@@ -97,6 +98,10 @@ ESP_CIPHERS: Mapping[EspTransformId, EspCipherSpec] = MappingProxyType(
         EspTransformId.AES_CBC: EspCipherSpec(EspTransformId.AES_CBC, "cbc(aes)", _AES_BITS, None),
         EspTransformId.TRIPLE_DES: EspCipherSpec(
             EspTransformId.TRIPLE_DES, "cbc(des3_ede)", frozenset({192}), 192
+        ),
+        # RFC 3686 section 5.1: KEYMAT gives the AES key then the 4-byte nonce (XFRM: key | nonce)
+        EspTransformId.AES_CTR: EspCipherSpec(
+            EspTransformId.AES_CTR, "rfc3686(ctr(aes))", _AES_BITS, None, 4
         ),
         EspTransformId.AES_GCM_8: EspCipherSpec(
             EspTransformId.AES_GCM_8, "rfc4106(gcm(aes))", _AES_BITS, None, 4, 64
@@ -274,7 +279,7 @@ class SaKeys:
 
     layout: KeymatLayout
     spi: bytes
-    enc_key: bytearray  # key | salt for AEAD; empty for AH
+    enc_key: bytearray  # key | salt for AEAD, key | nonce for AES-CTR; empty for AH
     integ_key: bytearray  # empty for AEAD
 
     def wipe(self) -> None:

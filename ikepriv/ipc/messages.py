@@ -70,6 +70,7 @@ MIN_NONCE, MAX_NONCE = 8, 256
 MIN_PHASE1_NONCE = 16
 PARENT_NONCE_BYTES = 32
 MAX_PROPOSALS = 16
+MAX_EXTRA_SUBNETS = 7  # per side of a phase 2 definition (8 subnets, config.model)
 MAX_ROWS = 4096
 MAX_TEXT = 255
 MAX_LOG_TEXT = 1024
@@ -380,9 +381,23 @@ class Phase2Def(Struct):
     mode: Mode
     rekey: bool = True  # False: this side never starts a phase 2 rekey
     rekey_margin: Seconds = 0  # as in Phase1Def
+    # several subnets per side: the subnets after `local`/`remote`'s (same protocol and
+    # ports); one Quick Mode per (local, remote) pair
+    extra_local: Annotated[tuple[IPNetwork, ...], ListOf(Net(), MAX_EXTRA_SUBNETS)] = ()
+    extra_remote: Annotated[tuple[IPNetwork, ...], ListOf(Net(), MAX_EXTRA_SUBNETS)] = ()
 
     def check(self) -> None:
-        _same_family("phase 2 selectors", self.local.network, self.remote.network)
+        _same_family("phase 2 selectors", self.local.network, self.remote.network,
+                     *self.extra_local, *self.extra_remote)  # fmt: skip
+
+    @property
+    def pairs(self) -> tuple[tuple[SelectorSide, SelectorSide], ...]:
+        """Every (local, remote) selector pair of the definition, in order."""
+        locals_ = (self.local, *(SelectorSide(n, self.local.protocol, self.local.port)
+                                 for n in self.extra_local))  # fmt: skip
+        remotes = (self.remote, *(SelectorSide(n, self.remote.protocol, self.remote.port)
+                                  for n in self.extra_remote))  # fmt: skip
+        return tuple((lo, re) for lo in locals_ for re in remotes)
 
 
 _AEAD_SALT = {
@@ -409,7 +424,7 @@ _PLAIN_CIPHERS = tuple(t for t in EspTransformId if t not in _AEAD_SALT)
 @struct
 @dataclass(frozen=True, slots=True)
 class CryptKey(Struct):
-    """Non-AEAD ESP cipher; key length in bits is 8 * len(key) (empty for NULL)."""
+    """Non-AEAD ESP cipher: the key as XFRM takes it (AES-CTR: key | 4-byte nonce)."""
 
     transform: Annotated[EspTransformId, EnumOf(EspTransformId, _PLAIN_CIPHERS)]
     key: Annotated[bytes, Bytes(0, MAX_KEY)]

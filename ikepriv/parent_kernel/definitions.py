@@ -117,6 +117,8 @@ def _phase2_to_ipc(d: Phase2Definition, number: int, phase1_number: int) -> m.Ph
         mode=d.mode,
         rekey=d.rekey,
         rekey_margin=d.rekey_margin,
+        extra_local=d.extra_local_subnets,
+        extra_remote=d.extra_remote_subnets,
     )
 
 

@@ -30,6 +30,7 @@ IKE_RATE: Final = 4.0  # lines per second; a new ISAKMP SA each is far more than
 _ENCRYPTION: Final[dict[EspTransformId, str]] = {
     EspTransformId.AES_CBC: "AES-CBC [RFC3602]",
     EspTransformId.TRIPLE_DES: "TripleDES-CBC [RFC2451]",
+    EspTransformId.AES_CTR: "AES-CTR [RFC3686]",
     EspTransformId.AES_GCM_8: "AES-GCM [RFC4106]",
     EspTransformId.AES_GCM_12: "AES-GCM [RFC4106]",
     EspTransformId.AES_GCM_16: "AES-GCM [RFC4106]",

@@ -251,15 +251,16 @@ def _inside(sel: m.SelectorSide, net: ipaddress.IPv4Network | ipaddress.IPv6Netw
     return not (port and sel.port != port)
 
 
-def _oriented(p2: Phase2Definition, outbound: bool) -> tuple[tuple[object, ...], ...]:
-    local = (p2.local_subnet, p2.protocol, p2.local_port)
-    remote = (p2.remote_subnet, p2.protocol, p2.remote_port)
-    return (local, remote) if outbound else (remote, local)
-
-
 def selector_inside(ts: m.TrafficSelector, p2: Phase2Definition, outbound: bool) -> bool:
-    src_def, dst_def = _oriented(p2, outbound)
-    return _inside(ts.src, *src_def) and _inside(ts.dst, *dst_def)  # type: ignore[arg-type]
+    """`ts` inside one (local, remote) subnet pair of the definition, oriented by direction:
+    with several subnets per side, never a selector spanning two pairs."""
+    for local_net, remote_net in p2.subnet_pairs:
+        local = (local_net, p2.protocol, p2.local_port)
+        remote = (remote_net, p2.protocol, p2.remote_port)
+        src, dst = (local, remote) if outbound else (remote, local)
+        if _inside(ts.src, *src) and _inside(ts.dst, *dst):
+            return True
+    return False
 
 
 def xfrm_selector(ts: m.TrafficSelector) -> SelectorSpec | Refusal:
@@ -324,7 +325,12 @@ def _esp_algorithms(p2: Phase2Definition, req: SaRequest) -> _Algorithms | Refus
     enc, auth = req.encryption, req.integrity
     if enc is None or auth is None:
         return Refusal(ErrorCode.BAD_ALGORITHM, "ESP without integrity is not allowed")
-    bits = 8 * len(enc.key)
+    cipher = ESP_CIPHERS.get(enc.transform)
+    if cipher is None or cipher.is_aead:
+        return Refusal(ErrorCode.BAD_ALGORITHM, f"{enc.transform.name} unsupported")
+    if len(enc.key) <= cipher.salt_bytes:
+        return Refusal(ErrorCode.BAD_LENGTH, f"{enc.transform.name} key too short")
+    bits = 8 * (len(enc.key) - cipher.salt_bytes)  # AES-CTR: key | 4-byte nonce
     if not any(
         p.transform == enc.transform
         and p.integrity == auth.algorithm
@@ -335,9 +341,6 @@ def _esp_algorithms(p2: Phase2Definition, req: SaRequest) -> _Algorithms | Refus
             ErrorCode.BAD_ALGORITHM,
             f"{enc.transform.name}-{bits} with {auth.algorithm.name} not configured",
         )
-    cipher = ESP_CIPHERS.get(enc.transform)
-    if cipher is None or cipher.is_aead:
-        return Refusal(ErrorCode.BAD_ALGORITHM, f"{enc.transform.name} unsupported")
     integ = _integrity(auth)
     if isinstance(integ, Refusal):
         return integ

@@ -120,10 +120,10 @@ def verify_rekey(case: Case, topo: nsmod.Topology, peers: list[Peer]) -> None:
     first_spis = _out_spis(topo)
     first_p1 = {r["tunnel_id"] for r in ikp.rows() if r["phase"] == 1}
     argv = nsmod.ping_argv(nsmod.LAN_B_HOST, 56, 1.0, 1)
-    pinger = subprocess.Popen(
+    pinger = subprocess.Popen(  # noqa: S603 -- our own ping
         argv,
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,  # noqa: S603
+        stderr=subprocess.STDOUT,
         text=True,
         preexec_fn=nsmod.preexec(topo.lan_a),
     )

@@ -431,6 +431,9 @@ _LSW_ENC = {
     "aes128gcm16": "aes_gcm128",
     "aes192gcm16": "aes_gcm192",
     "aes256gcm16": "aes_gcm256",
+    "aes128ctr": "aes_ctr128",
+    "aes192ctr": "aes_ctr192",
+    "aes256ctr": "aes_ctr256",
 }
 _LSW_INTEG = {
     "md5": "md5",

@@ -57,7 +57,13 @@ from ikepriv.child_negotiator.core.sa_table import (
     SaTable,
 )
 from ikepriv.child_negotiator.core.settings import Settings
-from ikepriv.child_negotiator.core.states import NEGOTIATING, P1State, QmState, transition
+from ikepriv.child_negotiator.core.states import (
+    NEGOTIATING,
+    ChildState,
+    P1State,
+    QmState,
+    transition,
+)
 from ikepriv.crypto.crypto_errors import CryptoError
 from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.messages import (
@@ -661,7 +667,31 @@ class Negotiator:
         p2 = self.config.phase2.get(number)
         if p2 is None:
             return
-        quick_mode.initiate(self, p2, sa)
+        pairs = p2.pairs
+        if len(pairs) == 1:
+            quick_mode.initiate(self, p2, sa)
+            return
+        # several subnets per side: one Quick Mode per (local, remote) pair not yet up
+        for local, remote in pairs:
+            if not self._pair_up(p2.number, TrafficSelector(local, remote), sa):
+                quick_mode.initiate(self, p2, sa, (local, remote))
+
+    def _pair_up(self, number: int, selector: TrafficSelector, sa: IsakmpSa) -> bool:
+        """A live SA or a running Quick Mode of phase 2 `number` for exactly `selector`."""
+        for qe in sa.exchanges.values():
+            if (
+                qe.definition.number == number
+                and qe.state is not QmState.DONE
+                and TrafficSelector(qe.local_sel, qe.remote_sel) == selector
+            ):
+                return True
+        return any(
+            c.definition.number == number
+            and c.remote.addr == sa.remote.addr
+            and c.state is not ChildState.DELETED
+            and c.selector_out == selector
+            for c in self.sas.children.values()
+        )
 
     def _on_acquire(self, msg: KernelAcquire) -> None:
         if msg.phase2_number is None:

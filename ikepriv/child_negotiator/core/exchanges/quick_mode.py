@@ -297,7 +297,9 @@ def _on_qm1(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
     candidates = [
         d
         for d in core.config.phase2_of(sa.definition.number)
-        if selector_inside(local_sel, d.local) and selector_inside(remote_sel, d.remote)
+        if any(
+            selector_inside(local_sel, lo) and selector_inside(remote_sel, re) for lo, re in d.pairs
+        )
     ]
     if not candidates:
         core.counters.dropped_policy += 1

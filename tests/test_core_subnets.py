@@ -1,0 +1,164 @@
+"""Several subnets per side in one phase 2 definition (local_subnets/remote_subnets),
+without a kernel: the file keys and their refusals, the database round trip, one Quick Mode
+and one SA pair per (local, remote) pair between two negotiators, and the parent's vetting
+of each pair (never a selector spanning two pairs)."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from pathlib import Path
+
+import pytest
+from harness.core_sim import (
+    LEFT,
+    RIGHT,
+    Simulation,
+    address_identity,
+    esp_proposal,
+    phase1_def,
+    selector,
+)
+from test_vetting_rules import IN_SPI, A, B, accepted, install, numbered, policies, refusal, ts
+
+from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot
+from ikepriv.config import load_definitions
+from ikepriv.config.store import TunnelDB
+from ikepriv.config.writer import dump_definitions
+from ikepriv.ipc import messages as m
+from ikepriv.ipc.messages import ErrorCode, Phase2Def
+from ikepriv.isakmp.constants import EncapsulationMode
+from ikepriv.parent_kernel.installed import Installed, SaEntry
+from ikepriv.parent_kernel.peers import PeerTable
+from ikepriv.parent_kernel.vetting import Vetter
+
+LOCALS = ["198.51.100.0/26", "198.51.100.64/26"]
+REMOTES = ["203.0.113.0/26", "203.0.113.64/26"]
+
+
+def _file(local: str, remote: str, extra: str = "") -> str:
+    return f"""
+[[phase1]]
+name = "p1"
+local_addr = "192.0.2.1"
+remote_addr = "192.0.2.2"
+psk = "secret one"
+proposals = ["aes128-sha256-modp2048"]
+
+[[phase2]]
+name = "p2"
+phase1 = "p1"
+{local}
+{remote}
+protocol = "tcp"
+remote_port = 443
+proposals = ["aes128-sha256"]
+{extra}
+"""
+
+
+MULTI = _file(f"local_subnets = {LOCALS}".replace("'", '"'),
+              f"remote_subnets = {REMOTES}".replace("'", '"'))  # fmt: skip
+
+
+def test_file_database_and_writer_keep_every_subnet(tmp_path: Path) -> None:
+    (p2,) = load_definitions(MULTI).phase2
+    assert [str(n) for n in p2.local_subnets] == LOCALS
+    assert [str(n) for n in p2.remote_subnets] == REMOTES
+    assert len(p2.subnet_pairs) == 4
+    assert load_definitions(dump_definitions(load_definitions(MULTI))).phase2 == (p2,)
+    with TunnelDB(tmp_path / "t.db") as db:
+        db.put(load_definitions(MULTI))
+        (stored,) = db.phase2_definitions()
+    assert dataclasses.replace(stored, number=None) == p2
+    # a single subnet is still written as local_subnet
+    assert "local_subnet =" in dump_definitions(load_definitions(_file(
+        'local_subnet = "198.51.100.0/24"', 'remote_subnet = "203.0.113.0/24"')))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("local", "remote", "key", "why"),
+    [
+        ('local_subnet = "198.51.100.0/24"\nlocal_subnets = ["198.51.100.0/25"]',
+         'remote_subnet = "203.0.113.0/24"', "local_subnets", "not both"),
+        ('local_subnets = ["198.51.100.0/25", "2001:db8::/64"]',
+         'remote_subnet = "203.0.113.0/24"', "local_subnets", "IP version"),
+        ('local_subnet = "198.51.100.0/24"',
+         'remote_subnets = ["203.0.113.0/25", "203.0.113.0/25"]', "remote_subnets", "twice"),
+        ('local_subnet = "198.51.100.0/24"', "remote_subnets = []", "remote_subnets", "empty"),
+        ('local_subnet = "198.51.100.0/24"', 'remote_subnets = ["203.0.113.1/24"]',
+         "remote_subnets", "host bits"),
+        ('local_subnets = ' + str([f"198.51.100.{i * 16}/28" for i in range(9)]),
+         'remote_subnet = "203.0.113.0/24"', "local_subnets", "at most 8"),
+    ],
+)  # fmt: skip
+def test_bad_subnet_lists_are_refused_naming_the_key(local: str, remote: str, key: str,
+                                                     why: str) -> None:  # fmt: skip
+    with pytest.raises(ValueError, match=why) as info:
+        load_definitions(_file(local.replace("'", '"'), remote))
+    assert key in str(info.value)
+
+
+def _snapshot(gw: object, peer: object, local: list[str], remote: list[str],
+              responder: bool) -> ConfigSnapshot:  # fmt: skip
+    nets_l = [ipaddress.ip_network(n) for n in local]
+    nets_r = [ipaddress.ip_network(n) for n in remote]
+    p1 = phase1_def(1, gw, peer, remote_id=address_identity(LEFT)) if responder else (
+        phase1_def(1, gw, peer))  # fmt: skip
+    p2 = Phase2Def(1, 1, "multi", selector(nets_l[0]), selector(nets_r[0]),
+                   (esp_proposal(),), EncapsulationMode.TUNNEL,
+                   extra_local=tuple(nets_l[1:]), extra_remote=tuple(nets_r[1:]))  # fmt: skip
+    return ConfigSnapshot.of([p1], [p2])
+
+
+def test_one_quick_mode_and_sa_pair_per_subnet_pair() -> None:
+    init = _snapshot(LEFT, RIGHT, LOCALS, REMOTES, False)
+    resp = _snapshot(RIGHT, LEFT, REMOTES, LOCALS, True)
+    sim = Simulation(init, resp, seed=17)
+    sim.initiate()
+    sim.run()
+    sim.assert_keys_match(expected_pairs=8)
+    children = sim.established_children("initiator")
+    got = {(str(c.selector_out.src.network), str(c.selector_out.dst.network)) for c in children}
+    assert got == {(lo, re) for lo in LOCALS for re in REMOTES}
+    assert len({c.tunnel_id for c in children}) == 4  # each pair its own tunnel (and SPIs)
+    assert len(sim.established_children("responder")) == 4
+    # activating again starts nothing new: every pair is up
+    sim.initiate()
+    sim.run()
+    assert len(sim.established_children("initiator")) == 4
+
+
+def test_responder_refuses_a_pair_outside_its_lists() -> None:
+    init = _snapshot(LEFT, RIGHT, ["198.51.100.128/26"], REMOTES[:1], False)
+    resp = _snapshot(RIGHT, LEFT, REMOTES, LOCALS, True)
+    sim = Simulation(init, resp, seed=18)
+    sim.initiate()
+    sim.run()
+    assert sim.established_children("responder") == []
+
+
+@pytest.fixture
+def vetter() -> Vetter:
+    peers = PeerTable()
+    peers.record(A, B, 500, natt=False, now=0.0)
+    v = Vetter(numbered(MULTI), Installed(), peers, {})
+    v.installed.add_sa(SaEntry((A, IN_SPI, m.ProtocolId.IPSEC_ESP), 1, 1, B, larval=True))
+    return v
+
+
+@pytest.mark.parametrize(("lo", "re"), [(lo, re) for lo in LOCALS for re in REMOTES])
+def test_vetting_accepts_each_pair(vetter: Vetter, lo: str, re: str) -> None:
+    accepted(vetter.phase2_install(install(selector=ts(lo, re))))
+
+
+@pytest.mark.parametrize(
+    ("lo", "re"),
+    [("198.51.100.0/25", "203.0.113.0/26"),  # spans both local subnets
+     ("198.51.100.0/26", "203.0.113.0/25"),  # spans both remote subnets
+     ("198.51.100.128/26", "203.0.113.0/26")],  # in neither local subnet
+)  # fmt: skip
+def test_vetting_refuses_what_no_single_pair_holds(vetter: Vetter, lo: str, re: str) -> None:
+    sel = ts(lo, re)
+    refusal(vetter.phase2_install(install(selector=sel, policies=policies(sel))),
+            ErrorCode.NOT_PERMITTED, "wider")  # fmt: skip
