@@ -5,8 +5,9 @@
 - `Daemon`: a real `ikeprivd` inside a namespace, logging to a file the test reads.
 - `StandIn`: the test playing the negotiator child. The daemon is started with
   `child_cmd=` (through tests/programs/ikeprivd_standin.py, the test launcher: ikeprivd
-  itself has no option to run another child), which runs a relay: the relay is the process the daemon supervises, and it
-  passes every datagram between the daemon's socketpair and a socket the test listens on.
+  itself has no option to run another child), which runs a relay: the relay is the process
+  the daemon supervises, and it passes every datagram between the daemon's socketpair and
+  a socket the test listens on.
   So the test speaks the IPC protocol directly, as a hostile child would, and when the
   daemon kills the relay (protocol violation) the test sees its connection end and the
   restarted relay connect again.
