@@ -72,7 +72,7 @@ def setup(tmp_path: Path) -> Iterator[tuple[Daemon, StandIn, Topology]]:
     with Topology.create() as topo:
         run("ip", "-n", topo.b, "addr", "add", f"{VICTIM}/24", "dev", "vB")
         standin = StandIn(tmp_path)
-        daemon = Daemon.start(topo.a, tmp_path, "--child-cmd", standin.child_cmd)
+        daemon = Daemon.start(topo.a, tmp_path, child_cmd=standin.child_cmd)
         try:
             standin.accept()
             yield daemon, standin, topo

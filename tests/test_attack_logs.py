@@ -49,7 +49,7 @@ def setup(tmp_path: Path) -> Iterator[tuple[Daemon, StandIn, Topology]]:
         for conf in ("all", "default", "vA"):  # accept sources it has no route back to
             run("ip", "netns", "exec", topo.a, "sysctl", "-qw", f"net.ipv4.conf.{conf}.rp_filter=0")
         standin = StandIn(tmp_path)
-        daemon = Daemon.start(topo.a, tmp_path, "--child-cmd", standin.child_cmd)
+        daemon = Daemon.start(topo.a, tmp_path, child_cmd=standin.child_cmd)
         try:
             standin.accept()
             yield daemon, standin, topo

@@ -31,7 +31,7 @@ for i in range(int(sys.argv[3])):
 def setup(tmp_path: Path) -> Iterator[tuple[Daemon, StandIn, Topology]]:
     with Topology.create() as topo:
         standin = StandIn(tmp_path)
-        daemon = Daemon.start(topo.a, tmp_path, "--child-cmd", standin.child_cmd)
+        daemon = Daemon.start(topo.a, tmp_path, child_cmd=standin.child_cmd)
         try:
             standin.accept()
             yield daemon, standin, topo

@@ -42,7 +42,7 @@ def start(topo: Topology, tmp: Path, run_number: int = 1) -> tuple[Daemon, Stand
     here = tmp / f"standin{run_number}"
     here.mkdir()
     standin = StandIn(here)
-    daemon = Daemon.start(topo.a, tmp, "--child-cmd", standin.child_cmd)
+    daemon = Daemon.start(topo.a, tmp, child_cmd=standin.child_cmd)
     standin.accept()
     return daemon, standin
 

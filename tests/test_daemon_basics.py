@@ -130,7 +130,7 @@ def test_real_child_is_sandboxed_and_restarted_after_kill(daemon: Daemon) -> Non
 @pytest.fixture
 def standin(topo: Topology, tmp_path: Path) -> Iterator[tuple[Daemon, StandIn]]:
     child = StandIn(tmp_path)
-    d = Daemon.start(topo.a, tmp_path, "--child-cmd", child.child_cmd)
+    d = Daemon.start(topo.a, tmp_path, child_cmd=child.child_cmd)
     try:
         child.accept()
         yield d, child

@@ -54,7 +54,7 @@ def test_ready_after_child_config_and_early_datagram_is_delivered(
     topo: Topology, tmp_path: Path, notify: socket.socket
 ) -> None:
     child = StandIn(tmp_path)
-    d = Daemon.start(topo.a, tmp_path, "--child-cmd", child.child_cmd,
+    d = Daemon.start(topo.a, tmp_path, child_cmd=child.child_cmd,
                      env={"NOTIFY_SOCKET": notify.getsockname()})  # fmt: skip
     try:
         child.conn, _ = child.listener.accept()

@@ -3,9 +3,11 @@
 - `Topology`: network namespaces the test creates, joined by a veth pair with 192.0.2.x
   addresses, no default route; removed afterwards.
 - `Daemon`: a real `ikeprivd` inside a namespace, logging to a file the test reads.
-- `StandIn`: the test playing the negotiator child. The daemon is started with the hidden
-  `--child-cmd`, which runs a relay: the relay is the process the daemon supervises, and it
-  passes every datagram between the daemon's socketpair and a socket the test listens on.
+- `StandIn`: the test playing the negotiator child. The daemon is started with
+  `child_cmd=` (through tests/programs/ikeprivd_standin.py, the test launcher: ikeprivd
+  itself has no option to run another child), which runs a relay: the relay is the process
+  the daemon supervises, and it passes every datagram between the daemon's socketpair and
+  a socket the test listens on.
   So the test speaks the IPC protocol directly, as a hostile child would, and when the
   daemon kills the relay (protocol violation) the test sees its connection end and the
   restarted relay connect again.
@@ -34,6 +36,7 @@ from ikepriv.ipc.framing import recv_message, send_message
 from ikepriv.ipc.schema import Direction, Message
 
 ROOT = Path(__file__).resolve().parent.parent
+LAUNCHER = ROOT / "tests" / "programs" / "ikeprivd_standin.py"
 PYTHON = sys.executable
 WAIT = 30.0  # seconds: turns a hang into a failure; never a speed claim
 
@@ -174,7 +177,10 @@ class Daemon:
 
     @classmethod
     def start(cls, netns: str, tmp: Path, *extra: str, db: Path | None = None,
-              name: str = "d", env: dict[str, str] | None = None) -> Daemon:  # fmt: skip
+              name: str = "d", env: dict[str, str] | None = None,
+              child_cmd: str | None = None) -> Daemon:  # fmt: skip
+        """`child_cmd`: a stand-in negotiator ("{fd}": the IPC descriptor), started by the
+        test launcher; without it, the real `ikeprivd` and its sandboxed child."""
         db = db or tmp / f"{name}.db"
         if not db.exists():
             write_db(db)
@@ -183,7 +189,10 @@ class Daemon:
         control = str(tmp / f"{name}.ctl")
         log_path = tmp / f"{name}.log"
         stderr = open(log_path, "wb")
-        cmd = ["ip", "netns", "exec", netns, PYTHON, "-m", "ikepriv.cli.ikeprivd",
+        program = ["-m", "ikepriv.cli.ikeprivd"]
+        if child_cmd is not None:
+            program = [str(LAUNCHER), "--child-cmd", child_cmd]
+        cmd = ["ip", "netns", "exec", netns, PYTHON, *program,
                "--db", str(db), "--control", control, "--chroot", str(empty),
                "--log-stderr", *extra]  # fmt: skip
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,  # noqa: S603

@@ -231,6 +231,7 @@ UNDER_SECCOMP: dict[str, tuple[dict[str, str], str]] = {
     "thread": ({"error": "can't start new thread"}, "RLIMIT_NPROC 0"),
     "setuid_root": ({"errno": "EPERM"}, "no CAP_SETUID"),
     "kill_parent": ({"errno": "EPERM"}, "other uid (and Landlock signal scope)"),
+    "futex_pi": ({"ok": "0"}, "nothing but seccomp stops a PI futex"),
 }
 # Syscalls through another ABI (x32: number with bit 30 set; i386: int 0x80): whether
 # the kernel offers them varies, the filter kills them regardless
@@ -252,6 +253,23 @@ def test_layers_under_seccomp_stop_action(action: str, empty_dir: Path) -> None:
     assert rc == 0, err
     result = json.loads(out.split("RESULT ", 1)[1])
     assert result == UNDER_SECCOMP[action][0], UNDER_SECCOMP[action][1]
+
+
+def test_path_lookup_is_answered_eperm_and_the_child_keeps_working(empty_dir: Path) -> None:
+    """newfstatat is never run (seccomp_policy: it cannot tell fstat from a path lookup):
+    os.stat gets EPERM instead of a SIGSYS, and the child goes on with its work."""
+    probe = spawn("stat_path", empty_dir, "--then-echo")
+    json.loads(probe.sock.recv(65536))  # the report: sandbox entered
+    for message in (b"after the refused stat", bytes(range(256)) * 8):
+        probe.sock.send(message)
+        assert probe.sock.recv(65536) == expected_transform(message)
+    rc, out, err = probe.finish()
+    assert rc == 0, err
+    assert json.loads(out.split("RESULT ", 1)[1].splitlines()[0]) == {"errno": "EPERM"}
+    # without the filter the lookup works (a chroot and Landlock do not stop a stat)
+    rc, out, err = spawn("stat_path", empty_dir, "--without-seccomp").finish()
+    assert rc == 0, err
+    assert "ok" in json.loads(out.split("RESULT ", 1)[1])
 
 
 def test_only_seccomp_stops_i386_syscalls(empty_dir: Path) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import mmap
@@ -53,10 +54,28 @@ def test_fcntl_cannot_duplicate_descriptors() -> None:
         assert cmds and not set(cmds) & dup_cmds, conj
 
 
-def test_newfstatat_only_on_descriptors() -> None:
-    at_empty_path = 0x1000
-    for conj in ALLOWLIST["newfstatat"]:
-        assert any(c.index == 3 and c.mask == at_empty_path == c.value for c in conj)
+def test_newfstatat_is_answered_with_an_errno_never_allowed() -> None:
+    assert "newfstatat" not in ALLOWLIST
+    assert seccomp_policy.ERRNO_RULES["newfstatat"] == errno.EPERM
+    assert "fstat" in ALLOWLIST and not {"stat", "lstat", "statx"} & ALLOWLIST.keys()
+    with tempfile.TemporaryFile("w+") as f:
+        seccomp_policy.build_filter().export_pfc(f)
+        f.seek(0)
+        pfc = f.read()
+    block = pfc.split("newfstatat", 1)[1].split("# filter for syscall", 1)[0]
+    assert f"action ERRNO({errno.EPERM});" in block, block
+
+
+def test_futex_only_wait_and_wake() -> None:
+    allowed = set()
+    for conj in ALLOWLIST["futex"]:
+        (cond,) = conj
+        assert cond.index == 1 and cond.op is Op.MASKED_EQ
+        assert cond.mask == 0xFFFFFFFF & ~(128 | 256)  # only the private and clock flags free
+        allowed.add(cond.value)
+    assert allowed == {0, 1, 9, 10}  # WAIT, WAKE, WAIT_BITSET, WAKE_BITSET
+    pi_and_requeue = {3, 4, 5, 6, 7, 8, 11, 12, 13}  # REQUEUE..CMP_REQUEUE_PI, LOCK_PI2
+    assert not allowed & pi_and_requeue
 
 
 def test_built_filter_kills_by_default_and_on_other_architectures() -> None:

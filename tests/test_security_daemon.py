@@ -39,7 +39,7 @@ MARKER = b"unicast marker".ljust(28, b".")
 def setup(tmp_path: Path) -> Iterator[tuple[Daemon, StandIn, Topology]]:
     with Topology.create() as topo:
         standin = StandIn(tmp_path)
-        daemon = Daemon.start(topo.a, tmp_path, "--child-cmd", standin.child_cmd)
+        daemon = Daemon.start(topo.a, tmp_path, child_cmd=standin.child_cmd)
         try:
             standin.accept()
             yield daemon, standin, topo

@@ -106,7 +106,7 @@ def test_malformed_datagrams_are_counted_and_shown(topo: Topology, tmp_path: Pat
 @pytest.fixture
 def standin(topo: Topology, tmp_path: Path) -> Iterator[tuple[Daemon, StandIn]]:
     child = StandIn(tmp_path)
-    daemon = Daemon.start(topo.a, tmp_path, "--child-cmd", child.child_cmd)
+    daemon = Daemon.start(topo.a, tmp_path, child_cmd=child.child_cmd)
     try:
         child.accept()
         yield daemon, child

@@ -42,7 +42,7 @@ def topo() -> Iterator[Topology]:
 def test_child_that_exits_is_logged_with_its_status(topo: Topology, tmp_path: Path) -> None:
     script = tmp_path / "exiting_child.py"
     script.write_text(EXITING_CHILD)
-    daemon = Daemon.start(topo.a, tmp_path, "--child-cmd", f"{PYTHON} {script} {{fd}}")
+    daemon = Daemon.start(topo.a, tmp_path, child_cmd=f"{PYTHON} {script} {{fd}}")
     try:
         text = daemon.wait_log(r"negotiator child pid \d+ exited with status 3", count=2)
     finally:
@@ -53,7 +53,7 @@ def test_child_that_exits_is_logged_with_its_status(topo: Topology, tmp_path: Pa
 
 def test_a_real_violation_is_still_called_one(topo: Topology, tmp_path: Path) -> None:
     child = StandIn(tmp_path)
-    daemon = Daemon.start(topo.a, tmp_path, "--child-cmd", child.child_cmd)
+    daemon = Daemon.start(topo.a, tmp_path, child_cmd=child.child_cmd)
     try:
         child.accept()
         child.send(m.Ready(m.PROTOCOL_VERSION))  # a second Ready cannot happen
@@ -68,7 +68,7 @@ def test_a_real_violation_is_still_called_one(topo: Topology, tmp_path: Path) ->
 
 def test_child_that_closes_its_channel_is_not_a_violation(topo: Topology, tmp_path: Path) -> None:
     child = StandIn(tmp_path)
-    daemon = Daemon.start(topo.a, tmp_path, "--child-cmd", child.child_cmd)
+    daemon = Daemon.start(topo.a, tmp_path, child_cmd=child.child_cmd)
     try:
         child.accept()
         assert child.conn is not None

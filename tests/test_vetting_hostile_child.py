@@ -48,7 +48,7 @@ def setup(tmp_path: Path) -> Iterator[tuple[Daemon, StandIn, str]]:
     with Topology.create() as topo:
         PEER_NS[:] = [topo.b]
         standin = StandIn(tmp_path)
-        daemon = Daemon.start(topo.a, tmp_path, "--child-cmd", standin.child_cmd)
+        daemon = Daemon.start(topo.a, tmp_path, child_cmd=standin.child_cmd)
         try:
             standin.accept()
             yield daemon, standin, topo.a

@@ -59,28 +59,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--foreground", action="store_true", help="run in the foreground (always)")
     p.add_argument("--log-stderr", action="store_true", help="log to stderr instead of syslog")
     p.add_argument("--debug", action="store_true", help="log debug messages too")
-    p.add_argument("--child-cmd", help=argparse.SUPPRESS)  # tests: stand-in negotiator
     return p  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    log = logsetup.setup(args.log_stderr, args.debug)
-    if os.geteuid() != 0:
-        print("ikeprivd: must run as root", file=sys.stderr)
-        return 1
-    options = Options(
+def options_from(args: argparse.Namespace) -> Options:
+    """The daemon's options from a parsed command line. The negotiator is always the
+    sandboxed child module: no option names another program for root to run unsandboxed
+    (tests stand in for the child through the Python API: tests/programs/ikeprivd_standin.py)."""
+    return Options(
         db=args.db,
         control=args.control,
         chroot=args.chroot,
         users=tuple(args.user) if args.user else DEFAULT_USERS,
         keylog=args.keylog,
-        child_cmd=args.child_cmd,
     )
+
+
+def run_daemon(options: Options, log: logging.Logger) -> int:
+    """Create the database if missing, start the daemon and run it until it stops."""
+    if os.geteuid() != 0:
+        print("ikeprivd: must run as root", file=sys.stderr)
+        return 1
     try:
-        if not os.path.lexists(args.db):  # a fresh install: start empty, wait for `ikedb -p`
-            TunnelDB(args.db, create=True).close()  # 0600, its directory made 0700
-            log.info("created an empty tunnel database %s", args.db)
+        if not os.path.lexists(options.db):  # a fresh install: start empty, wait for `ikedb -p`
+            TunnelDB(options.db, create=True).close()  # 0600, its directory made 0700
+            log.info("created an empty tunnel database %s", options.db)
         daemon = Daemon(options)
     except (OSError, TunnelDBError, XfrmError) as exc:
         log.error("cannot start: %s", exc)
@@ -92,6 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         pass
     logging.shutdown()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    log = logsetup.setup(args.log_stderr, args.debug)
+    return run_daemon(options_from(args), log)
 
 
 if __name__ == "__main__":

@@ -86,7 +86,10 @@ COUNTER_HELP: dict[str, str] = {
     "udp_dropped_unknown_cookies": "Datagrams with a responder cookie the parent never relayed",
     "udp_receive_errors": "Receive errors on the IKE sockets",
     "udp_send_errors": "Send errors on the IKE sockets",
+    "udp_send_refused": "Negotiator datagrams refused (not a relayed exchange, over budget)",
     "refused_requests": "Negotiator requests the parent's vetting refused",
+    "child_throttled": "Pauses in reading a negotiator over its request budget",
+    "child_throttled_ms": "Milliseconds the parent did not read an over-budget negotiator",
     "child_restarts": "Restarts of the negotiator by the parent",
 }
 

@@ -2,9 +2,11 @@
 
 Every request gets exactly one answer (SpiReply, ResultReply, SkeyidReply, NonceReply,
 SignatureReply); a refusal is logged with its reason and tunnel number and answered with
-an error code. Requests that change the kernel (SpiRequest, Phase2Install, Phase2Remove)
-are vetted, written and recorded by installer.Installer, the one write path; this module
-only hands them over and sends the answer. What cannot happen in a correct child (a
+an error code. Every message is first charged to its budget (child_budget.py): a child
+over budget is not read for a while, its requests wait rather than vanish. Requests that
+change the kernel (SpiRequest, Phase2Install, Phase2Remove) are vetted, written and
+recorded by installer.Installer, the one write path; this module only hands them over and
+sends the answer. What cannot happen in a correct child (a
 StateReport nobody asked for, a second StateReportEnd, a second Stats or one with names
 the core does not keep) raises ProtocolViolation, and the supervisor restarts the child.
 """
@@ -22,6 +24,7 @@ import trio
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.messages import ErrorCode
 from ikepriv.ipc.schema import Message
+from ikepriv.parent_kernel.child_budget import ChildBudget
 from ikepriv.parent_kernel.installer import Installer
 from ikepriv.parent_kernel.state import ParentState
 from ikepriv.parent_kernel.supervisor import ProtocolViolation
@@ -76,8 +79,16 @@ class ChildRequests:
         self._expired: list[int] = []
         self._next_list = 1
         self.installer = installer if installer is not None else Installer(state)
+        self.budget = ChildBudget()  # outlives a child: a restart brings no fresh burst
 
     async def handle(self, msg: Message) -> None:
+        # The supervisor reads the next message only after this returns: waiting here is
+        # back-pressure on the child, never a dropped request (child_budget.py).
+        counters = self.state.counters
+        waited = await self.budget.admit(msg, counters.udp_forwarded)
+        if waited:
+            counters.child_throttled += 1
+            counters.child_throttled_ms += max(1, round(waited * 1000))
         match msg:
             case m.DatagramOut():
                 await self._datagram(msg)

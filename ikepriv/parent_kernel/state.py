@@ -54,6 +54,8 @@ class ParentCounters:
     udp_send_errors: int = 0
     udp_send_refused: int = 0  # DatagramOut outside the relayed exchanges or their budgets
     refused_requests: int = 0  # child requests the vetting refused
+    child_throttled: int = 0  # pauses in reading a child over its request budget
+    child_throttled_ms: int = 0  # their total length
     child_restarts: int = 0  # kept by the supervisor, filled in when listed
 
     def bump(self, name: str) -> None:

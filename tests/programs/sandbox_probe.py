@@ -11,7 +11,8 @@ stdout, then:
   message with :func:`transform` of it (HMAC-SHA256, AES-CBC, the cffi extension),
   until the peer closes.
 * a forbidden action (see :data:`ACTIONS`): prints ``ATTEMPT <action>``, tries it, and
-  if still alive prints ``RESULT <json>`` with the errno it got (or none).
+  if still alive prints ``RESULT <json>`` with the errno it got (or none); with
+  ``--then-echo`` it then goes on as ``echo`` (the child survives a refused call).
 
 ``--without-seccomp`` applies every step but the seccomp filter, so the tests can show
 what the layers underneath stop by themselves.  It exists only in this probe.
@@ -50,6 +51,8 @@ _PTRACE_ATTACH: Final = 16
 _TEST_NET_ADDR: Final = ("192.0.2.1", 500)
 _X32_SYSCALL_BIT: Final = 0x40000000
 _NR_GETPID: Final = 39
+_NR_FUTEX: Final = 202  # x86_64
+_FUTEX_LOCK_PI_PRIVATE: Final = 6 | 128
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 _libc.ptrace.argtypes = (ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p)
@@ -130,6 +133,23 @@ def _x32_syscall() -> object:
     return ret
 
 
+def _futex_pi() -> object:
+    """FUTEX_LOCK_PI on a word of our own: a priority-inheritance futex, which nothing in
+    the child uses (without the filter it takes the free lock and returns 0)."""
+    word = ctypes.c_uint32(0)
+    ret = _libc.syscall(ctypes.c_long(_NR_FUTEX), ctypes.byref(word),
+                        ctypes.c_int(_FUTEX_LOCK_PI_PRIVATE), 0, None)  # fmt: skip
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return ret
+
+
+def _stat_path() -> object:
+    """A path lookup (newfstatat(AT_FDCWD, "/", ..., 0)): the filter answers EPERM."""
+    return os.stat("/").st_ino
+
+
 # i386 getpid through int 0x80: mov eax, 20; int 0x80; ret.
 _I386_GETPID_CODE: Final = bytes.fromhex("b814000000cd80c3")
 _i386_stub: list[Callable[[], int]] = []
@@ -173,6 +193,8 @@ ACTIONS: Final[dict[str, Callable[[], object]]] = {
     "x32_syscall": _x32_syscall,
     "i386_syscall": _i386_syscall,
     "raise": _raise,
+    "futex_pi": _futex_pi,
+    "stat_path": _stat_path,
 }
 
 
@@ -212,7 +234,9 @@ async def _echo(sock: trio.socket.SocketType, report: dict[str, object]) -> None
         await sock.send(transform(data))
 
 
-async def _main(prepared: sandbox.Prepared, action: str, with_seccomp: bool) -> None:
+async def _main(
+    prepared: sandbox.Prepared, action: str, with_seccomp: bool, then_echo: bool = False
+) -> None:
     # Wrapping the inherited socket makes it non-blocking: do it before the filter.
     sock = trio.socket.from_stdlib_socket(socket.socket(fileno=prepared.config.ipc_fd))
     steps = sandbox.STEPS if with_seccomp else tuple(s for s in sandbox.STEPS
@@ -228,6 +252,8 @@ async def _main(prepared: sandbox.Prepared, action: str, with_seccomp: bool) -> 
         await _echo(sock, report)
     else:
         _attempt(action)
+        if then_echo:  # survived it: go on working like the child
+            await _echo(sock, report)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -237,6 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chroot", default=process_contract.DEFAULT_CHROOT_DIR)
     parser.add_argument("--user", action="append")
     parser.add_argument("--without-seccomp", action="store_true")
+    parser.add_argument("--then-echo", action="store_true", help="after ACTION, run echo")
     args = parser.parse_args(argv)
     config = sandbox.SandboxConfig(
         ipc_fd=args.ipc_fd,
@@ -247,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
         prepared = sandbox.prepare(config)
     except sandbox.SandboxError as exc:
         sandbox.fail_closed(exc)
-    trio.run(_main, prepared, args.action, not args.without_seccomp)
+    trio.run(_main, prepared, args.action, not args.without_seccomp, args.then_echo)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ mmap, munmap, futex (FUTEX_WAKE from OpenSSL's once-initialisers), rt_sigaction 
 restores the SIGINT handler when the run ends), getsockname/getpeername (the repr of a
 socket in an unclosed-socket warning), exit_group.  Also allowed, for runtime paths the
 probe does not hit but a long-lived child will: mprotect/mremap/madvise (the allocator),
-fstat/newfstatat-on-fd/lseek/fcntl/ioctl (the io module and socket.setblocking on
+fstat/lseek/fcntl/ioctl (the io module and socket.setblocking on
 descriptors we hold), epoll_pwait (newer glibc), clock_gettime (when the vDSO cannot
 serve the clock), getrandom (os.urandom, OpenSSL reseeding), rt_sigprocmask,
 rt_sigreturn and tgkill-to-self (signal delivery, abort()), restart_syscall, the
@@ -35,8 +35,29 @@ Design decisions:
   PROT_EXEC bit of the ``prot`` argument is clear.
 * Narrow arguments where the kernel lets us check plain integers: fcntl only with the
   flag get/set commands (never F_DUPFD), ioctl only FIONBIO/FIONREAD/FIOCLEX,
-  tgkill only to our own process (so abort() still raises SIGABRT), newfstatat only
-  with AT_EMPTY_PATH (glibc's fstat), never a path lookup.
+  tgkill only to our own process (so abort() still raises SIGABRT).
+* **futex: only waiting and waking** (issue 8): FUTEX_WAIT, FUTEX_WAKE,
+  FUTEX_WAIT_BITSET and FUTEX_WAKE_BITSET, each with or without FUTEX_PRIVATE_FLAG and
+  FUTEX_CLOCK_REALTIME (glibc's timed waits). That is everything CPython, trio and
+  OpenSSL use in one thread: observed after the filter is loaded, under ``strace -f``, in
+  the sandbox probe (echo loop, deliberate traceback) and in every DH group with
+  HMAC and AES (tests/test_core_sandboxed_dh.py's sequence): FUTEX_WAKE_PRIVATE only.
+  The PI operations (FUTEX_LOCK_PI, FUTEX_UNLOCK_PI, FUTEX_TRYLOCK_PI, FUTEX_LOCK_PI2,
+  FUTEX_WAIT_REQUEUE_PI, FUTEX_CMP_REQUEUE_PI), requeueing, FUTEX_WAKE_OP and FUTEX_FD --
+  the kernel's most bug-prone futex code, with no use in a single-threaded child -- kill
+  it like any call outside the list.
+* **newfstatat answers EPERM, it is never executed** (issue 8). Seccomp cannot read the
+  path string, and AT_EMPTY_PATH only matters when the path is empty, so no argument
+  check can tell glibc's fstat(fd) (2.33 and later implement it as
+  ``newfstatat(fd, "", AT_EMPTY_PATH)``) from a path lookup relative to a descriptor or
+  to the (chroot) working directory. What runs after the filter does not call it: the
+  straces above show no stat of any kind (the io module stats a file when it opens one,
+  which the child never does after start-up; tracebacks print no source lines, see
+  sandbox.py), and os.fstat is not on the child's path. So the filter answers every
+  newfstatat with EPERM (SCMP_ACT_ERRNO) without running it: a path lookup never reaches
+  the kernel's path walk, and a stray fstat() in some library becomes an OSError the
+  child survives rather than a SIGSYS. The ``fstat`` system call itself stays allowed: it
+  takes only a descriptor. ``stat``, ``lstat`` and ``statx`` are not in the list (kill).
 """
 
 from __future__ import annotations
@@ -87,16 +108,21 @@ def _bit_clear(index: int, bit: int) -> tuple[ArgCond, ...]:
     return (ArgCond(index, Op.MASKED_EQ, 0, mask=bit),)
 
 
-def _bit_set(index: int, bit: int) -> tuple[ArgCond, ...]:
-    return (ArgCond(index, Op.MASKED_EQ, bit, mask=bit),)
-
-
 # A rule is a tuple of alternatives; each alternative is a conjunction of ArgConds.
 # ``UNCONDITIONAL`` (one empty conjunction) allows every call of that syscall.
 Rule = tuple[tuple[ArgCond, ...], ...]
 UNCONDITIONAL: Final[Rule] = ((),)
 
-_AT_EMPTY_PATH: Final = 0x1000
+# linux/futex.h
+FUTEX_WAIT: Final = 0
+FUTEX_WAKE: Final = 1
+FUTEX_WAIT_BITSET: Final = 9
+FUTEX_WAKE_BITSET: Final = 10
+FUTEX_PRIVATE_FLAG: Final = 128
+FUTEX_CLOCK_REALTIME: Final = 256
+# the operation word without the two flags: every other bit must match exactly
+_FUTEX_OP_MASK: Final = 0xFFFFFFFF & ~(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME)
+FUTEX_ALLOWED_OPS: Final = (FUTEX_WAIT, FUTEX_WAKE, FUTEX_WAIT_BITSET, FUTEX_WAKE_BITSET)
 
 _RULES: dict[str, Rule] = {
     # I/O on descriptors we already hold (the socketpair, trio's epoll and wake-up
@@ -111,8 +137,7 @@ _RULES: dict[str, Rule] = {
     "getpeername": UNCONDITIONAL,
     "close": UNCONDITIONAL,
     "lseek": UNCONDITIONAL,
-    "fstat": UNCONDITIONAL,
-    "newfstatat": (_bit_set(3, _AT_EMPTY_PATH),),
+    "fstat": UNCONDITIONAL,  # a descriptor only; newfstatat: see ERRNO_RULES
     "fcntl": (
         _eq(1, fcntl.F_GETFD),
         _eq(1, fcntl.F_SETFD),
@@ -138,7 +163,9 @@ _RULES: dict[str, Rule] = {
     # Time, randomness, scheduling.
     "clock_gettime": UNCONDITIONAL,
     "getrandom": UNCONDITIONAL,
-    "futex": UNCONDITIONAL,
+    "futex": tuple(
+        (ArgCond(1, Op.MASKED_EQ, op, mask=_FUTEX_OP_MASK),) for op in FUTEX_ALLOWED_OPS
+    ),
     # Signals: handlers and masks; signals only to ourselves.
     "rt_sigaction": UNCONDITIONAL,
     "rt_sigprocmask": UNCONDITIONAL,
@@ -159,6 +186,10 @@ _RULES: dict[str, Rule] = {
 }
 
 ALLOWLIST: Final[Mapping[str, Rule]] = MappingProxyType(_RULES)
+
+# System calls answered with an error instead of running them (or killing the child):
+# see "newfstatat" in the module docstring.
+ERRNO_RULES: Final[Mapping[str, int]] = MappingProxyType({"newfstatat": errno.EPERM})
 
 # System calls that must never appear in ALLOWLIST, whatever future edits do; checked
 # when the filter is built (and by the tests).
@@ -187,6 +218,9 @@ def _check_table() -> None:
     overlap = FORBIDDEN & ALLOWLIST.keys()
     if overlap:
         raise PolicyError(f"forbidden syscalls in the allowlist: {sorted(overlap)}")
+    both = ERRNO_RULES.keys() & ALLOWLIST.keys()
+    if both:
+        raise PolicyError(f"syscalls both allowed and answered with an errno: {sorted(both)}")
 
 
 def _resolve(value: int | Dynamic, pid: int) -> int:
@@ -222,6 +256,11 @@ def build_filter(pid: int | None = None) -> pyseccomp.SyscallFilter:
                 filt.add_rule_exactly(pyseccomp.ALLOW, number, *(_arg(c, self_pid) for c in conj))
             except OSError as exc:
                 raise PolicyError(f"rule for {name}: {exc}") from exc
+    for name, code in ERRNO_RULES.items():
+        number = pyseccomp.resolve_syscall(native, name)
+        if number < 0:
+            raise PolicyError(f"libseccomp does not know syscall {name!r} on this arch")
+        filt.add_rule_exactly(pyseccomp.ERRNO(code), number)
     return filt
 
 
