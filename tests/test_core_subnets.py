@@ -34,6 +34,7 @@ from test_vetting_rules import (
 )
 
 from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot
+from ikepriv.child_negotiator.core.states import QmState
 from ikepriv.config import load_definitions
 from ikepriv.config.store import TunnelDB
 from ikepriv.config.writer import dump_definitions
@@ -204,3 +205,30 @@ def test_every_pair_installs_and_rekeys_under_one_definition() -> None:
                 tunnel_id=1 + i))))  # fmt: skip
     assert v.installed.policy_count(1) == 3 * 16
     assert v.installed.sa_count(1) == 4 * 16
+
+
+def test_pairs_start_two_quick_modes_at_a_time() -> None:
+    """Found in the real kernel: ikepriv started the four pairs' Quick Modes at once and
+    strongSwan, which keeps IV state for only three IKEv1 exchanges per IKE_SA
+    (charon.max_ikev1_exchanges), could decrypt none of their third messages: no pair came
+    up on its side. Now at most two of ours run at a time, the next starting as one ends,
+    and every pair still comes up from one activation."""
+    init = _snapshot(LEFT, RIGHT, LOCALS, REMOTES, False)
+    resp = _snapshot(RIGHT, LEFT, REMOTES, LOCALS, True)
+    sim = Simulation(init, resp, seed=19)
+    in_flight: list[int] = []
+
+    def sample(side: str, data: bytes) -> None:
+        isakmp = sim.established_isakmp("initiator")
+        in_flight.append(sum(1 for sa in isakmp for qe in sa.exchanges.values()
+                             if qe.state is not QmState.DONE))  # fmt: skip
+        return None
+
+    sim.tamper = sample
+    sim.initiate()
+    sim.run()
+    assert max(in_flight) == 2
+    got = {(str(c.selector_out.src.network), str(c.selector_out.dst.network))
+           for c in sim.established_children("initiator")}  # fmt: skip
+    assert got == {(lo, re) for lo in LOCALS for re in REMOTES}
+    assert len(sim.established_children("responder")) == 4
