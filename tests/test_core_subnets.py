@@ -19,9 +19,22 @@ from harness.core_sim import (
     phase1_def,
     selector,
 )
-from test_vetting_rules import IN_SPI, A, B, accepted, install, numbered, policies, refusal, ts
+from test_vetting_rules import (
+    IN_SPI,
+    A,
+    B,
+    accepted,
+    install,
+    keys,
+    numbered,
+    policies,
+    record,
+    refusal,
+    ts,
+)
 
 from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot
+from ikepriv.child_negotiator.core.states import QmState
 from ikepriv.config import load_definitions
 from ikepriv.config.store import TunnelDB
 from ikepriv.config.writer import dump_definitions
@@ -30,7 +43,7 @@ from ikepriv.ipc.messages import ErrorCode, Phase2Def
 from ikepriv.isakmp.constants import EncapsulationMode
 from ikepriv.parent_kernel.installed import Installed, SaEntry
 from ikepriv.parent_kernel.peers import PeerTable
-from ikepriv.parent_kernel.vetting import Vetter
+from ikepriv.parent_kernel.vetting import Refusal, Vetter
 
 LOCALS = ["198.51.100.0/26", "198.51.100.64/26"]
 REMOTES = ["203.0.113.0/26", "203.0.113.64/26"]
@@ -162,3 +175,60 @@ def test_vetting_refuses_what_no_single_pair_holds(vetter: Vetter, lo: str, re: 
     sel = ts(lo, re)
     refusal(vetter.phase2_install(install(selector=sel, policies=policies(sel))),
             ErrorCode.NOT_PERMITTED, "wider")  # fmt: skip
+
+
+def test_every_pair_installs_and_rekeys_under_one_definition() -> None:
+    """Found in the real kernel (four pairs vs strongSwan and libreswan): the parent's per
+    phase 2 bounds (8 policies, 32 SAs, 16 unused SPIs) were those of one selector pair, so
+    the third pair's install was refused ("too many policies", three per pair) and it never
+    came up. The bounds now count per pair: every pair of the largest definition (16 pairs)
+    installs, and each can rekey (old and new SA pairs side by side)."""
+    locals_ = [f"198.51.100.{i * 16}/28" for i in range(8)]
+    remotes = ["203.0.113.0/26", "203.0.113.64/26"]
+    text = _file(f"local_subnets = {locals_}".replace("'", '"'),
+                 f"remote_subnets = {remotes}".replace("'", '"'))  # fmt: skip
+    peers = PeerTable()
+    peers.record(A, B, 500, natt=False, now=0.0)
+    v = Vetter(numbered(text), Installed(), peers, {})
+    pairs = [(lo, re) for lo in locals_ for re in remotes]
+    assert len(pairs) == 16
+    for generation in range(2):  # the first SAs of every pair, then a rekey of each
+        for i, (lo, re) in enumerate(pairs):
+            spi_in, spi_out = 0x1000 + 100 * generation + i, 0x5000 + 100 * generation + i
+            plan = v.spi(m.SpiRequest(1, 1, m.ProtocolId.IPSEC_ESP, B, A))
+            assert not isinstance(plan, Refusal), (generation, lo, re, plan)
+            v.installed.add_sa(SaEntry((A, spi_in, m.ProtocolId.IPSEC_ESP), 1, 1, B,
+                                       larval=True))  # fmt: skip
+            sel = ts(lo, re)
+            record(v, accepted(v.phase2_install(install(
+                selector=sel, reqid=100 + i, inbound=keys(spi_in), outbound=keys(spi_out),
+                tunnel_id=1 + i))))  # fmt: skip
+    assert v.installed.policy_count(1) == 3 * 16
+    assert v.installed.sa_count(1) == 4 * 16
+
+
+def test_pairs_start_two_quick_modes_at_a_time() -> None:
+    """Found in the real kernel: ikepriv started the four pairs' Quick Modes at once and
+    strongSwan, which keeps IV state for only three IKEv1 exchanges per IKE_SA
+    (charon.max_ikev1_exchanges), could decrypt none of their third messages: no pair came
+    up on its side. Now at most two of ours run at a time, the next starting as one ends,
+    and every pair still comes up from one activation."""
+    init = _snapshot(LEFT, RIGHT, LOCALS, REMOTES, False)
+    resp = _snapshot(RIGHT, LEFT, REMOTES, LOCALS, True)
+    sim = Simulation(init, resp, seed=19)
+    in_flight: list[int] = []
+
+    def sample(side: str, data: bytes) -> None:
+        isakmp = sim.established_isakmp("initiator")
+        in_flight.append(sum(1 for sa in isakmp for qe in sa.exchanges.values()
+                             if qe.state is not QmState.DONE))  # fmt: skip
+        return None
+
+    sim.tamper = sample
+    sim.initiate()
+    sim.run()
+    assert max(in_flight) == 2
+    got = {(str(c.selector_out.src.network), str(c.selector_out.dst.network))
+           for c in sim.established_children("initiator")}  # fmt: skip
+    assert got == {(lo, re) for lo in LOCALS for re in REMOTES}
+    assert len(sim.established_children("responder")) == 4

@@ -332,3 +332,24 @@ def test_remove_takes_the_tunnel_down(standin: tuple[Daemon, StandIn], topo: Top
     ((code, lines, _),) = answer  # type: ignore[misc]
     assert code is m.ErrorCode.OK and lines == ["phase 2 tunnel 5 removed"]
     assert "198.51.100.0/24" not in xfrm(topo.a, "policy")
+
+
+def test_db_listing_shows_every_subnet_of_a_definition(topo: Topology, tmp_path: Path) -> None:
+    """`ike cmd=list db`: each phase 2 definition with the subnets it covers, all of them
+    for one with several subnets per side (one tunnel per pair once active)."""
+    db = tmp_path / "subnets.db"
+    write_db(db, SITE.replace('local_subnet = "198.51.100.0/25"',
+                              'local_subnets = ["198.51.100.0/28", "198.51.100.16/28"]')
+             .replace('remote_subnet = "203.0.113.128/25"',
+                      'remote_subnets = ["203.0.113.128/28", "203.0.113.144/28"]'))  # fmt: skip
+    d = Daemon.start(topo.a, tmp_path, db=db)
+    try:
+        code, _, rows = d.call(ALL_DB)
+    finally:
+        d.stop()
+    assert code is m.ErrorCode.OK
+    assert {r.name: (r.local_selector, r.remote_selector) for r in rows
+            if r.phase is m.Phase.PHASE2} == {
+        "lanA-lanB": ("198.51.100.0/24", "203.0.113.0/24"),
+        "lanA-lanC": ("198.51.100.0/28,198.51.100.16/28", "203.0.113.128/28,203.0.113.144/28"),
+    }  # fmt: skip

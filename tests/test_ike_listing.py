@@ -233,6 +233,7 @@ def test_json_is_a_list_of_row_objects() -> None:
         "remote_id": {"type": "fqdn", "value": "gw-b.example.org"},
         "algorithms": "aes128-sha256-modp2048", "remaining_seconds": 28000, "spi_in": 0,
         "spi_out": 0, "bytes": 0, "packets": 0, "phase1_number": None,
+        "local_selector": None, "remote_selector": None,
     }  # fmt: skip
     assert (data[1]["spi_in"], data[1]["bytes"], data[1]["phase1_number"]) == (
         0xC0FFEE01,
@@ -387,3 +388,26 @@ def test_counters_as_one_json_object() -> None:
     assert list(data) == [c.name for c in COUNTERS]
     assert data["dropped_malformed"] == 3 and data["udp_dropped_truncated"] == (1 << 64) - 1
     assert json.loads(render_counters_json(())) == {}
+
+
+def test_each_subnet_pair_shows_its_selectors_in_verbose_and_json() -> None:
+    """A definition with two subnets per side is four phase 2 tunnels: the operator tells
+    them apart by their selectors (verbose and json), next to their own SPIs."""
+    pairs = [(lo, re) for lo in ("198.51.100.0/28", "198.51.100.16/28[tcp/80]")
+             for re in ("203.0.113.0/28", "203.0.113.16/28")]  # fmt: skip
+    rows = [P1] + [
+        row(1, 21 + i, Phase.PHASE2, "lan", phase1_number=11, spi_in=0x100 + i,
+            spi_out=0x200 + i, local_selector=lo, remote_selector=re)
+        for i, (lo, re) in enumerate(pairs)
+    ]  # fmt: skip
+    phase2 = table_of(sections(render_table(rows, verbose=True))["Phase 2 tunnels (4):"])
+    assert [(r["Local Sel"], r["Remote Sel"], r["SPI out"]) for r in phase2] == [
+        (lo, re, f"0x{0x200 + i:08x}") for i, (lo, re) in enumerate(pairs)
+    ]
+    phase1 = table_of(sections(render_table(rows, verbose=True))["Phase 1 tunnels (1):"])
+    assert (phase1[0]["Local Sel"], phase1[0]["Remote Sel"]) == ("-", "-")
+    assert "Local Sel" not in render_table(rows)  # only with verbose
+    tree = render_tree(rows, verbose=True)
+    assert all(lo in tree and re in tree for lo, re in pairs)
+    data = json.loads(render_json(rows))
+    assert [(d["local_selector"], d["remote_selector"]) for d in data] == [(None, None), *pairs]

@@ -186,7 +186,7 @@ def test_wire_format_is_pinned() -> None:
     dpd = bytearray()
     m.DpdSettings(True, 30, 120, m.DpdAction.RESTART)._write(dpd)
     assert dpd.hex() == "01" "001e" "0078" "02"  # fmt: skip
-    assert encode(m.Hello(m.PROTOCOL_VERSION)).hex() == "0101" "0004"  # fmt: skip
+    assert encode(m.Hello(m.PROTOCOL_VERSION)).hex() == "0101" "0005"  # fmt: skip
     # counters: a 1-byte count (bound 64), then per counter a 1-byte name length (bound 48),
     # the name, a u64 value; Response carries them last, after `more`
     stats = m.Stats(7, (m.CounterValue("dropped_malformed", 3),))
@@ -209,7 +209,7 @@ def test_wire_format_is_pinned() -> None:
     policy = bytearray()
     m.Phase2Policy(m.PolicyDirection.FWD, sel, 1000)._write(policy)
     assert policy.hex() == "02" "04c000020018000000" "04cb007100180601bb" "000003e8"  # fmt: skip
-    assert m.PROTOCOL_VERSION == 4
+    assert m.PROTOCOL_VERSION == 5
 
 
 def test_largest_ike_datagram_fits_in_one_message() -> None:

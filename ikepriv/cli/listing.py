@@ -13,6 +13,10 @@ Reading of the row fields:
   The 1+ tree hangs each phase 2 under the phase 1 row with that number; a phase 2 whose
   phase 1 is not in the answer is listed after the tree.
 - Kernel counters (SPIs, bytes, packets) exist only for phase 2; `verbose` shows them.
+- `local_selector`/`remote_selector` of a phase 2 row: the subnets (with protocol and port
+  when narrowed) the tunnel carries, from the parent's own record of the policies it
+  installed; one row per (local, remote) pair of a definition with several subnets per
+  side; a definition (`db`) lists all its subnets comma-separated. `verbose` shows them.
 - Event counters (CounterValue: datagrams dropped as malformed, retransmissions, refused
   requests, ...) are daemon-wide, not per row: `verbose` adds the ones that are not zero
   after the tables, `stats` prints them all, `stats json` as one JSON object name -> value.
@@ -230,6 +234,10 @@ def _active(view: _View) -> bool:
     return not view.db
 
 
+def _verbose(view: _View) -> bool:
+    return view.verbose
+
+
 def _counters(view: _View) -> bool:
     return view.verbose and not view.db
 
@@ -257,6 +265,8 @@ _COLUMNS: tuple[_Column, ...] = (
     _Column("Remote", lambda row, view: _addr(row, True, view)),
     _Column("Local Id", lambda row, view: format_identity(row.local_id)),
     _Column("Remote Id", lambda row, view: format_identity(row.remote_id)),
+    _Column("Local Sel", lambda row, view: row.local_selector or "-", _verbose),
+    _Column("Remote Sel", lambda row, view: row.remote_selector or "-", _verbose),
     _Column("Algorithms", lambda row, view: row.algorithms or "-"),
     _Column("Remaining", lambda row, view: _remaining(row), _active),
     _Column("SPI in", lambda row, view: _spi(row.spi_in), _counters),
@@ -379,6 +389,8 @@ def row_to_json(row: TunnelRow) -> dict[str, object]:
         "bytes": row.bytes,
         "packets": row.packets,
         "phase1_number": row.phase1_number,
+        "local_selector": row.local_selector or None,
+        "remote_selector": row.remote_selector or None,
     }
 
 

@@ -52,7 +52,7 @@ from ikepriv.isakmp.constants import (
     ProtocolId,
 )
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 """Bumped on any change to the catalogue; Hello/Ready and ControlHello carry it.
 2: DpdSettings.action; Stats, StatsRequest and Response.counters (still 2: nothing with
 version 2 was deployed before them).
@@ -564,6 +564,11 @@ class TunnelRow(Struct):
     bytes: Counter
     packets: Counter
     phase1_number: Annotated[int | None, Opt(UInt(4, lo=1))]  # for phase 2 rows and 1+ view
+    # phase 2: what the tunnel carries, from this side (local = source of outbound
+    # traffic): "198.51.100.0/28" or "198.51.100.0/28[tcp/80]"; a definition lists all
+    # its subnets comma-separated; "" unknown or phase 1
+    local_selector: Text = ""
+    remote_selector: Text = ""
 
 
 # ---------------------------------------------------------------------------------------

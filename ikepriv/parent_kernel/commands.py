@@ -50,6 +50,25 @@ def _name(text: str, number: int) -> str:
     return text if text and len(text) <= m.MAX_TEXT else f"tunnel-{number}"
 
 
+_PROTOCOL_NAMES: Final = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
+
+
+def format_selector(net: object, protocol: int = 0, port: int = 0) -> str:
+    """One side of a selector as the listing shows it: 198.51.100.0/28, with protocol and
+    port when they narrow it (198.51.100.0/28[tcp/80], strongSwan's notation)."""
+    if not protocol:
+        return str(net)
+    name = _PROTOCOL_NAMES.get(protocol, str(protocol))
+    return f"{net}[{name}/{port}]" if port else f"{net}[{name}]"
+
+
+def _definition_selectors(p2: Phase2Definition) -> tuple[str, str]:
+    """Every subnet of each side of a definition, comma-separated (cut to the text bound)."""
+    local = ",".join(format_selector(n, p2.protocol, p2.local_port) for n in p2.local_subnets)
+    remote = ",".join(format_selector(n, p2.protocol, p2.remote_port) for n in p2.remote_subnets)
+    return local[: m.MAX_TEXT], remote[: m.MAX_TEXT]
+
+
 class Commands:
     def __init__(
         self,
@@ -183,7 +202,7 @@ class Commands:
                     rows.append(m.TunnelRow(
                         n2, None, Phase.PHASE2, p2.name, None, m.TunnelState.DEFINED,
                         None, None, None, None, ",".join(algs)[: m.MAX_TEXT], p2.lifetime,
-                        0, 0, 0, 0, number,
+                        0, 0, 0, 0, number, *_definition_selectors(p2),
                     ))  # fmt: skip
         return rows
 
@@ -200,7 +219,30 @@ class Commands:
             else 0,
             spi_in=r.spi_in, spi_out=r.spi_out, bytes=0, packets=0,
             phase1_number=r.phase1_tunnel_id,
+            **(self._selectors(r.number, r.spi_out) if r.phase is Phase.PHASE2 else {}),
         )  # fmt: skip
+
+    def _selectors(self, n2: int, spi_out: int) -> dict[str, str]:
+        """local_selector/remote_selector of a phase 2 from the parent's own records: the
+        outbound policy of the reqid of the outbound SA `spi_out` (never the child's word);
+        none when the parent installed no such SA."""
+        installed = self.state.installed
+        sa = next((e for e in installed.sas.values()
+                   if e.spi == spi_out and e.phase2_number == n2 and not e.larval
+                   and e.direction is m.SaDirection.OUT), None)  # fmt: skip
+        if sa is None or not spi_out:
+            return {}
+        for pol in installed.policies.values():
+            sel, direction = pol.key
+            if (pol.phase2_number == n2 and pol.reqid == sa.reqid
+                    and direction is m.PolicyDirection.OUT):  # fmt: skip
+                return {
+                    "local_selector": format_selector(sel.src.network, sel.src.protocol,
+                                                      sel.src.port),
+                    "remote_selector": format_selector(sel.dst.network, sel.dst.protocol,
+                                                       sel.dst.port),
+                }  # fmt: skip
+        return {}
 
     def _record_rows(
         self, now: float, reports: list[m.StateReport] | None = None
@@ -230,7 +272,7 @@ class Commands:
                 n2, tid, Phase.PHASE2, _name(p2.name if p2 else "", n2), None, state,
                 out.src, out.dst, None, None, first.algorithms,
                 max(0, min(0xFFFFFFFF, int(first.expires_at - now))), spi_in, spi_out, 0, 0,
-                first.phase1_number,
+                first.phase1_number, **self._selectors(n2, spi_out),
             ))  # fmt: skip
         if reports is None:
             return rows

@@ -22,7 +22,8 @@ from ikepriv.parent_kernel.kernel.specs import PolicySpec
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Bounds: a phase 2 has at most a few SAs at a time (in + out, AH + ESP, old + new during a
-# rekey); anything above these numbers is a child gone wrong, not a busy gateway.
+# rekey); anything above these numbers is a child gone wrong, not a busy gateway. The per
+# phase 2 bounds count per (local, remote) subnet pair of the definition (vetting._bound).
 MAX_SAS_PER_PHASE2: Final = 32
 MAX_LARVAL_PER_PHASE2: Final = 16
 MAX_POLICIES_PER_PHASE2: Final = 8

@@ -251,6 +251,13 @@ def _inside(sel: m.SelectorSide, net: ipaddress.IPv4Network | ipaddress.IPv6Netw
     return not (port and sel.port != port)
 
 
+def _bound(per_pair: int, p2: Phase2Definition) -> int:
+    """A per phase 2 bound of installed.py, for a definition with several subnets per side:
+    each (local, remote) pair is a tunnel of its own (SAs, SPIs, policies), so the bound is
+    per pair (the totals stay as they are)."""
+    return per_pair * len(p2.subnet_pairs)
+
+
 def selector_inside(ts: m.TrafficSelector, p2: Phase2Definition, outbound: bool) -> bool:
     """`ts` inside one (local, remote) subnet pair of the definition, oriented by direction:
     with several subnets per side, never a selector spanning two pairs."""
@@ -500,9 +507,11 @@ class Vetter:
         if not self._offers(t.p2, req.proto):
             return Refusal(ErrorCode.BAD_ALGORITHM, f"{req.proto.name} not configured",
                            t.p2_number)  # fmt: skip
-        if self.installed.sa_count(t.p2_number, larval=True) >= inst.MAX_LARVAL_PER_PHASE2:
+        if self.installed.sa_count(t.p2_number, larval=True) >= _bound(
+            inst.MAX_LARVAL_PER_PHASE2, t.p2
+        ):
             return Refusal(ErrorCode.LIMIT_REACHED, "too many unused SPIs", t.p2_number)
-        if self.installed.sa_count(t.p2_number) >= inst.MAX_SAS_PER_PHASE2:
+        if self.installed.sa_count(t.p2_number) >= _bound(inst.MAX_SAS_PER_PHASE2, t.p2):
             return Refusal(ErrorCode.LIMIT_REACHED, "too many SAs", t.p2_number)
         if self.installed.sa_count(larval=True) >= inst.MAX_LARVAL_TOTAL:
             return Refusal(ErrorCode.LIMIT_REACHED, "too many unused SPIs in total", t.p2_number)
@@ -561,7 +570,7 @@ class Vetter:
             if existing is not None:
                 return Refusal(ErrorCode.NOT_PERMITTED, f"SA spi {req.spi:#x} already exists",
                                t.p2_number)  # fmt: skip
-            if self.installed.sa_count(t.p2_number) >= inst.MAX_SAS_PER_PHASE2:
+            if self.installed.sa_count(t.p2_number) >= _bound(inst.MAX_SAS_PER_PHASE2, t.p2):
                 return Refusal(ErrorCode.LIMIT_REACHED, "too many SAs", t.p2_number)
             if self.installed.sa_count() >= inst.MAX_SAS_TOTAL:
                 return Refusal(ErrorCode.LIMIT_REACHED, "too many SAs in total", t.p2_number)
@@ -670,7 +679,9 @@ class Vetter:
                 return plan
             policies.append(plan)
         new = sum(1 for p in policies if p.replaces is None)
-        if self.installed.policy_count(t.p2_number) + new > inst.MAX_POLICIES_PER_PHASE2:
+        if self.installed.policy_count(t.p2_number) + new > _bound(
+            inst.MAX_POLICIES_PER_PHASE2, t.p2
+        ):
             return Refusal(ErrorCode.LIMIT_REACHED, "too many policies", t.p2_number)
         if self.installed.policy_count() + new > inst.MAX_POLICIES_TOTAL:
             return Refusal(ErrorCode.LIMIT_REACHED, "too many policies in total", t.p2_number)

@@ -209,8 +209,10 @@ class XfrmSa:
     algs: tuple[str, ...]
     bytes: int
     packets: int
+    sel: tuple[str, str] | None = None  # the SA's own selector (src, dst), if it has one
 
 
+_SA_SEL = re.compile(r"^\s+sel src (\S+) dst (\S+)")
 _SA_HEAD = re.compile(r"^src (\S+) dst (\S+)$")
 _SA_PROTO = re.compile(r"^\s+proto (\S+) spi (0x[0-9a-f]+)")
 _SA_ALG = re.compile(r"^\s+(?:enc|auth|auth-trunc|aead|comp) (\S+)")
@@ -233,6 +235,7 @@ def parse_xfrm_state(text: str) -> list[XfrmSa]:
                     tuple(cur["algs"]),  # type: ignore[arg-type]
                     int(str(cur.get("bytes", 0))),
                     int(str(cur.get("packets", 0))),
+                    cur.get("sel"),  # type: ignore[arg-type]
                 )
             )
 
@@ -246,6 +249,8 @@ def parse_xfrm_state(text: str) -> list[XfrmSa]:
             cur["proto"], cur["spi"] = m[1], m[2]
         elif m := _SA_ALG.match(line):
             cur["algs"].append(m[1])  # type: ignore[attr-defined]
+        elif m := _SA_SEL.match(line):
+            cur["sel"] = (m[1], m[2])
         elif (m := _SA_CUR.match(line)) and "bytes" not in cur:
             cur["bytes"], cur["packets"] = m[1], m[2]
     flush()

@@ -89,8 +89,16 @@ def definitions(spec: PeerSpec, opts: IkeprivOptions) -> dict[str, Any]:
         p2 = {
             "name": PHASE2_NAME,
             "phase1": PHASE1_NAME,
-            "local_subnet": spec.local_ts,
-            "remote_subnet": spec.remote_ts,
+            **(
+                {"local_subnets": list(spec.local_subnets)}
+                if spec.local_subnets
+                else {"local_subnet": spec.local_ts}
+            ),
+            **(
+                {"remote_subnets": list(spec.remote_subnets)}
+                if spec.remote_subnets
+                else {"remote_subnet": spec.remote_ts}
+            ),
             "ah_proposals" if spec.ah else "proposals": [spec.esp],
             "autostart": opts.autostart,
         }

@@ -68,6 +68,18 @@ class PeerSpec:
     ike_margin: int = 0  # ikepriv rekey_margin of phase 1 / phase 2, 0 = its default
     child_margin: int = 0
     rekey: bool = True  # False: strongSwan never rekeys (the other side must)
+    # several subnets per side (instead of local_ts/remote_ts when set): one tunnel per
+    # (local, remote) pair; ikepriv local_subnets=, libreswan leftsubnets=, strongSwan one
+    # child per pair (IKEv1 carries one traffic selector per child)
+    local_subnets: tuple[str, ...] = ()
+    remote_subnets: tuple[str, ...] = ()
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        """Every (local, remote) selector pair, in ikepriv's and libreswan's order."""
+        locals_ = self.local_subnets or (self.local_ts,)
+        remotes = self.remote_subnets or (self.remote_ts,)
+        return [(lo, re) for lo in locals_ for re in remotes]
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -263,14 +275,7 @@ connections {{
       id = {remote}
     }}
     children {{
-      c {{
-        local_ts = {local_ts}
-        remote_ts = {remote_ts}
-        {esp_key} = {esp}
-        mode = tunnel
-{child_extra}        start_action = none
-      }}
-    }}
+{children}    }}
   }}
 }}
 secrets {{
@@ -279,6 +284,36 @@ secrets {{
   }}
 }}
 """
+
+
+_SS_CHILD = """\
+      {name} {{
+        local_ts = {local_ts}
+        remote_ts = {remote_ts}
+        {esp_key} = {esp}
+        mode = tunnel
+{child_extra}        start_action = none
+      }}
+"""
+
+
+def ss_child_names(s: PeerSpec) -> list[str]:
+    """strongSwan child names, one per selector pair: c, c2, c3, ..."""
+    return ["c" if i == 0 else f"c{i + 1}" for i in range(len(s.pairs))]
+
+
+def _ss_children(s: PeerSpec) -> str:
+    return "".join(
+        _SS_CHILD.format(
+            name=name,
+            local_ts=lo,
+            remote_ts=re,
+            esp_key="ah_proposals" if s.ah else "esp_proposals",
+            esp=s.esp,
+            child_extra=_ss_lifetimes(s, "        ", ike=False),
+        )
+        for name, (lo, re) in zip(ss_child_names(s), s.pairs, strict=True)
+    )
 
 
 def _ss_lifetimes(s: PeerSpec, indent: str, *, ike: bool) -> str:
@@ -326,15 +361,11 @@ class StrongSwan(Peer):
                 local=s.local,
                 remote=s.remote,
                 ike=s.ike,
-                esp=s.esp,
-                local_ts=s.local_ts,
-                remote_ts=s.remote_ts,
                 psk=s.psk,
                 encap="yes" if s.encap else "no",
                 dpd_delay=s.dpd_delay,
-                esp_key="ah_proposals" if s.ah else "esp_proposals",
                 ike_extra=_ss_lifetimes(s, "    ", ike=True),
-                child_extra=_ss_lifetimes(s, "        ", ike=False),
+                children=_ss_children(s),
             )
         )
         conn.chmod(0o600)
@@ -364,18 +395,23 @@ class StrongSwan(Peer):
         )
 
     def initiate(self, timeout: float = 30) -> bool:
-        r = self.swanctl(
-            "--initiate",
-            "--child",
-            "c",
-            "--timeout",
-            str(int(timeout)),
-            "--loglevel",
-            "0",
-            timeout=timeout + 15,
-        )
-        (self.dir / "initiate.out").write_text(r.stdout + r.stderr)
-        return r.returncode == 0
+        """Every child in turn (one per selector pair), under the first one's IKE SA."""
+        outs, ok = [], True
+        for child in ss_child_names(self.spec):
+            r = self.swanctl(
+                "--initiate",
+                "--child",
+                child,
+                "--timeout",
+                str(int(timeout)),
+                "--loglevel",
+                "0",
+                timeout=timeout + 15,
+            )
+            outs.append(f"--- {child}\n{r.stdout}{r.stderr}")
+            ok = ok and r.returncode == 0
+        (self.dir / "initiate.out").write_text("".join(outs))
+        return ok
 
     def initiate_phase1(self, timeout: float = 30) -> bool:
         r = self.swanctl(
@@ -489,10 +525,10 @@ conn c
     authby=secret
     left={local}
     leftid={local}
-    leftsubnet={local_ts}
+    {left_subnet}
     right={remote}
     rightid={remote}
-    rightsubnet={remote_ts}
+    {right_subnet}
     type=tunnel
     ike={ike}
     phase2={phase2}
@@ -504,6 +540,13 @@ conn c
     leftupdown=/bin/true
     auto=add
 """
+
+
+def _lsw_subnets(side: str, subnets: tuple[str, ...], single: str) -> str:
+    """leftsubnet=X, or leftsubnets={X Y} (pluto adds one connection per pair)."""
+    if subnets:
+        return f"{side}subnets={{{' '.join(subnets)}}}"
+    return f"{side}subnet={single}"
 
 
 @register
@@ -554,8 +597,8 @@ class Libreswan(Peer):
                 aggressive="yes" if s.exchange == "aggressive" else "no",
                 local=s.local,
                 remote=s.remote,
-                local_ts=s.local_ts,
-                remote_ts=s.remote_ts,
+                left_subnet=_lsw_subnets("left", s.local_subnets, s.local_ts),
+                right_subnet=_lsw_subnets("right", s.remote_subnets, s.remote_ts),
                 ike=ike,
                 esp=esp,
                 pfs="yes" if pfs_group else "no",

@@ -144,6 +144,9 @@ PHASE1_INITIATORS: dict[
 }
 
 
+PAIRS_IN_FLIGHT = 2  # own Quick Modes at a time for one definition's subnet pairs
+
+
 class Negotiator:
     """The engine: owns the tables and the dispatch, and is the `context.Core` every module
     below it works through."""
@@ -193,6 +196,8 @@ class Negotiator:
         self.deadlines = DeadlineIndex()
         # a fresh child must not reuse reqids of SAs a previous child left in the kernel
         self._next_reqid = 1 + int.from_bytes(random(4), "big") % 0xFFFF0000
+        # (ISAKMP SA tunnel id, phase 2 number): subnet pairs still to start (_start_phase2)
+        self._pairs_waiting: set[tuple[int, int]] = set()
         self.pending_phase2: dict[int, list[int]] = {}  # phase 1 number -> phase 2 numbers
         self.restarts: dict[int, Restart] = {}  # phase 1 number -> restart after DPD
         self._builder: SnapshotBuilder | None = None
@@ -671,10 +676,42 @@ class Negotiator:
         if len(pairs) == 1:
             quick_mode.initiate(self, p2, sa)
             return
-        # several subnets per side: one Quick Mode per (local, remote) pair not yet up
-        for local, remote in pairs:
-            if not self._pair_up(p2.number, TrafficSelector(local, remote), sa):
-                quick_mode.initiate(self, p2, sa, (local, remote))
+        # several subnets per side: one Quick Mode per (local, remote) pair not yet up, at
+        # most PAIRS_IN_FLIGHT of ours at a time; the next start as they finish
+        # (quick_mode_finished). strongSwan keeps IV state for only 3 IKEv1 exchanges per
+        # IKE_SA (charon.max_ikev1_exchanges) and drops the oldest: four Quick Modes at once
+        # and it can decrypt none of their third messages.
+        missing = [
+            (local, remote)
+            for local, remote in pairs
+            if not self._pair_up(p2.number, TrafficSelector(local, remote), sa)
+        ]
+        running = sum(
+            1
+            for qe in sa.exchanges.values()
+            if qe.definition.number == p2.number
+            and qe.role is Role.INITIATOR
+            and qe.state is not QmState.DONE
+        )
+        room = max(0, PAIRS_IN_FLIGHT - running)
+        for local, remote in missing[:room]:
+            quick_mode.initiate(self, p2, sa, (local, remote))
+        key = (sa.tunnel_id, p2.number)
+        if missing[room:]:
+            self._pairs_waiting.add(key)
+        else:
+            self._pairs_waiting.discard(key)
+
+    def quick_mode_finished(self, qe: QuickExchange) -> None:
+        """One of our Quick Modes ended (done or failed): the next waiting subnet pairs of
+        its definition start, if its ISAKMP SA is still the live one."""
+        sa = qe.isakmp
+        key = (sa.tunnel_id, qe.definition.number)
+        if qe.role is not Role.INITIATOR or key not in self._pairs_waiting:
+            return
+        self._pairs_waiting.discard(key)
+        if self.sas.by_tunnel.get(sa.tunnel_id) is sa and sa.state is P1State.ESTABLISHED:
+            self._start_phase2(qe.definition.number, sa)
 
     def _pair_up(self, number: int, selector: TrafficSelector, sa: IsakmpSa) -> bool:
         """A live SA or a running Quick Mode of phase 2 `number` for exactly `selector`."""

@@ -234,6 +234,7 @@ def _on_qm2(core: Core, qe: QuickExchange, inb: Inbound) -> None:
     core.transmit(sa, qe.flight, (seal(sa, QM, qe.mid, [HashPayload(h3)]),), retransmit=False)
     _done(core, qe)
     core.child_installed(install.install_child(core, qe, g_qm_xy), qe)
+    core.quick_mode_finished(qe)
 
 
 def _honour_responder_lifetime(qe: QuickExchange, notify: NotifyPayload) -> None:
@@ -424,6 +425,7 @@ def _on_qm3(core: Core, qe: QuickExchange, inb: Inbound) -> None:
     core.hooks.on_authenticated(sa, inb)
     _done(core, qe)
     core.child_installed(install.install_child(core, qe, g_qm_xy), qe)
+    core.quick_mode_finished(qe)
     if qe.commit:
         send_notify(core, sa, NotifyType.CONNECTED, qe.protocol, _spi_bytes(qe.spi_in))
 
@@ -510,6 +512,7 @@ def abort(core: Core, qe: QuickExchange, reason: str) -> None:
     sa.exchanges.pop(qe.mid, None)
     if sa.iv is not None:
         sa.iv.forget(qe.mid)
+    core.quick_mode_finished(qe)
 
 
 _STATES = {
