@@ -4,9 +4,13 @@ policies carry, so the parent writes no policy again and the new SAs join the ol
 
 from __future__ import annotations
 
+import random
+
 from harness.core_sim import Simulation, esp_proposal, mirrored
 
+from ikepriv.child_negotiator.core.engine import Negotiator
 from ikepriv.ipc.messages import ResumeCommand
+from ikepriv.isakmp.constants import NotifyType
 
 
 def test_resume_negotiates_afresh_with_the_recorded_reqid() -> None:
@@ -41,3 +45,45 @@ def test_resume_of_an_unknown_definition_is_logged_and_ignored() -> None:
     sim.run(duration=10)
     assert not sim.initiator.parent.installs
     assert "resume: no phase 2 definition 99" in sim.initiator.log_text()
+
+
+def test_a_resumed_phase1_sends_no_initial_contact_so_the_peer_keeps_its_sas() -> None:
+    """RFC 2407 4.6.3.3: INITIAL-CONTACT is for the first contact. A restarted child that
+    resumes a tunnel is no first contact: the kernel still sends and receives on the previous
+    child's SAs, so the peer must not drop its side of them before the new ones exist."""
+    init, resp = mirrored(esp=[esp_proposal()])
+    sim = Simulation(init, resp, seed=5)
+    sim.initiate()
+    sim.run(duration=60)
+    # the first phase 1 with this peer is a first contact
+    assert NotifyType.INITIAL_CONTACT in sim.responder.notifies_received
+    (first,) = sim.initiator.parent.installs
+    peer_sas = sim.responder.parent.installed_spis()
+    assert len(peer_sas) == 2
+    # the child is killed: a new core, the same parent (its records, the same kernel)
+    sim.responder.notifies_received.clear()
+    sim.initiator.core = Negotiator(init, sim.now, random.Random(11).randbytes)  # noqa: S311
+    sim.command("initiator", ResumeCommand(first.phase2_number, first.reqid, first.selector,
+                                           first.local, first.remote))  # fmt: skip
+    sim.run(duration=60)
+    assert NotifyType.INITIAL_CONTACT not in sim.responder.notifies_received
+    assert len(sim.established_isakmp("initiator")) == 1
+    # make before break on the peer too: its old SAs stay beside the new ones
+    assert peer_sas < sim.responder.parent.installed_spis()
+    assert len(sim.responder.parent.installed_spis()) == 4
+    assert not sim.responder.parent.sa_deletes
+    (_, again) = sim.initiator.parent.installs
+    assert again.reqid == first.reqid
+
+
+def test_a_fresh_child_without_resume_still_makes_first_contact() -> None:
+    """Control: a new child that only activates (nothing on record) sends INITIAL-CONTACT."""
+    init, resp = mirrored(esp=[esp_proposal()])
+    sim = Simulation(init, resp, seed=5)
+    sim.initiate()
+    sim.run(duration=60)
+    sim.responder.notifies_received.clear()
+    sim.initiator.core = Negotiator(init, sim.now, random.Random(11).randbytes)  # noqa: S311
+    sim.initiate()
+    sim.run(duration=60)
+    assert NotifyType.INITIAL_CONTACT in sim.responder.notifies_received

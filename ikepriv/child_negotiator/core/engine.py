@@ -620,7 +620,8 @@ class Negotiator:
             self.log(LogLevel.ERR, f"resume: no phase 2 definition {cmd.number}")
             return
         if cmd.reqid:
-            self.policy_sets.setdefault((cmd.number, cmd.selector), PolicySet(cmd.reqid))
+            self.policy_sets.setdefault((cmd.number, cmd.selector),
+                                        PolicySet(cmd.reqid, cmd.remote))  # fmt: skip
         self._on_initiate(InitiateCommand(Phase.PHASE2, cmd.number, cmd.local, cmd.remote))
 
     def start_phase1(
