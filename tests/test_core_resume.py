@@ -22,8 +22,9 @@ def test_resume_negotiates_afresh_with_the_recorded_reqid() -> None:
     # a new child (fresh cores) is told what the previous one had installed
     after = Simulation(init, resp, seed=6)
     reqid = first.reqid ^ 0x5A5A5A5A or 1
-    after.command("initiator", ResumeCommand(first.phase2_number, reqid, first.selector,
-                                             first.local, first.remote))  # fmt: skip
+    resume = ResumeCommand(first.phase2_number, reqid, first.selector, first.local,
+                           first.remote, first.tunnel_id)  # fmt: skip
+    after.command("initiator", resume)
     after.run(duration=60)
     after.assert_keys_match(expected_pairs=2)
     (again,) = after.initiator.parent.installs
@@ -41,7 +42,10 @@ def test_resume_of_an_unknown_definition_is_logged_and_ignored() -> None:
     before.initiate()
     before.run(duration=60)
     (first,) = before.initiator.parent.installs
-    sim.command("initiator", ResumeCommand(99, 7, first.selector, first.local, first.remote))
+    sim.command(
+        "initiator",
+        ResumeCommand(99, 7, first.selector, first.local, first.remote, first.tunnel_id),
+    )
     sim.run(duration=10)
     assert not sim.initiator.parent.installs
     assert "resume: no phase 2 definition 99" in sim.initiator.log_text()
@@ -64,7 +68,7 @@ def test_a_resumed_phase1_sends_no_initial_contact_so_the_peer_keeps_its_sas() -
     sim.responder.notifies_received.clear()
     sim.initiator.core = Negotiator(init, sim.now, random.Random(11).randbytes)  # noqa: S311
     sim.command("initiator", ResumeCommand(first.phase2_number, first.reqid, first.selector,
-                                           first.local, first.remote))  # fmt: skip
+                                           first.local, first.remote, first.tunnel_id))  # fmt: skip
     sim.run(duration=60)
     assert NotifyType.INITIAL_CONTACT not in sim.responder.notifies_received
     assert len(sim.established_isakmp("initiator")) == 1
@@ -74,6 +78,8 @@ def test_a_resumed_phase1_sends_no_initial_contact_so_the_peer_keeps_its_sas() -
     assert not sim.responder.parent.sa_deletes
     (_, again) = sim.initiator.parent.installs
     assert again.reqid == first.reqid
+    # the new tunnel gets a number of its own: the old SAs, still in the kernel, keep theirs
+    assert again.tunnel_id > first.tunnel_id
 
 
 def test_a_fresh_child_without_resume_still_makes_first_contact() -> None:
