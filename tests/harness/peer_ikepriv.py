@@ -60,6 +60,7 @@ class IkeprivOptions:
     extra_phase2: list[Phase2Def] = field(default_factory=list)
     only_extra_phase2: bool = False     # drop the spec's own phase 2 definition
     user: str | None = None             # ikeprivd --user (default: the daemon's choice)
+    phase2_lifetime: int | None = None  # seconds, for the spec's phase 2 (default: 3600)
 
 
 def definitions(spec: PeerSpec, opts: IkeprivOptions) -> dict[str, Any]:
@@ -75,6 +76,8 @@ def definitions(spec: PeerSpec, opts: IkeprivOptions) -> dict[str, Any]:
         p2s.append({"name": PHASE2_NAME, "phase1": PHASE1_NAME,
                     "local_subnet": spec.local_ts, "remote_subnet": spec.remote_ts,
                     "proposals": [spec.esp], "autostart": opts.autostart})
+        if opts.phase2_lifetime is not None:
+            p2s[-1]["lifetime"] = opts.phase2_lifetime
     for d in opts.extra_phase2:
         p2s.append({"name": d.name, "phase1": PHASE1_NAME, "local_subnet": d.local_subnet,
                     "remote_subnet": d.remote_subnet, "protocol": d.protocol,
