@@ -5,11 +5,13 @@ policies carry, so the parent writes no policy again and the new SAs join the ol
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 
-from harness.core_sim import Simulation, esp_proposal, mirrored
+from harness.core_sim import Side, Simulation, esp_proposal, mirrored
 
 from ikepriv.child_negotiator.core.engine import Negotiator
-from ikepriv.ipc.messages import ResumeCommand
+from ikepriv.ipc.messages import DatagramOut, Phase2Install, ResumeCommand
+from ikepriv.ipc.schema import Message
 from ikepriv.isakmp.constants import NotifyType
 
 
@@ -93,3 +95,28 @@ def test_a_fresh_child_without_resume_still_makes_first_contact() -> None:
     sim.initiate()
     sim.run(duration=60)
     assert NotifyType.INITIAL_CONTACT in sim.responder.notifies_received
+
+
+def test_the_initiator_installs_its_sas_before_quick_mode_3_leaves() -> None:
+    """The responder may send on its new SA as soon as QM3 arrives (libreswan does, within
+    a millisecond): the parent carries out the child's messages in order, so the
+    Phase2Install must come before the datagram with QM3, or that first ESP packet meets no
+    inbound SA and is lost (seen in UML: one ping of 527 after a resume with libreswan)."""
+    init, resp = mirrored(esp=[esp_proposal()])
+    sim = Simulation(init, resp, seed=5)
+    batches: list[list[Message]] = []
+    dispatch = sim._dispatch
+
+    def record(side: Side, actions: Iterable[Message]) -> None:
+        actions = list(actions)
+        if side.name == "initiator":
+            batches.append(actions)
+        dispatch(side, actions)
+
+    sim._dispatch = record  # type: ignore[method-assign]
+    sim.initiate()
+    sim.run(duration=60)
+    (batch,) = [b for b in batches if any(isinstance(a, Phase2Install) for a in b)]
+    kinds = [type(a) for a in batch]
+    assert DatagramOut in kinds  # QM3 goes out in the same step
+    assert kinds.index(Phase2Install) < kinds.index(DatagramOut)
