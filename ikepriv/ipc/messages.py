@@ -666,13 +666,17 @@ class ResumeCommand(Message):
     """After a child restart: phase 2 `number` has SAs in the kernel from the previous child
     (the parent's records), with policies for `selector` (local -> remote) bound to `reqid`.
     Negotiate it afresh between these gateways and reuse `reqid`, so the policies stay as
-    they are and the new SAs join the old ones (make before break; no secret crosses)."""
+    they are and the new SAs join the old ones (make before break; no secret crosses).
+    `last_tunnel_id`: the highest tunnel number on record; the new child numbers its own
+    tunnels above it, so the old SAs (listed as unmanaged until their lifetime ends) keep a
+    number that no new tunnel shares."""
 
     number: DefNumber
     reqid: ReqId
     selector: TrafficSelector
     local: IpAddr
     remote: IpAddr
+    last_tunnel_id: TunnelId
 
     def check(self) -> None:
         _same_family("gateways", self.local, self.remote)

@@ -181,6 +181,7 @@ class Daemon:
         it negotiates them afresh with the same reqid, make before break. The phase 2s sent."""
         st = self.state
         sent: set[int] = set()
+        last_id = max((e.tunnel_id or 1 for e in st.installed.sas.values()), default=1)
         for sa in sorted(st.installed.sas.values(), key=lambda e: e.phase2_number):
             if sa.larval or sa.direction is not m.SaDirection.OUT or sa.phase2_number in sent:
                 continue
@@ -192,7 +193,8 @@ class Daemon:
             st.activations.setdefault(sa.phase1_number,
                                       Activation(sa.phase1_number, sa.src, sa.dst))  # fmt: skip
             with contextlib.suppress(IpcError):
-                cmd = m.ResumeCommand(sa.phase2_number, sa.reqid, pol.key[0], sa.src, sa.dst)
+                cmd = m.ResumeCommand(sa.phase2_number, sa.reqid, pol.key[0], sa.src, sa.dst,
+                                      last_id)  # fmt: skip
                 if self.supervisor.send(cmd):
                     sent.add(sa.phase2_number)
         if sent:

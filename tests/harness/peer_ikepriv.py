@@ -64,6 +64,7 @@ class IkeprivOptions:
     user: str | None = None  # ikeprivd --user (default: the daemon's choice)
     phase1_extra: dict[str, Any] = field(default_factory=dict)  # more keys of the phase 1
     phase2_extra: dict[str, Any] = field(default_factory=dict)  # ... of the spec's phase 2
+    phase2_lifetime: int | None = None  # seconds, for the spec's phase 2 (default: 3600)
 
 
 def definitions(spec: PeerSpec, opts: IkeprivOptions) -> dict[str, Any]:
@@ -105,6 +106,8 @@ def definitions(spec: PeerSpec, opts: IkeprivOptions) -> dict[str, Any]:
         for key, value in (("lifetime", spec.child_lifetime), ("rekey_margin", spec.child_margin)):
             if value:
                 p2[key] = value
+        if opts.phase2_lifetime is not None:
+            p2["lifetime"] = opts.phase2_lifetime
         p2.update(opts.phase2_extra)
         p2s.append(p2)
     for d in opts.extra_phase2:

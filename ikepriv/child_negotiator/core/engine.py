@@ -635,7 +635,10 @@ class Negotiator:
             self.log(LogLevel.ERR, f"resume: no phase 2 definition {cmd.number}")
             return
         if cmd.reqid:
-            self.policy_sets.setdefault((cmd.number, cmd.selector), PolicySet(cmd.reqid))
+            self.policy_sets.setdefault((cmd.number, cmd.selector),
+                                        PolicySet(cmd.reqid, cmd.remote))  # fmt: skip
+        if self._next_tunnel <= cmd.last_tunnel_id < 0xFFFFFFFF:
+            self._next_tunnel = cmd.last_tunnel_id + 1  # the old SAs keep their numbers
         self._on_initiate(InitiateCommand(Phase.PHASE2, cmd.number, cmd.local, cmd.remote))
 
     def start_phase1(

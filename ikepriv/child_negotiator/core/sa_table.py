@@ -179,9 +179,12 @@ class ChildSa:
 @dataclass(eq=False, slots=True)
 class PolicySet:
     """Kernel policies for one definition and one pair of negotiated selectors: the SAs
-    negotiated for them share its reqid (the parent installs and removes the policies)."""
+    negotiated for them share its reqid (the parent installs and removes the policies).
+    `resumed_from`: the remote gateway of the SAs a previous child installed for them
+    (ResumeCommand): the kernel holds state with that peer although no table here shows it."""
 
     reqid: int
+    resumed_from: IPAddress | None = None
 
 
 class SaTable:

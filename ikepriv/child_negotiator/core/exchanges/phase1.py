@@ -375,12 +375,19 @@ def refuse_identity(core: Core, sa: IsakmpSa, whose: str) -> None:
 
 def has_other_sa(core: Core, sa: IsakmpSa) -> bool:
     """Whether we hold state with this peer, so INITIAL-CONTACT (which makes the peer drop
-    all of its own) would be wrong: an ISAKMP SA, or IPsec SAs that a new phase 1 is being
-    negotiated for (a phase 2 rekey after phase 1 ended)."""
+    all of its own) would be wrong: an ISAKMP SA, IPsec SAs that a new phase 1 is being
+    negotiated for (a phase 2 rekey after phase 1 ended), or IPsec SAs of a previous child
+    that this one resumes (RFC 2407 4.6.3.3: the notify is for the first contact, and the
+    kernel still carries traffic on those SAs, so the peer must keep its side of them)."""
     peer = sa.remote.addr
-    return any(
-        o is not sa and o.established and o.remote.addr == peer for o in core.sas.by_tunnel.values()
-    ) or any(c.remote.addr == peer for c in core.sas.children.values())
+    return (
+        any(
+            o is not sa and o.established and o.remote.addr == peer
+            for o in core.sas.by_tunnel.values()
+        )
+        or any(c.remote.addr == peer for c in core.sas.children.values())
+        or any(ps.resumed_from == peer for ps in core.policy_sets.values())
+    )
 
 
 def established(

@@ -6,8 +6,8 @@
                                               (SpiRequest)
                                          <-   HASH(2), SA, Nr [, KE] [, IDci, IDcr]
                                                        [, N(RESPONDER-LIFETIME)]
-    HASH(3)                                ->
-    Phase2Install                             Phase2Install
+    Phase2Install, then HASH(3)            ->
+                                              Phase2Install
 
 The responder accepts selectors equal to or inside a phase 2 definition of the ISAKMP SA's
 phase 1, and installs exactly the (narrower) selectors offered. A lifetime above ours is
@@ -231,9 +231,14 @@ def _on_qm2(core: Core, qe: QuickExchange, inb: Inbound) -> None:
         if isinstance(p, NotifyPayload) and p.notify_type == NotifyType.RESPONDER_LIFETIME:
             _honour_responder_lifetime(qe, p)
     h3 = quick_mode_hash3(alg, skeyid_a, qe.mid, qe.ni, qe.nr)
-    core.transmit(sa, qe.flight, (seal(sa, QM, qe.mid, [HashPayload(h3)]),), retransmit=False)
+    qm3 = seal(sa, QM, qe.mid, [HashPayload(h3)])
+    # Our SAs first: the parent carries out the child's messages in order, so QM3 leaves
+    # once the kernel holds our inbound SA. The responder may send on its new outbound SA
+    # as soon as QM3 arrives; before, its first packets met no SA here and were dropped.
+    child = install.install_child(core, qe, g_qm_xy)
+    core.transmit(sa, qe.flight, (qm3,), retransmit=False)
     _done(core, qe)
-    core.child_installed(install.install_child(core, qe, g_qm_xy), qe)
+    core.child_installed(child, qe)
     core.quick_mode_finished(qe)
 
 
