@@ -8,7 +8,8 @@ vetting never imports a dataclass internal to the negotiation core. Three things
   creates it, the child refuses anything but an empty root-owned directory) and the
   candidate user names;
 * the module the parent executes as the child;
-* the counters the core keeps. Their field names are the names `ike cmd=list stats` shows
+* the counters the core keeps (and its per-definition tally of rekeys and DPD failures,
+  DefinitionTally). Their field names are the names `ike cmd=list stats` shows
   (the Stats message carries them; the parent accepts exactly these names), so renaming one
   changes what operators and scripts read. Every path that drops a datagram or a reply
   increments exactly one drop counter, so a hostile input always leaves a trace even when
@@ -19,10 +20,17 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Collection
+from dataclasses import asdict, dataclass, field, fields
 from typing import Final
 
-from ikepriv.ipc.messages import CounterValue, Stats
+from ikepriv.ipc.messages import (
+    MAX_DEFINITION_COUNTS,
+    CounterValue,
+    DefinitionCounts,
+    Phase,
+    Stats,
+)
 
 COUNTER_MAX: Final = (1 << 64) - 1
 
@@ -100,13 +108,63 @@ class Counters:
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
 
-    def stats(self, request_id: int) -> Stats:
-        """Every counter, in field order, for the parent (values held to 64 bits)."""
+    def stats(self, request_id: int, tally: DefinitionTally | None = None) -> Stats:
+        """Every counter, in field order, for the parent (values held to 64 bits), and the
+        per-definition tally."""
         return Stats(
             request_id,
             tuple(CounterValue(f.name, min(getattr(self, f.name), COUNTER_MAX))
                   for f in fields(self)),
+            tally.entries() if tally is not None else (),
         )  # fmt: skip
+
+
+_REKEYS, _DPD_FAILURES = 0, 1
+
+
+@dataclass(slots=True)
+class DefinitionTally:
+    """Rekeys and DPD failures per tunnel definition, (phase, number) -> [rekeys, dpd].
+
+    The same events as Counters.phase1_rekeys / phase2_rekeys / dpd_dead_peers, counted
+    again under the definition they belong to. An entry exists only once something
+    happened, only for a definition of the current configuration (`forget_except` drops
+    the others at a reload), and at most MAX_DEFINITION_COUNTS of them (an event of a
+    further definition is counted daemon-wide only, and in `untallied`)."""
+
+    counts: dict[tuple[Phase, int], list[int]] = field(default_factory=dict)
+    untallied: int = 0
+
+    def rekey(self, phase: Phase, number: int) -> None:
+        self._bump(phase, number, _REKEYS)
+
+    def dpd_failure(self, phase1_number: int) -> None:
+        self._bump(Phase.PHASE1, phase1_number, _DPD_FAILURES)
+
+    def _bump(self, phase: Phase, number: int, index: int) -> None:
+        entry = self.counts.get((phase, number))
+        if entry is None:
+            if len(self.counts) >= MAX_DEFINITION_COUNTS:
+                self.untallied += 1
+                return
+            entry = self.counts[(phase, number)] = [0, 0]
+        entry[index] = min(entry[index] + 1, COUNTER_MAX)
+
+    def forget_except(self, phase1: Collection[int], phase2: Collection[int]) -> None:
+        """Keep only the definitions of the new configuration."""
+        for phase, number in list(self.counts):
+            if number not in (phase1 if phase is Phase.PHASE1 else phase2):
+                del self.counts[(phase, number)]
+
+    def get(self, phase: Phase, number: int) -> tuple[int, int]:
+        """(rekeys, dpd failures) of one definition."""
+        entry = self.counts.get((phase, number), [0, 0])
+        return entry[_REKEYS], entry[_DPD_FAILURES]
+
+    def entries(self) -> tuple[DefinitionCounts, ...]:
+        """The tally for Stats, in (phase, number) order."""
+        return tuple(DefinitionCounts(phase, number, *self.counts[(phase, number)])
+                     for phase, number in sorted(self.counts))  # fmt: skip
 
 
 COUNTER_NAMES: Final = frozenset(f.name for f in fields(Counters))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import pytest
 from harness.core_sim import (
@@ -20,20 +21,28 @@ from harness.core_sim import (
     mirrored,
 )
 
+from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot
 from ikepriv.child_negotiator.core.natt import NatTHooks
 from ikepriv.child_negotiator.core.sa_table import IsakmpSa
 from ikepriv.child_negotiator.core.settings import Settings
 from ikepriv.ipc.messages import (
+    ConfigBegin,
+    ConfigEnd,
+    ConfigPhase1,
+    DefinitionCounts,
     DpdAction,
     DpdSettings,
     KernelAcquire,
+    ListCommand,
     Phase,
     RemoveCommand,
     SaDirection,
+    Stats,
     TunnelState,
 )
 from ikepriv.isakmp import NotifyPayload, Payload, vendor_ids
 from ikepriv.isakmp.constants import ExchangeType, NotifyType
+from ikepriv.parent_kernel.vetting import stats_problem
 
 DELAY, TIMEOUT = 30, 120
 OFF = DpdSettings(False, 0, 0)
@@ -382,3 +391,34 @@ def test_an_ack_for_an_outstanding_probe_ends_the_series() -> None:
     sim.run(duration=TIMEOUT + DELAY)
     assert "dead" not in sim.initiator.log_text()
     assert len(sim.established_children("initiator")) == 1
+
+
+# ------------------------------------------------------------------ per-definition tally
+
+
+def test_a_dead_peer_is_tallied_for_its_phase1_definition_and_forgotten_at_reload() -> None:
+    init, resp = mirrored(dpd=_dpd(DpdAction.CLEAR), responder_dpd=OFF)
+    (p1,) = init.phase1.values()
+    (p2,) = init.phase2.values()
+    # numbers of the initiator's own (the peer's are 1 and 1): the tally must use these
+    init = ConfigSnapshot.of([replace(p1, number=3)], [replace(p2, number=5, phase1_number=3)])
+    sim = Simulation(init, resp, seed=54)
+    sim.initiate(phase=2, number=5)
+    sim.run(duration=5)
+    sim.assert_keys_match(expected_pairs=2)
+    _kill_network_until_dead(sim)
+    core = sim.initiator.core
+    assert core.counters.dpd_dead_peers == 1
+    assert core.tally.entries() == (DefinitionCounts(Phase.PHASE1, 3, 0, 1),)
+    assert sim.responder.core.tally.entries() == ()
+    # the Stats of a listing carries it, and the parent's vetting accepts it for a
+    # parent that knows phase 1 definition 3 (and refuses it for one that does not)
+    (stats,) = [a for a in core.handle(ListCommand(9, Phase.ALL), sim.now) if isinstance(a, Stats)]
+    assert stats.definitions == (DefinitionCounts(Phase.PHASE1, 3, 0, 1),)
+    assert stats_problem(stats, ({3}, {5})) is None
+    assert stats_problem(stats, ({1}, {5})) is not None
+    # a reload without the definition drops its entry
+    core.handle(ConfigBegin(2), sim.now)
+    core.handle(ConfigPhase1(2, replace(p1, number=4)), sim.now)
+    core.handle(ConfigEnd(2, 1, 0), sim.now)
+    assert core.config.generation == 2 and core.tally.entries() == ()

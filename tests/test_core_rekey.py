@@ -8,6 +8,8 @@ surviving SA per tunnel, the same on both peers.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from harness.core_sim import (
     LEFT_NET,
@@ -19,12 +21,14 @@ from harness.core_sim import (
     esp_proposal,
     ike_proposal,
     mirrored,
+    phase2_def,
     selector,
 )
 
 from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot
 from ikepriv.child_negotiator.core.settings import Settings
 from ikepriv.ipc.messages import (
+    DefinitionCounts,
     KernelExpire,
     Phase,
     Phase2Install,
@@ -404,3 +408,31 @@ def test_deadline_heap_tracks_every_sa() -> None:
     assert core.handle_timers(deadline - 1) == []
     assert core.next_deadline() == deadline
     assert len(core.deadlines) == 2  # one ISAKMP SA, one phase 2
+
+
+# ------------------------------------------------------------------ per-definition tally
+
+
+def test_a_phase2_rekey_is_tallied_for_its_definition() -> None:
+    init, resp = mirrored(esp=[esp_proposal(lifetime=P2_LIFETIME)])
+    (p1,) = init.phase1.values()
+    (p2,) = init.phase2.values()
+    # the initiator's numbers differ from the responder's (1, 1); a second phase 2
+    # definition of the same phase 1 stays idle and must stay out of the tally
+    idle = phase2_def(9, 4, selector("10.9.0.0/16"), selector("10.8.0.0/16"))
+    init = ConfigSnapshot.of([replace(p1, number=4)],
+                             [replace(p2, number=6, phase1_number=4), idle])  # fmt: skip
+    sim = Simulation(init, resp, seed=31)
+    sim.initiate(phase=2, number=6)
+    sim.run(duration=60)
+    sim.assert_keys_match(expected_pairs=2)
+    sim.run(duration=P2_LIFETIME - 30)
+    expected = {
+        "initiator": (DefinitionCounts(Phase.PHASE2, 6, 1, 0),),
+        "responder": (DefinitionCounts(Phase.PHASE2, 1, 1, 0),),
+    }
+    rekeyed = [name for name in expected if sim.sides[name].core.counters.phase2_rekeys]
+    assert len(rekeyed) == 1  # one side rekeyed, the other answered
+    for name, side in sim.sides.items():
+        assert side.core.tally.entries() == (expected[name] if name in rekeyed else ())
+        assert side.core.counters.phase1_rekeys == 0

@@ -4,7 +4,8 @@
 Two real ikeprivd in two namespaces bring phase 1 of "to-siteB" up (the host kernel has
 XFRM, so phase 1 needs no ESP). The operator's `ike` prints Prometheus text; the real
 parser of the prometheus_client package must read it, every family has HELP and TYPE, the
-tunnel gauges say which definition is up, and the event counters equal `stats json`.
+tunnel gauges say which definition is up, the per-definition rekey and DPD failure counters
+are there for every definition, and the event counters equal `stats json`.
 """
 
 from __future__ import annotations
@@ -105,6 +106,25 @@ def test_prometheus_text_parses_and_shows_the_tunnel(topo: Topology, tmp_path: P
         }
         assert active[("1", "to-siteB")] == 1
         as_json = json.loads(tool(a, "ike", "cmd=list", "stats", "json").stdout)
+        # per definition: rekeys of both phases, DPD failures of phase 1 only, as counters;
+        # every listed definition has them (0 until something happened), and `stats json`
+        # carries the same tally (only definitions that had any)
+        rekeys = {
+            (s.labels["phase"], s.labels["number"], s.labels["name"]): s.value
+            for s in families["ikepriv_tunnel_rekeys"].samples  # type: ignore[attr-defined]
+        }
+        dpd = {
+            (s.labels["phase"], s.labels["number"], s.labels["name"]): s.value
+            for s in families["ikepriv_tunnel_dpd_failures"].samples  # type: ignore[attr-defined]
+        }
+        assert {key[2] for key in rekeys} >= {"to-siteB", "to-siteC", "lanA-lanB"}
+        assert {key[0] for key in dpd} == {"1"} and {key[2] for key in dpd} >= {"to-siteB"}
+        assert families["ikepriv_tunnel_rekeys"].type == "counter"  # type: ignore[attr-defined]
+        tally = as_json.pop("definitions")
+        assert isinstance(tally, list)
+        for entry in tally:
+            key = (str(entry["phase"]), str(entry["number"]))
+            assert any(k[:2] == key and v >= entry["rekeys"] for k, v in rekeys.items())
         for counter, value in as_json.items():
             family = families[f"ikepriv_{counter}"]
             (sample,) = family.samples  # type: ignore[attr-defined]

@@ -34,6 +34,7 @@ from ikepriv.ipc.messages import (
     ActivateRequest,
     ControlHello,
     CounterValue,
+    DefinitionCounts,
     ErrorCode,
     Identity,
     ListRequest,
@@ -511,8 +512,23 @@ def test_stats_json_is_one_object(sock_path: Path) -> None:
         result = run_ike("cmd=list", "json", "stats", control=sock_path)
     assert daemon.requests == [StatsRequest(json=True)]
     assert result.returncode == 0, result
-    assert json.loads(result.stdout) == {c.name: c.value for c in COUNTERS}
+    assert json.loads(result.stdout) == {c.name: c.value for c in COUNTERS} | {"definitions": []}
     assert result.stderr == "ike: negotiator not answering: the parent's counters only\n"
+
+
+@pytest.mark.root
+def test_stats_json_carries_the_per_definition_tally(sock_path: Path) -> None:
+    tally = (DefinitionCounts(Phase.PHASE1, 1, 2, 3), DefinitionCounts(Phase.PHASE2, 4, 5, 0))
+    *head, last = with_counters(ok())
+    answer = [*head, Response(last.status, (), (), counters=COUNTERS, definitions=tally)]
+    daemon = FakeDaemon(sock_path, [answer])
+    with daemon.running():
+        result = run_ike("cmd=list", "stats", "json", control=sock_path)
+    assert result.returncode == 0, result
+    assert json.loads(result.stdout)["definitions"] == [
+        {"phase": 1, "number": 1, "rekeys": 2, "dpd_failures": 3},
+        {"phase": 2, "number": 4, "rekeys": 5, "dpd_failures": 0},
+    ]
 
 
 @pytest.mark.root

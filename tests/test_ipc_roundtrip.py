@@ -189,12 +189,16 @@ def test_wire_format_is_pinned() -> None:
     assert encode(m.Hello(m.PROTOCOL_VERSION)).hex() == "0101" "0005"  # fmt: skip
     # counters: a 1-byte count (bound 64), then per counter a 1-byte name length (bound 48),
     # the name, a u64 value; Response carries them last, after `more`
-    stats = m.Stats(7, (m.CounterValue("dropped_malformed", 3),))
+    # version 5: then the per-definition tally, a 2-byte count (bound 1024), per entry the
+    # phase, the number (4 bytes), rekeys and DPD failures (u64 each)
+    stats = m.Stats(7, (m.CounterValue("dropped_malformed", 3),),
+                    (m.DefinitionCounts(m.Phase.PHASE1, 2, 5, 1),))  # fmt: skip
     assert encode(stats).hex() == (
         "0242" "00000007" "01" "11" + b"dropped_malformed".hex() + "0000000000000003"
+        "0001" "01" "00000002" "0000000000000005" "0000000000000001"
     )  # fmt: skip
     empty = m.Response(m.ErrorCode.OK, (), ())
-    assert encode(empty).hex() == "0401" "00" "0000" "0000" "00" "00"  # fmt: skip
+    assert encode(empty).hex() == "0401" "00" "0000" "0000" "00" "00" "0000"  # fmt: skip
     assert encode(m.StatsRequest(True)).hex() == "0314" "01"  # fmt: skip
     # version 3: one install and one remove per phase 2. Phase2Remove: request id, phase 2,
     # tunnel id, local, remote, proto, spi_in, spi_out, reqid, keep_policies

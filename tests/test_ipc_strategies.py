@@ -223,6 +223,11 @@ def _fix_list(kw: dict[str, Any]) -> None:
         kw["role"] = None
 
 
+def _fix_definition_counts(kw: dict[str, Any]) -> None:
+    if kw["phase"] is m.Phase.PHASE2:
+        kw["dpd_failures"] = 0
+
+
 FIXUPS: dict[type[Struct], Callable[[dict[str, Any]], None]] = {
     m.Identity: _fix_identity,
     m.Phase2Proposal: _fix_proposal,
@@ -236,6 +241,7 @@ FIXUPS: dict[type[Struct], Callable[[dict[str, Any]], None]] = {
     m.Phase2Install: _fix_phase2_install,
     m.ActivateRequest: _fix_activate,
     m.ListRequest: _fix_list,
+    m.DefinitionCounts: _fix_definition_counts,
 }
 
 _CACHE: dict[tuple[type[Struct], int], st.SearchStrategy[Any]] = {}

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import fields
+from typing import Any, cast
 
 import pytest
+import trio
+import trio.testing
 from test_vetting_rules import DEFS, A, B, allocate, install, numbered
 
 from ikepriv.child_negotiator.core.engine import Negotiator
@@ -22,13 +25,16 @@ from ikepriv.ipc import decode, encode
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.ipc_error import IpcError, Reason
 from ikepriv.ipc.schema import Direction
+from ikepriv.parent_kernel.definitions import DbView
 from ikepriv.parent_kernel.installed import Installed
 from ikepriv.parent_kernel.kernel.specs import SelectorSpec
 from ikepriv.parent_kernel.peers import PeerTable
-from ikepriv.parent_kernel.state import PARENT_COUNTER_NAMES, ParentCounters
+from ikepriv.parent_kernel.requests import ChildListing, ChildRequests
+from ikepriv.parent_kernel.state import PARENT_COUNTER_NAMES, ParentCounters, ParentState
+from ikepriv.parent_kernel.supervisor import ProtocolViolation
 from ikepriv.parent_kernel.udp import Drop
 from ikepriv.parent_kernel.vetting import Phase2Plan, Vetter, stats_problem
-from ikepriv.process_contract import COUNTER_NAMES, Counters
+from ikepriv.process_contract import COUNTER_NAMES, Counters, DefinitionTally
 
 
 def test_the_core_answers_a_list_with_its_counters_before_the_end() -> None:
@@ -124,3 +130,104 @@ def test_sas_carry_the_installs_selector_never_the_wildcard() -> None:
     assert isinstance(plan, Phase2Plan), plan
     assert plan.outbound.spec.selector == SelectorSpec(LAN_A, LAN_B, 6, 0, 443)
     assert plan.inbound.spec.selector == SelectorSpec(LAN_B, LAN_A, 6, 443, 0)
+
+
+# -- the per-definition tally (rekeys, DPD failures) ----------------------------------------
+
+KNOWN = ({1, 2}, {1})
+
+
+@pytest.mark.parametrize(
+    ("tally", "problem"),
+    [
+        ((m.DefinitionCounts(m.Phase.PHASE1, 7, 1, 0),),
+         "counts for unknown phase 1 definition 7"),
+        ((m.DefinitionCounts(m.Phase.PHASE2, 2, 1, 0),),  # a phase 1 number, not a phase 2
+         "counts for unknown phase 2 definition 2"),
+        ((m.DefinitionCounts(m.Phase.PHASE1, 1, 1, 0), m.DefinitionCounts(m.Phase.PHASE1, 1, 0, 5)),
+         "counts for phase 1 definition 1 twice"),
+    ],
+)  # fmt: skip
+def test_parent_refuses_a_tally_of_definitions_it_does_not_hold(
+    tally: tuple[m.DefinitionCounts, ...], problem: str
+) -> None:
+    assert stats_problem(m.Stats(1, (), tally), KNOWN) == problem
+    assert stats_problem(m.Stats(1, (), tally)) is not None  # nothing known: nothing accepted
+    fine = (
+        m.DefinitionCounts(m.Phase.PHASE1, 2, 3, 4),
+        m.DefinitionCounts(m.Phase.PHASE2, 1, 9, 0),
+    )
+    assert stats_problem(m.Stats(1, (), fine), KNOWN) is None
+
+
+def test_the_tally_is_bounded_and_dpd_failures_belong_to_phase1_on_the_wire() -> None:
+    with pytest.raises(IpcError) as info:
+        m.DefinitionCounts(m.Phase.PHASE2, 1, 0, 1)
+    assert info.value.reason is Reason.INCONSISTENT
+    with pytest.raises(IpcError):
+        m.DefinitionCounts(m.Phase.PHASE1_PLUS, 1, 0, 0)
+    entry = m.DefinitionCounts(m.Phase.PHASE1, 1, 0, 0)
+    with pytest.raises(IpcError) as info:
+        m.Stats(1, (), (entry,) * (m.MAX_DEFINITION_COUNTS + 1))
+    assert info.value.reason is Reason.TOO_MANY
+    wire = bytearray(encode(m.Stats(1, (), (entry,))))
+    wire[7:9] = (m.MAX_DEFINITION_COUNTS + 1).to_bytes(2, "big")  # count above the bound
+    with pytest.raises(IpcError) as info:
+        decode(bytes(wire), Direction.CHILD_TO_PARENT)
+    assert info.value.reason is Reason.TOO_MANY
+    # the core's tally holds at most the bound, whatever it is told
+    tally = DefinitionTally()
+    for number in range(1, m.MAX_DEFINITION_COUNTS + 3):
+        tally.rekey(m.Phase.PHASE2, number)
+    assert len(tally.entries()) == m.MAX_DEFINITION_COUNTS and tally.untallied == 2
+
+
+def _listing_with(state: ParentState, tally: tuple[m.DefinitionCounts, ...]) -> object:
+    """What ChildRequests makes of a child answering one list with this tally."""
+    sent: list[m.ListCommand] = []
+
+    def send(msg: object) -> bool:
+        assert isinstance(msg, m.ListCommand)
+        sent.append(msg)
+        return True
+
+    requests = ChildRequests(state, send, [])
+    result: list[object] = []
+
+    async def main() -> None:
+        async def ask() -> None:
+            result.append(await requests.ask_child(m.Phase.ALL))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask)
+            await trio.testing.wait_all_tasks_blocked()
+            (cmd,) = sent
+            try:
+                await requests.handle(m.Stats(cmd.request_id, (), tally))
+            except ProtocolViolation as exc:
+                result.append(exc)
+                nursery.cancel_scope.cancel()
+                return
+            await requests.handle(m.StateReportEnd(cmd.request_id, 0))
+
+    trio.run(main)
+    return result[-1]
+
+
+def test_a_hostile_tally_is_a_protocol_violation_and_a_reload_is_no_race() -> None:
+    state = ParentState(cast(Any, None), numbered(DEFS))
+    p1, p2 = min(state.view.phase1), min(state.view.phase2)
+    good = (
+        m.DefinitionCounts(m.Phase.PHASE1, p1, 1, 2),
+        m.DefinitionCounts(m.Phase.PHASE2, p2, 3, 0),
+    )
+    listing = _listing_with(state, good)
+    assert isinstance(listing, ChildListing) and listing.definitions == good
+    hostile = (m.DefinitionCounts(m.Phase.PHASE2, max(state.view.phase2) + 1, 1, 0),)
+    assert isinstance(_listing_with(state, hostile), ProtocolViolation)
+    # after a reload that removed every definition, the child may still answer with the
+    # old ones (it gets the new configuration after the revocations); after a second, not
+    state.set_view(DbView())
+    assert isinstance(_listing_with(state, good), ChildListing)
+    state.set_view(DbView())
+    assert isinstance(_listing_with(state, good), ProtocolViolation)

@@ -43,6 +43,7 @@ from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.messages import (
     PROTOCOL_VERSION,
     CounterValue,
+    DefinitionCounts,
     ErrorCode,
     ListRequest,
     Phase,
@@ -97,7 +98,8 @@ usage: ike cmd=activate [phase=1|2] [numlist=LIST] [namelist=NAMES] [remid=ID]
                  retransmitted, rekeyed, DPD, and the parent's own (udp_*: datagrams
                  dropped before the negotiator, refused_requests, child_restarts)
   json           print a JSON list of objects (number, phase, name, role, state, ...);
-                 with stats, one JSON object {{counter name: value}}
+                 with stats, one JSON object {{counter name: value}} with the key
+                 "definitions": rekeys and DPD failures per definition
   prom           with stats: the counters and per-definition tunnel gauges in the
                  Prometheus text format (node_exporter textfile collector)
 
@@ -154,6 +156,7 @@ class _Answer:
     lines: list[str]
     rows: list[TunnelRow]
     counters: list[CounterValue]
+    definitions: list[DefinitionCounts]
 
 
 def _connect(path: str) -> socket.socket:
@@ -196,15 +199,18 @@ def _ask(path: str, request: Request) -> _Answer | int:
         return _error(f"cannot reach the daemon at {path!r}: {reason}", EXIT_UNREACHABLE)
     status, lines, rows = merge(responses)
     counters = [counter for response in responses for counter in response.counters]
-    return _Answer(status, lines, rows, counters)
+    definitions = [entry for response in responses for entry in response.definitions]
+    return _Answer(status, lines, rows, counters, definitions)
 
 
 def _show_data(request: Request, answer: _Answer) -> None:
     """The rows and counters of a successful answer (or rows that came with a refusal)."""
     if isinstance(request, StatsRequest):
         if answer.status is ErrorCode.OK:
-            shown = render_counters_json if request.json else format_counters
-            _write(shown(answer.counters))
+            if request.json:
+                _write(render_counters_json(answer.counters, answer.definitions))
+            else:
+                _write(format_counters(answer.counters))
         return
     if answer.rows or (isinstance(request, ListRequest) and answer.status is ErrorCode.OK):
         if isinstance(request, ListRequest):
@@ -245,7 +251,8 @@ def _prometheus(path: str, request: StatsRequest) -> int:
         if answer.status is not ErrorCode.OK:
             return _show_answer(asked, answer)
         answers.append(answer)
-    _write(metrics.render(answers[0].counters, answers[1].rows, answers[2].rows))
+    _write(metrics.render(answers[0].counters, answers[1].rows, answers[2].rows,
+                          answers[0].definitions))  # fmt: skip
     return EXIT_OK
 
 

@@ -19,7 +19,8 @@ Reading of the row fields:
   side; a definition (`db`) lists all its subnets comma-separated. `verbose` shows them.
 - Event counters (CounterValue: datagrams dropped as malformed, retransmissions, refused
   requests, ...) are daemon-wide, not per row: `verbose` adds the ones that are not zero
-  after the tables, `stats` prints them all, `stats json` as one JSON object name -> value.
+  after the tables, `stats` prints them all, `stats json` as one JSON object name -> value
+  (plus "definitions": the negotiator's rekeys and DPD failures per definition).
 
 Everything printed comes from fields the control codec has already checked (names in the
 NAME charset, text printable, identities rendered from validated bytes or as hex), so a
@@ -34,7 +35,15 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from ikepriv.ipc.messages import CounterValue, Identity, ListRequest, Phase, Role, TunnelRow
+from ikepriv.ipc.messages import (
+    CounterValue,
+    DefinitionCounts,
+    Identity,
+    ListRequest,
+    Phase,
+    Role,
+    TunnelRow,
+)
 from ikepriv.isakmp.constants import IdType
 from ikepriv.isakmp.id_payload import IdPayload
 from ikepriv.isakmp.isakmp_error import IsakmpError
@@ -419,6 +428,18 @@ def format_counters(counters: Sequence[CounterValue], *, nonzero_only: bool = Fa
     return "\n".join([title, *(f"  {c.name.ljust(width)}  {c.value}" for c in shown)]) + "\n"
 
 
-def render_counters_json(counters: Sequence[CounterValue]) -> str:
-    """One JSON object, counter name -> value, in the daemon's order."""
-    return json.dumps({c.name: c.value for c in counters}, indent=2) + "\n"
+def render_counters_json(
+    counters: Sequence[CounterValue], definitions: Sequence[DefinitionCounts] | None = None
+) -> str:
+    """One JSON object, counter name -> value, in the daemon's order; with definitions (as
+    `stats json` prints), also the key "definitions": a list of {"phase", "number",
+    "rekeys", "dpd_failures"} objects, the definitions that had any (no counter has that
+    name)."""
+    data: dict[str, object] = {c.name: c.value for c in counters}
+    if definitions is not None:
+        data["definitions"] = [
+            {"phase": int(d.phase), "number": d.number, "rekeys": d.rekeys,
+             "dpd_failures": d.dpd_failures}
+            for d in definitions
+        ]  # fmt: skip
+    return json.dumps(data, indent=2) + "\n"

@@ -20,10 +20,13 @@ man page ike(8) prints):
   ``ikepriv_tunnel_bytes`` / ``ikepriv_tunnel_packets`` (of its current phase 2 SAs, from
   the kernel; they restart at a rekey, hence gauges), ``ikepriv_tunnel_remaining_seconds``
   (shortest remaining lifetime of its active tunnels, 0 when none).
-
-Rekeys and DPD failures are counted daemon-wide (``ikepriv_phase1_rekeys_total``,
-``ikepriv_phase2_rekeys_total``, ``ikepriv_dpd_dead_peers_total``, ...): the negotiator
-keeps them per process, not per definition.
+- per tunnel definition, same labels, counters: ``ikepriv_tunnel_rekeys_total`` (rekeys the
+  negotiator started for it: replacement phase 1 exchanges or Quick Modes) and
+  ``ikepriv_tunnel_dpd_failures_total`` (phase 1 definitions only: its peers declared dead
+  by DPD). They are the daemon-wide ``ikepriv_phase1_rekeys_total``,
+  ``ikepriv_phase2_rekeys_total`` and ``ikepriv_dpd_dead_peers_total`` split by definition,
+  and like them count since the negotiator started (a definition added later starts at 0;
+  one deleted and added again starts again from 0).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ikepriv.ipc.messages import CounterValue, Phase, TunnelRow, TunnelState
+from ikepriv.ipc.messages import CounterValue, DefinitionCounts, Phase, TunnelRow, TunnelState
 
 PREFIX = "ikepriv_"
 
@@ -108,6 +111,12 @@ TUNNEL_GAUGES: tuple[Gauge, ...] = (
     Gauge("tunnel_remaining_seconds", "Shortest remaining lifetime of its active tunnels"),
 )
 
+TUNNEL_COUNTERS: tuple[Gauge, ...] = (
+    Gauge("tunnel_rekeys", "Rekeys the negotiator started for this definition"),
+    Gauge("tunnel_dpd_failures", "Peers of this phase 1 definition declared dead by DPD"),
+)
+"""Per-definition counters (family name plus _total); DPD failures only for phase 1."""
+
 _NAME = re.compile(r"[a-z_][a-z0-9_]*")
 
 
@@ -115,6 +124,7 @@ def metric_names() -> list[tuple[str, str, str]]:
     """(name, type, help) of every family this module can print: the documented list."""
     out = [(f"{PREFIX}{name}_total", "counter", text) for name, text in COUNTER_HELP.items()]
     out += [(f"{PREFIX}{g.name}", "gauge", g.help) for g in TUNNEL_GAUGES]
+    out += [(f"{PREFIX}{c.name}_total", "counter", c.help) for c in TUNNEL_COUNTERS]
     return out
 
 
@@ -140,10 +150,21 @@ def _key(row: TunnelRow) -> tuple[int, int]:
     return (int(row.phase), row.number)
 
 
-def _tunnel_lines(definitions: Sequence[TunnelRow], active: Sequence[TunnelRow]) -> list[str]:
+def _names(
+    definitions: Sequence[TunnelRow], active: Sequence[TunnelRow]
+) -> dict[tuple[int, int], str]:
     names: dict[tuple[int, int], str] = {_key(row): row.name for row in definitions}
     for row in active:
         names.setdefault(_key(row), row.name)
+    return names
+
+
+def _labels(names: dict[tuple[int, int], str], phase: int, number: int) -> str:
+    return f'phase="{phase}",number="{number}",name="{_label(names[phase, number])}"'
+
+
+def _tunnel_lines(definitions: Sequence[TunnelRow], active: Sequence[TunnelRow]) -> list[str]:
+    names = _names(definitions, active)
     values: dict[str, dict[tuple[int, int], int]] = {
         g.name: dict.fromkeys(names, 0) for g in TUNNEL_GAUGES
     }
@@ -165,8 +186,30 @@ def _tunnel_lines(definitions: Sequence[TunnelRow], active: Sequence[TunnelRow])
         family = f"{PREFIX}{gauge.name}"
         lines += [f"# HELP {family} {gauge.help}", f"# TYPE {family} gauge"]
         for phase, number in sorted(names):
-            labels = f'phase="{phase}",number="{number}",name="{_label(names[phase, number])}"'
+            labels = _labels(names, phase, number)
             lines.append(f"{family}{{{labels}}} {values[gauge.name][phase, number]}")
+    return lines
+
+
+def _tally_lines(
+    definitions: Sequence[TunnelRow],
+    active: Sequence[TunnelRow],
+    tally: Sequence[DefinitionCounts],
+) -> list[str]:
+    """Rekeys (both phases) and DPD failures (phase 1) of every listed definition, 0 when
+    the negotiator tallied nothing for it; a tallied definition the listing no longer
+    has (deleted in between) is left out, it has no name to show."""
+    names = _names(definitions, active)
+    counts = {(int(d.phase), d.number): (d.rekeys, d.dpd_failures) for d in tally}
+    rekeys, dpd = TUNNEL_COUNTERS
+    lines: list[str] = []
+    for counter, index, phases in ((rekeys, 0, (1, 2)), (dpd, 1, (1,))):
+        family = f"{PREFIX}{counter.name}_total"
+        lines += [f"# HELP {family} {counter.help}", f"# TYPE {family} counter"]
+        for phase, number in sorted(names):
+            if phase in phases:
+                value = counts.get((phase, number), (0, 0))[index]
+                lines.append(f"{family}{{{_labels(names, phase, number)}}} {value}")
     return lines
 
 
@@ -174,6 +217,9 @@ def render(
     counters: Sequence[CounterValue],
     definitions: Sequence[TunnelRow],
     active: Sequence[TunnelRow],
+    tally: Sequence[DefinitionCounts] = (),
 ) -> str:
-    """Prometheus text (0.0.4): event counters, then per-definition tunnel gauges."""
-    return "\n".join(_counter_lines(counters) + _tunnel_lines(definitions, active)) + "\n"
+    """Prometheus text (0.0.4): event counters, then per-definition tunnel gauges and
+    per-definition counters (rekeys, DPD failures)."""
+    lines = _counter_lines(counters) + _tunnel_lines(definitions, active)
+    return "\n".join(lines + _tally_lines(definitions, active, tally)) + "\n"

@@ -59,7 +59,9 @@ version 2 was deployed before them).
 3: Phase2Install and Phase2Remove (one request per phase 2) replace SaAdd, SaDelete,
 PolicyAdd and PolicyDelete.
 4: our phase 1 nonce comes from the parent (NonceRequest/NonceReply, SkeyidRequest.nonce_id,
-SkeyidReply.nonce): SKEYID is never computed over an input the child fully chooses."""
+SkeyidReply.nonce): SKEYID is never computed over an input the child fully chooses.
+5: Stats.definitions and Response.definitions (DefinitionCounts: rekeys and DPD failures
+per tunnel definition)."""
 
 # Bounds (one place, so the vetting code and the tests can refer to them).
 MAX_DATAGRAM = 65535
@@ -82,6 +84,9 @@ MIN_INBOUND_SPI = 256  # RFC 4303: SPIs 1..255 are reserved
 MAX_COUNTERS = 64  # counters in one Stats (the core keeps fewer: see test_stats_*)
 MAX_RESPONSE_COUNTERS = 2 * MAX_COUNTERS  # the child's and the parent's own
 MAX_COUNTER_NAME = 48
+# per-definition tallies in one Stats/Response: definitions with a rekey or DPD failure
+# (the core drops the rest beyond this; 1024 entries of 22 bytes fit any message)
+MAX_DEFINITION_COUNTS = 1024
 
 
 def _check_version(version: int) -> None:
@@ -524,6 +529,29 @@ class CounterValue(Struct):
 
     name: Annotated[str, Str(MAX_COUNTER_NAME, min_len=1, charset=Charset.NAME)]
     value: Counter
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class DefinitionCounts(Struct):
+    """Events of one tunnel definition since the negotiator started (or the definition
+    appeared): rekeys we started for it (phase 1: replacement Main/Aggressive Modes;
+    phase 2: replacement Quick Modes) and, for a phase 1 definition, peers declared dead
+    by DPD. Which numbers may appear is the parent's vetting (its definitions, each once)."""
+
+    phase: Phase12
+    number: DefNumber
+    rekeys: Counter
+    dpd_failures: Counter  # DPD is phase 1's: 0 for a phase 2 definition
+
+    def check(self) -> None:
+        if self.phase is Phase.PHASE2 and self.dpd_failures:
+            raise inconsistent("DPD failures belong to phase 1 definitions")
+
+
+DefinitionCountList = Annotated[
+    tuple[DefinitionCounts, ...], ListOf(Nested(DefinitionCounts), MAX_DEFINITION_COUNTS)
+]
 
 
 @struct
@@ -1019,11 +1047,13 @@ class Stats(Message):
     waits for). At most one per ListCommand.
 
     Parent vets: each name is one of the counters the core keeps
-    (ikepriv.process_contract), none twice; anything else is a protocol violation.
-    Values are the child's word; they are shown, never acted on."""
+    (ikepriv.process_contract), none twice; each definitions entry names a definition the
+    parent holds (or held before its last reload), none twice; anything else is a
+    protocol violation. Values are the child's word; they are shown, never acted on."""
 
     request_id: RequestId
     counters: Annotated[tuple[CounterValue, ...], ListOf(Nested(CounterValue), MAX_COUNTERS)]
+    definitions: DefinitionCountList = ()
 
 
 @message(0x0250, _C2P)
@@ -1143,7 +1173,8 @@ class Response(Message):
     """Status plus text lines and/or rows; more=True: further Responses follow
     (see ikepriv.ipc.control.split_response). counters: the daemon's event counters, for
     StatsRequest and a verbose ListRequest (the daemon sends them in a Response of their
-    own, the last one)."""
+    own, the last one); definitions: the negotiator's per-definition tallies, in that same
+    last Response."""
 
     status: Error
     lines: Annotated[tuple[str, ...], ListOf(Str(MAX_TEXT), MAX_ROWS)]
@@ -1152,3 +1183,4 @@ class Response(Message):
     counters: Annotated[
         tuple[CounterValue, ...], ListOf(Nested(CounterValue), MAX_RESPONSE_COUNTERS)
     ] = ()
+    definitions: DefinitionCountList = ()

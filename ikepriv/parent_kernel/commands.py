@@ -7,7 +7,8 @@ SAs are there and carry traffic.
 
 `list verbose` and `list stats` (StatsRequest) also carry the event counters: the child's
 (its Stats, which came with its answer) followed by the parent's own (UDP drops, refused
-requests, child restarts), in one last Response of their own.
+requests, child restarts), and the child's per-definition tally of rekeys and DPD failures
+(vetted with its Stats), in one last Response of their own.
 
 `remove` asks the child to delete the tunnel (it sends Delete to the peer and asks for
 its SAs to go), then removes whatever the parent still has recorded for that tunnel, so a
@@ -335,7 +336,8 @@ class Commands:
             return split_response(ErrorCode.OK, lines, rows)
         rows = await self._with_counters(rows)
         return _with_event_counters(split_response(ErrorCode.OK, lines, rows),
-                                    self._event_counters(listing))  # fmt: skip
+                                    self._event_counters(listing),
+                                    listing.definitions if listing else ())  # fmt: skip
 
     # -- stats -----------------------------------------------------------------------------
 
@@ -353,7 +355,8 @@ class Commands:
         elif not listing.counters:
             lines.append("the negotiator sent no counters: the parent's counters only")
         return _with_event_counters(split_response(ErrorCode.OK, lines),
-                                    self._event_counters(listing))  # fmt: skip
+                                    self._event_counters(listing),
+                                    listing.definitions if listing else ())  # fmt: skip
 
     # -- remove ----------------------------------------------------------------------------
 
@@ -470,13 +473,17 @@ class Commands:
 
 
 def _with_event_counters(
-    responses: list[m.Response], counters: tuple[m.CounterValue, ...]
+    responses: list[m.Response],
+    counters: tuple[m.CounterValue, ...],
+    definitions: tuple[m.DefinitionCounts, ...] = (),
 ) -> list[m.Response]:
-    """The answer, then one last Response with the counters (it always fits: the counters
-    are bounded far below a control datagram)."""
+    """The answer, then one last Response with the counters and the child's per-definition
+    tally (it always fits: both are bounded below a control datagram, see
+    m.MAX_DEFINITION_COUNTS)."""
     *head, last = responses
     return [*head, dataclasses.replace(last, more=True),
-            m.Response(last.status, (), (), more=False, counters=counters)]  # fmt: skip
+            m.Response(last.status, (), (), more=False, counters=counters,
+                       definitions=definitions)]  # fmt: skip
 
 
 def _wanted(row: m.TunnelRow, req: m.ListRequest) -> bool:

@@ -8,7 +8,8 @@ change the kernel (SpiRequest, Phase2Install, Phase2Remove) are vetted, written 
 recorded by installer.Installer, the one write path; this module only hands them over and
 sends the answer. What cannot happen in a correct child (a
 StateReport nobody asked for, a second StateReportEnd, a second Stats or one with names
-the core does not keep) raises ProtocolViolation, and the supervisor restarts the child.
+the core does not keep or definitions the parent does not know) raises
+ProtocolViolation, and the supervisor restarts the child.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class ChildListing:
 
     reports: list[m.StateReport]
     counters: tuple[m.CounterValue, ...] = ()
+    definitions: tuple[m.DefinitionCounts, ...] = ()
 
 
 class ChildRequests:
@@ -198,8 +200,10 @@ class ChildRequests:
                 return None
             if not pending.complete:
                 return None  # the child went away in the middle of its answer
-            return ChildListing(pending.reports,
-                                pending.stats.counters if pending.stats else ())  # fmt: skip
+            if pending.stats is None:
+                return ChildListing(pending.reports)
+            return ChildListing(pending.reports, pending.stats.counters,
+                                pending.stats.definitions)  # fmt: skip
         finally:
             self._lists.pop(request_id, None)
 
@@ -232,7 +236,7 @@ class ChildRequests:
             return
         if pending.stats is not None:
             raise ProtocolViolation(f"second Stats for request {msg.request_id}")
-        problem = stats_problem(msg)
+        problem = stats_problem(msg, self.state.known_definitions())
         if problem is not None:
             raise ProtocolViolation(f"Stats: {problem}")
         pending.stats = msg

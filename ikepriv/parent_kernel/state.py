@@ -26,7 +26,7 @@ from ikepriv.parent_kernel.kernel.client import XfrmKernel
 from ikepriv.parent_kernel.keylog import KeyLog
 from ikepriv.parent_kernel.peers import PeerTable
 from ikepriv.parent_kernel.ratelimit import RateLimit
-from ikepriv.parent_kernel.vetting import Activation, Vetter
+from ikepriv.parent_kernel.vetting import Activation, KnownDefinitions, Vetter
 
 log = logging.getLogger("ikepriv.parent")
 
@@ -93,10 +93,21 @@ class ParentState:
     def __post_init__(self) -> None:
         self.vetter = Vetter(self.view, self.installed, self.peers, self.activations,
                              self.egress)  # fmt: skip
+        # the view before the last reload: a child may answer a list before it has the new
+        # configuration (the parent sends it after revoking what the change made stale)
+        self.previous_view = self.view
 
     def set_view(self, view: DbView) -> None:
+        self.previous_view = self.view
         self.view = view
         self.vetter.view = view
+
+    def known_definitions(self) -> KnownDefinitions:
+        """Definition numbers a correct child may name in its Stats: of this view or the
+        one before the last reload."""
+        now, before = self.view, self.previous_view
+        return (frozenset(now.phase1) | frozenset(before.phase1),
+                frozenset(now.phase2) | frozenset(before.phase2))  # fmt: skip
 
     async def kernel_call(self, fn: Callable[..., _T], *args: object) -> _T:
         return await trio.to_thread.run_sync(fn, *args)

@@ -19,7 +19,8 @@ The reference point is always the database definition, never the child's word:
   rules above and against each other (one algorithm, the SAs' selector in every policy,
   templates that are the install's own); the first refusal refuses all of it. An SA always
   carries the negotiated selector, never the kernel's wildcard;
-- counters (Stats) carry only names the negotiator core keeps, each once.
+- counters (Stats) carry only names the negotiator core keeps, each once, and per-definition
+  tallies only for definitions the parent holds (or held before its last reload), each once.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -276,9 +277,14 @@ def xfrm_selector(ts: m.TrafficSelector) -> SelectorSpec | Refusal:
     return SelectorSpec(ts.src.network, ts.dst.network, ts.src.protocol, ts.src.port, ts.dst.port)
 
 
-def stats_problem(msg: m.Stats) -> str | None:
+KnownDefinitions = tuple[Collection[int], Collection[int]]
+"""Phase 1 and phase 2 definition numbers a Stats may name."""
+
+
+def stats_problem(msg: m.Stats, known: KnownDefinitions = ((), ())) -> str | None:
     """Why these counters cannot come from a correct child, or None. The codec already
-    bounded the list and kept the names to identifiers; here they must be the core's."""
+    bounded the lists, kept the names to identifiers and DPD failures to phase 1; here the
+    names must be the core's and the definitions `known` ones, each once."""
     seen: set[str] = set()
     for counter in msg.counters:
         if counter.name not in COUNTER_NAMES:
@@ -286,6 +292,14 @@ def stats_problem(msg: m.Stats) -> str | None:
         if counter.name in seen:
             return f"counter {counter.name!r} twice"
         seen.add(counter.name)
+    tallied: set[tuple[m.Phase, int]] = set()
+    for entry in msg.definitions:
+        key = (entry.phase, entry.number)
+        if entry.number not in known[0 if entry.phase is m.Phase.PHASE1 else 1]:
+            return f"counts for unknown phase {int(entry.phase)} definition {entry.number}"
+        if key in tallied:
+            return f"counts for phase {int(entry.phase)} definition {entry.number} twice"
+        tallied.add(key)
     return None
 
 

@@ -48,7 +48,7 @@ from ikepriv.ipc.messages import (
 from ikepriv.ipc.schema import Message as IpcMessage
 from ikepriv.isakmp import NotifyPayload
 from ikepriv.isakmp.constants import ExchangeType, NotifyType
-from ikepriv.process_contract import Counters
+from ikepriv.process_contract import Counters, DefinitionTally
 
 Random = Callable[[int], bytes]
 ReplyHandler = Callable[[Any], None]
@@ -61,6 +61,7 @@ class Services(Protocol):
     random: Random
     settings: Settings
     counters: Counters
+    tally: DefinitionTally  # the same rekeys and DPD failures, per definition
     hooks: Hooks
 
     def emit(self, message: IpcMessage) -> None: ...

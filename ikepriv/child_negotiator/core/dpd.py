@@ -200,6 +200,8 @@ def peer_dead(core: Core, sa: IsakmpSa) -> None:
     keep_policies = action in (DpdAction.HOLD, DpdAction.RESTART)
     st = sa.dpd
     core.counters.dpd_dead_peers += 1
+    if core.config.phase1.get(definition.number) is not None:  # not one removed since
+        core.tally.dpd_failure(definition.number)
     core.log(
         LogLevel.WARNING,
         f"phase 1 {definition.name}: peer {peer} is dead (no DPD answer for "

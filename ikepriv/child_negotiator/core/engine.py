@@ -108,7 +108,7 @@ from ikepriv.isakmp.constants import (
     ExchangeType,
     NotifyType,
 )
-from ikepriv.process_contract import Counters
+from ikepriv.process_contract import Counters, DefinitionTally
 
 # Notifies in authenticated informationals, by type: informational.py's own, and DPD's.
 NOTIFY_HANDLERS: Mapping[int, NotifyHandler] = {
@@ -167,6 +167,7 @@ class Negotiator:
         self.settings = settings if settings is not None else Settings()
         self.hooks: Hooks = hooks if hooks is not None else NatTHooks()
         self.counters = Counters()
+        self.tally = DefinitionTally()
         self.sas = SaTable()
         self.cookies = CookieJar(random)
         s = self.settings
@@ -781,7 +782,7 @@ class Negotiator:
             for child in self.sas.children.values():
                 self.emit(install.report_child(self, child, cmd.request_id))
                 count += 1
-        self.emit(self.counters.stats(cmd.request_id))
+        self.emit(self.counters.stats(cmd.request_id, self.tally))
         self.emit(StateReportEnd(cmd.request_id, count))
 
     def _on_shutdown(self, _msg: Shutdown) -> None:
@@ -814,6 +815,7 @@ class Negotiator:
             return
         try:
             self.config = self._builder.finish(msg)
+            self.tally.forget_except(self.config.phase1, self.config.phase2)
             self.log(LogLevel.INFO, f"configuration generation {msg.generation} loaded")
         except SnapshotError as exc:
             self.log(LogLevel.ERR, f"configuration refused: {exc}")

@@ -38,7 +38,7 @@ from ikepriv.child_negotiator.core.datagram import IPAddress
 from ikepriv.child_negotiator.core.exchanges import quick_mode
 from ikepriv.child_negotiator.core.sa_table import ChildSa, IsakmpSa
 from ikepriv.child_negotiator.core.states import NEGOTIATING, ChildState, QmState
-from ikepriv.ipc.messages import LogLevel, Phase1Def, Role, SelectorSide
+from ikepriv.ipc.messages import LogLevel, Phase, Phase1Def, Role, SelectorSide
 
 
 def may_initiate(definition: Phase1Def | None) -> bool:
@@ -76,6 +76,7 @@ def rekey_isakmp(core: Core, sa: IsakmpSa) -> None:
     )
     if core.start_phase1(definition, sa.local.addr, sa.remote.addr, via=sa) is not None:
         core.counters.phase1_rekeys += 1
+        core.tally.rekey(Phase.PHASE1, definition.number)
 
 
 def supersede_isakmp(core: Core, new: IsakmpSa) -> None:
@@ -171,6 +172,7 @@ def rekey_child(core: Core, child: ChildSa, reason: str) -> None:
             core.log(LogLevel.INFO, f"phase 2 {p2.name}: rekey needs a new phase 1 ({reason})")
             if core.start_phase1(p1, child.local.addr, child.remote.addr) is not None:
                 core.counters.phase1_rekeys += 1
+                core.tally.rekey(Phase.PHASE1, p1.number)
         return  # the retry after rekey_retry finds the new ISAKMP SA
     selectors = (child.selector_out.src, child.selector_out.dst)
     if _exchange_running(core, child, selectors):
@@ -181,6 +183,7 @@ def rekey_child(core: Core, child: ChildSa, reason: str) -> None:
     )
     if quick_mode.initiate(core, p2, sa, selectors=selectors) is not None:
         core.counters.phase2_rekeys += 1
+        core.tally.rekey(Phase.PHASE2, p2.number)
 
 
 def _exchange_running(
