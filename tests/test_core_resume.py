@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from harness.core_sim import Side, Simulation, esp_proposal, mirrored
 
 from ikepriv.child_negotiator.core.engine import Negotiator
-from ikepriv.ipc.messages import DatagramOut, Phase2Install, ResumeCommand
+from ikepriv.ipc.messages import DatagramOut, Phase2Install, ResumeCommand, ResumedPair, SaDirection
 from ikepriv.ipc.schema import Message
 from ikepriv.isakmp.constants import NotifyType
 
@@ -120,3 +120,61 @@ def test_the_initiator_installs_its_sas_before_quick_mode_3_leaves() -> None:
     kinds = [type(a) for a in batch]
     assert DatagramOut in kinds  # QM3 goes out in the same step
     assert kinds.index(Phase2Install) < kinds.index(DatagramOut)
+
+
+def test_the_resumed_child_retires_the_old_pair_after_the_overlap() -> None:
+    """The parent's records name the previous child's SA pair (ResumeCommand.old): once the
+    new phase 2 is in, the new child retires that pair as after a rekey: after the overlap a
+    Delete for the old inbound SPI to the peer, and a Phase2Remove of exactly the old SAs,
+    which leaves the policies to the new SAs of the same reqid. Otherwise a peer that never
+    rekeys itself (libreswan as initiator) keeps the old SAs until its own lifetime ends."""
+    init, resp = mirrored(esp=[esp_proposal()])
+    sim = Simulation(init, resp, seed=5)
+    sim.initiate()
+    sim.run(duration=60)
+    (first,) = sim.initiator.parent.installs
+    peer_old = sim.responder.parent.installed_spis()
+    old = ResumedPair(first.tunnel_id, first.proto, first.inbound.spi, first.outbound.spi)
+    sim.initiator.parent.reports.clear()
+    sim.initiator.core = Negotiator(init, sim.now, random.Random(11).randbytes)  # noqa: S311
+    sim.command("initiator", ResumeCommand(first.phase2_number, first.reqid, first.selector,
+                                           first.local, first.remote, first.tunnel_id,
+                                           (old,)))  # fmt: skip
+    sim.run(duration=5)  # the new pair is in; the old one still takes packets in flight
+    (_, again) = sim.initiator.parent.installs
+    assert len(sim.responder.parent.installed_spis()) == 4
+    assert not sim.initiator.parent.removes
+    sim.run(duration=60)
+    (remove,) = sim.initiator.parent.removes
+    assert (remove.phase2_number, remove.tunnel_id, remove.reqid) == (
+        first.phase2_number, first.tunnel_id, first.reqid)  # fmt: skip
+    assert (remove.spi_in, remove.spi_out, remove.proto) == (
+        first.inbound.spi, first.outbound.spi, first.proto)  # fmt: skip
+    assert not remove.keep_policies  # the parent keeps them anyway: the new SAs use them
+    assert sim.initiator.parent.installed_spis() == {
+        (SaDirection.IN, again.inbound.spi), (SaDirection.OUT, again.outbound.spi)}  # fmt: skip
+    assert not sim.initiator.parent.policy_deletes
+    # the peer got the Delete (over the new ISAKMP SA) and dropped its side of the old pair
+    assert sim.responder.core.counters.deletes_received >= 1
+    assert not peer_old & sim.responder.parent.installed_spis()
+    assert len(sim.responder.parent.installed_spis()) == 2
+    assert not sim.responder.parent.policy_deletes
+    # the old pair was never this child's tunnel: not listed by it, not reported gone
+    assert all(r.tunnel_id != first.tunnel_id for r in sim.initiator.parent.reports)
+    assert len(sim.established_isakmp("initiator")) == 1
+
+
+def test_a_resume_without_recorded_pairs_deletes_nothing() -> None:
+    """Control: without `old` (nothing complete on record) the old SAs are left to their
+    lifetime, as before."""
+    init, resp = mirrored(esp=[esp_proposal()])
+    sim = Simulation(init, resp, seed=5)
+    sim.initiate()
+    sim.run(duration=60)
+    (first,) = sim.initiator.parent.installs
+    sim.initiator.core = Negotiator(init, sim.now, random.Random(11).randbytes)  # noqa: S311
+    sim.command("initiator", ResumeCommand(first.phase2_number, first.reqid, first.selector,
+                                           first.local, first.remote, first.tunnel_id))  # fmt: skip
+    sim.run(duration=120)
+    assert not sim.initiator.parent.removes
+    assert len(sim.responder.parent.installed_spis()) == 4

@@ -68,28 +68,10 @@ def test_child_restart(guest: dict[str, Any], name: str) -> None:
     assert r["ok"], "\n".join(r["why"]) + f"\nsteps: {r['steps']}\ndetails: {r['details']}\n{tails}"
 
 
-# libreswan as the first initiator keeps the previous child's IPsec SA under its old ISAKMP
-# SA until its own lifetime (1 h here): the new child never learnt those SPIs, so neither a
-# make-before-break delete nor `remove` names them to the peer (seen: they go ~17 s after
-# remove, when pluto's Quick Mode over the dead old ISAKMP SA times out).
-PEER_KEEPS_OLD = {"lsw-ikp-restart"}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            n,
-            marks=pytest.mark.xfail(
-                reason="peer keeps the previous child's SAs: "
-                "the new child does not retire them (issue 8/7)"
-            ),
-        )
-        if n in PEER_KEEPS_OLD
-        else n
-        for n in CATALOGUE
-    ],
-)
+# libreswan as the first initiator would keep the previous child's IPsec SA until its own
+# lifetime (1 h here): the parent hands the new child the old pair's SPIs (ResumeCommand.old)
+# and the new child retires it after the overlap, as after a rekey (Delete + Phase2Remove).
+@pytest.mark.parametrize("name", CATALOGUE)
 def test_remove_clears_the_peer(guest: dict[str, Any], name: str) -> None:
     """After `ike cmd=remove` the peer's gateway holds no ESP SA either (within 15 s)."""
     r = guest["results"].get(name)

@@ -186,7 +186,7 @@ def test_wire_format_is_pinned() -> None:
     dpd = bytearray()
     m.DpdSettings(True, 30, 120, m.DpdAction.RESTART)._write(dpd)
     assert dpd.hex() == "01" "001e" "0078" "02"  # fmt: skip
-    assert encode(m.Hello(m.PROTOCOL_VERSION)).hex() == "0101" "0005"  # fmt: skip
+    assert encode(m.Hello(m.PROTOCOL_VERSION)).hex() == "0101" "0006"  # fmt: skip
     # counters: a 1-byte count (bound 64), then per counter a 1-byte name length (bound 48),
     # the name, a u64 value; Response carries them last, after `more`
     # version 5: then the per-definition tally, a 2-byte count (bound 1024), per entry the
@@ -213,7 +213,37 @@ def test_wire_format_is_pinned() -> None:
     policy = bytearray()
     m.Phase2Policy(m.PolicyDirection.FWD, sel, 1000)._write(policy)
     assert policy.hex() == "02" "04c000020018000000" "04cb007100180601bb" "000003e8"  # fmt: skip
-    assert m.PROTOCOL_VERSION == 5
+    # version 6: ResumeCommand ends with the recorded SA pairs (1-byte count, bound 8; each
+    # tunnel id, protocol, inbound SPI, outbound SPI)
+    pair = bytearray()
+    m.ResumedPair(3, ProtocolId.IPSEC_ESP, 0x1234, 0x5678)._write(pair)
+    assert pair.hex() == "00000003" "03" "00001234" "00005678"  # fmt: skip
+    assert m.PROTOCOL_VERSION == 6
+
+
+def test_resume_command_carries_the_recorded_pairs() -> None:
+    sel = m.TrafficSelector(m.SelectorSide(ip_network("192.0.2.0/24"), 0, 0),
+                            m.SelectorSide(ip_network("203.0.113.0/24"), 0, 0))  # fmt: skip
+    pairs = (m.ResumedPair(3, ProtocolId.IPSEC_ESP, 0xC0FFEE01, 0xC0FFEE02),
+             m.ResumedPair(5, ProtocolId.IPSEC_AH, 256, 0xFFFFFFFF))  # fmt: skip
+    cmd = m.ResumeCommand(2, 7, sel, V4, V4_PEER, 5, pairs)
+    back = decode(encode(cmd), Direction.PARENT_TO_CHILD)
+    assert back == cmd
+    assert isinstance(back, m.ResumeCommand)
+    assert back.old == pairs
+    assert decode(encode(m.ResumeCommand(2, 7, sel, V4, V4_PEER, 5)),
+                  Direction.PARENT_TO_CHILD).old == ()  # fmt: skip
+    for bad in (255, 0):  # an SPI below 256 is no inbound SPI: refused on decode
+        wire = bytearray(encode(m.ResumeCommand(2, 7, sel, V4, V4_PEER, 5, pairs[:1])))
+        wire[-8:-4] = bad.to_bytes(4, "big")
+        with pytest.raises(IpcError):
+            decode(bytes(wire), Direction.PARENT_TO_CHILD)
+    too_many = bytearray(encode(m.ResumeCommand(2, 7, sel, V4, V4_PEER, 5, pairs[:1] * 8)))
+    count_at = len(too_many) - 8 * 13 - 1
+    assert too_many[count_at] == 8
+    too_many[count_at] = 9
+    with pytest.raises(IpcError):
+        decode(bytes(too_many) + bytes(13), Direction.PARENT_TO_CHILD)
 
 
 def test_largest_ike_datagram_fits_in_one_message() -> None:

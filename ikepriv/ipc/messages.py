@@ -52,7 +52,7 @@ from ikepriv.isakmp.constants import (
     ProtocolId,
 )
 
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 """Bumped on any change to the catalogue; Hello/Ready and ControlHello carry it.
 2: DpdSettings.action; Stats, StatsRequest and Response.counters (still 2: nothing with
 version 2 was deployed before them).
@@ -688,6 +688,21 @@ class RemoveCommand(Message):
     tunnel_id: TunnelId
 
 
+MAX_RESUMED_PAIRS = 8  # a phase 2 mid-rekey has two; more are left to their lifetime
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class ResumedPair(Struct):
+    """The SA pair of a phase 2 that a previous child installed, as the parent recorded
+    it: tunnel number, protocol, inbound SPI (to local) and outbound SPI (to remote)."""
+
+    tunnel_id: TunnelId
+    proto: IpsecProto
+    spi_in: Annotated[int, UInt(4, lo=MIN_INBOUND_SPI)]
+    spi_out: Annotated[int, UInt(4, lo=MIN_INBOUND_SPI)]
+
+
 @message(0x0128, _P2C)
 @dataclass(frozen=True, slots=True)
 class ResumeCommand(Message):
@@ -696,8 +711,11 @@ class ResumeCommand(Message):
     Negotiate it afresh between these gateways and reuse `reqid`, so the policies stay as
     they are and the new SAs join the old ones (make before break; no secret crosses).
     `last_tunnel_id`: the highest tunnel number on record; the new child numbers its own
-    tunnels above it, so the old SAs (listed as unmanaged until their lifetime ends) keep a
-    number that no new tunnel shares."""
+    tunnels above it, so the old SAs (listed as unmanaged until retired) keep a
+    number that no new tunnel shares. `old`: that phase 2's SA pairs with this reqid from the
+    parent's records (complete pairs only); once the new phase 2 is established, the child
+    retires them as after a rekey (after the overlap: a Delete for its inbound SPI to the
+    peer, and a Phase2Remove, which the parent vets against the same records)."""
 
     number: DefNumber
     reqid: ReqId
@@ -705,6 +723,7 @@ class ResumeCommand(Message):
     local: IpAddr
     remote: IpAddr
     last_tunnel_id: TunnelId
+    old: Annotated[tuple[ResumedPair, ...], ListOf(Nested(ResumedPair), MAX_RESUMED_PAIRS)] = ()
 
     def check(self) -> None:
         _same_family("gateways", self.local, self.remote)

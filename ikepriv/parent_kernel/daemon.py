@@ -60,6 +60,7 @@ from ikepriv.parent_kernel.admission import Admission
 from ikepriv.parent_kernel.commands import Commands
 from ikepriv.parent_kernel.control_socket import ControlServer
 from ikepriv.parent_kernel.definitions import DbView
+from ikepriv.parent_kernel.installed import SaEntry
 from ikepriv.parent_kernel.journal import SUFFIX as JOURNAL_SUFFIX
 from ikepriv.parent_kernel.journal import Journal
 from ikepriv.parent_kernel.kernel.client import XfrmKernel
@@ -194,13 +195,35 @@ class Daemon:
                                       Activation(sa.phase1_number, sa.src, sa.dst))  # fmt: skip
             with contextlib.suppress(IpcError):
                 cmd = m.ResumeCommand(sa.phase2_number, sa.reqid, pol.key[0], sa.src, sa.dst,
-                                      last_id)  # fmt: skip
+                                      last_id, self._recorded_pairs(sa))  # fmt: skip
                 if self.supervisor.send(cmd):
                     sent.add(sa.phase2_number)
         if sent:
             log.info("negotiator child: resuming phase 2 %s from the parent's records",
                      ",".join(map(str, sorted(sent))))  # fmt: skip
         return sent
+
+    def _recorded_pairs(self, out: SaEntry) -> tuple[m.ResumedPair, ...]:
+        """The complete SA pairs on record for the phase 2, gateways and reqid of `out`
+        (each outbound SA with the inbound SA of its tunnel): the new child retires them once
+        its own SAs are in, as after a rekey. From the parent's records only, so the child's
+        Phase2Remove for them passes the same vetting as any other."""
+        installed = self.state.installed.sas.values()
+        pairs: list[m.ResumedPair] = []
+        for sa in sorted(installed, key=lambda e: e.tunnel_id or 0):
+            if (sa.larval or sa.direction is not m.SaDirection.OUT or not sa.tunnel_id
+                    or sa.phase2_number != out.phase2_number or sa.reqid != out.reqid
+                    or (sa.src, sa.dst) != (out.src, out.dst)):  # fmt: skip
+                continue
+            back = next((e for e in installed
+                         if not e.larval and e.direction is m.SaDirection.IN
+                         and e.tunnel_id == sa.tunnel_id and e.reqid == sa.reqid
+                         and e.phase2_number == sa.phase2_number and e.proto == sa.proto
+                         and (e.src, e.dst) == (sa.dst, sa.src)), None)  # fmt: skip
+            if back is None or min(back.spi, sa.spi) < m.MIN_INBOUND_SPI:
+                continue
+            pairs.append(m.ResumedPair(sa.tunnel_id, sa.proto, back.spi, sa.spi))
+        return tuple(pairs[-m.MAX_RESUMED_PAIRS :])
 
     def _flush_early(self) -> None:
         """Hand the datagrams that waited for a child to the one that just became ready."""

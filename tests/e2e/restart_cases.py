@@ -35,9 +35,11 @@ from e2e.common import Case, ping, wait_until
 from e2e.interop_cases import CBC, IKE_MM, run_catalogue
 
 LIFETIME = 60  # ikepriv's phase 2 lifetime (seconds); the definition minimum
-# the core rekeys at lifetime - margin - fuzz * margin, margin = 10 % of the lifetime
-REKEY_EARLIEST = LIFETIME * 0.8 - 2
-REKEY_LATEST = LIFETIME * 0.9 + 4  # slack for UML scheduling and one Quick Mode
+# the rekey starts at lifetime - margin - random(0, min(margin, (lifetime - margin) / 2)),
+# the margin held between 30 s and half the lifetime (docs/tunnel-definitions.md, Rekeying)
+MARGIN = max(30, min(LIFETIME // 2, 540))
+REKEY_EARLIEST = LIFETIME - MARGIN - min(MARGIN, (LIFETIME - MARGIN) / 2) - 2
+REKEY_LATEST = LIFETIME - MARGIN + 4  # slack for UML scheduling and one Quick Mode
 MANAGED_WITHIN = 15.0  # seconds from the kill until the tunnel is listed as managed again
 PING_INTERVAL = 0.1
 

@@ -640,6 +640,12 @@ class Negotiator:
                                         PolicySet(cmd.reqid, cmd.remote))  # fmt: skip
         if self._next_tunnel <= cmd.last_tunnel_id < 0xFFFFFFFF:
             self._next_tunnel = cmd.last_tunnel_id + 1  # the old SAs keep their numbers
+        if cmd.reqid:  # the old pairs go once the new SAs are in, as after a rekey
+            for pair in cmd.old:
+                if pair.tunnel_id <= cmd.last_tunnel_id:
+                    rekey.adopt_resumed(self, self.config.phase2[cmd.number], pair,
+                                        reqid=cmd.reqid, selector=cmd.selector,
+                                        local=cmd.local, remote=cmd.remote)  # fmt: skip
         self._on_initiate(InitiateCommand(Phase.PHASE2, cmd.number, cmd.local, cmd.remote))
 
     def start_phase1(
@@ -730,6 +736,7 @@ class Negotiator:
             c.definition.number == number
             and c.remote.addr == sa.remote.addr
             and c.state is not ChildState.DELETED
+            and not c.resumed
             and c.selector_out == selector
             for c in self.sas.children.values()
         )
@@ -780,6 +787,8 @@ class Negotiator:
                 count += 1
         if cmd.phase in (Phase.ALL, Phase.PHASE2, Phase.PHASE1_PLUS):
             for child in self.sas.children.values():
+                if child.resumed:
+                    continue  # a previous child's: the parent lists it from its records
                 self.emit(install.report_child(self, child, cmd.request_id))
                 count += 1
         self.emit(self.counters.stats(cmd.request_id, self.tally))

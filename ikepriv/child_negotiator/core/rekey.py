@@ -36,9 +36,21 @@ from ikepriv.child_negotiator.core import informational_send, install
 from ikepriv.child_negotiator.core.context import Core
 from ikepriv.child_negotiator.core.datagram import IPAddress
 from ikepriv.child_negotiator.core.exchanges import quick_mode
+from ikepriv.child_negotiator.core.offers import IpsecChoice
 from ikepriv.child_negotiator.core.sa_table import ChildSa, IsakmpSa
 from ikepriv.child_negotiator.core.states import NEGOTIATING, ChildState, QmState
-from ikepriv.ipc.messages import LogLevel, Phase, Phase1Def, Role, SelectorSide
+from ikepriv.ipc.messages import (
+    Endpoint,
+    LogLevel,
+    Phase,
+    Phase1Def,
+    Phase2Def,
+    ResumedPair,
+    Role,
+    SelectorSide,
+    TrafficSelector,
+)
+from ikepriv.isakmp.constants import IKE_PORT, EncapsulationMode, ProtocolId
 
 
 def may_initiate(definition: Phase1Def | None) -> bool:
@@ -224,7 +236,52 @@ def supersede_child(core: Core, new: ChildSa) -> None:
             return
 
 
+def adopt_resumed(
+    core: Core,
+    definition: Phase2Def,
+    pair: ResumedPair,
+    *,
+    reqid: int,
+    selector: TrafficSelector,
+    local: IPAddress,
+    remote: IPAddress,
+) -> None:
+    """A previous child's SA pair of `definition`, as the parent recorded it
+    (ResumeCommand): kept as an SA that was complete before any exchange of this child, so
+    the first SA of the same tunnel established here replaces it (supersede_child) and it is
+    retired exactly like a rekeyed SA (finish_supersede: a Delete for its inbound SPI, a
+    Phase2Remove that leaves the policies to the new SAs of the same reqid). This side
+    always deletes it: the peer does not know the previous child is gone. Not rekeyed, not
+    listed (the parent lists it as unmanaged until then); no key crosses."""
+    if pair.tunnel_id in core.sas.children:
+        return
+    choice = IpsecChoice(
+        ProtocolId(pair.proto), 0, 0, None, EncapsulationMode.TUNNEL.value, None, 0
+    )
+    old = ChildSa(
+        tunnel_id=pair.tunnel_id,
+        definition=definition,
+        phase1_number=definition.phase1_number,
+        isakmp_tunnel_id=0,
+        role=Role.INITIATOR,
+        protocol=ProtocolId(pair.proto),
+        spi_in=pair.spi_in,
+        spi_out=pair.spi_out,
+        local=Endpoint(local, IKE_PORT),
+        remote=Endpoint(remote, IKE_PORT),
+        selector_out=selector,
+        choice=choice,
+        lifetime_seconds=0,
+        reqid=reqid,
+        state=ChildState.ESTABLISHED,
+        created=core.now - 1.0,  # before every exchange of this child
+        resumed=True,
+    )
+    core.sas.children[old.tunnel_id] = old
+
+
 def _supersede(core: Core, old: ChildSa, new: ChildSa, *, we_delete: bool) -> None:
+    we_delete = we_delete or old.resumed
     old.superseded_by = new.tunnel_id
     old.delete_at = core.now + core.settings.rekey_overlap if we_delete else 0.0
     core.touch_child(old)
@@ -281,7 +338,8 @@ def finish_supersede(core: Core, child: ChildSa) -> None:
             f"{child.spi_in:08x}",
         )
         install.remove_child(core, child, send_delete=True, kernel=True)
-        core.emit(install.report_child(core, child, 0))
+        if not child.resumed:  # the parent never had it from this child
+            core.emit(install.report_child(core, child, 0))
         return
     if successor is not None:  # still being installed
         child.delete_at = core.now + core.settings.rekey_overlap

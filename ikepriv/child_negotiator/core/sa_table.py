@@ -174,6 +174,9 @@ class ChildSa:
     rank: bytes = b""  # both Quick Mode nonces, smaller first: equal on both peers
     superseded_by: int = 0  # tunnel id of the newer SA that replaces it
     delete_at: float = 0.0  # superseded: when we delete it (0: the peer or expiry does)
+    # a previous child's SA pair from the parent's records (ResumeCommand): no keys, not
+    # listed; it waits for its replacement and is then retired like any replaced SA
+    resumed: bool = False
 
 
 @dataclass(eq=False, slots=True)

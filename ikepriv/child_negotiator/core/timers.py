@@ -240,7 +240,8 @@ def expire_child(core: Core, child: ChildSa, reason: str) -> None:
         f"(in {child.spi_in:08x}): {reason}",
     )
     install.remove_child(core, child, send_delete=True, kernel=True)
-    core.emit(install.report_child(core, child, 0))
+    if not child.resumed:  # a previous child's SA: never reported by this one
+        core.emit(install.report_child(core, child, 0))
 
 
 def on_kernel_expire(core: Core, msg: KernelExpire) -> None:
