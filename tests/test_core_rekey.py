@@ -419,7 +419,7 @@ def test_a_phase2_rekey_is_tallied_for_its_definition() -> None:
     (p2,) = init.phase2.values()
     # the initiator's numbers differ from the responder's (1, 1); a second phase 2
     # definition of the same phase 1 stays idle and must stay out of the tally
-    idle = phase2_def(9, 4, selector("10.9.0.0/16"), selector("10.8.0.0/16"))
+    idle = phase2_def(9, 4, selector("192.0.2.128/26"), selector("192.0.2.192/26"))
     init = ConfigSnapshot.of([replace(p1, number=4)],
                              [replace(p2, number=6, phase1_number=4), idle])  # fmt: skip
     sim = Simulation(init, resp, seed=31)
