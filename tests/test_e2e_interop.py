@@ -14,15 +14,11 @@ sides established are printed (run with -s), never asserted.
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e.common import boot_scenarios
 from e2e.interop_cases import CATALOGUE, GCM, TIMING
-from harness import uml
-from harness.peers import CHARON, LSW_ROOT
 
 pytestmark = [
     pytest.mark.uml,
@@ -37,30 +33,8 @@ GCM_ALGS = {"rfc4106(gcm(aes))"}
 
 @pytest.fixture(scope="module")
 def guest() -> dict[str, Any]:
-    missing = uml.missing_prerequisites()
-    if not os.access(CHARON, os.X_OK) or shutil.which("swanctl") is None:
-        missing.append("strongSwan (strongswan-charon, strongswan-swanctl)")
-    if not (LSW_ROOT / "usr/libexec/ipsec/pluto").exists():
-        missing.append(f"libreswan in {LSW_ROOT} (scripts/install-libreswan.sh)")
-    if shutil.which("certutil") is None:
-        missing.append("certutil (libnss3-tools)")
-    if missing:
-        pytest.skip(f"interop tier needs: {', '.join(missing)}")
-    logs = os.environ.get("IKEPRIV_UML_LOGS")
-    if logs:
-        Path(logs).mkdir(parents=True, exist_ok=True)
-    value, run = uml.run_function(
-        "e2e.interop_cases",
-        "run_interop",
-        None,
-        logs,
-        timeout=900,
-        rw_dirs=[Path(logs)] if logs else [],
-    )
-    assert run.rc == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert isinstance(value, dict)
+    value = boot_scenarios("e2e.interop_cases", "run_interop", timeout=900, certutil=True)
     res = value["results"]
-    print(f"\nguest: kernel {value['kernel']}, all scenarios {value['guest_s']}s")
     print(
         "initiate -> both sides established (Main Mode, aes128-sha256-modp2048, ESP aes128-sha256):"
     )

@@ -4,15 +4,11 @@ initiating and answering (see e2e.interop_features_cases)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e.common import boot_scenarios
 from e2e.interop_features_cases import CATALOGUE, SUBNET_ALGS, SUBNETS
-from harness import uml
-from harness.peers import CHARON
 
 pytestmark = [pytest.mark.uml, pytest.mark.interop, pytest.mark.root,
               pytest.mark.timeout(1500)]  # fmt: skip
@@ -20,21 +16,12 @@ pytestmark = [pytest.mark.uml, pytest.mark.interop, pytest.mark.root,
 
 @pytest.fixture(scope="module")
 def guest() -> dict[str, Any]:
-    missing = uml.missing_prerequisites()
-    if not os.access(CHARON, os.X_OK) or shutil.which("swanctl") is None:
-        missing.append("strongSwan (strongswan-charon, strongswan-swanctl)")
-    if missing:
-        pytest.skip(f"interop tier needs: {', '.join(missing)}")
-    logs = os.environ.get("IKEPRIV_UML_LOGS")
-    if logs:
-        Path(logs).mkdir(parents=True, exist_ok=True)
-    names = os.environ.get("IKEPRIV_FEATURES_CASES")  # a comma-separated subset, for debugging
-    value, run = uml.run_function("e2e.interop_features_cases", "run_interop_features",
-                                  names.split(",") if names else None, logs, timeout=1400,
-                                  rw_dirs=[Path(logs)] if logs else [])  # fmt: skip
-    assert run.rc == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert isinstance(value, dict)
-    print(f"\nguest: kernel {value['kernel']}, all scenarios {value['guest_s']}s")
+    value = boot_scenarios(
+        "e2e.interop_features_cases",
+        "run_interop_features",
+        timeout=1400,
+        names_env="IKEPRIV_FEATURES_CASES",
+    )
     for name, r in value["results"].items():
         print(f"  {name}: {'ok' if r['ok'] else 'FAILED'} {r['times']}")
     return value

@@ -8,42 +8,18 @@ with a 60 s phase 2, and the phase 1 lifetime in force in `ike cmd=list`).
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e.common import boot_scenarios
 from e2e.interop_i9_cases import CATALOGUE
-from harness import uml
-from harness.peers import CHARON, LSW_ROOT
 
 pytestmark = [pytest.mark.uml, pytest.mark.interop, pytest.mark.root, pytest.mark.timeout(1300)]
 
 
 @pytest.fixture(scope="module")
 def guest() -> dict[str, Any]:
-    missing = uml.missing_prerequisites()
-    if not os.access(CHARON, os.X_OK) or shutil.which("swanctl") is None:
-        missing.append("strongSwan (strongswan-charon, strongswan-swanctl)")
-    if not (LSW_ROOT / "usr/libexec/ipsec/pluto").exists():
-        missing.append(f"libreswan in {LSW_ROOT} (scripts/install-libreswan.sh)")
-    if missing:
-        pytest.skip(f"interop tier needs: {', '.join(missing)}")
-    logs = os.environ.get("IKEPRIV_UML_LOGS")
-    if logs:
-        Path(logs).mkdir(parents=True, exist_ok=True)
-    value, run = uml.run_function(
-        "e2e.interop_i9_cases",
-        "run_interop_i9",
-        None,
-        logs,
-        timeout=1200,
-        rw_dirs=[Path(logs)] if logs else [],
-    )
-    assert run.rc == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert isinstance(value, dict)
-    print(f"\nguest: kernel {value['kernel']}, all scenarios {value['guest_s']}s")
+    value = boot_scenarios("e2e.interop_i9_cases", "run_interop_i9", timeout=1200)
     for name, r in value["results"].items():
         print(f"  {name}: {'ok' if r['ok'] else 'FAILED'} {r['times']}")
     return value

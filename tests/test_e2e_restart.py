@@ -11,44 +11,20 @@ live), ikepriv must rekey the resumed phase 2 on time (phase 2 lifetime 60 s), a
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e.common import boot_scenarios
 from e2e.restart_cases import CATALOGUE
-from harness import uml
-from harness.peers import CHARON, LSW_ROOT
 
 pytestmark = [pytest.mark.uml, pytest.mark.interop, pytest.mark.root, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
 def guest() -> dict[str, Any]:
-    missing = uml.missing_prerequisites()
-    if not os.access(CHARON, os.X_OK) or shutil.which("swanctl") is None:
-        missing.append("strongSwan (strongswan-charon, strongswan-swanctl)")
-    if not (LSW_ROOT / "usr/libexec/ipsec/pluto").exists():
-        missing.append(f"libreswan in {LSW_ROOT} (scripts/install-libreswan.sh)")
-    if shutil.which("certutil") is None:
-        missing.append("certutil (libnss3-tools)")
-    if missing:
-        pytest.skip(f"restart tier needs: {', '.join(missing)}")
-    logs = os.environ.get("IKEPRIV_UML_LOGS")
-    if logs:
-        Path(logs).mkdir(parents=True, exist_ok=True)
-    value, run = uml.run_function(
-        "e2e.restart_cases",
-        "run_restart",
-        None,
-        logs,
-        timeout=800,
-        rw_dirs=[Path(logs)] if logs else [],
+    value = boot_scenarios(
+        "e2e.restart_cases", "run_restart", timeout=800, certutil=True, tier="restart tier"
     )
-    assert run.rc == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert isinstance(value, dict)
-    print(f"\nguest: kernel {value['kernel']}, all scenarios {value['guest_s']}s")
     for name, r in value["results"].items():
         p = r["details"].get("ping", {})
         print(

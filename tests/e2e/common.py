@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from harness import netns as nsmod
+from harness import uml
 from harness.peer_ikepriv import Ikepriv
-from harness.peers import Peer
+from harness.peers import CHARON, LSW_ROOT, Peer
 
 # a second host on each LAN, for a phase 2 that covers only the upper half of each /24
 LAN_A_HOST_HI = "198.51.100.200"
@@ -327,3 +328,41 @@ def sandbox_facts(pid: int, parent: int) -> dict[str, Any]:
     except OSError as e:
         facts["cmdline"] = f"error {e}"
     return facts
+
+
+def boot_scenarios(
+    module: str,
+    function: str,
+    *,
+    timeout: float,
+    names_env: str | None = None,
+    libreswan: bool = True,
+    certutil: bool = False,
+    tier: str = "interop tier",
+) -> dict[str, Any]:
+    """The host side of one UML boot running a scenario catalogue: skip (naming what is
+    missing) without the peers it needs, boot, run `module.function(names, logs)` in the
+    guest and return its result. `names_env`: an environment variable holding a
+    comma-separated subset of scenarios, for debugging. $IKEPRIV_UML_LOGS keeps the logs."""
+    import pytest  # the guest imports this module too, and has no use for pytest
+
+    missing = uml.missing_prerequisites()
+    if not os.access(CHARON, os.X_OK) or shutil.which("swanctl") is None:
+        missing.append("strongSwan (strongswan-charon, strongswan-swanctl)")
+    if libreswan and not (LSW_ROOT / "usr/libexec/ipsec/pluto").exists():
+        missing.append(f"libreswan in {LSW_ROOT} (scripts/install-libreswan.sh)")
+    if certutil and shutil.which("certutil") is None:
+        missing.append("certutil (libnss3-tools)")
+    if missing:
+        pytest.skip(f"{tier} needs: {', '.join(missing)}")
+    logs = os.environ.get("IKEPRIV_UML_LOGS")
+    if logs:
+        Path(logs).mkdir(parents=True, exist_ok=True)
+    names = os.environ.get(names_env) if names_env else None
+    subset = names.split(",") if names else None
+    rw_dirs = [Path(logs)] if logs else []
+    value, run = uml.run_function(module, function, subset, logs, timeout=timeout, rw_dirs=rw_dirs)
+    assert run.rc == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert isinstance(value, dict)
+    print(f"\nguest: kernel {value['kernel']}, all scenarios {value['guest_s']}s")
+    return value
