@@ -75,7 +75,7 @@ CONTRACT = {
     Direction.PARENT_TO_CHILD: {
         "Hello", "ConfigBegin", "ConfigPhase1", "ConfigPhase2", "ConfigEnd", "DatagramIn",
         "InitiateCommand", "ResumeCommand", "RemoveCommand", "ListCommand", "SkeyidReply",
-        "NonceReply",
+        "NonceReply", "ConfigCredential",
         "SignatureReply",
         "SpiReply", "ResultReply", "KernelAcquire", "KernelExpire", "Shutdown",
     },
@@ -186,7 +186,7 @@ def test_wire_format_is_pinned() -> None:
     dpd = bytearray()
     m.DpdSettings(True, 30, 120, m.DpdAction.RESTART)._write(dpd)
     assert dpd.hex() == "01" "001e" "0078" "02"  # fmt: skip
-    assert encode(m.Hello(m.PROTOCOL_VERSION)).hex() == "0101" "0006"  # fmt: skip
+    assert encode(m.Hello(m.PROTOCOL_VERSION)).hex() == "0101" "0007"  # fmt: skip
     # counters: a 1-byte count (bound 64), then per counter a 1-byte name length (bound 48),
     # the name, a u64 value; Response carries them last, after `more`
     # version 5: then the per-definition tally, a 2-byte count (bound 1024), per entry the
@@ -218,7 +218,10 @@ def test_wire_format_is_pinned() -> None:
     pair = bytearray()
     m.ResumedPair(3, ProtocolId.IPSEC_ESP, 0x1234, 0x5678)._write(pair)
     assert pair.hex() == "00000003" "03" "00001234" "00005678"  # fmt: skip
-    assert m.PROTOCOL_VERSION == 6
+    # version 7: a credential file: generation, definition, kind, index, 2-byte length, bytes
+    cred = m.ConfigCredential(1, 2, m.CredentialKind.CRL, 0, b"\x30\x00")
+    assert encode(cred).hex() == "0106" "00000001" "00000002" "03" "00" "0002" "3000"  # fmt: skip
+    assert m.PROTOCOL_VERSION == 7
 
 
 def test_resume_command_carries_the_recorded_pairs() -> None:

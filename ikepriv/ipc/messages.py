@@ -52,7 +52,7 @@ from ikepriv.isakmp.constants import (
     ProtocolId,
 )
 
-PROTOCOL_VERSION = 6
+PROTOCOL_VERSION = 7
 """Bumped on any change to the catalogue; Hello/Ready and ControlHello carry it.
 2: DpdSettings.action; Stats, StatsRequest and Response.counters (still 2: nothing with
 version 2 was deployed before them).
@@ -61,7 +61,11 @@ PolicyAdd and PolicyDelete.
 4: our phase 1 nonce comes from the parent (NonceRequest/NonceReply, SkeyidRequest.nonce_id,
 SkeyidReply.nonce): SKEYID is never computed over an input the child fully chooses.
 5: Stats.definitions and Response.definitions (DefinitionCounts: rekeys and DPD failures
-per tunnel definition)."""
+per tunnel definition).
+7: certificate authentication: Phase1Def.send_cert, ConfigCredential (the raw bytes of our
+certificate chain, trust anchors and CRLs, parsed only by the child), ConfigEnd.credential_count,
+SignatureRequest/SignatureReply (the parent computes HASH_I/HASH_R itself over our configured
+identity and signs it), TunnelRow.peer_cert_subject/peer_cert_issuer."""
 
 # Bounds (one place, so the vetting code and the tests can refer to them).
 MAX_DATAGRAM = 65535
@@ -77,7 +81,12 @@ MAX_ROWS = 4096
 MAX_TEXT = 255
 MAX_LOG_TEXT = 1024
 MAX_ID_DATA = 1024
-MAX_SIGNATURE = 1024
+MAX_SIGNATURE = 1024  # RSA-8192
+MAX_CREDENTIAL = 60000  # one certificate/CA/CRL file as read from disk (PEM or DER)
+MAX_CREDENTIALS = 16  # per kind per definition: chain certificates, trust anchors, CRLs
+MAX_DH_PUBLIC = 1024  # g^x of MODP-8192
+MAX_SA_BODY = 8192  # SAi_b, the initiator's SA payload body, as hashed
+MAX_DN_TEXT = 1024  # a certificate subject or issuer in RFC 4514 form, for listings
 MAX_LIST_ITEMS = 256
 MIN_SKEYID = 16  # HMAC-MD5 output; shorter cannot be a real prf output
 MIN_INBOUND_SPI = 256  # RFC 4303: SPIs 1..255 are reserved
@@ -302,6 +311,33 @@ class DpdAction(IntEnum):
     RESTART = 2
 
 
+class SendCert(IntEnum):
+    """When we send our certificate chain in CERT payloads (strongSwan's send_cert)."""
+
+    NEVER = 0
+    IF_ASKED = 1  # only after the peer sent a CR (strongSwan's default)
+    ALWAYS = 2
+
+
+class CredentialKind(IntEnum):
+    """What a ConfigCredential carries; each is the file as read from disk."""
+
+    OWN_CERT = 1  # our certificate file: end entity first, then intermediates (PEM or DER)
+    TRUST_ANCHOR = 2  # one CA file of the definition's `ca` list
+    CRL = 3  # one CRL file of the definition's `crl` list
+
+
+SIGNATURE_METHODS = frozenset(
+    {
+        AuthMethod.RSA_SIGNATURES,
+        AuthMethod.ECDSA_SHA256_P256,
+        AuthMethod.ECDSA_SHA384_P384,
+        AuthMethod.ECDSA_SHA512_P521,
+    }
+)
+"""Authentication methods where the parent signs and the child verifies certificates."""
+
+
 @struct
 @dataclass(frozen=True, slots=True)
 class DpdSettings(Struct):
@@ -339,6 +375,7 @@ class Phase1Def(Struct):
     # seconds before expiry to start rekeying (the definition's rekey_margin); 0: the
     # negotiator's default
     rekey_margin: Seconds = 0
+    send_cert: Annotated[SendCert, EnumOf(SendCert)] = SendCert.IF_ASKED  # signatures only
 
     def check(self) -> None:
         if self.remote_addr is not None:
@@ -597,6 +634,9 @@ class TunnelRow(Struct):
     # its subnets comma-separated; "" unknown or phase 1
     local_selector: Text = ""
     remote_selector: Text = ""
+    # phase 1 with signature authentication: the peer's end-entity certificate (RFC 4514)
+    peer_cert_subject: Annotated[str, Str(MAX_DN_TEXT)] = ""
+    peer_cert_issuer: Annotated[str, Str(MAX_DN_TEXT)] = ""
 
 
 # ---------------------------------------------------------------------------------------
@@ -640,6 +680,23 @@ class ConfigPhase2(Message):
     definition: Phase2Def
 
 
+@message(0x0106, _P2C)
+@dataclass(frozen=True, slots=True)
+class ConfigCredential(Message):
+    """One certificate, CA or CRL file of a signature definition, as the parent read it.
+
+    The parent does not parse it (certificates are the child's job, in the sandbox); it only
+    reads root-owned files the operator named. Comes after the definition's ConfigPhase1;
+    `index` orders the files of one kind (the chain file first).
+    """
+
+    generation: Generation
+    phase1_number: DefNumber
+    kind: Annotated[CredentialKind, EnumOf(CredentialKind)]
+    index: Annotated[int, UInt(1, hi=MAX_CREDENTIALS - 1)]
+    blob: Annotated[bytes, Bytes(1, MAX_CREDENTIAL)]
+
+
 @message(0x0105, _P2C)
 @dataclass(frozen=True, slots=True)
 class ConfigEnd(Message):
@@ -648,6 +705,7 @@ class ConfigEnd(Message):
     generation: Generation
     phase1_count: Count
     phase2_count: Count
+    credential_count: Count = 0
 
 
 @message(0x0110, _P2C)
@@ -764,7 +822,8 @@ class SkeyidReply(Message):
 @message(0x0131, _P2C)
 @dataclass(frozen=True, slots=True)
 class SignatureReply(Message):
-    """Placeholder for signature authentication: the parent's signature over HASH_I/R."""
+    """The signature over the HASH_I/HASH_R the parent computed for a SignatureRequest (RSA:
+    PKCS#1 v1.5 without DigestInfo; ECDSA: r | s, RFC 4754), or why it refused."""
 
     request_id: RequestId
     error: Error
@@ -911,11 +970,28 @@ class SkeyidRequest(Message):
 @message(0x0221, _C2P)
 @dataclass(frozen=True, slots=True)
 class SignatureRequest(Message):
-    """Placeholder: sign HASH_I/HASH_R with the tunnel's private key. Parent vets the tunnel."""
+    """Ask for our signature in a phase 1 with signature authentication.
+
+    Not an oracle: the parent computes the hash itself, initiator
+    HASH_I = prf(SKEYID, g^xi | g^xr | CKY-I | CKY-R | SAi_b | IDii_b), responder
+    HASH_R = prf(SKEYID, g^xr | g^xi | CKY-R | CKY-I | SAi_b | IDir_b), with ID_b the
+    definition's configured local identity (never the child's), and signs that. Parent vets:
+    the definition exists and uses a signature method, `peer` is its peer (or it is %any) and
+    has sent us a datagram recently, prf is one of its proposals' hashes, the public values
+    have the length of one of its groups, and the definition's signature rate bucket has room.
+    """
 
     request_id: RequestId
     phase1_number: DefNumber
-    digest: Annotated[bytes, Bytes(16, MAX_KEY)]
+    peer: IpAddr
+    prf: Annotated[IkeHash, EnumOf(IkeHash)]
+    initiator: bool  # True: HASH_I (we initiated this phase 1); False: HASH_R
+    skeyid: Annotated[bytes, Bytes(MIN_SKEYID, MAX_KEY)]
+    g_xi: Annotated[bytes, Bytes(1, MAX_DH_PUBLIC)]
+    g_xr: Annotated[bytes, Bytes(1, MAX_DH_PUBLIC)]
+    icookie: Annotated[bytes, Fixed(8)]
+    rcookie: Annotated[bytes, Fixed(8)]
+    sa_i_body: Annotated[bytes, Bytes(1, MAX_SA_BODY)]
 
 
 @message(0x0223, _C2P)
