@@ -327,17 +327,6 @@ class CredentialKind(IntEnum):
     CRL = 3  # one CRL file of the definition's `crl` list
 
 
-SIGNATURE_METHODS = frozenset(
-    {
-        AuthMethod.RSA_SIGNATURES,
-        AuthMethod.ECDSA_SHA256_P256,
-        AuthMethod.ECDSA_SHA384_P384,
-        AuthMethod.ECDSA_SHA512_P521,
-    }
-)
-"""Authentication methods where the parent signs and the child verifies certificates."""
-
-
 @struct
 @dataclass(frozen=True, slots=True)
 class DpdSettings(Struct):

@@ -163,6 +163,18 @@ class AuthMethod(IntEnum):
     XAUTH_RESP_RSA = 65006
 
 
+SIGNATURE_METHODS = frozenset(
+    {
+        AuthMethod.RSA_SIGNATURES,
+        AuthMethod.ECDSA_SHA256_P256,
+        AuthMethod.ECDSA_SHA384_P384,
+        AuthMethod.ECDSA_SHA512_P521,
+    }
+)
+"""Methods where the parent signs and the child verifies the peer's certificate
+(crypto/signatures.py has how each signs)."""
+
+
 class GroupId(IntEnum):
     MODP_768 = 1
     MODP_1024 = 2

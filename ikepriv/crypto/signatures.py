@@ -1,0 +1,119 @@
+"""Phase 1 signatures (RFC 2409 5.1, RFC 4754): what is signed and how, one table per method.
+
+IKEv1 signs HASH_I/HASH_R, the prf output itself. RSA (method 3) uses PKCS#1 v1.5 type 1
+padding *without* a DigestInfo (what strongSwan calls SIGN_RSA_EMSA_PKCS1_NULL and libreswan
+and racoon do too). ECDSA (methods 9-11, RFC 4754) hashes HASH_I/HASH_R once more with the
+method's SHA-2 and sends r | s, each as long as the curve's order, not DER.
+
+The same functions serve the parent (signing: it holds the private keys) and the child
+(verifying the peer's signature with the public key from its certificate), so both agree on
+the encoding by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    NoDigestInfo,
+    decode_dss_signature,
+    encode_dss_signature,
+)
+
+from ikepriv.crypto.prf import digests_equal
+from ikepriv.isakmp.constants import AuthMethod
+
+MIN_RSA_BITS: Final = 2048
+"""RSA keys below this are refused (ours by ikedb and the parent, the peer's by the child)."""
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+
+
+@dataclass(frozen=True)
+class _Ecdsa:
+    curve: type[ec.EllipticCurve]
+    hash: type[hashes.HashAlgorithm]
+    size: int  # bytes of r and of s
+
+
+_ECDSA: Final[dict[AuthMethod, _Ecdsa]] = {
+    AuthMethod.ECDSA_SHA256_P256: _Ecdsa(ec.SECP256R1, hashes.SHA256, 32),
+    AuthMethod.ECDSA_SHA384_P384: _Ecdsa(ec.SECP384R1, hashes.SHA384, 48),
+    AuthMethod.ECDSA_SHA512_P521: _Ecdsa(ec.SECP521R1, hashes.SHA512, 66),
+}
+
+
+class KeyMismatch(ValueError):
+    """The key cannot serve the method (wrong type, wrong curve, RSA too short)."""
+
+
+def key_problem(method: AuthMethod, key: PrivateKey | PublicKey) -> str | None:
+    """Why `key` cannot sign or verify for `method`, or None when it can."""
+    if method is AuthMethod.RSA_SIGNATURES:
+        if not isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
+            return "rsa-sig needs an RSA key"
+        if key.key_size < MIN_RSA_BITS:
+            return f"RSA key of {key.key_size} bits (at least {MIN_RSA_BITS} are needed)"
+        return None
+    spec = _ECDSA.get(method)
+    if spec is None:
+        return f"{method.name} is not a signature method"
+    if not isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
+        return "ecdsa-sig needs an EC key"
+    if not isinstance(key.curve, spec.curve):
+        return f"{key.curve.name} key, {method.name} needs {spec.curve.name}"
+    return None
+
+
+def method_for_key(key: PrivateKey | PublicKey) -> AuthMethod:
+    """The one signature method a key can serve (RSA: 3; EC: by its curve)."""
+    if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
+        method = AuthMethod.RSA_SIGNATURES
+    else:
+        found = [m for m, spec in _ECDSA.items() if isinstance(key.curve, spec.curve)]
+        if not found:
+            raise KeyMismatch(f"{key.curve.name} is not one of P-256, P-384, P-521")
+        method = found[0]
+    problem = key_problem(method, key)
+    if problem is not None:
+        raise KeyMismatch(problem)
+    return method
+
+
+def sign(method: AuthMethod, key: PrivateKey, auth_hash: bytes) -> bytes:
+    """Our SIG payload data over HASH_I/HASH_R."""
+    problem = key_problem(method, key)
+    if problem is not None:
+        raise KeyMismatch(problem)
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(auth_hash, padding.PKCS1v15(), NoDigestInfo())
+    spec = _ECDSA[method]
+    r, s = decode_dss_signature(key.sign(auth_hash, ec.ECDSA(spec.hash())))
+    return r.to_bytes(spec.size, "big") + s.to_bytes(spec.size, "big")
+
+
+def verify(method: AuthMethod, key: PublicKey, auth_hash: bytes, signature: bytes) -> bool:
+    """Whether the peer's SIG payload data is its signature over HASH_I/HASH_R."""
+    if key_problem(method, key) is not None:
+        return False
+    try:
+        if isinstance(key, rsa.RSAPublicKey):
+            if len(signature) != (key.key_size + 7) // 8:
+                return False
+            # recover, then compare in constant time: verify() takes no NoDigestInfo
+            recovered = key.recover_data_from_signature(signature, padding.PKCS1v15(), None)
+            return digests_equal(auth_hash, recovered)
+        spec = _ECDSA[method]
+        if len(signature) != 2 * spec.size:
+            return False
+        r = int.from_bytes(signature[: spec.size], "big")
+        s = int.from_bytes(signature[spec.size :], "big")
+        key.verify(encode_dss_signature(r, s), auth_hash, ec.ECDSA(spec.hash()))
+        return True
+    except InvalidSignature:
+        return False
