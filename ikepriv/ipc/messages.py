@@ -62,7 +62,8 @@ PolicyAdd and PolicyDelete.
 SkeyidReply.nonce): SKEYID is never computed over an input the child fully chooses.
 5: Stats.definitions and Response.definitions (DefinitionCounts: rekeys and DPD failures
 per tunnel definition).
-7: certificate authentication: Phase1Def.send_cert, ConfigCredential (the raw bytes of our
+7: certificate authentication and IKE fragmentation: Phase1Def.send_cert, .fragmentation,
+.fragment_size, ConfigCredential (the raw bytes of our
 certificate chain, trust anchors and CRLs, parsed only by the child), ConfigEnd.credential_count,
 SignatureRequest/SignatureReply (the parent computes HASH_I/HASH_R itself over our configured
 identity and signs it), TunnelRow.peer_cert_subject/peer_cert_issuer."""
@@ -319,6 +320,15 @@ class SendCert(IntEnum):
     ALWAYS = 2
 
 
+class Fragmentation(IntEnum):
+    """IKE fragmentation (the Cisco/Microsoft IKEv1 scheme; strongSwan's `fragmentation`)."""
+
+    NO = 0  # neither announce nor accept fragments
+    ACCEPT = 1  # announce the vendor ID and reassemble; never send fragments
+    YES = 2  # as ACCEPT, and fragment our messages over fragment_size once the peer announced it
+    FORCE = 3  # as YES, and fragment our first messages before knowing the peer supports it
+
+
 class CredentialKind(IntEnum):
     """What a ConfigCredential carries; each is the file as read from disk."""
 
@@ -365,6 +375,9 @@ class Phase1Def(Struct):
     # negotiator's default
     rekey_margin: Seconds = 0
     send_cert: Annotated[SendCert, EnumOf(SendCert)] = SendCert.IF_ASKED  # signatures only
+    fragmentation: Annotated[Fragmentation, EnumOf(Fragmentation)] = Fragmentation.YES
+    # largest IKE datagram we send unfragmented once fragmentation is agreed (576..65535)
+    fragment_size: Annotated[int, UInt(2, lo=576)] = 1280
 
     def check(self) -> None:
         if self.remote_addr is not None:
