@@ -1125,6 +1125,10 @@ class StateReport(Message):
     expires_at: Annotated[int, UInt(8)]  # unix time, 0 unknown
     spi_in: Spi  # 0 for phase 1
     spi_out: Spi
+    # phase 1 with signature authentication: the peer's validated end-entity certificate
+    # (RFC 4514), for TunnelRow.peer_cert_subject / peer_cert_issuer
+    peer_cert_subject: Annotated[str, Str(MAX_DN_TEXT)] = ""
+    peer_cert_issuer: Annotated[str, Str(MAX_DN_TEXT)] = ""
 
 
 @message(0x0241, _C2P)

@@ -220,6 +220,7 @@ class Commands:
             else 0,
             spi_in=r.spi_in, spi_out=r.spi_out, bytes=0, packets=0,
             phase1_number=r.phase1_tunnel_id,
+            peer_cert_subject=r.peer_cert_subject, peer_cert_issuer=r.peer_cert_issuer,
             **(self._selectors(r.number, r.spi_out) if r.phase is Phase.PHASE2 else {}),
         )  # fmt: skip
 

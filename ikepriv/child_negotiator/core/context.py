@@ -14,9 +14,10 @@ is up (`isakmp_established`), DPD that a phase 1 must start again (`start_phase1
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from ikepriv.child_negotiator.core.certificates import Credentials
 from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot
 from ikepriv.child_negotiator.core.cookies import CookieJar
 from ikepriv.child_negotiator.core.datagram import Inbound, IPAddress
@@ -74,6 +75,7 @@ class Services(Protocol):
     def new_reqid(self) -> int: ...
     def new_message_id(self, sa: IsakmpSa) -> int: ...
     def wall(self, seconds_from_now: float) -> int: ...
+    def wall_time(self) -> float: ...  # unix time: certificate validity
     def transmit(
         self, sa: IsakmpSa, flight: Flight, datagrams: tuple[bytes, ...], *, retransmit: bool
     ) -> None: ...
@@ -105,6 +107,11 @@ class Tables(Protocol):
     deadlines: DeadlineIndex
     pending_phase2: dict[int, list[int]]  # phase 1 number -> phase 2 numbers
     restarts: dict[int, Restart]  # phase 1 number -> restart after DPD
+    credentials: Mapping[int, Credentials]  # usable signature definitions, parsed
+
+    def responder_definitions(
+        self, exchange: ExchangeType, local: IPAddress, peer: IPAddress
+    ) -> tuple[Phase1Def, ...]: ...
 
     def responder_definition(
         self, exchange: ExchangeType, local: IPAddress, peer: IPAddress

@@ -26,6 +26,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ikepriv.child_negotiator.core import dpd, informational_send, install, rekey, timers
+from ikepriv.child_negotiator.core.certificates import (
+    CredentialError,
+    Credentials,
+    load_credentials,
+)
 from ikepriv.child_negotiator.core.config_snapshot import (
     ConfigSnapshot,
     SnapshotBuilder,
@@ -69,6 +74,7 @@ from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.messages import (
     PROTOCOL_VERSION,
     ConfigBegin,
+    ConfigCredential,
     ConfigEnd,
     ConfigPhase1,
     ConfigPhase2,
@@ -104,6 +110,7 @@ from ikepriv.ipc.schema import Message as IpcMessage
 from ikepriv.isakmp import IsakmpError, NotifyPayload, build_message, decode_message, encode_message
 from ikepriv.isakmp.constants import (
     IKE_PORT,
+    SIGNATURE_METHODS,
     AuthMethod,
     ExchangeType,
     NotifyType,
@@ -134,13 +141,18 @@ PHASE1_STARTERS: dict[ExchangeType, Callable[[Negotiator, Inbound], None]] = {
     ExchangeType.AGGRESSIVE: phase1_aggressive.on_first_message,
 }
 # Starting phase 1 as initiator, by (mode, auth method) of the definition.
-# (local, remote, natt): where the exchange starts.
+# (local, remote, natt): where the exchange starts. The exchange modules branch on the
+# method inside (exchanges/signature.py holds what signatures change).
 PHASE1_INITIATORS: dict[
     tuple[ExchangeType, AuthMethod],
     Callable[[Negotiator, Phase1Def, Endpoint, Endpoint, bool], IsakmpSa | None],
 ] = {
-    (ExchangeType.IDENTITY_PROTECTION, AuthMethod.PRE_SHARED_KEY): phase1_main.initiate,
-    (ExchangeType.AGGRESSIVE, AuthMethod.PRE_SHARED_KEY): phase1_aggressive.initiate,
+    (mode, method): start
+    for mode, start in (
+        (ExchangeType.IDENTITY_PROTECTION, phase1_main.initiate),
+        (ExchangeType.AGGRESSIVE, phase1_aggressive.initiate),
+    )
+    for method in (AuthMethod.PRE_SHARED_KEY, *sorted(SIGNATURE_METHODS))
 }
 
 
@@ -160,6 +172,7 @@ class Negotiator:
         settings: Settings | None = None,
         hooks: Hooks | None = None,
         wall_clock_offset: float = 0.0,
+        wall_clock: Callable[[], float] | None = None,
     ) -> None:
         self.config = config if config is not None else ConfigSnapshot()
         self.now = now
@@ -193,6 +206,11 @@ class Negotiator:
             s.retransmit_base, s.retransmit_factor, s.retransmit_max_interval, s.retransmit_tries
         )
         self.wall_clock_offset = wall_clock_offset
+        # unix time for certificate validity; without one, the monotonic clock plus the
+        # offset (the process passes time.time; a deterministic run passes its own)
+        self._wall_clock = wall_clock
+        # parsed credentials of the signature definitions that can be used
+        self.credentials: Mapping[int, Credentials] = {}
         self.policy_sets: dict[tuple[int, TrafficSelector], PolicySet] = {}
         self.deadlines = DeadlineIndex()
         # a fresh child must not reuse reqids of SAs a previous child left in the kernel
@@ -222,10 +240,12 @@ class Negotiator:
             ConfigBegin: self._on_config_begin,
             ConfigPhase1: self._on_config_item,
             ConfigPhase2: self._on_config_item,
+            ConfigCredential: self._on_config_item,
             ConfigEnd: self._on_config_end,
             Hello: self._on_hello,
             Shutdown: self._on_shutdown,
         }
+        self._load_credentials()  # a snapshot given at construction (tests, fuzzers)
 
     # ------------------------------------------------------------------ entry points
 
@@ -391,6 +411,12 @@ class Negotiator:
     def wall(self, seconds_from_now: float) -> int:
         return max(0, int(self.now + self.wall_clock_offset + seconds_from_now))
 
+    def wall_time(self) -> float:
+        """Unix time now (certificate validity, CRL freshness)."""
+        if self._wall_clock is not None:
+            return self._wall_clock()
+        return self.now + self.wall_clock_offset
+
     # ------------------------------------------------------------------ datagrams
 
     def _on_datagram(self, msg: DatagramIn) -> None:
@@ -463,18 +489,28 @@ class Negotiator:
     ) -> Phase1Def | None:
         """The definition for a peer that starts phase 1: an exact remote address beats a
         wildcard one; then the lowest number. The parent picks the PSK the same way."""
+        found = self.responder_definitions(exchange, local, peer)
+        return found[0] if found else None
+
+    def responder_definitions(
+        self, exchange: ExchangeType, local: IPAddress, peer: IPAddress
+    ) -> tuple[Phase1Def, ...]:
+        """Every definition that may answer this peer, best first (exact remote address,
+        then wildcard; then by number). Signature definitions whose files did not load are
+        left out: they cannot authenticate anyone."""
         exact: list[Phase1Def] = []
         wild: list[Phase1Def] = []
         for number in sorted(self.config.phase1):
             d = self.config.phase1[number]
             if d.mode != exchange or d.local_addr != local:
                 continue
+            if d.auth_method in SIGNATURE_METHODS and d.number not in self.credentials:
+                continue
             if d.remote_addr == peer:
                 exact.append(d)
             elif d.remote_addr is None and d.local_addr.version == peer.version:
                 wild.append(d)
-        found = exact or wild
-        return found[0] if found else None
+        return (*exact, *wild)
 
     def add_isakmp(self, sa: IsakmpSa) -> None:
         """A new phase 1 exchange: ours counts in our own table (start_phase1 checked the
@@ -589,6 +625,8 @@ class Negotiator:
             else 0,
             spi_in=0,
             spi_out=0,
+            peer_cert_subject=sa.peer_cert_subject,
+            peer_cert_issuer=sa.peer_cert_issuer,
         )
 
     def flight_timer(self, flight: Flight) -> bool:
@@ -668,6 +706,9 @@ class Negotiator:
             self.log(
                 LogLevel.ERR, f"phase 1 {d.name}: {d.mode.name}/{d.auth_method.name} not supported"
             )
+            return None
+        if d.auth_method in SIGNATURE_METHODS and d.number not in self.credentials:
+            self.log(LogLevel.ERR, f"phase 1 {d.name}: its certificate files are not usable")
             return None
         if not self.half_open_own.admit(peer):  # ours only: responders never block this
             self.counters.dropped_half_open += 1
@@ -808,7 +849,7 @@ class Negotiator:
     def _on_config_begin(self, msg: ConfigBegin) -> None:
         self._builder = SnapshotBuilder(msg)
 
-    def _on_config_item(self, msg: ConfigPhase1 | ConfigPhase2) -> None:
+    def _on_config_item(self, msg: ConfigPhase1 | ConfigPhase2 | ConfigCredential) -> None:
         if self._builder is None:
             self.log(LogLevel.ERR, "configuration item outside ConfigBegin/ConfigEnd")
             return
@@ -825,7 +866,22 @@ class Negotiator:
         try:
             self.config = self._builder.finish(msg)
             self.tally.forget_except(self.config.phase1, self.config.phase2)
+            self._load_credentials()
             self.log(LogLevel.INFO, f"configuration generation {msg.generation} loaded")
         except SnapshotError as exc:
             self.log(LogLevel.ERR, f"configuration refused: {exc}")
         self._builder = None
+
+    def _load_credentials(self) -> None:
+        """Parse the certificate, CA and CRL files of every signature definition; one that
+        does not parse is left out (logged), the others keep working."""
+        loaded: dict[int, Credentials] = {}
+        for number, d in sorted(self.config.phase1.items()):
+            if d.auth_method not in SIGNATURE_METHODS:
+                continue
+            try:
+                blobs = self.config.credentials.get(number, {})
+                loaded[number] = load_credentials(blobs)
+            except CredentialError as exc:
+                self.log(LogLevel.ERR, f"phase 1 {d.name}: unusable, {exc}")
+        self.credentials = loaded

@@ -67,6 +67,8 @@ class IsakmpSa:
     iv: IvChain | None = None
     # result
     peer_id: IdPayload | None = None
+    peer_cert_subject: str = ""  # signature authentication: the peer's certificate
+    peer_cert_issuer: str = ""
     lifetime: int = 0
     established_at: float = 0.0
     exchanges: dict[int, QuickExchange] = field(default_factory=dict)

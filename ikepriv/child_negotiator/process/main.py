@@ -74,6 +74,7 @@ async def _main(prepared: sandbox.Prepared, keylog: bool) -> None:
         secrets.token_bytes,
         settings=Settings(keylog=keylog),
         wall_clock_offset=time.time() - now,
+        wall_clock=time.time,  # certificate validity: the real date, not the monotonic one
     )
     await serve(sock, core)
 
