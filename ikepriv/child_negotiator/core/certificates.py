@@ -303,8 +303,7 @@ def _revocation(
                 continue
             if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
                 return Refused(
-                    f"certificate revoked ({display(cert.subject)}, "
-                    f"serial {cert.serial_number:x})"
+                    f"certificate revoked ({display(cert.subject)}, serial {cert.serial_number:x})"
                 )
             next_update = crl.next_update_utc
             if next_update is not None and next_update < when:
