@@ -1,4 +1,4 @@
-"""Aggressive Mode (RFC 2409 5) with pre-shared keys, both roles.
+"""Aggressive Mode (RFC 2409 5) with pre-shared keys or signatures, both roles.
 
     Initiator                               Responder
     (NonceRequest: Ni is the parent's)
@@ -23,6 +23,13 @@ SKEYID work an AM1 costs before any proof is rationed per source, prefix and def
 (Settings.am_budget_*). AM3 is never
 resent on a timer: a lost AM3 shows as a repeated AM2, answered from memory. What Main
 Mode does the same way lives in phase1.py.
+
+With signatures (exchanges/signature.py): AM1 and AM2 add a CR per trust anchor, SKEYID is
+computed here (the responder's Nr is its own), AM2 and AM3 carry [CERT...] and SIG instead
+of HASH, and our SIG comes from the parent (SignatureRequest): the responder's before AM2
+(within the same per-source and per-definition ration as the PSK SKEYID request), the
+initiator's once AM2 authenticated the responder. The responder picks the definition by
+IDii among those whose method the offer names.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from dataclasses import dataclass
 
 from ikepriv.child_negotiator.core.context import Core
 from ikepriv.child_negotiator.core.datagram import Inbound, IPAddress
-from ikepriv.child_negotiator.core.exchanges import phase1
+from ikepriv.child_negotiator.core.exchanges import phase1, signature
 from ikepriv.child_negotiator.core.exchanges.phase1 import notify, plain, single
 from ikepriv.child_negotiator.core.identities import phase1_id, phase1_id_matches
 from ikepriv.child_negotiator.core.offers import parse_ike_transform, select_ike
@@ -42,6 +49,7 @@ from ikepriv.crypto import dh
 from ikepriv.crypto.prf import digests_equal
 from ikepriv.ipc.messages import Endpoint, LogLevel, Phase1Def
 from ikepriv.isakmp import (
+    CertRequestPayload,
     HashPayload,
     IdPayload,
     KePayload,
@@ -50,9 +58,10 @@ from ikepriv.isakmp import (
     Payload,
     Proposal,
     SAPayload,
+    SigPayload,
     VendorIdPayload,
 )
-from ikepriv.isakmp.constants import AuthMethod, ExchangeType, NotifyType
+from ikepriv.isakmp.constants import SIGNATURE_METHODS, AuthMethod, ExchangeType, NotifyType
 
 AM = ExchangeType.AGGRESSIVE
 EXTENSION = "aggressive"
@@ -67,6 +76,7 @@ class AmState:
     peer_hash: bytes = b""  # initiator: HASH_R of AM2, checked once SKEYID is back
     reply_proposal: Proposal | None = None  # responder: the offered proposal, one transform
     am1_sa: SAPayload | None = None  # initiator: our offer, until the parent's Ni is here
+    peer_payloads: tuple[Payload, ...] = ()  # signatures: AM2 (CERT, SIG), checked later
 
 
 def _state(sa: IsakmpSa) -> AmState:
@@ -108,6 +118,8 @@ def _send_am1(core: Core, sa: IsakmpSa) -> None:
     st = _state(sa)
     assert st.am1_sa is not None
     out: list[Payload] = [st.am1_sa, KePayload(sa.g_xi), NoncePayload(sa.ni), st.my_id]
+    if signature.uses_signatures(sa.definition):
+        out += signature.cert_requests(core, (sa.definition,))
     out += phase1.our_vendor_ids(core, sa)
     st.am1_sa = None
     transition(sa, P1State.I_AM1_SENT)
@@ -119,13 +131,15 @@ def _on_am2(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
     sa_reply = single(payloads, SAPayload)
     ke, nonce = single(payloads, KePayload), single(payloads, NoncePayload)
     idp, hp = single(payloads, IdPayload), single(payloads, HashPayload)
+    signed = signature.uses_signatures(sa.definition)
+    auth = single(payloads, SigPayload if signed else HashPayload)
     if (
         inb.message.encrypted
         or not isinstance(sa_reply, SAPayload)
         or not isinstance(ke, KePayload)
         or not isinstance(nonce, NoncePayload)
         or not isinstance(idp, IdPayload)
-        or not isinstance(hp, HashPayload)
+        or auth is None
     ):
         core.counters.dropped_unexpected += 1
         return
@@ -144,11 +158,41 @@ def _on_am2(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
     sa.choice = choice
     sa.peer_vendor_ids = phase1.peer_vendor_ids(payloads)
     st = _state(sa)
-    st.peer_id, st.peer_hash = idp, hp.data
+    st.peer_id = idp
     sa.flight.accepted(inb.digest)  # AM2 arrived: AM1 needs no more resending
     core.hooks.on_ke_payloads(sa, payloads, inb)
     transition(sa, P1State.I_AM_SKEYID_WAIT)
+    if signed:
+        st.peer_payloads = payloads
+        signature.note_requests(sa, payloads)
+        signature.local_skeyid(core, sa)
+        _check_responder_signed(core, sa)
+        return
+    assert isinstance(hp, HashPayload)
+    st.peer_hash = hp.data
     phase1.ask_skeyid(core, sa, P1State.I_AM_SKEYID_WAIT, _finish_initiator)
+
+
+def _check_responder_signed(core: Core, sa: IsakmpSa) -> None:
+    """AM2 with signatures: authenticate the responder, then ask for our signature."""
+    st = _state(sa)
+    assert st.peer_id is not None
+    auth_hash = phase1.responder_hash(sa, st.peer_id.body)
+    if not signature.authenticate_peer(core, sa, st.peer_id, st.peer_payloads, auth_hash):
+        return
+    st.peer_payloads = ()
+    signature.ask_signature(core, sa, P1State.I_AM_SKEYID_WAIT, _send_am3_signed)
+
+
+def _send_am3_signed(core: Core, sa: IsakmpSa, sig: bytes) -> None:
+    st = _state(sa)
+    assert st.peer_id is not None
+    out: list[Payload] = [*signature.own_certs(core, sa), SigPayload(sig)]
+    out += core.hooks.ke_payloads(sa)
+    if not phase1.has_other_sa(core, sa):  # the same rule as Main Mode
+        out.append(NotifyPayload.initial_contact(sa.cookies))
+    core.transmit(sa, sa.flight, (seal(sa, AM, 0, out),), retransmit=False)
+    phase1.established(core, sa, st.peer_id)
 
 
 def _finish_initiator(core: Core, sa: IsakmpSa) -> None:
@@ -175,14 +219,19 @@ def _finish_initiator(core: Core, sa: IsakmpSa) -> None:
 
 
 def responder_definition(
-    core: Core, local: IPAddress, peer: IPAddress, idii: IdPayload
+    core: Core,
+    local: IPAddress,
+    peer: IPAddress,
+    idii: IdPayload,
+    methods: frozenset[AuthMethod] = frozenset(),
 ) -> Phase1Def | None:
-    """The Aggressive Mode PSK definition for this initiator: one naming its ID beats one
-    accepting any ID; then an exact peer address beats a wildcard one; then the lowest
-    number."""
+    """The Aggressive Mode definition for this initiator: a PSK one, or a signature one
+    whose method the offer names (`methods`) and whose files loaded; one naming its ID
+    beats one accepting any ID; then an exact peer address beats a wildcard one; then the
+    lowest number."""
     best: tuple[tuple[bool, bool, int], Phase1Def] | None = None
     for number, d in core.config.phase1.items():
-        if d.mode != AM or d.auth_method != AuthMethod.PRE_SHARED_KEY or d.local_addr != local:
+        if d.mode != AM or d.local_addr != local or not _may_answer(core, d, methods):
             continue
         if d.remote_addr is None:
             if d.local_addr.version != peer.version:
@@ -197,6 +246,12 @@ def responder_definition(
     return best[1] if best is not None else None
 
 
+def _may_answer(core: Core, d: Phase1Def, methods: frozenset[AuthMethod]) -> bool:
+    if d.auth_method == AuthMethod.PRE_SHARED_KEY:
+        return True
+    return d.auth_method in methods and d.number in core.credentials
+
+
 def _mixed_groups(offer: SAPayload) -> bool:
     groups = set()
     for proposal in offer.proposals:
@@ -208,6 +263,7 @@ def _mixed_groups(offer: SAPayload) -> bool:
 
 
 _AM1_KINDS = (SAPayload, KePayload, NoncePayload, IdPayload, VendorIdPayload)
+_AM1_SIGNED_KINDS = (*_AM1_KINDS, CertRequestPayload)  # an offer of signature methods
 
 
 def on_first_message(core: Core, inb: Inbound) -> None:
@@ -218,12 +274,14 @@ def on_first_message(core: Core, inb: Inbound) -> None:
     payloads = inb.message.payloads
     offer, ke = single(payloads, SAPayload), single(payloads, KePayload)
     nonce, idp = single(payloads, NoncePayload), single(payloads, IdPayload)
+    methods = signature.offered_methods(offer) if isinstance(offer, SAPayload) else frozenset()
+    kinds = _AM1_SIGNED_KINDS if methods & SIGNATURE_METHODS else _AM1_KINDS
     if (
         not isinstance(offer, SAPayload)
         or not isinstance(ke, KePayload)
         or not isinstance(nonce, NoncePayload)
         or not isinstance(idp, IdPayload)
-        or any(not isinstance(p, _AM1_KINDS) for p in payloads)
+        or any(not isinstance(p, kinds) for p in payloads)
     ):
         core.counters.dropped_unexpected += 1
         return
@@ -234,7 +292,7 @@ def on_first_message(core: Core, inb: Inbound) -> None:
     def refuse(notify_type: NotifyType) -> None:
         core.notify_clear(inb.local, inb.remote, inb.natt, header.icookie, rcookie, notify_type)
 
-    d = responder_definition(core, inb.local.addr, inb.remote.addr, idp)
+    d = responder_definition(core, inb.local.addr, inb.remote.addr, idp, methods)
     if d is None:
         core.counters.dropped_policy += 1
         core.log(LogLevel.NOTICE, f"Aggressive Mode from {inb.remote.addr}: unknown identity")
@@ -263,6 +321,12 @@ def on_first_message(core: Core, inb: Inbound) -> None:
     sa.extensions[EXTENSION] = AmState(phase1_id(d.local_id), idp, reply_proposal=proposal)
     core.add_isakmp(sa)
     sa.flight.accepted(inb.digest)
+    if signature.uses_signatures(d):
+        signature.note_requests(sa, payloads)
+        sa.nr = signature.responder_nonce(core)
+        signature.local_skeyid(core, sa)
+        signature.ask_signature(core, sa, P1State.R_AM_SKEYID_WAIT, _send_am2_signed)
+        return
     phase1.ask_skeyid(core, sa, P1State.R_AM_SKEYID_WAIT, _send_am2)
 
 
@@ -284,6 +348,25 @@ def _send_am2(core: Core, sa: IsakmpSa) -> None:
     core.transmit(sa, sa.flight, (plain(sa, out),), retransmit=True)
 
 
+def _send_am2_signed(core: Core, sa: IsakmpSa, sig: bytes) -> None:
+    st = _state(sa)
+    assert st.reply_proposal is not None
+    out: list[Payload] = [
+        SAPayload.ipsec([st.reply_proposal]),
+        KePayload(sa.g_xr),
+        NoncePayload(sa.nr),
+        st.my_id,
+        *signature.own_certs(core, sa),
+        *signature.cert_requests(core, (sa.definition,)),
+        *phase1.our_vendor_ids(core, sa),
+        *core.hooks.ke_payloads(sa),
+        SigPayload(sig),
+    ]
+    transition(sa, P1State.R_AM2_SENT)
+    # as _send_am2: resent once on the timer, answers a repeated AM1 a few times at most
+    core.transmit(sa, sa.flight, (plain(sa, out),), retransmit=True)
+
+
 def _on_am3(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
     st = _state(sa)
     assert sa.iv is not None and st.peer_id is not None
@@ -297,6 +380,9 @@ def _on_am3(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
             return
     else:
         payloads = inb.message.payloads
+    if signature.uses_signatures(sa.definition):
+        _on_am3_signed(core, sa, inb, payloads)
+        return
     hp = single(payloads, HashPayload)
     if not isinstance(hp, HashPayload):
         core.counters.dropped_malformed += 1
@@ -305,6 +391,20 @@ def _on_am3(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
         return
     if inb.message.encrypted:
         sa.iv.advance(0, inb.message.ciphertext)
+    sa.flight.accepted(inb.digest)
+    core.hooks.on_ke_payloads(sa, payloads, inb)
+    core.hooks.on_authenticated(sa, inb)  # AM3 is where a NAT-T peer moves to port 4500
+    phase1.established(core, sa, st.peer_id, payloads)
+
+
+def _on_am3_signed(core: Core, sa: IsakmpSa, inb: Inbound, payloads: tuple[Payload, ...]) -> None:
+    st = _state(sa)
+    assert sa.iv is not None and st.peer_id is not None
+    if inb.message.encrypted:
+        sa.iv.advance(0, inb.message.ciphertext)  # it decrypted: a refusal notify follows it
+    auth_hash = phase1.initiator_hash(sa, st.peer_id.body)
+    if not signature.authenticate_peer(core, sa, st.peer_id, payloads, auth_hash):
+        return
     sa.flight.accepted(inb.digest)
     core.hooks.on_ke_payloads(sa, payloads, inb)
     core.hooks.on_authenticated(sa, inb)  # AM3 is where a NAT-T peer moves to port 4500

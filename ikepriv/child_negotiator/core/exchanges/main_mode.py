@@ -1,4 +1,4 @@
-"""Main Mode (identity protection, RFC 2409 5) with pre-shared keys, both roles.
+"""Main Mode (identity protection, RFC 2409 5) with pre-shared keys or signatures, both roles.
 
     Initiator                          Responder
     MM1  SA, VID...              ->   (and a NonceRequest: Ni is the parent's)
@@ -18,13 +18,21 @@ cookie, nothing shows that MM1 came from its source address: the responder's sta
 cheap and evictable (engine.add_isakmp), and MM2 is sent once per MM1 received, a few
 times at most, never on a timer. MM4 is resent on a timer; MM6 only when MM5 comes again.
 What Aggressive Mode does the same way lives in phase1.py.
+
+With signatures (exchanges/signature.py) MM3 and MM4 add a CR per trust anchor, SKEYID is
+computed here (the responder's Nr is its own), MM5 and MM6 carry [CERT...] and SIG
+instead of HASH, and our SIG comes from the parent (SignatureRequest) after MM4 (initiator)
+or after the initiator is authenticated in MM5 (responder). A responder knows only from
+MM5's ID which definition (and so which trust anchors and certificate) applies: MM1 picks
+one of the definitions for that address whose method the offer names, MM4 asks for the
+CAs of all of them, MM5 settles on the one that names the peer's ID.
 """
 
 from __future__ import annotations
 
 from ikepriv.child_negotiator.core.context import Core
 from ikepriv.child_negotiator.core.datagram import Inbound
-from ikepriv.child_negotiator.core.exchanges import phase1
+from ikepriv.child_negotiator.core.exchanges import phase1, signature
 from ikepriv.child_negotiator.core.exchanges.phase1 import notify, plain, single
 from ikepriv.child_negotiator.core.identities import phase1_id, phase1_id_matches
 from ikepriv.child_negotiator.core.offers import select_ike
@@ -42,6 +50,7 @@ from ikepriv.isakmp import (
     NotifyPayload,
     Payload,
     SAPayload,
+    SigPayload,
     VendorIdPayload,
 )
 from ikepriv.isakmp.constants import ExchangeType, NotifyType
@@ -106,7 +115,10 @@ def _on_mm2(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
     sa.g_xi = sa.dh.public
     transition(sa, P1State.I_KE_SENT)
     sa.flight.accepted(inb.digest)
-    out: list[Payload] = [KePayload(sa.g_xi), NoncePayload(sa.ni), *core.hooks.ke_payloads(sa)]
+    out: list[Payload] = [KePayload(sa.g_xi), NoncePayload(sa.ni)]
+    if signature.uses_signatures(sa.definition):
+        out += signature.cert_requests(core, (sa.definition,))
+    out += core.hooks.ke_payloads(sa)
     core.transmit(sa, sa.flight, (plain(sa, out),), retransmit=True)
 
 
@@ -125,12 +137,26 @@ def _on_mm4(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
     core.hooks.on_ke_payloads(sa, payloads, inb)
     sa.flight.accepted(inb.digest)  # MM4 arrived: MM3 needs no more resending
     transition(sa, P1State.I_SKEYID_WAIT)
+    if signature.uses_signatures(sa.definition):
+        signature.note_requests(sa, payloads)
+        signature.local_skeyid(core, sa)
+        signature.ask_signature(core, sa, P1State.I_SKEYID_WAIT, _send_mm5_signed)
+        return
     phase1.ask_skeyid(core, sa, P1State.I_SKEYID_WAIT, _send_mm5)
 
 
 def _send_mm5(core: Core, sa: IsakmpSa) -> None:
     idp = phase1_id(sa.definition.local_id)
     payloads: list[Payload] = [idp, HashPayload(phase1.initiator_hash(sa, idp.body))]
+    if not phase1.has_other_sa(core, sa):
+        payloads.append(NotifyPayload.initial_contact(sa.cookies))
+    transition(sa, P1State.I_AUTH_SENT)
+    core.transmit(sa, sa.flight, (seal(sa, MM, 0, payloads),), retransmit=True)
+
+
+def _send_mm5_signed(core: Core, sa: IsakmpSa, sig: bytes) -> None:
+    idp = phase1_id(sa.definition.local_id)
+    payloads: list[Payload] = [idp, *signature.own_certs(core, sa), SigPayload(sig)]
     if not phase1.has_other_sa(core, sa):
         payloads.append(NotifyPayload.initial_contact(sa.cookies))
     transition(sa, P1State.I_AUTH_SENT)
@@ -145,6 +171,9 @@ def _on_mm6(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
         _, payloads = open_message(sa, inb.message)
     except OpenError:
         core.counters.dropped_auth += 1
+        return
+    if signature.uses_signatures(sa.definition):
+        _on_mm6_signed(core, sa, inb, payloads)
         return
     idp, hp = single(payloads, IdPayload), single(payloads, HashPayload)
     if not isinstance(idp, IdPayload) or not isinstance(hp, HashPayload):
@@ -162,6 +191,22 @@ def _on_mm6(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
     if not phase1_id_matches(sa.definition.remote_id, idp):
         phase1.refuse_identity(core, sa, "responder")
         return
+    phase1.established(core, sa, idp)
+
+
+def _on_mm6_signed(core: Core, sa: IsakmpSa, inb: Inbound, payloads: tuple[Payload, ...]) -> None:
+    idp = single(payloads, IdPayload)
+    if not isinstance(idp, IdPayload):
+        core.counters.dropped_malformed += 1
+        return
+    assert sa.iv is not None
+    sa.iv.advance(0, inb.message.ciphertext)  # it decrypted: a refusal notify follows it
+    if not signature.authenticate_peer(
+        core, sa, idp, payloads, phase1.responder_hash(sa, idp.body)
+    ):
+        return
+    sa.flight.accepted(inb.digest)
+    core.hooks.on_authenticated(sa, inb)
     phase1.established(core, sa, idp)
 
 
@@ -184,7 +229,8 @@ def on_first_message(core: Core, inb: Inbound) -> None:
     def refuse(notify_type: NotifyType) -> None:
         core.notify_clear(inb.local, inb.remote, inb.natt, header.icookie, rcookie, notify_type)
 
-    d = core.responder_definition(MM, inb.local.addr, inb.remote.addr)
+    candidates = signature.responder_candidates(core, MM, inb.local.addr, inb.remote.addr, offer)
+    d = candidates[0] if candidates else None
     if d is None:
         core.counters.dropped_policy += 1
         refuse(NotifyType.NO_PROPOSAL_CHOSEN)
@@ -227,13 +273,22 @@ def _on_mm3(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
     core.hooks.on_ke_payloads(sa, payloads, inb)
     sa.flight.accepted(inb.digest)
     transition(sa, P1State.R_SKEYID_WAIT)
+    if signature.uses_signatures(sa.definition):
+        signature.note_requests(sa, payloads)
+        sa.nr = signature.responder_nonce(core)
+        signature.local_skeyid(core, sa)
+        _send_mm4(core, sa)
+        return
     # MM4 carries our Nr, which the parent makes along with SKEYID
     phase1.ask_skeyid(core, sa, P1State.R_SKEYID_WAIT, _send_mm4)
 
 
 def _send_mm4(core: Core, sa: IsakmpSa) -> None:
     transition(sa, P1State.R_KE_SENT)
-    out: list[Payload] = [KePayload(sa.g_xr), NoncePayload(sa.nr), *core.hooks.ke_payloads(sa)]
+    out: list[Payload] = [KePayload(sa.g_xr), NoncePayload(sa.nr)]
+    if signature.uses_signatures(sa.definition):
+        out += signature.cert_requests(core, _signature_definitions(core, sa))
+    out += core.hooks.ke_payloads(sa)
     core.transmit(sa, sa.flight, (plain(sa, out),), retransmit=True)
 
 
@@ -245,9 +300,19 @@ def _on_held_mm5(core: Core, sa: IsakmpSa) -> None:
         _on_mm5(core, sa, held)  # type: ignore[arg-type]
 
 
+def _signature_definitions(core: Core, sa: IsakmpSa) -> list[Phase1Def]:
+    """The definitions MM5 may settle on: this address, the negotiated method."""
+    assert sa.choice is not None
+    every = core.responder_definitions(MM, sa.local.addr, sa.remote.addr)
+    return [d for d in every if d.auth_method == sa.choice.auth]
+
+
 def _on_mm5_or_hold(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
     if not inb.message.encrypted:
         core.counters.dropped_unexpected += 1
+        return
+    if signature.state(sa).waiting:  # MM5 taken, our signature is on its way
+        core.counters.dropped_replay += 1
         return
     if sa.keys is None:
         if sa.held is not None:
@@ -272,6 +337,9 @@ def _on_mm5(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
                      "(pre-shared key mismatch?)")  # fmt: skip
         notify(core, sa, NotifyType.AUTHENTICATION_FAILED)
         return
+    if signature.uses_signatures(sa.definition):
+        _on_mm5_signed(core, sa, inb, payloads)
+        return
     idp, hp = single(payloads, IdPayload), single(payloads, HashPayload)
     if not isinstance(idp, IdPayload) or not isinstance(hp, HashPayload):
         core.counters.dropped_malformed += 1
@@ -290,6 +358,52 @@ def _on_mm5(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
     mm6: list[Payload] = [my_id, HashPayload(phase1.responder_hash(sa, my_id.body))]
     core.transmit(sa, sa.flight, (seal(sa, MM, 0, mm6),), retransmit=False)
     phase1.established(core, sa, idp, payloads)
+
+
+def _on_mm5_signed(core: Core, sa: IsakmpSa, inb: Inbound, payloads: tuple[Payload, ...]) -> None:
+    """MM5 with signatures: the peer's ID picks the definition, whose trust anchors then
+    judge the peer's certificate; our MM6 waits for our signature from the parent."""
+    idp = single(payloads, IdPayload)
+    if not isinstance(idp, IdPayload):
+        core.counters.dropped_malformed += 1
+        notify(core, sa, NotifyType.PAYLOAD_MALFORMED)
+        return
+    assert sa.iv is not None
+    sa.iv.advance(0, inb.message.ciphertext)  # it decrypted: a refusal notify follows it
+    d = signature.definition_for_id(core, sa, idp)
+    if d is None:
+        signature.refuse(
+            core, sa, "no definition names the peer's ID", NotifyType.INVALID_ID_INFORMATION
+        )
+        return
+    sa.definition = d
+    if not signature.authenticate_peer(
+        core, sa, idp, payloads, phase1.initiator_hash(sa, idp.body)
+    ):
+        return
+    core.hooks.on_authenticated(sa, inb)  # MM5 is where a NAT-T peer moves to port 4500
+    digest = inb.digest
+    signature.ask_signature(
+        core,
+        sa,
+        P1State.R_KE_SENT,
+        lambda c, s, sig: _send_mm6_signed(c, s, sig, digest, idp, payloads),
+    )
+
+
+def _send_mm6_signed(
+    core: Core,
+    sa: IsakmpSa,
+    sig: bytes,
+    digest: bytes,
+    peer_id: IdPayload,
+    peer_payloads: tuple[Payload, ...],
+) -> None:
+    sa.flight.accepted(digest)
+    my_id = phase1_id(sa.definition.local_id)
+    mm6: list[Payload] = [my_id, *signature.own_certs(core, sa), SigPayload(sig)]
+    core.transmit(sa, sa.flight, (seal(sa, MM, 0, mm6),), retransmit=False)
+    phase1.established(core, sa, peer_id, peer_payloads)
 
 
 # ---------------------------------------------------------------------------- dispatch
