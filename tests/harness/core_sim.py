@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.signer import SigningKey, sign_request
 from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot
 from ikepriv.child_negotiator.core.engine import Negotiator
 from ikepriv.child_negotiator.core.hooks import Hooks
@@ -60,6 +61,9 @@ from ikepriv.ipc.messages import (
     ResultReply,
     SaDirection,
     SelectorSide,
+    SendCert,
+    SignatureReply,
+    SignatureRequest,
     SkeyidReply,
     SkeyidRequest,
     SpiReply,
@@ -145,6 +149,8 @@ def phase1_def(
     mode: ExchangeType = ExchangeType.IDENTITY_PROTECTION,
     nat_t: bool = False,
     dpd: DpdSettings | None = None,
+    auth_method: AuthMethod = AuthMethod.PRE_SHARED_KEY,
+    send_cert: SendCert = SendCert.IF_ASKED,
 ) -> Phase1Def:
     if remote_id is None and not any_remote_id and remote is not None:
         remote_id = address_identity(remote)
@@ -156,10 +162,11 @@ def phase1_def(
         local_id=local_id or address_identity(local),
         remote_id=remote_id,
         mode=mode,
-        auth_method=AuthMethod.PRE_SHARED_KEY,
+        auth_method=auth_method,
         proposals=tuple(proposals) or (ike_proposal(),),
         dpd=dpd or DpdSettings(False, 0, 0),
         nat_t=nat_t,
+        send_cert=send_cert,
     )
 
 
@@ -328,6 +335,8 @@ class StandInParent:
     issued_nonces: list[bytes] = field(default_factory=list)  # every Ni and Nr it made
     allocated: set[int] = field(default_factory=set)
     refuse: set[type] = field(default_factory=set)
+    signers: dict[int, SigningKey] = field(default_factory=dict)  # phase 1 number -> key
+    signature_requests: list[SignatureRequest] = field(default_factory=list)
     # what reached the modelled kernel, in order (SaAdd, SaDelete, PolicyAdd, PolicyDelete)
     kernel_log: list[Any] = field(default_factory=list)
     live: dict[tuple[SaDirection, int], SaAdd] = field(default_factory=dict)
@@ -361,6 +370,12 @@ class StandInParent:
             self.issued_nonces.append(nr)
             skeyid = skeyid_psk(msg.prf, psk, msg.peer_nonce, nr)
             return SkeyidReply(msg.request_id, ErrorCode.OK, skeyid, nr)
+        if isinstance(msg, SignatureRequest):
+            self.signature_requests.append(msg)
+            signer = self.signers.get(msg.phase1_number)
+            if signer is None or SignatureRequest in self.refuse:
+                return SignatureReply(msg.request_id, ErrorCode.NOT_PERMITTED, b"")
+            return SignatureReply(msg.request_id, ErrorCode.OK, sign_request(msg, signer))
         if isinstance(msg, SpiRequest):
             while True:
                 spi = self.rng.randrange(256, 1 << 32)
@@ -530,6 +545,7 @@ class Simulation:
         hooks: Hooks | None = None,
         measure: str | None = None,
         nat: NatBox | None = None,
+        wall_clock: Callable[[], float] | None = None,
     ) -> None:
         self.rng = random.Random(seed)  # noqa: S311 - seeded on purpose: replayable runs
         self.nat = nat
@@ -558,7 +574,10 @@ class Simulation:
             ),
         ):
             core_rng = random.Random(rseed)  # noqa: S311
-            core = Negotiator(config, self.now, core_rng.randbytes, settings=s, hooks=hooks)
+            core = Negotiator(
+                config, self.now, core_rng.randbytes, settings=s, hooks=hooks,
+                wall_clock=wall_clock,
+            )  # fmt: skip
             parent = StandInParent(
                 {n: key for n in config.phase1},
                 {peer: key},
