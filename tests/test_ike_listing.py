@@ -411,3 +411,15 @@ def test_each_subnet_pair_shows_its_selectors_in_verbose_and_json() -> None:
     assert all(lo in tree and re in tree for lo, re in pairs)
     data = json.loads(render_json(rows))
     assert [(d["local_selector"], d["remote_selector"]) for d in data] == [(None, None), *pairs]
+
+
+def test_verbose_shows_the_peer_certificate_of_a_signature_phase_1() -> None:
+    signed = row(2, 12, Phase.PHASE1, "to-siteC", peer_cert_subject="CN=gw-c,O=Example,C=CH",
+                 peer_cert_issuer="CN=Example CA,O=Example,C=CH")  # fmt: skip
+    verbose = render_table([P1, signed], verbose=True)
+    line = next(text for text in verbose.splitlines() if "to-siteC" in text)
+    assert "CN=gw-c,O=Example,C=CH" in line and "CN=Example CA,O=Example,C=CH" in line
+    assert "Peer Cert" in verbose and "Peer Issuer" in verbose
+    psk_line = next(text for text in verbose.splitlines() if "to-siteB" in text)
+    assert psk_line.split()[-2:] == ["-", "-"]
+    assert "Peer Cert" not in render_table([P1, signed])  # only with verbose

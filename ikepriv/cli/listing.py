@@ -17,6 +17,9 @@ Reading of the row fields:
   when narrowed) the tunnel carries, from the parent's own record of the policies it
   installed; one row per (local, remote) pair of a definition with several subnets per
   side; a definition (`db`) lists all its subnets comma-separated. `verbose` shows them.
+- `peer_cert_subject`/`peer_cert_issuer` of an established phase 1 with signature
+  authentication: the peer's validated end-entity certificate (RFC 4514), as the negotiator
+  saw it. `verbose` shows them ("-" for pre-shared keys and phase 2 rows).
 - Event counters (CounterValue: datagrams dropped as malformed, retransmissions, refused
   requests, ...) are daemon-wide, not per row: `verbose` adds the ones that are not zero
   after the tables, `stats` prints them all, `stats json` as one JSON object name -> value
@@ -282,6 +285,8 @@ _COLUMNS: tuple[_Column, ...] = (
     _Column("SPI out", lambda row, view: _spi(row.spi_out), _counters),
     _Column("Bytes", lambda row, view: _phase2_only(row, str(row.bytes)), _counters),
     _Column("Packets", lambda row, view: _phase2_only(row, str(row.packets)), _counters),
+    _Column("Peer Cert", lambda row, view: row.peer_cert_subject or "-", _counters),
+    _Column("Peer Issuer", lambda row, view: row.peer_cert_issuer or "-", _counters),
 )
 
 
