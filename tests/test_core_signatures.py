@@ -461,3 +461,21 @@ def test_rsa_main_mode_with_other_prfs(hash_alg: IkeHash) -> None:
     right = End(_entity("right", "rsa2048", slot=11))
     sim = run_phase1(make_sim(left, right, hash_alg=hash_alg))
     assert established(sim, "initiator") and established(sim, "responder")
+
+
+def test_a_certificate_of_an_unknown_x509_version_is_refused_not_raised() -> None:
+    """cryptography raises InvalidVersion (no ValueError) for it: found by fuzzing."""
+    from ikepriv.child_negotiator.core import certificates
+
+    creds = certificates.load_credentials(
+        {CredentialKind.OWN_CERT: (INTER.pem,), CredentialKind.TRUST_ANCHOR: (ROOT.pem,)}
+    )
+    good = _entity("version", "p256", slot=10).der
+    bad = good.replace(b"\xa0\x03\x02\x01\x02", b"\xa0\x03\x02\x01\x26", 1)
+    assert bad != good
+    found = certificates.validate_peer(creds, [bad], WALL)
+    assert isinstance(found, certificates.Refused) and "does not parse" in found.reason
+    with pytest.raises(certificates.CredentialError):
+        certificates.load_credentials(
+            {CredentialKind.OWN_CERT: (bad,), CredentialKind.TRUST_ANCHOR: (ROOT.pem,)}
+        )

@@ -58,6 +58,15 @@ _PEM_MARK: Final = b"-----BEGIN"
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
+# What cryptography raises for bytes that are no usable certificate or CRL is an open set:
+# ValueError for malformed DER/PEM, InvalidVersion (no ValueError) for an unknown X.509
+# version, TypeError from inside the verifier for a name attribute of an impossible type,
+# UnsupportedAlgorithm for keys it does not know (fuzz/fuzz_certificates.py found the first
+# three within minutes). Hostile input must end in a refusal, never in an exception that
+# reaches the engine, so every library call on it catches all of Exception (never
+# BaseException: KeyboardInterrupt, SystemExit and MemoryError still end the process).
+PARSE_ERRORS: Final = (Exception,)
+
 
 class CredentialError(ValueError):
     """A definition's certificate, CA or CRL file that cannot be used (the text says why)."""
@@ -84,7 +93,7 @@ def _certificates(blob: bytes, what: str) -> list[x509.Certificate]:
         if _PEM_MARK in blob:
             return list(x509.load_pem_x509_certificates(blob))
         return [x509.load_der_x509_certificate(blob)]
-    except ValueError as exc:
+    except PARSE_ERRORS as exc:
         raise CredentialError(f"{what}: not a PEM or DER certificate ({exc})") from None
 
 
@@ -93,7 +102,7 @@ def _crl(blob: bytes, what: str) -> x509.CertificateRevocationList:
         if _PEM_MARK in blob:
             return x509.load_pem_x509_crl(blob)
         return x509.load_der_x509_crl(blob)
-    except ValueError as exc:
+    except PARSE_ERRORS as exc:
         raise CredentialError(f"{what}: not a PEM or DER CRL ({exc})") from None
 
 
@@ -119,14 +128,21 @@ def load_credentials(blobs: Mapping[CredentialKind, Sequence[bytes]]) -> Credent
     crls = tuple(
         _crl(blob, f"CRL file {i + 1}") for i, blob in enumerate(blobs.get(CredentialKind.CRL, ()))
     )
-    return Credentials(
-        chain_der=tuple(_der(c) for c in own),
-        chain_issuers=frozenset(c.issuer.public_bytes() for c in own),
-        anchors=tuple(anchors),
-        anchor_dns=tuple(dict.fromkeys(a.subject.public_bytes() for a in anchors)),
-        crls=crls,
-        verifier_store=Store(anchors),
-    )
+    try:
+        # names and dates parse lazily: read every one used later now, so a bad file
+        # fails here, once, and not during a negotiation
+        for crl in crls:
+            _ = (crl.issuer, crl.next_update_utc, len(crl))
+        return Credentials(
+            chain_der=tuple(_der(c) for c in own),
+            chain_issuers=frozenset(c.issuer.public_bytes() for c in own),
+            anchors=tuple(anchors),
+            anchor_dns=tuple(dict.fromkeys(a.subject.public_bytes() for a in anchors)),
+            crls=crls,
+            verifier_store=Store(anchors),
+        )
+    except PARSE_ERRORS as exc:
+        raise CredentialError(f"a certificate or CRL does not parse ({exc})") from None
 
 
 def own_certificate(creds: Credentials) -> x509.Certificate:
@@ -183,7 +199,10 @@ class PeerCertificate:
 
     def public_key(self) -> PublicKey | None:
         """The end entity's key, if it is a kind IKE signs with."""
-        key = self.leaf.public_key()
+        try:
+            key = self.leaf.public_key()
+        except PARSE_ERRORS:
+            return None
         return key if isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey) else None
 
 
@@ -273,7 +292,7 @@ def validate_peer(
         return Refused(f"{len(chain_der)} certificates (at most {MAX_PEER_CERTS})")
     try:
         certs = [x509.load_der_x509_certificate(der) for der in chain_der]
-    except ValueError as exc:
+    except PARSE_ERRORS as exc:
         return Refused(f"certificate does not parse ({exc})")
     when = datetime.datetime.fromtimestamp(int(wall_time), datetime.UTC)
     leaf = certs[0]
@@ -282,6 +301,8 @@ def validate_peer(
     except VerificationError as exc:
         early = _validity_reason(leaf, when)
         return Refused(early if early is not None else _reason(str(exc)))
+    except PARSE_ERRORS as exc:  # an extension or key the library could not read
+        return Refused(f"certificate does not parse ({exc})")
     chain = tuple(verified.chain)
     found = _revocation(creds, chain, when)
     if isinstance(found, Refused):
@@ -321,7 +342,7 @@ def _crl_signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate
         return False
     try:
         return crl.is_signature_valid(key)
-    except (ValueError, TypeError):
+    except PARSE_ERRORS:
         return False
 
 
@@ -331,7 +352,7 @@ def _crl_signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate
 def _san(cert: x509.Certificate) -> x509.SubjectAlternativeName | None:
     try:
         return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
+    except (x509.ExtensionNotFound, *PARSE_ERRORS):
         return None
 
 
@@ -378,7 +399,10 @@ _ID_MATCHERS: Final[Mapping[IdType, _Matcher]] = {
 def id_in_certificate(idp: IdPayload, cert: x509.Certificate) -> bool:
     """Whether the peer's phase 1 ID is one its certificate names."""
     matcher = _ID_MATCHERS.get(idp.id_type)
-    return matcher is not None and matcher(cert, idp.data)
+    try:
+        return matcher is not None and matcher(cert, idp.data)
+    except PARSE_ERRORS:  # a subject or SAN the library cannot read names nobody
+        return False
 
 
 def identity_of(cert: x509.Certificate) -> Identity:
