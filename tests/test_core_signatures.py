@@ -479,3 +479,25 @@ def test_a_certificate_of_an_unknown_x509_version_is_refused_not_raised() -> Non
         certificates.load_credentials(
             {CredentialKind.OWN_CERT: (bad,), CredentialKind.TRUST_ANCHOR: (ROOT.pem,)}
         )
+
+
+@pytest.mark.parametrize("keys", ["rsa2048", "p384"])
+def test_after_the_warm_up_a_signature_negotiation_imports_nothing(keys: str) -> None:
+    """Under the seccomp filter an import is fatal (it opens files): once the child's
+    imports and warm-ups ran, X.509 validation and RSA/ECDSA verification load nothing
+    more (today the module imports alone suffice; warm_up_certificates is the insurance
+    for a library version that defers an import to the first call)."""
+    import sys
+
+    from ikepriv.child_negotiator.process import warmup
+
+    warmup.warm_up()
+    assert warmup.warm_up_certificates()
+    left_kind, right_kind, _ = KEYS[keys]
+    sim = make_sim(
+        End(_entity("left", left_kind, slot=10)), End(_entity("right", right_kind, slot=11))
+    )
+    before = set(sys.modules)
+    run_phase1(sim)
+    assert established(sim, "initiator") and established(sim, "responder")
+    assert set(sys.modules) - before == set()

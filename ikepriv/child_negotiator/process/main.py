@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         users=tuple(args.user) if args.user else process_contract.DEFAULT_USERS,
     )
     warmup.warm_up()  # lazy imports must happen now, not under the filter
+    warmup.warm_up_certificates()  # the same for X.509 and signature verification
     try:
         prepared = sandbox.prepare(config)
     except sandbox.SandboxError as exc:
