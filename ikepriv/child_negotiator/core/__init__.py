@@ -5,12 +5,14 @@ Its modules form layers; each imports only from the layers before it
 
 1. ground: values, records and tables, no logic that reaches other modules —
    settings, config_snapshot, cookies, half_open, retransmit, offers, identities,
+   certificates (X.509: credentials, peer chains, IDs in certificates),
    datagram (Inbound), states (state enums and transition tables),
    dpd_state, sa_table, wire, lifetimes (deadline arithmetic), hooks;
 2. context: the `Core` protocol, what the modules below the engine need from it;
 3. services: informational_send (notifies and deletes), install (kernel requests);
 4. exchanges and their policies: exchanges/quick_mode, dpd, rekey,
-   exchanges/informational (receiving), exchanges/phase1, exchanges/main_mode,
+   exchanges/informational (receiving), exchanges/phase1, exchanges/signature,
+   exchanges/main_mode,
    exchanges/aggressive_mode; natt (the default hooks);
 5. timers: when each SA next needs the clock, and what runs then;
 6. engine: the Negotiator, which owns the tables and every dispatch table.
