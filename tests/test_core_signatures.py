@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import pki
 import pytest
@@ -115,6 +116,7 @@ def make_sim(
     responder_any: bool = False,
     with_phase2: bool = False,
     extra_responder: Sequence[tuple[int, End, Identity | None]] = (),
+    **sim_kw: Any,
 ) -> Simulation:
     """LEFT initiates to RIGHT; each side's definition 1 uses its End. `extra_responder`
     adds more responder definitions (number, End, remote ID) for %any."""
@@ -138,7 +140,7 @@ def make_sim(
         r_creds += end.credentials(number)
     init = ConfigSnapshot.of([p1_i], p2_i, credentials=left.credentials(1))
     resp = ConfigSnapshot.of(r_defs, p2_r, credentials=r_creds)
-    sim = Simulation(init, resp, seed=3, wall_clock=lambda: WALL)
+    sim = Simulation(init, resp, wall_clock=lambda: WALL, **{"seed": 3, **sim_kw})
     sim.initiator.parent.signers[1] = left.signer()
     sim.responder.parent.signers[1] = right.signer()
     for number, end, _ in extra_responder:
@@ -501,3 +503,36 @@ def test_after_the_warm_up_a_signature_negotiation_imports_nothing(keys: str) ->
     run_phase1(sim)
     assert established(sim, "initiator") and established(sim, "responder")
     assert set(sys.modules) - before == set()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_signatures_survive_loss_duplicates_and_reordering(mode: str, seed: int) -> None:
+    """Repeated messages while a signature is on its way from the parent are dropped, not
+    answered with the previous flight; lost ones are resent: both sides end up with one
+    ISAKMP SA and the same IPsec keys."""
+    left = End(_entity("left", "p256", slot=10))
+    right = End(_entity("right", "p256", slot=11))
+    sim = make_sim(left, right, MODES[mode], with_phase2=True, seed=seed, loss=0.15,
+                   duplicate=0.3, reorder=0.3, parent_delay=0.05)  # fmt: skip
+    sim.initiate(phase=2, number=1)
+    sim.run(duration=300)
+    assert established(sim, "initiator") and established(sim, "responder")
+    sim.assert_keys_match(expected_pairs=2)
+
+
+def test_main_mode_responder_with_psk_and_signature_definitions_answers_by_the_offer() -> None:
+    """A PSK definition for the peer's exact address and a signature one for %any: an
+    offer of RSA signatures is answered by the signature definition."""
+    left = End(_entity("left", "rsa2048", slot=10))
+    right = End(_entity("right", "rsa2048", slot=11))
+    sim = make_sim(left, right, responder_any=True)
+    resp = sim.responder.core
+    psk_def = phase1_def(2, RIGHT, LEFT, [ike_proposal()])
+    resp.config = ConfigSnapshot.of(
+        [*resp.config.phase1.values(), psk_def], [], credentials=right.credentials(1)
+    )
+    run_phase1(sim)
+    assert established(sim, "initiator")
+    (sa,) = sim.established_isakmp("responder")
+    assert sa.definition.number == 1 and sa.choice.auth is AuthMethod.RSA_SIGNATURES

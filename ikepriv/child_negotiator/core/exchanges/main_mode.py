@@ -311,7 +311,7 @@ def _on_mm5_or_hold(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
     if not inb.message.encrypted:
         core.counters.dropped_unexpected += 1
         return
-    if signature.state(sa).waiting:  # MM5 taken, our signature is on its way
+    if signature.waiting(sa):  # MM5 taken, our signature is on its way
         core.counters.dropped_replay += 1
         return
     if sa.keys is None:

@@ -87,6 +87,13 @@ def state(sa: IsakmpSa) -> SigState:
     return st
 
 
+def waiting(sa: IsakmpSa) -> bool:
+    """Whether our signature is asked of the parent (a pre-shared key SA never is; this
+    leaves its extensions untouched)."""
+    st = sa.extensions.get(EXTENSION)
+    return isinstance(st, SigState) and st.waiting
+
+
 def credentials(core: Core, d: Phase1Def) -> Credentials | None:
     return core.credentials.get(d.number)
 
