@@ -1,12 +1,12 @@
 """Atheris harness for the whole negotiation core (ikepriv.child_negotiator.core.engine).
 
 Each input is replayed against a fresh, deterministic pair of cores (initiator and
-responder, pre-shared keys, NAT-T on) advanced to one of several points of a Main Mode or
-Aggressive Mode + Quick Mode exchange: before the first message, after the second, after
-the fourth, mid Quick Mode, established. The input then supplies datagrams, delivered to
-one core as DatagramIn from its peer's address; whatever that core sends goes on to the
-other core, requests are answered like the parent would, and timers run far ahead
-(retransmissions, half-open expiry, keepalives, DPD, rekeys).
+responder, pre-shared keys or ECDSA P-256 certificates, NAT-T on) advanced to one of several
+points of a Main Mode or Aggressive Mode + Quick Mode exchange: before the first message,
+after the second, after the fourth, mid Quick Mode, established. The input then supplies
+datagrams, delivered to one core as DatagramIn from its peer's address; whatever that core
+sends goes on to the other core, requests are answered like the parent would, and timers
+run far ahead (retransmissions, half-open expiry, keepalives, DPD, rekeys).
 
 Invariants, on every input: no exception escapes the core; every message it emits passes
 the IPC schema (the parent would kill a child sending anything else); the tables stay under
@@ -22,6 +22,7 @@ datagrams, each a 2-byte big-endian length and that many bytes.
 
 from __future__ import annotations
 
+import datetime
 import random
 import sys
 from collections import deque
@@ -39,6 +40,9 @@ if __name__ == "__main__":
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from harness.core_sim import (  # found through the path set above
     LEFT,
     RIGHT,
@@ -49,6 +53,7 @@ from harness.core_sim import (  # found through the path set above
     phase2_def,
     selector,
 )
+from harness.signer import SigningKey, sign_request
 
 from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot
 from ikepriv.child_negotiator.core.engine import Negotiator
@@ -57,11 +62,14 @@ from ikepriv.crypto.oakley import skeyid_psk
 from ikepriv.ipc import schema
 from ikepriv.ipc.messages import (
     PARENT_NONCE_BYTES,
+    ConfigCredential,
+    CredentialKind,
     DatagramIn,
     DatagramOut,
     DpdSettings,
     Endpoint,
     ErrorCode,
+    Identity,
     InitiateCommand,
     NonceReply,
     NonceRequest,
@@ -69,6 +77,9 @@ from ikepriv.ipc.messages import (
     Phase2Install,
     Phase2Remove,
     ResultReply,
+    SendCert,
+    SignatureReply,
+    SignatureRequest,
     SkeyidReply,
     SkeyidRequest,
     SpiReply,
@@ -78,9 +89,11 @@ from ikepriv.ipc.schema import Message
 from ikepriv.isakmp.constants import (
     NATT_KEEPALIVE,
     NATT_PORT,
+    AuthMethod,
     EncapsulationMode,
     ExchangeType,
     GroupId,
+    IdType,
 )
 
 # LEFT (192.0.2.1) is the initiator, RIGHT (192.0.2.2) the responder, as in core_sim.
@@ -98,6 +111,10 @@ class Stage:
     name: str
     mode: ExchangeType
     delivered: int | None  # datagrams delivered before the input; None: run to the end
+    auth: AuthMethod = AuthMethod.PRE_SHARED_KEY
+
+
+ECDSA = AuthMethod.ECDSA_SHA256_P256
 
 
 STAGES: tuple[Stage, ...] = (
@@ -110,6 +127,13 @@ STAGES: tuple[Stage, ...] = (
     Stage("am-after-am2", ExchangeType.AGGRESSIVE, 2),
     Stage("am-mid-qm", ExchangeType.AGGRESSIVE, 4),
     Stage("am-established", ExchangeType.AGGRESSIVE, None),
+    # signatures: CERT, CR and SIG payloads, certificate validation, SignatureRequest
+    Stage("mm-sig-start", ExchangeType.IDENTITY_PROTECTION, 0, ECDSA),
+    Stage("mm-sig-after-mm4", ExchangeType.IDENTITY_PROTECTION, 4, ECDSA),
+    Stage("mm-sig-established", ExchangeType.IDENTITY_PROTECTION, None, ECDSA),
+    Stage("am-sig-start", ExchangeType.AGGRESSIVE, 0, ECDSA),
+    Stage("am-sig-after-am2", ExchangeType.AGGRESSIVE, 2, ECDSA),
+    Stage("am-sig-established", ExchangeType.AGGRESSIVE, None, ECDSA),
 )
 
 # Flags (byte 1 of the input).
@@ -122,8 +146,69 @@ RUN_TIMERS = 0x08
 # ---------------------------------------------------------------------------- set-up
 
 
-def config(mode: ExchangeType, local: IPAddress, remote: IPAddress) -> ConfigSnapshot:
-    """One PSK tunnel, transport mode between the gateways, NAT-T and DPD on, PFS."""
+# ---------------------------------------------------------------------------- certificates
+
+CERT_START = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+WALL = (CERT_START + datetime.timedelta(days=30)).timestamp()  # the cores' wall clock
+
+
+Issuer = tuple[x509.Name, ec.EllipticCurvePrivateKey]
+
+
+def _cert(cn: str, key: ec.EllipticCurvePrivateKey, ca: Issuer | None) -> x509.Certificate:
+    """Deterministic (derived key, fixed dates and serial, deterministic ECDSA): the seed
+    corpus does not change when it is rebuilt."""
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, cn)])
+    issuer, signer = ca if ca is not None else (name, key)
+    usage = x509.KeyUsage(True, False, False, False, False, ca is None, ca is None, False, False)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(int.from_bytes(cn.encode(), "big") % (1 << 64) + 1)
+        .not_valid_before(CERT_START)
+        .not_valid_after(CERT_START + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=ca is None, path_length=None), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), False
+        )
+        .sign(signer, hashes.SHA256(), ecdsa_deterministic=True)
+    )
+
+
+_CA_KEY = ec.derive_private_key(0xCA, ec.SECP256R1())
+CA = _cert("fuzz CA", _CA_KEY, None)
+KEYS = {side: ec.derive_private_key(i + 0x100, ec.SECP256R1()) for i, side in enumerate(SIDES)}
+CERTS = {side: _cert(f"fuzz {side}", KEYS[side], (CA.subject, _CA_KEY)) for side in SIDES}
+
+
+def dn_of(side: str) -> Identity:
+    return Identity(IdType.DER_ASN1_DN, CERTS[side].subject.public_bytes())
+
+
+def credentials(side: str) -> list[ConfigCredential]:
+    der = CERTS[side].public_bytes(serialization.Encoding.DER)
+    ca = CA.public_bytes(serialization.Encoding.PEM)
+    return [
+        ConfigCredential(0, 1, CredentialKind.OWN_CERT, 0, der),
+        ConfigCredential(0, 1, CredentialKind.TRUST_ANCHOR, 0, ca),
+    ]
+
+
+def config(
+    mode: ExchangeType,
+    local: IPAddress,
+    remote: IPAddress,
+    auth: AuthMethod = AuthMethod.PRE_SHARED_KEY,
+) -> ConfigSnapshot:
+    """One tunnel, transport mode between the gateways, NAT-T and DPD on, PFS; with a
+    signature method, each side's certificate (by DN) from one CA, sent when asked."""
+    me, peer = ("initiator", "responder") if local == LEFT else ("responder", "initiator")
+    signed = auth is not AuthMethod.PRE_SHARED_KEY
+    ids = {"local_id": dn_of(me), "remote_id": dn_of(peer)} if signed else {}
     p1 = phase1_def(
         1,
         local,
@@ -133,6 +218,9 @@ def config(mode: ExchangeType, local: IPAddress, remote: IPAddress) -> ConfigSna
         mode=mode,
         nat_t=True,
         dpd=DpdSettings(True, 10, 30),
+        auth_method=auth,
+        send_cert=SendCert.IF_ASKED,
+        **ids,  # type: ignore[arg-type]
     )
     p2 = phase2_def(
         1,
@@ -143,13 +231,15 @@ def config(mode: ExchangeType, local: IPAddress, remote: IPAddress) -> ConfigSna
         EncapsulationMode.TRANSPORT,
         name="fuzz-2",
     )
-    return ConfigSnapshot.of([p1], [p2])
+    return ConfigSnapshot.of([p1], [p2], credentials=credentials(me) if signed else ())
 
 
 @dataclass
 class Parent:
-    """Answers requests like the real parent would (OK, real SKEYID, fresh SPIs)."""
+    """Answers requests like the real parent would (OK, real SKEYID, real signatures,
+    fresh SPIs)."""
 
+    signer: SigningKey
     next_spi: int = 0x1000
     next_nonce: int = 0
 
@@ -165,6 +255,10 @@ class Parent:
                 ni, nr = msg.peer_nonce, b"\x5a" * PARENT_NONCE_BYTES
                 ours = nr
             return SkeyidReply(msg.request_id, ErrorCode.OK, skeyid_psk(msg.prf, PSK, ni, nr), ours)
+        if isinstance(msg, SignatureRequest):
+            # deterministic: an input replays against a pair rebuilt from scratch
+            signature = sign_request(msg, self.signer, deterministic=True)
+            return SignatureReply(msg.request_id, ErrorCode.OK, signature)
         if isinstance(msg, SpiRequest):
             self.next_spi += 1
             return SpiReply(msg.request_id, ErrorCode.OK, self.next_spi)
@@ -235,17 +329,20 @@ def build(stage: Stage) -> Pair:
     rng = random.Random(stage.name)  # noqa: S311 - replayable on purpose
     cores = {
         "initiator": Negotiator(
-            config(stage.mode, LEFT, RIGHT),
+            config(stage.mode, LEFT, RIGHT, stage.auth),
             1000.0,
             random.Random(rng.random()).randbytes,  # noqa: S311
+            wall_clock=lambda: WALL,
         ),
         "responder": Negotiator(
-            config(stage.mode, RIGHT, LEFT),
+            config(stage.mode, RIGHT, LEFT, stage.auth),
             1000.0,
             random.Random(rng.random()).randbytes,  # noqa: S311
+            wall_clock=lambda: WALL,
         ),
     }
-    pair = Pair(cores, {side: Parent() for side in SIDES})
+    parents = {side: Parent(SigningKey(ECDSA, KEYS[side], dn_of(side))) for side in SIDES}
+    pair = Pair(cores, parents)
     pair.route(
         "initiator",
         cores["initiator"].handle(InitiateCommand(Phase.PHASE2, 1, None, None), pair.now),

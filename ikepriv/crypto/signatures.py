@@ -85,15 +85,20 @@ def method_for_key(key: PrivateKey | PublicKey) -> AuthMethod:
     return method
 
 
-def sign(method: AuthMethod, key: PrivateKey, auth_hash: bytes) -> bytes:
-    """Our SIG payload data over HASH_I/HASH_R."""
+def sign(
+    method: AuthMethod, key: PrivateKey, auth_hash: bytes, *, deterministic: bool = False
+) -> bytes:
+    """Our SIG payload data over HASH_I/HASH_R. `deterministic`: ECDSA with RFC 6979
+    nonces (the same signature for the same input; replayable fuzzing and tests need it,
+    RSA PKCS#1 v1.5 is deterministic anyway)."""
     problem = key_problem(method, key)
     if problem is not None:
         raise KeyMismatch(problem)
     if isinstance(key, rsa.RSAPrivateKey):
         return key.sign(auth_hash, padding.PKCS1v15(), NoDigestInfo())
     spec = _ECDSA[method]
-    r, s = decode_dss_signature(key.sign(auth_hash, ec.ECDSA(spec.hash())))
+    algorithm = ec.ECDSA(spec.hash(), deterministic_signing=deterministic)
+    r, s = decode_dss_signature(key.sign(auth_hash, algorithm))
     return r.to_bytes(spec.size, "big") + s.to_bytes(spec.size, "big")
 
 

@@ -34,6 +34,10 @@ def auth_hash(msg: SignatureRequest, local_id: Identity) -> bytes:
                  msg.sa_i_body, id_body)  # fmt: skip
 
 
-def sign_request(msg: SignatureRequest, signer: SigningKey) -> bytes:
-    """The SIG payload data the parent answers a vetted SignatureRequest with."""
-    return signatures.sign(signer.method, signer.key, auth_hash(msg, signer.local_id))
+def sign_request(
+    msg: SignatureRequest, signer: SigningKey, *, deterministic: bool = False
+) -> bytes:
+    """The SIG payload data the parent answers a vetted SignatureRequest with
+    (`deterministic`: RFC 6979 ECDSA, for replayable runs such as the core fuzzer's)."""
+    digest = auth_hash(msg, signer.local_id)
+    return signatures.sign(signer.method, signer.key, digest, deterministic=deterministic)
