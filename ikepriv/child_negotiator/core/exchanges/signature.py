@@ -61,6 +61,9 @@ from ikepriv.isakmp.constants import SIGNATURE_METHODS, AuthMethod, ExchangeType
 EXTENSION: Final = "signature"
 RESPONDER_NONCE_BYTES: Final = 32  # our Nr when signatures authenticate (no parent nonce)
 MAX_PEER_REQUESTS: Final = 16  # CR payloads looked at in one message
+# CR payloads we send in one message: a Main Mode responder asks for the CAs of every
+# definition MM5 may settle on, which must not grow MM4 without bound
+MAX_OUR_REQUESTS: Final = 32
 
 Signed = Callable[[Core, IsakmpSa, bytes], None]  # runs with our signature
 
@@ -76,10 +79,12 @@ class SigState:
 
 
 def uses_signatures(d: Phase1Def) -> bool:
+    """Whether the definition authenticates with signatures (else: a pre-shared key)."""
     return d.auth_method in SIGNATURE_METHODS
 
 
 def state(sa: IsakmpSa) -> SigState:
+    """The SA's signature state, made on first use."""
     st = sa.extensions.get(EXTENSION)
     if not isinstance(st, SigState):
         st = SigState()
@@ -95,6 +100,7 @@ def waiting(sa: IsakmpSa) -> bool:
 
 
 def credentials(core: Core, d: Phase1Def) -> Credentials | None:
+    """The definition's parsed files; None when they did not load (logged then)."""
     return core.credentials.get(d.number)
 
 
@@ -102,13 +108,14 @@ def credentials(core: Core, d: Phase1Def) -> Credentials | None:
 
 
 def cert_requests(core: Core, definitions: Iterable[Phase1Def]) -> list[Payload]:
-    """One CR per trust anchor of these definitions (each CA once): the CAs we accept."""
+    """One CR per trust anchor of these definitions (each CA once, at most
+    MAX_OUR_REQUESTS): the CAs we accept."""
     seen: dict[bytes, None] = {}
     for d in definitions:
         creds = credentials(core, d)
         if creds is not None:
             seen.update(dict.fromkeys(creds.anchor_dns))
-    return [CertRequestPayload(X509_SIGNATURE, dn) for dn in seen]
+    return [CertRequestPayload(X509_SIGNATURE, dn) for dn in list(seen)[:MAX_OUR_REQUESTS]]
 
 
 def note_requests(sa: IsakmpSa, payloads: Sequence[Payload]) -> None:
