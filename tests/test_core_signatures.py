@@ -536,3 +536,17 @@ def test_main_mode_responder_with_psk_and_signature_definitions_answers_by_the_o
     assert established(sim, "initiator")
     (sa,) = sim.established_isakmp("responder")
     assert sa.definition.number == 1 and sa.choice.auth is AuthMethod.RSA_SIGNATURES
+
+
+def test_main_mode_responder_asks_for_the_cas_of_every_definition_mm5_may_pick() -> None:
+    """MM4 comes before the initiator's ID: its CRs name the CAs of all the signature
+    definitions for this address, so the initiator sends a chain whichever one applies."""
+    left = End(_entity("left", "p256", slot=10))
+    right = End(_entity("right", "p256", slot=11))
+    other = End(_entity("right-2", "p256", slot=14), anchors=(OTHER_ROOT,))
+    stranger = fqdn("someone.example.org")
+    sim = make_sim(left, right, responder_any=True, extra_responder=[(2, other, stranger)])
+    run_phase1(sim)
+    assert established(sim, "initiator") and established(sim, "responder")
+    authorities = {p.authority for p in cert_requests_sent(sim, "responder")}
+    assert authorities == {ROOT.cert.subject.public_bytes(), OTHER_ROOT.cert.subject.public_bytes()}
