@@ -550,3 +550,32 @@ def test_main_mode_responder_asks_for_the_cas_of_every_definition_mm5_may_pick()
     assert established(sim, "initiator") and established(sim, "responder")
     authorities = {p.authority for p in cert_requests_sent(sim, "responder")}
     assert authorities == {ROOT.cert.subject.public_bytes(), OTHER_ROOT.cert.subject.public_bytes()}
+
+
+def test_the_snapshot_keeps_credential_files_per_definition_and_refuses_inconsistent_ones() -> None:
+    """ConfigCredential messages between ConfigBegin and ConfigEnd: kept per definition and
+    kind in index order; a count that does not add up, a file for a definition the
+    snapshot lacks, or an index given twice refuses the whole snapshot (logged), so the
+    core keeps the configuration it had."""
+    from ikepriv.child_negotiator.core.config_snapshot import SnapshotBuilder, SnapshotError
+
+    d = phase1_def(1, LEFT, RIGHT, auth_method=AuthMethod.ECDSA_SHA256_P256)
+    ca0 = ConfigCredential(3, 1, CredentialKind.TRUST_ANCHOR, 0, ROOT.pem)
+    ca1 = ConfigCredential(3, 1, CredentialKind.TRUST_ANCHOR, 1, OTHER_ROOT.pem)
+
+    def build(items: list[ConfigCredential], count: int) -> ConfigSnapshot:
+        builder = SnapshotBuilder(ConfigBegin(3))
+        builder.add(ConfigPhase1(3, d))
+        for item in items:
+            builder.add(item)
+        return builder.finish(ConfigEnd(3, 1, 0, count))
+
+    snap = build([ca1, ca0], 2)
+    assert snap.credentials[1][CredentialKind.TRUST_ANCHOR] == (ROOT.pem, OTHER_ROOT.pem)
+    for items, count, words in (
+        ([ca0], 2, "credential count"),
+        ([replace(ca0, phase1_number=9)], 1, "missing phase 1 9"),
+        ([ca0, ca0], 2, "repeats"),
+    ):
+        with pytest.raises(SnapshotError, match=words):
+            build(items, count)
