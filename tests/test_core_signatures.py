@@ -579,3 +579,25 @@ def test_the_snapshot_keeps_credential_files_per_definition_and_refuses_inconsis
     ):
         with pytest.raises(SnapshotError, match=words):
             build(items, count)
+
+
+def test_an_end_entity_without_key_usage_is_accepted() -> None:
+    """keyUsage is checked only when present (RFC 4945 5.1.3.2 leaves it optional)."""
+    left = End(_entity("left", "p256", slot=10))
+    right = End(_entity("no-ku", "p256", slot=11, key_usage="none"))
+    sim = run_phase1(make_sim(left, right))
+    assert established(sim, "initiator") and established(sim, "responder")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_peer_rsa_key_below_2048_bits_is_refused(mode: str) -> None:
+    left = End(_entity("left", "rsa2048", slot=10))
+    right = End(
+        _entity("short", "rsa1024", slot=11),
+        method=AuthMethod.RSA_SIGNATURES,
+        sign_key=pki.key("rsa2048", 11),  # its parent signs with a long key: the 1024-bit
+    )  # certificate alone must be what the initiator refuses
+    sim = run_phase1(make_sim(left, right, MODES[mode], initiator_remote_id=None))
+    assert not established(sim, "initiator")
+    line = _fail_reason(sim, "initiator")
+    assert "p1-1" in line and ("1024" in line or "key" in line.lower()), line
