@@ -144,9 +144,6 @@ PHASE1_INITIATORS: dict[
 }
 
 
-PAIRS_IN_FLIGHT = 2  # own Quick Modes at a time for one definition's subnet pairs
-
-
 class Negotiator:
     """The engine: owns the tables and the dispatch, and is the `context.Core` every module
     below it works through."""
@@ -687,23 +684,14 @@ class Negotiator:
             quick_mode.initiate(self, p2, sa)
             return
         # several subnets per side: one Quick Mode per (local, remote) pair not yet up, at
-        # most PAIRS_IN_FLIGHT of ours at a time; the next start as they finish
-        # (quick_mode_finished). strongSwan keeps IV state for only 3 IKEv1 exchanges per
-        # IKE_SA (charon.max_ikev1_exchanges) and drops the oldest: four Quick Modes at once
-        # and it can decrypt none of their third messages.
+        # most OWN_IN_FLIGHT of ours at a time; the next start as they finish
+        # (quick_mode_finished)
         missing = [
             (local, remote)
             for local, remote in pairs
             if not self._pair_up(p2.number, TrafficSelector(local, remote), sa)
         ]
-        running = sum(
-            1
-            for qe in sa.exchanges.values()
-            if qe.definition.number == p2.number
-            and qe.role is Role.INITIATOR
-            and qe.state is not QmState.DONE
-        )
-        room = max(0, PAIRS_IN_FLIGHT - running)
+        room = max(0, quick_mode.OWN_IN_FLIGHT - quick_mode.own_in_flight(sa, p2.number))
         for local, remote in missing[:room]:
             quick_mode.initiate(self, p2, sa, (local, remote))
         key = (sa.tunnel_id, p2.number)

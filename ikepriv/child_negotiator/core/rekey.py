@@ -52,6 +52,10 @@ from ikepriv.ipc.messages import (
 )
 from ikepriv.isakmp.constants import IKE_PORT, EncapsulationMode, ProtocolId
 
+REKEY_BUSY_RETRY = 1.0
+"""Seconds before a phase 2 rekey that found OWN_IN_FLIGHT of our Quick Modes running tries
+again (they take milliseconds to a few seconds)."""
+
 
 def may_initiate(definition: Phase1Def | None) -> bool:
     """Whether this side may start a rekey: not for a definition that accepts any peer."""
@@ -189,6 +193,13 @@ def rekey_child(core: Core, child: ChildSa, reason: str) -> None:
     selectors = (child.selector_out.src, child.selector_out.dst)
     if _exchange_running(core, child, selectors):
         return  # already under way (ours, or the peer's: it rekeys first)
+    if quick_mode.own_in_flight(sa, p2.number) >= quick_mode.OWN_IN_FLIGHT:
+        # many subnet pairs come due together: wait for a slot instead of flooding the
+        # peer's IV state (quick_mode.OWN_IN_FLIGHT); child_timers retries soon
+        child.rekey_started = 0.0
+        child.rekey_at = core.now + REKEY_BUSY_RETRY
+        core.touch_child(child)
+        return
     core.log(
         LogLevel.INFO,
         f"phase 2 {p2.name} with {child.remote.addr}: rekeying SA {child.spi_in:08x} ({reason})",
