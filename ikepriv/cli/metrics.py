@@ -75,6 +75,8 @@ COUNTER_HELP: dict[str, str] = {
     "phase1_rekeys": "Replacement phase 1 exchanges started (rekeys)",
     "phase2_rekeys": "Replacement Quick Modes started (rekeys)",
     "rekey_collisions": "Rekeys both peers started at once (one SA retired)",
+    "log_lines_suppressed": "Log lines about unauthenticated first messages left out",
+    "flood_initiations": "Phase 1 started towards a peer whose first messages were drowned",
     # the parent (ikepriv/parent_kernel/state.py ParentCounters)
     "udp_forwarded": "Datagrams the parent forwarded to the negotiator",
     "udp_keepalives": "NAT-T keepalives received (dropped, as they should be)",
@@ -93,6 +95,7 @@ COUNTER_HELP: dict[str, str] = {
     "refused_requests": "Negotiator requests the parent's vetting refused",
     "child_throttled": "Pauses in reading a negotiator over its request budget",
     "child_throttled_ms": "Milliseconds the parent did not read an over-budget negotiator",
+    "child_lines_dropped": "Negotiator log lines dropped over its line budget",
     "child_restarts": "Restarts of the negotiator by the parent",
 }
 
