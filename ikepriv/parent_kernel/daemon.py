@@ -87,7 +87,7 @@ EARLY_MAX_AGE: Final = 5.0  # seconds; older ones are stale for the peer anyway
 CHILD_BACKLOG: Final = 32  # datagrams queued for the child; the rest wait in admission
 RECEIVE_BATCH: Final = 256  # datagrams read per wake-up before others get a turn
 PUMP_POLL: Final = 0.001  # seconds between looks at a full child queue
-PEER_FLOODED_INTERVAL: Final = 10.0  # seconds between PeerFlooded for one peer
+PEER_FLOODED_INTERVAL: Final = 1.0  # seconds between PeerFlooded for one peer
 
 
 @dataclass(frozen=True)
