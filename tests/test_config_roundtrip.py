@@ -153,7 +153,6 @@ def phase1s(draw: st.DrawFn) -> Phase1Definition:
         mode=draw(st.sampled_from([ExchangeType.IDENTITY_PROTECTION, ExchangeType.AGGRESSIVE])),
         auth=AuthMethod.PRE_SHARED_KEY,
         psk=draw(st.binary(min_size=1, max_size=MAX_PSK_BYTES)),
-        key_ref=None,
         proposals=tuple(
             draw(st.lists(ike_proposals, min_size=1, max_size=MAX_PROPOSALS, unique=True))
         ),

@@ -108,7 +108,7 @@ def _put(db_path: str, args: argparse.Namespace) -> int:
         return existing.phase1(name) if existing is not None else None
 
     try:
-        defs = load_bytes(data, display, swap=args.swap, known_phase1=known)
+        defs = load_bytes(data, display, swap=args.swap, known_phase1=known, check_files=True)
     finally:
         if existing is not None:
             existing.close()
