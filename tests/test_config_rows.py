@@ -112,8 +112,10 @@ PHASE1_ROWS = [
     (P1.format("auth = 3, psk = NULL"), "cert"),  # signatures without our certificate
     (P1.format("auth = 3, psk = NULL, cert = '/c.pem'"), "key"),
     (P1.format("auth = 3, psk = NULL, cert = '/c.pem', key = '/k.pem'"), "ca"),
-    (P1.format("auth = 9, psk = NULL, cert = 'c.pem', key = '/k.pem', ca = '[\"/ca\"]'"),
-     "cert"),  # a relative path
+    (
+        P1.format("auth = 9, psk = NULL, cert = 'c.pem', key = '/k.pem', ca = '[\"/ca\"]'"),
+        "cert",
+    ),  # a relative path
     (P1.format("auth = 3, psk = NULL, cert = '/c', key = '/k', ca = '/ca'"), "ca"),  # no JSON
     (P1.format("ca = '[\"/ca.pem\"]'"), "ca"),  # a CA for a PSK definition
     (P1.format("psk = NULL"), "psk"),

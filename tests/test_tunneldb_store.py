@@ -270,10 +270,12 @@ proposals = ["aes128-sha256-modp2048"]
 
 
 # what migration 4 added, taken away again: a current file turned into a version 3 one
-_V4_UNDO = "".join(
-    f"ALTER TABLE phase1 DROP COLUMN {c};"
-    for c in ("cert", "key", "ca", "crl", "send_cert", "fragmentation", "fragment_size")
-) + "ALTER TABLE phase1 ADD COLUMN key_ref TEXT;"
+_V4_UNDO = (
+    "ALTER TABLE phase1 DROP COLUMN cert; ALTER TABLE phase1 DROP COLUMN key;"
+    "ALTER TABLE phase1 DROP COLUMN ca; ALTER TABLE phase1 DROP COLUMN crl;"
+    "ALTER TABLE phase1 DROP COLUMN send_cert; ALTER TABLE phase1 DROP COLUMN fragmentation;"
+    "ALTER TABLE phase1 DROP COLUMN fragment_size; ALTER TABLE phase1 ADD COLUMN key_ref TEXT;"
+)
 
 
 def test_schema_3_database_keeps_its_rows_and_gains_the_certificate_fields(
@@ -284,7 +286,9 @@ def test_schema_3_database_keeps_its_rows_and_gains_the_certificate_fields(
     with TunnelDB(db_path) as db:
         before = db.put(load_definitions(FILE))
     raw = sqlite3.connect(db_path)
-    raw.executescript(_V4_UNDO + "UPDATE schema_version SET version = 3;")
+    raw.executescript(_V4_UNDO)
+    raw.execute("UPDATE schema_version SET version = 3")
+    raw.commit()
     raw.close()
     with TunnelDB(db_path) as db:
         after = Definitions(db.phase1_definitions(), db.phase2_definitions())
@@ -311,9 +315,9 @@ def test_schema_1_database_gains_encap_and_rekey_with_their_defaults(db_path: Pa
         "ALTER TABLE phase1 DROP COLUMN encap; ALTER TABLE phase1 DROP COLUMN rekey;"
         "ALTER TABLE phase2 DROP COLUMN rekey; ALTER TABLE phase2 DROP COLUMN extra_local_subnets;"
         "ALTER TABLE phase2 DROP COLUMN extra_remote_subnets;"
-        + _V4_UNDO
-        + "UPDATE schema_version SET version = 1;"
+        "UPDATE schema_version SET version = 1;"
     )
+    raw.executescript(_V4_UNDO)
     raw.close()
     with TunnelDB(db_path) as db:
         (p1,) = db.phase1_definitions()

@@ -411,9 +411,12 @@ def _method(auth: str, key_file: str | None) -> AuthMethod:
     if auth == "rsa-sig" or key_file is None or not key_file.startswith("/"):
         return AuthMethod.RSA_SIGNATURES
     try:
-        return key_method(key_file)
+        method = key_method(key_file)
     except CredentialError as exc:
         raise _Bad("key", exc.message) from None
+    if method is AuthMethod.RSA_SIGNATURES:
+        raise _Bad("key", f'{key_file}: an RSA key; auth = "ecdsa-sig" needs an EC key')
+    return method
 
 
 def _phase1(t: _Table) -> Phase1Definition:
@@ -665,8 +668,8 @@ def load_definitions(
         if p1.name in phase1:
             reader.report("phase1", index, label, _Bad("name", "defined twice in this file"))
         if check_files:
-            for problem in check_phase1(p1):
-                reader.report("phase1", index, label, _Bad(problem.field, problem.message))
+            for unusable in check_phase1(p1):
+                reader.report("phase1", index, label, _Bad(unusable.field, unusable.message))
         phase1[p1.name] = p1
 
     phase2: dict[str, Phase2Definition] = {}

@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 from ikepriv.config.errors import DefinitionError
 from ikepriv.config.identity import Identity
 from ikepriv.config.model import (
-    Definitions,
     MAX_CREDENTIAL_FILES,
+    Definitions,
     DpdAction,
     Fragmentation,
     IPAddress,
