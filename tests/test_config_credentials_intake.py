@@ -5,7 +5,7 @@ does not add up leaves the previous configuration in place (issue 10)."""
 from __future__ import annotations
 
 import dataclasses
-import random
+import os
 from pathlib import Path
 
 import pki
@@ -59,7 +59,7 @@ def test_the_core_keeps_each_definitions_files_as_sent(
     view: tuple[DbView, pki.CredentialFiles],
 ) -> None:
     db_view, files = view
-    core = Negotiator(None, 0.0, random.Random(1).randbytes)
+    core = Negotiator(None, 0.0, os.urandom)
     feed(core, db_view.config_messages())
     assert core.config.generation == db_view.generation and sorted(core.config.phase1) == [1, 2]
     assert files.crl is not None
@@ -98,7 +98,7 @@ def test_a_credential_sequence_that_does_not_add_up_keeps_the_old_configuration(
     view: tuple[DbView, pki.CredentialFiles], how: str
 ) -> None:
     db_view, _ = view
-    core = Negotiator(None, 0.0, random.Random(1).randbytes)
+    core = Negotiator(None, 0.0, os.urandom)
     feed(core, db_view.config_messages())
     good = core.config
     later = dataclasses.replace(db_view, generation=db_view.generation + 1)
