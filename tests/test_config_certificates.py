@@ -229,3 +229,11 @@ def test_ikedb_p_reports_file_line_field_and_stores_nothing(
     assert ikedb.main(["--db", str(db), "-g"]) == 0
     out = capsys.readouterr().out
     assert f'key = "{files.key}"' in out and 'auth = "rsa-sig"' in out
+
+
+def test_the_documented_certificate_example_is_a_valid_definition() -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "tunnel-definitions.md").read_text()
+    example = doc.split("## Example with certificates", 1)[1].split("```toml\n", 1)[1]
+    defs = load_definitions(example.split("```", 1)[0])
+    (p1,) = defs.phase1
+    assert p1.auth is AuthMethod.RSA_SIGNATURES and p1.ca and p1.crl and p1.psk is None
