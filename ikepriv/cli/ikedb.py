@@ -6,6 +6,10 @@
     --db PATH                             database (default: $IKEPRIV_DB, else
                                           /var/lib/ikepriv/tunnels.db)
 
+`-p` also checks the files of signature definitions (cert, key, ca, crl: they exist, are
+regular, small, safely owned and moded, parse, and the key matches the certificate), so what
+is stored is what the daemon can load (config/credentials.py).
+
 Every mistake is one line on stderr and a non-zero exit: 1 for a refused request, 2 for a
 command line that does not parse.
 """
