@@ -40,16 +40,10 @@ def _psk_fields(psk: bytes | None) -> dict[str, str]:
 
 
 def _signature_fields(d: Phase1Definition) -> dict[str, Any]:
-    """The credential files and send_cert: only where they mean something (signatures)."""
+    """The credential files (a PSK definition has none: the model refuses them there)."""
     if not d.uses_signatures:
         return {}
-    return {
-        "cert": d.cert,
-        "key": d.key,
-        "ca": list(d.ca),
-        "crl": list(d.crl),
-        "send_cert": d.send_cert.value,
-    }
+    return {"cert": d.cert, "key": d.key, "ca": list(d.ca), "crl": list(d.crl)}
 
 
 def phase1_table(d: Phase1Definition) -> dict[str, Any]:
@@ -74,6 +68,7 @@ def phase1_table(d: Phase1Definition) -> dict[str, Any]:
         "autostart": d.autostart,
         "encap": d.encap,
         "rekey": d.rekey,
+        "send_cert": d.send_cert.value,
         "fragmentation": d.fragmentation.value,
         "fragment_size": d.fragment_size,
     }
