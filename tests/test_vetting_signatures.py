@@ -168,3 +168,36 @@ def test_signatures_only_for_a_live_signature_definition_and_over_our_own_id(
     daemon.wait_log("too many signature requests for phase 1 1")
     key_text = ee.key_pem().decode().splitlines()[1]
     assert key_text not in daemon.log()
+
+
+def test_a_snapshot_larger_than_the_child_queue_arrives_whole(tmp_path: Path) -> None:
+    """Twenty signature definitions with a CRL file of 59000 bytes each: more than the 1 MiB
+    the parent queues for the child at once. The snapshot waits for the child to read
+    instead of losing messages (a child refuses a snapshot with one missing)."""
+    ca = pki.make_ca()
+    ee = pki.make_end_entity(ca, OUR_DN)
+    files = pki.write_credentials(tmp_path / "creds", ee, ca)
+    big = pki.write(tmp_path / "creds" / "big.crl", b"\x30" + bytes(58999))  # not parsed here
+    tables = "".join(
+        f'[[phase1]]\nname = "sig{i}"\nlocal_addr = "{GW_A}"\nremote_addr = "192.0.2.{10 + i}"\n'
+        f'local_id = "{OUR_DN}"\nauth = "rsa-sig"\n{files.toml()}crl = ["{big}"]\n'
+        'proposals = ["aes128-sha256-modp2048"]\n\n'
+        for i in range(20)
+    )
+    db = tmp_path / "d.db"
+    write_db(db, tables)
+    with Topology.create() as topo:
+        standin = StandIn(tmp_path)
+        daemon = Daemon.start(topo.a, tmp_path, db=db, child_cmd=standin.child_cmd)
+        try:
+            standin.accept()
+            creds = [msg for msg in standin.config if isinstance(msg, m.ConfigCredential)]
+            crls = [c for c in creds if c.kind is m.CredentialKind.CRL]
+            end = standin.config[-1]
+            assert isinstance(end, m.ConfigEnd) and end.phase1_count == 20
+            assert end.credential_count == 60 and len(crls) == 20
+            assert all(c.blob == big.read_bytes() for c in crls)
+            assert "dropped" not in daemon.log()
+        finally:
+            daemon.stop()
+            standin.close()
