@@ -88,11 +88,16 @@ class Issued:
         return self.cert.public_bytes(serialization.Encoding.DER)
 
     def key_pem(self) -> bytes:
-        return self.key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        return private_pem(self.key)
+
+
+def private_pem(k: PrivateKey) -> bytes:
+    """A key file's contents: unencrypted PKCS#8 PEM."""
+    return k.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
 
 
 def _build(

@@ -184,7 +184,7 @@ def test_unusable_files_are_refused(tmp_path: Path, spoil: object, field: str, w
 def test_a_key_that_is_not_the_certificates_key_is_refused(tmp_path: Path) -> None:
     files = creds(tmp_path)
     other = pki.new_key("rsa2048")
-    pki.write(files.key, pki.Issued(pki.make_ca().cert, other).key_pem(), 0o600)
+    pki.write(files.key, pki.private_pem(other), 0o600)
     got = file_problems(sig(files))
     assert any(f == "cert" and "does not match the key" in m for _, f, m in got), got
 
