@@ -14,7 +14,7 @@ from ikepriv.cli import ikedb
 from ikepriv.config import load_definitions
 from ikepriv.config.errors import ConfigError
 from ikepriv.config.model import Fragmentation, SendCert
-from ikepriv.config.store import TunnelDB
+from ikepriv.config.store import TunnelDB, TunnelDBError
 from ikepriv.config.writer import dump_definitions
 from ikepriv.isakmp.constants import AuthMethod
 
@@ -237,3 +237,16 @@ def test_the_documented_certificate_example_is_a_valid_definition() -> None:
     defs = load_definitions(example.split("```", 1)[0])
     (p1,) = defs.phase1
     assert p1.auth is AuthMethod.RSA_SIGNATURES and p1.ca and p1.crl and p1.psk is None
+
+
+def test_two_any_signature_definitions_for_one_remote_id_are_ambiguous(tmp_path: Path) -> None:
+    files = creds(tmp_path)
+    one = sig(files, remote="%any")
+    other = one.replace('name = "to-siteB"', 'name = "other"')
+    psk = sig('psk = "a long random shared secret"\n', "psk", remote="%any", mode="aggressive")
+    with TunnelDB(tmp_path / "t.db") as db:
+        db.put(load_definitions(one))
+        # a PSK definition for the same identity is told apart by its method: accepted
+        db.put(load_definitions(psk.replace('name = "to-siteB"', 'name = "psk"')))
+        with pytest.raises(TunnelDBError, match="ambiguous"):
+            db.put(load_definitions(other))

@@ -326,20 +326,20 @@ class TunnelDB:
 
         Main Mode with a PSK picks the key by the peer's address before the peer's identity
         is known, so two such definitions between the same addresses are ambiguous; a %any
-        definition is picked by the peer's identity, so two with the same remote_id are too.
+        definition is picked by the peer's identity, so two with the same remote_id are too,
+        both with PSKs or both with signatures (their certificates would match either).
         """
+        psk = int(AuthMethod.PRE_SHARED_KEY)
+        main = int(ExchangeType.IDENTITY_PROTECTION)
         clash = self._db.execute(
             "SELECT a.name, b.name FROM phase1 a JOIN phase1 b ON a.number < b.number "
-            "AND a.local_addr = b.local_addr AND a.auth = b.auth AND a.auth = ? AND ("
-            " (a.mode = ? AND b.mode = ? AND a.remote_addr = b.remote_addr) OR"
-            " (a.remote_addr IS NULL AND b.remote_addr IS NULL"
+            "AND a.local_addr = b.local_addr AND ("
+            " (a.auth = ? AND b.auth = ? AND a.mode = ? AND b.mode = ?"
+            "  AND a.remote_addr = b.remote_addr) OR"
+            " (a.remote_addr IS NULL AND b.remote_addr IS NULL AND (a.auth = ?) = (b.auth = ?)"
             "  AND a.remote_id_type = b.remote_id_type AND a.remote_id = b.remote_id)"
             ") LIMIT 1",
-            (
-                int(AuthMethod.PRE_SHARED_KEY),
-                int(ExchangeType.IDENTITY_PROTECTION),
-                int(ExchangeType.IDENTITY_PROTECTION),
-            ),
+            (psk, psk, main, main, psk, psk),
         ).fetchone()
         if clash is not None:
             raise TunnelDBError(
