@@ -166,8 +166,7 @@ class Daemon:
         await self.requests.handle(msg)
 
     async def _on_child_ready(self) -> None:
-        for msg in self.state.view.config_messages():
-            self.supervisor.send(msg)
+        await self.supervisor.send_snapshot(self.state.view.config_messages())
         resumed = self._resume_tunnels()
         for (phase, number), command in sorted(self.state.intents.items()):
             if phase is m.Phase.PHASE2 and number in resumed:
@@ -287,8 +286,7 @@ class Daemon:
         self.state.set_view(view)
         await self._revoke(old, view)
         self._set_peers()
-        for msg in view.config_messages():
-            self.supervisor.send(msg)
+        await self.supervisor.send_snapshot(view.config_messages())
         log.info("definitions reloaded (generation %d: %d phase 1, %d phase 2)",
                  view.generation, len(view.phase1), len(view.phase2))  # fmt: skip
         return f"definitions reloaded (generation {view.generation})"

@@ -179,10 +179,12 @@ class ChildRequests:
         self._send(m.NonceReply(msg.request_id, ErrorCode.OK, *result))
 
     def _signature(self, msg: m.SignatureRequest) -> None:
-        self._refuse("signature request",
-                     Refusal(ErrorCode.UNSUPPORTED, "signatures are not supported",
-                             msg.phase1_number))  # fmt: skip
-        self._send(m.SignatureReply(msg.request_id, ErrorCode.UNSUPPORTED, b""))
+        result = self.state.vetter.signature(msg, time.monotonic())
+        if isinstance(result, Refusal):
+            self._refuse("signature request", result)
+            self._send(m.SignatureReply(msg.request_id, result.code, b""))
+            return
+        self._send(m.SignatureReply(msg.request_id, ErrorCode.OK, result))
 
     # -- state reports ---------------------------------------------------------------------
 

@@ -69,6 +69,7 @@ from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.messages import (
     PROTOCOL_VERSION,
     ConfigBegin,
+    ConfigCredential,
     ConfigEnd,
     ConfigPhase1,
     ConfigPhase2,
@@ -227,6 +228,7 @@ class Negotiator:
             ConfigBegin: self._on_config_begin,
             ConfigPhase1: self._on_config_item,
             ConfigPhase2: self._on_config_item,
+            ConfigCredential: self._on_config_item,
             ConfigEnd: self._on_config_end,
             Hello: self._on_hello,
             Shutdown: self._on_shutdown,
@@ -857,7 +859,7 @@ class Negotiator:
     def _on_config_begin(self, msg: ConfigBegin) -> None:
         self._builder = SnapshotBuilder(msg)
 
-    def _on_config_item(self, msg: ConfigPhase1 | ConfigPhase2) -> None:
+    def _on_config_item(self, msg: ConfigPhase1 | ConfigPhase2 | ConfigCredential) -> None:
         if self._builder is None:
             self.log(LogLevel.ERR, "configuration item outside ConfigBegin/ConfigEnd")
             return
