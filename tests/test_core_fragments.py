@@ -14,8 +14,11 @@ import dataclasses
 import hashlib
 import ipaddress
 import random
+import struct
 from collections.abc import Sequence
+from pathlib import Path
 
+import dpkt
 import pytest
 from harness.core_sim import LEFT, RIGHT, Simulation, datagram, ike_proposal, mirrored
 
@@ -23,7 +26,8 @@ from ikepriv.child_negotiator.core import fragments
 from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot
 from ikepriv.child_negotiator.core.engine import Negotiator
 from ikepriv.child_negotiator.core.settings import Settings
-from ikepriv.ipc.messages import Fragmentation
+from ikepriv.cli.ikedump import main as ikedump
+from ikepriv.ipc.messages import Fragmentation, InitiateCommand, Phase
 from ikepriv.isakmp import IsakmpError, VendorIdPayload, build_message, decode_message
 from ikepriv.isakmp import encode_message as encode
 from ikepriv.isakmp.constants import ExchangeType, GroupId, HeaderFlag, IkeEncryption, IkeHash
@@ -432,3 +436,44 @@ def test_a_reassembled_fragment_or_foreign_message_is_refused() -> None:
     _feed(core, LEFT, relabelled)
     assert core.counters.fragments_reassembled == 2 and core.counters.fragments_dropped == 2
     assert not core.sas.by_tunnel
+
+
+# ------------------------------------------------------------------------------ ikedump
+
+
+def _ipv4_udp(payload: bytes) -> bytes:
+    udp = struct.pack("!HHHH", 500, 500, 8 + len(payload), 0) + payload
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                         LEFT.packed, RIGHT.packed)  # fmt: skip
+    return header + udp
+
+
+def test_ikedump_shows_fragments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pieces = fragments.split(_message(900), LIMIT, 5)
+    path = tmp_path / "frag.pcap"
+    with path.open("wb") as handle:
+        writer = dpkt.pcap.Writer(handle, snaplen=65535, linktype=101)  # raw IP
+        for n, piece in enumerate(pieces):
+            writer.writepkt(_ipv4_udp(piece), ts=1_700_000_000 + n)
+    assert ikedump([str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "FRAGMENT fragment_id=5 number=1 last=False" in text
+    assert "FRAGMENT fragment_id=5 number=2 last=True" in text
+
+
+def test_a_partial_message_goes_with_its_exchange() -> None:
+    init, _ = mirrored(PROPOSALS)
+    rng = random.Random(13)  # noqa: S311
+    core = Negotiator(_with(init, YES), 0.0, rng.randbytes)
+    core.handle(InitiateCommand(Phase.PHASE1, 1, None, None), 0.0)
+    ((icookie, sa),) = core.sas.initiating.items()
+    reply = encode(build_message(icookie, b"\x77" * 8, MM, 0, [VendorIdPayload(b"r" * 900)]))
+    _feed_from(core, RIGHT, fragments.split(reply, LIMIT, 1)[:1])
+    assert len(core.reassembly) == 1 and core.counters.fragments_received == 1
+    core.drop_isakmp(sa)
+    assert len(core.reassembly) == 0 and core.reassembly.total_bytes == 0
+
+
+def _feed_from(core: Negotiator, source: ipaddress.IPv4Address, data: Sequence[bytes]) -> None:
+    for d in data:
+        core.handle(datagram(source, LEFT, d), 0.0)

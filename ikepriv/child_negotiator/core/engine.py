@@ -596,6 +596,7 @@ class Negotiator:
         self.half_open.remove(sa.tunnel_id)
         self.half_open_own.remove(sa.tunnel_id)
         self.unproven.remove(sa.tunnel_id)
+        self.reassembly.forget(sa.tunnel_id)
         self.sas.remove(sa)
         self.touch(sa)
 
