@@ -477,3 +477,23 @@ def test_a_partial_message_goes_with_its_exchange() -> None:
 def _feed_from(core: Negotiator, source: ipaddress.IPv4Address, data: Sequence[bytes]) -> None:
     for d in data:
         core.handle(datagram(source, LEFT, d), 0.0)
+
+
+def test_the_size_budget_counts_ip_udp_and_the_non_esp_marker() -> None:
+    assert fragments.max_message(576, ipv6=False, natt=False) == 576 - 20 - 8
+    assert fragments.max_message(1280, ipv6=True, natt=True) == 1280 - 40 - 8 - 4
+
+
+def test_the_engine_clock_abandons_partial_messages() -> None:
+    init, _ = mirrored(PROPOSALS)
+    rng = random.Random(17)  # noqa: S311
+    core = Negotiator(_with(init, YES), 0.0, rng.randbytes)
+    core.handle(InitiateCommand(Phase.PHASE1, 1, None, None), 0.0)
+    ((icookie, _sa),) = core.sas.initiating.items()
+    reply = encode(build_message(icookie, b"\x77" * 8, MM, 0, [VendorIdPayload(b"r" * 900)]))
+    _feed_from(core, RIGHT, fragments.split(reply, LIMIT, 1)[:1])
+    timeout = core.settings.fragment_timeout
+    deadline = core.next_deadline()
+    assert deadline is not None and deadline <= timeout
+    core.handle_timers(timeout)
+    assert len(core.reassembly) == 0 and core.counters.fragments_abandoned == 1

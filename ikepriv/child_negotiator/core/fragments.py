@@ -133,8 +133,12 @@ def outbound(sa: IsakmpSa, datagrams: tuple[bytes, ...], counters: Counters) -> 
             continue
         last = sa.extensions.get(_NEXT_ID)
         fragment_id = last % 0xFFFF + 1 if isinstance(last, int) else 1
+        try:
+            pieces = split(data, limit, fragment_id)
+        except ValueError:  # cannot happen for fragment_size >= 576 (the IPC minimum)
+            out.append(data)
+            continue
         sa.extensions[_NEXT_ID] = fragment_id
-        pieces = split(data, limit, fragment_id)
         counters.fragments_sent += len(pieces)
         out.extend(pieces)
     return tuple(out)
