@@ -105,7 +105,7 @@ class Counters:
     phase2_rekeys: int = 0  # replacement Quick Modes we started
     rekey_collisions: int = 0  # both peers rekeyed at once (either phase); one SA retired
     # IKE fragmentation (fragments.py)
-    fragments_received: int = 0  # fragment datagrams that parsed and were taken in
+    fragments_received: int = 0  # fragments for an exchange we hold or a first message we answer
     fragments_dropped: int = 0  # malformed, unwanted (no SA, not accepted) or over a limit
     fragments_duplicate: int = 0  # a fragment number already held
     fragments_abandoned: int = 0  # partial messages timed out or replaced by a new fragment ID
