@@ -18,7 +18,7 @@ import pytest
 from harness import netns as nsmod
 from harness.interop import Scenario, peer_spec
 from harness.peer_ikepriv import Ikepriv
-from harness.peers import CHARON, make_peer
+from harness.peers import CHARON, LSW_ROOT, make_peer
 
 pytestmark = [pytest.mark.root, pytest.mark.interop]
 
@@ -98,3 +98,30 @@ def test_strongswan_reassembles_our_fragments(topo: nsmod.Topology, tmp_path: Pa
     log = (init.dir / "charon.log").read_text()
     assert stats["fragments_sent"] >= 2, stats
     assert "reassembled fragmented IKE message" in log, log[-2000:]
+
+
+@pytest.mark.parametrize("exchange", ["main", "aggressive"])
+def test_libreswan_forced_fragments_are_reassembled(
+    topo: nsmod.Topology, exchange: str, tmp_path: Path
+) -> None:
+    """libreswan 4.10 with `fragmentation=force` cuts every message from 576 bytes on but
+    its first Main Mode one; with 4096-bit MODP that is MM3 (or the Aggressive Mode first
+    message), and ikepriv must reassemble it."""
+    if not (LSW_ROOT / "usr/libexec/ipsec/pluto").exists():
+        pytest.skip("needs libreswan (scripts/install-libreswan.sh)")
+    sc = Scenario(f"frag-lsw-ikp-{exchange[:2]}", "libreswan", "ikepriv", exchange, ike=IKE)
+    lsw_spec = dataclasses.replace(peer_spec(topo, sc, "initiator"), fragmentation="force")
+    resp = make_peer("ikepriv", peer_spec(topo, sc, "responder"), tmp_path)
+    init = make_peer("libreswan", lsw_spec, tmp_path)
+    assert isinstance(resp, Ikepriv)
+    with resp, init:
+        resp.start()
+        init.start()
+        assert init.initiate_phase1(timeout=15), init.log_tail()
+        deadline = time.monotonic() + 10
+        while not resp.ike_established():
+            assert time.monotonic() < deadline, resp.log_tail()
+            time.sleep(0.1)
+        stats = _stats(resp)
+    assert stats["fragments_reassembled"] >= 1, stats
+    assert stats["fragments_dropped"] == 0, stats

@@ -73,8 +73,9 @@ class PeerSpec:
     # child per pair (IKEv1 carries one traffic selector per child)
     local_subnets: tuple[str, ...] = ()
     remote_subnets: tuple[str, ...] = ()
-    # IKE fragmentation: strongSwan's `fragmentation` (yes|accept|force|no; "" = its default)
-    # and charon.fragment_size (0 = its default, 1280); other drivers ignore both for now
+    # IKE fragmentation: `fragmentation` for strongSwan (yes|accept|force|no) and libreswan
+    # (yes|no|force), "" = their default; charon.fragment_size (0 = its default, 1280),
+    # which libreswan and ikepriv ignore for now
     fragmentation: str = ""
     fragment_size: int = 0
 
@@ -545,7 +546,7 @@ conn c
     rekey=no
     leftupdown=/bin/true
     auto=add
-"""
+{conn_extra}"""
 
 
 def _lsw_subnets(side: str, subnets: tuple[str, ...], single: str) -> str:
@@ -609,6 +610,7 @@ class Libreswan(Peer):
                 esp=esp,
                 pfs="yes" if pfs_group else "no",
                 phase2="ah" if s.ah else "esp",
+                conn_extra=f"    fragmentation={s.fragmentation}\n" if s.fragmentation else "",
             )
         )
         secrets = self.dir / "ipsec.secrets"
