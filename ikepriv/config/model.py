@@ -373,8 +373,9 @@ class Phase2Definition:
         if bool(self.esp_proposals) == bool(self.ah_proposals):
             raise DefinitionError(
                 "esp_proposals",
-                "give either proposals (ESP) or ah_proposals (AH); "
-                "AH+ESP bundles are not supported",
+                "give either proposals (ESP) or ah_proposals (AH), not both: AH+ESP "
+                "bundles are deprecated (RFC 8221 section 4) and neither strongSwan nor "
+                "libreswan negotiates them",
             )
         groups = {p.group for p in self.esp_proposals} | {p.group for p in self.ah_proposals}
         groups.discard(None)

@@ -87,6 +87,9 @@ class ChildRequests:
         # The supervisor reads the next message only after this returns: waiting here is
         # back-pressure on the child, never a dropped request (child_budget.py).
         counters = self.state.counters
+        if self.budget.drop_log(msg, time.monotonic()):
+            counters.child_lines_dropped += 1
+            return
         waited = await self.budget.admit(msg, counters.udp_forwarded)
         if waited:
             counters.child_throttled += 1

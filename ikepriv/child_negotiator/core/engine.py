@@ -84,6 +84,7 @@ from ikepriv.ipc.messages import (
     Log,
     LogLevel,
     NonceReply,
+    PeerFlooded,
     Phase,
     Phase1Def,
     Ready,
@@ -145,7 +146,8 @@ PHASE1_INITIATORS: dict[
 }
 
 
-PAIRS_IN_FLIGHT = 2  # own Quick Modes at a time for one definition's subnet pairs
+UNPROVEN_LINES = 10  # lines of one kind about unauthenticated first messages per window
+UNPROVEN_WINDOW = 10.0  # seconds
 
 
 class Negotiator:
@@ -201,6 +203,8 @@ class Negotiator:
         self._next_reqid = 1 + int.from_bytes(random(4), "big") % 0xFFFF0000
         # (ISAKMP SA tunnel id, phase 2 number): subnet pairs still to start (_start_phase2)
         self._pairs_waiting: set[tuple[int, int]] = set()
+        # log_unproven: kind -> [window start, lines shown, lines left out]; fixed kinds
+        self._unproven_lines: dict[str, list[float]] = {}
         self.pending_phase2: dict[int, list[int]] = {}  # phase 1 number -> phase 2 numbers
         self.restarts: dict[int, Restart] = {}  # phase 1 number -> restart after DPD
         self._builder: SnapshotBuilder | None = None
@@ -221,6 +225,7 @@ class Negotiator:
             ListCommand: self._on_list,
             KernelAcquire: self._on_acquire,
             KernelExpire: self._on_expire,
+            PeerFlooded: self._on_peer_flooded,
             ConfigBegin: self._on_config_begin,
             ConfigPhase1: self._on_config_item,
             ConfigPhase2: self._on_config_item,
@@ -309,6 +314,37 @@ class Negotiator:
     def log(self, level: LogLevel, text: str) -> None:
         clean = "".join(c if c.isprintable() else "?" for c in text)[:1000] or "?"
         self._out.append(Log(level, clean))
+
+    def negotiating(self, phase1_number: int, peer: IPAddress | None = None) -> bool:
+        """Whether a phase 1 of this definition (with `peer`, when given) is under way: ours,
+        or the peer's once its second message proved its address. Responder state made by
+        a first message alone is not (a forger's MM1 from the peer's address would
+        otherwise hold up our own activation behind an exchange that never completes)."""
+        return any(
+            sa.definition.number == phase1_number
+            and sa.state in NEGOTIATING
+            and (peer is None or sa.remote.addr == peer)
+            and sa.tunnel_id not in self.unproven
+            for sa in self.sas.by_tunnel.values()
+        )
+
+    def log_unproven(self, kind: str, level: LogLevel, text: str) -> None:
+        """A line caused by a first message nobody has authenticated: at most UNPROVEN_LINES
+        of each `kind` (a fixed phrase of the caller's) per UNPROVEN_WINDOW seconds, then
+        one line saying how many were left out, so a forger cannot turn its datagrams
+        into log lines (syslog volume, and the parent's line budget)."""
+        window = self._unproven_lines.get(kind)
+        if window is None or self.now - window[0] >= UNPROVEN_WINDOW:
+            if window is not None and window[2]:
+                self.log(LogLevel.NOTICE, f"{window[2]} more lines like '{kind}' not logged "
+                         f"in {UNPROVEN_WINDOW:.0f} s")  # fmt: skip
+            window = self._unproven_lines[kind] = [self.now, 0, 0]
+        if window[1] < UNPROVEN_LINES:
+            window[1] += 1
+            self.log(level, text)
+        else:
+            window[2] += 1
+            self.counters.log_lines_suppressed += 1
 
     def new_tunnel_id(self) -> int:
         tid = self._next_tunnel
@@ -680,10 +716,30 @@ class Negotiator:
         queue = self.pending_phase2.setdefault(p2.phase1_number, [])
         if p2.number not in queue:
             queue.append(p2.number)
-        if self.sas.negotiating_for(p2.phase1_number) is None:
+        if not self.negotiating(p2.phase1_number):
             d1 = self.config.phase1.get(p2.phase1_number)
             if d1 is not None:
                 self.start_phase1(d1, cmd.local_override, cmd.remote_override)
+
+    def _on_peer_flooded(self, msg: PeerFlooded) -> None:
+        """The parent had to drop first messages from this peer's address (forgeries
+        carrying it, at a rate that drowns the peer's own): initiate towards it ourselves,
+        for each definition that may and has no phase 1 established or under way with it.
+        Our exchanges are live traffic at the parent, never queued behind forgeries; the
+        peer's pending phase 2 then runs over this phase 1. At most what the peer itself
+        could start: only configured definitions for this exact address."""
+        for d in self.config.phase1.values():  # rate-limited by the parent: no index needed
+            if d.remote_addr != msg.peer:
+                continue
+            if self.sas.established_for(d.number, msg.peer) or self.negotiating(d.number, msg.peer):
+                continue
+            self.log(
+                LogLevel.NOTICE,
+                f"phase 1 {d.name}: first messages from {msg.peer} are being dropped "
+                "(a flood with its address?); initiating towards it",
+            )
+            if self.start_phase1(d) is not None:
+                self.counters.flood_initiations += 1
 
     def _on_resume(self, cmd: ResumeCommand) -> None:
         """A tunnel of the previous child (see ResumeCommand): its policy set keeps the
@@ -743,23 +799,14 @@ class Negotiator:
             quick_mode.initiate(self, p2, sa)
             return
         # several subnets per side: one Quick Mode per (local, remote) pair not yet up, at
-        # most PAIRS_IN_FLIGHT of ours at a time; the next start as they finish
-        # (quick_mode_finished). strongSwan keeps IV state for only 3 IKEv1 exchanges per
-        # IKE_SA (charon.max_ikev1_exchanges) and drops the oldest: four Quick Modes at once
-        # and it can decrypt none of their third messages.
+        # most OWN_IN_FLIGHT of ours at a time; the next start as they finish
+        # (quick_mode_finished)
         missing = [
             (local, remote)
             for local, remote in pairs
             if not self._pair_up(p2.number, TrafficSelector(local, remote), sa)
         ]
-        running = sum(
-            1
-            for qe in sa.exchanges.values()
-            if qe.definition.number == p2.number
-            and qe.role is Role.INITIATOR
-            and qe.state is not QmState.DONE
-        )
-        room = max(0, PAIRS_IN_FLIGHT - running)
+        room = max(0, quick_mode.OWN_IN_FLIGHT - quick_mode.own_in_flight(sa, p2.number))
         for local, remote in missing[:room]:
             quick_mode.initiate(self, p2, sa, (local, remote))
         key = (sa.tunnel_id, p2.number)
@@ -839,6 +886,8 @@ class Negotiator:
         count = 0
         if cmd.phase in (Phase.ALL, Phase.PHASE1, Phase.PHASE1_PLUS):
             for sa in self.sas.by_tunnel.values():
+                if sa.tunnel_id in self.unproven:
+                    continue  # a first message nobody proved yet: a forger's, maybe (stats)
                 self.emit(self.report_isakmp(sa, cmd.request_id))
                 count += 1
         if cmd.phase in (Phase.ALL, Phase.PHASE2, Phase.PHASE1_PLUS):
