@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ikepriv.child_negotiator.core import dpd, informational_send, install, rekey, timers
+from ikepriv.child_negotiator.core import dpd, fragments, informational_send, install, rekey, timers
 from ikepriv.child_negotiator.core.config_snapshot import (
     ConfigSnapshot,
     SnapshotBuilder,
@@ -110,6 +110,7 @@ from ikepriv.isakmp.constants import (
     ExchangeType,
     NotifyType,
 )
+from ikepriv.isakmp.fragment import decode_fragment_datagram, is_fragment_datagram
 from ikepriv.process_contract import Counters, DefinitionTally
 
 # Notifies in authenticated informationals, by type: informational.py's own, and DPD's.
@@ -171,6 +172,7 @@ class Negotiator:
         self.hooks: Hooks = hooks if hooks is not None else NatTHooks()
         self.counters = Counters()
         self.tally = DefinitionTally()
+        self.reassembly = fragments.Reassembly(self.settings, self.counters)
         self.sas = SaTable()
         self.cookies = CookieJar(random)
         s = self.settings
@@ -263,6 +265,7 @@ class Negotiator:
             if sa is not None and sa.state in NEGOTIATING:
                 self.counters.half_open_expired += 1
                 self.drop_isakmp(sa)  # nobody proved anything: not worth a log line
+        self.reassembly.expire(now)
         return self._take()
 
     def next_deadline(self) -> float | None:
@@ -275,6 +278,7 @@ class Negotiator:
                 self.half_open.next_deadline(),
                 self.half_open_own.next_deadline(),
                 self.unproven.next_deadline(),
+                self.reassembly.next_deadline(),
                 self.deadlines.next(lambda key: timers.exists(self, key)),
             )
             if t is not None
@@ -388,7 +392,10 @@ class Negotiator:
     def transmit(
         self, sa: IsakmpSa, flight: Flight, datagrams: tuple[bytes, ...], *, retransmit: bool
     ) -> None:
-        """Send a flight and remember it as the answer to the last accepted message."""
+        """Send a flight and remember it as the answer to the last accepted message.
+        Phase 1 messages too large for the path go as IKE fragments (fragments.outbound),
+        and the flight keeps the fragments, so a retransmission resends them all."""
+        datagrams = fragments.outbound(sa, datagrams, self.counters)
         outs = tuple(DatagramOut(sa.local, sa.remote, sa.natt, d) for d in datagrams)
         for out in outs:
             self.emit(out)
@@ -434,6 +441,14 @@ class Negotiator:
     def _on_datagram(self, msg: DatagramIn) -> None:
         self.counters.datagrams_in += 1
         data = msg.data
+        if is_fragment_datagram(data):
+            whole = self._reassemble(msg)
+            if whole is None:
+                return
+            if is_fragment_datagram(whole):  # fragments of fragments: no second round
+                self.counters.fragments_dropped += 1
+                return
+            data = whole  # from here on, exactly as if it had come whole
         try:
             message = decode_message(data)
         except IsakmpError:
@@ -474,6 +489,46 @@ class Negotiator:
         except (IsakmpError, CryptoError, IpcError) as exc:
             self.counters.dropped_malformed += 1
             self.log(LogLevel.DEBUG, f"dropped datagram from {msg.remote.addr}: {exc}")
+
+    def _reassemble(self, msg: DatagramIn) -> bytes | None:
+        """Take one fragment datagram (fragments.py); the whole message once complete.
+
+        Fragments are taken only for an exchange we hold, from its peer's address, whose
+        definition accepts fragments, or for a first message from a source that a
+        definition accepting fragments would answer; all else is dropped and counted, at
+        the cost of parsing one header and one payload."""
+        try:
+            header, fragment = decode_fragment_datagram(msg.data)
+        except IsakmpError:
+            self.counters.fragments_dropped += 1
+            return None
+        cookies = header.icookie + header.rcookie
+        first_source: IPAddress | None = None
+        sa = self.sas.by_cookies.get(cookies)
+        if sa is None and header.rcookie != ZERO_COOKIE:
+            sa = self.sas.initiating.get(header.icookie)
+        if sa is not None:
+            if not fragments.accepts(sa.definition.fragmentation) or (
+                msg.remote.addr != sa.remote.addr
+            ):
+                self.counters.fragments_dropped += 1
+                return None
+            key: object = sa.tunnel_id
+        else:
+            d = None
+            if header.rcookie == ZERO_COOKIE and header.exchange_type in PHASE1_STARTERS:
+                d = self.responder_definition(header.exchange_type, msg.local.addr, msg.remote.addr)
+            if d is None or not fragments.accepts(d.fragmentation):
+                self.counters.fragments_dropped += 1
+                return None
+            first_source = msg.remote.addr
+            key = (msg.remote.addr, msg.remote.port, header.icookie)
+        self.counters.fragments_received += 1
+        whole = self.reassembly.add(key, fragment, cookies, self.now, first_source=first_source)
+        if whole is not None and whole[:16] != cookies:
+            self.counters.fragments_dropped += 1  # the pieces claim another exchange
+            return None
+        return whole
 
     def hooks_accept_peer(self, sa: IsakmpSa, inbound: Inbound) -> bool:
         return self.hooks.accept_peer(sa, inbound)
@@ -579,6 +634,7 @@ class Negotiator:
         self.half_open.remove(sa.tunnel_id)
         self.half_open_own.remove(sa.tunnel_id)
         self.unproven.remove(sa.tunnel_id)
+        self.reassembly.forget(sa.tunnel_id)
         self.sas.remove(sa)
         self.touch(sa)
 
