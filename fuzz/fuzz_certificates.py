@@ -38,6 +38,7 @@ with atheris.instrument_imports():
         PeerCertificate,
         Refused,
     )
+    from ikepriv.child_negotiator.core.config_snapshot import Credentials
     from ikepriv.ipc.messages import MAX_DN_TEXT, CredentialKind
     from ikepriv.isakmp import CertPayload, IdPayload, IsakmpError
 
@@ -115,11 +116,11 @@ def _der(cert: x509.Certificate) -> bytes:
 
 CHAIN, CRL = fixture()
 CREDS = certificates.load_credentials(
-    {
-        CredentialKind.OWN_CERT: (_der(CHAIN[0]),),
-        CredentialKind.TRUST_ANCHOR: (_der(CHAIN[2]),),
-        CredentialKind.CRL: (CRL.public_bytes(serialization.Encoding.PEM),),
-    }
+    Credentials(
+        own_cert=(_der(CHAIN[0]),),
+        trust_anchors=(_der(CHAIN[2]),),
+        crls=(CRL.public_bytes(serialization.Encoding.PEM),),
+    )
 )
 KINDS = (CredentialKind.OWN_CERT, CredentialKind.TRUST_ANCHOR, CredentialKind.CRL)
 
@@ -182,7 +183,13 @@ def _credentials(items: list[tuple[int, bytes]]) -> None:
     for selector, blob in items:
         files.setdefault(KINDS[(selector >> 1) % 3], []).append(blob)
     try:
-        creds = certificates.load_credentials({k: tuple(v) for k, v in files.items()})
+        creds = certificates.load_credentials(
+            Credentials(
+                tuple(files.get(CredentialKind.OWN_CERT, ())),
+                tuple(files.get(CredentialKind.TRUST_ANCHOR, ())),
+                tuple(files.get(CredentialKind.CRL, ())),
+            )
+        )
     except CredentialError:
         return
     if not creds.chain_der or not creds.anchors:

@@ -55,15 +55,13 @@ from harness.core_sim import (  # found through the path set above
 )
 from harness.signer import SigningKey, sign_request
 
-from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot
+from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot, Credentials
 from ikepriv.child_negotiator.core.engine import Negotiator
 from ikepriv.child_negotiator.core.settings import Settings
 from ikepriv.crypto.oakley import skeyid_psk
 from ikepriv.ipc import schema
 from ikepriv.ipc.messages import (
     PARENT_NONCE_BYTES,
-    ConfigCredential,
-    CredentialKind,
     DatagramIn,
     DatagramOut,
     DpdSettings,
@@ -189,13 +187,9 @@ def dn_of(side: str) -> Identity:
     return Identity(IdType.DER_ASN1_DN, CERTS[side].subject.public_bytes())
 
 
-def credentials(side: str) -> list[ConfigCredential]:
+def credentials(side: str) -> Credentials:
     der = CERTS[side].public_bytes(serialization.Encoding.DER)
-    ca = CA.public_bytes(serialization.Encoding.PEM)
-    return [
-        ConfigCredential(0, 1, CredentialKind.OWN_CERT, 0, der),
-        ConfigCredential(0, 1, CredentialKind.TRUST_ANCHOR, 0, ca),
-    ]
+    return Credentials((der,), (CA.public_bytes(serialization.Encoding.PEM),))
 
 
 def config(
@@ -231,7 +225,7 @@ def config(
         EncapsulationMode.TRANSPORT,
         name="fuzz-2",
     )
-    return ConfigSnapshot.of([p1], [p2], credentials=credentials(me) if signed else ())
+    return ConfigSnapshot.of([p1], [p2], credentials={1: credentials(me)} if signed else None)
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Regression cases for the atheris harnesses in fuzz/ (fuzz_isakmp.py, fuzz_decrypt.py,
-fuzz_certificates.py).
+fuzz_fragments.py, fuzz_certificates.py).
 
 Every committed seed, and every input a fuzzing run once flagged, goes through the harness's
 own TestOneInput here, so the invariants the fuzzers check (only IsakmpError from the codec,
@@ -56,7 +56,8 @@ def _harness(name: str) -> Callable[[bytes], None]:
 @pytest.fixture(scope="module")
 def harnesses() -> dict[str, Callable[[bytes], None]]:
     pytest.importorskip("atheris")
-    return {name: _harness(name) for name in ("isakmp", "decrypt", "certificates")}
+    names = ("isakmp", "decrypt", "fragments", "certificates")
+    return {name: _harness(name) for name in names}
 
 
 def _seeds(name: str) -> list[Path]:
@@ -66,12 +67,13 @@ def _seeds(name: str) -> list[Path]:
 def test_seed_corpora_are_committed() -> None:
     assert len(_seeds("isakmp")) >= 20
     assert len(_seeds("decrypt")) >= 6
-    # the seeds, and the crash of the first run (an X.509 version cryptography raises
-    # InvalidVersion for, not ValueError)
+    assert len(_seeds("fragments")) >= 5
+    # the seeds, and the crashes of the first runs (an X.509 version cryptography raises
+    # InvalidVersion for, not ValueError; lazily parsed names; TypeError from the verifier)
     assert len(_seeds("certificates")) >= 9
 
 
-@pytest.mark.parametrize("name", ["isakmp", "decrypt", "certificates"])
+@pytest.mark.parametrize("name", ["isakmp", "decrypt", "fragments", "certificates"])
 def test_every_seed_keeps_the_harness_invariants(
     name: str, harnesses: dict[str, Callable[[bytes], None]]
 ) -> None:

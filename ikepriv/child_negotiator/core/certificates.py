@@ -44,8 +44,9 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
+from ikepriv.child_negotiator.core.config_snapshot import Credentials
 from ikepriv.crypto.prf import digests_equal
-from ikepriv.ipc.messages import MAX_DN_TEXT, CredentialKind, Identity
+from ikepriv.ipc.messages import MAX_DN_TEXT, Identity
 from ikepriv.isakmp import CertPayload, IdPayload, Payload
 from ikepriv.isakmp.constants import IdType
 
@@ -76,7 +77,7 @@ class CredentialError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class Credentials:
+class ParsedCredentials:
     """What the core needs of one signature definition's files."""
 
     chain_der: tuple[bytes, ...]  # ours, end entity first: the CERT payloads we send
@@ -110,30 +111,29 @@ def _der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 
 
-def load_credentials(blobs: Mapping[CredentialKind, Sequence[bytes]]) -> Credentials:
-    """Parse one definition's files (each kind in `index` order). Raises CredentialError
-    when a file does not parse, our chain is empty or too long, or no CA is given."""
+def load_credentials(files: Credentials) -> ParsedCredentials:
+    """Parse one definition's files (the snapshot keeps them raw, each kind in `index`
+    order). Raises CredentialError when a file does not parse, our chain is empty or too
+    long, or no CA is given."""
     own: list[x509.Certificate] = []
-    for i, blob in enumerate(blobs.get(CredentialKind.OWN_CERT, ())):
+    for i, blob in enumerate(files.own_cert):
         own += _certificates(blob, f"certificate file {i + 1}")
     if not own:
         raise CredentialError("no certificate of our own")
     if len(own) > MAX_OWN_CERTS:
         raise CredentialError(f"our chain has {len(own)} certificates (at most {MAX_OWN_CERTS})")
     anchors: list[x509.Certificate] = []
-    for i, blob in enumerate(blobs.get(CredentialKind.TRUST_ANCHOR, ())):
+    for i, blob in enumerate(files.trust_anchors):
         anchors += _certificates(blob, f"CA file {i + 1}")
     if not anchors:
         raise CredentialError("no trust anchor (ca)")
-    crls = tuple(
-        _crl(blob, f"CRL file {i + 1}") for i, blob in enumerate(blobs.get(CredentialKind.CRL, ()))
-    )
+    crls = tuple(_crl(blob, f"CRL file {i + 1}") for i, blob in enumerate(files.crls))
     try:
         # names and dates parse lazily: read every one used later now, so a bad file
         # fails here, once, and not during a negotiation
         for crl in crls:
             _ = (crl.issuer, crl.next_update_utc, len(crl))
-        return Credentials(
+        return ParsedCredentials(
             chain_der=tuple(_der(c) for c in own),
             chain_issuers=frozenset(c.issuer.public_bytes() for c in own),
             anchors=tuple(anchors),
@@ -145,12 +145,12 @@ def load_credentials(blobs: Mapping[CredentialKind, Sequence[bytes]]) -> Credent
         raise CredentialError(f"a certificate or CRL does not parse ({exc})") from None
 
 
-def own_certificate(creds: Credentials) -> x509.Certificate:
+def own_certificate(creds: ParsedCredentials) -> x509.Certificate:
     """Our end-entity certificate (the first of our chain)."""
     return x509.load_der_x509_certificate(creds.chain_der[0])
 
 
-def asked_for_ours(creds: Credentials, authorities: Iterable[bytes]) -> bool:
+def asked_for_ours(creds: ParsedCredentials, authorities: Iterable[bytes]) -> bool:
     """Whether CR payloads ask for our chain: an empty CR asks for any, else one naming an
     issuer of our chain (strongSwan and libreswan name the CA they trust)."""
     return any(not a or a in creds.chain_issuers for a in authorities)
@@ -241,7 +241,7 @@ def peer_cert_payloads(payloads: Iterable[Payload]) -> tuple[list[bytes], int] |
     return certs, ignored
 
 
-def _verifier(creds: Credentials, when: datetime.datetime) -> ClientVerifier:
+def _verifier(creds: ParsedCredentials, when: datetime.datetime) -> ClientVerifier:
     return (
         PolicyBuilder()
         .store(creds.verifier_store)
@@ -282,7 +282,7 @@ def _validity_reason(leaf: x509.Certificate, when: datetime.datetime) -> str | N
 
 
 def validate_peer(
-    creds: Credentials, chain_der: Sequence[bytes], wall_time: float
+    creds: ParsedCredentials, chain_der: Sequence[bytes], wall_time: float
 ) -> PeerCertificate | Refused:
     """Validate the peer's chain (end entity first, then whatever intermediates it sent)
     against the definition's trust anchors at `wall_time` (unix seconds), then revocation."""
@@ -311,7 +311,7 @@ def validate_peer(
 
 
 def _revocation(
-    creds: Credentials, chain: Sequence[x509.Certificate], when: datetime.datetime
+    creds: ParsedCredentials, chain: Sequence[x509.Certificate], when: datetime.datetime
 ) -> Refused | tuple[str, ...]:
     """Each certificate below the anchor against the CRLs of its issuer (whose signature
     verifies with the issuer's key). Listed: refused. A stale CRL (nextUpdate passed)

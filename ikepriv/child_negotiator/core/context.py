@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from ikepriv.child_negotiator.core.certificates import Credentials
+from ikepriv.child_negotiator.core.certificates import ParsedCredentials
 from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot
 from ikepriv.child_negotiator.core.cookies import CookieJar
 from ikepriv.child_negotiator.core.datagram import Inbound, IPAddress
@@ -67,6 +67,8 @@ class Services(Protocol):
 
     def emit(self, message: IpcMessage) -> None: ...
     def log(self, level: LogLevel, text: str) -> None: ...
+    def log_unproven(self, kind: str, level: LogLevel, text: str) -> None: ...
+    def negotiating(self, phase1_number: int, peer: IPAddress | None = None) -> bool: ...
     def request(
         self, make: Callable[[int], IpcMessage], reply: type, on_reply: ReplyHandler
     ) -> int: ...
@@ -107,7 +109,7 @@ class Tables(Protocol):
     deadlines: DeadlineIndex
     pending_phase2: dict[int, list[int]]  # phase 1 number -> phase 2 numbers
     restarts: dict[int, Restart]  # phase 1 number -> restart after DPD
-    credentials: Mapping[int, Credentials]  # usable signature definitions, parsed
+    credentials: Mapping[int, ParsedCredentials]  # usable signature definitions, parsed
 
     def responder_definitions(
         self, exchange: ExchangeType, local: IPAddress, peer: IPAddress

@@ -25,9 +25,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ikepriv.child_negotiator.core import certificates
+from ikepriv.child_negotiator.core.config_snapshot import Credentials
 from ikepriv.crypto import dh, signatures
 from ikepriv.crypto.groups import GROUPS, ModpGroup
-from ikepriv.ipc.messages import CredentialKind
 from ikepriv.isakmp import IdPayload
 from ikepriv.isakmp.constants import AuthMethod, IdType
 
@@ -93,11 +93,11 @@ def warm_up_certificates() -> bool:
     )
     pem, der = serialization.Encoding.PEM, serialization.Encoding.DER
     creds = certificates.load_credentials(
-        {
-            CredentialKind.OWN_CERT: (ee.public_bytes(pem),),
-            CredentialKind.TRUST_ANCHOR: (ca.public_bytes(der),),
-            CredentialKind.CRL: (crl.public_bytes(pem), crl.public_bytes(der)),
-        }
+        Credentials(
+            own_cert=(ee.public_bytes(pem),),
+            trust_anchors=(ca.public_bytes(der),),
+            crls=(crl.public_bytes(pem), crl.public_bytes(der)),
+        )
     )
     found = certificates.validate_peer(creds, [ee.public_bytes(der)], now.timestamp())
     certificates.validate_peer(creds, [b"\x30\x00"], now.timestamp())  # the refusal path

@@ -25,7 +25,7 @@ from typing import Final
 from ikepriv.child_negotiator.core import certificates
 from ikepriv.child_negotiator.core.certificates import (
     X509_SIGNATURE,
-    Credentials,
+    ParsedCredentials,
     PeerCertificate,
     Refused,
 )
@@ -99,7 +99,7 @@ def waiting(sa: IsakmpSa) -> bool:
     return isinstance(st, SigState) and st.waiting
 
 
-def credentials(core: Core, d: Phase1Def) -> Credentials | None:
+def credentials(core: Core, d: Phase1Def) -> ParsedCredentials | None:
     """The definition's parsed files; None when they did not load (logged then)."""
     return core.credentials.get(d.number)
 
@@ -125,12 +125,12 @@ def note_requests(sa: IsakmpSa, payloads: Sequence[Payload]) -> None:
         state(sa).peer_authorities = tuple(found[:MAX_PEER_REQUESTS])
 
 
-def _asked(creds: Credentials, st: SigState) -> bool:
+def _asked(creds: ParsedCredentials, st: SigState) -> bool:
     return certificates.asked_for_ours(creds, st.peer_authorities)
 
 
 # send_cert: whether our chain goes out, given the definition's files and what was asked
-_SEND: Final[dict[SendCert, Callable[[Credentials, SigState], bool]]] = {
+_SEND: Final[dict[SendCert, Callable[[ParsedCredentials, SigState], bool]]] = {
     SendCert.NEVER: lambda creds, st: False,
     SendCert.IF_ASKED: _asked,
     SendCert.ALWAYS: lambda creds, st: True,
