@@ -244,7 +244,9 @@ class Reassembly:
         for table in (self._first, self._known):
             while table:
                 key, oldest = next(iter(table.items()))
-                if now - oldest.started < timeout:
+                # the same sum next_deadline reports: `now - started < timeout` can stay
+                # true at that deadline by float rounding, and the engine's clock would spin
+                if now < oldest.started + timeout:
                     break
                 self._discard(table, key)
                 self._counters.fragments_abandoned += 1
