@@ -53,7 +53,7 @@ from harness.core_sim import (  # found through the path set above
     phase2_def,
     selector,
 )
-from harness.signer import SigningKey, sign_request
+from harness.signer import sign_request, signing_key
 
 from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot, Credentials
 from ikepriv.child_negotiator.core.engine import Negotiator
@@ -93,6 +93,7 @@ from ikepriv.isakmp.constants import (
     GroupId,
     IdType,
 )
+from ikepriv.parent_kernel.signer import SigningKey
 
 # LEFT (192.0.2.1) is the initiator, RIGHT (192.0.2.2) the responder, as in core_sim.
 PSK = b"fuzzing is not a secret"
@@ -233,7 +234,7 @@ class Parent:
     """Answers requests like the real parent would (OK, real SKEYID, real signatures,
     fresh SPIs)."""
 
-    signer: SigningKey
+    signer: SigningKey  # the parent's own (parent_kernel/signer.py)
     next_spi: int = 0x1000
     next_nonce: int = 0
 
@@ -335,7 +336,7 @@ def build(stage: Stage) -> Pair:
             wall_clock=lambda: WALL,
         ),
     }
-    parents = {side: Parent(SigningKey(ECDSA, KEYS[side], dn_of(side))) for side in SIDES}
+    parents = {side: Parent(signing_key(ECDSA, KEYS[side], dn_of(side))) for side in SIDES}
     pair = Pair(cores, parents)
     pair.route(
         "initiator",

@@ -27,7 +27,7 @@ from harness.core_sim import (
     phase2_def,
     selector,
 )
-from harness.signer import SigningKey
+from harness.signer import signing_key
 
 from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot, Credentials
 from ikepriv.crypto import signatures
@@ -44,6 +44,7 @@ from ikepriv.ipc.messages import (
 )
 from ikepriv.isakmp import CertPayload, CertRequestPayload, decode_message
 from ikepriv.isakmp.constants import AuthMethod, ExchangeType, IdType, IkeHash, NotifyType
+from ikepriv.parent_kernel.signer import SigningKey
 
 MM, AM = ExchangeType.IDENTITY_PROTECTION, ExchangeType.AGGRESSIVE
 MODES = {"main": MM, "aggressive": AM}
@@ -104,9 +105,9 @@ class End:
         )
 
     def signer(self) -> SigningKey:
-        return SigningKey(
-            self.auth(), self.sign_key or self.entity.key, self.sign_id or self.ident()
-        )
+        """Its parent's signing key (parent_kernel/signer.py), over `sign_id` if given."""
+        key = self.sign_key or self.entity.key
+        return signing_key(self.auth(), key, self.sign_id or self.ident())
 
 
 def _entity(cn: str, kind: str, *, sans: Sequence[str] = (), **kw: object) -> pki.Issued:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.signer import SigningKey, sign_request
+from harness.signer import sign_request
 from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot
 from ikepriv.child_negotiator.core.engine import Negotiator
 from ikepriv.child_negotiator.core.hooks import Hooks
@@ -96,6 +96,7 @@ from ikepriv.isakmp.constants import (
     NotifyType,
     ProtocolId,
 )
+from ikepriv.parent_kernel.signer import SigningKey
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
