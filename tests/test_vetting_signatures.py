@@ -201,3 +201,16 @@ def test_a_snapshot_larger_than_the_child_queue_arrives_whole(tmp_path: Path) ->
         finally:
             daemon.stop()
             standin.close()
+
+
+def test_a_signature_initiator_gets_its_nonce_from_the_parent(
+    setup: tuple[Daemon, StandIn, str, pki.Issued, pki.CredentialFiles],
+) -> None:
+    """Signature definitions initiate with the parent's Ni too (the child computes SKEYID
+    itself, but no phase 1 we start runs on a nonce of the child's alone)."""
+    _, child, _, _, _ = setup
+    reply = child.ask(m.NonceRequest(1, 1))
+    assert isinstance(reply, m.NonceReply) and reply.error is m.ErrorCode.OK
+    assert len(reply.nonce) == m.PARENT_NONCE_BYTES and reply.nonce_id
+    refused = child.ask(m.NonceRequest(2, 99))
+    assert isinstance(refused, m.NonceReply) and refused.error is m.ErrorCode.NO_SUCH_TUNNEL

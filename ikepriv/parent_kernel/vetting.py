@@ -794,7 +794,10 @@ class Vetter:
             return Refusal(ErrorCode.NO_SUCH_TUNNEL,
                            f"no phase 1 definition {req.phase1_number}",
                            req.phase1_number)  # fmt: skip
-        if p1.auth is not AuthMethod.PRE_SHARED_KEY or not p1.psk:
+        # signature initiators ask too (docs/certificates.md): our Ni stays the parent's
+        # whatever the method, so no phase 1 we start has a nonce of the child's alone
+        psk_ok = p1.auth is AuthMethod.PRE_SHARED_KEY and bool(p1.psk)
+        if not psk_ok and p1.auth not in SIGNATURE_METHODS:
             return Refusal(ErrorCode.NO_SECRET,
                            f"phase 1 {req.phase1_number} has no pre-shared key",
                            req.phase1_number)  # fmt: skip
