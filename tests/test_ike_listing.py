@@ -234,6 +234,7 @@ def test_json_is_a_list_of_row_objects() -> None:
         "algorithms": "aes128-sha256-modp2048", "remaining_seconds": 28000, "spi_in": 0,
         "spi_out": 0, "bytes": 0, "packets": 0, "phase1_number": None,
         "local_selector": None, "remote_selector": None,
+        "peer_cert_subject": None, "peer_cert_issuer": None,
     }  # fmt: skip
     assert (data[1]["spi_in"], data[1]["bytes"], data[1]["phase1_number"]) == (
         0xC0FFEE01,
@@ -423,3 +424,18 @@ def test_verbose_shows_the_peer_certificate_of_a_signature_phase_1() -> None:
     psk_line = next(text for text in verbose.splitlines() if "to-siteB" in text)
     assert psk_line.split()[-2:] == ["-", "-"]
     assert "Peer Cert" not in render_table([P1, signed])  # only with verbose
+
+
+def test_json_rows_carry_every_tunnel_row_field() -> None:
+    """`json` promises every TunnelRow field (the peer certificate ones included)."""
+    import dataclasses
+    import json
+
+    from ikepriv.cli.listing import render_json
+
+    signed = row(2, 12, Phase.PHASE1, "to-siteC", peer_cert_subject="CN=gw-c,O=Example,C=CH",
+                 peer_cert_issuer="CN=Example CA,O=Example,C=CH")  # fmt: skip
+    (obj,) = json.loads(render_json([signed]))
+    assert set(obj) == {f.name for f in dataclasses.fields(TunnelRow)}
+    assert obj["peer_cert_subject"] == "CN=gw-c,O=Example,C=CH"
+    assert obj["peer_cert_issuer"] == "CN=Example CA,O=Example,C=CH"

@@ -405,6 +405,8 @@ def row_to_json(row: TunnelRow) -> dict[str, object]:
         "phase1_number": row.phase1_number,
         "local_selector": row.local_selector or None,
         "remote_selector": row.remote_selector or None,
+        "peer_cert_subject": row.peer_cert_subject or None,
+        "peer_cert_issuer": row.peer_cert_issuer or None,
     }
 
 

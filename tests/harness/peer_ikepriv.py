@@ -82,6 +82,8 @@ def definitions(spec: PeerSpec, opts: IkeprivOptions) -> dict[str, Any]:
         "autostart": opts.autostart,
         **opts.phase1_extra,
     }
+    if p1["auth"] != "psk":  # signature authentication: a psk key would be refused
+        del p1["psk"]
     for key, value in (("lifetime", spec.ike_lifetime), ("rekey_margin", spec.ike_margin)):
         if value:
             p1[key] = value
