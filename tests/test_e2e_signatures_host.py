@@ -6,7 +6,9 @@ their files, the parent signs, the sandboxed child parses and validates the peer
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,7 @@ import pytest
 from harness import netns as nsmod
 from harness.interop import Scenario, peer_spec
 from harness.peer_ikepriv import PHASE1_NAME, Ikepriv
-from harness.peers import make_peer
+from harness.peers import PubkeyAuth, make_peer
 
 pytestmark = [pytest.mark.root]
 
@@ -100,3 +102,57 @@ def test_two_daemons_authenticate_each_other_with_certificates(
             assert row["peer_cert_subject"] == subjects[other], row
             assert row["peer_cert_issuer"] == inter.cert.subject.rfc4514_string(), row
             assert peer.child_sandboxed(), peer.log_tail()
+
+
+def _need_strongswan() -> None:
+    from harness.peers import CHARON
+
+    if not os.access(CHARON, os.X_OK) or not shutil.which("swanctl"):
+        pytest.skip("needs strongSwan (scripts/setup.sh)")
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize(
+    ("initiator", "responder", "kind"),
+    [
+        ("ikepriv", "strongswan", "p256"),
+        ("ikepriv", "strongswan", "rsa2048"),
+        ("strongswan", "ikepriv", "p256"),
+        ("strongswan", "ikepriv", "rsa2048"),
+    ],
+)
+def test_main_mode_certificates_against_strongswan(
+    topo: nsmod.Topology, tmp_path: Path, initiator: str, responder: str, kind: str
+) -> None:
+    """strongSwan 5.9 and ikepriv, each role: DN identities, certificates sent when asked
+    (both send CRs), RSA (PKCS#1 v1.5 without DigestInfo) and ECDSA (RFC 4754) signatures."""
+    _need_strongswan()
+    root = pki.make_ca()
+    sc = Scenario(f"sig-{initiator[:3]}-{responder[:3]}-{kind}", initiator, responder, "main")
+    dns = {role: f"C=CH, O=ikepriv test, CN=gw-{role}" for role in ("initiator", "responder")}
+    peers = {}
+    for role, impl in (("responder", responder), ("initiator", initiator)):
+        spec = peer_spec(topo, sc, role)
+        ee = pki.make_end_entity(root, dns[role], [spec.local], kind, fresh_key=True)
+        files = pki.write_credentials(tmp_path / f"creds-{role}", ee, root)
+        other = "initiator" if role == "responder" else "responder"
+        auth = PubkeyAuth(files.cert, files.key, files.ca, dns[role], dns[other], AUTH[kind])
+        peers[role] = make_peer(impl, dataclasses.replace(spec, pubkey=auth), tmp_path)
+    resp, init = peers["responder"], peers["initiator"]
+    with resp, init:
+        resp.start()
+        init.start()
+        assert init.initiate_phase1(timeout=20), init.log_tail() + resp.log_tail()
+        deadline = time.monotonic() + 10
+        while not resp.ike_established():
+            assert time.monotonic() < deadline, resp.log_tail()
+            time.sleep(0.1)
+        ours = init if isinstance(init, Ikepriv) else resp
+        assert isinstance(ours, Ikepriv)
+        rc, rows, err = ours.list_json("phase=1", "verbose")
+        assert rc == 0, err
+        row = next(r for r in rows if r["name"] == PHASE1_NAME)
+        theirs = "responder" if ours is init else "initiator"
+        assert row["state"] == "established", row
+        assert row["peer_cert_subject"] == pki.name(dns[theirs]).rfc4514_string(), row
+        assert ours.child_sandboxed(), ours.log_tail()

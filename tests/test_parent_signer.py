@@ -18,7 +18,7 @@ import pytest
 from ikepriv.config import load_definitions
 from ikepriv.config.store import TunnelDB
 from ikepriv.crypto.oakley import hash_i, hash_r
-from ikepriv.crypto.signatures import verify
+from ikepriv.crypto.signatures import auth_prf, verify
 from ikepriv.ipc import messages as m
 from ikepriv.isakmp.constants import AuthMethod, IdType, IkeHash
 from ikepriv.parent_kernel.definitions import DbView
@@ -82,7 +82,9 @@ def test_each_method_signs_our_hash_over_our_configured_identity(
     for initiator, compute in ((True, hash_i), (False, hash_r)):
         req = request(initiator)
         signature = signer.sign(req)
-        expected = compute(req.prf, req.skeyid, req.g_xi, req.g_xr, req.icookie, req.rcookie,
+        # ECDSA: HASH with the method's own SHA-2 prf (RFC 4754, strongSwan's prf_auth)
+        prf = auth_prf(method, req.prf)
+        expected = compute(prf, req.skeyid, req.g_xi, req.g_xr, req.icookie, req.rcookie,
                            req.sa_i_body, our_id_b)  # fmt: skip
         assert verify(method, ee.cert.public_key(), expected, signature)  # type: ignore[arg-type]
     assert "PRIVATE" not in repr(signer) and "private_numbers" not in repr(signer)

@@ -2,8 +2,11 @@
 
 IKEv1 signs HASH_I/HASH_R, the prf output itself. RSA (method 3) uses PKCS#1 v1.5 type 1
 padding *without* a DigestInfo (what strongSwan calls SIGN_RSA_EMSA_PKCS1_NULL and libreswan
-and racoon do too). ECDSA (methods 9-11, RFC 4754) hashes HASH_I/HASH_R once more with the
-method's SHA-2 and sends r | s, each as long as the curve's order, not DER.
+and racoon do too). ECDSA (methods 9-11, RFC 4754) computes HASH_I/HASH_R with the HMAC of
+the method's SHA-2 (keyed with SKEYID as usual) whatever prf the proposal negotiated
+(`auth_prf`), signs that value as the digest (no second hash) and sends r | s, each as long
+as the curve's order, not DER: strongSwan's keymat_v1 (prf_auth) and SIGN_ECDSA_WITH_NULL,
+checked against charon 5.9 in tests/test_e2e_signatures_host.py.
 
 The same functions serve the parent (signing: it holds the private keys) and the child
 (verifying the peer's signature with the public key from its certificate), so both agree on
@@ -20,12 +23,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import (
     NoDigestInfo,
+    Prehashed,
     decode_dss_signature,
     encode_dss_signature,
 )
 
 from ikepriv.crypto.prf import digests_equal
-from ikepriv.isakmp.constants import AuthMethod
+from ikepriv.isakmp.constants import AuthMethod, IkeHash
 
 MIN_RSA_BITS: Final = 2048
 """RSA keys below this are refused (ours by ikedb and the parent, the peer's by the child)."""
@@ -38,14 +42,24 @@ PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 class _Ecdsa:
     curve: type[ec.EllipticCurve]
     hash: type[hashes.HashAlgorithm]
+    digest: int  # bytes of HASH_I/HASH_R, which are signed as that hash's digest
+    prf: IkeHash  # HASH_I/HASH_R are HMAC of this hash, keyed with SKEYID
     size: int  # bytes of r and of s
 
 
 _ECDSA: Final[dict[AuthMethod, _Ecdsa]] = {
-    AuthMethod.ECDSA_SHA256_P256: _Ecdsa(ec.SECP256R1, hashes.SHA256, 32),
-    AuthMethod.ECDSA_SHA384_P384: _Ecdsa(ec.SECP384R1, hashes.SHA384, 48),
-    AuthMethod.ECDSA_SHA512_P521: _Ecdsa(ec.SECP521R1, hashes.SHA512, 66),
+    AuthMethod.ECDSA_SHA256_P256: _Ecdsa(ec.SECP256R1, hashes.SHA256, 32, IkeHash.SHA2_256, 32),
+    AuthMethod.ECDSA_SHA384_P384: _Ecdsa(ec.SECP384R1, hashes.SHA384, 48, IkeHash.SHA2_384, 48),
+    AuthMethod.ECDSA_SHA512_P521: _Ecdsa(ec.SECP521R1, hashes.SHA512, 64, IkeHash.SHA2_512, 66),
 }
+
+
+def auth_prf(method: AuthMethod, negotiated: IkeHash) -> IkeHash:
+    """The prf HASH_I/HASH_R are computed with: the ECDSA method's own SHA-2 (RFC 4754, as
+    strongSwan does it), else the negotiated one (pre-shared keys, RSA). Child and parent
+    both call this, so the value checked and the value signed agree by construction."""
+    spec = _ECDSA.get(method)
+    return spec.prf if spec is not None else negotiated
 
 
 class KeyMismatch(ValueError):
@@ -97,7 +111,9 @@ def sign(
     if isinstance(key, rsa.RSAPrivateKey):
         return key.sign(auth_hash, padding.PKCS1v15(), NoDigestInfo())
     spec = _ECDSA[method]
-    algorithm = ec.ECDSA(spec.hash(), deterministic_signing=deterministic)
+    if len(auth_hash) != spec.digest:
+        raise KeyMismatch(f"{method.name} signs a {spec.digest}-byte HASH")
+    algorithm = ec.ECDSA(Prehashed(spec.hash()), deterministic_signing=deterministic)
     r, s = decode_dss_signature(key.sign(auth_hash, algorithm))
     return r.to_bytes(spec.size, "big") + s.to_bytes(spec.size, "big")
 
@@ -114,11 +130,11 @@ def verify(method: AuthMethod, key: PublicKey, auth_hash: bytes, signature: byte
             recovered = key.recover_data_from_signature(signature, padding.PKCS1v15(), None)
             return digests_equal(auth_hash, recovered)
         spec = _ECDSA[method]
-        if len(signature) != 2 * spec.size:
+        if len(signature) != 2 * spec.size or len(auth_hash) != spec.digest:
             return False
         r = int.from_bytes(signature[: spec.size], "big")
         s = int.from_bytes(signature[spec.size :], "big")
-        key.verify(encode_dss_signature(r, s), auth_hash, ec.ECDSA(spec.hash()))
+        key.verify(encode_dss_signature(r, s), auth_hash, ec.ECDSA(Prehashed(spec.hash())))
         return True
     except InvalidSignature:
         return False

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from ikepriv.config.credentials import CredentialError, load_private_key
 from ikepriv.config.model import Phase1Definition
 from ikepriv.crypto.oakley import hash_i, hash_r
-from ikepriv.crypto.signatures import PrivateKey, key_problem, sign
+from ikepriv.crypto.signatures import PrivateKey, auth_prf, key_problem, sign
 from ikepriv.ipc import messages as m
 from ikepriv.isakmp.constants import AuthMethod
 from ikepriv.isakmp.id_payload import IdPayload
@@ -64,7 +64,8 @@ class SigningKey:
     def auth_hash(self, req: m.SignatureRequest) -> bytes:
         """HASH_I or HASH_R over the request's parts and our own ID_b."""
         compute = hash_i if req.initiator else hash_r
-        return compute(req.prf, req.skeyid, req.g_xi, req.g_xr, req.icookie, req.rcookie,
+        prf = auth_prf(self.method, req.prf)  # an ECDSA method's own SHA-2 (RFC 4754)
+        return compute(prf, req.skeyid, req.g_xi, req.g_xr, req.icookie, req.rcookie,
                        req.sa_i_body, self.id_body)  # fmt: skip
 
     def sign(self, req: m.SignatureRequest) -> bytes:

@@ -82,6 +82,10 @@ def definitions(spec: PeerSpec, opts: IkeprivOptions) -> dict[str, Any]:
         "autostart": opts.autostart,
         **opts.phase1_extra,
     }
+    if spec.pubkey is not None:  # certificates instead of the PSK and the address IDs
+        k = spec.pubkey
+        p1.update(auth=k.auth, cert=str(k.cert), key=str(k.key), ca=[str(k.ca)],
+                  local_id=k.local_id, remote_id=k.remote_id)  # fmt: skip
     if p1["auth"] != "psk":  # signature authentication: a psk key would be refused
         del p1["psk"]
     for key, value in (("lifetime", spec.ike_lifetime), ("rekey_margin", spec.ike_margin)):

@@ -45,6 +45,19 @@ class PeerError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class PubkeyAuth:
+    """Certificate authentication for one side (instead of the PSK): absolute paths of our
+    end-entity certificate, our private key (0600) and the trust anchor, and the DN IDs."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    local_id: str  # "C=CH, O=..., CN=..."
+    remote_id: str
+    auth: str = "ecdsa-sig"  # ikepriv's name (strongSwan and libreswan take it from the key)
+
+
+@dataclass(frozen=True)
 class PeerSpec:
     """One side of a tunnel. IDs are ID_IPV4_ADDR = local / remote; tunnel mode."""
 
@@ -78,6 +91,7 @@ class PeerSpec:
     # which libreswan and ikepriv ignore for now
     fragmentation: str = ""
     fragment_size: int = 0
+    pubkey: PubkeyAuth | None = None  # certificates instead of the PSK
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
@@ -257,7 +271,7 @@ charon {{
   }}
 }}
 swanctl {{
-  load = pem pkcs1 x509 revocation constraints pubkey openssl random
+  load = pem pkcs1 pkcs8 x509 revocation constraints pubkey openssl random
 }}
 """
 
@@ -272,23 +286,34 @@ connections {{
     encap = {encap}
     dpd_delay = {dpd_delay}s
 {ike_extra}    local {{
-      auth = psk
-      id = {local}
-    }}
+{local_auth}    }}
     remote {{
-      auth = psk
-      id = {remote}
-    }}
+{remote_auth}    }}
     children {{
 {children}    }}
   }}
 }}
 secrets {{
-  ike-c {{
-    secret = "{psk}"
-  }}
-}}
+{secrets}}}
 """
+# plugins that certificate authentication needs on top of CHARON_PLUGINS
+CHARON_CERT_PLUGINS = "pem pkcs1 pkcs8 x509 revocation constraints pubkey"
+
+
+def _ss_auth(s: PeerSpec) -> tuple[str, str, str]:
+    """swanctl (local, remote, secrets) bodies: PSK and address IDs, or certificates."""
+    if s.pubkey is None:
+        return (
+            f"      auth = psk\n      id = {s.local}\n",
+            f"      auth = psk\n      id = {s.remote}\n",
+            f'  ike-c {{\n    secret = "{s.psk}"\n  }}\n',
+        )
+    k = s.pubkey  # the files are copied into swanctl's x509/, x509ca/, pkcs8/ (start())
+    return (
+        f'      auth = pubkey\n      id = "{k.local_id}"\n      certs = cert.pem\n',
+        f'      auth = pubkey\n      id = "{k.remote_id}"\n      cacerts = ca.pem\n',
+        "",
+    )
 
 
 _SS_CHILD = """\
@@ -353,7 +378,7 @@ class StrongSwan(Peer):
         aggressive = "yes" if s.exchange == "aggressive" else "no"
         self.conf.write_text(
             _SS_CONF.format(
-                plugins=CHARON_PLUGINS,
+                plugins=CHARON_PLUGINS + (f" {CHARON_CERT_PLUGINS}" if s.pubkey else ""),
                 aggressive=aggressive,
                 dir=self.dir,
                 level=2 if s.debug else 1,
@@ -361,13 +386,24 @@ class StrongSwan(Peer):
             )
         )
         conn = self.dir / "swanctl.conf"
+        if s.pubkey is not None:  # swanctl --load-all reads credentials beside its file
+            for sub, src in (("x509", s.pubkey.cert), ("x509ca", s.pubkey.ca)):
+                (self.dir / sub).mkdir(exist_ok=True)
+                name = "cert.pem" if sub == "x509" else "ca.pem"
+                shutil.copyfile(src, self.dir / sub / name)
+            (self.dir / "pkcs8").mkdir(mode=0o700, exist_ok=True)
+            shutil.copyfile(s.pubkey.key, self.dir / "pkcs8" / "key.pem")
+            (self.dir / "pkcs8" / "key.pem").chmod(0o600)
+        local_auth, remote_auth, secrets = _ss_auth(s)
         conn.write_text(
             _SS_CONN.format(
+                local_auth=local_auth,
+                remote_auth=remote_auth,
+                secrets=secrets,
                 aggressive=aggressive,
                 local=s.local,
                 remote=s.remote,
                 ike=s.ike,
-                psk=s.psk,
                 encap="yes" if s.encap else "no",
                 dpd_delay=s.dpd_delay,
                 ike_extra=_ss_lifetimes(s, "    ", ike=True)

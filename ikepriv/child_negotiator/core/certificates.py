@@ -45,10 +45,11 @@ from cryptography.x509.verification import (
 )
 
 from ikepriv.child_negotiator.core.config_snapshot import Credentials
-from ikepriv.crypto.prf import digests_equal
+from ikepriv.child_negotiator.core.identities import phase1_id_matches
 from ikepriv.ipc.messages import MAX_DN_TEXT, Identity
 from ikepriv.isakmp import CertPayload, IdPayload, Payload
 from ikepriv.isakmp.constants import IdType
+from ikepriv.isakmp.dn import parse_dn
 
 MAX_PEER_CERTS: Final = 8  # CERT payloads we look at in one message (more: refused)
 MAX_PEER_CERT_BYTES: Final = 16 * 1024  # one certificate, DER
@@ -360,9 +361,10 @@ _Matcher = Callable[[x509.Certificate, bytes], bool]
 
 
 def _dn_in(cert: x509.Certificate, data: bytes) -> bool:
-    # DER to DER: x509 has no public loader for a bare Name, and peers send the subject
-    # exactly as their certificate encodes it (strongSwan, libreswan, racoon do)
-    return digests_equal(cert.subject.public_bytes(), data)
+    # as Names (types and values), not bytes: strongSwan sends the DN of its configuration,
+    # with other string types than the certificate's
+    name = parse_dn(data)
+    return name is not None and name == cert.subject
 
 
 def _text_in(kind: type[x509.DNSName] | type[x509.RFC822Name]) -> _Matcher:
@@ -403,6 +405,21 @@ def id_in_certificate(idp: IdPayload, cert: x509.Certificate) -> bool:
         return matcher is not None and matcher(cert, idp.data)
     except PARSE_ERRORS:  # a subject or SAN the library cannot read names nobody
         return False
+
+
+def identity_matches(expected: Identity | None, received: IdPayload) -> bool:
+    """The definition's remote_id against the peer's ID, as phase1_id_matches does, but a
+    DN compared as a Name: the peer's encoding of the same DN may differ from ours."""
+    if (
+        expected is None
+        or expected.id_type is not IdType.DER_ASN1_DN
+        or received.id_type is not IdType.DER_ASN1_DN
+    ):
+        return phase1_id_matches(expected, received)
+    if not phase1_id_matches(None, received):  # protocol/port as RFC 2407 wants
+        return False
+    ours, theirs = parse_dn(expected.data), parse_dn(received.data)
+    return ours is not None and ours == theirs
 
 
 def identity_of(cert: x509.Certificate) -> Identity:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ikepriv.child_negotiator.core.certificates import identity_matches
 from ikepriv.child_negotiator.core.context import Core
 from ikepriv.child_negotiator.core.datagram import Inbound, IPAddress
 from ikepriv.child_negotiator.core.exchanges import phase1, signature
@@ -238,7 +239,9 @@ def responder_definition(
                 continue
         elif d.remote_addr != peer:
             continue
-        if not phase1_id_matches(d.remote_id, idii):
+        # a signature definition compares a DN as a Name (the peer's encoding may differ)
+        matches = identity_matches if d.auth_method in SIGNATURE_METHODS else phase1_id_matches
+        if not matches(d.remote_id, idii):
             continue
         rank = (d.remote_id is None, d.remote_addr is None, number)
         if best is None or rank < best[0]:

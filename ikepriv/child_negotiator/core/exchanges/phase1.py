@@ -32,6 +32,7 @@ from ikepriv.crypto.ciphers import IkeCipher, key_length_bytes
 from ikepriv.crypto.crypto_errors import CryptoError
 from ikepriv.crypto.oakley import IvChain, derive_phase1_keys, hash_i, hash_r
 from ikepriv.crypto.prf import digests_equal
+from ikepriv.crypto.signatures import auth_prf
 from ikepriv.ipc.messages import (
     MIN_PHASE1_NONCE,
     PARENT_NONCE_BYTES,
@@ -274,20 +275,35 @@ def install_keys(core: Core, sa: IsakmpSa, skeyid: bytes) -> None:
 
 
 def initiator_hash(sa: IsakmpSa, id_body: bytes) -> bytes:
-    """HASH_I over the SA's values and the initiator's ID body."""
+    """HASH_I over the SA's values and the initiator's ID body (with the prf the method
+    wants: the negotiated one, or an ECDSA method's own, signatures.auth_prf)."""
     assert sa.keys is not None and sa.choice is not None
     k = sa.keys
     return hash_i(
-        sa.choice.hash, k.skeyid, sa.g_xi, sa.g_xr, sa.icookie, sa.rcookie, sa.sa_i_body, id_body
+        auth_prf(sa.choice.auth, sa.choice.hash),
+        k.skeyid,
+        sa.g_xi,
+        sa.g_xr,
+        sa.icookie,
+        sa.rcookie,
+        sa.sa_i_body,
+        id_body,
     )
 
 
 def responder_hash(sa: IsakmpSa, id_body: bytes) -> bytes:
-    """HASH_R over the SA's values and the responder's ID body."""
+    """HASH_R over the SA's values and the responder's ID body (prf as initiator_hash)."""
     assert sa.keys is not None and sa.choice is not None
     k = sa.keys
     return hash_r(
-        sa.choice.hash, k.skeyid, sa.g_xi, sa.g_xr, sa.icookie, sa.rcookie, sa.sa_i_body, id_body
+        auth_prf(sa.choice.auth, sa.choice.hash),
+        k.skeyid,
+        sa.g_xi,
+        sa.g_xr,
+        sa.icookie,
+        sa.rcookie,
+        sa.sa_i_body,
+        id_body,
     )
 
 

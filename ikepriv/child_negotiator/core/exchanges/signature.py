@@ -32,7 +32,6 @@ from ikepriv.child_negotiator.core.certificates import (
 from ikepriv.child_negotiator.core.context import Core
 from ikepriv.child_negotiator.core.datagram import IPAddress
 from ikepriv.child_negotiator.core.exchanges import phase1
-from ikepriv.child_negotiator.core.identities import phase1_id_matches
 from ikepriv.child_negotiator.core.informational_send import send_notify
 from ikepriv.child_negotiator.core.offers import ike_choices, parse_ike_transform
 from ikepriv.child_negotiator.core.sa_table import IsakmpSa
@@ -177,7 +176,9 @@ def definition_for_id(core: Core, sa: IsakmpSa, peer_id: IdPayload) -> Phase1Def
     best: tuple[tuple[bool, int], Phase1Def] | None = None
     every = core.responder_definitions(sa.exchange, sa.local.addr, sa.remote.addr)
     for position, d in enumerate(every):
-        if d.auth_method != sa.choice.auth or not phase1_id_matches(d.remote_id, peer_id):
+        if d.auth_method != sa.choice.auth or not certificates.identity_matches(
+            d.remote_id, peer_id
+        ):
             continue
         if all(c.suite != suite for c in ike_choices(d)):
             continue
@@ -291,7 +292,7 @@ def authenticate_peer(
             NotifyType.INVALID_ID_INFORMATION,
         )
         return False
-    if not phase1_id_matches(sa.definition.remote_id, peer_id):
+    if not certificates.identity_matches(sa.definition.remote_id, peer_id):
         refuse(core, sa, "peer ID is not the one defined", NotifyType.INVALID_ID_INFORMATION)
         return False
     if not _signature_ok(core, sa, checked, auth_hash, sig.data):
