@@ -379,6 +379,7 @@ def _on_mm5_signed(core: Core, sa: IsakmpSa, inb: Inbound, payloads: tuple[Paylo
         )
         return
     sa.definition = d
+    signature.note_requests(sa, payloads)  # a CR in MM5 still asks for our chain in MM6
     if not signature.authenticate_peer(
         core, sa, idp, payloads, phase1.initiator_hash(sa, idp.body)
     ):

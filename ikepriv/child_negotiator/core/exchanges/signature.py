@@ -118,10 +118,13 @@ def cert_requests(core: Core, definitions: Iterable[Phase1Def]) -> list[Payload]
 
 
 def note_requests(sa: IsakmpSa, payloads: Sequence[Payload]) -> None:
-    """Keep the authorities of the peer's CR payloads (the first MAX_PEER_REQUESTS)."""
+    """Keep the authorities of the peer's CR payloads (at most MAX_PEER_REQUESTS in all):
+    from MM3/MM4 and AM1/AM2, and from MM5, where strongSwan as initiator sends its CR
+    (after it saw ours in MM4), still in time for our MM6."""
     found = [p.authority for p in payloads if isinstance(p, CertRequestPayload)]
     if found:
-        state(sa).peer_authorities = tuple(found[:MAX_PEER_REQUESTS])
+        st = state(sa)
+        st.peer_authorities = (*st.peer_authorities, *found)[:MAX_PEER_REQUESTS]
 
 
 def _asked(creds: ParsedCredentials, st: SigState) -> bool:
