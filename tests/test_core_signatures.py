@@ -583,3 +583,46 @@ def test_a_peer_rsa_key_below_2048_bits_is_refused(mode: str) -> None:
     assert not established(sim, "initiator")
     line = _fail_reason(sim, "initiator")
     assert "p1-1" in line and ("1024" in line or "key" in line.lower()), line
+
+
+@pytest.mark.parametrize(
+    ("kind", "digest"), [("p256", "sha256"), ("p384", "sha384"), ("p521", "sha512")]
+)
+def test_ecdsa_hash_uses_the_methods_own_sha2_whatever_prf_was_negotiated(
+    kind: str, digest: str
+) -> None:
+    """RFC 4754 as strongSwan implements it (checked against charon in
+    test_e2e_signatures_host.py): HASH_I = HMAC-<method's SHA-2>(SKEYID, ...) even when the
+    proposal negotiated SHA-1, and the signature is over that value as the digest. Checked
+    here independently of ikepriv's helpers, with hmac and cryptography's Prehashed."""
+    import hashlib
+    import hmac
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
+
+    left = End(_entity("left", kind, slot=10))
+    right = End(_entity("right", kind, slot=11))
+    sim = run_phase1(make_sim(left, right, hash_alg=IkeHash.SHA))
+    assert established(sim, "initiator") and established(sim, "responder")
+    (req,) = sim.initiator.parent.signature_requests
+    assert req.prf is IkeHash.SHA  # the negotiated prf, as the parent is told
+    id_body = bytes([IdType.DER_ASN1_DN, 0, 0, 0]) + left.entity.cert.subject.public_bytes()
+    data = req.g_xi + req.g_xr + req.icookie + req.rcookie + req.sa_i_body + id_body
+    expected = hmac.new(req.skeyid, data, digest).digest()
+    signature = sign_over(left, req)
+    size = len(signature) // 2
+    r, s = int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big")
+    algorithm = {"sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+    public = left.entity.cert.public_key()
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    public.verify(encode_dss_signature(r, s), expected, ec.ECDSA(Prehashed(algorithm[digest]())))
+    assert hashlib.new(digest).digest_size == len(expected)
+
+
+def sign_over(end: End, req: object) -> bytes:
+    """What the parent answered this request with (the same key, the same computation)."""
+    from harness.signer import sign_request
+
+    return sign_request(req, end.signer())  # type: ignore[arg-type]
