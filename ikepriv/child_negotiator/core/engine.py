@@ -22,7 +22,9 @@ notify where RFC 2408 wants one and only within the per-peer rate limit.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import heapq
+import itertools
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ikepriv.child_negotiator.core import dpd, informational_send, install, rekey, timers
@@ -67,6 +69,7 @@ from ikepriv.child_negotiator.core.states import (
 from ikepriv.crypto.crypto_errors import CryptoError
 from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.messages import (
+    LIST_PAGE,
     PROTOCOL_VERSION,
     ConfigBegin,
     ConfigEnd,
@@ -780,19 +783,37 @@ class Negotiator:
         self.drop_isakmp(sa)
 
     def _on_list(self, cmd: ListCommand) -> None:
+        """One page of the listing (see ListCommand): the tunnels of `cmd.phase` above
+        `cmd.after`, lowest tunnel id first, at most LIST_PAGE; then the counters if asked."""
         count = 0
-        if cmd.phase in (Phase.ALL, Phase.PHASE1, Phase.PHASE1_PLUS):
-            for sa in self.sas.by_tunnel.values():
-                self.emit(self.report_isakmp(sa, cmd.request_id))
+        if cmd.rows:
+            for _, sa, child in self._list_page(cmd.phase, cmd.after):
+                if sa is not None:
+                    self.emit(self.report_isakmp(sa, cmd.request_id))
+                elif child is not None:
+                    self.emit(install.report_child(self, child, cmd.request_id))
                 count += 1
-        if cmd.phase in (Phase.ALL, Phase.PHASE2, Phase.PHASE1_PLUS):
-            for child in self.sas.children.values():
-                if child.resumed:
-                    continue  # a previous child's: the parent lists it from its records
-                self.emit(install.report_child(self, child, cmd.request_id))
-                count += 1
-        self.emit(self.counters.stats(cmd.request_id, self.tally))
+        if cmd.counters:
+            self.emit(self.counters.stats(cmd.request_id, self.tally))
         self.emit(StateReportEnd(cmd.request_id, count))
+
+    def _list_page(
+        self, phase: Phase, after: int
+    ) -> list[tuple[int, IsakmpSa | None, ChildSa | None]]:
+        """The next page's tunnels in tunnel-id order. heapq.nsmallest keeps LIST_PAGE
+        candidates, so a page costs one pass over the tables (ids are allocated in
+        ascending order, so most candidates are rejected at the first comparison), not a
+        sort of every tunnel per page."""
+        items: list[Iterable[tuple[int, IsakmpSa | None, ChildSa | None]]] = []
+        if phase in (Phase.ALL, Phase.PHASE1, Phase.PHASE1_PLUS):
+            items.append((tid, sa, None) for tid, sa in self.sas.by_tunnel.items() if tid > after)
+        if phase in (Phase.ALL, Phase.PHASE2, Phase.PHASE1_PLUS):
+            items.append(  # a resumed SA is a previous child's: the parent lists its records
+                (tid, None, child)
+                for tid, child in self.sas.children.items()
+                if tid > after and not child.resumed
+            )
+        return heapq.nsmallest(LIST_PAGE, itertools.chain(*items), key=lambda item: item[0])
 
     def _on_shutdown(self, _msg: Shutdown) -> None:
         for sa in self.sas.isakmp_sas():
