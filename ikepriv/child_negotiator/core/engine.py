@@ -737,11 +737,10 @@ class Negotiator:
                 return True
         return any(
             c.definition.number == number
-            and c.remote.addr == sa.remote.addr
             and c.state is not ChildState.DELETED
             and not c.resumed
             and c.selector_out == selector
-            for c in self.sas.children.values()
+            for c in self.sas.children.with_peer(sa.remote.addr)
         )
 
     def _on_acquire(self, msg: KernelAcquire) -> None:
@@ -774,8 +773,8 @@ class Negotiator:
     def remove_phase1(self, sa: IsakmpSa) -> None:
         """Delete an ISAKMP SA and the IPsec SAs negotiated for its definition and peer."""
         dpd.cancel_restart(self, sa.definition.number)
-        for child in list(self.sas.children.values()):
-            if child.phase1_number == sa.definition.number and child.remote.addr == sa.remote.addr:
+        for child in self.sas.children.with_peer(sa.remote.addr):
+            if child.phase1_number == sa.definition.number:
                 install.remove_child(self, child, send_delete=sa.established, kernel=True)
         if sa.established:
             informational_send.send_delete_isakmp(self, sa)
