@@ -19,6 +19,13 @@ timer deadlines):
 - **vetting**: the parent's CPU per DatagramOut vetted (Vetter.datagram) with that many
   phase 1 definitions (one peer address each).
 
+With `--daemon` (root: it creates two network namespaces with 192.0.2.1/.2, as the tests
+do), the listing is also measured for real: a real ikeprivd whose negotiator is a stand-in
+(tests/test_daemon_support.py StandIn) that answers each ListCommand with this core's own
+pages, and the installed `ike cmd=list phase=1` run against its control socket; printed:
+the wall time of `ike`, its CPU and the daemon's. The stand-in's relay process is one hop
+more than a real child has.
+
 Figures, not pass/fail: compare the rows with each other.
 """
 
@@ -180,10 +187,70 @@ def state_activations() -> Mapping[int, Activation]:
     return table
 
 
+def daemon_list_cost(core: Negotiator, now: float) -> tuple[float, float, float, int]:
+    """Wall seconds of `ike cmd=list phase=1` against a real daemon whose stand-in child
+    answers from `core`, the CPU seconds of `ike` and of the daemon, and the rows printed."""
+    import os
+    import resource
+    import subprocess
+    import tempfile
+    import threading
+
+    from test_daemon_support import Daemon, StandIn, Topology
+
+    from ikepriv.ipc.control import CONTROL_PATH_ENV
+
+    def cpu_of(pid: int) -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    with tempfile.TemporaryDirectory() as tmp, Topology.create() as topo:
+        child = StandIn(Path(tmp))
+        daemon = Daemon.start(topo.a, Path(tmp), child_cmd=child.child_cmd)
+        try:
+            child.accept()
+            done = threading.Event()
+
+            def serve() -> None:
+                while not done.is_set():
+                    try:
+                        msg = child.recv()
+                    except TimeoutError:
+                        continue
+                    if msg is None:
+                        return
+                    if isinstance(msg, m.ListCommand):
+                        for out in core.handle(msg, now):
+                            child.send(out)
+
+            server = threading.Thread(target=serve, daemon=True)
+            server.start()
+            ike = str(Path(sys.executable).parent / "ike")
+            env = {**os.environ, CONTROL_PATH_ENV: daemon.control_path}
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            daemon_before = cpu_of(daemon.proc.pid)
+            start = time.perf_counter()
+            result = subprocess.run(  # noqa: S603 -- our own installed script
+                [ike, "cmd=list", "phase=1", "json"], capture_output=True, text=True,
+                env=env, check=True, timeout=120,
+            )  # fmt: skip
+            wall = time.perf_counter() - start
+            daemon_cpu = cpu_of(daemon.proc.pid) - daemon_before
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            ike_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+            done.set()
+            rows = result.stdout.count('"tunnel_id"')
+        finally:
+            daemon.stop()
+            child.close()
+    return wall, ike_cpu, daemon_cpu, rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--held", default="0,1000,5000,10000")
     parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--daemon", action="store_true", help="also list through ikeprivd")
     args = parser.parse_args()
     print(f"{'held SAs':>9} {'MM core CPU':>12} {'list wall':>10} {'list CPU':>9} "
           f"{'rows':>6} {'vet/datagram':>13}")  # fmt: skip
@@ -198,6 +265,10 @@ def main() -> None:
         vet = vetting_cost(count)
         print(f"{count:>9} {mm * 1000:>9.2f} ms {wall:>8.3f} s {cpu:>7.3f} s {rows:>6} "
               f"{vet * 1e6:>10.1f} us")  # fmt: skip
+        if args.daemon:
+            wall, ike_cpu, daemon_cpu, rows = daemon_list_cost(core, sim.now)
+            print(f"{'':>9} ikeprivd: `ike cmd=list phase=1` {wall:.3f} s wall, ike CPU "
+                  f"{ike_cpu:.3f} s, daemon CPU {daemon_cpu:.3f} s, {rows} rows")  # fmt: skip
 
 
 if __name__ == "__main__":

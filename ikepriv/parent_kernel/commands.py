@@ -242,15 +242,14 @@ class Commands:
         outbound policy of the reqid of the outbound SA `spi_out` (never the child's word);
         none when the parent installed no such SA."""
         installed = self.state.installed
-        sa = next((e for e in installed.sas.values()
-                   if e.spi == spi_out and e.phase2_number == n2 and not e.larval
+        sa = next((e for e in installed.sas_of_phase2(n2)
+                   if e.spi == spi_out and not e.larval
                    and e.direction is m.SaDirection.OUT), None)  # fmt: skip
         if sa is None or not spi_out:
             return {}
-        for pol in installed.policies.values():
+        for pol in installed.policies_of_phase2(n2):
             sel, direction = pol.key
-            if (pol.phase2_number == n2 and pol.reqid == sa.reqid
-                    and direction is m.PolicyDirection.OUT):  # fmt: skip
+            if pol.reqid == sa.reqid and direction is m.PolicyDirection.OUT:
                 return {
                     "local_selector": format_selector(sel.src.network, sel.src.protocol,
                                                       sel.src.port),

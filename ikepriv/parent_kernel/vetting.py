@@ -580,10 +580,7 @@ class Vetter:
         datagrams pushed the peer out of the bounded peer table)."""
         if t.p1_number in self.activations or self.peers.seen(local, remote):
             return True
-        return any(
-            not e.larval and e.phase1_number == t.p1_number and remote in (e.src, e.dst)
-            for e in self.installed.sas.values()
-        )
+        return any(remote in (e.src, e.dst) for e in self.installed.sas_of_phase1(t.p1_number))
 
     @staticmethod
     def _offers(p2: Phase2Definition, proto: ProtocolId) -> bool:
