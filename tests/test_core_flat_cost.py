@@ -1,16 +1,21 @@
-"""One more Main Mode next to thousands of held ISAKMP SAs costs the core what it costs
-next to a few (issue 11, goal 4): establishing, superseding and retiring look at the SAs
-of the peer concerned, never at all of them. Counted, never timed: the core's tables are
-put behind dicts that count every pass over them, and a handshake is run next to 10 and
-next to 3000 held SAs (tests/harness/held.py)."""
+"""One more Main Mode next to thousands of held ISAKMP SAs, or thousands of definitions,
+costs the core what it costs next to a few (issue 11, goal 4): establishing, superseding
+and retiring look at the SAs of the peer concerned, and a responder finds its definition
+by index, never by a pass over all. Counted, never timed: the core's tables and
+definitions are put behind dicts that count the records every pass over them visits, and a
+handshake is run next to 10 and next to 3000 (tests/harness/held.py for the SAs)."""
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
+from types import MappingProxyType
 from typing import Any
 
 from harness.core_sim import Simulation, mirrored
 from harness.held import hold
 
+from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot
 from ikepriv.child_negotiator.core.sa_table import ChildTable
 from ikepriv.ipc.messages import LIST_PAGE, ListCommand, Phase, StateReport, StateReportEnd
 
@@ -76,6 +81,39 @@ def test_a_handshake_next_to_many_sas_visits_none_of_them() -> None:
     assert few == many, (few, many)  # nothing per held SA
     # the new SA is up next to the held ones, which are all still there
     assert established_few - 10 == established_many - 3000 >= 1
+
+
+def with_definitions(config: ConfigSnapshot, extra: int) -> ConfigSnapshot:
+    """`config` and `extra` more phase 1 definitions (a peer of their own each, IPv6
+    documentation addresses), behind counting dicts."""
+    (template,) = config.phase1.values()
+    base = ipaddress.IPv6Address("2001:db8:0:b::")
+    local = ipaddress.IPv6Address("2001:db8:0:a::1")
+    more = [dataclasses.replace(template, number=100 + i, name=f"peer{i}", local_addr=local,
+                                remote_addr=base + i + 1)
+            for i in range(extra)]  # fmt: skip
+    grown = ConfigSnapshot.of([*config.phase1.values(), *more], config.phase2.values(),
+                              config.generation)  # fmt: skip
+    return dataclasses.replace(grown, phase1=MappingProxyType(CountingDict(grown.phase1)),
+                               phase2=MappingProxyType(CountingDict(grown.phase2)))  # fmt: skip
+
+
+def visits_with_definitions(extra: int) -> tuple[int, int]:
+    """Records visited in the responder's definitions and tables during a first Main Mode
+    and Quick Mode with `extra` more definitions, and the SAs it established."""
+    init, resp = mirrored()
+    sim = Simulation(init, with_definitions(resp, extra), seed=13)
+    CountingDict.visits = 0
+    sim.initiate()
+    sim.run(duration=30.0)
+    return CountingDict.visits, len(sim.established_isakmp("responder"))
+
+
+def test_a_handshake_next_to_many_definitions_visits_none_of_them() -> None:
+    few, up_few = visits_with_definitions(10)
+    many, up_many = visits_with_definitions(3000)
+    assert few == many, (few, many)
+    assert up_few == up_many == 1
 
 
 def test_the_core_lists_any_number_of_tunnels_in_pages() -> None:

@@ -466,16 +466,7 @@ class Negotiator:
     ) -> Phase1Def | None:
         """The definition for a peer that starts phase 1: an exact remote address beats a
         wildcard one; then the lowest number. The parent picks the PSK the same way."""
-        exact: list[Phase1Def] = []
-        wild: list[Phase1Def] = []
-        for number in sorted(self.config.phase1):
-            d = self.config.phase1[number]
-            if d.mode != exchange or d.local_addr != local:
-                continue
-            if d.remote_addr == peer:
-                exact.append(d)
-            elif d.remote_addr is None and d.local_addr.version == peer.version:
-                wild.append(d)
+        exact, wild = self.config.for_peer(exchange, local, peer)  # indexed: no scan
         found = exact or wild
         return found[0] if found else None
 
