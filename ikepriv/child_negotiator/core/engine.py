@@ -738,7 +738,10 @@ class Negotiator:
         if msg.phase2_number is None:
             self.log(LogLevel.NOTICE, "kernel acquire without a matching phase 2 definition")
             return
-        for sa in self.sas.by_tunnel.values():
+        p2 = self.config.phase2.get(msg.phase2_number)
+        # a Quick Mode of the phase 2 runs under an ISAKMP SA of its phase 1: only those
+        # are looked at (a phase 2 no longer configured cannot be initiated anyway)
+        for sa in self.sas.of_definition(p2.phase1_number) if p2 is not None else ():
             for qe in sa.exchanges.values():
                 if qe.definition.number == msg.phase2_number and qe.state is not QmState.DONE:
                     return  # already negotiating
