@@ -118,7 +118,13 @@ class Reader:
         return chunk
 
     def uint(self, size: int) -> int:
-        return int.from_bytes(self.take(size), "big")
+        # take() inlined: integers are most of what every message holds
+        pos = self.pos
+        end = pos + size
+        if end > len(self.data):
+            raise IpcError(Reason.TRUNCATED, f"need {size} bytes at offset {pos}")
+        self.pos = end
+        return int.from_bytes(self.data[pos:end], "big")
 
 
 class Kind(ABC):
