@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every atheris harness fuzz/fuzz_*.py for SECONDS each (default 20) on a scratch copy of
+# Runs every atheris harness fuzz/fuzz_*.py (isakmp, decrypt, core, ipc, parent_tables,
+# fragments) for SECONDS each (default 20) on a scratch copy of
 # its seed corpus (fuzz/corpus/<name>/), and fails if any harness finds a crash.
 # For long runs by hand: `bash fuzz/run.sh 3600`, or run one harness directly:
 #   .venv/bin/python fuzz/fuzz_isakmp.py -max_total_time=36000 fuzz/corpus/isakmp

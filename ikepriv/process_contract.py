@@ -104,6 +104,16 @@ class Counters:
     phase1_rekeys: int = 0  # replacement phase 1 exchanges we started
     phase2_rekeys: int = 0  # replacement Quick Modes we started
     rekey_collisions: int = 0  # both peers rekeyed at once (either phase); one SA retired
+    log_lines_suppressed: int = 0  # lines about unauthenticated first messages left out
+    flood_initiations: int = 0  # phase 1 we started because the peer's first messages drowned
+    # IKE fragmentation (fragments.py)
+    fragments_received: int = 0  # fragments for an exchange we hold or a first message we answer
+    fragments_dropped: int = 0  # malformed, unwanted (no SA, not accepted) or over a limit
+    fragments_duplicate: int = 0  # a fragment number already held
+    fragments_abandoned: int = 0  # partial messages timed out or replaced by a new fragment ID
+    fragments_evicted: int = 0  # partial messages pushed out by the buffer bounds
+    fragments_reassembled: int = 0  # whole messages rebuilt from fragments
+    fragments_sent: int = 0  # fragment datagrams we sent (first transmissions)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -88,11 +88,16 @@ class Issued:
         return self.cert.public_bytes(serialization.Encoding.DER)
 
     def key_pem(self) -> bytes:
-        return self.key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        return private_pem(self.key)
+
+
+def private_pem(k: PrivateKey) -> bytes:
+    """A key file's contents: unencrypted PKCS#8 PEM."""
+    return k.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
 
 
 def _build(
@@ -236,3 +241,44 @@ def chain_pem(entity: Issued, *intermediates: Issued) -> bytes:
 
 def crl_pem(crl: x509.CertificateRevocationList) -> bytes:
     return crl.public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass
+class CredentialFiles:
+    """The files of one signature definition, written with the modes ikedb accepts."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    crl: Path | None = None
+
+    def toml(self) -> str:
+        """The definition keys that name these files."""
+        crl = f'crl = ["{self.crl}"]\n' if self.crl is not None else ""
+        return f'cert = "{self.cert}"\nkey = "{self.key}"\nca = ["{self.ca}"]\n' + crl
+
+
+def write_credentials(
+    directory: Path,
+    entity: Issued,
+    ca: Issued,
+    *intermediates: Issued,
+    crl: x509.CertificateRevocationList | None = None,
+    der: bool = False,
+) -> CredentialFiles:
+    """Our chain (end entity first), our key (0600), the trust anchor and a CRL, as files."""
+    if der:
+        chain = entity.der
+        key_bytes = entity.key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    else:
+        chain, key_bytes = chain_pem(entity, *intermediates), entity.key_pem()
+    return CredentialFiles(
+        cert=write(directory / "cert.pem", chain),
+        key=write(directory / "key.pem", key_bytes, 0o600),
+        ca=write(directory / "ca.pem", ca.pem),
+        crl=None if crl is None else write(directory / "crl.pem", crl_pem(crl)),
+    )

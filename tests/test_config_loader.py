@@ -109,7 +109,7 @@ BAD_FIELDS = [
     ("local_id", 'local_id = "bad host name"', "local_id", "not a valid DNS name"),
     ("remote_id", 'remote_id = "C=CH, garbage"', "remote_id", "not a distinguished name"),
     ("mode", 'mode = "mian"', "mode", "not one of: main, aggressive"),
-    ("auth", 'auth = "rsasig"', "auth", "not supported yet"),
+    ("auth", 'auth = "rsasig"', "auth", "not one of: psk, rsa-sig, ecdsa-sig"),
     ("auth", 'auth = "xauth"', "auth", "not one of: psk"),
     ("psk", 'psk = ""', "psk", "must not be empty"),
     ("psk", 'psk = "' + "k" * 257 + '"', "psk", "longer than 256 bytes"),

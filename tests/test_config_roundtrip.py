@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import TypeVar
 
+import pki
 from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
@@ -27,10 +28,12 @@ from ikepriv.config.model import (
     PORT_PROTOCOLS,
     Definitions,
     DpdAction,
+    Fragmentation,
     IPAddress,
     IPNetwork,
     Phase1Definition,
     Phase2Definition,
+    SendCert,
     check_binding,
 )
 from ikepriv.config.proposals import (
@@ -134,6 +137,36 @@ def lifetime_and_margin(key: str) -> st.SearchStrategy[tuple[int, int]]:
     return ranged(key).flatmap(lambda life: st.tuples(st.just(life), st.integers(0, life + 10)))
 
 
+_FILES: list[pki.CredentialFiles] = []
+
+
+def credential_files() -> pki.CredentialFiles:
+    """One set of real RSA credential files for the session (the daemon's view reads them)."""
+    if not _FILES:
+        ca = pki.make_ca()
+        ee = pki.make_end_entity(ca, "C=CH, O=ikepriv test, CN=gw-a")
+        where = Path(tempfile.mkdtemp(prefix="ikepriv-roundtrip-"))
+        _FILES.append(pki.write_credentials(where, ee, ca, crl=pki.make_crl(ca)))
+    return _FILES[0]
+
+
+@st.composite
+def authentication(draw: st.DrawFn) -> dict[str, object]:
+    """A PSK, or RSA signatures with real files (ECDSA's method comes from the key)."""
+    if draw(st.booleans()):
+        return {"auth": AuthMethod.PRE_SHARED_KEY,
+                "psk": draw(st.binary(min_size=1, max_size=MAX_PSK_BYTES))}  # fmt: skip
+    files = credential_files()
+    return {
+        "auth": AuthMethod.RSA_SIGNATURES,
+        "psk": None,
+        "cert": str(files.cert),
+        "key": str(files.key),
+        "ca": (str(files.ca),),
+        "crl": draw(st.sampled_from([(), (str(files.crl),)])),
+    }
+
+
 @st.composite
 def phase1s(draw: st.DrawFn) -> Phase1Definition:
     version = draw(st.sampled_from([4, 6]))
@@ -151,9 +184,10 @@ def phase1s(draw: st.DrawFn) -> Phase1Definition:
         local_id=draw(identities),
         remote_id=draw(identities),
         mode=draw(st.sampled_from([ExchangeType.IDENTITY_PROTECTION, ExchangeType.AGGRESSIVE])),
-        auth=AuthMethod.PRE_SHARED_KEY,
-        psk=draw(st.binary(min_size=1, max_size=MAX_PSK_BYTES)),
-        key_ref=None,
+        **draw(authentication()),
+        send_cert=draw(st.sampled_from(SendCert)),
+        fragmentation=draw(st.sampled_from(Fragmentation)),
+        fragment_size=draw(ranged("fragment_size")),
         proposals=tuple(
             draw(st.lists(ike_proposals, min_size=1, max_size=MAX_PROPOSALS, unique=True))
         ),
@@ -253,5 +287,5 @@ def test_every_definition_survives_toml_db_toml(defs: Definitions) -> None:
     assert len(view.ipc_phase1) == len(defs.phase1)
     assert len(view.ipc_phase2) == len(defs.phase2)
     for msg in view.config_messages():
-        if isinstance(msg, m.ConfigPhase1 | m.ConfigPhase2):
+        if isinstance(msg, m.ConfigPhase1 | m.ConfigPhase2 | m.ConfigCredential):
             assert decode_any(encode(msg)) == msg

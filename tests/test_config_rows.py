@@ -107,12 +107,26 @@ PHASE1_ROWS = [
     (P1.format("remote_id = 'C=CH, garbage', remote_id_type = 9"), "remote_id"),
     (P1.format("mode = 5"), "mode"),  # Informational is no phase 1 mode
     (P1.format("mode = 99"), "mode"),
-    (P1.format("auth = 3"), "auth"),  # RSA signatures: not supported yet
+    (P1.format("auth = 3"), "psk"),  # RSA signatures with a PSK
+    (P1.format("auth = 4"), "auth"),  # RSA encryption: not a method we speak
+    (P1.format("auth = 3, psk = NULL"), "cert"),  # signatures without our certificate
+    (P1.format("auth = 3, psk = NULL, cert = '/c.pem'"), "key"),
+    (P1.format("auth = 3, psk = NULL, cert = '/c.pem', key = '/k.pem'"), "ca"),
+    (
+        P1.format("auth = 9, psk = NULL, cert = 'c.pem', key = '/k.pem', ca = '[\"/ca\"]'"),
+        "cert",
+    ),  # a relative path
+    (P1.format("auth = 3, psk = NULL, cert = '/c', key = '/k', ca = '/ca'"), "ca"),  # no JSON
+    (P1.format("ca = '[\"/ca.pem\"]'"), "ca"),  # a CA for a PSK definition
     (P1.format("psk = NULL"), "psk"),
     (P1.format("psk = X''"), "psk"),
     (P1.format("psk = randomblob(257)"), "psk"),
     (P1.format("psk = 'text, not a blob'"), "psk"),
-    (P1.format("key_ref = 'hsm:1'"), "key_ref"),
+    (P1.format("cert = '/etc/ikepriv/gw.pem'"), "cert"),  # a certificate with a PSK
+    (P1.format("send_cert = 'sometimes'"), "send_cert"),
+    (P1.format("fragmentation = 'maybe'"), "fragmentation"),
+    (P1.format("fragment_size = 575"), "fragment_size"),
+    (P1.format("fragment_size = 65536"), "fragment_size"),
     (P1.format("proposals = 'aes128-rot13-modp2048'"), "proposals"),
     (P1.format("proposals = ''"), "proposals"),
     (P1.format("proposals = 'aes128-gcm16-modp2048'"), "proposals"),
@@ -133,7 +147,7 @@ PHASE1_ROWS = [
     (P1.format("encap = 2"), "encap"),
     (P1.format("rekey = 'no'"), "rekey"),
     (P1.format("encap = 1, nat_traversal = 0"), "encap"),
-    (ANY.format("mode = 2"), "remote_addr"),  # %any needs Aggressive Mode
+    (ANY.format("mode = 2"), "remote_addr"),  # %any with a PSK needs Aggressive Mode
     (ANY.format("autostart = 1"), "autostart"),
     (ANY.format("dpd_action = 'restart'"), "dpd_action"),
 ]

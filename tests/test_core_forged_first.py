@@ -141,3 +141,105 @@ def test_forged_am1_cannot_drain_the_skeyid_bucket_and_road_warriors_get_through
     sim.initiate(phase=1)  # the real road warrior, within a retransmission or two
     sim.run(duration=10)
     assert sim.established_isakmp("initiator") and sim.established_isakmp("responder")
+
+
+def test_a_drowned_peer_gets_our_own_initiation_once() -> None:
+    """The parent reports that first messages from the peer's address are being dropped
+    (PeerFlooded): the peer's own MM1 may be among them, and nothing tells them apart. We
+    initiate towards it ourselves (our exchange is live traffic at the parent, never queued
+    behind forgeries), and the phase 1 comes up; reported again while it is up or under
+    way, nothing more starts. Another address starts nothing."""
+    from ikepriv.ipc.messages import PeerFlooded
+
+    init, resp = mirrored()
+    sim = Simulation(init, resp, seed=12)
+    sim.command("initiator", PeerFlooded(ipaddress.ip_address("203.0.113.99")))
+    assert sim.initiator.core.counters.flood_initiations == 0
+    sim.command("initiator", PeerFlooded(RIGHT))
+    sim.command("initiator", PeerFlooded(RIGHT))  # under way: not a second one
+    sim.run(duration=10)
+    assert sim.established_isakmp("initiator") and sim.established_isakmp("responder")
+    sim.command("initiator", PeerFlooded(RIGHT))  # established: nothing new
+    sim.run(duration=10)
+    assert sim.initiator.core.counters.flood_initiations == 1
+    assert len(sim.established_isakmp("initiator")) == 1
+    assert "first messages from" in sim.initiator.log_text()
+
+
+def test_forged_first_messages_cannot_turn_into_log_lines() -> None:
+    """Found under a 10,000 pps flood against the daemon: every forged AM1 gave a NOTICE
+    line ("unknown identity", "no acceptable proposal"), the child exceeded the parent's
+    line budget, and the parent stopped reading it: our own activations and removes were
+    dropped ("child is not reading"). Now at most 10 lines of each kind per 10 s, and a
+    line saying how many were left out."""
+    import sys
+    from pathlib import Path
+
+    from ikepriv.ipc.messages import Log
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import flood  # the bench's forged MM1/AM1 templates
+
+    mm1, am1 = flood._templates()
+    init, resp = mirrored()
+    sim = Simulation(init, resp, seed=13)
+    rng = random.Random(2)  # noqa: S311
+    lines: list[str] = []
+    dispatch = sim._dispatch
+
+    def keep_logs(side: object, actions: object) -> None:
+        actions = list(actions)  # type: ignore[call-overload]
+        lines.extend(a.text for a in actions if isinstance(a, Log))
+        dispatch(side, actions)  # type: ignore[arg-type]
+
+    sim._dispatch = keep_logs  # type: ignore[method-assign]
+    for i in range(1000):
+        source = RIGHT if i % 2 else _random_source(rng)
+        sim.command("initiator", datagram(source, LEFT, _forged(am1 if i % 4 < 2 else mm1, rng)))
+    sim.run(duration=5)
+    assert 0 < len(lines) <= 20, lines
+    assert sim.initiator.core.counters.log_lines_suppressed > 400
+    sim.advance(11)
+    sim.command("initiator", datagram(RIGHT, LEFT, _forged(am1, rng)))
+    sim.run(duration=1)
+    assert any("more lines like" in line for line in lines), lines[-3:]
+
+
+def test_unproven_first_messages_are_not_listed_as_tunnels() -> None:
+    """Under a flood, every forged MM1 from the peer's address was listed as a negotiating
+    phase 1 tunnel of its definition (hundreds of rows), and `ike cmd=remove phase=1` sent a
+    RemoveCommand for each, more than the child's queue takes. Responder state that no
+    second message has proven is not a tunnel: it is counted, not listed."""
+    from ikepriv.ipc.messages import ListCommand, StateReport
+
+    init, resp = mirrored()
+    sim = Simulation(init, resp, seed=14)
+    rng = random.Random(3)  # noqa: S311
+    template = _first_message(resp, 5)
+    for _ in range(50):
+        sim.command("initiator", datagram(RIGHT, LEFT, _forged(template, rng)))
+    sim.run(duration=1)
+    assert len(sim.initiator.core.unproven) > 0
+    out = sim.initiator.core.handle(ListCommand(7, Phase.PHASE1), sim.now)
+    assert [r for r in out if isinstance(r, StateReport)] == []
+    sim.initiate(phase=1)
+    sim.run(duration=10)
+    out = sim.initiator.core.handle(ListCommand(8, Phase.PHASE1), sim.now)
+    assert len([r for r in out if isinstance(r, StateReport)]) == 1
+
+
+def test_a_forged_first_message_does_not_hold_up_our_activation() -> None:
+    """A forged MM1 from the peer's address made responder state for the definition, and
+    `activate` of its phase 2 then waited for that "negotiation" (which never completes)
+    instead of starting our own phase 1. Only ours, or a peer's exchange proven by its
+    second message, count as under way; the PeerFlooded initiation likewise."""
+    init, resp = mirrored()
+    sim = Simulation(init, resp, seed=15)
+    rng = random.Random(4)  # noqa: S311
+    template = _first_message(resp, 5)
+    sim.command("initiator", datagram(RIGHT, LEFT, _forged(template, rng)))
+    sim.run(duration=0.1)
+    assert len(sim.initiator.core.unproven) == 1
+    sim.initiate(phase=2)
+    sim.run(duration=10)
+    assert sim.established_isakmp("initiator") and sim.established_children("initiator")

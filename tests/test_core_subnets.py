@@ -232,3 +232,39 @@ def test_pairs_start_two_quick_modes_at_a_time() -> None:
            for c in sim.established_children("initiator")}  # fmt: skip
     assert got == {(lo, re) for lo in LOCALS for re in REMOTES}
     assert len(sim.established_children("responder")) == 4
+
+
+def test_rekeys_of_many_pairs_also_run_two_at_a_time() -> None:
+    """The limit of two of our Quick Modes per definition held for first initiations only:
+    when every pair's SA reached its soft limit at once (kernel byte limits, or SAs set up
+    together), all rekeys started at once and strongSwan could decrypt none of their third
+    messages. Now a rekey that finds two of ours running waits for a slot, and every pair
+    is still rekeyed."""
+    from ikepriv.ipc.messages import KernelExpire
+    from ikepriv.isakmp.constants import ProtocolId
+
+    init = _snapshot(LEFT, RIGHT, LOCALS, REMOTES, False)
+    resp = _snapshot(RIGHT, LEFT, REMOTES, LOCALS, True)
+    sim = Simulation(init, resp, seed=23)
+    sim.initiate()
+    sim.run(duration=30)
+    first = sim.established_children("initiator")
+    assert len(first) == 4
+    in_flight: list[int] = []
+
+    def sample(side: str, data: bytes) -> None:
+        isakmp = sim.established_isakmp("initiator")
+        in_flight.append(sum(1 for sa in isakmp for qe in sa.exchanges.values()
+                             if qe.role is m.Role.INITIATOR
+                             and qe.state is not QmState.DONE))  # fmt: skip
+        return None
+
+    sim.tamper = sample
+    for child in first:  # every pair's outbound SA reaches its soft byte limit together
+        sim.command("initiator", KernelExpire(child.spi_out, ProtocolId.IPSEC_ESP,
+                                              child.remote.addr, False))  # fmt: skip
+    sim.advance(20)
+    assert max(in_flight) == 2
+    assert sim.initiator.core.counters.phase2_rekeys == 4
+    new = {c.spi_in for c in sim.established_children("initiator")} - {c.spi_in for c in first}
+    assert len(new) == 4

@@ -19,7 +19,9 @@ pytestmark = [pytest.mark.uml, pytest.mark.interop, pytest.mark.root, pytest.mar
 
 @pytest.fixture(scope="module")
 def guest() -> dict[str, Any]:
-    value = boot_scenarios("e2e.interop_i9_cases", "run_interop_i9", timeout=1200)
+    value = boot_scenarios(
+        "e2e.interop_i9_cases", "run_interop_i9", timeout=1200, names_env="IKEPRIV_I9_SCENARIOS"
+    )
     for name, r in value["results"].items():
         print(f"  {name}: {'ok' if r['ok'] else 'FAILED'} {r['times']}")
     return value

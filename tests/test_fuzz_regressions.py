@@ -1,4 +1,5 @@
-"""Regression cases for the atheris harnesses in fuzz/ (fuzz_isakmp.py, fuzz_decrypt.py).
+"""Regression cases for the atheris harnesses in fuzz/ (fuzz_isakmp.py, fuzz_decrypt.py,
+fuzz_fragments.py).
 
 Every committed seed, and every input a fuzzing run once flagged, goes through the harness's
 own TestOneInput here, so the invariants the fuzzers check (only IsakmpError from the codec,
@@ -55,7 +56,7 @@ def _harness(name: str) -> Callable[[bytes], None]:
 @pytest.fixture(scope="module")
 def harnesses() -> dict[str, Callable[[bytes], None]]:
     pytest.importorskip("atheris")
-    return {name: _harness(name) for name in ("isakmp", "decrypt")}
+    return {name: _harness(name) for name in ("isakmp", "decrypt", "fragments")}
 
 
 def _seeds(name: str) -> list[Path]:
@@ -65,9 +66,10 @@ def _seeds(name: str) -> list[Path]:
 def test_seed_corpora_are_committed() -> None:
     assert len(_seeds("isakmp")) >= 20
     assert len(_seeds("decrypt")) >= 6
+    assert len(_seeds("fragments")) >= 5
 
 
-@pytest.mark.parametrize("name", ["isakmp", "decrypt"])
+@pytest.mark.parametrize("name", ["isakmp", "decrypt", "fragments"])
 def test_every_seed_keeps_the_harness_invariants(
     name: str, harnesses: dict[str, Callable[[bytes], None]]
 ) -> None:

@@ -75,7 +75,7 @@ CONTRACT = {
     Direction.PARENT_TO_CHILD: {
         "Hello", "ConfigBegin", "ConfigPhase1", "ConfigPhase2", "ConfigEnd", "DatagramIn",
         "InitiateCommand", "ResumeCommand", "RemoveCommand", "ListCommand", "SkeyidReply",
-        "NonceReply", "ConfigCredential",
+        "NonceReply", "ConfigCredential", "PeerFlooded",
         "SignatureReply",
         "SpiReply", "ResultReply", "KernelAcquire", "KernelExpire", "Shutdown",
     },

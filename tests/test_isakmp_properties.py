@@ -43,6 +43,7 @@ from ikepriv.isakmp import (
 )
 from ikepriv.isakmp.attributes import IKE_BASIC, IPSEC_BASIC, encode_attributes
 from ikepriv.isakmp.constants import ExchangeType, HeaderFlag, NotifyType, ProtocolId
+from ikepriv.isakmp.fragment import FragmentPayload
 from ikepriv.isakmp.sa import SPI_SIZES
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -179,7 +180,7 @@ def delete_payloads(draw: st.DrawFn) -> DeletePayload:
 
 
 opaque = st.binary(min_size=1, max_size=64)
-unknown_types = st.one_of(st.integers(15, 19), st.integers(22, 129), st.integers(132, 255))
+unknown_types = st.one_of(st.integers(15, 19), st.integers(22, 129), st.integers(133, 255))
 
 payloads: st.SearchStrategy[Payload] = st.one_of(
     sa_payloads,
@@ -201,6 +202,13 @@ payloads: st.SearchStrategy[Payload] = st.one_of(
     ),
     st.builds(NatDPayload, opaque, st.booleans()),
     st.builds(NatOaPayload, st.one_of(ipv4, ipv6), st.booleans()),
+    st.builds(
+        FragmentPayload,
+        st.integers(0, 0xFFFF),
+        st.integers(1, 255),
+        st.booleans(),
+        st.binary(min_size=1, max_size=64),
+    ),
     st.builds(UnknownPayload, unknown_types, st.binary(max_size=32)),
 )
 

@@ -124,3 +124,18 @@ def test_runts_are_rationed_like_unknown_cookies() -> None:
     assert _put(adm, b"\x01" * 27, OTHER) is Kind.UNKNOWN
     assert adm.get() == b"\x01" * 27  # the child counts it as malformed
     assert dropped == []
+
+
+def test_a_drowned_peer_is_reported_and_other_sources_are_not() -> None:
+    """Forgeries carrying a configured peer's address overflow its queue: admission says
+    so (the daemon then asks the child to initiate towards that peer, PeerFlooded); a flood
+    from any other address never does."""
+    flooded: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    adm: Admission[bytes] = Admission(lambda name: None, flooded.append)
+    adm.set_peers([PEER])
+    for _ in range(FIRST_SOURCES * 4):
+        _put(adm, _msg(os.urandom(8)), OTHER)
+    assert flooded == []
+    for _ in range(200):
+        _put(adm, _msg(os.urandom(8)), PEER)
+    assert flooded and set(flooded) == {PEER}

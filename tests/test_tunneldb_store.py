@@ -269,6 +269,42 @@ proposals = ["aes128-sha256-modp2048"]
         db.put(load_definitions(any_peer.format(name="rw3", rid="a@example.org")))
 
 
+# what migration 4 added, taken away again: a current file turned into a version 3 one
+_V4_UNDO = (
+    "ALTER TABLE phase1 DROP COLUMN cert; ALTER TABLE phase1 DROP COLUMN key;"
+    "ALTER TABLE phase1 DROP COLUMN ca; ALTER TABLE phase1 DROP COLUMN crl;"
+    "ALTER TABLE phase1 DROP COLUMN send_cert; ALTER TABLE phase1 DROP COLUMN fragmentation;"
+    "ALTER TABLE phase1 DROP COLUMN fragment_size; ALTER TABLE phase1 ADD COLUMN key_ref TEXT;"
+)
+
+
+def test_schema_3_database_keeps_its_rows_and_gains_the_certificate_fields(
+    db_path: Path,
+) -> None:
+    """A version 3 database (before certificates) opens with every row as it was, PSK
+    definitions with the defaults of the new fields, and the file is version 4 afterwards."""
+    with TunnelDB(db_path) as db:
+        before = db.put(load_definitions(FILE))
+    raw = sqlite3.connect(db_path)
+    raw.executescript(_V4_UNDO)
+    raw.execute("UPDATE schema_version SET version = 3")
+    raw.commit()
+    raw.close()
+    with TunnelDB(db_path) as db:
+        after = Definitions(db.phase1_definitions(), db.phase2_definitions())
+    assert after == before
+    (p1,) = after.phase1
+    assert (p1.cert, p1.key, p1.ca, p1.crl) == (None, None, (), ())
+    assert (p1.send_cert.value, p1.fragmentation.value, p1.fragment_size) == (
+        "ifasked", "yes", 1280,
+    )  # fmt: skip
+    raw = sqlite3.connect(db_path)
+    assert raw.execute("SELECT version FROM schema_version").fetchone() == (4,)
+    columns = {row[1] for row in raw.execute("PRAGMA table_info(phase1)")}
+    raw.close()
+    assert "key_ref" not in columns and {"cert", "key", "ca", "crl"} <= columns
+
+
 def test_schema_1_database_gains_encap_and_rekey_with_their_defaults(db_path: Path) -> None:
     """Rows written before `encap`/`rekey` existed read back with no forced encapsulation
     and rekeying on."""
@@ -281,6 +317,7 @@ def test_schema_1_database_gains_encap_and_rekey_with_their_defaults(db_path: Pa
         "ALTER TABLE phase2 DROP COLUMN extra_remote_subnets;"
         "UPDATE schema_version SET version = 1;"
     )
+    raw.executescript(_V4_UNDO)
     raw.close()
     with TunnelDB(db_path) as db:
         (p1,) = db.phase1_definitions()

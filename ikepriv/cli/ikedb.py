@@ -6,6 +6,10 @@
     --db PATH                             database (default: $IKEPRIV_DB, else
                                           /var/lib/ikepriv/tunnels.db)
 
+`-p` also checks the files of signature definitions (cert, key, ca, crl: they exist, are
+regular, small, safely owned and moded, parse, and the key matches the certificate), so what
+is stored is what the daemon can load (config/credentials.py).
+
 Every mistake is one line on stderr and a non-zero exit: 1 for a refused request, 2 for a
 command line that does not parse.
 """
@@ -108,7 +112,7 @@ def _put(db_path: str, args: argparse.Namespace) -> int:
         return existing.phase1(name) if existing is not None else None
 
     try:
-        defs = load_bytes(data, display, swap=args.swap, known_phase1=known)
+        defs = load_bytes(data, display, swap=args.swap, known_phase1=known, check_files=True)
     finally:
         if existing is not None:
             existing.close()

@@ -75,6 +75,15 @@ COUNTER_HELP: dict[str, str] = {
     "phase1_rekeys": "Replacement phase 1 exchanges started (rekeys)",
     "phase2_rekeys": "Replacement Quick Modes started (rekeys)",
     "rekey_collisions": "Rekeys both peers started at once (one SA retired)",
+    "log_lines_suppressed": "Log lines about unauthenticated first messages left out",
+    "flood_initiations": "Phase 1 started towards a peer whose first messages were drowned",
+    "fragments_received": "IKE fragments received and taken in for reassembly",
+    "fragments_dropped": "IKE fragments dropped (malformed, unwanted or over a limit)",
+    "fragments_duplicate": "IKE fragments received twice (ignored)",
+    "fragments_abandoned": "Partly received IKE messages abandoned (timeout, new fragment ID)",
+    "fragments_evicted": "Partly received IKE messages evicted by the reassembly bounds",
+    "fragments_reassembled": "IKE messages reassembled from fragments",
+    "fragments_sent": "IKE fragments sent",
     # the parent (ikepriv/parent_kernel/state.py ParentCounters)
     "udp_forwarded": "Datagrams the parent forwarded to the negotiator",
     "udp_keepalives": "NAT-T keepalives received (dropped, as they should be)",
@@ -93,6 +102,7 @@ COUNTER_HELP: dict[str, str] = {
     "refused_requests": "Negotiator requests the parent's vetting refused",
     "child_throttled": "Pauses in reading a negotiator over its request budget",
     "child_throttled_ms": "Milliseconds the parent did not read an over-budget negotiator",
+    "child_lines_dropped": "Negotiator log lines dropped over its line budget",
     "child_restarts": "Restarts of the negotiator by the parent",
 }
 

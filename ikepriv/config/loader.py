@@ -18,20 +18,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from ikepriv.config.credentials import CredentialError, check_phase1, key_method
 from ikepriv.config.errors import ConfigError, DefinitionError, Problem
 from ikepriv.config.identity import Identity, identity_for_address, parse_identity
 from ikepriv.config.locate import SourceMap
 from ikepriv.config.model import (
     BOUNDS,
+    MAX_CREDENTIAL_FILES,
     MAX_PSK_BYTES,
     NAME_PATTERN,
     PORT_PROTOCOLS,
     Definitions,
     DpdAction,
+    Fragmentation,
     IPAddress,
     IPNetwork,
     Phase1Definition,
     Phase2Definition,
+    SendCert,
     check_binding,
 )
 from ikepriv.config.proposals import (
@@ -76,7 +80,10 @@ ENCAP_MODES: dict[str, EncapsulationMode] = {
     "tunnel": EncapsulationMode.TUNNEL,
     "transport": EncapsulationMode.TRANSPORT,
 }
-AUTH_METHODS: dict[str, AuthMethod] = {"psk": AuthMethod.PRE_SHARED_KEY}
+# "ecdsa-sig" becomes 9, 10 or 11 by the curve of the definition's key (RFC 4754)
+AUTH_NAMES: tuple[str, ...] = ("psk", "rsa-sig", "ecdsa-sig")
+SEND_CERT: dict[str, SendCert] = {s.value: s for s in SendCert}
+FRAGMENTATION: dict[str, Fragmentation] = {f.value: f for f in Fragmentation}
 PROTOCOLS: dict[str, IpProtocol] = {
     "any": IpProtocol.ANY,
     "icmp": IpProtocol.ICMP,
@@ -115,7 +122,13 @@ PHASE1_KEYS = (
     "auth",
     "psk",
     "psk_hex",
-    "key_ref",
+    "cert",
+    "key",
+    "ca",
+    "crl",
+    "send_cert",
+    "fragmentation",
+    "fragment_size",
     "proposals",
     "lifetime",
     "rekey_margin",
@@ -287,11 +300,18 @@ def _boolean(value: object) -> bool:
     return _expect(value, bool, "true or false")
 
 
-def _auth_method(value: object) -> AuthMethod:
+def _auth_name(value: object) -> str:
     text = _text(value)
-    if text in ("rsasig", "ecdsa", "pubkey"):
-        raise ValueError(f"{text!r}: signature authentication is not supported yet (use psk)")
-    return _choice(AUTH_METHODS)(text)
+    if text not in AUTH_NAMES:
+        raise ValueError(f"{text!r} is not one of: {', '.join(AUTH_NAMES)}")
+    return text
+
+
+def _path_list(value: object) -> tuple[str, ...]:
+    items = _expect(value, list, "an array of file paths")
+    if len(items) > MAX_CREDENTIAL_FILES:
+        raise ValueError(f"at most {MAX_CREDENTIAL_FILES} files")
+    return tuple(_expect(item, str, "an array of file paths") for item in items)
 
 
 def _ike_proposals(value: object) -> tuple[IkeProposal, ...]:
@@ -383,6 +403,22 @@ class _Table:
             raise _Bad(None, "")
 
 
+def _method(auth: str, key_file: str | None) -> AuthMethod:
+    """The exact AuthMethod of `auth`: ECDSA's depends on our key's curve, so the key file
+    is read here (refused like `ikedb -p` refuses it; a missing `key` the model reports)."""
+    if auth == "psk":
+        return AuthMethod.PRE_SHARED_KEY
+    if auth == "rsa-sig" or key_file is None or not key_file.startswith("/"):
+        return AuthMethod.RSA_SIGNATURES
+    try:
+        method = key_method(key_file)
+    except CredentialError as exc:
+        raise _Bad("key", exc.message) from None
+    if method is AuthMethod.RSA_SIGNATURES:
+        raise _Bad("key", f'{key_file}: an RSA key; auth = "ecdsa-sig" needs an EC key')
+    return method
+
+
 def _phase1(t: _Table) -> Phase1Definition:
     if t.raw.get("local_addr") == ANY_PEER:
         t.problems.append(
@@ -399,10 +435,16 @@ def _phase1(t: _Table) -> Phase1Definition:
     local_id = t.get("local_id", _identity, None)
     remote_id = t.get("remote_id", _identity, None)
     mode = t.get("mode", _choice(PHASE1_MODES), ExchangeType.IDENTITY_PROTECTION)
-    auth = t.get("auth", _auth_method, AuthMethod.PRE_SHARED_KEY)
+    auth = t.get("auth", _auth_name, "psk")
     psk = t.get("psk", _psk, None)
     psk_hex = t.get("psk_hex", _psk_hex, None)
-    key_ref = t.get("key_ref", _text, None)
+    cert = t.get("cert", _text, None)
+    key_file = t.get("key", _text, None)
+    ca = t.get("ca", _path_list, ())
+    crl = t.get("crl", _path_list, ())
+    send_cert = t.get("send_cert", _choice(SEND_CERT), SendCert.IF_ASKED)
+    fragmentation = t.get("fragmentation", _choice(FRAGMENTATION), Fragmentation.YES)
+    fragment_size = t.get("fragment_size", _bounded("fragment_size"), 1280)
     proposals = t.get("proposals", _ike_proposals)
     lifetime = t.get("lifetime", _bounded("phase1.lifetime"), 28800)
     rekey_margin = t.get("rekey_margin", _bounded("rekey_margin"), None)
@@ -420,15 +462,21 @@ def _phase1(t: _Table) -> Phase1Definition:
     if t.has("psk") and t.has("psk_hex"):
         raise _Bad("psk_hex", "give either psk or psk_hex, not both")
     key = psk.value if psk.value is not None else psk_hex.value
-    if key is None:
+    if key is None and auth.value == "psk":
         raise _Bad(None, "missing field 'psk' (or 'psk_hex'): auth = \"psk\" needs a key")
+    if key is not None and auth.value != "psk":
+        field = "psk" if t.has("psk") else "psk_hex"
+        raise _Bad(field, f"must be absent with auth = {auth.value!r}")
+    method = _method(auth.value, key_file.value)
     local, remote = local_addr.value, remote_addr.value
     peer_id = remote_id.value
     if peer_id is None:
         if remote is None:
-            if mode.value is ExchangeType.AGGRESSIVE:
+            if mode.value is ExchangeType.AGGRESSIVE or method is not AuthMethod.PRE_SHARED_KEY:
                 raise _Bad(
-                    "remote_id", "required with remote_addr = %any (the PSK is chosen by it)"
+                    "remote_id",
+                    "required with remote_addr = %any (it chooses the definition, and the "
+                    "peer's certificate must match it)",
                 )
             peer_id = identity_for_address(local)  # the model refuses %any in Main Mode
         else:
@@ -442,9 +490,15 @@ def _phase1(t: _Table) -> Phase1Definition:
             local_id=identity_for_address(local) if local_id.value is None else local_id.value,
             remote_id=peer_id,
             mode=mode.value,
-            auth=auth.value,
+            auth=method,
             psk=key,
-            key_ref=key_ref.value,
+            cert=cert.value,
+            key=key_file.value,
+            ca=ca.value,
+            crl=crl.value,
+            send_cert=send_cert.value,
+            fragmentation=fragmentation.value,
+            fragment_size=fragment_size.value,
             proposals=proposals.value,
             lifetime=lifetime.value,
             rekey_margin=default_rekey_margin(lifetime.value) if margin is None else margin,
@@ -563,11 +617,14 @@ def load_definitions(
     *,
     swap: bool = False,
     known_phase1: Callable[[str], Phase1Definition | None] = lambda _name: None,
+    check_files: bool = False,
 ) -> Definitions:
     """Validate a definitions file; raise ConfigError listing every problem.
 
     `known_phase1` looks up phase 1 definitions already in the database, for phase 2
-    tables whose phase 1 is not in this file.
+    tables whose phase 1 is not in this file. `check_files` (ikedb -p) also checks the
+    credential files of signature definitions (credentials.check_phase1), so what is stored
+    is what the daemon can load.
     """
     try:
         doc = tomllib.loads(text)
@@ -610,6 +667,9 @@ def load_definitions(
             continue
         if p1.name in phase1:
             reader.report("phase1", index, label, _Bad("name", "defined twice in this file"))
+        if check_files:
+            for unusable in check_phase1(p1):
+                reader.report("phase1", index, label, _Bad(unusable.field, unusable.message))
         phase1[p1.name] = p1
 
     phase2: dict[str, Phase2Definition] = {}
@@ -654,6 +714,7 @@ def load_file(
     swap: bool = False,
     known_phase1: Callable[[str], Phase1Definition | None] = lambda _name: None,
     display_name: str | None = None,
+    check_files: bool = False,
 ) -> Definitions:
     """Read and validate a definitions file ('-' is not handled here: pass the text)."""
     name = display_name or str(path)
@@ -664,7 +725,7 @@ def load_file(
         raise ConfigError(
             name, [Problem(None, None, None, f"cannot read: {exc.strerror}")]
         ) from None
-    return load_bytes(data, name, swap=swap, known_phase1=known_phase1)
+    return load_bytes(data, name, swap=swap, known_phase1=known_phase1, check_files=check_files)
 
 
 def load_bytes(
@@ -673,6 +734,7 @@ def load_bytes(
     *,
     swap: bool = False,
     known_phase1: Callable[[str], Phase1Definition | None] = lambda _name: None,
+    check_files: bool = False,
 ) -> Definitions:
     """Bound and decode raw file contents, then validate them."""
     if len(data) > MAX_FILE_BYTES:
@@ -684,4 +746,6 @@ def load_bytes(
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise ConfigError(filename, [Problem(line, None, None, "not valid UTF-8")]) from None
-    return load_definitions(text, filename, swap=swap, known_phase1=known_phase1)
+    return load_definitions(
+        text, filename, swap=swap, known_phase1=known_phase1, check_files=check_files
+    )

@@ -20,7 +20,9 @@ from typing import Final
 from ikepriv.config.errors import DefinitionError
 from ikepriv.config.identity import Identity
 from ikepriv.config.proposals import MAX_PROPOSALS, AhProposal, EspProposal, IkeProposal
+from ikepriv.ipc.messages import MAX_CREDENTIAL, MAX_CREDENTIALS
 from ikepriv.isakmp.constants import (
+    SIGNATURE_METHODS,
     AuthMethod,
     EncapsulationMode,
     ExchangeType,
@@ -33,17 +35,22 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 __all__ = [
     "BOUNDS",
+    "MAX_CREDENTIAL_BYTES",
+    "MAX_CREDENTIAL_FILES",
+    "MAX_PATH",
     "MAX_PSK_BYTES",
     "NAME_PATTERN",
     "PORT_PROTOCOLS",
     "DefinitionError",
     "Definitions",
     "DpdAction",
+    "Fragmentation",
     "IPAddress",
     "IPNetwork",
     "Identity",
     "Phase1Definition",
     "Phase2Definition",
+    "SendCert",
     "check_binding",
 ]
 
@@ -51,7 +58,13 @@ NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 MAX_PSK_BYTES: Final = 256
 PORT_PROTOCOLS: Final = frozenset({IpProtocol.TCP, IpProtocol.UDP})
 PHASE1_MODES: Final = frozenset({ExchangeType.IDENTITY_PROTECTION, ExchangeType.AGGRESSIVE})
-AUTH_METHODS: Final = frozenset({AuthMethod.PRE_SHARED_KEY})
+AUTH_METHODS: Final = frozenset({AuthMethod.PRE_SHARED_KEY} | set(SIGNATURE_METHODS))
+# Credential files (cert, key, ca, crl): each is read whole, by ikedb and by the parent, and
+# the cert/ca/crl bytes travel to the child in one ConfigCredential each, so the IPC bounds
+# are the definition's bounds.
+MAX_CREDENTIAL_BYTES: Final = MAX_CREDENTIAL
+MAX_CREDENTIAL_FILES: Final = MAX_CREDENTIALS  # per list (ca, crl)
+MAX_PATH: Final = 4096  # PATH_MAX
 
 # Inclusive (low, high) bounds; for kilobytes and DPD delay 0 also means "off".
 BOUNDS: Final[dict[str, tuple[int, int]]] = {
@@ -62,9 +75,27 @@ BOUNDS: Final[dict[str, tuple[int, int]]] = {
     "dpd_timeout": (10, 86400),
     "keying_tries": (0, 1000),
     "rekey_margin": (0, 86400),
+    "fragment_size": (576, 65535),
     "port": (0, 65535),
     "protocol": (0, 255),
 }
+
+
+class SendCert(StrEnum):
+    """When we send our certificate chain (strongSwan's `send_cert` names)."""
+
+    ALWAYS = "always"
+    IF_ASKED = "ifasked"  # only after the peer sent a certificate request
+    NEVER = "never"
+
+
+class Fragmentation(StrEnum):
+    """IKE fragmentation (strongSwan's `fragmentation` names; see ipc Fragmentation)."""
+
+    YES = "yes"
+    ACCEPT = "accept"
+    FORCE = "force"
+    NO = "no"
 
 
 class DpdAction(StrEnum):
@@ -140,6 +171,30 @@ def _subnet_list(name: str, first: IPNetwork, value: object) -> None:
         seen.add(net)
 
 
+def _path(name: str, value: object) -> str:
+    """A credential file name: absolute, because ikedb and the daemon run in different
+    working directories, and free of NUL (which no file name holds)."""
+    if not isinstance(value, str):
+        raise DefinitionError(name, "must be a file path")
+    if not value.startswith("/"):
+        raise DefinitionError(name, f"{value!r} is not an absolute path")
+    if "\0" in value or len(value.encode("utf-8", "surrogateescape")) > MAX_PATH:
+        raise DefinitionError(name, "is not a valid file path")
+    return value
+
+
+def _paths(name: str, value: object) -> tuple[str, ...]:
+    if not isinstance(value, tuple):
+        raise DefinitionError(name, "must be a tuple of file paths")
+    if len(value) > MAX_CREDENTIAL_FILES:
+        raise DefinitionError(name, f"at most {MAX_CREDENTIAL_FILES} files")
+    for item in value:
+        _path(name, item)
+    if len(set(value)) != len(value):
+        raise DefinitionError(name, "names a file twice")
+    return value
+
+
 def _identity(name: str, value: object) -> None:
     if not isinstance(value, Identity):
         raise DefinitionError(name, "must be an identity")
@@ -198,8 +253,15 @@ class Phase1Definition:
     """An ISAKMP SA (phase 1) definition.
 
     `remote_addr` None means "%any": a responder-only definition that accepts any peer
-    address (allowed only with Aggressive Mode, where the PSK is chosen by the peer's ID).
+    address (with a PSK only in Aggressive Mode, where the PSK is chosen by the peer's ID;
+    with signatures in either mode, since the peer proves its ID with its certificate).
     `psk` is the pre-shared key; repr hides it so it never lands in a log line.
+
+    Signature authentication (`auth` one of SIGNATURE_METHODS: the exact method, ECDSA by
+    our key's curve) names files, never their contents: `cert` (our end entity, then its
+    intermediates), `key` (our private key, read only by the root parent), `ca` (trust
+    anchors, at least one) and `crl`. The files are checked when `ikedb -p` stores the
+    definition and read again whenever the daemon loads it.
     """
 
     name: str
@@ -210,7 +272,6 @@ class Phase1Definition:
     mode: ExchangeType  # IDENTITY_PROTECTION (Main Mode) or AGGRESSIVE
     auth: AuthMethod
     psk: bytes | None = field(repr=False)
-    key_ref: str | None
     proposals: tuple[IkeProposal, ...]
     lifetime: int  # seconds
     rekey_margin: int  # seconds before expiry to start rekeying
@@ -223,9 +284,20 @@ class Phase1Definition:
     number: int | None = None
     encap: bool = False  # force UDP encapsulation: fake NAT-D so both sides float to 4500
     rekey: bool = True  # False: never rekey from our side; the SA lives to its hard lifetime
+    cert: str | None = None  # signatures: our certificate file (end entity first)
+    key: str | None = None  # signatures: our private key file (root only)
+    ca: tuple[str, ...] = ()  # signatures: trust anchor files (at least one)
+    crl: tuple[str, ...] = ()  # signatures: CRL files
+    send_cert: SendCert = SendCert.IF_ASKED
+    fragmentation: Fragmentation = Fragmentation.YES
+    fragment_size: int = 1280  # largest IKE datagram sent whole once fragmentation is agreed
 
     def __post_init__(self) -> None:
         _checked(self._check)
+
+    @property
+    def uses_signatures(self) -> bool:
+        return self.auth in SIGNATURE_METHODS
 
     def _check(self) -> None:
         """The loader's rules, in the order it reports them."""
@@ -243,6 +315,13 @@ class Phase1Definition:
                 raise DefinitionError("psk", "must not be empty")
             if len(self.psk) > MAX_PSK_BYTES:
                 raise DefinitionError("psk", f"longer than {MAX_PSK_BYTES} bytes")
+        cert = None if self.cert is None else _path("cert", self.cert)
+        key = None if self.key is None else _path("key", self.key)
+        ca = _paths("ca", self.ca)
+        crl = _paths("crl", self.crl)
+        _member("send_cert", self.send_cert, tuple(SendCert))
+        _member("fragmentation", self.fragmentation, tuple(Fragmentation))
+        _int("fragment_size", self.fragment_size, "fragment_size")
         _proposals("proposals", self.proposals, IkeProposal, "IKE", empty_ok=False)
         lifetime = _int("lifetime", self.lifetime, "phase1.lifetime")
         _int("keying_tries", self.keying_tries, "keying_tries")
@@ -265,12 +344,14 @@ class Phase1Definition:
             )
         if remote is not None and remote == local:
             raise DefinitionError("remote_addr", "equals local_addr")
-        if self.psk is None:
-            raise DefinitionError("psk", 'missing: auth = "psk" needs a key')
-        if self.key_ref is not None:
-            raise DefinitionError(
-                "key_ref", "is only for signature authentication, which is not supported yet"
-            )
+        if self.uses_signatures:
+            self._check_signature_fields(cert, key, ca)
+        else:
+            if self.psk is None:
+                raise DefinitionError("psk", 'missing: auth = "psk" needs a key')
+            for what, value in (("cert", cert), ("key", key), ("ca", ca), ("crl", crl)):
+                if value:
+                    raise DefinitionError(what, 'is only for signature authentication, not "psk"')
         if dpd_delay and dpd_timeout <= dpd_delay:
             raise DefinitionError(
                 "dpd_timeout", f"{dpd_timeout} must be greater than dpd_delay ({dpd_delay})"
@@ -278,17 +359,33 @@ class Phase1Definition:
         if remote is None:
             self._check_any_peer()
 
+    def _check_signature_fields(
+        self, cert: str | None, key: str | None, ca: tuple[str, ...]
+    ) -> None:
+        """Signatures need our certificate, our key and someone to trust; never a PSK (a
+        definition with both would leave the operator unsure which one authenticates)."""
+        if self.psk is not None:
+            raise DefinitionError("psk", "must be absent with signature authentication")
+        if cert is None:
+            raise DefinitionError("cert", "missing: signature authentication needs our certificate")
+        if key is None:
+            raise DefinitionError("key", "missing: signature authentication needs our private key")
+        if not ca:
+            raise DefinitionError("ca", "missing: signature authentication needs at least one CA")
+
     def _check_any_peer(self) -> None:
-        """%any: responder-only, Aggressive Mode, the PSK chosen by the peer's ID.
+        """%any: responder-only; with a PSK, Aggressive Mode (the PSK chosen by the peer's ID).
 
         In Main Mode the responder must pick the PSK before it sees the (encrypted) peer ID,
         so it can only go by the peer's address; with %any that would hand one key to
-        everyone.
+        everyone. A signature definition has no such shared secret: the peer proves its ID
+        with a certificate from our CAs, so Main Mode is fine.
         """
-        if self.mode is not ExchangeType.AGGRESSIVE:
+        if self.mode is not ExchangeType.AGGRESSIVE and not self.uses_signatures:
             raise DefinitionError(
                 "remote_addr",
-                '%any needs mode = "aggressive" (Main Mode PSK is chosen by the peer address)',
+                '%any with a PSK needs mode = "aggressive" (Main Mode PSK is chosen by the '
+                "peer address)",
             )
         if self.autostart:
             raise DefinitionError(
@@ -373,8 +470,9 @@ class Phase2Definition:
         if bool(self.esp_proposals) == bool(self.ah_proposals):
             raise DefinitionError(
                 "esp_proposals",
-                "give either proposals (ESP) or ah_proposals (AH); "
-                "AH+ESP bundles are not supported",
+                "give either proposals (ESP) or ah_proposals (AH), not both: AH+ESP "
+                "bundles are deprecated (RFC 8221 section 4) and neither strongSwan nor "
+                "libreswan negotiates them",
             )
         groups = {p.group for p in self.esp_proposals} | {p.group for p in self.ah_proposals}
         groups.discard(None)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import os
 import sqlite3
 import stat
@@ -27,12 +28,15 @@ from typing import Any, TypeVar
 from ikepriv.config.errors import DefinitionError
 from ikepriv.config.identity import Identity
 from ikepriv.config.model import (
+    MAX_CREDENTIAL_FILES,
     Definitions,
     DpdAction,
+    Fragmentation,
     IPAddress,
     IPNetwork,
     Phase1Definition,
     Phase2Definition,
+    SendCert,
 )
 from ikepriv.config.proposals import (
     parse_ah_proposals,
@@ -52,7 +56,7 @@ __all__ = [
 ]
 
 DEFAULT_DB_PATH = "/var/lib/ikepriv/tunnels.db"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _T = TypeVar("_T")
 _Def = TypeVar("_Def", Phase1Definition, Phase2Definition)
 
@@ -114,6 +118,18 @@ _MIGRATIONS: dict[int, str] = {
     3: """
     ALTER TABLE phase2 ADD COLUMN extra_local_subnets TEXT NOT NULL DEFAULT '';
     ALTER TABLE phase2 ADD COLUMN extra_remote_subnets TEXT NOT NULL DEFAULT '';
+    """,
+    # certificate authentication and IKE fragmentation (issue 10); key_ref, never usable,
+    # makes way for `key` (a row that had one was refused, so no definition is lost)
+    4: """
+    ALTER TABLE phase1 DROP COLUMN key_ref;
+    ALTER TABLE phase1 ADD COLUMN cert TEXT;
+    ALTER TABLE phase1 ADD COLUMN key TEXT;
+    ALTER TABLE phase1 ADD COLUMN ca TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE phase1 ADD COLUMN crl TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE phase1 ADD COLUMN send_cert TEXT NOT NULL DEFAULT 'ifasked';
+    ALTER TABLE phase1 ADD COLUMN fragmentation TEXT NOT NULL DEFAULT 'yes';
+    ALTER TABLE phase1 ADD COLUMN fragment_size INTEGER NOT NULL DEFAULT 1280;
     """,
 }
 
@@ -310,20 +326,20 @@ class TunnelDB:
 
         Main Mode with a PSK picks the key by the peer's address before the peer's identity
         is known, so two such definitions between the same addresses are ambiguous; a %any
-        definition is picked by the peer's identity, so two with the same remote_id are too.
+        definition is picked by the peer's identity, so two with the same remote_id are too,
+        both with PSKs or both with signatures (their certificates would match either).
         """
+        psk = int(AuthMethod.PRE_SHARED_KEY)
+        main = int(ExchangeType.IDENTITY_PROTECTION)
         clash = self._db.execute(
             "SELECT a.name, b.name FROM phase1 a JOIN phase1 b ON a.number < b.number "
-            "AND a.local_addr = b.local_addr AND a.auth = b.auth AND a.auth = ? AND ("
-            " (a.mode = ? AND b.mode = ? AND a.remote_addr = b.remote_addr) OR"
-            " (a.remote_addr IS NULL AND b.remote_addr IS NULL"
+            "AND a.local_addr = b.local_addr AND ("
+            " (a.auth = ? AND b.auth = ? AND a.mode = ? AND b.mode = ?"
+            "  AND a.remote_addr = b.remote_addr) OR"
+            " (a.remote_addr IS NULL AND b.remote_addr IS NULL AND (a.auth = ?) = (b.auth = ?)"
             "  AND a.remote_id_type = b.remote_id_type AND a.remote_id = b.remote_id)"
             ") LIMIT 1",
-            (
-                int(AuthMethod.PRE_SHARED_KEY),
-                int(ExchangeType.IDENTITY_PROTECTION),
-                int(ExchangeType.IDENTITY_PROTECTION),
-            ),
+            (psk, psk, main, main, psk, psk),
         ).fetchone()
         if clash is not None:
             raise TunnelDBError(
@@ -367,7 +383,13 @@ class TunnelDB:
                 "mode": int(d.mode),
                 "auth": int(d.auth),
                 "psk": d.psk,
-                "key_ref": d.key_ref,
+                "cert": d.cert,
+                "key": d.key,
+                "ca": json.dumps(list(d.ca)),
+                "crl": json.dumps(list(d.crl)),
+                "send_cert": d.send_cert.value,
+                "fragmentation": d.fragmentation.value,
+                "fragment_size": d.fragment_size,
                 "proposals": _join(d.proposals),
                 "lifetime": d.lifetime,
                 "rekey_margin": d.rekey_margin,
@@ -613,6 +635,17 @@ def _blob(value: Any) -> bytes:
     return value
 
 
+def _path_list(value: Any) -> tuple[str, ...]:
+    """A JSON array of file paths (paths may hold commas, so no comma list here)."""
+    text = _text(value)
+    if len(text) > 2 * MAX_CREDENTIAL_FILES * 4100:
+        raise ValueError("too long")
+    items = json.loads(text)
+    if type(items) is not list or not all(type(i) is str for i in items):
+        raise TypeError(f"{text[:80]!r} is not a JSON array of paths")
+    return tuple(items)
+
+
 def _identity(r: sqlite3.Row, which: str) -> Identity:
     kind = _column(r, f"{which}_id_type", lambda v: IdType(_integer(v)), f"{which}_id")
     return _column(r, f"{which}_id", lambda v: Identity(kind, _text(v)))
@@ -636,7 +669,13 @@ def _phase1_from_row(r: sqlite3.Row) -> Phase1Definition:
         mode=_column(r, "mode", lambda v: ExchangeType(_integer(v))),
         auth=_column(r, "auth", lambda v: AuthMethod(_integer(v))),
         psk=_column(r, "psk", _opt(_blob)),
-        key_ref=_column(r, "key_ref", _opt(_text)),
+        cert=_column(r, "cert", _opt(_text)),
+        key=_column(r, "key", _opt(_text)),
+        ca=_column(r, "ca", _path_list),
+        crl=_column(r, "crl", _path_list),
+        send_cert=_column(r, "send_cert", lambda v: SendCert(_text(v))),
+        fragmentation=_column(r, "fragmentation", lambda v: Fragmentation(_text(v))),
+        fragment_size=_column(r, "fragment_size", _integer),
         proposals=_column(r, "proposals", _keywords(parse_ike_proposals)),
         lifetime=_column(r, "lifetime", _integer),
         rekey_margin=_column(r, "rekey_margin", _integer),

@@ -14,14 +14,17 @@ import tomli_w
 
 from ikepriv.config.loader import ANY_PEER, ENCAP_MODES, PHASE1_MODES, PROTOCOLS
 from ikepriv.config.model import Definitions, IPNetwork, Phase1Definition, Phase2Definition
-from ikepriv.isakmp.constants import AuthMethod, IpProtocol
+from ikepriv.isakmp.constants import SIGNATURE_METHODS, AuthMethod, IpProtocol
 
 __all__ = ["dump_definitions", "phase1_table", "phase2_table"]
 
 _MODE_NAME = {v: k for k, v in PHASE1_MODES.items()}
 _ENCAP_NAME = {v: k for k, v in ENCAP_MODES.items()}
 _PROTOCOL_NAME = {int(v): k for k, v in PROTOCOLS.items()}
-_AUTH_NAME = {AuthMethod.PRE_SHARED_KEY: "psk"}
+# the loader picks the ECDSA method again from the key's curve when the output is read back
+_AUTH_NAME = {AuthMethod.PRE_SHARED_KEY: "psk", AuthMethod.RSA_SIGNATURES: "rsa-sig"} | {
+    m: "ecdsa-sig" for m in SIGNATURE_METHODS if m is not AuthMethod.RSA_SIGNATURES
+}
 _PORT_PROTOCOLS = frozenset({int(IpProtocol.TCP), int(IpProtocol.UDP)})
 
 
@@ -36,6 +39,13 @@ def _psk_fields(psk: bytes | None) -> dict[str, str]:
     return {"psk": text} if text.isprintable() else {"psk_hex": psk.hex()}
 
 
+def _signature_fields(d: Phase1Definition) -> dict[str, Any]:
+    """The credential files (a PSK definition has none: the model refuses them there)."""
+    if not d.uses_signatures:
+        return {}
+    return {"cert": d.cert, "key": d.key, "ca": list(d.ca), "crl": list(d.crl)}
+
+
 def phase1_table(d: Phase1Definition) -> dict[str, Any]:
     return {
         "name": d.name,
@@ -46,6 +56,7 @@ def phase1_table(d: Phase1Definition) -> dict[str, Any]:
         "mode": _MODE_NAME[d.mode],
         "auth": _AUTH_NAME[d.auth],
         **_psk_fields(d.psk),
+        **_signature_fields(d),
         "proposals": [p.keyword for p in d.proposals],
         "lifetime": d.lifetime,
         "rekey_margin": d.rekey_margin,
@@ -57,6 +68,9 @@ def phase1_table(d: Phase1Definition) -> dict[str, Any]:
         "autostart": d.autostart,
         "encap": d.encap,
         "rekey": d.rekey,
+        "send_cert": d.send_cert.value,
+        "fragmentation": d.fragmentation.value,
+        "fragment_size": d.fragment_size,
     }
 
 

@@ -20,6 +20,7 @@ from ikepriv.isakmp.constants import (
     NotifyType,
     ProtocolId,
 )
+from ikepriv.isakmp.fragment import FragmentPayload
 from ikepriv.isakmp.vendor_ids import vendor_id_name
 
 Json = dict[str, Any]
@@ -151,6 +152,11 @@ def _modecfg(p: isakmp.AttributePayload) -> Json:
     }
 
 
+def _fragment(p: FragmentPayload) -> Json:
+    # one slice of a larger message; ikedump shows it as such (it does not reassemble)
+    return {"fragment_id": p.fragment_id, "number": p.number, "last": p.last, "length": len(p.data)}
+
+
 def _unknown(p: isakmp.UnknownPayload) -> Json:
     return {"length": len(p.body), "data": p.body.hex()}
 
@@ -171,6 +177,7 @@ _PAYLOAD_FIELDS: dict[type, Callable[[Any], Json]] = {
     isakmp.AttributePayload: _modecfg,
     isakmp.NatDPayload: _data,
     isakmp.NatOaPayload: _nat_oa,
+    FragmentPayload: _fragment,
     isakmp.UnknownPayload: _unknown,
 }
 
@@ -308,6 +315,7 @@ _TEXT: dict[str, Callable[[Json], list[str]]] = {
     "CERT": _simple("CERT", ("encoding", "length")),
     "CR": _simple("CR", ("encoding", "authority")),
     "ATTRIBUTE": _modecfg_text,
+    "FRAGMENT": _simple("FRAGMENT", ("fragment_id", "number", "last", "length")),
 }
 
 

@@ -66,9 +66,11 @@ per tunnel definition).
 .fragment_size, ConfigCredential (the raw bytes of our
 certificate chain, trust anchors and CRLs, parsed only by the child), ConfigEnd.credential_count,
 SignatureRequest/SignatureReply (the parent computes HASH_I/HASH_R itself over our configured
-identity and signs it), TunnelRow.peer_cert_subject/peer_cert_issuer. Still 7 (nothing
-with 7 was deployed before it): paged listings, ListCommand.after/.rows/.counters and LIST_PAGE
-(a listing of any number of tunnels, in pages the parent asks for one at a time)."""
+identity and signs it), TunnelRow.peer_cert_subject/peer_cert_issuer; PeerFlooded (the
+parent asks the child to initiate towards a peer whose first messages it had to drop).
+Still 7 (nothing with 7 was deployed before it): paged listings, ListCommand.after/.rows/
+.counters and LIST_PAGE (a listing of any number of tunnels, in pages the parent asks for
+one at a time)."""
 
 # Bounds (one place, so the vetting code and the tests can refer to them).
 MAX_DATAGRAM = 65535
@@ -921,6 +923,19 @@ class KernelExpire(Message):
     proto: IpsecProto
     dst: IpAddr
     hard: bool
+
+
+@message(0x0142, _P2C)
+@dataclass(frozen=True, slots=True)
+class PeerFlooded(Message):
+    """First messages from this configured peer's address overflow the parent's queue (a
+    flood of forgeries carrying its address, which nothing in IKEv1 tells apart from its
+    own first message). The child initiates phase 1 towards it for the definitions that
+    may, unless one is established or negotiating: our own exchanges are answered as live
+    traffic, never queued behind forgeries. The parent sends it at most once per
+    PEER_FLOODED_INTERVAL per peer."""
+
+    peer: IpAddr
 
 
 @message(0x01F0, _P2C)

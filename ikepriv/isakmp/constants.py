@@ -58,6 +58,7 @@ class PayloadType(IntEnum):
     NAT_OA = 21  # RFC 3947
     NAT_D_DRAFT = 130  # draft-ietf-ipsec-nat-t-ike-02/03
     NAT_OA_DRAFT = 131
+    FRAGMENT = 132  # IKEv1 fragmentation (Cisco/Microsoft; strongSwan PLV1_FRAGMENT)
 
 
 class DOI(IntEnum):

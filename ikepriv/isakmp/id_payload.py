@@ -153,6 +153,13 @@ class IdPayload(PayloadBase):
         return cls(id_type, protocol, port, data)
 
     @classmethod
+    def phase1(cls, id_type: IdType, data: bytes) -> IdPayload:
+        """Our own phase 1 ID as we send it (protocol 0, port 0). The one encoder of our
+        IDii_b/IDir_b: the child sends it, and the parent signs HASH_I/HASH_R over its
+        `body`, so the two cannot disagree on the bytes (issue 10)."""
+        return cls(id_type, 0, 0, data)
+
+    @classmethod
     def address(cls, addr: IPAddress | str, protocol: int = 0, port: int = 0) -> IdPayload:
         ip = ipaddress.ip_address(addr)
         kind = IdType.IPV4_ADDR if ip.version == 4 else IdType.IPV6_ADDR

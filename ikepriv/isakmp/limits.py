@@ -24,3 +24,4 @@ MAX_PADDING = 255  # trailing bytes allowed after a decrypted chain (cipher bloc
 NONCE_MIN = 8  # RFC 2409 section 5: nonce data 8..256 bytes
 NONCE_MAX = 256
 MAX_NAME_LENGTH = 255  # ID_FQDN / ID_USER_FQDN
+MAX_FRAGMENT_NUMBER = 255  # the fragment payload's one-byte number (reassembly caps lower)

@@ -20,6 +20,7 @@ from ikepriv.isakmp.constants import (
     NotifyType,
     PayloadType,
 )
+from ikepriv.isakmp.fragment import FragmentPayload, decode_fragment
 from ikepriv.isakmp.header import (
     OFFSET_NEXT_PAYLOAD,
     Header,
@@ -73,6 +74,7 @@ Payload = (
     | AttributePayload
     | NatDPayload
     | NatOaPayload
+    | FragmentPayload
     | UnknownPayload
 )
 
@@ -96,6 +98,7 @@ DECODERS: dict[int, Decoder] = {
     PayloadType.NAT_OA: decode_nat_oa,
     PayloadType.NAT_D_DRAFT: decode_nat_d,
     PayloadType.NAT_OA_DRAFT: decode_nat_oa,
+    PayloadType.FRAGMENT: decode_fragment,
 }
 # Valid only nested in an SA payload (RFC 2408 3.5, 3.6).
 NESTED_ONLY = frozenset({PayloadType.PROPOSAL, PayloadType.TRANSFORM})

@@ -14,6 +14,25 @@ from dataclasses import dataclass
 
 DPD = bytes.fromhex("afcad71368a1f1c96b8696fc77570100")  # RFC 3706 section 7.1, version 1.0
 NATT_RFC3947 = hashlib.md5(b"RFC 3947", usedforsecurity=False).digest()
+# IKE fragmentation (Cisco/Microsoft): md5("FRAGMENTATION"), then 4 capability bytes, of
+# which 0x80000000 means "fragments of Main and Aggressive Mode messages" (racoon's
+# VENDORID_FRAG_IDENT; strongSwan sends exactly these 20 bytes). Windows sends the 16 bytes
+# alone.
+FRAGMENTATION = bytes.fromhex("4048b7d56ebce88525e7de7f00d6c2d3")
+FRAGMENTATION_IKE = 0x80000000
+FRAGMENTATION_VID = FRAGMENTATION + FRAGMENTATION_IKE.to_bytes(4, "big")
+
+
+def announces_fragmentation(data: bytes) -> bool:
+    """A peer's Vendor ID says it reassembles phase 1 fragments: the digest alone, or the
+    digest with capability bytes that include FRAGMENTATION_IKE (as strongSwan reads it)."""
+    if len(data) == len(FRAGMENTATION):
+        return data == FRAGMENTATION
+    return (
+        len(data) == len(FRAGMENTATION_VID)
+        and data.startswith(FRAGMENTATION)
+        and bool(int.from_bytes(data[len(FRAGMENTATION) :], "big") & FRAGMENTATION_IKE)
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,10 @@ one class, served in this order:
    or an exchange so old that its pair was forgotten. Rationed by a token bucket and served
    last; the rest is dropped, counted.
 
+When a configured peer's own queue overflows, its real first message may be among those
+lost: `peer_overflow` tells the daemon, which asks the child to initiate towards that peer
+itself (PeerFlooded), since our own exchanges never compete with first messages.
+
 The child's queue is kept short (see daemon.py), so a live datagram never waits behind more
 than a few first messages; what does not fit waits here, in bounded queues, and what does
 not fit those is dropped and counted (`udp_dropped_*` in `ike cmd=list stats`).
@@ -149,8 +153,13 @@ def _remember(table: OrderedDict[bytes, float], key: bytes, now: float, bound: i
 class Admission(Generic[T]):
     """The classes above. `count(name)` is called for every datagram dropped here."""
 
-    def __init__(self, count: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        count: Callable[[str], None],
+        peer_overflow: Callable[[IPAddress], None] | None = None,
+    ) -> None:
         self._count = count
+        self._peer_overflow = peer_overflow
         self._own: OrderedDict[bytes, float] = OrderedDict()  # our initiator cookies
         self._pending: OrderedDict[bytes, float] = OrderedDict()  # pairs sent, unanswered
         self._live: OrderedDict[bytes, float] = OrderedDict()  # pairs answered
@@ -222,8 +231,11 @@ class Admission(Generic[T]):
                 self._live_q.popleft()
                 dropped = 1
         elif kind is Kind.FIRST or kind is Kind.REPEAT:
-            queue = self._peer_q if source in self._peers else self._other_q
+            peer = source in self._peers
+            queue = self._peer_q if peer else self._other_q
             dropped = queue.put(source, item, first=kind is Kind.REPEAT)
+            if dropped and peer and self._peer_overflow is not None:
+                self._peer_overflow(source)
         elif kind is Kind.UNKNOWN:
             if self._unknown_bucket.take(now):
                 self._unknown_q.append(item)

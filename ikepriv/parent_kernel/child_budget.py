@@ -27,7 +27,10 @@ one, an install its two SAs and its policies, twice (an install the kernel refus
 is undone), a remove its two SAs and the policies of its reqid.
 
 When a budget is short the parent does not drop the message (an honest child never loses
-an answer): it stops reading the child's socket until the budget covers it (back-pressure:
+an answer), with one exception: a Log line over the line budget is read and dropped
+(`child_lines_dropped`), since waiting for it would stall the child's answers too, and a
+child logging a flood of unauthenticated input must not stop its tunnels. Otherwise it stops
+reading the child's socket until the budget covers it (back-pressure:
 the socketpair fills and the child's sends block), then handles it. Each pause is counted
 (`child_throttled`, and its length in `child_throttled_ms`) and logged, rate-limited. The
 budgets outlive a child: a child that crashes itself gets no fresh burst, only the restart
@@ -152,6 +155,18 @@ class ChildBudget:
     def grant_reports(self, amount: float, now: float) -> None:
         """The parent asked for a page of reports: that many more may come."""
         self.buckets[Kind.REPORT].grant(amount, now)
+
+    def drop_log(self, msg: Message, now: float) -> bool:
+        """Whether `msg` is a Log line over the line budget, to be dropped unhandled (its
+        decoding still counts against the overall budget)."""
+        if not isinstance(msg, m.Log):
+            return False
+        line = self.buckets[Kind.LINE]
+        line.refill(now)
+        if line.tokens >= 1.0:
+            return False
+        self.buckets[Kind.ALL].take(1.0, now)
+        return True
 
     async def admit(self, msg: Message, forwarded: int = 0) -> float:
         """Charge `msg` and, if its budget is short, wait (not reading the child: the

@@ -56,7 +56,7 @@ from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.schema import Message
 from ikepriv.isakmp.constants import ProtocolId
 from ikepriv.parent_kernel import udp
-from ikepriv.parent_kernel.admission import Admission
+from ikepriv.parent_kernel.admission import Admission, IPAddress
 from ikepriv.parent_kernel.commands import Commands
 from ikepriv.parent_kernel.control_socket import ControlServer
 from ikepriv.parent_kernel.definitions import DbView
@@ -87,6 +87,7 @@ EARLY_MAX_AGE: Final = 5.0  # seconds; older ones are stale for the peer anyway
 CHILD_BACKLOG: Final = 32  # datagrams queued for the child; the rest wait in admission
 RECEIVE_BATCH: Final = 256  # datagrams read per wake-up before others get a turn
 PUMP_POLL: Final = 0.001  # seconds between looks at a full child queue
+PEER_FLOODED_INTERVAL: Final = 1.0  # seconds between PeerFlooded for one peer
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,8 @@ class Daemon:
                                  self.reload, lambda: self.supervisor.restarts)  # fmt: skip
         self.control = ControlServer(options.control, self.commands.handle)
         self._early: deque[tuple[float, m.DatagramIn]] = deque()
-        self.admission = Admission[udp.Received](self.state.counters.bump)
+        self.admission = Admission[udp.Received](self.state.counters.bump, self._peer_flooded)
+        self._flooded: dict[IPAddress, float] = {}  # configured peers only: bounded
         self._set_peers()
         self._arrived = trio.Event()
         self._notified_ready = False
@@ -164,8 +166,7 @@ class Daemon:
         await self.requests.handle(msg)
 
     async def _on_child_ready(self) -> None:
-        for msg in self.state.view.config_messages():
-            self.supervisor.send(msg)
+        await self.supervisor.send_snapshot(self.state.view.config_messages())
         resumed = self._resume_tunnels()
         for (phase, number), command in sorted(self.state.intents.items()):
             if phase is m.Phase.PHASE2 and number in resumed:
@@ -285,8 +286,7 @@ class Daemon:
         self.state.set_view(view)
         await self._revoke(old, view)
         self._set_peers()
-        for msg in view.config_messages():
-            self.supervisor.send(msg)
+        await self.supervisor.send_snapshot(view.config_messages())
         log.info("definitions reloaded (generation %d: %d phase 1, %d phase 2)",
                  view.generation, len(view.phase1), len(view.phase2))  # fmt: skip
         return f"definitions reloaded (generation {view.generation})"
@@ -336,6 +336,19 @@ class Daemon:
     def _set_peers(self) -> None:
         self.admission.set_peers(p1.remote_addr for p1 in self.state.view.phase1.values()
                                  if p1.remote_addr is not None)  # fmt: skip
+        self._flooded.clear()
+
+    def _peer_flooded(self, peer: IPAddress) -> None:
+        """A configured peer's first messages overflow admission: its own may be lost among
+        forgeries, so the child initiates towards it (PeerFlooded), at most once per
+        PEER_FLOODED_INTERVAL per peer however fast the forgeries come."""
+        now = time.monotonic()
+        last = self._flooded.get(peer)
+        if last is not None and now - last < PEER_FLOODED_INTERVAL:
+            return
+        self._flooded[peer] = now
+        if self.supervisor.ready:
+            self.supervisor.send(m.PeerFlooded(peer))
 
     async def _receive(self, sock: udp.IkeSocket) -> None:
         """Drain the socket in batches (until EAGAIN, at most RECEIVE_BATCH per turn) into

@@ -23,13 +23,22 @@ from typing import Final
 
 from cryptography import x509
 
-from ikepriv.config.model import DpdAction, Phase1Definition, Phase2Definition, check_binding
+from ikepriv.config.credentials import read_credential
+from ikepriv.config.model import (
+    DpdAction,
+    Fragmentation,
+    Phase1Definition,
+    Phase2Definition,
+    SendCert,
+    check_binding,
+)
 from ikepriv.config.model import Identity as ConfigIdentity
 from ikepriv.config.store import TunnelDB
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.schema import Message
 from ikepriv.isakmp.constants import IdType, ProtocolId
+from ikepriv.parent_kernel.signer import SigningKey
 
 log = logging.getLogger("ikepriv.parent")
 
@@ -41,6 +50,20 @@ _DPD_ACTION: Final[dict[DpdAction, m.DpdAction]] = {
     DpdAction.HOLD: m.DpdAction.HOLD,
     DpdAction.RESTART: m.DpdAction.RESTART,
 }
+_SEND_CERT: Final[dict[SendCert, m.SendCert]] = {
+    SendCert.ALWAYS: m.SendCert.ALWAYS,
+    SendCert.IF_ASKED: m.SendCert.IF_ASKED,
+    SendCert.NEVER: m.SendCert.NEVER,
+}
+_FRAGMENTATION: Final[dict[Fragmentation, m.Fragmentation]] = {
+    Fragmentation.YES: m.Fragmentation.YES,
+    Fragmentation.ACCEPT: m.Fragmentation.ACCEPT,
+    Fragmentation.FORCE: m.Fragmentation.FORCE,
+    Fragmentation.NO: m.Fragmentation.NO,
+}
+
+Credential = tuple[m.CredentialKind, int, bytes]
+"""(kind, index within the kind, the file's bytes): one ConfigCredential of a definition."""
 
 
 class SnapshotError(ValueError):
@@ -90,7 +113,26 @@ def _phase1_to_ipc(d: Phase1Definition, number: int) -> m.Phase1Def:
         encap=d.encap,
         rekey=d.rekey,
         rekey_margin=d.rekey_margin,
+        send_cert=_SEND_CERT[d.send_cert],
+        fragmentation=_FRAGMENTATION[d.fragmentation],
+        fragment_size=d.fragment_size,
     )
+
+
+def _credentials(d: Phase1Definition) -> tuple[Credential, ...]:
+    """The cert, ca and crl files of a signature definition as raw bytes, for the child.
+
+    Not parsed here: certificates and CRLs are parsed only in the sandboxed child. Read
+    again at every load, so a renewed certificate or CRL takes effect with the next reload.
+    """
+    out: list[Credential] = []
+    if d.cert is not None:
+        out.append((m.CredentialKind.OWN_CERT, 0, read_credential("cert", d.cert)))
+    out += [(m.CredentialKind.TRUST_ANCHOR, i, read_credential("ca", path))
+            for i, path in enumerate(d.ca)]  # fmt: skip
+    out += [(m.CredentialKind.CRL, i, read_credential("crl", path))
+            for i, path in enumerate(d.crl)]  # fmt: skip
+    return tuple(out)
 
 
 def _phase2_to_ipc(d: Phase2Definition, number: int, phase1_number: int) -> m.Phase2Def:
@@ -140,6 +182,11 @@ class DbView:
     phase2_parent: MappingProxyType[int, int] = field(default_factory=lambda: MappingProxyType({}))
     ipc_phase1: tuple[m.Phase1Def, ...] = ()
     ipc_phase2: tuple[m.Phase2Def, ...] = ()
+    # signature definitions: the files the child gets, and our keys, which it never gets
+    credentials: MappingProxyType[int, tuple[Credential, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    signers: MappingProxyType[int, SigningKey] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def build(
@@ -156,14 +203,23 @@ class DbView:
         p1: dict[int, Phase1Definition] = {}
         ipc1: list[m.Phase1Def] = []
         by_name: dict[str, int] = {}
+        credentials: dict[int, tuple[Credential, ...]] = {}
+        signers: dict[int, SigningKey] = {}
         for d in phase1:
             if d.number is None:
                 continue
             try:
-                ipc1.append(_phase1_to_ipc(d, d.number))
-            except (ValueError, IpcError) as exc:
+                ipc = _phase1_to_ipc(d, d.number)
+                if d.uses_signatures:
+                    # a file that cannot be used makes this definition unusable (the
+                    # CredentialError names the field), never the others
+                    credentials[d.number] = _credentials(d)
+                    signers[d.number] = SigningKey.load(d, ipc.local_id)
+            except (ValueError, IpcError) as exc:  # CredentialError is a ValueError
+                credentials.pop(d.number, None)
                 log.error("phase 1 definition %d (%s) unusable: %s", d.number, d.name, exc)
                 continue
+            ipc1.append(ipc)
             p1[d.number] = d
             by_name[d.name] = d.number
         p2: dict[int, Phase2Definition] = {}
@@ -192,6 +248,8 @@ class DbView:
             MappingProxyType(parent),
             tuple(ipc1),
             tuple(ipc2),
+            MappingProxyType(credentials),
+            MappingProxyType(signers),
         )
 
     @classmethod
@@ -211,10 +269,19 @@ class DbView:
         return sorted(n for n, owner in self.phase2_parent.items() if owner == phase1_number)
 
     def config_messages(self) -> list[Message]:
-        """ConfigBegin, the definitions, ConfigEnd: what a child gets after Hello."""
+        """ConfigBegin, the definitions, ConfigEnd: what a child gets after Hello.
+
+        Each signature definition's ConfigPhase1 is followed by its ConfigCredentials (our
+        chain, the trust anchors, the CRLs), counted in ConfigEnd.credential_count.
+        """
         gen = self.generation & 0xFFFFFFFF
         out: list[Message] = [m.ConfigBegin(gen)]
-        out += [m.ConfigPhase1(gen, d) for d in self.ipc_phase1]
+        count = 0
+        for d in self.ipc_phase1:
+            out.append(m.ConfigPhase1(gen, d))
+            for kind, index, blob in self.credentials.get(d.number, ()):
+                out.append(m.ConfigCredential(gen, d.number, kind, index, blob))
+                count += 1
         out += [m.ConfigPhase2(gen, d) for d in self.ipc_phase2]
-        out.append(m.ConfigEnd(gen, len(self.ipc_phase1), len(self.ipc_phase2)))
+        out.append(m.ConfigEnd(gen, len(self.ipc_phase1), len(self.ipc_phase2), count))
         return out

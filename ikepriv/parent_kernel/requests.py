@@ -112,6 +112,9 @@ class ChildRequests:
         # The supervisor reads the next message only after this returns: waiting here is
         # back-pressure on the child, never a dropped request (child_budget.py).
         counters = self.state.counters
+        if self.budget.drop_log(msg, time.monotonic()):
+            counters.child_lines_dropped += 1
+            return
         waited = await self.budget.admit(msg, counters.udp_forwarded)
         if waited:
             counters.child_throttled += 1
@@ -201,10 +204,12 @@ class ChildRequests:
         self._send(m.NonceReply(msg.request_id, ErrorCode.OK, *result))
 
     def _signature(self, msg: m.SignatureRequest) -> None:
-        self._refuse("signature request",
-                     Refusal(ErrorCode.UNSUPPORTED, "signatures are not supported",
-                             msg.phase1_number))  # fmt: skip
-        self._send(m.SignatureReply(msg.request_id, ErrorCode.UNSUPPORTED, b""))
+        result = self.state.vetter.signature(msg, time.monotonic())
+        if isinstance(result, Refusal):
+            self._refuse("signature request", result)
+            self._send(m.SignatureReply(msg.request_id, result.code, b""))
+            return
+        self._send(m.SignatureReply(msg.request_id, ErrorCode.OK, result))
 
     # -- state reports ---------------------------------------------------------------------
 

@@ -56,6 +56,7 @@ class ParentCounters:
     refused_requests: int = 0  # child requests the vetting refused
     child_throttled: int = 0  # pauses in reading a child over its request budget
     child_throttled_ms: int = 0  # their total length
+    child_lines_dropped: int = 0  # Log lines over the child's line budget
     child_restarts: int = 0  # kept by the supervisor, filled in when listed
 
     def bump(self, name: str) -> None:

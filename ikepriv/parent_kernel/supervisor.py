@@ -13,7 +13,9 @@ the start once a child has run for a minute. SAs in the kernel are untouched by 
 
 Sending never blocks the parent: messages go through a queue to a sender task, bounded in
 messages (QUEUE) and in bytes (QUEUE_BYTES, counted as encoded); a child that does not read
-loses messages (logged, rate-limited), the parent keeps serving the peers.
+loses messages (logged, rate-limited), the parent keeps serving the peers. The one exception
+is a configuration snapshot (`send_snapshot`), which must arrive whole: with certificate
+files it can be larger than the queue, so it waits for the sender, for a bounded time.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ READY_TIMEOUT: Final = 60.0
 EXIT_GRACE: Final = 1.0
 QUEUE: Final = 1024
 QUEUE_BYTES: Final = 1 << 20  # encoded bytes waiting for the child, at most
+SNAPSHOT_TIMEOUT: Final = 30.0  # a child that reads nothing for this long gets no snapshot
 MAX_STDERR_LINE: Final = 1024
 MAX_STDERR_LINES: Final = 200  # per child: a crash traceback fits, a flood does not
 CHILD_ENV: Final = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
@@ -125,6 +128,8 @@ class Supervisor:
         self.restarts = 0
         self.stopping = False
         self._dropped = RateLimit("messages dropped for a lagging child")
+        self._progress = trio.Event()  # set (and replaced) whenever the sender took a message
+        self._snapshot = trio.Lock()  # one snapshot at a time: interleaved, both would fail
 
     # -- used by the daemon --------------------------------------------------------------
 
@@ -146,6 +151,45 @@ class Supervisor:
         except (trio.BrokenResourceError, trio.ClosedResourceError, IpcError):
             return False
         return True
+
+    async def send_snapshot(self, messages: Sequence[Message]) -> bool:
+        """Queue a configuration snapshot whole, waiting for room instead of dropping.
+
+        A snapshot with certificate files can exceed QUEUE_BYTES (each ConfigCredential
+        carries up to 60000 bytes), and a snapshot missing a message is refused by the child
+        as a whole. So this waits for the sender's progress, at most SNAPSHOT_TIMEOUT in all;
+        False (logged) if the child went away or did not read in that time.
+        """
+        async with self._snapshot:
+            return await self._send_whole(messages)
+
+    async def _send_whole(self, messages: Sequence[Message]) -> bool:
+        with trio.move_on_after(SNAPSHOT_TIMEOUT):
+            for msg in messages:
+                data = encode(msg)
+                while True:
+                    progress = self._progress
+                    channel = self._send_channel
+                    if channel is None or not self.ready:
+                        return False
+                    if self._queued_bytes + len(data) <= QUEUE_BYTES:
+                        try:
+                            channel.send_nowait((msg, data))
+                        except trio.WouldBlock:
+                            pass
+                        except (trio.BrokenResourceError, trio.ClosedResourceError):
+                            return False
+                        else:
+                            self._queued_bytes += len(data)
+                            break
+                    await progress.wait()
+            return True
+        log.warning("child is not reading: configuration snapshot not sent whole")
+        return False
+
+    def _progressed(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
 
     def backlog(self) -> int:
         """Messages queued for the child and not yet sent."""
@@ -225,6 +269,7 @@ class Supervisor:
             self._cancel = None
             self.ready = False
             self._send_channel = None
+            self._progressed()  # a snapshot waiting for room learns the child is gone
             with trio.CancelScope(shield=True):
                 if self._violation is None and not self.stopping:
                     with trio.move_on_after(EXIT_GRACE):
@@ -293,6 +338,7 @@ class Supervisor:
         runs but never hears from us again (nothing would notice otherwise)."""
         async for msg, data in channel:
             self._queued_bytes -= len(data)
+            self._progressed()
             try:
                 if await sock.send(data) != len(data):
                     raise OSError(f"short send of {type(msg).__name__}")

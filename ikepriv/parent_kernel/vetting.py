@@ -34,6 +34,7 @@ from typing import Final
 
 from ikepriv.config.model import Phase1Definition, Phase2Definition
 from ikepriv.crypto.crypto_errors import CryptoError
+from ikepriv.crypto.groups import GROUPS
 from ikepriv.crypto.keymat import ESP_CIPHERS, INTEGRITY, esp_key_bits
 from ikepriv.crypto.oakley import skeyid_psk
 from ikepriv.ipc import messages as m
@@ -43,6 +44,7 @@ from ikepriv.isakmp.constants import (
     NATT_KEEPALIVE,
     NATT_PORT,
     NON_ESP_MARKER,
+    SIGNATURE_METHODS,
     AuthMethod,
     EncapsulationMode,
     ExchangeType,
@@ -83,6 +85,12 @@ MIN_POLICY_PRIORITY: Final = 512
 SKEYID_WINDOW: Final = 120.0
 SKEYID_BURST: Final = 64
 SKEYID_RATE: Final = 16.0  # per second
+# Signatures: the same live-peer window; a smaller bucket, because an RSA signature costs
+# the root parent about a millisecond (an HMAC is microseconds). 16 at once covers a burst of
+# simultaneous handshakes of one definition (a %any gateway after a restart), 4 a second
+# any steady rate one definition has a reason for.
+SIGNATURE_BURST: Final = 16
+SIGNATURE_RATE: Final = 4.0  # per second
 
 XFRM_PROTO: Final[dict[ProtocolId, IpProtocol]] = {
     ProtocolId.IPSEC_ESP: IpProtocol.ESP,
@@ -493,6 +501,7 @@ class Vetter:
         self.peers = peers
         self.activations = activations
         self._skeyid_buckets: dict[int, TokenBucket] = {}
+        self._signature_buckets: dict[int, TokenBucket] = {}
         self.nonces = NonceTable()
         self._index_key: tuple[DbView, int] | None = None
         self._index = _AddressIndex(frozenset(), {})
@@ -919,6 +928,58 @@ class Vetter:
         try:
             return skeyid_psk(req.prf, psks[0], ni, nr), ours
         except CryptoError as exc:
+            return Refusal(ErrorCode.INVALID_REQUEST, str(exc), number)
+
+    # -- signatures ------------------------------------------------------------------------
+
+    def signature(self, req: m.SignatureRequest, now: float) -> bytes | Refusal:
+        """Our signature over the HASH_I/HASH_R computed here (signer.py), for one
+        signature definition in a live exchange with its peer; the key never leaves this
+        process and the signed value always ends in our configured identity.
+
+        `now` is the monotonic clock of the peer table.
+        """
+        number = req.phase1_number
+        p1 = self.view.phase1.get(number)
+        if p1 is None:
+            return Refusal(ErrorCode.NO_SUCH_TUNNEL, f"no phase 1 definition {number}", number)
+        if p1.auth not in SIGNATURE_METHODS:
+            return Refusal(ErrorCode.NO_SECRET,
+                           f"phase 1 {number} does not use signature authentication",
+                           number)  # fmt: skip
+        signer = self.view.signers.get(number)
+        if signer is None:  # DbView.build leaves out a definition whose key does not load
+            return Refusal(ErrorCode.NO_SECRET, f"phase 1 {number} has no usable key", number)
+        accepts = p1.remote_addr is None or req.peer in self._remotes(number, p1)
+        if self.is_ours(req.peer) or not accepts:
+            return Refusal(ErrorCode.NOT_PERMITTED,
+                           f"{req.peer} is not the peer of phase 1 {number}", number)  # fmt: skip
+        since = now - SKEYID_WINDOW
+        if not any(self.peers.seen_since(local, req.peer, since)
+                   for local in self.local_addresses(number, p1)):  # fmt: skip
+            return Refusal(ErrorCode.NOT_PERMITTED,
+                           f"{req.peer} has not talked to phase 1 {number} lately",
+                           number)  # fmt: skip
+        hashes = [p for p in p1.proposals if p.hash == req.prf]
+        if not hashes:
+            return Refusal(ErrorCode.BAD_ALGORITHM,
+                           f"prf {req.prf.name} not configured for phase 1 {number}",
+                           number)  # fmt: skip
+        if not any(GROUPS[p.group].length == len(req.g_xi) == len(req.g_xr) for p in hashes):
+            return Refusal(ErrorCode.BAD_LENGTH,
+                           f"public values of {len(req.g_xi)} and {len(req.g_xr)} bytes fit "
+                           f"no group configured with prf {req.prf.name} for phase 1 {number}",
+                           number)  # fmt: skip
+        bucket = self._signature_buckets.setdefault(
+            number, TokenBucket(SIGNATURE_BURST, SIGNATURE_RATE)
+        )
+        if not bucket.take(now):
+            return Refusal(ErrorCode.LIMIT_REACHED,
+                           f"too many signature requests for phase 1 {number}",
+                           number)  # fmt: skip
+        try:
+            return signer.sign(req)
+        except (CryptoError, ValueError) as exc:  # KeyMismatch is a ValueError
             return Refusal(ErrorCode.INVALID_REQUEST, str(exc), number)
 
     # -- datagrams -------------------------------------------------------------------------

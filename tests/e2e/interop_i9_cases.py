@@ -198,7 +198,12 @@ def catalogue() -> dict[str, I9Case]:
             )
         )
     for kind in ("6in4", "4in6"):
-        for init, resp in (("ikepriv", "strongswan"), ("strongswan", "ikepriv")):
+        for init, resp in (
+            ("ikepriv", "strongswan"),
+            ("strongswan", "ikepriv"),
+            ("ikepriv", "libreswan"),
+            ("libreswan", "ikepriv"),
+        ):
             name = f"{_SHORT[init]}-{_SHORT[resp]}-{kind}"
             cases.append(
                 I9Case(

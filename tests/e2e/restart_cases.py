@@ -271,6 +271,7 @@ def run_restart_one(
         )
 
         case.step("remove")
+        case.details["peer_spis_before_remove"] = sorted(esp_spis(topo, ref_gw))
         r = ikp.ike("cmd=remove")
         case.details["remove"] = (r.stdout + r.stderr).strip()[-600:]
         case.check(r.returncode == 0, f"ike cmd=remove rc {r.returncode}: {r.stderr.strip()}")

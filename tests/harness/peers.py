@@ -73,6 +73,11 @@ class PeerSpec:
     # child per pair (IKEv1 carries one traffic selector per child)
     local_subnets: tuple[str, ...] = ()
     remote_subnets: tuple[str, ...] = ()
+    # IKE fragmentation: `fragmentation` for strongSwan (yes|accept|force|no) and libreswan
+    # (yes|no|force), "" = their default; charon.fragment_size (0 = its default, 1280),
+    # which libreswan and ikepriv ignore for now
+    fragmentation: str = ""
+    fragment_size: int = 0
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
@@ -227,7 +232,7 @@ charon {{
   i_dont_care_about_security_and_use_aggressive_mode_psk = {aggressive}
   retransmit_tries = 3
   install_virtual_ip = no
-  filelog {{
+{charon_extra}  filelog {{
     main {{
       path = {dir}/charon.log
       time_format = %b %e %T
@@ -352,6 +357,7 @@ class StrongSwan(Peer):
                 aggressive=aggressive,
                 dir=self.dir,
                 level=2 if s.debug else 1,
+                charon_extra=f"  fragment_size = {s.fragment_size}\n" if s.fragment_size else "",
             )
         )
         conn = self.dir / "swanctl.conf"
@@ -364,7 +370,8 @@ class StrongSwan(Peer):
                 psk=s.psk,
                 encap="yes" if s.encap else "no",
                 dpd_delay=s.dpd_delay,
-                ike_extra=_ss_lifetimes(s, "    ", ike=True),
+                ike_extra=_ss_lifetimes(s, "    ", ike=True)
+                + (f"    fragmentation = {s.fragmentation}\n" if s.fragmentation else ""),
                 children=_ss_children(s),
             )
         )
@@ -539,7 +546,7 @@ conn c
     rekey=no
     leftupdown=/bin/true
     auto=add
-"""
+{conn_extra}"""
 
 
 def _lsw_subnets(side: str, subnets: tuple[str, ...], single: str) -> str:
@@ -603,6 +610,7 @@ class Libreswan(Peer):
                 esp=esp,
                 pfs="yes" if pfs_group else "no",
                 phase2="ah" if s.ah else "esp",
+                conn_extra=f"    fragmentation={s.fragmentation}\n" if s.fragmentation else "",
             )
         )
         secrets = self.dir / "ipsec.secrets"

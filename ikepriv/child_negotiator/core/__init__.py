@@ -6,7 +6,8 @@ Its modules form layers; each imports only from the layers before it
 1. ground: values, records and tables, no logic that reaches other modules —
    settings, config_snapshot, cookies, half_open, retransmit, offers, identities,
    datagram (Inbound), states (state enums and transition tables),
-   dpd_state, sa_table, wire, lifetimes (deadline arithmetic), hooks;
+   dpd_state, sa_table, wire, lifetimes (deadline arithmetic), hooks,
+   fragments (IKE fragmentation: vendor ID policy, cutting, bounded reassembly);
 2. context: the `Core` protocol, what the modules below the engine need from it;
 3. services: informational_send (notifies and deletes), install (kernel requests);
 4. exchanges and their policies: exchanges/quick_mode, dpd, rekey,

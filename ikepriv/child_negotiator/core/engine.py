@@ -27,7 +27,7 @@ import itertools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ikepriv.child_negotiator.core import dpd, informational_send, install, rekey, timers
+from ikepriv.child_negotiator.core import dpd, fragments, informational_send, install, rekey, timers
 from ikepriv.child_negotiator.core.config_snapshot import (
     ConfigSnapshot,
     SnapshotBuilder,
@@ -72,6 +72,7 @@ from ikepriv.ipc.messages import (
     LIST_PAGE,
     PROTOCOL_VERSION,
     ConfigBegin,
+    ConfigCredential,
     ConfigEnd,
     ConfigPhase1,
     ConfigPhase2,
@@ -87,6 +88,7 @@ from ikepriv.ipc.messages import (
     Log,
     LogLevel,
     NonceReply,
+    PeerFlooded,
     Phase,
     Phase1Def,
     Ready,
@@ -111,6 +113,7 @@ from ikepriv.isakmp.constants import (
     ExchangeType,
     NotifyType,
 )
+from ikepriv.isakmp.fragment import decode_fragment_datagram, is_fragment_datagram
 from ikepriv.process_contract import Counters, DefinitionTally
 
 # Notifies in authenticated informationals, by type: informational.py's own, and DPD's.
@@ -147,7 +150,8 @@ PHASE1_INITIATORS: dict[
 }
 
 
-PAIRS_IN_FLIGHT = 2  # own Quick Modes at a time for one definition's subnet pairs
+UNPROVEN_LINES = 10  # lines of one kind about unauthenticated first messages per window
+UNPROVEN_WINDOW = 10.0  # seconds
 
 
 class Negotiator:
@@ -171,6 +175,7 @@ class Negotiator:
         self.hooks: Hooks = hooks if hooks is not None else NatTHooks()
         self.counters = Counters()
         self.tally = DefinitionTally()
+        self.reassembly = fragments.Reassembly(self.settings, self.counters)
         self.sas = SaTable()
         self.cookies = CookieJar(random)
         s = self.settings
@@ -202,6 +207,8 @@ class Negotiator:
         self._next_reqid = 1 + int.from_bytes(random(4), "big") % 0xFFFF0000
         # (ISAKMP SA tunnel id, phase 2 number): subnet pairs still to start (_start_phase2)
         self._pairs_waiting: set[tuple[int, int]] = set()
+        # log_unproven: kind -> [window start, lines shown, lines left out]; fixed kinds
+        self._unproven_lines: dict[str, list[float]] = {}
         self.pending_phase2: dict[int, list[int]] = {}  # phase 1 number -> phase 2 numbers
         self.restarts: dict[int, Restart] = {}  # phase 1 number -> restart after DPD
         self._builder: SnapshotBuilder | None = None
@@ -222,9 +229,11 @@ class Negotiator:
             ListCommand: self._on_list,
             KernelAcquire: self._on_acquire,
             KernelExpire: self._on_expire,
+            PeerFlooded: self._on_peer_flooded,
             ConfigBegin: self._on_config_begin,
             ConfigPhase1: self._on_config_item,
             ConfigPhase2: self._on_config_item,
+            ConfigCredential: self._on_config_item,
             ConfigEnd: self._on_config_end,
             Hello: self._on_hello,
             Shutdown: self._on_shutdown,
@@ -259,6 +268,7 @@ class Negotiator:
             if sa is not None and sa.state in NEGOTIATING:
                 self.counters.half_open_expired += 1
                 self.drop_isakmp(sa)  # nobody proved anything: not worth a log line
+        self.reassembly.expire(now)
         return self._take()
 
     def next_deadline(self) -> float | None:
@@ -271,6 +281,7 @@ class Negotiator:
                 self.half_open.next_deadline(),
                 self.half_open_own.next_deadline(),
                 self.unproven.next_deadline(),
+                self.reassembly.next_deadline(),
                 self.deadlines.next(lambda key: timers.exists(self, key)),
             )
             if t is not None
@@ -308,6 +319,38 @@ class Negotiator:
     def log(self, level: LogLevel, text: str) -> None:
         clean = "".join(c if c.isprintable() else "?" for c in text)[:1000] or "?"
         self._out.append(Log(level, clean))
+
+    def negotiating(self, phase1_number: int, peer: IPAddress | None = None) -> bool:
+        """Whether a phase 1 of this definition (with `peer`, when given) is under way: ours,
+        or the peer's once its second message proved its address. Responder state made by
+        a first message alone is not (a forger's MM1 from the peer's address would
+        otherwise hold up our own activation behind an exchange that never completes)."""
+        group = (
+            self.sas.of_definition(phase1_number)
+            if peer is None
+            else self.sas.with_peer(phase1_number, peer)
+        )  # indexed: no pass over all
+        return any(
+            sa.state in NEGOTIATING and sa.tunnel_id not in self.unproven for sa in group
+        )  # fmt: skip
+
+    def log_unproven(self, kind: str, level: LogLevel, text: str) -> None:
+        """A line caused by a first message nobody has authenticated: at most UNPROVEN_LINES
+        of each `kind` (a fixed phrase of the caller's) per UNPROVEN_WINDOW seconds, then
+        one line saying how many were left out, so a forger cannot turn its datagrams
+        into log lines (syslog volume, and the parent's line budget)."""
+        window = self._unproven_lines.get(kind)
+        if window is None or self.now - window[0] >= UNPROVEN_WINDOW:
+            if window is not None and window[2]:
+                self.log(LogLevel.NOTICE, f"{window[2]} more lines like '{kind}' not logged "
+                         f"in {UNPROVEN_WINDOW:.0f} s")  # fmt: skip
+            window = self._unproven_lines[kind] = [self.now, 0, 0]
+        if window[1] < UNPROVEN_LINES:
+            window[1] += 1
+            self.log(level, text)
+        else:
+            window[2] += 1
+            self.counters.log_lines_suppressed += 1
 
     def new_tunnel_id(self) -> int:
         tid = self._next_tunnel
@@ -353,7 +396,10 @@ class Negotiator:
     def transmit(
         self, sa: IsakmpSa, flight: Flight, datagrams: tuple[bytes, ...], *, retransmit: bool
     ) -> None:
-        """Send a flight and remember it as the answer to the last accepted message."""
+        """Send a flight and remember it as the answer to the last accepted message.
+        Phase 1 messages too large for the path go as IKE fragments (fragments.outbound),
+        and the flight keeps the fragments, so a retransmission resends them all."""
+        datagrams = fragments.outbound(sa, datagrams, self.counters)
         outs = tuple(DatagramOut(sa.local, sa.remote, sa.natt, d) for d in datagrams)
         for out in outs:
             self.emit(out)
@@ -399,6 +445,14 @@ class Negotiator:
     def _on_datagram(self, msg: DatagramIn) -> None:
         self.counters.datagrams_in += 1
         data = msg.data
+        if is_fragment_datagram(data):
+            whole = self._reassemble(msg)
+            if whole is None:
+                return
+            if is_fragment_datagram(whole):  # fragments of fragments: no second round
+                self.counters.fragments_dropped += 1
+                return
+            data = whole  # from here on, exactly as if it had come whole
         try:
             message = decode_message(data)
         except IsakmpError:
@@ -439,6 +493,46 @@ class Negotiator:
         except (IsakmpError, CryptoError, IpcError) as exc:
             self.counters.dropped_malformed += 1
             self.log(LogLevel.DEBUG, f"dropped datagram from {msg.remote.addr}: {exc}")
+
+    def _reassemble(self, msg: DatagramIn) -> bytes | None:
+        """Take one fragment datagram (fragments.py); the whole message once complete.
+
+        Fragments are taken only for an exchange we hold, from its peer's address, whose
+        definition accepts fragments, or for a first message from a source that a
+        definition accepting fragments would answer; all else is dropped and counted, at
+        the cost of parsing one header and one payload."""
+        try:
+            header, fragment = decode_fragment_datagram(msg.data)
+        except IsakmpError:
+            self.counters.fragments_dropped += 1
+            return None
+        cookies = header.icookie + header.rcookie
+        first_source: IPAddress | None = None
+        sa = self.sas.by_cookies.get(cookies)
+        if sa is None and header.rcookie != ZERO_COOKIE:
+            sa = self.sas.initiating.get(header.icookie)
+        if sa is not None:
+            if not fragments.accepts(sa.definition.fragmentation) or (
+                msg.remote.addr != sa.remote.addr
+            ):
+                self.counters.fragments_dropped += 1
+                return None
+            key: object = sa.tunnel_id
+        else:
+            d = None
+            if header.rcookie == ZERO_COOKIE and header.exchange_type in PHASE1_STARTERS:
+                d = self.responder_definition(header.exchange_type, msg.local.addr, msg.remote.addr)
+            if d is None or not fragments.accepts(d.fragmentation):
+                self.counters.fragments_dropped += 1
+                return None
+            first_source = msg.remote.addr
+            key = (msg.remote.addr, msg.remote.port, header.icookie)
+        self.counters.fragments_received += 1
+        whole = self.reassembly.add(key, fragment, cookies, self.now, first_source=first_source)
+        if whole is not None and whole[:16] != cookies:
+            self.counters.fragments_dropped += 1  # the pieces claim another exchange
+            return None
+        return whole
 
     def hooks_accept_peer(self, sa: IsakmpSa, inbound: Inbound) -> bool:
         return self.hooks.accept_peer(sa, inbound)
@@ -535,6 +629,7 @@ class Negotiator:
         self.half_open.remove(sa.tunnel_id)
         self.half_open_own.remove(sa.tunnel_id)
         self.unproven.remove(sa.tunnel_id)
+        self.reassembly.forget(sa.tunnel_id)
         self.sas.remove(sa)
         self.touch(sa)
 
@@ -618,10 +713,30 @@ class Negotiator:
         queue = self.pending_phase2.setdefault(p2.phase1_number, [])
         if p2.number not in queue:
             queue.append(p2.number)
-        if self.sas.negotiating_for(p2.phase1_number) is None:
+        if not self.negotiating(p2.phase1_number):
             d1 = self.config.phase1.get(p2.phase1_number)
             if d1 is not None:
                 self.start_phase1(d1, cmd.local_override, cmd.remote_override)
+
+    def _on_peer_flooded(self, msg: PeerFlooded) -> None:
+        """The parent had to drop first messages from this peer's address (forgeries
+        carrying it, at a rate that drowns the peer's own): initiate towards it ourselves,
+        for each definition that may and has no phase 1 established or under way with it.
+        Our exchanges are live traffic at the parent, never queued behind forgeries; the
+        peer's pending phase 2 then runs over this phase 1. At most what the peer itself
+        could start: only configured definitions for this exact address."""
+        for d in self.config.phase1.values():  # rate-limited by the parent: no index needed
+            if d.remote_addr != msg.peer:
+                continue
+            if self.sas.established_for(d.number, msg.peer) or self.negotiating(d.number, msg.peer):
+                continue
+            self.log(
+                LogLevel.NOTICE,
+                f"phase 1 {d.name}: first messages from {msg.peer} are being dropped "
+                "(a flood with its address?); initiating towards it",
+            )
+            if self.start_phase1(d) is not None:
+                self.counters.flood_initiations += 1
 
     def _on_resume(self, cmd: ResumeCommand) -> None:
         """A tunnel of the previous child (see ResumeCommand): its policy set keeps the
@@ -681,23 +796,14 @@ class Negotiator:
             quick_mode.initiate(self, p2, sa)
             return
         # several subnets per side: one Quick Mode per (local, remote) pair not yet up, at
-        # most PAIRS_IN_FLIGHT of ours at a time; the next start as they finish
-        # (quick_mode_finished). strongSwan keeps IV state for only 3 IKEv1 exchanges per
-        # IKE_SA (charon.max_ikev1_exchanges) and drops the oldest: four Quick Modes at once
-        # and it can decrypt none of their third messages.
+        # most OWN_IN_FLIGHT of ours at a time; the next start as they finish
+        # (quick_mode_finished)
         missing = [
             (local, remote)
             for local, remote in pairs
             if not self._pair_up(p2.number, TrafficSelector(local, remote), sa)
         ]
-        running = sum(
-            1
-            for qe in sa.exchanges.values()
-            if qe.definition.number == p2.number
-            and qe.role is Role.INITIATOR
-            and qe.state is not QmState.DONE
-        )
-        room = max(0, PAIRS_IN_FLIGHT - running)
+        room = max(0, quick_mode.OWN_IN_FLIGHT - quick_mode.own_in_flight(sa, p2.number))
         for local, remote in missing[:room]:
             quick_mode.initiate(self, p2, sa, (local, remote))
         key = (sa.tunnel_id, p2.number)
@@ -799,7 +905,11 @@ class Negotiator:
         sort of every tunnel per page."""
         items: list[Iterable[tuple[int, IsakmpSa | None, ChildSa | None]]] = []
         if phase in (Phase.ALL, Phase.PHASE1, Phase.PHASE1_PLUS):
-            items.append((tid, sa, None) for tid, sa in self.sas.by_tunnel.items() if tid > after)
+            items.append(  # not a first message nobody proved yet: a forger's, maybe (stats)
+                (tid, sa, None)
+                for tid, sa in self.sas.by_tunnel.items()
+                if tid > after and tid not in self.unproven
+            )
         if phase in (Phase.ALL, Phase.PHASE2, Phase.PHASE1_PLUS):
             items.append(  # a resumed SA is a previous child's: the parent lists its records
                 (tid, None, child)
@@ -822,7 +932,7 @@ class Negotiator:
     def _on_config_begin(self, msg: ConfigBegin) -> None:
         self._builder = SnapshotBuilder(msg)
 
-    def _on_config_item(self, msg: ConfigPhase1 | ConfigPhase2) -> None:
+    def _on_config_item(self, msg: ConfigPhase1 | ConfigPhase2 | ConfigCredential) -> None:
         if self._builder is None:
             self.log(LogLevel.ERR, "configuration item outside ConfigBegin/ConfigEnd")
             return

@@ -30,7 +30,8 @@ class IdForm(Enum):
 
 
 def phase1_id(identity: Identity) -> IdPayload:
-    return IdPayload(identity.id_type, 0, 0, identity.data)
+    """Our phase 1 ID payload (the parent signs over the same IdPayload.phase1 body)."""
+    return IdPayload.phase1(identity.id_type, identity.data)
 
 
 def phase1_id_matches(expected: Identity | None, received: IdPayload) -> bool:

@@ -38,7 +38,7 @@ from ikepriv.child_negotiator.core.datagram import IPAddress
 from ikepriv.child_negotiator.core.exchanges import quick_mode
 from ikepriv.child_negotiator.core.offers import IpsecChoice
 from ikepriv.child_negotiator.core.sa_table import ChildSa, IsakmpSa
-from ikepriv.child_negotiator.core.states import NEGOTIATING, ChildState, QmState
+from ikepriv.child_negotiator.core.states import ChildState, QmState
 from ikepriv.ipc.messages import (
     Endpoint,
     LogLevel,
@@ -52,6 +52,10 @@ from ikepriv.ipc.messages import (
 )
 from ikepriv.isakmp.constants import IKE_PORT, EncapsulationMode, ProtocolId
 
+REKEY_BUSY_RETRY = 1.0
+"""Seconds before a phase 2 rekey that found OWN_IN_FLIGHT of our Quick Modes running tries
+again (they take milliseconds to a few seconds)."""
+
 
 def may_initiate(definition: Phase1Def | None) -> bool:
     """Whether this side may start a rekey: not for a definition that accepts any peer."""
@@ -60,10 +64,6 @@ def may_initiate(definition: Phase1Def | None) -> bool:
 
 def _rank(ni: bytes, nr: bytes) -> bytes:
     return min(ni, nr) + max(ni, nr)
-
-
-def _negotiating(core: Core, number: int, peer: IPAddress) -> bool:
-    return any(sa.state in NEGOTIATING for sa in core.sas.with_peer(number, peer))
 
 
 # ------------------------------------------------------------------------------ phase 1
@@ -78,7 +78,7 @@ def rekey_isakmp(core: Core, sa: IsakmpSa) -> None:
     assert definition is not None
     sa.rekey_started = core.now
     core.touch(sa)
-    if _negotiating(core, definition.number, sa.remote.addr):
+    if core.negotiating(definition.number, sa.remote.addr):
         return  # a new phase 1 with this peer is already being negotiated (by either side)
     core.log(
         LogLevel.INFO, f"phase 1 {definition.name} with {sa.remote.addr}: rekeying (soft lifetime)"
@@ -174,7 +174,7 @@ def rekey_child(core: Core, child: ChildSa, reason: str) -> None:
     core.touch_child(child)
     sa = core.sas.established_for(child.phase1_number, child.remote.addr)
     if sa is None:
-        if not _negotiating(core, p1.number, child.remote.addr):
+        if not core.negotiating(p1.number, child.remote.addr):
             core.log(LogLevel.INFO, f"phase 2 {p2.name}: rekey needs a new phase 1 ({reason})")
             if core.start_phase1(p1, child.local.addr, child.remote.addr) is not None:
                 core.counters.phase1_rekeys += 1
@@ -183,6 +183,13 @@ def rekey_child(core: Core, child: ChildSa, reason: str) -> None:
     selectors = (child.selector_out.src, child.selector_out.dst)
     if _exchange_running(core, child, selectors):
         return  # already under way (ours, or the peer's: it rekeys first)
+    if quick_mode.own_in_flight(sa, p2.number) >= quick_mode.OWN_IN_FLIGHT:
+        # many subnet pairs come due together: wait for a slot instead of flooding the
+        # peer's IV state (quick_mode.OWN_IN_FLIGHT); child_timers retries soon
+        child.rekey_started = 0.0
+        child.rekey_at = core.now + REKEY_BUSY_RETRY
+        core.touch_child(child)
+        return
     core.log(
         LogLevel.INFO,
         f"phase 2 {p2.name} with {child.remote.addr}: rekeying SA {child.spi_in:08x} ({reason})",

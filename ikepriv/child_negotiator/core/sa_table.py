@@ -22,7 +22,7 @@ from ikepriv.child_negotiator.core.datagram import IPAddress
 from ikepriv.child_negotiator.core.dpd_state import DpdState
 from ikepriv.child_negotiator.core.offers import IkeChoice, IpsecChoice
 from ikepriv.child_negotiator.core.retransmit import Flight
-from ikepriv.child_negotiator.core.states import NEGOTIATING, ChildState, P1State, QmState
+from ikepriv.child_negotiator.core.states import ChildState, P1State, QmState
 from ikepriv.crypto.ciphers import IkeCipher
 from ikepriv.crypto.dh import DHPrivateKey
 from ikepriv.crypto.oakley import IvChain, Phase1Keys
@@ -334,9 +334,3 @@ class SaTable:
             ):
                 best = sa
         return best
-
-    def negotiating_for(self, phase1_number: int) -> IsakmpSa | None:
-        for sa in self.of_definition(phase1_number):
-            if sa.state in NEGOTIATING:
-                return sa
-        return None

@@ -81,3 +81,16 @@ class Settings:
     keying_tries: int = 3
     restart_backoff: float = 30.0
     restart_backoff_max: float = 300.0
+    # IKE fragmentation (fragments.py): reassembly of one message takes at most
+    # `fragment_max_count` fragments and `fragment_max_message` bytes, and is abandoned
+    # `fragment_timeout` seconds after its first fragment (a slow drip keeps nothing alive).
+    # First messages (responder cookie zero, no SA yet) reassemble in at most
+    # `fragment_first_max` buffers, `fragment_first_per_source` per source address, the
+    # oldest evicted; all buffers together hold at most `fragment_total_bytes`, first-message
+    # buffers evicted before those of exchanges we hold.
+    fragment_max_count: int = 32
+    fragment_max_message: int = 16384
+    fragment_timeout: float = 30.0
+    fragment_first_max: int = 64
+    fragment_first_per_source: int = 2
+    fragment_total_bytes: int = 2 * 1024 * 1024

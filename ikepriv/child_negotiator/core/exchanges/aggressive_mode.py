@@ -233,14 +233,20 @@ def on_first_message(core: Core, inb: Inbound) -> None:
     d = responder_definition(core, inb.local.addr, inb.remote.addr, idp)
     if d is None:
         core.counters.dropped_policy += 1
-        core.log(LogLevel.NOTICE, f"Aggressive Mode from {inb.remote.addr}: unknown identity")
+        core.log_unproven(
+            "AM unknown identity",
+            LogLevel.NOTICE,
+            f"Aggressive Mode from {inb.remote.addr}: unknown identity",
+        )
         refuse(NotifyType.INVALID_ID_INFORMATION)
         return
     selected = select_ike(d, offer)
     if selected is None or _mixed_groups(offer):
         core.counters.dropped_policy += 1
-        core.log(
-            LogLevel.NOTICE, f"phase 1 {d.name}: no acceptable proposal from {inb.remote.addr}"
+        core.log_unproven(
+            "no acceptable proposal",
+            LogLevel.NOTICE,
+            f"phase 1 {d.name}: no acceptable proposal from {inb.remote.addr}",
         )
         refuse(NotifyType.NO_PROPOSAL_CHOSEN)
         return

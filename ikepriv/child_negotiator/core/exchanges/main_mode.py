@@ -192,8 +192,10 @@ def on_first_message(core: Core, inb: Inbound) -> None:
     selected = select_ike(d, offer)
     if selected is None:
         core.counters.dropped_policy += 1
-        core.log(
-            LogLevel.NOTICE, f"phase 1 {d.name}: no acceptable proposal from {inb.remote.addr}"
+        core.log_unproven(
+            "no acceptable proposal",
+            LogLevel.NOTICE,
+            f"phase 1 {d.name}: no acceptable proposal from {inb.remote.addr}",
         )
         refuse(NotifyType.NO_PROPOSAL_CHOSEN)
         return

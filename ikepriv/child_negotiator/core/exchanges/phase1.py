@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from ikepriv.child_negotiator.core import fragments
 from ikepriv.child_negotiator.core.context import Core
 from ikepriv.child_negotiator.core.cookies import ZERO_COOKIE
 from ikepriv.child_negotiator.core.datagram import Inbound
@@ -77,7 +78,8 @@ def plain(sa: IsakmpSa, payloads: list[Payload]) -> bytes:
 
 
 def our_vendor_ids(core: Core, sa: IsakmpSa) -> list[Payload]:
-    return [VendorIdPayload(v) for v in core.hooks.vendor_ids(sa)]
+    vids = (*core.hooks.vendor_ids(sa), *fragments.vendor_ids_to_send(sa))
+    return [VendorIdPayload(v) for v in vids]
 
 
 def peer_vendor_ids(payloads: tuple[Payload, ...]) -> frozenset[bytes]:

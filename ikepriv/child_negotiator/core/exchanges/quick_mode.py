@@ -491,6 +491,24 @@ def active_count(sa: IsakmpSa) -> int:
     return sum(1 for qe in sa.exchanges.values() if qe.state is not QmState.DONE)
 
 
+OWN_IN_FLIGHT = 2
+"""Our own Quick Modes at a time for one phase 2 definition under one ISAKMP SA, first
+initiations and rekeys alike. strongSwan keeps IV state for only 3 IKEv1 exchanges per
+IKE_SA (charon.max_ikev1_exchanges) and drops the oldest: four Quick Modes at once and it
+can decrypt none of their third messages."""
+
+
+def own_in_flight(sa: IsakmpSa, number: int) -> int:
+    """Our running Quick Modes for phase 2 definition `number` under `sa`."""
+    return sum(
+        1
+        for qe in sa.exchanges.values()
+        if qe.definition.number == number
+        and qe.role is Role.INITIATOR
+        and qe.state is not QmState.DONE
+    )
+
+
 def _prune_done(core: Core, sa: IsakmpSa) -> None:
     """Keep the finished records bounded even when a peer finishes exchanges quickly."""
     limit = 4 * core.settings.quick_mode_max_parallel
