@@ -22,7 +22,9 @@ notify where RFC 2408 wants one and only within the per-peer rate limit.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import heapq
+import itertools
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ikepriv.child_negotiator.core import dpd, fragments, informational_send, install, rekey, timers
@@ -67,6 +69,7 @@ from ikepriv.child_negotiator.core.states import (
 from ikepriv.crypto.crypto_errors import CryptoError
 from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.messages import (
+    LIST_PAGE,
     PROTOCOL_VERSION,
     ConfigBegin,
     ConfigCredential,
@@ -322,13 +325,14 @@ class Negotiator:
         or the peer's once its second message proved its address. Responder state made by
         a first message alone is not (a forger's MM1 from the peer's address would
         otherwise hold up our own activation behind an exchange that never completes)."""
+        group = (
+            self.sas.of_definition(phase1_number)
+            if peer is None
+            else self.sas.with_peer(phase1_number, peer)
+        )  # indexed: no pass over all
         return any(
-            sa.definition.number == phase1_number
-            and sa.state in NEGOTIATING
-            and (peer is None or sa.remote.addr == peer)
-            and sa.tunnel_id not in self.unproven
-            for sa in self.sas.by_tunnel.values()
-        )
+            sa.state in NEGOTIATING and sa.tunnel_id not in self.unproven for sa in group
+        )  # fmt: skip
 
     def log_unproven(self, kind: str, level: LogLevel, text: str) -> None:
         """A line caused by a first message nobody has authenticated: at most UNPROVEN_LINES
@@ -556,16 +560,7 @@ class Negotiator:
     ) -> Phase1Def | None:
         """The definition for a peer that starts phase 1: an exact remote address beats a
         wildcard one; then the lowest number. The parent picks the PSK the same way."""
-        exact: list[Phase1Def] = []
-        wild: list[Phase1Def] = []
-        for number in sorted(self.config.phase1):
-            d = self.config.phase1[number]
-            if d.mode != exchange or d.local_addr != local:
-                continue
-            if d.remote_addr == peer:
-                exact.append(d)
-            elif d.remote_addr is None and d.local_addr.version == peer.version:
-                wild.append(d)
+        exact, wild = self.config.for_peer(exchange, local, peer)  # indexed: no scan
         found = exact or wild
         return found[0] if found else None
 
@@ -839,18 +834,20 @@ class Negotiator:
                 return True
         return any(
             c.definition.number == number
-            and c.remote.addr == sa.remote.addr
             and c.state is not ChildState.DELETED
             and not c.resumed
             and c.selector_out == selector
-            for c in self.sas.children.values()
+            for c in self.sas.children.with_peer(sa.remote.addr)
         )
 
     def _on_acquire(self, msg: KernelAcquire) -> None:
         if msg.phase2_number is None:
             self.log(LogLevel.NOTICE, "kernel acquire without a matching phase 2 definition")
             return
-        for sa in self.sas.by_tunnel.values():
+        p2 = self.config.phase2.get(msg.phase2_number)
+        # a Quick Mode of the phase 2 runs under an ISAKMP SA of its phase 1: only those
+        # are looked at (a phase 2 no longer configured cannot be initiated anyway)
+        for sa in self.sas.of_definition(p2.phase1_number) if p2 is not None else ():
             for qe in sa.exchanges.values():
                 if qe.definition.number == msg.phase2_number and qe.state is not QmState.DONE:
                     return  # already negotiating
@@ -876,8 +873,8 @@ class Negotiator:
     def remove_phase1(self, sa: IsakmpSa) -> None:
         """Delete an ISAKMP SA and the IPsec SAs negotiated for its definition and peer."""
         dpd.cancel_restart(self, sa.definition.number)
-        for child in list(self.sas.children.values()):
-            if child.phase1_number == sa.definition.number and child.remote.addr == sa.remote.addr:
+        for child in self.sas.children.with_peer(sa.remote.addr):
+            if child.phase1_number == sa.definition.number:
                 install.remove_child(self, child, send_delete=sa.established, kernel=True)
         if sa.established:
             informational_send.send_delete_isakmp(self, sa)
@@ -885,21 +882,41 @@ class Negotiator:
         self.drop_isakmp(sa)
 
     def _on_list(self, cmd: ListCommand) -> None:
+        """One page of the listing (see ListCommand): the tunnels of `cmd.phase` above
+        `cmd.after`, lowest tunnel id first, at most LIST_PAGE; then the counters if asked."""
         count = 0
-        if cmd.phase in (Phase.ALL, Phase.PHASE1, Phase.PHASE1_PLUS):
-            for sa in self.sas.by_tunnel.values():
-                if sa.tunnel_id in self.unproven:
-                    continue  # a first message nobody proved yet: a forger's, maybe (stats)
-                self.emit(self.report_isakmp(sa, cmd.request_id))
+        if cmd.rows:
+            for _, sa, child in self._list_page(cmd.phase, cmd.after):
+                if sa is not None:
+                    self.emit(self.report_isakmp(sa, cmd.request_id))
+                elif child is not None:
+                    self.emit(install.report_child(self, child, cmd.request_id))
                 count += 1
-        if cmd.phase in (Phase.ALL, Phase.PHASE2, Phase.PHASE1_PLUS):
-            for child in self.sas.children.values():
-                if child.resumed:
-                    continue  # a previous child's: the parent lists it from its records
-                self.emit(install.report_child(self, child, cmd.request_id))
-                count += 1
-        self.emit(self.counters.stats(cmd.request_id, self.tally))
+        if cmd.counters:
+            self.emit(self.counters.stats(cmd.request_id, self.tally))
         self.emit(StateReportEnd(cmd.request_id, count))
+
+    def _list_page(
+        self, phase: Phase, after: int
+    ) -> list[tuple[int, IsakmpSa | None, ChildSa | None]]:
+        """The next page's tunnels in tunnel-id order. heapq.nsmallest keeps LIST_PAGE
+        candidates, so a page costs one pass over the tables (ids are allocated in
+        ascending order, so most candidates are rejected at the first comparison), not a
+        sort of every tunnel per page."""
+        items: list[Iterable[tuple[int, IsakmpSa | None, ChildSa | None]]] = []
+        if phase in (Phase.ALL, Phase.PHASE1, Phase.PHASE1_PLUS):
+            items.append(  # not a first message nobody proved yet: a forger's, maybe (stats)
+                (tid, sa, None)
+                for tid, sa in self.sas.by_tunnel.items()
+                if tid > after and tid not in self.unproven
+            )
+        if phase in (Phase.ALL, Phase.PHASE2, Phase.PHASE1_PLUS):
+            items.append(  # a resumed SA is a previous child's: the parent lists its records
+                (tid, None, child)
+                for tid, child in self.sas.children.items()
+                if tid > after and not child.resumed
+            )
+        return heapq.nsmallest(LIST_PAGE, itertools.chain(*items), key=lambda item: item[0])
 
     def _on_shutdown(self, _msg: Shutdown) -> None:
         for sa in self.sas.isakmp_sas():

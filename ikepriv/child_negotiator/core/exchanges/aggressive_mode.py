@@ -181,17 +181,13 @@ def responder_definition(
     accepting any ID; then an exact peer address beats a wildcard one; then the lowest
     number."""
     best: tuple[tuple[bool, bool, int], Phase1Def] | None = None
-    for number, d in core.config.phase1.items():
-        if d.mode != AM or d.auth_method != AuthMethod.PRE_SHARED_KEY or d.local_addr != local:
-            continue
-        if d.remote_addr is None:
-            if d.local_addr.version != peer.version:
-                continue
-        elif d.remote_addr != peer:
+    exact, wild = core.config.for_peer(AM, local, peer)  # indexed: no pass over all
+    for d in (*exact, *wild):
+        if d.auth_method != AuthMethod.PRE_SHARED_KEY:
             continue
         if not phase1_id_matches(d.remote_id, idii):
             continue
-        rank = (d.remote_id is None, d.remote_addr is None, number)
+        rank = (d.remote_id is None, d.remote_addr is None, d.number)
         if best is None or rank < best[0]:
             best = (rank, d)
     return best[1] if best is not None else None
