@@ -124,11 +124,13 @@ def drive(
     duration: float,
     child: str | None = None,
     timeout_ms: int = 15000,
+    result: DriveResult | None = None,
 ) -> DriveResult:
     """Initiate `names` in order, `window` at a time, until `duration` s have passed (then the
-    initiations under way finish) or the names run out."""
+    initiations under way finish) or the names run out. Pass `result` to watch the counts
+    while it runs (another thread may read them)."""
     lock = threading.Lock()
-    result = DriveResult()
+    result = result if result is not None else DriveResult()
     queue = iter(names)
     t0 = time.monotonic()
     deadline = t0 + duration
