@@ -141,6 +141,15 @@ class Processes:
         self.procs.append(p)
         return p.pid
 
+    def start_piped(self, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+        """Started with stdin and stdout as pipes (stderr to `log`)."""
+        with open(log, "wb") as err:
+            p = subprocess.Popen(  # noqa: S603 -- our own script, arguments built here
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err
+            )
+        self.procs.append(p)
+        return p
+
     def stop_all(self) -> None:
         for p in self.procs:
             if p.poll() is None:
@@ -358,13 +367,14 @@ class Ikepriv:
 @dataclass
 class Run:
     scenario: str
+    initiator: str
     responder: str
     peers: int
     window: int
     duration: float
     rep: int
     ike: str
-    esp: str
+    esp: str = ""
     ok: int = 0
     failed: int = 0
     errors: dict[str, int] = field(default_factory=dict)
@@ -381,6 +391,7 @@ class Run:
     # (handshakes completed, responder PSS kB) once a second during the load
     pss_samples: list[tuple[int, int]] = field(default_factory=list)
     responder_events: dict[str, int] = field(default_factory=dict)
+    initiator_counters: dict[str, int] = field(default_factory=dict)
 
     @property
     def total_cpu_s(self) -> float:
@@ -420,11 +431,105 @@ def strongswan_events(d: Path) -> dict[str, int]:
     }
 
 
-def one_run(args: argparse.Namespace, scenario: str, responder: str, rep: int, base: Path) -> Run:
+class Initiator:
+    pid: int
+
+    def warm_up(self) -> bool:
+        """One handshake (Main Mode, or Main Mode + Quick Mode) before measuring."""
+        raise NotImplementedError
+
+    def load(self, result: DriveResult) -> None:
+        """The closed-loop load; `result` fills as it goes (read by the memory sampler)."""
+        raise NotImplementedError
+
+
+class SwanInitiator(Initiator):
+    """A strongSwan charon with one connection per initiation, driven over vici."""
+
+    def __init__(
+        self,
+        procs: Processes,
+        ns: str,
+        d: Path,
+        args: argparse.Namespace,
+        peers: int,
+        conns: int,
+        qm: bool,
+    ) -> None:
+        plugins = "random nonce openssl kdf kernel-libipsec kernel-netlink socket-default vici"
+        strongswan_conf(d, args.window + 16, args.initiator_log, plugins)
+        self.names = initiator_conf(d, conns, peers, args.ike, args.esp, qm)
+        self.pid = start_charon(procs, ns, d)
+        self.vici = str(d / "charon.vici")
+        self.child = "c" if qm else None
+        self.window, self.duration = args.window, args.duration
+
+    def warm_up(self) -> bool:
+        return drive(self.vici, self.names[:1], 1, 30, child=self.child).ok == 1
+
+    def load(self, result: DriveResult) -> None:
+        drive(self.vici, self.names[1:], self.window, self.duration, self.child, result=result)
+
+
+class CoreInitiator(Initiator):
+    """ikepriv's own negotiation core as the initiator (bench/core_initiator.py)."""
+
+    def __init__(
+        self,
+        procs: Processes,
+        ns: str,
+        d: Path,
+        args: argparse.Namespace,
+        peers: int,
+        conns: int,
+        qm: bool,
+    ) -> None:
+        if args.ike != "aes128-sha256-modp2048" or args.esp != "aes128-sha256":
+            raise RuntimeError("the core initiator proposes aes128-sha256-modp2048 / aes128-sha256")
+        script = Path(__file__).resolve().parent / "core_initiator.py"
+        argv = [IP, "netns", "exec", ns, sys.executable, str(script), "--peers", str(peers)]
+        argv += ["--per-peer", str(-(-conns // peers)), "--responder", RESPONDER_ADDR]
+        argv += ["--psk", PSK, "--window", str(args.window), "--duration", str(args.duration)]
+        argv += ["--phase", "2" if qm else "1"]
+        self.proc = procs.start_piped(argv, d / "core_initiator.log")
+        self.pid = self.proc.pid
+
+    def _line(self) -> str:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline().decode()
+
+    def warm_up(self) -> bool:
+        return self._line().strip() == "READY"
+
+    def load(self, result: DriveResult) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"go\n")
+        self.proc.stdin.flush()
+        while True:
+            line = self._line()
+            if not line:
+                raise RuntimeError("core initiator ended without a result")
+            if line.startswith("PROGRESS "):
+                result.ok = int(line.split()[1])
+            elif line.startswith("RESULT "):
+                r = json.loads(line[7:])
+                result.started, result.ok, result.failed = r["started"], r["ok"], r["failed"]
+                result.latencies = [x / 1000 for x in r["latencies_ms"]]
+                result.elapsed = r["elapsed"]
+                result.counters = r["counters"]
+                if r["failed"]:
+                    result.errors = {"timed out": r["failed"]}
+                return
+
+
+def one_run(
+    args: argparse.Namespace, scenario: str, initiator: str, responder: str, rep: int, base: Path
+) -> Run:
     peers = 1 if scenario == "mm1" else args.peers
     qm = scenario == "mmqm"
-    run = Run(scenario, responder, peers, args.window, args.duration, rep, args.ike, args.esp)
-    work = base / f"{scenario}-{responder}-{rep}"
+    run = Run(scenario, initiator, responder, peers, args.window, args.duration, rep, args.ike)
+    run.esp = args.esp
+    work = base / f"{scenario}-{initiator}-{responder}-{rep}"
     di, dr = work / "I", work / "R"
     di.mkdir(parents=True)
     dr.mkdir(parents=True)
@@ -444,23 +549,17 @@ def one_run(args: argparse.Namespace, scenario: str, responder: str, rep: int, b
                 )
                 responder_swanctl(dr, args.ike, args.esp)
                 pids = {"charon": start_charon(procs, nsr, dr)}
-            strongswan_conf(
-                di,
-                args.window + 16,
-                args.initiator_log,
-                "random nonce openssl kdf kernel-libipsec kernel-netlink socket-default vici",
-            )
             # Quick Mode: at most qm_per_peer per peer address, under the parent's bounds on
             # unused SPIs and SAs per phase 2 definition (16 and 32)
             conns = min(args.conns, peers * args.qm_per_peer + 1) if qm else args.conns
-            names = initiator_conf(di, conns, peers, args.ike, args.esp, qm)
-            ipid = start_charon(procs, nsi, di)
-            vici_path = str(di / "charon.vici")
-            child = "c" if qm else None
-            warm = drive(vici_path, names[:1], 1, 30, child=child)
-            if warm.ok != 1:
+            init: Initiator
+            if initiator == "strongswan":
+                init = SwanInitiator(procs, nsi, di, args, peers, conns, qm)
+            else:
+                init = CoreInitiator(procs, nsi, di, args, peers, conns, qm)
+            if not init.warm_up():
                 tail = ipk.log_tail() if ipk else (dr / "charon.log").read_text()[-800:]
-                raise RuntimeError(f"warm-up handshake failed: {warm.errors}\n{tail}")
+                raise RuntimeError(f"warm-up handshake failed ({initiator} initiator)\n{tail}")
             time.sleep(0.5)
 
             def held() -> int:
@@ -470,7 +569,7 @@ def one_run(args: argparse.Namespace, scenario: str, responder: str, rep: int, b
             run.pss_kb_start = {k: pss_kb(p) for k, p in pids.items()}
             before = ipk.counters() if ipk else strongswan_events(dr)
             cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
-            icpu0 = cpu_seconds(ipid)
+            icpu0 = cpu_seconds(init.pid)
             t0 = time.monotonic()
             res = DriveResult()
             done = threading.Event()
@@ -482,13 +581,13 @@ def one_run(args: argparse.Namespace, scenario: str, responder: str, rep: int, b
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
-            drive(vici_path, names[1:], args.window, args.duration, child=child, result=res)
+            init.load(res)
             done.set()
             sampler.join()
             time.sleep(0.5)  # the responder's last QM3 / Delete handling
             cpu1 = {k: cpu_seconds(p) for k, p in pids.items()}
             run.wall_s = time.monotonic() - t0 - 0.5
-            run.initiator_cpu_s = cpu_seconds(ipid) - icpu0
+            run.initiator_cpu_s = cpu_seconds(init.pid) - icpu0
             run.pss_kb_end = {k: pss_kb(p) for k, p in pids.items()}
             after = ipk.counters() if ipk else strongswan_events(dr)
             run.held_end = held()
@@ -500,6 +599,7 @@ def one_run(args: argparse.Namespace, scenario: str, responder: str, rep: int, b
     run.parent_cpu_s = cpu.get("parent", cpu.get("charon", 0.0))
     run.child_cpu_s = cpu.get("child", 0.0)
     run.ok, run.failed, run.errors = res.ok, res.failed, res.errors
+    run.initiator_counters = res.counters
     run.per_s = res.ok / run.wall_s if run.wall_s else 0.0
     run.latency_ms = {f"p{int(q * 100)}": res.percentile(q) for q in (0.5, 0.9, 0.99)} | {
         "max": res.percentile(1.0)
@@ -543,7 +643,7 @@ def counters_text(events: dict[str, int]) -> str:
 
 def table(runs: list[Run]) -> str:
     head = (
-        "| scenario | responder | rep | ok | failed | per s | CPU ms/hs | parent ms/hs "
+        "| scenario | initiator | responder | rep | ok | failed | per s | CPU ms/hs | parent ms/hs "
         "| child ms/hs | initiator ms/hs | latency p50 / p90 / p99 / max ms "
         "| PSS start MB | PSS end MB | SAs held start -> end | KB per SA | responder counters |"
     )
@@ -558,7 +658,8 @@ def table(runs: list[Run]) -> str:
             else ""
         )
         rows.append(
-            f"| {r.scenario} | {r.responder} | {r.rep} | {r.ok} | {r.failed} | {r.per_s:.1f} "
+            f"| {r.scenario} | {r.initiator} | {r.responder} | {r.rep} | {r.ok} | {r.failed} "
+            f"| {r.per_s:.1f} "
             f"| **{fmt(r.ms_per(r.total_cpu_s))}** "
             f"| {fmt(r.ms_per(r.parent_cpu_s)) if is_ikp else '-'} "
             f"| {fmt(r.ms_per(r.child_cpu_s)) if is_ikp else '-'} "
@@ -571,25 +672,26 @@ def table(runs: list[Run]) -> str:
 
 def ratios(runs: list[Run]) -> str:
     """ikepriv / strongSwan, pair by pair (same scenario and repetition), then the median."""
-    pairs: dict[tuple[str, int], dict[str, Run]] = {}
+    pairs: dict[tuple[str, str, int], dict[str, Run]] = {}
     for r in runs:
-        pairs.setdefault((r.scenario, r.rep), {})[r.responder] = r
-    by_scenario: dict[str, list[tuple[float, float]]] = {}
-    for (scenario, _), d in pairs.items():
+        pairs.setdefault((r.scenario, r.initiator, r.rep), {})[r.responder] = r
+    by_scenario: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for (scenario, initiator, _), d in pairs.items():
         a, b = d.get("ikepriv"), d.get("strongswan")
         if a and b and a.ok and b.ok and b.total_cpu_s > 0 and b.per_s > 0:
             cpu_ratio = a.ms_per(a.total_cpu_s) / b.ms_per(b.total_cpu_s)  # type: ignore[operator]
-            by_scenario.setdefault(scenario, []).append((cpu_ratio, a.per_s / b.per_s))
+            ratio = (cpu_ratio, a.per_s / b.per_s)
+            by_scenario.setdefault((scenario, initiator), []).append(ratio)
     rows = [
-        "| scenario | ikepriv/strongSwan CPU per handshake (per rep; median) "
+        "| scenario | initiator | ikepriv/strongSwan CPU per handshake (per rep; median) "
         "| ikepriv/strongSwan handshakes per s |",
-        "|---|---|---|",
+        "|---|---|---|---|",
     ]
-    for scenario, rs in by_scenario.items():
+    for (scenario, initiator), rs in by_scenario.items():
         cpu = ", ".join(f"{c:.2f}" for c, _ in rs)
         rate = ", ".join(f"{x:.2f}" for _, x in rs)
         rows.append(
-            f"| {scenario} | {cpu}; **{statistics.median(c for c, _ in rs):.2f}** "
+            f"| {scenario} | {initiator} | {cpu}; **{statistics.median(c for c, _ in rs):.2f}** "
             f"| {rate}; {statistics.median(x for _, x in rs):.2f} |"
         )
     return "\n".join(rows)
@@ -605,6 +707,9 @@ def main() -> None:
     parser.add_argument("--qm-per-peer", type=int, default=8, help="mmqm: initiations per peer")
     parser.add_argument("--scenarios", default="mm,mm1,mmqm", help=",".join(SCENARIOS))
     parser.add_argument("--responders", default="ikepriv,strongswan")
+    parser.add_argument(
+        "--initiators", default="strongswan", help="strongswan (charon over vici), core (ikepriv's)"
+    )
     parser.add_argument("--ike", default="aes128-sha256-modp2048")
     parser.add_argument("--esp", default="aes128-sha256")
     parser.add_argument("--out", type=Path, help="append one JSON line per run")
@@ -623,7 +728,12 @@ def main() -> None:
             sys.exit(f"load.py: {tool} missing (scripts/setup.sh installs strongSwan and .venv)")
     scenarios = [s for s in args.scenarios.split(",") if s]
     responders = [r for r in args.responders.split(",") if r]
-    unknown = set(scenarios) - set(SCENARIOS) | set(responders) - {"ikepriv", "strongswan"}
+    initiators = [r for r in args.initiators.split(",") if r]
+    unknown = (
+        set(scenarios) - set(SCENARIOS)
+        | set(responders) - {"ikepriv", "strongswan"}
+        | set(initiators) - {"strongswan", "core"}
+    )
     if unknown:
         sys.exit(f"load.py: unknown {sorted(unknown)}")
     print(f"# load.py {' '.join(sys.argv[1:])}: {os.cpu_count()} CPUs, {args.ike}, esp {args.esp}")
@@ -634,15 +744,16 @@ def main() -> None:
     try:
         for rep in range(1, args.reps + 1):
             order = responders if rep % 2 else responders[::-1]
-            for scenario in scenarios:
-                for responder in order:
-                    run = one_run(args, scenario, responder, rep, base)
-                    runs.append(run)
-                    line = json.dumps({**asdict(run), "scenario_text": SCENARIOS[scenario]})
-                    print(f"RESULT {line}", flush=True)
-                    if args.out:
-                        with open(args.out, "a") as f:
-                            f.write(line + "\n")
+            for initiator in initiators:
+                for scenario in scenarios:
+                    for responder in order:
+                        run = one_run(args, scenario, initiator, responder, rep, base)
+                        runs.append(run)
+                        line = json.dumps({**asdict(run), "scenario_text": SCENARIOS[scenario]})
+                        print(f"RESULT {line}", flush=True)
+                        if args.out:
+                            with open(args.out, "a") as f:
+                                f.write(line + "\n")
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)

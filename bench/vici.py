@@ -108,6 +108,7 @@ class DriveResult:
     errors: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)  # seconds, successful initiations
     elapsed: float = 0.0
+    counters: dict[str, int] = field(default_factory=dict)  # the initiator's own, if known
 
     def percentile(self, q: float) -> float | None:
         """Latency in ms at quantile q (nearest rank), None without successes."""
