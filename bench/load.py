@@ -1,37 +1,43 @@
 """IKEv1 responder load: ikepriv (ikeprivd) against strongSwan 5.9.8, side by side, one run.
 
     sudo .venv/bin/python bench/load.py [--peers 32] [--window 16] [--duration 8] [--reps 1]
-                                        [--scenarios mm,mm1,mmqm] [--out results.jsonl]
+        [--scenarios mm,mm1,mmqm] [--initiators strongswan,core] [--out results.jsonl]
 
-A strongSwan charon initiator in one network namespace opens Main Mode PSK handshakes
-(aes128-sha256-modp2048 by default) against a responder in another: the real ikeprivd
-(parent + sandboxed negotiator child, definitions written with ikedb) or a strongSwan charon
-responder, one after the other under the same load, alternating the order per repetition.
-The load is closed-loop: WINDOW concurrent blocking vici `initiate` requests, each for a
-distinct initiator connection (a distinct peer config, so charon opens a new ISAKMP SA every
-time), for DURATION seconds; then the initiations under way finish.
+An initiator in one network namespace opens Main Mode PSK handshakes (aes128-sha256-modp2048
+by default) against a responder in another: the real ikeprivd (parent + sandboxed negotiator
+child, definitions written with ikedb) or a strongSwan charon responder, one after the other
+under the same load, alternating the order per repetition (compare the ratios pair by pair:
+absolute times on a shared VM drift). The load is closed-loop: WINDOW initiations under way,
+each a new ISAKMP SA, for DURATION seconds; then the ones under way finish. Initiators:
+  strongswan  a charon with one connection per initiation (distinct peer configs, so it opens
+              a new IKE SA each time), driven over vici (bench/vici.py, standard library)
+  core        ikepriv's own sans-I/O negotiation core with one definition per initiation, real
+              UDP sockets on every peer address (bench/core_initiator.py)
 
 Scenarios:
   mm    Main Mode, PEERS initiator addresses (ID = address), one ikepriv definition each
   mm1   Main Mode, one initiator address and ID, many connections (one ikepriv definition)
-  mmqm  Main Mode + one Quick Mode per initiation (ESP aes128-sha256, no PFS), PEERS addresses
+  mmqm  Main Mode + one Quick Mode per initiation (ESP aes128-sha256, no PFS), PEERS
+        addresses, at most --qm-per-peer initiations per address
 
 Measured per responder, from the processes this script started: handshakes completed
 (initiations that succeeded) and per second; responder CPU (utime + stime from
 /proc/PID/stat, ikepriv's parent and negotiator child separately) per handshake over the
-whole run, from the first initiation to 0.5 s after the last one returned; initiation latency
-percentiles (vici request to reply, as the initiator sees it); memory (PSS from
-/proc/PID/smaps_rollup) after a warm-up handshake and at the end, and per ISAKMP SA held
-(the PSS growth over the growth in SAs the responder holds).
+whole run, from the first initiation to 0.5 s after the last one returned; the initiator's
+CPU per handshake; initiation latency percentiles (request to success, as the initiator
+sees it); memory: PSS (/proc/PID/smaps_rollup) after a warm-up handshake and at the end, and
+per ISAKMP SA (slope of PSS over completed handshakes, sampled once a second); responder
+counters (ikepriv: `ike cmd=list stats json` deltas; strongSwan: its log).
 
 Quick Mode on this host: the kernel has XFRM but no ESP, so kernel SAs cannot be added. The
 reference harness (lab/perf) therefore measures phase 1 only on the host. Here the initiator
-keeps its SAs in user space (strongSwan's kernel-libipsec plugin), so its Quick Modes
-complete; each responder negotiates the whole Quick Mode (SPI allocation from the kernel,
-QM1/QM2/QM3, keys) and then fails to add the SA to its kernel (ikepriv: the parent's XFRM
-write refused with EPROTONOSUPPORT, the policies undone, a Delete sent; strongSwan:
-kernel-netlink "unable to install", a Delete sent). Both responders do the same work and hit
-the same refusal, so the comparison holds; real installs are measured in User Mode Linux.
+keeps its SAs in user space (strongSwan's kernel-libipsec plugin; the core initiator's
+stand-in parent installs nothing), so its Quick Modes complete; each responder negotiates the
+whole Quick Mode (SPI allocation from the kernel, QM1/QM2/QM3, keys) and then fails to add
+the SA to its kernel (ikepriv: the parent's XFRM write refused with EPROTONOSUPPORT, the
+policies undone, a Delete sent; strongSwan: kernel-netlink "unable to install", then it
+deletes the CHILD_SA and the whole IKE_SA). Both responders do the same negotiation and hit
+the same refusal; real installs are measured in User Mode Linux.
 
 Network: two namespaces created here (random suffix), one veth pair, addresses only from
 192.0.2.0/24 (outer) and 198.51.100.0/24, 203.0.113.0/24 (Quick Mode selectors), no default
@@ -606,7 +612,8 @@ def one_run(
     }
     keys = (
         ("phase1_established", "phase1_failed", "phase2_established", "phase2_failed",
-         "parent_errors", "rekey_collisions", "exchanges_timed_out", "retransmits")
+         "parent_errors", "rekey_collisions", "exchanges_timed_out", "retransmits",
+         "child_throttled", "child_throttled_ms")
         if ipk
         else tuple(after)
     )  # fmt: skip
@@ -630,6 +637,8 @@ SHORT = {
     "rekey_collisions": "collisions",
     "exchanges_timed_out": "timed out",
     "retransmits": "retransmits",
+    "child_throttled": "throttled",
+    "child_throttled_ms": "throttled ms",
     "ike_established": "p1 ok",
     "child_established": "p2 ok",
     "child_install_failed": "p2 install failed",
