@@ -81,10 +81,11 @@ RESPONDER_ADDR = "192.0.2.2"
 INIT_NET = "198.51.100"  # Quick Mode: initiator side selector 198.51.100.<peer+1>/32
 RESP_NET = "203.0.113"  # Quick Mode: responder side selector 203.0.113.<peer+1>/32
 QM_NOTE = (
-    "Quick Mode on this host: no ESP in the kernel. The strongSwan initiator keeps its SAs "
-    "in user space (kernel-libipsec); both responders negotiate the whole Quick Mode, then "
-    "their kernel SA install is refused (EPROTONOSUPPORT) and they send a Delete. The "
-    "reference harness measures phase 1 only on this host; real installs: User Mode Linux."
+    "Quick Mode on this host: no ESP in the kernel (the reference harness measures phase 1 "
+    "only here). The initiators keep their SAs in user space (strongSwan kernel-libipsec; "
+    "the core's stand-in parent); both responders negotiate the whole Quick Mode, then their "
+    "kernel SA install is refused (EPROTONOSUPPORT) and they send a Delete (strongSwan also "
+    "deletes the IKE_SA). Real installs: User Mode Linux."
 )
 SCENARIOS = {
     "mm": "Main Mode, one definition per peer address",
@@ -679,6 +680,36 @@ def table(runs: list[Run]) -> str:
     return "\n".join(rows)
 
 
+def medians(runs: list[Run]) -> str:
+    """Per scenario, initiator and responder: medians over the repetitions."""
+    groups: dict[tuple[str, str, str], list[Run]] = {}
+    for r in runs:
+        groups.setdefault((r.scenario, r.initiator, r.responder), []).append(r)
+
+    def med(values: list[float | None], spec: str = ".2f") -> str:
+        present = [v for v in values if v is not None]
+        return fmt(statistics.median(present), spec) if present else "-"
+
+    head = (
+        "| scenario | initiator | responder | reps | per s | CPU ms/hs | parent ms/hs "
+        "| child ms/hs | latency p50 / p99 ms | KB per SA | failed |"
+    )
+    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    for (scenario, initiator, responder), g in groups.items():
+        is_ikp = responder == "ikepriv"
+        rows.append(
+            f"| {scenario} | {initiator} | {responder} | {len(g)} "
+            f"| {med([r.per_s for r in g], '.1f')} "
+            f"| **{med([r.ms_per(r.total_cpu_s) for r in g])}** "
+            f"| {med([r.ms_per(r.parent_cpu_s) for r in g]) if is_ikp else '-'} "
+            f"| {med([r.ms_per(r.child_cpu_s) for r in g]) if is_ikp else '-'} "
+            f"| {med([r.latency_ms.get('p50') for r in g], '.0f')} / "
+            f"{med([r.latency_ms.get('p99') for r in g], '.0f')} "
+            f"| {med([r.kb_per_sa() for r in g], '.1f')} | {sum(r.failed for r in g)} |"
+        )
+    return "\n".join(rows)
+
+
 def ratios(runs: list[Run]) -> str:
     """ikepriv / strongSwan, pair by pair (same scenario and repetition), then the median."""
     pairs: dict[tuple[str, str, int], dict[str, Run]] = {}
@@ -770,6 +801,8 @@ def main() -> None:
             print(f"# kept {base}")
     print()
     print(table(runs))
+    print()
+    print(medians(runs))
     print()
     print(ratios(runs))
 
