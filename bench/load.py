@@ -116,6 +116,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TCK
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs from /proc/stat: the share taken by everything,
+    ours or not, shows how much else ran on the machine during a run."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]  # user nice system irq softirq steal
+    return busy, sum(v)
+
+
 def pss_kb(pid: int) -> int:
     with open(f"/proc/{pid}/smaps_rollup") as f:
         for line in f:
@@ -390,6 +399,7 @@ class Run:
     parent_cpu_s: float = 0.0  # strongSwan: the one charon process
     child_cpu_s: float = 0.0
     initiator_cpu_s: float = 0.0
+    machine_busy: float = 0.0  # share of all CPUs busy during the load (anything running)
     latency_ms: dict[str, float | None] = field(default_factory=dict)
     pss_kb_start: dict[str, int] = field(default_factory=dict)
     pss_kb_end: dict[str, int] = field(default_factory=dict)
@@ -577,6 +587,7 @@ def one_run(
             before = ipk.counters() if ipk else strongswan_events(dr)
             cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
             icpu0 = cpu_seconds(init.pid)
+            m0 = machine_ticks()
             t0 = time.monotonic()
             res = DriveResult()
             done = threading.Event()
@@ -595,6 +606,8 @@ def one_run(
             cpu1 = {k: cpu_seconds(p) for k, p in pids.items()}
             run.wall_s = time.monotonic() - t0 - 0.5
             run.initiator_cpu_s = cpu_seconds(init.pid) - icpu0
+            m1 = machine_ticks()
+            run.machine_busy = (m1[0] - m0[0]) / max(1, m1[1] - m0[1])
             run.pss_kb_end = {k: pss_kb(p) for k, p in pids.items()}
             after = ipk.counters() if ipk else strongswan_events(dr)
             run.held_end = held()
@@ -611,14 +624,9 @@ def one_run(
     run.latency_ms = {f"p{int(q * 100)}": res.percentile(q) for q in (0.5, 0.9, 0.99)} | {
         "max": res.percentile(1.0)
     }
-    keys = (
-        ("phase1_established", "phase1_failed", "phase2_established", "phase2_failed",
-         "parent_errors", "rekey_collisions", "exchanges_timed_out", "retransmits",
-         "child_throttled", "child_throttled_ms")
-        if ipk
-        else tuple(after)
-    )  # fmt: skip
-    run.responder_events = {k: after.get(k, 0) - before.get(k, 0) for k in keys}
+    run.responder_events = {
+        k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0)
+    }
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return run
@@ -648,14 +656,16 @@ SHORT = {
 
 
 def counters_text(events: dict[str, int]) -> str:
-    return ", ".join(f"{SHORT.get(k, k)} {v}" for k, v in events.items() if v) or "-"
+    """The counters worth a glance (every non-zero delta is in the JSON lines)."""
+    return ", ".join(f"{SHORT[k]} {v}" for k, v in events.items() if v and k in SHORT) or "-"
 
 
 def table(runs: list[Run]) -> str:
     head = (
         "| scenario | initiator | responder | rep | ok | failed | per s | CPU ms/hs | parent ms/hs "
         "| child ms/hs | initiator ms/hs | latency p50 / p90 / p99 / max ms "
-        "| PSS start MB | PSS end MB | SAs held start -> end | KB per SA | responder counters |"
+        "| PSS start MB | PSS end MB | SAs held start -> end | KB per SA | machine busy "
+        "| responder counters |"
     )
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in runs:
@@ -675,6 +685,7 @@ def table(runs: list[Run]) -> str:
             f"| {fmt(r.ms_per(r.child_cpu_s)) if is_ikp else '-'} "
             f"| {fmt(r.ms_per(r.initiator_cpu_s))} | {lat} | {pss0:.1f} | {pss1:.1f}{pss_detail} "
             f"| {r.held_start} -> {r.held_end} | {fmt(r.kb_per_sa(), '.1f')} "
+            f"| {r.machine_busy:.0%} "
             f"| {counters_text(r.responder_events)} |"
         )
     return "\n".join(rows)
