@@ -35,9 +35,9 @@ keeps its SAs in user space (strongSwan's kernel-libipsec plugin; the core initi
 stand-in parent installs nothing), so its Quick Modes complete; each responder negotiates the
 whole Quick Mode (SPI allocation from the kernel, QM1/QM2/QM3, keys) and then fails to add
 the SA to its kernel (ikepriv: the parent's XFRM write refused with EPROTONOSUPPORT, the
-policies undone, a Delete sent; strongSwan: kernel-netlink "unable to install", then it
-deletes the CHILD_SA and the whole IKE_SA). Both responders do the same negotiation and hit
-the same refusal; real installs are measured in User Mode Linux.
+policies undone, a Delete for the phase 2 SA sent; strongSwan: kernel-netlink "unable to
+install", a Delete for the CHILD_SA sent); both keep the ISAKMP SA. Both responders do the
+same negotiation and hit the same refusal; real installs are measured in User Mode Linux.
 
 Network: two namespaces created here (random suffix), one veth pair, addresses only from
 192.0.2.0/24 (outer) and 198.51.100.0/24, 203.0.113.0/24 (Quick Mode selectors), no default
@@ -84,8 +84,8 @@ QM_NOTE = (
     "Quick Mode on this host: no ESP in the kernel (the reference harness measures phase 1 "
     "only here). The initiators keep their SAs in user space (strongSwan kernel-libipsec; "
     "the core's stand-in parent); both responders negotiate the whole Quick Mode, then their "
-    "kernel SA install is refused (EPROTONOSUPPORT) and they send a Delete (strongSwan also "
-    "deletes the IKE_SA). Real installs: User Mode Linux."
+    "kernel SA install is refused (EPROTONOSUPPORT) and they send a Delete for the phase 2 "
+    "SA; the ISAKMP SA stays. Real installs: User Mode Linux."
 )
 SCENARIOS = {
     "mm": "Main Mode, one definition per peer address",
@@ -419,12 +419,11 @@ class Run:
 
     def kb_per_sa(self) -> float | None:
         """PSS growth per ISAKMP SA: the least-squares slope of the responder's PSS over the
-        handshakes completed, sampled once a second during the load (every completed Main
-        Mode leaves one ISAKMP SA held in the phase 1 scenarios; checked with held_end).
-        Phase 1 scenarios only: after its failed Quick Mode install, strongSwan deletes the
-        whole ISAKMP SA, ikepriv only the phase 2."""
+        handshakes completed, sampled once a second during the load (every completed
+        initiation leaves one ISAKMP SA held; see held_end; a refused Quick Mode leaves no
+        phase 2 SA on either responder)."""
         pts = self.pss_samples
-        if self.scenario == "mmqm" or len(pts) < 3 or pts[-1][0] - pts[0][0] < 100:
+        if len(pts) < 3 or pts[-1][0] - pts[0][0] < 100:
             return None
         mx = statistics.fmean(x for x, _ in pts)
         my = statistics.fmean(y for _, y in pts)
