@@ -62,7 +62,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -70,7 +70,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from vici import DriveResult, drive
 
-ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 IP = shutil.which("ip") or "/usr/sbin/ip"
 CHARON = "/usr/lib/ipsec/charon"
@@ -167,15 +166,17 @@ class Processes:
         return p
 
     def stop_all(self) -> None:
+        """SIGTERM to each, SIGKILL to what is still there after 5 s (by PID)."""
         for p in self.procs:
             if p.poll() is None:
-                os.kill(p.pid, signal.SIGCONT)
-                os.kill(p.pid, signal.SIGTERM)
+                with suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGTERM)
         for p in self.procs:
             try:
                 p.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                os.kill(p.pid, signal.SIGKILL)
+                with suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGKILL)
                 p.wait()
         self.procs.clear()
 
@@ -389,7 +390,7 @@ class Run:
     window: int
     duration: float
     rep: int
-    ike: str
+    ike: str = ""
     esp: str = ""
     ok: int = 0
     failed: int = 0
@@ -543,8 +544,8 @@ def one_run(
 ) -> Run:
     peers = 1 if scenario == "mm1" else args.peers
     qm = scenario == "mmqm"
-    run = Run(scenario, initiator, responder, peers, args.window, args.duration, rep, args.ike)
-    run.esp = args.esp
+    run = Run(scenario, initiator, responder, peers, args.window, args.duration, rep)
+    run.ike, run.esp = args.ike, args.esp
     work = base / f"{scenario}-{initiator}-{responder}-{rep}"
     di, dr = work / "I", work / "R"
     di.mkdir(parents=True)
