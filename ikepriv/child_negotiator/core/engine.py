@@ -152,6 +152,7 @@ PHASE1_INITIATORS: dict[
 
 UNPROVEN_LINES = 10  # lines of one kind about unauthenticated first messages per window
 UNPROVEN_WINDOW = 10.0  # seconds
+FLOOD_STALE = 5.0  # seconds after which our negotiation no longer stops a PeerFlooded one
 
 
 class Negotiator:
@@ -320,19 +321,25 @@ class Negotiator:
         clean = "".join(c if c.isprintable() else "?" for c in text)[:1000] or "?"
         self._out.append(Log(level, clean))
 
-    def negotiating(self, phase1_number: int, peer: IPAddress | None = None) -> bool:
-        """Whether a phase 1 of this definition (with `peer`, when given) is under way: ours,
-        or the peer's once its second message proved its address. Responder state made by
-        a first message alone is not (a forger's MM1 from the peer's address would
-        otherwise hold up our own activation behind an exchange that never completes)."""
+    def negotiating(
+        self, phase1_number: int, peer: IPAddress | None = None, since: float | None = None
+    ) -> bool:
+        """Whether a phase 1 of this definition (with `peer`, when given; started at or
+        after `since`, when given) is under way: ours, or the peer's once its second message
+        proved its address. Responder state made by a first message alone is not (a forger's
+        MM1 from the peer's address would otherwise hold up our own activation behind an
+        exchange that never completes)."""
         group = (
             self.sas.of_definition(phase1_number)
             if peer is None
             else self.sas.with_peer(phase1_number, peer)
         )  # indexed: no pass over all
         return any(
-            sa.state in NEGOTIATING and sa.tunnel_id not in self.unproven for sa in group
-        )  # fmt: skip
+            sa.state in NEGOTIATING
+            and sa.tunnel_id not in self.unproven
+            and (since is None or sa.created >= since)
+            for sa in group
+        )
 
     def log_unproven(self, kind: str, level: LogLevel, text: str) -> None:
         """A line caused by a first message nobody has authenticated: at most UNPROVEN_LINES
@@ -728,7 +735,11 @@ class Negotiator:
         for d in self.config.phase1.values():  # rate-limited by the parent: no index needed
             if d.remote_addr != msg.peer:
                 continue
-            if self.sas.established_for(d.number, msg.peer) or self.negotiating(d.number, msg.peer):
+            if self.sas.established_for(d.number, msg.peer):
+                continue
+            # an exchange of ours still going after FLOOD_STALE seconds has probably lost its
+            # peer (which may be the one whose first messages drown): one more may start
+            if self.negotiating(d.number, msg.peer, since=self.now - FLOOD_STALE):
                 continue
             self.log(
                 LogLevel.NOTICE,
