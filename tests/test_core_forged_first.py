@@ -243,3 +243,24 @@ def test_a_forged_first_message_does_not_hold_up_our_activation() -> None:
     sim.initiate(phase=2)
     sim.run(duration=10)
     assert sim.established_isakmp("initiator") and sim.established_children("initiator")
+
+
+def test_a_stale_negotiation_does_not_block_the_next_flood_initiation() -> None:
+    """Seen in bench/flood.py once in a few runs: our PeerFlooded initiation lost its peer
+    mid-way (the peer dropped it), and as long as it was "under way" no other started, so
+    the peer's own first messages had to get through the flood by luck (30 s). An
+    exchange of ours older than FLOOD_STALE no longer holds the next one back."""
+    from ikepriv.child_negotiator.core.engine import FLOOD_STALE
+    from ikepriv.ipc.messages import PeerFlooded
+
+    init, resp = mirrored()
+    sim = Simulation(init, resp, seed=16, loss=1.0)  # the peer never hears us
+    sim.command("initiator", PeerFlooded(RIGHT))
+    sim.advance(FLOOD_STALE / 2)
+    sim.command("initiator", PeerFlooded(RIGHT))  # recent: still waits for the first
+    sim.advance(0.1)
+    assert sim.initiator.core.counters.flood_initiations == 1
+    sim.advance(FLOOD_STALE)
+    sim.command("initiator", PeerFlooded(RIGHT))
+    sim.advance(0.1)
+    assert sim.initiator.core.counters.flood_initiations == 2

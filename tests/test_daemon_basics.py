@@ -208,6 +208,9 @@ def test_activate_list_and_reload(standin: tuple[Daemon, StandIn], tmp_path: Pat
                              m.TunnelState.ESTABLISHED, m.Endpoint(A, 500), m.Endpoint(B, 500),
                              None, None, "aes128 sha256", 0, 0, 0))  # fmt: skip
     child.send(m.StateReportEnd(ask.request_id, 1))
+    ask = child.recv()  # phase 1 first, then phase 2 (a listing comes phase by phase)
+    assert isinstance(ask, m.ListCommand) and ask.phase is m.Phase.PHASE2
+    child.send(m.StateReportEnd(ask.request_id, 0))
     lister.join(30)
     ((code, _, rows),) = answer  # type: ignore[misc]
     assert code is m.ErrorCode.OK

@@ -16,13 +16,12 @@ from pathlib import Path
 import pki
 import pytest
 from harness import netns as nsmod
+from harness import pki_files
 from harness.interop import Scenario, peer_spec
 from harness.peer_ikepriv import PHASE1_NAME, Ikepriv
-from harness.peers import PubkeyAuth, make_peer
+from harness.peers import make_peer
 
 pytestmark = [pytest.mark.root]
-
-AUTH = {"rsa2048": "rsa-sig", "p256": "ecdsa-sig", "p384": "ecdsa-sig"}
 
 
 @pytest.fixture
@@ -37,55 +36,31 @@ def topo() -> Iterator[nsmod.Topology]:
         t.destroy()
 
 
-def _files(tmp: Path, role: str, address: str, kind: str, inter: pki.Issued) -> tuple[
-    pki.CredentialFiles, pki.Issued
-]:  # fmt: skip
-    ee = pki.make_end_entity(inter, f"C=CH, O=ikepriv test, CN=gw-{role}", [address], kind,
-                             fresh_key=True)  # fmt: skip
-    files = pki.write_credentials(tmp / f"creds-{role}", ee, inter.issuer or inter, inter,
-                                  crl=pki.make_crl(inter))  # fmt: skip
-    return files, ee
-
-
-# Aggressive Mode: the responder's AM2 carries its chain before the initiator proved its
-# address, and the parent's egress rule (parent_kernel/egress.py: PRE_MULT = 3 times the
-# bytes received, before proof) refuses an AM2 of ~2 KiB answering an AM1 of ~500 bytes
-# ("over the destination's budget"). A policy decision for the parent (a larger pre-proof
-# allowance for signature definitions, or none for AM with certificates); the core is fine
-# (tests/test_core_signatures.py runs Aggressive Mode with certificates in-process).
-_AM_EGRESS = pytest.mark.xfail(
-    strict=True, reason="parent egress budget refuses a certificate-sized AM2 before proof"
-)
-
-
 @pytest.mark.parametrize(
     ("mode", "kind"),
     [
         ("main", "rsa2048"),
         ("main", "p256"),
         ("main", "p384"),
-        pytest.param("aggressive", "p256", marks=_AM_EGRESS),
+        ("aggressive", "p256"),
     ],
 )
 def test_two_daemons_authenticate_each_other_with_certificates(
     topo: nsmod.Topology, tmp_path: Path, mode: str, kind: str
 ) -> None:
-    root = pki.make_ca()
-    inter = pki.make_intermediate(root)
+    made = pki_files.make(tmp_path / "pki", {"initiator": kind, "responder": kind}, revoke=())
     sc = Scenario(f"sig-{mode}-{kind}", "ikepriv", "ikepriv", mode)
-    peers, subjects = [], {}
+    peers = {}
     for role in ("responder", "initiator"):
-        spec = peer_spec(topo, sc, role)
-        files, ee = _files(tmp_path, role, spec.local, kind, inter)
-        subjects[role] = ee.cert.subject.rfc4514_string()
+        other = "initiator" if role == "responder" else "responder"
+        spec = dataclasses.replace(
+            peer_spec(topo, sc, role), auth="pubkey", pki=str(made.dirs[role]),
+            local_id=made.ids[role], remote_id=made.ids[other],
+        )  # fmt: skip
         peer = make_peer("ikepriv", spec, tmp_path)
         assert isinstance(peer, Ikepriv)
-        peer.options.phase1_extra = {
-            "auth": AUTH[kind], "cert": str(files.cert), "key": str(files.key),
-            "ca": [str(files.ca)], "crl": [str(files.crl)], "send_cert": "ifasked",
-        }  # fmt: skip
-        peers.append(peer)
-    resp, init = peers
+        peers[role] = peer
+    resp, init = peers["responder"], peers["initiator"]
     with resp, init:
         resp.start()
         init.start()
@@ -99,8 +74,8 @@ def test_two_daemons_authenticate_each_other_with_certificates(
             assert rc == 0, err
             row = next(r for r in rows if r["name"] == PHASE1_NAME)
             assert row["state"] == "established", row
-            assert row["peer_cert_subject"] == subjects[other], row
-            assert row["peer_cert_issuer"] == inter.cert.subject.rfc4514_string(), row
+            assert row["peer_cert_subject"] == pki.name(made.ids[other]).rfc4514_string(), row
+            assert row["peer_cert_issuer"] == pki.name(pki_files.IM_DN).rfc4514_string(), row
             assert peer.child_sandboxed(), peer.log_tail()
 
 
@@ -124,20 +99,21 @@ def _need_strongswan() -> None:
 def test_main_mode_certificates_against_strongswan(
     topo: nsmod.Topology, tmp_path: Path, initiator: str, responder: str, kind: str
 ) -> None:
-    """strongSwan 5.9 and ikepriv, each role: DN identities, certificates sent when asked
-    (both send CRs), RSA (PKCS#1 v1.5 without DigestInfo) and ECDSA (RFC 4754) signatures."""
+    """strongSwan 5.9 and ikepriv, each role, with an intermediate CA: DN identities (which
+    strongSwan encodes with other string types than the certificates), CRs (strongSwan as
+    initiator sends its CR in MM5), RSA (PKCS#1 v1.5 without DigestInfo) and ECDSA
+    (RFC 4754: HASH with the method's SHA-2, signed as the digest)."""
     _need_strongswan()
-    root = pki.make_ca()
+    made = pki_files.make(tmp_path / "pki", {"initiator": kind, "responder": kind})
     sc = Scenario(f"sig-{initiator[:3]}-{responder[:3]}-{kind}", initiator, responder, "main")
-    dns = {role: f"C=CH, O=ikepriv test, CN=gw-{role}" for role in ("initiator", "responder")}
     peers = {}
     for role, impl in (("responder", responder), ("initiator", initiator)):
-        spec = peer_spec(topo, sc, role)
-        ee = pki.make_end_entity(root, dns[role], [spec.local], kind, fresh_key=True)
-        files = pki.write_credentials(tmp_path / f"creds-{role}", ee, root)
         other = "initiator" if role == "responder" else "responder"
-        auth = PubkeyAuth(files.cert, files.key, files.ca, dns[role], dns[other], AUTH[kind])
-        peers[role] = make_peer(impl, dataclasses.replace(spec, pubkey=auth), tmp_path)
+        spec = dataclasses.replace(
+            peer_spec(topo, sc, role), auth="pubkey", pki=str(made.dirs[role]),
+            local_id=made.ids[role], remote_id=made.ids[other],
+        )  # fmt: skip
+        peers[role] = make_peer(impl, spec, tmp_path)
     resp, init = peers["responder"], peers["initiator"]
     with resp, init:
         resp.start()
@@ -154,5 +130,5 @@ def test_main_mode_certificates_against_strongswan(
         row = next(r for r in rows if r["name"] == PHASE1_NAME)
         theirs = "responder" if ours is init else "initiator"
         assert row["state"] == "established", row
-        assert row["peer_cert_subject"] == pki.name(dns[theirs]).rfc4514_string(), row
+        assert row["peer_cert_subject"] == pki.name(made.ids[theirs]).rfc4514_string(), row
         assert ours.child_sandboxed(), ours.log_tail()

@@ -3,7 +3,10 @@
 A session: the CLI sends ControlHello, the daemon answers one Response (OK or
 VERSION_MISMATCH); the CLI sends one request (Activate/List/Remove/DbChanged) and reads
 Responses until one has more=False. Long answers are split so that each datagram stays
-under the transport maximum: the daemon builds them with `split_response`.
+under the transport maximum: the daemon builds them with `split_response`, or, for an
+answer it produces piece by piece (a listing of any length, page by page from the
+negotiator), with `ResponseWriter`, which hands out each Response as soon as it is full so
+that the daemon never holds more than one.
 """
 
 from __future__ import annotations
@@ -36,8 +39,10 @@ def control_path(environ: Mapping[str, str] | None = None) -> str:
     return env.get(CONTROL_PATH_ENV) or DEFAULT_CONTROL_PATH
 
 
-MAX_RESPONSES = 1024
-"""A CLI stops reading after this many Responses to one request (a runaway daemon)."""
+MAX_RESPONSES = 16384
+"""A CLI stops reading after this many Responses to one request (a runaway daemon). Room
+for the daemon's longest listing (parent_kernel.requests.MAX_LISTED tunnels) even if
+every row is as large as its bounds allow."""
 
 _TEXT_LINE = Str(255)
 
@@ -59,37 +64,60 @@ def _size_of_line(line: str) -> int:
     return len(out)
 
 
+class ResponseWriter:
+    """Lines and rows packed into Responses as they come: `line` and `row` return the
+    Response that just filled up (to be sent with more=True), `finish` the last one.
+
+    Each Response holds at most MAX_ROWS lines, MAX_ROWS rows and MAX_MESSAGE_SIZE bytes.
+    A Response that is handed out before the answer is complete carries `progress` as its
+    status (the CLI takes the status of the last one)."""
+
+    __slots__ = ("_budget", "_lines", "_progress", "_rows", "_used")
+
+    def __init__(self, progress: ErrorCode = ErrorCode.OK) -> None:
+        self._budget = _budget()
+        self._progress = progress
+        self._lines: list[str] = []
+        self._rows: list[TunnelRow] = []
+        self._used = 0
+
+    def _take(self, status: ErrorCode, more: bool) -> Response:
+        out = Response(status, tuple(self._lines), tuple(self._rows), more=more)
+        self._lines, self._rows, self._used = [], [], 0
+        return out
+
+    def _room(self, size: int, count: int) -> bool:
+        return self._used + size <= self._budget and count < MAX_ROWS
+
+    def line(self, line: str) -> Response | None:
+        """Add a line; raises IpcError for one that is not valid text."""
+        size = _size_of_line(line)
+        full = None if self._room(size, len(self._lines)) else self._take(self._progress, True)
+        self._lines.append(line)
+        self._used += size
+        return full
+
+    def row(self, row: TunnelRow) -> Response | None:
+        size = _size_of_row(row)
+        full = None if self._room(size, len(self._rows)) else self._take(self._progress, True)
+        self._rows.append(row)
+        self._used += size
+        return full
+
+    def finish(self, status: ErrorCode, *, more: bool = False) -> Response:
+        """What is left (perhaps nothing), as the Response with the final status."""
+        return self._take(status, more)
+
+
 def split_response(
     status: ErrorCode, lines: Iterable[str] = (), rows: Iterable[TunnelRow] = ()
 ) -> list[Response]:
     """As many Responses as needed (each <= MAX_ROWS items and MAX_MESSAGE_SIZE bytes);
     all but the last have more=True. Raises IpcError for a line that is not valid text."""
-    budget = _budget()
-    chunks: list[tuple[list[str], list[TunnelRow]]] = [([], [])]
-    used = 0
-
-    def room(size: int, count: int) -> bool:
-        return used + size <= budget and count < MAX_ROWS
-
-    for line in lines:
-        size = _size_of_line(line)
-        if not room(size, len(chunks[-1][0])):
-            chunks.append(([], []))
-            used = 0
-        chunks[-1][0].append(line)
-        used += size
-    for row in rows:
-        size = _size_of_row(row)
-        if not room(size, len(chunks[-1][1])):
-            chunks.append(([], []))
-            used = 0
-        chunks[-1][1].append(row)
-        used += size
-    last = len(chunks) - 1
-    return [
-        Response(status, tuple(chunk_lines), tuple(chunk_rows), more=index != last)
-        for index, (chunk_lines, chunk_rows) in enumerate(chunks)
-    ]
+    writer = ResponseWriter(status)
+    out = [full for line in lines if (full := writer.line(line)) is not None]
+    out += [full for row in rows if (full := writer.row(row)) is not None]
+    return [*out, writer.finish(status)]
 
 
 def _expect_response(sock: socket.socket) -> Response:

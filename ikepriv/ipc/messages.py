@@ -67,7 +67,10 @@ per tunnel definition).
 certificate chain, trust anchors and CRLs, parsed only by the child), ConfigEnd.credential_count,
 SignatureRequest/SignatureReply (the parent computes HASH_I/HASH_R itself over our configured
 identity and signs it), TunnelRow.peer_cert_subject/peer_cert_issuer; PeerFlooded (the
-parent asks the child to initiate towards a peer whose first messages it had to drop)."""
+parent asks the child to initiate towards a peer whose first messages it had to drop).
+Still 7 (nothing with 7 was deployed before it): paged listings, ListCommand.after/.rows/
+.counters and LIST_PAGE (a listing of any number of tunnels, in pages the parent asks for
+one at a time)."""
 
 # Bounds (one place, so the vetting code and the tests can refer to them).
 MAX_DATAGRAM = 65535
@@ -80,6 +83,10 @@ PARENT_NONCE_BYTES = 32
 MAX_PROPOSALS = 16
 MAX_EXTRA_SUBNETS = 7  # per side of a phase 2 definition (8 subnets, config.model)
 MAX_ROWS = 4096
+# StateReports in one page of a listing (ListCommand): the parent asks for the next page
+# only once it has passed this one on, so it holds one page per listing, whatever the
+# number of tunnels (see ListCommand)
+LIST_PAGE = 512
 MAX_TEXT = 255
 MAX_LOG_TEXT = 1024
 MAX_ID_DATA = 1024
@@ -793,11 +800,23 @@ class ResumeCommand(Message):
 @message(0x0122, _P2C)
 @dataclass(frozen=True, slots=True)
 class ListCommand(Message):
-    """Ask for StateReport messages and one Stats (the core's counters), closed by
-    StateReportEnd with the same request_id."""
+    """Ask for one page of StateReports and, with `counters`, one Stats (the core's
+    counters), closed by StateReportEnd with the same request_id.
+
+    A page holds the tunnels of `phase` (phase 1 and phase 2 share one tunnel-id space)
+    whose tunnel id is above `after`, in ascending tunnel-id order, at most LIST_PAGE of
+    them; a full page means there may be more, and the parent asks again with `after` set
+    to the last id it got. Paging, rather than one answer of any length, is what bounds the
+    parent's memory per listing: it holds one page, and it asks for the next only after it
+    passed this one on to the CLI. `rows=False` asks for the counters alone (`ike cmd=list
+    stats` needs no tunnel). The parent treats a report out of order, of another phase,
+    beyond LIST_PAGE or asked for with rows=False as a protocol violation."""
 
     request_id: RequestId
     phase: Annotated[Phase, EnumOf(Phase)]
+    after: Annotated[int, UInt(4)] = 0
+    rows: bool = True
+    counters: bool = True
 
 
 @message(0x0130, _P2C)

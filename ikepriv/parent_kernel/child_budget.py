@@ -11,7 +11,7 @@ overall budget:
 | kernel | SpiRequest, Phase2Install, Phase2Remove | kernel objects it may write | 128 | 1024 |
 | secret | SkeyidRequest, NonceRequest, SignatureRequest | 1 | 256 | 512 |
 | datagram | DatagramOut | 1 | 64 + credit | 1024 |
-| report | StateReport (asked for), StateReportEnd, Stats | 1 | 8192 | 2 x MAX_ROWS |
+| report | StateReport (asked for), StateReportEnd, Stats | 1 | 8192 + credit | 2 x MAX_ROWS |
 | line | Log, KeyLog, unsolicited StateReport | 1 | 256 | 1024 |
 | all | every message | 1 | 8192 | 16384 |
 
@@ -19,7 +19,10 @@ Datagrams are tied to what the parent received: every datagram it forwards to th
 grants DATAGRAM_CREDIT more (an honest child answers each with at most one or two, and
 retransmits from the steady rate), capped at DATAGRAM_CAP, so under a UDP flood the child
 may answer what the flood brought, and without one a hostile child's datagrams cost at most
-the steady rate. A kernel request costs the number of kernel objects it can write: an SPI
+the steady rate. Reports are tied to what the parent asked for in the same way: each page
+of a listing it asks for (ListCommand, at most LIST_PAGE reports, which the parent
+enforces) grants a page's worth, up to the burst, so a long listing is never throttled.
+A kernel request costs the number of kernel objects it can write: an SPI
 one, an install its two SAs and its policies, twice (an install the kernel refuses half way
 is undone), a remove its two SAs and the policies of its reqid.
 
@@ -148,6 +151,10 @@ class ChildBudget:
         wait_kind = self.buckets[kind].take(amount, now)
         wait_all = self.buckets[Kind.ALL].take(1.0, now)
         return (wait_kind, kind) if wait_kind >= wait_all else (wait_all, Kind.ALL)
+
+    def grant_reports(self, amount: float, now: float) -> None:
+        """The parent asked for a page of reports: that many more may come."""
+        self.buckets[Kind.REPORT].grant(amount, now)
 
     def drop_log(self, msg: Message, now: float) -> bool:
         """Whether `msg` is a Log line over the line budget, to be dropped unhandled (its

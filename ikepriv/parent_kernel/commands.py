@@ -14,6 +14,13 @@ requests, child restarts), and the child's per-definition tally of rekeys and DP
 its SAs to go), then removes whatever the parent still has recorded for that tunnel, so a
 tunnel is gone even when the child is not running. A phase 2's policies go with its last
 SA; removing a phase 1 removes its phase 2 tunnels.
+
+A listing streams: the negotiator's tunnels come page by page (requests.ChildRequests.walk)
+and leave as Responses as soon as one is full (ipc.control.ResponseWriter), so the parent
+holds one page and one Response per listing, whatever the number of tunnels. What it keeps
+across pages is sized by its own records (which of its installed SAs a report accounted
+for) or by small integers (the phase 1 tunnel ids of a `1+` listing, at most
+requests.MAX_LISTED).
 """
 
 from __future__ import annotations
@@ -21,20 +28,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Final
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from typing import Final, NamedTuple
 
 import trio
 
 from ikepriv.config.model import Phase1Definition, Phase2Definition
 from ikepriv.config.store import TunnelDB, TunnelDBError
 from ikepriv.ipc import messages as m
-from ikepriv.ipc.control import split_response
+from ikepriv.ipc.control import ResponseWriter, split_response
 from ikepriv.ipc.messages import ErrorCode, Phase
 from ikepriv.ipc.schema import Message
-from ikepriv.parent_kernel.installed import SaEntry
+from ikepriv.parent_kernel.installed import Installed, SaEntry
 from ikepriv.parent_kernel.kernel.specs import XfrmError
-from ikepriv.parent_kernel.requests import ChildListing, ChildRequests
+from ikepriv.parent_kernel.requests import MAX_LISTED, ChildListing, ChildRequests
 from ikepriv.parent_kernel.state import ParentState
 from ikepriv.parent_kernel.vetting import Activation
 
@@ -87,20 +94,27 @@ class Commands:
         self._db_path = db_path
         self._reload = reload
 
-    async def handle(self, request: Message) -> list[m.Response]:
+    async def handle(self, request: Message) -> AsyncGenerator[m.Response, None]:
+        """The Responses to one control request, each as soon as it is ready (a listing
+        is not collected first: see the module docstring)."""
         match request:
-            case m.ActivateRequest():
-                return await self.activate(request)
             case m.ListRequest():
-                return await self.list_tunnels(request)
+                async for response in self.list_tunnels(request):
+                    yield response
+                return
+            case m.ActivateRequest():
+                responses = await self.activate(request)
             case m.RemoveRequest():
-                return await self.remove(request)
+                responses = await self.remove(request)
             case m.DbChanged():
-                return await self.db_changed(request)
+                responses = await self.db_changed(request)
             case m.StatsRequest():
-                return await self.stats(request)
+                responses = await self.stats(request)
             case _:
-                return split_response(ErrorCode.INVALID_REQUEST, [f"{type(request).__name__}?"])
+                responses = split_response(ErrorCode.INVALID_REQUEST,
+                                           [f"{type(request).__name__}?"])  # fmt: skip
+        for response in responses:
+            yield response
 
     # -- activate --------------------------------------------------------------------------
 
@@ -229,15 +243,14 @@ class Commands:
         outbound policy of the reqid of the outbound SA `spi_out` (never the child's word);
         none when the parent installed no such SA."""
         installed = self.state.installed
-        sa = next((e for e in installed.sas.values()
-                   if e.spi == spi_out and e.phase2_number == n2 and not e.larval
+        sa = next((e for e in installed.sas_of_phase2(n2)
+                   if e.spi == spi_out and not e.larval
                    and e.direction is m.SaDirection.OUT), None)  # fmt: skip
         if sa is None or not spi_out:
             return {}
-        for pol in installed.policies.values():
+        for pol in installed.policies_of_phase2(n2):
             sel, direction = pol.key
-            if (pol.phase2_number == n2 and pol.reqid == sa.reqid
-                    and direction is m.PolicyDirection.OUT):  # fmt: skip
+            if pol.reqid == sa.reqid and direction is m.PolicyDirection.OUT:
                 return {
                     "local_selector": format_selector(sel.src.network, sel.src.protocol,
                                                       sel.src.port),
@@ -247,24 +260,18 @@ class Commands:
         return {}
 
     def _record_rows(
-        self, now: float, reports: list[m.StateReport] | None = None
-    ) -> list[m.TunnelRow]:
-        """Phase 2 tunnels from the parent's own records: every one when the child is not
-        answering (state established: the kernel SAs carry traffic), otherwise those that no
-        report of the child accounts for (state unmanaged): SAs of a tunnel whose SPIs no
-        phase 2 report names, and policies of a phase 2 that has no SA and no report."""
-        installed = self.state.installed
-        groups: dict[tuple[int, int], list[SaEntry]] = {}
-        for e in installed.sas.values():
-            if not e.larval and e.tunnel_id is not None:
-                groups.setdefault((e.phase2_number, e.tunnel_id), []).append(e)
-        p2_reports = [r for r in reports or () if r.phase is Phase.PHASE2]
-        state = m.TunnelState.ESTABLISHED if reports is None else m.TunnelState.UNMANAGED
+        self, now: float, seen: _Accounted, state: m.TunnelState
+    ) -> Iterable[m.TunnelRow]:
+        """Phase 2 tunnels from the parent's own records that no report of the child
+        accounted for: SAs of a tunnel whose SPIs no phase 2 report names and, when the
+        child answered the whole listing (`state` unmanaged), policies of a phase 2 that
+        has no SA and no report. `state` established: the child did not answer (all of it),
+        and the kernel SAs carry traffic."""
         rows = []
-        for (n2, tid), sas in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-            spis = {e.spi for e in sas}
-            if any(r.number == n2 and ({r.spi_in, r.spi_out} & spis) for r in p2_reports):
+        for key, sas in sorted(seen.groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            if key in seen.accounted:
                 continue
+            n2, tid = key
             first = sas[0]
             spi_in = next((e.spi for e in sas if e.direction is m.SaDirection.IN), 0)
             spi_out = next((e.spi for e in sas if e.direction is m.SaDirection.OUT), 0)
@@ -276,12 +283,11 @@ class Commands:
                 max(0, min(0xFFFFFFFF, int(first.expires_at - now))), spi_in, spi_out, 0, 0,
                 first.phase1_number, **self._selectors(n2, spi_out),
             ))  # fmt: skip
-        if reports is None:
+        if state is not m.TunnelState.UNMANAGED:
             return rows
-        with_sa = {n2 for n2, _ in groups}
-        reported = {r.number for r in p2_reports}
-        for n2 in sorted({e.phase2_number for e in installed.policies.values()}):
-            if n2 in with_sa or n2 in reported:
+        with_sa = {n2 for n2, _ in seen.groups}
+        for n2 in sorted(seen.policy_numbers):
+            if n2 in with_sa or n2 in seen.reported:
                 continue
             p2 = self.state.view.phase2.get(n2)
             rows.append(m.TunnelRow(
@@ -291,54 +297,77 @@ class Commands:
             ))  # fmt: skip
         return rows
 
-    async def _with_counters(self, rows: list[m.TunnelRow]) -> list[m.TunnelRow]:
+    async def _kernel_counts(self) -> dict[int, tuple[int, int]]:
+        """Bytes and packets per SPI, from one dump of the kernel's SAs (none if it fails)."""
         st = self.state
         try:
             sas = await st.kernel_call(st.kernel.list_sas)
         except XfrmError as exc:
             log.warning("list: no kernel counters: %s", exc)
-            return rows
+            return {}
         counts: dict[int, tuple[int, int]] = {}
         for sa in sas:
             b, p = counts.get(sa.spi, (0, 0))
             counts[sa.spi] = (b + sa.bytes, p + sa.packets)
-        out = []
-        for row in rows:
-            if row.phase is Phase.PHASE2:
-                b_in, p_in = counts.get(row.spi_in, (0, 0)) if row.spi_in else (0, 0)
-                b_out, p_out = counts.get(row.spi_out, (0, 0)) if row.spi_out else (0, 0)
-                top = (1 << 64) - 1
-                row = dataclasses.replace(row, bytes=min(b_in + b_out, top),
-                                          packets=min(p_in + p_out, top))  # fmt: skip
-            out.append(row)
-        return out
+        return counts
 
-    async def list_tunnels(self, req: m.ListRequest) -> list[m.Response]:
+    async def list_tunnels(self, req: m.ListRequest) -> AsyncGenerator[m.Response, None]:
+        """`ike cmd=list`: the negotiator's tunnels page by page (phase 1 first, then phase
+        2), then what the parent's records hold that no report accounted for; streamed."""
         if req.db:
-            return split_response(ErrorCode.OK, (), self._db_rows(req))
+            for response in split_response(ErrorCode.OK, (), self._db_rows(req)):
+                yield response
+            return
         now = time.time()
-        lines: list[str] = []
-        listing = await self.child.ask_child(req.phase)
-        if listing is None:
-            lines.append("negotiator not answering: phase 2 tunnels from the kernel records only")
-            rows = self._record_rows(now)
-        else:
-            rows = [self._report_row(r, now) for r in listing.reports]
-            unmanaged = self._record_rows(now, listing.reports)
+        out = ResponseWriter()
+        counts = await self._kernel_counts() if req.verbose else None
+        seen = _Accounted(self.state.installed)
+        plus = _Plus() if req.phase is Phase.PHASE1_PLUS else None
+        listing: ChildListing | None = None  # the first page: it carries the counters
+        answered, listed, lines = True, 0, []
+        for phase in _child_phases(req.phase):
+            async for page in self.child.walk(phase, counters=req.verbose and listing is None):
+                if page is None:
+                    answered = False
+                    break
+                listing = listing or page
+                listed += len(page.reports)
+                for report in page.reports:
+                    seen.see(report)
+                    row = self._report_row(report, now)
+                    if _wanted(row, req) and (plus is None or plus.keeps(row)):
+                        if (full := out.row(_counted(row, counts))) is not None:
+                            yield full
+            if not answered:
+                break
+        if listed >= MAX_LISTED:
+            answered = False
+            lines.append(f"listing stopped after {listed} tunnels")
+        if not answered:
+            lines.append("negotiator not answering: phase 2 tunnels it did not list are "
+                         "shown from the kernel records")  # fmt: skip
+        if Phase.PHASE2 in _child_phases(req.phase):
+            state = m.TunnelState.UNMANAGED if answered else m.TunnelState.ESTABLISHED
+            unmanaged = 0
+            for row in self._record_rows(now, seen, state):
+                unmanaged += row.state is m.TunnelState.UNMANAGED
+                if _wanted(row, req) and (plus is None or plus.keeps(row)):
+                    if (full := out.row(_counted(row, counts))) is not None:
+                        yield full
             if unmanaged:
-                lines.append(f"{len(unmanaged)} phase 2 tunnel(s) in the kernel that no "
+                lines.append(f"{unmanaged} phase 2 tunnel(s) in the kernel that no "
                              "negotiation accounts for (state unmanaged): `ike cmd=remove` "
                              "removes them")  # fmt: skip
-            rows += unmanaged
-        rows = [r for r in rows if _wanted(r, req)]
-        if req.phase is Phase.PHASE1_PLUS:
-            rows = _phase1_plus(rows)
+        for line in lines:
+            if (full := out.line(line)) is not None:
+                yield full
         if not req.verbose:
-            return split_response(ErrorCode.OK, lines, rows)
-        rows = await self._with_counters(rows)
-        return _with_event_counters(split_response(ErrorCode.OK, lines, rows),
-                                    self._event_counters(listing),
-                                    listing.definitions if listing else ())  # fmt: skip
+            yield out.finish(ErrorCode.OK)
+            return
+        for response in _with_event_counters([out.finish(ErrorCode.OK)],
+                                             self._event_counters(listing),
+                                             listing.definitions if listing else ()):  # fmt: skip
+            yield response
 
     # -- stats -----------------------------------------------------------------------------
 
@@ -349,7 +378,7 @@ class Commands:
         return child + self.state.counters.values()
 
     async def stats(self, _req: m.StatsRequest) -> list[m.Response]:
-        listing = await self.child.ask_child(Phase.ALL)
+        listing = await self.child.child_counters()  # counters only: no tunnel is listed
         lines = []
         if listing is None:
             lines.append("negotiator not answering: the parent's counters only")
@@ -394,8 +423,7 @@ class Commands:
             return await self._remove_db(req)
         st = self.state
         view = st.view
-        listing = await self.child.ask_child(Phase.ALL)
-        reports = listing.reports if listing is not None else []
+        reports = await self._briefs()
         everything = req.phase is Phase.ALL and not req.numlist
         sas = [e for e in st.installed.sas.values() if not e.larval]
         p1defs: set[int] = set()
@@ -469,6 +497,17 @@ class Commands:
             return split_response(ErrorCode.NO_SUCH_TUNNEL, ["no matching active tunnel"])
         return split_response(ErrorCode.OK, lines)
 
+    async def _briefs(self) -> list[_Brief]:
+        """What `remove` needs of each of the negotiator's tunnels (all of them, page by
+        page; what it listed before it stopped answering, if it did)."""
+        out: list[_Brief] = []
+        async for page in self.child.walk(Phase.ALL):
+            if page is None:
+                break
+            out += [_Brief(r.phase, r.number, r.tunnel_id, r.phase1_tunnel_id)
+                    for r in page.reports]  # fmt: skip
+        return out
+
     async def db_changed(self, _req: m.DbChanged) -> list[m.Response]:
         return split_response(ErrorCode.OK, [await self._reload()])
 
@@ -487,6 +526,79 @@ def _with_event_counters(
                        definitions=definitions)]  # fmt: skip
 
 
+class _Brief(NamedTuple):
+    """One tunnel of the negotiator, as much as `remove` needs of it."""
+
+    phase: Phase
+    number: int
+    tunnel_id: int
+    phase1_tunnel_id: int | None
+
+
+class _Accounted:
+    """Which of the parent's recorded phase 2 SAs the child's reports account for, learnt
+    report by report. Sized by the parent's own records, never by the reports: a child
+    cannot make it grow."""
+
+    __slots__ = ("_by_spi", "accounted", "groups", "policy_numbers", "reported")
+
+    def __init__(self, installed: Installed) -> None:
+        self.groups: dict[tuple[int, int], list[SaEntry]] = {}
+        for e in installed.sas.values():
+            if not e.larval and e.tunnel_id is not None:
+                self.groups.setdefault((e.phase2_number, e.tunnel_id), []).append(e)
+        self._by_spi = {(n2, e.spi): (n2, tid)
+                        for (n2, tid), sas in self.groups.items() for e in sas}  # fmt: skip
+        self.policy_numbers = {e.phase2_number for e in installed.policies.values()}
+        self.accounted: set[tuple[int, int]] = set()
+        self.reported: set[int] = set()  # of policy_numbers
+
+    def see(self, r: m.StateReport) -> None:
+        if r.phase is not Phase.PHASE2:
+            return
+        for spi in (r.spi_in, r.spi_out):
+            key = self._by_spi.get((r.number, spi))
+            if key is not None:
+                self.accounted.add(key)
+        if r.number in self.policy_numbers:
+            self.reported.add(r.number)
+
+
+class _Plus:
+    """`phase=1+`: phase 1 rows, and the phase 2 rows of those (the CLI draws the tree).
+    The negotiator lists phase 1 first, so a phase 2 row's phase 1 is known when it comes."""
+
+    __slots__ = ("_phase1",)
+
+    def __init__(self) -> None:
+        self._phase1: set[int] = set()  # tunnel ids, at most MAX_LISTED
+
+    def keeps(self, row: m.TunnelRow) -> bool:
+        if row.phase is Phase.PHASE1:
+            if row.tunnel_id is not None:
+                self._phase1.add(row.tunnel_id)
+            return True
+        return row.phase1_number in self._phase1
+
+
+def _child_phases(phase: Phase) -> tuple[Phase, ...]:
+    """The phases to ask the negotiator for, in listing order."""
+    if phase in (Phase.PHASE1, Phase.PHASE2):
+        return (phase,)
+    return (Phase.PHASE1, Phase.PHASE2)
+
+
+def _counted(row: m.TunnelRow, counts: dict[int, tuple[int, int]] | None) -> m.TunnelRow:
+    """A phase 2 row with the kernel's byte and packet counts of its SAs (`verbose`)."""
+    if counts is None or row.phase is not Phase.PHASE2:
+        return row
+    b_in, p_in = counts.get(row.spi_in, (0, 0)) if row.spi_in else (0, 0)
+    b_out, p_out = counts.get(row.spi_out, (0, 0)) if row.spi_out else (0, 0)
+    top = (1 << 64) - 1
+    return dataclasses.replace(row, bytes=min(b_in + b_out, top),
+                               packets=min(p_in + p_out, top))  # fmt: skip
+
+
 def _wanted(row: m.TunnelRow, req: m.ListRequest) -> bool:
     if req.role is not None and row.role is not req.role:
         return False
@@ -498,14 +610,3 @@ def _wanted(row: m.TunnelRow, req: m.ListRequest) -> bool:
     if req.phase is Phase.PHASE1_PLUS and row.phase is Phase.PHASE2:
         return True  # kept with its phase 1 below
     return _in_numlist(number, req.numlist)
-
-
-def _phase1_plus(rows: Iterable[m.TunnelRow]) -> list[m.TunnelRow]:
-    rows = list(rows)
-    out: list[m.TunnelRow] = []
-    for row in rows:
-        if row.phase is Phase.PHASE1:
-            out.append(row)
-            out += [r for r in rows
-                    if r.phase is Phase.PHASE2 and r.phase1_number == row.tunnel_id]  # fmt: skip
-    return out

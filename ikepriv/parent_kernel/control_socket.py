@@ -15,7 +15,7 @@ import os
 import socket
 import stat
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Final
 
 import trio
@@ -32,7 +32,7 @@ MAX_SESSIONS: Final = 16
 SESSION_TIMEOUT: Final = 60.0
 _UCRED: Final = struct.Struct("=iII")  # pid, uid, gid
 
-Handler = Callable[[Message], Awaitable[list[m.Response]]]
+Handler = Callable[[Message], AsyncGenerator[m.Response, None]]  # sent as they come
 
 
 def peer_uid(sock: socket.socket | trio.socket.SocketType) -> int:
@@ -153,10 +153,11 @@ class ControlServer:
         request = await recv_message_trio(conn, Direction.CLI_TO_DAEMON)
         if request is None or isinstance(request, m.ControlHello):
             return
-        try:
-            responses = await self._handler(request)
+        try:  # each Response leaves when ready: a long listing is never held whole
+            async with contextlib.aclosing(self._handler(request)) as responses:
+                async for response in responses:
+                    await send_message_trio(conn, response)
         except IpcError as exc:  # a line that is not valid text, a row out of bounds
             log.error("control: cannot answer %s: %s", type(request).__name__, exc)
-            responses = split_response(m.ErrorCode.INTERNAL, [f"internal error: {exc}"])
-        for response in responses:
-            await send_message_trio(conn, response)
+            for response in split_response(m.ErrorCode.INTERNAL, [f"internal error: {exc}"]):
+                await send_message_trio(conn, response)

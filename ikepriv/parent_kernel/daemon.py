@@ -54,7 +54,7 @@ from ikepriv.config.store import TunnelDB, TunnelDBError
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.schema import Message
-from ikepriv.isakmp.constants import ProtocolId
+from ikepriv.isakmp.constants import SIGNATURE_METHODS, ExchangeType, ProtocolId
 from ikepriv.parent_kernel import udp
 from ikepriv.parent_kernel.admission import Admission, IPAddress
 from ikepriv.parent_kernel.commands import Commands
@@ -336,6 +336,11 @@ class Daemon:
     def _set_peers(self) -> None:
         self.admission.set_peers(p1.remote_addr for p1 in self.state.view.phase1.values()
                                  if p1.remote_addr is not None)  # fmt: skip
+        self.state.egress.am_signature_locals = frozenset(
+            p1.local_addr
+            for p1 in self.state.view.phase1.values()
+            if p1.mode is ExchangeType.AGGRESSIVE and p1.auth in SIGNATURE_METHODS
+        )
         self._flooded.clear()
 
     def _peer_flooded(self, peer: IPAddress) -> None:

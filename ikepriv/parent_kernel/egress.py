@@ -18,6 +18,13 @@ A hostile child could otherwise aim `DatagramOut` at any address that ever sent 
   proven destination also has a small steady allowance (DPD, rekeys, deletes, keepalives
   when the peer is quiet); our own first messages to configured peers an allowance of their
   own. Credit is capped, so nothing is banked for long.
+- one exception before proof: an Aggressive Mode first message to a local address where a
+  definition authenticates Aggressive Mode with signatures grants at least `AM_SIG_FLOOR`
+  (packets, bytes). Its answer (AM2) must carry our certificate chain and signature, a few
+  KB, maybe as IKE fragments, which 3 x a 500-byte AM1 cannot hold. This is the
+  amplification IKEv1 Aggressive Mode with certificates has by design, bounded per
+  destination by PRE_CAP and, for an honest child, by its per-source Aggressive Mode work
+  budget; only gateways with such a definition offer it (use Main Mode where you can).
 
 Keepalives go only to a NAT-T port of a proven exchange. NAT-T encapsulation ports that a
 Phase2Install names are vetted the same way (`natt_port_ok`): a port the peer used in a
@@ -42,6 +49,8 @@ KEEPALIVE: Final = b"\xff"
 PRE_MULT: Final = 3  # packets (and bytes) per packet (byte) received, before proof
 POST_MULT: Final = 8  # the same, for datagrams of a proven exchange
 PRE_CAP: Final = (16, 64 * 1024)  # credit cap (packets, bytes) of an unproven destination
+AM_SIG_FLOOR: Final = (8, 8 * 1024)  # least credit of an AM1 towards a signature definition
+AGGRESSIVE: Final = 4  # the exchange type byte of the ISAKMP header (offset 18)
 POST_CAP: Final = (512, 2 * 1024 * 1024)
 STEADY_RATE: Final = (1.0, 4096.0)  # per second, proven destinations
 STEADY_BURST: Final = (32.0, 128.0 * 1024)
@@ -129,6 +138,8 @@ class Egress:
         self._proven: OrderedDict[ExchangeKey, _Exchange] = OrderedDict()
         self._fresh_dests: OrderedDict[Dest, _Destination] = OrderedDict()
         self._proven_dests: OrderedDict[Dest, _Destination] = OrderedDict()
+        # local addresses of definitions doing Aggressive Mode with signatures (AM_SIG_FLOOR)
+        self.am_signature_locals: frozenset[IPAddress] = frozenset()
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -210,8 +221,17 @@ class Egress:
             _bounded_put(d.natt_ports, remote_port, now, MAX_NATT_PORTS)  # type: ignore[arg-type]
         mult = POST_MULT if proven else PRE_MULT
         cap = POST_CAP if self.proven(local, remote, now) else PRE_CAP
-        d.credit_packets = min(cap[0], d.credit_packets + mult)
-        d.credit_octets = min(cap[1], d.credit_octets + mult * len(data))
+        packets, octets = mult, mult * len(data)
+        if (
+            not proven
+            and rcookie == ZERO_COOKIE
+            and len(data) > 18
+            and data[18] == AGGRESSIVE
+            and local in self.am_signature_locals
+        ):
+            packets, octets = max(packets, AM_SIG_FLOOR[0]), max(octets, AM_SIG_FLOOR[1])
+        d.credit_packets = min(cap[0], d.credit_packets + packets)
+        d.credit_octets = min(cap[1], d.credit_octets + octets)
 
     # -- what the child wants to send ------------------------------------------------------
 

@@ -6,14 +6,20 @@ and of these records). Inbound SPIs it allocated are recorded as larval SAs, so 
 can only fill an SPI the parent handed out for that same phase 2, and a reqid is bound to
 the one phase 2 that first used it, so a child cannot attach one tunnel's traffic to
 another tunnel's SAs.
+
+The tables keep their entries grouped (by phase 2, phase 1, tunnel, reqid; larval SAs
+apart) as they change, so the questions the vetting asks per request (how many SAs has this
+phase 2, which phase 2 owns this reqid) and the installer asks per removal are answered
+from one group, not by a pass over every SA of every tunnel.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Final, TypeVar
+from typing import Final, Generic, TypeVar
 
 from ikepriv.ipc.messages import PolicyDirection, SaDirection, TrafficSelector
 from ikepriv.isakmp.constants import ProtocolId
@@ -70,36 +76,126 @@ class PolicyEntry:
     reqid: int
 
 
+_GK = TypeVar("_GK", bound=Hashable)
+_GE = TypeVar("_GE")
+
+
+class Grouped(dict[_GK, _GE], Generic[_GK, _GE]):
+    """A dict that keeps its entries grouped by a few functions of them as they are set
+    and removed (a function returning None leaves the entry out of that grouping). The
+    entries are never changed in place (a changed record is set anew under its key), so
+    the groups stay exact; every way of changing the dict goes through here."""
+
+    __slots__ = ("_by", "_of")
+
+    def __init__(self, **of: Callable[[_GE], Hashable | None]) -> None:
+        super().__init__()
+        self._of = of
+        self._by: dict[str, dict[Hashable, dict[_GK, _GE]]] = {name: {} for name in of}
+
+    def group(self, name: str, value: Hashable) -> Mapping[_GK, _GE]:
+        """The entries whose `name` function gives `value`, in the order they joined the
+        group (live: do not change the table while iterating over it)."""
+        group = self._by[name].get(value)
+        return group if group is not None else {}
+
+    def _unindex(self, key: _GK) -> None:
+        entry = dict.__getitem__(self, key)
+        for name, of in self._of.items():
+            value = of(entry)
+            group = self._by[name].get(value) if value is not None else None
+            if group is not None:
+                group.pop(key, None)
+                if not group:
+                    del self._by[name][value]
+
+    def __setitem__(self, key: _GK, entry: _GE) -> None:
+        old = dict.get(self, key)
+        super().__setitem__(key, entry)
+        for name, of in self._of.items():
+            value = of(entry)
+            before = None if old is None else of(old)
+            if before is not None and before != value:
+                group = self._by[name][before]
+                del group[key]
+                if not group:
+                    del self._by[name][before]
+            if value is not None:  # in place when it stays in its group
+                self._by[name].setdefault(value, {})[key] = entry
+
+    def __delitem__(self, key: _GK) -> None:
+        self._unindex(key)
+        super().__delitem__(key)
+
+    def pop(self, key: _GK, default: _GE | None = None) -> _GE | None:  # type: ignore[override]
+        if key not in self:
+            return default
+        self._unindex(key)
+        return super().pop(key)
+
+    def popitem(self) -> tuple[_GK, _GE]:
+        key, entry = next(reversed(self.items()))
+        del self[key]
+        return key, entry
+
+    def clear(self) -> None:
+        super().clear()
+        for groups in self._by.values():
+            groups.clear()
+
+    def setdefault(self, key: _GK, default: _GE) -> _GE:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def update(self, other: Mapping[_GK, _GE]) -> None:  # type: ignore[override]
+        for key, entry in other.items():
+            self[key] = entry
+
+
+def _sa_table() -> Grouped[SaKey, SaEntry]:
+    return Grouped(
+        phase2=lambda e: e.phase2_number,
+        phase1=lambda e: None if e.larval else e.phase1_number,
+        tunnel=lambda e: None if e.larval or e.tunnel_id is None else e.tunnel_id,
+        reqid=lambda e: None if e.larval else e.reqid,
+        larval=lambda e: True if e.larval else None,
+    )
+
+
+def _policy_table() -> Grouped[PolicyKey, PolicyEntry]:
+    return Grouped(phase2=lambda e: e.phase2_number, reqid=lambda e: e.reqid)
+
+
 @dataclass
 class Installed:
-    sas: dict[SaKey, SaEntry] = field(default_factory=dict)
-    policies: dict[PolicyKey, PolicyEntry] = field(default_factory=dict)
+    sas: Grouped[SaKey, SaEntry] = field(default_factory=_sa_table)
+    policies: Grouped[PolicyKey, PolicyEntry] = field(default_factory=_policy_table)
     _removed_sas: OrderedDict[SaKey, None] = field(default_factory=OrderedDict)
     _removed_policies: OrderedDict[PolicyKey, None] = field(default_factory=OrderedDict)
 
     # -- counts --------------------------------------------------------------------------
 
     def sa_count(self, phase2: int | None = None, *, larval: bool | None = None) -> int:
-        return sum(
-            1
-            for e in self.sas.values()
-            if (phase2 is None or e.phase2_number == phase2)
-            and (larval is None or e.larval == larval)
-        )
+        if phase2 is not None:  # one phase 2's few SAs (bounded per phase 2)
+            return sum(1 for e in self.sas.group("phase2", phase2).values()
+                       if larval is None or e.larval == larval)  # fmt: skip
+        larvae = len(self.sas.group("larval", True))
+        return len(self.sas) if larval is None else larvae if larval else len(self.sas) - larvae
 
     def policy_count(self, phase2: int | None = None) -> int:
-        return sum(1 for e in self.policies.values() if phase2 is None or e.phase2_number == phase2)
+        if phase2 is None:
+            return len(self.policies)
+        return len(self.policies.group("phase2", phase2))
 
     # -- reqids --------------------------------------------------------------------------
 
     def reqid_owner(self, reqid: int) -> int | None:
         """The phase 2 a reqid is bound to (while it has an SA or policy), or None."""
-        for sa in self.sas.values():
-            if sa.reqid == reqid and not sa.larval:
-                return sa.phase2_number
-        for pol in self.policies.values():
-            if pol.reqid == reqid:
-                return pol.phase2_number
+        for sa in self.sas.group("reqid", reqid).values():
+            return sa.phase2_number
+        for pol in self.policies.group("reqid", reqid).values():
+            return pol.phase2_number
         return None
 
     # -- changes -------------------------------------------------------------------------
@@ -134,24 +230,28 @@ class Installed:
     # -- queries -------------------------------------------------------------------------
 
     def sas_of_tunnel(self, tunnel_id: int) -> list[SaEntry]:
-        return [e for e in self.sas.values() if e.tunnel_id == tunnel_id and not e.larval]
+        return list(self.sas.group("tunnel", tunnel_id).values())
 
     def sas_of_phase2(self, phase2: int) -> list[SaEntry]:
-        return [e for e in self.sas.values() if e.phase2_number == phase2]
+        return list(self.sas.group("phase2", phase2).values())
+
+    def sas_of_phase1(self, phase1: int) -> list[SaEntry]:
+        """The installed (not larval) SAs of a phase 1 definition's tunnels."""
+        return list(self.sas.group("phase1", phase1).values())
 
     def policies_of_phase2(self, phase2: int) -> list[PolicyEntry]:
-        return [e for e in self.policies.values() if e.phase2_number == phase2]
+        return list(self.policies.group("phase2", phase2).values())
 
     def unused_policies(self, phase2: int, reqid: int) -> list[PolicyEntry]:
         """The policies of (phase2, reqid) when no live SA of that phase 2 uses the reqid."""
-        if any(e.phase2_number == phase2 and e.reqid == reqid and not e.larval
-               for e in self.sas.values()):  # fmt: skip
+        if any(e.reqid == reqid and not e.larval
+               for e in self.sas.group("phase2", phase2).values()):  # fmt: skip
             return []
-        return [e for e in self.policies.values()
-                if e.phase2_number == phase2 and e.reqid == reqid]  # fmt: skip
+        return [e for e in self.policies.group("phase2", phase2).values()
+                if e.reqid == reqid]  # fmt: skip
 
     def larval(self) -> list[SaEntry]:
-        return [e for e in self.sas.values() if e.larval]
+        return list(self.sas.group("larval", True).values())
 
     def phase2_for_reqid(self, reqid: int) -> int | None:
         return self.reqid_owner(reqid) if reqid else None

@@ -37,7 +37,8 @@ def _add_port(table: OrderedDict[int, None], port: int) -> None:
 class PeerTable:
     def __init__(self) -> None:
         self._peers: OrderedDict[tuple[IPAddress, IPAddress], _Seen] = OrderedDict()
-        self._locals: OrderedDict[IPAddress, None] = OrderedDict()
+        # local address -> when a datagram last arrived there (what any_seen_since asks)
+        self._locals: OrderedDict[IPAddress, float] = OrderedDict()
 
     def record(
         self, local: IPAddress, remote: IPAddress, remote_port: int, natt: bool, now: float
@@ -51,7 +52,7 @@ class PeerTable:
         seen.last = now
         while len(self._peers) > MAX_PEERS:
             self._peers.popitem(last=False)
-        self._locals[local] = None
+        self._locals[local] = now
         self._locals.move_to_end(local)
         while len(self._locals) > MAX_LOCAL_ADDRS:
             self._locals.popitem(last=False)
@@ -65,13 +66,10 @@ class PeerTable:
         return seen is not None and seen.last >= since
 
     def any_seen_since(self, local: IPAddress, since: float) -> bool:
-        """Some peer sent a datagram to `local` at or after `since`."""
-        for (addr, _), seen in reversed(self._peers.items()):  # most recent first
-            if seen.last < since:
-                return False
-            if addr == local:
-                return True
-        return False
+        """Some peer sent a datagram to `local` at or after `since`: one lookup (the time of
+        the last arrival per local address), not a walk through the recent peers."""
+        last = self._locals.get(local)
+        return last is not None and last >= since
 
     def ports(self, local: IPAddress, remote: IPAddress) -> frozenset[int]:
         """Source ports this peer used towards `local` on UDP 500."""

@@ -10,13 +10,20 @@ sends the answer. What cannot happen in a correct child (a
 StateReport nobody asked for, a second StateReportEnd, a second Stats or one with names
 the core does not keep or definitions the parent does not know) raises
 ProtocolViolation, and the supervisor restarts the child.
+
+Listings come in pages (ListCommand): the parent asks for at most LIST_PAGE StateReports
+at a time and asks for the next page only when the caller has used this one, so it holds
+one page per listing however many tunnels the child has. A report beyond the page, out of
+tunnel-id order, of a phase not asked for, or sent for a counters-only request is a
+protocol violation; `walk` stops a listing after MAX_LISTED tunnels, so a child that
+invents tunnels cannot keep a listing going for ever either.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -34,8 +41,11 @@ from ikepriv.parent_kernel.vetting import Refusal, stats_problem
 
 log = logging.getLogger("ikepriv.parent")
 
-LIST_TIMEOUT: Final = 5.0
-MAX_REPORTS: Final = m.MAX_ROWS
+LIST_TIMEOUT: Final = 5.0  # per page
+MAX_REPORTS: Final = m.LIST_PAGE  # StateReports in the answer to one ListCommand
+# tunnels in one listing: far above what a child holds (see the load bench), below what
+# the CLI reads (ipc.control.MAX_RESPONSES Responses of even the largest rows)
+MAX_LISTED: Final = 1 << 17
 EXPIRED_LISTS: Final = 64
 UNSOLICITED: Final = 0  # StateReport request id of a tunnel event the child reports by itself
 
@@ -48,8 +58,17 @@ _LOG_LEVELS: Final[dict[m.LogLevel, int]] = {
 }
 
 
+_PHASES: Final[dict[m.Phase, frozenset[m.Phase]]] = {
+    m.Phase.ALL: frozenset((m.Phase.PHASE1, m.Phase.PHASE2)),
+    m.Phase.PHASE1_PLUS: frozenset((m.Phase.PHASE1, m.Phase.PHASE2)),
+    m.Phase.PHASE1: frozenset((m.Phase.PHASE1,)),
+    m.Phase.PHASE2: frozenset((m.Phase.PHASE2,)),
+}
+
+
 @dataclass
 class _PendingList:
+    command: m.ListCommand
     reports: list[m.StateReport] = field(default_factory=list)
     stats: m.Stats | None = None
     done: trio.Event = field(default_factory=trio.Event)
@@ -58,11 +77,17 @@ class _PendingList:
 
 @dataclass(frozen=True)
 class ChildListing:
-    """The child's answer to one ListCommand: its tunnels and (if it sent them) counters."""
+    """The child's answer to one ListCommand (one page): its tunnels and (if asked for and
+    sent) counters."""
 
     reports: list[m.StateReport]
     counters: tuple[m.CounterValue, ...] = ()
     definitions: tuple[m.DefinitionCounts, ...] = ()
+
+    @property
+    def full(self) -> bool:
+        """A full page: there may be more."""
+        return len(self.reports) >= MAX_REPORTS
 
 
 class ChildRequests:
@@ -188,15 +213,20 @@ class ChildRequests:
 
     # -- state reports ---------------------------------------------------------------------
 
-    async def ask_child(self, phase: m.Phase) -> ChildListing | None:
-        """The child's tunnels and counters, or None if it is not running or does not
-        answer in time."""
+    async def ask_child(
+        self, phase: m.Phase, after: int = 0, *, rows: bool = True, counters: bool = True
+    ) -> ChildListing | None:
+        """One page of the child's tunnels (see m.ListCommand) and, with `counters`, its
+        counters; None if it is not running or does not answer in time."""
         request_id = self._next_list  # never UNSOLICITED
         self._next_list = self._next_list % 0xFFFFFFFF + 1
-        pending = self._lists[request_id] = _PendingList()
+        command = m.ListCommand(request_id, phase, after, rows, counters)
+        pending = self._lists[request_id] = _PendingList(command)
         try:
-            if not self._send(m.ListCommand(request_id, phase)):
+            if not self._send(command):
                 return None
+            if rows:  # the reports the parent asked for are not the child's to ration
+                self.budget.grant_reports(MAX_REPORTS + 2, time.monotonic())
             with trio.move_on_after(LIST_TIMEOUT):
                 await pending.done.wait()
             if not pending.done.is_set():
@@ -211,6 +241,27 @@ class ChildRequests:
                                 pending.stats.definitions)  # fmt: skip
         finally:
             self._lists.pop(request_id, None)
+
+    async def child_counters(self) -> ChildListing | None:
+        """The child's counters alone: `ike cmd=list stats` needs no tunnel."""
+        return await self.ask_child(m.Phase.ALL, rows=False, counters=True)
+
+    async def walk(
+        self, phase: m.Phase, *, counters: bool = False
+    ) -> AsyncGenerator[ChildListing | None, None]:
+        """Every tunnel of `phase`, page by page (the first with the counters if asked);
+        the next page is asked for only when the caller comes back for it. Ends with None
+        if the child stops answering, and after MAX_LISTED tunnels."""
+        after, listed = 0, 0
+        while True:
+            page = await self.ask_child(phase, after, counters=counters)
+            yield page
+            if page is None:
+                return
+            listed += len(page.reports)
+            if not page.full or listed >= MAX_LISTED:
+                return
+            after, counters = page.reports[-1].tunnel_id, False
 
     def _pending(self, request_id: int, what: str) -> _PendingList | None:
         pending = self._lists.get(request_id)
@@ -231,8 +282,17 @@ class ChildRequests:
         pending = self._pending(msg.request_id, "StateReport")
         if pending is None:
             return
+        command = pending.command
+        if not command.rows:
+            raise ProtocolViolation("StateReport for a counters-only list")
         if len(pending.reports) >= MAX_REPORTS:
-            raise ProtocolViolation("more StateReports than rows")
+            raise ProtocolViolation("more StateReports than one page")
+        if msg.phase not in _PHASES[command.phase]:
+            raise ProtocolViolation(f"phase {int(msg.phase)} StateReport in a phase "
+                                    f"{int(command.phase)} list")  # fmt: skip
+        last = pending.reports[-1].tunnel_id if pending.reports else command.after
+        if msg.tunnel_id <= last:
+            raise ProtocolViolation(f"StateReport of tunnel {msg.tunnel_id} after {last}")
         pending.reports.append(msg)
 
     def _stats(self, msg: m.Stats) -> None:

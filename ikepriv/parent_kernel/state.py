@@ -26,7 +26,7 @@ from ikepriv.parent_kernel.kernel.client import XfrmKernel
 from ikepriv.parent_kernel.keylog import KeyLog
 from ikepriv.parent_kernel.peers import PeerTable
 from ikepriv.parent_kernel.ratelimit import RateLimit
-from ikepriv.parent_kernel.vetting import Activation, KnownDefinitions, Vetter
+from ikepriv.parent_kernel.vetting import ActivationTable, KnownDefinitions, Vetter
 
 log = logging.getLogger("ikepriv.parent")
 
@@ -81,7 +81,7 @@ class ParentState:
     installed: Installed = field(default_factory=Installed)
     peers: PeerTable = field(default_factory=PeerTable)
     egress: Egress = field(default_factory=Egress)  # what the child may send, and to whom
-    activations: dict[int, Activation] = field(default_factory=dict)
+    activations: ActivationTable = field(default_factory=ActivationTable)
     # what `ike cmd=activate` (or autostart) asked for, replayed to a restarted child
     intents: dict[tuple[m.Phase, int], m.InitiateCommand] = field(default_factory=dict)
     lock: trio.Lock = field(default_factory=trio.Lock)

@@ -119,6 +119,75 @@ class Activation:
     remote: IPAddress | None = None
 
 
+class ActivationTable(dict[int, Activation]):
+    """The activations by phase 1 number, with a generation that every change bumps: the
+    Vetter's address index (built from the definitions and the activations) is rebuilt
+    when, and only when, one of them changed, instead of both being scanned per datagram."""
+
+    generation: int = 0
+
+    def _bump(self) -> None:
+        self.generation += 1
+
+    def __setitem__(self, key: int, value: Activation) -> None:
+        super().__setitem__(key, value)
+        self._bump()
+
+    def __delitem__(self, key: int) -> None:
+        super().__delitem__(key)
+        self._bump()
+
+    def pop(self, key: int, *default: Activation | None) -> Activation | None:  # type: ignore[override]
+        self._bump()
+        return super().pop(key, *default)
+
+    def popitem(self) -> tuple[int, Activation]:
+        self._bump()
+        return super().popitem()
+
+    def clear(self) -> None:
+        super().clear()
+        self._bump()
+
+    def setdefault(self, key: int, default: Activation) -> Activation:
+        self._bump()
+        return super().setdefault(key, default)
+
+    def update(self, other: Mapping[int, Activation]) -> None:  # type: ignore[override]
+        super().update(other)
+        self._bump()
+
+
+@dataclass(frozen=True, slots=True)
+class _AddressIndex:
+    """The definitions' addresses, indexed: what `Vetter` asks per datagram and per SKEYID
+    request (is this one of our addresses, which definitions name this peer) becomes a
+    dictionary lookup, so that work does not grow with the number of definitions. Holds
+    exactly what Vetter.local_addresses and Vetter._remotes give for every definition;
+    definitions that accept any peer (remote %any) name no peer here, as there."""
+
+    locals: frozenset[IPAddress]
+    by_remote: dict[IPAddress, tuple[int, ...]]  # ascending definition numbers
+
+    @staticmethod
+    def build(view: DbView, activations: Mapping[int, Activation]) -> _AddressIndex:
+        locals_: set[IPAddress] = set()
+        by_remote: dict[IPAddress, list[int]] = {}
+        for number, p1 in sorted(view.phase1.items()):
+            act = activations.get(number)
+            locals_.add(p1.local_addr)
+            remotes = {p1.remote_addr} if p1.remote_addr is not None else set()
+            if act is not None:
+                if act.local is not None:
+                    locals_.add(act.local)
+                if act.remote is not None:
+                    remotes.add(act.remote)
+            for remote in remotes:
+                by_remote.setdefault(remote, []).append(number)
+        return _AddressIndex(frozenset(locals_),
+                             {k: tuple(v) for k, v in by_remote.items()})  # fmt: skip
+
+
 @dataclass(frozen=True)
 class SpiPlan:
     phase1_number: int
@@ -434,6 +503,26 @@ class Vetter:
         self._skeyid_buckets: dict[int, TokenBucket] = {}
         self._signature_buckets: dict[int, TokenBucket] = {}
         self.nonces = NonceTable()
+        self._index_key: tuple[DbView, int] | None = None
+        self._index = _AddressIndex(frozenset(), {})
+        self.index_builds = 0  # how often the address index was built (tests count it)
+
+    def _addresses(self) -> _AddressIndex:
+        """The address index of the current view and activations. Rebuilt after a reload
+        or a change of the activations (an ActivationTable says when); with any other
+        mapping of activations (unit tests) it cannot tell, and rebuilds every time."""
+        generation = getattr(self.activations, "generation", None)
+        key = None if generation is None else (self.view, generation)
+        if key is None or self._index_key is None or self._index_key[0] is not self.view \
+                or self._index_key[1] != generation:  # fmt: skip
+            self._index = _AddressIndex.build(self.view, self.activations)
+            self._index_key = key
+            self.index_builds += 1
+        return self._index
+
+    def _naming(self, remote: IPAddress) -> tuple[int, ...]:
+        """Definitions (ascending) whose configured or activated peer is `remote`."""
+        return self._addresses().by_remote.get(remote, ())
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -465,7 +554,7 @@ class Vetter:
             return True
         if self.peers.is_local(addr):
             return True
-        return any(addr in self.local_addresses(n, p1) for n, p1 in self.view.phase1.items())
+        return addr in self._addresses().locals
 
     def remote_ok(
         self, p1_number: int, p1: Phase1Definition, local: IPAddress, remote: IPAddress
@@ -500,10 +589,7 @@ class Vetter:
         datagrams pushed the peer out of the bounded peer table)."""
         if t.p1_number in self.activations or self.peers.seen(local, remote):
             return True
-        return any(
-            not e.larval and e.phase1_number == t.p1_number and remote in (e.src, e.dst)
-            for e in self.installed.sas.values()
-        )
+        return any(remote in (e.src, e.dst) for e in self.installed.sas_of_phase1(t.p1_number))
 
     @staticmethod
     def _offers(p2: Phase2Definition, proto: ProtocolId) -> bool:
@@ -771,10 +857,11 @@ class Vetter:
         peer = req.peer
         if peer is None:  # excluded by SkeyidRequest.check
             return []
+        phase1 = self.view.phase1
         found = [
-            (number, p1)
-            for number, p1 in sorted(self.view.phase1.items())
-            if peer in self._remotes(number, p1) and p1.mode is ExchangeType.IDENTITY_PROTECTION
+            (number, phase1[number])
+            for number in self._naming(peer)
+            if phase1[number].mode is ExchangeType.IDENTITY_PROTECTION
         ]
         # a Main Mode responder answers a peer that talked to us (just now): only definitions
         # whose local address that peer actually reached are candidates
@@ -906,24 +993,21 @@ class Vetter:
             return False
         if self.peers.seen(local, remote):
             return True
-        return any(
-            remote in self._remotes(number, p1) and local in self.local_addresses(number, p1)
-            for number, p1 in self.view.phase1.items()
-        )
+        return self._names(local, remote)
+
+    def _names(self, local: IPAddress, remote: IPAddress) -> bool:
+        phase1 = self.view.phase1
+        return any(local in self.local_addresses(number, phase1[number])
+                   for number in self._naming(remote))  # fmt: skip
 
     def names_peer(self, local: IPAddress, remote: IPAddress) -> bool:
         """A definition or activation names `remote` as the peer of `local`."""
-        return not self.is_ours(remote) and any(
-            remote in self._remotes(number, p1) and local in self.local_addresses(number, p1)
-            for number, p1 in self.view.phase1.items()
-        )
+        return not self.is_ours(remote) and self._names(local, remote)
 
     def known_local(self, local: IPAddress) -> bool:
         if self.peers.is_local(local):
             return True
-        return any(
-            local in self.local_addresses(number, p1) for number, p1 in self.view.phase1.items()
-        )
+        return local in self._addresses().locals
 
     def _port_ok(self, msg: m.DatagramOut) -> bool:
         """The IKE port itself, or a source port the parent saw this peer use: the child

@@ -67,28 +67,44 @@ class IkeprivOptions:
     phase2_lifetime: int | None = None  # seconds, for the spec's phase 2 (default: 3600)
 
 
+def credentials(spec: PeerSpec) -> dict[str, Any]:
+    """auth and its keys: the PSK, or the certificate files of spec.pki (rsa-sig or
+    ecdsa-sig by the key's type)."""
+    if spec.auth == "psk":
+        return {"auth": "psk", "psk": spec.psk}
+    pki = Path(spec.pki)
+    out: dict[str, Any] = {
+        "auth": "rsa-sig" if b"RSA" in (pki / "kind").read_bytes() else "ecdsa-sig",
+        "cert": str(pki / "cert.pem"),
+        "key": str(pki / "key.pem"),
+        "ca": [str(pki / "ca.pem")],
+        "send_cert": "always",
+    }
+    if (pki / "crl.pem").exists():
+        out["crl"] = [str(pki / "crl.pem")]
+    return out
+
+
 def definitions(spec: PeerSpec, opts: IkeprivOptions) -> dict[str, Any]:
     """The TOML document (as a dict) for this side of `spec`."""
     p1: dict[str, Any] = {
         "name": PHASE1_NAME,
         "local_addr": spec.local,
         "remote_addr": spec.remote,
-        "local_id": spec.local,
-        "remote_id": spec.remote,
+        "local_id": spec.my_id,
+        "remote_id": spec.peer_id,
         "mode": spec.exchange,
-        "auth": "psk",
-        "psk": spec.psk,
+        **credentials(spec),
         "proposals": [spec.ike],
         "autostart": opts.autostart,
         **opts.phase1_extra,
     }
-    if spec.pubkey is not None:  # certificates instead of the PSK and the address IDs
-        k = spec.pubkey
-        p1.update(auth=k.auth, cert=str(k.cert), key=str(k.key), ca=[str(k.ca)],
-                  local_id=k.local_id, remote_id=k.remote_id)  # fmt: skip
-    if p1["auth"] != "psk":  # signature authentication: a psk key would be refused
-        del p1["psk"]
-    for key, value in (("lifetime", spec.ike_lifetime), ("rekey_margin", spec.ike_margin)):
+    for key, value in (
+        ("lifetime", spec.ike_lifetime),
+        ("rekey_margin", spec.ike_margin),
+        ("fragmentation", spec.fragmentation),
+        ("fragment_size", spec.fragment_size),
+    ):
         if value:
             p1[key] = value
     p2s: list[dict[str, Any]] = []

@@ -45,19 +45,6 @@ class PeerError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class PubkeyAuth:
-    """Certificate authentication for one side (instead of the PSK): absolute paths of our
-    end-entity certificate, our private key (0600) and the trust anchor, and the DN IDs."""
-
-    cert: Path
-    key: Path
-    ca: Path
-    local_id: str  # "C=CH, O=..., CN=..."
-    remote_id: str
-    auth: str = "ecdsa-sig"  # ikepriv's name (strongSwan and libreswan take it from the key)
-
-
-@dataclass(frozen=True)
 class PeerSpec:
     """One side of a tunnel. IDs are ID_IPV4_ADDR = local / remote; tunnel mode."""
 
@@ -91,7 +78,13 @@ class PeerSpec:
     # which libreswan and ikepriv ignore for now
     fragmentation: str = ""
     fragment_size: int = 0
-    pubkey: PubkeyAuth | None = None  # certificates instead of the PSK
+    # certificate authentication: "psk" or "pubkey" (RSA or ECDSA by the key in `pki`)
+    auth: str = "psk"
+    # with pubkey: this side's credential directory (harness.pki_files): ee.pem, cert.pem
+    # (ours then intermediates), key.pem, ca.pem, optional im.pem, crl.pem
+    pki: str = ""
+    local_id: str = ""  # "" = the local address (ID_IPV4_ADDR); else a DN or an FQDN
+    remote_id: str = ""
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
@@ -109,6 +102,16 @@ class PeerSpec:
             raise ValueError(f"bad instance name {self.name!r}")
         if '"' in self.psk or "\n" in self.psk:
             raise ValueError("PSK must not contain quotes or newlines")
+        if self.auth not in ("psk", "pubkey") or (self.auth == "pubkey") != bool(self.pki):
+            raise ValueError(f"auth {self.auth!r} with pki {self.pki!r}")
+
+    @property
+    def my_id(self) -> str:
+        return self.local_id or self.local
+
+    @property
+    def peer_id(self) -> str:
+        return self.remote_id or self.remote
 
 
 class Peer(abc.ABC):
@@ -237,6 +240,8 @@ CHARON = os.environ.get("SS_CHARON", "/usr/lib/ipsec/charon")
 SWANCTL = os.environ.get("SS_SWANCTL", "/usr/sbin/swanctl")
 # few plugins = few dlopen()s: a faster start under UML, where every syscall is traced
 CHARON_PLUGINS = "random nonce openssl kdf kernel-netlink socket-default vici"
+# and for certificates: parsing, revocation, chain constraints, signature auth
+CHARON_CERT_PLUGINS = "pem pkcs1 pkcs8 x509 revocation constraints pubkey"
 
 _SS_CONF = """\
 charon {{
@@ -271,7 +276,7 @@ charon {{
   }}
 }}
 swanctl {{
-  load = pem pkcs1 pkcs8 x509 revocation constraints pubkey openssl random
+  load = pem pkcs1 x509 revocation constraints pubkey openssl random
 }}
 """
 
@@ -286,9 +291,13 @@ connections {{
     encap = {encap}
     dpd_delay = {dpd_delay}s
 {ike_extra}    local {{
-{local_auth}    }}
+      auth = {auth}
+      id = "{local_id}"
+{local_extra}    }}
     remote {{
-{remote_auth}    }}
+      auth = {auth}
+      id = "{remote_id}"
+    }}
     children {{
 {children}    }}
   }}
@@ -296,24 +305,13 @@ connections {{
 secrets {{
 {secrets}}}
 """
-# plugins that certificate authentication needs on top of CHARON_PLUGINS
-CHARON_CERT_PLUGINS = "pem pkcs1 pkcs8 x509 revocation constraints pubkey"
 
 
-def _ss_auth(s: PeerSpec) -> tuple[str, str, str]:
-    """swanctl (local, remote, secrets) bodies: PSK and address IDs, or certificates."""
-    if s.pubkey is None:
-        return (
-            f"      auth = psk\n      id = {s.local}\n",
-            f"      auth = psk\n      id = {s.remote}\n",
-            f'  ike-c {{\n    secret = "{s.psk}"\n  }}\n',
-        )
-    k = s.pubkey  # the files are copied into swanctl's x509/, x509ca/, pkcs8/ (start())
-    return (
-        f'      auth = pubkey\n      id = "{k.local_id}"\n      certs = cert.pem\n',
-        f'      auth = pubkey\n      id = "{k.remote_id}"\n      cacerts = ca.pem\n',
-        "",
-    )
+_SS_PSK = """\
+  ike-c {{
+    secret = "{psk}"
+  }}
+"""
 
 
 _SS_CHILD = """\
@@ -376,9 +374,10 @@ class StrongSwan(Peer):
         s = self.spec
         self._fresh_dir("run")
         aggressive = "yes" if s.exchange == "aggressive" else "no"
+        cert_auth = s.auth == "pubkey"
         self.conf.write_text(
             _SS_CONF.format(
-                plugins=CHARON_PLUGINS + (f" {CHARON_CERT_PLUGINS}" if s.pubkey else ""),
+                plugins=CHARON_PLUGINS + (" " + CHARON_CERT_PLUGINS if cert_auth else ""),
                 aggressive=aggressive,
                 dir=self.dir,
                 level=2 if s.debug else 1,
@@ -386,20 +385,8 @@ class StrongSwan(Peer):
             )
         )
         conn = self.dir / "swanctl.conf"
-        if s.pubkey is not None:  # swanctl --load-all reads credentials beside its file
-            for sub, src in (("x509", s.pubkey.cert), ("x509ca", s.pubkey.ca)):
-                (self.dir / sub).mkdir(exist_ok=True)
-                name = "cert.pem" if sub == "x509" else "ca.pem"
-                shutil.copyfile(src, self.dir / sub / name)
-            (self.dir / "pkcs8").mkdir(mode=0o700, exist_ok=True)
-            shutil.copyfile(s.pubkey.key, self.dir / "pkcs8" / "key.pem")
-            (self.dir / "pkcs8" / "key.pem").chmod(0o600)
-        local_auth, remote_auth, secrets = _ss_auth(s)
         conn.write_text(
             _SS_CONN.format(
-                local_auth=local_auth,
-                remote_auth=remote_auth,
-                secrets=secrets,
                 aggressive=aggressive,
                 local=s.local,
                 remote=s.remote,
@@ -407,15 +394,21 @@ class StrongSwan(Peer):
                 encap="yes" if s.encap else "no",
                 dpd_delay=s.dpd_delay,
                 ike_extra=_ss_lifetimes(s, "    ", ike=True)
-                + (f"    fragmentation = {s.fragmentation}\n" if s.fragmentation else ""),
+                + (f"    fragmentation = {s.fragmentation}\n" if s.fragmentation else "")
+                + ("    send_cert = always\n" if cert_auth else ""),
                 children=_ss_children(s),
+                auth=s.auth,
+                local_id=s.my_id,
+                remote_id=s.peer_id,
+                local_extra="      certs = ee.pem\n" if cert_auth else "",
+                secrets=self._ss_credentials() if cert_auth else _SS_PSK.format(psk=s.psk),
             )
         )
         conn.chmod(0o600)
         self._spawn(
             [CHARON],
             binds=[(str(self.dir / "run"), "/run")],
-            env={"STRONGSWAN_CONF": str(self.conf)},
+            env=self._ss_env(),
             out_name="charon.stdout",
         )
         self._wait_for(self.vici, 30, "charon")
@@ -434,8 +427,24 @@ class StrongSwan(Peer):
             capture_output=True,
             text=True,
             timeout=timeout,
-            env={**os.environ, "STRONGSWAN_CONF": str(self.conf)},
+            env={**os.environ, **self._ss_env()},
         )
+
+    def _ss_env(self) -> dict[str, str]:
+        return {"STRONGSWAN_CONF": str(self.conf)}
+
+    def _ss_credentials(self) -> str:
+        """Our certificate, key, CAs and CRL in the credential folders next to swanctl.conf
+        (swanctl --file reads them from there); returns the (empty) secrets section."""
+        pki = Path(self.spec.pki)
+        dirs = {"x509": ["ee.pem"], "x509ca": ["ca.pem", "im.pem"], "x509crl": ["crl.pem"],
+                "private": ["key.pem"]}  # fmt: skip
+        for sub, names in dirs.items():
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+            for n in names:
+                if (pki / n).exists():
+                    shutil.copy(pki / n, self.dir / sub / n)
+        return ""
 
     def initiate(self, timeout: float = 30) -> bool:
         """Every child in turn (one per selector pair), under the first one's IKE SA."""
@@ -565,13 +574,14 @@ config setup
 conn c
     ikev2=no
     aggressive={aggressive}
-    authby=secret
+    authby={authby}
     left={local}
-    leftid={local}
+    leftid={local_id}
     {left_subnet}
     right={remote}
-    rightid={remote}
+    rightid={remote_id}
     {right_subnet}
+    {cert_lines}
     type=tunnel
     ike={ike}
     phase2={phase2}
@@ -583,6 +593,15 @@ conn c
     leftupdown=/bin/true
     auto=add
 {conn_extra}"""
+
+
+def _lsw_id(identity: str) -> str:
+    """leftid=/rightid=: a DN in quotes, an FQDN with libreswan's '@', an address as is."""
+    if "=" in identity:
+        return f'"{identity}"'
+    if identity[:1].isalpha() and "@" not in identity:
+        return "@" + identity
+    return identity
 
 
 def _lsw_subnets(side: str, subnets: tuple[str, ...], single: str) -> str:
@@ -647,10 +666,16 @@ class Libreswan(Peer):
                 pfs="yes" if pfs_group else "no",
                 phase2="ah" if s.ah else "esp",
                 conn_extra=f"    fragmentation={s.fragmentation}\n" if s.fragmentation else "",
+                authby="rsasig" if s.auth == "pubkey" else "secret",
+                local_id=_lsw_id(s.my_id),
+                remote_id=_lsw_id(s.peer_id),
+                cert_lines=self._lsw_credentials() if s.auth == "pubkey" else "",
             )
         )
         secrets = self.dir / "ipsec.secrets"
-        secrets.write_text(f'{s.local} {s.remote} : PSK "{s.psk}"\n')
+        secrets.write_text(
+            ": RSA own\n" if s.auth == "pubkey" else f'{s.local} {s.remote} : PSK "{s.psk}"\n'
+        )
         secrets.chmod(0o600)
         d = self.dir
         self._spawn(
@@ -700,6 +725,23 @@ class Libreswan(Peer):
         r = self.whack("--rereadsecrets")
         if r.returncode != 0:
             raise PeerError(f"whack --rereadsecrets failed: {r.stdout}{r.stderr}")
+
+    def _lsw_credentials(self) -> str:
+        """Our certificate and key (as PKCS#12), the CA, intermediate and CRL into the NSS
+        database; returns the conn lines that use them (libreswan IKEv1: RSA only)."""
+        pki, nss = Path(self.spec.pki), f"sql:{self.dir / 'nss'}"
+        steps = [["certutil", "-A", "-d", nss, "-n", "ca", "-t", "CT,,", "-i", str(pki / "ca.pem")]]
+        if (pki / "im.pem").exists():
+            steps.append(["certutil", "-A", "-d", nss, "-n", "im", "-t", ",,",
+                          "-i", str(pki / "im.pem")])  # fmt: skip
+        steps.append(["pk12util", "-i", str(pki / "own.p12"), "-d", nss, "-W", ""])
+        if (pki / "crl.der").exists():
+            steps.append(["crlutil", "-I", "-d", nss, "-i", str(pki / "crl.der")])
+        for argv in steps:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)  # noqa: S603
+            if r.returncode != 0:
+                raise PeerError(f"{' '.join(argv)}: {r.stdout}{r.stderr}")
+        return "leftcert=own\n    leftsendcert=always\n    rightca=%any"
 
     def whack(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return nsmod.run(

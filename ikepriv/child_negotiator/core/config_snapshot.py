@@ -6,6 +6,11 @@ generations, order and counts so a lost or stray message cannot leave the core w
 configuration. Credentials are kept as the raw file bytes the parent read (`Credentials`):
 parsing them is the certificate code's job. Exchanges already running keep the definition
 objects they started with; only new exchanges see a new snapshot.
+
+A snapshot also holds its definitions indexed the ways the exchanges look them up per
+datagram (a responder's definition by mode, local and peer address; the phase 2s of a
+phase 1), built once per snapshot, so a first message or a Quick Mode does not cost a pass
+over every definition.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TypeVar
 
+from ikepriv.child_negotiator.core.datagram import IPAddress
 from ikepriv.ipc.messages import (
     ConfigBegin,
     ConfigCredential,
@@ -24,6 +31,20 @@ from ikepriv.ipc.messages import (
     Phase1Def,
     Phase2Def,
 )
+from ikepriv.isakmp.constants import ExchangeType
+
+PeerKey = tuple[ExchangeType, IPAddress, IPAddress]  # mode, local address, peer address
+WildKey = tuple[ExchangeType, IPAddress]  # mode, local address: definitions of remote %any
+
+
+_K = TypeVar("_K")
+
+
+def _grouped(pairs: Iterable[tuple[_K, Phase1Def]]) -> dict[_K, tuple[Phase1Def, ...]]:
+    out: dict[_K, list[Phase1Def]] = {}
+    for key, d in pairs:
+        out.setdefault(key, []).append(d)
+    return {key: tuple(ds) for key, ds in out.items()}
 
 
 class SnapshotError(Exception):
@@ -46,6 +67,10 @@ class ConfigSnapshot:
     phase1: Mapping[int, Phase1Def] = field(default_factory=lambda: MappingProxyType({}))
     phase2: Mapping[int, Phase2Def] = field(default_factory=lambda: MappingProxyType({}))
     credentials: Mapping[int, Credentials] = field(default_factory=lambda: MappingProxyType({}))
+    # indexes (see the module docstring), each group in number order
+    by_peer: Mapping[PeerKey, tuple[Phase1Def, ...]] = field(default_factory=dict)
+    by_wild: Mapping[WildKey, tuple[Phase1Def, ...]] = field(default_factory=dict)
+    phase2_by_phase1: Mapping[int, tuple[Phase2Def, ...]] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -64,12 +89,38 @@ class ConfigSnapshot:
         for number in creds:
             if number not in p1:
                 raise SnapshotError(f"credentials for missing phase 1 {number}")
-        return cls(generation, MappingProxyType(p1), MappingProxyType(p2),
-                   MappingProxyType(creds))  # fmt: skip
+        ordered = [p1[n] for n in sorted(p1)]
+        by_peer: dict[PeerKey, tuple[Phase1Def, ...]] = _grouped(
+            ((d.mode, d.local_addr, d.remote_addr), d) for d in ordered if d.remote_addr is not None
+        )
+        by_wild: dict[WildKey, tuple[Phase1Def, ...]] = _grouped(
+            ((d.mode, d.local_addr), d) for d in ordered if d.remote_addr is None
+        )
+        under: dict[int, list[Phase2Def]] = {}
+        for n2 in sorted(p2):
+            under.setdefault(p2[n2].phase1_number, []).append(p2[n2])
+        return cls(
+            generation,
+            MappingProxyType(p1),
+            MappingProxyType(p2),
+            MappingProxyType(creds),
+            by_peer=MappingProxyType(by_peer),
+            by_wild=MappingProxyType(by_wild),
+            phase2_by_phase1=MappingProxyType({n1: tuple(ds) for n1, ds in under.items()}),
+        )
 
     def phase2_of(self, phase1_number: int) -> tuple[Phase2Def, ...]:
         """Phase 2 definitions under one phase 1, in number order."""
-        return tuple(d for _, d in sorted(self.phase2.items()) if d.phase1_number == phase1_number)
+        return self.phase2_by_phase1.get(phase1_number, ())
+
+    def for_peer(
+        self, mode: ExchangeType, local: IPAddress, peer: IPAddress
+    ) -> tuple[tuple[Phase1Def, ...], tuple[Phase1Def, ...]]:
+        """The definitions of `mode` on `local` that name `peer`, and those that accept any
+        peer of its address family, each in number order."""
+        exact = self.by_peer.get((mode, local, peer), ())
+        wild = self.by_wild.get((mode, local), ()) if local.version == peer.version else ()
+        return exact, wild
 
 
 class SnapshotBuilder:

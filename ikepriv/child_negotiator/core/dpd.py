@@ -208,16 +208,15 @@ def peer_dead(core: Core, sa: IsakmpSa) -> None:
         f"{st.timeout if st else 0:.0f}s), action {action.name.lower()}",
     )
     numbers: list[int] = []
-    for child in list(core.sas.children.values()):
-        if child.phase1_number != definition.number or child.remote.addr != peer:
+    for child in core.sas.children.with_peer(peer):  # indexed: this peer's only
+        if child.phase1_number != definition.number:
             continue
         if child.definition.number not in numbers:
             numbers.append(child.definition.number)
         _clear_child(core, child, keep_policies)
-    for other in core.sas.isakmp_sas():
-        if other.definition.number == definition.number and other.remote.addr == peer:
-            core.drop_isakmp(other)
-            core.emit(core.report_isakmp(other, 0))
+    for other in core.sas.with_peer(definition.number, peer):
+        core.drop_isakmp(other)
+        core.emit(core.report_isakmp(other, 0))
     if restart:
         attempt = Restart(definition.number, definition.name, sa.local.addr, peer, tuple(numbers))
         core.restarts[definition.number] = attempt

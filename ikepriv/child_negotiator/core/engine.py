@@ -22,7 +22,9 @@ notify where RFC 2408 wants one and only within the per-peer rate limit.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import heapq
+import itertools
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ikepriv.child_negotiator.core import dpd, fragments, informational_send, install, rekey, timers
@@ -73,6 +75,7 @@ from ikepriv.child_negotiator.core.states import (
 from ikepriv.crypto.crypto_errors import CryptoError
 from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.messages import (
+    LIST_PAGE,
     PROTOCOL_VERSION,
     ConfigBegin,
     ConfigCredential,
@@ -161,6 +164,7 @@ PHASE1_INITIATORS: dict[
 
 UNPROVEN_LINES = 10  # lines of one kind about unauthenticated first messages per window
 UNPROVEN_WINDOW = 10.0  # seconds
+FLOOD_STALE = 5.0  # seconds after which our negotiation no longer stops a PeerFlooded one
 
 
 class Negotiator:
@@ -336,17 +340,24 @@ class Negotiator:
         clean = "".join(c if c.isprintable() else "?" for c in text)[:1000] or "?"
         self._out.append(Log(level, clean))
 
-    def negotiating(self, phase1_number: int, peer: IPAddress | None = None) -> bool:
-        """Whether a phase 1 of this definition (with `peer`, when given) is under way: ours,
-        or the peer's once its second message proved its address. Responder state made by
-        a first message alone is not (a forger's MM1 from the peer's address would
-        otherwise hold up our own activation behind an exchange that never completes)."""
+    def negotiating(
+        self, phase1_number: int, peer: IPAddress | None = None, since: float | None = None
+    ) -> bool:
+        """Whether a phase 1 of this definition (with `peer`, when given; started at or
+        after `since`, when given) is under way: ours, or the peer's once its second message
+        proved its address. Responder state made by a first message alone is not (a forger's
+        MM1 from the peer's address would otherwise hold up our own activation behind an
+        exchange that never completes)."""
+        group = (
+            self.sas.of_definition(phase1_number)
+            if peer is None
+            else self.sas.with_peer(phase1_number, peer)
+        )  # indexed: no pass over all
         return any(
-            sa.definition.number == phase1_number
-            and sa.state in NEGOTIATING
-            and (peer is None or sa.remote.addr == peer)
+            sa.state in NEGOTIATING
             and sa.tunnel_id not in self.unproven
-            for sa in self.sas.by_tunnel.values()
+            and (since is None or sa.created >= since)
+            for sa in group
         )
 
     def log_unproven(self, kind: str, level: LogLevel, text: str) -> None:
@@ -588,21 +599,14 @@ class Negotiator:
         self, exchange: ExchangeType, local: IPAddress, peer: IPAddress
     ) -> tuple[Phase1Def, ...]:
         """Every definition that may answer this peer, best first (exact remote address,
-        then wildcard; then by number). Signature definitions whose files did not load are
+        then wildcard; each by number). Signature definitions whose files did not load are
         left out: they cannot authenticate anyone."""
-        exact: list[Phase1Def] = []
-        wild: list[Phase1Def] = []
-        for number in sorted(self.config.phase1):
-            d = self.config.phase1[number]
-            if d.mode != exchange or d.local_addr != local:
-                continue
-            if d.auth_method in SIGNATURE_METHODS and d.number not in self.credentials:
-                continue
-            if d.remote_addr == peer:
-                exact.append(d)
-            elif d.remote_addr is None and d.local_addr.version == peer.version:
-                wild.append(d)
-        return (*exact, *wild)
+        exact, wild = self.config.for_peer(exchange, local, peer)  # indexed: no scan
+        return tuple(
+            d
+            for d in (*exact, *wild)
+            if d.auth_method not in SIGNATURE_METHODS or d.number in self.credentials
+        )
 
     def add_isakmp(self, sa: IsakmpSa) -> None:
         """A new phase 1 exchange: ours counts in our own table (start_phase1 checked the
@@ -770,7 +774,11 @@ class Negotiator:
         for d in self.config.phase1.values():  # rate-limited by the parent: no index needed
             if d.remote_addr != msg.peer:
                 continue
-            if self.sas.established_for(d.number, msg.peer) or self.negotiating(d.number, msg.peer):
+            if self.sas.established_for(d.number, msg.peer):
+                continue
+            # an exchange of ours still going after FLOOD_STALE seconds has probably lost its
+            # peer (which may be the one whose first messages drown): one more may start
+            if self.negotiating(d.number, msg.peer, since=self.now - FLOOD_STALE):
                 continue
             self.log(
                 LogLevel.NOTICE,
@@ -879,18 +887,20 @@ class Negotiator:
                 return True
         return any(
             c.definition.number == number
-            and c.remote.addr == sa.remote.addr
             and c.state is not ChildState.DELETED
             and not c.resumed
             and c.selector_out == selector
-            for c in self.sas.children.values()
+            for c in self.sas.children.with_peer(sa.remote.addr)
         )
 
     def _on_acquire(self, msg: KernelAcquire) -> None:
         if msg.phase2_number is None:
             self.log(LogLevel.NOTICE, "kernel acquire without a matching phase 2 definition")
             return
-        for sa in self.sas.by_tunnel.values():
+        p2 = self.config.phase2.get(msg.phase2_number)
+        # a Quick Mode of the phase 2 runs under an ISAKMP SA of its phase 1: only those
+        # are looked at (a phase 2 no longer configured cannot be initiated anyway)
+        for sa in self.sas.of_definition(p2.phase1_number) if p2 is not None else ():
             for qe in sa.exchanges.values():
                 if qe.definition.number == msg.phase2_number and qe.state is not QmState.DONE:
                     return  # already negotiating
@@ -916,8 +926,8 @@ class Negotiator:
     def remove_phase1(self, sa: IsakmpSa) -> None:
         """Delete an ISAKMP SA and the IPsec SAs negotiated for its definition and peer."""
         dpd.cancel_restart(self, sa.definition.number)
-        for child in list(self.sas.children.values()):
-            if child.phase1_number == sa.definition.number and child.remote.addr == sa.remote.addr:
+        for child in self.sas.children.with_peer(sa.remote.addr):
+            if child.phase1_number == sa.definition.number:
                 install.remove_child(self, child, send_delete=sa.established, kernel=True)
         if sa.established:
             informational_send.send_delete_isakmp(self, sa)
@@ -925,21 +935,41 @@ class Negotiator:
         self.drop_isakmp(sa)
 
     def _on_list(self, cmd: ListCommand) -> None:
+        """One page of the listing (see ListCommand): the tunnels of `cmd.phase` above
+        `cmd.after`, lowest tunnel id first, at most LIST_PAGE; then the counters if asked."""
         count = 0
-        if cmd.phase in (Phase.ALL, Phase.PHASE1, Phase.PHASE1_PLUS):
-            for sa in self.sas.by_tunnel.values():
-                if sa.tunnel_id in self.unproven:
-                    continue  # a first message nobody proved yet: a forger's, maybe (stats)
-                self.emit(self.report_isakmp(sa, cmd.request_id))
+        if cmd.rows:
+            for _, sa, child in self._list_page(cmd.phase, cmd.after):
+                if sa is not None:
+                    self.emit(self.report_isakmp(sa, cmd.request_id))
+                elif child is not None:
+                    self.emit(install.report_child(self, child, cmd.request_id))
                 count += 1
-        if cmd.phase in (Phase.ALL, Phase.PHASE2, Phase.PHASE1_PLUS):
-            for child in self.sas.children.values():
-                if child.resumed:
-                    continue  # a previous child's: the parent lists it from its records
-                self.emit(install.report_child(self, child, cmd.request_id))
-                count += 1
-        self.emit(self.counters.stats(cmd.request_id, self.tally))
+        if cmd.counters:
+            self.emit(self.counters.stats(cmd.request_id, self.tally))
         self.emit(StateReportEnd(cmd.request_id, count))
+
+    def _list_page(
+        self, phase: Phase, after: int
+    ) -> list[tuple[int, IsakmpSa | None, ChildSa | None]]:
+        """The next page's tunnels in tunnel-id order. heapq.nsmallest keeps LIST_PAGE
+        candidates, so a page costs one pass over the tables (ids are allocated in
+        ascending order, so most candidates are rejected at the first comparison), not a
+        sort of every tunnel per page."""
+        items: list[Iterable[tuple[int, IsakmpSa | None, ChildSa | None]]] = []
+        if phase in (Phase.ALL, Phase.PHASE1, Phase.PHASE1_PLUS):
+            items.append(  # not a first message nobody proved yet: a forger's, maybe (stats)
+                (tid, sa, None)
+                for tid, sa in self.sas.by_tunnel.items()
+                if tid > after and tid not in self.unproven
+            )
+        if phase in (Phase.ALL, Phase.PHASE2, Phase.PHASE1_PLUS):
+            items.append(  # a resumed SA is a previous child's: the parent lists its records
+                (tid, None, child)
+                for tid, child in self.sas.children.items()
+                if tid > after and not child.resumed
+            )
+        return heapq.nsmallest(LIST_PAGE, itertools.chain(*items), key=lambda item: item[0])
 
     def _on_shutdown(self, _msg: Shutdown) -> None:
         for sa in self.sas.isakmp_sas():

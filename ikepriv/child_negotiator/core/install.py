@@ -195,11 +195,10 @@ def report_child(core: Core, child: ChildSa, request_id: int) -> StateReport:
 def find_owned(core: Core, sa: IsakmpSa, protocol: ProtocolId, spi_out: int) -> ChildSa | None:
     """The live IPsec SA a peer may delete: its inbound SPI (our outbound), negotiated with
     this peer address under this phase 1 definition."""
-    for child in core.sas.children.values():
+    for child in core.sas.children.with_peer(sa.remote.addr):
         if (
             child.spi_out == spi_out
             and child.protocol == protocol
-            and child.remote.addr == sa.remote.addr
             and child.phase1_number == sa.definition.number
             and child.state is not ChildState.DELETED
         ):
@@ -228,8 +227,9 @@ def remove_child(
         if sa is not None:
             informational_send.send_delete_ipsec(core, sa, child.protocol, [child.spi_in])
     key = (child.definition.number, child.selector_out)
-    if not keep_policies and not any(
-        (c.definition.number, c.selector_out) == key for c in core.sas.children.values()
+    if not keep_policies and not any(  # a policy set's SAs are with one peer: see rekey
+        (c.definition.number, c.selector_out) == key
+        for c in core.sas.children.with_peer(child.remote.addr)
     ):
         core.policy_sets.pop(key, None)  # no SA of the set left: a new one gets a new reqid
     if not kernel:

@@ -89,15 +89,10 @@ def rekey_isakmp(core: Core, sa: IsakmpSa) -> None:
 
 
 def supersede_isakmp(core: Core, new: IsakmpSa) -> None:
-    """`new` is established: retire the older (or redundant) SAs with the same peer."""
-    for other in list(core.sas.by_tunnel.values()):
-        if (
-            other is new
-            or not other.established
-            or other.retired_by
-            or other.definition.number != new.definition.number
-            or other.remote.addr != new.remote.addr
-        ):
+    """`new` is established: retire the older (or redundant) SAs with the same peer (those
+    of its definition and peer address only: the table's index, not a pass over all)."""
+    for other in core.sas.with_peer(new.definition.number, new.remote.addr):
+        if other is new or not other.established or other.retired_by:
             continue
         if other.established_at < new.created:
             _retire(core, other, new, we_delete=other.role is Role.INITIATOR)
@@ -121,11 +116,13 @@ def _retire(core: Core, old: IsakmpSa, new: IsakmpSa, *, we_delete: bool) -> Non
     old.retired_by = new.tunnel_id
     old.rekey_at = 0.0
     old.retire_at = core.now + core.settings.rekey_overlap if we_delete else 0.0
-    for child in core.sas.children.values():
+    # Only `old`'s peer can be concerned: IPsec SAs are negotiated under an ISAKMP SA with
+    # their own peer, and an ISAKMP SA only ever retires one of its definition and peer.
+    for child in core.sas.children.with_peer(old.remote.addr):
         if child.isakmp_tunnel_id == old.tunnel_id:
             child.isakmp_tunnel_id = new.tunnel_id
-    for sa in core.sas.by_tunnel.values():  # SAs it had replaced now point at the survivor
-        if sa.retired_by == old.tunnel_id:
+    for sa in core.sas.with_peer(old.definition.number, old.remote.addr):
+        if sa.retired_by == old.tunnel_id:  # SAs it had replaced now point at the survivor
             sa.retired_by = new.tunnel_id
     core.touch(old)
     core.log(
@@ -206,9 +203,7 @@ def _exchange_running(
     core: Core, child: ChildSa, selectors: tuple[SelectorSide, SelectorSide]
 ) -> bool:
     """Whether a Quick Mode for the same tunnel runs, under any ISAKMP SA with the peer."""
-    for sa in core.sas.by_tunnel.values():
-        if sa.definition.number != child.phase1_number or sa.remote.addr != child.remote.addr:
-            continue
+    for sa in core.sas.with_peer(child.phase1_number, child.remote.addr):
         for qe in sa.exchanges.values():
             if qe.state is not QmState.DONE and (qe.local_sel, qe.remote_sel) == selectors:
                 return True
@@ -217,7 +212,7 @@ def _exchange_running(
 
 def supersede_child(core: Core, new: ChildSa) -> None:
     """`new` went to the kernel: mark the SAs of the same tunnel it replaces."""
-    for other in list(core.sas.children.values()):
+    for other in core.sas.children.with_peer(new.remote.addr):
         if (
             other is new
             or other.state is ChildState.DELETED
@@ -296,7 +291,7 @@ def _live_successor(core: Core, old: ChildSa) -> ChildSa | None:
     its way out; an established one first."""
     found = [
         c
-        for c in core.sas.children.values()
+        for c in core.sas.children.with_peer(old.remote.addr)
         if c is not old
         and c.state is not ChildState.DELETED
         and not c.superseded_by
@@ -311,7 +306,7 @@ def on_child_removed(core: Core, gone: ChildSa) -> None:
     to replace goes to another live successor, or is back in service at once instead of at
     its scheduled deletion (or never, when the peer was to delete it). If our own rekey had
     produced `gone`, it is tried again after `rekey_retry`."""
-    for old in list(core.sas.children.values()):
+    for old in core.sas.children.with_peer(gone.remote.addr):  # a tunnel's SAs share it
         if old.superseded_by != gone.tunnel_id or old.state is ChildState.DELETED:
             continue
         successor = _live_successor(core, old)

@@ -3,14 +3,20 @@
 Records are plain mutable objects owned by the tables; exchange modules move their state
 along the tables of states.py (through states.transition), the engine adds and removes
 them. Lookups are by dictionary only (cookies, tunnel id, message id), so the cost per
-datagram does not grow with the number of tunnels.
+datagram does not grow with the number of tunnels; and so is every question about one
+peer (the ISAKMP SAs of a definition with a peer, the IPsec SAs with a peer, of a
+definition), so that establishing, rekeying or deleting a tunnel does not cost a pass over
+all of them. The indexes key on what never changes in a record once it is in a table: a
+definition number, the peer's address (a NAT-T float changes ports, never the address) and
+the inbound SPI.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Final, TypeVar
 
 from ikepriv.child_negotiator.core.datagram import IPAddress
 from ikepriv.child_negotiator.core.dpd_state import DpdState
@@ -192,14 +198,84 @@ class PolicySet:
     resumed_from: IPAddress | None = None
 
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+_NONE: Final[dict[int, object]] = {}
+
+
+def _index_add(index: dict[_K, dict[int, _V]], key: _K, tunnel_id: int, value: _V) -> None:
+    index.setdefault(key, {})[tunnel_id] = value
+
+
+def _index_drop(index: dict[_K, dict[int, _V]], key: _K, tunnel_id: int) -> None:
+    group = index.get(key)
+    if group is not None:
+        group.pop(tunnel_id, None)
+        if not group:
+            del index[key]
+
+
+class ChildTable(dict[int, ChildSa]):
+    """IPsec SAs by tunnel id, indexed by peer address and by inbound SPI as they come and
+    go (the callers use it as the dict it is: set, pop, del)."""
+
+    __slots__ = ("_by_addr", "_by_spi_in")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._by_addr: dict[IPAddress, dict[int, ChildSa]] = {}
+        self._by_spi_in: dict[int, dict[int, ChildSa]] = {}
+
+    def __setitem__(self, tunnel_id: int, child: ChildSa) -> None:
+        if tunnel_id in self:
+            self._unindex(tunnel_id)
+        super().__setitem__(tunnel_id, child)
+        _index_add(self._by_addr, child.remote.addr, tunnel_id, child)
+        _index_add(self._by_spi_in, child.spi_in, tunnel_id, child)
+
+    def _unindex(self, tunnel_id: int) -> None:
+        child = self[tunnel_id]
+        _index_drop(self._by_addr, child.remote.addr, tunnel_id)
+        _index_drop(self._by_spi_in, child.spi_in, tunnel_id)
+
+    def __delitem__(self, tunnel_id: int) -> None:
+        self._unindex(tunnel_id)
+        super().__delitem__(tunnel_id)
+
+    def pop(self, tunnel_id: int, default: ChildSa | None = None) -> ChildSa | None:  # type: ignore[override]
+        if tunnel_id not in self:
+            return default
+        self._unindex(tunnel_id)
+        return super().pop(tunnel_id)
+
+    def with_peer(self, addr: IPAddress) -> Iterable[ChildSa]:
+        """The IPsec SAs with the peer at `addr` (a snapshot: callers may remove some)."""
+        return list(self._by_addr.get(addr, _NONE).values())  # type: ignore[arg-type]
+
+    def with_spi_in(self, spi: int) -> Iterable[ChildSa]:
+        return list(self._by_spi_in.get(spi, _NONE).values())  # type: ignore[arg-type]
+
+
 class SaTable:
-    __slots__ = ("by_cookies", "by_tunnel", "children", "initiating")
+    __slots__ = (
+        "_by_addr",
+        "_by_definition",
+        "_by_peer",
+        "by_cookies",
+        "by_tunnel",
+        "children",
+        "initiating",
+    )
 
     def __init__(self) -> None:
         self.by_cookies: dict[bytes, IsakmpSa] = {}
         self.initiating: dict[bytes, IsakmpSa] = {}  # our icookie -> SA waiting for CKY-R
         self.by_tunnel: dict[int, IsakmpSa] = {}
-        self.children: dict[int, ChildSa] = {}
+        self.children = ChildTable()
+        self._by_definition: dict[int, dict[int, IsakmpSa]] = {}
+        self._by_peer: dict[tuple[int, IPAddress], dict[int, IsakmpSa]] = {}
+        self._by_addr: dict[IPAddress, dict[int, IsakmpSa]] = {}
 
     def add(self, sa: IsakmpSa) -> None:
         self.by_tunnel[sa.tunnel_id] = sa
@@ -207,6 +283,9 @@ class SaTable:
             self.by_cookies[sa.cookies] = sa
         else:
             self.initiating[sa.icookie] = sa
+        _index_add(self._by_definition, sa.definition.number, sa.tunnel_id, sa)
+        _index_add(self._by_peer, (sa.definition.number, sa.remote.addr), sa.tunnel_id, sa)
+        _index_add(self._by_addr, sa.remote.addr, sa.tunnel_id, sa)
 
     def bind_rcookie(self, sa: IsakmpSa, rcookie: bytes) -> None:
         self.initiating.pop(sa.icookie, None)
@@ -214,7 +293,10 @@ class SaTable:
         self.by_cookies[sa.cookies] = sa
 
     def remove(self, sa: IsakmpSa) -> None:
-        self.by_tunnel.pop(sa.tunnel_id, None)
+        if self.by_tunnel.pop(sa.tunnel_id, None) is sa:
+            _index_drop(self._by_definition, sa.definition.number, sa.tunnel_id)
+            _index_drop(self._by_peer, (sa.definition.number, sa.remote.addr), sa.tunnel_id)
+            _index_drop(self._by_addr, sa.remote.addr, sa.tunnel_id)
         if self.by_cookies.get(sa.cookies) is sa:
             del self.by_cookies[sa.cookies]
         if self.initiating.get(sa.icookie) is sa:
@@ -223,15 +305,30 @@ class SaTable:
     def isakmp_sas(self) -> Iterator[IsakmpSa]:
         return iter(list(self.by_tunnel.values()))
 
+    def with_peer(self, phase1_number: int, addr: IPAddress) -> list[IsakmpSa]:
+        """The ISAKMP SAs of definition `phase1_number` with the peer at `addr`, oldest
+        first (a snapshot: callers may remove some)."""
+        return list(self._by_peer.get((phase1_number, addr), _NONE).values())  # type: ignore[arg-type]
+
+    def at(self, addr: IPAddress) -> list[IsakmpSa]:
+        """The ISAKMP SAs with the peer at `addr`, of any definition."""
+        return list(self._by_addr.get(addr, _NONE).values())  # type: ignore[arg-type]
+
+    def of_definition(self, phase1_number: int) -> Iterable[IsakmpSa]:
+        return self._by_definition.get(phase1_number, _NONE).values()  # type: ignore[return-value]
+
     def established_for(self, phase1_number: int, peer: IPAddress | None = None) -> IsakmpSa | None:
         """The ISAKMP SA new exchanges of a definition (with `peer`, when given) use: the
         newest established one (either role); one replaced by a rekey only when nothing
         else is left."""
         best: IsakmpSa | None = None
-        for sa in self.by_tunnel.values():
-            if sa.definition.number != phase1_number or not sa.established:
-                continue
-            if peer is not None and sa.remote.addr != peer:
+        group = (
+            self.of_definition(phase1_number)
+            if peer is None
+            else self.with_peer(phase1_number, peer)
+        )
+        for sa in group:
+            if not sa.established:
                 continue
             if best is None or (not sa.retired_by, sa.established_at) >= (
                 not best.retired_by,

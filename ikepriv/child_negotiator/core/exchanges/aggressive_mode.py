@@ -231,19 +231,15 @@ def responder_definition(
     beats one accepting any ID; then an exact peer address beats a wildcard one; then the
     lowest number."""
     best: tuple[tuple[bool, bool, int], Phase1Def] | None = None
-    for number, d in core.config.phase1.items():
-        if d.mode != AM or d.local_addr != local or not _may_answer(core, d, methods):
-            continue
-        if d.remote_addr is None:
-            if d.local_addr.version != peer.version:
-                continue
-        elif d.remote_addr != peer:
+    exact, wild = core.config.for_peer(AM, local, peer)  # indexed: no pass over all
+    for d in (*exact, *wild):
+        if not _may_answer(core, d, methods):
             continue
         # a signature definition compares a DN as a Name (the peer's encoding may differ)
         matches = identity_matches if d.auth_method in SIGNATURE_METHODS else phase1_id_matches
         if not matches(d.remote_id, idii):
             continue
-        rank = (d.remote_id is None, d.remote_addr is None, number)
+        rank = (d.remote_id is None, d.remote_addr is None, d.number)
         if best is None or rank < best[0]:
             best = (rank, d)
     return best[1] if best is not None else None

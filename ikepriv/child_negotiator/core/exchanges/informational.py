@@ -135,19 +135,14 @@ NOTIFY_HANDLERS: Mapping[int, NotifyHandler] = {
 
 def initial_contact(core: Core, sa: IsakmpSa) -> None:
     """The peer has no state from before: drop every older SA with it, without Deletes."""
-    for other in core.sas.isakmp_sas():
-        if (
-            other is not sa
-            and other.remote.addr == sa.remote.addr
-            and (other.definition.number == sa.definition.number)
-        ):
+    for other in core.sas.with_peer(sa.definition.number, sa.remote.addr):  # indexed
+        if other is not sa:
             core.log(LogLevel.INFO, f"INITIAL-CONTACT: phase 1 {other.tunnel_id} forgotten")
             core.drop_isakmp(other)
-    for child in list(core.sas.children.values()):
+    for child in core.sas.children.with_peer(sa.remote.addr):
         if (
             # older SAs were re-parented to `sa` when it replaced their ISAKMP SA
             (child.isakmp_tunnel_id != sa.tunnel_id or child.created < sa.established_at)
-            and child.remote.addr == sa.remote.addr
             and child.phase1_number == sa.definition.number
         ):
             install.remove_child(core, child, send_delete=False, kernel=True)

@@ -399,11 +399,8 @@ def has_other_sa(core: Core, sa: IsakmpSa) -> bool:
     kernel still carries traffic on those SAs, so the peer must keep its side of them)."""
     peer = sa.remote.addr
     return (
-        any(
-            o is not sa and o.established and o.remote.addr == peer
-            for o in core.sas.by_tunnel.values()
-        )
-        or any(c.remote.addr == peer for c in core.sas.children.values())
+        any(o is not sa and o.established for o in core.sas.at(peer))
+        or any(True for _ in core.sas.children.with_peer(peer))
         or any(ps.resumed_from == peer for ps in core.policy_sets.values())
     )
 
