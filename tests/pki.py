@@ -282,3 +282,14 @@ def write_credentials(
         ca=write(directory / "ca.pem", ca.pem),
         crl=None if crl is None else write(directory / "crl.pem", crl_pem(crl)),
     )
+
+
+def id_der(text: str) -> bytes:
+    """The DER of a configured DN identity as ikepriv (and strongSwan and libreswan) send it:
+    PrintableString where the value allows, unlike a certificate made by `cryptography`
+    (UTF8String). Written independently of ikepriv's encoder."""
+    from cryptography.x509.name import _ASN1Type
+
+    return x509.Name(
+        [x509.NameAttribute(a.oid, a.value, _type=_ASN1Type.PrintableString) for a in name(text)]
+    ).public_bytes()

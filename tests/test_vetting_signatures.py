@@ -91,8 +91,9 @@ def request(rid: int, *, number: int = 1, peer: object = B, prf: IkeHash = IkeHa
 
 def our_id_body() -> bytes:
     """IDii_b/IDir_b as RFC 2407 4.6.2 lays it out, built here independently of ikepriv's
-    encoder: type ID_DER_ASN1_DN, protocol 0, port 0, the DER of our configured DN."""
-    return struct.pack(">BBH", IdType.DER_ASN1_DN, 0, 0) + pki.name(OUR_DN).public_bytes()
+    encoder: type ID_DER_ASN1_DN, protocol 0, port 0, the DER of our configured DN
+    (PrintableString values, as strongSwan and libreswan encode a configured DN)."""
+    return struct.pack(">BBH", IdType.DER_ASN1_DN, 0, 0) + pki.id_der(OUR_DN)
 
 
 def test_the_child_gets_the_credential_files_and_the_new_phase1_fields(
@@ -158,8 +159,8 @@ def test_signatures_only_for_a_live_signature_definition_and_over_our_own_id(
         ours = compute(*parts, our_id_body())
         assert verify(AuthMethod.RSA_SIGNATURES, public, ours, reply.signature)  # type: ignore[arg-type]
         # not over any other identity, e.g. the peer's (what a child would like to choose)
-        theirs = struct.pack(">BBH", IdType.DER_ASN1_DN, 0, 0) + pki.name(
-            "C=CH, O=ikepriv test, CN=gw-b").public_bytes()  # fmt: skip
+        theirs = struct.pack(">BBH", IdType.DER_ASN1_DN, 0, 0) + pki.id_der(
+            "C=CH, O=ikepriv test, CN=gw-b")  # fmt: skip
         assert not verify(AuthMethod.RSA_SIGNATURES, public, compute(*parts, theirs),  # type: ignore[arg-type]
                           reply.signature)  # fmt: skip
     # per-definition rate: the burst is spent after a few more; the rest wait for tokens

@@ -108,6 +108,9 @@ _GENERIC_LENGTH = 4
 _CIPHER_BLOCK = 8  # every IKEv1 cipher is a block cipher with 8- or 16-byte blocks
 
 
+_ALIGN = 4
+
+
 def _decode_chain(
     buf: memoryview,
     pos: int,
@@ -118,6 +121,7 @@ def _decode_chain(
     *,
     allow_padding: bool,
     max_padding: int,
+    align_padding: bool = False,
 ) -> tuple[Payload, ...]:
     out: list[Payload] = []
     ptype = first
@@ -143,6 +147,8 @@ def _decode_chain(
         ptype = nxt
         pos = body_end
     left = end - pos
+    if left and align_padding and left < _ALIGN and end % _ALIGN == 0 and not any(buf[pos:end]):
+        return tuple(out)  # zeros up to a 4-byte boundary (libreswan pads plaintext so)
     if left and not allow_padding:
         fail(
             NotifyType.UNEQUAL_PAYLOAD_LENGTHS,
@@ -230,7 +236,9 @@ def decode_message(
     data: bytes | memoryview, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE
 ) -> Message:
     """Decode one ISAKMP message (without the non-ESP marker); the only exception is
-    IsakmpError. Plaintext payload chains must end exactly at the end of the message."""
+    IsakmpError. Plaintext payload chains must end at the end of the message, or be followed
+    by 1-3 zero bytes that pad the message to a multiple of 4 bytes (libreswan 4.10 pads its
+    unencrypted messages so, e.g. an Aggressive Mode answer with certificates)."""
     header = decode_header(data, max_size=max_size)
     view = memoryview(data)
     if header.encrypted:
@@ -245,6 +253,7 @@ def decode_message(
         OFFSET_NEXT_PAYLOAD,
         allow_padding=False,
         max_padding=0,
+        align_padding=True,
     )
     return Message(header, payloads)
 

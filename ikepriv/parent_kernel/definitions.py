@@ -22,6 +22,8 @@ from types import MappingProxyType
 from typing import Final
 
 from cryptography import x509
+from cryptography.x509.name import _ASN1Type
+from cryptography.x509.oid import NameOID
 
 from ikepriv.config.credentials import read_credential
 from ikepriv.config.model import (
@@ -70,6 +72,21 @@ class SnapshotError(ValueError):
     """A stored definition cannot be expressed in the IPC catalogue (it stays unusable)."""
 
 
+_PRINTABLE = re.compile(r"[A-Za-z0-9 '()+,\-./:=?]*")
+_IA5_OIDS = frozenset({NameOID.EMAIL_ADDRESS, NameOID.DOMAIN_COMPONENT})
+
+
+def _printable(attr: x509.NameAttribute[str | bytes]) -> x509.NameAttribute[str | bytes]:
+    """An attribute as strongSwan and libreswan encode a configured DN: PrintableString
+    when the value allows it (else UTF8String). libreswan re-encodes the peer's configured
+    ID from its own configuration when it checks an Aggressive Mode HASH_I, so ours must be
+    byte-identical to that encoding (found in the real-kernel interop)."""
+    value = attr.value
+    if attr.oid in _IA5_OIDS or not isinstance(value, str) or not _PRINTABLE.fullmatch(value):
+        return attr
+    return x509.NameAttribute(attr.oid, value, _type=_ASN1Type.PrintableString)
+
+
 def identity_to_ipc(ident: ConfigIdentity) -> m.Identity:
     """The ID payload data of a configured identity (RFC 2407 4.6.2)."""
     if ident.type in _ADDRESS_IDS:
@@ -80,7 +97,9 @@ def identity_to_ipc(ident: ConfigIdentity) -> m.Identity:
         parsed = x509.Name.from_rfc4514_string(re.sub(r",\s+", ",", ident.value))
         # written in the usual "C=.., O=.., CN=.." order, which is the DER order; RFC 4514
         # strings list the last RDN first, so the parser reversed it
-        return m.Identity(ident.type, x509.Name(list(reversed(parsed.rdns))).public_bytes())
+        rdns = [x509.RelativeDistinguishedName([_printable(a) for a in rdn])
+                for rdn in reversed(parsed.rdns)]  # fmt: skip
+        return m.Identity(ident.type, x509.Name(rdns).public_bytes())
     raise SnapshotError(f"identity type {ident.type.name} is not supported")
 
 

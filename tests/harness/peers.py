@@ -741,7 +741,7 @@ class Libreswan(Peer):
             r = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)  # noqa: S603
             if r.returncode != 0:
                 raise PeerError(f"{' '.join(argv)}: {r.stdout}{r.stderr}")
-        return "leftcert=own\n    leftsendcert=always\n    rightca=%any"
+        return "leftcert=own\n    leftsendcert=always\n    sendca=all\n    rightca=%any"
 
     def whack(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return nsmod.run(
