@@ -71,6 +71,7 @@ class ConfigSnapshot:
     by_peer: Mapping[PeerKey, tuple[Phase1Def, ...]] = field(default_factory=dict)
     by_wild: Mapping[WildKey, tuple[Phase1Def, ...]] = field(default_factory=dict)
     phase2_by_phase1: Mapping[int, tuple[Phase2Def, ...]] = field(default_factory=dict)
+    by_remote: Mapping[IPAddress, tuple[Phase1Def, ...]] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -96,6 +97,9 @@ class ConfigSnapshot:
         by_wild: dict[WildKey, tuple[Phase1Def, ...]] = _grouped(
             ((d.mode, d.local_addr), d) for d in ordered if d.remote_addr is None
         )
+        by_remote: dict[IPAddress, tuple[Phase1Def, ...]] = _grouped(
+            (d.remote_addr, d) for d in ordered if d.remote_addr is not None
+        )
         under: dict[int, list[Phase2Def]] = {}
         for n2 in sorted(p2):
             under.setdefault(p2[n2].phase1_number, []).append(p2[n2])
@@ -107,6 +111,7 @@ class ConfigSnapshot:
             by_peer=MappingProxyType(by_peer),
             by_wild=MappingProxyType(by_wild),
             phase2_by_phase1=MappingProxyType({n1: tuple(ds) for n1, ds in under.items()}),
+            by_remote=MappingProxyType(by_remote),
         )
 
     def phase2_of(self, phase1_number: int) -> tuple[Phase2Def, ...]:

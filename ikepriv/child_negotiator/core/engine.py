@@ -771,9 +771,9 @@ class Negotiator:
         Our exchanges are live traffic at the parent, never queued behind forgeries; the
         peer's pending phase 2 then runs over this phase 1. At most what the peer itself
         could start: only configured definitions for this exact address."""
-        for d in self.config.phase1.values():  # rate-limited by the parent: no index needed
-            if d.remote_addr != msg.peer:
-                continue
+        # indexed: a forger flooding from every configured peer's address gets one lookup
+        # per peer and second, never a pass over all definitions
+        for d in self.config.by_remote.get(msg.peer, ()):
             if self.sas.established_for(d.number, msg.peer):
                 continue
             # an exchange of ours still going after FLOOD_STALE seconds has probably lost its
