@@ -104,6 +104,7 @@ class Counters:
     phase1_rekeys: int = 0  # replacement phase 1 exchanges we started
     phase2_rekeys: int = 0  # replacement Quick Modes we started
     rekey_collisions: int = 0  # both peers rekeyed at once (either phase); one SA retired
+    phase1_parallel: int = 0  # the peer opened ISAKMP SAs at once (no collision); one kept for us
     log_lines_suppressed: int = 0  # lines about unauthenticated first messages left out
     flood_initiations: int = 0  # phase 1 we started because the peer's first messages drowned
     # IKE fragmentation (fragments.py)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from harness.core_sim import (
     LEFT,
     RIGHT,
@@ -21,7 +22,7 @@ from harness.core_sim import (
 
 from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot
 from ikepriv.crypto.oakley import quick_mode_hash2
-from ikepriv.ipc.messages import Identity, Phase, RemoveCommand
+from ikepriv.ipc.messages import Identity, Phase, RemoveCommand, SkeyidRequest
 from ikepriv.isakmp import (
     DeletePayload,
     HashPayload,
@@ -71,6 +72,29 @@ def test_wrong_psk() -> None:
     assert sim.responder.core.counters.dropped_auth >= 1
     assert sim.initiator.core.counters.phase1_failed == 1
     assert "AUTHENTICATION_FAILED" in sim.initiator.log_text()
+
+
+@pytest.mark.parametrize(
+    "phase1_mode", [ExchangeType.IDENTITY_PROTECTION, ExchangeType.AGGRESSIVE], ids=["MM", "AM"]
+)
+@pytest.mark.parametrize("refusing", ["initiator", "responder"])
+def test_parent_refusing_skeyid_tells_the_peer_at_once(
+    phase1_mode: ExchangeType, refusing: str
+) -> None:
+    """A refusal by our parent (say, its SKEYID rate limit) is never left to the peer's
+    time-out: the peer gets an error notify and gives up before its first retransmission."""
+    init, resp = mirrored(phase1_mode=phase1_mode)
+    sim = Simulation(init, resp, seed=3)
+    sim.sides[refusing].parent.refuse.add(SkeyidRequest)
+    sim.initiate(phase=1)
+    sim.run(duration=1.0)
+    other = "responder" if refusing == "initiator" else "initiator"
+    assert NotifyType.INVALID_KEY_INFORMATION in sim.sides[other].notifies_received
+    assert sim.sides[refusing].core.counters.phase1_failed == 1
+    assert "parent refused SKEYID" in sim.sides[refusing].log_text()
+    if other == "initiator":  # a responder that has not answered yet keeps no state
+        assert sim.initiator.core.counters.phase1_failed == 1
+    assert not sim.established_isakmp("initiator") and not sim.established_isakmp("responder")
 
 
 def test_no_common_phase1_proposal() -> None:

@@ -436,3 +436,25 @@ def test_a_phase2_rekey_is_tallied_for_its_definition() -> None:
     for name, side in sim.sides.items():
         assert side.core.tally.entries() == (expected[name] if name in rekeyed else ())
         assert side.core.counters.phase1_rekeys == 0
+
+
+def test_parallel_phase1_from_one_peer_is_not_a_collision() -> None:
+    """A peer with several connections opens ISAKMP SAs at once (here: two definitions on
+    its side, one on ours). Each establishes; ours keeps one for its own use and leaves the
+    other to the peer (no Delete from us); nothing is counted or logged as a rekey collision."""
+    init, resp = mirrored()
+    twin = replace(init.phase1[1], number=2, name="twin")
+    init = ConfigSnapshot.of([init.phase1[1], twin], list(init.phase2.values()))
+    sim = Simulation(init, resp, seed=45)
+    sim.initiate(phase=1, number=1)
+    sim.initiate(phase=1, number=2)
+    sim.run(duration=30)
+    assert len(sim.established_isakmp("initiator")) == 2
+    assert sim.responder.core.counters.phase1_established == 2
+    for name in ("initiator", "responder"):
+        counters = sim.sides[name].core.counters
+        assert counters.rekey_collisions == 0, name
+        assert "both sides rekeyed" not in sim.sides[name].log_text()
+    assert sim.responder.core.counters.phase1_parallel == 1
+    assert sim.responder.core.counters.deletes_received == 0
+    assert sim.initiator.core.counters.deletes_received == 0

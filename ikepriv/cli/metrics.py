@@ -75,6 +75,7 @@ COUNTER_HELP: dict[str, str] = {
     "phase1_rekeys": "Replacement phase 1 exchanges started (rekeys)",
     "phase2_rekeys": "Replacement Quick Modes started (rekeys)",
     "rekey_collisions": "Rekeys both peers started at once (one SA retired)",
+    "phase1_parallel": "ISAKMP SAs the peer opened at once alongside another (not collisions)",
     "log_lines_suppressed": "Log lines about unauthenticated first messages left out",
     "flood_initiations": "Phase 1 started towards a peer whose first messages were drowned",
     "fragments_received": "IKE fragments received and taken in for reassembly",

@@ -76,15 +76,21 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 MAX_DATAGRAM_OUT: Final = 65507 - len(NON_ESP_MARKER)  # largest UDP payload over IPv4
 MIN_ISAKMP: Final = 28  # an ISAKMP header; shorter is never an IKE message
 # SKEYID is computed only for a definition whose peer sent us a datagram this recently (the
-# MM4/AM1/AM2 that made the child ask arrived a moment ago), and at most at this rate per
-# phase 1 definition: a compromised child cannot use the parent as a standing PSK oracle for
-# tunnels nobody is negotiating.
+# MM4/AM1/AM2 that made the child ask arrived a moment ago). It is no oracle whatever the
+# rate: our own nonce is always the parent's (nonces.py), so every answer is bound to one
+# exchange. The buckets only bound the root CPU a compromised child can spend on HMACs
+# (tens of microseconds each): per definition, so one busy definition (a %any gateway under
+# a flood of first messages) cannot starve the others, and in all. Both are above what one
+# peer with many connections asks of strongSwan here (100-200 Main Modes/s, issue 11): a
+# refusal would end that peer's exchange (it is told, with a notify, not left to time out).
 # Policies the child installs rank below this XFRM priority (lower number wins), so an
 # operator's own policies with smaller numbers (a bypass, a block) always take precedence.
 MIN_POLICY_PRIORITY: Final = 512
 SKEYID_WINDOW: Final = 120.0
-SKEYID_BURST: Final = 64
-SKEYID_RATE: Final = 16.0  # per second
+SKEYID_BURST: Final = 512
+SKEYID_RATE: Final = 256.0  # per second and definition
+SKEYID_ALL_BURST: Final = 2048
+SKEYID_ALL_RATE: Final = 1024.0  # per second, all definitions: about 2 % of a core
 # Signatures: the same live-peer window; a smaller bucket, because an RSA signature costs
 # the root parent about a millisecond (an HMAC is microseconds). 16 at once covers a burst of
 # simultaneous handshakes of one definition (a %any gateway after a restart), 4 a second
@@ -501,6 +507,7 @@ class Vetter:
         self.peers = peers
         self.activations = activations
         self._skeyid_buckets: dict[int, TokenBucket] = {}
+        self._skeyid_all = TokenBucket(SKEYID_ALL_BURST, SKEYID_ALL_RATE)
         self._signature_buckets: dict[int, TokenBucket] = {}
         self.nonces = NonceTable()
         self._index_key: tuple[DbView, int] | None = None
@@ -926,7 +933,7 @@ class Vetter:
             return Refusal(ErrorCode.BAD_ALGORITHM, f"prf {req.prf.name} not configured for {what}",
                            number)  # fmt: skip
         bucket = self._skeyid_buckets.setdefault(number, TokenBucket(SKEYID_BURST, SKEYID_RATE))
-        if not bucket.take(now):
+        if not bucket.take(now) or not self._skeyid_all.take(now):
             return Refusal(ErrorCode.LIMIT_REACHED, f"too many SKEYID requests for {what}", number)
         try:
             return skeyid_psk(req.prf, psks[0], ni, nr), ours

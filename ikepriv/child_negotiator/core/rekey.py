@@ -101,12 +101,19 @@ def supersede_isakmp(core: Core, new: IsakmpSa) -> None:
             loser, winner = other, new
         else:
             loser, winner = new, other
-        core.counters.rekey_collisions += 1
-        core.log(
-            LogLevel.NOTICE,
-            f"phase 1 {new.definition.name} with {new.remote.addr}: both sides rekeyed, "
-            f"keeping ISAKMP SA {winner.tunnel_id}",
-        )
+        if other.role is new.role:
+            # Both started by the same side at once; as we never start a second phase 1
+            # with a peer while one runs, in practice the peer opened them (several
+            # connections, parallel initiations). Not a collision; the same rule keeps one
+            # for our own use, the other lives on until the peer deletes it or it expires.
+            core.counters.phase1_parallel += 1
+        else:
+            core.counters.rekey_collisions += 1
+            core.log(
+                LogLevel.NOTICE,
+                f"phase 1 {new.definition.name} with {new.remote.addr}: both sides rekeyed, "
+                f"keeping ISAKMP SA {winner.tunnel_id}",
+            )
         _retire(core, loser, winner, we_delete=loser.role is Role.INITIATOR)
         if loser is new:
             return

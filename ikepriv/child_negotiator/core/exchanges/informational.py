@@ -134,17 +134,17 @@ NOTIFY_HANDLERS: Mapping[int, NotifyHandler] = {
 
 
 def initial_contact(core: Core, sa: IsakmpSa) -> None:
-    """The peer has no state from before: drop every older SA with it, without Deletes."""
+    """The peer has no state from before: drop, without Deletes, the SAs with it that were
+    complete before this exchange began. Exchanges still running and SAs completed since
+    are not "from before": a peer with several connections opens ISAKMP SAs in parallel,
+    each of which may carry the notify (each was its first contact when it started)."""
     for other in core.sas.with_peer(sa.definition.number, sa.remote.addr):  # indexed
-        if other is not sa:
+        if other is not sa and other.established and other.established_at < sa.created:
             core.log(LogLevel.INFO, f"INITIAL-CONTACT: phase 1 {other.tunnel_id} forgotten")
             core.drop_isakmp(other)
     for child in core.sas.children.with_peer(sa.remote.addr):
-        if (
-            # older SAs were re-parented to `sa` when it replaced their ISAKMP SA
-            (child.isakmp_tunnel_id != sa.tunnel_id or child.created < sa.established_at)
-            and child.phase1_number == sa.definition.number
-        ):
+        # older SAs were re-parented to `sa` if it replaced their ISAKMP SA: by time, not owner
+        if child.created < sa.created and child.phase1_number == sa.definition.number:
             install.remove_child(core, child, send_delete=False, kernel=True)
 
 

@@ -236,8 +236,7 @@ def _on_skeyid(core: Core, sa: IsakmpSa, reply: SkeyidReply, waiting: P1State, t
         core.counters.dropped_stale_reply += 1
         return
     if reply.error is not ErrorCode.OK:
-        core.counters.parent_errors += 1
-        core.fail_isakmp(sa, f"parent refused SKEYID ({reply.error.name})")
+        parent_refused(core, sa, "SKEYID", reply.error)
         return
     want = 0 if sa.role is Role.INITIATOR else PARENT_NONCE_BYTES
     if len(reply.nonce) != want:
@@ -382,6 +381,17 @@ def take_initiator_values(
 def notify(core: Core, sa: IsakmpSa, notify_type: NotifyType) -> None:
     """An unencrypted notify about this exchange (rate limited by the engine)."""
     core.notify_clear(sa.local, sa.remote, sa.natt, sa.icookie, sa.rcookie, notify_type)
+
+
+def parent_refused(core: Core, sa: IsakmpSa, what: str, error: ErrorCode) -> None:
+    """The parent refused a service this exchange needs (SKEYID, our signature): the
+    exchange fails, and the peer is told at once with one unencrypted error notify (both
+    strongSwan and libreswan end a phase 1 on it) instead of retransmitting until its
+    time-out. No amplification: the peer's message echoed our cookie, so it receives at its
+    address; the engine's per-peer notify limit applies."""
+    core.counters.parent_errors += 1
+    notify(core, sa, NotifyType.INVALID_KEY_INFORMATION)
+    core.fail_isakmp(sa, f"parent refused {what} ({error.name})")
 
 
 def refuse_identity(core: Core, sa: IsakmpSa, whose: str) -> None:

@@ -245,8 +245,7 @@ def _on_signature(
         return
     st.waiting = False
     if reply.error is not ErrorCode.OK:
-        core.counters.parent_errors += 1
-        core.fail_isakmp(sa, f"parent refused our signature ({reply.error.name})")
+        phase1.parent_refused(core, sa, "our signature", reply.error)
         return
     then(core, sa, reply.signature)
 
