@@ -33,7 +33,6 @@ from ikepriv.parent_kernel.installed import Installed, SaEntry
 from ikepriv.parent_kernel.peers import PeerTable
 from ikepriv.parent_kernel.vetting import (
     MIN_POLICY_PRIORITY,
-    SKEYID_ALL_BURST,
     SKEYID_BURST,
     SKEYID_WINDOW,
     Activation,
@@ -91,29 +90,6 @@ def test_skeyid_requests_are_rate_limited_per_definition(quiet: Vetter) -> None:
     assert isinstance(quiet.skeyid(ask, NOW + 1), tuple)  # refilled with time
     quiet.peers.record(A, STRANGER, 500, natt=False, now=NOW)
     assert isinstance(quiet.skeyid(m.SkeyidRequest(2, 2, None, IkeHash.SHA, 0, NI), NOW), tuple)
-
-
-def test_skeyid_requests_over_all_definitions_are_bounded_too() -> None:
-    """Many definitions with a live peer cannot multiply the parent's HMAC work without
-    bound: past the common bucket even a definition with tokens left is refused."""
-    count = SKEYID_ALL_BURST // SKEYID_BURST + 1
-    text = "".join(
-        f'[[phase1]]\nname = "d{i}"\nlocal_addr = "192.0.2.1"\nremote_addr = "%any"\n'
-        f'remote_id = "p{i}@example.org"\nmode = "aggressive"\npsk = "k{i}"\n'
-        f'proposals = ["aes128-sha256-modp2048"]\n'
-        for i in range(count)
-    )
-    vetter = Vetter(numbered(text), Installed(), PeerTable(), {})
-    vetter.peers.record(A, STRANGER, 500, natt=False, now=NOW)
-    answers = [
-        vetter.skeyid(m.SkeyidRequest(1, number, None, IkeHash.SHA2_256, 0, NI), NOW)
-        for number in range(1, count + 1)
-        for _ in range(SKEYID_BURST)
-    ]
-    assert all(isinstance(a, tuple) for a in answers[:SKEYID_ALL_BURST])
-    assert answers[SKEYID_ALL_BURST:]
-    for late in answers[SKEYID_ALL_BURST:]:
-        refusal(late, ErrorCode.LIMIT_REACHED)
 
 
 # -- datagrams: IKE ports only ------------------------------------------------------------

@@ -20,6 +20,7 @@ from ikepriv.crypto.oakley import hash_i, hash_r
 from ikepriv.crypto.signatures import verify
 from ikepriv.ipc import messages as m
 from ikepriv.isakmp.constants import AuthMethod, IdType, IkeHash
+from ikepriv.parent_kernel.vetting import SIGNATURE_BURST
 
 pytestmark = pytest.mark.root
 
@@ -164,7 +165,8 @@ def test_signatures_only_for_a_live_signature_definition_and_over_our_own_id(
         assert not verify(AuthMethod.RSA_SIGNATURES, public, compute(*parts, theirs),  # type: ignore[arg-type]
                           reply.signature)  # fmt: skip
     # per-definition rate: the burst is spent after a few more; the rest wait for tokens
-    codes = [child.ask(request(100 + i)).error for i in range(24)]  # type: ignore[attr-defined]
+    codes = [child.ask(request(100 + i)).error  # type: ignore[attr-defined]
+             for i in range(SIGNATURE_BURST + 8)]  # fmt: skip
     assert m.ErrorCode.LIMIT_REACHED in codes and m.ErrorCode.OK in codes
     daemon.wait_log("too many signature requests for phase 1 1")
     key_text = ee.key_pem().decode().splitlines()[1]

@@ -78,25 +78,24 @@ MIN_ISAKMP: Final = 28  # an ISAKMP header; shorter is never an IKE message
 # SKEYID is computed only for a definition whose peer sent us a datagram this recently (the
 # MM4/AM1/AM2 that made the child ask arrived a moment ago). It is no oracle whatever the
 # rate: our own nonce is always the parent's (nonces.py), so every answer is bound to one
-# exchange. The buckets only bound the root CPU a compromised child can spend on HMACs
-# (tens of microseconds each): per definition, so one busy definition (a %any gateway under
-# a flood of first messages) cannot starve the others, and in all. Both are above what one
-# peer with many connections asks of strongSwan here (100-200 Main Modes/s, issue 11): a
-# refusal would end that peer's exchange (it is told, with a notify, not left to time out).
+# exchange. The bucket per definition keeps one busy definition (a %any gateway under a
+# flood of first messages) from starving the others; the root CPU a compromised child can
+# spend on HMACs in all is bounded by its secret budget (child_budget.py, back-pressure).
+# It is above what one peer with many connections asks of strongSwan here (100-200 Main
+# Modes/s, issue 11): a refusal ends that peer's exchange (it is told, with a notify).
 # Policies the child installs rank below this XFRM priority (lower number wins), so an
 # operator's own policies with smaller numbers (a bypass, a block) always take precedence.
 MIN_POLICY_PRIORITY: Final = 512
 SKEYID_WINDOW: Final = 120.0
 SKEYID_BURST: Final = 512
 SKEYID_RATE: Final = 256.0  # per second and definition
-SKEYID_ALL_BURST: Final = 2048
-SKEYID_ALL_RATE: Final = 1024.0  # per second, all definitions: about 2 % of a core
-# Signatures: the same live-peer window; a smaller bucket, because an RSA signature costs
-# the root parent about a millisecond (an HMAC is microseconds). 16 at once covers a burst of
-# simultaneous handshakes of one definition (a %any gateway after a restart), 4 a second
-# any steady rate one definition has a reason for.
-SIGNATURE_BURST: Final = 16
-SIGNATURE_RATE: Final = 4.0  # per second
+# Signatures: the same live-peer window; a smaller bucket, because an RSA-2048 signature
+# costs the root parent about 0.4 ms (an HMAC is microseconds): 64 at once covers a burst of
+# simultaneous handshakes of one definition (a %any gateway after a restart), 32 a second
+# (about 1.3 % of a core) a busy road-warrior definition; the child's secret budget bounds
+# the total.
+SIGNATURE_BURST: Final = 64
+SIGNATURE_RATE: Final = 32.0  # per second
 
 XFRM_PROTO: Final[dict[ProtocolId, IpProtocol]] = {
     ProtocolId.IPSEC_ESP: IpProtocol.ESP,
@@ -507,7 +506,6 @@ class Vetter:
         self.peers = peers
         self.activations = activations
         self._skeyid_buckets: dict[int, TokenBucket] = {}
-        self._skeyid_all = TokenBucket(SKEYID_ALL_BURST, SKEYID_ALL_RATE)
         self._signature_buckets: dict[int, TokenBucket] = {}
         self.nonces = NonceTable()
         self._index_key: tuple[DbView, int] | None = None
@@ -933,7 +931,7 @@ class Vetter:
             return Refusal(ErrorCode.BAD_ALGORITHM, f"prf {req.prf.name} not configured for {what}",
                            number)  # fmt: skip
         bucket = self._skeyid_buckets.setdefault(number, TokenBucket(SKEYID_BURST, SKEYID_RATE))
-        if not bucket.take(now) or not self._skeyid_all.take(now):
+        if not bucket.take(now):
             return Refusal(ErrorCode.LIMIT_REACHED, f"too many SKEYID requests for {what}", number)
         try:
             return skeyid_psk(req.prf, psks[0], ni, nr), ours
