@@ -24,8 +24,13 @@ still holds with the recorded reqid is removed: nothing manages it any more (the
 died with the old parent), and an SA or policy nobody rekeys would blackhole the traffic at
 its end of life. Tunnels that should be up (autostart) are negotiated afresh right after.
 
-The file is rewritten whole (temporary file and rename), bounded by the record limits of
-installed.py. A file that does not parse is logged and ignored (never trusted further).
+The file is a log, one JSON line per change ("s"/"p": an SA or policy as written, "s-"/"p-":
+gone), appended (O(1) per change: rewriting it whole made every install cost time in
+proportion to the SAs held, 20 ms and more at 10,000 tunnels), and compacted (rewritten whole
+from the live set, temporary file and rename) once it holds more than twice the live lines
+plus COMPACT_SLACK; so it stays bounded by the record limits of installed.py. A torn last
+line (a kill during the write) is ignored; a file that does not parse otherwise is logged
+and ignored (never trusted further).
 """
 
 from __future__ import annotations
@@ -55,8 +60,9 @@ from ikepriv.parent_kernel.vetting import XFRM_PROTO
 log = logging.getLogger("ikepriv.parent")
 
 SUFFIX: Final = ".installed"
-VERSION: Final = 1
+VERSION: Final = 2  # 1: one JSON document rewritten whole
 MAX_FILE: Final = 8 * 1024 * 1024
+COMPACT_SLACK: Final = 1024  # change lines a file may carry beyond twice the live objects
 _GONE: Final = frozenset({errno.ESRCH, errno.ENOENT})
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -86,38 +92,113 @@ def policy_mark(entry: PolicyEntry) -> PolicyMark:
     return PolicyMark(entry.spec.selector, entry.spec.direction, entry.reqid)
 
 
-def _sel_json(sel: SelectorSpec) -> dict[str, Any]:
-    return {"src": str(sel.src), "dst": str(sel.dst), "proto": sel.proto,
-            "sport": sel.sport, "dport": sel.dport}  # fmt: skip
+def _replay(line: object, sas: dict[_SaId, int], pols: dict[_PolicyId, int]) -> None:
+    """Apply one change line; anything but the four shapes is a ValueError."""
+    if not isinstance(line, dict) or len(line) != 1:
+        raise ValueError(f"line {line!r}")
+    ((op, v),) = line.items()
+    if not isinstance(v, list) or not all(isinstance(x, int | str) for x in v):
+        raise ValueError(f"line {line!r}")
+    if op == "s" and len(v) == 4:
+        sas[(str(v[0]), int(v[1]), int(v[2]))] = int(v[3])
+    elif op == "s-" and len(v) == 3:
+        sas.pop((str(v[0]), int(v[1]), int(v[2])), None)
+    elif op == "p" and len(v) == 7:
+        pols[(str(v[0]), str(v[1]), int(v[2]), int(v[3]), int(v[4]), int(v[5]))] = int(v[6])
+    elif op == "p-" and len(v) == 6:
+        pols.pop((str(v[0]), str(v[1]), int(v[2]), int(v[3]), int(v[4]), int(v[5])), None)
+    else:
+        raise ValueError(f"line {line!r}")
+    if len(sas) > MAX_SAS_TOTAL * 2 or len(pols) > MAX_POLICIES_TOTAL * 2:
+        raise ValueError("more objects than the parent ever records")
 
 
-def _sel_from(raw: dict[str, Any]) -> SelectorSpec:
-    return SelectorSpec(ipaddress.ip_network(str(raw["src"])),
-                        ipaddress.ip_network(str(raw["dst"])), int(raw["proto"]),
-                        int(raw["sport"]), int(raw["dport"]))  # fmt: skip
+_SaId = tuple[str, int, int]  # destination, SPI, IP protocol: the kernel's SA id
+_PolicyId = tuple[str, str, int, int, int, int]  # selector and direction
+
+
+def _sa_id(mark: SaMark) -> _SaId:
+    return (str(mark.dst), mark.spi, mark.proto)
+
+
+def _policy_id(mark: PolicyMark) -> _PolicyId:
+    sel = mark.selector
+    return (str(sel.src), str(sel.dst), sel.proto, sel.sport, sel.dport, int(mark.direction))
 
 
 class Journal:
     def __init__(self, path: str) -> None:
         self.path = path
+        self._sas: dict[_SaId, int] = {}  # what the file says: SA -> reqid
+        self._policies: dict[_PolicyId, int] = {}  # policy -> reqid
+        self._lines = 0  # change lines in the file since it was last written whole
 
     # -- writing ---------------------------------------------------------------------------
 
+    def put(self, sas: Iterable[SaMark] = (), policies: Iterable[PolicyMark] = ()) -> None:
+        """Record objects about to be written (or written: an allocated SPI), replacing
+        what the file said about the same kernel object."""
+        lines = []
+        for s in sas:
+            key = _sa_id(s)
+            if self._sas.get(key) != s.reqid:
+                self._sas[key] = s.reqid
+                lines.append({"s": [*key, s.reqid]})
+        for p in policies:
+            pkey = _policy_id(p)
+            if self._policies.get(pkey) != p.reqid:
+                self._policies[pkey] = p.reqid
+                lines.append({"p": [*pkey, p.reqid]})
+        self._append(lines)
+
+    def drop(self, sas: Iterable[SaMark] = (), policies: Iterable[PolicyMark] = ()) -> None:
+        """Forget objects the kernel no longer holds (removed, never written)."""
+        lines = []
+        for s in sas:
+            key = _sa_id(s)
+            if self._sas.pop(key, None) is not None:
+                lines.append({"s-": list(key)})
+        for p in policies:
+            pkey = _policy_id(p)
+            if self._policies.pop(pkey, None) is not None:
+                lines.append({"p-": list(pkey)})
+        self._append(lines)
+
     def save(self, sas: Iterable[SaMark], policies: Iterable[PolicyMark]) -> None:
-        """Replace the file's content (atomically). Errors are logged, never raised: the
-        kernel write it precedes matters more than the file."""
-        doc = {
-            "version": VERSION,
-            "sas": [{"dst": str(s.dst), "spi": s.spi, "proto": s.proto, "reqid": s.reqid}
-                    for s in sas],
-            "policies": [{"sel": _sel_json(p.selector), "dir": int(p.direction),
-                          "reqid": p.reqid} for p in policies],
-        }  # fmt: skip
+        """Replace the file's content with exactly these objects (atomically)."""
+        self._sas = {_sa_id(s): s.reqid for s in sas}
+        self._policies = {_policy_id(p): p.reqid for p in policies}
+        self._rewrite()
+
+    def _append(self, lines: list[dict[str, Any]]) -> None:
+        if not lines:
+            return
+        self._lines += len(lines)
+        if self._lines > 2 * (len(self._sas) + len(self._policies)) + COMPACT_SLACK:
+            self._rewrite()
+            return
+        text = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            try:
+                os.write(fd, text.encode())
+            finally:
+                os.close(fd)
+        except OSError as exc:  # errors are logged, never raised: the kernel write matters more
+            log.error("state file %s: %s", self.path, exc)
+
+    def _rewrite(self) -> None:
+        self._lines = 0
+        out = [json.dumps({"version": VERSION})]
+        out += [json.dumps({"s": [*k, reqid]}, separators=(",", ":"))
+                for k, reqid in self._sas.items()]  # fmt: skip
+        out += [json.dumps({"p": [*k, reqid]}, separators=(",", ":"))
+                for k, reqid in self._policies.items()]  # fmt: skip
         tmp = f"{self.path}.tmp"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             with os.fdopen(fd, "w") as f:
-                json.dump(doc, f, separators=(",", ":"))
+                f.write("\n".join(out) + "\n")
             os.replace(tmp, self.path)
         except OSError as exc:
             log.error("state file %s: %s", self.path, exc)
@@ -136,17 +217,27 @@ class Journal:
         try:
             if len(data) > MAX_FILE:
                 raise ValueError("too large")
-            doc = json.loads(data)
-            if doc.get("version") != VERSION:
-                raise ValueError(f"version {doc.get('version')!r}")
-            sas = [SaMark(ipaddress.ip_address(str(s["dst"])), int(s["spi"]), int(s["proto"]),
-                          int(s["reqid"])) for s in doc["sas"][:MAX_SAS_TOTAL * 2]]  # fmt: skip
-            pols = [PolicyMark(_sel_from(p["sel"]), Direction(int(p["dir"])), int(p["reqid"]))
-                    for p in doc["policies"][:MAX_POLICIES_TOTAL * 2]]  # fmt: skip
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            lines = data.split(b"\n")
+            if lines and lines[-1] and not data.endswith(b"\n"):
+                lines.pop()  # torn by a kill in the middle of an append
+            header = json.loads(lines[0]) if lines else {}
+            if not isinstance(header, dict) or header.get("version") != VERSION:
+                raise ValueError("not a state file of this version")
+            sas: dict[_SaId, int] = {}
+            pols: dict[_PolicyId, int] = {}
+            for raw in lines[1:]:
+                if raw:
+                    _replay(json.loads(raw), sas, pols)
+            sa_marks = [SaMark(ipaddress.ip_address(d), spi, proto, reqid)
+                        for (d, spi, proto), reqid in sas.items()]  # fmt: skip
+            pol_marks = [PolicyMark(SelectorSpec(ipaddress.ip_network(src),
+                                                 ipaddress.ip_network(dst), proto, sport,
+                                                 dport), Direction(d), reqid)
+                         for (src, dst, proto, sport, dport, d), reqid in pols.items()]  # fmt: skip
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
             log.error("state file %s unreadable, ignored: %s", self.path, exc)
             return [], []
-        return sas, pols
+        return sa_marks, pol_marks
 
     # -- start-up --------------------------------------------------------------------------
 
