@@ -1,7 +1,8 @@
 """IKEv1 responder load: ikepriv (ikeprivd) against strongSwan 5.9.8, side by side, one run.
 
     sudo .venv/bin/python bench/load.py [--peers 32] [--window 16] [--duration 8] [--reps 1]
-        [--scenarios mm,mm1,mmqm] [--initiators strongswan,core] [--out results.jsonl]
+        [--scenarios mm,mm1,mmqm] [--initiators strongswan,core] [--auth psk,rsa2048,ecdsa256]
+        [--out results.jsonl]
 
 An initiator in one network namespace opens Main Mode PSK handshakes (aes128-sha256-modp2048
 by default) against a responder in another: the real ikeprivd (parent + sandboxed negotiator
@@ -13,6 +14,12 @@ each a new ISAKMP SA, for DURATION seconds; then the ones under way finish. Init
               a new IKE SA each time), driven over vici (bench/vici.py, standard library)
   core        ikepriv's own sans-I/O negotiation core with one definition per initiation, real
               UDP sockets on every peer address (bench/core_initiator.py)
+
+Authentication (--auth, both sides, each method in turn within a repetition): psk, or
+certificates made for the run (bench/load_auth.py: RSA-2048 or ECDSA P-256 from one root CA
+of that type, DN identities, send_cert always); certificates with the strongSwan initiator
+only. ikepriv's parent signs at most 4 a second per definition (burst 16: vetting.py), so
+give certificate runs one definition per few handshakes (--peers 253, scenario mm).
 
 Scenarios:
   mm    Main Mode, PEERS initiator addresses (ID = address), one ikepriv definition each
@@ -68,6 +75,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import load_auth
+from load_auth import PSK, Credentials
 from vici import DriveResult, drive
 
 VENV_BIN = Path(sys.executable).parent
@@ -75,7 +84,6 @@ IP = shutil.which("ip") or "/usr/sbin/ip"
 CHARON = "/usr/lib/ipsec/charon"
 SWANCTL = shutil.which("swanctl") or "/usr/sbin/swanctl"
 TCK = os.sysconf("SC_CLK_TCK")
-PSK = "bench-psk-0123456789abcdef"
 RESPONDER_ADDR = "192.0.2.2"
 INIT_NET = "198.51.100"  # Quick Mode: initiator side selector 198.51.100.<peer+1>/32
 RESP_NET = "203.0.113"  # Quick Mode: responder side selector 203.0.113.<peer+1>/32
@@ -262,9 +270,12 @@ def start_charon(procs: Processes, ns: str, d: Path) -> int:
     return pid
 
 
-def initiator_conf(d: Path, conns: int, peers: int, ike: str, esp: str, qm: bool) -> list[str]:
+def initiator_conf(
+    d: Path, conns: int, peers: int, ike: str, esp: str, qm: bool, creds: Credentials | None
+) -> list[str]:
     """N distinct initiator connections p<k>; k uses peer address k mod peers. rand_time
     makes the peer configs distinct (charon reuses an IKE SA of any equal peer config)."""
+    load_auth.swan_install(creds, "initiator", d)
     lines = ["connections {"]
     for k in range(conns):
         j = k % peers
@@ -278,40 +289,38 @@ def initiator_conf(d: Path, conns: int, peers: int, ike: str, esp: str, qm: bool
         lines.append(
             f" p{k} {{ version = 1\n local_addrs = {a}\n remote_addrs = {RESPONDER_ADDR}\n"
             f" proposals = {ike}\n rekey_time = 8h\n rand_time = {k + 1}s\n unique = never\n"
-            f" local {{ auth = psk\n id = {a} }}\n remote {{ auth = psk\n id = {RESPONDER_ADDR} }}"
-            f"{child} }}"
+            + load_auth.swan_auth(creds, "initiator", a, RESPONDER_ADDR)
+            + f"{child} }}"
         )
-    lines += ["}", f'secrets {{ ike-any {{ secret = "{PSK}" }} }}', ""]
+    lines += ["}", load_auth.swan_secrets(creds)]
     (d / "swanctl.conf").write_text("\n".join(lines))
     return [f"p{k}" for k in range(conns)]
 
 
-def responder_swanctl(d: Path, ike: str, esp: str) -> None:
+def responder_swanctl(d: Path, ike: str, esp: str, creds: Credentials | None) -> None:
+    load_auth.swan_install(creds, "responder", d)
+    auth = load_auth.swan_auth(creds, "responder", RESPONDER_ADDR, "%any")
     (d / "swanctl.conf").write_text(f"""connections {{ r {{ version = 1
   local_addrs = {RESPONDER_ADDR}
   remote_addrs = 192.0.2.0/24
   proposals = {ike}
   unique = never
   rekey_time = 8h
-  local {{ auth = psk
-          id = {RESPONDER_ADDR} }}
-  remote {{ auth = psk
-           id = %any }}
-  children {{ c {{ esp_proposals = {esp}
+{auth}  children {{ c {{ esp_proposals = {esp}
                  local_ts = {RESP_NET}.0/24
                  remote_ts = {INIT_NET}.0/24 }} }} }} }}
-secrets {{ ike-any {{ secret = "{PSK}" }} }}
-""")
+{load_auth.swan_secrets(creds)}""")
 
 
 # ikepriv --------------------------------------------------------------------------------------
-def ikepriv_definitions(peers: int, ike: str, esp: str) -> str:
+def ikepriv_definitions(peers: int, ike: str, esp: str, creds: Credentials | None) -> str:
     out = []
     for j in range(peers):
         out.append(
             f'[[phase1]]\nname = "peer{j}"\nlocal_addr = "{RESPONDER_ADDR}"\n'
-            f'remote_addr = "{peer_addr(j)}"\nmode = "main"\nauth = "psk"\npsk = "{PSK}"\n'
-            f'proposals = ["{ike}"]\ndpd_delay = 0\n\n'
+            f'remote_addr = "{peer_addr(j)}"\nmode = "main"\n'
+            + load_auth.ikepriv_phase1(creds)
+            + f'proposals = ["{ike}"]\ndpd_delay = 0\n\n'
             f'[[phase2]]\nname = "peer{j}-c"\nphase1 = "peer{j}"\n'
             f'local_subnet = "{RESP_NET}.{j + 1}/32"\nremote_subnet = "{INIT_NET}.{j + 1}/32"\n'
             f'proposals = ["{esp}"]\n\n'
@@ -322,13 +331,21 @@ def ikepriv_definitions(peers: int, ike: str, esp: str) -> str:
 class Ikepriv:
     """ikeprivd in `ns` with its own database, control socket and chroot under `d`."""
 
-    def __init__(self, procs: Processes, ns: str, d: Path, peers: int, ike: str, esp: str):
+    def __init__(
+        self,
+        procs: Processes,
+        ns: str,
+        d: Path,
+        peers: int,
+        args: argparse.Namespace,
+        creds: Credentials | None,
+    ) -> None:
         self.d = d
         self.control = d / "control.sock"
         (d / "empty").mkdir(parents=True)
         (d / "run").mkdir(mode=0o700)
         defs = d / "tunnels.toml"
-        defs.write_text(ikepriv_definitions(peers, ike, esp))
+        defs.write_text(ikepriv_definitions(peers, args.ike, args.esp, creds))
         db = d / "db" / "tunnels.db"
         res = run_tool([str(VENV_BIN / "ikedb"), "--db", str(db), "-p", str(defs)])
         if res.returncode != 0:
@@ -390,6 +407,7 @@ class Run:
     window: int
     duration: float
     rep: int
+    auth: str = "psk"  # load_auth.AUTHS: psk, rsa2048, ecdsa256 (both sides)
     ike: str = ""
     esp: str = ""
     ok: int = 0
@@ -472,10 +490,13 @@ class SwanInitiator(Initiator):
         peers: int,
         conns: int,
         qm: bool,
+        creds: Credentials | None,
     ) -> None:
         plugins = "random nonce openssl kdf kernel-libipsec kernel-netlink socket-default vici"
-        strongswan_conf(d, args.window + 16, args.initiator_log, plugins)
-        self.names = initiator_conf(d, conns, peers, args.ike, args.esp, qm)
+        strongswan_conf(
+            d, args.window + 16, args.initiator_log, load_auth.charon_plugins(plugins, creds)
+        )
+        self.names = initiator_conf(d, conns, peers, args.ike, args.esp, qm, creds)
         self.pid = start_charon(procs, ns, d)
         self.vici = str(d / "charon.vici")
         self.child = "c" if qm else None
@@ -540,13 +561,20 @@ class CoreInitiator(Initiator):
 
 
 def one_run(
-    args: argparse.Namespace, scenario: str, initiator: str, responder: str, rep: int, base: Path
+    args: argparse.Namespace,
+    scenario: str,
+    initiator: str,
+    responder: str,
+    rep: int,
+    base: Path,
+    creds: Credentials | None,
 ) -> Run:
     peers = 1 if scenario == "mm1" else args.peers
     qm = scenario == "mmqm"
     run = Run(scenario, initiator, responder, peers, args.window, args.duration, rep)
     run.ike, run.esp = args.ike, args.esp
-    work = base / f"{scenario}-{initiator}-{responder}-{rep}"
+    run.auth = creds.auth if creds else "psk"
+    work = base / f"{scenario}-{run.auth}-{initiator}-{responder}-{rep}"
     di, dr = work / "I", work / "R"
     di.mkdir(parents=True)
     dr.mkdir(parents=True)
@@ -555,23 +583,25 @@ def one_run(
         try:
             ipk: Ikepriv | None = None
             if responder == "ikepriv":
-                ipk = Ikepriv(procs, nsr, dr, peers, args.ike, args.esp)
+                ipk = Ikepriv(procs, nsr, dr, peers, args, creds)
                 pids = {"parent": ipk.pid, "child": ipk.child}
             else:
                 strongswan_conf(
                     dr,
                     16,
                     args.responder_log,
-                    "random nonce openssl kdf kernel-netlink socket-default vici",
+                    load_auth.charon_plugins(
+                        "random nonce openssl kdf kernel-netlink socket-default vici", creds
+                    ),
                 )
-                responder_swanctl(dr, args.ike, args.esp)
+                responder_swanctl(dr, args.ike, args.esp, creds)
                 pids = {"charon": start_charon(procs, nsr, dr)}
             # Quick Mode: at most qm_per_peer per peer address, under the parent's bounds on
             # unused SPIs and SAs per phase 2 definition (16 and 32)
             conns = min(args.conns, peers * args.qm_per_peer + 1) if qm else args.conns
             init: Initiator
             if initiator == "strongswan":
-                init = SwanInitiator(procs, nsi, di, args, peers, conns, qm)
+                init = SwanInitiator(procs, nsi, di, args, peers, conns, qm, creds)
             else:
                 init = CoreInitiator(procs, nsi, di, args, peers, conns, qm)
             if not init.warm_up():
@@ -662,7 +692,8 @@ def counters_text(events: dict[str, int]) -> str:
 
 def table(runs: list[Run]) -> str:
     head = (
-        "| scenario | initiator | responder | rep | ok | failed | per s | CPU ms/hs | parent ms/hs "
+        "| scenario | auth | initiator | responder | rep | ok | failed | per s | CPU ms/hs "
+        "| parent ms/hs "
         "| child ms/hs | initiator ms/hs | latency p50 / p90 / p99 / max ms "
         "| PSS start MB | PSS end MB | SAs held start -> end | KB per SA | machine busy "
         "| responder counters |"
@@ -678,7 +709,8 @@ def table(runs: list[Run]) -> str:
             else ""
         )
         rows.append(
-            f"| {r.scenario} | {r.initiator} | {r.responder} | {r.rep} | {r.ok} | {r.failed} "
+            f"| {r.scenario} | {r.auth} | {r.initiator} | {r.responder} | {r.rep} | {r.ok} "
+            f"| {r.failed} "
             f"| {r.per_s:.1f} "
             f"| **{fmt(r.ms_per(r.total_cpu_s))}** "
             f"| {fmt(r.ms_per(r.parent_cpu_s)) if is_ikp else '-'} "
@@ -693,23 +725,23 @@ def table(runs: list[Run]) -> str:
 
 def medians(runs: list[Run]) -> str:
     """Per scenario, initiator and responder: medians over the repetitions."""
-    groups: dict[tuple[str, str, str], list[Run]] = {}
+    groups: dict[tuple[str, str, str, str], list[Run]] = {}
     for r in runs:
-        groups.setdefault((r.scenario, r.initiator, r.responder), []).append(r)
+        groups.setdefault((r.scenario, r.auth, r.initiator, r.responder), []).append(r)
 
     def med(values: list[float | None], spec: str = ".2f") -> str:
         present = [v for v in values if v is not None]
         return fmt(statistics.median(present), spec) if present else "-"
 
     head = (
-        "| scenario | initiator | responder | reps | per s | CPU ms/hs | parent ms/hs "
+        "| scenario | auth | initiator | responder | reps | per s | CPU ms/hs | parent ms/hs "
         "| child ms/hs | latency p50 / p99 ms | KB per SA | failed |"
     )
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
-    for (scenario, initiator, responder), g in groups.items():
+    for (scenario, auth, initiator, responder), g in groups.items():
         is_ikp = responder == "ikepriv"
         rows.append(
-            f"| {scenario} | {initiator} | {responder} | {len(g)} "
+            f"| {scenario} | {auth} | {initiator} | {responder} | {len(g)} "
             f"| {med([r.per_s for r in g], '.1f')} "
             f"| **{med([r.ms_per(r.total_cpu_s) for r in g])}** "
             f"| {med([r.ms_per(r.parent_cpu_s) for r in g]) if is_ikp else '-'} "
@@ -723,27 +755,59 @@ def medians(runs: list[Run]) -> str:
 
 def ratios(runs: list[Run]) -> str:
     """ikepriv / strongSwan, pair by pair (same scenario and repetition), then the median."""
-    pairs: dict[tuple[str, str, int], dict[str, Run]] = {}
+    pairs: dict[tuple[str, str, str, int], dict[str, Run]] = {}
     for r in runs:
-        pairs.setdefault((r.scenario, r.initiator, r.rep), {})[r.responder] = r
-    by_scenario: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    for (scenario, initiator, _), d in pairs.items():
+        pairs.setdefault((r.scenario, r.auth, r.initiator, r.rep), {})[r.responder] = r
+    by_scenario: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+    for (scenario, auth, initiator, _), d in pairs.items():
         a, b = d.get("ikepriv"), d.get("strongswan")
         if a and b and a.ok and b.ok and b.total_cpu_s > 0 and b.per_s > 0:
             cpu_ratio = a.ms_per(a.total_cpu_s) / b.ms_per(b.total_cpu_s)  # type: ignore[operator]
             ratio = (cpu_ratio, a.per_s / b.per_s)
-            by_scenario.setdefault((scenario, initiator), []).append(ratio)
+            by_scenario.setdefault((scenario, auth, initiator), []).append(ratio)
     rows = [
-        "| scenario | initiator | ikepriv/strongSwan CPU per handshake (per rep; median) "
+        "| scenario | auth | initiator | ikepriv/strongSwan CPU per handshake (per rep; median) "
         "| ikepriv/strongSwan handshakes per s |",
-        "|---|---|---|---|",
+        "|---|---|---|---|---|",
     ]
-    for (scenario, initiator), rs in by_scenario.items():
+    for (scenario, auth, initiator), rs in by_scenario.items():
         cpu = ", ".join(f"{c:.2f}" for c, _ in rs)
         rate = ", ".join(f"{x:.2f}" for _, x in rs)
         rows.append(
-            f"| {scenario} | {initiator} | {cpu}; **{statistics.median(c for c, _ in rs):.2f}** "
+            f"| {scenario} | {auth} | {initiator} | {cpu}; "
+            f"**{statistics.median(c for c, _ in rs):.2f}** "
             f"| {rate}; {statistics.median(x for _, x in rs):.2f} |"
+        )
+    return "\n".join(rows)
+
+
+def by_auth(runs: list[Run]) -> str:
+    """Responder CPU per Main Mode handshake by authentication method, ikepriv and strongSwan
+    side by side (medians over the repetitions; per-rep figures in the tables above)."""
+    groups: dict[tuple[str, str, str], dict[str, list[Run]]] = {}
+    for r in runs:
+        groups.setdefault((r.scenario, r.initiator, r.auth), {}).setdefault(r.responder, []).append(
+            r
+        )
+
+    def med(g: list[Run], seconds: str) -> str:
+        values = [r.ms_per(getattr(r, seconds)) for r in g]
+        present = [v for v in values if v is not None]
+        return fmt(statistics.median(present)) if present else "-"
+
+    head = (
+        "| scenario | initiator | auth | ikepriv parent ms/MM | ikepriv child ms/MM "
+        "| ikepriv total ms/MM | ikepriv MM/s | strongSwan ms/MM | strongSwan MM/s |"
+    )
+    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    for (scenario, initiator, auth), d in groups.items():
+        ikp, ss = d.get("ikepriv", []), d.get("strongswan", [])
+        rate = {k: fmt(statistics.median(r.per_s for r in g), ".1f") if g else "-"
+                for k, g in (("ikp", ikp), ("ss", ss))}  # fmt: skip
+        rows.append(
+            f"| {scenario} | {initiator} | {auth} | {med(ikp, 'parent_cpu_s')} "
+            f"| {med(ikp, 'child_cpu_s')} | **{med(ikp, 'total_cpu_s')}** | {rate['ikp']} "
+            f"| **{med(ss, 'total_cpu_s')}** | {rate['ss']} |"
         )
     return "\n".join(rows)
 
@@ -763,6 +827,13 @@ def main() -> None:
     )
     parser.add_argument("--ike", default="aes128-sha256-modp2048")
     parser.add_argument("--esp", default="aes128-sha256")
+    parser.add_argument(
+        "--auth",
+        default="psk",
+        help="authentication methods, both sides, one after the other: "
+        + ",".join(load_auth.AUTHS)
+        + " (certificates made for the run; strongswan initiator only)",
+    )
     parser.add_argument("--out", type=Path, help="append one JSON line per run")
     parser.add_argument("--keep", action="store_true", help="keep configs and logs")
     parser.add_argument("--initiator-log", type=int, default=-1, help="initiator log level")
@@ -785,26 +856,33 @@ def main() -> None:
         | set(responders) - {"ikepriv", "strongswan"}
         | set(initiators) - {"strongswan", "core"}
     )
+    auths = [a for a in args.auth.split(",") if a]
+    unknown |= set(auths) - set(load_auth.AUTHS)
     if unknown:
         sys.exit(f"load.py: unknown {sorted(unknown)}")
-    print(f"# load.py {' '.join(sys.argv[1:])}: {os.cpu_count()} CPUs, {args.ike}, esp {args.esp}")
+    if "core" in initiators and set(auths) - {"psk"}:
+        sys.exit("load.py: the core initiator authenticates with PSK only")
+    print(
+        f"# load.py {' '.join(sys.argv[1:])}: {os.cpu_count()} CPUs, {args.ike}, esp {args.esp},"
+        f" auth {','.join(auths)}, {time.strftime('%Y-%m-%d %H:%M')}"
+    )
     if "mmqm" in scenarios:
         print(f"# {QM_NOTE}")
     base = Path(tempfile.mkdtemp(prefix="ikepriv-load-"))
     runs: list[Run] = []
     try:
+        creds = {a: load_auth.make(base, a) for a in auths}
         for rep in range(1, args.reps + 1):
             order = responders if rep % 2 else responders[::-1]
             for initiator in initiators:
                 for scenario in scenarios:
-                    for responder in order:
-                        run = one_run(args, scenario, initiator, responder, rep, base)
-                        runs.append(run)
-                        line = json.dumps({**asdict(run), "scenario_text": SCENARIOS[scenario]})
-                        print(f"RESULT {line}", flush=True)
-                        if args.out:
-                            with open(args.out, "a") as f:
-                                f.write(line + "\n")
+                    for auth in auths:
+                        for responder in order:
+                            run = one_run(
+                                args, scenario, initiator, responder, rep, base, creds[auth]
+                            )
+                            runs.append(run)
+                            report(run, args.out)
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
@@ -816,6 +894,18 @@ def main() -> None:
     print(medians(runs))
     print()
     print(ratios(runs))
+    if auths != ["psk"]:
+        print()
+        print(by_auth(runs))
+
+
+def report(run: Run, out: Path | None) -> None:
+    """One run's JSON line, on stdout and appended to --out."""
+    line = json.dumps({**asdict(run), "scenario_text": SCENARIOS[run.scenario]})
+    print(f"RESULT {line}", flush=True)
+    if out:
+        with open(out, "a") as f:
+            f.write(line + "\n")
 
 
 if __name__ == "__main__":

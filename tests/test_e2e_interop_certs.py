@@ -1,6 +1,8 @@
 """Certificate authentication (issue 10) against strongSwan 5.9.8 and libreswan 4.10, in a
 real kernel (one UML boot): RSA and ECDSA, Main and Aggressive Mode, an intermediate CA, IKE
-fragmentation of RSA-4096 chains, and a revoked peer refused.
+fragmentation of RSA-4096 chains (forced by configuration, and forced by a path that drops
+IP fragments, with its control: tests/e2e/interop_certs_cases.py "pathmtu"), and a revoked
+peer refused.
 
 The scenarios and what each checks: tests/e2e/interop_certs_cases.py.
 """
@@ -12,6 +14,10 @@ from typing import Any
 import pytest
 from e2e.common import boot_scenarios
 from e2e.interop_certs_cases import CATALOGUE
+
+# what the path-MTU scenarios record (printed with -s): IP fragments the path dropped, the
+# IKE fragment counters of ikepriv, the oversized probe across the path
+FRAGMENT_DETAILS = ("fragment_drops", "ike_fragments", "probe")
 
 pytestmark = [pytest.mark.uml, pytest.mark.interop, pytest.mark.root, pytest.mark.timeout(1300)]
 
@@ -27,6 +33,9 @@ def guest() -> dict[str, Any]:
     )
     for name, r in value["results"].items():
         print(f"  {name}: {'ok' if r['ok'] else 'FAILED'} {r['times']}")
+        frag = {k: v for k, v in r["details"].items() if k.startswith(FRAGMENT_DETAILS)}
+        if frag:
+            print(f"    {frag}")
     return value
 
 
@@ -41,6 +50,10 @@ def test_scenario(guest: dict[str, Any], name: str) -> None:
     tails = "\n".join(f"--- {k}\n{v}" for k, v in r["log_tails"].items())
     if CATALOGUE[name].expect_ok:
         assert r["ok"], "\n".join(r["why"]) + f"\nsteps: {r['steps']}\n{tails}"
+    elif CATALOGUE[name].path_drops_fragments:  # the control: nothing fragments IKE
+        assert not r["ok"], f"established without IKE fragmentation over the path\n{tails}"
+        drops = r["details"].get("fragment_drops", 0)
+        assert drops > 0, f"the path dropped no IP fragment ({drops})\n{tails}"
     else:
         assert not r["ok"], f"a revoked certificate was accepted\n{tails}"
         assert "revoked" in tails.lower(), f"no log line says why\n{tails}"

@@ -15,6 +15,7 @@ sysctls, default-route checks and xfrm_stat reads are done in-process after setn
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import re
 import shutil
@@ -463,6 +464,33 @@ class Topology:
     def guard_blocks(self) -> bool:
         """Self-check with no SA installed: a cleartext ping lanA -> lanB must fail."""
         return self.ping(count=1, wait_s=1).returncode != 0
+
+    def drop_ip_fragments(self) -> None:
+        """Make the gateway-to-gateway link drop every IPv4 fragment, as many middleboxes do:
+        a tc flower filter on the ingress of both outer interfaces (the sender gets no error,
+        as behind a real middlebox; an egress drop would hand it ENOBUFS). Whole datagrams of
+        any size still pass. `fragment_drops()` counts what it dropped."""
+        for gw, dev in ((self.gw_a, "vA"), (self.gw_b, "vB")):
+            run(["tc", "-batch", "-"], gw, input=(
+                f"qdisc add dev {dev} clsact\n"
+                f"filter add dev {dev} ingress protocol ip pref 1 flower ip_flags frag"
+                " action drop\n"
+            ))  # fmt: skip
+
+    def allow_ip_fragments(self) -> None:
+        """Undo drop_ip_fragments() (deleting the clsact qdisc removes its filters)."""
+        for gw, dev in ((self.gw_a, "vA"), (self.gw_b, "vB")):
+            run(["tc", "qdisc", "del", "dev", dev, "clsact"], gw, check=False)
+
+    def fragment_drops(self) -> int:
+        """IPv4 fragments dropped so far by drop_ip_fragments()' filters, both gateways."""
+        total = 0
+        for gw, dev in ((self.gw_a, "vA"), (self.gw_b, "vB")):
+            out = run(["tc", "-s", "-j", "filter", "show", "dev", dev, "ingress"], gw).stdout
+            for f in json.loads(out or "[]"):
+                for action in f.get("options", {}).get("actions", []):
+                    total += int(action.get("stats", {}).get("drops", 0))
+        return total
 
     def xfrm_state(self, gw: str) -> str:
         return run(["ip", "-n", gw, "-s", "xfrm", "state"]).stdout
