@@ -16,12 +16,13 @@ from typing import Any
 
 import pki
 import pytest
+from cryptography import x509
 from harness.sig_capture import Capture, record_phase1
 from test_core_signatures import AM, INTER, MM, OTHER_ROOT, ROOT, WALL, End, _entity, fqdn, make_sim
 
 from ikepriv.cli.ikedump import main
 from ikepriv.ipc.messages import Fragmentation, SendCert
-from ikepriv.isakmp import SigPayload, decode_message, encode_message
+from ikepriv.isakmp import CertPayload, SigPayload, decode_message, encode_message
 from ikepriv.isakmp.constants import IkeHash
 
 MODES = {"main": MM, "aggressive": AM}
@@ -171,6 +172,39 @@ def _flip_sig_byte(message: bytes) -> bytes:
         for p in decoded.payloads
     ]
     return encode_message(replace(decoded, payloads=tuple(payloads)))
+
+
+def _break_leaf_subject(message: bytes) -> bytes:
+    """The first CERT payload with its subject's first string retagged as an INTEGER: the
+    certificate loads, and its subject fails when read (the library parses names lazily)."""
+    decoded = decode_message(message)
+    index = next(i for i, p in enumerate(decoded.payloads) if isinstance(p, CertPayload))
+    cert = decoded.payloads[index]
+    assert isinstance(cert, CertPayload)
+    subject = x509.load_der_x509_certificate(cert.data).subject.public_bytes()
+    at = cert.data.index(subject) + subject.index(bytes.fromhex("0603550406")) + 5
+    data = cert.data[:at] + b"\x02" + cert.data[at + 1 :]
+    payloads = list(decoded.payloads)
+    payloads[index] = CertPayload(cert.encoding, data)
+    return encode_message(replace(decoded, payloads=tuple(payloads)))
+
+
+def test_a_certificate_whose_subject_does_not_parse_is_a_certificate_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by fuzz_decrypt.py: hostile CERT bytes end in an outcome, never a traceback."""
+    run = good_run("aggressive", "p256", IkeHash.SHA)
+    args = files(tmp_path, run.capture, change=lambda n, m: _break_leaf_subject(m) if n == 2 else m)
+    rc, objs, err = ikedump(capsys, *args, "--ca", pem(tmp_path, "root", ROOT))
+    assert rc == 1
+    sig = signature_checks(objs)["SIG_R"]
+    assert sig["certificate"] is None
+    assert sig["checks"] == [{
+        "check": "certificate", "ok": False,
+        "text": "the signer's certificate (from the capture) has a subject or issuer that does "
+        "not parse",
+    }]  # fmt: skip
+    assert "internal error" not in err
 
 
 def test_a_tampered_sig_byte_in_aggressive_mode_is_a_signature_failure(

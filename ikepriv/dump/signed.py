@@ -45,7 +45,7 @@ from ikepriv.isakmp import IdPayload, Payload, SigPayload
 from ikepriv.isakmp.constants import AuthMethod
 
 MAX_GIVEN_CERTS: Final = 64  # certificates from all --cert files together
-MAX_TEXT: Final = 200  # characters of capture- or library-made text in one outcome
+MAX_TEXT: Final = 400  # characters of one outcome's text (names come from the capture)
 
 CERTIFICATE, SIGNATURE, ID, CHAIN = "certificate", "signature", "ID", "chain"
 
@@ -83,11 +83,12 @@ def load_trust(cert_files: Files, ca_files: Files) -> Trust:
     for name, blob in cert_files:
         try:
             found = certificates.certificates_in(blob, name)
-            given += [
-                GivenCertificate(c, c.public_bytes(serialization.Encoding.DER), name) for c in found
-            ]
+            ders = [c.public_bytes(serialization.Encoding.DER) for c in found]
         except (CredentialError, *PARSE_ERRORS) as exc:
             raise CertificateInputError(f"--cert {_bounded(str(exc))}") from None
+        if any(_names(c) is None for c in found):
+            raise CertificateInputError(f"--cert {name}: a subject or issuer does not parse")
+        given += [GivenCertificate(c, der, name) for c, der in zip(found, ders, strict=True)]
         if len(given) > MAX_GIVEN_CERTS:
             raise CertificateInputError(f"--cert: more than {MAX_GIVEN_CERTS} certificates")
     anchors = None
@@ -140,6 +141,9 @@ class Signed:
 
 
 def _bounded(text: str) -> str:
+    """One printable line of at most MAX_TEXT characters (library messages and names from
+    the capture are not trusted to be either)."""
+    text = "".join(c if c.isprintable() else "?" for c in text[: MAX_TEXT + 1])
     return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 3] + "..."
 
 
@@ -154,6 +158,18 @@ class _Found:
     der: bytes
     source: str
     intermediates: tuple[bytes, ...]
+    subject: str
+    issuer: str
+
+
+def _names(cert: x509.Certificate) -> tuple[str, str] | None:
+    """Subject and issuer for display; None when they do not parse (the library parses
+    names lazily, so a hostile certificate loads and fails only here)."""
+    try:
+        leaf = PeerCertificate((cert,), ())
+        return leaf.subject, leaf.issuer
+    except PARSE_ERRORS:
+        return None
 
 
 def _signer_certificate(signed: Signed, trust: Trust) -> _Found | Outcome:
@@ -185,9 +201,13 @@ def _signer_certificate(signed: Signed, trust: Trust) -> _Found | Outcome:
         return Outcome(CERTIFICATE, False, f"no certificate for the signer (no CERT payload "
                        f"in its message, {why})")  # fmt: skip
     cert, der, source = choice
+    names = _names(cert)
+    if names is None:
+        return Outcome(CERTIFICATE, False, f"the signer's certificate (from {source}) has a "
+                       "subject or issuer that does not parse")  # fmt: skip
     pool = [d for d in (*sent, *others) if d != der]
     intermediates = tuple(dict.fromkeys(pool))[: certificates.MAX_PEER_CERTS - 1]
-    return _Found(PeerCertificate((cert,), ()), der, source, intermediates)
+    return _Found(PeerCertificate((cert,), ()), der, source, intermediates, *names)
 
 
 def _signature(signed: Signed, found: _Found) -> Outcome:
@@ -204,7 +224,7 @@ def _signature(signed: Signed, found: _Found) -> Outcome:
         return Outcome(SIGNATURE, None, f"signature cannot be checked: {signed.missing}")
     if not signatures.verify(method, key, signed.auth_hash, sigs[0].data):
         return Outcome(SIGNATURE, False, "signature does not verify with the certificate's key "
-                       f"({method.name}, {found.cert.subject})")  # fmt: skip
+                       f"({method.name}, {found.subject})")  # fmt: skip
     return Outcome(SIGNATURE, True, f"signature ok ({method.name})")
 
 
@@ -214,7 +234,7 @@ def _identity(signed: Signed, found: _Found) -> Outcome:
     if certificates.id_in_certificate(signed.ident, found.cert.leaf):
         return Outcome(ID, True, "ID in certificate")
     return Outcome(ID, False, f"ID not in certificate ({id_text(signed.ident)}; certificate "
-                   f"{found.cert.subject})")  # fmt: skip
+                   f"{found.subject})")  # fmt: skip
 
 
 def _chain(signed: Signed, found: _Found, anchors: ParsedCredentials) -> Outcome:
@@ -235,14 +255,13 @@ def check_signed(signed: Signed, trust: Trust) -> SignatureReport:
     report = SignatureReport(signed.label, signed.method)
     found = _signer_certificate(signed, trust)
     if isinstance(found, Outcome):
-        report.outcomes.append(found)
+        report.outcomes.append(Outcome(found.check, found.ok, _bounded(found.text)))
         return report
-    report.subject, report.issuer, report.source = (
-        found.cert.subject, found.cert.issuer, found.source,
-    )  # fmt: skip
-    report.outcomes.append(Outcome(CERTIFICATE, True, f"certificate {found.cert.subject}"))
+    report.subject, report.issuer, report.source = found.subject, found.issuer, found.source
+    report.outcomes.append(Outcome(CERTIFICATE, True, f"certificate {found.subject}"))
     report.outcomes.append(_signature(signed, found))
     report.outcomes.append(_identity(signed, found))
     if trust.anchors is not None:
         report.outcomes.append(_chain(signed, found, trust.anchors))
+    report.outcomes = [Outcome(o.check, o.ok, _bounded(o.text)) for o in report.outcomes]
     return report
