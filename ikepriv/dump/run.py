@@ -10,8 +10,8 @@ with the certificate's key", "ID not in certificate", "chain: <reason>", "no cer
 for the signer", "cannot decrypt: no DH secret ...".
 
 Exit status: 0 every IKE message parsed (and, with keys, decrypted and verified); 1 some
-message did not (the first failure is the one-line summary on stderr); 2 a bad command line
-or key file; 3 the capture cannot be read. Nothing escapes as a traceback.
+message did not (the first failure is the one-line summary on stderr); 2 a bad command line,
+key, certificate or CA file; 3 the capture cannot be read. Nothing escapes as a traceback.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def _parser() -> _Parser:
         action="append",
         default=[],
         metavar="[ICOOKIE=]HEX",
-        help="phase 1 DH shared secret g^xy; repeat for several SAs (in capture order)",
+        help="phase 1 DH shared secret g^xy (with a PSK for PSK SAs, alone for signature "
+        "SAs); repeat for several SAs (in capture order)",
     )
     p.add_argument(
         "--qm-dh-secret",
@@ -94,8 +95,8 @@ def _parser() -> _Parser:
         action="append",
         default=[],
         metavar="FILE",
-        help="a peer's certificate (PEM, one or more, or DER) to check signatures with, "
-        "instead of the CERT payloads of the capture; repeat for several",
+        help="a peer's certificate (PEM, one or more, or DER) to check signatures with: "
+        "preferred to the capture's CERT payloads for the signer whose ID it names; repeat",
     )
     p.add_argument(
         "--ca",
@@ -103,7 +104,7 @@ def _parser() -> _Parser:
         default=[],
         metavar="FILE",
         help="trust anchor (PEM or DER): also validate each signer's chain at the time of "
-        "capture; repeat for several",
+        "capture; repeat",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per IKE message")
     return p
