@@ -85,7 +85,7 @@ def ikedump(
 def signature_checks(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """SIG_I / SIG_R -> its JSON "signature" object (each signer signs once here)."""
     found = {o["signature"]["label"]: o["signature"] for o in objs if o["signature"]}
-    assert sorted(found) == sorted(SIGNED) or found, objs
+    assert found, objs
     return found
 
 
