@@ -3,7 +3,11 @@
 
 Input: one selector byte, then an ISAKMP message. Bits 1-7 of the selector pick a context:
 the capture fed up to frame 4 (next: MM5, HASH_I), 6 (next: QM1 or an Informational) or 7
-(next: QM2, with PFS and IPsec key derivation). Bit 0 set: the body is plaintext, which the
+(next: QM2, with PFS and IPsec key derivation); then two signature contexts made at
+start-up from in-process negotiations with the test PKI (make_corpus.signature_contexts:
+next MM5 with CERT and SIG_I, or AM2 in the clear with CERT and SIG_R; certificate,
+signature, ID and chain checks), whose seeds main() adds to the corpus directory, since
+certificates made per process cannot be committed. Bit 0 set: the body is plaintext, which the
 harness encrypts under the context's key and IV first, so mutations reach the payload chain
 and the HASH checks instead of dying in the padding. The message then goes through
 
@@ -34,21 +38,23 @@ with atheris.instrument_imports():
         verify_qm_hash2,
     )
     from ikepriv.dump.session import Dumper
+    from ikepriv.dump.signed import MAX_TEXT, SignatureReport
     from ikepriv.isakmp import IsakmpError, decode_message
     from ikepriv.isakmp.constants import HEADER_LENGTH, ExchangeType, HeaderFlag
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_corpus import Context, decrypt_contexts
+from make_corpus import Context, decrypt_contexts, signature_contexts, signature_seeds
 
-CONTEXTS: list[Context] = decrypt_contexts()
+PSK_CONTEXTS: list[Context] = decrypt_contexts()
+SIGNATURE_CONTEXTS: list[Context] = signature_contexts()
+CONTEXTS: list[Context] = PSK_CONTEXTS + SIGNATURE_CONTEXTS
 PLAINTEXT = 0x01
 MAX_BODY = 16384
 
 
-def _crypto(dumper: Dumper, icookie: bytes) -> SaCrypto:
+def _crypto(dumper: Dumper, icookie: bytes) -> SaCrypto | None:
     crypto = dumper.sa_crypto(icookie)
-    assert crypto is not None and crypto.keys is not None
-    return crypto
+    return crypto if crypto is not None and crypto.keys is not None else None
 
 
 def _encrypt(ctx: Context, message: bytes) -> bytes | None:
@@ -57,6 +63,8 @@ def _encrypt(ctx: Context, message: bytes) -> bytes | None:
         return None
     header, body = bytearray(message[:HEADER_LENGTH]), message[HEADER_LENGTH:]
     crypto = _crypto(ctx.dumper, bytes(header[:8]))
+    if crypto is None:  # a context before the SA is keyed (Aggressive Mode's AM2)
+        return None
     block = crypto.cipher.block_size
     body += bytes(-len(body) % block) or (b"" if body else bytes(block))
     mid = struct.unpack_from("!I", header, 20)[0]
@@ -106,9 +114,22 @@ def TestOneInput(data: bytes) -> None:
     record = ctx.fresh().feed(dataclasses.replace(ctx.template, message=message))
     for problem in record.problems:
         str(problem)  # every problem renders
+    if record.signature is not None:
+        _check_report(record.signature)
+
+
+def _check_report(report: SignatureReport) -> None:
+    """Every SIG outcome is one of the four checks, with a bounded one-line text."""
+    for outcome in report.outcomes:
+        assert outcome.check in ("certificate", "signature", "ID", "chain"), outcome
+        assert "\n" not in outcome.text and len(outcome.text) <= MAX_TEXT, outcome
 
 
 def main() -> None:
+    corpus = [Path(a) for a in sys.argv[1:] if not a.startswith("-") and Path(a).is_dir()]
+    for directory in corpus[:1]:
+        for name, seed in signature_seeds(SIGNATURE_CONTEXTS, len(PSK_CONTEXTS)).items():
+            (directory / name).write_bytes(seed)
     atheris.Setup(sys.argv, TestOneInput)
     atheris.Fuzz()
 

@@ -83,7 +83,8 @@ class Context:
     template: Datagram
 
     def fresh(self) -> Dumper:
-        return copy.deepcopy(self.dumper)
+        # the trust (certificates, CA store) is immutable and not copyable: shared
+        return copy.deepcopy(self.dumper, {id(self.dumper.trust): self.dumper.trust})
 
 
 def decrypt_contexts() -> list[Context]:
@@ -97,6 +98,56 @@ def decrypt_contexts() -> list[Context]:
                 assert not record.problems, record.problems
         out.append(Context(last, dumper, next(d for d in msgs if d.frame == last + 1)))
     return out
+
+
+def signature_contexts() -> list[Context]:
+    """Contexts from signature negotiations between two in-process cores
+    (tests/harness/sig_capture.py), made at start-up: their certificates are the test PKI
+    of this process, so they are never stale. Main Mode (RSA) fed up to MM4 (next: MM5,
+    encrypted, with ID, CERT and SIG_I) and Aggressive Mode (P-256) up to AM1 (next: AM2
+    in the clear, with CERT and SIG_R); both dumpers also validate chains (--ca root)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from harness.core_sim import LEFT, RIGHT
+    from harness.sig_capture import record_phase1
+    from test_core_signatures import AM, MM, WALL, End, _entity, make_sim
+    from test_core_signatures import ROOT as CA
+
+    from ikepriv.dump.signed import load_trust
+    from ikepriv.ipc.messages import Fragmentation
+
+    trust = load_trust([], [("root", CA.pem)])
+    out = []
+    for mode, kind, last in ((MM, "rsa2048", 4), (AM, "p256", 1)):
+        left, right = End(_entity("left", kind, slot=10)), End(_entity("right", kind, slot=11))
+        sim = make_sim(left, right, mode, fragmentation=Fragmentation.NO)
+        capture = record_phase1(sim)
+        keys = KeyMaterial()
+        keys.dh_secrets = list(capture.dh_secrets.items())
+        dumper = Dumper(keys, trust)
+        msgs = [
+            Datagram(n, WALL + n, *((LEFT, 500, RIGHT, 500) if sender == "initiator"
+                     else (RIGHT, 500, LEFT, 500)), data, HEADER_LENGTH)
+            for n, (sender, data) in enumerate(capture.messages, 1)
+        ]  # fmt: skip
+        for dg in msgs[:last]:
+            record = dumper.feed(dg)
+            assert not record.problems, record.problems
+        out.append(Context(last, dumper, msgs[last]))
+    return out
+
+
+def signature_seeds(contexts: list[Context], first_index: int) -> dict[str, bytes]:
+    """Seeds for the signature contexts (numbered from `first_index`): each next message,
+    in plaintext form when it is encrypted, so mutations reach the SIG checks."""
+    seeds = {}
+    for index, ctx in enumerate(contexts, first_index):
+        selector = index << 1
+        nxt = ctx.template
+        if decode_message(nxt.message).encrypted:
+            plain = _decrypt_next(ctx, nxt)
+            seeds[f"sig{index}-plain"] = bytes([selector | PLAINTEXT_FLAG]) + plain
+        seeds[f"sig{index}-as-sent"] = bytes([selector]) + nxt.message
+    return seeds
 
 
 def cleartext_form(message: bytes, plaintext: bytes) -> bytes:

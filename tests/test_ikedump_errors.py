@@ -141,11 +141,11 @@ def test_ip_fragment_is_reported_not_skipped(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--psk", "x"], "--psk needs --dh-secret"),
-        (["--dh-secret", "0102"], "--dh-secret needs --psk"),
         (["--psk", "x", "--dh-secret", "zz"], "--dh-secret: not hex"),
         (["--psk", "x", "--dh-secret", "0102", "--keys", "t"], "exclude each other"),
         (["--psk", "x", "--psk-hex", "01"], "not allowed with argument"),
-        (["--qm-dh-secret", "01"], "--qm-dh-secret needs --psk"),
+        (["--qm-dh-secret", "01"], "--qm-dh-secret needs --dh-secret"),
+        (["--dh-secret", "0102", "--keys", "t"], "--keys and --dh-secret exclude each other"),
         (["--psk", "x", "--dh-secret", "0102=01"], "selector must be 8 bytes"),
         (["--bogus"], "unrecognized arguments"),
     ],
@@ -202,3 +202,16 @@ def test_ikev2_on_port_500_is_counted_not_a_failure(
     pcap = write_pcap(tmp_path / "v2.pcap", [bytes(v2), *f[1:4]])
     assert main([str(pcap)]) == 0
     assert "1 IKEv2 messages" in capsys.readouterr().out
+
+
+def test_a_dh_secret_alone_does_not_key_a_pre_shared_key_sa(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A DH secret alone keys signature SAs; for a PSK SA ikedump says the PSK is missing."""
+    dh = read_keys("mm_qm_psk")["shared_Diffie_Hellman_secret"]
+    assert main([str(DATA / "mm_qm_psk.pcap"), *secrets_file(["--dh-secret", dh])]) == 1
+    err = capsys.readouterr().err
+    assert one_line(err) == (
+        "ikedump: frame 5: not decrypted: authentication method PRE_SHARED_KEY: "
+        "no pre-shared key given (psk) (+4 more)"
+    )

@@ -66,7 +66,6 @@ def test_secrets_as_arguments_work_but_warn(capsys: pytest.CaptureFixture[str]) 
         ("password hunter2\n", "line 1: expected 'psk'"),
         ("psk\n", "line 1: expected 'psk'"),
         ("psk a\npsk-hex 01\ndh-secret 01\n", "line 2: a second pre-shared key"),
-        ("dh-secret 0102\n", "--dh-secret needs --psk"),
         ("psk x\ndh-secret zz\n", "--dh-secret: not hex"),
         ("psk " + "x" * 70000 + "\n", "--psk is too long"),
     ],

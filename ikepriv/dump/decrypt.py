@@ -43,6 +43,7 @@ __all__ = [
     "SaCrypto",
     "VerificationError",
     "leading_hash",
+    "phase1_auth_hash",
     "phase1_hash",
     "verify_hash_i",
     "verify_hash_r",
@@ -122,15 +123,23 @@ class Phase1Inputs:
     sai_b: bytes
 
 
-def verify_hash_i(keys: Phase1Keys, inputs: Phase1Inputs, idii_b: bytes, received: bytes) -> None:
+def phase1_auth_hash(
+    keys: Phase1Keys, inputs: Phase1Inputs, id_b: bytes, *, responder: bool, prf: IkeHash
+) -> bytes:
+    """HASH_R (`responder`) or HASH_I over one side's ID body, with `prf`: the negotiated
+    hash, or an ECDSA method's own (signatures.auth_prf): what a SIG payload signs."""
     p = inputs
-    expected = hash_i(p.hash_alg, keys.skeyid, p.g_xi, p.g_xr, p.cky_i, p.cky_r, p.sai_b, idii_b)
+    compute = hash_r if responder else hash_i
+    return compute(prf, keys.skeyid, p.g_xi, p.g_xr, p.cky_i, p.cky_r, p.sai_b, id_b)
+
+
+def verify_hash_i(keys: Phase1Keys, inputs: Phase1Inputs, idii_b: bytes, received: bytes) -> None:
+    expected = phase1_auth_hash(keys, inputs, idii_b, responder=False, prf=inputs.hash_alg)
     _compare("HASH_I", expected, received)
 
 
 def verify_hash_r(keys: Phase1Keys, inputs: Phase1Inputs, idir_b: bytes, received: bytes) -> None:
-    p = inputs
-    expected = hash_r(p.hash_alg, keys.skeyid, p.g_xi, p.g_xr, p.cky_i, p.cky_r, p.sai_b, idir_b)
+    expected = phase1_auth_hash(keys, inputs, idir_b, responder=True, prf=inputs.hash_alg)
     _compare("HASH_R", expected, received)
 
 

@@ -79,7 +79,8 @@ class KeyMaterial:
 
     @property
     def any(self) -> bool:
-        return self.psk is not None or bool(self.ka_table)
+        """Whether any secret was given (a DH secret alone serves signature SAs)."""
+        return self.psk is not None or bool(self.ka_table) or bool(self.dh_secrets)
 
     def dh_secret_for(self, icookie: bytes) -> bytes | None:
         return _take(self.dh_secrets, self._dh_used, icookie)

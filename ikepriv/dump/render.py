@@ -13,6 +13,7 @@ from typing import Any
 
 from ikepriv import isakmp
 from ikepriv.dump.session import Record
+from ikepriv.dump.signed import SignatureReport
 from ikepriv.isakmp.constants import (
     IkeAttr,
     IpsecAttr,
@@ -188,6 +189,21 @@ def payload_dict(payload: isakmp.Payload) -> Json:
     return out
 
 
+def signature_dict(report: SignatureReport | None) -> Json | None:
+    """The checks of a SIG payload: which certificate, and each check's outcome (ok true,
+    false, or null when it could not be made: `text` says what is missing)."""
+    if report is None:
+        return None
+    return {
+        "label": report.label,
+        "method": report.method.name,
+        "certificate": None
+        if report.subject is None
+        else {"subject": report.subject, "issuer": report.issuer, "source": report.source},
+        "checks": [{"check": o.check, "ok": o.ok, "text": o.text} for o in report.outcomes],
+    }
+
+
 def record_dict(record: Record) -> Json:
     dg = record.datagram
     out: Json = {
@@ -232,6 +248,7 @@ def record_dict(record: Record) -> Json:
         }
         for k in record.sa_keys
     ]
+    out["signature"] = signature_dict(record.signature)
     out["notes"] = list(record.notes)
     out["problems"] = [
         {"reason": p.reason, "offset": p.offset, "text": str(p)} for p in record.problems
@@ -349,6 +366,11 @@ def record_text(record: Record) -> list[str]:
             lines.append(f"    enc {k['cipher']} {k['enc_key']}")
         if k["integrity"]:
             lines.append(f"    integ {k['integrity']} {k['integ_key']}")
+    sig = d["signature"]
+    if sig is not None and sig["certificate"] is not None:
+        cert = sig["certificate"]
+        lines.append(f"  {sig['label']} {sig['method']} certificate {cert['subject']} "
+                     f"(issuer {cert['issuer']}; from {cert['source']})")  # fmt: skip
     lines.extend(f"  check {c}" for c in d["checks"])
     lines.extend(f"  note: {n}" for n in d["notes"])
     lines.extend(f"  PROBLEM {p['text']}" for p in d["problems"])

@@ -1,8 +1,17 @@
 """The ikedump program: options, the frame loop, output and exit status.
 
+Signature-authenticated phase 1 exchanges (RSA, ECDSA) are checked message by message: for
+each SIG_I/SIG_R, the signer's certificate (a --cert certificate naming the signer's ID,
+else the CERT payload of its message), the signature over HASH_I/HASH_R (this needs the
+phase 1 DH secret: 'dh-secret' in --secrets; Main Mode needs it to decrypt as well), the ID
+against the certificate (subject DN or subjectAltName) and, with --ca, the chain at the time
+of capture. Each failed check is one problem that says which: "signature does not verify
+with the certificate's key", "ID not in certificate", "chain: <reason>", "no certificate
+for the signer", "cannot decrypt: no DH secret ...".
+
 Exit status: 0 every IKE message parsed (and, with keys, decrypted and verified); 1 some
-message did not (the first failure is the one-line summary on stderr); 2 a bad command line
-or key file; 3 the capture cannot be read. Nothing escapes as a traceback.
+message did not (the first failure is the one-line summary on stderr); 2 a bad command line,
+key, certificate or CA file; 3 the capture cannot be read. Nothing escapes as a traceback.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from ikepriv.dump.keys import (
 )
 from ikepriv.dump.render import record_dict, record_text
 from ikepriv.dump.session import CaptureProblem, Dumper
+from ikepriv.dump.signed import Trust, load_trust
 
 PROG = "ikedump"
 EXIT_OK = 0
@@ -58,7 +68,8 @@ def _parser() -> _Parser:
         action="append",
         default=[],
         metavar="[ICOOKIE=]HEX",
-        help="phase 1 DH shared secret g^xy; repeat for several SAs (in capture order)",
+        help="phase 1 DH shared secret g^xy (with a PSK for PSK SAs, alone for signature "
+        "SAs); repeat for several SAs (in capture order)",
     )
     p.add_argument(
         "--qm-dh-secret",
@@ -79,11 +90,46 @@ def _parser() -> _Parser:
         "'psk-hex HEX', 'dh-secret [ICOOKIE=]HEX', 'qm-dh-secret [MSGID=]HEX'; '#' comments. "
         "Secrets given as arguments are visible to every user in /proc/PID/cmdline",
     )
+    p.add_argument(
+        "--cert",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a peer's certificate (PEM, one or more, or DER) to check signatures with: "
+        "preferred to the capture's CERT payloads for the signer whose ID it names; repeat",
+    )
+    p.add_argument(
+        "--ca",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="trust anchor (PEM or DER): also validate each signer's chain at the time of "
+        "capture; repeat",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per IKE message")
     return p
 
 
 SECRET_OPTIONS = ("psk", "psk_hex", "dh_secret", "qm_dh_secret")
+
+
+def _read_bytes(name: str) -> bytes:
+    """A key, secrets or certificate file, at most MAX_KEY_FILE_BYTES."""
+    try:
+        with Path(name).open("rb") as handle:
+            raw = handle.read(MAX_KEY_FILE_BYTES + 1)
+    except OSError as exc:
+        raise KeyInputError(f"{name}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_KEY_FILE_BYTES:
+        raise KeyInputError(f"{name}: larger than {MAX_KEY_FILE_BYTES} bytes")
+    return raw
+
+
+def _read_text(name: str) -> str:
+    try:
+        return _read_bytes(name).decode("utf-8")
+    except UnicodeDecodeError:
+        raise KeyInputError(f"{name}: not UTF-8 text") from None
 
 
 def _read_bounded(name: str, stdin: TextIO) -> str:
@@ -92,17 +138,7 @@ def _read_bounded(name: str, stdin: TextIO) -> str:
         if len(text) > MAX_KEY_FILE_BYTES:
             raise KeyInputError(f"secrets on standard input: more than {MAX_KEY_FILE_BYTES} bytes")
         return text
-    try:
-        with Path(name).open("rb") as handle:
-            raw = handle.read(MAX_KEY_FILE_BYTES + 1)
-    except OSError as exc:
-        raise KeyInputError(f"{name}: {exc.strerror or exc}") from None
-    if len(raw) > MAX_KEY_FILE_BYTES:
-        raise KeyInputError(f"{name}: larger than {MAX_KEY_FILE_BYTES} bytes")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise KeyInputError(f"{name}: not UTF-8 text") from None
+    return _read_text(name)
 
 
 def _merge_secrets(args: argparse.Namespace, stdin: TextIO) -> None:
@@ -145,36 +181,35 @@ def _key_material(args: argparse.Namespace) -> KeyMaterial:
         raise KeyInputError("--psk is too long")
     if keys.psk is not None and not args.dh_secret:
         raise UsageError("--psk needs --dh-secret (the phase 1 DH shared secret)")
-    if args.dh_secret and keys.psk is None:
-        raise UsageError("--dh-secret needs --psk or --psk-hex")
-    if args.qm_dh_secret and keys.psk is None:
-        raise UsageError("--qm-dh-secret needs --psk and --dh-secret")
+    if args.qm_dh_secret and not args.dh_secret:
+        raise UsageError("--qm-dh-secret needs --dh-secret")
     if args.keys is not None and keys.psk is not None:
         raise UsageError("--keys and --psk exclude each other")
+    if args.keys is not None and args.dh_secret:
+        raise UsageError("--keys and --dh-secret exclude each other")
     keys.dh_secrets = [parse_selected(s, "--dh-secret", 8) for s in args.dh_secret]
     keys.qm_dh_secrets = [parse_selected(s, "--qm-dh-secret", 4) for s in args.qm_dh_secret]
     if args.keys is not None:
-        try:
-            with Path(args.keys).open("rb") as handle:
-                raw = handle.read(MAX_KEY_FILE_BYTES + 1)
-        except OSError as exc:
-            raise KeyInputError(f"{args.keys}: {exc.strerror or exc}") from None
-        if len(raw) > MAX_KEY_FILE_BYTES:
-            raise KeyInputError(f"{args.keys}: larger than {MAX_KEY_FILE_BYTES} bytes")
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise KeyInputError(f"{args.keys}: not UTF-8 text") from None
-        keys.ka_table = parse_key_table(text)
+        keys.ka_table = parse_key_table(_read_text(args.keys))
         if not keys.ka_table:
             raise KeyInputError(f"{args.keys}: no keys")
     return keys
 
 
-def _dump(args: argparse.Namespace, keys: KeyMaterial, out: TextIO) -> list[CaptureProblem]:
+def _trust(args: argparse.Namespace) -> Trust:
+    """The --cert and --ca files, parsed (a file that is not a certificate: usage error)."""
+    return load_trust(
+        [(name, _read_bytes(name)) for name in args.cert],
+        [(name, _read_bytes(name)) for name in args.ca],
+    )
+
+
+def _dump(
+    args: argparse.Namespace, keys: KeyMaterial, trust: Trust, out: TextIO
+) -> list[CaptureProblem]:
     problems: list[CaptureProblem] = []
     counts: Counter[str] = Counter()
-    dumper = Dumper(keys)
+    dumper = Dumper(keys, trust)
     try:
         handle = Path(args.capture).open("rb")
     except OSError as exc:
@@ -230,11 +265,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.secrets is not None:
             _merge_secrets(args, sys.stdin)
         keys = _key_material(args)
+        trust = _trust(args)
     except (UsageError, KeyInputError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        problems = _dump(args, keys, sys.stdout)
+        problems = _dump(args, keys, trust, sys.stdout)
     except CaptureError as exc:
         sys.stdout.flush()
         print(f"{PROG}: {exc}", file=sys.stderr)

@@ -27,14 +27,17 @@ from ikepriv.crypto.oakley import (
     derive_phase1_keys,
     fixed_length_secret,
     skeyid_psk,
+    skeyid_signature,
 )
 from ikepriv.crypto.prf import digests_equal, nat_d_hash
 from ikepriv.crypto.protected import Decrypted, payload_offsets
+from ikepriv.crypto.signatures import auth_prf
 from ikepriv.dump.capture import Datagram, IPAddress
 from ikepriv.dump.decrypt import (
     Phase1Inputs,
     SaCrypto,
     VerificationError,
+    phase1_auth_hash,
     phase1_hash,
     verify_hash_i,
     verify_hash_r,
@@ -44,9 +47,11 @@ from ikepriv.dump.decrypt import (
     verify_qm_hash3,
 )
 from ikepriv.dump.keys import KeyMaterial
+from ikepriv.dump.signed import SignatureReport, Signed, Trust, check_signed
 from ikepriv.isakmp.attributes import ike_attributes_to_dict, ipsec_attributes_to_dict
 from ikepriv.isakmp.constants import (
     HEADER_LENGTH,
+    SIGNATURE_METHODS,
     AuthMethod,
     ExchangeType,
     GroupId,
@@ -66,6 +71,7 @@ from ikepriv.isakmp.payloads import (
     KePayload,
     NatDPayload,
     NoncePayload,
+    SigPayload,
     UnknownPayload,
 )
 from ikepriv.isakmp.sa import Proposal, SAPayload
@@ -134,6 +140,7 @@ class Record:
     notes: list[str] = field(default_factory=list)
     problems: list[CaptureProblem] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)  # of each payload, from the header
+    signature: SignatureReport | None = None  # the checks of its SIG payload
 
     def fail(self, reason: str, offset: int | None = None) -> None:
         self.problems.append(CaptureProblem(self.datagram.frame, reason, offset))
@@ -175,8 +182,9 @@ class _IkeSa:
     g_xr: bytes | None = None
     ni_b: bytes | None = None
     nr_b: bytes | None = None
-    idii_b: bytes | None = None
-    idir_b: bytes | None = None
+    idii: IdPayload | None = None
+    idir: IdPayload | None = None
+    method: int | None = None  # the chosen authentication method
     encrypted_phase1: int = 0
     crypto: SaCrypto | None = None
     inputs: Phase1Inputs | None = None
@@ -256,8 +264,12 @@ def offered_proposal(offered: tuple[Proposal, ...], chosen: Proposal) -> Proposa
 class Dumper:
     """Feeds captured datagrams through the codec and, with keys, the decryption module."""
 
-    def __init__(self, keys: KeyMaterial) -> None:
+    def __init__(self, keys: KeyMaterial, trust: Trust | None = None) -> None:
         self.keys = keys
+        self.trust = trust if trust is not None else Trust()
+        # with secrets, certificates or CAs, a signature that cannot be checked is a
+        # problem (what is missing is said); with nothing given, only a note
+        self.verifying = keys.any or self.trust.any
         self._sas: OrderedDict[bytes, _IkeSa] = OrderedDict()
 
     def sa_crypto(self, icookie: bytes) -> SaCrypto | None:
@@ -347,12 +359,13 @@ class Dumper:
         if sa.crypto is None and sa.setup_problem is None:
             self._setup(sa, record, header)
         self._nat_d(sa, record, header)
-        hashes = [p for p in record.payloads if isinstance(p, HashPayload)]
-        if not hashes or header.exchange_type != ExchangeType.AGGRESSIVE:
+        proofs = [p for p in record.payloads if isinstance(p, HashPayload | SigPayload)]
+        if not proofs or header.exchange_type != ExchangeType.AGGRESSIVE:
             return
-        # Aggressive Mode: HASH_R in message 2 (with the responder's ID), HASH_I in message 3
+        # Aggressive Mode: HASH_R/SIG_R in message 2 (with the responder's ID), HASH_I/SIG_I
+        # in message 3
         ident = _first(record.payloads, IdPayload)
-        is_response = ident is not None and sa.idir_b is not None
+        is_response = ident is not None and sa.idir is not None
         self._verify_phase1(sa, record, record.payloads, responder=is_response)
 
     def _learn_phase1(self, sa: _IkeSa, payloads: tuple[Payload, ...]) -> None:
@@ -362,9 +375,7 @@ class Dumper:
         sa.sa_i, sa.sa_r = _fill((sa.sa_i, sa.sa_r), _first(payloads, SAPayload))
         sa.g_xi, sa.g_xr = _fill((sa.g_xi, sa.g_xr), ke.data if ke is not None else None)
         sa.ni_b, sa.nr_b = _fill((sa.ni_b, sa.nr_b), nonce.data if nonce is not None else None)
-        sa.idii_b, sa.idir_b = _fill(
-            (sa.idii_b, sa.idir_b), ident.body if ident is not None else None
-        )
+        sa.idii, sa.idir = _fill((sa.idii, sa.idir), ident)
 
     def _chosen(self, sa: _IkeSa) -> dict[int, int | bytes]:
         assert sa.sa_r is not None
@@ -380,42 +391,31 @@ class Dumper:
         enc = _int_attr(attrs, IkeAttr.ENCRYPTION_ALGORITHM)
         hash_id = _int_attr(attrs, IkeAttr.HASH_ALGORITHM)
         method = _int_attr(attrs, IkeAttr.AUTHENTICATION_METHOD)
+        sa.method = method
         if enc is None or hash_id is None:
             sa.setup_problem = "the chosen transform names no cipher or hash"
             return
         record.notes.append(
             f"ISAKMP SA {sa.name}: {number_name(IkeEncryption, enc)}"
             f"-{_int_attr(attrs, IkeAttr.KEY_LENGTH) or ''} {number_name(IkeHash, hash_id)}"
+            f" {number_name(AuthMethod, method or 0)}"
         )
         if not self.keys.any:
             return
         try:
             keys: Phase1Keys | None = None
-            cky_i, cky_r = sa.icookie, header.rcookie
-            if self.keys.psk is not None:
-                if method not in _PSK_METHODS:
-                    sa.setup_problem = (
-                        f"authentication method {number_name(AuthMethod, method or 0)}: "
-                        "--psk does not apply"
-                    )
+            skeyid = self._skeyid(sa, attrs, hash_id, method)
+            if isinstance(skeyid, str):
+                if sa.icookie not in self.keys.ka_table:
+                    sa.setup_problem = skeyid
                     return
-                secret = self.keys.dh_secret_for(sa.icookie)
-                if secret is None:
-                    sa.setup_problem = f"no --dh-secret left for ISAKMP SA {sa.name}"
-                    return
-                size = _shared_secret_length(
-                    _int_attr(attrs, IkeAttr.GROUP_DESCRIPTION), len(sa.g_xi)
-                )
-                g_xy = fixed_length_secret(secret, max(size, len(secret)))
-                skeyid = skeyid_psk(hash_id, self.keys.psk, sa.ni_b, sa.nr_b)
-                length = key_length_bytes(enc, _int_attr(attrs, IkeAttr.KEY_LENGTH))
-                keys = derive_phase1_keys(hash_id, skeyid, g_xy, cky_i, cky_r, length)
-                ka: bytes | bytearray = keys.enc_key
-            elif sa.icookie in self.keys.ka_table:
-                ka = self.keys.ka_table[sa.icookie]
+                ka: bytes | bytearray = self.keys.ka_table[sa.icookie]
             else:
-                sa.setup_problem = f"no key for ISAKMP SA {sa.name}"
-                return
+                length = key_length_bytes(enc, _int_attr(attrs, IkeAttr.KEY_LENGTH))
+                keys = derive_phase1_keys(
+                    hash_id, skeyid[0], skeyid[1], sa.icookie, header.rcookie, length
+                )
+                ka = keys.enc_key
             cipher = IkeCipher(enc, ka)
             ivs = IvChain.from_public_values(hash_id, cipher.block_size, sa.g_xi, sa.g_xr)
         except CryptoError as exc:
@@ -423,7 +423,7 @@ class Dumper:
             return
         sa.crypto = SaCrypto(cipher, ivs, keys)
         sa.inputs = Phase1Inputs(
-            IkeHash(hash_id), sa.g_xi, sa.g_xr, sa.icookie, cky_r, sa.sa_i.encode_body()
+            IkeHash(hash_id), sa.g_xi, sa.g_xr, sa.icookie, header.rcookie, sa.sa_i.encode_body()
         )
         shown = record.phase1_keys
         if keys is None:
@@ -436,6 +436,32 @@ class Dumper:
                 SKEYID_e=bytes(keys.skeyid_e),
             )
         shown.update(Ka=bytes(ka), IV=ivs.iv_for(0))
+
+    def _skeyid(
+        self, sa: _IkeSa, attrs: dict[int, int | bytes], hash_id: int, method: int | None
+    ) -> tuple[bytes, bytes] | str:
+        """(SKEYID, g^xy) from the secrets given, or what is missing: signatures need the
+        DH secret alone (SKEYID = prf(Ni_b | Nr_b, g^xy)), pre-shared keys the PSK too."""
+        assert sa.g_xi is not None and sa.ni_b is not None and sa.nr_b is not None
+        signed = method in SIGNATURE_METHODS
+        name = number_name(AuthMethod, method or 0)
+        if not signed and self.keys.psk is not None and method not in _PSK_METHODS:
+            return f"authentication method {name}: --psk does not apply"
+        if not signed and self.keys.psk is None:
+            if self.keys.dh_secrets:
+                return f"authentication method {name}: no pre-shared key given (psk)"
+            return f"no key for ISAKMP SA {sa.name}"
+        secret = self.keys.dh_secret_for(sa.icookie)
+        if secret is None:
+            if signed:
+                return f"no DH secret for ISAKMP SA {sa.name} (give its 'dh-secret')"
+            return f"no --dh-secret left for ISAKMP SA {sa.name}"
+        size = _shared_secret_length(_int_attr(attrs, IkeAttr.GROUP_DESCRIPTION), len(sa.g_xi))
+        g_xy = fixed_length_secret(secret, max(size, len(secret)))
+        if signed:
+            return skeyid_signature(hash_id, sa.ni_b, sa.nr_b, g_xy), g_xy
+        assert self.keys.psk is not None
+        return skeyid_psk(hash_id, self.keys.psk, sa.ni_b, sa.nr_b), g_xy
 
     def _nat_d(self, sa: _IkeSa, record: Record, header: Header) -> None:
         """Say which NAT-D payload matches which address of this datagram (RFC 3947 3.2:
@@ -468,24 +494,58 @@ class Dumper:
     def _verify_phase1(
         self, sa: _IkeSa, record: Record, payloads: tuple[Payload, ...], *, responder: bool
     ) -> None:
+        if sa.method in SIGNATURE_METHODS:
+            self._verify_signature(sa, record, payloads, responder=responder)
+            return
         crypto, inputs = sa.crypto, sa.inputs
         if crypto is None or inputs is None or crypto.keys is None:
             return
         check = "HASH_R" if responder else "HASH_I"
-        ident = _first(payloads, IdPayload)
-        id_b = (
-            ident.body if isinstance(ident, IdPayload) else (sa.idir_b if responder else sa.idii_b)
-        )
+        ident = _first(payloads, IdPayload) or (sa.idir if responder else sa.idii)
         try:
             received = phase1_hash(payloads, check)
-            if id_b is None:
+            if ident is None:
                 raise VerificationError(check, "cannot be checked: no ID payload seen")
             verify = verify_hash_r if responder else verify_hash_i
-            verify(crypto.keys, inputs, id_b, received)
+            verify(crypto.keys, inputs, ident.body, received)
         except VerificationError as exc:
             record.fail(str(exc))
             return
         record.checks.append(f"{check} ok")
+
+    def _verify_signature(
+        self, sa: _IkeSa, record: Record, payloads: tuple[Payload, ...], *, responder: bool
+    ) -> None:
+        """SIG_I/SIG_R: certificate, signature, ID and (with --ca) chain, each reported."""
+        label = "SIG_R" if responder else "SIG_I"
+        ident = _first(payloads, IdPayload) or (sa.idir if responder else sa.idii)
+        auth_hash, missing = None, self._missing_skeyid(sa)
+        method = AuthMethod(sa.method or 0)
+        keys, inputs = sa.crypto.keys if sa.crypto is not None else None, sa.inputs
+        if keys is not None and inputs is not None and ident is not None:
+            prf = auth_prf(method, inputs.hash_alg)
+            auth_hash = phase1_auth_hash(keys, inputs, ident.body, responder=responder, prf=prf)
+        when = record.datagram.time
+        signed = Signed(label, method, ident, payloads, auth_hash, missing, when)
+        report = check_signed(signed, self.trust)
+        record.signature = report
+        for outcome in report.outcomes:
+            if outcome.ok:
+                record.checks.append(f"{label} {outcome.check} ok")
+            elif outcome.ok is None and not self.verifying:
+                record.notes.append(f"{label} {outcome.text}")
+            else:
+                record.fail(f"{label} {outcome.text}")
+
+    def _missing_skeyid(self, sa: _IkeSa) -> str:
+        """Why HASH_I/HASH_R of a signature SA cannot be computed."""
+        if sa.crypto is not None and sa.crypto.keys is None:
+            return "SKEYID unknown: a key table (--keys) only decrypts; give the DH secret"
+        if sa.setup_problem is not None:
+            return sa.setup_problem
+        if not self.keys.any:
+            return f"no DH secret for ISAKMP SA {sa.name} (give its 'dh-secret')"
+        return "SKEYID unknown: the phase 1 values were not all seen"
 
     # --- encrypted messages ------------------------------------------------------------
 
@@ -494,7 +554,10 @@ class Dumper:
         record.ciphertext_length = len(message.ciphertext)
         crypto = sa.crypto
         if crypto is None:
-            if self.keys.any:
+            if sa.method in SIGNATURE_METHODS and header.message_id == 0 and self.verifying:
+                missing = sa.setup_problem or self._missing_skeyid(sa)
+                record.fail(f"cannot decrypt: {missing}: its SIG cannot be checked")
+            elif self.keys.any:
                 record.fail(f"not decrypted: {sa.setup_problem or 'phase 1 keys unknown'}")
             else:
                 record.notes.append("encrypted (no keys given)")

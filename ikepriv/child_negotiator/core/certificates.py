@@ -29,7 +29,7 @@ import datetime
 import ipaddress
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from cryptography import x509
@@ -89,7 +89,7 @@ class ParsedCredentials:
     verifier_store: Store
 
 
-def _certificates(blob: bytes, what: str) -> list[x509.Certificate]:
+def certificates_in(blob: bytes, what: str) -> list[x509.Certificate]:
     """Every certificate of a PEM file (in order), or the one of a DER file."""
     try:
         if _PEM_MARK in blob:
@@ -118,25 +118,40 @@ def load_credentials(files: Credentials) -> ParsedCredentials:
     long, or no CA is given."""
     own: list[x509.Certificate] = []
     for i, blob in enumerate(files.own_cert):
-        own += _certificates(blob, f"certificate file {i + 1}")
+        own += certificates_in(blob, f"certificate file {i + 1}")
     if not own:
         raise CredentialError("no certificate of our own")
     if len(own) > MAX_OWN_CERTS:
         raise CredentialError(f"our chain has {len(own)} certificates (at most {MAX_OWN_CERTS})")
+    trust = load_trust(files.trust_anchors, files.crls)
+    try:
+        return replace(
+            trust,
+            chain_der=tuple(_der(c) for c in own),
+            chain_issuers=frozenset(c.issuer.public_bytes() for c in own),
+        )
+    except PARSE_ERRORS as exc:
+        raise CredentialError(f"a certificate or CRL does not parse ({exc})") from None
+
+
+def load_trust(anchor_files: Sequence[bytes], crl_files: Sequence[bytes]) -> ParsedCredentials:
+    """Trust anchors and CRLs alone: all `validate_peer` needs to judge a chain (the
+    definition's `ca` and `crl` files, or ikedump's --ca), with no chain of our own.
+    Raises CredentialError when a file does not parse or no CA is given."""
     anchors: list[x509.Certificate] = []
-    for i, blob in enumerate(files.trust_anchors):
-        anchors += _certificates(blob, f"CA file {i + 1}")
+    for i, blob in enumerate(anchor_files):
+        anchors += certificates_in(blob, f"CA file {i + 1}")
     if not anchors:
         raise CredentialError("no trust anchor (ca)")
-    crls = tuple(_crl(blob, f"CRL file {i + 1}") for i, blob in enumerate(files.crls))
+    crls = tuple(_crl(blob, f"CRL file {i + 1}") for i, blob in enumerate(crl_files))
     try:
         # names and dates parse lazily: read every one used later now, so a bad file
         # fails here, once, and not during a negotiation
         for crl in crls:
             _ = (crl.issuer, crl.next_update_utc, len(crl))
         return ParsedCredentials(
-            chain_der=tuple(_der(c) for c in own),
-            chain_issuers=frozenset(c.issuer.public_bytes() for c in own),
+            chain_der=(),
+            chain_issuers=frozenset(),
             anchors=tuple(anchors),
             anchor_dns=tuple(dict.fromkeys(a.subject.public_bytes() for a in anchors)),
             crls=crls,
