@@ -233,7 +233,7 @@ def test_schema_lists_fields_defaults_ranges_and_keywords(tmp_path: Path) -> Non
     p1 = {f["key"]: f for f in schema["fields"]["phase1"]}
     p2 = {f["key"]: f for f in schema["fields"]["phase2"]}
     assert list(p1)[:3] == ["name", "local_addr", "remote_addr"]
-    assert p1["lifetime"] | {} == {"key": "lifetime", "kind": "integer", "default": 28800,
+    assert p1["lifetime"] == {"key": "lifetime", "kind": "integer", "default": 28800,
                                    "min": 60, "max": 86400}  # fmt: skip
     assert p1["dpd_delay"]["zero_ok"] is True and p1["dpd_action"]["default"] == "clear"
     assert p1["rekey_margin"]["min"] == 30 and "default" not in p1["rekey_margin"]
