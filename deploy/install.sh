@@ -15,6 +15,7 @@
 #   /etc/systemd/system/ikeprivd.service, /etc/sysusers.d/ikepriv.conf,
 #   /etc/tmpfiles.d/ikepriv.conf      the unit, the ikepriv user, the directories
 #   /usr/local/share/man/man{5,8}/    ike(8) ikedb(8) ikeprivd(8) ikedump(8) ikepriv.toml(5)
+#   /usr/local/share/cockpit/ikepriv/ the Cockpit page "IKE tunnels" (docs/console.md)
 #   /var/lib/ikepriv/tunnels.db       created empty (0600) by the daemon on first start
 # Idempotent: running it again upgrades in place.
 set -euo pipefail
@@ -51,6 +52,7 @@ UNIT=/etc/systemd/system/ikeprivd.service
 SYSUSERS=/etc/sysusers.d/ikepriv.conf
 TMPFILES=/etc/tmpfiles.d/ikepriv.conf
 PROGS=(ikeprivd ike ikedb ikedump)
+COCKPIT=/usr/local/share/cockpit/ikepriv
 PAGES=(man8/ikeprivd.8 man8/ike.8 man8/ikedb.8 man8/ikedump.8 man5/ikepriv.toml.5)
 
 say() { echo "install.sh: $*"; }
@@ -74,7 +76,7 @@ if [ "$UNINSTALL" = 1 ]; then
     rm -f "$ROOT/etc/systemd/system/multi-user.target.wants/ikeprivd.service"
     for p in "${PROGS[@]}"; do rm -f "$ROOT$SBIN/$p"; done
     for m in "${PAGES[@]}"; do rm -f "$ROOT$MAN/$m.gz" "$ROOT$MAN/$m"; done
-    rm -rf "$ROOT$OPT"
+    rm -rf "$ROOT$OPT" "$ROOT$COCKPIT"
     if systemd_up; then systemctl daemon-reload; fi
     if [ "$PURGE" = 1 ]; then
         say "purging the tunnel database, the negotiator's root and the ikepriv user"
@@ -125,6 +127,10 @@ for m in "${PAGES[@]}"; do
     gzip -9nf "$ROOT$MAN/$m"
 done
 rm -rf "$mandir"
+
+# The Cockpit page: plain files, found by cockpit-bridge under /usr/local/share/cockpit.
+rm -rf "$ROOT$COCKPIT"
+for f in "$SRC"/deploy/cockpit/ikepriv/*; do install -D -m 0644 "$f" "$ROOT$COCKPIT/$(basename "$f")"; done
 
 if [ -n "$ROOT" ]; then
     systemd-sysusers --root "$ROOT" "$ROOT$SYSUSERS"

@@ -2,7 +2,7 @@
 # Installs what ikepriv needs on a fresh Debian 12 machine, as root, idempotently:
 # the system packages (compilers and headers for the C extension and python-prctl,
 # libseccomp, User Mode Linux for the real-kernel tier, strongSwan and libreswan for
-# interop), then a virtual environment in .venv with the package and its test tools.
+# interop, Cockpit and Debian's Chromium for the console's browser tests), then a virtual environment in .venv with the package and its test tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,7 @@ APT_PACKAGES=(
   libstrongswan-extra-plugins libstrongswan-standard-plugins libnss3-tools
   tcpdump patchelf
   systemd-container man-db python3-venv
+  cockpit-ws cockpit-bridge cockpit-system chromium chromium-driver
 )
 
 need_apt=0

@@ -1,8 +1,9 @@
 """deploy/install.sh for real: into a scratch root (--root), and under a real systemd.
 
 - `--root DIR`: the whole install below a temporary directory (venv, links, unit, sysusers,
-  tmpfiles, man pages, the ikepriv user in DIR/etc/passwd), run twice (idempotent), then
-  --uninstall keeps the database and --uninstall --purge removes it. The host is not touched.
+  tmpfiles, man pages, the Cockpit page, the ikepriv user in DIR/etc/passwd), run twice
+  (idempotent), then --uninstall keeps the database and --uninstall --purge removes it. The
+  host is not touched.
 - tests/deploy/nspawn-systemd.sh: systemd 252 as PID 1 of a systemd-nspawn container whose root
   is a throwaway overlay of this machine's "/": install.sh, then start, reload, stop, start,
   kill -9 of the parent (systemd restarts it), a phase 1 tunnel up through the service each
@@ -11,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -56,11 +58,20 @@ def test_install_into_a_scratch_root(tmp_path: Path) -> None:
         [str(root / "opt/ikepriv/bin/ike"), "help"], capture_output=True, text=True, check=False
     )
     assert out.returncode == 0 and "stats [json | prom]" in out.stdout
+    cockpit = root / "usr/local/share/cockpit/ikepriv"
+    for name in ("manifest.json", "index.html", "ikepriv.js", "ikepriv.css"):
+        installed = cockpit / name
+        assert installed.read_bytes() == (ROOT / "deploy/cockpit/ikepriv" / name).read_bytes()
+        assert installed.stat().st_mode & 0o777 == 0o644
+    assert json.loads((cockpit / "manifest.json").read_text())["menu"]["index"]["label"] == (
+        "IKE tunnels"
+    )
     (root / "var/lib/ikepriv/tunnels.db").write_bytes(b"")
     done = _sh(str(INSTALL), "--root", str(root), "--uninstall")
     assert done.returncode == 0, done.stderr
     assert not (root / "opt/ikepriv").exists() and not unit.exists()
     assert not (root / "usr/local/sbin/ike").exists()
+    assert not cockpit.exists()
     assert (root / "var/lib/ikepriv/tunnels.db").exists()  # the keys stay
     done = _sh(str(INSTALL), "--root", str(root), "--uninstall", "--purge")
     assert done.returncode == 0, done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import sqlite3
 import subprocess
@@ -151,7 +152,7 @@ def test_bad_file_refused_with_locations_and_nothing_written(files: tuple[Path, 
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        ((), "give one of -p FILE, -g or -d"),
+        ((), "give one of -p FILE, -g, -d or --schema"),
         (("-d", "-t", "phase1"), "-d needs -t"),
         (("-g", "-n", "x"), "-n needs -t"),
         (("-g", "-t", "phase3"), "expected phase1 or phase2"),
@@ -220,3 +221,54 @@ def test_get_names_the_bad_row_and_field_of_a_hand_edited_database(tmp_path: Pat
         "field 'lifetime': 0 is out of range (60..86400)"
     )
     assert "to-siteB" in run("-g", "-t", "phase1", db=db).stdout  # the good row still reads
+
+
+# --- what user interfaces use: --schema, -g --json / --no-keys, -p --keep-keys -------------
+
+
+def test_schema_lists_fields_defaults_ranges_and_keywords(tmp_path: Path) -> None:
+    got = run("--schema", db=tmp_path / "never-created.db")
+    assert got.returncode == 0, got.stderr
+    schema = json.loads(got.stdout)
+    p1 = {f["key"]: f for f in schema["fields"]["phase1"]}
+    p2 = {f["key"]: f for f in schema["fields"]["phase2"]}
+    assert list(p1)[:3] == ["name", "local_addr", "remote_addr"]
+    assert p1["lifetime"] == {"key": "lifetime", "kind": "integer", "default": 28800,
+                                   "min": 60, "max": 86400}  # fmt: skip
+    assert p1["dpd_delay"]["zero_ok"] is True and p1["dpd_action"]["default"] == "clear"
+    assert p1["rekey_margin"]["min"] == 30 and "default" not in p1["rekey_margin"]
+    assert p1["proposals"]["required"] is True and p1["proposals"]["proposal_kind"] == "ike"
+    assert p2["lifetime"]["default"] == 3600 and p2["mode"]["choices"] == ["tunnel", "transport"]
+    assert p2["local_port"]["default"] == 0
+    assert "modp2048" in schema["keywords"]["dh_group"]
+    assert "aes256gcm16" in schema["keywords"]["esp_aead"]
+    assert "aes256gcm16" not in schema["keywords"]["ike_encryption"]
+    assert not (tmp_path / "never-created.db").exists()
+
+
+def test_json_and_no_keys_never_print_the_key(files: tuple[Path, Path]) -> None:
+    src, db = files
+    assert run("-p", str(src), db=db).returncode == 0
+    got = run("-g", "--json", db=db)
+    assert got.returncode == 0, got.stderr
+    assert "swordfish" not in got.stdout
+    doc = json.loads(got.stdout)
+    assert doc["phase1"][0]["number"] == 1 and doc["phase1"][0]["psk_stored"] is True
+    assert "psk" not in doc["phase1"][0] and doc["phase2"][0]["remote_port"] == 443
+    export = run("-g", "--no-keys", db=db)
+    assert export.returncode == 0 and "swordfish" not in export.stdout
+    assert "pre-shared key left out" in export.stdout
+
+
+def test_keep_keys_replaces_a_definition_without_its_key(files: tuple[Path, Path]) -> None:
+    src, db = files
+    assert run("-p", str(src), db=db).returncode == 0
+    export = run("-g", "--no-keys", db=db).stdout.replace("lifetime = 28800", "lifetime = 7200")
+    refused = run("-p", "-", "-F", db=db, stdin=export)
+    assert refused.returncode == 1 and "field 'psk': missing" in refused.stderr
+    put = run("-p", "-", "-F", "--keep-keys", db=db, stdin=export)
+    assert put.returncode == 0, put.stderr
+    full = run("-g", db=db).stdout
+    assert 'psk = "swordfish-0815"' in full and "lifetime = 7200" in full
+    usage = run("-g", "--keep-keys", db=db)
+    assert usage.returncode == 2

@@ -3,12 +3,20 @@
     ikedb -p FILE [-F] [-s]               put the definitions of a TOML file ('-': stdin)
     ikedb -g [-t phase1|phase2] [-n NAME] print definitions as TOML
     ikedb -d -t phase1|phase2 -n NAME     delete (a phase 1 takes its phase 2s along)
+    ikedb --schema                        the file's fields, defaults, ranges and algorithm
+                                          keywords as JSON (for user interfaces)
+    -g --json          JSON instead of TOML, pre-shared keys left out ("psk_stored")
+    -g --no-keys       TOML with the pre-shared keys left out (an export without secrets)
+    -p --keep-keys     a PSK phase 1 without psk/psk_hex keeps the stored key of its name
     --db PATH                             database (default: $IKEPRIV_DB, else
                                           /var/lib/ikepriv/tunnels.db)
 
 `-p` also checks the files of signature definitions (cert, key, ca, crl: they exist, are
 regular, small, safely owned and moded, parse, and the key matches the certificate), so what
 is stored is what the daemon can load (config/credentials.py).
+
+User interfaces (deploy/cockpit) never need the keys back: they read with --json, write
+with --keep-keys, so a key is entered, never shown.
 
 Every mistake is one line on stderr and a non-zero exit: 1 for a refused request, 2 for a
 command line that does not parse.
@@ -17,6 +25,7 @@ command line that does not parse.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from typing import NoReturn
@@ -24,8 +33,9 @@ from typing import NoReturn
 from ikepriv.config.errors import ConfigError
 from ikepriv.config.loader import load_bytes
 from ikepriv.config.model import Definitions, Phase1Definition
+from ikepriv.config.schema import definition_schema
 from ikepriv.config.store import DEFAULT_DB_PATH, TunnelDB, TunnelDBError
-from ikepriv.config.writer import dump_definitions
+from ikepriv.config.writer import dump_definitions, phase1_table, phase2_table
 from ikepriv.ipc.control import connect, control_call, control_path
 from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.messages import DbChanged
@@ -54,10 +64,20 @@ def _parser() -> _Parser:
     action.add_argument("-p", metavar="FILE", dest="put", help="put definitions from FILE")
     action.add_argument("-g", action="store_true", dest="get", help="get definitions as TOML")
     action.add_argument("-d", action="store_true", dest="delete", help="delete a definition")
+    action.add_argument(
+        "--schema", action="store_true", help="print the fields, ranges and keywords as JSON"
+    )
     p.add_argument("-F", action="store_true", dest="force", help="with -p: overwrite")
     p.add_argument("-s", action="store_true", dest="swap", help="with -p: swap local/remote")
     p.add_argument("-t", dest="type", metavar="TYPE", help="phase1 or phase2")
     p.add_argument("-n", dest="name", metavar="NAME", help="definition name")
+    p.add_argument("--json", action="store_true", help="with -g: JSON, keys left out")
+    p.add_argument("--no-keys", action="store_true", help="with -g: leave the keys out")
+    p.add_argument(
+        "--keep-keys",
+        action="store_true",
+        help="with -p: a PSK phase 1 without a key keeps its own",
+    )
     p.add_argument("--db", metavar="PATH", help="database file")
     return p
 
@@ -68,8 +88,12 @@ def _fail(message: str, code: int = EXIT_REFUSED) -> int:
 
 
 def _check_usage(args: argparse.Namespace) -> None:
-    if not (args.put or args.get or args.delete):
-        raise _UsageError("give one of -p FILE, -g or -d (see ikedb -h)")
+    if not (args.put or args.get or args.delete or args.schema):
+        raise _UsageError("give one of -p FILE, -g, -d or --schema (see ikedb -h)")
+    if not args.get and (args.json or args.no_keys):
+        raise _UsageError("--json and --no-keys go with -g")
+    if args.put is None and args.keep_keys:
+        raise _UsageError("--keep-keys goes with -p")
     if args.type is not None:
         if args.type not in _TYPES:
             raise _UsageError(f"-t {args.type}: expected phase1 or phase2")
@@ -112,7 +136,14 @@ def _put(db_path: str, args: argparse.Namespace) -> int:
         return existing.phase1(name) if existing is not None else None
 
     try:
-        defs = load_bytes(data, display, swap=args.swap, known_phase1=known, check_files=True)
+        defs = load_bytes(
+            data,
+            display,
+            swap=args.swap,
+            known_phase1=known,
+            check_files=True,
+            keep_keys=args.keep_keys,
+        )
     finally:
         if existing is not None:
             existing.close()
@@ -142,8 +173,33 @@ def _get(db_path: str, args: argparse.Namespace) -> int:
                 db.phase1_definitions() if args.type in (None, "phase1") else (),
                 db.phase2_definitions() if args.type in (None, "phase2") else (),
             )
-    sys.stdout.write(dump_definitions(defs))
+    if args.json:
+        sys.stdout.write(_json(defs))
+    else:
+        sys.stdout.write(dump_definitions(defs, without_keys=args.no_keys))
     return 0
+
+
+def _json(defs: Definitions) -> str:
+    """The tables `-g` prints, with their numbers, as one JSON document; the pre-shared
+    key is never in it, only whether one is stored."""
+    return (
+        json.dumps(
+            {
+                "phase1": [
+                    {
+                        "number": d.number,
+                        **phase1_table(d, without_keys=True),
+                        "psk_stored": d.psk is not None,
+                    }
+                    for d in defs.phase1
+                ],
+                "phase2": [{"number": d.number, **phase2_table(d)} for d in defs.phase2],
+            },
+            indent=1,
+        )
+        + "\n"
+    )
 
 
 def _delete(db_path: str, args: argparse.Namespace) -> int:
@@ -164,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         _check_usage(args)
     except _UsageError as exc:
         return _fail(str(exc), EXIT_USAGE)
+    if args.schema:  # no database, no secret: any user may ask
+        sys.stdout.write(json.dumps(definition_schema(), indent=1) + "\n")
+        return 0
     if os.geteuid() != 0:
         return _fail("must be run as root (the database holds pre-shared keys)")
     db_path = args.db or os.environ.get("IKEPRIV_DB") or DEFAULT_DB_PATH

@@ -419,7 +419,7 @@ def _method(auth: str, key_file: str | None) -> AuthMethod:
     return method
 
 
-def _phase1(t: _Table) -> Phase1Definition:
+def _phase1(t: _Table, stored_key: Callable[[str], bytes | None]) -> Phase1Definition:
     if t.raw.get("local_addr") == ANY_PEER:
         t.problems.append(
             _Bad("local_addr", "cannot be %any (the local gateway address is needed)")
@@ -463,7 +463,9 @@ def _phase1(t: _Table) -> Phase1Definition:
         raise _Bad("psk_hex", "give either psk or psk_hex, not both")
     key = psk.value if psk.value is not None else psk_hex.value
     if key is None and auth.value == "psk":
-        raise _Bad(None, "missing field 'psk' (or 'psk_hex'): auth = \"psk\" needs a key")
+        key = stored_key(name.value)
+    if key is None and auth.value == "psk":
+        raise _Bad("psk", "missing (or give 'psk_hex'): auth = \"psk\" needs a key")
     if key is not None and auth.value != "psk":
         field = "psk" if t.has("psk") else "psk_hex"
         raise _Bad(field, f"must be absent with auth = {auth.value!r}")
@@ -618,13 +620,16 @@ def load_definitions(
     swap: bool = False,
     known_phase1: Callable[[str], Phase1Definition | None] = lambda _name: None,
     check_files: bool = False,
+    keep_keys: bool = False,
 ) -> Definitions:
     """Validate a definitions file; raise ConfigError listing every problem.
 
     `known_phase1` looks up phase 1 definitions already in the database, for phase 2
-    tables whose phase 1 is not in this file. `check_files` (ikedb -p) also checks the
-    credential files of signature definitions (credentials.check_phase1), so what is stored
-    is what the daemon can load.
+    tables whose phase 1 is not in this file. `keep_keys` (ikedb -p --keep-keys): a PSK
+    phase 1 without `psk`/`psk_hex` takes the key of the stored phase 1 of its name, so a
+    form or an exported file that never carried the key can replace the definition.
+    `check_files` (ikedb -p) also checks the credential files of signature definitions
+    (credentials.check_phase1), so what is stored is what the daemon can load.
     """
     try:
         doc = tomllib.loads(text)
@@ -655,12 +660,16 @@ def load_definitions(
     if len(raw1) + len(raw2) > MAX_TABLES:
         raise ConfigError(filename, [Problem(None, None, None, f"more than {MAX_TABLES} tables")])
 
+    def stored_key(name: str) -> bytes | None:
+        stored = known_phase1(name) if keep_keys else None
+        return stored.psk if stored is not None else None
+
     phase1: dict[str, Phase1Definition] = {}
     for index, raw in enumerate(raw1):
         table = _Table(raw, PHASE1_KEYS, swap)
         label = _label("phase1", index, raw)
         try:
-            p1 = _phase1(table)
+            p1 = _phase1(table, stored_key)
         except _Bad as bad:
             for problem in (*table.problems, bad):
                 reader.report("phase1", index, label, problem)
@@ -735,6 +744,7 @@ def load_bytes(
     swap: bool = False,
     known_phase1: Callable[[str], Phase1Definition | None] = lambda _name: None,
     check_files: bool = False,
+    keep_keys: bool = False,
 ) -> Definitions:
     """Bound and decode raw file contents, then validate them."""
     if len(data) > MAX_FILE_BYTES:
@@ -747,5 +757,10 @@ def load_bytes(
         line = data[: exc.start].count(b"\n") + 1
         raise ConfigError(filename, [Problem(line, None, None, "not valid UTF-8")]) from None
     return load_definitions(
-        text, filename, swap=swap, known_phase1=known_phase1, check_files=check_files
+        text,
+        filename,
+        swap=swap,
+        known_phase1=known_phase1,
+        check_files=check_files,
+        keep_keys=keep_keys,
     )

@@ -39,6 +39,7 @@ __all__ = [
     "EspProposal",
     "IkeProposal",
     "ProposalError",
+    "keyword_catalogue",
     "parse_ah_proposals",
     "parse_esp_proposals",
     "parse_ike_proposals",
@@ -156,6 +157,21 @@ _HASH_NAME = _first_spelling(_HASHES)
 _GROUP_NAME = _first_spelling(_GROUPS)
 _ESP_CIPHER_NAME = _first_spelling(_ESP_CIPHERS)
 _INTEGRITY_NAME = _first_spelling(_INTEGRITY)
+
+
+def keyword_catalogue() -> dict[str, list[str]]:
+    """The canonical keywords of each algorithm kind, in table order: what a user interface
+    offers as pick lists (ikedb --schema), so no other place retypes the algorithm tables."""
+    aead = [name for (tid, _bits), name in _ESP_CIPHER_NAME.items() if tid in _AEAD]
+    return {
+        "ike_encryption": list(_IKE_CIPHER_NAME.values()),
+        "ike_hash": list(_HASH_NAME.values()),
+        "dh_group": list(_GROUP_NAME.values()),
+        "esp_encryption": list(_ESP_CIPHER_NAME.values()),
+        "esp_aead": aead,
+        "integrity": list(_INTEGRITY_NAME.values()),
+        "esn": list(_ESN),
+    }
 
 
 def _known(value: object, names: Mapping[_V, str], what: str) -> None:

@@ -16,7 +16,9 @@ from ikepriv.config.loader import ANY_PEER, ENCAP_MODES, PHASE1_MODES, PROTOCOLS
 from ikepriv.config.model import Definitions, IPNetwork, Phase1Definition, Phase2Definition
 from ikepriv.isakmp.constants import SIGNATURE_METHODS, AuthMethod, IpProtocol
 
-__all__ = ["dump_definitions", "phase1_table", "phase2_table"]
+__all__ = ["KEY_FIELDS", "dump_definitions", "phase1_table", "phase2_table"]
+
+KEY_FIELDS = ("psk", "psk_hex")  # what `without_keys` leaves out
 
 _MODE_NAME = {v: k for k, v in PHASE1_MODES.items()}
 _ENCAP_NAME = {v: k for k, v in ENCAP_MODES.items()}
@@ -46,8 +48,10 @@ def _signature_fields(d: Phase1Definition) -> dict[str, Any]:
     return {"cert": d.cert, "key": d.key, "ca": list(d.ca), "crl": list(d.crl)}
 
 
-def phase1_table(d: Phase1Definition) -> dict[str, Any]:
-    return {
+def phase1_table(d: Phase1Definition, *, without_keys: bool = False) -> dict[str, Any]:
+    """The phase 1 as the file writes it; `without_keys` leaves the pre-shared key out
+    (for exports and user interfaces: `ikedb -p --keep-keys` reads such a table back)."""
+    table = {
         "name": d.name,
         "local_addr": str(d.local_addr),
         "remote_addr": ANY_PEER if d.remote_addr is None else str(d.remote_addr),
@@ -72,6 +76,10 @@ def phase1_table(d: Phase1Definition) -> dict[str, Any]:
         "fragmentation": d.fragmentation.value,
         "fragment_size": d.fragment_size,
     }
+    if without_keys:
+        for key in KEY_FIELDS:
+            table.pop(key, None)
+    return table
 
 
 def _subnets(side: str, nets: tuple[IPNetwork, ...]) -> dict[str, Any]:
@@ -106,9 +114,12 @@ def phase2_table(d: Phase2Definition) -> dict[str, Any]:
     return table
 
 
-def _section(kind: str, number: int | None, table: dict[str, Any]) -> str:
+def _section(kind: str, number: int | None, table: dict[str, Any], note: str = "") -> str:
     head = f"# {kind} definition number {number}\n" if number is not None else ""
-    return head + tomli_w.dumps({kind: [table]})
+    return head + note + tomli_w.dumps({kind: [table]})
+
+
+_KEY_NOTE = "# pre-shared key left out: ikedb -p --keep-keys keeps the stored one\n"
 
 
 def dump_definitions(
@@ -116,10 +127,20 @@ def dump_definitions(
     *,
     phase1: Iterable[Phase1Definition] = (),
     phase2: Iterable[Phase2Definition] = (),
+    without_keys: bool = False,
 ) -> str:
-    """TOML text for the given definitions, phase 1 tables first."""
+    """TOML text for the given definitions, phase 1 tables first (`without_keys`: no
+    pre-shared keys, a comment where one was)."""
     p1 = [*(defs.phase1 if defs else ()), *phase1]
     p2 = [*(defs.phase2 if defs else ()), *phase2]
-    sections = [_section("phase1", d.number, phase1_table(d)) for d in p1]
+    sections = [
+        _section(
+            "phase1",
+            d.number,
+            phase1_table(d, without_keys=without_keys),
+            _KEY_NOTE if without_keys and d.psk is not None else "",
+        )
+        for d in p1
+    ]
     sections += [_section("phase2", d.number, phase2_table(d)) for d in p2]
     return "\n".join(sections)
