@@ -1,7 +1,8 @@
 """IKEv1 responder load: ikepriv (ikeprivd) against strongSwan 5.9.8, side by side, one run.
 
     sudo .venv/bin/python bench/load.py [--peers 32] [--window 16] [--duration 8] [--reps 1]
-        [--scenarios mm,mm1,mmqm] [--initiators strongswan,core] [--out results.jsonl]
+        [--scenarios mm,mm1,mmqm] [--initiators strongswan,core] [--children 1,2]
+        [--out results.jsonl]
 
 An initiator in one network namespace opens Main Mode PSK handshakes (aes128-sha256-modp2048
 by default) against a responder in another: the real ikeprivd (parent + sandboxed negotiator
@@ -28,6 +29,10 @@ CPU per handshake; initiation latency percentiles (request to success, as the in
 sees it); memory: PSS (/proc/PID/smaps_rollup) after a warm-up handshake and at the end, and
 per ISAKMP SA (slope of PSS over completed handshakes, sampled once a second); responder
 counters (ikepriv: `ike cmd=list stats json` deltas; strongSwan: its log).
+
+--children: ikeprivd's negotiator children (`ikeprivd --children N`), one ikepriv run per
+value in the list (default 1; "1,2" measures the scaling side by side); the children's CPU
+and PSS are summed ("child"), and the table has a column for N.
 
 Quick Mode on this host: the kernel has XFRM but no ESP, so kernel SAs cannot be added. The
 reference harness (lab/perf) therefore measures phase 1 only on the host. Here the initiator
@@ -322,7 +327,9 @@ def ikepriv_definitions(peers: int, ike: str, esp: str) -> str:
 class Ikepriv:
     """ikeprivd in `ns` with its own database, control socket and chroot under `d`."""
 
-    def __init__(self, procs: Processes, ns: str, d: Path, peers: int, ike: str, esp: str):
+    def __init__(
+        self, procs: Processes, ns: str, d: Path, peers: int, ike: str, esp: str, children: int
+    ):
         self.d = d
         self.control = d / "control.sock"
         (d / "empty").mkdir(parents=True)
@@ -341,6 +348,7 @@ class Ikepriv:
         }
         argv = [IP, "netns", "exec", ns, str(VENV_BIN / "ikeprivd"), "--db", str(db)]
         argv += ["--control", str(self.control), "--chroot", str(d / "empty"), "--log-stderr"]
+        argv += ["--children", str(children)]
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
             notify.bind(str(notify_path))
             notify.settimeout(0.2)
@@ -355,9 +363,9 @@ class Ikepriv:
                 if time.monotonic() > deadline:
                     raise RuntimeError("ikeprivd not ready:\n" + self.log_tail())
         kids = children_of(self.pid)
-        if len(kids) != 1:
-            raise RuntimeError(f"ikeprivd: expected one negotiator child, found {kids}")
-        self.child = kids[0]
+        if len(kids) != children:
+            raise RuntimeError(f"ikeprivd: expected {children} negotiator children, found {kids}")
+        self.children = sorted(kids)
 
     def log_tail(self, n: int = 10) -> str:
         return "\n".join((self.d / "ikeprivd.log").read_text().splitlines()[-n:])
@@ -390,6 +398,7 @@ class Run:
     window: int
     duration: float
     rep: int
+    children: int = 0  # ikeprivd's negotiator children (0: strongSwan)
     ike: str = ""
     esp: str = ""
     ok: int = 0
@@ -540,13 +549,19 @@ class CoreInitiator(Initiator):
 
 
 def one_run(
-    args: argparse.Namespace, scenario: str, initiator: str, responder: str, rep: int, base: Path
+    args: argparse.Namespace,
+    scenario: str,
+    initiator: str,
+    responder: str,
+    rep: int,
+    base: Path,
+    children: int = 0,
 ) -> Run:
     peers = 1 if scenario == "mm1" else args.peers
     qm = scenario == "mmqm"
-    run = Run(scenario, initiator, responder, peers, args.window, args.duration, rep)
+    run = Run(scenario, initiator, responder, peers, args.window, args.duration, rep, children)
     run.ike, run.esp = args.ike, args.esp
-    work = base / f"{scenario}-{initiator}-{responder}-{rep}"
+    work = base / f"{scenario}-{initiator}-{responder}{children or ''}-{rep}"
     di, dr = work / "I", work / "R"
     di.mkdir(parents=True)
     dr.mkdir(parents=True)
@@ -555,8 +570,8 @@ def one_run(
         try:
             ipk: Ikepriv | None = None
             if responder == "ikepriv":
-                ipk = Ikepriv(procs, nsr, dr, peers, args.ike, args.esp)
-                pids = {"parent": ipk.pid, "child": ipk.child}
+                ipk = Ikepriv(procs, nsr, dr, peers, args.ike, args.esp, children)
+                pids = {"parent": ipk.pid} | {f"child{k}": p for k, p in enumerate(ipk.children)}
             else:
                 strongswan_conf(
                     dr,
@@ -611,13 +626,13 @@ def one_run(
             run.pss_kb_end = {k: pss_kb(p) for k, p in pids.items()}
             after = ipk.counters() if ipk else strongswan_events(dr)
             run.held_end = held()
-            if ipk and children_of(ipk.pid) != [ipk.child]:
-                raise RuntimeError("the negotiator child was restarted during the run")
+            if ipk and sorted(children_of(ipk.pid)) != ipk.children:
+                raise RuntimeError("a negotiator child was restarted during the run")
         finally:
             procs.stop_all()
     cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
     run.parent_cpu_s = cpu.get("parent", cpu.get("charon", 0.0))
-    run.child_cpu_s = cpu.get("child", 0.0)
+    run.child_cpu_s = sum(v for k, v in cpu.items() if k.startswith("child"))
     run.ok, run.failed, run.errors = res.ok, res.failed, res.errors
     run.initiator_counters = res.counters
     run.per_s = res.ok / run.wall_s if run.wall_s else 0.0
@@ -662,7 +677,8 @@ def counters_text(events: dict[str, int]) -> str:
 
 def table(runs: list[Run]) -> str:
     head = (
-        "| scenario | initiator | responder | rep | ok | failed | per s | CPU ms/hs | parent ms/hs "
+        "| scenario | initiator | responder | children | rep | ok | failed | per s | CPU ms/hs "
+        "| parent ms/hs "
         "| child ms/hs | initiator ms/hs | latency p50 / p90 / p99 / max ms "
         "| PSS start MB | PSS end MB | SAs held start -> end | KB per SA | machine busy "
         "| responder counters |"
@@ -672,13 +688,11 @@ def table(runs: list[Run]) -> str:
         is_ikp = r.responder == "ikepriv"
         lat = " / ".join(fmt(r.latency_ms.get(k), ".0f") for k in ("p50", "p90", "p99", "max"))
         pss0, pss1 = sum(r.pss_kb_start.values()) / 1024, sum(r.pss_kb_end.values()) / 1024
-        pss_detail = (
-            f" ({r.pss_kb_end['parent'] / 1024:.0f}+{r.pss_kb_end['child'] / 1024:.0f})"
-            if is_ikp
-            else ""
-        )
+        kids = sum(v for k, v in r.pss_kb_end.items() if k.startswith("child"))
+        pss_detail = f" ({r.pss_kb_end['parent'] / 1024:.0f}+{kids / 1024:.0f})" if is_ikp else ""
         rows.append(
-            f"| {r.scenario} | {r.initiator} | {r.responder} | {r.rep} | {r.ok} | {r.failed} "
+            f"| {r.scenario} | {r.initiator} | {r.responder} | {r.children or '-'} | {r.rep} "
+            f"| {r.ok} | {r.failed} "
             f"| {r.per_s:.1f} "
             f"| **{fmt(r.ms_per(r.total_cpu_s))}** "
             f"| {fmt(r.ms_per(r.parent_cpu_s)) if is_ikp else '-'} "
@@ -693,23 +707,23 @@ def table(runs: list[Run]) -> str:
 
 def medians(runs: list[Run]) -> str:
     """Per scenario, initiator and responder: medians over the repetitions."""
-    groups: dict[tuple[str, str, str], list[Run]] = {}
+    groups: dict[tuple[str, str, str, int], list[Run]] = {}
     for r in runs:
-        groups.setdefault((r.scenario, r.initiator, r.responder), []).append(r)
+        groups.setdefault((r.scenario, r.initiator, r.responder, r.children), []).append(r)
 
     def med(values: list[float | None], spec: str = ".2f") -> str:
         present = [v for v in values if v is not None]
         return fmt(statistics.median(present), spec) if present else "-"
 
     head = (
-        "| scenario | initiator | responder | reps | per s | CPU ms/hs | parent ms/hs "
+        "| scenario | initiator | responder | children | reps | per s | CPU ms/hs | parent ms/hs "
         "| child ms/hs | latency p50 / p99 ms | KB per SA | failed |"
     )
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
-    for (scenario, initiator, responder), g in groups.items():
+    for (scenario, initiator, responder, children), g in groups.items():
         is_ikp = responder == "ikepriv"
         rows.append(
-            f"| {scenario} | {initiator} | {responder} | {len(g)} "
+            f"| {scenario} | {initiator} | {responder} | {children or '-'} | {len(g)} "
             f"| {med([r.per_s for r in g], '.1f')} "
             f"| **{med([r.ms_per(r.total_cpu_s) for r in g])}** "
             f"| {med([r.ms_per(r.parent_cpu_s) for r in g]) if is_ikp else '-'} "
@@ -725,24 +739,29 @@ def ratios(runs: list[Run]) -> str:
     """ikepriv / strongSwan, pair by pair (same scenario and repetition), then the median."""
     pairs: dict[tuple[str, str, int], dict[str, Run]] = {}
     for r in runs:
-        pairs.setdefault((r.scenario, r.initiator, r.rep), {})[r.responder] = r
-    by_scenario: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        label = r.responder if r.children <= 1 else f"{r.responder} x{r.children}"
+        pairs.setdefault((r.scenario, r.initiator, r.rep), {})[label] = r
+    by_scenario: dict[tuple[str, str, str, str], list[tuple[float, float]]] = {}
     for (scenario, initiator, _), d in pairs.items():
-        a, b = d.get("ikepriv"), d.get("strongswan")
-        if a and b and a.ok and b.ok and b.total_cpu_s > 0 and b.per_s > 0:
-            cpu_ratio = a.ms_per(a.total_cpu_s) / b.ms_per(b.total_cpu_s)  # type: ignore[operator]
-            ratio = (cpu_ratio, a.per_s / b.per_s)
-            by_scenario.setdefault((scenario, initiator), []).append(ratio)
+        # ikepriv against strongSwan, and ikepriv with N children against one child
+        for num, den in [(k, "strongswan") for k in d if k.startswith("ikepriv")] + [
+            (k, "ikepriv") for k in d if k.startswith("ikepriv x")
+        ]:
+            a, b = d.get(num), d.get(den)
+            if a and b and a.ok and b.ok and b.total_cpu_s > 0 and b.per_s > 0:
+                cpu_ratio = a.ms_per(a.total_cpu_s) / b.ms_per(b.total_cpu_s)  # type: ignore[operator]
+                ratio = (cpu_ratio, a.per_s / b.per_s)
+                by_scenario.setdefault((scenario, initiator, num, den), []).append(ratio)
     rows = [
-        "| scenario | initiator | ikepriv/strongSwan CPU per handshake (per rep; median) "
-        "| ikepriv/strongSwan handshakes per s |",
-        "|---|---|---|---|",
+        "| scenario | initiator | ratio | CPU per handshake (per rep; median) | handshakes per s |",
+        "|---|---|---|---|---|",
     ]
-    for (scenario, initiator), rs in by_scenario.items():
+    for (scenario, initiator, num, den), rs in by_scenario.items():
         cpu = ", ".join(f"{c:.2f}" for c, _ in rs)
         rate = ", ".join(f"{x:.2f}" for _, x in rs)
         rows.append(
-            f"| {scenario} | {initiator} | {cpu}; **{statistics.median(c for c, _ in rs):.2f}** "
+            f"| {scenario} | {initiator} | {num}/{den} "
+            f"| {cpu}; **{statistics.median(c for c, _ in rs):.2f}** "
             f"| {rate}; {statistics.median(x for _, x in rs):.2f} |"
         )
     return "\n".join(rows)
@@ -761,6 +780,9 @@ def main() -> None:
     parser.add_argument(
         "--initiators", default="strongswan", help="strongswan (charon over vici), core (ikepriv's)"
     )
+    parser.add_argument(
+        "--children", default="1", help="ikeprivd negotiator children, one run per value (1,2)"
+    )
     parser.add_argument("--ike", default="aes128-sha256-modp2048")
     parser.add_argument("--esp", default="aes128-sha256")
     parser.add_argument("--out", type=Path, help="append one JSON line per run")
@@ -777,6 +799,7 @@ def main() -> None:
     for tool in (CHARON, SWANCTL, str(VENV_BIN / "ikeprivd")):
         if not os.access(tool, os.X_OK):
             sys.exit(f"load.py: {tool} missing (scripts/setup.sh installs strongSwan and .venv)")
+    children = [int(c) for c in args.children.split(",") if c]
     scenarios = [s for s in args.scenarios.split(",") if s]
     responders = [r for r in args.responders.split(",") if r]
     initiators = [r for r in args.initiators.split(",") if r]
@@ -798,13 +821,16 @@ def main() -> None:
             for initiator in initiators:
                 for scenario in scenarios:
                     for responder in order:
-                        run = one_run(args, scenario, initiator, responder, rep, base)
-                        runs.append(run)
-                        line = json.dumps({**asdict(run), "scenario_text": SCENARIOS[scenario]})
-                        print(f"RESULT {line}", flush=True)
-                        if args.out:
-                            with open(args.out, "a") as f:
-                                f.write(line + "\n")
+                        counts = children if responder == "ikepriv" else [0]
+                        for n in counts if rep % 2 else counts[::-1]:
+                            run = one_run(args, scenario, initiator, responder, rep, base, n)
+                            runs.append(run)
+                            text = SCENARIOS[scenario]
+                            line = json.dumps({**asdict(run), "scenario_text": text})
+                            print(f"RESULT {line}", flush=True)
+                            if args.out:
+                                with open(args.out, "a") as f:
+                                    f.write(line + "\n")
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
