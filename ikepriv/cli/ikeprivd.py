@@ -36,7 +36,10 @@ DB_ENV = "IKEPRIV_DB"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ikeprivd", description="ikepriv IKEv1 keying daemon")
+    # no abbreviations: an option is named in full or refused (`--child` is no --children)
+    p = argparse.ArgumentParser(
+        prog="ikeprivd", description="ikepriv IKEv1 keying daemon", allow_abbrev=False
+    )
     p.add_argument(
         "--db",
         default=os.environ.get(DB_ENV, DEFAULT_DB_PATH),
