@@ -2,6 +2,7 @@
 
     sudo .venv/bin/python bench/load.py [--peers 32] [--window 16] [--duration 8] [--reps 1]
         [--scenarios mm,mm1,mmqm] [--initiators strongswan,core] [--auth psk,rsa2048,ecdsa256]
+        [--children 1,2]
         [--out results.jsonl]
 
 An initiator in one network namespace opens Main Mode PSK handshakes (aes128-sha256-modp2048
@@ -35,6 +36,10 @@ CPU per handshake; initiation latency percentiles (request to success, as the in
 sees it); memory: PSS (/proc/PID/smaps_rollup) after a warm-up handshake and at the end, and
 per ISAKMP SA (slope of PSS over completed handshakes, sampled once a second); responder
 counters (ikepriv: `ike cmd=list stats json` deltas; strongSwan: its log).
+
+--children: ikeprivd's negotiator children (`ikeprivd --children N`), one ikepriv run per
+value in the list (default 1; "1,2" measures the scaling side by side); the children's CPU
+and PSS are summed ("child"), and the table has a column for N.
 
 Quick Mode on this host: the kernel has XFRM but no ESP, so kernel SAs cannot be added. The
 reference harness (lab/perf) therefore measures phase 1 only on the host. Here the initiator
@@ -339,6 +344,7 @@ class Ikepriv:
         peers: int,
         args: argparse.Namespace,
         creds: Credentials | None,
+        children: int = 1,
     ) -> None:
         self.d = d
         self.control = d / "control.sock"
@@ -358,6 +364,7 @@ class Ikepriv:
         }
         argv = [IP, "netns", "exec", ns, str(VENV_BIN / "ikeprivd"), "--db", str(db)]
         argv += ["--control", str(self.control), "--chroot", str(d / "empty"), "--log-stderr"]
+        argv += ["--children", str(children)]
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
             notify.bind(str(notify_path))
             notify.settimeout(0.2)
@@ -372,9 +379,9 @@ class Ikepriv:
                 if time.monotonic() > deadline:
                     raise RuntimeError("ikeprivd not ready:\n" + self.log_tail())
         kids = children_of(self.pid)
-        if len(kids) != 1:
-            raise RuntimeError(f"ikeprivd: expected one negotiator child, found {kids}")
-        self.child = kids[0]
+        if len(kids) != children:
+            raise RuntimeError(f"ikeprivd: expected {children} negotiator children, found {kids}")
+        self.children = sorted(kids)
 
     def log_tail(self, n: int = 10) -> str:
         return "\n".join((self.d / "ikeprivd.log").read_text().splitlines()[-n:])
@@ -408,6 +415,7 @@ class Run:
     duration: float
     rep: int
     auth: str = "psk"  # load_auth.AUTHS: psk, rsa2048, ecdsa256 (both sides)
+    children: int = 0  # ikeprivd's negotiator children (0: strongSwan)
     ike: str = ""
     esp: str = ""
     ok: int = 0
@@ -568,13 +576,14 @@ def one_run(
     rep: int,
     base: Path,
     creds: Credentials | None,
+    children: int = 0,
 ) -> Run:
     peers = 1 if scenario == "mm1" else args.peers
     qm = scenario == "mmqm"
     run = Run(scenario, initiator, responder, peers, args.window, args.duration, rep)
-    run.ike, run.esp = args.ike, args.esp
+    run.ike, run.esp, run.children = args.ike, args.esp, children
     run.auth = creds.auth if creds else "psk"
-    work = base / f"{scenario}-{run.auth}-{initiator}-{responder}-{rep}"
+    work = base / f"{scenario}-{run.auth}-{initiator}-{responder}{children or ''}-{rep}"
     di, dr = work / "I", work / "R"
     di.mkdir(parents=True)
     dr.mkdir(parents=True)
@@ -583,8 +592,8 @@ def one_run(
         try:
             ipk: Ikepriv | None = None
             if responder == "ikepriv":
-                ipk = Ikepriv(procs, nsr, dr, peers, args, creds)
-                pids = {"parent": ipk.pid, "child": ipk.child}
+                ipk = Ikepriv(procs, nsr, dr, peers, args, creds, children)
+                pids = {"parent": ipk.pid} | {f"child{k}": p for k, p in enumerate(ipk.children)}
             else:
                 strongswan_conf(
                     dr,
@@ -641,13 +650,13 @@ def one_run(
             run.pss_kb_end = {k: pss_kb(p) for k, p in pids.items()}
             after = ipk.counters() if ipk else strongswan_events(dr)
             run.held_end = held()
-            if ipk and children_of(ipk.pid) != [ipk.child]:
-                raise RuntimeError("the negotiator child was restarted during the run")
+            if ipk and sorted(children_of(ipk.pid)) != ipk.children:
+                raise RuntimeError("a negotiator child was restarted during the run")
         finally:
             procs.stop_all()
     cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
     run.parent_cpu_s = cpu.get("parent", cpu.get("charon", 0.0))
-    run.child_cpu_s = cpu.get("child", 0.0)
+    run.child_cpu_s = sum(v for k, v in cpu.items() if k.startswith("child"))
     run.ok, run.failed, run.errors = res.ok, res.failed, res.errors
     run.initiator_counters = res.counters
     run.per_s = res.ok / run.wall_s if run.wall_s else 0.0
@@ -690,6 +699,11 @@ def counters_text(events: dict[str, int]) -> str:
     return ", ".join(f"{SHORT[k]} {v}" for k, v in events.items() if v and k in SHORT) or "-"
 
 
+def label(r: Run) -> str:
+    """The responder as the tables name it: "ikepriv x2" for two negotiator children."""
+    return r.responder if r.children <= 1 else f"{r.responder} x{r.children}"
+
+
 def table(runs: list[Run]) -> str:
     head = (
         "| scenario | auth | initiator | responder | rep | ok | failed | per s | CPU ms/hs "
@@ -703,13 +717,10 @@ def table(runs: list[Run]) -> str:
         is_ikp = r.responder == "ikepriv"
         lat = " / ".join(fmt(r.latency_ms.get(k), ".0f") for k in ("p50", "p90", "p99", "max"))
         pss0, pss1 = sum(r.pss_kb_start.values()) / 1024, sum(r.pss_kb_end.values()) / 1024
-        pss_detail = (
-            f" ({r.pss_kb_end['parent'] / 1024:.0f}+{r.pss_kb_end['child'] / 1024:.0f})"
-            if is_ikp
-            else ""
-        )
+        kids = sum(v for k, v in r.pss_kb_end.items() if k.startswith("child"))
+        pss_detail = f" ({r.pss_kb_end['parent'] / 1024:.0f}+{kids / 1024:.0f})" if is_ikp else ""
         rows.append(
-            f"| {r.scenario} | {r.auth} | {r.initiator} | {r.responder} | {r.rep} | {r.ok} "
+            f"| {r.scenario} | {r.auth} | {r.initiator} | {label(r)} | {r.rep} | {r.ok} "
             f"| {r.failed} "
             f"| {r.per_s:.1f} "
             f"| **{fmt(r.ms_per(r.total_cpu_s))}** "
@@ -727,7 +738,7 @@ def medians(runs: list[Run]) -> str:
     """Per scenario, initiator and responder: medians over the repetitions."""
     groups: dict[tuple[str, str, str, str], list[Run]] = {}
     for r in runs:
-        groups.setdefault((r.scenario, r.auth, r.initiator, r.responder), []).append(r)
+        groups.setdefault((r.scenario, r.auth, r.initiator, label(r)), []).append(r)
 
     def med(values: list[float | None], spec: str = ".2f") -> str:
         present = [v for v in values if v is not None]
@@ -739,7 +750,7 @@ def medians(runs: list[Run]) -> str:
     )
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
     for (scenario, auth, initiator, responder), g in groups.items():
-        is_ikp = responder == "ikepriv"
+        is_ikp = responder.startswith("ikepriv")
         rows.append(
             f"| {scenario} | {auth} | {initiator} | {responder} | {len(g)} "
             f"| {med([r.per_s for r in g], '.1f')} "
@@ -754,27 +765,33 @@ def medians(runs: list[Run]) -> str:
 
 
 def ratios(runs: list[Run]) -> str:
-    """ikepriv / strongSwan, pair by pair (same scenario and repetition), then the median."""
+    """ikepriv / strongSwan (and ikepriv with N children / with one), pair by pair (same
+    scenario and repetition), then the median."""
     pairs: dict[tuple[str, str, str, int], dict[str, Run]] = {}
     for r in runs:
-        pairs.setdefault((r.scenario, r.auth, r.initiator, r.rep), {})[r.responder] = r
-    by_scenario: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+        pairs.setdefault((r.scenario, r.auth, r.initiator, r.rep), {})[label(r)] = r
+    by_scenario: dict[tuple[str, str, str, str], list[tuple[float, float]]] = {}
     for (scenario, auth, initiator, _), d in pairs.items():
-        a, b = d.get("ikepriv"), d.get("strongswan")
-        if a and b and a.ok and b.ok and b.total_cpu_s > 0 and b.per_s > 0:
-            cpu_ratio = a.ms_per(a.total_cpu_s) / b.ms_per(b.total_cpu_s)  # type: ignore[operator]
-            ratio = (cpu_ratio, a.per_s / b.per_s)
-            by_scenario.setdefault((scenario, auth, initiator), []).append(ratio)
+        against = [(k, "strongswan") for k in d if k.startswith("ikepriv")]
+        against += [(k, "ikepriv") for k in d if k.startswith("ikepriv x")]
+        for num, den in against:
+            a, b = d.get(num), d.get(den)
+            if a and b and a.ok and b.ok and b.total_cpu_s > 0 and b.per_s > 0:
+                cpu_ratio = a.ms_per(a.total_cpu_s) / b.ms_per(b.total_cpu_s)  # type: ignore[operator]
+                ratio = (cpu_ratio, a.per_s / b.per_s)
+                by_scenario.setdefault((scenario, auth, initiator, f"{num}/{den}"), []).append(
+                    ratio
+                )
     rows = [
-        "| scenario | auth | initiator | ikepriv/strongSwan CPU per handshake (per rep; median) "
-        "| ikepriv/strongSwan handshakes per s |",
-        "|---|---|---|---|---|",
+        "| scenario | auth | initiator | ratio | CPU per handshake (per rep; median) "
+        "| handshakes per s |",
+        "|---|---|---|---|---|---|",
     ]
-    for (scenario, auth, initiator), rs in by_scenario.items():
+    for (scenario, auth, initiator, which), rs in by_scenario.items():
         cpu = ", ".join(f"{c:.2f}" for c, _ in rs)
         rate = ", ".join(f"{x:.2f}" for _, x in rs)
         rows.append(
-            f"| {scenario} | {auth} | {initiator} | {cpu}; "
+            f"| {scenario} | {auth} | {initiator} | {which} | {cpu}; "
             f"**{statistics.median(c for c, _ in rs):.2f}** "
             f"| {rate}; {statistics.median(x for _, x in rs):.2f} |"
         )
@@ -786,9 +803,7 @@ def by_auth(runs: list[Run]) -> str:
     side by side (medians over the repetitions; per-rep figures in the tables above)."""
     groups: dict[tuple[str, str, str], dict[str, list[Run]]] = {}
     for r in runs:
-        groups.setdefault((r.scenario, r.initiator, r.auth), {}).setdefault(r.responder, []).append(
-            r
-        )
+        groups.setdefault((r.scenario, r.initiator, r.auth), {}).setdefault(label(r), []).append(r)
 
     def med(g: list[Run], seconds: str) -> str:
         values = [r.ms_per(getattr(r, seconds)) for r in g]
@@ -825,6 +840,9 @@ def main() -> None:
     parser.add_argument(
         "--initiators", default="strongswan", help="strongswan (charon over vici), core (ikepriv's)"
     )
+    parser.add_argument(
+        "--children", default="1", help="ikeprivd negotiator children, one run per value (1,2)"
+    )
     parser.add_argument("--ike", default="aes128-sha256-modp2048")
     parser.add_argument("--esp", default="aes128-sha256")
     parser.add_argument(
@@ -848,6 +866,7 @@ def main() -> None:
     for tool in (CHARON, SWANCTL, str(VENV_BIN / "ikeprivd")):
         if not os.access(tool, os.X_OK):
             sys.exit(f"load.py: {tool} missing (scripts/setup.sh installs strongSwan and .venv)")
+    children = [int(c) for c in args.children.split(",") if c]
     scenarios = [s for s in args.scenarios.split(",") if s]
     responders = [r for r in args.responders.split(",") if r]
     initiators = [r for r in args.initiators.split(",") if r]
@@ -878,11 +897,13 @@ def main() -> None:
                 for scenario in scenarios:
                     for auth in auths:
                         for responder in order:
-                            run = one_run(
-                                args, scenario, initiator, responder, rep, base, creds[auth]
-                            )
-                            runs.append(run)
-                            report(run, args.out)
+                            counts = children if responder == "ikepriv" else [0]
+                            for n in counts if rep % 2 else counts[::-1]:
+                                run = one_run(
+                                    args, scenario, initiator, responder, rep, base, creds[auth], n
+                                )
+                                runs.append(run)
+                                report(run, args.out)
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)

@@ -8,6 +8,9 @@ vetting never imports a dataclass internal to the negotiation core. Three things
   creates it, the child refuses anything but an empty root-owned directory) and the
   candidate user names;
 * the module the parent executes as the child;
+* how the children of one daemon share the tunnel-number and reqid space (`Partition`:
+  child k of N uses the numbers n with n % N == (k + 1) % N; the child numbers its
+  tunnels so, the parent refuses any other);
 * the counters the core keeps (and its per-definition tally of rekeys and DPD failures,
   DefinitionTally). Their field names are the names `ike cmd=list stats` shows
   (the Stats message carries them; the parent accepts exactly these names), so renaming one
@@ -33,6 +36,41 @@ from ikepriv.ipc.messages import (
 )
 
 COUNTER_MAX: Final = (1 << 64) - 1
+NUMBER_TOP: Final = 0xFFFFFFFF  # tunnel numbers and reqids are 32 bits, 0 unused
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """The residue class of tunnel numbers and reqids of negotiator child `shard` of
+    `shards` (Hello.shard/.shards): unique across the children with no coordination, and
+    with one child (shards 1) every number, as before there were several."""
+
+    shard: int = 0
+    shards: int = 1
+
+    def owns(self, number: int) -> bool:
+        return 0 < number <= NUMBER_TOP and (number - 1) % self.shards == self.shard
+
+    def first(self) -> int:
+        return self.shard + 1
+
+    def at_or_after(self, number: int) -> int:
+        """The smallest number of the class at or after `number` (wrapping past the top
+        to the first)."""
+        if number < 1:
+            return self.first()
+        found = number + (self.shard - (number - 1)) % self.shards
+        return found if found <= NUMBER_TOP else self.first()
+
+    def after(self, number: int) -> int:
+        """The next number of the class after `number` (wrapping)."""
+        return self.at_or_after(number + 1)
+
+
+def partition_owner(number: int, shards: int) -> int:
+    """The child whose class holds `number` (a tunnel number the operator gave)."""
+    return (number - 1) % shards
+
 
 DEFAULT_CHROOT_DIR: Final = "/var/empty/ikepriv"
 DEFAULT_USERS: Final = ("ikepriv", "nobody")  # the first that exists runs the child

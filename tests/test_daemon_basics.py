@@ -38,6 +38,7 @@ from ikepriv.ipc import decode
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.schema import Direction
 from ikepriv.isakmp.constants import AuthAlgorithm, EncapsulationMode, EspTransformId, ProtocolId
+from ikepriv.parent_kernel.shards import default_children
 
 pytestmark = pytest.mark.root
 
@@ -113,16 +114,22 @@ def test_non_root_clients_are_refused(daemon: Daemon) -> None:
 
 
 def test_real_child_is_sandboxed_and_restarted_after_kill(daemon: Daemon) -> None:
-    daemon.wait_log("configuration generation 1 loaded")  # the child read its first messages
-    (child,) = daemon.children()
-    st = status(child)
-    assert st["Seccomp"].strip() == "2"
-    assert st["Uid"].split()[0] != "0" and st["CapEff"].strip() == "0000000000000000"
-    os.kill(child, 9)
+    """Every negotiator child (one per CPU by default) runs sandboxed; killing one
+    restarts that one alone."""
+    count = default_children()
+    daemon.wait_log("configuration generation 1 loaded", count)  # each read its first messages
+    wait_for("every child", lambda: len(daemon.children()) == count)
+    children = daemon.children()
+    for child in children:
+        st = status(child)
+        assert st["Seccomp"].strip() == "2"
+        assert st["Uid"].split()[0] != "0" and st["CapEff"].strip() == "0000000000000000"
+    os.kill(children[0], 9)
     daemon.wait_log("restarting the negotiator child")
-    new = wait_for("a new child", lambda: [p for p in daemon.children() if p != child])
+    new = wait_for("a new child", lambda: [p for p in daemon.children() if p not in children])
     assert isinstance(new, list) and len(new) == 1
-    daemon.wait_log("configuration generation 1 loaded", count=2)
+    assert sorted(daemon.children()) == sorted(children[1:] + new)  # the others untouched
+    daemon.wait_log("configuration generation 1 loaded", count=count + 1)
     assert status(new[0])["Seccomp"].strip() == "2"
     assert daemon.call(ALL_DB)[0] is m.ErrorCode.OK  # the daemon itself kept serving
 

@@ -18,6 +18,7 @@ import pytest
 from test_daemon_support import GW_A, GW_B, Daemon, StandIn, Topology, send_udp
 
 from ikepriv.ipc import messages as m
+from ikepriv.parent_kernel.shards import default_children
 
 pytestmark = pytest.mark.root
 
@@ -91,10 +92,12 @@ def test_real_child_ready_means_configuration_loaded(
     d = Daemon.start(topo.a, tmp_path, env={"NOTIFY_SOCKET": notify.getsockname()})
     try:
         assert notify.recv(4096) == b"READY=1"
-        # the real child answered Ready, so it was already in its sandbox
-        (child,) = d.children()
-        assert "Seccomp:\t2" in Path(f"/proc/{child}/status").read_text()
-        # and its configuration was sent before READY=1; the child reports it loaded
-        d.wait_log("configuration generation 1 loaded")
+        # every real child answered Ready, so it was already in its sandbox
+        children = d.children()
+        assert len(children) == default_children()
+        for child in children:
+            assert "Seccomp:\t2" in Path(f"/proc/{child}/status").read_text()
+        # and its configuration was sent before READY=1; each child reports it loaded
+        d.wait_log("configuration generation 1 loaded", default_children())
     finally:
         assert d.stop() == 0

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import secrets
@@ -263,6 +264,7 @@ class StandIn:
         self.listener.listen(4)
         self.listener.settimeout(WAIT)
         self.conn: socket.socket | None = None
+        self.hello = m.Hello(m.PROTOCOL_VERSION)
         self.config: list[Message] = []
         self.other: list[Message] = []
 
@@ -278,6 +280,7 @@ class StandIn:
         self.conn.settimeout(WAIT)
         hello = self.recv()
         assert isinstance(hello, m.Hello), hello
+        self.hello = hello
         self.send(m.Ready(m.PROTOCOL_VERSION))
         self.config = []
         while True:
@@ -286,6 +289,18 @@ class StandIn:
             self.config.append(msg)
             if isinstance(msg, m.ConfigEnd):
                 return self
+
+    def accept_shards(self, count: int) -> dict[int, StandIn]:
+        """With `--children count`: each child's connection (sharing this listener), by
+        the shard its Hello names."""
+        out: dict[int, StandIn] = {}
+        for _ in range(count):
+            one = copy.copy(self)
+            one.conn, one.other = None, []
+            one.accept()
+            out[one.hello.shard] = one
+        assert sorted(out) == list(range(count)), sorted(out)
+        return out
 
     def send(self, msg: Message) -> None:
         assert self.conn is not None

@@ -186,7 +186,9 @@ def test_wire_format_is_pinned() -> None:
     dpd = bytearray()
     m.DpdSettings(True, 30, 120, m.DpdAction.RESTART)._write(dpd)
     assert dpd.hex() == "01" "001e" "0078" "02"  # fmt: skip
-    assert encode(m.Hello(m.PROTOCOL_VERSION)).hex() == "0101" "0007"  # fmt: skip
+    # still 7: Hello ends with the child's shard and the number of shards (1 byte each)
+    assert encode(m.Hello(m.PROTOCOL_VERSION)).hex() == "0101" "0007" "00" "01"  # fmt: skip
+    assert encode(m.Hello(m.PROTOCOL_VERSION, 2, 3)).hex() == "0101" "0007" "02" "03"  # fmt: skip
     # counters: a 1-byte count (bound 64), then per counter a 1-byte name length (bound 48),
     # the name, a u64 value; Response carries them last, after `more`
     # version 5: then the per-definition tally, a 2-byte count (bound 1024), per entry the

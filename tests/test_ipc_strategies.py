@@ -223,6 +223,10 @@ def _fix_list(kw: dict[str, Any]) -> None:
         kw["role"] = None
 
 
+def _fix_hello(kw: dict[str, Any]) -> None:
+    kw["shard"] %= kw["shards"]
+
+
 def _fix_definition_counts(kw: dict[str, Any]) -> None:
     if kw["phase"] is m.Phase.PHASE2:
         kw["dpd_failures"] = 0
@@ -242,6 +246,7 @@ FIXUPS: dict[type[Struct], Callable[[dict[str, Any]], None]] = {
     m.ActivateRequest: _fix_activate,
     m.ListRequest: _fix_list,
     m.DefinitionCounts: _fix_definition_counts,
+    m.Hello: _fix_hello,
 }
 
 _CACHE: dict[tuple[type[Struct], int], st.SearchStrategy[Any]] = {}

@@ -1,7 +1,7 @@
 """`ikeprivd`: the ikepriv keying daemon (the privileged parent).
 
     ikeprivd [--db PATH] [--control PATH] [--chroot DIR] [--user NAME]... [--keylog FILE]
-             [--foreground] [--log-stderr] [--debug]
+             [--children N] [--foreground] [--log-stderr] [--debug]
 
 One daemon per network namespace: give each its own --control socket (and usually its
 own --db); `ike` and `ikedb` find the socket through $IKEPRIV_CONTROL. The daemon always
@@ -10,6 +10,9 @@ runs in the foreground (systemd Type=notify: it sends READY=1 over $NOTIFY_SOCKE
 cannot start (the reason is logged), 2 for a command line that does not parse. Without a
 database at --db it creates an empty one (0600, in a 0700 directory) and waits: `ikedb -p`
 then loads definitions and the daemon reloads them (it also reloads on SIGHUP).
+
+--children N: how many sandboxed negotiator processes share the peers (by peer address;
+default one per CPU, at most 8; 1 is the single negotiator of earlier versions).
 """
 
 from __future__ import annotations
@@ -26,13 +29,17 @@ from ikepriv.ipc.control import CONTROL_PATH_ENV, DEFAULT_CONTROL_PATH
 from ikepriv.parent_kernel import logsetup
 from ikepriv.parent_kernel.daemon import Daemon, Options
 from ikepriv.parent_kernel.kernel.specs import XfrmError
+from ikepriv.parent_kernel.shards import check_children, default_children
 from ikepriv.process_contract import DEFAULT_CHROOT_DIR, DEFAULT_USERS
 
 DB_ENV = "IKEPRIV_DB"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ikeprivd", description="ikepriv IKEv1 keying daemon")
+    # no abbreviations: an option is named in full or refused (`--child` is no --children)
+    p = argparse.ArgumentParser(
+        prog="ikeprivd", description="ikepriv IKEv1 keying daemon", allow_abbrev=False
+    )
     p.add_argument(
         "--db",
         default=os.environ.get(DB_ENV, DEFAULT_DB_PATH),
@@ -56,10 +63,25 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="DEBUG ONLY: write IKE and ESP keys for Wireshark to FILE(.esp_sa)",
     )
+    p.add_argument(
+        "--children",
+        type=_children,
+        default=default_children(),
+        metavar="N",
+        help="negotiator processes, peers shared among them by address (default one per "
+        "CPU, at most 8)",
+    )
     p.add_argument("--foreground", action="store_true", help="run in the foreground (always)")
     p.add_argument("--log-stderr", action="store_true", help="log to stderr instead of syslog")
     p.add_argument("--debug", action="store_true", help="log debug messages too")
     return p  # fmt: skip
+
+
+def _children(text: str) -> int:
+    try:
+        return check_children(int(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def options_from(args: argparse.Namespace) -> Options:
@@ -72,6 +94,7 @@ def options_from(args: argparse.Namespace) -> Options:
         chroot=args.chroot,
         users=tuple(args.user) if args.user else DEFAULT_USERS,
         keylog=args.keylog,
+        children=args.children,
     )
 
 

@@ -70,9 +70,11 @@ identity and signs it), TunnelRow.peer_cert_subject/peer_cert_issuer; PeerFloode
 parent asks the child to initiate towards a peer whose first messages it had to drop).
 Still 7 (nothing with 7 was deployed before it): paged listings, ListCommand.after/.rows/
 .counters and LIST_PAGE (a listing of any number of tunnels, in pages the parent asks for
-one at a time)."""
+one at a time); Hello.shard/.shards (several negotiator children, each numbering its tunnels
+and reqids in its own residue class)."""
 
 # Bounds (one place, so the vetting code and the tests can refer to them).
+MAX_SHARDS = 64  # negotiator children of one daemon
 MAX_DATAGRAM = 65535
 MAX_KEY = 64
 MIN_NONCE, MAX_NONCE = 8, 256
@@ -659,9 +661,20 @@ _P2C = Direction.PARENT_TO_CHILD
 @message(0x0101, _P2C)
 @dataclass(frozen=True, slots=True)
 class Hello(Message):
-    """First message on a fresh child: the catalogue version. The child answers Ready."""
+    """First message on a fresh child: the catalogue version, and which of the parent's
+    `shards` negotiator children this one is (0-based `shard`). The child answers Ready.
+
+    The child's tunnel numbers and reqids are the numbers n with n % shards == shard + 1
+    (mod shards): unique across the children without any coordination, and the parent
+    refuses one outside the child's class (vetting), so a child cannot name another's."""
 
     version: Version
+    shard: Annotated[int, UInt(1, hi=MAX_SHARDS - 1)] = 0
+    shards: Annotated[int, UInt(1, lo=1, hi=MAX_SHARDS)] = 1
+
+    def check(self) -> None:
+        if self.shard >= self.shards:
+            raise inconsistent(f"shard {self.shard} of {self.shards}")
 
 
 @message(0x0102, _P2C)

@@ -21,6 +21,12 @@ holds one page and one Response per listing, whatever the number of tunnels. Wha
 across pages is sized by its own records (which of its installed SAs a report accounted
 for) or by small integers (the phase 1 tunnel ids of a `1+` listing, at most
 requests.MAX_LISTED).
+
+With several negotiator children (children.py) a listing merges theirs in tunnel-number
+order and sums their counters; a child that does not answer is named, and the phase 2
+tunnels it owns in the parent's records are shown from them (established), while the
+others' are listed as usual. Activations go to the child of the peer's address, removals
+of a tunnel to the child that numbered it.
 """
 
 from __future__ import annotations
@@ -39,9 +45,10 @@ from ikepriv.ipc import messages as m
 from ikepriv.ipc.control import ResponseWriter, split_response
 from ikepriv.ipc.messages import ErrorCode, Phase
 from ikepriv.ipc.schema import Message
+from ikepriv.parent_kernel.children import Negotiators
 from ikepriv.parent_kernel.installed import Installed, SaEntry
 from ikepriv.parent_kernel.kernel.specs import XfrmError
-from ikepriv.parent_kernel.requests import MAX_LISTED, ChildListing, ChildRequests
+from ikepriv.parent_kernel.requests import MAX_LISTED, ChildListing
 from ikepriv.parent_kernel.state import ParentState
 from ikepriv.parent_kernel.vetting import Activation
 
@@ -81,16 +88,12 @@ class Commands:
     def __init__(
         self,
         state: ParentState,
-        child: ChildRequests,
-        send_to_child: Callable[[Message], bool],
+        children: Negotiators,
         db_path: str,
         reload: Callable[[], Awaitable[str]],
-        child_restarts: Callable[[], int] = lambda: 0,
     ) -> None:
         self.state = state
-        self._child_restarts = child_restarts
-        self.child = child
-        self._send = send_to_child
+        self.children = children
         self._db_path = db_path
         self._reload = reload
 
@@ -164,7 +167,7 @@ class Commands:
         self.state.activations[p1_number] = Activation(p1_number, req.src, req.dst)
         command = m.InitiateCommand(phase, number, req.src, req.dst)
         self.state.intents[(phase, number)] = command
-        self._send(command)
+        self.children.send_to_peer(remote, command)
         log.info("phase %d tunnel %d (%s) activated", int(phase), number, name)
         return None
 
@@ -259,20 +262,20 @@ class Commands:
                 }  # fmt: skip
         return {}
 
-    def _record_rows(
-        self, now: float, seen: _Accounted, state: m.TunnelState
-    ) -> Iterable[m.TunnelRow]:
-        """Phase 2 tunnels from the parent's own records that no report of the child
-        accounted for: SAs of a tunnel whose SPIs no phase 2 report names and, when the
-        child answered the whole listing (`state` unmanaged), policies of a phase 2 that
-        has no SA and no report. `state` established: the child did not answer (all of it),
-        and the kernel SAs carry traffic."""
+    def _record_rows(self, now: float, seen: _Accounted, silent: set[int]) -> Iterable[m.TunnelRow]:
+        """Phase 2 tunnels from the parent's own records that no report of a child
+        accounted for: SAs of a tunnel whose SPIs no phase 2 report names and policies of a
+        phase 2 that has no SA and no report. Those of a child that answered the whole
+        listing are unmanaged; those of a child in `silent` (it did not answer, all of it)
+        are listed established from the records (the kernel SAs carry traffic), and its
+        bare policies are not listed."""
         rows = []
         for key, sas in sorted(seen.groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
             if key in seen.accounted:
                 continue
             n2, tid = key
             first = sas[0]
+            state = m.TunnelState.ESTABLISHED if first.owner in silent else m.TunnelState.UNMANAGED
             spi_in = next((e.spi for e in sas if e.direction is m.SaDirection.IN), 0)
             spi_out = next((e.spi for e in sas if e.direction is m.SaDirection.OUT), 0)
             out = next((e for e in sas if e.direction is m.SaDirection.OUT), first)
@@ -283,11 +286,9 @@ class Commands:
                 max(0, min(0xFFFFFFFF, int(first.expires_at - now))), spi_in, spi_out, 0, 0,
                 first.phase1_number, **self._selectors(n2, spi_out),
             ))  # fmt: skip
-        if state is not m.TunnelState.UNMANAGED:
-            return rows
         with_sa = {n2 for n2, _ in seen.groups}
-        for n2 in sorted(seen.policy_numbers):
-            if n2 in with_sa or n2 in seen.reported:
+        for n2, owner in sorted(seen.policy_numbers):
+            if n2 in with_sa or n2 in seen.reported or owner in silent:
                 continue
             p2 = self.state.view.phase2.get(n2)
             rows.append(m.TunnelRow(
@@ -324,12 +325,11 @@ class Commands:
         seen = _Accounted(self.state.installed)
         plus = _Plus() if req.phase is Phase.PHASE1_PLUS else None
         listing: ChildListing | None = None  # the first page: it carries the counters
-        answered, listed, lines = True, 0, []
+        silent: set[int] = set()  # children that did not answer
+        listed, lines = 0, []
         for phase in _child_phases(req.phase):
-            async for page in self.child.walk(phase, counters=req.verbose and listing is None):
-                if page is None:
-                    answered = False
-                    break
+            walk = self.children.walk(phase, silent, counters=req.verbose and listing is None)
+            async for page in walk:
                 listing = listing or page
                 listed += len(page.reports)
                 for report in page.reports:
@@ -338,18 +338,15 @@ class Commands:
                     if _wanted(row, req) and (plus is None or plus.keeps(row)):
                         if (full := out.row(_counted(row, counts))) is not None:
                             yield full
-            if not answered:
-                break
         if listed >= MAX_LISTED:
-            answered = False
+            silent.update(s.index for s in self.children.shards)
             lines.append(f"listing stopped after {listed} tunnels")
-        if not answered:
-            lines.append("negotiator not answering: phase 2 tunnels it did not list are "
-                         "shown from the kernel records")  # fmt: skip
+        if silent:
+            lines.append(f"{self.children.silent_text(silent)} not answering: phase 2 tunnels "
+                         "it did not list are shown from the kernel records")  # fmt: skip
         if Phase.PHASE2 in _child_phases(req.phase):
-            state = m.TunnelState.UNMANAGED if answered else m.TunnelState.ESTABLISHED
             unmanaged = 0
-            for row in self._record_rows(now, seen, state):
+            for row in self._record_rows(now, seen, silent):
                 unmanaged += row.state is m.TunnelState.UNMANAGED
                 if _wanted(row, req) and (plus is None or plus.keeps(row)):
                     if (full := out.row(_counted(row, counts))) is not None:
@@ -373,15 +370,19 @@ class Commands:
 
     def _event_counters(self, listing: ChildListing | None) -> tuple[m.CounterValue, ...]:
         """The child's counters (none when it did not answer), then the parent's."""
-        self.state.counters.child_restarts = self._child_restarts()
+        self.state.counters.child_restarts = self.children.restarts()
         child = listing.counters if listing is not None else ()
         return child + self.state.counters.values()
 
     async def stats(self, _req: m.StatsRequest) -> list[m.Response]:
-        listing = await self.child.child_counters()  # counters only: no tunnel is listed
+        silent: set[int] = set()
+        listing = await self.children.counters(silent)  # counters only: no tunnel is listed
         lines = []
         if listing is None:
             lines.append("negotiator not answering: the parent's counters only")
+        elif silent:
+            lines.append(f"{self.children.silent_text(silent)} not answering: its counters "
+                         "are missing")  # fmt: skip
         elif not listing.counters:
             lines.append("the negotiator sent no counters: the parent's counters only")
         return _with_event_counters(split_response(ErrorCode.OK, lines),
@@ -448,14 +449,14 @@ class Commands:
         sent_p1: set[int] = set()
         for r in reports:  # Deletes to the peers, through the child
             if r.phase is Phase.PHASE1 and r.number in p1defs:
-                self._send(m.RemoveCommand(Phase.PHASE1, r.tunnel_id))
+                self.children.remove(Phase.PHASE1, r.tunnel_id)
                 lines.append(f"phase 1 tunnel {r.tunnel_id} removed")
                 sent_p1.add(r.tunnel_id)
         sent_p2: set[int] = set()
         for r in reports:
             if r.phase is Phase.PHASE2 and r.number in p2defs:
                 if r.phase1_tunnel_id not in sent_p1 and r.tunnel_id not in sent_p2:
-                    self._send(m.RemoveCommand(Phase.PHASE2, r.tunnel_id))
+                    self.children.remove(Phase.PHASE2, r.tunnel_id)
                 lines.append(f"phase 2 tunnel {r.tunnel_id} removed")
                 sent_p2.add(r.tunnel_id)
         unmanaged = sorted({(e.tunnel_id, e.phase2_number) for e in sas
@@ -480,7 +481,7 @@ class Commands:
             st.intents.pop((Phase.PHASE2, n2), None)
         if sent_p1 or sent_p2:
             await trio.sleep(REMOVE_GRACE)
-        installer = self.child.installer
+        installer = self.children.installer
         if everything:
             st.intents.clear()
             had_activations = bool(st.activations)
@@ -498,12 +499,10 @@ class Commands:
         return split_response(ErrorCode.OK, lines)
 
     async def _briefs(self) -> list[_Brief]:
-        """What `remove` needs of each of the negotiator's tunnels (all of them, page by
-        page; what it listed before it stopped answering, if it did)."""
+        """What `remove` needs of each of the negotiators' tunnels (all of them, page by
+        page; what a child listed before it stopped answering, if it did)."""
         out: list[_Brief] = []
-        async for page in self.child.walk(Phase.ALL):
-            if page is None:
-                break
+        async for page in self.children.walk(Phase.ALL, set()):
             out += [_Brief(r.phase, r.number, r.tunnel_id, r.phase1_tunnel_id)
                     for r in page.reports]  # fmt: skip
         return out
@@ -540,7 +539,8 @@ class _Accounted:
     report by report. Sized by the parent's own records, never by the reports: a child
     cannot make it grow."""
 
-    __slots__ = ("_by_spi", "accounted", "groups", "policy_numbers", "reported")
+    __slots__ = ("_by_spi", "_policy_phase2s", "accounted", "groups", "policy_numbers",
+                 "reported")  # fmt: skip
 
     def __init__(self, installed: Installed) -> None:
         self.groups: dict[tuple[int, int], list[SaEntry]] = {}
@@ -549,9 +549,11 @@ class _Accounted:
                 self.groups.setdefault((e.phase2_number, e.tunnel_id), []).append(e)
         self._by_spi = {(n2, e.spi): (n2, tid)
                         for (n2, tid), sas in self.groups.items() for e in sas}  # fmt: skip
-        self.policy_numbers = {e.phase2_number for e in installed.policies.values()}
+        # (phase 2, owner) of every recorded policy
+        self.policy_numbers = {(e.phase2_number, e.owner) for e in installed.policies.values()}
+        self._policy_phase2s = {n2 for n2, _ in self.policy_numbers}
         self.accounted: set[tuple[int, int]] = set()
-        self.reported: set[int] = set()  # of policy_numbers
+        self.reported: set[int] = set()  # of the phase 2s with policies
 
     def see(self, r: m.StateReport) -> None:
         if r.phase is not Phase.PHASE2:
@@ -560,7 +562,7 @@ class _Accounted:
             key = self._by_spi.get((r.number, spi))
             if key is not None:
                 self.accounted.add(key)
-        if r.number in self.policy_numbers:
+        if r.number in self._policy_phase2s:
             self.reported.add(r.number)
 
 

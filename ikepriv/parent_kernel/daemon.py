@@ -1,36 +1,40 @@
 """ikeprivd: the privileged parent's trio main.
 
 Start-up, in this order: syslog, database (read-only), XFRM sockets, UDP 500/4500,
-control socket, then the child. Readiness (sd_notify READY=1) is reported once the first
-child answered Ready and has been sent its configuration (ConfigBegin..ConfigEnd; the child
-does not acknowledge it, but it reads its channel in order, so anything sent later finds the
-configuration loaded): from then on a peer's first datagram is answered, not dropped. If no
-child ever comes up, READY=1 is never sent and systemd's start timeout reports the failure.
-The autostart definitions are activated as soon as the first child is ready.
+control socket, then the children (`Options.children`, ikeprivd --children: several
+sandboxed negotiators, each serving the peers of its shard, see shards.py and children.py;
+one behaves exactly as the single child always did). Readiness (sd_notify READY=1) is
+reported once every child has answered Ready once and been sent its configuration
+(ConfigBegin..ConfigEnd; a child does not acknowledge it, but it reads its channel in order,
+so anything sent later finds the configuration loaded): from then on a peer's first
+datagram is answered, not dropped. If a child never comes up, READY=1 is never sent and
+systemd's start timeout reports the failure. The autostart definitions are activated by
+each child as soon as it is ready (those of its peers).
 
-Datagrams that arrive while no child is ready (before the first one, during a restart) wait
-in a small queue (EARLY_QUEUE datagrams, at most EARLY_MAX_AGE seconds old) and are handed
-to the next child right after its configuration; overflow and stale ones are counted as
+Datagrams that arrive while their child is not ready (before its first start, during a
+restart) wait in its small queue (EARLY_QUEUE datagrams, at most EARLY_MAX_AGE seconds old)
+and are handed to it right after its configuration; overflow and stale ones are counted as
 dropped. The peer would otherwise wait for its retransmission (4 s for charon).
 
 SIGHUP (and any change of the database's generation counter, polled)
-reloads the definitions and sends the child a new snapshot. SIGTERM/SIGINT: the child is
-asked to shut down (it sends its Deletes), then every SA and policy the parent installed is
+reloads the definitions and sends every child a new snapshot. SIGTERM/SIGINT: the children
+are asked to shut down (it sends its Deletes), then every SA and policy the parent installed is
 removed, and the daemon exits.
 
-After a child restart the kernel SAs stay and carry traffic. The new child gets the
-configuration, the activations that have no SA yet, and for every phase 2 that has SAs in
-the parent's records a ResumeCommand (definition, gateways, the out policy's selector and
-reqid): it negotiates that phase 2 afresh, reusing the reqid, so the policies are not
-rewritten and the new SAs join the old ones in the kernel (make before break: the kernel
-sends on the newest SA, and the old inbound SA still takes what the peer sent before it
-switched). The tunnel is then the new child's: listed, rekeyed, removable. The old SAs
-are listed as unmanaged until their lifetime ends, and `remove` takes them with their
-definition. Why renegotiate rather than hand the new child the old ISAKMP SA: the parent
-would have to keep phase 1 keys it never needs itself, and a compromised child would get
-every tunnel's keys by crashing its predecessor; renegotiation needs no secret in the
-parent beyond the PSK it already guards, and gives a compromised child nothing it could not
-negotiate itself.
+After a child restart the kernel SAs stay and carry traffic, and the other children are
+not touched (their ISAKMP SAs and exchanges go on). The new child gets the configuration,
+the activations of its peers that have no SA yet, and for every phase 2 that has SAs in
+the parent's records as its own (owner: the restarted child) a ResumeCommand (definition,
+gateways, the out policy's selector and reqid): it negotiates that phase 2 afresh, reusing
+the reqid, so the policies are not rewritten and the new SAs join the old ones in the
+kernel (make before break: the kernel sends on the newest SA, and the old inbound SA still
+takes what the peer sent before it switched). The tunnel is then the new child's: listed,
+rekeyed, removable. The old SAs are listed as unmanaged until their lifetime ends, and
+`remove` takes them with their definition. Why renegotiate rather than hand the new child
+the old ISAKMP SA: the parent would have to keep phase 1 keys it never needs itself, and a
+compromised child would get every tunnel's keys by crashing its predecessor;
+renegotiation needs no secret in the parent beyond the PSK it already guards, and gives a
+compromised child nothing it could not negotiate itself.
 """
 
 from __future__ import annotations
@@ -43,7 +47,6 @@ import signal
 import socket
 import sys
 import time
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -57,10 +60,12 @@ from ikepriv.ipc.schema import Message
 from ikepriv.isakmp.constants import SIGNATURE_METHODS, ExchangeType, ProtocolId
 from ikepriv.parent_kernel import udp
 from ikepriv.parent_kernel.admission import Admission, IPAddress
+from ikepriv.parent_kernel.children import Negotiators, Shard
 from ikepriv.parent_kernel.commands import Commands
 from ikepriv.parent_kernel.control_socket import ControlServer
 from ikepriv.parent_kernel.definitions import DbView
 from ikepriv.parent_kernel.installed import SaEntry
+from ikepriv.parent_kernel.installer import Installer
 from ikepriv.parent_kernel.journal import SUFFIX as JOURNAL_SUFFIX
 from ikepriv.parent_kernel.journal import Journal
 from ikepriv.parent_kernel.kernel.client import XfrmKernel
@@ -68,6 +73,7 @@ from ikepriv.parent_kernel.kernel.events import XfrmEvents
 from ikepriv.parent_kernel.kernel.specs import Acquire, EventsLost, Expire, XfrmError
 from ikepriv.parent_kernel.keylog import ESP_SUFFIX, KeyLog
 from ikepriv.parent_kernel.requests import ChildRequests
+from ikepriv.parent_kernel.shards import Sharding
 from ikepriv.parent_kernel.state import ParentState
 from ikepriv.parent_kernel.supervisor import Supervisor
 from ikepriv.parent_kernel.vetting import Activation, selector_inside
@@ -99,6 +105,7 @@ class Options:
     keylog: str | None = None
     child_cmd: str | None = None  # tests: a command line, "{fd}" is the IPC descriptor
     ports: tuple[int, int] = (udp.IKE_PORT, udp.NATT_PORT)
+    children: int = 1  # negotiator children (ikeprivd --children; its default is per CPU)
 
 
 def sd_notify(text: str) -> None:
@@ -130,25 +137,47 @@ class Daemon:
                         options.keylog, ESP_SUFFIX)  # fmt: skip
         journal = Journal(options.control + JOURNAL_SUFFIX)
         journal.sweep(self._kernel)  # a previous run's leftovers, before anything new
-        self.state = ParentState(self._kernel, DbView.load(self._db), keylog, journal)
+        self.sharding = Sharding(options.children)
+        self.state = ParentState(self._kernel, DbView.load(self._db), keylog, journal,
+                                 sharding=self.sharding)  # fmt: skip
         self._sockets, warnings = udp.open_sockets(options.ports)
         for text in warnings:
             log.warning("%s", text)
-        self.supervisor = Supervisor(self._child_command, self._on_child_message,
-                                     self._on_child_ready, self._on_child_down)  # fmt: skip
-        self.requests = ChildRequests(self.state, self.supervisor.send, self._sockets)
-        self.commands = Commands(self.state, self.requests, self.supervisor.send, options.db,
-                                 self.reload, lambda: self.supervisor.restarts)  # fmt: skip
+        self.installer = Installer(self.state)
+        self.shards = [self._shard(k) for k in range(options.children)]
+        self.children = Negotiators(self.sharding, self.shards, self.installer)
+        self.commands = Commands(self.state, self.children, options.db, self.reload)
         self.control = ControlServer(options.control, self.commands.handle)
-        self._early: deque[tuple[float, m.DatagramIn]] = deque()
-        self.admission = Admission[udp.Received](self.state.counters.bump, self._peer_flooded)
-        self._flooded: dict[IPAddress, float] = {}  # configured peers only: bounded
         self._set_peers()
-        self._arrived = trio.Event()
         self._notified_ready = False
         if options.child_cmd is None:
             ensure_empty_root_dir(options.chroot)
         self._queue_autostart()
+        if options.children > 1:
+            log.info("%d negotiator children, peers sharded by address", options.children)
+
+    def _shard(self, k: int) -> Shard:
+        """Child k: its supervisor, request handler and admission queue (children.py)."""
+        n = self.options.children
+        holder: list[Shard] = []  # the shard, once built (its callbacks need it)
+
+        def shard() -> Shard:
+            return holder[0]
+
+        supervisor = Supervisor(
+            self._child_command,
+            lambda msg: self._on_child_message(shard(), msg),
+            lambda: self._on_child_ready(shard()),
+            lambda: shard().requests.child_down(),
+            k,
+            n,
+        )
+        requests = ChildRequests(self.state, supervisor.send, self._sockets, self.installer, k)
+        admission = Admission[udp.Received](
+            self.state.counters.bump, lambda peer: self._peer_flooded(shard(), peer)
+        )
+        holder.append(Shard(k, supervisor, requests, admission))
+        return holder[0]
 
     # -- child -----------------------------------------------------------------------------
 
@@ -160,32 +189,47 @@ class Daemon:
         return [sys.executable, "-m", CHILD_MODULE, "--fd", str(fd),
                 "--chroot", self.options.chroot, *users, *keylog]  # fmt: skip
 
-    async def _on_child_message(self, msg: Message) -> None:
+    async def _on_child_message(self, shard: Shard, msg: Message) -> None:
         if isinstance(msg, m.DatagramOut):  # its cookies are live: their answers go first
-            self.admission.outbound(msg.data, time.monotonic())
-        await self.requests.handle(msg)
+            shard.admission.outbound(msg.data, time.monotonic())
+        await shard.requests.handle(msg)
 
-    async def _on_child_ready(self) -> None:
-        await self.supervisor.send_snapshot(self.state.view.config_messages())
-        resumed = self._resume_tunnels()
+    def _intent_peer(self, command: m.InitiateCommand) -> IPAddress | None:
+        """The peer an activation (or autostart) is for: its override or its definition's."""
+        view = self.state.view
+        number = command.number
+        if command.phase is m.Phase.PHASE2:
+            number = view.phase2_parent.get(number, 0)
+        p1 = view.phase1.get(number)
+        remote = command.remote_override or (p1.remote_addr if p1 is not None else None)
+        return remote
+
+    async def _on_child_ready(self, shard: Shard) -> None:
+        await shard.supervisor.send_snapshot(self.state.view.config_messages())
+        resumed = self._resume_tunnels(shard)
         for (phase, number), command in sorted(self.state.intents.items()):
             if phase is m.Phase.PHASE2 and number in resumed:
                 continue  # resumed from the records instead (see the module docstring)
-            self.supervisor.send(command)
-        self._flush_early()
-        if not self._notified_ready:
+            peer = self._intent_peer(command)
+            if peer is not None and self.sharding.serves(shard.index, peer):
+                shard.send(command)
+        self._flush_early(shard)
+        shard.ever_ready = True
+        if not self._notified_ready and all(s.ever_ready for s in self.shards):
             self._notified_ready = True
             sd_notify("READY=1")
 
-    def _resume_tunnels(self) -> set[int]:
+    def _resume_tunnels(self, shard: Shard) -> set[int]:
         """Hand the new child every phase 2 that has SAs in the kernel by the parent's
-        records (ResumeCommand: definition, gateways, selector and reqid of its out policy):
-        it negotiates them afresh with the same reqid, make before break. The phase 2s sent."""
+        records as that child's own (ResumeCommand: definition, gateways, selector and
+        reqid of its out policy): it negotiates them afresh with the same reqid, make
+        before break. The phase 2s sent."""
         st = self.state
         sent: set[int] = set()
-        last_id = max((e.tunnel_id or 1 for e in st.installed.sas.values()), default=1)
-        for sa in sorted(st.installed.sas.values(), key=lambda e: e.phase2_number):
-            if sa.larval or sa.direction is not m.SaDirection.OUT or sa.phase2_number in sent:
+        owned = st.installed.sas_of_owner(shard.index)
+        last_id = max((e.tunnel_id or 1 for e in owned), default=1)
+        for sa in sorted(owned, key=lambda e: e.phase2_number):
+            if sa.direction is not m.SaDirection.OUT or sa.phase2_number in sent:
                 continue
             out = m.PolicyDirection.OUT
             pol = next((p for p in st.installed.policies_of_phase2(sa.phase2_number)
@@ -197,11 +241,11 @@ class Daemon:
             with contextlib.suppress(IpcError):
                 cmd = m.ResumeCommand(sa.phase2_number, sa.reqid, pol.key[0], sa.src, sa.dst,
                                       last_id, self._recorded_pairs(sa))  # fmt: skip
-                if self.supervisor.send(cmd):
+                if shard.send(cmd):
                     sent.add(sa.phase2_number)
         if sent:
-            log.info("negotiator child: resuming phase 2 %s from the parent's records",
-                     ",".join(map(str, sorted(sent))))  # fmt: skip
+            log.info("%s: resuming phase 2 %s from the parent's records",
+                     shard.supervisor.label, ",".join(map(str, sorted(sent))))  # fmt: skip
         return sent
 
     def _recorded_pairs(self, out: SaEntry) -> tuple[m.ResumedPair, ...]:
@@ -214,7 +258,8 @@ class Daemon:
         for sa in sorted(installed, key=lambda e: e.tunnel_id or 0):
             if (sa.larval or sa.direction is not m.SaDirection.OUT or not sa.tunnel_id
                     or sa.phase2_number != out.phase2_number or sa.reqid != out.reqid
-                    or (sa.src, sa.dst) != (out.src, out.dst)):  # fmt: skip
+                    or (sa.src, sa.dst) != (out.src, out.dst)
+                    or sa.owner != out.owner):  # fmt: skip
                 continue
             back = next((e for e in installed
                          if not e.larval and e.direction is m.SaDirection.IN
@@ -226,36 +271,36 @@ class Daemon:
             pairs.append(m.ResumedPair(sa.tunnel_id, sa.proto, back.spi, sa.spi))
         return tuple(pairs[-m.MAX_RESUMED_PAIRS :])
 
-    def _flush_early(self) -> None:
-        """Hand the datagrams that waited for a child to the one that just became ready."""
+    def _flush_early(self, shard: Shard) -> None:
+        """Hand the datagrams that waited for a child to it, now that it is ready."""
         counters = self.state.counters
         oldest = time.monotonic() - EARLY_MAX_AGE
-        while self._early:
-            received, msg = self._early.popleft()
-            if received >= oldest and self.supervisor.send(msg):
+        while shard.early:
+            received, msg = shard.early.popleft()
+            if received >= oldest and shard.send(msg):
                 counters.udp_forwarded += 1
+                shard.requests.forwarded += 1
             else:
                 counters.udp_dropped_no_child += 1
 
-    def _forward(self, msg: m.DatagramIn) -> None:
+    def _forward(self, shard: Shard, msg: m.DatagramIn) -> None:
         counters = self.state.counters
-        if self.supervisor.send(msg):
+        if shard.send(msg):
             counters.udp_forwarded += 1
+            shard.requests.forwarded += 1
             return
-        if self.supervisor.ready:  # a child that does not read its queue: no point waiting
+        if shard.supervisor.ready:  # a child that does not read its queue: no point waiting
             counters.udp_dropped_no_child += 1
             return
         now = time.monotonic()
-        while self._early and self._early[0][0] < now - EARLY_MAX_AGE:
-            self._early.popleft()
+        early = shard.early
+        while early and early[0][0] < now - EARLY_MAX_AGE:
+            early.popleft()
             counters.udp_dropped_no_child += 1
-        if len(self._early) < EARLY_QUEUE:
-            self._early.append((now, msg))
+        if len(early) < EARLY_QUEUE:
+            early.append((now, msg))
         else:
             counters.udp_dropped_no_child += 1
-
-    def _on_child_down(self) -> None:
-        self.requests.child_down()
 
     def _queue_autostart(self) -> None:
         view = self.state.view
@@ -286,7 +331,10 @@ class Daemon:
         self.state.set_view(view)
         await self._revoke(old, view)
         self._set_peers()
-        await self.supervisor.send_snapshot(view.config_messages())
+        messages = view.config_messages()
+        async with trio.open_nursery() as nursery:  # every child, none waiting for another
+            for shard in self.shards:
+                nursery.start_soon(shard.supervisor.send_snapshot, messages)
         log.info("definitions reloaded (generation %d: %d phase 1, %d phase 2)",
                  view.generation, len(view.phase1), len(view.phase2))  # fmt: skip
         return f"definitions reloaded (generation {view.generation})"
@@ -315,7 +363,7 @@ class Daemon:
             if number not in gone:
                 del st.intents[key]
         if stale:
-            failed = await self.requests.installer.remove_phase2s(stale)
+            failed = await self.installer.remove_phase2s(stale)
             log.info("definitions changed: SAs and policies of phase 2 %s revoked%s",
                      ",".join(map(str, sorted(stale))),
                      f" ({failed} refused by the kernel)" if failed else "")  # fmt: skip
@@ -334,36 +382,42 @@ class Daemon:
     # -- UDP -------------------------------------------------------------------------------
 
     def _set_peers(self) -> None:
-        self.admission.set_peers(p1.remote_addr for p1 in self.state.view.phase1.values()
-                                 if p1.remote_addr is not None)  # fmt: skip
+        peers = [p1.remote_addr for p1 in self.state.view.phase1.values()
+                 if p1.remote_addr is not None]  # fmt: skip
+        for shard in self.shards:
+            shard.admission.set_peers(p for p in peers
+                                      if self.sharding.serves(shard.index, p))  # fmt: skip
+            shard.flooded.clear()
         self.state.egress.am_signature_locals = frozenset(
             p1.local_addr
             for p1 in self.state.view.phase1.values()
             if p1.mode is ExchangeType.AGGRESSIVE and p1.auth in SIGNATURE_METHODS
         )
-        self._flooded.clear()
 
-    def _peer_flooded(self, peer: IPAddress) -> None:
+    def _peer_flooded(self, shard: Shard, peer: IPAddress) -> None:
         """A configured peer's first messages overflow admission: its own may be lost among
-        forgeries, so the child initiates towards it (PeerFlooded), at most once per
+        forgeries, so its child initiates towards it (PeerFlooded), at most once per
         PEER_FLOODED_INTERVAL per peer however fast the forgeries come."""
         now = time.monotonic()
-        last = self._flooded.get(peer)
+        last = shard.flooded.get(peer)
         if last is not None and now - last < PEER_FLOODED_INTERVAL:
             return
-        self._flooded[peer] = now
-        if self.supervisor.ready:
-            self.supervisor.send(m.PeerFlooded(peer))
+        shard.flooded[peer] = now
+        if shard.supervisor.ready:
+            shard.send(m.PeerFlooded(peer))
 
     async def _receive(self, sock: udp.IkeSocket) -> None:
         """Drain the socket in batches (until EAGAIN, at most RECEIVE_BATCH per turn) into
-        admission, which decides what reaches the child next (`_pump`)."""
+        the admission of the child serving each source address, which decides what reaches
+        that child next (`_pump`)."""
         counters = self.state.counters
-        admission = self.admission
+        shards = self.shards
+        of_address = self.sharding.of_address
         assert sock.raw is not None
         while True:
             await trio.lowlevel.wait_readable(sock.raw)
             now = time.monotonic()
+            touched: set[int] = set()
             for _ in range(RECEIVE_BATCH):
                 try:
                     got = udp.receive_nowait(sock)
@@ -377,26 +431,32 @@ class Daemon:
                 if isinstance(got, udp.Drop):
                     counters.bump(got.value)
                     continue
+                k = of_address(got.remote)
+                admission = shards[k].admission
                 admission.put(admission.classify(got.data, got.remote, now), got.remote, got, now)
-            self._arrived.set()
+                touched.add(k)
+            for k in touched:
+                shards[k].arrived.set()
             await trio.lowlevel.checkpoint()
 
-    async def _pump(self) -> None:
-        """Hand admitted datagrams to the child, keeping its queue short (CHILD_BACKLOG), so
-        an answer in a live exchange never waits behind a flood of first messages."""
+    async def _pump(self, shard: Shard) -> None:
+        """Hand admitted datagrams to the shard's child, keeping its queue short
+        (CHILD_BACKLOG), so an answer in a live exchange never waits behind a flood of
+        first messages."""
         counters = self.state.counters
+        admission, supervisor = shard.admission, shard.supervisor
         while True:
-            if not self.admission:
-                self._arrived = trio.Event()
-                await self._arrived.wait()
+            if not admission:
+                shard.arrived = trio.Event()
+                await shard.arrived.wait()
                 continue
-            room = CHILD_BACKLOG - self.supervisor.backlog() if self.supervisor.ready else 1
+            room = CHILD_BACKLOG - supervisor.backlog() if supervisor.ready else 1
             if room <= 0:
                 await trio.sleep(PUMP_POLL)
                 continue
             now = time.monotonic()
             for _ in range(room):
-                got = self.admission.get()
+                got = admission.get()
                 if got is None:
                     break
                 try:
@@ -406,28 +466,37 @@ class Daemon:
                 except IpcError:
                     counters.udp_dropped_unsendable += 1
                     continue  # not expressible for the child
-                self.state.peers.record(got.local, got.remote, got.remote_port, got.natt, now)
+                self.state.peers.record(got.local, got.remote, got.remote_port, got.natt, now,
+                                        shard.index)  # fmt: skip
                 self.state.egress.received(got.local, got.local_port, got.remote,
                                            got.remote_port, got.natt, got.data, now)  # fmt: skip
-                self._forward(msg)
+                self._forward(shard, msg)
             await trio.lowlevel.checkpoint()
 
     # -- kernel events ---------------------------------------------------------------------
 
-    def _acquire_phase2(self, event: Acquire) -> tuple[int, m.TrafficSelector] | None:
+    def _acquire_phase2(self, event: Acquire) -> tuple[int, m.TrafficSelector, int] | None:
+        """The phase 2 an ACQUIRE is for, its selector, and the child to tell: the one
+        that owns the policy's reqid, else the one serving the definition's peer."""
         sel = event.selector
         try:
             ts = m.TrafficSelector(m.SelectorSide(sel.src, sel.proto, sel.sport),
                                    m.SelectorSide(sel.dst, sel.proto, sel.dport))  # fmt: skip
         except IpcError:
             return None
+        installed = self.state.installed
         for tmpl in event.templates:
-            owner = self.state.installed.phase2_for_reqid(tmpl.reqid)
+            owner = installed.phase2_for_reqid(tmpl.reqid)
             if owner is not None:
-                return owner, ts
-        for number, p2 in sorted(self.state.view.phase2.items()):
+                for entry in installed.policies.group("reqid", tmpl.reqid).values():
+                    return owner, ts, entry.owner
+                return owner, ts, self.sharding.of_number(tmpl.reqid)
+        view = self.state.view
+        for number, p2 in sorted(view.phase2.items()):
             if selector_inside(ts, p2, outbound=True):
-                return number, ts
+                p1 = view.phase1_of(number)
+                peer = p1.remote_addr if p1 is not None and p1.remote_addr else event.dst
+                return number, ts, self.sharding.of_address(peer)
         return None
 
     def _kernel_event(self, event: object) -> None:
@@ -437,10 +506,10 @@ class Daemon:
             found = self._acquire_phase2(event)
             if found is None:
                 return
-            number, ts = found
+            number, ts, child = found
             reqid = next((t.reqid for t in event.templates), 0)
             with contextlib.suppress(IpcError):
-                self.supervisor.send(m.KernelAcquire(reqid, number, ts, event.src, event.dst))
+                self.shards[child].send(m.KernelAcquire(reqid, number, ts, event.src, event.dst))
         elif isinstance(event, Expire):
             proto = {50: ProtocolId.IPSEC_ESP, 51: ProtocolId.IPSEC_AH}.get(event.proto)
             if proto is None:
@@ -450,8 +519,8 @@ class Daemon:
             if entry is None:
                 return
             if event.hard:
-                self.requests.installer.expired(key)
-            self.supervisor.send(m.KernelExpire(event.spi, proto, event.dst, event.hard))
+                self.installer.expired(key)
+            self.shards[entry.owner].send(m.KernelExpire(event.spi, proto, event.dst, event.hard))
 
     async def _kernel_events(self) -> None:
         while True:
@@ -476,7 +545,7 @@ class Daemon:
                     await self.reload()
                     continue
                 log.info("%s: shutting down", signal.Signals(signum).name)
-                await self.supervisor.stop(SHUTDOWN_GRACE)
+                await self.children.stop(SHUTDOWN_GRACE)
                 cancel.cancel()
                 return
 
@@ -487,17 +556,18 @@ class Daemon:
             with trio.CancelScope() as scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._signals, scope)
-                    nursery.start_soon(self.supervisor.run)
+                    for shard in self.shards:
+                        nursery.start_soon(shard.supervisor.run)
+                        nursery.start_soon(self._pump, shard)
                     nursery.start_soon(self.control.serve)
                     nursery.start_soon(self._kernel_events)
                     nursery.start_soon(self._poll_db)
-                    nursery.start_soon(self._pump)
                     for sock in self._sockets:
                         nursery.start_soon(self._receive, sock)
         finally:
             with trio.CancelScope(shield=True):
                 sd_notify("STOPPING=1")
-                await self.requests.installer.remove_everything()
+                await self.installer.remove_everything()
                 self.close()
         log.info("ikeprivd stopped")
 

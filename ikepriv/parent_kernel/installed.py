@@ -5,7 +5,9 @@ removes exactly the entries recorded here (installer.py is the only writer, of t
 and of these records). Inbound SPIs it allocated are recorded as larval SAs, so a child
 can only fill an SPI the parent handed out for that same phase 2, and a reqid is bound to
 the one phase 2 that first used it, so a child cannot attach one tunnel's traffic to
-another tunnel's SAs.
+another tunnel's SAs. Every entry carries its `owner`, the negotiator child that asked for
+it (daemon shards, 0 with one child): a child may fill, replace or remove only its own, and
+counts per owner bound what one child may hold of the totals.
 
 The tables keep their entries grouped (by phase 2, phase 1, tunnel, reqid; larval SAs
 apart) as they change, so the questions the vetting asks per request (how many SAs has this
@@ -54,6 +56,7 @@ class SaEntry:
     reqid: int = 0
     algorithms: str = ""
     expires_at: float = 0.0
+    owner: int = 0  # the negotiator child (shard) it was installed for
 
     @property
     def dst(self) -> IPAddress:
@@ -74,6 +77,7 @@ class PolicyEntry:
     phase2_number: int
     spec: PolicySpec
     reqid: int
+    owner: int = 0
 
 
 _GK = TypeVar("_GK", bound=Hashable)
@@ -160,11 +164,13 @@ def _sa_table() -> Grouped[SaKey, SaEntry]:
         tunnel=lambda e: None if e.larval or e.tunnel_id is None else e.tunnel_id,
         reqid=lambda e: None if e.larval else e.reqid,
         larval=lambda e: True if e.larval else None,
+        owner=lambda e: (e.owner, e.larval),
     )
 
 
 def _policy_table() -> Grouped[PolicyKey, PolicyEntry]:
-    return Grouped(phase2=lambda e: e.phase2_number, reqid=lambda e: e.reqid)
+    return Grouped(phase2=lambda e: e.phase2_number, reqid=lambda e: e.reqid,
+                   owner=lambda e: e.owner)  # fmt: skip
 
 
 @dataclass
@@ -187,6 +193,17 @@ class Installed:
         if phase2 is None:
             return len(self.policies)
         return len(self.policies.group("phase2", phase2))
+
+    def owned_sas(self, owner: int, *, larval: bool) -> int:
+        """SAs (larval or installed) recorded for one negotiator child."""
+        return len(self.sas.group("owner", (owner, larval)))
+
+    def owned_policies(self, owner: int) -> int:
+        return len(self.policies.group("owner", owner))
+
+    def sas_of_owner(self, owner: int) -> list[SaEntry]:
+        """One negotiator child's installed (not larval) SAs."""
+        return list(self.sas.group("owner", (owner, False)).values())
 
     # -- reqids --------------------------------------------------------------------------
 

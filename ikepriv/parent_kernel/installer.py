@@ -111,8 +111,8 @@ class Installer:
     def __init__(self, state: ParentState) -> None:
         self.state = state
 
-    def _refused(self, what: str, refusal: Refusal) -> None:
-        self.state.refused(what, refusal.tunnel, refusal.reason)
+    def _refused(self, what: str, refusal: Refusal, owner: int) -> None:
+        self.state.refused(what, refusal.tunnel, refusal.reason, owner)
 
     def _journal_put(
         self, sas: tuple[SaEntry, ...] = (), pols: tuple[PolicyEntry, ...] = ()
@@ -137,12 +137,13 @@ class Installer:
 
     # -- SPI allocation --------------------------------------------------------------------
 
-    async def allocate_spi(self, req: m.SpiRequest) -> m.SpiReply:
+    async def allocate_spi(self, req: m.SpiRequest, owner: int = 0) -> m.SpiReply:
+        """An inbound SPI for child `owner` (recorded as its own, larval)."""
         st = self.state
         async with st.lock:
-            plan = st.vetter.spi(req)
+            plan = st.vetter.spi(req, owner)
             if isinstance(plan, Refusal):
-                self._refused("SPI request", plan)
+                self._refused("SPI request", plan, owner)
                 return m.SpiReply(req.request_id, plan.code, 0)
             mode = XFRM_MODE[st.view.phase2[plan.phase2_number].mode]
             try:
@@ -153,19 +154,19 @@ class Installer:
                 return m.SpiReply(req.request_id, ErrorCode.KERNEL_ERROR, 0)
             st.installed.add_sa(SaEntry(
                 key=(plan.dst, spi, plan.proto), phase1_number=plan.phase1_number,
-                phase2_number=plan.phase2_number, src=plan.src, larval=True,
+                phase2_number=plan.phase2_number, src=plan.src, larval=True, owner=plan.owner,
             ))  # fmt: skip
             self._journal_put((st.installed.sas[(plan.dst, spi, plan.proto)],))
         return m.SpiReply(req.request_id, ErrorCode.OK, spi)
 
     # -- phase 2 install -------------------------------------------------------------------
 
-    async def install_phase2(self, req: m.Phase2Install) -> m.ResultReply:
+    async def install_phase2(self, req: m.Phase2Install, owner: int = 0) -> m.ResultReply:
         st = self.state
         async with st.lock:
-            plan = st.vetter.phase2_install(req, time.time())
+            plan = st.vetter.phase2_install(req, time.time(), owner)
             if isinstance(plan, Refusal):
-                self._refused("phase 2 install", plan)
+                self._refused("phase 2 install", plan, owner)
                 return m.ResultReply(req.request_id, plan.code, _reason(plan.reason))
             pending = (plan.outbound.entry, plan.inbound.entry)
             pending_pols = tuple(p.entry for p in plan.policies)
@@ -235,12 +236,12 @@ class Installer:
 
     # -- removal ---------------------------------------------------------------------------
 
-    async def remove_phase2(self, req: m.Phase2Remove) -> m.ResultReply:
+    async def remove_phase2(self, req: m.Phase2Remove, owner: int = 0) -> m.ResultReply:
         st = self.state
         async with st.lock:
-            removal = st.vetter.phase2_remove(req)
+            removal = st.vetter.phase2_remove(req, owner)
             if isinstance(removal, Refusal):
-                self._refused("phase 2 remove", removal)
+                self._refused("phase 2 remove", removal, owner)
                 return m.ResultReply(req.request_id, removal.code, _reason(removal.reason))
             failed = 0
             for sa in removal.sas:

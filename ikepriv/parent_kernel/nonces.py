@@ -8,7 +8,8 @@ nonce is the parent's: 32 bytes from the kernel's CSPRNG at a fixed place of the
 nonce. A responder's Nr is made on the spot for its SkeyidRequest; an initiator's Ni must go
 on the wire before Nr is known, so the parent keeps it here until the one SkeyidRequest that
 names it: single use, bound to the definition it was made for, expiring, and the table
-bounded (the oldest goes first). Nothing here parses ISAKMP.
+bounded (the oldest goes first). Each negotiator child has a table of its own (vetting.py),
+so one child can neither name nor crowd out another's nonces. Nothing here parses ISAKMP.
 """
 
 from __future__ import annotations

@@ -11,6 +11,12 @@ StateReport nobody asked for, a second StateReportEnd, a second Stats or one wit
 the core does not keep or definitions the parent does not know) raises
 ProtocolViolation, and the supervisor restarts the child.
 
+With several negotiator children (shards.py) there is one ChildRequests per child, with its
+own budget, listings and `child` index, which goes with every request to the vetting and
+the installer (what the child may ask for, what it owns); a StateReport naming a tunnel
+number outside the child's class is a protocol violation. The installer, the records and
+the kernel are shared, behind the state's one lock.
+
 Listings come in pages (ListCommand): the parent asks for at most LIST_PAGE StateReports
 at a time and asks for the next page only when the caller has used this one, so it holds
 one page per listing however many tunnels the child has. A report beyond the page, out of
@@ -97,8 +103,13 @@ class ChildRequests:
         send_to_child: Callable[[Message], bool],
         sockets: list[IkeSocket],
         installer: Installer | None = None,
+        child: int = 0,
     ) -> None:
         self.state = state
+        self.child = child  # which negotiator child (shard) this is
+        self._partition = state.sharding.partition(child)
+        self._who = "child" if state.sharding.count == 1 else f"child {child + 1}"
+        self.forwarded = 0  # datagrams handed to this child (its datagram credit)
         self._send = send_to_child
         self._sockets = {(s.family, s.port): s for s in sockets}
         self._ports = frozenset(s.port for s in sockets)
@@ -115,7 +126,7 @@ class ChildRequests:
         if self.budget.drop_log(msg, time.monotonic()):
             counters.child_lines_dropped += 1
             return
-        waited = await self.budget.admit(msg, counters.udp_forwarded)
+        waited = await self.budget.admit(msg, self.forwarded)
         if waited:
             counters.child_throttled += 1
             counters.child_throttled_ms += max(1, round(waited * 1000))
@@ -129,11 +140,11 @@ class ChildRequests:
             case m.SignatureRequest():
                 self._signature(msg)
             case m.SpiRequest():
-                self._send(await self.installer.allocate_spi(msg))
+                self._send(await self.installer.allocate_spi(msg, self.child))
             case m.Phase2Install():
-                self._send(await self.installer.install_phase2(msg))
+                self._send(await self.installer.install_phase2(msg, self.child))
             case m.Phase2Remove():
-                self._send(await self.installer.remove_phase2(msg))
+                self._send(await self.installer.remove_phase2(msg, self.child))
             case m.StateReport():
                 self._report(msg)
             case m.StateReportEnd():
@@ -152,12 +163,12 @@ class ChildRequests:
             pending.done.set()
 
     def _refuse(self, what: str, refusal: Refusal) -> None:
-        self.state.refused(what, refusal.tunnel, refusal.reason)
+        self.state.refused(what, refusal.tunnel, refusal.reason, self.child)
 
     # -- datagrams -------------------------------------------------------------------------
 
     async def _datagram(self, msg: m.DatagramOut) -> None:
-        refusal = self.state.vetter.datagram(msg, self._ports)
+        refusal = self.state.vetter.datagram(msg, self._ports, self.child)
         family = 10 if msg.local.addr.version == 6 else 2
         sock = self._sockets.get((family, msg.local.port))
         if refusal is None and sock is None:
@@ -187,7 +198,7 @@ class ChildRequests:
     # -- secrets ---------------------------------------------------------------------------
 
     def _skeyid(self, msg: m.SkeyidRequest) -> None:
-        result = self.state.vetter.skeyid(msg, time.monotonic())
+        result = self.state.vetter.skeyid(msg, time.monotonic(), self.child)
         if isinstance(result, Refusal):
             self._refuse("SKEYID request", result)
             self._send(m.SkeyidReply(msg.request_id, result.code, b"", b""))
@@ -196,7 +207,7 @@ class ChildRequests:
         self._send(m.SkeyidReply(msg.request_id, ErrorCode.OK, skeyid, nonce))
 
     def _nonce(self, msg: m.NonceRequest) -> None:
-        result = self.state.vetter.nonce(msg, time.monotonic())
+        result = self.state.vetter.nonce(msg, time.monotonic(), self.child)
         if isinstance(result, Refusal):
             self._refuse("nonce request", result)
             self._send(m.NonceReply(msg.request_id, result.code, 0, b""))
@@ -204,7 +215,7 @@ class ChildRequests:
         self._send(m.NonceReply(msg.request_id, ErrorCode.OK, *result))
 
     def _signature(self, msg: m.SignatureRequest) -> None:
-        result = self.state.vetter.signature(msg, time.monotonic())
+        result = self.state.vetter.signature(msg, time.monotonic(), self.child)
         if isinstance(result, Refusal):
             self._refuse("signature request", result)
             self._send(m.SignatureReply(msg.request_id, result.code, b""))
@@ -272,12 +283,16 @@ class ChildRequests:
         return pending
 
     def _report(self, msg: m.StateReport) -> None:
+        for number in (msg.tunnel_id, msg.phase1_tunnel_id):
+            if number is not None and not self._partition.owns(number):
+                raise ProtocolViolation(f"StateReport of tunnel {number}, not of this "
+                                        "child's numbers")  # fmt: skip
         if msg.request_id == UNSOLICITED:
             if not self.state.child_lines.allow(time.monotonic()):
                 return
-            log.info("child: tunnel %d (phase %d definition %d) %s with %s: %s", msg.tunnel_id,
-                     int(msg.phase), msg.number, msg.state.name.lower(), msg.remote.addr,
-                     msg.algorithms or "-")  # fmt: skip
+            log.info("%s: tunnel %d (phase %d definition %d) %s with %s: %s", self._who,
+                     msg.tunnel_id, int(msg.phase), msg.number, msg.state.name.lower(),
+                     msg.remote.addr, msg.algorithms or "-")  # fmt: skip
             return
         pending = self._pending(msg.request_id, "StateReport")
         if pending is None:
@@ -319,7 +334,7 @@ class ChildRequests:
 
     def _log(self, msg: m.Log) -> None:
         if self.state.child_lines.allow(time.monotonic()):
-            log.log(_LOG_LEVELS[msg.level], "child: %s", msg.text)  # never a parent line
+            log.log(_LOG_LEVELS[msg.level], "%s: %s", self._who, msg.text)  # never a parent line
 
     def _keylog(self, msg: m.KeyLog) -> None:
         if self.state.keylog is None:

@@ -26,6 +26,7 @@ from ikepriv.parent_kernel.kernel.client import XfrmKernel
 from ikepriv.parent_kernel.keylog import KeyLog
 from ikepriv.parent_kernel.peers import PeerTable
 from ikepriv.parent_kernel.ratelimit import RateLimit
+from ikepriv.parent_kernel.shards import Sharding
 from ikepriv.parent_kernel.vetting import ActivationTable, KnownDefinitions, Vetter
 
 log = logging.getLogger("ikepriv.parent")
@@ -90,10 +91,11 @@ class ParentState:
     child_lines: RateLimit = field(default_factory=lambda: RateLimit("lines from the child"))
     counters: ParentCounters = field(default_factory=ParentCounters)
     send_errors: RateLimit = field(default_factory=lambda: RateLimit("send errors"))
+    sharding: Sharding = field(default_factory=Sharding)  # the negotiator children
 
     def __post_init__(self) -> None:
         self.vetter = Vetter(self.view, self.installed, self.peers, self.activations,
-                             self.egress)  # fmt: skip
+                             self.egress, self.sharding)  # fmt: skip
         # the view before the last reload: a child may answer a list before it has the new
         # configuration (the parent sends it after revoking what the change made stale)
         self.previous_view = self.view
@@ -113,8 +115,9 @@ class ParentState:
     async def kernel_call(self, fn: Callable[..., _T], *args: object) -> _T:
         return await trio.to_thread.run_sync(fn, *args)
 
-    def refused(self, what: str, tunnel: int | None, reason: str) -> None:
+    def refused(self, what: str, tunnel: int | None, reason: str, child: int = 0) -> None:
         self.counters.refused_requests += 1
         if self.refusals.allow(time.monotonic()):
             where = f"tunnel {tunnel}: " if tunnel is not None else ""
-            log.warning("%srefused %s from the child: %s", where, what, reason)
+            who = "the child" if self.sharding.count == 1 else self.sharding.label(child)
+            log.warning("%srefused %s from %s: %s", where, what, who, reason)

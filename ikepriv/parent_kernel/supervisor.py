@@ -11,6 +11,11 @@ EXIT_GRACE to exit by itself, so the log says how it ended, not that we killed i
 real violation is logged as one): 0.1 s at first, doubling up to 10 s, back to
 the start once a child has run for a minute. SAs in the kernel are untouched by all this.
 
+The daemon runs one Supervisor per negotiator child (shards.py): each has its own
+socketpair, process (sandbox and seccomp filter of its own), queue and back-off, so one
+child's crash, violation or lag touches only its own shard. Hello tells the child which
+one it is (`shard` of `shards`), which fixes the tunnel numbers and reqids it may use.
+
 Sending never blocks the parent: messages go through a queue to a sender task, bounded in
 messages (QUEUE) and in bytes (QUEUE_BYTES, counted as encoded); a child that does not read
 loses messages (logged, rate-limited), the parent keeps serving the peers. The one exception
@@ -113,7 +118,11 @@ class Supervisor:
         on_message: MessageHandler,
         on_ready: Callable[[], Awaitable[None]],
         on_down: Callable[[], None],
+        shard: int = 0,
+        shards: int = 1,
     ) -> None:
+        self.shard, self.shards = shard, shards
+        self.label = "negotiator child" if shards == 1 else f"negotiator child {shard + 1}/{shards}"
         self._command = command
         self._on_message = on_message
         self._on_ready = on_ready
@@ -146,7 +155,7 @@ class Supervisor:
             self._queued_bytes += len(data)
         except trio.WouldBlock:
             if self._dropped.allow(trio.current_time()):
-                log.warning("child is not reading: %s dropped", type(msg).__name__)
+                log.warning("%s is not reading: %s dropped", self.label, type(msg).__name__)
             return False
         except (trio.BrokenResourceError, trio.ClosedResourceError, IpcError):
             return False
@@ -184,7 +193,7 @@ class Supervisor:
                             break
                     await progress.wait()
             return True
-        log.warning("child is not reading: configuration snapshot not sent whole")
+        log.warning("%s is not reading: configuration snapshot not sent whole", self.label)
         return False
 
     def _progressed(self) -> None:
@@ -229,12 +238,12 @@ class Supervisor:
             try:
                 await self._run_one()
             except OSError as exc:
-                log.error("cannot start the negotiator child: %s", exc)
+                log.error("cannot start the %s: %s", self.label, exc)
             if self.stopping:
                 return
             if trio.current_time() - started >= STABLE_AFTER:
                 backoff = BACKOFF_FIRST
-            log.info("restarting the negotiator child in %.1f s", backoff)
+            log.info("restarting the %s in %.1f s", self.label, backoff)
             await trio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
             self.restarts += 1
@@ -253,7 +262,7 @@ class Supervisor:
         self.pid = process.pid
         self._violation = None
         self._lost = None
-        log.info("negotiator child started, pid %d", process.pid)
+        log.info("%s started, pid %d", self.label, process.pid)
         send_channel, receive_channel = trio.open_memory_channel[tuple[Message, bytes]](QUEUE)
         self._queued_bytes = 0
         try:
@@ -279,11 +288,11 @@ class Supervisor:
             self.pid = None
             self._on_down()
         if self._violation is not None:
-            log.error("negotiator child pid %d killed: protocol violation: %s", process.pid,
+            log.error("%s pid %d killed: protocol violation: %s", self.label, process.pid,
                       self._violation)  # fmt: skip
         elif not self.stopping:
             lost = f" ({self._lost})" if self._lost else ""
-            log.error("negotiator child pid %d %s%s", process.pid,
+            log.error("%s pid %d %s%s", self.label, process.pid,
                       _exit_text(process.returncode), lost)  # fmt: skip
 
     async def _receive(
@@ -293,7 +302,8 @@ class Supervisor:
     ) -> None:
         try:
             with trio.fail_after(READY_TIMEOUT):
-                await send_message_trio(sock, m.Hello(m.PROTOCOL_VERSION))
+                await send_message_trio(sock, m.Hello(m.PROTOCOL_VERSION, self.shard,
+                                                      self.shards))  # fmt: skip
                 first = await recv_message_trio(sock, Direction.CHILD_TO_PARENT)
             if first is None:
                 return

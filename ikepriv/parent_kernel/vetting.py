@@ -20,7 +20,13 @@ The reference point is always the database definition, never the child's word:
   templates that are the install's own); the first refusal refuses all of it. An SA always
   carries the negotiated selector, never the kernel's wildcard;
 - counters (Stats) carry only names the negotiator core keeps, each once, and per-definition
-  tallies only for definitions the parent holds (or held before its last reload), each once.
+  tallies only for definitions the parent holds (or held before its last reload), each once;
+- with several negotiator children (shards.py), every request names the child that sent it
+  (`child`): a peer address must be of that child's shard (SPIs, installs, SKEYID, nonces,
+  signatures, datagrams), tunnel numbers and reqids of its class (process_contract.Partition),
+  and what it fills, replaces or removes must be recorded as its own; its SAs, SPIs and
+  policies are bounded by its share of the totals, its nonces and SKEYID/signature buckets
+  are its own. So a compromised child gains nothing over the others' peers or tunnels.
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ from ikepriv.parent_kernel.kernel.specs import (
 from ikepriv.parent_kernel.kernel.xfrm_messages import Direction, XfrmMode
 from ikepriv.parent_kernel.nonces import NonceTable, fresh_nonce
 from ikepriv.parent_kernel.peers import PeerTable
+from ikepriv.parent_kernel.shards import Sharding
 from ikepriv.process_contract import COUNTER_NAMES
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -200,6 +207,7 @@ class SpiPlan:
     src: IPAddress
     dst: IPAddress
     proto: ProtocolId
+    owner: int = 0
 
 
 @dataclass(frozen=True)
@@ -499,15 +507,19 @@ class Vetter:
         peers: PeerTable,
         activations: Mapping[int, Activation],
         egress: Egress | None = None,
+        sharding: Sharding | None = None,
     ) -> None:
         self.view = view
+        self.sharding = sharding if sharding is not None else Sharding()
         self.egress = egress if egress is not None else Egress()
         self.installed = installed
         self.peers = peers
         self.activations = activations
-        self._skeyid_buckets: dict[int, TokenBucket] = {}
-        self._signature_buckets: dict[int, TokenBucket] = {}
-        self.nonces = NonceTable()
+        # per (child, definition): one child cannot drain another's
+        self._skeyid_buckets: dict[tuple[int, int], TokenBucket] = {}
+        self._signature_buckets: dict[tuple[int, int], TokenBucket] = {}
+        self.nonces = NonceTable()  # the first child's; each child has its own
+        self._nonces: dict[int, NonceTable] = {0: self.nonces}
         self._index_key: tuple[DbView, int] | None = None
         self._index = _AddressIndex(frozenset(), {})
         self.index_builds = 0  # how often the address index was built (tests count it)
@@ -524,6 +536,23 @@ class Vetter:
             self._index_key = key
             self.index_builds += 1
         return self._index
+
+    def _nonce_table(self, child: int) -> NonceTable:
+        return self._nonces.setdefault(child, NonceTable())
+
+    def _foreign(self, child: int, peer: IPAddress, tunnel: int | None) -> Refusal | None:
+        """A refusal if `peer` is not of `child`'s shard (never with one child)."""
+        if self.sharding.serves(child, peer):
+            return None
+        serving = self.sharding.label(self.sharding.of_address(peer))
+        return Refusal(ErrorCode.NOT_PERMITTED, f"peer {peer} is served by {serving}", tunnel)
+
+    def _not_in_class(self, child: int, what: str, number: int, tunnel: int) -> Refusal | None:
+        """A refusal if tunnel number or reqid `number` is outside `child`'s class."""
+        if self.sharding.count == 1 or not number or self.sharding.partition(child).owns(number):
+            return None  # 0: refused by its own rule
+        owner = self.sharding.label(self.sharding.of_number(number))
+        return Refusal(ErrorCode.NOT_PERMITTED, f"{what} {number} belongs to {owner}", tunnel)
 
     def _naming(self, remote: IPAddress) -> tuple[int, ...]:
         """Definitions (ascending) whose configured or activated peer is `remote`."""
@@ -611,11 +640,13 @@ class Vetter:
 
     # -- SPI allocation --------------------------------------------------------------------
 
-    def spi(self, req: m.SpiRequest) -> SpiPlan | Refusal:
+    def spi(self, req: m.SpiRequest, child: int = 0) -> SpiPlan | Refusal:
         t = self._tunnel(req.phase2_number)
         if isinstance(t, Refusal):
             return t
-        bad = self._gateways(t, local=req.dst, remote=req.src)
+        bad = self._gateways(t, local=req.dst, remote=req.src) or self._foreign(
+            child, req.src, t.p2_number
+        )
         if bad is not None:
             return bad
         if not self._offers(t.p2, req.proto):
@@ -629,7 +660,12 @@ class Vetter:
             return Refusal(ErrorCode.LIMIT_REACHED, "too many SAs", t.p2_number)
         if self.installed.sa_count(larval=True) >= inst.MAX_LARVAL_TOTAL:
             return Refusal(ErrorCode.LIMIT_REACHED, "too many unused SPIs in total", t.p2_number)
-        return SpiPlan(t.p1_number, t.p2_number, req.src, req.dst, req.proto)
+        if self.installed.owned_sas(child, larval=True) >= self.sharding.share(
+            inst.MAX_LARVAL_TOTAL
+        ):
+            return Refusal(ErrorCode.LIMIT_REACHED, "too many unused SPIs for this child",
+                           t.p2_number)  # fmt: skip
+        return SpiPlan(t.p1_number, t.p2_number, req.src, req.dst, req.proto, child)
 
     # -- phase 2 install -------------------------------------------------------------------
 
@@ -657,7 +693,9 @@ class Vetter:
                            "proven exchange lately", t.p2_number)  # fmt: skip
         return Encap(req.encap.sport, req.encap.dport)
 
-    def _sa(self, t: _Tunnel, req: SaRequest, tunnel_id: int, now: float) -> SaPlan | Refusal:
+    def _sa(
+        self, t: _Tunnel, req: SaRequest, tunnel_id: int, now: float, child: int = 0
+    ) -> SaPlan | Refusal:
         """One SA of an install: algorithms, key lengths, lifetimes, NAT-T ports, selector,
         SPI (inbound: allocated for this phase 2; outbound: new). The install's gateways,
         mode and reqid are vetted once for both (`phase2_install`)."""
@@ -688,11 +726,18 @@ class Vetter:
                 return Refusal(ErrorCode.LIMIT_REACHED, "too many SAs", t.p2_number)
             if self.installed.sa_count() >= inst.MAX_SAS_TOTAL:
                 return Refusal(ErrorCode.LIMIT_REACHED, "too many SAs in total", t.p2_number)
+            # an install adds two (this one and the inbound one, which leaves the larval count)
+            if self.installed.owned_sas(child, larval=False) + 2 > self.sharding.share(
+                inst.MAX_SAS_TOTAL
+            ):
+                return Refusal(ErrorCode.LIMIT_REACHED, "too many SAs for this child",
+                               t.p2_number)  # fmt: skip
         elif (
             existing is None
             or not existing.larval
             or existing.phase2_number != t.p2_number
             or existing.src != req.src
+            or existing.owner != child
         ):
             return Refusal(ErrorCode.NOT_PERMITTED,
                            f"inbound spi {req.spi:#x} was not allocated for this phase 2",
@@ -709,12 +754,12 @@ class Vetter:
         entry = SaEntry(
             key=key, phase1_number=t.p1_number, phase2_number=t.p2_number, src=req.src,
             larval=False, tunnel_id=tunnel_id, direction=req.direction, reqid=req.reqid,
-            algorithms=desc, expires_at=now + req.lifetimes.hard_seconds,
+            algorithms=desc, expires_at=now + req.lifetimes.hard_seconds, owner=child,
         )  # fmt: skip
         return SaPlan(spec, entry, req, update=not outbound)
 
     def _policy(
-        self, t: _Tunnel, req: m.Phase2Install, pol: m.Phase2Policy
+        self, t: _Tunnel, req: m.Phase2Install, pol: m.Phase2Policy, child: int = 0
     ) -> PolicyPlan | Refusal:
         """One policy of an install: priority, selector (inside the definition, equal to the
         SAs'), and that its selector is not another phase 2's policy. Its template is the
@@ -740,6 +785,10 @@ class Vetter:
             return Refusal(ErrorCode.NOT_PERMITTED,
                            f"policy belongs to phase 2 {existing.phase2_number}",
                            t.p2_number)  # fmt: skip
+        if existing is not None and existing.owner != child:
+            return Refusal(ErrorCode.NOT_PERMITTED,
+                           f"policy belongs to {self.sharding.label(existing.owner)}",
+                           t.p2_number)  # fmt: skip
         src, dst = (req.local, req.remote) if outbound else (req.remote, req.local)
         tunnel_mode = req.mode is EncapsulationMode.TUNNEL
         template = Template(
@@ -751,14 +800,23 @@ class Vetter:
                               templates=(template,))  # fmt: skip
         except ValueError as exc:
             return Refusal(ErrorCode.INVALID_REQUEST, str(exc), t.p2_number)
-        return PolicyPlan(spec, PolicyEntry(key, t.p2_number, spec, req.reqid), existing)
+        return PolicyPlan(spec, PolicyEntry(key, t.p2_number, spec, req.reqid, child), existing)
 
-    def phase2_install(self, req: m.Phase2Install, now: float = 0.0) -> Phase2Plan | Refusal:
+    def phase2_install(
+        self, req: m.Phase2Install, now: float = 0.0, child: int = 0
+    ) -> Phase2Plan | Refusal:
         """Vet a whole phase 2: every part, and the parts against each other. The first
         refusal refuses the install."""
         t = self._tunnel(req.phase2_number)
         if isinstance(t, Refusal):
             return t
+        bad = (
+            self._not_in_class(child, "tunnel", req.tunnel_id, t.p2_number)
+            or self._not_in_class(child, "reqid", req.reqid, t.p2_number)
+            or self._foreign(child, req.remote, t.p2_number)
+        )
+        if bad is not None:
+            return bad
         if req.phase1_number != t.p1_number:
             return Refusal(ErrorCode.NOT_PERMITTED,
                            f"phase 2 {t.p2_number} belongs to phase 1 {t.p1_number}, "
@@ -776,10 +834,10 @@ class Vetter:
         if bad is not None:
             return bad
         inbound_req, outbound_req = sa_requests(req)
-        outbound = self._sa(t, outbound_req, req.tunnel_id, now)
+        outbound = self._sa(t, outbound_req, req.tunnel_id, now, child)
         if isinstance(outbound, Refusal):
             return outbound
-        inbound = self._sa(t, inbound_req, req.tunnel_id, now)
+        inbound = self._sa(t, inbound_req, req.tunnel_id, now, child)
         if isinstance(inbound, Refusal):
             return inbound
         if inbound.entry.algorithms != outbound.entry.algorithms:
@@ -788,7 +846,7 @@ class Vetter:
                            f"{outbound.entry.algorithms}", t.p2_number)  # fmt: skip
         policies: list[PolicyPlan] = []
         for pol in req.policies:
-            plan = self._policy(t, req, pol)
+            plan = self._policy(t, req, pol, child)
             if isinstance(plan, Refusal):
                 return plan
             policies.append(plan)
@@ -799,19 +857,24 @@ class Vetter:
             return Refusal(ErrorCode.LIMIT_REACHED, "too many policies", t.p2_number)
         if self.installed.policy_count() + new > inst.MAX_POLICIES_TOTAL:
             return Refusal(ErrorCode.LIMIT_REACHED, "too many policies in total", t.p2_number)
+        if self.installed.owned_policies(child) + new > self.sharding.share(
+            inst.MAX_POLICIES_TOTAL
+        ):
+            return Refusal(ErrorCode.LIMIT_REACHED, "too many policies for this child",
+                           t.p2_number)  # fmt: skip
         return Phase2Plan(t.p2_number, req.tunnel_id, tuple(policies), outbound, inbound)
 
     # -- phase 2 remove --------------------------------------------------------------------
 
-    def phase2_remove(self, req: m.Phase2Remove) -> Phase2Removal | Refusal:
-        """The recorded SAs a Phase2Remove names. Each must be this phase 2's and this
-        tunnel's, or already removed by the parent (expiry, `ike cmd=remove`); an inbound
-        SPI still larval (the install never happened) goes alone."""
+    def phase2_remove(self, req: m.Phase2Remove, child: int = 0) -> Phase2Removal | Refusal:
+        """The recorded SAs a Phase2Remove names. Each must be this phase 2's, this
+        tunnel's and this child's, or already removed by the parent (expiry, `ike
+        cmd=remove`); an inbound SPI still larval (the install never happened) goes alone."""
         p2 = req.phase2_number
         inbound_key: inst.SaKey = (req.local, req.spi_in, req.proto)
         larval = self.installed.sas.get(inbound_key)
         if larval is not None and larval.larval:
-            if larval.phase2_number != p2 or larval.src != req.remote:
+            if larval.phase2_number != p2 or larval.src != req.remote or larval.owner != child:
                 reason = f"spi {req.spi_in:#x} was not allocated for phase 2 {p2}"
                 return Refusal(ErrorCode.NOT_PERMITTED, reason, p2)
             return Phase2Removal(p2, (larval,), req.reqid, keep_policies=True)
@@ -828,6 +891,7 @@ class Vetter:
                 or entry.tunnel_id != req.tunnel_id
                 or entry.direction is not direction
                 or entry.reqid != req.reqid
+                or entry.owner != child
             ):
                 return Refusal(ErrorCode.NOT_PERMITTED,
                                f"SA spi {key[1]:#x} to {key[0]} not ours for phase 2 {p2} "
@@ -842,25 +906,28 @@ class Vetter:
         out = {p1.remote_addr} if p1.remote_addr is not None else set()
         return out | ({act.remote} if act is not None and act.remote is not None else set())
 
-    def _talking(self, number: int, p1: Phase1Definition, since: float) -> bool:
-        """A peer this definition accepts sent a datagram to its local address lately."""
+    def _talking(self, number: int, p1: Phase1Definition, since: float, child: int = 0) -> bool:
+        """A peer this definition accepts, of `child`'s shard, sent a datagram to its
+        local address lately."""
         locals_ = self.local_addresses(number, p1)
         if p1.remote_addr is None and self.activations.get(number) is None:
-            return any(self.peers.any_seen_since(local, since) for local in locals_)
+            shard = None if self.sharding.count == 1 else child
+            return any(self.peers.any_seen_since(local, since, shard) for local in locals_)
         return any(self.peers.seen_since(local, remote, since)
-                   for local in locals_ for remote in self._remotes(number, p1))  # fmt: skip
+                   for local in locals_ for remote in self._remotes(number, p1)
+                   if self.sharding.serves(child, remote))  # fmt: skip
 
     def _psk_candidates(
-        self, req: m.SkeyidRequest, now: float
+        self, req: m.SkeyidRequest, now: float, child: int = 0
     ) -> list[tuple[int, Phase1Definition]]:
         since = now - SKEYID_WINDOW
         if req.phase1_number is not None:
             p1 = self.view.phase1.get(req.phase1_number)
-            if p1 is None or not self._talking(req.phase1_number, p1, since):
+            if p1 is None or not self._talking(req.phase1_number, p1, since, child):
                 return []
             return [(req.phase1_number, p1)]
         peer = req.peer
-        if peer is None:  # excluded by SkeyidRequest.check
+        if peer is None or not self.sharding.serves(child, peer):  # None: SkeyidRequest.check
             return []
         phase1 = self.view.phase1
         found = [
@@ -879,12 +946,19 @@ class Vetter:
             )
         ]
 
-    def nonce(self, req: m.NonceRequest, now: float) -> tuple[int, bytes] | Refusal:
-        """An initiator's Ni, made here and kept for the one SkeyidRequest that names it."""
+    def nonce(self, req: m.NonceRequest, now: float, child: int = 0) -> tuple[int, bytes] | Refusal:
+        """An initiator's Ni, made here and kept (in `child`'s own table) for the one
+        SkeyidRequest that names it."""
         p1 = self.view.phase1.get(req.phase1_number)
         if p1 is None:
             return Refusal(ErrorCode.NO_SUCH_TUNNEL,
                            f"no phase 1 definition {req.phase1_number}",
+                           req.phase1_number)  # fmt: skip
+        if self.sharding.count > 1 and not any(
+            self.sharding.serves(child, r) for r in self._remotes(req.phase1_number, p1)
+        ):
+            return Refusal(ErrorCode.NOT_PERMITTED,
+                           f"phase 1 {req.phase1_number} names no peer of this child",
                            req.phase1_number)  # fmt: skip
         # signature initiators ask too (docs/certificates.md): our Ni stays the parent's
         # whatever the method, so no phase 1 we start has a nonce of the child's alone
@@ -893,9 +967,11 @@ class Vetter:
             return Refusal(ErrorCode.NO_SECRET,
                            f"phase 1 {req.phase1_number} has no pre-shared key",
                            req.phase1_number)  # fmt: skip
-        return self.nonces.issue(req.phase1_number, now)
+        return self._nonce_table(child).issue(req.phase1_number, now)
 
-    def skeyid(self, req: m.SkeyidRequest, now: float) -> tuple[bytes, bytes] | Refusal:
+    def skeyid(
+        self, req: m.SkeyidRequest, now: float, child: int = 0
+    ) -> tuple[bytes, bytes] | Refusal:
         """prf(PSK, Ni_b | Nr_b) for one definition, and the Nr made for a responder (else
         b""); the PSK never leaves this process. Our own nonce is always the parent's (see
         nonces.py): the child chooses only the peer's.
@@ -904,7 +980,7 @@ class Vetter:
         """
         ours = b""
         if req.nonce_id:
-            issued = self.nonces.take(req.nonce_id, now)  # used up even if refused below
+            issued = self._nonce_table(child).take(req.nonce_id, now)  # used up even if refused
             if issued is None or issued.phase1_number != req.phase1_number:
                 return Refusal(ErrorCode.NOT_PERMITTED,
                                f"nonce {req.nonce_id:#x} unknown, used, expired or not made "
@@ -914,7 +990,7 @@ class Vetter:
         else:
             ours = fresh_nonce()
             ni, nr = req.peer_nonce, ours
-        found = self._psk_candidates(req, now)
+        found = self._psk_candidates(req, now, child)
         what = f"phase 1 {req.phase1_number}" if req.peer is None else f"peer {req.peer}"
         if not found:
             return Refusal(ErrorCode.NO_SUCH_TUNNEL,
@@ -930,7 +1006,9 @@ class Vetter:
         if all(req.prf not in {p.hash for p in d.proposals} for _, d in found):
             return Refusal(ErrorCode.BAD_ALGORITHM, f"prf {req.prf.name} not configured for {what}",
                            number)  # fmt: skip
-        bucket = self._skeyid_buckets.setdefault(number, TokenBucket(SKEYID_BURST, SKEYID_RATE))
+        bucket = self._skeyid_buckets.setdefault(
+            (child, number), TokenBucket(SKEYID_BURST, SKEYID_RATE)
+        )
         if not bucket.take(now):
             return Refusal(ErrorCode.LIMIT_REACHED, f"too many SKEYID requests for {what}", number)
         try:
@@ -940,7 +1018,7 @@ class Vetter:
 
     # -- signatures ------------------------------------------------------------------------
 
-    def signature(self, req: m.SignatureRequest, now: float) -> bytes | Refusal:
+    def signature(self, req: m.SignatureRequest, now: float, child: int = 0) -> bytes | Refusal:
         """Our signature over the HASH_I/HASH_R computed here (signer.py), for one
         signature definition in a live exchange with its peer; the key never leaves this
         process and the signed value always ends in our configured identity.
@@ -959,7 +1037,7 @@ class Vetter:
         if signer is None:  # DbView.build leaves out a definition whose key does not load
             return Refusal(ErrorCode.NO_SECRET, f"phase 1 {number} has no usable key", number)
         accepts = p1.remote_addr is None or req.peer in self._remotes(number, p1)
-        if self.is_ours(req.peer) or not accepts:
+        if self.is_ours(req.peer) or not accepts or not self.sharding.serves(child, req.peer):
             return Refusal(ErrorCode.NOT_PERMITTED,
                            f"{req.peer} is not the peer of phase 1 {number}", number)  # fmt: skip
         since = now - SKEYID_WINDOW
@@ -979,7 +1057,7 @@ class Vetter:
                            f"no group configured with prf {req.prf.name} for phase 1 {number}",
                            number)  # fmt: skip
         bucket = self._signature_buckets.setdefault(
-            number, TokenBucket(SIGNATURE_BURST, SIGNATURE_RATE)
+            (child, number), TokenBucket(SIGNATURE_BURST, SIGNATURE_RATE)
         )
         if not bucket.take(now):
             return Refusal(ErrorCode.LIMIT_REACHED,
@@ -1024,7 +1102,9 @@ class Vetter:
             )
         return msg.remote.port == IKE_PORT or msg.remote.port in self.peers.ports(local, remote)
 
-    def datagram(self, msg: m.DatagramOut, bound_ports: frozenset[int]) -> Refusal | None:
+    def datagram(
+        self, msg: m.DatagramOut, bound_ports: frozenset[int], child: int = 0
+    ) -> Refusal | None:
         if msg.local.port not in bound_ports:
             return Refusal(ErrorCode.NOT_PERMITTED, f"source port {msg.local.port} is not ours")
         if msg.natt != (msg.local.port == NATT_PORT):
@@ -1036,6 +1116,9 @@ class Vetter:
             return Refusal(ErrorCode.NOT_PERMITTED, f"source {msg.local.addr} is not ours")
         if not self.known_remote(msg.local.addr, msg.remote.addr):
             return Refusal(ErrorCode.NOT_PERMITTED, f"destination {msg.remote.addr} is no peer")
+        foreign = self._foreign(child, msg.remote.addr, None)
+        if foreign is not None:
+            return foreign
         if not self._port_ok(msg):
             return Refusal(ErrorCode.NOT_PERMITTED,
                            f"destination port {msg.remote.port} of {msg.remote.addr} is no "

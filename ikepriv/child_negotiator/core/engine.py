@@ -121,7 +121,7 @@ from ikepriv.isakmp.constants import (
     NotifyType,
 )
 from ikepriv.isakmp.fragment import decode_fragment_datagram, is_fragment_datagram
-from ikepriv.process_contract import Counters, DefinitionTally
+from ikepriv.process_contract import Counters, DefinitionTally, Partition
 
 # Notifies in authenticated informationals, by type: informational.py's own, and DPD's.
 NOTIFY_HANDLERS: Mapping[int, NotifyHandler] = {
@@ -235,6 +235,7 @@ class Negotiator:
         self._waiting: dict[int, tuple[type, ReplyHandler]] = {}
         self._next_request = 1
         self._next_tunnel = 1
+        self.partition = Partition()  # which numbers are ours (Hello.shard/.shards)
         self._handlers: dict[type, Callable[[Any], None]] = {
             DatagramIn: self._on_datagram,
             SkeyidReply: self._on_reply,
@@ -379,14 +380,16 @@ class Negotiator:
             self.counters.log_lines_suppressed += 1
 
     def new_tunnel_id(self) -> int:
+        """A tunnel number of this child's class (Hello.shard: unique across children)."""
         tid = self._next_tunnel
-        self._next_tunnel = tid + 1 if tid < 0xFFFFFFFF else 1
+        self._next_tunnel = self.partition.after(tid)
         return tid
 
     def new_reqid(self) -> int:
-        """reqid of a new policy set (ties kernel policies to their SAs)."""
+        """reqid of a new policy set (ties kernel policies to their SAs), of this child's
+        class like its tunnel numbers."""
         reqid = self._next_reqid
-        self._next_reqid = reqid + 1 if reqid < 0xFFFFFFFF else 1
+        self._next_reqid = self.partition.after(reqid)
         return reqid
 
     def request(
@@ -798,7 +801,7 @@ class Negotiator:
             self.policy_sets.setdefault((cmd.number, cmd.selector),
                                         PolicySet(cmd.reqid, cmd.remote))  # fmt: skip
         if self._next_tunnel <= cmd.last_tunnel_id < 0xFFFFFFFF:
-            self._next_tunnel = cmd.last_tunnel_id + 1  # the old SAs keep their numbers
+            self._next_tunnel = self.partition.after(cmd.last_tunnel_id)  # old SAs keep theirs
         if cmd.reqid:  # the old pairs go once the new SAs are in, as after a rekey
             for pair in cmd.old:
                 if pair.tunnel_id <= cmd.last_tunnel_id:
@@ -978,6 +981,9 @@ class Negotiator:
             install.remove_child(self, child, send_delete=False, kernel=True)
 
     def _on_hello(self, msg: Hello) -> None:
+        self.partition = Partition(msg.shard, msg.shards)
+        self._next_tunnel = self.partition.at_or_after(self._next_tunnel)
+        self._next_reqid = self.partition.at_or_after(self._next_reqid)
         self.emit(Ready(PROTOCOL_VERSION))
 
     # ------------------------------------------------------------------ configuration
