@@ -30,7 +30,7 @@ import select
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -95,15 +95,20 @@ class CoreInitiator:
                         n, local, responder, [proposal], remote_id=address_identity(responder)
                     )
                 )
+                # distinct: one /32 pair per definition (k < 254), so every phase 2 has
+                # kernel policies of its own; else one pair per peer address
+                remote_host = k + 1 if getattr(args, "distinct", False) else j + 1
                 p2s.append(
                     phase2_def(
                         n,
                         n,
                         selector(f"198.51.100.{j + 1}/32"),
-                        selector(f"203.0.113.{j + 1}/32"),
-                        [esp_proposal()],
+                        selector(f"203.0.113.{remote_host}/32"),
+                        [esp_proposal(lifetime=getattr(args, "p2_lifetime", 3600))],
                     )
                 )
+                if getattr(args, "p2_margin", 0):
+                    p2s[-1] = replace(p2s[-1], rekey_margin=args.p2_margin)
                 self.numbers.append(n)
         config = ConfigSnapshot.of(p1s, p2s)
         psk = args.psk.encode()
@@ -184,23 +189,30 @@ class CoreInitiator:
             if progress and now >= next_progress:
                 print(f"PROGRESS {self.load.ok}", flush=True)
                 next_progress += 1.0
-            wait = 0.05
-            core_deadline = self.core.next_deadline()
-            if core_deadline is not None:
-                wait = max(0.0, min(wait, core_deadline - time.time()))
-            ready, _, _ = select.select(list(self.by_fd), [], [], wait)
-            for fd in ready:
-                addr, sock = self.by_fd[fd]
-                while True:
-                    try:
-                        data, (src, port) = sock.recvfrom(65535)
-                    except BlockingIOError:
-                        break
-                    local = Endpoint(addr, IKE_PORT)
-                    remote = Endpoint(ipaddress.ip_address(src), port)
-                    self.feed(DatagramIn(local, remote, False, data))
-            for reply in self.dispatch(self.core.handle_timers(time.time())):
-                self.feed(reply)
+            self.poll(0.05)
+
+    def poll(self, wait: float, extra: tuple[int, ...] = ()) -> list[int]:
+        """Wait up to `wait` s (less if a core timer is due) for datagrams, feed them to the
+        core, run its timers; the fds of `extra` that are readable are returned."""
+        core_deadline = self.core.next_deadline()
+        if core_deadline is not None:
+            wait = max(0.0, min(wait, core_deadline - time.time()))
+        ready, _, _ = select.select([*self.by_fd, *extra], [], [], wait)
+        for fd in ready:
+            if fd not in self.by_fd:
+                continue
+            addr, sock = self.by_fd[fd]
+            while True:
+                try:
+                    data, (src, port) = sock.recvfrom(65535)
+                except BlockingIOError:
+                    break
+                local = Endpoint(addr, IKE_PORT)
+                remote = Endpoint(ipaddress.ip_address(src), port)
+                self.feed(DatagramIn(local, remote, False, data))
+        for reply in self.dispatch(self.core.handle_timers(time.time())):
+            self.feed(reply)
+        return [fd for fd in ready if fd in extra]
 
 
 def main() -> None:

@@ -345,13 +345,17 @@ class Ikepriv:
         args: argparse.Namespace,
         creds: Credentials | None,
         children: int = 1,
+        definitions: str | None = None,
     ) -> None:
+        """`definitions`: the TOML for ikedb (default: one phase 1 + phase 2 per peer)."""
         self.d = d
         self.control = d / "control.sock"
         (d / "empty").mkdir(parents=True)
         (d / "run").mkdir(mode=0o700)
         defs = d / "tunnels.toml"
-        defs.write_text(ikepriv_definitions(peers, args.ike, args.esp, creds))
+        if definitions is None:
+            definitions = ikepriv_definitions(peers, args.ike, args.esp, creds)
+        defs.write_text(definitions)
         db = d / "db" / "tunnels.db"
         res = run_tool([str(VENV_BIN / "ikedb"), "--db", str(db), "-p", str(defs)])
         if res.returncode != 0:
