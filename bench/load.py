@@ -345,21 +345,23 @@ class Ikepriv:
         args: argparse.Namespace,
         creds: Credentials | None,
         children: int = 1,
-        definitions: str | None = None,
+        definitions: list[str] | None = None,
     ) -> None:
-        """`definitions`: the TOML for ikedb (default: one phase 1 + phase 2 per peer)."""
+        """`definitions`: TOML files for ikedb, put one after the other (each under ikedb's
+        size limit; default: one phase 1 + phase 2 per peer)."""
         self.d = d
         self.control = d / "control.sock"
         (d / "empty").mkdir(parents=True)
         (d / "run").mkdir(mode=0o700)
-        defs = d / "tunnels.toml"
         if definitions is None:
-            definitions = ikepriv_definitions(peers, args.ike, args.esp, creds)
-        defs.write_text(definitions)
+            definitions = [ikepriv_definitions(peers, args.ike, args.esp, creds)]
         db = d / "db" / "tunnels.db"
-        res = run_tool([str(VENV_BIN / "ikedb"), "--db", str(db), "-p", str(defs)])
-        if res.returncode != 0:
-            raise RuntimeError(f"ikedb: {res.stderr[-500:]}")
+        for k, text in enumerate(definitions):
+            defs = d / f"tunnels{k}.toml"
+            defs.write_text(text)
+            res = run_tool([str(VENV_BIN / "ikedb"), "--db", str(db), "-p", str(defs)])
+            if res.returncode != 0:
+                raise RuntimeError(f"ikedb: {res.stderr[-500:]}")
         notify_path = d / "run" / "notify.sock"
         env = {
             **os.environ,

@@ -41,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -214,25 +215,70 @@ def progress_every(seconds: float) -> Callable[[str], None]:
     return show
 
 
-# the responders -------------------------------------------------------------------------------
-def definitions(args: argparse.Namespace) -> str:
-    """One phase 1 definition per initiator address, one phase 2 per selector pair."""
-    per_peer = args.tunnels // args.peers
-    out = []
-    for j in range(args.peers):
-        out.append(
-            f'[[phase1]]\nname = "peer{j}"\nlocal_addr = "{RESPONDER_ADDR}"\n'
-            f'remote_addr = "{peer_addr(j)}"\nmode = "main"\npsk = "{PSK}"\n'
-            f'proposals = ["{IKE}"]\ndpd_delay = 0\n\n'
-        )
-        for k in range(per_peer):
-            out.append(
-                f'[[phase2]]\nname = "peer{j}-{k}"\nphase1 = "peer{j}"\n'
-                f'local_subnet = "203.0.113.{k + 1}/32"\n'
-                f'remote_subnet = "198.51.100.{j + 1}/32"\nproposals = ["{ESP}"]\n'
-                f"lifetime = {args.p2_lifetime}\n\n"
+class Sampler:
+    """PSS and RSS (all of `pids`) and the SAs held, every 2 s while a load runs: the slope of
+    memory over SAs held is the cost per SA even if the responder drops some on the way."""
+
+    def __init__(self, pids: dict[str, int], held: Callable[[], int]) -> None:
+        self.pids, self.held = pids, held
+        self.samples: list[tuple[float, int, int, int]] = []  # t, held, PSS kB, RSS kB
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.t0 = time.monotonic()
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.done.wait(2.0):
+            mem = memory(self.pids)
+            self.samples.append(
+                (time.monotonic() - self.t0, self.held(), total(mem, 0), total(mem, 1))
             )
-    return "".join(out)
+
+    def stop(self) -> dict[str, object]:
+        self.done.set()
+        self.thread.join()
+        pts = [(h, pss, rss) for _, h, pss, rss in self.samples]
+        return {
+            "samples": self.samples,
+            "held_max": max((h for h, _, _ in pts), default=0),
+            "pss_bytes_per_sa": slope([(h, pss) for h, pss, _ in pts]),
+            "rss_bytes_per_sa": slope([(h, rss) for h, _, rss in pts]),
+        }
+
+
+def slope(pts: list[tuple[int, int]]) -> float | None:
+    """Least-squares slope of kB over SAs held, in bytes per SA."""
+    if len(pts) < 3 or max(x for x, _ in pts) - min(x for x, _ in pts) < 100:
+        return None
+    mx = statistics.fmean(x for x, _ in pts)
+    my = statistics.fmean(y for _, y in pts)
+    sxx = sum((x - mx) ** 2 for x, _ in pts)
+    return 1024 * sum((x - mx) * (y - my) for x, y in pts) / sxx if sxx else None
+
+
+# the responders -------------------------------------------------------------------------------
+def definitions(args: argparse.Namespace) -> list[str]:
+    """One phase 1 definition per initiator address, one phase 2 per selector pair; in
+    files of 20 addresses each (ikedb reads at most 1 MiB per file)."""
+    per_peer = args.tunnels // args.peers
+    files: list[str] = []
+    for first in range(0, args.peers, 20):
+        out = []
+        for j in range(first, min(first + 20, args.peers)):
+            out.append(
+                f'[[phase1]]\nname = "peer{j}"\nlocal_addr = "{RESPONDER_ADDR}"\n'
+                f'remote_addr = "{peer_addr(j)}"\nmode = "main"\npsk = "{PSK}"\n'
+                f'proposals = ["{IKE}"]\ndpd_delay = 0\n\n'
+            )
+            for k in range(per_peer):
+                out.append(
+                    f'[[phase2]]\nname = "peer{j}-{k}"\nphase1 = "peer{j}"\n'
+                    f'local_subnet = "203.0.113.{k + 1}/32"\n'
+                    f'remote_subnet = "198.51.100.{j + 1}/32"\nproposals = ["{ESP}"]\n'
+                    f"lifetime = {args.p2_lifetime}\n\n"
+                )
+        files.append("".join(out))
+    return files
 
 
 def timed_ike(ipk: Ikepriv, pids: dict[str, int], *words: str) -> dict[str, float]:
@@ -285,7 +331,16 @@ def run_ikepriv(args: argparse.Namespace, base: Path, real_kernel: bool) -> dict
             out["mem_0"] = memory(pids)
             cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
             print(f"  ikepriv: {args.tunnels} phase 1 ...", flush=True)
-            out["phase1"] = init.command("phase1", progress_every(10))
+            established = [0]
+            show = progress_every(10)
+
+            def progress(line: str) -> None:
+                established[0] = int(line.split()[-1])
+                show(line)
+
+            sampler = Sampler(pids, lambda: established[0])
+            out["phase1"] = init.command("phase1", progress)
+            out["phase1_samples"] = sampler.stop()
             out["phase1_daemon_cpu_s"] = {k: cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
             time.sleep(2.0)
             out["held_phase1"] = ipk.held()
@@ -340,7 +395,7 @@ def run_strongswan(args: argparse.Namespace, base: Path) -> dict[str, object]:
     procs = Processes()
     with namespaces(args.peers) as (nsi, nsr):
         try:
-            strongswan_conf(d / "R", 16, 0, SWAN_PLUGINS)
+            strongswan_conf(d / "R", 16, args.swan_log, SWAN_PLUGINS)
             responder_swanctl(d / "R", IKE, ESP, None)
             pids = {"charon": start_charon(procs, nsr, d / "R")}
             init = Initiator(procs, nsi, d / "I", args)
@@ -348,7 +403,9 @@ def run_strongswan(args: argparse.Namespace, base: Path) -> dict[str, object]:
             out["mem_0"] = memory(pids)
             cpu0 = cpu_seconds(pids["charon"])
             print(f"  strongswan: {args.tunnels} phase 1 ...", flush=True)
+            sampler = Sampler(pids, lambda: strongswan_held(d / "R"))
             out["phase1"] = init.command("phase1", progress_every(10))
+            out["phase1_samples"] = sampler.stop()
             out["phase1_daemon_cpu_s"] = {"charon": cpu_seconds(pids["charon"]) - cpu0}
             time.sleep(2.0)
             out["held_phase1"] = strongswan_held(d / "R")
@@ -360,6 +417,10 @@ def run_strongswan(args: argparse.Namespace, base: Path) -> dict[str, object]:
         finally:
             procs.stop_all()
     return out
+
+
+def fmt(v: object) -> str:
+    return f"{v:.0f}" if isinstance(v, float) else "-"
 
 
 # report -----------------------------------------------------------------------------------------
@@ -387,6 +448,11 @@ def report(results: list[dict[str, object]], args: argparse.Namespace) -> None:
             grow = total(m1, which) - total(m0, which)
             print(f"  {label} total {total(m0, which) / 1024:.1f} -> {total(m1, which) / 1024:.1f}"
                   f" MiB; {1024 * grow / max(held, 1):.0f} bytes per ISAKMP SA held")  # fmt: skip
+        samples = r["phase1_samples"]
+        assert isinstance(samples, dict)
+        print(f"  during the load: at most {samples['held_max']} held; slope "
+              f"{fmt(samples['pss_bytes_per_sa'])} bytes PSS, {fmt(samples['rss_bytes_per_sa'])}"
+              " bytes RSS per SA held")  # fmt: skip
         for key in ("list", "list_verbose_json", "list_stats", "list_p2", "list_verbose_json_p2"):
             v = r.get(key)
             if isinstance(v, dict):
@@ -424,7 +490,12 @@ def run(args: argparse.Namespace, real_kernel: bool) -> None:
             else:
                 results.append(run_strongswan(args, base))
         if args.keep:
-            shutil.copytree(base, args.keep, dirs_exist_ok=True)
+            shutil.copytree(
+                base,
+                args.keep,
+                dirs_exist_ok=True,
+                ignore=shutil.ignore_patterns("*.vici", "*.sock"),
+            )
     report(results, args)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
@@ -462,7 +533,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--responder", default=RESPONDER_ADDR)
     parser.add_argument("--psk", default=PSK)
-    parser.add_argument("--keep", default="")
+    parser.add_argument("--keep", default="", help="copy the work directory here")
+    parser.add_argument("--swan-log", type=int, default=0, help="charon log level")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     args.phase = 1
@@ -472,7 +544,7 @@ def main() -> None:
     if args.tunnels // args.peers > 254:
         parser.error("at most 254 tunnels per initiator address (one /32 each)")
     args.tunnels = args.tunnels // args.peers * args.peers
-    if args.children == 0:
+    if args.children == 0 and args.mode != "uml":  # the guest has CPUs of its own
         from ikepriv.parent_kernel.shards import default_children
 
         args.children = default_children()

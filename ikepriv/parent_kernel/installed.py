@@ -32,12 +32,16 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # Bounds: a phase 2 has at most a few SAs at a time (in + out, AH + ESP, old + new during a
 # rekey); anything above these numbers is a child gone wrong, not a busy gateway. The per
 # phase 2 bounds count per (local, remote) subnet pair of the definition (vetting._bound).
+# The totals let one daemon hold 10,000 tunnels (issue 11: 20,000 SAs and 30,000 policies,
+# plus SAs in overlap during rekeys); 2048 policies used to stop it at 682 tunnels. Records
+# are grouped tables (O(1) per change), about 1 kB each in the parent, and the state file
+# (journal.py) stays under its MAX_FILE at these totals.
 MAX_SAS_PER_PHASE2: Final = 32
 MAX_LARVAL_PER_PHASE2: Final = 16
 MAX_POLICIES_PER_PHASE2: Final = 8
-MAX_SAS_TOTAL: Final = 8192
+MAX_SAS_TOTAL: Final = 32768
 MAX_LARVAL_TOTAL: Final = 1024
-MAX_POLICIES_TOTAL: Final = 2048
+MAX_POLICIES_TOTAL: Final = 32768
 RECENTLY_REMOVED: Final = 1024
 
 SaKey = tuple[IPAddress, int, ProtocolId]  # destination, SPI, protocol: the kernel's SA id
