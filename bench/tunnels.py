@@ -512,6 +512,8 @@ def uml(args: argparse.Namespace) -> None:
     argv += ["--hold", str(args.hold), "--children", str(args.children)]
     if args.out:
         argv += ["--out", str(Path(args.out).resolve())]
+    if args.keep:  # under the checkout: the guest mounts it read-write
+        argv += ["--keep", str(Path(args.keep).resolve())]
     print(f"UML guest RAM {args.mem}:", " ".join(argv[1:]), flush=True)
     sys.exit(subprocess.run(argv, env=env, check=False).returncode)  # noqa: S603
 

@@ -458,3 +458,39 @@ def test_parallel_phase1_from_one_peer_is_not_a_collision() -> None:
     assert sim.responder.core.counters.phase1_parallel == 1
     assert sim.responder.core.counters.deletes_received == 0
     assert sim.initiator.core.counters.deletes_received == 0
+
+
+def test_the_responder_rekeys_each_phase2_over_its_own_isakmp_sa() -> None:
+    """A peer with two connections to us (two definitions on its side, each its own ISAKMP
+    SA and its own phase 2; one phase 1 definition with both phase 2 on ours). When we rekey
+    a phase 2, the Quick Mode goes over the ISAKMP SA it was negotiated on: the peer knows
+    those selectors only there, and refuses them on the other one."""
+    esp = [esp_proposal(lifetime=P2_LIFETIME)]
+    lnet2, rnet2 = selector("203.0.113.0/25"), selector("203.0.113.128/25")
+    init, resp = mirrored(esp=esp)
+    p1 = init.phase1[1]
+    init = ConfigSnapshot.of(
+        [p1, replace(p1, number=2, name="twin")],
+        [init.phase2[1], phase2_def(2, 2, lnet2, rnet2, esp)],
+    )
+    resp = ConfigSnapshot.of(
+        list(resp.phase1.values()), [resp.phase2[1], phase2_def(2, 1, rnet2, lnet2, esp)]
+    )
+    sim = Simulation(init, resp, seed=46, settings=_early(0.05), responder_settings=_early(0.3))
+    sim.initiate(phase=2, number=1)
+    sim.initiate(phase=2, number=2)
+    sim.run(duration=60)
+    assert len(sim.established_isakmp("responder")) == 2
+    first = {c.definition.number: c.spi_in for c in sim.established_children("responder")}
+    assert set(first) == {1, 2}
+    sim.run(duration=P2_LIFETIME - 60)
+    sim.run(duration=Settings().rekey_overlap + 5)
+    responder = sim.responder.core.counters
+    assert responder.phase2_rekeys >= 2
+    assert responder.phase2_failed == 0
+    assert sim.initiator.core.counters.dropped_policy == 0
+    now = {c.definition.number: c.spi_in for c in sim.established_children("responder")}
+    assert set(now) == {1, 2}
+    assert all(now[n] != first[n] for n in now)
+    for child in sim.established_children("responder"):
+        assert child.role is Role.INITIATOR  # we, the responder of phase 1, rekeyed it

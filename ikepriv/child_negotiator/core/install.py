@@ -83,6 +83,7 @@ def install_child(core: Core, qe: QuickExchange, g_qm_xy: bytes | None) -> Child
         definition=qe.definition,
         phase1_number=sa.definition.number,
         isakmp_tunnel_id=sa.tunnel_id,
+        negotiated_on=sa.tunnel_id,
         role=qe.role,
         protocol=choice.protocol,
         spi_in=qe.spi_in,

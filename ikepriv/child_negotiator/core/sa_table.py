@@ -185,6 +185,9 @@ class ChildSa:
     # a previous child's SA pair from the parent's records (ResumeCommand): no keys, not
     # listed; it waits for its replacement and is then retired like any replaced SA
     resumed: bool = False
+    # the ISAKMP SA its Quick Mode ran on (isakmp_tunnel_id follows replacements; this one
+    # does not): a peer with parallel ISAKMP SAs knows the selectors only on that one
+    negotiated_on: int = 0
 
 
 @dataclass(eq=False, slots=True)
