@@ -275,7 +275,9 @@ def definitions(args: argparse.Namespace) -> list[str]:
                     f'[[phase2]]\nname = "peer{j}-{k}"\nphase1 = "peer{j}"\n'
                     f'local_subnet = "203.0.113.{k + 1}/32"\n'
                     f'remote_subnet = "198.51.100.{j + 1}/32"\nproposals = ["{ESP}"]\n'
-                    f"lifetime = {args.p2_lifetime}\n\n"
+                    f"lifetime = {args.p2_lifetime}\n"
+                    + (f"rekey_margin = {args.p2_margin}\n" if args.p2_margin else "")
+                    + "\n"
                 )
         files.append("".join(out))
     return files
