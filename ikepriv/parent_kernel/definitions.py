@@ -13,6 +13,7 @@ definitions: a phase 2 against its phase 1 (`check_binding`), and the IPC bounds
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import re
@@ -37,6 +38,7 @@ from ikepriv.config.model import (
 from ikepriv.config.model import Identity as ConfigIdentity
 from ikepriv.config.store import TunnelDB
 from ikepriv.ipc import messages as m
+from ikepriv.ipc.interning import Interner
 from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.schema import Message
 from ikepriv.isakmp.constants import IdType, ProtocolId
@@ -154,6 +156,19 @@ def _credentials(d: Phase1Definition) -> tuple[Credential, ...]:
     return tuple(out)
 
 
+def _shared(d: Phase2Definition, interner: Interner) -> Phase2Definition:
+    """`d` with its subnets and proposals shared with equal ones of other definitions."""
+    return dataclasses.replace(
+        d,
+        local_subnet=interner.one(d.local_subnet),
+        remote_subnet=interner.one(d.remote_subnet),
+        esp_proposals=interner.one(d.esp_proposals),
+        ah_proposals=interner.one(d.ah_proposals),
+        extra_local_subnets=interner.one(d.extra_local_subnets),
+        extra_remote_subnets=interner.one(d.extra_remote_subnets),
+    )
+
+
 def _phase2_to_ipc(d: Phase2Definition, number: int, phase1_number: int) -> m.Phase2Def:
     kb = min(d.lifetime_kb, _MAX_KB)
     esp = ProtocolId.IPSEC_ESP
@@ -244,22 +259,25 @@ class DbView:
         p2: dict[int, Phase2Definition] = {}
         parent: dict[int, int] = {}
         ipc2: list[m.Phase2Def] = []
+        interner = Interner()  # equal subnets and proposals shared (memory)
         for d2 in phase2:
-            if d2.number is None:
+            number = d2.number
+            if number is None:
                 continue
             owner = by_name.get(d2.phase1)
             if owner is None:
                 log.error("phase 2 definition %d (%s) unusable: its phase 1 '%s' is unusable",
-                          d2.number, d2.name, d2.phase1)  # fmt: skip
+                          number, d2.name, d2.phase1)  # fmt: skip
                 continue
             try:
+                d2 = _shared(d2, interner)
                 check_binding(d2, p1[owner])
-                ipc2.append(_phase2_to_ipc(d2, d2.number, owner))
+                ipc2.append(interner.phase2(_phase2_to_ipc(d2, number, owner)))
             except (ValueError, IpcError) as exc:  # DefinitionError is a ValueError
-                log.error("phase 2 definition %d (%s) unusable: %s", d2.number, d2.name, exc)
+                log.error("phase 2 definition %d (%s) unusable: %s", number, d2.name, exc)
                 continue
-            p2[d2.number] = d2
-            parent[d2.number] = owner
+            p2[number] = d2
+            parent[number] = owner
         return cls(
             generation,
             MappingProxyType(p1),

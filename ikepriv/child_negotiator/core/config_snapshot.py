@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import TypeVar
 
 from ikepriv.child_negotiator.core.datagram import IPAddress
+from ikepriv.ipc.interning import Interner
 from ikepriv.ipc.messages import (
     ConfigBegin,
     ConfigCredential,
@@ -131,7 +132,14 @@ class ConfigSnapshot:
 class SnapshotBuilder:
     """Collects one ConfigBegin..ConfigEnd sequence."""
 
-    __slots__ = ("_credential_count", "_credentials", "_generation", "_phase1", "_phase2")
+    __slots__ = (
+        "_credential_count",
+        "_credentials",
+        "_generation",
+        "_interner",
+        "_phase1",
+        "_phase2",
+    )
 
     def __init__(self, begin: ConfigBegin) -> None:
         self._generation = begin.generation
@@ -140,6 +148,7 @@ class SnapshotBuilder:
         # phase 1 number -> kind -> blobs in index order
         self._credentials: dict[int, dict[CredentialKind, list[bytes]]] = {}
         self._credential_count = 0
+        self._interner = Interner()  # equal selectors and proposals shared (memory)
 
     def add(self, message: ConfigPhase1 | ConfigPhase2 | ConfigCredential) -> None:
         if message.generation != self._generation:
@@ -147,7 +156,7 @@ class SnapshotBuilder:
         if isinstance(message, ConfigPhase1):
             self._phase1.append(message.definition)
         elif isinstance(message, ConfigPhase2):
-            self._phase2.append(message.definition)
+            self._phase2.append(self._interner.phase2(message.definition))
         else:
             self._add_credential(message)
 
