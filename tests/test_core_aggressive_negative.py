@@ -217,6 +217,7 @@ def test_am3_in_the_clear_is_accepted() -> None:
     """RFC 2409 allows AM3 unencrypted; the IV chain then starts Quick Mode unchanged."""
     init, resp = mirrored(phase1_mode=AM)
     sim = Simulation(init, resp, seed=8)
+    starts: list[bytes] = []  # hash(g^xi | g^xr): the public values go once established
 
     def decrypt_am3(side: str, data: bytes) -> bytes | None:
         message = decode_message(data)
@@ -224,6 +225,8 @@ def test_am3_in_the_clear_is_accepted() -> None:
         if side == "responder" and h.exchange_type == AM and message.encrypted:
             core = sim.responder.core
             sa = core.sas.by_cookies[h.icookie + h.rcookie]
+            assert sa.choice is not None and sa.iv is not None
+            starts.append(phase1_iv(sa.choice.hash, sa.g_xi, sa.g_xr, sa.iv.block_size))
             plain = sa.cipher.decrypt(sa.iv.iv_for(0), message.ciphertext)  # type: ignore[union-attr]
             from ikepriv.isakmp import decode_payload_chain
 
@@ -237,5 +240,4 @@ def test_am3_in_the_clear_is_accepted() -> None:
     assert sim.established_isakmp("responder")
     (r_sa,) = sim.established_isakmp("responder")
     # nothing was decrypted in phase 1: the chain is still at hash(g^xi | g^xr)
-    start = phase1_iv(r_sa.choice.hash, r_sa.g_xi, r_sa.g_xr, r_sa.iv.block_size)
-    assert r_sa.iv.phase1_last_block == start
+    assert r_sa.iv.phase1_last_block == starts[0]
