@@ -48,7 +48,7 @@ SaKey = tuple[IPAddress, int, ProtocolId]  # destination, SPI, protocol: the ker
 PolicyKey = tuple[TrafficSelector, PolicyDirection]
 
 
-@dataclass
+@dataclass(slots=True)  # one per kernel SA: 20,000 at 10,000 tunnels
 class SaEntry:
     key: SaKey
     phase1_number: int
@@ -75,7 +75,7 @@ class SaEntry:
         return self.key[2]
 
 
-@dataclass
+@dataclass(slots=True)
 class PolicyEntry:
     key: PolicyKey
     phase2_number: int
