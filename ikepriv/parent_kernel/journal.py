@@ -61,7 +61,9 @@ log = logging.getLogger("ikepriv.parent")
 
 SUFFIX: Final = ".installed"
 VERSION: Final = 2  # 1: one JSON document rewritten whole
-MAX_FILE: Final = 8 * 1024 * 1024
+# Twice the live lines plus the slack at the record limits (installed.py: 32,768 SAs and
+# 32,768 policies), at up to about 120 bytes a line (IPv6 policies; IPv4 lines are 50).
+MAX_FILE: Final = 32 * 1024 * 1024
 COMPACT_SLACK: Final = 1024  # change lines a file may carry beyond twice the live objects
 _GONE: Final = frozenset({errno.ESRCH, errno.ENOENT})
 
