@@ -5,12 +5,19 @@ SOCK_SEQPACKET, so framing is the kernel's: message boundaries are kept, nothing
 Receiving asks for one byte more than the maximum and no ancillary buffer, so an oversize
 datagram (truncated by the kernel) and smuggled descriptors or credentials (dropped by the
 kernel, MSG_CTRUNC set) are both seen and refused before any decoding.
+
+The daemon's and the child's hot loops use `receive_ready` and `send_ready` on the plain
+(non-blocking) socket instead of trio's wrappers: trio's socket methods yield to the
+scheduler after every call, even one that succeeded at once, which cost the parent about a
+third of its time per Main Mode (docs/performance.md). They wait (trio.lowlevel
+wait_readable / wait_writable) only when the kernel says EAGAIN.
 """
 
 from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ikepriv.ipc.ipc_error import IpcError, Reason
@@ -37,6 +44,40 @@ def check_datagram(data: bytes, flags: int) -> bytes | None:
     if not data:
         return None
     return data
+
+
+def receive_ready(
+    sock: socket.socket, direction: Direction, limit: int
+) -> Iterator[Message | None]:
+    """The messages already queued on `sock` (non-blocking), at most `limit`, each read and
+    decoded only when the caller comes back for it (so a message is handled before the next
+    is even read, as with one recv per message); a final None when the peer closed. Ends
+    without waiting when nothing more is queued. IpcError for an undecodable message."""
+    for _ in range(limit):
+        try:
+            data, _, flags, _ = sock.recvmsg(RECV_SIZE, 0, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        checked = check_datagram(data, flags)
+        if checked is None:
+            yield None
+            return
+        yield decode(checked, direction)
+
+
+async def send_ready(sock: socket.socket, data: bytes) -> None:
+    """Send one encoded message on a non-blocking socket, waiting only if the kernel's
+    buffer is full (EAGAIN)."""
+    while True:
+        try:
+            sent = sock.send(data, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            import trio  # here: the blocking CLI imports this module without trio
+
+            await trio.lowlevel.wait_writable(sock)
+            continue
+        _check_sent(sent, data)
+        return
 
 
 def _check_sent(sent: int, data: bytes) -> None:
