@@ -27,6 +27,11 @@ if TYPE_CHECKING:
     import trio
 
 RECV_SIZE = MAX_MESSAGE_SIZE + 1
+# plain ints: socket's MSG_* are IntFlag members, and `int & IntFlag` builds a new enum
+# member on every call (a few microseconds per message on the hot path)
+_CTRUNC = int(socket.MSG_CTRUNC)
+_TRUNC = int(socket.MSG_TRUNC)
+_DONTWAIT = int(socket.MSG_DONTWAIT)
 
 
 def socketpair() -> tuple[socket.socket, socket.socket]:
@@ -37,9 +42,9 @@ def socketpair() -> tuple[socket.socket, socket.socket]:
 def check_datagram(data: bytes, flags: int) -> bytes | None:
     """Vet what recvmsg returned: None at end of stream, IpcError if oversize or with
     ancillary data, else the bytes to decode."""
-    if flags & socket.MSG_CTRUNC:
+    if flags & _CTRUNC:
         raise IpcError(Reason.ANCILLARY, "ancillary data (descriptors or credentials)")
-    if flags & socket.MSG_TRUNC or len(data) > MAX_MESSAGE_SIZE:
+    if flags & _TRUNC or len(data) > MAX_MESSAGE_SIZE:
         raise IpcError(Reason.TOO_LARGE, f"datagram over {MAX_MESSAGE_SIZE} bytes")
     if not data:
         return None
@@ -55,7 +60,7 @@ def receive_ready(
     without waiting when nothing more is queued. IpcError for an undecodable message."""
     for _ in range(limit):
         try:
-            data, _, flags, _ = sock.recvmsg(RECV_SIZE, 0, socket.MSG_DONTWAIT)
+            data, _, flags, _ = sock.recvmsg(RECV_SIZE, 0, _DONTWAIT)
         except BlockingIOError:
             return
         checked = check_datagram(data, flags)
@@ -70,7 +75,7 @@ async def send_ready(sock: socket.socket, data: bytes) -> None:
     buffer is full (EAGAIN)."""
     while True:
         try:
-            sent = sock.send(data, socket.MSG_DONTWAIT)
+            sent = sock.send(data, _DONTWAIT)
         except BlockingIOError:
             import trio  # here: the blocking CLI imports this module without trio
 

@@ -55,6 +55,9 @@ UDP_ENCAP: Final = 100
 
 _IN_PKTINFO: Final = struct.Struct("=i4s4s")  # ifindex, spec_dst, addr
 _IN6_PKTINFO: Final = struct.Struct("=16si")  # addr, ifindex
+# plain ints, not socket's IntFlag members (`int & IntFlag` builds an enum member per call)
+_TRUNCATED: Final = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
+_DONTWAIT: Final = int(socket.MSG_DONTWAIT)
 _ANC_SPACE: Final = socket.CMSG_SPACE(max(_IN_PKTINFO.size, _IN6_PKTINFO.size))
 
 
@@ -209,7 +212,7 @@ def receive_nowait(s: IkeSocket) -> Received | Drop | None:
     if raw is None:
         raise ValueError("receive_nowait needs the IkeSocket's raw socket")
     try:
-        data, ancdata, flags, addr = raw.recvmsg(MAX_UDP + 1, _ANC_SPACE, socket.MSG_DONTWAIT)
+        data, ancdata, flags, addr = raw.recvmsg(MAX_UDP + 1, _ANC_SPACE, _DONTWAIT)
     except BlockingIOError:
         return None
     return _received(s, data, ancdata, flags, addr)
@@ -218,7 +221,7 @@ def receive_nowait(s: IkeSocket) -> Received | Drop | None:
 def _received(
     s: IkeSocket, data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int, addr: object
 ) -> Received | Drop:
-    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or not data:
+    if flags & _TRUNCATED or not data:
         return Drop.TRUNCATED
     found = _local_address(s.family, ancdata)
     if found is None:
@@ -263,7 +266,7 @@ async def send(s: IkeSocket, local: IPAddress, remote: IPAddress, port: int, dat
         return
     while True:
         try:
-            raw.sendmsg([data], [cmsg], socket.MSG_DONTWAIT, dest)
+            raw.sendmsg([data], [cmsg], _DONTWAIT, dest)
         except BlockingIOError:
             await trio.lowlevel.wait_writable(raw)
             continue
