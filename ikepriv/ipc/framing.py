@@ -70,19 +70,24 @@ def receive_ready(
         yield decode(checked, direction)
 
 
+def send_nowait(sock: socket.socket, data: bytes) -> bool:
+    """Send one encoded message on a non-blocking socket if the kernel has room for it now;
+    False (nothing sent) if not (EAGAIN)."""
+    try:
+        sent = sock.send(data, _DONTWAIT)
+    except BlockingIOError:
+        return False
+    _check_sent(sent, data)
+    return True
+
+
 async def send_ready(sock: socket.socket, data: bytes) -> None:
     """Send one encoded message on a non-blocking socket, waiting only if the kernel's
     buffer is full (EAGAIN)."""
-    while True:
-        try:
-            sent = sock.send(data, _DONTWAIT)
-        except BlockingIOError:
-            import trio  # here: the blocking CLI imports this module without trio
+    while not send_nowait(sock, data):
+        import trio  # here: the blocking CLI imports this module without trio
 
-            await trio.lowlevel.wait_writable(sock)
-            continue
-        _check_sent(sent, data)
-        return
+        await trio.lowlevel.wait_writable(sock)
 
 
 def _check_sent(sent: int, data: bytes) -> None:

@@ -16,8 +16,9 @@ socketpair, process (sandbox and seccomp filter of its own), queue and back-off,
 child's crash, violation or lag touches only its own shard. Hello tells the child which
 one it is (`shard` of `shards`), which fixes the tunnel numbers and reqids it may use.
 
-Sending never blocks the parent: messages go through a queue to a sender task, bounded in
-messages (QUEUE) and in bytes (QUEUE_BYTES, counted as encoded); a child that does not read
+Sending never blocks the parent: a message goes straight to the socket (non-blocking) when
+nothing waits before it, else through a queue to a sender task, bounded in messages (QUEUE)
+and in bytes (QUEUE_BYTES, counted as encoded); a child that does not read
 loses messages (logged, rate-limited), the parent keeps serving the peers. The one exception
 is a configuration snapshot (`send_snapshot`), which must arrive whole: with certificate
 files it can be larger than the queue, so it waits for the sender, for a bounded time.
@@ -44,6 +45,7 @@ from ikepriv.ipc.framing import (
     receive_ready,
     recv_message_trio,
     send_message_trio,
+    send_nowait,
     send_ready,
     socketpair,
 )
@@ -175,6 +177,20 @@ class Supervisor:
             if self._dropped.allow(trio.current_time()):
                 log.warning("%s is not reading: %s dropped", self.label, type(msg).__name__)
             return False
+        return self._put(queue, msg, data)
+
+    def _put(self, queue: deque[tuple[Message, bytes]], msg: Message, data: bytes) -> bool:
+        """Hand `data` to the socket now if nothing is waiting before it (no task switch,
+        the common case), else queue it for the sender. False if the channel broke."""
+        raw = self._raw
+        if not queue and raw is not None:
+            try:
+                if send_nowait(raw, data):
+                    return True
+            except OSError as exc:
+                log.warning("cannot send %s to the child: %s", type(msg).__name__, exc)
+                self._channel_lost(f"channel to the child broken: {exc}")
+                return False
         queue.append((msg, data))
         self._queued_bytes += len(data)
         if self._sender_idle:
@@ -204,11 +220,8 @@ class Supervisor:
                         return False
                     if (len(queue) < self.queue_limit
                             and self._queued_bytes + len(data) <= QUEUE_BYTES):  # fmt: skip
-                        queue.append((msg, data))
-                        self._queued_bytes += len(data)
-                        if self._sender_idle:
-                            self._sender_idle = False
-                            self._wake_sender.unpark()
+                        if not self._put(queue, msg, data):
+                            return False
                         break
                     await progress.wait()
             return True
@@ -376,8 +389,8 @@ class Supervisor:
                 return
 
     async def _sender(self, raw: socket.socket, queue: deque[tuple[Message, bytes]]) -> None:
-        """Feed the child, every queued message per wake-up (a plain non-blocking send,
-        waiting only while the socket is full); if that fails, restart it rather than
+        """Feed the child what `send` could not hand the socket at once (it was full), in
+        order, waiting for room; if that fails, restart it rather than
         leave a child that still runs but never hears from us again (nothing would notice
         otherwise)."""
         while True:
