@@ -418,6 +418,7 @@ class Daemon:
             await trio.lowlevel.wait_readable(sock.raw)
             now = time.monotonic()
             touched: set[int] = set()
+            drained = False
             for _ in range(RECEIVE_BATCH):
                 try:
                     got = udp.receive_nowait(sock)
@@ -427,6 +428,7 @@ class Daemon:
                     await trio.sleep(0.1)
                     break
                 if got is None:
+                    drained = True
                     break
                 if isinstance(got, udp.Drop):
                     counters.bump(got.value)
@@ -439,7 +441,8 @@ class Daemon:
                 shard = shards[k]
                 if self._feed(shard, now):
                     shard.arrived.set()
-            await trio.lowlevel.checkpoint()
+            if not drained:  # a full batch: others get a turn (waiting again is one anyway)
+                await trio.lowlevel.checkpoint()
 
     async def _pump(self, shard: Shard) -> None:
         """Hand admitted datagrams to the shard's child when `_receive` could not hand them

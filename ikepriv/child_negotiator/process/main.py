@@ -48,8 +48,8 @@ async def serve(sock: socket.socket, core: Negotiator) -> None:
     Plain non-blocking calls on the socket (framing.receive_ready, send_ready): trio's
     socket wrappers yield to the scheduler after every call, which was a sixth of this
     loop's time; trio is only asked to wait, for the socket or the core's next deadline."""
+    deadline = core.next_deadline()
     while True:
-        deadline = core.next_deadline()
         if deadline is None:
             await trio.lowlevel.wait_readable(sock)
         else:
@@ -68,6 +68,7 @@ async def serve(sock: socket.socket, core: Negotiator) -> None:
         if deadline is not None and deadline <= now:
             for action in core.handle_timers(now):
                 await send_ready(sock, encode(action))
+            deadline = core.next_deadline()
 
 
 async def _main(prepared: sandbox.Prepared, keylog: bool) -> None:
