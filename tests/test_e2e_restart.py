@@ -23,7 +23,12 @@ pytestmark = [pytest.mark.uml, pytest.mark.interop, pytest.mark.root, pytest.mar
 @pytest.fixture(scope="module")
 def guest() -> dict[str, Any]:
     value = boot_scenarios(
-        "e2e.restart_cases", "run_restart", timeout=800, certutil=True, tier="restart tier"
+        "e2e.restart_cases",
+        "run_restart",
+        timeout=800,
+        certutil=True,
+        tier="restart tier",
+        names_env="IKEPRIV_RESTART_CASES",
     )
     for name, r in value["results"].items():
         p = r["details"].get("ping", {})

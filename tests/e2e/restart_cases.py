@@ -33,6 +33,7 @@ from harness.peers import Peer, PeerError, make_peer
 
 from e2e.common import Case, ping, wait_until
 from e2e.interop_cases import CBC, IKE_MM, run_catalogue
+from e2e.ping_trace import PingTrace
 
 LIFETIME = 60  # ikepriv's phase 2 lifetime (seconds); the definition minimum
 # the rekey starts at lifetime - margin - random(0, min(margin, (lifetime - margin) / 2)),
@@ -133,6 +134,7 @@ def run_restart_one(
     ikp_gw, ref_gw = ikp.spec.netns, ref.spec.netns
     assert ikp_gw is not None and ref_gw is not None
     pinger: subprocess.Popen[str] | None = None
+    trace: PingTrace | None = None
     try:
         case.step("start and establish")
         try:
@@ -159,11 +161,14 @@ def run_restart_one(
         kids = ikp.child_pids()
         if not case.check(len(kids) == 1, f"ikeprivd children {kids}, want one"):
             return case.result(peers), peers
+        trace = PingTrace(topo)
+        trace.start()
         pinger = _start_ping(topo)
         t_ping = time.monotonic()
         time.sleep(2.0)
-        t_kill = time.monotonic()
+        t_kill, wall_kill = time.monotonic(), time.time()
         nsmod_kill(kids[0])
+        case.details["kill_at"] = _wall(wall_kill)  # to line up with the daemons' logs
         case.check(
             wait_until(lambda: any(p != kids[0] for p in ikp.child_pids()), 10, step=0.02),
             "no new child within 10 s",
@@ -265,6 +270,8 @@ def run_restart_one(
                 round(t_ping - t_kill + (s - 1) * PING_INTERVAL, 1) for s in missing
             ],
         }
+        case.details["ping_trace"] = trace.stop(missing, wall_kill)
+        trace = None
         case.check(sent >= 100, f"only {sent} pings sent")
         case.check(
             got == sent and not missing, f"ping: {sent - got} of {sent} lost; seq {missing[:20]}"
@@ -307,9 +314,16 @@ def run_restart_one(
     finally:
         if pinger is not None:
             _stop_ping(pinger)
+        if trace is not None:
+            trace.stop([], 0.0)
         for p in peers:
             p.stop()
     return case.result(peers), peers
+
+
+def _wall(t: float) -> str:
+    """A wall-clock time as the daemons log it (local time, milliseconds)."""
+    return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t % 1 * 1000):03d}"
 
 
 def nsmod_kill(pid: int) -> None:
