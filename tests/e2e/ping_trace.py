@@ -13,8 +13,11 @@ window, that tells which gateway dropped the packet and on which SA.
 
 from __future__ import annotations
 
+import re
 import struct
+import subprocess
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -87,16 +90,48 @@ def esp_timeline(frames: list[Frame], ref: float) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
+_TS = re.compile(r"^\[(\S+)\] (.*)$")
+_FIELDS = re.compile(r"\b(spi 0x[0-9a-f]+|dir \w+|reqid \d+|action \w+|priority \d+)")
+
+
+def xfrm_events(text: str, ref: float) -> list[str]:
+    """`ip -ts xfrm monitor` output as one line per event: seconds after `ref`, what (SA or
+    policy added, Updated, Deleted, Expired...), addresses and the fields that tell SAs and
+    policies apart (spi, dir, reqid, action, priority)."""
+    out: list[str] = []
+    head: tuple[float, str] | None = None
+    body: list[str] = []
+
+    def flush() -> None:
+        if head is not None:
+            fields = " ".join(dict.fromkeys(_FIELDS.findall(" ".join(body))))
+            out.append(f"{head[0] - ref:+.3f} {head[1].strip()} {fields}".rstrip())
+
+    for line in text.splitlines():
+        m = _TS.match(line)
+        if m is None:
+            body.append(line)
+            continue
+        flush()
+        head, body = (datetime.fromisoformat(m[1]).timestamp(), m[2]), [m[2]]
+    flush()
+    return out
+
+
 class PingTrace:
     """The three captures and the counters, from start() to stop()."""
 
     LEGS = ("request at gwA (eA)", "request at gwB (eB)", "reply at gwB (eB)", "reply at gwA (eA)")
 
-    def __init__(self, topo: nsmod.Topology) -> None:
+    def __init__(self, topo: nsmod.Topology, directory: Path | None = None) -> None:
+        """`directory`: where the captures stay (eA.pcap, eB.pcap, vA.pcap); a temporary one
+        if not given."""
         self.topo = topo
-        self.dir = Path(tempfile.mkdtemp(prefix="ping-trace."))
+        self.dir = directory or Path(tempfile.mkdtemp(prefix="ping-trace."))
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.caps: dict[str, Capture] = {}
         self.stat_before: dict[str, dict[str, int]] = {}
+        self.monitors: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self) -> None:
         self.stat_before = {
@@ -108,12 +143,20 @@ class PingTrace:
             "vA": (self.topo.gw_a, "vA"),
         }.items():
             self.caps[name] = Capture(ns, ifname, self.dir / f"{name}.pcap")
+        for gw in (self.topo.gw_a, self.topo.gw_b):
+            with open(self.dir / f"xfrm-{gw}.txt", "wb") as f:
+                argv = ["ip", "-ts", "-n", gw, "xfrm", "monitor"]
+                # our own program, stopped by PID in stop()
+                self.monitors[gw] = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT)  # noqa: S603
 
     def stop(self, missing: list[int], ref: float) -> dict[str, Any]:
         """The report: counter increases, the ESP timeline, and per lost sequence number
         the legs it was seen on (times after `ref`)."""
         for c in self.caps.values():
             c.stop()
+        for proc in self.monitors.values():
+            proc.terminate()
+            proc.wait(timeout=5)
         stat = {
             gw: nsmod.counter_increase(before, nsmod.xfrm_stat_errors(gw))
             for gw, before in self.stat_before.items()
@@ -131,5 +174,9 @@ class PingTrace:
             "xfrm_stat_increase": stat,
             "esp_on_the_link": esp_timeline(read_pcap(self.dir / "vA.pcap"), ref),
             "lost_seq_seen": lost,
+            "xfrm_events": {
+                gw: xfrm_events((self.dir / f"xfrm-{gw}.txt").read_text(errors="replace"), ref)
+                for gw in self.monitors
+            },
             "captures": str(self.dir),
         }
