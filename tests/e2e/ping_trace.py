@@ -118,6 +118,22 @@ def xfrm_events(text: str, ref: float) -> list[str]:
     return out
 
 
+def lost_entering(report: dict[str, Any], gw_a: bool) -> list[int]:
+    """The lost sequence numbers (of a PingTrace report) last seen on their way into one
+    gateway over ESP: with `gw_a`, replies that left gwB's LAN side and never reached gwA's;
+    otherwise requests that passed gwA's LAN side and never left gwB's."""
+    seen, gone = (
+        ("reply at gwB (eB)", "reply at gwA (eA)")
+        if gw_a
+        else ("request at gwA (eA)", "request at gwB (eB)")
+    )
+    return [
+        int(seq)
+        for seq, legs in report["lost_seq_seen"].items()
+        if legs[seen] is not None and legs[gone] is None
+    ]
+
+
 class PingTrace:
     """The three captures and the counters, from start() to stop()."""
 
