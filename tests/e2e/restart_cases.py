@@ -275,17 +275,21 @@ def run_restart_one(
         text = _stop_ping(pinger)
         pinger = None
         sent, got, missing = ping_losses(text)
+        report = trace.stop(missing, wall_kill)
+        trace = None
+        case.details["ping_trace"] = report
+        # when the lost request entered gwA by the capture; else from its sequence number
+        # (ping's interval stretches under load: only an estimate)
+        first_seen = [report["lost_seq_seen"][str(s)]["request at gwA (eA)"] for s in missing]
         case.details["ping"] = {
             "sent": sent,
             "received": got,
             "lost": sent - got,
             "lost_at_s_after_kill": [
-                round(t_ping - t_kill + (s - 1) * PING_INTERVAL, 1) for s in missing
+                round(t if t is not None else t_ping - t_kill + (s - 1) * PING_INTERVAL, 2)
+                for s, t in zip(missing, first_seen, strict=True)
             ],
         }
-        report = trace.stop(missing, wall_kill)
-        trace = None
-        case.details["ping_trace"] = report
         excused = peer_early_switch(
             ref.impl, ikp_gw, ikp_gw == topo.gw_a, report, missing, sent - got
         )
