@@ -283,9 +283,8 @@ class PolicyPlan:
 
 @dataclass(frozen=True)
 class Phase2Plan:
-    """A vetted Phase2Install: what to write, in this order (policies, outbound SA, then the
-    inbound SA, which fills the larval SPI and so is the one write that cannot be undone
-    by a delete; see installer.py)."""
+    """A vetted Phase2Install: what to write (in, fwd policies, the inbound SA that fills
+    the larval SPI, the outbound SA, the out policy: the order is installer.py's)."""
 
     phase2_number: int
     tunnel_id: int
