@@ -468,9 +468,9 @@ class Daemon:
             return bool(admission)
         record, received = self.state.peers.record, self.state.egress.received
         for _ in range(room):
-            got = admission.get()
-            if got is None:
-                return False
+            got = admission.get(now)
+            if got is None:  # nothing left, or first messages waiting for their rate
+                return bool(admission)
             try:
                 msg = m.DatagramIn(m.Endpoint(got.local, got.local_port),
                                    m.Endpoint(got.remote, got.remote_port), got.natt,
