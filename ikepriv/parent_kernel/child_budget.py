@@ -12,7 +12,7 @@ overall budget:
 | secret | SkeyidRequest, NonceRequest, SignatureRequest | 1 | 256 | 512 |
 | datagram | DatagramOut | 1 | 64 + credit | 1024 |
 | report | StateReport (asked for), StateReportEnd, Stats | 1 | 8192 + credit | 2 x MAX_ROWS |
-| line | Log, KeyLog, unsolicited StateReport | 1 | 256 | 1024 |
+| line | Log, KeyLog, unsolicited StateReport | 1 | 1024 | 2048 |
 | all | every message | 1 | 8192 | 16384 |
 
 Datagrams are tied to what the parent received: every datagram it forwards to the child
@@ -70,7 +70,7 @@ BUDGETS: Final[dict[Kind, tuple[float, float]]] = {
     Kind.SECRET: (256.0, 512.0),
     Kind.DATAGRAM: (64.0, 1024.0),
     Kind.REPORT: (8192.0, 2.0 * m.MAX_ROWS + 16),
-    Kind.LINE: (256.0, 1024.0),
+    Kind.LINE: (1024.0, 2048.0),  # two per tunnel established (its line, its report)
     Kind.ALL: (8192.0, 16384.0),
 }
 DATAGRAM_CREDIT: Final = 2.0  # DatagramOut allowed per datagram forwarded to the child
