@@ -56,14 +56,18 @@ from ikepriv.ipc.control import merge
 from ikepriv.ipc.schema import Direction, Message, decode, encode
 from ikepriv.isakmp.constants import GroupId, IkeEncryption, IkeHash
 from ikepriv.parent_kernel import vetting
+from ikepriv.parent_kernel.admission import Admission
+from ikepriv.parent_kernel.children import Negotiators, Shard
 from ikepriv.parent_kernel.commands import Commands
 from ikepriv.parent_kernel.definitions import DbView
 from ikepriv.parent_kernel.installed import Installed
+from ikepriv.parent_kernel.installer import Installer
 from ikepriv.parent_kernel.kernel.client import XfrmKernel
 from ikepriv.parent_kernel.peers import PeerTable
 from ikepriv.parent_kernel.requests import ChildRequests
+from ikepriv.parent_kernel.shards import Sharding
 from ikepriv.parent_kernel.state import ParentState
-from ikepriv.parent_kernel.supervisor import ProtocolViolation
+from ikepriv.parent_kernel.supervisor import ProtocolViolation, Supervisor
 from ikepriv.parent_kernel.vetting import Activation, Vetter
 
 
@@ -106,7 +110,11 @@ def list_cost(core: Negotiator, now: float) -> tuple[float, float, int]:
     async def reload() -> str:
         return ""
 
-    commands = Commands(state, requests, send, "/nonexistent", reload)
+    # one child, as a daemon with --children 1 has it (the supervisor is never asked: the
+    # listing goes through the requests' channel, `send` above)
+    shard = Shard(0, cast(Supervisor, None), requests, Admission(lambda _: None))
+    children = Negotiators(Sharding(1), [shard], Installer(state))
+    commands = Commands(state, children, "/nonexistent", reload)
     request = m.ListRequest(m.Phase.PHASE1, (), False, None, False, False)
     rows = 0
     violation = ""

@@ -258,6 +258,8 @@ def test_activate_lists_the_tunnel_and_remove_takes_it_down(console: Console) ->
     c.shot("tunnels")
 
     c.click(f"#tunnels-table tr[data-phase='1'][data-name='{PHASE1_NAME}'] [data-action=remove]")
+    # by the tunnel's number (with several negotiator children it differs from the definition's)
+    assert f"cmd=remove phase=1 numlist={row['tunnel_id']}" in c.css(".pf-c-modal-box").text
     c.click("#confirm-run")
     c.wait(
         lambda: _row(c, 1, PHASE1_NAME).get_attribute("data-state") == "defined",

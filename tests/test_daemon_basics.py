@@ -242,8 +242,8 @@ def test_activate_list_and_reload(standin: tuple[Daemon, StandIn], tmp_path: Pat
 
 def test_two_daemons_negotiate_and_install_policies(topo: Topology, tmp_path: Path) -> None:
     """Real children on both sides: Main Mode and Quick Mode through both parents; each
-    asks for its phase 2 in one install, which this ESP-less kernel refuses at the outbound
-    SA: the policies written before it are undone, nothing is left."""
+    asks for its phase 2 in one install, which this ESP-less kernel refuses at its first SA
+    (the inbound one): the policies written before it are undone, nothing is left."""
     db_b = tmp_path / "b.db"
     write_db(db_b, swap=True)
     a = Daemon.start(topo.a, tmp_path, name="a")
@@ -257,7 +257,7 @@ def test_two_daemons_negotiate_and_install_policies(topo: Topology, tmp_path: Pa
         a.wait_log("phase 1 to-siteB established with 192.0.2.2 as initiator")
         b.wait_log("phase 1 to-siteB established with 192.0.2.1 as responder")
         for d in (a, b):
-            d.wait_log(r"\(phase 2 1\): out SA spi 0x[0-9a-f]+ not installed: add_sa: .*"
+            d.wait_log(r"\(phase 2 1\): in SA spi 0x[0-9a-f]+ not installed: update_sa: .*"
                        r"EPROTONOSUPPORT.*; undoing 2 earlier write")  # fmt: skip
         assert "refused" not in a.log().split("established")[0]
         code, _, rows = a.call(m.ListRequest(m.Phase.PHASE1, (), False, None, False, False))

@@ -7,6 +7,13 @@ established with new SAs within seconds (the previous child's SAs as `unmanaged`
 live), ikepriv must rekey the resumed phase 2 on time (phase 2 lifetime 60 s), and
 `ike cmd=remove` must leave no SA on either gateway and no policy of ikepriv. Figures
 (pings sent/lost, seconds until managed again, until the rekey) are printed with -s.
+
+The one loss excused (restart_cases.PEER_SENDS_FROM_QM2): libreswan as Quick Mode responder
+sends on its new SA from QM2 on, before ikepriv, the initiator, can have the keys for it; a
+packet in those milliseconds dies on ikepriv's larval SPI (XfrmAcquireError), at the resume
+and at every rekey alike. It is excused only when the ping's trace (e2e.ping_trace: captures
+on both gateways, their XFRM counters and xfrm events, in the details) shows exactly that,
+packet by packet. IKEPRIV_RESTART_CASES=name,... runs only those scenarios.
 """
 
 from __future__ import annotations
@@ -23,13 +30,19 @@ pytestmark = [pytest.mark.uml, pytest.mark.interop, pytest.mark.root, pytest.mar
 @pytest.fixture(scope="module")
 def guest() -> dict[str, Any]:
     value = boot_scenarios(
-        "e2e.restart_cases", "run_restart", timeout=800, certutil=True, tier="restart tier"
+        "e2e.restart_cases",
+        "run_restart",
+        timeout=800,
+        certutil=True,
+        tier="restart tier",
+        names_env="IKEPRIV_RESTART_CASES",
     )
     for name, r in value["results"].items():
         p = r["details"].get("ping", {})
         print(
             f"  {name}: {'ok' if r['ok'] else 'FAILED'} pings sent {p.get('sent')} lost "
-            f"{p.get('lost')} {p.get('lost_at_s_after_kill', '')}; kill -> managed "
+            f"{p.get('lost')} {p.get('lost_at_s_after_kill', '')} (to the peer's early "
+            f"switch: {p.get('lost_to_peer_early_switch', [])}); kill -> managed "
             f"{r['times'].get('kill_to_managed')}s; resumed -> rekey "
             f"{r['times'].get('resumed_to_rekey')}s; total {r['times'].get('total')}s"
         )

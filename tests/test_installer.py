@@ -75,6 +75,16 @@ class FakeKernel:
         if self.sas.pop((dst, spi, int(proto)), None) is None:
             raise XfrmError(errno.ESRCH, "delete_sa")
 
+    def alloc_spi(
+        self, src: object, dst: object, proto: int, reqid: int, mode: object, lo: int, hi: int
+    ) -> int:
+        self._call("alloc_spi")
+        key = (dst, lo, int(proto))
+        if lo != hi or key in self.sas:
+            raise XfrmError(errno.EEXIST, "alloc_spi")
+        self.sas[key] = "larval"
+        return lo
+
     def add_policy(self, spec: PolicySpec) -> None:
         self._call(f"add_policy {spec.direction.name.lower()}")
         key = (spec.selector, spec.direction)
@@ -112,7 +122,8 @@ def run(fn: Callable[[], Awaitable[_T]]) -> _T:
     return trio.run(fn)
 
 
-WRITES = ["add_policy in", "add_policy fwd", "add_sa", "add_policy out", "update_sa"]
+WRITES = ["add_policy in", "add_policy fwd", "update_sa", "add_sa", "add_policy out"]
+UNDO_CALLS = {"update_sa": 2}  # delete the filled SA, reserve its SPI again (larval)
 
 
 def test_a_good_install_writes_in_order_and_records_everything() -> None:
@@ -121,7 +132,9 @@ def test_a_good_install_writes_in_order_and_records_everything() -> None:
     larval(state, kernel)
     reply = run(lambda: Installer(state).install_phase2(install()))
     assert reply == m.ResultReply(1, ErrorCode.OK, "")
-    assert kernel.calls == WRITES  # out policy after its SA; the larval SPI filled last
+    # the larval SPI filled before the outbound SA (the peer may send on it already); the
+    # out policy after its SA
+    assert kernel.calls == WRITES
     assert set(kernel.sas.values()) == {"sa"} and len(kernel.sas) == 2
     assert len(kernel.policies) == 3
     assert {e.key for e in state.installed.sas.values() if not e.larval} == {
@@ -140,21 +153,36 @@ def test_a_kernel_failure_at_any_write_leaves_the_kernel_as_before(step: int) ->
     assert kernel.snapshot() == before
     assert state.installed.sas == recorded and not state.installed.policies
     undone = kernel.calls[step + 1 :]
-    assert len(undone) == sum(1 for w in WRITES[:step] if w != "update_sa")  # each write undone
+    assert len(undone) == sum(UNDO_CALLS.get(w, 1) for w in WRITES[:step])  # each write undone
 
 
 def test_an_undo_the_kernel_refuses_is_kept_on_record_for_shutdown() -> None:
-    kernel = FakeKernel(fail={"update_sa": 1}, undo_fails=True)
+    kernel = FakeKernel(fail={"add_policy out": 1}, undo_fails=True)
     state = parent(kernel)
     larval(state, kernel)
     reply = run(lambda: Installer(state).install_phase2(install()))
     assert reply.error is ErrorCode.KERNEL_ERROR
-    # still in the kernel: the three policies and the outbound SA, all on record
-    assert len(kernel.policies) == 3 and len(state.installed.policies) == 3
+    # still in the kernel: the in and fwd policies, the filled inbound SA and the outbound
+    # SA, all on record (the inbound one as installed, no longer larval)
+    assert len(kernel.policies) == 2 and len(state.installed.policies) == 2
+    assert set(kernel.sas.values()) == {"sa"}
     assert (B, 0x5000, ESP) in state.installed.sas
+    assert not state.installed.sas[(A, IN_SPI, ESP)].larval
     kernel.undo_fails = False
     run(Installer(state).remove_everything)
     assert kernel.snapshot() == ({}, {}) and not state.installed.sas
+
+
+def test_an_inbound_spi_that_cannot_be_reserved_again_is_forgotten() -> None:
+    """The outbound SA fails, the filled inbound SA is deleted, and the kernel refuses to
+    reserve its SPI again: neither kernel nor records hold that SPI any more."""
+    kernel = FakeKernel(fail={"add_sa": 1, "alloc_spi": 1})
+    state = parent(kernel)
+    larval(state, kernel)
+    reply = run(lambda: Installer(state).install_phase2(install()))
+    assert reply.error is ErrorCode.KERNEL_ERROR and "out SA" in reply.reason
+    assert kernel.snapshot() == ({}, {})
+    assert not state.installed.sas and not state.installed.policies
 
 
 def test_a_refused_part_writes_nothing() -> None:
@@ -181,7 +209,7 @@ def test_a_rekey_writes_only_its_sas_and_a_remove_takes_exactly_its_objects() ->
     kernel.calls.clear()
     rekey = install(tunnel_id=2, inbound=keys(0x888), outbound=keys(0x5001))
     assert run(lambda: installer.install_phase2(rekey)).error is ErrorCode.OK
-    assert kernel.calls == ["add_sa", "update_sa"]  # the policies are there already
+    assert kernel.calls == ["update_sa", "add_sa"]  # the policies are there already
     # an object of the operator's, with the same reqid: never touched
     kernel.sas[(B, 0x4242, 50)] = "operator's"
     # removing the old pair keeps the policies (the new pair uses them)

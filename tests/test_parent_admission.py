@@ -8,6 +8,7 @@ import os
 
 from ikepriv.parent_kernel.admission import (
     FIRST_PER_SOURCE,
+    FIRST_RATE,
     FIRST_SOURCES,
     Admission,
     FairQueue,
@@ -40,7 +41,7 @@ def _put(
 
 def _drain(adm: Admission[bytes]) -> list[bytes]:
     out = []
-    while (item := adm.get()) is not None:
+    while (item := adm.get(0.0)) is not None:
         out.append(item)
     return out
 
@@ -56,8 +57,8 @@ def test_answers_in_live_exchanges_overtake_any_flood_of_first_messages() -> Non
     mm3 = _msg(theirs_i, our_r)
     assert _put(adm, reply, PEER) is Kind.LIVE
     assert _put(adm, mm3, PEER) is Kind.LIVE
-    assert adm.get() == reply
-    assert adm.get() == mm3
+    assert adm.get(0.0) == reply
+    assert adm.get(0.0) == mm3
     # the pair is now live for the rest of the exchange, in both directions
     assert adm.classify(reply, PEER, 1.0) is Kind.LIVE
     assert adm.classify(mm3, PEER, 1.0) is Kind.LIVE
@@ -82,7 +83,7 @@ def test_a_retransmitted_first_message_overtakes_fresh_ones_from_the_same_source
     for _ in range(100):
         _put(adm, _msg(os.urandom(8)), PEER)
     assert _put(adm, real, PEER, 2.0) is Kind.REPEAT  # the initiator retransmits
-    assert adm.get() == real  # ahead of its own source's forgeries
+    assert adm.get(0.0) == real  # ahead of its own source's forgeries
 
 
 def test_repeats_never_overtake_other_sources() -> None:
@@ -94,7 +95,7 @@ def test_repeats_never_overtake_other_sources() -> None:
     for c in cookies:  # a forger repeating its own cookies
         assert _put(adm, c, OTHER) is Kind.REPEAT
     _put(adm, other, ipaddress.ip_address("203.0.113.99"))
-    assert other in [adm.get(), adm.get()]
+    assert other in [adm.get(0.0), adm.get(0.0)]
 
 
 def test_random_sources_take_only_their_share_and_a_peer_address_its_own() -> None:
@@ -103,7 +104,7 @@ def test_random_sources_take_only_their_share_and_a_peer_address_its_own() -> No
     for i in range(4000):  # a flood from many addresses ...
         _put(adm, _msg(os.urandom(8)), ipaddress.ip_address(f"203.0.113.{i % 250}"))
     _put(adm, real, PEER)  # ... does not push out the configured peer's first message
-    out = [adm.get() for _ in range(2)]
+    out = [adm.get(0.0) for _ in range(2)]
     assert real in out
     assert len(adm) <= FIRST_SOURCES * FIRST_PER_SOURCE
 
@@ -122,7 +123,7 @@ def test_fair_queue_round_robin_and_bounds() -> None:
 def test_runts_are_rationed_like_unknown_cookies() -> None:
     adm, dropped = _admission()
     assert _put(adm, b"\x01" * 27, OTHER) is Kind.UNKNOWN
-    assert adm.get() == b"\x01" * 27  # the child counts it as malformed
+    assert adm.get(0.0) == b"\x01" * 27  # the child counts it as malformed
     assert dropped == []
 
 
@@ -139,3 +140,26 @@ def test_a_drowned_peer_is_reported_and_other_sources_are_not() -> None:
     for _ in range(200):
         _put(adm, _msg(os.urandom(8)), PEER)
     assert flooded and set(flooded) == {PEER}
+
+
+def test_first_messages_reach_the_child_at_a_bounded_rate_live_ones_always() -> None:
+    """A forger's first messages are handed over at FIRST_RATE at most; the rest wait in
+    the fair queues (whose overflow is what reveals a drowned peer), and an answer in a live
+    exchange is never held back by that rate."""
+    dropped: list[str] = []
+    adm: Admission[bytes] = Admission(dropped.append)
+    burst, rate = FIRST_RATE
+    sources = [ipaddress.ip_address(f"203.0.113.{n}") for n in range(1, 201)]
+    for i in range(int(burst) + 300):
+        _put(adm, _msg(os.urandom(8)), sources[i % len(sources)])
+    handed = 0
+    while adm.get(0.0) is not None:
+        handed += 1
+    assert handed == int(burst)  # then nothing, though first messages wait
+    assert adm
+    adm.outbound(_msg(b"o" * 8), 0.0)  # our own MM1: its answer is live
+    reply = _msg(b"o" * 8, b"r" * 8)
+    assert _put(adm, reply, PEER) is Kind.LIVE
+    assert adm.get(0.0) == reply
+    assert adm.get(0.0) is None
+    assert adm.get(1.0 / rate) is not None  # the rate refills with time

@@ -39,7 +39,7 @@ def test_a_fragmented_first_message_reaches_the_child_whole() -> None:
         adm.put(kind, PEER, piece, 0.0)
     assert kinds[0] is Kind.FIRST and set(kinds[1:]) == {Kind.REPEAT}
     got = []
-    while (item := adm.get()) is not None:
+    while (item := adm.get(0.0)) is not None:
         got.append(item)
     assert sorted(got) == sorted(pieces) and dropped == []  # order is the child's concern
 

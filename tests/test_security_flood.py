@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections import deque
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -91,8 +92,8 @@ def test_messages_dropped_for_a_lagging_child_are_not_one_line_each(lines: list[
     supervisor = Supervisor(lambda fd: [], cast(Any, never), never, lambda: None)
 
     async def flood() -> None:
-        send, _receive = trio.open_memory_channel[m.Message](1)
-        supervisor._send_channel = send
+        supervisor._queue = deque()  # a running child's queue, nobody sending from it
+        supervisor.queue_limit = 1
         supervisor.ready = True
         datagram = m.DatagramIn(m.Endpoint(A, 500), m.Endpoint(B, 500), False, bytes(28))
         results = [supervisor.send(datagram) for _ in range(FLOOD)]

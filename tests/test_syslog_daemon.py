@@ -165,7 +165,8 @@ def test_negotiation_error_goes_to_syslog_with_tunnel_number(
                                                     None, None, None, False))  # fmt: skip
         assert code is m.ErrorCode.OK, lines
         failure = re.compile(
-            r"daemon\.err ikeprivd\[(\d+)\]: child: phase 1 tunnel (\d+) \(to-siteB\) with "
+            r"daemon\.err ikeprivd\[(\d+)\]: child(?: \d+)?: "  # the shard with several children
+            r"phase 1 tunnel (\d+) \(to-siteB\) with "
             + re.escape(GW_B)
             + r" failed: peer sent AUTHENTICATION_FAILED$",
             re.MULTILINE,

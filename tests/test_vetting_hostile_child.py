@@ -213,10 +213,10 @@ def test_removes_of_what_the_parent_did_not_install(setup: tuple[Daemon, StandIn
 def test_one_install_is_all_or_nothing_in_the_real_kernel(
     setup: tuple[Daemon, StandIn, str],
 ) -> None:
-    """This kernel has XFRM but no ESP: the in and fwd policies are written, the outbound SA
-    is refused (EPROTONOSUPPORT), and the policies are taken out again, so the kernel is as
-    before the install; one error answers it. The remove that follows takes the allocated
-    SPI (its install never happened) and nothing else."""
+    """This kernel has XFRM but no ESP: the in and fwd policies are written, the inbound SA
+    (the larval SPI filled) is refused (EPROTONOSUPPORT), and the policies are taken out
+    again, so the kernel is as before the install; one error answers it. The remove that
+    follows takes the allocated SPI (its install never happened) and nothing else."""
     daemon, child, ns = setup
     talk(child)
     spi = allocate(child, 1)
@@ -231,11 +231,11 @@ def test_one_install_is_all_or_nothing_in_the_real_kernel(
             monitor.terminate()
         events = monitor.communicate(timeout=10)[0]
     assert isinstance(reply, m.ResultReply) and reply.error is m.ErrorCode.KERNEL_ERROR, reply
-    assert "out SA spi 0x1000" in reply.reason
+    assert f"in SA spi {spi:#x}" in reply.reason
     assert kernel(ns) == before  # the larval SPI still there, no policy, no SA
     assert "dir in" in events and "dir fwd" in events and "Deleted" in events  # written, undone
-    assert "dir out" not in events  # never reached: it comes after the outbound SA
-    daemon.wait_log(r"out SA spi 0x1000 not installed: .*undoing 2 earlier write")
+    assert "dir out" not in events  # never reached: it comes after the SAs
+    daemon.wait_log(rf"in SA spi {spi:#x} not installed: .*undoing 2 earlier write")
     reply = child.ask(m.Phase2Remove(3, 1, 1, A, B, ESP, spi, 0x1000, 7, False))
     assert reply.error is m.ErrorCode.OK  # type: ignore[attr-defined]
     assert kernel(ns) == ("", before[1])  # the SPI is gone; the policies are as they were

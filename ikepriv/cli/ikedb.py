@@ -30,10 +30,10 @@ import os
 import sys
 from typing import NoReturn
 
+from ikepriv.config.definition_schema import definition_schema
 from ikepriv.config.errors import ConfigError
 from ikepriv.config.loader import load_bytes
 from ikepriv.config.model import Definitions, Phase1Definition
-from ikepriv.config.schema import definition_schema
 from ikepriv.config.store import DEFAULT_DB_PATH, TunnelDB, TunnelDBError
 from ikepriv.config.writer import dump_definitions, phase1_table, phase2_table
 from ikepriv.ipc.control import connect, control_call, control_path

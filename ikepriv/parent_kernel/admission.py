@@ -56,6 +56,12 @@ PEER_PER_SOURCE: Final = 64  # a configured peer's address may hold more
 SEEN_FIRST: Final = 65536  # (source, initiator cookie) of first messages recently seen
 UNKNOWN_QUEUE: Final = 64
 UNKNOWN_RATE: Final = (32.0, 64.0)  # burst, per second
+# First messages handed to the child: a few times what a busy gateway starts per second
+# (100-300 Main Modes/s per child in bench/load.py), far below what a forger sends. The
+# rest waits in the fair queues, whose overflow is what tells the daemon a configured
+# peer's own first messages drown (PeerFlooded): drained faster, they overflowed later and
+# a flooded peer's tunnel came up later (tests/test_attack_flood.py).
+FIRST_RATE: Final = (512.0, 512.0)  # burst, per second
 
 T = TypeVar("T")
 
@@ -171,6 +177,7 @@ class Admission(Generic[T]):
         self._turn = 0
         self._unknown_q: deque[T] = deque()
         self._unknown_bucket = _Bucket(*UNKNOWN_RATE)
+        self._first_bucket = _Bucket(*FIRST_RATE)
 
     def __len__(self) -> int:
         return len(self._live_q) + len(self._peer_q) + len(self._other_q) + len(self._unknown_q)
@@ -247,10 +254,13 @@ class Admission(Generic[T]):
         if dropped:
             self._count(Dropped[kind.name].value)
 
-    def get(self) -> T | None:
-        """The next datagram for the child, by class (see the module docstring)."""
+    def get(self, now: float) -> T | None:
+        """The next datagram for the child, by class (see the module docstring); first
+        messages within FIRST_RATE (None while they wait for it)."""
         if self._live_q:
             return self._live_q.popleft()
+        if (self._peer_q or self._other_q) and not self._first_bucket.take(now):
+            return self._unknown_q.popleft() if self._unknown_q else None
         first, second = self._peer_q, self._other_q
         if self._turn >= PEER_TURNS:
             first, second = second, first

@@ -12,7 +12,7 @@ overall budget:
 | secret | SkeyidRequest, NonceRequest, SignatureRequest | 1 | 256 | 512 |
 | datagram | DatagramOut | 1 | 64 + credit | 1024 |
 | report | StateReport (asked for), StateReportEnd, Stats | 1 | 8192 + credit | 2 x MAX_ROWS |
-| line | Log, KeyLog, unsolicited StateReport | 1 | 256 | 1024 |
+| line | Log, KeyLog, unsolicited StateReport | 1 | 1024 | 2048 |
 | all | every message | 1 | 8192 | 16384 |
 
 Datagrams are tied to what the parent received: every datagram it forwards to the child
@@ -70,7 +70,7 @@ BUDGETS: Final[dict[Kind, tuple[float, float]]] = {
     Kind.SECRET: (256.0, 512.0),
     Kind.DATAGRAM: (64.0, 1024.0),
     Kind.REPORT: (8192.0, 2.0 * m.MAX_ROWS + 16),
-    Kind.LINE: (256.0, 1024.0),
+    Kind.LINE: (1024.0, 2048.0),  # two per tunnel established (its line, its report)
     Kind.ALL: (8192.0, 16384.0),
 }
 DATAGRAM_CREDIT: Final = 2.0  # DatagramOut allowed per datagram forwarded to the child
@@ -109,22 +109,31 @@ class Bucket:
         self.tokens = min(max(self.cap, self.burst), self.tokens + amount)
 
 
+# the classes whose cost is fixed, by message type: one dict lookup per message (the hot
+# ones, DatagramOut and SkeyidRequest, come several times per handshake)
+_FIXED: Final[dict[type, tuple[Kind, float]]] = {
+    m.SpiRequest: (Kind.KERNEL, 1.0),
+    m.Phase2Remove: (Kind.KERNEL, 2.0 + REMOVE_POLICIES),
+    m.SkeyidRequest: (Kind.SECRET, 1.0),
+    m.NonceRequest: (Kind.SECRET, 1.0),
+    m.SignatureRequest: (Kind.SECRET, 1.0),
+    m.DatagramOut: (Kind.DATAGRAM, 1.0),
+    m.StateReportEnd: (Kind.REPORT, 1.0),
+    m.Stats: (Kind.REPORT, 1.0),
+}
+
+
 def cost(msg: Message) -> tuple[Kind, float]:
     """The class a child message is charged to, and its cost there."""
+    fixed = _FIXED.get(type(msg))
+    if fixed is not None:
+        return fixed
     match msg:
-        case m.SpiRequest():
-            return Kind.KERNEL, 1.0
         case m.Phase2Install():
             return Kind.KERNEL, 2.0 * (2 + len(msg.policies))
-        case m.Phase2Remove():
-            return Kind.KERNEL, 2.0 + REMOVE_POLICIES
-        case m.SkeyidRequest() | m.NonceRequest() | m.SignatureRequest():
-            return Kind.SECRET, 1.0
-        case m.DatagramOut():
-            return Kind.DATAGRAM, 1.0
         case m.StateReport() if msg.request_id == UNSOLICITED:
             return Kind.LINE, 1.0
-        case m.StateReport() | m.StateReportEnd() | m.Stats():
+        case m.StateReport():
             return Kind.REPORT, 1.0
         case _:
             return Kind.LINE, 1.0  # Log, KeyLog, and whatever dispatch then refuses
@@ -175,8 +184,12 @@ class ChildBudget:
         delay, kind = self.charge(msg, now, forwarded)
         if delay <= 0.0:
             return 0.0
+        await self.pause(delay, kind, now)
+        return delay
+
+    async def pause(self, delay: float, kind: Kind, now: float) -> None:
+        """Wait out the debt `charge` reported (logged, rate-limited)."""
         if self._lines.allow(now):
             log.warning("child exceeds its %s request budget: not reading it for %.3f s",
                         kind.value, delay)  # fmt: skip
         await trio.sleep(delay)
-        return delay

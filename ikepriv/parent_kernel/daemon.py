@@ -418,6 +418,7 @@ class Daemon:
             await trio.lowlevel.wait_readable(sock.raw)
             now = time.monotonic()
             touched: set[int] = set()
+            drained = False
             for _ in range(RECEIVE_BATCH):
                 try:
                     got = udp.receive_nowait(sock)
@@ -427,6 +428,7 @@ class Daemon:
                     await trio.sleep(0.1)
                     break
                 if got is None:
+                    drained = True
                     break
                 if isinstance(got, udp.Drop):
                     counters.bump(got.value)
@@ -435,43 +437,52 @@ class Daemon:
                 admission = shards[k].admission
                 admission.put(admission.classify(got.data, got.remote, now), got.remote, got, now)
                 touched.add(k)
-            for k in touched:
-                shards[k].arrived.set()
-            await trio.lowlevel.checkpoint()
+            for k in touched:  # hand them over now; the pump waits for room if need be
+                shard = shards[k]
+                if self._feed(shard, now):
+                    shard.arrived.set()
+            if not drained:  # a full batch: others get a turn (waiting again is one anyway)
+                await trio.lowlevel.checkpoint()
 
     async def _pump(self, shard: Shard) -> None:
-        """Hand admitted datagrams to the shard's child, keeping its queue short
-        (CHILD_BACKLOG), so an answer in a live exchange never waits behind a flood of
-        first messages."""
-        counters = self.state.counters
-        admission, supervisor = shard.admission, shard.supervisor
+        """Hand admitted datagrams to the shard's child when `_receive` could not hand them
+        all over at once (the child's queue was full: it waits for room, polling)."""
         while True:
-            if not admission:
+            if not shard.admission:
                 shard.arrived = trio.Event()
                 await shard.arrived.wait()
                 continue
-            room = CHILD_BACKLOG - supervisor.backlog() if supervisor.ready else 1
-            if room <= 0:
+            if self._feed(shard, time.monotonic()) and shard.supervisor.ready:
                 await trio.sleep(PUMP_POLL)
-                continue
-            now = time.monotonic()
-            for _ in range(room):
-                got = admission.get()
-                if got is None:
-                    break
-                try:
-                    msg = m.DatagramIn(m.Endpoint(got.local, got.local_port),
-                                       m.Endpoint(got.remote, got.remote_port), got.natt,
-                                       got.data)  # fmt: skip
-                except IpcError:
-                    counters.udp_dropped_unsendable += 1
-                    continue  # not expressible for the child
-                self.state.peers.record(got.local, got.remote, got.remote_port, got.natt, now,
-                                        shard.index)  # fmt: skip
-                self.state.egress.received(got.local, got.local_port, got.remote,
-                                           got.remote_port, got.natt, got.data, now)  # fmt: skip
-                self._forward(shard, msg)
-            await trio.lowlevel.checkpoint()
+            else:
+                await trio.lowlevel.checkpoint()
+
+    def _feed(self, shard: Shard, now: float) -> bool:
+        """Hand admitted datagrams to the shard's child, keeping its queue short
+        (CHILD_BACKLOG), so an answer in a live exchange never waits behind a flood of
+        first messages. True if some are left waiting for room."""
+        counters = self.state.counters
+        admission, supervisor = shard.admission, shard.supervisor
+        room = CHILD_BACKLOG - supervisor.backlog() if supervisor.ready else 1
+        if room <= 0:
+            return bool(admission)
+        record, received = self.state.peers.record, self.state.egress.received
+        for _ in range(room):
+            got = admission.get(now)
+            if got is None:  # nothing left, or first messages waiting for their rate
+                return bool(admission)
+            try:
+                msg = m.DatagramIn(m.Endpoint(got.local, got.local_port),
+                                   m.Endpoint(got.remote, got.remote_port), got.natt,
+                                   got.data)  # fmt: skip
+            except IpcError:
+                counters.udp_dropped_unsendable += 1
+                continue  # not expressible for the child
+            record(got.local, got.remote, got.remote_port, got.natt, now, shard.index)
+            received(got.local, got.local_port, got.remote, got.remote_port, got.natt, got.data,
+                     now)  # fmt: skip
+            self._forward(shard, msg)
+        return bool(admission)
 
     # -- kernel events ---------------------------------------------------------------------
 

@@ -117,10 +117,13 @@ class _Exchange:
     flows: OrderedDict[tuple[int, int], None] = field(default_factory=OrderedDict)
 
     def add_flow(self, local_port: int, remote_port: int) -> None:
-        self.flows[(local_port, remote_port)] = None
-        self.flows.move_to_end((local_port, remote_port))
-        while len(self.flows) > MAX_FLOWS:
-            self.flows.popitem(last=False)
+        flow, flows = (local_port, remote_port), self.flows
+        if flows and next(reversed(flows)) == flow:
+            return  # the newest already (every datagram of an exchange asks)
+        flows[flow] = None
+        flows.move_to_end(flow)
+        while len(flows) > MAX_FLOWS:
+            flows.popitem(last=False)
 
 
 def _bounded_put(table: OrderedDict[object, object], key: object, value: object, cap: int) -> None:

@@ -10,15 +10,22 @@ kernel accepted it and forgotten only after the kernel removed it (or said it wa
 gone), so the records and the kernel cannot drift apart.
 
 A phase 2 install writes, in this order: the policies that catch inbound traffic (in,
-fwd), the outbound SA, the out policy (after its SA: no packet meets the policy without an
-SA and makes the kernel ACQUIRE), and last the inbound SA, which fills the larval SPI the
-parent allocated (the one write a delete could not undo: being last, it never needs to be
-undone). A policy this phase 2 already owns with the same spec (a rekey) is not written
-again; one that differs is replaced. If a write fails, the writes before it are undone in
-reverse order (added objects deleted, replaced policies put back), so the kernel is as
-before, and the install is answered with one error. An undo the kernel refuses leaves an
-object ikepriv wrote: it is then recorded (and logged), so `remove` and shutdown still
-take it away.
+fwd), the inbound SA, which fills the larval SPI the parent allocated, then the outbound SA
+and last the out policy (after its SA: no packet meets the policy without an SA and makes
+the kernel ACQUIRE). The inbound SA comes as early as it can because the peer may already
+send on it: libreswan (4.10) as Quick Mode responder installs its outbound SA when it sends
+QM2, before our QM3, and its kernel sends on the newest SA at once; until our inbound SA is
+filled, those packets meet a larval SA here and are dropped (XfrmAcquireError). QM2 is
+where the keys come from, so that window cannot be closed, only kept short: no write before
+the inbound SA on a rekey, and all the writes of one install in one worker-thread call (one
+hand-over to a thread, not one per write: on a loaded machine each hand-over can wait for
+the scheduler, seen at 100 ms under User Mode Linux). A policy this phase 2 already owns
+with the same spec (a rekey) is not written again; one that differs is replaced. If a write
+fails, the writes before it are undone in reverse order (added objects deleted, replaced
+policies put back, the filled inbound SA deleted and its SPI reserved again as a larval SA),
+so the kernel is as before, and the install is answered with one error. An undo the kernel
+refuses leaves an object ikepriv wrote: it is then recorded (and logged), so `remove` and
+shutdown still take it away.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import errno
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Final
 
@@ -35,7 +42,7 @@ from ikepriv.ipc import messages as m
 from ikepriv.ipc.messages import ErrorCode
 from ikepriv.parent_kernel.installed import PolicyEntry, SaEntry, SaKey
 from ikepriv.parent_kernel.journal import policy_mark, sa_mark
-from ikepriv.parent_kernel.kernel.specs import XfrmError
+from ikepriv.parent_kernel.kernel.specs import SaSpec, XfrmError
 from ikepriv.parent_kernel.kernel.xfrm_messages import Direction
 from ikepriv.parent_kernel.state import ParentState
 from ikepriv.parent_kernel.vetting import (
@@ -53,49 +60,27 @@ GONE: Final = frozenset({errno.ESRCH, errno.ENOENT})
 MAX_REASON: Final = m.MAX_TEXT
 
 
+class _LarvalLost(Exception):
+    """An undone inbound SA whose SPI the kernel would not reserve again."""
+
+
 @dataclass(frozen=True)
 class _Step:
-    """One kernel write of an install and what undoes it (None: nothing to undo)."""
+    """One kernel write of an install and what undoes it; both run in the worker thread."""
 
     what: str
     entry: SaEntry | PolicyEntry  # what the kernel holds once `write` succeeded
     write: Callable[[], None]
-    undo: Callable[[], None] | None
+    undo: Callable[[], None]
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Outcome:
-    """What `_carry_out` did: the step that failed (None: all written), why, and the
-    undos the kernel refused (those objects are still in the kernel as written)."""
+    """What one install's writes left behind (from the worker thread to the records)."""
 
-    failed: _Step | None = None
-    error: XfrmError | None = None
-    written: int = 0
-    kept: tuple[tuple[_Step, XfrmError], ...] = ()
-
-
-def _carry_out(steps: list[_Step]) -> _Outcome:
-    """Write the steps in order; on a failure undo the written ones in reverse. Runs in
-    one worker thread for the whole install: a thread hop costs more than a netlink round
-    trip, and an install is five to seven of them (one hop each made Main Mode + Quick
-    Mode cost the parent 6-7 ms)."""
-    done: list[_Step] = []
-    for step in steps:
-        try:
-            step.write()
-        except XfrmError as exc:
-            kept = []
-            for undone in reversed(done):
-                if undone.undo is None:
-                    continue
-                try:
-                    undone.undo()
-                except XfrmError as undo_exc:
-                    if undo_exc.errno not in GONE:
-                        kept.append((undone, undo_exc))
-            return _Outcome(step, exc, len(done), tuple(kept))
-        done.append(step)
-    return _Outcome(written=len(done))
+    failure: str | None = None
+    kept: list[SaEntry | PolicyEntry] = field(default_factory=list)  # undo refused
+    lost: list[SaKey] = field(default_factory=list)  # larval SPIs that could not come back
 
 
 def _reason(text: str) -> str:
@@ -201,38 +186,84 @@ class Installer:
                      partial(kernel.update_policy, p.replaces.spec))  # fmt: skip
 
     def _sa_step(self, s: SaPlan) -> _Step:
-        kernel, e = self.state.kernel, s.entry
+        kernel, e, spec = self.state.kernel, s.entry, s.spec
         what = f"{e.direction.name.lower()} SA spi {e.spi:#x}"
-        if s.update:  # fills the larval SPI: written last, never undone
-            return _Step(what, e, partial(kernel.update_sa, s.spec), None)
-        return _Step(what, e, partial(kernel.add_sa, s.spec),
+        if s.update:  # fills the larval SPI; undone by a delete and a fresh larval SA
+            return _Step(what, e, partial(kernel.update_sa, spec), partial(self._unfill, spec))
+        return _Step(what, e, partial(kernel.add_sa, spec),
                      partial(kernel.delete_sa, e.dst, e.spi, XFRM_PROTO[e.proto]))  # fmt: skip
+
+    def _unfill(self, spec: SaSpec) -> None:
+        """Undo of an inbound SA: delete it, then reserve its SPI again as allocate_spi
+        left it (reqid 0), so the kernel holds the larval SA of before. A refused reserve
+        raises _LarvalLost (the SA is gone and so is the larval one)."""
+        kernel = self.state.kernel
+        try:
+            kernel.delete_sa(spec.dst, spec.spi, spec.proto)
+        except XfrmError as exc:
+            if exc.errno not in GONE:
+                raise
+        try:
+            kernel.alloc_spi(spec.src, spec.dst, spec.proto, 0, spec.mode, spec.spi, spec.spi)
+        except (XfrmError, ValueError) as exc:
+            raise _LarvalLost(str(exc)) from exc
 
     def _steps(self, plan: Phase2Plan) -> list[_Step]:
         """The writes in order (see the module docstring); unchanged policies are none."""
         pending = [p for p in plan.policies if not p.unchanged]
         out = [p for p in pending if p.spec.direction is Direction.OUT]
         catching = [p for p in pending if p.spec.direction is not Direction.OUT]
-        return [*map(self._policy_step, catching), self._sa_step(plan.outbound),
-                *map(self._policy_step, out), self._sa_step(plan.inbound)]  # fmt: skip
+        return [*map(self._policy_step, catching), self._sa_step(plan.inbound),
+                self._sa_step(plan.outbound), *map(self._policy_step, out)]  # fmt: skip
 
     async def _write(self, plan: Phase2Plan) -> str | None:
-        """Carry out the plan; on a kernel error undo what was written and return why."""
-        outcome = await self.state.kernel_call(_carry_out, self._steps(plan))
-        if outcome.failed is None:
-            return None
-        log.error("tunnel %d (phase 2 %d): %s not installed: %s; undoing %d earlier "
-                  "write(s)", plan.tunnel_id, plan.phase2_number, outcome.failed.what,
-                  outcome.error, outcome.written)  # fmt: skip
-        for step, exc in outcome.kept:
-            # still in the kernel as written: record it, so remove and shutdown find it
-            log.error("tunnel %d (phase 2 %d): cannot undo %s: %s (kept on record)",
-                      plan.tunnel_id, plan.phase2_number, step.what, exc)  # fmt: skip
-            if isinstance(step.entry, SaEntry):
-                self.state.installed.add_sa(step.entry)
+        """Carry out the plan (one worker-thread call); on a kernel error undo what was
+        written and return why. Caller holds the lock."""
+        outcome = await self.state.kernel_call(self._write_all, plan, self._steps(plan))
+        for entry in outcome.kept:
+            if isinstance(entry, SaEntry):
+                self.state.installed.add_sa(entry)
             else:
-                self.state.installed.add_policy(step.entry)
-        return f"{outcome.failed.what}: {outcome.error}"
+                self.state.installed.add_policy(entry)
+        for key in outcome.lost:
+            self.state.installed.forget_sa(key)
+        return outcome.failure
+
+    def _write_all(self, plan: Phase2Plan, steps: list[_Step]) -> _Outcome:
+        """In the worker thread: the writes, and on a failure the undo of those before it.
+        Touches the kernel only; the records are the caller's, on the trio thread."""
+        done: list[_Step] = []
+        for step in steps:
+            try:
+                step.write()
+            except XfrmError as exc:
+                log.error("tunnel %d (phase 2 %d): %s not installed: %s; undoing %d earlier "
+                          "write(s)", plan.tunnel_id, plan.phase2_number, step.what, exc,
+                          len(done))  # fmt: skip
+                outcome = self._undo(plan, done)
+                outcome.failure = f"{step.what}: {exc}"
+                return outcome
+            done.append(step)
+        return _Outcome()
+
+    def _undo(self, plan: Phase2Plan, done: list[_Step]) -> _Outcome:
+        outcome = _Outcome()
+        for step in reversed(done):
+            try:
+                step.undo()
+            except _LarvalLost as exc:
+                log.error("tunnel %d (phase 2 %d): %s removed, its SPI not reserved again: %s",
+                          plan.tunnel_id, plan.phase2_number, step.what, exc)  # fmt: skip
+                assert isinstance(step.entry, SaEntry)
+                outcome.lost.append(step.entry.key)
+            except XfrmError as exc:
+                if exc.errno in GONE:
+                    continue
+                # still in the kernel as written: record it, so remove and shutdown find it
+                log.error("tunnel %d (phase 2 %d): cannot undo %s: %s (kept on record)",
+                          plan.tunnel_id, plan.phase2_number, step.what, exc)  # fmt: skip
+                outcome.kept.append(step.entry)
+        return outcome
 
     # -- removal ---------------------------------------------------------------------------
 

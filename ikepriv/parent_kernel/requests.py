@@ -123,11 +123,14 @@ class ChildRequests:
         # The supervisor reads the next message only after this returns: waiting here is
         # back-pressure on the child, never a dropped request (child_budget.py).
         counters = self.state.counters
-        if self.budget.drop_log(msg, time.monotonic()):
+        now = time.monotonic()
+        budget = self.budget
+        if budget.drop_log(msg, now):
             counters.child_lines_dropped += 1
             return
-        waited = await self.budget.admit(msg, self.forwarded)
-        if waited:
+        waited, kind = budget.charge(msg, now, self.forwarded)  # no await unless short
+        if waited > 0.0:
+            await budget.pause(waited, kind, now)
             counters.child_throttled += 1
             counters.child_throttled_ms += max(1, round(waited * 1000))
         match msg:

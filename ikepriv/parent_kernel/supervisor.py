@@ -16,8 +16,9 @@ socketpair, process (sandbox and seccomp filter of its own), queue and back-off,
 child's crash, violation or lag touches only its own shard. Hello tells the child which
 one it is (`shard` of `shards`), which fixes the tunnel numbers and reqids it may use.
 
-Sending never blocks the parent: messages go through a queue to a sender task, bounded in
-messages (QUEUE) and in bytes (QUEUE_BYTES, counted as encoded); a child that does not read
+Sending never blocks the parent: a message goes straight to the socket (non-blocking) when
+nothing waits before it, else through a queue to a sender task, bounded in messages (QUEUE)
+and in bytes (QUEUE_BYTES, counted as encoded); a child that does not read
 loses messages (logged, rate-limited), the parent keeps serving the peers. The one exception
 is a configuration snapshot (`send_snapshot`), which must arrive whole: with certificate
 files it can be larger than the queue, so it waits for the sender, for a bounded time.
@@ -25,17 +26,29 @@ files it can be larger than the queue, so it waits for the sender, for a bounded
 
 from __future__ import annotations
 
+import array
+import fcntl
 import logging
 import os
 import signal
+import socket
 import subprocess
+import termios
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
 import trio
 
 from ikepriv.ipc import messages as m
-from ikepriv.ipc.framing import recv_message_trio, send_message_trio, socketpair
+from ikepriv.ipc.framing import (
+    receive_ready,
+    recv_message_trio,
+    send_message_trio,
+    send_nowait,
+    send_ready,
+    socketpair,
+)
 from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.schema import Direction, Message, encode
 from ikepriv.parent_kernel.ratelimit import RateLimit
@@ -49,6 +62,10 @@ READY_TIMEOUT: Final = 60.0
 EXIT_GRACE: Final = 1.0
 QUEUE: Final = 1024
 QUEUE_BYTES: Final = 1 << 20  # encoded bytes waiting for the child, at most
+# what the kernel charges a socket for one queued message of a few hundred bytes (skb
+# truesize; an MM1 of 300-600 bytes: 1280): converts SIOCOUTQ bytes to messages
+MESSAGE_TRUESIZE: Final = 1280
+RECEIVE_BATCH: Final = 64  # child messages handled per wake-up before others get a turn
 SNAPSHOT_TIMEOUT: Final = 30.0  # a child that reads nothing for this long gets no snapshot
 MAX_STDERR_LINE: Final = 1024
 MAX_STDERR_LINES: Final = 200  # per child: a crash traceback fits, a flood does not
@@ -127,8 +144,13 @@ class Supervisor:
         self._on_message = on_message
         self._on_ready = on_ready
         self._on_down = on_down
-        self._send_channel: trio.MemorySendChannel[tuple[Message, bytes]] | None = None
+        # messages for the child and their encodings, in order; None while no child runs
+        self._queue: deque[tuple[Message, bytes]] | None = None
+        self._raw: socket.socket | None = None  # the running child's channel
+        self.queue_limit = QUEUE
         self._queued_bytes = 0
+        self._wake_sender = trio.lowlevel.ParkingLot()
+        self._sender_idle = False  # the sender waits in _wake_sender for a message
         self._cancel: trio.CancelScope | None = None
         self._violation: str | None = None
         self._lost: str | None = None  # why we stopped talking to it, short of a violation
@@ -144,21 +166,36 @@ class Supervisor:
 
     def send(self, msg: Message) -> bool:
         """Queue a message for the running child; False if there is none or it lags."""
-        channel = self._send_channel
-        if channel is None or not self.ready:
+        queue = self._queue
+        if queue is None or not self.ready:
             return False
         try:
             data = encode(msg)
-            if self._queued_bytes + len(data) > QUEUE_BYTES:
-                raise trio.WouldBlock
-            channel.send_nowait((msg, data))
-            self._queued_bytes += len(data)
-        except trio.WouldBlock:
+        except IpcError:
+            return False
+        if len(queue) >= self.queue_limit or self._queued_bytes + len(data) > QUEUE_BYTES:
             if self._dropped.allow(trio.current_time()):
                 log.warning("%s is not reading: %s dropped", self.label, type(msg).__name__)
             return False
-        except (trio.BrokenResourceError, trio.ClosedResourceError, IpcError):
-            return False
+        return self._put(queue, msg, data)
+
+    def _put(self, queue: deque[tuple[Message, bytes]], msg: Message, data: bytes) -> bool:
+        """Hand `data` to the socket now if nothing is waiting before it (no task switch,
+        the common case), else queue it for the sender. False if the channel broke."""
+        raw = self._raw
+        if not queue and raw is not None:
+            try:
+                if send_nowait(raw, data):
+                    return True
+            except OSError as exc:
+                log.warning("cannot send %s to the child: %s", type(msg).__name__, exc)
+                self._channel_lost(f"channel to the child broken: {exc}")
+                return False
+        queue.append((msg, data))
+        self._queued_bytes += len(data)
+        if self._sender_idle:
+            self._sender_idle = False
+            self._wake_sender.unpark()
         return True
 
     async def send_snapshot(self, messages: Sequence[Message]) -> bool:
@@ -178,19 +215,14 @@ class Supervisor:
                 data = encode(msg)
                 while True:
                     progress = self._progress
-                    channel = self._send_channel
-                    if channel is None or not self.ready:
+                    queue = self._queue
+                    if queue is None or not self.ready:
                         return False
-                    if self._queued_bytes + len(data) <= QUEUE_BYTES:
-                        try:
-                            channel.send_nowait((msg, data))
-                        except trio.WouldBlock:
-                            pass
-                        except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    if (len(queue) < self.queue_limit
+                            and self._queued_bytes + len(data) <= QUEUE_BYTES):  # fmt: skip
+                        if not self._put(queue, msg, data):
                             return False
-                        else:
-                            self._queued_bytes += len(data)
-                            break
+                        break
                     await progress.wait()
             return True
         log.warning("%s is not reading: configuration snapshot not sent whole", self.label)
@@ -201,9 +233,19 @@ class Supervisor:
         self._progress = trio.Event()
 
     def backlog(self) -> int:
-        """Messages queued for the child and not yet sent."""
-        channel = self._send_channel
-        return channel.statistics().current_buffer_used if channel is not None else 0
+        """Messages waiting for the child: queued here, and (estimated from the bytes the
+        kernel holds for it, SIOCOUTQ) sent but not yet read by the child. The sender hands
+        the socket everything it can, so without the second part the child's real queue
+        would be the socket's buffer (hundreds of messages), not the daemon's bound."""
+        queue, raw = self._queue, self._raw
+        if queue is None or raw is None:
+            return 0
+        unread = array.array("i", [0])
+        try:
+            fcntl.ioctl(raw.fileno(), termios.TIOCOUTQ, unread, True)
+        except OSError:
+            return len(queue)
+        return len(queue) + -(-unread[0] // MESSAGE_TRUESIZE)
 
     def _channel_lost(self, reason: str) -> None:
         """Stop using a child whose channel failed (it usually exited): not a violation."""
@@ -263,21 +305,22 @@ class Supervisor:
         self._violation = None
         self._lost = None
         log.info("%s started, pid %d", self.label, process.pid)
-        send_channel, receive_channel = trio.open_memory_channel[tuple[Message, bytes]](QUEUE)
+        queue: deque[tuple[Message, bytes]] = deque()
         self._queued_bytes = 0
+        self._sender_idle = False
         try:
             with trio.CancelScope() as scope:
                 self._cancel = scope
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._stderr, process)
-                    nursery.start_soon(self._sender, sock, receive_channel)
+                    nursery.start_soon(self._sender, parent_end, queue)
                     nursery.start_soon(self._watch_exit, process, scope)
-                    await self._receive(sock, send_channel)
+                    await self._receive(sock, parent_end, queue)
                     scope.cancel()
         finally:
             self._cancel = None
             self.ready = False
-            self._send_channel = None
+            self._queue, self._raw = None, None
             self._progressed()  # a snapshot waiting for room learns the child is gone
             with trio.CancelScope(shield=True):
                 if self._violation is None and not self.stopping:
@@ -298,7 +341,8 @@ class Supervisor:
     async def _receive(
         self,
         sock: trio.socket.SocketType,
-        send_channel: trio.MemorySendChannel[tuple[Message, bytes]],
+        raw: socket.socket,
+        queue: deque[tuple[Message, bytes]],
     ) -> None:
         try:
             with trio.fail_after(READY_TIMEOUT):
@@ -318,17 +362,22 @@ class Supervisor:
             return
         except OSError:
             return  # the child is gone (connection reset): the exit status says why
-        self._send_channel = send_channel
+        self._queue, self._raw = queue, raw
         self.ready = True
         await self._on_ready()
+        on_message = self._on_message
         while True:
             try:
-                msg = await recv_message_trio(sock, Direction.CHILD_TO_PARENT)
-                if msg is None:
-                    return
-                if isinstance(msg, m.Ready):
-                    raise ProtocolViolation("second Ready")
-                await self._on_message(msg)
+                # every message the child queued, one wake-up for all (at most RECEIVE_BATCH
+                # before the others get a turn); each is handled before the next is read, so
+                # a handler that waits (budget, kernel) still holds the child back
+                await trio.lowlevel.wait_readable(raw)
+                for msg in receive_ready(raw, Direction.CHILD_TO_PARENT, RECEIVE_BATCH):
+                    if msg is None:
+                        return
+                    if isinstance(msg, m.Ready):
+                        raise ProtocolViolation("second Ready")
+                    await on_message(msg)
             except (IpcError, ProtocolViolation) as exc:
                 self.violation(str(exc))
                 return
@@ -339,23 +388,25 @@ class Supervisor:
                 self.violation(f"internal error: {type(exc).__name__}")
                 return
 
-    async def _sender(
-        self,
-        sock: trio.socket.SocketType,
-        channel: trio.MemoryReceiveChannel[tuple[Message, bytes]],
-    ) -> None:
-        """Feed the child; if that fails, restart it rather than leave a child that still
-        runs but never hears from us again (nothing would notice otherwise)."""
-        async for msg, data in channel:
-            self._queued_bytes -= len(data)
+    async def _sender(self, raw: socket.socket, queue: deque[tuple[Message, bytes]]) -> None:
+        """Feed the child what `send` could not hand the socket at once (it was full), in
+        order, waiting for room; if that fails, restart it rather than
+        leave a child that still runs but never hears from us again (nothing would notice
+        otherwise)."""
+        while True:
+            while queue:
+                msg, data = queue[0]
+                try:
+                    await send_ready(raw, data)
+                except (OSError, IpcError) as exc:
+                    log.warning("cannot send %s to the child: %s", type(msg).__name__, exc)
+                    self._channel_lost(f"channel to the child broken: {exc}")
+                    return
+                queue.popleft()
+                self._queued_bytes -= len(data)
             self._progressed()
-            try:
-                if await sock.send(data) != len(data):
-                    raise OSError(f"short send of {type(msg).__name__}")
-            except (OSError, IpcError) as exc:
-                log.warning("cannot send %s to the child: %s", type(msg).__name__, exc)
-                self._channel_lost(f"channel to the child broken: {exc}")
-                return
+            self._sender_idle = True
+            await self._wake_sender.park()
 
     @staticmethod
     async def _watch_exit(process: ChildProcess, scope: trio.CancelScope) -> None:

@@ -14,6 +14,7 @@ The parent does not look inside the datagrams beyond their length.
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import socket
 import struct
@@ -43,6 +44,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IKE_PORT: Final = 500
 NATT_PORT: Final = 4500
 MAX_UDP: Final = 65535
+ADDRESS_MEMO: Final = 4096  # addresses whose conversions are remembered (peers repeat)
 
 # linux/in.h, linux/in6.h, linux/udp.h: not all of these are in Python's socket module
 IP_PKTINFO: Final = 8
@@ -53,6 +55,9 @@ UDP_ENCAP: Final = 100
 
 _IN_PKTINFO: Final = struct.Struct("=i4s4s")  # ifindex, spec_dst, addr
 _IN6_PKTINFO: Final = struct.Struct("=16si")  # addr, ifindex
+# plain ints, not socket's IntFlag members (`int & IntFlag` builds an enum member per call)
+_TRUNCATED: Final = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
+_DONTWAIT: Final = int(socket.MSG_DONTWAIT)
 _ANC_SPACE: Final = socket.CMSG_SPACE(max(_IN_PKTINFO.size, _IN6_PKTINFO.size))
 
 
@@ -142,21 +147,55 @@ def open_sockets(
     return out, warnings
 
 
-def _local_address(family: int, ancdata: list[tuple[int, int, bytes]]) -> IPAddress | None:
+@functools.lru_cache(maxsize=ADDRESS_MEMO)
+def _local_of(packed: bytes) -> tuple[IPAddress, bool, bool]:
+    """A local address from its packet-info bytes: the address, whether it is multicast,
+    whether it is link-local (ipaddress is slow at all three; a gateway has few addresses)."""
+    addr = ipaddress.ip_address(packed)
+    return addr, addr.is_multicast, addr.is_link_local
+
+
+@functools.lru_cache(maxsize=ADDRESS_MEMO)
+def _remote_of(host: str) -> IPAddress | None:
+    """The source address recvmsg gave as text, or None if it can be no peer: unparsable,
+    link-local or scoped (no scope in the IPC addresses: link-local peers unsupported),
+    unspecified or multicast (nobody to answer). Memoised: the peers are few and repeat."""
+    try:
+        remote = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    scoped = isinstance(remote, ipaddress.IPv6Address) and remote.scope_id is not None
+    if remote.is_link_local or scoped or remote.is_unspecified or remote.is_multicast:
+        return None
+    return remote
+
+
+@functools.lru_cache(maxsize=ADDRESS_MEMO)
+def _text(addr: IPAddress) -> str:
+    """The address as sendmsg wants it (str() of an ipaddress object is slow)."""
+    return str(addr)
+
+
+def _local_address(
+    family: int, ancdata: list[tuple[int, int, bytes]]
+) -> tuple[IPAddress, bool] | None:
+    """The local address a datagram came to and whether it is link-local; None if it was
+    sent to a broadcast or multicast address (not to us) or carries no packet info."""
     for level, kind, data in ancdata:
         if family == socket.AF_INET and (level, kind) == (socket.IPPROTO_IP, IP_PKTINFO):
             if len(data) >= _IN_PKTINFO.size:
                 _, spec_dst, addr = _IN_PKTINFO.unpack_from(data)
                 if spec_dst != addr:  # sent to a broadcast or multicast address, not to us
                     return None
-                return ipaddress.IPv4Address(addr)
+                local, _, link_local = _local_of(addr)
+                return local, link_local
         if family == socket.AF_INET6 and (level, kind) == (
             socket.IPPROTO_IPV6, socket.IPV6_PKTINFO,
         ):  # fmt: skip
             if len(data) >= _IN6_PKTINFO.size:
                 addr6, _ = _IN6_PKTINFO.unpack_from(data)
-                local6 = ipaddress.IPv6Address(addr6)
-                return None if local6.is_multicast else local6
+                local6, multicast, link_local = _local_of(addr6)
+                return None if multicast else (local6, link_local)
     return None
 
 
@@ -173,7 +212,7 @@ def receive_nowait(s: IkeSocket) -> Received | Drop | None:
     if raw is None:
         raise ValueError("receive_nowait needs the IkeSocket's raw socket")
     try:
-        data, ancdata, flags, addr = raw.recvmsg(MAX_UDP + 1, _ANC_SPACE, socket.MSG_DONTWAIT)
+        data, ancdata, flags, addr = raw.recvmsg(MAX_UDP + 1, _ANC_SPACE, _DONTWAIT)
     except BlockingIOError:
         return None
     return _received(s, data, ancdata, flags, addr)
@@ -182,11 +221,12 @@ def receive_nowait(s: IkeSocket) -> Received | Drop | None:
 def _received(
     s: IkeSocket, data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int, addr: object
 ) -> Received | Drop:
-    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or not data:
+    if flags & _TRUNCATED or not data:
         return Drop.TRUNCATED
-    local = _local_address(s.family, ancdata)
-    if local is None:
+    found = _local_address(s.family, ancdata)
+    if found is None:
         return Drop.NOT_FOR_US
+    local, local_link = found
     natt = s.natt
     if natt:
         kind = classify_4500(data)
@@ -198,26 +238,36 @@ def _received(
         if not data:
             return Drop.TRUNCATED
     host, port = addr[0], addr[1]  # type: ignore[index]
-    try:
-        remote = ipaddress.ip_address(host)
-    except ValueError:
-        return Drop.BAD_SOURCE
-    scoped = isinstance(remote, ipaddress.IPv6Address) and remote.scope_id is not None
-    if local.is_link_local or remote.is_link_local or scoped:
-        return Drop.BAD_SOURCE  # no scope in the IPC addresses: link-local peers unsupported
-    if port == 0 or remote.is_unspecified or remote.is_multicast or remote == local:
+    remote = _remote_of(host)
+    if remote is None or local_link:
+        return Drop.BAD_SOURCE  # see _remote_of
+    if port == 0 or remote == local:
         return Drop.BAD_SOURCE  # nobody to answer, or ourselves
     return Received(local, s.port, remote, int(port), natt, data)
 
 
 async def send(s: IkeSocket, local: IPAddress, remote: IPAddress, port: int, data: bytes) -> None:
-    """Send from `local` (pktinfo), with the non-ESP marker on 4500 (not on a keepalive)."""
+    """Send from `local` (pktinfo), with the non-ESP marker on 4500 (not on a keepalive).
+
+    A plain non-blocking sendmsg on the raw socket, waiting for room only on EAGAIN: trio's
+    wrapper yields to the scheduler after every send, a good part of the parent's time per
+    Main Mode (docs/performance.md)."""
     if s.natt and not is_natt_keepalive(data):
         data = add_non_esp_marker(data)
     if s.family == socket.AF_INET6:
         cmsg = (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, _IN6_PKTINFO.pack(local.packed, 0))
-        dest: tuple[object, ...] = (str(remote), port, 0, 0)
+        dest: tuple[object, ...] = (_text(remote), port, 0, 0)
     else:
         cmsg = (socket.IPPROTO_IP, IP_PKTINFO, _IN_PKTINFO.pack(0, local.packed, bytes(4)))
-        dest = (str(remote), port)
-    await s.sock.sendmsg([data], [cmsg], 0, dest)
+        dest = (_text(remote), port)
+    raw = s.raw
+    if raw is None:
+        await s.sock.sendmsg([data], [cmsg], 0, dest)
+        return
+    while True:
+        try:
+            raw.sendmsg([data], [cmsg], _DONTWAIT, dest)
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(raw)
+            continue
+        return

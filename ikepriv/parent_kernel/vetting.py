@@ -31,6 +31,7 @@ The reference point is always the database definition, never the child's word:
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import time
@@ -282,9 +283,8 @@ class PolicyPlan:
 
 @dataclass(frozen=True)
 class Phase2Plan:
-    """A vetted Phase2Install: what to write, in this order (policies, outbound SA, then the
-    inbound SA, which fills the larval SPI and so is the one write that cannot be undone
-    by a delete; see installer.py)."""
+    """A vetted Phase2Install: what to write (in, fwd policies, the inbound SA that fills
+    the larval SPI, the outbound SA, the out policy: the order is installer.py's)."""
 
     phase2_number: int
     tunnel_id: int
@@ -497,6 +497,17 @@ def _lifetimes(p2: Phase2Definition, lt: m.Lifetimes) -> Lifetime | Refusal:
     )
 
 
+_BROADCAST: Final = ipaddress.IPv4Address("255.255.255.255")
+
+
+@functools.lru_cache(maxsize=4096)
+def _no_peer(addr: IPAddress) -> bool:
+    """Loopback, unspecified, multicast or broadcast: never a remote end. Memoised (asked
+    for every datagram the child sends; ipaddress's properties are slow, the peers few)."""
+    return bool(addr.is_loopback or addr.is_unspecified or addr.is_multicast
+                or addr == _BROADCAST)  # fmt: skip
+
+
 class Vetter:
     """Vets child requests against the current database view and the parent's records."""
 
@@ -582,9 +593,7 @@ class Vetter:
         Without this, a datagram a local user sends to ourselves would make our own address a
         "%any" peer, and an "outbound" SA to it an inbound SA with an SPI the child chose.
         """
-        if addr.is_loopback or addr.is_unspecified or addr.is_multicast:
-            return True
-        if addr.version == 4 and addr == ipaddress.IPv4Address("255.255.255.255"):
+        if _no_peer(addr):
             return True
         if self.peers.is_local(addr):
             return True

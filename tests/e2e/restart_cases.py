@@ -33,6 +33,7 @@ from harness.peers import Peer, PeerError, make_peer
 
 from e2e.common import Case, ping, wait_until
 from e2e.interop_cases import CBC, IKE_MM, run_catalogue
+from e2e.ping_trace import PingTrace, lost_entering
 
 LIFETIME = 60  # ikepriv's phase 2 lifetime (seconds); the definition minimum
 # the rekey starts at lifetime - margin - random(0, min(margin, (lifetime - margin) / 2)),
@@ -44,6 +45,18 @@ MANAGED_WITHIN = 15.0  # seconds from the kill until the tunnel is listed as man
 PING_INTERVAL = 0.1
 
 _SHORT = {"ikepriv": "ikp", "strongswan": "ss", "libreswan": "lsw"}
+
+# libreswan 4.10 as Quick Mode responder installs its outbound SA when it sends QM2, and its
+# kernel sends on it at once (the trace's xfrm events: NEWSA of its outbound SA at QM2, only
+# the out policy updated at QM3). ikepriv, the initiator of every Quick Mode after the kill
+# (the resume, then the rekey), gets the keys from that QM2, so a packet the peer sends in
+# the milliseconds until ikepriv's inbound SA is filled meets the larval SPI and is dropped
+# (XfrmAcquireError on ikepriv's gateway; the installer writes that SA first to keep the
+# window short). Such a loss, and only it, is excused: every lost packet must be shown by
+# the captures entering ikepriv's gateway over ESP and never leaving it, the counter must
+# have risen once per lost packet, and there are at most one per Quick Mode.
+PEER_SENDS_FROM_QM2 = {"libreswan"}
+MAX_EARLY_SWITCH_LOSSES = 2
 
 
 @dataclass(frozen=True)
@@ -119,8 +132,9 @@ def ping_losses(text: str) -> tuple[int, int, list[int]]:
 
 
 def run_restart_one(
-    topo: nsmod.Topology, rc: RestartCase, root: Path
+    topo: nsmod.Topology, rc: RestartCase, root: Path, log_dir: str | None = None
 ) -> tuple[dict[str, Any], list[Peer]]:
+    """One scenario; with `log_dir` the ping's captures stay in log_dir/<name>/ (pcap)."""
     sc = rc.sc
     case = Case(sc.name)
     topo.reset_xfrm()
@@ -133,6 +147,7 @@ def run_restart_one(
     ikp_gw, ref_gw = ikp.spec.netns, ref.spec.netns
     assert ikp_gw is not None and ref_gw is not None
     pinger: subprocess.Popen[str] | None = None
+    trace: PingTrace | None = None
     try:
         case.step("start and establish")
         try:
@@ -159,11 +174,14 @@ def run_restart_one(
         kids = ikp.child_pids()
         if not case.check(len(kids) == 1, f"ikeprivd children {kids}, want one"):
             return case.result(peers), peers
+        trace = PingTrace(topo, Path(log_dir) / sc.name if log_dir else None)
+        trace.start()
         pinger = _start_ping(topo)
         t_ping = time.monotonic()
         time.sleep(2.0)
-        t_kill = time.monotonic()
+        t_kill, wall_kill = time.monotonic(), time.time()
         nsmod_kill(kids[0])
+        case.details["kill_at"] = _wall(wall_kill)  # to line up with the daemons' logs
         case.check(
             wait_until(lambda: any(p != kids[0] for p in ikp.child_pids()), 10, step=0.02),
             "no new child within 10 s",
@@ -257,17 +275,29 @@ def run_restart_one(
         text = _stop_ping(pinger)
         pinger = None
         sent, got, missing = ping_losses(text)
+        report = trace.stop(missing, wall_kill)
+        trace = None
+        case.details["ping_trace"] = report
+        # when the lost request entered gwA by the capture; else from its sequence number
+        # (ping's interval stretches under load: only an estimate)
+        first_seen = [report["lost_seq_seen"][str(s)]["request at gwA (eA)"] for s in missing]
         case.details["ping"] = {
             "sent": sent,
             "received": got,
             "lost": sent - got,
             "lost_at_s_after_kill": [
-                round(t_ping - t_kill + (s - 1) * PING_INTERVAL, 1) for s in missing
+                round(t if t is not None else t_ping - t_kill + (s - 1) * PING_INTERVAL, 2)
+                for s, t in zip(missing, first_seen, strict=True)
             ],
         }
+        excused = peer_early_switch(
+            ref.impl, ikp_gw, ikp_gw == topo.gw_a, report, missing, sent - got
+        )
+        case.details["ping"]["lost_to_peer_early_switch"] = excused
         case.check(sent >= 100, f"only {sent} pings sent")
         case.check(
-            got == sent and not missing, f"ping: {sent - got} of {sent} lost; seq {missing[:20]}"
+            sent - got == len(excused) and missing == excused,
+            f"ping: {sent - got} of {sent} lost; seq {missing[:20]}",
         )
 
         case.step("remove")
@@ -307,9 +337,39 @@ def run_restart_one(
     finally:
         if pinger is not None:
             _stop_ping(pinger)
+        if trace is not None:
+            trace.stop([], 0.0)
         for p in peers:
             p.stop()
     return case.result(peers), peers
+
+
+def peer_early_switch(
+    peer: str,
+    ikp_gw: str,
+    ikp_is_gw_a: bool,
+    report: dict[str, Any],
+    missing: list[int],
+    lost: int,
+) -> list[int]:
+    """The lost pings explained by the peer sending on its new SA from QM2 on (see
+    PEER_SENDS_FROM_QM2): all of them or none."""
+    drops = report["xfrm_stat_increase"].get(ikp_gw, {}).get("XfrmAcquireError", 0)
+    if (
+        peer not in PEER_SENDS_FROM_QM2
+        or not missing
+        or len(missing) != lost
+        or len(missing) > MAX_EARLY_SWITCH_LOSSES
+        or drops != len(missing)
+        or sorted(lost_entering(report, ikp_is_gw_a)) != missing
+    ):
+        return []
+    return missing
+
+
+def _wall(t: float) -> str:
+    """A wall-clock time as the daemons log it (local time, milliseconds)."""
+    return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t % 1 * 1000):03d}"
 
 
 def nsmod_kill(pid: int) -> None:
@@ -326,5 +386,5 @@ def esp_spis(topo: nsmod.Topology, gw: str) -> set[int]:
 def run_restart(names: list[str] | None = None, log_dir: str | None = None) -> dict[str, Any]:
     return run_catalogue(
         names or list(CATALOGUE), log_dir, "e2e-restart.",
-        lambda topo, name, root: run_restart_one(topo, CATALOGUE[name], root),
+        lambda topo, name, root: run_restart_one(topo, CATALOGUE[name], root, log_dir),
     )  # fmt: skip

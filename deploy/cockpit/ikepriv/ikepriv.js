@@ -170,7 +170,7 @@
     function tunnelCells(row) {
         const p1 = row.phase === 1;
         return [
-            h("td", { "data-label": "No." }, String(row.number)),
+            h("td", { "data-label": "No." }, String(row.tunnel_id || row.number)),
             h("td", { "data-label": "Name" }, row.name),
             h("td", { "data-label": "Role" }, row.role === "i" ? "initiator" : row.role === "r" ? "responder" : ""),
             h("td", { "data-label": "State" }, stateLabel(row.state)),
@@ -186,11 +186,12 @@
     }
 
     function removeButton(row) {
-        const what = "phase " + row.phase + " tunnel " + row.number + " (" + row.name + ")";
+        // an active tunnel is removed by its tunnel-manager number, not its definition's
+        const what = "phase " + row.phase + " tunnel " + row.tunnel_id + " (" + row.name + ")";
         return smallButton("Remove", "secondary", () => confirmRun(
             "Remove " + what,
             row.phase === 1 ? "Deletes the ISAKMP SA and every phase 2 tunnel under it." : "Deletes this tunnel's IPsec SAs and policies.",
-            ["ike", "cmd=remove", "phase=" + row.phase, "numlist=" + row.number], "Remove", refreshAll),
+            ["ike", "cmd=remove", "phase=" + row.phase, "numlist=" + row.tunnel_id], "Remove", refreshAll),
         { "data-action": "remove", "data-phase": String(row.phase), "data-name": row.name });
     }
 
@@ -225,7 +226,7 @@
                 addRow(p, false, up.length ? [removeButton(p), p.state !== "established" ? activateButton(1, d1) : null] : activateButton(1, d1));
                 shown.add(p);
                 for (const d2 of state.defs.phase2.filter(x => x.phase1 === d1.name)) {
-                    const kids = p2rows.filter(r => r.name === d2.name && (!up.length || r.phase1_number === p.number));
+                    const kids = p2rows.filter(r => r.name === d2.name && (!up.length || r.phase1_number === p.tunnel_id));
                     if (kids.length) {
                         for (const k of kids) { addRow(k, true, removeButton(k)); shown.add(k); }
                     } else {
@@ -555,7 +556,7 @@
         const d1 = state.defs.phase1.find(d => d.name === name);
         const esc = s => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
         const names = [name, ...state.defs.phase2.filter(d => d.phase1 === name).map(d => d.name)];
-        const tunnels = state.active.filter(r => r.phase === 1 && r.name === name).map(r => r.number);
+        const tunnels = state.active.filter(r => r.phase === 1 && r.name === name).map(r => r.tunnel_id);
         const parts = names.map(n => "(^|[\\s(])" + esc(n) + "([\\s):,]|$)");
         if (d1) parts.push("phase 1 definition " + d1.number + "\\b");
         tunnels.forEach(t => parts.push("tunnel " + t + "\\b"));

@@ -22,6 +22,7 @@ notify where RFC 2408 wants one and only within the per-peer rate limit.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 from collections.abc import Callable, Iterable, Mapping
@@ -53,9 +54,10 @@ from ikepriv.child_negotiator.core.half_open import (
     WorkBudget,
 )
 from ikepriv.child_negotiator.core.hooks import Hooks
-from ikepriv.child_negotiator.core.identities import as_identity, phase1_id
+from ikepriv.child_negotiator.core.identities import as_identity
 from ikepriv.child_negotiator.core.lifetimes import CHILD, ISAKMP, DeadlineIndex
 from ikepriv.child_negotiator.core.natt import NatTHooks
+from ikepriv.child_negotiator.core.offers import IkeChoice
 from ikepriv.child_negotiator.core.retransmit import Backoff, Flight, TimerResult, datagram_digest
 from ikepriv.child_negotiator.core.sa_table import (
     ChildSa,
@@ -128,6 +130,13 @@ NOTIFY_HANDLERS: Mapping[int, NotifyHandler] = {
     **informational.NOTIFY_HANDLERS,
     **dpd.NOTIFY_HANDLERS,
 }
+
+
+@functools.lru_cache(maxsize=256)
+def _describe(choice: IkeChoice, lifetime: int | None) -> str:
+    """IkeChoice.describe, kept for the few choices and lifetimes a daemon sees: listings
+    describe every phase 1 (enum names and formatting, again and again)."""
+    return choice.describe(lifetime)
 
 
 def _on_informational(core: Negotiator, sa: IsakmpSa, inbound: Inbound) -> None:
@@ -703,10 +712,15 @@ class Negotiator:
             self._start_phase2(number, sa)
 
     def report_isakmp(self, sa: IsakmpSa, request_id: int) -> StateReport:
-        state = {
-            P1State.ESTABLISHED: TunnelState.ESTABLISHED,
-            P1State.DEAD: TunnelState.DELETING,
-        }.get(sa.state, TunnelState.NEGOTIATING)
+        """One phase 1 for a listing (or the parent's records on establishment). A listing
+        of 10,000 tunnels builds 10,000 of these: our own ID is the definition's (the very
+        value we send), and the algorithm text is formatted once per choice and lifetime."""
+        if sa.state is P1State.ESTABLISHED:
+            state = TunnelState.ESTABLISHED
+        elif sa.state is P1State.DEAD:
+            state = TunnelState.DELETING
+        else:
+            state = TunnelState.NEGOTIATING
         return StateReport(
             request_id=request_id,
             phase=Phase.PHASE1,
@@ -717,9 +731,9 @@ class Negotiator:
             state=state,
             local=sa.local,
             remote=sa.remote,
-            local_id=as_identity(phase1_id(sa.definition.local_id)),
+            local_id=sa.definition.local_id,
             remote_id=as_identity(sa.peer_id) if sa.peer_id is not None else None,
-            algorithms=sa.choice.describe(sa.lifetime or None) if sa.choice else "",
+            algorithms=_describe(sa.choice, sa.lifetime or None) if sa.choice else "",
             expires_at=self.wall(sa.established_at + sa.lifetime - self.now)
             if sa.established
             else 0,
