@@ -62,6 +62,13 @@ READY_TIMEOUT: Final = 60.0
 EXIT_GRACE: Final = 1.0
 QUEUE: Final = 1024
 QUEUE_BYTES: Final = 1 << 20  # encoded bytes waiting for the child, at most
+# Answers to the child's own requests and the kernel's SA expiries may use as much again:
+# a dropped answer fails an exchange the child already paid for (it waits for it, then
+# gives up), a dropped expiry leaves an SA to die without a successor. Both are bounded
+# without this limit (answers by the requests the parent read under the child's budgets,
+# expiries by the SAs it installed); datagrams from peers are what a lagging child loses.
+MUST_DELIVER: Final = frozenset({m.SkeyidReply, m.SignatureReply, m.NonceReply, m.SpiReply,
+                                 m.ResultReply, m.KernelExpire})  # fmt: skip
 # what the kernel charges a socket for one queued message of a few hundred bytes (skb
 # truesize; an MM1 of 300-600 bytes: 1280): converts SIOCOUTQ bytes to messages
 MESSAGE_TRUESIZE: Final = 1280
@@ -173,7 +180,9 @@ class Supervisor:
             data = encode(msg)
         except IpcError:
             return False
-        if len(queue) >= self.queue_limit or self._queued_bytes + len(data) > QUEUE_BYTES:
+        reserve = 2 if type(msg) in MUST_DELIVER else 1
+        if (len(queue) >= reserve * self.queue_limit
+                or self._queued_bytes + len(data) > reserve * QUEUE_BYTES):  # fmt: skip
             if self._dropped.allow(trio.current_time()):
                 log.warning("%s is not reading: %s dropped", self.label, type(msg).__name__)
             return False
