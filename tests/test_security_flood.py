@@ -27,6 +27,7 @@ from ikepriv.parent_kernel.supervisor import Supervisor
 
 FLOOD = 5 * LOG_BURST
 A, B = ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("192.0.2.2")
+DATAGRAM = m.DatagramIn(m.Endpoint(A, 500), m.Endpoint(B, 500), False, bytes(28))
 
 
 class Lines(logging.Handler):
@@ -84,20 +85,26 @@ def test_unsolicited_tunnel_events_are_rate_limited(lines: list[str]) -> None:
     assert 0 < len(logged) <= LOG_BURST
 
 
-def test_messages_dropped_for_a_lagging_child_are_not_one_line_each(lines: list[str]) -> None:
-    """A UDP flood while the child does not read: the drops are counted, not each logged."""
+def lagging_supervisor(limit: int) -> Supervisor:
+    """A supervisor whose running child reads nothing: its queue only fills."""
 
     async def never() -> None:
         raise AssertionError("not started")
 
     supervisor = Supervisor(lambda fd: [], cast(Any, never), never, lambda: None)
+    supervisor._queue = deque()  # a running child's queue, nobody sending from it
+    supervisor.queue_limit = limit
+    supervisor.ready = True
+    return supervisor
+
+
+def test_messages_dropped_for_a_lagging_child_are_not_one_line_each(lines: list[str]) -> None:
+    """A UDP flood while the child does not read: the drops are counted, not each logged."""
+
+    supervisor = lagging_supervisor(1)
 
     async def flood() -> None:
-        supervisor._queue = deque()  # a running child's queue, nobody sending from it
-        supervisor.queue_limit = 1
-        supervisor.ready = True
-        datagram = m.DatagramIn(m.Endpoint(A, 500), m.Endpoint(B, 500), False, bytes(28))
-        results = [supervisor.send(datagram) for _ in range(FLOOD)]
+        results = [supervisor.send(DATAGRAM) for _ in range(FLOOD)]
         assert results[0] and not any(results[1:])
 
     trio.run(flood)
@@ -111,21 +118,14 @@ def test_answers_and_expiries_pass_where_peer_datagrams_are_dropped() -> None:
     them failed exchanges it had paid for and let SAs expire without successors (seen with
     4,000 tunnels rekeying in User Mode Linux)."""
 
-    async def never() -> None:
-        raise AssertionError("not started")
-
-    supervisor = Supervisor(lambda fd: [], cast(Any, never), never, lambda: None)
+    supervisor = lagging_supervisor(2)
 
     async def lagging() -> None:
-        supervisor._queue = deque()  # a running child's queue, nobody sending from it
-        supervisor.queue_limit = 2
-        supervisor.ready = True
-        datagram = m.DatagramIn(m.Endpoint(A, 500), m.Endpoint(B, 500), False, bytes(28))
-        assert [supervisor.send(datagram) for _ in range(3)] == [True, True, False]
+        assert [supervisor.send(DATAGRAM) for _ in range(3)] == [True, True, False]
         answer = m.SpiReply(7, m.ErrorCode.OK, 0x1234)
         expiry = m.KernelExpire(0x1234, ProtocolId.IPSEC_ESP, A, True)
         assert supervisor.send(answer) and supervisor.send(expiry)
         assert not supervisor.send(answer)  # bounded all the same: twice the queue
-        assert not supervisor.send(datagram)
+        assert not supervisor.send(DATAGRAM)
 
     trio.run(lagging)
