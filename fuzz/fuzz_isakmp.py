@@ -27,6 +27,21 @@ with atheris.instrument_imports():
     from ikepriv.isakmp.limits import MAX_PADDING
 
 
+def _aligned_plaintext(data: bytes, again: bytes) -> bool:
+    """The one accepted difference: a plaintext message padded with 1-3 zero bytes to a
+    4-byte boundary (libreswan does), which decodes to the same payloads and re-encodes
+    without the zeros (and with the header's length field counting it so)."""
+    pad = len(data) - len(again)
+    return (
+        1 <= pad < 4
+        and len(data) % 4 == 0
+        and not any(data[-pad:])
+        and data[:24] == again[:24]
+        and data[28:-pad] == again[28:]
+        and int.from_bytes(again[24:28], "big") == len(again)
+    )
+
+
 def TestOneInput(data: bytes) -> None:
     try:
         message = decode_message(data)
@@ -34,7 +49,7 @@ def TestOneInput(data: bytes) -> None:
         pass
     else:
         again = encode_message(message)
-        if again != data:
+        if again != data and not _aligned_plaintext(data, again):
             raise AssertionError(f"message re-encodes differently: {again.hex()}")
     if len(data) < HEADER_LENGTH + 1:
         return

@@ -81,7 +81,7 @@ def TestOneInput(raw: bytes) -> None:
                     raise AssertionError(f"let out a non-ISAKMP datagram: {problem}")
         elif op == 2:  # the pump hands datagrams to the child
             for _ in range(fdp.ConsumeIntInRange(0, 8)):
-                item = admission.get()
+                item = admission.get(now)
                 if item is None:
                     break
                 if item in got_ids or item not in put_ids:

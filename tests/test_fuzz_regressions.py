@@ -21,6 +21,15 @@ FUZZ = ROOT / "fuzz"
 
 # Inputs worth keeping beyond the seeds: (harness, hex, why).
 CASES: list[tuple[str, str, str]] = [
+    # a plaintext Main Mode message padded with one zero byte to a 4-byte boundary (as
+    # libreswan pads): it decodes, and re-encodes without the zero (found by fuzz_isakmp)
+    (
+        "isakmp",
+        "7d206acae8f860f61628f85793ce98310510020000002c00000000680800000c01000000c0000201"
+        "0b000024614117fd90595bccbed0925e10c487c6cd3ff1fcf1198098e155dd71f52b275d0000001b"
+        "000000000000000040206acae8f860921628f85793ce9800",
+        "zero-padded plaintext",
+    ),
     # the shortest message: header only, E flag clear, no payloads
     ("isakmp", "0102030405060708" + "00" * 8 + "00100200" + "00000000" + "0000001c", "empty"),
     # header claiming more bytes than the datagram holds
