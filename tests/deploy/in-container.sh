@@ -7,7 +7,7 @@ export PATH=/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin
 SITE=$1
 step() { echo "== $*"; }
 fail() { echo "FAIL: $*"; systemctl status ikeprivd --no-pager -l | tail -15; journalctl -u ikeprivd --no-pager | tail -40; exit 1; }
-wait_until() { local what=$1; shift; for _ in $(seq 1 150); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done; fail "timed out: $what"; }
+wait_until() { local what=$1; shift; for _ in $(seq 1 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done; fail "timed out: $what"; }
 mainpid() { systemctl show -P MainPID ikeprivd.service; }
 
 step "systemd $(systemctl --version | head -1 | cut -d' ' -f2) is PID 1: $(cat /proc/1/comm)"
