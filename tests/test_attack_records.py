@@ -11,6 +11,7 @@ tier covers those). Each test checks the kernel itself (`ip xfrm state`).
 from __future__ import annotations
 
 import ipaddress
+import json
 import signal
 import threading
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from test_daemon_support import GW_A, GW_B, Daemon, StandIn, Topology, run, send
 from ikepriv.config.store import TunnelDB
 from ikepriv.ipc import messages as m
 from ikepriv.isakmp.constants import ProtocolId
+from ikepriv.parent_kernel.journal import SUFFIX, Journal
 
 pytestmark = [pytest.mark.root, pytest.mark.attacks]
 
@@ -126,10 +128,28 @@ def test_definition_deleted_revokes_what_was_installed_for_it(
         child.close()
 
 
-def test_leftovers_of_a_killed_parent_are_removed_at_start(topo: Topology, tmp_path: Path) -> None:
+def as_version_1(path: str) -> None:
+    """Rewrite a state file as ikeprivd wrote it before it became a log (an upgrade after
+    a crash of the old version leaves this)."""
+    sas, pols = Journal(path).load()
+    doc = {"version": 1,
+           "sas": [{"dst": str(s.dst), "spi": s.spi, "proto": s.proto, "reqid": s.reqid}
+                   for s in sas],
+           "policies": [{"sel": {"src": str(p.selector.src), "dst": str(p.selector.dst),
+                                 "proto": p.selector.proto, "sport": p.selector.sport,
+                                 "dport": p.selector.dport},
+                         "dir": int(p.direction), "reqid": p.reqid} for p in pols]}  # fmt: skip
+    Path(path).write_text(json.dumps(doc, separators=(",", ":")))
+
+
+@pytest.mark.parametrize("version", [2, 1])
+def test_leftovers_of_a_killed_parent_are_removed_at_start(
+    topo: Topology, tmp_path: Path, version: int
+) -> None:
     """kill -9 of the parent: nothing removes its kernel objects. The next daemon (same
     control socket, so the same state file) recognises them and removes them before its
-    child runs; what another program put into the kernel stays."""
+    child runs; what another program put into the kernel stays. Also when the state file
+    is one the previous version of ikeprivd wrote (an upgrade after its crash)."""
     run("ip", "-n", topo.a, "xfrm", "state", "allocspi", "src", GW_B, "dst", GW_A,
         "proto", "esp")  # fmt: skip
     foreign = spis_in_kernel(topo.a)
@@ -141,6 +161,8 @@ def test_leftovers_of_a_killed_parent_are_removed_at_start(topo: Topology, tmp_p
         daemon.stop(signal.SIGKILL)
         child.close()
     assert set(spis) <= spis_in_kernel(topo.a)  # left behind, as a crash leaves them
+    if version == 1:
+        as_version_1(daemon.control_path + SUFFIX)
     daemon, child = start(topo, tmp_path, 2)
     try:
         assert spis_in_kernel(topo.a) == foreign

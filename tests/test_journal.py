@@ -80,3 +80,28 @@ def test_the_file_stays_bounded_under_churn(tmp_path: Path) -> None:
     assert lines <= 1 + 3 * 100 + COMPACT_SLACK + 2
     sas, _ = Journal(journal.path).load()
     assert sorted(s.spi for s in sas) == list(range(20001, 20101))
+
+
+# What ikeprivd wrote before the state file became a log (version 1: one JSON document,
+# rewritten whole, compact separators, no final newline), byte for byte.
+V1 = (
+    b'{"version":1,"sas":[{"dst":"192.0.2.2","spi":1,"proto":50,"reqid":7},'
+    b'{"dst":"192.0.2.2","spi":2,"proto":50,"reqid":0}],"policies":[{"sel":'
+    b'{"src":"198.51.100.1/32","dst":"203.0.113.0/24","proto":0,"sport":0,"dport":0},'
+    b'"dir":1,"reqid":7}]}'
+)
+
+
+def test_a_state_file_of_the_previous_version_is_read(tmp_path: Path) -> None:
+    """An upgrade after a crash of the old version: its leftovers must still be swept."""
+    path = tmp_path / "control.installed"
+    path.write_bytes(V1)
+    sas, pols = Journal(str(path)).load()
+    assert sorted(sas, key=lambda s: s.spi) == [sa(1), sa(2, 0)]
+    assert pols == [pol(1, Direction.OUT)]
+
+
+def test_a_previous_version_file_with_a_bad_value_is_ignored_whole(tmp_path: Path) -> None:
+    path = tmp_path / "control.installed"
+    path.write_bytes(V1.replace(b'"spi":2', b'"spi":{"x":2}'))
+    assert Journal(str(path)).load() == ([], [])

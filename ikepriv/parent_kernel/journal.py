@@ -30,7 +30,9 @@ proportion to the SAs held, 20 ms and more at 10,000 tunnels), and compacted (re
 from the live set, temporary file and rename) once it holds more than twice the live lines
 plus COMPACT_SLACK; so it stays bounded by the record limits of installed.py. A torn last
 line (a kill during the write) is ignored; a file that does not parse otherwise is logged
-and ignored (never trusted further).
+and ignored (never trusted further). A file of version 1 (one JSON document rewritten whole,
+what ikeprivd wrote before the log) is read too: after an upgrade, a crash of the old
+version leaves such a file, and its objects must still be swept.
 """
 
 from __future__ import annotations
@@ -117,6 +119,41 @@ def _replay(line: object, sas: dict[_SaId, int], pols: dict[_PolicyId, int]) -> 
 
 _SaId = tuple[str, int, int]  # destination, SPI, IP protocol: the kernel's SA id
 _PolicyId = tuple[str, str, int, int, int, int]  # selector and direction
+_V1_START: Final = b'{"version":1,'  # json.dump with compact separators, "version" first
+
+
+def _read_log(data: bytes) -> tuple[dict[_SaId, int], dict[_PolicyId, int]]:
+    """Version 2: a header line, then change lines replayed in order."""
+    lines = data.split(b"\n")
+    if lines and lines[-1] and not data.endswith(b"\n"):
+        lines.pop()  # torn by a kill in the middle of an append
+    header = json.loads(lines[0]) if lines else {}
+    if not isinstance(header, dict) or header.get("version") != VERSION:
+        raise ValueError("not a state file of this version")
+    sas: dict[_SaId, int] = {}
+    pols: dict[_PolicyId, int] = {}
+    for raw in lines[1:]:
+        if raw:
+            _replay(json.loads(raw), sas, pols)
+    return sas, pols
+
+
+def _read_v1(data: bytes) -> tuple[dict[_SaId, int], dict[_PolicyId, int]]:
+    """Version 1: one document {"version": 1, "sas": [{dst, spi, proto, reqid}],
+    "policies": [{sel: {src, dst, proto, sport, dport}, dir, reqid}]}, turned into the
+    change lines version 2 would hold, so the same checks apply to every value."""
+    doc = json.loads(data)
+    if not isinstance(doc, dict) or doc.get("version") != 1:
+        raise ValueError("not a state file of version 1")
+    sas: dict[_SaId, int] = {}
+    pols: dict[_PolicyId, int] = {}
+    for s in doc["sas"]:
+        _replay({"s": [s["dst"], s["spi"], s["proto"], s["reqid"]]}, sas, pols)
+    for p in doc["policies"]:
+        sel = p["sel"]
+        _replay({"p": [sel["src"], sel["dst"], sel["proto"], sel["sport"], sel["dport"],
+                       p["dir"], p["reqid"]]}, sas, pols)  # fmt: skip
+    return sas, pols
 
 
 def _sa_id(mark: SaMark) -> _SaId:
@@ -208,6 +245,8 @@ class Journal:
     # -- reading ---------------------------------------------------------------------------
 
     def load(self) -> tuple[list[SaMark], list[PolicyMark]]:
+        """What the file names (see the module docstring), of either version; nothing if
+        it is missing or unreadable (logged)."""
         try:
             with open(self.path, "rb") as f:
                 data = f.read(MAX_FILE + 1)
@@ -219,17 +258,7 @@ class Journal:
         try:
             if len(data) > MAX_FILE:
                 raise ValueError("too large")
-            lines = data.split(b"\n")
-            if lines and lines[-1] and not data.endswith(b"\n"):
-                lines.pop()  # torn by a kill in the middle of an append
-            header = json.loads(lines[0]) if lines else {}
-            if not isinstance(header, dict) or header.get("version") != VERSION:
-                raise ValueError("not a state file of this version")
-            sas: dict[_SaId, int] = {}
-            pols: dict[_PolicyId, int] = {}
-            for raw in lines[1:]:
-                if raw:
-                    _replay(json.loads(raw), sas, pols)
+            sas, pols = _read_v1(data) if data.startswith(_V1_START) else _read_log(data)
             sa_marks = [SaMark(ipaddress.ip_address(d), spi, proto, reqid)
                         for (d, spi, proto), reqid in sas.items()]  # fmt: skip
             pol_marks = [PolicyMark(SelectorSpec(ipaddress.ip_network(src),
