@@ -34,6 +34,12 @@ from operator import attrgetter, call, contains, itemgetter
 from types import MemberDescriptorType
 from typing import Any, ClassVar, Self, TypeVar, cast
 
+from ikepriv.ipc.hashed_address import (
+    IPV4_TYPES,
+    IPV6_TYPES,
+    HashedIPv4Address,
+    HashedIPv6Address,
+)
 from ikepriv.ipc.ipc_error import IpcError, Reason
 
 MAX_MESSAGE_SIZE = 65536 + 4096
@@ -543,7 +549,7 @@ class Addr(Kind):
 
     @staticmethod
     def _encode(value: IPAddress) -> bytes:
-        if type(value) is IPv4Address:
+        if type(value) in IPV4_TYPES:
             return b"\x04" + int(value).to_bytes(4, "big")
         return _FAMILY_BYTE[value.version] + value.packed
 
@@ -564,13 +570,14 @@ class Addr(Kind):
         if address is None:
             if len(_ADDRESS_CACHE) >= ADDRESS_CACHE_SIZE:
                 _ADDRESS_CACHE.clear()
-            address = IPv4Address(raw) if length == 4 else IPv6Address(raw)
+            address = HashedIPv4Address(raw) if length == 4 else HashedIPv6Address(raw)
             _ADDRESS_CACHE[raw] = address
         return address, end
 
     @staticmethod
     def _valid(value: object) -> bool:
-        return type(value) is IPv4Address or (type(value) is IPv6Address and value.scope_id is None)
+        kind = type(value)
+        return kind in IPV4_TYPES or (kind in IPV6_TYPES and value.scope_id is None)  # type: ignore[attr-defined]
 
     def _coerce(self, value: object) -> IPAddress:
         if not isinstance(value, IPv4Address | IPv6Address):

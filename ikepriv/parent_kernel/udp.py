@@ -25,6 +25,7 @@ from typing import Final
 
 import trio
 
+from ikepriv.ipc.hashed_address import hashed_address
 from ikepriv.isakmp.natt_framing import (
     Udp4500Kind,
     add_non_esp_marker,
@@ -151,7 +152,7 @@ def open_sockets(
 def _local_of(packed: bytes) -> tuple[IPAddress, bool, bool]:
     """A local address from its packet-info bytes: the address, whether it is multicast,
     whether it is link-local (ipaddress is slow at all three; a gateway has few addresses)."""
-    addr = ipaddress.ip_address(packed)
+    addr = hashed_address(packed)
     return addr, addr.is_multicast, addr.is_link_local
 
 
@@ -161,7 +162,7 @@ def _remote_of(host: str) -> IPAddress | None:
     link-local or scoped (no scope in the IPC addresses: link-local peers unsupported),
     unspecified or multicast (nobody to answer). Memoised: the peers are few and repeat."""
     try:
-        remote = ipaddress.ip_address(host)
+        remote = hashed_address(host)
     except ValueError:
         return None
     scoped = isinstance(remote, ipaddress.IPv6Address) and remote.scope_id is not None
