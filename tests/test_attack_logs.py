@@ -98,9 +98,9 @@ def test_the_child_cannot_forge_a_parent_line(setup: tuple[Daemon, StandIn, Topo
                              m.TunnelState.ESTABLISHED, m.Endpoint(A, 500), m.Endpoint(A, 500),
                              None, None, "x", 0, 0, 0))  # fmt: skip
     text = daemon.wait_log("pid 4242")
-    daemon.wait_log(r"tunnel 7 \(phase 1")
+    text = daemon.wait_log(r"(?m)established with .*, tunnel 7$")
     for line in text.splitlines():
-        if "pid 4242" in line or "tunnel 7 (phase 1" in line:
+        if "pid 4242" in line or line.endswith(", tunnel 7"):
             assert re.search(r"(INFO|WARNING|ERROR): child: ", line), line
 
 

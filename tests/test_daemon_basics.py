@@ -265,6 +265,9 @@ def test_two_daemons_negotiate_and_install_policies(topo: Topology, tmp_path: Pa
         assert [(r.name, r.state, r.remote_addr) for r in rows] == [
             ("to-siteB", m.TunnelState.ESTABLISHED, B)
         ]
+        # one line per establishment, naming the tunnel number `ike cmd=list` shows
+        ours = [line for line in a.log().splitlines() if "established" in line]
+        assert len(ours) == 1 and ours[0].endswith(f", tunnel {rows[0].tunnel_id}"), ours
     finally:
         a.stop()
         b.stop()

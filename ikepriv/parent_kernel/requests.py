@@ -291,11 +291,8 @@ class ChildRequests:
                 raise ProtocolViolation(f"StateReport of tunnel {number}, not of this "
                                         "child's numbers")  # fmt: skip
         if msg.request_id == UNSOLICITED:
-            if not self.state.child_lines.allow(time.monotonic()):
-                return
-            log.info("%s: tunnel %d (phase %d definition %d) %s with %s: %s", self._who,
-                     msg.tunnel_id, int(msg.phase), msg.number, msg.state.name.lower(),
-                     msg.remote.addr, msg.algorithms or "-")  # fmt: skip
+            if self.state.child_lines.allow(time.monotonic()):
+                log.info("%s: %s", self._who, self._event_line(msg))
             return
         pending = self._pending(msg.request_id, "StateReport")
         if pending is None:
@@ -312,6 +309,24 @@ class ChildRequests:
         if msg.tunnel_id <= last:
             raise ProtocolViolation(f"StateReport of tunnel {msg.tunnel_id} after {last}")
         pending.reports.append(msg)
+
+    def _event_line(self, msg: m.StateReport) -> str:
+        """The log line of a tunnel event the child reports by itself. It is the child's
+        only line for an establishment (one message per tunnel, not a Log and a report),
+        worded as operators and their scripts read it: "phase 1 NAME established with
+        ADDRESS as ROLE (ALGORITHMS)". The name is the parent's own for the number."""
+        view = self.state.view
+        found = (view.phase1 if msg.phase is m.Phase.PHASE1 else view.phase2).get(msg.number)
+        name = found.name if found is not None else f"definition {msg.number}"
+        head = f"phase {int(msg.phase)} {name}"
+        if msg.state is not m.TunnelState.ESTABLISHED:
+            return (f"{head}: tunnel {msg.tunnel_id} {msg.state.name.lower()} with "
+                    f"{msg.remote.addr}: {msg.algorithms or '-'}")  # fmt: skip
+        if msg.phase is m.Phase.PHASE1:
+            detail = f"as {msg.role.name.lower()} ({msg.algorithms})"
+        else:
+            detail = f"(in {msg.spi_in:08x}, out {msg.spi_out:08x}, {msg.algorithms})"
+        return f"{head} established with {msg.remote.addr} {detail}, tunnel {msg.tunnel_id}"
 
     def _stats(self, msg: m.Stats) -> None:
         pending = self._pending(msg.request_id, "Stats")

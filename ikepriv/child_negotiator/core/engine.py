@@ -698,13 +698,7 @@ class Negotiator:
         self.half_open_own.remove(sa.tunnel_id)
         self.unproven.remove(sa.tunnel_id)
         self.counters.phase1_established += 1
-        choice = sa.choice
-        self.log(
-            LogLevel.INFO,
-            f"phase 1 {sa.definition.name} established with {sa.remote.addr} as "
-            f"{sa.role.name.lower()} ({choice.describe(sa.lifetime or None) if choice else ''})",
-        )
-        self.emit(self.report_isakmp(sa, 0))
+        self.emit(self.report_isakmp(sa, 0))  # the parent logs the line from it
         if self.settings.keylog and sa.keys is not None:
             self.emit(KeyLog(sa.icookie, bytes(sa.keys.enc_key)))
         timers.on_isakmp_established(self, sa)

@@ -160,12 +160,7 @@ def _on_installed(core: Core, child: ChildSa, reply: ResultReply) -> None:
         return  # removed meanwhile: its Phase2Remove reaches the parent after this install
     transition(child, ChildState.ESTABLISHED)
     core.counters.phase2_established += 1
-    core.log(
-        LogLevel.INFO,
-        f"phase 2 {child.definition.name} established with {child.remote.addr} "
-        f"(in {child.spi_in:08x}, out {child.spi_out:08x}, {child.choice.describe()})",
-    )
-    core.emit(report_child(core, child, 0))
+    core.emit(report_child(core, child, 0))  # the parent logs the line from it
 
 
 def report_child(core: Core, child: ChildSa, request_id: int) -> StateReport:
