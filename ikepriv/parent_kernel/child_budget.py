@@ -70,7 +70,7 @@ BUDGETS: Final[dict[Kind, tuple[float, float]]] = {
     Kind.SECRET: (256.0, 512.0),
     Kind.DATAGRAM: (64.0, 1024.0),
     Kind.REPORT: (8192.0, 2.0 * m.MAX_ROWS + 16),
-    Kind.LINE: (1024.0, 2048.0),  # two per tunnel established (its line, its report)
+    Kind.LINE: (1024.0, 2048.0),  # one per tunnel established (its report, which the parent logs)
     Kind.ALL: (8192.0, 16384.0),
 }
 DATAGRAM_CREDIT: Final = 2.0  # DatagramOut allowed per datagram forwarded to the child
