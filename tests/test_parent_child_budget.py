@@ -3,7 +3,10 @@ requests, but a Log line over the line budget is dropped, never waited for."""
 
 from __future__ import annotations
 
+import ipaddress
+
 from ikepriv.ipc import messages as m
+from ikepriv.isakmp.constants import IkeHash
 from ikepriv.parent_kernel.child_budget import BUDGETS, ChildBudget, Kind
 
 
@@ -27,3 +30,22 @@ def test_log_lines_over_budget_are_dropped_not_waited_for() -> None:
     assert not budget.drop_log(request, 100.0)
     # the line budget refills at its rate
     assert not budget.drop_log(line, 100.0 + 2.0 / rate)
+
+
+def test_signatures_stay_at_a_quarter_of_the_secret_rate() -> None:
+    """SKEYID and nonces are HMACs for the parent; a signature is a private-key operation:
+    a child asking only for signatures gets a quarter as many as SKEYIDs, at once and per
+    second (what it can make the parent spend on RSA stayed as it was)."""
+    rate, burst = BUDGETS[Kind.SECRET]
+    peer = ipaddress.ip_address("192.0.2.2")
+    sig = m.SignatureRequest(1, 1, peer, IkeHash.SHA2_256, False, bytes(32), bytes(256),
+                             bytes(256), bytes(8), bytes(8), bytes(40))  # fmt: skip
+    skeyid = m.NonceRequest(1, 1)
+    for request, per_second in ((sig, rate / 4), (skeyid, rate)):
+        budget = ChildBudget()
+        at_once = 0
+        while budget.charge(request, 0.0)[0] == 0.0:
+            at_once += 1
+        assert at_once == burst / (rate / per_second)
+        waited, _ = budget.charge(request, 0.0)
+        assert abs(waited - (1 + 1) / per_second) < 1e-9  # the debt of two, at its rate
