@@ -480,6 +480,7 @@ class Side:
     parent: StandInParent
     sent: list[DatagramOut] = field(default_factory=list)
     received: list[DatagramIn] = field(default_factory=list)
+    trail: list[Message] = field(default_factory=list)  # every output of the core, in order
     cpu_seconds: float = 0.0
     handle_calls: int = 0
 
@@ -684,6 +685,7 @@ class Simulation:
 
     def _dispatch(self, side: Side, actions: Iterable[Message]) -> None:
         for action in actions:
+            side.trail.append(action)
             if isinstance(action, DatagramOut):
                 side.sent.append(action)
                 self._send(action)
