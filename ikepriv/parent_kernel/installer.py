@@ -16,7 +16,8 @@ the kernel ACQUIRE). The inbound SA comes as early as it can because the peer ma
 send on it: libreswan (4.10) as Quick Mode responder installs its outbound SA when it sends
 QM2, before our QM3, and its kernel sends on the newest SA at once; until our inbound SA is
 filled, those packets meet a larval SA here and are dropped (XfrmAcquireError). QM2 is
-where the keys come from, so that window cannot be closed, only kept short: no write before
+where the initiator's keys come from, so that window cannot be closed, only kept short
+(an ikepriv responder closes it on its side: see below): no write before
 the inbound SA on a rekey, and all the writes of one install in one worker-thread call (one
 hand-over to a thread, not one per write: on a loaded machine each hand-over can wait for
 the scheduler, seen at 100 ms under User Mode Linux). A policy this phase 2 already owns
@@ -26,6 +27,17 @@ policies put back, the filled inbound SA deleted and its SPI reserved again as a
 so the kernel is as before, and the install is answered with one error. An undo the kernel
 refuses leaves an object ikepriv wrote: it is then recorded (and logged), so `remove` and
 shutdown still take it away.
+
+A Quick Mode responder splits the same install in two (Phase2Install.inbound_first): the
+initiator sends on its new outbound SA as soon as it has QM2, so the responder's inbound SA
+must be in before QM2 leaves, while its outbound SA must wait for QM3 (before, the
+initiator may not have the SA yet). The whole install is vetted at once; the first step
+writes the in/fwd policies and the inbound SA, and the vetted outbound SA and out policy
+wait as a PendingHalf (installed.py) until the child's Phase2Commit names them. The commit
+writes them (one worker-thread call) or, if the kernel refuses either, undoes the whole
+install, the inbound SA back to its larval SPI. A Phase2Remove of the pair, an expiry of
+the inbound SA or `remove` ends the half; a restarted child's halves are committed by the
+parent (`settle`) so that the records hold whole pairs for the resume.
 """
 
 from __future__ import annotations
