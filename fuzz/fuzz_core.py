@@ -72,6 +72,7 @@ from ikepriv.ipc.messages import (
     NonceReply,
     NonceRequest,
     Phase,
+    Phase2Commit,
     Phase2Install,
     Phase2Remove,
     ResultReply,
@@ -257,7 +258,7 @@ class Parent:
         if isinstance(msg, SpiRequest):
             self.next_spi += 1
             return SpiReply(msg.request_id, ErrorCode.OK, self.next_spi)
-        if isinstance(msg, Phase2Install | Phase2Remove):
+        if isinstance(msg, Phase2Install | Phase2Commit | Phase2Remove):
             return ResultReply(msg.request_id, ErrorCode.OK, "")
         return None
 

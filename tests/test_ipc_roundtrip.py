@@ -81,8 +81,8 @@ CONTRACT = {
     },
     Direction.CHILD_TO_PARENT: {
         "Ready", "DatagramOut", "SkeyidRequest", "NonceRequest", "SignatureRequest", "SpiRequest",
-        "Phase2Install", "Phase2Remove", "StateReport", "StateReportEnd", "Stats", "Log",
-        "KeyLog",
+        "Phase2Install", "Phase2Commit", "Phase2Remove", "StateReport", "StateReportEnd", "Stats",
+        "Log", "KeyLog",
     },
     Direction.CLI_TO_DAEMON: {
         "ControlHello", "ActivateRequest", "ListRequest", "RemoveRequest", "DbChanged",
@@ -187,8 +187,8 @@ def test_wire_format_is_pinned() -> None:
     m.DpdSettings(True, 30, 120, m.DpdAction.RESTART)._write(dpd)
     assert dpd.hex() == "01" "001e" "0078" "02"  # fmt: skip
     # still 7: Hello ends with the child's shard and the number of shards (1 byte each)
-    assert encode(m.Hello(m.PROTOCOL_VERSION)).hex() == "0101" "0007" "00" "01"  # fmt: skip
-    assert encode(m.Hello(m.PROTOCOL_VERSION, 2, 3)).hex() == "0101" "0007" "02" "03"  # fmt: skip
+    assert encode(m.Hello(m.PROTOCOL_VERSION)).hex() == "0101" "0008" "00" "01"  # fmt: skip
+    assert encode(m.Hello(m.PROTOCOL_VERSION, 2, 3)).hex() == "0101" "0008" "02" "03"  # fmt: skip
     # counters: a 1-byte count (bound 64), then per counter a 1-byte name length (bound 48),
     # the name, a u64 value; Response carries them last, after `more`
     # version 5: then the per-definition tally, a 2-byte count (bound 1024), per entry the
@@ -223,7 +223,13 @@ def test_wire_format_is_pinned() -> None:
     # version 7: a credential file: generation, definition, kind, index, 2-byte length, bytes
     cred = m.ConfigCredential(1, 2, m.CredentialKind.CRL, 0, b"\x30\x00")
     assert encode(cred).hex() == "0106" "00000001" "00000002" "03" "00" "0002" "3000"  # fmt: skip
-    assert m.PROTOCOL_VERSION == 7
+    # version 8: Phase2Install ends with inbound_first; Phase2Commit: request id, phase 2,
+    # tunnel id, local, remote, proto, spi_in
+    commit = m.Phase2Commit(1, 2, 3, V4, V4_PEER, ProtocolId.IPSEC_ESP, 0x1234)
+    assert encode(commit).hex() == (
+        "0234" "00000001" "00000002" "00000003" "04c0000201" "04c6336407" "03" "00001234"
+    )  # fmt: skip
+    assert m.PROTOCOL_VERSION == 8
 
 
 def test_resume_command_carries_the_recorded_pairs() -> None:

@@ -52,7 +52,7 @@ from ikepriv.isakmp.constants import (
     ProtocolId,
 )
 
-PROTOCOL_VERSION = 7
+PROTOCOL_VERSION = 8
 """Bumped on any change to the catalogue; Hello/Ready and ControlHello carry it.
 2: DpdSettings.action; Stats, StatsRequest and Response.counters (still 2: nothing with
 version 2 was deployed before them).
@@ -71,7 +71,9 @@ parent asks the child to initiate towards a peer whose first messages it had to 
 Still 7 (nothing with 7 was deployed before it): paged listings, ListCommand.after/.rows/
 .counters and LIST_PAGE (a listing of any number of tunnels, in pages the parent asks for
 one at a time); Hello.shard/.shards (several negotiator children, each numbering its tunnels
-and reqids in its own residue class)."""
+and reqids in its own residue class).
+8: Phase2Install.inbound_first and Phase2Commit: a Quick Mode responder installs its inbound
+SA before it sends QM2 and commits the outbound half, which the parent vetted with it, at QM3."""
 
 # Bounds (one place, so the vetting code and the tests can refer to them).
 MAX_SHARDS = 64  # negotiator children of one daemon
@@ -905,7 +907,7 @@ class SpiReply(Message):
 @message(0x0133, _P2C)
 @dataclass(frozen=True, slots=True)
 class ResultReply(Message):
-    """Answer to Phase2Install and Phase2Remove: OK, or error and reason."""
+    """Answer to Phase2Install, Phase2Commit and Phase2Remove: OK, or error and reason."""
 
     request_id: RequestId
     error: Error
@@ -1086,6 +1088,16 @@ class Phase2Install(Message):
     selectors inside the definition and equal between SAs and policies, reqid, priority,
     counts. Any refusal refuses the whole install; nothing reaches the kernel then.
 
+    `inbound_first` (a Quick Mode responder, before it sends QM2): vetted exactly as a
+    whole install, but the parent writes only the in and fwd policies and the inbound SA,
+    and keeps the vetted outbound SA and out policy pending, per child and tunnel, counted
+    against the child's SA and policy caps. A Phase2Commit naming the same tunnel, phase 2,
+    gateways, protocol and inbound SPI (sent when QM3 arrives) writes exactly that pending
+    part; a Phase2Remove of the tunnel's SA pair removes the half and forgets the pending
+    part. The peer may send on its new outbound SA as soon as it has QM2 (it installs before
+    it sends QM3): our inbound SA must be in the kernel by then, or those packets meet a
+    larval SA and are dropped.
+
     Shape: ESP SAs have encryption or aead (not both) and integrity only without aead;
     AH integrity only; encap only with ESP.
     """
@@ -1107,6 +1119,7 @@ class Phase2Install(Message):
         tuple[Phase2Policy, ...],
         ListOf(Nested(Phase2Policy), MAX_PHASE2_POLICIES, min_count=2),
     ]
+    inbound_first: bool = False
 
     def check(self) -> None:
         _same_family("phase 2", self.local, self.remote)
@@ -1123,6 +1136,32 @@ class Phase2Install(Message):
         if set(directions) != want:
             raise inconsistent(f"{self.mode.name.lower()} mode needs policies "
                                f"{sorted(d.name.lower() for d in want)}")  # fmt: skip
+
+
+@message(0x0234, _C2P)
+@dataclass(frozen=True, slots=True)
+class Phase2Commit(Message):
+    """Write the outbound half of an install sent with inbound_first (its outbound SA, then
+    its out policy): what the parent vetted then, nothing the child names now. One
+    ResultReply answers it; on a kernel error the parent undoes the whole install (the
+    inbound SA goes back to the larval SPI it filled).
+
+    Parent vets: a pending half install of this child for `tunnel_id`, whose phase 2,
+    gateways, protocol and inbound SPI are these; the definition still there. A second
+    commit, one after a Phase2Remove of the pair, or one for another child's tunnel finds
+    none and is refused; nothing changes then.
+    """
+
+    request_id: RequestId
+    phase2_number: DefNumber
+    tunnel_id: TunnelId
+    local: IpAddr
+    remote: IpAddr
+    proto: IpsecProto
+    spi_in: Annotated[int, UInt(4, lo=MIN_INBOUND_SPI)]
+
+    def check(self) -> None:
+        _same_family("phase 2", self.local, self.remote)
 
 
 @message(0x0231, _C2P)

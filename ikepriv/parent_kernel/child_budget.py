@@ -8,7 +8,7 @@ overall budget:
 
 | class | messages | cost | rate/s | burst |
 |---|---|---|---|---|
-| kernel | SpiRequest, Phase2Install, Phase2Remove | kernel objects it may write | 128 | 1024 |
+| kernel | SpiRequest, Phase2Install, Phase2Commit, Phase2Remove | objects written | 128 | 1024 |
 | secret | SkeyidRequest, NonceRequest (1), SignatureRequest (4) | 1, 4 | 1024 | 2048 |
 | datagram | DatagramOut | 1 | 64 + credit | 1024 |
 | report | StateReport (asked for), StateReportEnd, Stats | 1 | 8192 + credit | 2 x MAX_ROWS |
@@ -24,7 +24,9 @@ of a listing it asks for (ListCommand, at most LIST_PAGE reports, which the pare
 enforces) grants a page's worth, up to the burst, so a long listing is never throttled.
 A kernel request costs the number of kernel objects it can write: an SPI
 one, an install its two SAs and its policies, twice (an install the kernel refuses half way
-is undone), a remove its two SAs and the policies of its reqid.
+is undone; the same for one sent with inbound_first, which writes part of it), a commit its
+outbound SA and out policy and the undo of the whole install, twice, a remove its two SAs and
+the policies of its reqid.
 
 When a budget is short the parent does not drop the message (an honest child never loses
 an answer), with one exception: a Log line over the line budget is read and dropped
@@ -120,6 +122,9 @@ class Bucket:
 _FIXED: Final[dict[type, tuple[Kind, float]]] = {
     m.SpiRequest: (Kind.KERNEL, 1.0),
     m.Phase2Remove: (Kind.KERNEL, 2.0 + REMOVE_POLICIES),
+    # its outbound SA and out policy, and when the kernel refuses them the undo of those and
+    # of the first half (inbound SA deleted and reserved again, in and fwd policies)
+    m.Phase2Commit: (Kind.KERNEL, 2.0 * (2 + REMOVE_POLICIES)),
     m.SkeyidRequest: (Kind.SECRET, 1.0),
     m.NonceRequest: (Kind.SECRET, 1.0),
     m.SignatureRequest: (Kind.SECRET, SIGNATURE_COST),

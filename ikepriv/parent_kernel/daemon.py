@@ -28,7 +28,10 @@ the parent's records as its own (owner: the restarted child) a ResumeCommand (de
 gateways, the out policy's selector and reqid): it negotiates that phase 2 afresh, reusing
 the reqid, so the policies are not rewritten and the new SAs join the old ones in the
 kernel (make before break: the kernel sends on the newest SA, and the old inbound SA still
-takes what the peer sent before it switched). The tunnel is then the new child's: listed,
+takes what the peer sent before it switched). A half install the old child left (a Quick
+Mode responder's inbound SA, its outbound half pending until QM3: installer.py) is first
+committed by the parent as it was vetted, so only whole pairs are resumed and retired. The
+tunnel is then the new child's: listed,
 rekeyed, removable. The old SAs are listed as unmanaged until their lifetime ends, and
 `remove` takes them with their definition. Why renegotiate rather than hand the new child
 the old ISAKMP SA: the parent would have to keep phase 1 keys it never needs itself, and a
@@ -206,6 +209,8 @@ class Daemon:
 
     async def _on_child_ready(self, shard: Shard) -> None:
         await shard.supervisor.send_snapshot(self.state.view.config_messages())
+        # a predecessor's half installs become whole before the records are resumed
+        await shard.requests.installer.settle(shard.index)
         resumed = self._resume_tunnels(shard)
         for (phase, number), command in sorted(self.state.intents.items()):
             if phase is m.Phase.PHASE2 and number in resumed:

@@ -21,11 +21,14 @@ import ipaddress
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
 from ikepriv.ipc.messages import PolicyDirection, SaDirection, TrafficSelector
 from ikepriv.isakmp.constants import ProtocolId
 from ikepriv.parent_kernel.kernel.specs import PolicySpec
+
+if TYPE_CHECKING:
+    from ikepriv.parent_kernel.vetting import Phase2Plan
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -43,6 +46,8 @@ MAX_SAS_TOTAL: Final = 32768
 MAX_LARVAL_TOTAL: Final = 1024
 MAX_POLICIES_TOTAL: Final = 32768
 RECENTLY_REMOVED: Final = 1024
+# vetted outbound halves waiting for their Phase2Commit (a Quick Mode round trip each)
+MAX_PENDING_TOTAL: Final = 1024
 
 SaKey = tuple[IPAddress, int, ProtocolId]  # destination, SPI, protocol: the kernel's SA id
 PolicyKey = tuple[TrafficSelector, PolicyDirection]
@@ -82,6 +87,30 @@ class PolicyEntry:
     spec: PolicySpec
     reqid: int
     owner: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PendingHalf:
+    """The outbound half of an install sent with inbound_first (installer.py): the whole
+    install was vetted, its in/fwd policies and inbound SA are in the kernel and recorded;
+    its outbound SA and out policy wait here for the child's Phase2Commit. Counted as one
+    SA and one policy of its phase 2 and child against the caps while it waits."""
+
+    owner: int
+    plan: Phase2Plan
+    larval: SaEntry  # the larval record its inbound SA filled: an undo puts it back
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.owner, self.plan.tunnel_id)
+
+    @property
+    def inbound(self) -> SaKey:
+        return self.plan.inbound.entry.key
+
+    @property
+    def outbound(self) -> SaKey:
+        return self.plan.outbound.entry.key
 
 
 _GK = TypeVar("_GK", bound=Hashable)
@@ -183,6 +212,49 @@ class Installed:
     policies: Grouped[PolicyKey, PolicyEntry] = field(default_factory=_policy_table)
     _removed_sas: OrderedDict[SaKey, None] = field(default_factory=OrderedDict)
     _removed_policies: OrderedDict[PolicyKey, None] = field(default_factory=OrderedDict)
+    # (owner, tunnel id) -> the outbound half of an inbound_first install, until committed
+    pending: dict[tuple[int, int], PendingHalf] = field(default_factory=dict)
+    _pending_by_inbound: dict[SaKey, tuple[int, int]] = field(default_factory=dict)
+    _pending_outbound: set[SaKey] = field(default_factory=set)
+    _pending_counts: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    # -- pending halves ------------------------------------------------------------------
+
+    def add_pending(self, half: PendingHalf) -> None:
+        self.pending[half.key] = half
+        self._pending_by_inbound[half.inbound] = half.key
+        self._pending_outbound.add(half.outbound)
+        for group in (("phase2", half.plan.phase2_number), ("owner", half.owner)):
+            self._pending_counts[group] = self._pending_counts.get(group, 0) + 1
+
+    def drop_pending(self, key: tuple[int, int]) -> PendingHalf | None:
+        half = self.pending.pop(key, None)
+        if half is None:
+            return None
+        del self._pending_by_inbound[half.inbound]
+        self._pending_outbound.discard(half.outbound)
+        for group in (("phase2", half.plan.phase2_number), ("owner", half.owner)):
+            left = self._pending_counts[group] - 1
+            if left:
+                self._pending_counts[group] = left
+            else:
+                del self._pending_counts[group]
+        return half
+
+    def pending_count(self, phase2: int | None = None, *, owner: int | None = None) -> int:
+        """Pending halves (each one outbound SA and one out policy still to write)."""
+        if phase2 is not None:
+            return self._pending_counts.get(("phase2", phase2), 0)
+        if owner is not None:
+            return self._pending_counts.get(("owner", owner), 0)
+        return len(self.pending)
+
+    def pending_outbound(self, key: SaKey) -> bool:
+        """An outbound SA some pending half will write."""
+        return key in self._pending_outbound
+
+    def pending_of_owner(self, owner: int) -> list[PendingHalf]:
+        return [h for h in self.pending.values() if h.owner == owner]
 
     # -- counts --------------------------------------------------------------------------
 
@@ -230,9 +302,14 @@ class Installed:
         self._removed_policies.pop(entry.key, None)
 
     def forget_sa(self, key: SaKey) -> SaEntry | None:
+        """Forget an SA (and the pending outbound half of the install it is the inbound SA
+        of: whatever removed the SA, expiry or `remove`, ended that install)."""
         entry = self.sas.pop(key, None)
         if entry is not None:
             _remember(self._removed_sas, key)
+        half = self._pending_by_inbound.get(key)
+        if half is not None:
+            self.drop_pending(half)
         return entry
 
     def forget_policy(self, key: PolicyKey) -> PolicyEntry | None:

@@ -16,7 +16,8 @@ the kernel ACQUIRE). The inbound SA comes as early as it can because the peer ma
 send on it: libreswan (4.10) as Quick Mode responder installs its outbound SA when it sends
 QM2, before our QM3, and its kernel sends on the newest SA at once; until our inbound SA is
 filled, those packets meet a larval SA here and are dropped (XfrmAcquireError). QM2 is
-where the keys come from, so that window cannot be closed, only kept short: no write before
+where the initiator's keys come from, so that window cannot be closed, only kept short
+(an ikepriv responder closes it on its side: see below): no write before
 the inbound SA on a rekey, and all the writes of one install in one worker-thread call (one
 hand-over to a thread, not one per write: on a loaded machine each hand-over can wait for
 the scheduler, seen at 100 ms under User Mode Linux). A policy this phase 2 already owns
@@ -26,6 +27,17 @@ policies put back, the filled inbound SA deleted and its SPI reserved again as a
 so the kernel is as before, and the install is answered with one error. An undo the kernel
 refuses leaves an object ikepriv wrote: it is then recorded (and logged), so `remove` and
 shutdown still take it away.
+
+A Quick Mode responder splits the same install in two (Phase2Install.inbound_first): the
+initiator sends on its new outbound SA as soon as it has QM2, so the responder's inbound SA
+must be in before QM2 leaves, while its outbound SA must wait for QM3 (before, the
+initiator may not have the SA yet). The whole install is vetted at once; the first step
+writes the in/fwd policies and the inbound SA, and the vetted outbound SA and out policy
+wait as a PendingHalf (installed.py) until the child's Phase2Commit names them. The commit
+writes them (one worker-thread call) or, if the kernel refuses either, undoes the whole
+install, the inbound SA back to its larval SPI. A Phase2Remove of the pair, an expiry of
+the inbound SA or `remove` ends the half; a restarted child's halves are committed by the
+parent (`settle`) so that the records hold whole pairs for the resume.
 """
 
 from __future__ import annotations
@@ -40,7 +52,7 @@ from typing import Final
 
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.messages import ErrorCode
-from ikepriv.parent_kernel.installed import PolicyEntry, SaEntry, SaKey
+from ikepriv.parent_kernel.installed import PendingHalf, PolicyEntry, SaEntry, SaKey
 from ikepriv.parent_kernel.journal import policy_mark, sa_mark
 from ikepriv.parent_kernel.kernel.specs import SaSpec, XfrmError
 from ikepriv.parent_kernel.kernel.xfrm_messages import Direction
@@ -153,6 +165,12 @@ class Installer:
             if isinstance(plan, Refusal):
                 self._refused("phase 2 install", plan, owner)
                 return m.ResultReply(req.request_id, plan.code, _reason(plan.reason))
+            if req.inbound_first:
+                failure = await self._install_inbound(plan, owner)
+                if failure is not None:
+                    return m.ResultReply(req.request_id, ErrorCode.KERNEL_ERROR,
+                                         _reason(failure))  # fmt: skip
+                return m.ResultReply(req.request_id, ErrorCode.OK, "")
             pending = (plan.outbound.entry, plan.inbound.entry)
             pending_pols = tuple(p.entry for p in plan.policies)
             self._journal_put(pending, pending_pols)
@@ -164,7 +182,11 @@ class Installer:
                 st.installed.add_policy(pol.entry)
             st.installed.add_sa(plan.outbound.entry)
             st.installed.add_sa(plan.inbound.entry)
-        out = plan.outbound
+        self._installed(plan)
+        return m.ResultReply(req.request_id, ErrorCode.OK, "")
+
+    def _installed(self, plan: Phase2Plan) -> None:
+        st, out = self.state, plan.outbound
         log.info("tunnel %d (phase 2 %d): installed, in spi %#x, out spi %#x, %s -> %s (%s)",
                  plan.tunnel_id, plan.phase2_number, plan.inbound.entry.spi, out.entry.spi,
                  out.entry.src, out.entry.dst, out.entry.algorithms)  # fmt: skip
@@ -174,7 +196,132 @@ class Installer:
                 st.keylog.esp(plan.outbound.request)
             except OSError as exc:
                 log.error("keylog: %s", exc)
+
+    # -- split install (Phase2Install.inbound_first, Phase2Commit) ------------------------
+
+    async def _install_inbound(self, plan: Phase2Plan, owner: int) -> str | None:
+        """The first half of a vetted install: in and fwd policies, then the inbound SA (one
+        worker-thread call); the outbound SA and out policy wait as a PendingHalf. Caller
+        holds the lock."""
+        st = self.state
+        larval = st.installed.sas[plan.inbound.entry.key]  # vetted: this child's, larval
+        catching = tuple(p for p in plan.policies if p.spec.direction is not Direction.OUT)
+        pending_pols = tuple(p.entry for p in catching)
+        self._journal_put((plan.inbound.entry,), pending_pols)
+        failure = await self._write(plan, self._inbound_steps(plan))
+        if failure is not None:
+            self._journal_sync((plan.inbound.entry,), pending_pols)
+            return failure
+        for pol in catching:
+            st.installed.add_policy(pol.entry)
+        st.installed.add_sa(plan.inbound.entry)
+        st.installed.add_pending(PendingHalf(owner, plan, larval))
+        log.info("tunnel %d (phase 2 %d): inbound SA spi %#x installed, outbound waits for "
+                 "the commit", plan.tunnel_id, plan.phase2_number,
+                 plan.inbound.entry.spi)  # fmt: skip
+        return None
+
+    def _inbound_steps(self, plan: Phase2Plan) -> list[_Step]:
+        """The first half's writes in order; unchanged policies are none."""
+        catching = [p for p in plan.policies
+                    if p.spec.direction is not Direction.OUT and not p.unchanged]  # fmt: skip
+        return [*map(self._policy_step, catching), self._sa_step(plan.inbound)]
+
+    async def commit_phase2(self, req: m.Phase2Commit, owner: int = 0) -> m.ResultReply:
+        """Write the pending half a Phase2Commit names, exactly as vetted with its install."""
+        st = self.state
+        async with st.lock:
+            half = st.vetter.phase2_commit(req, owner)
+            if isinstance(half, Refusal):
+                self._refused("phase 2 commit", half, owner)
+                return m.ResultReply(req.request_id, half.code, _reason(half.reason))
+            failure = await self._commit(half)
+        if failure is not None:
+            return m.ResultReply(req.request_id, ErrorCode.KERNEL_ERROR, _reason(failure))
         return m.ResultReply(req.request_id, ErrorCode.OK, "")
+
+    async def settle(self, owner: int) -> None:
+        """A child restarted: the halves its predecessor installed are committed by the
+        parent, as vetted, so the records hold whole SA pairs only, which the new child
+        resumes and retires like any other (daemon.py). The peer already holds both SAs if
+        our QM2 reached it, the usual case; if not, the new child's fresh negotiation
+        replaces the pair within a round trip."""
+        st = self.state
+        async with st.lock:
+            for half in st.installed.pending_of_owner(owner):
+                log.info("tunnel %d (phase 2 %d): committing the half install of a child "
+                         "that went away", half.plan.tunnel_id,
+                         half.plan.phase2_number)  # fmt: skip
+                await self._commit(half)
+
+    async def _commit(self, half: PendingHalf) -> str | None:
+        """The outbound SA, then the out policy (one worker-thread call). If the kernel
+        refuses either, the whole install is undone: what the commit wrote, the inbound SA
+        (its SPI reserved again as a larval SA) and the in/fwd policies the first half
+        wrote, unless another SA of the reqid uses them. Caller holds the lock."""
+        st, plan = self.state, half.plan
+        st.installed.drop_pending(half.key)
+        out_pol = st.vetter.out_policy(half)
+        first = self._first_half_undo(half)
+        if isinstance(out_pol, Refusal):
+            steps: list[_Step] = []
+            failure: str | None = out_pol.reason
+        else:
+            steps = [self._sa_step(plan.outbound)]
+            if out_pol is not None and not out_pol.unchanged:
+                steps.append(self._policy_step(out_pol))
+            failure = None
+        new_sas = (plan.outbound.entry,)
+        new_pols = () if out_pol is None or isinstance(out_pol, Refusal) else (out_pol.entry,)
+        self._journal_put(new_sas, new_pols)
+        outcome = await st.kernel_call(self._write_all, plan, steps, first, failure)
+        if outcome.failure is None:
+            st.installed.add_sa(plan.outbound.entry)
+            for pol in new_pols:
+                st.installed.add_policy(pol)
+            self._installed(plan)
+            return None
+        self._record_undone(half, outcome, first)
+        first_pols = tuple(s.entry for s in first if isinstance(s.entry, PolicyEntry))
+        self._journal_sync((*new_sas, plan.inbound.entry), (*new_pols, *first_pols))
+        return outcome.failure
+
+    def _first_half_undo(self, half: PendingHalf) -> list[_Step]:
+        """What undoes the first half of a pending install, in write order: the in/fwd
+        policies it wrote (unless another live SA of the reqid uses them), its inbound SA."""
+        plan, rec = half.plan, self.state.installed
+        inbound = plan.inbound.entry
+        shared = any(e.reqid == inbound.reqid and not e.larval and e.key != inbound.key
+                     for e in rec.sas_of_phase2(plan.phase2_number))  # fmt: skip
+        steps = [] if shared else [self._policy_step(p) for p in plan.policies
+                                   if p.spec.direction is not Direction.OUT and not p.unchanged
+                                   and rec.policies.get(p.entry.key) is p.entry]  # fmt: skip
+        return [*steps, self._sa_step(plan.inbound)]
+
+    def _record_undone(self, half: PendingHalf, outcome: _Outcome, first: list[_Step]) -> None:
+        """The records after an undone commit: the first half's objects as the undo left
+        them (gone, put back, or kept where the kernel refused the undo)."""
+        rec = self.state.installed
+        kept = {id(e) for e in outcome.kept}
+        for entry in outcome.kept:
+            if isinstance(entry, SaEntry):
+                rec.add_sa(entry)
+            else:
+                rec.add_policy(entry)
+        for step in first:
+            if id(step.entry) in kept:
+                continue
+            if isinstance(step.entry, SaEntry):
+                if step.entry.key in outcome.lost:
+                    rec.forget_sa(step.entry.key)
+                else:
+                    rec.add_sa(half.larval)  # the SPI is larval again, the child's as before
+            else:
+                plan = next(p for p in half.plan.policies if p.entry is step.entry)
+                if plan.replaces is None:
+                    rec.forget_policy(step.entry.key)
+                else:
+                    rec.add_policy(plan.replaces)
 
     def _policy_step(self, p: PolicyPlan) -> _Step:
         kernel, spec = self.state.kernel, p.spec
@@ -216,10 +363,12 @@ class Installer:
         return [*map(self._policy_step, catching), self._sa_step(plan.inbound),
                 self._sa_step(plan.outbound), *map(self._policy_step, out)]  # fmt: skip
 
-    async def _write(self, plan: Phase2Plan) -> str | None:
+    async def _write(self, plan: Phase2Plan, steps: list[_Step] | None = None) -> str | None:
         """Carry out the plan (one worker-thread call); on a kernel error undo what was
         written and return why. Caller holds the lock."""
-        outcome = await self.state.kernel_call(self._write_all, plan, self._steps(plan))
+        if steps is None:
+            steps = self._steps(plan)
+        outcome = await self.state.kernel_call(self._write_all, plan, steps)
         for entry in outcome.kept:
             if isinstance(entry, SaEntry):
                 self.state.installed.add_sa(entry)
@@ -229,10 +378,23 @@ class Installer:
             self.state.installed.forget_sa(key)
         return outcome.failure
 
-    def _write_all(self, plan: Phase2Plan, steps: list[_Step]) -> _Outcome:
-        """In the worker thread: the writes, and on a failure the undo of those before it.
+    def _write_all(
+        self,
+        plan: Phase2Plan,
+        steps: list[_Step],
+        before: list[_Step] | None = None,
+        refused: str | None = None,
+    ) -> _Outcome:
+        """In the worker thread: the writes, and on a failure the undo of those before it
+        and of `before` (written earlier: a commit's first half); `refused` fails at once.
         Touches the kernel only; the records are the caller's, on the trio thread."""
-        done: list[_Step] = []
+        done: list[_Step] = list(before or ())
+        if refused is not None:
+            log.error("tunnel %d (phase 2 %d): not committed: %s; undoing %d earlier write(s)",
+                      plan.tunnel_id, plan.phase2_number, refused, len(done))  # fmt: skip
+            outcome = self._undo(plan, done)
+            outcome.failure = refused
+            return outcome
         for step in steps:
             try:
                 step.write()
@@ -274,6 +436,8 @@ class Installer:
             if isinstance(removal, Refusal):
                 self._refused("phase 2 remove", removal, owner)
                 return m.ResultReply(req.request_id, removal.code, _reason(removal.reason))
+            if removal.pending is not None:  # a half install: its outbound half is never written
+                st.installed.drop_pending(removal.pending)
             failed = 0
             for sa in removal.sas:
                 failed += not await self._delete_sa(sa)

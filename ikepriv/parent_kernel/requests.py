@@ -4,7 +4,7 @@ Every request gets exactly one answer (SpiReply, ResultReply, SkeyidReply, Nonce
 SignatureReply); a refusal is logged with its reason and tunnel number and answered with
 an error code. Every message is first charged to its budget (child_budget.py): a child
 over budget is not read for a while, its requests wait rather than vanish. Requests that
-change the kernel (SpiRequest, Phase2Install, Phase2Remove) are vetted, written and
+change the kernel (SpiRequest, Phase2Install, Phase2Commit, Phase2Remove) are vetted, written and
 recorded by installer.Installer, the one write path; this module only hands them over and
 sends the answer. What cannot happen in a correct child (a
 StateReport nobody asked for, a second StateReportEnd, a second Stats or one with names
@@ -146,6 +146,8 @@ class ChildRequests:
                 self._send(await self.installer.allocate_spi(msg, self.child))
             case m.Phase2Install():
                 self._send(await self.installer.install_phase2(msg, self.child))
+            case m.Phase2Commit():
+                self._send(await self.installer.commit_phase2(msg, self.child))
             case m.Phase2Remove():
                 self._send(await self.installer.remove_phase2(msg, self.child))
             case m.StateReport():

@@ -61,7 +61,7 @@ from ikepriv.isakmp.constants import (
 from ikepriv.parent_kernel import installed as inst
 from ikepriv.parent_kernel.definitions import DbView
 from ikepriv.parent_kernel.egress import Egress
-from ikepriv.parent_kernel.installed import Installed, PolicyEntry, SaEntry
+from ikepriv.parent_kernel.installed import Installed, PendingHalf, PolicyEntry, SaEntry
 from ikepriv.parent_kernel.kernel.specs import (
     Aead,
     Encap,
@@ -302,6 +302,7 @@ class Phase2Removal:
     sas: tuple[SaEntry, ...]
     reqid: int
     keep_policies: bool
+    pending: tuple[int, int] | None = None  # a half install's pending outbound part to forget
 
 
 @dataclass
@@ -728,16 +729,20 @@ class Vetter:
         key: inst.SaKey = (req.dst, req.spi, req.proto)
         existing = self.installed.sas.get(key)
         if outbound:
-            if existing is not None:
+            if existing is not None or self.installed.pending_outbound(key):
                 return Refusal(ErrorCode.NOT_PERMITTED, f"SA spi {req.spi:#x} already exists",
                                t.p2_number)  # fmt: skip
-            if self.installed.sa_count(t.p2_number) >= _bound(inst.MAX_SAS_PER_PHASE2, t.p2):
+            # a pending half (Phase2Install.inbound_first) counts as the SA it will write
+            rec = self.installed
+            if rec.sa_count(t.p2_number) + rec.pending_count(t.p2_number) >= _bound(
+                inst.MAX_SAS_PER_PHASE2, t.p2
+            ):
                 return Refusal(ErrorCode.LIMIT_REACHED, "too many SAs", t.p2_number)
-            if self.installed.sa_count() >= inst.MAX_SAS_TOTAL:
+            if rec.sa_count() + rec.pending_count() >= inst.MAX_SAS_TOTAL:
                 return Refusal(ErrorCode.LIMIT_REACHED, "too many SAs in total", t.p2_number)
             # an install adds two (this one and the inbound one, which leaves the larval count)
-            if self.installed.owned_sas(child, larval=False) + 2 > self.sharding.share(
-                inst.MAX_SAS_TOTAL
+            if rec.owned_sas(child, larval=False) + rec.pending_count(owner=child) + 2 > (
+                self.sharding.share(inst.MAX_SAS_TOTAL)
             ):
                 return Refusal(ErrorCode.LIMIT_REACHED, "too many SAs for this child",
                                t.p2_number)  # fmt: skip
@@ -859,26 +864,88 @@ class Vetter:
             if isinstance(plan, Refusal):
                 return plan
             policies.append(plan)
+        rec = self.installed  # a pending half counts as the out policy it may add
         new = sum(1 for p in policies if p.replaces is None)
-        if self.installed.policy_count(t.p2_number) + new > _bound(
+        if rec.policy_count(t.p2_number) + rec.pending_count(t.p2_number) + new > _bound(
             inst.MAX_POLICIES_PER_PHASE2, t.p2
         ):
             return Refusal(ErrorCode.LIMIT_REACHED, "too many policies", t.p2_number)
-        if self.installed.policy_count() + new > inst.MAX_POLICIES_TOTAL:
+        if rec.policy_count() + rec.pending_count() + new > inst.MAX_POLICIES_TOTAL:
             return Refusal(ErrorCode.LIMIT_REACHED, "too many policies in total", t.p2_number)
-        if self.installed.owned_policies(child) + new > self.sharding.share(
-            inst.MAX_POLICIES_TOTAL
+        if rec.owned_policies(child) + rec.pending_count(owner=child) + new > (
+            self.sharding.share(inst.MAX_POLICIES_TOTAL)
         ):
             return Refusal(ErrorCode.LIMIT_REACHED, "too many policies for this child",
                            t.p2_number)  # fmt: skip
+        if req.inbound_first:
+            bad = self._pending_room(t, req, child)
+            if bad is not None:
+                return bad
         return Phase2Plan(t.p2_number, req.tunnel_id, tuple(policies), outbound, inbound)
+
+    def _pending_room(self, t: _Tunnel, req: m.Phase2Install, child: int) -> Refusal | None:
+        """An inbound_first install leaves a pending half: one per tunnel, bounded per
+        child and in total."""
+        rec = self.installed
+        if (child, req.tunnel_id) in rec.pending:
+            return Refusal(ErrorCode.NOT_PERMITTED,
+                           f"tunnel {req.tunnel_id} has a half install already",
+                           t.p2_number)  # fmt: skip
+        if rec.pending_count() >= inst.MAX_PENDING_TOTAL:
+            return Refusal(ErrorCode.LIMIT_REACHED, "too many half installs in total",
+                           t.p2_number)  # fmt: skip
+        if rec.pending_count(owner=child) >= self.sharding.share(inst.MAX_PENDING_TOTAL):
+            return Refusal(ErrorCode.LIMIT_REACHED, "too many half installs for this child",
+                           t.p2_number)  # fmt: skip
+        return None
+
+    # -- phase 2 commit --------------------------------------------------------------------
+
+    def phase2_commit(self, req: m.Phase2Commit, child: int = 0) -> PendingHalf | Refusal:
+        """The pending half a Phase2Commit names: this child's, for this tunnel, with the
+        phase 2, gateways, protocol and inbound SPI it was vetted with. What is written is
+        that half as vetted; the commit itself names nothing new."""
+        half = self.installed.pending.get((child, req.tunnel_id))
+        if half is None:
+            return Refusal(ErrorCode.NOT_PERMITTED,
+                           f"no half install of tunnel {req.tunnel_id} to commit",
+                           req.phase2_number)  # fmt: skip
+        inbound = half.plan.inbound.entry
+        if (half.plan.phase2_number, inbound.dst, inbound.src, inbound.proto, inbound.spi) != (
+            req.phase2_number,
+            req.local,
+            req.remote,
+            req.proto,
+            req.spi_in,
+        ):
+            return Refusal(ErrorCode.NOT_PERMITTED,
+                           f"tunnel {req.tunnel_id}: the commit names another install",
+                           req.phase2_number)  # fmt: skip
+        return half
+
+    def out_policy(self, half: PendingHalf) -> PolicyPlan | Refusal | None:
+        """A pending half's out policy against the records of now (written, replacing this
+        phase 2's own, or already there as it is), None if the install has none."""
+        plan = next((p for p in half.plan.policies
+                     if p.spec.direction is Direction.OUT), None)  # fmt: skip
+        if plan is None:
+            return None
+        existing = self.installed.policies.get(plan.entry.key)
+        if existing is not None and (existing.phase2_number != plan.entry.phase2_number
+                                     or existing.owner != half.owner):  # fmt: skip
+            return Refusal(ErrorCode.NOT_PERMITTED,
+                           f"out policy now belongs to phase 2 {existing.phase2_number}",
+                           plan.entry.phase2_number)  # fmt: skip
+        return PolicyPlan(plan.spec, plan.entry, existing)
 
     # -- phase 2 remove --------------------------------------------------------------------
 
     def phase2_remove(self, req: m.Phase2Remove, child: int = 0) -> Phase2Removal | Refusal:
         """The recorded SAs a Phase2Remove names. Each must be this phase 2's, this
         tunnel's and this child's, or already removed by the parent (expiry, `ike
-        cmd=remove`); an inbound SPI still larval (the install never happened) goes alone."""
+        cmd=remove`); an inbound SPI still larval (the install never happened) goes alone; a
+        half install (inbound_first, never committed) has its inbound SA recorded and its
+        outbound SA pending: the removal takes the one and forgets the other."""
         p2 = req.phase2_number
         inbound_key: inst.SaKey = (req.local, req.spi_in, req.proto)
         larval = self.installed.sas.get(inbound_key)
@@ -889,10 +956,15 @@ class Vetter:
             return Phase2Removal(p2, (larval,), req.reqid, keep_policies=True)
         found: list[SaEntry] = []
         outbound_key: inst.SaKey = (req.remote, req.spi_out, req.proto)
+        half = self.installed.pending.get((child, req.tunnel_id))
+        if half is not None and (half.inbound, half.outbound) != (inbound_key, outbound_key):
+            half = None
         for key, direction in ((inbound_key, SaDirection.IN), (outbound_key, SaDirection.OUT)):
             entry = self.installed.sas.get(key)
             if entry is None and self.installed.recently_removed_sa(key):
                 continue
+            if entry is None and half is not None and key == half.outbound:
+                continue  # a half install: its outbound SA was never written
             if (
                 entry is None
                 or entry.larval
@@ -906,7 +978,8 @@ class Vetter:
                                f"SA spi {key[1]:#x} to {key[0]} not ours for phase 2 {p2} "
                                f"tunnel {req.tunnel_id}", p2)  # fmt: skip
             found.append(entry)
-        return Phase2Removal(p2, tuple(found), req.reqid, req.keep_policies)
+        pending = half.key if half is not None else None
+        return Phase2Removal(p2, tuple(found), req.reqid, req.keep_policies, pending)
 
     # -- SKEYID ----------------------------------------------------------------------------
 

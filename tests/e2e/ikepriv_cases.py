@@ -438,6 +438,11 @@ def _crash(case: Case, topo: nsmod.Topology, a: Ikepriv, b: Ikepriv) -> None:
     old = a.child_pids()
     if not case.check(len(old) == 1, f"daemon children {old}"):
         return
+    # the resumed phase 2 has the new child as Quick Mode initiator and b as responder: b's
+    # inbound SA is in its kernel before its QM2 (Phase2Install.inbound_first), so nothing
+    # a sends on its new SA from QM3 on meets a larval SPI there (XfrmAcquireError) or no
+    # SA at all (XfrmInNoStates)
+    b_stat = nsmod.xfrm_stat_errors(topo.gw_b)
     argv = nsmod.ping_argv(nsmod.LAN_B_HOST, 30, 0.1, 2)
     pinger = subprocess.Popen(  # noqa: S603 -- our own programs
         argv,
@@ -481,6 +486,10 @@ def _crash(case: Case, topo: nsmod.Topology, a: Ikepriv, b: Ikepriv) -> None:
     case.check(a.alive(), "daemon died with its child")
     case.step("tunnel still carries ESP")
     check_esp_ping(case, topo, label="ping-after-crash")
+    grown = nsmod.counter_increase(b_stat, nsmod.xfrm_stat_errors(topo.gw_b))
+    case.details["responder_xfrm_stat_increase"] = grown
+    drops = {k: v for k, v in grown.items() if k in ("XfrmInNoStates", "XfrmAcquireError")}
+    case.check(not drops, f"the Quick Mode responder dropped ESP of the resumed phase 2: {drops}")
 
 
 def group_two_phase2(lab: Lab) -> dict[str, Any]:

@@ -53,6 +53,7 @@ from ikepriv.ipc.messages import (
     NonceRequest,
     Phase,
     Phase1Def,
+    Phase2Commit,
     Phase2Def,
     Phase2Install,
     Phase2Proposal,
@@ -342,6 +343,9 @@ class StandInParent:
     kernel_log: list[Any] = field(default_factory=list)
     live: dict[tuple[SaDirection, int], SaAdd] = field(default_factory=dict)
     policies: dict[tuple[TrafficSelector, PolicyDirection], PolicyAdd] = field(default_factory=dict)
+    # outbound halves of inbound_first installs, by tunnel id, until Phase2Commit
+    pending: dict[int, tuple[Phase2Install, list[Any]]] = field(default_factory=dict)
+    commits: list[Phase2Commit] = field(default_factory=list)
 
     def answer(self, msg: Message) -> Message | None:
         if isinstance(msg, NonceRequest):
@@ -389,6 +393,14 @@ class StandInParent:
                 return ResultReply(msg.request_id, ErrorCode.NOT_PERMITTED, "refused by test")
             self._install(msg)
             return ResultReply(msg.request_id, ErrorCode.OK, "")
+        if isinstance(msg, Phase2Commit):
+            self.commits.append(msg)
+            held = self.pending.get(msg.tunnel_id)
+            if Phase2Commit in self.refuse or held is None or held[0].inbound.spi != msg.spi_in:
+                return ResultReply(msg.request_id, ErrorCode.NOT_PERMITTED, "no pending install")
+            del self.pending[msg.tunnel_id]
+            self._write(held[1])
+            return ResultReply(msg.request_id, ErrorCode.OK, "")
         if isinstance(msg, Phase2Remove):
             self.removes.append(msg)
             if Phase2Remove in self.refuse:
@@ -407,7 +419,14 @@ class StandInParent:
         new = [p for p in wanted if self.policies.get((p.selector, p.direction)) != p]
         out = [p for p in new if p.direction is PolicyDirection.OUT]
         catching = [p for p in new if p.direction is not PolicyDirection.OUT]
-        for item in [*catching, outbound, *out, inbound]:  # the installer's order
+        if msg.inbound_first:  # the outbound half waits for Phase2Commit
+            self._write([*catching, inbound])
+            self.pending[msg.tunnel_id] = (msg, [outbound, *out])
+            return
+        self._write([*catching, inbound, outbound, *out])  # the installer's order
+
+    def _write(self, items: list[Any]) -> None:
+        for item in items:
             self.kernel_log.append(item)
             if isinstance(item, SaAdd):
                 self.sa_adds.append(item)
@@ -419,6 +438,9 @@ class StandInParent:
     def _remove(self, msg: Phase2Remove) -> ErrorCode:
         named = [(SaDirection.IN, msg.spi_in), (SaDirection.OUT, msg.spi_out)]
         ever = {(a.direction, a.spi) for a in self.sa_adds}
+        held = self.pending.pop(msg.tunnel_id, None)
+        if held is not None and held[0].inbound.spi == msg.spi_in:  # a half install
+            ever.add((SaDirection.OUT, msg.spi_out))
         if not any(key in ever for key in named) and msg.spi_in in self.allocated:
             return ErrorCode.OK  # an allocated SPI whose install never happened
         for key in named:
@@ -458,6 +480,7 @@ class Side:
     parent: StandInParent
     sent: list[DatagramOut] = field(default_factory=list)
     received: list[DatagramIn] = field(default_factory=list)
+    trail: list[Message] = field(default_factory=list)  # every output of the core, in order
     cpu_seconds: float = 0.0
     handle_calls: int = 0
 
@@ -662,6 +685,7 @@ class Simulation:
 
     def _dispatch(self, side: Side, actions: Iterable[Message]) -> None:
         for action in actions:
+            side.trail.append(action)
             if isinstance(action, DatagramOut):
                 side.sent.append(action)
                 self._send(action)

@@ -680,6 +680,7 @@ class Negotiator:
         transition(sa, P1State.DEAD)
         for qe in sa.exchanges.values():
             qe.wipe()
+            install.remove_half(self, qe)  # a responder's inbound half still without QM3
         sa.exchanges.clear()
         sa.wipe()
         self.half_open.remove(sa.tunnel_id)

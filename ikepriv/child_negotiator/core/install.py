@@ -2,9 +2,16 @@
 
 Each phase 2 is one Phase2Install: two SAs (inbound with our SPI, outbound with the
 peer's) keyed from KEYMAT, and policies: out and in, plus fwd in tunnel mode. The parent
-installs all of it or nothing and answers once, so the SA is established or failed, never
-half installed. Policies belong to a policy set (phase 2 definition + the selectors
-actually negotiated), not to one SA: a second SA with the same selectors (a rekey, or the
+vets all of it or nothing. The Quick Mode initiator sends it at QM2, before QM3, and the
+parent writes all of it. The responder sends it before QM2 with inbound_first: the parent
+writes the in and fwd policies and the inbound SA then (the initiator sends on its new
+outbound SA as soon as it has QM2; before, those packets met a larval SPI here and were
+dropped), and the outbound SA and out policy, vetted with them, when the responder sends
+Phase2Commit at QM3. An exchange that ends without QM3 removes the half with a
+Phase2Remove. Either way an SA is established or failed, never left half installed.
+
+Policies belong to a policy set (phase 2 definition + the selectors actually negotiated),
+not to one SA: a second SA with the same selectors (a rekey, or the
 peer starting one too) gets the set's reqid and so the same policies (the parent writes
 them only once), and the parent removes them with the last SA of that reqid. Narrower
 selectors negotiated under the same definition get a set (and reqid) of their own, so the
@@ -13,10 +20,12 @@ kernel never mixes their SAs. Removing an SA is one Phase2Remove.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 from ikepriv.child_negotiator.core import informational_send, lifetimes
 from ikepriv.child_negotiator.core.context import Core
+from ikepriv.child_negotiator.core.datagram import IPAddress
 from ikepriv.child_negotiator.core.sa_table import ChildSa, IsakmpSa, PolicySet, QuickExchange
 from ikepriv.child_negotiator.core.states import ChildState, transition
 from ikepriv.crypto.keymat import SaKeys, derive_sa_keys
@@ -27,6 +36,7 @@ from ikepriv.ipc.messages import (
     ErrorCode,
     LogLevel,
     Phase,
+    Phase2Commit,
     Phase2Install,
     Phase2Policy,
     Phase2Remove,
@@ -72,12 +82,20 @@ def _key_fields(
     )
 
 
-def install_child(core: Core, qe: QuickExchange, g_qm_xy: bytes | None) -> ChildSa:
+def _reqid(core: Core, qe: QuickExchange) -> int:
+    """The reqid of the exchange's policy set (made now if the set is new)."""
+    key = (qe.definition.number, TrafficSelector(qe.local_sel, qe.remote_sel))
+    policy_set = core.policy_sets.get(key)
+    if policy_set is None:
+        policy_set = PolicySet(core.new_reqid())
+        core.policy_sets[key] = policy_set
+    return policy_set.reqid
+
+
+def _new_child(core: Core, qe: QuickExchange, reqid: int) -> ChildSa:
+    """The IPsec SA record of a finished Quick Mode, in INSTALLING until the parent answers."""
     sa = qe.isakmp
-    choice = qe.choice
-    assert choice is not None and sa.keys is not None and sa.choice is not None
-    mode = choice.base_mode
-    selector_out = TrafficSelector(qe.local_sel, qe.remote_sel)
+    assert qe.choice is not None
     child = ChildSa(
         tunnel_id=qe.tunnel_id,
         definition=qe.definition,
@@ -85,25 +103,31 @@ def install_child(core: Core, qe: QuickExchange, g_qm_xy: bytes | None) -> Child
         isakmp_tunnel_id=sa.tunnel_id,
         negotiated_on=sa.tunnel_id,
         role=qe.role,
-        protocol=choice.protocol,
+        protocol=qe.choice.protocol,
         spi_in=qe.spi_in,
         spi_out=qe.spi_out,
         local=sa.local,
         remote=sa.remote,
-        selector_out=selector_out,
-        choice=choice,
+        selector_out=TrafficSelector(qe.local_sel, qe.remote_sel),
+        choice=qe.choice,
         lifetime_seconds=qe.lifetime_seconds,
-        reqid=0,
+        reqid=reqid,
         state=ChildState.INSTALLING,
         created=core.now,
     )
     core.sas.children[child.tunnel_id] = child
-    key = (qe.definition.number, selector_out)
-    policy_set = core.policy_sets.get(key)
-    if policy_set is None:
-        policy_set = PolicySet(core.new_reqid())
-        core.policy_sets[key] = policy_set
-    child.reqid = policy_set.reqid
+    return child
+
+
+def _install_request(
+    core: Core, qe: QuickExchange, reqid: int, g_qm_xy: bytes | None, *, inbound_first: bool
+) -> partial[Phase2Install]:
+    """The whole install of an exchange, keyed from KEYMAT (all but its request id)."""
+    sa = qe.isakmp
+    choice = qe.choice
+    assert choice is not None and sa.keys is not None and sa.choice is not None
+    mode = choice.base_mode
+    selector_out = TrafficSelector(qe.local_sel, qe.remote_sel)
     layout = choice.layout()
     sa_keys: list[Phase2Sa] = []
     for spi in (qe.spi_in, qe.spi_out):
@@ -116,25 +140,130 @@ def install_child(core: Core, qe: QuickExchange, g_qm_xy: bytes | None) -> Child
             core, qe.lifetime_seconds, qe.lifetime_kilobytes, qe.definition.rekey_margin
         )
         sa_keys.append(Phase2Sa(spi, enc, integ, aead, limits))
-    make = partial(
+    return partial(
         Phase2Install,
         phase1_number=sa.definition.number,
         phase2_number=qe.definition.number,
-        tunnel_id=child.tunnel_id,
+        tunnel_id=qe.tunnel_id,
         local=sa.local.addr,
         remote=sa.remote.addr,
         proto=choice.protocol,
         mode=mode,
-        reqid=child.reqid,
+        reqid=reqid,
         inbound=sa_keys[0],
         outbound=sa_keys[1],
         # UDP ports as on our outbound packets; the parent turns them around for inbound
         encap=core.hooks.sa_encap(sa),
         selector=selector_out,
         policies=_policies(selector_out, mode),
+        inbound_first=inbound_first,
+    )
+
+
+def install_child(core: Core, qe: QuickExchange, g_qm_xy: bytes | None) -> ChildSa:
+    """The Quick Mode initiator, at QM2: the whole install, before QM3 leaves."""
+    reqid = _reqid(core, qe)
+    child = _new_child(core, qe, reqid)
+    make = _install_request(core, qe, reqid, g_qm_xy, inbound_first=False)
+    core.request(make, ResultReply, lambda reply: _on_installed(core, child, reply))
+    return child
+
+
+def install_inbound(
+    core: Core,
+    qe: QuickExchange,
+    g_qm_xy: bytes | None,
+    on_refused: Callable[[Core, QuickExchange], None],
+) -> None:
+    """The Quick Mode responder, before QM2 leaves: the whole install for the parent to
+    vet, of which it writes the inbound half now (the initiator may send on its new
+    outbound SA as soon as it has QM2). `commit_child` asks for the rest at QM3;
+    `remove_half` takes the half away if QM3 never comes; `on_refused` ends the exchange
+    if the parent refuses it before QM3 came."""
+    qe.reqid = _reqid(core, qe)
+    qe.half_installed = True
+    make = _install_request(core, qe, qe.reqid, g_qm_xy, inbound_first=True)
+    core.request(
+        make, ResultReply, lambda reply: _on_inbound_installed(core, qe, reply, on_refused)
+    )
+
+
+def commit_child(core: Core, qe: QuickExchange) -> ChildSa:
+    """The Quick Mode responder, at QM3: the outbound half the parent holds for it."""
+    assert qe.half_installed
+    qe.half_installed = False  # the child record owns the pair from now on
+    child = _new_child(core, qe, qe.reqid)
+    sa = qe.isakmp
+    make = partial(
+        Phase2Commit,
+        phase2_number=qe.definition.number,
+        tunnel_id=qe.tunnel_id,
+        local=sa.local.addr,
+        remote=sa.remote.addr,
+        proto=child.protocol,
+        spi_in=qe.spi_in,
     )
     core.request(make, ResultReply, lambda reply: _on_installed(core, child, reply))
     return child
+
+
+def _on_inbound_installed(
+    core: Core,
+    qe: QuickExchange,
+    reply: ResultReply,
+    on_refused: Callable[[Core, QuickExchange], None],
+) -> None:
+    if reply.error is ErrorCode.OK:
+        return
+    core.counters.parent_errors += 1
+    core.log(
+        LogLevel.ERR,
+        f"phase 2 {qe.definition.name}: install refused: {reply.error.name} {reply.reason}",
+    )
+    if not qe.half_installed:
+        return  # QM3 came first: the commit is refused too, and its answer ends the SA
+    qe.half_installed = False  # nothing of it is in the kernel
+    _drop_policy_set(core, qe.definition.number, TrafficSelector(qe.local_sel, qe.remote_sel),
+                     qe.isakmp.remote.addr)  # fmt: skip
+    # QM2 has left: the peer may install at once; tell it the SA is gone
+    informational_send.send_delete_ipsec(core, qe.isakmp, qe.protocol, [qe.spi_in])
+    on_refused(core, qe)
+
+
+def remove_half(core: Core, qe: QuickExchange) -> None:
+    """A responder's exchange ended without QM3 (timeout, error): remove the inbound half
+    it installed (one Phase2Remove of the pair; the parent forgets the outbound half)."""
+    if not qe.half_installed:
+        return
+    qe.half_installed = False
+    sa = qe.isakmp
+    selector = TrafficSelector(qe.local_sel, qe.remote_sel)
+    _drop_policy_set(core, qe.definition.number, selector, sa.remote.addr)
+    core.request(
+        partial(
+            Phase2Remove,
+            phase2_number=qe.definition.number,
+            tunnel_id=qe.tunnel_id,
+            local=sa.local.addr,
+            remote=sa.remote.addr,
+            proto=qe.protocol,
+            spi_in=qe.spi_in,
+            spi_out=qe.spi_out,
+            reqid=qe.reqid,
+            keep_policies=False,
+        ),
+        ResultReply,
+        lambda reply: _on_delete_result(core, reply),
+    )
+
+
+def _drop_policy_set(core: Core, number: int, selector: TrafficSelector, peer: IPAddress) -> None:
+    """No SA of the set left with this peer: a new one gets a new reqid."""
+    key = (number, selector)
+    if not any(
+        (c.definition.number, c.selector_out) == key for c in core.sas.children.with_peer(peer)
+    ):
+        core.policy_sets.pop(key, None)
 
 
 def _policies(out_sel: TrafficSelector, mode: EncapsulationMode) -> tuple[Phase2Policy, ...]:
@@ -222,12 +351,8 @@ def remove_child(
         sa = core.sas.established_for(child.phase1_number, child.remote.addr)
         if sa is not None:
             informational_send.send_delete_ipsec(core, sa, child.protocol, [child.spi_in])
-    key = (child.definition.number, child.selector_out)
-    if not keep_policies and not any(  # a policy set's SAs are with one peer: see rekey
-        (c.definition.number, c.selector_out) == key
-        for c in core.sas.children.with_peer(child.remote.addr)
-    ):
-        core.policy_sets.pop(key, None)  # no SA of the set left: a new one gets a new reqid
+    if not keep_policies:  # a policy set's SAs are with one peer: see rekey
+        _drop_policy_set(core, child.definition.number, child.selector_out, child.remote.addr)
     if not kernel:
         return
     core.request(

@@ -153,6 +153,9 @@ class QuickExchange:
     dh: DHPrivateKey | None = None
     peer_ke: bytes = b""
     commit: bool = False
+    # responder: the install whose inbound half went to the parent before QM2 (install.py)
+    reqid: int = 0
+    half_installed: bool = False  # until committed at QM3, or removed
 
     def wipe(self) -> None:
         if self.dh is not None:

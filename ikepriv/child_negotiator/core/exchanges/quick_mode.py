@@ -4,16 +4,23 @@
     (SpiRequest)
     HASH(1), SA, Ni [, KE] [, IDci, IDcr]  ->
                                               (SpiRequest)
+                                              (Phase2Install, inbound half)
                                          <-   HASH(2), SA, Nr [, KE] [, IDci, IDcr]
                                                        [, N(RESPONDER-LIFETIME)]
     Phase2Install, then HASH(3)            ->
-                                              Phase2Install
+                                              Phase2Commit (outbound half)
+
+Each side has its inbound SA in the kernel before the message after which the other side
+may send on it: the responder before QM2 (the initiator installs both SAs at QM2 and sends
+at once), the initiator before QM3. The parent carries out the child's messages in order,
+so a datagram sent after an install request leaves once the install is done.
 
 The responder accepts selectors equal to or inside a phase 2 definition of the ISAKMP SA's
 phase 1, and installs exactly the (narrower) selectors offered. A lifetime above ours is
 accepted, shortened and announced with RESPONDER-LIFETIME; the initiator honours a shorter
 one and ignores a longer one. A commit bit is accepted: the responder confirms with
-CONNECTED once it has installed the SAs.
+CONNECTED once it has installed the SAs (after its Phase2Commit). A responder exchange that
+ends without QM3 (timeout, error, the parent refusing the inbound half) removes the half.
 """
 
 from __future__ import annotations
@@ -390,8 +397,14 @@ def _responder_spi(core: Core, qe: QuickExchange, reply: SpiReply) -> None:
         proposal.number, proposal.protocol_id, _spi_bytes(qe.spi_in), proposal.transforms
     )
     rest: list[Payload] = [SAPayload.ipsec([echoed]), NoncePayload(qe.nr)]
+    g_qm_xy = None
     if qe.choice.group is not None:
         qe.dh = dh.generate(qe.choice.group, core.random)
+        try:
+            g_qm_xy = qe.dh.shared(qe.peer_ke)
+        except CryptoError:
+            _fail(core, qe, NotifyType.INVALID_KEY_INFORMATION, "bad PFS public value")
+            return
         rest.append(KePayload(qe.dh.public))
     if qe.id_ci is not None and qe.id_cr is not None:
         rest += [qe.id_ci, qe.id_cr]
@@ -410,7 +423,16 @@ def _responder_spi(core: Core, qe: QuickExchange, reply: SpiReply) -> None:
     mid, ni = qe.mid, qe.ni
     data_out = seal_hashed(sa, QM, mid, rest, lambda b: quick_mode_hash2(alg, skeyid_a, mid, ni, b))
     transition(qe, QmState.R_SENT)
+    # Our inbound SA before QM2 (see the module docstring): the keys are known now.
+    install.install_inbound(core, qe, g_qm_xy, _inbound_refused)
+    qe.wipe()  # g^xy went into the keys: QM3 needs no DH
     core.transmit(sa, qe.flight, (data_out,), retransmit=True)
+
+
+def _inbound_refused(core: Core, qe: QuickExchange) -> None:
+    """The parent refused our inbound half before QM3 came: the exchange failed."""
+    if qe.state is QmState.R_SENT and qe.isakmp.exchanges.get(qe.mid) is qe:
+        abort(core, qe, "the parent refused the install")
 
 
 def _on_qm3(core: Core, qe: QuickExchange, inb: Inbound) -> None:
@@ -419,17 +441,10 @@ def _on_qm3(core: Core, qe: QuickExchange, inb: Inbound) -> None:
     h3 = quick_mode_hash3(alg, skeyid_a, qe.mid, qe.ni, qe.nr)
     if _open_hashed(core, sa, inb, lambda _rest: h3) is None:
         return
-    g_qm_xy = None
-    if qe.dh is not None:
-        try:
-            g_qm_xy = qe.dh.shared(qe.peer_ke)
-        except CryptoError:
-            _fail(core, qe, NotifyType.INVALID_KEY_INFORMATION, "bad PFS public value")
-            return
     qe.flight.accepted(inb.digest)  # QM3 ends the exchange: a repeat gets no answer
     core.hooks.on_authenticated(sa, inb)
     _done(core, qe)
-    core.child_installed(install.install_child(core, qe, g_qm_xy), qe)
+    core.child_installed(install.commit_child(core, qe), qe)
     core.quick_mode_finished(qe)
     if qe.commit:
         send_notify(core, sa, NotifyType.CONNECTED, qe.protocol, _spi_bytes(qe.spi_in))
@@ -527,6 +542,7 @@ def abort(core: Core, qe: QuickExchange, reason: str) -> None:
     core.log(LogLevel.ERR, f"phase 2 tunnel {qe.tunnel_id} ({qe.definition.name}) with "
              f"{sa.remote.addr} failed: {reason}")  # fmt: skip
     qe.wipe()
+    install.remove_half(core, qe)  # a responder's inbound half, if QM3 never came
     if qe.state is not QmState.DONE:  # an error notify may name a finished exchange's SPI
         transition(qe, QmState.DONE)
     qe.flight.stop_timer()
