@@ -11,6 +11,7 @@ real kernel (no ESP here: the outbound SA write fails): test_vetting_hostile_chi
 from __future__ import annotations
 
 import errno
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -22,9 +23,11 @@ from test_vetting_rules import DEFS, IN_SPI, OUT_TS, A, B, install, keys, number
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.messages import ErrorCode
 from ikepriv.isakmp.constants import ProtocolId
+from ikepriv.parent_kernel.child_budget import Kind, cost
 from ikepriv.parent_kernel.installed import SaEntry
 from ikepriv.parent_kernel.installer import Installer
 from ikepriv.parent_kernel.kernel.specs import PolicySpec, SaSpec, XfrmError
+from ikepriv.parent_kernel.requests import ChildRequests
 from ikepriv.parent_kernel.state import ParentState
 from ikepriv.parent_kernel.vetting import Activation
 
@@ -254,3 +257,43 @@ def test_hard_expiry_forgets_without_writing() -> None:
     assert entry is not None and entry.spi == 0x5000 and kernel.calls == []
     assert installer.expired((B, 0x5000, ESP)) is None
     assert (B, 0x5000, ESP) not in state.installed.sas
+
+
+def test_the_kernel_budget_charges_what_a_request_really_wrote() -> None:
+    """Each kernel request is charged the most it can write before it runs; one carried out
+    gets back what it did not write. A rekey (policies in place) and the removal of the
+    pair it replaced cost their SAs only, so a child rekeying thousands of phase 2 is not
+    paced as if it wrote every policy again; a failed install keeps its whole charge."""
+    kernel = FakeKernel()
+    state = parent(kernel)
+    replies: list[m.Message] = []
+    requests = ChildRequests(state, lambda msg: replies.append(msg) or True, [])
+    bucket = requests.budget.buckets[Kind.KERNEL]
+    bucket.refill(time.monotonic())  # full
+    bucket.rate = 1e-9  # no refill during the test: what each request spent stays visible
+
+    def spent(msg: m.Message) -> float:
+        before = bucket.tokens
+        run(lambda: requests.handle(msg))
+        reply = replies.pop()
+        assert isinstance(reply, m.ResultReply), reply
+        return round(before - bucket.tokens, 6)
+
+    larval(state, kernel)
+    first = install()
+    assert cost(first) == (Kind.KERNEL, 10.0)
+    assert spent(first) == 5.0  # 3 policies and 2 SAs written, no undo
+    larval(state, kernel, 0x888)
+    assert spent(install(request_id=2, tunnel_id=2, inbound=keys(0x888),
+                         outbound=keys(0x5001))) == 2.0  # fmt: skip
+    old = m.Phase2Remove(5, 1, 1, A, B, ESP, IN_SPI, 0x5000, 9, False)
+    assert spent(old) == 2.0  # the policies stay for the new pair
+    larval(state, kernel, 0x777)  # a rekey as Quick Mode responder: two steps
+    half = install(request_id=4, tunnel_id=4, inbound=keys(0x777), outbound=keys(0x5003),
+                   inbound_first=True)  # fmt: skip
+    assert spent(half) == 1.0  # the inbound SA
+    assert spent(m.Phase2Commit(6, 1, 4, A, B, ESP, 0x777)) == 1.0  # the outbound SA
+    kernel.fail["add_sa"] = 1  # the kernel refuses the next outbound SA
+    larval(state, kernel, 0x999)
+    failed = install(request_id=3, tunnel_id=3, inbound=keys(0x999), outbound=keys(0x5002))
+    assert spent(failed) == 10.0

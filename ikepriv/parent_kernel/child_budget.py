@@ -22,11 +22,13 @@ may answer what the flood brought, and without one a hostile child's datagrams c
 the steady rate. Reports are tied to what the parent asked for in the same way: each page
 of a listing it asks for (ListCommand, at most LIST_PAGE reports, which the parent
 enforces) grants a page's worth, up to the burst, so a long listing is never throttled.
-A kernel request costs the number of kernel objects it can write: an SPI
-one, an install its two SAs and its policies, twice (an install the kernel refuses half way
-is undone; the same for one sent with inbound_first, which writes part of it), a commit its
-outbound SA and out policy and the undo of the whole install, twice, a remove its two SAs and
-the policies of its reqid.
+A kernel request is charged, before it is handled, the number of kernel objects it can
+write: an SPI one, an install its two SAs and its policies, twice (an install the kernel
+refuses half way is undone; the same for one sent with inbound_first, which writes part of
+it), a commit its outbound SA and out policy and the undo of the whole install, twice, a
+remove its two SAs and the policies of its reqid. One the parent carried out gets back what
+it did not write (`refund`): a rekey keeps its policies, so an SA pair replaced costs about
+5 objects instead of 16 to 21, and the budget's rate bounds what is really written.
 
 When a budget is short the parent does not drop the message (an honest child never loses
 an answer), with one exception: a Log line over the line budget is read and dropped
@@ -171,6 +173,13 @@ class ChildBudget:
         wait_kind = self.buckets[kind].take(amount, now)
         wait_all = self.buckets[Kind.ALL].take(1.0, now)
         return (wait_kind, kind) if wait_kind >= wait_all else (wait_all, Kind.ALL)
+
+    def refund(self, msg: Message, used: float, now: float) -> None:
+        """`msg` was carried out with `used` of what `charge` took for it: the rest comes
+        back (never more than was taken, so the class's rate still bounds the work)."""
+        kind, amount = cost(msg)
+        if used < amount:
+            self.buckets[kind].grant(amount - used, now)
 
     def grant_reports(self, amount: float, now: float) -> None:
         """The parent asked for a page of reports: that many more may come."""

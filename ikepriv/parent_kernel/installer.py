@@ -107,6 +107,10 @@ def _selector_text(entry: PolicyEntry) -> str:
 class Installer:
     def __init__(self, state: ParentState) -> None:
         self.state = state
+        # kernel writes so far (each write, undo and delete; an undone inbound SA counts
+        # two): the budget charges a request the child made what it really wrote
+        # (child_budget.py), never more than it reserved for it
+        self.writes = 0
 
     def _refused(self, what: str, refusal: Refusal, owner: int) -> None:
         self.state.refused(what, refusal.tunnel, refusal.reason, owner)
@@ -396,6 +400,7 @@ class Installer:
             outcome.failure = refused
             return outcome
         for step in steps:
+            self.writes += 1
             try:
                 step.write()
             except XfrmError as exc:
@@ -411,6 +416,7 @@ class Installer:
     def _undo(self, plan: Phase2Plan, done: list[_Step]) -> _Outcome:
         outcome = _Outcome()
         for step in reversed(done):
+            self.writes += 2  # a delete, or a delete and a fresh larval SA
             try:
                 step.undo()
             except _LarvalLost as exc:
@@ -503,6 +509,7 @@ class Installer:
     async def _delete_sa(self, entry: SaEntry) -> bool:
         """Caller holds the lock. True when the SA is gone (and forgotten)."""
         st = self.state
+        self.writes += 1
         try:
             await st.kernel_call(st.kernel.delete_sa, entry.dst, entry.spi,
                                  XFRM_PROTO[entry.proto])  # fmt: skip
@@ -520,6 +527,7 @@ class Installer:
 
     async def _delete_policy(self, entry: PolicyEntry) -> bool:
         st = self.state
+        self.writes += 1
         try:
             await st.kernel_call(st.kernel.delete_policy, entry.spec.selector,
                                  entry.spec.direction)  # fmt: skip

@@ -144,12 +144,8 @@ class ChildRequests:
                 self._signature(msg)
             case m.SpiRequest():
                 self._send(await self.installer.allocate_spi(msg, self.child))
-            case m.Phase2Install():
-                self._send(await self.installer.install_phase2(msg, self.child))
-            case m.Phase2Commit():
-                self._send(await self.installer.commit_phase2(msg, self.child))
-            case m.Phase2Remove():
-                self._send(await self.installer.remove_phase2(msg, self.child))
+            case m.Phase2Install() | m.Phase2Commit() | m.Phase2Remove():
+                await self._kernel_request(msg)
             case m.StateReport():
                 self._report(msg)
             case m.StateReportEnd():
@@ -162,6 +158,26 @@ class ChildRequests:
                 self._keylog(msg)
             case _:
                 raise ProtocolViolation(f"unexpected {type(msg).__name__}")
+
+    async def _kernel_request(self, msg: m.Phase2Install | m.Phase2Commit | m.Phase2Remove) -> None:
+        """Install, commit or remove. Charged (before) the most the request can write; one
+        the parent carried out costs what it wrote: a rekey does not write its policies
+        again and its removal leaves them to the new SAs, so it costs about a third of a
+        first install, and a successful install pays no undo. A refused or failed one keeps
+        the whole charge (the parent vetted it, and may have undone writes)."""
+        installer = self.installer
+        before = installer.writes
+        match msg:
+            case m.Phase2Install():
+                reply = await installer.install_phase2(msg, self.child)
+            case m.Phase2Commit():
+                reply = await installer.commit_phase2(msg, self.child)
+            case m.Phase2Remove():
+                reply = await installer.remove_phase2(msg, self.child)
+        if reply.error is ErrorCode.OK:
+            # other writes in between (another child, a command) only lower the refund
+            self.budget.refund(msg, installer.writes - before, time.monotonic())
+        self._send(reply)
 
     def child_down(self) -> None:
         for pending in self._lists.values():
