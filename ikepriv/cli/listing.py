@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ikepriv.ipc.messages import (
     CounterValue,
@@ -45,6 +45,7 @@ from ikepriv.ipc.messages import (
     Role,
     TunnelRow,
 )
+from ikepriv.ipc.schema import IPAddress
 from ikepriv.isakmp.constants import IdType
 from ikepriv.isakmp.dn import parse_dn
 from ikepriv.isakmp.id_payload import IdPayload
@@ -132,18 +133,45 @@ def format_duration(seconds: int) -> str:
 # ---------------------------------------------------------------------------------------
 
 
+class _Texts:
+    """The text of each identity and address, made once per listing: thousands of rows
+    name the same few gateway addresses and peer identities, and an identity's text
+    (parsed from its payload bytes) or an IPv6 address's costs several µs to make."""
+
+    __slots__ = ("_addresses", "_identities")
+
+    def __init__(self) -> None:
+        self._identities: dict[Identity, str] = {}
+        self._addresses: dict[IPAddress, str] = {}
+
+    def identity(self, identity: Identity | None) -> str:
+        if identity is None:
+            return "-"
+        text = self._identities.get(identity)
+        if text is None:
+            text = self._identities[identity] = format_identity(identity)
+        return text
+
+    def address(self, address: IPAddress) -> str:
+        text = self._addresses.get(address)
+        if text is None:
+            text = self._addresses[address] = str(address)
+        return text
+
+
 @dataclass(frozen=True)
 class _View:
     db: bool
     verbose: bool
     with_phase1_column: bool
+    texts: _Texts = field(default_factory=_Texts, compare=False)
 
 
 def _addr(row: TunnelRow, remote: bool, view: _View) -> str:
     addr = row.remote_addr if remote else row.local_addr
     if addr is None:
         return "any" if view.db else "-"
-    return str(addr)
+    return view.texts.address(addr)
 
 
 def _spi(value: int) -> str:
@@ -199,8 +227,8 @@ _COLUMNS: tuple[_Column, ...] = (
     _Column("State", lambda row, view: row.state.name.lower()),
     _Column("Local", lambda row, view: _addr(row, False, view)),
     _Column("Remote", lambda row, view: _addr(row, True, view)),
-    _Column("Local Id", lambda row, view: format_identity(row.local_id)),
-    _Column("Remote Id", lambda row, view: format_identity(row.remote_id)),
+    _Column("Local Id", lambda row, view: view.texts.identity(row.local_id)),
+    _Column("Remote Id", lambda row, view: view.texts.identity(row.remote_id)),
     _Column("Local Sel", lambda row, view: row.local_selector or "-", _verbose),
     _Column("Remote Sel", lambda row, view: row.remote_selector or "-", _verbose),
     _Column("Algorithms", lambda row, view: row.algorithms or "-"),
@@ -223,13 +251,15 @@ def _format_table(
 ) -> list[str]:
     """Aligned lines, heading first; indent[i] is put before row i's first cell."""
     columns = [column for column in _COLUMNS if column.when(view)]
+    cells_of = [column.cell for column in columns]
     table = [[column.heading for column in columns]]
     for index, row in enumerate(rows):
-        cells = [_cut(column.cell(row, view)) for column in columns]
+        cells = [cell(row, view) for cell in cells_of]
+        cells = [text if len(text) <= MAX_CELL else _cut(text) for text in cells]
         if indent is not None:
             cells[0] = indent[index] + cells[0]
         table.append(cells)
-    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    widths = [max(map(len, column)) for column in zip(*table, strict=True)]
     return [
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
         for line in table

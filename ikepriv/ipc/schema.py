@@ -659,7 +659,7 @@ class Opt(Kind):
 class ListOf(Kind):
     """Count-prefixed sequence of one kind; a tuple in Python (lists are accepted and frozen)."""
 
-    __slots__ = ("inner", "max_count", "min_count", "prefix")
+    __slots__ = ("_pack_count", "inner", "max_count", "min_count", "prefix")
 
     def __init__(self, inner: Kind, max_count: int, min_count: int = 0) -> None:
         if not 0 <= min_count <= max_count <= 0xFFFF:
@@ -709,6 +709,15 @@ class ListOf(Kind):
             )
 
         self._finish(encode, decode, valid)
+        self._pack_count = pack
+
+    def join_encoded(self, items: list[bytes]) -> bytes:
+        """The list's bytes from the bytes of its items, each made by the inner kind's
+        encoder of a value it accepts (a writer that sized each item by encoding it keeps
+        the bytes rather than encode the list again). Raises IpcError for a count out of
+        bounds."""
+        self._check_count(len(items))
+        return self._pack_count(len(items)) + b"".join(items)
 
     def _check_count(self, count: int) -> None:
         if not self.min_count <= count <= self.max_count:
