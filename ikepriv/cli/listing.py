@@ -331,14 +331,20 @@ def render_tree(rows: Sequence[TunnelRow], *, db: bool = False, verbose: bool = 
     return "\n".join(lines) + "\n"
 
 
-def _identity_json(identity: Identity | None) -> dict[str, str] | None:
+def _identity_json(identity: Identity | None, texts: _Texts) -> dict[str, str] | None:
     if identity is None:
         return None
-    return {"type": identity.id_type.name.lower(), "value": format_identity(identity)}
+    return {"type": identity.id_type.name.lower(), "value": texts.identity(identity)}
 
 
-def row_to_json(row: TunnelRow) -> dict[str, object]:
-    """Every TunnelRow field; enums as lower-case words, addresses as text, role i|r."""
+def _address_json(address: IPAddress | None, texts: _Texts) -> str | None:
+    return None if address is None else texts.address(address)
+
+
+def row_to_json(row: TunnelRow, texts: _Texts | None = None) -> dict[str, object]:
+    """Every TunnelRow field; enums as lower-case words, addresses as text, role i|r.
+    `texts`: the listing's texts of identities and addresses, made once each."""
+    texts = _Texts() if texts is None else texts
     return {
         "number": row.number,
         "tunnel_id": row.tunnel_id,
@@ -346,10 +352,10 @@ def row_to_json(row: TunnelRow) -> dict[str, object]:
         "name": row.name,
         "role": _ROLE_LETTER[row.role] if row.role is not None else None,
         "state": row.state.name.lower(),
-        "local_addr": str(row.local_addr) if row.local_addr is not None else None,
-        "remote_addr": str(row.remote_addr) if row.remote_addr is not None else None,
-        "local_id": _identity_json(row.local_id),
-        "remote_id": _identity_json(row.remote_id),
+        "local_addr": _address_json(row.local_addr, texts),
+        "remote_addr": _address_json(row.remote_addr, texts),
+        "local_id": _identity_json(row.local_id, texts),
+        "remote_id": _identity_json(row.remote_id, texts),
         "algorithms": row.algorithms,
         "remaining_seconds": row.remaining_seconds,
         "spi_in": row.spi_in,
@@ -366,7 +372,8 @@ def row_to_json(row: TunnelRow) -> dict[str, object]:
 
 def render_json(rows: Sequence[TunnelRow]) -> str:
     """A JSON list of row objects (see row_to_json), one document, newline-terminated."""
-    return json.dumps([row_to_json(row) for row in rows], indent=2) + "\n"
+    texts = _Texts()
+    return json.dumps([row_to_json(row, texts) for row in rows], indent=2) + "\n"
 
 
 def render(rows: Sequence[TunnelRow], request: ListRequest) -> str:
