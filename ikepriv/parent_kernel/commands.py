@@ -16,8 +16,9 @@ tunnel is gone even when the child is not running. A phase 2's policies go with 
 SA; removing a phase 1 removes its phase 2 tunnels.
 
 A listing streams: the negotiator's tunnels come page by page (requests.ChildRequests.walk)
-and leave as Responses as soon as one is full (ipc.control.ResponseWriter), so the parent
-holds one page and one Response per listing, whatever the number of tunnels. What it keeps
+and leave as Responses as soon as one is full (ipc.control.ResponseWriter, which encodes
+each row once), so the parent holds two pages per child and one Response per listing,
+whatever the number of tunnels. What it keeps
 across pages is sized by its own records (which of its installed SAs a report accounted
 for) or by small integers (the phase 1 tunnel ids of a `1+` listing, at most
 requests.MAX_LISTED).
