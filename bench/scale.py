@@ -137,7 +137,8 @@ def list_cost(core: Negotiator, now: float) -> tuple[float, float, int]:
         if inspect.isawaitable(answer):  # a tree from before the listing was streamed
             wire = [encode(response) for response in await answer]
         else:
-            wire = [encode(response) async for response in answer]
+            # encoded Responses (or, on a tree from before they were, Response messages)
+            wire = [part if isinstance(part, bytes) else encode(part) async for part in answer]
         answers = [decode(data, Direction.DAEMON_TO_CLI) for data in wire]
         _, _, got = merge([a for a in answers if isinstance(a, m.Response)])
         rows = len(got)

@@ -7,6 +7,7 @@ after the page's start, a phase that was not asked for, reports to a counters-on
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from collections.abc import Callable
 from typing import cast
@@ -138,3 +139,49 @@ def test_a_listing_stops_after_max_listed_tunnels(monkeypatch: pytest.MonkeyPatc
 
     trio.run(main)
     assert pages == 3
+
+
+def test_the_next_page_is_made_while_this_one_is_passed_on() -> None:
+    """When a full page arrives the next is asked for at once (the child makes it while
+    the parent passes this one on), never more than that one ahead; a caller that stops
+    early leaves that page unwanted, and its late arrival is no protocol violation."""
+    state = ParentState(kernel=cast(XfrmKernel, None), view=DbView())
+    sent: list[m.ListCommand] = []
+
+    def send(msg: object) -> bool:
+        assert isinstance(msg, m.ListCommand)
+        sent.append(msg)
+        return True
+
+    requests = ChildRequests(state, send, [])
+    asked_when_held: list[int] = []
+
+    async def answer(cmd: m.ListCommand) -> None:
+        for msg in page(cmd, range(cmd.after + 1, cmd.after + m.LIST_PAGE + 1)):
+            await requests.handle(msg)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+
+            async def child() -> None:
+                answered = 0
+                while answered < 2:  # the first two pages, then the caller stops
+                    await trio.testing.wait_all_tasks_blocked()
+                    while answered < len(sent) and answered < 2:
+                        await answer(sent[answered])
+                        answered += 1
+
+            nursery.start_soon(child)
+            async with contextlib.aclosing(requests.walk(m.Phase.PHASE1)) as pages:
+                async for got in pages:
+                    assert got is not None and got.full
+                    asked_when_held.append(len(sent))
+                    if len(asked_when_held) == 2:
+                        break
+            await trio.testing.wait_all_tasks_blocked()
+            # the third page, asked for when the second arrived, comes after the caller left
+            assert [cmd.after for cmd in sent] == [0, m.LIST_PAGE, 2 * m.LIST_PAGE]
+            await answer(sent[2])  # ignored: no ProtocolViolation
+
+    trio.run(main)
+    assert asked_when_held == [2, 3]

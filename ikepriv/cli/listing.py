@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ikepriv.ipc.messages import (
     CounterValue,
@@ -45,6 +45,7 @@ from ikepriv.ipc.messages import (
     Role,
     TunnelRow,
 )
+from ikepriv.ipc.schema import IPAddress
 from ikepriv.isakmp.constants import IdType
 from ikepriv.isakmp.dn import parse_dn
 from ikepriv.isakmp.id_payload import IdPayload
@@ -132,18 +133,45 @@ def format_duration(seconds: int) -> str:
 # ---------------------------------------------------------------------------------------
 
 
+class _Texts:
+    """The text of each identity and address, made once per listing: thousands of rows
+    name the same few gateway addresses and peer identities, and an identity's text
+    (parsed from its payload bytes) or an IPv6 address's costs several µs to make."""
+
+    __slots__ = ("_addresses", "_identities")
+
+    def __init__(self) -> None:
+        self._identities: dict[Identity, str] = {}
+        self._addresses: dict[IPAddress, str] = {}
+
+    def identity(self, identity: Identity | None) -> str:
+        if identity is None:
+            return "-"
+        text = self._identities.get(identity)
+        if text is None:
+            text = self._identities[identity] = format_identity(identity)
+        return text
+
+    def address(self, address: IPAddress) -> str:
+        text = self._addresses.get(address)
+        if text is None:
+            text = self._addresses[address] = str(address)
+        return text
+
+
 @dataclass(frozen=True)
 class _View:
     db: bool
     verbose: bool
     with_phase1_column: bool
+    texts: _Texts = field(default_factory=_Texts, compare=False)
 
 
 def _addr(row: TunnelRow, remote: bool, view: _View) -> str:
     addr = row.remote_addr if remote else row.local_addr
     if addr is None:
         return "any" if view.db else "-"
-    return str(addr)
+    return view.texts.address(addr)
 
 
 def _spi(value: int) -> str:
@@ -199,8 +227,8 @@ _COLUMNS: tuple[_Column, ...] = (
     _Column("State", lambda row, view: row.state.name.lower()),
     _Column("Local", lambda row, view: _addr(row, False, view)),
     _Column("Remote", lambda row, view: _addr(row, True, view)),
-    _Column("Local Id", lambda row, view: format_identity(row.local_id)),
-    _Column("Remote Id", lambda row, view: format_identity(row.remote_id)),
+    _Column("Local Id", lambda row, view: view.texts.identity(row.local_id)),
+    _Column("Remote Id", lambda row, view: view.texts.identity(row.remote_id)),
     _Column("Local Sel", lambda row, view: row.local_selector or "-", _verbose),
     _Column("Remote Sel", lambda row, view: row.remote_selector or "-", _verbose),
     _Column("Algorithms", lambda row, view: row.algorithms or "-"),
@@ -223,13 +251,15 @@ def _format_table(
 ) -> list[str]:
     """Aligned lines, heading first; indent[i] is put before row i's first cell."""
     columns = [column for column in _COLUMNS if column.when(view)]
+    cells_of = [column.cell for column in columns]
     table = [[column.heading for column in columns]]
     for index, row in enumerate(rows):
-        cells = [_cut(column.cell(row, view)) for column in columns]
+        cells = [cell(row, view) for cell in cells_of]
+        cells = [text if len(text) <= MAX_CELL else _cut(text) for text in cells]
         if indent is not None:
             cells[0] = indent[index] + cells[0]
         table.append(cells)
-    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    widths = [max(map(len, column)) for column in zip(*table, strict=True)]
     return [
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
         for line in table
@@ -301,14 +331,20 @@ def render_tree(rows: Sequence[TunnelRow], *, db: bool = False, verbose: bool = 
     return "\n".join(lines) + "\n"
 
 
-def _identity_json(identity: Identity | None) -> dict[str, str] | None:
+def _identity_json(identity: Identity | None, texts: _Texts) -> dict[str, str] | None:
     if identity is None:
         return None
-    return {"type": identity.id_type.name.lower(), "value": format_identity(identity)}
+    return {"type": identity.id_type.name.lower(), "value": texts.identity(identity)}
 
 
-def row_to_json(row: TunnelRow) -> dict[str, object]:
-    """Every TunnelRow field; enums as lower-case words, addresses as text, role i|r."""
+def _address_json(address: IPAddress | None, texts: _Texts) -> str | None:
+    return None if address is None else texts.address(address)
+
+
+def row_to_json(row: TunnelRow, texts: _Texts | None = None) -> dict[str, object]:
+    """Every TunnelRow field; enums as lower-case words, addresses as text, role i|r.
+    `texts`: the listing's texts of identities and addresses, made once each."""
+    texts = _Texts() if texts is None else texts
     return {
         "number": row.number,
         "tunnel_id": row.tunnel_id,
@@ -316,10 +352,10 @@ def row_to_json(row: TunnelRow) -> dict[str, object]:
         "name": row.name,
         "role": _ROLE_LETTER[row.role] if row.role is not None else None,
         "state": row.state.name.lower(),
-        "local_addr": str(row.local_addr) if row.local_addr is not None else None,
-        "remote_addr": str(row.remote_addr) if row.remote_addr is not None else None,
-        "local_id": _identity_json(row.local_id),
-        "remote_id": _identity_json(row.remote_id),
+        "local_addr": _address_json(row.local_addr, texts),
+        "remote_addr": _address_json(row.remote_addr, texts),
+        "local_id": _identity_json(row.local_id, texts),
+        "remote_id": _identity_json(row.remote_id, texts),
         "algorithms": row.algorithms,
         "remaining_seconds": row.remaining_seconds,
         "spi_in": row.spi_in,
@@ -336,7 +372,8 @@ def row_to_json(row: TunnelRow) -> dict[str, object]:
 
 def render_json(rows: Sequence[TunnelRow]) -> str:
     """A JSON list of row objects (see row_to_json), one document, newline-terminated."""
-    return json.dumps([row_to_json(row) for row in rows], indent=2) + "\n"
+    texts = _Texts()
+    return json.dumps([row_to_json(row, texts) for row in rows], indent=2) + "\n"
 
 
 def render(rows: Sequence[TunnelRow], request: ListRequest) -> str:

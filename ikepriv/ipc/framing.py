@@ -110,7 +110,12 @@ def recv_message(sock: socket.socket, direction: Direction) -> Message | None:
 
 async def send_message_trio(sock: trio.socket.SocketType, msg: Message) -> None:
     """Encode and send one message on a trio socket."""
-    data = encode(msg)
+    await send_encoded_trio(sock, encode(msg))
+
+
+async def send_encoded_trio(sock: trio.socket.SocketType, data: bytes) -> None:
+    """Send one message already encoded (by `encode`, or joined from encoded parts as
+    ipc.control.ResponseWriter does) on a trio socket."""
     _check_sent(await sock.send(data), data)
 
 

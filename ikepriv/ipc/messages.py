@@ -88,8 +88,8 @@ MAX_PROPOSALS = 16
 MAX_EXTRA_SUBNETS = 7  # per side of a phase 2 definition (8 subnets, config.model)
 MAX_ROWS = 4096
 # StateReports in one page of a listing (ListCommand): the parent asks for the next page
-# only once it has passed this one on, so it holds one page per listing, whatever the
-# number of tunnels (see ListCommand)
+# when this one has arrived, never further ahead, so it holds at most two pages per
+# listing, whatever the number of tunnels (see ListCommand)
 LIST_PAGE = 512
 MAX_TEXT = 255
 MAX_LOG_TEXT = 1024
@@ -822,8 +822,9 @@ class ListCommand(Message):
     whose tunnel id is above `after`, in ascending tunnel-id order, at most LIST_PAGE of
     them; a full page means there may be more, and the parent asks again with `after` set
     to the last id it got. Paging, rather than one answer of any length, is what bounds the
-    parent's memory per listing: it holds one page, and it asks for the next only after it
-    passed this one on to the CLI. `rows=False` asks for the counters alone (`ike cmd=list
+    parent's memory per listing: it asks for the next page when this one has arrived
+    (the child makes it while the parent passes this one on to the CLI), so it holds two
+    pages at most. `rows=False` asks for the counters alone (`ike cmd=list
     stats` needs no tunnel). The parent treats a report out of order, of another phase,
     beyond LIST_PAGE or asked for with rows=False as a protocol violation."""
 

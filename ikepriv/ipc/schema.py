@@ -247,10 +247,13 @@ class UInt(Kind):
         if not 0 <= self.lo <= self.hi <= top:
             raise SchemaError(f"integer bounds {lo}..{hi} for {size} bytes")
         lo, hi = self.lo, self.hi
-        read = _uint_decoder(size)
+        unpack = pystruct.Struct(">" + _FORMAT_OF_SIZE[size]).unpack_from
 
         def decode(data: bytes, pos: int) -> tuple[int, int]:
-            number, end = read(data, pos)
+            end = pos + size
+            if end > len(data):
+                raise _truncated(size, pos)
+            number: int = unpack(data, pos)[0]
             if number < lo or number > hi:
                 raise IpcError(Reason.INT_RANGE, f"{number} not in {lo}..{hi}")
             return number, end
@@ -325,14 +328,18 @@ class EnumOf(Kind):
         self.size = width_for(max(int(m) for m in enum))
         table = dict(self.members)  # IntEnum members hash and compare as their integers
         every = len(table) == len(enum)  # any member of the type is allowed
-        read = _uint_decoder(self.size)
+        size = self.size
+        unpack = pystruct.Struct(">" + _FORMAT_OF_SIZE[size]).unpack_from
 
         def decode(data: bytes, pos: int) -> tuple[IntEnum, int]:
-            number, pos = read(data, pos)
+            end = pos + size
+            if end > len(data):
+                raise _truncated(size, pos)
+            number = unpack(data, pos)[0]
             member = table.get(number)
             if member is None:
                 raise self._refuse(number)
-            return member, pos
+            return member, end
 
         def valid(value: object) -> bool:
             return type(value) is enum and (every or value in table)
@@ -449,8 +456,7 @@ class Str(Kind):
         self.bytes_kind = Bytes(min_len, max_len)
         self.charset = charset
         allowed = _CHARSET_CHECKS[charset]
-        _, pack, _ = _length_codec(max_len)
-        read_raw = self.bytes_kind.decoder
+        prefix, pack, unpack = _length_codec(max_len)
         name = charset.value
 
         def encode(value: str) -> bytes:
@@ -458,14 +464,23 @@ class Str(Kind):
             return pack(len(raw)) + raw
 
         def decode(data: bytes, pos: int) -> tuple[str, int]:
-            raw, pos = read_raw(data, pos)
+            # Bytes' decoder and the text checks in one call (a listing row has 7 strings)
+            start = pos + prefix
+            if start > len(data):
+                raise _truncated(prefix, pos)
+            length = unpack(data, pos)[0]
+            if length < min_len or length > max_len:
+                raise IpcError(Reason.BAD_LENGTH, f"{length} not in {min_len}..{max_len}")
+            end = start + length
+            if end > len(data):
+                raise _truncated(length, start)
             try:
-                text = raw.decode("utf-8")
+                text = data[start:end].decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise IpcError(Reason.BAD_UTF8, str(exc.reason)) from exc
             if not allowed(text):
                 raise IpcError(Reason.BAD_CHARSET, f"{text!r} is not {name}")
-            return text, pos
+            return text, end
 
         def valid(value: object) -> bool:
             # ASCII text: its length is its UTF-8 length; anything else takes the long way
@@ -648,13 +663,49 @@ class Opt(Kind):
                 raise IpcError(Reason.BAD_PRESENCE, f"byte {byte}")
             return inner_decode(data, pos + 1)
 
+        codec: tuple[Encoder, Decoder] = (encode, decode)
+        if inner.code is not None and inner.fix is not None:
+            codec = self._fixed_width(inner, inner.code, inner.fix)
+
         def valid(value: object) -> bool:
             return value is None or inner_valid(value)
 
         # the type alone decides (a struct, a whole enum, a bool): so it does with None too
         typed = inner.types is not None and inner.container is None
         types = (*inner.types, _NONE_TYPE) if typed and inner.types is not None else None
-        self._finish(encode, decode, valid, types)
+        self._finish(*codec, valid, types)
+
+    @staticmethod
+    def _fixed_width(
+        inner: Kind, code: str, fix: tuple[Container[int], Callable[[int], object]]
+    ) -> tuple[Encoder, Decoder]:
+        """Encoder and decoder of an optional integer, enum or bool: the presence byte and
+        the value in one `struct` call each, checked as the inner kind checks it."""
+        layout = pystruct.Struct(">B" + code)
+        pack, unpack, size = layout.pack, layout.unpack_from, layout.size
+        allowed, convert = fix
+        refuse = cast(_Refuses, inner)._refuse
+
+        def encode(value: object) -> bytes:
+            return b"\x00" if value is None else pack(1, value)
+
+        def decode(data: bytes, pos: int) -> tuple[object, int]:
+            if pos >= len(data):
+                raise _truncated(1, pos)
+            byte = data[pos]
+            if byte == 0:
+                return None, pos + 1
+            if byte != 1:
+                raise IpcError(Reason.BAD_PRESENCE, f"byte {byte}")
+            end = pos + size
+            if end > len(data):
+                raise _truncated(size - 1, pos + 1)
+            number = unpack(data, pos)[1]
+            if number not in allowed:
+                raise refuse(number)
+            return convert(number), end
+
+        return encode, decode
 
     def _coerce(self, value: object) -> object:
         return None if value is None else self.inner.coerce(value)
@@ -666,7 +717,7 @@ class Opt(Kind):
 class ListOf(Kind):
     """Count-prefixed sequence of one kind; a tuple in Python (lists are accepted and frozen)."""
 
-    __slots__ = ("inner", "max_count", "min_count", "prefix")
+    __slots__ = ("_pack_count", "inner", "max_count", "min_count", "prefix")
 
     def __init__(self, inner: Kind, max_count: int, min_count: int = 0) -> None:
         if not 0 <= min_count <= max_count <= 0xFFFF:
@@ -716,6 +767,15 @@ class ListOf(Kind):
             )
 
         self._finish(encode, decode, valid)
+        self._pack_count = pack
+
+    def join_encoded(self, items: list[bytes]) -> bytes:
+        """The list's bytes from the bytes of its items, each made by the inner kind's
+        encoder of a value it accepts (a writer that sized each item by encoding it keeps
+        the bytes rather than encode the list again). Raises IpcError for a count out of
+        bounds."""
+        self._check_count(len(items))
+        return self._pack_count(len(items)) + b"".join(items)
 
     def _check_count(self, count: int) -> None:
         if not self.min_count <= count <= self.max_count:

@@ -7,13 +7,20 @@ certificate or our own encoder does. The decoder is small and strict: definite l
 most two bytes, a fixed depth (Name > RDN set > attribute sequence > OID, string), string
 types only, every length checked against its container, no recursion. `ike cmd=list` shows
 DN identities with it, and the negotiator matches DN identities with it.
+
+`cryptography.x509` is imported by the functions that build a Name, not with this module:
+`ike` imports it to show identities and most listings have no DN identity (30 ms of every
+`ike` start otherwise). The negotiator child loads x509 at start-up with its certificate
+code (child_negotiator.core.certificates), before its sandbox, so in the child the import
+below finds the loaded module and opens no file.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from cryptography import x509
+if TYPE_CHECKING:
+    from cryptography import x509
 
 _DER_SEQUENCE, _DER_SET, _DER_OID = 0x30, 0x31, 0x06
 _DER_STRINGS: dict[int, str] = {
@@ -73,6 +80,8 @@ def _der_oid(body: bytes) -> str:
 
 
 def _der_attribute(data: bytes, start: int, end: int) -> x509.NameAttribute[str]:
+    from cryptography import x509  # here, not at the top: see the module docstring
+
     oid_tag, oid_start, oid_end = _der_item(data, start, end)
     value_tag, value_start, value_end = _der_item(data, oid_end, end)
     if oid_tag != _DER_OID or value_end != end or value_tag not in _DER_STRINGS:
@@ -85,6 +94,8 @@ def _der_attribute(data: bytes, start: int, end: int) -> x509.NameAttribute[str]
 def parse_dn(der: bytes) -> x509.Name | None:
     """The Name the DER encodes, RDNs in DER order; None when the bytes are no Name of
     string attributes (or anything else is wrong with them)."""
+    from cryptography import x509  # here, not at the top: see the module docstring
+
     try:
         tag, start, end = _der_item(der, 0, len(der))
         if tag != _DER_SEQUENCE or end != len(der):

@@ -10,7 +10,8 @@ the kernel, the peer table, the definitions.
 Routing (shards.py): a peer's datagrams, activations, resumed phase 2s and PeerFlooded go
 to the child of the peer's address; a RemoveCommand to the child whose class holds the
 tunnel number; configuration snapshots to all. `walk` merges the children's paged
-listings into one in tunnel-number order, holding one page per child; counters are summed.
+listings into one in tunnel-number order, holding two pages per child at most; counters are
+summed.
 """
 
 from __future__ import annotations
@@ -128,7 +129,8 @@ class Negotiators:
         """Every child's tunnels of `phase`, merged in tunnel-number order, in pages of at
         most MAX_REPORTS; the first page carries the summed counters (if asked for). A
         child that does not answer (or is in `silent` already) is added to `silent` and
-        left out; the others are listed. Holds one page per child at most."""
+        left out; the others are listed. Holds two pages per child at most (see
+        ChildRequests.walk)."""
         cursors: list[_Cursor] = []
         firsts: list[ChildListing] = []
         for shard in self.shards:

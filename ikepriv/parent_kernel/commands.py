@@ -16,8 +16,9 @@ tunnel is gone even when the child is not running. A phase 2's policies go with 
 SA; removing a phase 1 removes its phase 2 tunnels.
 
 A listing streams: the negotiator's tunnels come page by page (requests.ChildRequests.walk)
-and leave as Responses as soon as one is full (ipc.control.ResponseWriter), so the parent
-holds one page and one Response per listing, whatever the number of tunnels. What it keeps
+and leave as Responses as soon as one is full (ipc.control.ResponseWriter, which encodes
+each row once), so the parent holds two pages per child and one Response per listing,
+whatever the number of tunnels. What it keeps
 across pages is sized by its own records (which of its installed SAs a report accounted
 for) or by small integers (the phase 1 tunnel ids of a `1+` listing, at most
 requests.MAX_LISTED).
@@ -42,9 +43,9 @@ import trio
 from ikepriv.config.model import Phase1Definition, Phase2Definition
 from ikepriv.config.store import TunnelDB, TunnelDBError
 from ikepriv.ipc import messages as m
-from ikepriv.ipc.control import ResponseWriter, split_response
+from ikepriv.ipc.control import ResponseWriter, split_encoded
 from ikepriv.ipc.messages import ErrorCode, Phase
-from ikepriv.ipc.schema import Message
+from ikepriv.ipc.schema import Message, encode
 from ikepriv.parent_kernel.children import Negotiators
 from ikepriv.parent_kernel.installed import Installed, SaEntry
 from ikepriv.parent_kernel.kernel.specs import XfrmError
@@ -97,9 +98,9 @@ class Commands:
         self._db_path = db_path
         self._reload = reload
 
-    async def handle(self, request: Message) -> AsyncGenerator[m.Response, None]:
-        """The Responses to one control request, each as soon as it is ready (a listing
-        is not collected first: see the module docstring)."""
+    async def handle(self, request: Message) -> AsyncGenerator[bytes, None]:
+        """The Responses to one control request, encoded, each as soon as it is ready (a
+        listing is not collected first: see the module docstring)."""
         match request:
             case m.ListRequest():
                 async for response in self.list_tunnels(request):
@@ -114,7 +115,7 @@ class Commands:
             case m.StatsRequest():
                 responses = await self.stats(request)
             case _:
-                responses = split_response(ErrorCode.INVALID_REQUEST,
+                responses = split_encoded(ErrorCode.INVALID_REQUEST,
                                            [f"{type(request).__name__}?"])  # fmt: skip
         for response in responses:
             yield response
@@ -171,7 +172,7 @@ class Commands:
         log.info("phase %d tunnel %d (%s) activated", int(phase), number, name)
         return None
 
-    async def activate(self, req: m.ActivateRequest) -> list[m.Response]:
+    async def activate(self, req: m.ActivateRequest) -> list[bytes]:
         items: list[tuple[Phase, int, str, int]] = []
         if req.phase is Phase.PHASE1:
             items = [(Phase.PHASE1, n, d.name, n) for n, d in self._selected_phase1(req)]
@@ -180,7 +181,7 @@ class Commands:
             items = [(Phase.PHASE2, n, d.name, view.phase2_parent[n])
                      for n, d in self._selected_phase2(req)]  # fmt: skip
         if not items:
-            return split_response(ErrorCode.NO_SUCH_TUNNEL, ["no matching definition"])
+            return split_encoded(ErrorCode.NO_SUCH_TUNNEL, ["no matching definition"])
         lines, failed = [], 0
         for phase, number, name, p1_number in items:
             error = self._activate_one(phase, number, name, p1_number, req)
@@ -192,7 +193,7 @@ class Commands:
         status = ErrorCode.OK if not failed else (
             ErrorCode.PARTIAL if failed < len(items) else ErrorCode.NOT_PERMITTED
         )  # fmt: skip
-        return split_response(status, lines)
+        return split_encoded(status, lines)
 
     # -- list ------------------------------------------------------------------------------
 
@@ -312,11 +313,11 @@ class Commands:
             counts[sa.spi] = (b + sa.bytes, p + sa.packets)
         return counts
 
-    async def list_tunnels(self, req: m.ListRequest) -> AsyncGenerator[m.Response, None]:
+    async def list_tunnels(self, req: m.ListRequest) -> AsyncGenerator[bytes, None]:
         """`ike cmd=list`: the negotiator's tunnels page by page (phase 1 first, then phase
         2), then what the parent's records hold that no report accounted for; streamed."""
         if req.db:
-            for response in split_response(ErrorCode.OK, (), self._db_rows(req)):
+            for response in split_encoded(ErrorCode.OK, (), self._db_rows(req)):
                 yield response
             return
         now = time.time()
@@ -358,13 +359,10 @@ class Commands:
         for line in lines:
             if (full := out.line(line)) is not None:
                 yield full
-        if not req.verbose:
-            yield out.finish(ErrorCode.OK)
-            return
-        for response in _with_event_counters([out.finish(ErrorCode.OK)],
-                                             self._event_counters(listing),
-                                             listing.definitions if listing else ()):  # fmt: skip
-            yield response
+        yield out.finish(ErrorCode.OK, more=req.verbose)
+        if req.verbose:
+            yield _event_counters(ErrorCode.OK, self._event_counters(listing),
+                                  listing.definitions if listing else ())  # fmt: skip
 
     # -- stats -----------------------------------------------------------------------------
 
@@ -374,7 +372,7 @@ class Commands:
         child = listing.counters if listing is not None else ()
         return child + self.state.counters.values()
 
-    async def stats(self, _req: m.StatsRequest) -> list[m.Response]:
+    async def stats(self, _req: m.StatsRequest) -> list[bytes]:
         silent: set[int] = set()
         listing = await self.children.counters(silent)  # counters only: no tunnel is listed
         lines = []
@@ -385,13 +383,15 @@ class Commands:
                          "are missing")  # fmt: skip
         elif not listing.counters:
             lines.append("the negotiator sent no counters: the parent's counters only")
-        return _with_event_counters(split_response(ErrorCode.OK, lines),
-                                    self._event_counters(listing),
-                                    listing.definitions if listing else ())  # fmt: skip
+        out = ResponseWriter()
+        head = [full for line in lines if (full := out.line(line)) is not None]
+        return [*head, out.finish(ErrorCode.OK, more=True),
+                _event_counters(ErrorCode.OK, self._event_counters(listing),
+                                listing.definitions if listing else ())]  # fmt: skip
 
     # -- remove ----------------------------------------------------------------------------
 
-    async def _remove_db(self, req: m.RemoveRequest) -> list[m.Response]:
+    async def _remove_db(self, req: m.RemoveRequest) -> list[bytes]:
         view = self.state.view
         lines: list[str] = []
         try:
@@ -409,12 +409,12 @@ class Commands:
                             db.delete_phase1(p1.name)
                             lines.append(f"phase 1 definition {number} ({p1.name}) deleted")
         except TunnelDBError as exc:
-            return split_response(ErrorCode.DB_ERROR, [*lines, str(exc)])
+            return split_encoded(ErrorCode.DB_ERROR, [*lines, str(exc)])
         lines.append(await self._reload())
-        return split_response(ErrorCode.OK if len(lines) > 1 else ErrorCode.NO_SUCH_TUNNEL,
+        return split_encoded(ErrorCode.OK if len(lines) > 1 else ErrorCode.NO_SUCH_TUNNEL,
                               lines)  # fmt: skip
 
-    async def remove(self, req: m.RemoveRequest) -> list[m.Response]:
+    async def remove(self, req: m.RemoveRequest) -> list[bytes]:
         """What goes is chosen from the parent's records, as definition numbers: a tunnel
         number selects the phase 2 definitions of the recorded SAs (and reports) with that
         number, and then every recorded SA and policy of those definitions goes, whatever
@@ -493,10 +493,10 @@ class Commands:
             failed = await installer.remove_phase2s(p2defs)
         if failed:
             lines.append(f"the kernel refused {failed} delete(s)")
-            return split_response(ErrorCode.KERNEL_ERROR, lines)
+            return split_encoded(ErrorCode.KERNEL_ERROR, lines)
         if not lines:
-            return split_response(ErrorCode.NO_SUCH_TUNNEL, ["no matching active tunnel"])
-        return split_response(ErrorCode.OK, lines)
+            return split_encoded(ErrorCode.NO_SUCH_TUNNEL, ["no matching active tunnel"])
+        return split_encoded(ErrorCode.OK, lines)
 
     async def _briefs(self) -> list[_Brief]:
         """What `remove` needs of each of the negotiators' tunnels (all of them, page by
@@ -507,22 +507,20 @@ class Commands:
                     for r in page.reports]  # fmt: skip
         return out
 
-    async def db_changed(self, _req: m.DbChanged) -> list[m.Response]:
-        return split_response(ErrorCode.OK, [await self._reload()])
+    async def db_changed(self, _req: m.DbChanged) -> list[bytes]:
+        return split_encoded(ErrorCode.OK, [await self._reload()])
 
 
-def _with_event_counters(
-    responses: list[m.Response],
+def _event_counters(
+    status: ErrorCode,
     counters: tuple[m.CounterValue, ...],
     definitions: tuple[m.DefinitionCounts, ...] = (),
-) -> list[m.Response]:
-    """The answer, then one last Response with the counters and the child's per-definition
-    tally (it always fits: both are bounded below a control datagram, see
+) -> bytes:
+    """The last Response of an answer with counters: the counters and the child's
+    per-definition tally (it always fits: both are bounded below a control datagram, see
     m.MAX_DEFINITION_COUNTS)."""
-    *head, last = responses
-    return [*head, dataclasses.replace(last, more=True),
-            m.Response(last.status, (), (), more=False, counters=counters,
-                       definitions=definitions)]  # fmt: skip
+    return encode(m.Response(status, (), (), more=False, counters=counters,
+                             definitions=definitions))  # fmt: skip
 
 
 class _Brief(NamedTuple):

@@ -22,7 +22,7 @@ import trio
 
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.control import split_response
-from ikepriv.ipc.framing import recv_message_trio, send_message_trio
+from ikepriv.ipc.framing import recv_message_trio, send_encoded_trio, send_message_trio
 from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.schema import Direction, Message
 
@@ -32,7 +32,7 @@ MAX_SESSIONS: Final = 16
 SESSION_TIMEOUT: Final = 60.0
 _UCRED: Final = struct.Struct("=iII")  # pid, uid, gid
 
-Handler = Callable[[Message], AsyncGenerator[m.Response, None]]  # sent as they come
+Handler = Callable[[Message], AsyncGenerator[bytes, None]]  # encoded Responses, sent as they come
 
 
 def peer_uid(sock: socket.socket | trio.socket.SocketType) -> int:
@@ -155,8 +155,8 @@ class ControlServer:
             return
         try:  # each Response leaves when ready: a long listing is never held whole
             async with contextlib.aclosing(self._handler(request)) as responses:
-                async for response in responses:
-                    await send_message_trio(conn, response)
+                async for data in responses:
+                    await send_encoded_trio(conn, data)
         except IpcError as exc:  # a line that is not valid text, a row out of bounds
             log.error("control: cannot answer %s: %s", type(request).__name__, exc)
             for response in split_response(m.ErrorCode.INTERNAL, [f"internal error: {exc}"]):

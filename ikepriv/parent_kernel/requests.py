@@ -18,8 +18,9 @@ number outside the child's class is a protocol violation. The installer, the rec
 the kernel are shared, behind the state's one lock.
 
 Listings come in pages (ListCommand): the parent asks for at most LIST_PAGE StateReports
-at a time and asks for the next page only when the caller has used this one, so it holds
-one page per listing however many tunnels the child has. A report beyond the page, out of
+at a time and asks for the next page when this one has arrived (the child makes it while
+the caller passes this one on), so it holds at most two pages per listing however many
+tunnels the child has. A report beyond the page, out of
 tunnel-id order, of a phase not asked for, or sent for a counters-only request is a
 protocol violation; `walk` stops a listing after MAX_LISTED tunnels, so a child that
 invents tunnels cannot keep a listing going for ever either.
@@ -245,34 +246,52 @@ class ChildRequests:
 
     # -- state reports ---------------------------------------------------------------------
 
-    async def ask_child(
-        self, phase: m.Phase, after: int = 0, *, rows: bool = True, counters: bool = True
-    ) -> ChildListing | None:
-        """One page of the child's tunnels (see m.ListCommand) and, with `counters`, its
-        counters; None if it is not running or does not answer in time."""
+    def _ask(
+        self, phase: m.Phase, after: int, *, rows: bool, counters: bool
+    ) -> _PendingList | None:
+        """Send one ListCommand; what its answer will fill (None: the child is not
+        running). The caller must `_collect` or `_abandon` it."""
         request_id = self._next_list  # never UNSOLICITED
         self._next_list = self._next_list % 0xFFFFFFFF + 1
         command = m.ListCommand(request_id, phase, after, rows, counters)
         pending = self._lists[request_id] = _PendingList(command)
+        if not self._send(command):
+            del self._lists[request_id]
+            return None
+        if rows:  # the reports the parent asked for are not the child's to ration
+            self.budget.grant_reports(MAX_REPORTS + 2, time.monotonic())
+        return pending
+
+    def _abandon(self, pending: _PendingList) -> None:
+        """Stop waiting for an answer: if it comes late it is ignored, not a violation."""
+        request_id = pending.command.request_id
+        if self._lists.pop(request_id, None) is not None and not pending.done.is_set():
+            self._expired.append(request_id)
+            del self._expired[:-EXPIRED_LISTS]
+
+    async def _collect(self, pending: _PendingList | None) -> ChildListing | None:
+        """The answer to `_ask` (LIST_TIMEOUT at most from now); None if the child is not
+        running, does not answer in time or goes away in the middle of its answer."""
+        if pending is None:
+            return None
         try:
-            if not self._send(command):
-                return None
-            if rows:  # the reports the parent asked for are not the child's to ration
-                self.budget.grant_reports(MAX_REPORTS + 2, time.monotonic())
             with trio.move_on_after(LIST_TIMEOUT):
                 await pending.done.wait()
-            if not pending.done.is_set():
-                self._expired.append(request_id)
-                del self._expired[:-EXPIRED_LISTS]
+            if not pending.done.is_set() or not pending.complete:
                 return None
-            if not pending.complete:
-                return None  # the child went away in the middle of its answer
             if pending.stats is None:
                 return ChildListing(pending.reports)
             return ChildListing(pending.reports, pending.stats.counters,
                                 pending.stats.definitions)  # fmt: skip
         finally:
-            self._lists.pop(request_id, None)
+            self._abandon(pending)
+
+    async def ask_child(
+        self, phase: m.Phase, after: int = 0, *, rows: bool = True, counters: bool = True
+    ) -> ChildListing | None:
+        """One page of the child's tunnels (see m.ListCommand) and, with `counters`, its
+        counters; None if it is not running or does not answer in time."""
+        return await self._collect(self._ask(phase, after, rows=rows, counters=counters))
 
     async def child_counters(self) -> ChildListing | None:
         """The child's counters alone: `ike cmd=list stats` needs no tunnel."""
@@ -281,19 +300,31 @@ class ChildRequests:
     async def walk(
         self, phase: m.Phase, *, counters: bool = False
     ) -> AsyncGenerator[ChildListing | None, None]:
-        """Every tunnel of `phase`, page by page (the first with the counters if asked);
-        the next page is asked for only when the caller comes back for it. Ends with None
-        if the child stops answering, and after MAX_LISTED tunnels."""
-        after, listed = 0, 0
-        while True:
-            page = await self.ask_child(phase, after, counters=counters)
-            yield page
-            if page is None:
-                return
-            listed += len(page.reports)
-            if not page.full or listed >= MAX_LISTED:
-                return
-            after, counters = page.reports[-1].tunnel_id, False
+        """Every tunnel of `phase`, page by page (the first with the counters if asked).
+        When a full page arrives the next one is asked for before this one is handed on,
+        so the child makes it while the caller passes this one on (the two processes work
+        at the same time): at most two pages are held. Ends with None if the child stops
+        answering, and after MAX_LISTED tunnels."""
+        listed = 0
+        pending = self._ask(phase, 0, rows=True, counters=counters)
+        try:
+            while True:
+                page = await self._collect(pending)
+                pending = None
+                if page is None:
+                    yield None
+                    return
+                listed += len(page.reports)
+                more = page.full and listed < MAX_LISTED
+                if more:
+                    after = page.reports[-1].tunnel_id
+                    pending = self._ask(phase, after, rows=True, counters=False)
+                yield page
+                if not more:
+                    return
+        finally:  # the caller stopped early: the next page is not waited for
+            if pending is not None:
+                self._abandon(pending)
 
     def _pending(self, request_id: int, what: str) -> _PendingList | None:
         pending = self._lists.get(request_id)
