@@ -21,14 +21,11 @@ import ipaddress
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from ikepriv.ipc.messages import PolicyDirection, SaDirection, TrafficSelector
 from ikepriv.isakmp.constants import ProtocolId
 from ikepriv.parent_kernel.kernel.specs import PolicySpec
-
-if TYPE_CHECKING:
-    from ikepriv.parent_kernel.vetting import Phase2Plan
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -89,28 +86,28 @@ class PolicyEntry:
     owner: int = 0
 
 
+_P = TypeVar("_P")
+
+
 @dataclass(frozen=True, slots=True)
-class PendingHalf:
+class PendingHalf(Generic[_P]):
     """The outbound half of an install sent with inbound_first (installer.py): the whole
     install was vetted, its in/fwd policies and inbound SA are in the kernel and recorded;
     its outbound SA and out policy wait here for the child's Phase2Commit. Counted as one
-    SA and one policy of its phase 2 and child against the caps while it waits."""
+    SA and one policy of its phase 2 and child against the caps while it waits. `plan` is
+    the vetted install (vetting.Phase2Plan; the records only need the keys beside it)."""
 
     owner: int
-    plan: Phase2Plan
+    tunnel_id: int
+    phase2_number: int
+    inbound: SaKey
+    outbound: SaKey
+    plan: _P
     larval: SaEntry  # the larval record its inbound SA filled: an undo puts it back
 
     @property
     def key(self) -> tuple[int, int]:
-        return (self.owner, self.plan.tunnel_id)
-
-    @property
-    def inbound(self) -> SaKey:
-        return self.plan.inbound.entry.key
-
-    @property
-    def outbound(self) -> SaKey:
-        return self.plan.outbound.entry.key
+        return (self.owner, self.tunnel_id)
 
 
 _GK = TypeVar("_GK", bound=Hashable)
@@ -213,27 +210,27 @@ class Installed:
     _removed_sas: OrderedDict[SaKey, None] = field(default_factory=OrderedDict)
     _removed_policies: OrderedDict[PolicyKey, None] = field(default_factory=OrderedDict)
     # (owner, tunnel id) -> the outbound half of an inbound_first install, until committed
-    pending: dict[tuple[int, int], PendingHalf] = field(default_factory=dict)
+    pending: dict[tuple[int, int], PendingHalf[Any]] = field(default_factory=dict)
     _pending_by_inbound: dict[SaKey, tuple[int, int]] = field(default_factory=dict)
     _pending_outbound: set[SaKey] = field(default_factory=set)
     _pending_counts: dict[tuple[str, int], int] = field(default_factory=dict)
 
     # -- pending halves ------------------------------------------------------------------
 
-    def add_pending(self, half: PendingHalf) -> None:
+    def add_pending(self, half: PendingHalf[Any]) -> None:
         self.pending[half.key] = half
         self._pending_by_inbound[half.inbound] = half.key
         self._pending_outbound.add(half.outbound)
-        for group in (("phase2", half.plan.phase2_number), ("owner", half.owner)):
+        for group in (("phase2", half.phase2_number), ("owner", half.owner)):
             self._pending_counts[group] = self._pending_counts.get(group, 0) + 1
 
-    def drop_pending(self, key: tuple[int, int]) -> PendingHalf | None:
+    def drop_pending(self, key: tuple[int, int]) -> PendingHalf[Any] | None:
         half = self.pending.pop(key, None)
         if half is None:
             return None
         del self._pending_by_inbound[half.inbound]
         self._pending_outbound.discard(half.outbound)
-        for group in (("phase2", half.plan.phase2_number), ("owner", half.owner)):
+        for group in (("phase2", half.phase2_number), ("owner", half.owner)):
             left = self._pending_counts[group] - 1
             if left:
                 self._pending_counts[group] = left
@@ -253,7 +250,7 @@ class Installed:
         """An outbound SA some pending half will write."""
         return key in self._pending_outbound
 
-    def pending_of_owner(self, owner: int) -> list[PendingHalf]:
+    def pending_of_owner(self, owner: int) -> list[PendingHalf[Any]]:
         return [h for h in self.pending.values() if h.owner == owner]
 
     # -- counts --------------------------------------------------------------------------

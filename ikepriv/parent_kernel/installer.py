@@ -219,7 +219,9 @@ class Installer:
         for pol in catching:
             st.installed.add_policy(pol.entry)
         st.installed.add_sa(plan.inbound.entry)
-        st.installed.add_pending(PendingHalf(owner, plan, larval))
+        st.installed.add_pending(PendingHalf(owner, plan.tunnel_id, plan.phase2_number,
+                                             plan.inbound.entry.key, plan.outbound.entry.key,
+                                             plan, larval))  # fmt: skip
         log.info("tunnel %d (phase 2 %d): inbound SA spi %#x installed, outbound waits for "
                  "the commit", plan.tunnel_id, plan.phase2_number,
                  plan.inbound.entry.spi)  # fmt: skip
@@ -258,7 +260,7 @@ class Installer:
                          half.plan.phase2_number)  # fmt: skip
                 await self._commit(half)
 
-    async def _commit(self, half: PendingHalf) -> str | None:
+    async def _commit(self, half: PendingHalf[Phase2Plan]) -> str | None:
         """The outbound SA, then the out policy (one worker-thread call). If the kernel
         refuses either, the whole install is undone: what the commit wrote, the inbound SA
         (its SPI reserved again as a larval SA) and the in/fwd policies the first half
@@ -290,7 +292,7 @@ class Installer:
         self._journal_sync((*new_sas, plan.inbound.entry), (*new_pols, *first_pols))
         return outcome.failure
 
-    def _first_half_undo(self, half: PendingHalf) -> list[_Step]:
+    def _first_half_undo(self, half: PendingHalf[Phase2Plan]) -> list[_Step]:
         """What undoes the first half of a pending install, in write order: the in/fwd
         policies it wrote (unless another live SA of the reqid uses them), its inbound SA."""
         plan, rec = half.plan, self.state.installed
@@ -302,7 +304,9 @@ class Installer:
                                    and rec.policies.get(p.entry.key) is p.entry]  # fmt: skip
         return [*steps, self._sa_step(plan.inbound)]
 
-    def _record_undone(self, half: PendingHalf, outcome: _Outcome, first: list[_Step]) -> None:
+    def _record_undone(
+        self, half: PendingHalf[Phase2Plan], outcome: _Outcome, first: list[_Step]
+    ) -> None:
         """The records after an undone commit: the first half's objects as the undo left
         them (gone, put back, or kept where the kernel refused the undo)."""
         rec = self.state.installed

@@ -901,7 +901,9 @@ class Vetter:
 
     # -- phase 2 commit --------------------------------------------------------------------
 
-    def phase2_commit(self, req: m.Phase2Commit, child: int = 0) -> PendingHalf | Refusal:
+    def phase2_commit(
+        self, req: m.Phase2Commit, child: int = 0
+    ) -> PendingHalf[Phase2Plan] | Refusal:
         """The pending half a Phase2Commit names: this child's, for this tunnel, with the
         phase 2, gateways, protocol and inbound SPI it was vetted with. What is written is
         that half as vetted; the commit itself names nothing new."""
@@ -923,7 +925,7 @@ class Vetter:
                            req.phase2_number)  # fmt: skip
         return half
 
-    def out_policy(self, half: PendingHalf) -> PolicyPlan | Refusal | None:
+    def out_policy(self, half: PendingHalf[Phase2Plan]) -> PolicyPlan | Refusal | None:
         """A pending half's out policy against the records of now (written, replacing this
         phase 2's own, or already there as it is), None if the install has none."""
         plan = next((p for p in half.plan.policies
