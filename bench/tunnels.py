@@ -358,13 +358,19 @@ def run_ikepriv(args: argparse.Namespace, base: Path, real_kernel: bool) -> dict
             out["phase2_daemon_cpu_s"] = {k: cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
             time.sleep(2.0)
             if real_kernel:
+                # memory is taken before each listing too: a listing of thousands of rows
+                # leaves the parent's heap larger than the tunnels need (see
+                # docs/performance.md, "The parent's memory per phase 2")
+                out["mem_p2"] = memory(pids)
                 out["after_phase2"] = snapshot(ipk, pids, nsr)
                 out["list_p2"] = timed_ike(ipk, pids, "cmd=list")
                 out["list_verbose_json_p2"] = timed_ike(
                     ipk, pids, "cmd=list", "phase=1+", "verbose", "json"
                 )
                 print(f"  ikepriv: holding {args.hold} s for the rekeys ...", flush=True)
+                out["mem_p2_listed"] = memory(pids)
                 out["hold"] = init.command(f"hold {args.hold}", print)
+                out["mem_rekeyed"] = memory(pids)
                 out["after_hold"] = snapshot(ipk, pids, nsr)
             out["stats"] = ikepriv_stats(ipk)
             out["held_end"] = ipk.held()
@@ -466,7 +472,8 @@ def report(results: list[dict[str, object]], args: argparse.Namespace) -> None:
         if "phase2" in r:
             print(f"  phase 2: {json.dumps(r['phase2'])}")
             print(f"  phase 2 daemon CPU: {json.dumps(r['phase2_daemon_cpu_s'])}")
-        for key in ("after_phase2", "hold", "after_hold", "held_end", "mem_end", "note"):
+        for key in ("mem_p2", "after_phase2", "mem_p2_listed", "hold", "mem_rekeyed",
+                    "after_hold", "held_end", "mem_end", "note"):  # fmt: skip
             if key in r:
                 print(f"  {key}: {json.dumps(r[key])}")
         if "stats" in r:

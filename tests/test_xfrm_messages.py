@@ -552,6 +552,22 @@ def test_sa_record_drops_keys() -> None:
     assert "\\x01" * 4 not in repr(record) and "\\x02" * 4 not in repr(record)
 
 
+def test_sa_counters_read_the_fixed_part_only() -> None:
+    """What `ike cmd=list verbose` reads of each SA: the same SPI and counters as the full
+    record, and a message too short for its fixed part is an error."""
+    msg = xm.xfrm_usersa_info()
+    for key, value in SA.items():
+        msg[key] = value
+    msg["attrs"] = [("XFRMA_ALG_CRYPT", {"name": "cbc(aes)", "key": b"\x01" * 16})]
+    msg["header"]["type"] = xm.MsgType.NEWSA
+    msg.encode()
+    raw = bytes(msg.data)
+    record = x.sa_record(x.decode_netlink(xm.xfrm_usersa_info, raw, "test"))
+    assert x.sa_counters(raw) == (record.spi, record.bytes, record.packets) == (0xC0FFEE01, 11, 12)
+    with pytest.raises(specs.XfrmError, match="short SA message"):
+        x.sa_counters(raw[: 16 + xm.UsersaInfo.size - 1])
+
+
 def test_malformed_attribute_is_an_error() -> None:
     msg = xm.xfrm_usersa_info()
     for key, value in SA.items():

@@ -156,20 +156,35 @@ def _read_v1(data: bytes) -> tuple[dict[_SaId, int], dict[_PolicyId, int]]:
     return sas, pols
 
 
-def _sa_id(mark: SaMark) -> _SaId:
-    return (str(mark.dst), mark.spi, mark.proto)
+# What the file says, in memory, keyed by the objects the records hold (an address, a
+# selector): the strings of a line are made only to write it (they cost about 1 kB per tunnel
+# when kept, issue 11).
+_SaKey = tuple[IPAddress, int, int]
+_PolicyKey = tuple[SelectorSpec, Direction]
 
 
-def _policy_id(mark: PolicyMark) -> _PolicyId:
-    sel = mark.selector
-    return (str(sel.src), str(sel.dst), sel.proto, sel.sport, sel.dport, int(mark.direction))
+def _sa_key(mark: SaMark) -> _SaKey:
+    return (mark.dst, mark.spi, mark.proto)
+
+
+def _policy_key(mark: PolicyMark) -> _PolicyKey:
+    return (mark.selector, mark.direction)
+
+
+def _sa_id(key: _SaKey) -> _SaId:
+    return (str(key[0]), key[1], key[2])
+
+
+def _policy_id(key: _PolicyKey) -> _PolicyId:
+    sel, direction = key
+    return (str(sel.src), str(sel.dst), sel.proto, sel.sport, sel.dport, int(direction))
 
 
 class Journal:
     def __init__(self, path: str) -> None:
         self.path = path
-        self._sas: dict[_SaId, int] = {}  # what the file says: SA -> reqid
-        self._policies: dict[_PolicyId, int] = {}  # policy -> reqid
+        self._sas: dict[_SaKey, int] = {}  # what the file says: SA -> reqid
+        self._policies: dict[_PolicyKey, int] = {}  # policy -> reqid
         self._lines = 0  # change lines in the file since it was last written whole
 
     # -- writing ---------------------------------------------------------------------------
@@ -179,34 +194,34 @@ class Journal:
         what the file said about the same kernel object."""
         lines = []
         for s in sas:
-            key = _sa_id(s)
+            key = _sa_key(s)
             if self._sas.get(key) != s.reqid:
                 self._sas[key] = s.reqid
-                lines.append({"s": [*key, s.reqid]})
+                lines.append({"s": [*_sa_id(key), s.reqid]})
         for p in policies:
-            pkey = _policy_id(p)
+            pkey = _policy_key(p)
             if self._policies.get(pkey) != p.reqid:
                 self._policies[pkey] = p.reqid
-                lines.append({"p": [*pkey, p.reqid]})
+                lines.append({"p": [*_policy_id(pkey), p.reqid]})
         self._append(lines)
 
     def drop(self, sas: Iterable[SaMark] = (), policies: Iterable[PolicyMark] = ()) -> None:
         """Forget objects the kernel no longer holds (removed, never written)."""
         lines = []
         for s in sas:
-            key = _sa_id(s)
+            key = _sa_key(s)
             if self._sas.pop(key, None) is not None:
-                lines.append({"s-": list(key)})
+                lines.append({"s-": list(_sa_id(key))})
         for p in policies:
-            pkey = _policy_id(p)
+            pkey = _policy_key(p)
             if self._policies.pop(pkey, None) is not None:
-                lines.append({"p-": list(pkey)})
+                lines.append({"p-": list(_policy_id(pkey))})
         self._append(lines)
 
     def save(self, sas: Iterable[SaMark], policies: Iterable[PolicyMark]) -> None:
         """Replace the file's content with exactly these objects (atomically)."""
-        self._sas = {_sa_id(s): s.reqid for s in sas}
-        self._policies = {_policy_id(p): p.reqid for p in policies}
+        self._sas = {_sa_key(s): s.reqid for s in sas}
+        self._policies = {_policy_key(p): p.reqid for p in policies}
         self._rewrite()
 
     def _append(self, lines: list[dict[str, Any]]) -> None:
@@ -229,9 +244,9 @@ class Journal:
     def _rewrite(self) -> None:
         self._lines = 0
         out = [json.dumps({"version": VERSION})]
-        out += [json.dumps({"s": [*k, reqid]}, separators=(",", ":"))
+        out += [json.dumps({"s": [*_sa_id(k), reqid]}, separators=(",", ":"))
                 for k, reqid in self._sas.items()]  # fmt: skip
-        out += [json.dumps({"p": [*k, reqid]}, separators=(",", ":"))
+        out += [json.dumps({"p": [*_policy_id(k), reqid]}, separators=(",", ":"))
                 for k, reqid in self._policies.items()]  # fmt: skip
         tmp = f"{self.path}.tmp"
         try:

@@ -370,6 +370,13 @@ def run_case(case: Case, kernels: dict[str, XfrmKernel]) -> None:
                 len(rose) == 2 and all(n >= PINGS for n in rose.values()),
                 f"{tag}: {inst.side.ns} SA packet counters rose {rose}",
             )
+        for inst in installed:  # the counters alone (ike cmd=list verbose) say the same
+            full = {r.spi: (r.bytes, r.packets) for r in inst.kernel.list_sas()}
+            light = {c.spi: (c.bytes, c.packets) for c in inst.kernel.sa_counters()}
+            check(
+                light == full and all(light[spi][1] >= PINGS for _, spi in inst.sas),
+                f"{tag}: {inst.side.ns} sa_counters agree with list_sas {light}",
+            )
         if case.net is V4 and case.name != "natt":
             sa = kernels[NS_L].get_sa(addr(V4.right.outer), out_spi, case.proto)
             check(

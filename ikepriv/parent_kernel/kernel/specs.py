@@ -72,7 +72,7 @@ class XfrmError(OSError):
 # Specs and records
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SelectorSpec:
     """Traffic selector of an SA or policy: subnets, upper-layer protocol and ports (0 = any).
     The client packs it into the C struct kernel.xfrm_messages.XfrmSelector."""
@@ -97,7 +97,7 @@ class SelectorSpec:
         return AF_FOR_VERSION[self.src.version]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Encryption:
     """Cipher for ESP, by kernel name (e.g. 'cbc(aes)')."""
 
@@ -105,7 +105,7 @@ class Encryption:
     key: bytes = field(repr=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Integrity:
     """Integrity algorithm, by kernel name, and its ICV truncation in bits."""
 
@@ -114,7 +114,7 @@ class Integrity:
     trunc_bits: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Aead:
     """Combined-mode cipher; key includes the salt (RFC 4106: 4 bytes)."""
 
@@ -123,7 +123,7 @@ class Aead:
     icv_bits: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Encap:
     """UDP encapsulation of ESP (RFC 3948), for NAT traversal."""
 
@@ -138,7 +138,7 @@ class Encap:
                 raise ValueError("encap: port out of range")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Lifetime:
     """SA limits; None means no limit.  Seconds count from SA installation."""
 
@@ -162,7 +162,7 @@ class Lifetime:
                 raise ValueError("lifetime: limits must be positive")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SaSpec:
     """One SA to install.  Validated structurally on construction."""
 
@@ -188,7 +188,7 @@ class SaSpec:
         return AF_FOR_VERSION[self.dst.version]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Template:
     """One transform a policy demands: tunnel endpoints for tunnel mode."""
 
@@ -201,7 +201,7 @@ class Template:
     optional: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PolicySpec:
     """One SPD entry."""
 
@@ -215,7 +215,7 @@ class PolicySpec:
         validate_policy(self)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SaRecord:
     """An SA as the kernel reports it, without keys."""
 
@@ -244,7 +244,7 @@ class SaRecord:
         return self.encryption is None and self.integrity is None and self.aead is None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PolicyRecord:
     """A policy as the kernel reports it."""
 
@@ -258,7 +258,7 @@ class PolicyRecord:
     use_time: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Acquire:
     """The kernel wants an SA: traffic matched `selector` under policy `policy_index`."""
 
@@ -272,7 +272,7 @@ class Acquire:
     templates: tuple[Template, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Expire:
     """An SA reached its soft (rekey now) or hard (gone) limit."""
 
@@ -286,7 +286,7 @@ class Expire:
     packets: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PolicyExpire:
     """A policy reached its lifetime."""
 
@@ -296,7 +296,7 @@ class PolicyExpire:
     hard: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EventsLost:
     """The event socket overflowed (ENOBUFS): events were dropped, resynchronise."""
 
