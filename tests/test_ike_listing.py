@@ -224,8 +224,12 @@ def test_json_is_a_list_of_row_objects() -> None:
     v6 = row(5, 30, Phase.PHASE1, "v6", role=None, state=TunnelState.FAILED,
              local_addr=A("2001:db8::1"), remote_addr=A("2001:db8::2"), local_id=None,
              remote_id=Identity(IdType.USER_FQDN, b"ops@example.org"))  # fmt: skip
-    data = json.loads(render_json([P1, P2, v6]))
+    text = render_json([P1, P2, v6])
+    data = json.loads(text)
     assert isinstance(data, list) and len(data) == 3
+    # one row per line: `ike cmd=list json | grep to-siteB` finds the row
+    lines = text.splitlines()
+    assert len(lines) == 3 and [json.loads(line.strip("[], ")) for line in lines] == data
     assert data[0] == {
         "number": 1, "tunnel_id": 11, "phase": 1, "name": "to-siteB", "role": "i",
         "state": "established", "local_addr": "192.0.2.1", "remote_addr": "192.0.2.2",

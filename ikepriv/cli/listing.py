@@ -371,9 +371,14 @@ def row_to_json(row: TunnelRow, texts: _Texts | None = None) -> dict[str, object
 
 
 def render_json(rows: Sequence[TunnelRow]) -> str:
-    """A JSON list of row objects (see row_to_json), one document, newline-terminated."""
+    """A JSON list of row objects (see row_to_json), one document, newline-terminated, one
+    row per line (greppable, and written by json's C encoder: `indent` makes json use its
+    pure-Python one, 0.17 s of the 0.26 s `ike` spent on 10,000 rows)."""
     texts = _Texts()
-    return json.dumps([row_to_json(row, texts) for row in rows], indent=2) + "\n"
+    if not rows:
+        return "[]\n"
+    lines = ",\n ".join(json.dumps(row_to_json(row, texts)) for row in rows)
+    return "[" + lines + "]\n"
 
 
 def render(rows: Sequence[TunnelRow], request: ListRequest) -> str:
