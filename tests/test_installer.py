@@ -288,6 +288,7 @@ def test_the_kernel_budget_charges_what_a_request_really_wrote() -> None:
                          outbound=keys(0x5001))) == 2.0  # fmt: skip
     old = m.Phase2Remove(5, 1, 1, A, B, ESP, IN_SPI, 0x5000, 9, False)
     assert spent(old) == 2.0  # the policies stay for the new pair
+    assert spent(old) == 1.0  # already gone: nothing written, its vetting still costs one
     larval(state, kernel, 0x777)  # a rekey as Quick Mode responder: two steps
     half = install(request_id=4, tunnel_id=4, inbound=keys(0x777), outbound=keys(0x5003),
                    inbound_first=True)  # fmt: skip

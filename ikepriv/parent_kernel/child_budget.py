@@ -176,10 +176,13 @@ class ChildBudget:
 
     def refund(self, msg: Message, used: float, now: float) -> None:
         """`msg` was carried out with `used` of what `charge` took for it: the rest comes
-        back (never more than was taken, so the class's rate still bounds the work)."""
+        back, never more than was taken, and at least one stays charged (a request that
+        wrote nothing, say the remove of a pair already gone, still cost its vetting), so
+        the class's rate bounds both the writes and the requests."""
         kind, amount = cost(msg)
-        if used < amount:
-            self.buckets[kind].grant(amount - used, now)
+        kept = max(used, 1.0)
+        if kept < amount:
+            self.buckets[kind].grant(amount - kept, now)
 
     def grant_reports(self, amount: float, now: float) -> None:
         """The parent asked for a page of reports: that many more may come."""

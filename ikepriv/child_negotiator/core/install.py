@@ -239,22 +239,11 @@ def remove_half(core: Core, qe: QuickExchange) -> None:
     sa = qe.isakmp
     selector = TrafficSelector(qe.local_sel, qe.remote_sel)
     _drop_policy_set(core, qe.definition.number, selector, sa.remote.addr)
-    core.request(
-        partial(
-            Phase2Remove,
-            phase2_number=qe.definition.number,
-            tunnel_id=qe.tunnel_id,
-            local=sa.local.addr,
-            remote=sa.remote.addr,
-            proto=qe.protocol,
-            spi_in=qe.spi_in,
-            spi_out=qe.spi_out,
-            reqid=qe.reqid,
-            keep_policies=False,
-        ),
-        ResultReply,
-        lambda reply: _on_delete_result(core, reply),
-    )
+    _request_remove(core, partial(
+        Phase2Remove, phase2_number=qe.definition.number, tunnel_id=qe.tunnel_id,
+        local=sa.local.addr, remote=sa.remote.addr, proto=qe.protocol, spi_in=qe.spi_in,
+        spi_out=qe.spi_out, reqid=qe.reqid, keep_policies=False,
+    ))  # fmt: skip
 
 
 def _drop_policy_set(core: Core, number: int, selector: TrafficSelector, peer: IPAddress) -> None:
@@ -355,22 +344,17 @@ def remove_child(
         _drop_policy_set(core, child.definition.number, child.selector_out, child.remote.addr)
     if not kernel:
         return
-    core.request(
-        partial(
-            Phase2Remove,
-            phase2_number=child.definition.number,
-            tunnel_id=child.tunnel_id,
-            local=child.local.addr,
-            remote=child.remote.addr,
-            proto=child.protocol,
-            spi_in=child.spi_in,
-            spi_out=child.spi_out,
-            reqid=child.reqid,
-            keep_policies=keep_policies,
-        ),
-        ResultReply,
-        lambda reply: _on_delete_result(core, reply),
-    )
+    _request_remove(core, partial(
+        Phase2Remove, phase2_number=child.definition.number, tunnel_id=child.tunnel_id,
+        local=child.local.addr, remote=child.remote.addr, proto=child.protocol,
+        spi_in=child.spi_in, spi_out=child.spi_out, reqid=child.reqid,
+        keep_policies=keep_policies,
+    ))  # fmt: skip
+
+
+def _request_remove(core: Core, make: partial[Phase2Remove]) -> None:
+    """Ask the parent to remove an SA pair (whole, or the half of a split install)."""
+    core.request(make, ResultReply, lambda reply: _on_delete_result(core, reply))
 
 
 def _on_delete_result(core: Core, reply: ResultReply) -> None:
