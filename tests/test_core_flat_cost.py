@@ -138,3 +138,79 @@ def test_the_core_lists_any_number_of_tunnels_in_pages() -> None:
     assert seen == wanted  # every one, once, in tunnel-id order
     counters_only = core.handle(ListCommand(6, Phase.ALL, 0, False, True), sim.now)
     assert [type(a).__name__ for a in counters_only] == ["Stats", "StateReportEnd"]
+
+
+def list_all(core: Any, now: float, request_id: int = 7, between: Any = None) -> list[int]:
+    """Every tunnel id a listing of phase 1 returns, page by page; `between(page)` runs
+    after each page (the daemon goes on while the parent passes a page on)."""
+    seen: list[int] = []
+    after, page = 0, 0
+    while True:
+        out = core.handle(ListCommand(request_id, Phase.PHASE1, after, True, False), now)
+        reports = [a for a in out if isinstance(a, StateReport)]
+        seen += [r.tunnel_id for r in reports]
+        if len(reports) < LIST_PAGE:
+            return seen
+        after = reports[-1].tunnel_id
+        page += 1
+        if between is not None:
+            between(page)
+
+
+def test_a_listing_visits_each_tunnel_once_not_once_per_page() -> None:
+    init, resp = mirrored()
+    sim = Simulation(init, resp, seed=12)
+    sim.initiate()
+    sim.run(duration=30.0)
+    core = sim.responder.core
+    (first,) = sim.established_isakmp("responder")
+    hold(core, 8 * LIST_PAGE, first)
+    core.sas.by_tunnel = CountingDict(core.sas.by_tunnel)
+    CountingDict.visits = 0
+    seen = list_all(core, sim.now)
+    assert len(seen) == 8 * LIST_PAGE + 1
+    # one pass to sort the ids when the listing begins; a scan per page would be 9 passes
+    assert CountingDict.visits <= len(seen) + 1, CountingDict.visits
+
+
+def test_tunnels_gone_during_a_listing_are_not_listed_and_none_twice() -> None:
+    init, resp = mirrored()
+    sim = Simulation(init, resp, seed=12)
+    sim.initiate()
+    sim.run(duration=30.0)
+    core = sim.responder.core
+    (first,) = sim.established_isakmp("responder")
+    held = hold(core, 3 * LIST_PAGE, first)
+    doomed = {sa.tunnel_id for sa in held[-LIST_PAGE - 5 :: 7]}
+    added: list[int] = []
+
+    def meanwhile(page: int) -> None:
+        if page == 1:
+            for sa in held:
+                if sa.tunnel_id in doomed:
+                    core.sas.remove(sa)  # held copies share keys: no delete to send
+            added.extend(sa.tunnel_id for sa in hold(core, 3, first))
+            # another listing starting in between keeps its own place
+            other = list_all(core, sim.now, request_id=8)
+            assert other == sorted(other) and not doomed & set(other)
+
+    seen = list_all(core, sim.now, between=meanwhile)
+    assert seen == sorted(set(seen))  # ascending, none twice
+    assert not doomed & set(seen)
+    everyone = {first.tunnel_id, *(sa.tunnel_id for sa in held)}
+    assert set(seen) == everyone - doomed  # set up after the listing began: the next one
+    assert set(list_all(core, sim.now)) == everyone - doomed | set(added)
+
+
+def test_a_page_that_continues_no_listing_starts_where_it_is_asked() -> None:
+    init, resp = mirrored()
+    sim = Simulation(init, resp, seed=12)
+    sim.initiate()
+    sim.run(duration=30.0)
+    core = sim.responder.core
+    (first,) = sim.established_isakmp("responder")
+    ids = sorted([first.tunnel_id, *(sa.tunnel_id for sa in hold(core, 2 * LIST_PAGE, first))])
+    for after in (ids[100], ids[0] - 1, ids[-1]):
+        out = core.handle(ListCommand(9, Phase.PHASE1, after, True, False), sim.now)
+        got = [a.tunnel_id for a in out if isinstance(a, StateReport)]
+        assert got == [i for i in ids if i > after][:LIST_PAGE]

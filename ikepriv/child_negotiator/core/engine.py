@@ -23,9 +23,7 @@ notify where RFC 2408 wants one and only within the per-peer rate limit.
 from __future__ import annotations
 
 import functools
-import heapq
-import itertools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ikepriv.child_negotiator.core import dpd, fragments, informational_send, install, rekey, timers
@@ -56,6 +54,7 @@ from ikepriv.child_negotiator.core.half_open import (
 from ikepriv.child_negotiator.core.hooks import Hooks
 from ikepriv.child_negotiator.core.identities import as_identity
 from ikepriv.child_negotiator.core.lifetimes import CHILD, ISAKMP, DeadlineIndex
+from ikepriv.child_negotiator.core.listing import ListingCursors
 from ikepriv.child_negotiator.core.natt import NatTHooks
 from ikepriv.child_negotiator.core.offers import IkeChoice
 from ikepriv.child_negotiator.core.retransmit import Backoff, Flight, TimerResult, datagram_digest
@@ -77,7 +76,6 @@ from ikepriv.child_negotiator.core.states import (
 from ikepriv.crypto.crypto_errors import CryptoError
 from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.messages import (
-    LIST_PAGE,
     PROTOCOL_VERSION,
     ConfigBegin,
     ConfigCredential,
@@ -174,6 +172,8 @@ PHASE1_INITIATORS: dict[
 UNPROVEN_LINES = 10  # lines of one kind about unauthenticated first messages per window
 UNPROVEN_WINDOW = 10.0  # seconds
 FLOOD_STALE = 5.0  # seconds after which our negotiation no longer stops a PeerFlooded one
+_LISTS_PHASE1 = frozenset((Phase.ALL, Phase.PHASE1, Phase.PHASE1_PLUS))
+_LISTS_PHASE2 = frozenset((Phase.ALL, Phase.PHASE2, Phase.PHASE1_PLUS))
 
 
 class Negotiator:
@@ -220,6 +220,7 @@ class Negotiator:
             s.am_budget_source, s.am_budget_prefix, s.am_budget_definition, s.am_budget_keys
         )
         self.notify_limit = NotifyLimiter(s.notify_period, s.notify_peers_tracked)
+        self._listings: ListingCursors[tuple[IsakmpSa | None, ChildSa | None]] = ListingCursors()
         self.backoff = Backoff(
             s.retransmit_base, s.retransmit_factor, s.retransmit_max_interval, s.retransmit_tries
         )
@@ -951,7 +952,7 @@ class Negotiator:
         `cmd.after`, lowest tunnel id first, at most LIST_PAGE; then the counters if asked."""
         count = 0
         if cmd.rows:
-            for _, sa, child in self._list_page(cmd.phase, cmd.after):
+            for sa, child in self._list_page(cmd.phase, cmd.after):
                 if sa is not None:
                     self.emit(self.report_isakmp(sa, cmd.request_id))
                 elif child is not None:
@@ -961,27 +962,37 @@ class Negotiator:
             self.emit(self.counters.stats(cmd.request_id, self.tally))
         self.emit(StateReportEnd(cmd.request_id, count))
 
-    def _list_page(
-        self, phase: Phase, after: int
-    ) -> list[tuple[int, IsakmpSa | None, ChildSa | None]]:
-        """The next page's tunnels in tunnel-id order. heapq.nsmallest keeps LIST_PAGE
-        candidates, so a page costs one pass over the tables (ids are allocated in
-        ascending order, so most candidates are rejected at the first comparison), not a
-        sort of every tunnel per page."""
-        items: list[Iterable[tuple[int, IsakmpSa | None, ChildSa | None]]] = []
-        if phase in (Phase.ALL, Phase.PHASE1, Phase.PHASE1_PLUS):
-            items.append(  # not a first message nobody proved yet: a forger's, maybe (stats)
-                (tid, sa, None)
-                for tid, sa in self.sas.by_tunnel.items()
-                if tid > after and tid not in self.unproven
-            )
-        if phase in (Phase.ALL, Phase.PHASE2, Phase.PHASE1_PLUS):
-            items.append(  # a resumed SA is a previous child's: the parent lists its records
-                (tid, None, child)
-                for tid, child in self.sas.children.items()
-                if tid > after and not child.resumed
-            )
-        return heapq.nsmallest(LIST_PAGE, itertools.chain(*items), key=lambda item: item[0])
+    def _list_page(self, phase: Phase, after: int) -> list[tuple[IsakmpSa | None, ChildSa | None]]:
+        """The next page's tunnels in tunnel-id order (listing.ListingCursors)."""
+        return self._listings.page(
+            phase,
+            after,
+            functools.partial(self._listable_ids, phase),
+            functools.partial(self._listable, phase),
+        )
+
+    def _listable_ids(self, phase: Phase) -> list[int]:
+        ids: list[int] = []
+        if phase in _LISTS_PHASE1:
+            ids += self.sas.by_tunnel
+        if phase in _LISTS_PHASE2:
+            ids += self.sas.children
+        return ids
+
+    def _listable(
+        self, phase: Phase, tunnel_id: int
+    ) -> tuple[IsakmpSa | None, ChildSa | None] | None:
+        if phase in _LISTS_PHASE1:
+            sa = self.sas.by_tunnel.get(tunnel_id)
+            # not a first message nobody proved yet: a forger's, maybe (stats)
+            if sa is not None and tunnel_id not in self.unproven:
+                return sa, None
+        if phase in _LISTS_PHASE2:
+            child = self.sas.children.get(tunnel_id)
+            # a resumed SA is a previous child's: the parent lists its records
+            if child is not None and not child.resumed:
+                return None, child
+        return None
 
     def _on_shutdown(self, _msg: Shutdown) -> None:
         for sa in self.sas.isakmp_sas():
