@@ -13,7 +13,7 @@ the inbound SPI.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
@@ -78,7 +78,10 @@ class IsakmpSa:
     lifetime: int = 0
     established_at: float = 0.0
     exchanges: dict[int, QuickExchange] = field(default_factory=dict)
-    finished_mids: OrderedDict[int, None] = field(default_factory=OrderedDict)
+    # message IDs of finished exchanges, oldest first: 4 bytes each (an OrderedDict of 64
+    # cost 5 kB per ISAKMP SA); a membership test passes over at most
+    # Settings.finished_message_ids of them, in C
+    finished_mids: array[int] = field(default_factory=lambda: array("I"))
     # NAT-T and other extensions keep their per-SA state here.
     extensions: dict[str, object] = field(default_factory=dict)
     # timers.py / rekey.py / dpd.py
@@ -98,9 +101,20 @@ class IsakmpSa:
         return self.state is P1State.ESTABLISHED
 
     def finish_mid(self, mid: int, keep: int) -> None:
-        self.finished_mids[mid] = None
-        while len(self.finished_mids) > keep:
-            self.finished_mids.popitem(last=False)
+        mids = self.finished_mids
+        if mid in mids:
+            return
+        mids.append(mid)
+        if len(mids) > keep:
+            del mids[: len(mids) - keep]
+
+    def drop_exchange(self, mid: int) -> QuickExchange | None:
+        """Forget the Quick Mode `mid`; the table is made anew once empty (a dict keeps
+        the room its largest size needed: 0.2 kB per ISAKMP SA, mostly idle)."""
+        qe = self.exchanges.pop(mid, None)
+        if not self.exchanges:
+            self.exchanges = {}
+        return qe
 
     def clear_negotiation(self) -> None:
         """Drop what only the handshake needed (DH private value, shared secret; the public
