@@ -30,7 +30,6 @@ A bench: it prints figures, never passes or fails.
 from __future__ import annotations
 
 import argparse
-import enum
 import gc
 import ipaddress
 import sys
@@ -38,7 +37,6 @@ import tempfile
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
-from types import MappingProxyType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -53,6 +51,7 @@ from harness.core_sim import (
     phase2_def,
     selector,
 )
+from harness.sizes import deep_size
 
 from ikepriv.child_negotiator.core.config_snapshot import ConfigSnapshot
 from ikepriv.child_negotiator.core.engine import Negotiator
@@ -69,29 +68,6 @@ P2_LIFETIME = 600
 
 
 # ----------------------------------------------------------------------------- measuring
-
-
-def deep_size(obj: object, seen: set[int]) -> int:
-    """Bytes of `obj` and what it reaches that `seen` does not hold yet (classes, enum
-    members, functions and None not counted)."""
-    size, stack = 0, [obj]
-    while stack:
-        o = stack.pop()
-        if id(o) in seen or o is None or isinstance(o, type | enum.Enum) or callable(o):
-            continue
-        seen.add(id(o))
-        size += sys.getsizeof(o)
-        if isinstance(o, dict | MappingProxyType):
-            stack += [*o.keys(), *o.values()]
-        elif isinstance(o, list | tuple | set | frozenset):
-            stack += list(o)
-        if hasattr(o, "__dict__"):
-            stack.append(vars(o))
-        for cls in type(o).__mro__:
-            for slot in getattr(cls, "__slots__", ()):
-                if slot != "__dict__" and hasattr(o, slot):
-                    stack.append(getattr(o, slot))
-    return size
 
 
 def live() -> tracemalloc.Snapshot:
