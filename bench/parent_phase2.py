@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import dataclasses
-import enum
 import gc
 import ipaddress
 import os
@@ -30,8 +29,13 @@ import time
 import tracemalloc
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from harness.sizes import deep_size
 
 from ikepriv.config import load_definitions
 from ikepriv.ipc import messages as m
@@ -180,28 +184,6 @@ def heap_text() -> str:
         f"{int(blocks.group(1).replace(',', '')) / 1048576 if blocks else 0:.1f} MiB in "
         "blocks"
     )
-
-
-def deep_size(obj: object, seen: set[int]) -> int:
-    """Bytes of `obj` and what it holds that `seen` does not have yet (classes, enums,
-    functions and small shared constants are not counted)."""
-    size, stack = 0, [obj]
-    while stack:
-        o = stack.pop()
-        if id(o) in seen or isinstance(o, type | enum.Enum) or callable(o) or o is None:
-            continue
-        seen.add(id(o))
-        size += sys.getsizeof(o)
-        if isinstance(o, dict):
-            stack += [*o.keys(), *o.values()]
-        elif isinstance(o, list | tuple | set | frozenset):
-            stack += list(o)
-        if hasattr(o, "__dict__") and not isinstance(o, type):
-            stack.append(vars(o))
-        for slot in getattr(type(o), "__slots__", ()):
-            if hasattr(o, slot):
-                stack.append(getattr(o, slot))
-    return size
 
 
 def breakdown(state: ParentState, pairs: int) -> Iterator[str]:

@@ -43,7 +43,14 @@ from ikepriv.child_negotiator.core.offers import (
     select_ike,
     select_ipsec,
 )
-from ikepriv.child_negotiator.core.retransmit import Backoff, Flight, Seen, TimerResult
+from ikepriv.child_negotiator.core.retransmit import (
+    SEEN_MAX,
+    Backoff,
+    Flight,
+    Seen,
+    TimerResult,
+    datagram_digest,
+)
 from ikepriv.child_negotiator.core.settings import Settings
 from ikepriv.ipc.messages import (
     ConfigBegin,
@@ -172,11 +179,30 @@ def test_backoff_schedule_and_give_up() -> None:
 
 
 def test_seen_messages() -> None:
+    x, y = datagram_digest(b"x"), datagram_digest(b"y")
     flight = Flight()
-    assert flight.classify(b"x") is Seen.NEW
-    flight.accepted(b"x")
-    flight.accepted(b"y")
-    assert flight.classify(b"y") is Seen.LAST and flight.classify(b"x") is Seen.OLD
+    assert flight.classify(x) is Seen.NEW
+    flight.accepted(x)
+    flight.accepted(y)
+    assert flight.classify(y) is Seen.LAST and flight.classify(x) is Seen.OLD
+
+
+def test_seen_messages_keep_the_newest_few_only() -> None:
+    """An exchange remembers SEEN_MAX accepted messages: the oldest beyond them is new
+    again (as before), the others are still recognised, whatever their digests share."""
+    digests = [datagram_digest(bytes([i])) for i in range(SEEN_MAX + 3)]
+    flight = Flight()
+    for d in digests:
+        flight.accepted(d)
+    kept = digests[-SEEN_MAX:]
+    assert flight.classify(kept[-1]) is Seen.LAST
+    assert all(flight.classify(d) is Seen.OLD for d in kept[:-1])
+    assert all(flight.classify(d) is Seen.NEW for d in digests[:-SEEN_MAX])
+    # a digest made of the tail of one and the head of the next is not one of them
+    straddling = kept[0][8:] + kept[1][:8]
+    assert flight.classify(straddling) is Seen.NEW
+    with pytest.raises(ValueError):
+        flight.accepted(b"short")
 
 
 # ---------------------------------------------------------------------------- proposals

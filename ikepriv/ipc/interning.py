@@ -21,15 +21,24 @@ _H = TypeVar("_H", bound=Hashable)
 
 class Interner:
     """Hands out the first instance seen of each equal value; lives as long as one load
-    (a snapshot or a database read), so it never outgrows the definitions themselves."""
+    (a snapshot or a database read), so it never outgrows the definitions themselves. With
+    a `limit` it may live longer (the negotiator's, for values of established SAs): once it
+    holds `limit` values, others are handed back as they are, unshared."""
 
-    __slots__ = ("_seen",)
+    __slots__ = ("_limit", "_seen")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int | None = None) -> None:
         self._seen: dict[Hashable, Hashable] = {}
+        self._limit = limit
 
     def one(self, value: _H) -> _H:
-        return cast(_H, self._seen.setdefault(value, value))
+        seen = self._seen
+        if self._limit is not None and len(seen) >= self._limit:
+            return cast(_H, seen.get(value, value))
+        return cast(_H, seen.setdefault(value, value))
+
+    def __len__(self) -> int:
+        return len(self._seen)
 
     def phase2(self, d: Phase2Def) -> Phase2Def:
         """`d` with its selectors and proposals shared with equal ones seen before."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections import OrderedDict
+from array import array
 
 from ikepriv.child_negotiator.core.engine import Negotiator
 from ikepriv.child_negotiator.core.retransmit import Flight
@@ -39,7 +39,7 @@ def hold(core: Negotiator, count: int, template: IsakmpSa) -> list[IsakmpSa]:
             remote=Endpoint(HELD_PEERS + i + 1, 500),
             flight=Flight(),
             exchanges={},
-            finished_mids=OrderedDict(),
+            finished_mids=array("I"),
             extensions={},
         )
         core.sas.add(sa)

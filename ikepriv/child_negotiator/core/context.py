@@ -39,6 +39,7 @@ from ikepriv.child_negotiator.core.sa_table import (
     SaTable,
 )
 from ikepriv.child_negotiator.core.settings import Settings
+from ikepriv.ipc.interning import Interner
 from ikepriv.ipc.messages import (
     Endpoint,
     LogLevel,
@@ -112,6 +113,7 @@ class Tables(Protocol):
     pending_phase2: dict[int, list[int]]  # phase 1 number -> phase 2 numbers
     restarts: dict[int, Restart]  # phase 1 number -> restart after DPD
     credentials: Mapping[int, ParsedCredentials]  # usable signature definitions, parsed
+    shared: Interner  # one object for equal values that many established SAs hold
 
     def responder_definitions(
         self, exchange: ExchangeType, local: IPAddress, peer: IPAddress

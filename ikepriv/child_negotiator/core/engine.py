@@ -74,6 +74,7 @@ from ikepriv.child_negotiator.core.states import (
     transition,
 )
 from ikepriv.crypto.crypto_errors import CryptoError
+from ikepriv.ipc.interning import Interner
 from ikepriv.ipc.ipc_error import IpcError
 from ikepriv.ipc.messages import (
     PROTOCOL_VERSION,
@@ -171,6 +172,7 @@ PHASE1_INITIATORS: dict[
 
 UNPROVEN_LINES = 10  # lines of one kind about unauthenticated first messages per window
 UNPROVEN_WINDOW = 10.0  # seconds
+SHARED_VALUES = 256  # distinct values in Negotiator.shared; more are kept unshared
 FLOOD_STALE = 5.0  # seconds after which our negotiation no longer stops a PeerFlooded one
 _LISTS_PHASE1 = frozenset((Phase.ALL, Phase.PHASE1, Phase.PHASE1_PLUS))
 _LISTS_PHASE2 = frozenset((Phase.ALL, Phase.PHASE2, Phase.PHASE1_PLUS))
@@ -246,6 +248,9 @@ class Negotiator:
         self._next_request = 1
         self._next_tunnel = 1
         self.partition = Partition()  # which numbers are ours (Hello.shard/.shards)
+        # one object for equal values every established SA would otherwise hold its own of
+        # (the chosen phase 1 algorithms, the peer's vendor IDs): authenticated peers only
+        self.shared = Interner(limit=SHARED_VALUES)
         self._handlers: dict[type, Callable[[Any], None]] = {
             DatagramIn: self._on_datagram,
             SkeyidReply: self._on_reply,
@@ -696,6 +701,9 @@ class Negotiator:
         sa.established_at = self.now
         sa.flight.stop_timer()
         sa.clear_negotiation()
+        # what every SA of a gateway negotiates alike is held once (bounded: see Interner)
+        sa.choice = self.shared.one(sa.choice)
+        sa.peer_vendor_ids = self.shared.one(sa.peer_vendor_ids)
         self.half_open.remove(sa.tunnel_id)
         self.half_open_own.remove(sa.tunnel_id)
         self.unproven.remove(sa.tunnel_id)
@@ -703,6 +711,8 @@ class Negotiator:
         self.emit(self.report_isakmp(sa, 0))  # the parent logs the line from it
         if self.settings.keylog and sa.keys is not None:
             self.emit(KeyLog(sa.icookie, bytes(sa.keys.enc_key)))
+        if sa.keys is not None:
+            sa.keys.shed_phase1_keys()
         timers.on_isakmp_established(self, sa)
         for number in self.pending_phase2.pop(sa.definition.number, []):
             self._start_phase2(number, sa)

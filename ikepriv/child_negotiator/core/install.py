@@ -109,7 +109,7 @@ def _new_child(core: Core, qe: QuickExchange, reqid: int) -> ChildSa:
         local=sa.local,
         remote=sa.remote,
         selector_out=TrafficSelector(qe.local_sel, qe.remote_sel),
-        choice=qe.choice,
+        choice=core.shared.one(qe.choice),  # one object for the tunnels alike
         lifetime_seconds=qe.lifetime_seconds,
         reqid=reqid,
         state=ChildState.INSTALLING,

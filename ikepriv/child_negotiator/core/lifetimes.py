@@ -39,14 +39,22 @@ Key = tuple[int, int]  # (kind, number)
 PHASE1_SOFT_VOLUME = 0.9  # share of a phase 1 kilobyte lifetime that starts the rekey
 
 
+HEAP_SLACK = 16  # stale heap entries allowed beyond twice the live ones, before a rebuild
+
+
 class DeadlineIndex:
-    """One deadline per SA, in a heap with lazy removal (a stale entry is skipped)."""
+    """One deadline per SA, in a heap with lazy removal (a stale entry is skipped).
+
+    The live entry of a key is one (when, key) tuple, in the heap and as the key's value
+    in `_at`, and a key keeps the first tuple made for it: a core holding 10,000 tunnels
+    has two keys each, re-marked on every event, and kept a copy of both per heap entry.
+    """
 
     __slots__ = ("_at", "_dirty", "_heap")
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, Key]] = []
-        self._at: dict[Key, float] = {}
+        self._at: dict[Key, tuple[float, Key]] = {}  # key -> its live heap entry
         self._dirty: set[Key] = set()
 
     def mark(self, key: Key) -> None:
@@ -57,15 +65,19 @@ class DeadlineIndex:
         if not self._dirty:
             return
         dirty, self._dirty = self._dirty, set()
+        at = self._at
         for key in dirty:
             when = compute(key)
+            entry = at.get(key)
             if when is None:
-                self._at.pop(key, None)
-            elif self._at.get(key) != when:
-                self._at[key] = when
-                heapq.heappush(self._heap, (when, key))
-        if len(self._heap) > 2 * len(self._at) + 64:
-            self._heap = [(when, key) for key, when in self._at.items()]
+                if entry is not None:
+                    del at[key]
+            elif entry is None or entry[0] != when:
+                entry = (when, key if entry is None else entry[1])
+                at[key] = entry
+                heapq.heappush(self._heap, entry)
+        if len(self._heap) > 2 * len(at) + HEAP_SLACK:
+            self._heap = list(at.values())
             heapq.heapify(self._heap)
 
     def next(self, alive: Callable[[Key], bool] | None = None) -> float | None:
@@ -73,10 +85,11 @@ class DeadlineIndex:
         SA removed by code that did not mark it)."""
         heap = self._heap
         while heap:
-            when, key = heap[0]
-            if self._at.get(key) == when:
+            entry = heap[0]
+            key = entry[1]
+            if self._at.get(key) is entry:
                 if alive is None or alive(key):
-                    return when
+                    return entry[0]
                 del self._at[key]
             heapq.heappop(heap)
         return None

@@ -13,10 +13,10 @@ the inbound SPI.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Final, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from ikepriv.child_negotiator.core.datagram import IPAddress
 from ikepriv.child_negotiator.core.dpd_state import DpdState
@@ -78,7 +78,10 @@ class IsakmpSa:
     lifetime: int = 0
     established_at: float = 0.0
     exchanges: dict[int, QuickExchange] = field(default_factory=dict)
-    finished_mids: OrderedDict[int, None] = field(default_factory=OrderedDict)
+    # message IDs of finished exchanges, oldest first: 4 bytes each (an OrderedDict of 64
+    # cost 5 kB per ISAKMP SA); a membership test passes over at most
+    # Settings.finished_message_ids of them, in C
+    finished_mids: array[int] = field(default_factory=lambda: array("I"))
     # NAT-T and other extensions keep their per-SA state here.
     extensions: dict[str, object] = field(default_factory=dict)
     # timers.py / rekey.py / dpd.py
@@ -98,9 +101,20 @@ class IsakmpSa:
         return self.state is P1State.ESTABLISHED
 
     def finish_mid(self, mid: int, keep: int) -> None:
-        self.finished_mids[mid] = None
-        while len(self.finished_mids) > keep:
-            self.finished_mids.popitem(last=False)
+        mids = self.finished_mids
+        if mid in mids:
+            return
+        mids.append(mid)
+        if len(mids) > keep:
+            del mids[: len(mids) - keep]
+
+    def drop_exchange(self, mid: int) -> QuickExchange | None:
+        """Forget the Quick Mode `mid`; the table is made anew once empty (a dict keeps
+        the room its largest size needed: 0.2 kB per ISAKMP SA, mostly idle)."""
+        qe = self.exchanges.pop(mid, None)
+        if not self.exchanges:
+            self.exchanges = {}
+        return qe
 
     def clear_negotiation(self) -> None:
         """Drop what only the handshake needed (DH private value, shared secret; the public
@@ -208,22 +222,68 @@ class PolicySet:
     resumed_from: IPAddress | None = None
 
 
+class _Numbered(Protocol):
+    @property
+    def tunnel_id(self) -> int: ...
+
+
 _K = TypeVar("_K")
-_V = TypeVar("_V")
-
-_NONE: Final[dict[int, object]] = {}
+_V = TypeVar("_V", bound=_Numbered)
 
 
-def _index_add(index: dict[_K, dict[int, _V]], key: _K, tunnel_id: int, value: _V) -> None:
-    index.setdefault(key, {})[tunnel_id] = value
+class _Index(Generic[_K, _V]):
+    """Records grouped by a key, each group in the order added. A group of one is the
+    record itself, larger ones a dict by tunnel id: most groups hold one record (an
+    inbound SPI, the SAs of a peer with one tunnel) and an empty dict per group cost 0.2 kB
+    per SA held; a group of thousands (one peer's tunnels) still adds and drops in O(1)."""
 
+    __slots__ = ("_groups",)
 
-def _index_drop(index: dict[_K, dict[int, _V]], key: _K, tunnel_id: int) -> None:
-    group = index.get(key)
-    if group is not None:
+    def __init__(self) -> None:
+        self._groups: dict[_K, _V | dict[int, _V]] = {}
+
+    def add(self, key: _K, value: _V) -> None:
+        groups = self._groups
+        group = groups.get(key)
+        if group is None or (not isinstance(group, dict) and group.tunnel_id == value.tunnel_id):
+            groups[key] = value
+        elif isinstance(group, dict):
+            group[value.tunnel_id] = value
+        else:
+            groups[key] = {group.tunnel_id: group, value.tunnel_id: value}
+
+    def drop(self, key: _K, tunnel_id: int) -> None:
+        groups = self._groups
+        group = groups.get(key)
+        if group is None:
+            return
+        if not isinstance(group, dict):
+            if group.tunnel_id == tunnel_id:
+                del groups[key]
+            return
         group.pop(tunnel_id, None)
-        if not group:
-            del index[key]
+        if len(group) == 1:
+            groups[key] = next(iter(group.values()))
+        elif not group:
+            del groups[key]
+
+    def get(self, key: _K) -> list[_V]:
+        """The group of `key`, oldest first (a copy: callers may remove records)."""
+        group = self._groups.get(key)
+        if group is None:
+            return []
+        return list(group.values()) if isinstance(group, dict) else [group]
+
+    def view(self, key: _K) -> Iterable[_V]:
+        """The group of `key`, oldest first, not copied (no record may be removed while
+        it is iterated)."""
+        group = self._groups.get(key)
+        if group is None:
+            return ()
+        return group.values() if isinstance(group, dict) else (group,)
+
+    def __len__(self) -> int:
+        return len(self._groups)
 
 
 class ChildTable(dict[int, ChildSa]):
@@ -234,20 +294,20 @@ class ChildTable(dict[int, ChildSa]):
 
     def __init__(self) -> None:
         super().__init__()
-        self._by_addr: dict[IPAddress, dict[int, ChildSa]] = {}
-        self._by_spi_in: dict[int, dict[int, ChildSa]] = {}
+        self._by_addr: _Index[IPAddress, ChildSa] = _Index()
+        self._by_spi_in: _Index[int, ChildSa] = _Index()
 
     def __setitem__(self, tunnel_id: int, child: ChildSa) -> None:
         if tunnel_id in self:
             self._unindex(tunnel_id)
         super().__setitem__(tunnel_id, child)
-        _index_add(self._by_addr, child.remote.addr, tunnel_id, child)
-        _index_add(self._by_spi_in, child.spi_in, tunnel_id, child)
+        self._by_addr.add(child.remote.addr, child)
+        self._by_spi_in.add(child.spi_in, child)
 
     def _unindex(self, tunnel_id: int) -> None:
         child = self[tunnel_id]
-        _index_drop(self._by_addr, child.remote.addr, tunnel_id)
-        _index_drop(self._by_spi_in, child.spi_in, tunnel_id)
+        self._by_addr.drop(child.remote.addr, tunnel_id)
+        self._by_spi_in.drop(child.spi_in, tunnel_id)
 
     def __delitem__(self, tunnel_id: int) -> None:
         self._unindex(tunnel_id)
@@ -261,10 +321,10 @@ class ChildTable(dict[int, ChildSa]):
 
     def with_peer(self, addr: IPAddress) -> Iterable[ChildSa]:
         """The IPsec SAs with the peer at `addr` (a snapshot: callers may remove some)."""
-        return list(self._by_addr.get(addr, _NONE).values())  # type: ignore[arg-type]
+        return self._by_addr.get(addr)
 
     def with_spi_in(self, spi: int) -> Iterable[ChildSa]:
-        return list(self._by_spi_in.get(spi, _NONE).values())  # type: ignore[arg-type]
+        return self._by_spi_in.get(spi)
 
 
 class SaTable:
@@ -283,9 +343,9 @@ class SaTable:
         self.initiating: dict[bytes, IsakmpSa] = {}  # our icookie -> SA waiting for CKY-R
         self.by_tunnel: dict[int, IsakmpSa] = {}
         self.children = ChildTable()
-        self._by_definition: dict[int, dict[int, IsakmpSa]] = {}
-        self._by_peer: dict[tuple[int, IPAddress], dict[int, IsakmpSa]] = {}
-        self._by_addr: dict[IPAddress, dict[int, IsakmpSa]] = {}
+        self._by_definition: _Index[int, IsakmpSa] = _Index()
+        self._by_peer: _Index[tuple[int, IPAddress], IsakmpSa] = _Index()
+        self._by_addr: _Index[IPAddress, IsakmpSa] = _Index()
 
     def add(self, sa: IsakmpSa) -> None:
         self.by_tunnel[sa.tunnel_id] = sa
@@ -293,9 +353,9 @@ class SaTable:
             self.by_cookies[sa.cookies] = sa
         else:
             self.initiating[sa.icookie] = sa
-        _index_add(self._by_definition, sa.definition.number, sa.tunnel_id, sa)
-        _index_add(self._by_peer, (sa.definition.number, sa.remote.addr), sa.tunnel_id, sa)
-        _index_add(self._by_addr, sa.remote.addr, sa.tunnel_id, sa)
+        self._by_definition.add(sa.definition.number, sa)
+        self._by_peer.add((sa.definition.number, sa.remote.addr), sa)
+        self._by_addr.add(sa.remote.addr, sa)
 
     def bind_rcookie(self, sa: IsakmpSa, rcookie: bytes) -> None:
         self.initiating.pop(sa.icookie, None)
@@ -304,9 +364,9 @@ class SaTable:
 
     def remove(self, sa: IsakmpSa) -> None:
         if self.by_tunnel.pop(sa.tunnel_id, None) is sa:
-            _index_drop(self._by_definition, sa.definition.number, sa.tunnel_id)
-            _index_drop(self._by_peer, (sa.definition.number, sa.remote.addr), sa.tunnel_id)
-            _index_drop(self._by_addr, sa.remote.addr, sa.tunnel_id)
+            self._by_definition.drop(sa.definition.number, sa.tunnel_id)
+            self._by_peer.drop((sa.definition.number, sa.remote.addr), sa.tunnel_id)
+            self._by_addr.drop(sa.remote.addr, sa.tunnel_id)
         if self.by_cookies.get(sa.cookies) is sa:
             del self.by_cookies[sa.cookies]
         if self.initiating.get(sa.icookie) is sa:
@@ -318,14 +378,14 @@ class SaTable:
     def with_peer(self, phase1_number: int, addr: IPAddress) -> list[IsakmpSa]:
         """The ISAKMP SAs of definition `phase1_number` with the peer at `addr`, oldest
         first (a snapshot: callers may remove some)."""
-        return list(self._by_peer.get((phase1_number, addr), _NONE).values())  # type: ignore[arg-type]
+        return self._by_peer.get((phase1_number, addr))
 
     def at(self, addr: IPAddress) -> list[IsakmpSa]:
         """The ISAKMP SAs with the peer at `addr`, of any definition."""
-        return list(self._by_addr.get(addr, _NONE).values())  # type: ignore[arg-type]
+        return self._by_addr.get(addr)
 
     def of_definition(self, phase1_number: int) -> Iterable[IsakmpSa]:
-        return self._by_definition.get(phase1_number, _NONE).values()  # type: ignore[return-value]
+        return self._by_definition.view(phase1_number)
 
     def established_for(self, phase1_number: int, peer: IPAddress | None = None) -> IsakmpSa | None:
         """The ISAKMP SA new exchanges of a definition (with `peer`, when given) use: the

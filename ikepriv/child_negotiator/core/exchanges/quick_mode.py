@@ -36,6 +36,7 @@ from ikepriv.child_negotiator.core.identities import (
     id_selector,
     selector_id,
     selector_inside,
+    shared_side,
 )
 from ikepriv.child_negotiator.core.informational_send import send_notify
 from ikepriv.child_negotiator.core.offers import (
@@ -345,6 +346,9 @@ def _on_qm1(core: Core, sa: IsakmpSa, inb: Inbound) -> None:
             return
     assert sa.iv is not None
     sa.iv.advance(mid, inb.message.ciphertext)
+    pairs = definition.pairs
+    local_sel = shared_side(local_sel, (lo for lo, _ in pairs))
+    remote_sel = shared_side(remote_sel, (re for _, re in pairs))
     qe = QuickExchange(
         mid=mid,
         role=Role.RESPONDER,
@@ -533,7 +537,7 @@ def _prune_done(core: Core, sa: IsakmpSa) -> None:
         if len(sa.exchanges) < limit:
             break
         if qe.state is QmState.DONE:
-            del sa.exchanges[mid]
+            sa.drop_exchange(mid)
 
 
 def abort(core: Core, qe: QuickExchange, reason: str) -> None:
@@ -548,7 +552,7 @@ def abort(core: Core, qe: QuickExchange, reason: str) -> None:
     qe.flight.stop_timer()
     qe.flight.datagrams = ()
     sa.finish_mid(qe.mid, core.settings.finished_message_ids)
-    sa.exchanges.pop(qe.mid, None)
+    sa.drop_exchange(qe.mid)
     if sa.iv is not None:
         sa.iv.forget(qe.mid)
     core.quick_mode_finished(qe)
@@ -598,6 +602,6 @@ def timers(core: Core, sa: IsakmpSa) -> None:
             if qe.state is not QmState.DONE:
                 abort(core, qe, "exchange too old")
                 continue
-            sa.exchanges.pop(qe.mid, None)
+            sa.drop_exchange(qe.mid)
             if sa.iv is not None:
                 sa.iv.forget(qe.mid)
