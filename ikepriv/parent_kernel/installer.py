@@ -5,9 +5,11 @@ every change to the parent's records (`Installed`): SPI allocation, a whole phas
 (Phase2Install, all or nothing), the removal of one (Phase2Remove), the removals the parent
 decides itself (`ike cmd=remove`, shutdown) and SAs the kernel expired. Each step takes
 the state's lock, vets (vetting.Vetter: pure), writes (one netlink round trip per object;
-a whole install in one worker thread) and records: an entry is recorded only after the
-kernel accepted it and forgotten only after the kernel removed it (or said it was already
-gone), so the records and the kernel cannot drift apart.
+a whole install in one worker thread; SPI allocations and deletes, which the kernel does
+at once, in the trio thread, the deletes of one removal in one datagram) and records: an
+entry is recorded only after the kernel accepted it and forgotten only after the kernel
+removed it (or said it was already gone), so the records and the kernel cannot drift
+apart.
 
 A phase 2 install writes, in this order: the policies that catch inbound traffic (in,
 fwd), the inbound SA, which fills the larval SPI the parent allocated, then the outbound SA
@@ -54,7 +56,7 @@ from ikepriv.ipc import messages as m
 from ikepriv.ipc.messages import ErrorCode
 from ikepriv.parent_kernel.installed import PendingHalf, PolicyEntry, SaEntry, SaKey
 from ikepriv.parent_kernel.journal import policy_mark, sa_mark
-from ikepriv.parent_kernel.kernel.client import PolicyId, SaId
+from ikepriv.parent_kernel.kernel.client import DELETE_BATCH, PolicyId, SaId
 from ikepriv.parent_kernel.kernel.specs import SaSpec, XfrmError
 from ikepriv.parent_kernel.kernel.xfrm_messages import Direction
 from ikepriv.parent_kernel.state import ParentState
@@ -149,8 +151,8 @@ class Installer:
                 return m.SpiReply(req.request_id, plan.code, 0)
             mode = XFRM_MODE[st.view.phase2[plan.phase2_number].mode]
             try:
-                spi = await st.kernel_call(st.kernel.alloc_spi, plan.src, plan.dst,
-                                           XFRM_PROTO[plan.proto], 0, mode)  # fmt: skip
+                spi = st.kernel_now(st.kernel.alloc_spi, plan.src, plan.dst,
+                                    XFRM_PROTO[plan.proto], 0, mode)  # fmt: skip
             except (XfrmError, ValueError) as exc:
                 log.error("phase 2 %d: SPI allocation failed: %s", plan.phase2_number, exc)
                 return m.SpiReply(req.request_id, ErrorCode.KERNEL_ERROR, 0)
@@ -502,17 +504,21 @@ class Installer:
         return entry
 
     async def _delete(self, entries: Sequence[SaEntry | PolicyEntry]) -> int:
-        """Delete these recorded objects from the kernel in this order, in one worker-thread
-        call (several to a datagram: kernel/client.py delete_all), and forget each one the
-        kernel removed or no longer had; one it refused stays recorded and is logged.
-        Caller holds the lock. The count of refused deletes."""
+        """Delete these recorded objects from the kernel in this order (several to a
+        datagram: kernel/client.py delete_all; one datagram's worth in the trio thread:
+        ParentState.kernel_now),
+        and forget each one the kernel removed or no longer had; one it refused stays
+        recorded and is logged. Caller holds the lock. The count of refused deletes."""
         if not entries:
             return 0
         st = self.state
         self.writes += len(entries)
         ids = [SaId(e.dst, e.spi, XFRM_PROTO[e.proto]) if isinstance(e, SaEntry)
                else PolicyId(e.spec.selector, e.spec.direction) for e in entries]  # fmt: skip
-        outcomes = await st.kernel_call(st.kernel.delete_all, ids)
+        if len(ids) <= DELETE_BATCH:  # one datagram: at once, in the trio thread
+            outcomes = st.kernel_now(st.kernel.delete_all, ids)
+        else:  # `remove`, shutdown: the trio thread is not held up that long
+            outcomes = await st.kernel_call(st.kernel.delete_all, ids)
         failed = 0
         gone_sas: list[SaEntry] = []
         gone_pols: list[PolicyEntry] = []
