@@ -50,7 +50,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Final
+from typing import Final, NamedTuple
 
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.messages import ErrorCode
@@ -79,14 +79,20 @@ class _LarvalLost(Exception):
     """An undone inbound SA whose SPI the kernel would not reserve again."""
 
 
-@dataclass(frozen=True)
-class _Step:
+class _Step(NamedTuple):
     """One kernel write of an install and what undoes it; both run in the worker thread."""
 
-    what: str
     entry: SaEntry | PolicyEntry  # what the kernel holds once `write` succeeded
     write: Callable[[], None]
     undo: Callable[[], None]
+
+    @property
+    def what(self) -> str:
+        """The object, for the logs and the child's error text (made on a failure only)."""
+        e = self.entry
+        if isinstance(e, SaEntry):
+            return f"{e.direction.name.lower()} SA spi {e.spi:#x}"
+        return f"{e.spec.direction.name.lower()} policy {_selector_text(e)}"
 
 
 @dataclass
@@ -336,19 +342,17 @@ class Installer:
 
     def _policy_step(self, p: PolicyPlan) -> _Step:
         kernel, spec = self.state.kernel, p.spec
-        what = f"{spec.direction.name.lower()} policy {_selector_text(p.entry)}"
         if p.replaces is None:
-            return _Step(what, p.entry, partial(kernel.add_policy, spec),
+            return _Step(p.entry, partial(kernel.add_policy, spec),
                          partial(kernel.delete_policy, spec.selector, spec.direction))  # fmt: skip
-        return _Step(what, p.entry, partial(kernel.update_policy, spec),
+        return _Step(p.entry, partial(kernel.update_policy, spec),
                      partial(kernel.update_policy, p.replaces.spec))  # fmt: skip
 
     def _sa_step(self, s: SaPlan) -> _Step:
         kernel, e, spec = self.state.kernel, s.entry, s.spec
-        what = f"{e.direction.name.lower()} SA spi {e.spi:#x}"
         if s.update:  # fills the larval SPI; undone by a delete and a fresh larval SA
-            return _Step(what, e, partial(kernel.update_sa, spec), partial(self._unfill, spec))
-        return _Step(what, e, partial(kernel.add_sa, spec),
+            return _Step(e, partial(kernel.update_sa, spec), partial(self._unfill, spec))
+        return _Step(e, partial(kernel.add_sa, spec),
                      partial(kernel.delete_sa, e.dst, e.spi, XFRM_PROTO[e.proto]))  # fmt: skip
 
     def _unfill(self, spec: SaSpec) -> None:
