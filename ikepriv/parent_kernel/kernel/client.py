@@ -337,14 +337,11 @@ def sa_counters(raw: bytes) -> SaCounters:
     return SaCounters(spi, *_COUNTS.unpack_from(raw, _CURLFT_AT))
 
 
-class XfrmKernel:
-    """XFRM requests in the network namespace of the calling process.
+class _Channel:
+    """One netlink socket and the requests on it, one at a time (a lock): a request packed
+    by xfrm_pack is sent, and its answers read until the last one."""
 
-    Thread-safe: requests are serialised on one socket.  Never flushes anything: the
-    parent deletes exactly the SAs and policies it recorded.
-    """
-
-    def __init__(self, timeout: float = 5.0) -> None:
+    def __init__(self, timeout: float) -> None:
         self._sock = open_socket()
         self._port: int = self._sock.getsockname()[0]
         self._timeout = timeout
@@ -354,19 +351,11 @@ class XfrmKernel:
     def close(self) -> None:
         self._sock.close()
 
-    def __enter__(self) -> XfrmKernel:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- transport --------------------------------------------------------
-
     def _next_seq(self) -> int:
         self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
         return self._seq
 
-    def _request(
+    def request(
         self,
         operation: str,
         data: bytearray,
@@ -435,7 +424,7 @@ class XfrmKernel:
                 if not flags & NLM_F_MULTI:
                     return replies
 
-    def _request_batch(self, batch: list[tuple[str, bytearray]]) -> list[XfrmError | None]:
+    def request_batch(self, batch: list[tuple[str, bytearray]]) -> list[XfrmError | None]:
         """Several writes (each asking for an ack) in one datagram, their acks read
         together: one outcome per write, in order. The kernel carries out every message of
         the datagram, a refused one included, so `batch` holds independent writes only."""
@@ -482,6 +471,39 @@ class XfrmKernel:
                 code, detail = error_of(raw, flags)
                 if code:
                     outcomes[i] = XfrmError(code, batch[i][0], detail)
+
+
+class XfrmKernel:
+    """XFRM requests in the network namespace of the calling process.
+
+    Thread-safe: requests are serialised on one socket; dumps (listings) have a socket of
+    their own, so that a request from the trio thread (ParentState.kernel_now) never waits
+    for a dump in a worker thread. Never flushes anything: the parent deletes exactly the
+    SAs and policies it recorded.
+    """
+
+    def __init__(self, timeout: float = 5.0) -> None:
+        self._channel = _Channel(timeout)
+        try:
+            self._dumps = _Channel(timeout)
+        except BaseException:
+            self._channel.close()
+            raise
+
+    def close(self) -> None:
+        self._channel.close()
+        self._dumps.close()
+
+    def __enter__(self) -> XfrmKernel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(
+        self, operation: str, data: bytearray, each: Callable[[bytes], _T] | None = None
+    ) -> list[_T]:
+        return self._channel.request(operation, data, each)
 
     # -- SAs --------------------------------------------------------------
 
@@ -540,12 +562,12 @@ class XfrmKernel:
         return replies[0] if replies else None
 
     def list_sas(self) -> list[SaRecord]:
-        return self._request("list_sas", _sa_dump(), _sa_records("list_sas"))
+        return self._dumps.request("list_sas", _sa_dump(), _sa_records("list_sas"))
 
     def sa_counters(self) -> list[SaCounters]:
         """Every SA's SPI and traffic counters, read straight from each dumped message (what
         `ike cmd=list verbose` shows): no attribute is decoded, no key kept."""
-        return self._request("sa_counters", _sa_dump(), sa_counters)
+        return self._dumps.request("sa_counters", _sa_dump(), sa_counters)
 
     # -- policies ---------------------------------------------------------
 
@@ -566,7 +588,7 @@ class XfrmKernel:
         def each(raw: bytes) -> PolicyRecord | None:
             return _policy_record(decode_netlink(xm.xfrm_userpolicy_info, raw, "list_policies"))
 
-        records = self._request("list_policies", _policy_dump(), each)
+        records = self._dumps.request("list_policies", _policy_dump(), each)
         return [r for r in records if r is not None]
 
     # -- several deletes at once ------------------------------------------
@@ -585,5 +607,5 @@ class XfrmKernel:
                 else:
                     data = xp.policy_id_message(obj.selector, obj.direction, MsgType.DELPOLICY)
                     batch.append(("delete_policy", data))
-            outcomes += self._request_batch(batch)
+            outcomes += self._channel.request_batch(batch)
         return outcomes
