@@ -510,9 +510,9 @@ class Installer:
     async def _delete(self, entries: Sequence[SaEntry | PolicyEntry]) -> int:
         """Delete these recorded objects from the kernel in this order (several to a
         datagram: kernel/client.py delete_all; one datagram's worth in the trio thread:
-        ParentState.kernel_now),
-        and forget each one the kernel removed or no longer had; one it refused stays
-        recorded and is logged. Caller holds the lock. The count of refused deletes."""
+        ParentState.kernel_now), and forget each one the kernel removed or no longer had;
+        one it refused stays recorded and is logged. Caller holds the lock. The count of
+        refused deletes."""
         if not entries:
             return 0
         st = self.state
