@@ -49,7 +49,12 @@ whole Quick Mode (SPI allocation from the kernel, QM1/QM2/QM3, keys) and then fa
 the SA to its kernel (ikepriv: the parent's XFRM write refused with EPROTONOSUPPORT, the
 policies undone, a Delete for the phase 2 SA sent; strongSwan: kernel-netlink "unable to
 install", a Delete for the CHILD_SA sent); both keep the ISAKMP SA. Both responders do the
-same negotiation and hit the same refusal; real installs are measured in User Mode Linux.
+same negotiation and hit the same refusal; real installs are measured in User Mode Linux,
+where this script runs as it is (one guest CPU; every system call and thread switch costs
+tens to hundreds of microseconds there, so the ratios are not a host's):
+
+    RK_MEM=1G tests/realkernel/run-in-kernel.sh .venv/bin/python bench/load.py --peers 32 \
+        --duration 8 --scenarios mmqm --initiators core
 
 Network: two namespaces created here (random suffix), one veth pair, addresses only from
 192.0.2.0/24 (outer) and 198.51.100.0/24, 203.0.113.0/24 (Quick Mode selectors), no default
@@ -98,6 +103,10 @@ QM_NOTE = (
     "the core's stand-in parent); both responders negotiate the whole Quick Mode, then their "
     "kernel SA install is refused (EPROTONOSUPPORT) and they send a Delete for the phase 2 "
     "SA; the ISAKMP SA stays. Real installs: User Mode Linux."
+)
+QM_NOTE_ESP = (
+    "Quick Mode with ESP in this kernel (esp4 loaded, as in User Mode Linux): both responders "
+    "install their SAs and policies; the initiators keep theirs in user space."
 )
 SCENARIOS = {
     "mm": "Main Mode, one definition per peer address",
@@ -892,7 +901,7 @@ def main() -> None:
         f" auth {','.join(auths)}, {time.strftime('%Y-%m-%d %H:%M')}"
     )
     if "mmqm" in scenarios:
-        print(f"# {QM_NOTE}")
+        print(f"# {QM_NOTE_ESP if Path('/sys/module/esp4').exists() else QM_NOTE}")
     base = Path(tempfile.mkdtemp(prefix="ikepriv-load-"))
     runs: list[Run] = []
     try:

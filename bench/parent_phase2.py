@@ -7,6 +7,13 @@ reqid and policies, the old pair removed), and prints what the parent holds: liv
 memory (tracemalloc, attributed to the lines that allocated it), the sizes of its tables,
 and RSS. Live bytes and RSS are printed apart: Python's allocator keeps freed memory.
 
+It also prints the parent's CPU per phase 2 install (SPI + install), per rekey (SPI,
+install, the old pair removed) and per remove (the pair's SAs and policies deleted, as at
+a tunnel's end): wall time, process CPU (user: Python, ours and pyroute2's; sys: the
+kernel's netlink and XFRM work, in all threads), and with --profile a cProfile breakdown of
+each phase (sampled: see Sampler). tracemalloc (--frames, on by default) inflates the CPU
+figures: compare CPU with --frames 0.
+
 The SAs need a kernel with ESP: run it in User Mode Linux (root, its own kernel):
 
     tests/realkernel/run-in-kernel.sh .venv/bin/python bench/parent_phase2.py --tunnels 2000
@@ -23,13 +30,15 @@ import gc
 import ipaddress
 import os
 import re
+import signal
 import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import trio
 
@@ -51,6 +60,7 @@ from ikepriv.parent_kernel.vetting import Activation
 LOCAL = ipaddress.ip_address("192.0.2.254")
 ESP = ProtocolId.IPSEC_ESP
 PER_PEER = 100  # phase 2 definitions under one phase 1 (local subnets 198.51.100.<peer+1>)
+_T = TypeVar("_T")
 
 
 def peer_address(peer: int) -> ipaddress.IPv4Address:
@@ -145,6 +155,106 @@ class Driver:
     async def rekey_all(self) -> None:
         for i, pair in enumerate(self.pairs):
             self.pairs[i] = await self.one(pair.phase2, pair.reqid, pair)
+
+    async def remove_all(self) -> None:
+        """Every pair removed with its policies, as a child does at a tunnel's end."""
+        for pair in self.pairs:
+            peer = peer_address((pair.phase2 - 1) // PER_PEER)
+            reply = await self.installer.remove_phase2(m.Phase2Remove(
+                next(self._ids), pair.phase2, pair.tunnel_id, LOCAL, peer, ESP, pair.spi_in,
+                pair.spi_out, pair.reqid, False))  # fmt: skip
+            assert reply.error is ErrorCode.OK, reply
+        self.pairs.clear()
+
+
+class Sampler:
+    """A statistical profile of the process's CPU: SIGPROF every `interval` s of CPU time
+    (user + sys; the kernel may round it up to its tick, so a sample's worth is the phase's
+    CPU over the samples), each sample counted for the Python function running then and for
+    every function on its stack. Not cProfile: under User Mode Linux a clock read is a traced
+    system call (about 12 us against 0.1 on the host), and cProfile reads the clock twice per
+    call, so its times would count calls, not CPU. The handler sees the trio thread only, so
+    while profiling the kernel calls run there (no worker-thread hand-over: the profiled
+    phase's CPU figure without it, next to the plain run's, is what the hand-overs cost)."""
+
+    def __init__(self, interval: float = 0.001) -> None:
+        self.interval = interval
+        self.own: dict[tuple[str, str], int] = {}
+        self.inclusive: dict[tuple[str, str], int] = {}
+        self.samples = 0
+
+    def _sample(self, signum: int, frame: Any) -> None:
+        self.samples += 1
+        seen: set[tuple[str, str]] = set()
+        f, leaf = frame, True
+        while f is not None:
+            key = (f.f_code.co_filename, f.f_code.co_name)
+            if leaf:
+                self.own[key] = self.own.get(key, 0) + 1
+                leaf = False
+            if key not in seen:
+                seen.add(key)
+                self.inclusive[key] = self.inclusive.get(key, 0) + 1
+            f = f.f_back
+
+    def start(self) -> None:
+        self.own, self.inclusive, self.samples = {}, {}, 0
+        signal.signal(signal.SIGPROF, self._sample)
+        signal.setitimer(signal.ITIMER_PROF, self.interval, self.interval)
+
+    def stop(self) -> None:
+        signal.setitimer(signal.ITIMER_PROF, 0, 0)
+        signal.signal(signal.SIGPROF, signal.SIG_DFL)
+
+    def text(self, ops: int, cpu: float, top: int) -> Iterator[str]:
+        """Own CPU by module and by function, then the functions' inclusive CPU (`cpu`: the
+        phase's seconds, shared out by the samples)."""
+        n = max(1, self.samples)
+        per = cpu * 1e6 / n / max(1, ops)
+        by_area: dict[str, int] = {}
+        for (filename, _), count in self.own.items():
+            by_area[area(filename)] = by_area.get(area(filename), 0) + count
+        yield (f"profile: {self.samples} samples, {cpu / n * 1000:.1f} ms CPU each; "
+               "own CPU by module:")  # fmt: skip
+        for name, c in sorted(by_area.items(), key=lambda kv: -kv[1])[:top]:
+            yield f"  {c / n * 100:5.1f} %  {c * per:7.1f} us/op  {name}"
+        yield "own CPU by function (its C calls included):"
+        for (filename, func), c in sorted(self.own.items(), key=lambda kv: -kv[1])[:top]:
+            yield f"  {c / n * 100:5.1f} %  {c * per:7.1f} us/op  {area(filename)} {func}"
+        yield "inclusive CPU by function:"
+        for (filename, func), c in sorted(self.inclusive.items(), key=lambda kv: -kv[1])[:top]:
+            if area(filename).startswith(("ikepriv/", "pyroute2/", "python: parent_phase2")):
+                yield f"  {c / n * 100:5.1f} %  {c * per:7.1f} us/op  {area(filename)} {func}"
+
+
+def area(filename: str) -> str:
+    """Where a profiled function lives, coarsely: the module for ours and pyroute2's."""
+    for root in ("ikepriv/", "pyroute2/", "trio/", "outcome/"):
+        if root in filename:
+            return root + filename.split(root, 1)[1]
+    return "python: " + os.path.basename(filename)
+
+
+async def timed(label: str, ops: int, work: Callable[[], Awaitable[None]],
+                sampler: Sampler | None, top: int) -> None:  # fmt: skip
+    """Run `work` (ops operations) and print its wall time and the process's CPU per op."""
+    gc.collect()
+    if sampler is not None:
+        sampler.start()
+    t0, c0 = time.monotonic(), os.times()
+    await work()
+    wall, c1 = time.monotonic() - t0, os.times()
+    if sampler is not None:
+        sampler.stop()
+    user, sys_ = c1.user - c0.user, c1.system - c0.system
+    n = max(1, ops)
+    how = " [profiled, kernel calls in the trio thread]" if sampler is not None else ""
+    print(f"\n-- CPU, {label}: {ops} in {wall:.2f} s wall; per op: wall "
+          f"{wall / n * 1000:.3f} ms, CPU {(user + sys_) / n * 1000:.3f} ms "
+          f"(user {user / n * 1000:.3f}, sys {sys_ / n * 1000:.3f}){how}", flush=True)  # fmt: skip
+    if sampler is not None:
+        for line in sampler.text(n, user + sys_, top):
+            print("  " + line)
 
 
 def rss_kib() -> int:
@@ -272,10 +382,20 @@ async def main_async(args: argparse.Namespace) -> None:
         for n in view.phase1:
             state.activations[n] = Activation(n)
         driver = Driver(state, args.tunnels)
+        profiles = Sampler() if args.profile else None
+        if profiles is not None:
+
+            async def kernel_call(fn: Callable[..., _T], *a: object) -> _T:
+                return fn(*a)
+
+            state.kernel_call = kernel_call  # type: ignore[method-assign]
+        if tracemalloc.is_tracing():
+            print("note: tracemalloc is on: the CPU figures include its cost (--frames 0)")
         base = snapshot()
         report("no tunnel", state, base, None, args.top, 1)
         t0 = time.monotonic()
-        await driver.set_up()
+        await timed("phase 2 install (SPI + install)", args.tunnels, driver.set_up, profiles,
+                    args.top)  # fmt: skip
         after_setup = snapshot()
         report(f"{args.tunnels} pairs set up ({time.monotonic() - t0:.1f} s)", state,
                after_setup, base, args.top, args.tunnels)  # fmt: skip
@@ -286,7 +406,8 @@ async def main_async(args: argparse.Namespace) -> None:
                 print("  " + await dump_cost(kernel, how), flush=True)
         for r in range(args.rounds):
             t0 = time.monotonic()
-            await driver.rekey_all()
+            await timed(f"rekey round {r + 1} (SPI, install, old pair removed)",
+                        args.tunnels, driver.rekey_all, profiles, args.top)  # fmt: skip
             snap = snapshot()
             report(f"after rekey round {r + 1} ({args.tunnels} rekeys, "
                    f"{time.monotonic() - t0:.1f} s)", state, snap, after_setup, args.top,
@@ -294,7 +415,11 @@ async def main_async(args: argparse.Namespace) -> None:
             if args.dump:
                 for how in ("sa_counters", "list_sas"):
                     print("  " + await dump_cost(kernel, how), flush=True)
-        await driver.installer.remove_everything()
+        await timed("phase 2 remove (2 SAs, 3 policies)", args.tunnels, driver.remove_all,
+                    profiles, args.top)  # fmt: skip
+        left = await driver.installer.remove_everything()
+        print(f"\nleft over after the removes: {len(state.installed.sas)} SAs, "
+              f"{len(state.installed.policies)} policies ({left} refused)")  # fmt: skip
 
 
 def main() -> None:
@@ -308,6 +433,8 @@ def main() -> None:
     )
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--frames", type=int, default=1, help="tracemalloc frames; 0: off")
+    ap.add_argument("--profile", action="store_true",
+                    help="sample the CPU of each timed phase")  # fmt: skip
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("root needed (run it in User Mode Linux: see the docstring)")

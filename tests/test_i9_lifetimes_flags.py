@@ -25,9 +25,9 @@ from ikepriv.ipc.schema import Direction, decode, encode
 from ikepriv.isakmp.constants import IpProtocol
 from ikepriv.parent_kernel.definitions import _phase1_to_ipc, _phase2_to_ipc
 from ikepriv.parent_kernel.kernel import xfrm_messages as xm
-from ikepriv.parent_kernel.kernel.client import sa_flags
 from ikepriv.parent_kernel.kernel.specs import Encryption, Integrity, SaSpec, SelectorSpec
 from ikepriv.parent_kernel.kernel.xfrm_messages import XfrmMode
+from ikepriv.parent_kernel.kernel.xfrm_pack import sa_flags
 
 V4 = (ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("192.0.2.2"))
 V6 = (ipaddress.ip_address("2001:db8:1::1"), ipaddress.ip_address("2001:db8:1::2"))

@@ -26,6 +26,7 @@ from ikepriv.isakmp.constants import ProtocolId
 from ikepriv.parent_kernel.child_budget import Kind, cost
 from ikepriv.parent_kernel.installed import SaEntry
 from ikepriv.parent_kernel.installer import Installer
+from ikepriv.parent_kernel.kernel.client import PolicyId, SaId
 from ikepriv.parent_kernel.kernel.specs import PolicySpec, SaSpec, XfrmError
 from ikepriv.parent_kernel.requests import ChildRequests
 from ikepriv.parent_kernel.state import ParentState
@@ -103,6 +104,20 @@ class FakeKernel:
         self._call("delete_policy")
         if self.policies.pop((selector, direction), None) is None:
             raise XfrmError(errno.ENOENT, "delete_policy")
+
+    def delete_all(self, objects: list[SaId | PolicyId]) -> list[XfrmError | None]:
+        """As XfrmKernel.delete_all: each delete tried, one outcome each."""
+        outcomes: list[XfrmError | None] = []
+        for obj in objects:
+            try:
+                if isinstance(obj, SaId):
+                    self.delete_sa(*obj)
+                else:
+                    self.delete_policy(*obj)
+                outcomes.append(None)
+            except XfrmError as exc:
+                outcomes.append(exc)
+        return outcomes
 
     def snapshot(self) -> tuple[dict[Any, Any], dict[Any, Any]]:
         return dict(self.sas), dict(self.policies)

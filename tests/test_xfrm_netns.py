@@ -19,7 +19,7 @@ import pytest
 from harness.netns import in_netns, sysctl_set
 
 from ikepriv.isakmp.constants import IpProtocol
-from ikepriv.parent_kernel.kernel.client import XfrmKernel
+from ikepriv.parent_kernel.kernel.client import DELETE_BATCH, PolicyId, SaId, XfrmKernel
 from ikepriv.parent_kernel.kernel.events import XfrmEvents
 from ikepriv.parent_kernel.kernel.specs import (
     Acquire,
@@ -193,6 +193,35 @@ def test_alloc_spi_creates_larval_sa(kernel: XfrmKernel) -> None:
     with pytest.raises(XfrmError) as busy:
         kernel.alloc_spi(GW_B, GW_A, IpProtocol.ESP, reqid=14, spi_min=0x4242, spi_max=0x4242)
     assert busy.value.operation == "alloc_spi"
+
+
+def test_several_deletes_in_one_go_each_get_their_outcome(kernel: XfrmKernel) -> None:
+    """delete_all sends deletes several to a datagram: each object deleted or refused on its
+    own, a refused one (already gone) stops none of the others, in batches beyond
+    DELETE_BATCH too."""
+    spis = [kernel.alloc_spi(GW_B, GW_A, IpProtocol.ESP, reqid=20 + i) for i in range(3)]
+    many = [PolicySpec(SelectorSpec(ipaddress.ip_network(f"10.{i // 256}.{i % 256}.0/24"), LAN_B),
+                       Direction.OUT, priority=100) for i in range(DELETE_BATCH + 10)]  # fmt: skip
+    for spec in [*tunnel_policies(), *many]:
+        kernel.add_policy(spec)
+    gone_sa, gone_pol = SaId(GW_A, 0x4321, IpProtocol.ESP), PolicyId(SelectorSpec(LAN_A, LAN_A),
+                                                                     Direction.IN)  # fmt: skip
+    objects: list[SaId | PolicyId] = [
+        SaId(GW_A, spis[0], IpProtocol.ESP), gone_pol, SaId(GW_A, spis[1], IpProtocol.ESP),
+        *(PolicyId(p.selector, p.direction) for p in tunnel_policies()), gone_sa,
+        *(PolicyId(p.selector, p.direction) for p in many),
+    ]  # fmt: skip
+    outcomes = kernel.delete_all(objects)
+    assert len(outcomes) == len(objects)
+    failed = {i: o.errno for i, o in enumerate(outcomes) if o is not None}
+    assert failed == {1: errno.ENOENT, 6: errno.ESRCH}
+    assert outcomes[1] is not None and outcomes[1].operation == "delete_policy"
+    assert outcomes[6] is not None and outcomes[6].operation == "delete_sa"
+    assert kernel.list_policies() == []
+    assert [r.spi for r in kernel.list_sas()] == [spis[2]]  # the one not asked for stays
+    # the socket is in step afterwards: single requests get their own answers
+    kernel.delete_sa(GW_A, spis[2], IpProtocol.ESP)
+    assert kernel.list_sas() == [] and kernel.delete_all([]) == []
 
 
 def esp_spec(spi: int) -> SaSpec:

@@ -5,9 +5,11 @@ every change to the parent's records (`Installed`): SPI allocation, a whole phas
 (Phase2Install, all or nothing), the removal of one (Phase2Remove), the removals the parent
 decides itself (`ike cmd=remove`, shutdown) and SAs the kernel expired. Each step takes
 the state's lock, vets (vetting.Vetter: pure), writes (one netlink round trip per object;
-a whole install in one worker thread) and records: an entry is recorded only after the
-kernel accepted it and forgotten only after the kernel removed it (or said it was already
-gone), so the records and the kernel cannot drift apart.
+a whole install in one worker thread; SPI allocations and deletes, which the kernel does
+at once, in the trio thread, the deletes of one removal in one datagram) and records: an
+entry is recorded only after the kernel accepted it and forgotten only after the kernel
+removed it (or said it was already gone), so the records and the kernel cannot drift
+apart.
 
 A phase 2 install writes, in this order: the policies that catch inbound traffic (in,
 fwd), the inbound SA, which fills the larval SPI the parent allocated, then the outbound SA
@@ -45,15 +47,16 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Final
+from typing import Final, NamedTuple
 
 from ikepriv.ipc import messages as m
 from ikepriv.ipc.messages import ErrorCode
 from ikepriv.parent_kernel.installed import PendingHalf, PolicyEntry, SaEntry, SaKey
 from ikepriv.parent_kernel.journal import policy_mark, sa_mark
+from ikepriv.parent_kernel.kernel.client import DELETE_BATCH, PolicyId, SaId
 from ikepriv.parent_kernel.kernel.specs import SaSpec, XfrmError
 from ikepriv.parent_kernel.kernel.xfrm_messages import Direction
 from ikepriv.parent_kernel.state import ParentState
@@ -76,14 +79,20 @@ class _LarvalLost(Exception):
     """An undone inbound SA whose SPI the kernel would not reserve again."""
 
 
-@dataclass(frozen=True)
-class _Step:
+class _Step(NamedTuple):
     """One kernel write of an install and what undoes it; both run in the worker thread."""
 
-    what: str
     entry: SaEntry | PolicyEntry  # what the kernel holds once `write` succeeded
     write: Callable[[], None]
     undo: Callable[[], None]
+
+    @property
+    def what(self) -> str:
+        """The object, for the logs and the child's error text (made on a failure only)."""
+        e = self.entry
+        if isinstance(e, SaEntry):
+            return f"{e.direction.name.lower()} SA spi {e.spi:#x}"
+        return f"{e.spec.direction.name.lower()} policy {_selector_text(e)}"
 
 
 @dataclass
@@ -148,8 +157,8 @@ class Installer:
                 return m.SpiReply(req.request_id, plan.code, 0)
             mode = XFRM_MODE[st.view.phase2[plan.phase2_number].mode]
             try:
-                spi = await st.kernel_call(st.kernel.alloc_spi, plan.src, plan.dst,
-                                           XFRM_PROTO[plan.proto], 0, mode)  # fmt: skip
+                spi = st.kernel_now(st.kernel.alloc_spi, plan.src, plan.dst,
+                                    XFRM_PROTO[plan.proto], 0, mode)  # fmt: skip
             except (XfrmError, ValueError) as exc:
                 log.error("phase 2 %d: SPI allocation failed: %s", plan.phase2_number, exc)
                 return m.SpiReply(req.request_id, ErrorCode.KERNEL_ERROR, 0)
@@ -333,19 +342,17 @@ class Installer:
 
     def _policy_step(self, p: PolicyPlan) -> _Step:
         kernel, spec = self.state.kernel, p.spec
-        what = f"{spec.direction.name.lower()} policy {_selector_text(p.entry)}"
         if p.replaces is None:
-            return _Step(what, p.entry, partial(kernel.add_policy, spec),
+            return _Step(p.entry, partial(kernel.add_policy, spec),
                          partial(kernel.delete_policy, spec.selector, spec.direction))  # fmt: skip
-        return _Step(what, p.entry, partial(kernel.update_policy, spec),
+        return _Step(p.entry, partial(kernel.update_policy, spec),
                      partial(kernel.update_policy, p.replaces.spec))  # fmt: skip
 
     def _sa_step(self, s: SaPlan) -> _Step:
         kernel, e, spec = self.state.kernel, s.entry, s.spec
-        what = f"{e.direction.name.lower()} SA spi {e.spi:#x}"
         if s.update:  # fills the larval SPI; undone by a delete and a fresh larval SA
-            return _Step(what, e, partial(kernel.update_sa, spec), partial(self._unfill, spec))
-        return _Step(what, e, partial(kernel.add_sa, spec),
+            return _Step(e, partial(kernel.update_sa, spec), partial(self._unfill, spec))
+        return _Step(e, partial(kernel.add_sa, spec),
                      partial(kernel.delete_sa, e.dst, e.spi, XFRM_PROTO[e.proto]))  # fmt: skip
 
     def _unfill(self, spec: SaSpec) -> None:
@@ -448,12 +455,10 @@ class Installer:
                 return m.ResultReply(req.request_id, removal.code, _reason(removal.reason))
             if removal.pending is not None:  # a half install: its outbound half is never written
                 st.installed.drop_pending(removal.pending)
-            failed = 0
-            for sa in removal.sas:
-                failed += not await self._delete_sa(sa)
+            failed = await self._delete(removal.sas)
             if not removal.keep_policies:
-                for pol in st.installed.unused_policies(removal.phase2_number, removal.reqid):
-                    failed += not await self._delete_policy(pol)
+                unused = st.installed.unused_policies(removal.phase2_number, removal.reqid)
+                failed += await self._delete(unused)
         if failed:
             return m.ResultReply(req.request_id, ErrorCode.KERNEL_ERROR,
                                  f"the kernel refused {failed} delete(s)")  # fmt: skip
@@ -464,41 +469,33 @@ class Installer:
         phase 2s that have no SA left (nothing would carry their traffic)."""
         st = self.state
         async with st.lock:
-            for tid in sorted(tunnel_ids):
-                for entry in st.installed.sas_of_tunnel(tid):
-                    phase2s.add(entry.phase2_number)
-                    await self._delete_sa(entry)
-            for n2 in sorted(phase2s):
-                if any(not e.larval for e in st.installed.sas_of_phase2(n2)):
-                    continue
-                for pol in st.installed.policies_of_phase2(n2):
-                    await self._delete_policy(pol)
+            sas = [e for tid in sorted(tunnel_ids) for e in st.installed.sas_of_tunnel(tid)]
+            phase2s.update(e.phase2_number for e in sas)
+            await self._delete(sas)
+            await self._delete([pol for n2 in sorted(phase2s)
+                                if not any(not e.larval for e in st.installed.sas_of_phase2(n2))
+                                for pol in st.installed.policies_of_phase2(n2)])  # fmt: skip
 
     async def remove_phase2s(self, numbers: set[int]) -> int:
         """Every recorded SA (larval too) and policy of these phase 2 definitions, whoever
         negotiated them: `ike cmd=remove` and revoked definitions. The count of objects the
         kernel still holds (refused deletes)."""
         st = self.state
-        failed = 0
         async with st.lock:
+            rec = st.installed
+            entries: list[SaEntry | PolicyEntry] = []
             for n2 in sorted(numbers):
-                for pol in st.installed.policies_of_phase2(n2):
-                    failed += not await self._delete_policy(pol)
-                for sa in st.installed.sas_of_phase2(n2):
-                    failed += not await self._delete_sa(sa)
-        return failed
+                entries += rec.policies_of_phase2(n2)
+                entries += rec.sas_of_phase2(n2)
+            return await self._delete(entries)
 
     async def remove_everything(self) -> int:
         """Shutdown and `ike cmd=remove` of everything: every recorded policy and SA. The
         count of objects the kernel refused to delete."""
         st = self.state
-        failed = 0
         async with st.lock:
-            for pol in list(st.installed.policies.values()):
-                failed += not await self._delete_policy(pol)
-            for sa in list(st.installed.sas.values()):
-                failed += not await self._delete_sa(sa)
-        return failed
+            return await self._delete([*st.installed.policies.values(),
+                                       *st.installed.sas.values()])  # fmt: skip
 
     def expired(self, key: SaKey) -> SaEntry | None:
         """The kernel removed an SA at its hard lifetime: forget it (no write; no await,
@@ -510,37 +507,44 @@ class Installer:
                      entry.phase2_number, entry.spi)  # fmt: skip
         return entry
 
-    async def _delete_sa(self, entry: SaEntry) -> bool:
-        """Caller holds the lock. True when the SA is gone (and forgotten)."""
+    async def _delete(self, entries: Sequence[SaEntry | PolicyEntry]) -> int:
+        """Delete these recorded objects from the kernel in this order (several to a
+        datagram: kernel/client.py delete_all; one datagram's worth in the trio thread:
+        ParentState.kernel_now), and forget each one the kernel removed or no longer had;
+        one it refused stays recorded and is logged. Caller holds the lock. The count of
+        refused deletes."""
+        if not entries:
+            return 0
         st = self.state
-        self.writes += 1
-        try:
-            await st.kernel_call(st.kernel.delete_sa, entry.dst, entry.spi,
-                                 XFRM_PROTO[entry.proto])  # fmt: skip
-        except XfrmError as exc:
-            if exc.errno not in GONE:
-                log.error("phase 2 %d: cannot delete SA spi %#x: %s", entry.phase2_number,
-                          entry.spi, exc)  # fmt: skip
-                return False
-        st.installed.forget_sa(entry.key)
-        self._journal_sync((entry,))
-        if not entry.larval:
-            log.info("tunnel %s (phase 2 %d): SA spi %#x to %s removed",
-                     entry.tunnel_id, entry.phase2_number, entry.spi, entry.dst)  # fmt: skip
-        return True
-
-    async def _delete_policy(self, entry: PolicyEntry) -> bool:
-        st = self.state
-        self.writes += 1
-        try:
-            await st.kernel_call(st.kernel.delete_policy, entry.spec.selector,
-                                 entry.spec.direction)  # fmt: skip
-        except XfrmError as exc:
-            if exc.errno not in GONE:
-                log.error("phase 2 %d: cannot delete policy: %s", entry.phase2_number, exc)
-                return False
-        st.installed.forget_policy(entry.key)
-        self._journal_sync(pols=(entry,))
-        log.info("phase 2 %d: %s policy %s removed", entry.phase2_number,
-                 entry.spec.direction.name.lower(), _selector_text(entry))  # fmt: skip
-        return True
+        self.writes += len(entries)
+        ids = [SaId(e.dst, e.spi, XFRM_PROTO[e.proto]) if isinstance(e, SaEntry)
+               else PolicyId(e.spec.selector, e.spec.direction) for e in entries]  # fmt: skip
+        if len(ids) <= DELETE_BATCH:  # one datagram: at once, in the trio thread
+            outcomes = st.kernel_now(st.kernel.delete_all, ids)
+        else:  # `remove`, shutdown: the trio thread is not held up that long
+            outcomes = await st.kernel_call(st.kernel.delete_all, ids)
+        failed = 0
+        gone_sas: list[SaEntry] = []
+        gone_pols: list[PolicyEntry] = []
+        for entry, exc in zip(entries, outcomes, strict=True):
+            if exc is not None and exc.errno not in GONE:
+                failed += 1
+                if isinstance(entry, SaEntry):
+                    log.error("phase 2 %d: cannot delete SA spi %#x: %s", entry.phase2_number,
+                              entry.spi, exc)  # fmt: skip
+                else:
+                    log.error("phase 2 %d: cannot delete policy: %s", entry.phase2_number, exc)
+            elif isinstance(entry, SaEntry):
+                st.installed.forget_sa(entry.key)
+                gone_sas.append(entry)
+                if not entry.larval:
+                    log.info("tunnel %s (phase 2 %d): SA spi %#x to %s removed",
+                             entry.tunnel_id, entry.phase2_number, entry.spi,
+                             entry.dst)  # fmt: skip
+            else:
+                st.installed.forget_policy(entry.key)
+                gone_pols.append(entry)
+                log.info("phase 2 %d: %s policy %s removed", entry.phase2_number,
+                         entry.spec.direction.name.lower(), _selector_text(entry))  # fmt: skip
+        self._journal_sync(tuple(gone_sas), tuple(gone_pols))
+        return failed

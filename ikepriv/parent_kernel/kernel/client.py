@@ -1,8 +1,12 @@
 """The parent's XFRM client: SPIs, SAs and policies, one netlink request/answer per call.
 
 Synchronous on purpose: the parent calls it from one worker thread (or through
-trio.to_thread). The message layouts come from messages.py (pyroute2 nlmsg classes); the
-value types from specs.py. The netlink socket itself is a plain AF_NETLINK socket rather
+trio.to_thread). Requests are packed by xfrm_pack.py (precompiled struct packers); answers,
+dumps and events are decoded with the pyroute2 classes of xfrm_messages.py; the value
+types come from specs.py. Deletes can go several to a datagram (`delete_all`): the kernel
+acks each one, and a failed one does not stop the others, as when sent one by one. Writes
+that depend on each other (an install's) are never batched: the kernel would carry out the
+messages after a refused one. The netlink socket itself is a plain AF_NETLINK socket rather
 than pyroute2's NetlinkSocket, because that class keeps its socket and asyncio loop per
 thread: calls from trio's thread pool would each open a new, unbound socket, and the event
 socket would lose its group membership. Dumps carry keys back; the decoders drop them.
@@ -17,20 +21,18 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final, NamedTuple, TypeVar
 
 from ikepriv.isakmp.constants import IpProtocol
 from ikepriv.parent_kernel.kernel import xfrm_messages as xm
+from ikepriv.parent_kernel.kernel import xfrm_pack as xp
 from ikepriv.parent_kernel.kernel.specs import (
     AF_FOR_VERSION,
-    ALL_ALGOS,
     IPSEC_PROTOCOLS,
     MIN_SPI,
-    REPLAY_BITMAP_MAX,
     Encap,
     IPAddress,
-    Lifetime,
     PolicyRecord,
     PolicySpec,
     SaRecord,
@@ -40,7 +42,6 @@ from ikepriv.parent_kernel.kernel.specs import (
     XfrmError,
 )
 from ikepriv.parent_kernel.kernel.xfrm_messages import (
-    XFRM_INF,
     Direction,
     MsgType,
     NlGroup,
@@ -67,14 +68,11 @@ NLMSG_HDR: Final = struct.Struct("=IHHII")
 RECV_BUFSIZE: Final = 1 << 16
 _T = TypeVar("_T")
 MAX_DUMP_RECORDS: Final = 100_000  # a dump larger than this is refused, not buffered
+DELETE_BATCH: Final = 64  # deletes per datagram (delete_all): their acks fit any buffer
 
 
 # --------------------------------------------------------------------------
 # Conversions between dataclasses and the kernel structures
-
-
-def _addr_bytes(addr: IPAddress | None) -> bytes:
-    return b"" if addr is None else addr.packed
 
 
 def addr_from(raw: bytes, family: int) -> IPAddress:
@@ -83,27 +81,6 @@ def addr_from(raw: bytes, family: int) -> IPAddress:
     if family == socket.AF_INET6:
         return ipaddress.IPv6Address(raw[:16])
     raise ValueError(f"unknown address family {family}")
-
-
-def _port_mask(port: int) -> int:
-    return 0xFFFF if port else 0
-
-
-def _selector_struct(sel: SelectorSpec | None) -> dict[str, Any]:
-    if sel is None:
-        return {}
-    return {
-        "daddr": sel.dst.network_address.packed,
-        "saddr": sel.src.network_address.packed,
-        "dport": sel.dport,
-        "dport_mask": _port_mask(sel.dport),
-        "sport": sel.sport,
-        "sport_mask": _port_mask(sel.sport),
-        "family": sel.family,
-        "prefixlen_d": sel.dst.prefixlen,
-        "prefixlen_s": sel.src.prefixlen,
-        "proto": sel.proto,
-    }
 
 
 def selector_from(raw: dict[str, Any]) -> SelectorSpec | None:
@@ -119,45 +96,6 @@ def selector_from(raw: dict[str, Any]) -> SelectorSpec | None:
         sport=raw["sport"] & raw["sport_mask"],
         dport=raw["dport"] & raw["dport_mask"],
     )
-
-
-def _lifetime_cfg(lt: Lifetime | None) -> dict[str, int]:
-    def lim(v: int | None) -> int:
-        return XFRM_INF if v is None else v
-
-    def secs(v: int | None) -> int:
-        return 0 if v is None else v  # 0: no time limit
-
-    lt = lt or Lifetime()
-    return {
-        "soft_byte_limit": lim(lt.soft_bytes),
-        "hard_byte_limit": lim(lt.hard_bytes),
-        "soft_packet_limit": lim(lt.soft_packets),
-        "hard_packet_limit": lim(lt.hard_packets),
-        "soft_add_expires_seconds": secs(lt.soft_seconds),
-        "hard_add_expires_seconds": secs(lt.hard_seconds),
-        "soft_use_expires_seconds": 0,
-        "hard_use_expires_seconds": 0,
-    }
-
-
-_NO_LIMITS: Final = _lifetime_cfg(None)
-
-
-def _tmpl_struct(tmpl: Template, family: int) -> dict[str, Any]:
-    tfamily = AF_FOR_VERSION[tmpl.dst.version] if tmpl.dst is not None else family
-    return {
-        "id": {"daddr": _addr_bytes(tmpl.dst), "spi": tmpl.spi, "proto": int(tmpl.proto)},
-        "family": tfamily,
-        "saddr": _addr_bytes(tmpl.src),
-        "reqid": tmpl.reqid,
-        "mode": int(tmpl.mode),
-        "share": 0,
-        "optional": int(tmpl.optional),
-        "aalgos": ALL_ALGOS,
-        "ealgos": ALL_ALGOS,
-        "calgos": ALL_ALGOS,
-    }
 
 
 KERNEL_DIRECTIONS: Final = frozenset(int(d) for d in Direction)
@@ -184,89 +122,6 @@ def tmpl_from(raw: dict[str, Any]) -> Template:
         spi=raw["id"]["spi"],
         optional=bool(raw["optional"]),
     )
-
-
-def sa_flags(spec: SaSpec) -> int:
-    """xfrm_usersa_info.flags for `spec`, as strongSwan and libreswan set them.
-
-    * AH over IPv4: XFRM_STATE_ALIGN4. RFC 4302 (3.3.3.2.1) pads the AH header to a multiple
-      of 32 bits for IPv4 and 64 bits for IPv6; without the flag Linux pads to 64 bits for
-      both, so an ICV of 16, 24 or 32 bytes (HMAC-SHA-256/384/512) gets 4 bytes the peer does
-      not expect and every packet fails its check. IPv6 keeps the kernel's 64 bits.
-    * tunnel mode whose selector family differs from the gateways' (6-in-4, 4-in-6):
-      XFRM_STATE_AF_UNSPEC, as strongSwan sets on its tunnel-mode SAs. The kernel takes the
-      inner family from our selector (which we always send); the flag keeps it from
-      overwriting an unset selector family with the outer one.
-    """
-    flags = 0
-    if spec.proto == IpProtocol.AH and spec.family == socket.AF_INET:
-        flags |= xm.XFRM_STATE_ALIGN4
-    if (
-        spec.mode == XfrmMode.TUNNEL
-        and spec.selector is not None
-        and spec.selector.family != spec.family
-    ):
-        flags |= xm.XFRM_STATE_AF_UNSPEC
-    return flags
-
-
-def _usersa_info(spec: SaSpec) -> dict[str, Any]:
-    replay = spec.replay_window if spec.replay_window <= REPLAY_BITMAP_MAX else 0
-    return {
-        "flags": sa_flags(spec),
-        "sel": _selector_struct(spec.selector),
-        "id": {"daddr": spec.dst.packed, "spi": spec.spi, "proto": int(spec.proto)},
-        "saddr": spec.src.packed,
-        "lft": _lifetime_cfg(spec.lifetime),
-        "reqid": spec.reqid,
-        "family": spec.family,
-        "mode": int(spec.mode),
-        "replay_window": replay,
-    }
-
-
-def _sa_attrs(spec: SaSpec) -> list[tuple[str, Any]]:
-    attrs: list[tuple[str, Any]] = []
-    if spec.encryption is not None:
-        crypt = {"name": spec.encryption.name, "key": spec.encryption.key}
-        attrs.append(("XFRMA_ALG_CRYPT", crypt))
-    if spec.integrity is not None:
-        attrs.append(
-            (
-                "XFRMA_ALG_AUTH_TRUNC",
-                {
-                    "name": spec.integrity.name,
-                    "key": spec.integrity.key,
-                    "trunc_bits": spec.integrity.trunc_bits,
-                },
-            )
-        )
-    if spec.aead is not None:
-        attrs.append(
-            (
-                "XFRMA_ALG_AEAD",
-                {"name": spec.aead.name, "key": spec.aead.key, "icv_bits": spec.aead.icv_bits},
-            )
-        )
-    if spec.encap is not None:
-        attrs.append(
-            (
-                "XFRMA_ENCAP",
-                {
-                    "encap_type": spec.encap.type,
-                    "encap_sport": spec.encap.sport,
-                    "encap_dport": spec.encap.dport,
-                    "encap_oa": _addr_bytes(spec.encap.original_address),
-                },
-            )
-        )
-    if spec.replay_window > REPLAY_BITMAP_MAX:
-        # windows above 32 packets need the ESN-style replay state (without ESN itself)
-        words = (spec.replay_window + 31) // 32
-        attrs.append(
-            ("XFRMA_REPLAY_ESN_VAL", {"bmp_len": words, "replay_window": spec.replay_window})
-        )
-    return attrs
 
 
 def attr_map(msg: Any) -> dict[str, Any]:
@@ -403,6 +258,22 @@ def error_of(msg: bytes, flags: int) -> tuple[int, str]:
     return -code, detail
 
 
+def _packed(operation: str, pack: Callable[..., bytearray], *args: Any) -> bytearray:
+    """A request packed by xfrm_pack; a value that does not fit is the caller's error."""
+    try:
+        return pack(*args)
+    except (struct.error, ValueError, KeyError, TypeError) as exc:
+        raise XfrmError(errno_mod.EINVAL, operation, f"cannot encode: {exc}") from exc
+
+
+def _sa_dump() -> bytearray:
+    return xp.sa_id_message(None, 0, 0, MsgType.GETSA, NLM_F_REQUEST | NLM_F_DUMP)
+
+
+def _policy_dump() -> bytearray:
+    return xp.policy_id_message(None, Direction.IN, MsgType.GETPOLICY, NLM_F_REQUEST | NLM_F_DUMP)
+
+
 def decode_netlink(msg_class: type[Any], raw: bytes, operation: str) -> Any:
     try:
         msg = msg_class(raw)
@@ -422,6 +293,21 @@ def _sa_records(operation: str) -> Callable[[bytes], SaRecord]:
     return lambda raw: sa_record(decode_netlink(xm.xfrm_usersa_info, raw, operation))
 
 
+class SaId(NamedTuple):
+    """An SA to delete (delete_all)."""
+
+    dst: IPAddress
+    spi: int
+    proto: IpProtocol
+
+
+class PolicyId(NamedTuple):
+    """A policy to delete (delete_all)."""
+
+    selector: SelectorSpec
+    direction: Direction
+
+
 class SaCounters(NamedTuple):
     spi: int
     bytes: int
@@ -435,6 +321,14 @@ _SPI: Final = struct.Struct(">I")
 _COUNTS: Final = struct.Struct("=QQ")
 
 
+def _answered_spi(raw: bytes) -> int:
+    """The SPI of the larval SA the kernel answers ALLOCSPI with (its fixed part)."""
+    if len(raw) < NLMSG_HDR.size + xm.UsersaInfo.size:
+        raise XfrmError(errno_mod.EBADMSG, "alloc_spi", "short SA message")
+    (spi,) = _SPI.unpack_from(raw, _SPI_AT)
+    return int(spi)
+
+
 def sa_counters(raw: bytes) -> SaCounters:
     """The SPI and traffic counters of one dumped SA, from its fixed part."""
     if len(raw) < NLMSG_HDR.size + xm.UsersaInfo.size:
@@ -443,14 +337,11 @@ def sa_counters(raw: bytes) -> SaCounters:
     return SaCounters(spi, *_COUNTS.unpack_from(raw, _CURLFT_AT))
 
 
-class XfrmKernel:
-    """XFRM requests in the network namespace of the calling process.
+class _Channel:
+    """One netlink socket and the requests on it, one at a time (a lock): a request packed
+    by xfrm_pack is sent, and its answers read until the last one."""
 
-    Thread-safe: requests are serialised on one socket.  Never flushes anything: the
-    parent deletes exactly the SAs and policies it recorded.
-    """
-
-    def __init__(self, timeout: float = 5.0) -> None:
+    def __init__(self, timeout: float) -> None:
         self._sock = open_socket()
         self._port: int = self._sock.getsockname()[0]
         self._timeout = timeout
@@ -460,41 +351,28 @@ class XfrmKernel:
     def close(self) -> None:
         self._sock.close()
 
-    def __enter__(self) -> XfrmKernel:
-        return self
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
+        return self._seq
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- transport --------------------------------------------------------
-
-    def _request(
+    def request(
         self,
         operation: str,
-        msg: Any,
-        msg_type: MsgType,
-        flags: int,
+        data: bytearray,
         each: Callable[[bytes], _T] | None = None,
     ) -> list[_T]:
-        """Send one request; return `each` of every reply (dump parts or one answer), made
-        as it arrives: a dump of thousands of SAs never holds them all decoded at once."""
+        """Send one request packed by xfrm_pack; return `each` of every reply (dump parts
+        or one answer), made as it arrives: a dump of thousands of SAs never holds them all
+        decoded at once."""
         with self._lock:
-            self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
-            seq = self._seq
-            msg["header"]["type"] = int(msg_type)
-            msg["header"]["flags"] = flags
-            msg["header"]["sequence_number"] = seq
-            msg["header"]["pid"] = 0
+            seq = self._next_seq()
+            xp.set_sequence(data, seq)
             try:
-                msg.encode()
-            except (struct.error, ValueError, KeyError, TypeError) as exc:
-                raise XfrmError(errno_mod.EINVAL, operation, f"cannot encode: {exc}") from exc
-            try:
-                self._sock.send(msg.data)
+                self._sock.send(data)
             except OSError as exc:
                 raise XfrmError(exc.errno or errno_mod.EIO, operation) from exc
             finally:
-                msg.data[:] = bytes(len(msg.data))  # best effort: no key copy lingers here
+                data[:] = bytes(len(data))  # best effort: no key copy lingers here
             try:
                 return self._collect(operation, seq, each)
             except XfrmError:
@@ -502,18 +380,31 @@ class XfrmKernel:
             except OSError as exc:
                 raise XfrmError(exc.errno or errno_mod.EIO, operation) from exc
 
+    def _receive(self, operation: str, deadline: float) -> bytes | None:
+        """One datagram from the kernel, or None (another sender's, or nothing yet). The
+        kernel answers a request while we send it, so the answer is usually there at once:
+        poll(2) only when it is not."""
+        try:
+            data, (sender, _) = self._sock.recvfrom(RECV_BUFSIZE, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            data, sender = None, 0
+        if data is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise XfrmError(errno_mod.ETIMEDOUT, operation, "no answer from the kernel")
+            wait_readable(self._sock, remaining)
+            return None
+        return data if sender == 0 else None  # only the kernel answers requests
+
     def _collect(self, operation: str, seq: int, each: Callable[[bytes], _T] | None) -> list[_T]:
         replies: list[_T] = []
         deadline = time.monotonic() + self._timeout
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if time.monotonic() >= deadline:
                 raise XfrmError(errno_mod.ETIMEDOUT, operation, "no answer from the kernel")
-            if not wait_readable(self._sock, remaining):
+            data = self._receive(operation, deadline)
+            if data is None:
                 continue
-            data, (sender, _) = self._sock.recvfrom(RECV_BUFSIZE)
-            if sender != 0:
-                continue  # only the kernel answers requests
             for mtype, flags, mseq, pid, raw in split_messages(data):
                 if mseq != seq or pid not in (0, self._port):
                     continue  # a stale answer to an earlier, timed-out request
@@ -532,6 +423,87 @@ class XfrmKernel:
                     replies.append(each(raw))
                 if not flags & NLM_F_MULTI:
                     return replies
+
+    def request_batch(self, batch: list[tuple[str, bytearray]]) -> list[XfrmError | None]:
+        """Several writes (each asking for an ack) in one datagram, their acks read
+        together: one outcome per write, in order. The kernel carries out every message of
+        the datagram, a refused one included, so `batch` holds independent writes only."""
+        with self._lock:
+            seqs: dict[int, int] = {}
+            for i, (_, data) in enumerate(batch):
+                seqs[self._next_seq()] = i
+                xp.set_sequence(data, self._seq)
+            outcomes: list[XfrmError | None] = [None] * len(batch)
+            try:
+                self._sock.send(b"".join(data for _, data in batch))
+            except OSError as exc:
+                return [XfrmError(exc.errno or errno_mod.EIO, what) for what, _ in batch]
+            finally:
+                for _, data in batch:
+                    data[:] = bytes(len(data))
+            try:
+                self._acks(batch, seqs, outcomes)
+            except OSError as exc:  # the transport failed: the unanswered writes with it
+                for i in seqs.values():
+                    outcomes[i] = XfrmError(exc.errno or errno_mod.EIO, batch[i][0])
+            return outcomes
+
+    def _acks(
+        self,
+        batch: list[tuple[str, bytearray]],
+        waiting: dict[int, int],
+        outcomes: list[XfrmError | None],
+    ) -> None:
+        """Read the acks of a batch until each write has one (`waiting`: seq -> index,
+        emptied as they come)."""
+        deadline = time.monotonic() + self._timeout
+        while waiting:
+            if time.monotonic() >= deadline:
+                raise XfrmError(errno_mod.ETIMEDOUT, "netlink", "no answer from the kernel")
+            data = self._receive("netlink", deadline)
+            if data is None:
+                continue
+            for mtype, flags, mseq, pid, raw in split_messages(data):
+                i = waiting.get(mseq)
+                if i is None or pid not in (0, self._port) or mtype != NLMSG_ERROR:
+                    continue  # a stale answer to an earlier, timed-out request
+                del waiting[(i and mseq) or mseq]
+                code, detail = error_of(raw, flags)
+                if code:
+                    outcomes[i] = XfrmError(code, batch[i][0], detail)
+
+
+class XfrmKernel:
+    """XFRM requests in the network namespace of the calling process.
+
+    Thread-safe: requests are serialised on one socket; dumps (listings) have a socket of
+    their own, so that a request from the trio thread (ParentState.kernel_now) never waits
+    for a dump in a worker thread. Never flushes anything: the parent deletes exactly the
+    SAs and policies it recorded.
+    """
+
+    def __init__(self, timeout: float = 5.0) -> None:
+        self._channel = _Channel(timeout)
+        try:
+            self._dumps = _Channel(timeout)
+        except BaseException:
+            self._channel.close()
+            raise
+
+    def close(self) -> None:
+        self._channel.close()
+        self._dumps.close()
+
+    def __enter__(self) -> XfrmKernel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(
+        self, operation: str, data: bytearray, each: Callable[[bytes], _T] | None = None
+    ) -> list[_T]:
+        return self._channel.request(operation, data, each)
 
     # -- SAs --------------------------------------------------------------
 
@@ -558,64 +530,31 @@ class XfrmKernel:
             raise ValueError("alloc_spi: protocol must be ESP or AH")
         if not MIN_SPI <= spi_min <= spi_max <= 0xFFFFFFFF:
             raise ValueError("alloc_spi: bad SPI range")
-        msg = xm.xfrm_userspi_info()
-        msg["info"] = {
-            "id": {"daddr": dst.packed, "proto": int(proto)},
-            "saddr": src.packed,
-            "lft": _NO_LIMITS,
-            "reqid": reqid,
-            "family": AF_FOR_VERSION[dst.version],
-            "mode": int(mode),
-            "seq": acquire_seq,
-        }
-        msg["min"] = spi_min
-        msg["max"] = spi_max
-        replies = self._request("alloc_spi", msg, MsgType.ALLOCSPI, NLM_F_REQUEST,
-                                _decoder(xm.xfrm_usersa_info, "alloc_spi"))  # fmt: skip
+        data = _packed("alloc_spi", xp.spi_message, src, dst, proto, reqid, mode, spi_min,
+                       spi_max, acquire_seq)  # fmt: skip
+        replies = self._request("alloc_spi", data, _answered_spi)
         if len(replies) != 1:
             raise XfrmError(errno_mod.EBADMSG, "alloc_spi", "no SA in the kernel's answer")
-        spi = int(replies[0]["id"]["spi"])
+        spi = replies[0]
         if not spi_min <= spi <= spi_max:
             raise XfrmError(errno_mod.EBADMSG, "alloc_spi", "kernel SPI outside the range")
         return spi
 
-    def _put_sa(self, operation: str, spec: SaSpec, msg_type: MsgType) -> None:
-        msg = xm.xfrm_usersa_info()
-        for key, value in _usersa_info(spec).items():
-            msg[key] = value
-        msg["attrs"] = _sa_attrs(spec)
-        self._request(operation, msg, msg_type, NLM_F_REQUEST | NLM_F_ACK)
-
     def add_sa(self, spec: SaSpec) -> None:
         """Install a new SA (its SPI must not exist yet: outbound SAs)."""
-        self._put_sa("add_sa", spec, MsgType.NEWSA)
+        self._request("add_sa", _packed("add_sa", xp.sa_message, spec, MsgType.NEWSA))
 
     def update_sa(self, spec: SaSpec) -> None:
         """Fill a larval SA from alloc_spi(), or replace an existing SA."""
-        self._put_sa("update_sa", spec, MsgType.UPDSA)
-
-    def _sa_id(self, dst: IPAddress, spi: int, proto: IpProtocol) -> Any:
-        msg = xm.xfrm_usersa_id()
-        msg["daddr"] = dst.packed
-        msg["spi"] = spi
-        msg["family"] = AF_FOR_VERSION[dst.version]
-        msg["proto"] = int(proto)
-        return msg
+        self._request("update_sa", _packed("update_sa", xp.sa_message, spec, MsgType.UPDSA))
 
     def delete_sa(self, dst: IPAddress, spi: int, proto: IpProtocol) -> None:
-        self._request(
-            "delete_sa", self._sa_id(dst, spi, proto), MsgType.DELSA, NLM_F_REQUEST | NLM_F_ACK
-        )
+        self._request("delete_sa", xp.sa_id_message(dst, spi, proto, MsgType.DELSA))
 
     def get_sa(self, dst: IPAddress, spi: int, proto: IpProtocol) -> SaRecord | None:
+        data = xp.sa_id_message(dst, spi, proto, MsgType.GETSA, NLM_F_REQUEST)
         try:
-            replies = self._request(
-                "get_sa",
-                self._sa_id(dst, spi, proto),
-                MsgType.GETSA,
-                NLM_F_REQUEST,
-                _sa_records("get_sa"),
-            )
+            replies = self._request("get_sa", data, _sa_records("get_sa"))
         except XfrmError as exc:
             if exc.errno == errno_mod.ESRCH:
                 return None
@@ -623,46 +562,50 @@ class XfrmKernel:
         return replies[0] if replies else None
 
     def list_sas(self) -> list[SaRecord]:
-        return self._request("list_sas", xm.xfrm_usersa_id(), MsgType.GETSA,
-                             NLM_F_REQUEST | NLM_F_DUMP, _sa_records("list_sas"))  # fmt: skip
+        return self._dumps.request("list_sas", _sa_dump(), _sa_records("list_sas"))
 
     def sa_counters(self) -> list[SaCounters]:
         """Every SA's SPI and traffic counters, read straight from each dumped message (what
         `ike cmd=list verbose` shows): no attribute is decoded, no key kept."""
-        return self._request("sa_counters", xm.xfrm_usersa_id(), MsgType.GETSA,
-                             NLM_F_REQUEST | NLM_F_DUMP, sa_counters)  # fmt: skip
+        return self._dumps.request("sa_counters", _sa_dump(), sa_counters)
 
     # -- policies ---------------------------------------------------------
 
-    def _put_policy(self, operation: str, spec: PolicySpec, msg_type: MsgType) -> None:
-        msg = xm.xfrm_userpolicy_info()
-        msg["sel"] = _selector_struct(spec.selector)
-        msg["lft"] = _NO_LIMITS
-        msg["priority"] = spec.priority
-        msg["dir"] = int(spec.direction)
-        msg["action"] = int(spec.action)
-        if spec.templates:
-            family = spec.selector.family
-            msg["attrs"] = [("XFRMA_TMPL", [_tmpl_struct(t, family) for t in spec.templates])]
-        self._request(operation, msg, msg_type, NLM_F_REQUEST | NLM_F_ACK)
-
     def add_policy(self, spec: PolicySpec) -> None:
-        self._put_policy("add_policy", spec, MsgType.NEWPOLICY)
+        self._request("add_policy", _packed("add_policy", xp.policy_message, spec,
+                                            MsgType.NEWPOLICY))  # fmt: skip
 
     def update_policy(self, spec: PolicySpec) -> None:
         """Add or replace the policy with this selector and direction."""
-        self._put_policy("update_policy", spec, MsgType.UPDPOLICY)
+        self._request("update_policy", _packed("update_policy", xp.policy_message, spec,
+                                               MsgType.UPDPOLICY))  # fmt: skip
 
     def delete_policy(self, selector: SelectorSpec, direction: Direction) -> None:
-        msg = xm.xfrm_userpolicy_id()
-        msg["sel"] = _selector_struct(selector)
-        msg["dir"] = int(direction)
-        self._request("delete_policy", msg, MsgType.DELPOLICY, NLM_F_REQUEST | NLM_F_ACK)
+        data = xp.policy_id_message(selector, direction, MsgType.DELPOLICY)
+        self._request("delete_policy", data)
 
     def list_policies(self) -> list[PolicyRecord]:
         def each(raw: bytes) -> PolicyRecord | None:
             return _policy_record(decode_netlink(xm.xfrm_userpolicy_info, raw, "list_policies"))
 
-        records = self._request("list_policies", xm.xfrm_userpolicy_id(), MsgType.GETPOLICY,
-                                NLM_F_REQUEST | NLM_F_DUMP, each)  # fmt: skip
+        records = self._dumps.request("list_policies", _policy_dump(), each)
         return [r for r in records if r is not None]
+
+    # -- several deletes at once ------------------------------------------
+
+    def delete_all(self, objects: Sequence[SaId | PolicyId]) -> list[XfrmError | None]:
+        """Delete SAs and policies, in this order, several to a datagram: one outcome per
+        object (None: deleted), as delete_sa / delete_policy would raise it. Every delete
+        is tried whatever the others' outcomes."""
+        outcomes: list[XfrmError | None] = []
+        for start in range(0, len(objects), DELETE_BATCH):
+            batch: list[tuple[str, bytearray]] = []
+            for obj in objects[start : start + DELETE_BATCH]:
+                if isinstance(obj, SaId):
+                    data = xp.sa_id_message(obj.dst, obj.spi, obj.proto, MsgType.DELSA)
+                    batch.append(("delete_sa", data))
+                else:
+                    data = xp.policy_id_message(obj.selector, obj.direction, MsgType.DELPOLICY)
+                    batch.append(("delete_policy", data))
+            outcomes += self._channel.request_batch(batch)
+        return outcomes
