@@ -467,7 +467,7 @@ class _Channel:
                 i = waiting.get(mseq)
                 if i is None or pid not in (0, self._port) or mtype != NLMSG_ERROR:
                     continue  # a stale answer to an earlier, timed-out request
-                del waiting[(i and mseq) or mseq]
+                del waiting[mseq]
                 code, detail = error_of(raw, flags)
                 if code:
                     outcomes[i] = XfrmError(code, batch[i][0], detail)
