@@ -38,6 +38,7 @@ import os
 import resource
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -88,6 +89,33 @@ def memory_kb(pid: int) -> tuple[int, int]:
 
 def memory(pids: dict[str, int]) -> dict[str, tuple[int, int]]:
     return {name: memory_kb(pid) for name, pid in pids.items()}
+
+
+PAGEMAP_PRESENT = 1 << 63
+PAGEMAP_PFN = (1 << 55) - 1
+
+
+def resident_across_kb(pids: dict[str, int]) -> int:
+    """kB of physical memory the daemon's processes have resident, each page counted once
+    however many of them map it (/proc/PID/pagemap frame numbers; root). RSS counts a
+    shared page (libcrypto, libpython) in every process, PSS splits it among all the
+    processes in the machine that map it; this is what the parent and children hold
+    between them: "resident across parent and children"."""
+    frames: set[int] = set()
+    page = os.sysconf("SC_PAGE_SIZE")
+    for pid in pids.values():
+        with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+            for line in maps:
+                span, _, rest = line.partition(" ")
+                if rest.rstrip().endswith("[vsyscall]"):
+                    continue
+                start, end = (int(x, 16) for x in span.split("-"))
+                pagemap.seek(start // page * 8)
+                raw = pagemap.read((end - start) // page * 8)
+                for (entry,) in struct.iter_unpack("=Q", raw):
+                    if entry & PAGEMAP_PRESENT:
+                        frames.add(entry & PAGEMAP_PFN)
+    return len(frames) * page // 1024
 
 
 def total(mem: dict[str, tuple[int, int]], which: int) -> int:
@@ -341,6 +369,7 @@ def run_ikepriv(args: argparse.Namespace, base: Path, real_kernel: bool) -> dict
             init = Initiator(procs, nsi, d / "I", args)
             time.sleep(1.0)
             out["mem_0"] = memory(pids)
+            out["across_0"] = resident_across_kb(pids)
             cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
             print(f"  ikepriv: {args.tunnels} phase 1 ...", flush=True)
             established = [0]
@@ -357,6 +386,7 @@ def run_ikepriv(args: argparse.Namespace, base: Path, real_kernel: bool) -> dict
             time.sleep(2.0)
             out["held_phase1"] = ipk.held()
             out["mem_p1"] = memory(pids)
+            out["across_p1"] = resident_across_kb(pids)
             out["list"] = timed_ike(ipk, pids, "cmd=list")
             out["list_verbose_json"] = timed_ike(
                 ipk, pids, "cmd=list", "phase=1+", "verbose", "json"
@@ -372,6 +402,7 @@ def run_ikepriv(args: argparse.Namespace, base: Path, real_kernel: bool) -> dict
                 # leaves the parent's heap larger than the tunnels need (see
                 # docs/performance.md, "The parent's memory per phase 2")
                 out["mem_p2"] = memory(pids)
+                out["across_p2"] = resident_across_kb(pids)
                 out["after_phase2"] = snapshot(ipk, pids, nsr)
                 out["list_p2"] = timed_ike(ipk, pids, "cmd=list")
                 out["list_verbose_json_p2"] = timed_ike(
@@ -381,10 +412,12 @@ def run_ikepriv(args: argparse.Namespace, base: Path, real_kernel: bool) -> dict
                 out["mem_p2_listed"] = memory(pids)
                 out["hold"] = init.command(f"hold {args.hold}", print)
                 out["mem_rekeyed"] = memory(pids)
+                out["across_rekeyed"] = resident_across_kb(pids)
                 out["after_hold"] = snapshot(ipk, pids, nsr)
             out["stats"] = ikepriv_stats(ipk)
             out["held_end"] = ipk.held()
             out["mem_end"] = memory(pids)
+            out["across_end"] = resident_across_kb(pids)
             if sorted(children_of(ipk.pid)) != ipk.children:
                 out["note"] = "a negotiator child was restarted during the run"
         finally:
@@ -462,6 +495,10 @@ def report(results: list[dict[str, object]], args: argparse.Namespace) -> None:
         )
         for k in m1:
             print(f"  {k:<10} {m0[k][0]:>10} {m1[k][0]:>10} {m0[k][1]:>10} {m1[k][1]:>10}")
+        across = [(k[7:], r[k]) for k in r if k.startswith("across_")]
+        if across:
+            print("  resident across the daemon's processes (pages counted once), MiB: "
+                  + ", ".join(f"{k} {v / 1024:.1f}" for k, v in across))  # fmt: skip
         for which, label in ((0, "PSS"), (1, "RSS")):
             grow = total(m1, which) - total(m0, which)
             print(f"  {label} total {total(m0, which) / 1024:.1f} -> {total(m1, which) / 1024:.1f}"
