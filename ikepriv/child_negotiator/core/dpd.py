@@ -208,9 +208,7 @@ def peer_dead(core: Core, sa: IsakmpSa) -> None:
         f"{st.timeout if st else 0:.0f}s), action {action.name.lower()}",
     )
     numbers: list[int] = []
-    for child in core.sas.children.with_peer(peer):  # indexed: this peer's only
-        if child.phase1_number != definition.number:
-            continue
+    for child in core.sas.children.of_phase1(definition.number, peer):  # indexed
         if child.definition.number not in numbers:
             numbers.append(child.definition.number)
         _clear_child(core, child, keep_policies)

@@ -909,11 +909,8 @@ class Negotiator:
             ):
                 return True
         return any(
-            c.definition.number == number
-            and c.state is not ChildState.DELETED
-            and not c.resumed
-            and c.selector_out == selector
-            for c in self.sas.children.with_peer(sa.remote.addr)
+            c.state is not ChildState.DELETED and not c.resumed and c.selector_out == selector
+            for c in self.sas.children.of_tunnel(number, sa.remote.addr)
         )
 
     def _on_acquire(self, msg: KernelAcquire) -> None:
@@ -949,9 +946,8 @@ class Negotiator:
     def remove_phase1(self, sa: IsakmpSa) -> None:
         """Delete an ISAKMP SA and the IPsec SAs negotiated for its definition and peer."""
         dpd.cancel_restart(self, sa.definition.number)
-        for child in self.sas.children.with_peer(sa.remote.addr):
-            if child.phase1_number == sa.definition.number:
-                install.remove_child(self, child, send_delete=sa.established, kernel=True)
+        for child in self.sas.children.of_phase1(sa.definition.number, sa.remote.addr):
+            install.remove_child(self, child, send_delete=sa.established, kernel=True)
         if sa.established:
             informational_send.send_delete_isakmp(self, sa)
         self.log(LogLevel.INFO, f"phase 1 {sa.definition.name} with {sa.remote.addr} removed")

@@ -248,11 +248,8 @@ def remove_half(core: Core, qe: QuickExchange) -> None:
 
 def _drop_policy_set(core: Core, number: int, selector: TrafficSelector, peer: IPAddress) -> None:
     """No SA of the set left with this peer: a new one gets a new reqid."""
-    key = (number, selector)
-    if not any(
-        (c.definition.number, c.selector_out) == key for c in core.sas.children.with_peer(peer)
-    ):
-        core.policy_sets.pop(key, None)
+    if not any(c.selector_out == selector for c in core.sas.children.of_tunnel(number, peer)):
+        core.policy_sets.pop((number, selector), None)
 
 
 def _policies(out_sel: TrafficSelector, mode: EncapsulationMode) -> tuple[Phase2Policy, ...]:
@@ -309,9 +306,10 @@ def report_child(core: Core, child: ChildSa, request_id: int) -> StateReport:
 def find_owned(core: Core, sa: IsakmpSa, protocol: ProtocolId, spi_out: int) -> ChildSa | None:
     """The live IPsec SA a peer may delete: its inbound SPI (our outbound), negotiated with
     this peer address under this phase 1 definition."""
-    for child in core.sas.children.with_peer(sa.remote.addr):
+    for child in core.sas.children.with_spi(spi_out):
         if (
             child.spi_out == spi_out
+            and child.remote.addr == sa.remote.addr
             and child.protocol == protocol
             and child.phase1_number == sa.definition.number
             and child.state is not ChildState.DELETED

@@ -125,7 +125,7 @@ def _retire(core: Core, old: IsakmpSa, new: IsakmpSa, *, we_delete: bool) -> Non
     old.retire_at = core.now + core.settings.rekey_overlap if we_delete else 0.0
     # Only `old`'s peer can be concerned: IPsec SAs are negotiated under an ISAKMP SA with
     # their own peer, and an ISAKMP SA only ever retires one of its definition and peer.
-    for child in core.sas.children.with_peer(old.remote.addr):
+    for child in core.sas.children.of_phase1(old.definition.number, old.remote.addr):
         if child.isakmp_tunnel_id == old.tunnel_id:
             child.isakmp_tunnel_id = new.tunnel_id
     for sa in core.sas.with_peer(old.definition.number, old.remote.addr):
@@ -233,7 +233,7 @@ def _exchange_running(
 
 def supersede_child(core: Core, new: ChildSa) -> None:
     """`new` went to the kernel: mark the SAs of the same tunnel it replaces."""
-    for other in core.sas.children.with_peer(new.remote.addr):
+    for other in core.sas.children.of_tunnel(new.definition.number, new.remote.addr):
         if (
             other is new
             or other.state is ChildState.DELETED
@@ -312,7 +312,7 @@ def _live_successor(core: Core, old: ChildSa) -> ChildSa | None:
     its way out; an established one first."""
     found = [
         c
-        for c in core.sas.children.with_peer(old.remote.addr)
+        for c in core.sas.children.of_tunnel(old.definition.number, old.remote.addr)
         if c is not old
         and c.state is not ChildState.DELETED
         and not c.superseded_by
@@ -327,7 +327,8 @@ def on_child_removed(core: Core, gone: ChildSa) -> None:
     to replace goes to another live successor, or is back in service at once instead of at
     its scheduled deletion (or never, when the peer was to delete it). If our own rekey had
     produced `gone`, it is tried again after `rekey_retry`."""
-    for old in core.sas.children.with_peer(gone.remote.addr):  # a tunnel's SAs share it
+    # only an SA of the same tunnel is ever superseded by `gone` (supersede_child)
+    for old in core.sas.children.of_tunnel(gone.definition.number, gone.remote.addr):
         if old.superseded_by != gone.tunnel_id or old.state is ChildState.DELETED:
             continue
         successor = _live_successor(core, old)

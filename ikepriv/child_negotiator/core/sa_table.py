@@ -4,11 +4,11 @@ Records are plain mutable objects owned by the tables; exchange modules move the
 along the tables of states.py (through states.transition), the engine adds and removes
 them. Lookups are by dictionary only (cookies, tunnel id, message id), so the cost per
 datagram does not grow with the number of tunnels; and so is every question about one
-peer (the ISAKMP SAs of a definition with a peer, the IPsec SAs with a peer, of a
-definition), so that establishing, rekeying or deleting a tunnel does not cost a pass over
-all of them. The indexes key on what never changes in a record once it is in a table: a
-definition number, the peer's address (a NAT-T float changes ports, never the address) and
-the inbound SPI.
+peer (the ISAKMP SAs of a definition with a peer, the IPsec SAs of a tunnel or of a
+phase 1 definition with a peer), so that establishing, rekeying or deleting a tunnel does
+not cost a pass over all of them, nor over all those with the same peer. The indexes key on
+what never changes in a record once it is in a table: a definition number, the peer's
+address (a NAT-T float changes ports, never the address) and the SPIs.
 """
 
 from __future__ import annotations
@@ -287,27 +287,53 @@ class _Index(Generic[_K, _V]):
 
 
 class ChildTable(dict[int, ChildSa]):
-    """IPsec SAs by tunnel id, indexed by peer address and by inbound SPI as they come and
-    go (the callers use it as the dict it is: set, pop, del)."""
+    """IPsec SAs by tunnel id, indexed as they come and go (the callers use it as the dict it
+    is: set, pop, del) by what each question about them names:
 
-    __slots__ = ("_by_addr", "_by_spi_in")
+    * a tunnel (phase 2 definition and peer address): what a rekey, its supersession and
+      its clean-up look at;
+    * a phase 1 definition and peer address: a phase 1 rekey, removal or INITIAL-CONTACT,
+      a peer's Delete (it comes on an ISAKMP SA of the definition);
+    * an SPI, inbound or outbound: the kernel's EXPIRE.
+
+    Never by peer address alone: a gateway whose tunnels all go to one peer (a hub's
+    spoke, bench/core_initiator.py) would find all of them in that group, and a pass over
+    it per rekey makes rekeying every tunnel quadratic. A count per peer address answers
+    whether any SA is held with it."""
+
+    __slots__ = ("_by_phase1", "_by_spi", "_by_tunnel", "_peers")
 
     def __init__(self) -> None:
         super().__init__()
-        self._by_addr: _Index[IPAddress, ChildSa] = _Index()
-        self._by_spi_in: _Index[int, ChildSa] = _Index()
+        self._by_tunnel: _Index[tuple[int, IPAddress], ChildSa] = _Index()
+        self._by_phase1: _Index[tuple[int, IPAddress], ChildSa] = _Index()
+        self._by_spi: _Index[int, ChildSa] = _Index()
+        self._peers: dict[IPAddress, int] = {}
 
     def __setitem__(self, tunnel_id: int, child: ChildSa) -> None:
         if tunnel_id in self:
             self._unindex(tunnel_id)
         super().__setitem__(tunnel_id, child)
-        self._by_addr.add(child.remote.addr, child)
-        self._by_spi_in.add(child.spi_in, child)
+        addr = child.remote.addr
+        self._by_tunnel.add((child.definition.number, addr), child)
+        self._by_phase1.add((child.phase1_number, addr), child)
+        self._by_spi.add(child.spi_in, child)
+        if child.spi_out != child.spi_in:
+            self._by_spi.add(child.spi_out, child)
+        self._peers[addr] = self._peers.get(addr, 0) + 1
 
     def _unindex(self, tunnel_id: int) -> None:
         child = self[tunnel_id]
-        self._by_addr.drop(child.remote.addr, tunnel_id)
-        self._by_spi_in.drop(child.spi_in, tunnel_id)
+        addr = child.remote.addr
+        self._by_tunnel.drop((child.definition.number, addr), tunnel_id)
+        self._by_phase1.drop((child.phase1_number, addr), tunnel_id)
+        self._by_spi.drop(child.spi_in, tunnel_id)
+        self._by_spi.drop(child.spi_out, tunnel_id)
+        left = self._peers[addr] - 1
+        if left:
+            self._peers[addr] = left
+        else:
+            del self._peers[addr]
 
     def __delitem__(self, tunnel_id: int) -> None:
         self._unindex(tunnel_id)
@@ -319,12 +345,22 @@ class ChildTable(dict[int, ChildSa]):
         self._unindex(tunnel_id)
         return super().pop(tunnel_id)
 
-    def with_peer(self, addr: IPAddress) -> Iterable[ChildSa]:
-        """The IPsec SAs with the peer at `addr` (a snapshot: callers may remove some)."""
-        return self._by_addr.get(addr)
+    def of_tunnel(self, phase2_number: int, addr: IPAddress) -> list[ChildSa]:
+        """The IPsec SAs of phase 2 definition `phase2_number` with the peer at `addr`,
+        oldest first (a snapshot: callers may remove some)."""
+        return self._by_tunnel.get((phase2_number, addr))
 
-    def with_spi_in(self, spi: int) -> Iterable[ChildSa]:
-        return self._by_spi_in.get(spi)
+    def of_phase1(self, phase1_number: int, addr: IPAddress) -> list[ChildSa]:
+        """The IPsec SAs negotiated under phase 1 definition `phase1_number` with the peer
+        at `addr` (a snapshot)."""
+        return self._by_phase1.get((phase1_number, addr))
+
+    def with_spi(self, spi: int) -> list[ChildSa]:
+        """The IPsec SAs whose inbound or outbound SPI is `spi` (a snapshot)."""
+        return self._by_spi.get(spi)
+
+    def has_peer(self, addr: IPAddress) -> bool:
+        return addr in self._peers
 
 
 class SaTable:

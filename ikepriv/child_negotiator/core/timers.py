@@ -257,9 +257,9 @@ def on_kernel_expire(core: Core, msg: KernelExpire) -> None:
 
 
 def _child_of_kernel_sa(core: Core, msg: KernelExpire) -> ChildSa | None:
-    # by inbound SPI, or by peer (whose SAs' outbound SPIs it then compares): no pass
-    # over every IPsec SA per kernel event
-    for child in [*core.sas.children.with_spi_in(msg.spi), *core.sas.children.with_peer(msg.dst)]:
+    # by SPI (inbound or outbound, told apart by the destination): no pass over every
+    # IPsec SA, nor over those with the peer, per kernel event
+    for child in core.sas.children.with_spi(msg.spi):
         if child.protocol != msg.proto or child.state is ChildState.DELETED:
             continue
         if (msg.spi == child.spi_in and msg.dst == child.local.addr) or (

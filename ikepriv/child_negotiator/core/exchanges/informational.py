@@ -142,9 +142,9 @@ def initial_contact(core: Core, sa: IsakmpSa) -> None:
         if other is not sa and other.established and other.established_at < sa.created:
             core.log(LogLevel.INFO, f"INITIAL-CONTACT: phase 1 {other.tunnel_id} forgotten")
             core.drop_isakmp(other)
-    for child in core.sas.children.with_peer(sa.remote.addr):
+    for child in core.sas.children.of_phase1(sa.definition.number, sa.remote.addr):
         # older SAs were re-parented to `sa` if it replaced their ISAKMP SA: by time, not owner
-        if child.created < sa.created and child.phase1_number == sa.definition.number:
+        if child.created < sa.created:
             install.remove_child(core, child, send_delete=False, kernel=True)
 
 

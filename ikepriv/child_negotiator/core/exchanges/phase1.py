@@ -410,7 +410,7 @@ def has_other_sa(core: Core, sa: IsakmpSa) -> bool:
     peer = sa.remote.addr
     return (
         any(o is not sa and o.established for o in core.sas.at(peer))
-        or any(True for _ in core.sas.children.with_peer(peer))
+        or core.sas.children.has_peer(peer)
         or any(ps.resumed_from == peer for ps in core.policy_sets.values())
     )
 
