@@ -346,6 +346,14 @@ class StandInParent:
     # outbound halves of inbound_first installs, by tunnel id, until Phase2Commit
     pending: dict[int, tuple[Phase2Install, list[Any]]] = field(default_factory=dict)
     commits: list[Phase2Commit] = field(default_factory=list)
+    # indexes of the modelled kernel, so that a remove costs the same next to 10,000 SAs
+    # as next to one (bench/core_initiator.py uses this parent for thousands of tunnels):
+    # every SA ever added, the live SAs and the policies of each (phase 2, reqid)
+    _ever: set[tuple[SaDirection, int]] = field(default_factory=set)
+    _live_of: dict[tuple[int, int], int] = field(default_factory=dict)
+    _policies_of: dict[tuple[int, int], dict[tuple[TrafficSelector, PolicyDirection], None]] = (
+        field(default_factory=dict)
+    )  # in the order added, as a dict keeps them
 
     def answer(self, msg: Message) -> Message | None:
         if isinstance(msg, NonceRequest):
@@ -430,38 +438,59 @@ class StandInParent:
             self.kernel_log.append(item)
             if isinstance(item, SaAdd):
                 self.sa_adds.append(item)
-                self.live[(item.direction, item.spi)] = item
+                key = (item.direction, item.spi)
+                self._ever.add(key)
+                self._forget_live(key)
+                self.live[key] = item
+                of = (item.phase2_number, item.reqid)
+                self._live_of[of] = self._live_of.get(of, 0) + 1
             else:
                 self.policy_adds.append(item)
-                self.policies[(item.selector, item.direction)] = item
+                where = (item.selector, item.direction)
+                old = self.policies.get(where)
+                if old is not None:
+                    self._policies_of[(old.phase2_number, old.reqid)].pop(where, None)
+                self.policies[where] = item
+                self._policies_of.setdefault((item.phase2_number, item.reqid), {})[where] = None
+
+    def _forget_live(self, key: tuple[SaDirection, int]) -> SaAdd | None:
+        """Take SA `key` out of the live ones (None: it was not live)."""
+        entry = self.live.pop(key, None)
+        if entry is not None:
+            of = (entry.phase2_number, entry.reqid)
+            left = self._live_of[of] - 1
+            if left:
+                self._live_of[of] = left
+            else:
+                del self._live_of[of]
+        return entry
 
     def _remove(self, msg: Phase2Remove) -> ErrorCode:
         named = [(SaDirection.IN, msg.spi_in), (SaDirection.OUT, msg.spi_out)]
-        ever = {(a.direction, a.spi) for a in self.sa_adds}
         held = self.pending.pop(msg.tunnel_id, None)
-        if held is not None and held[0].inbound.spi == msg.spi_in:  # a half install
-            ever.add((SaDirection.OUT, msg.spi_out))
-        if not any(key in ever for key in named) and msg.spi_in in self.allocated:
+        half = held is not None and held[0].inbound.spi == msg.spi_in  # a half install
+
+        def ever(key: tuple[SaDirection, int]) -> bool:
+            return key in self._ever or (half and key == (SaDirection.OUT, msg.spi_out))
+
+        if not any(ever(key) for key in named) and msg.spi_in in self.allocated:
             return ErrorCode.OK  # an allocated SPI whose install never happened
         for key in named:
-            entry = self.live.pop(key, None)
+            entry = self._forget_live(key)
             if entry is not None:
                 item = SaDelete(entry.spi, entry.proto, entry.dst)
                 self.sa_deletes.append(item)
                 self.kernel_log.append(item)
-            elif key not in ever:
+            elif not ever(key):
                 return ErrorCode.NOT_PERMITTED
-        if msg.keep_policies or any(
-            a.phase2_number == msg.phase2_number and a.reqid == msg.reqid
-            for a in self.live.values()
-        ):
+        of = (msg.phase2_number, msg.reqid)
+        if msg.keep_policies or of in self._live_of:
             return ErrorCode.OK
-        for key, pol in list(self.policies.items()):
-            if pol.phase2_number == msg.phase2_number and pol.reqid == msg.reqid:
-                del self.policies[key]
-                gone = PolicyDelete(*key)
-                self.policy_deletes.append(gone)
-                self.kernel_log.append(gone)
+        for key in self._policies_of.pop(of, {}):
+            del self.policies[key]
+            gone = PolicyDelete(*key)
+            self.policy_deletes.append(gone)
+            self.kernel_log.append(gone)
         return ErrorCode.OK
 
     def installed_spis(self) -> set[tuple[SaDirection, int]]:
