@@ -498,3 +498,36 @@ def test_the_responder_rekeys_each_phase2_over_its_own_isakmp_sa() -> None:
     assert all(now[n] != first[n] for n in now)
     for child in sim.established_children("responder"):
         assert child.role is Role.INITIATOR  # we, the responder of phase 1, rekeyed it
+
+
+def test_a_delete_goes_over_the_isakmp_sa_its_phase2_was_negotiated_on() -> None:
+    """The same two connections; we delete each phase 2. The Delete of each goes over the
+    ISAKMP SA its Quick Mode ran on: the peer looks for the SPI among the SAs of that
+    connection only, and an SPI deleted over the other one stays in its kernel (until
+    its lifetime ends: a replaced SA of every rekey, when this side deletes it)."""
+    esp = [esp_proposal(lifetime=P2_LIFETIME)]
+    lnet2, rnet2 = selector("203.0.113.0/25"), selector("203.0.113.128/25")
+    init, resp = mirrored(esp=esp)
+    p1 = init.phase1[1]
+    init = ConfigSnapshot.of(
+        [p1, replace(p1, number=2, name="twin")],
+        [init.phase2[1], phase2_def(2, 2, lnet2, rnet2, esp)],
+    )
+    resp = ConfigSnapshot.of(
+        list(resp.phase1.values()), [resp.phase2[1], phase2_def(2, 1, rnet2, lnet2, esp)]
+    )
+    sim = Simulation(init, resp, seed=47)
+    sim.initiate(phase=2, number=1)
+    sim.run(duration=30)
+    sim.initiate(phase=2, number=2)  # the newer ISAKMP SA, on both sides
+    sim.run(duration=30)
+    assert len(sim.established_isakmp("responder")) == 2
+    for child in sim.established_children("responder"):
+        sim.command("responder", RemoveCommand(Phase.PHASE2, child.tunnel_id))
+        sim.run(duration=10)
+    initiator = sim.initiator.core
+    assert initiator.counters.deletes_received == 2
+    assert initiator.counters.deletes_unknown == 0
+    assert not initiator.sas.children  # both gone, and from the kernel
+    assert not sim.initiator.parent.installed_spis()
+    assert not sim.responder.parent.installed_spis()

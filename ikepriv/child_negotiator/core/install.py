@@ -335,7 +335,7 @@ def remove_child(
     core.sas.children.pop(child.tunnel_id, None)
     core.child_removed(child)
     if send_delete:
-        sa = core.sas.established_for(child.phase1_number, child.remote.addr)
+        sa = core.sas.carrier(child)  # the ISAKMP SA the peer knows its SPIs on
         if sa is not None:
             informational_send.send_delete_ipsec(core, sa, child.protocol, [child.spi_in])
     if not keep_policies:  # a policy set's SAs are with one peer: see rekey

@@ -162,20 +162,6 @@ def _same_tunnel(a: ChildSa, b: ChildSa) -> bool:
     )
 
 
-def carrier(core: Core, child: ChildSa) -> IsakmpSa | None:
-    """The ISAKMP SA a rekey of `child` goes over: the one its Quick Mode ran on while that
-    is established and we are not deleting it, else the definition's newest with the peer.
-    A peer with several connections to us opens an ISAKMP SA for each (we keep one for our
-    own use and retire the others, which the peer keeps: supersede_isakmp), each with its
-    own phase 2; it answers a Quick Mode only on the SA of the connection the selectors
-    belong to. After a real phase 1 rekey the peer deletes the old SA and the newest is
-    used; after ours, we delete the old one (retire_at) and use the newest at once."""
-    own = core.sas.by_tunnel.get(child.negotiated_on)
-    if own is not None and own.established and not own.retire_at:
-        return own
-    return core.sas.established_for(child.phase1_number, child.remote.addr)
-
-
 def rekey_child(core: Core, child: ChildSa, reason: str) -> None:
     """Start a Quick Mode that replaces `child` (a phase 1 first when none is left)."""
     if child.state is not ChildState.ESTABLISHED or child.superseded_by or child.rekey_started:
@@ -193,7 +179,7 @@ def rekey_child(core: Core, child: ChildSa, reason: str) -> None:
     assert p1 is not None
     child.rekey_started = core.now
     core.touch_child(child)
-    sa = carrier(core, child)
+    sa = core.sas.carrier(child)
     if sa is None:
         if not core.negotiating(p1.number, child.remote.addr):
             core.log(LogLevel.INFO, f"phase 2 {p2.name}: rekey needs a new phase 1 ({reason})")

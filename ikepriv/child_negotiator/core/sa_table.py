@@ -423,6 +423,20 @@ class SaTable:
     def of_definition(self, phase1_number: int) -> Iterable[IsakmpSa]:
         return self._by_definition.view(phase1_number)
 
+    def carrier(self, child: ChildSa) -> IsakmpSa | None:
+        """The ISAKMP SA a rekey or a Delete of `child` goes over: the one its Quick Mode
+        ran on while that is established and not being deleted by us, else the
+        definition's newest with the peer. A peer with several connections to us opens an
+        ISAKMP SA for each (we keep one for our own use and retire the others, which the
+        peer keeps: rekey.supersede_isakmp), each with its own phase 2; it knows the
+        selectors, and the SPIs, only on the SA of the connection they belong to. After
+        a real phase 1 rekey the peer deletes the old SA and the newest is used; after
+        ours, we delete the old one (retire_at) and use the newest at once."""
+        own = self.by_tunnel.get(child.negotiated_on)
+        if own is not None and own.established and not own.retire_at:
+            return own
+        return self.established_for(child.phase1_number, child.remote.addr)
+
     def established_for(self, phase1_number: int, peer: IPAddress | None = None) -> IsakmpSa | None:
         """The ISAKMP SA new exchanges of a definition (with `peer`, when given) use: the
         newest established one (either role); one replaced by a rekey only when nothing
