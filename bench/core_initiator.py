@@ -61,6 +61,8 @@ from ikepriv.ipc.schema import Message
 from ikepriv.isakmp.constants import GroupId, IkeEncryption, IkeHash
 
 IKE_PORT = 500
+BURST = 64  # datagrams read from one socket per poll: timers and progress lines still run
+RECORDS_EVERY = 10.0  # seconds between two trims of the stand-in parent's records
 
 
 def peer_addr(j: int) -> str:
@@ -127,6 +129,7 @@ class CoreInitiator:
             self.socks[ipaddress.ip_address(peer_addr(j))] = s
         self.by_fd = {s.fileno(): (addr, s) for addr, s in self.socks.items()}
         self.load = Load()
+        self.trimmed = time.monotonic()
 
     # -- the core and its stand-in parent ---------------------------------------------------
     def feed(self, message: Message) -> None:
@@ -193,7 +196,9 @@ class CoreInitiator:
 
     def poll(self, wait: float, extra: tuple[int, ...] = ()) -> list[int]:
         """Wait up to `wait` s (less if a core timer is due) for datagrams, feed them to the
-        core, run its timers; the fds of `extra` that are readable are returned."""
+        core (at most BURST per socket: under a flood, reading a socket until it is empty
+        never ends, and neither timers nor progress lines would run), run its timers; the
+        fds of `extra` that are readable are returned."""
         core_deadline = self.core.next_deadline()
         if core_deadline is not None:
             wait = max(0.0, min(wait, core_deadline - time.time()))
@@ -202,7 +207,7 @@ class CoreInitiator:
             if fd not in self.by_fd:
                 continue
             addr, sock = self.by_fd[fd]
-            while True:
+            for _ in range(BURST):
                 try:
                     data, (src, port) = sock.recvfrom(65535)
                 except BlockingIOError:
@@ -212,6 +217,9 @@ class CoreInitiator:
                 self.feed(DatagramIn(local, remote, False, data))
         for reply in self.dispatch(self.core.handle_timers(time.time())):
             self.feed(reply)
+        if time.monotonic() >= self.trimmed + RECORDS_EVERY:
+            self.parent.forget_records()  # a long hold adds thousands of installs
+            self.trimmed = time.monotonic()
         return [fd for fd in ready if fd in extra]
 
 

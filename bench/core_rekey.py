@@ -144,6 +144,8 @@ def hold(sim: Measured, args: argparse.Namespace) -> None:
         calls0 = sum(s.handle_calls for s in sim.sides.values())
         sim.advance(args.window)
         t += args.window
+        for side in sim.sides.values():
+            side.parent.forget_records()
         done = rekeys(sim) - r0
         d = {k: v - cpu0.get(k, 0.0) for k, v in sim.cpu.items()}
         cpu = sum(d.values())

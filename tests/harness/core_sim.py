@@ -493,6 +493,16 @@ class StandInParent:
             self.kernel_log.append(gone)
         return ErrorCode.OK
 
+    def forget_records(self) -> None:
+        """Empty the lists that record what was asked and answered (for a long run: a
+        bench initiator holding thousands of tunnels for an hour). The modelled kernel
+        (live SAs, policies) and what answers depend on stay."""
+        for records in (self.installs, self.removes, self.sa_adds, self.sa_deletes,
+                        self.policy_adds, self.policy_deletes, self.reports, self.logs,
+                        self.skeyid_requests, self.signature_requests, self.kernel_log,
+                        self.commits):  # fmt: skip
+            records.clear()
+
     def installed_spis(self) -> set[tuple[SaDirection, int]]:
         """SAs added and not deleted since, as (direction, spi)."""
         return set(self.live)
