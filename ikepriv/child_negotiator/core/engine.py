@@ -54,7 +54,7 @@ from ikepriv.child_negotiator.core.half_open import (
 from ikepriv.child_negotiator.core.hooks import Hooks
 from ikepriv.child_negotiator.core.identities import as_identity
 from ikepriv.child_negotiator.core.lifetimes import CHILD, ISAKMP, DeadlineIndex
-from ikepriv.child_negotiator.core.listing import ListingCursors
+from ikepriv.child_negotiator.core.list_pages import ListingCursors
 from ikepriv.child_negotiator.core.natt import NatTHooks
 from ikepriv.child_negotiator.core.offers import IkeChoice
 from ikepriv.child_negotiator.core.retransmit import Backoff, Flight, TimerResult, datagram_digest
@@ -969,7 +969,7 @@ class Negotiator:
         self.emit(StateReportEnd(cmd.request_id, count))
 
     def _list_page(self, phase: Phase, after: int) -> list[tuple[IsakmpSa | None, ChildSa | None]]:
-        """The next page's tunnels in tunnel-id order (listing.ListingCursors)."""
+        """The next page's tunnels in tunnel-id order (list_pages.ListingCursors)."""
         return self._listings.page(
             phase,
             after,
