@@ -116,13 +116,18 @@ def test_a_handshake_next_to_many_definitions_visits_none_of_them() -> None:
     assert up_few == up_many == 1
 
 
-def test_the_core_lists_any_number_of_tunnels_in_pages() -> None:
+def one_phase1_up() -> tuple[Simulation, Any, Any]:
+    """A responder core with one phase 1 established (the SA the held copies are made of)."""
     init, resp = mirrored()
     sim = Simulation(init, resp, seed=12)
     sim.initiate()
     sim.run(duration=30.0)
-    core = sim.responder.core
     (first,) = sim.established_isakmp("responder")
+    return sim, sim.responder.core, first
+
+
+def test_the_core_lists_any_number_of_tunnels_in_pages() -> None:
+    sim, core, first = one_phase1_up()
     held = hold(core, 4096 + 10, first)
     wanted = sorted([first.tunnel_id, *(sa.tunnel_id for sa in held)])
     seen: list[int] = []
@@ -158,12 +163,7 @@ def list_all(core: Any, now: float, request_id: int = 7, between: Any = None) ->
 
 
 def test_a_listing_visits_each_tunnel_once_not_once_per_page() -> None:
-    init, resp = mirrored()
-    sim = Simulation(init, resp, seed=12)
-    sim.initiate()
-    sim.run(duration=30.0)
-    core = sim.responder.core
-    (first,) = sim.established_isakmp("responder")
+    sim, core, first = one_phase1_up()
     hold(core, 8 * LIST_PAGE, first)
     core.sas.by_tunnel = CountingDict(core.sas.by_tunnel)
     CountingDict.visits = 0
@@ -174,12 +174,7 @@ def test_a_listing_visits_each_tunnel_once_not_once_per_page() -> None:
 
 
 def test_tunnels_gone_during_a_listing_are_not_listed_and_none_twice() -> None:
-    init, resp = mirrored()
-    sim = Simulation(init, resp, seed=12)
-    sim.initiate()
-    sim.run(duration=30.0)
-    core = sim.responder.core
-    (first,) = sim.established_isakmp("responder")
+    sim, core, first = one_phase1_up()
     held = hold(core, 3 * LIST_PAGE, first)
     doomed = {sa.tunnel_id for sa in held[-LIST_PAGE - 5 :: 7]}
     added: list[int] = []
@@ -203,12 +198,7 @@ def test_tunnels_gone_during_a_listing_are_not_listed_and_none_twice() -> None:
 
 
 def test_a_page_that_continues_no_listing_starts_where_it_is_asked() -> None:
-    init, resp = mirrored()
-    sim = Simulation(init, resp, seed=12)
-    sim.initiate()
-    sim.run(duration=30.0)
-    core = sim.responder.core
-    (first,) = sim.established_isakmp("responder")
+    sim, core, first = one_phase1_up()
     ids = sorted([first.tunnel_id, *(sa.tunnel_id for sa in hold(core, 2 * LIST_PAGE, first))])
     for after in (ids[100], ids[0] - 1, ids[-1]):
         out = core.handle(ListCommand(9, Phase.PHASE1, after, True, False), sim.now)
