@@ -464,11 +464,9 @@ def test_parallel_phase1_from_one_peer_is_not_a_collision() -> None:
     assert sim.initiator.core.counters.deletes_received == 0
 
 
-def test_the_responder_rekeys_each_phase2_over_its_own_isakmp_sa() -> None:
-    """A peer with two connections to us (two definitions on its side, each its own ISAKMP
-    SA and its own phase 2; one phase 1 definition with both phase 2 on ours). When we rekey
-    a phase 2, the Quick Mode goes over the ISAKMP SA it was negotiated on: the peer knows
-    those selectors only there, and refuses them on the other one."""
+def two_connections() -> tuple[ConfigSnapshot, ConfigSnapshot]:
+    """A peer with two connections to us: two phase 1 definitions on its side, each with
+    its own phase 2; one phase 1 definition with both phase 2 on ours."""
     esp = [esp_proposal(lifetime=P2_LIFETIME)]
     lnet2, rnet2 = selector("203.0.113.0/25"), selector("203.0.113.128/25")
     init, resp = mirrored(esp=esp)
@@ -480,6 +478,15 @@ def test_the_responder_rekeys_each_phase2_over_its_own_isakmp_sa() -> None:
     resp = ConfigSnapshot.of(
         list(resp.phase1.values()), [resp.phase2[1], phase2_def(2, 1, rnet2, lnet2, esp)]
     )
+    return init, resp
+
+
+def test_the_responder_rekeys_each_phase2_over_its_own_isakmp_sa() -> None:
+    """A peer with two connections to us (two definitions on its side, each its own ISAKMP
+    SA and its own phase 2; one phase 1 definition with both phase 2 on ours). When we rekey
+    a phase 2, the Quick Mode goes over the ISAKMP SA it was negotiated on: the peer knows
+    those selectors only there, and refuses them on the other one."""
+    init, resp = two_connections()
     sim = Simulation(init, resp, seed=46, settings=_early(0.05), responder_settings=_early(0.3))
     sim.initiate(phase=2, number=1)
     sim.initiate(phase=2, number=2)
@@ -505,17 +512,7 @@ def test_a_delete_goes_over_the_isakmp_sa_its_phase2_was_negotiated_on() -> None
     ISAKMP SA its Quick Mode ran on: the peer looks for the SPI among the SAs of that
     connection only, and an SPI deleted over the other one stays in its kernel (until
     its lifetime ends: a replaced SA of every rekey, when this side deletes it)."""
-    esp = [esp_proposal(lifetime=P2_LIFETIME)]
-    lnet2, rnet2 = selector("203.0.113.0/25"), selector("203.0.113.128/25")
-    init, resp = mirrored(esp=esp)
-    p1 = init.phase1[1]
-    init = ConfigSnapshot.of(
-        [p1, replace(p1, number=2, name="twin")],
-        [init.phase2[1], phase2_def(2, 2, lnet2, rnet2, esp)],
-    )
-    resp = ConfigSnapshot.of(
-        list(resp.phase1.values()), [resp.phase2[1], phase2_def(2, 1, rnet2, lnet2, esp)]
-    )
+    init, resp = two_connections()
     sim = Simulation(init, resp, seed=47)
     sim.initiate(phase=2, number=1)
     sim.run(duration=30)
