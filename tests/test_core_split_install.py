@@ -12,6 +12,7 @@ from harness.core_sim import Simulation, esp_proposal, mirrored
 from ikepriv.child_negotiator.core.settings import Settings
 from ikepriv.ipc.messages import (
     DatagramOut,
+    KernelExpire,
     Phase2Commit,
     Phase2Install,
     SaDirection,
@@ -188,3 +189,41 @@ def test_a_rekey_with_us_as_responder_splits_the_install_too() -> None:
     }
     (child,) = sim.established_children("responder")
     assert child.spi_in == second.inbound.spi
+
+
+def test_an_sa_gone_during_a_half_install_keeps_the_reqid_for_the_half() -> None:
+    """The old pair goes (here: its hard lifetime in the kernel) while the peer's rekey is
+    half installed, QM3 still to come. The half holds the policy set's reqid in the kernel,
+    so the set must stay: a later exchange that got a new reqid would point the policies
+    at it while the committed pair still carries the old one (its traffic then fails the
+    kernel's template check), and that exchange's failure would take the policies away."""
+    init, resp = mirrored(esp=[esp_proposal(lifetime=600)])
+    early, late = (Settings(rekey_margin=10_000, rekey_margin_fraction=f) for f in (0.3, 0.05))
+    sim = Simulation(init, resp, seed=38, settings=early, responder_settings=late)
+    sim.initiate()
+    sim.run(duration=60)
+    r = sim.responder
+    (old,) = sim.established_children("responder")
+    seen = 0
+
+    def lose_qm3(name: str, data: bytes) -> bytes | None:
+        nonlocal seen
+        if name == "responder":
+            seen += 1
+        return b"\x00" if name == "responder" and seen == 2 else None  # rekey QM1, QM3
+
+    sim.tamper = lose_qm3
+    while not any(qe.half_installed for sa in r.core.sas.isakmp_sas()
+                  for qe in sa.exchanges.values()):  # fmt: skip
+        sim.advance(1)
+    sim.command("responder", KernelExpire(old.spi_in, old.protocol, old.local.addr, True))
+    sim.run(duration=60)  # QM2 repeated, QM3 again: committed
+    (new,) = sim.established_children("responder")
+    assert new.reqid == old.reqid
+    assert not r.parent.policy_deletes
+    sim.run(duration=600)  # the next rekey, over the same policies
+    (latest,) = sim.established_children("responder")
+    assert latest.tunnel_id != new.tunnel_id
+    assert {i.reqid for i in r.parent.installs} == {old.reqid}
+    assert not r.parent.policy_deletes
+    assert len(r.parent.policies) == 3

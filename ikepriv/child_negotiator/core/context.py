@@ -34,7 +34,7 @@ from ikepriv.child_negotiator.core.retransmit import Flight
 from ikepriv.child_negotiator.core.sa_table import (
     ChildSa,
     IsakmpSa,
-    PolicySet,
+    PolicySets,
     QuickExchange,
     SaTable,
 )
@@ -45,7 +45,6 @@ from ikepriv.ipc.messages import (
     LogLevel,
     Phase1Def,
     StateReport,
-    TrafficSelector,
 )
 from ikepriv.ipc.schema import Message as IpcMessage
 from ikepriv.isakmp import NotifyPayload
@@ -108,7 +107,7 @@ class Tables(Protocol):
     unproven: UnprovenTable  # responder exchanges after a first message only
     responder_work: WorkBudget  # DH and SKEYID before proof (Aggressive Mode)
     notify_limit: NotifyLimiter
-    policy_sets: dict[tuple[int, TrafficSelector], PolicySet]
+    policy_sets: PolicySets
     deadlines: DeadlineIndex
     pending_phase2: dict[int, list[int]]  # phase 1 number -> phase 2 numbers
     restarts: dict[int, Restart]  # phase 1 number -> restart after DPD

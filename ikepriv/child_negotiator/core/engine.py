@@ -62,6 +62,7 @@ from ikepriv.child_negotiator.core.sa_table import (
     ChildSa,
     IsakmpSa,
     PolicySet,
+    PolicySets,
     QuickExchange,
     SaTable,
 )
@@ -232,7 +233,7 @@ class Negotiator:
         self._wall_clock = wall_clock
         # parsed credentials of the signature definitions that can be used
         self.credentials: Mapping[int, ParsedCredentials] = {}
-        self.policy_sets: dict[tuple[int, TrafficSelector], PolicySet] = {}
+        self.policy_sets = PolicySets()
         self.deadlines = DeadlineIndex()
         # a fresh child must not reuse reqids of SAs a previous child left in the kernel
         self._next_reqid = 1 + int.from_bytes(random(4), "big") % 0xFFFF0000
@@ -818,8 +819,7 @@ class Negotiator:
             self.log(LogLevel.ERR, f"resume: no phase 2 definition {cmd.number}")
             return
         if cmd.reqid:
-            self.policy_sets.setdefault((cmd.number, cmd.selector),
-                                        PolicySet(cmd.reqid, cmd.remote))  # fmt: skip
+            self.policy_sets.add((cmd.number, cmd.selector), PolicySet(cmd.reqid, cmd.remote))
         if self._next_tunnel <= cmd.last_tunnel_id < 0xFFFFFFFF:
             self._next_tunnel = self.partition.after(cmd.last_tunnel_id)  # old SAs keep theirs
         if cmd.reqid:  # the old pairs go once the new SAs are in, as after a rekey

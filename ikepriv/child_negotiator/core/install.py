@@ -87,8 +87,7 @@ def _reqid(core: Core, qe: QuickExchange) -> int:
     key = (qe.definition.number, TrafficSelector(qe.local_sel, qe.remote_sel))
     policy_set = core.policy_sets.get(key)
     if policy_set is None:
-        policy_set = PolicySet(core.new_reqid())
-        core.policy_sets[key] = policy_set
+        policy_set = core.policy_sets.add(key, PolicySet(core.new_reqid()))
     return policy_set.reqid
 
 
@@ -224,7 +223,7 @@ def _on_inbound_installed(
         return  # QM3 came first: the commit is refused too, and its answer ends the SA
     qe.half_installed = False  # nothing of it is in the kernel
     _drop_policy_set(core, qe.definition.number, TrafficSelector(qe.local_sel, qe.remote_sel),
-                     qe.isakmp.remote.addr)  # fmt: skip
+                     qe.isakmp.remote.addr, qe.isakmp.definition.number)  # fmt: skip
     # QM2 has left: the peer may install at once; tell it the SA is gone
     informational_send.send_delete_ipsec(core, qe.isakmp, qe.protocol, [qe.spi_in])
     on_refused(core, qe)
@@ -238,7 +237,7 @@ def remove_half(core: Core, qe: QuickExchange) -> None:
     qe.half_installed = False
     sa = qe.isakmp
     selector = TrafficSelector(qe.local_sel, qe.remote_sel)
-    _drop_policy_set(core, qe.definition.number, selector, sa.remote.addr)
+    _drop_policy_set(core, qe.definition.number, selector, sa.remote.addr, sa.definition.number)
     _request_remove(core, partial(
         Phase2Remove, phase2_number=qe.definition.number, tunnel_id=qe.tunnel_id,
         local=sa.local.addr, remote=sa.remote.addr, proto=qe.protocol, spi_in=qe.spi_in,
@@ -246,10 +245,22 @@ def remove_half(core: Core, qe: QuickExchange) -> None:
     ))  # fmt: skip
 
 
-def _drop_policy_set(core: Core, number: int, selector: TrafficSelector, peer: IPAddress) -> None:
-    """No SA of the set left with this peer: a new one gets a new reqid."""
-    if not any(c.selector_out == selector for c in core.sas.children.of_tunnel(number, peer)):
-        core.policy_sets.pop((number, selector), None)
+def _drop_policy_set(
+    core: Core, number: int, selector: TrafficSelector, peer: IPAddress, phase1_number: int
+) -> None:
+    """No SA of the set left with this peer, in the kernel or on its way there: a new one
+    gets a new reqid. A responder's half install counts (its inbound SA is in the kernel
+    with the reqid and its pair will be committed with it): a set dropped under it would
+    give the next exchange a new reqid, the policies would follow that one while the
+    committed pair carries the old, and that exchange's failure would take them away."""
+    if any(c.selector_out == selector for c in core.sas.children.of_tunnel(number, peer)):
+        return
+    for sa in core.sas.with_peer(phase1_number, peer):
+        for qe in sa.exchanges.values():
+            if (qe.half_installed and qe.definition.number == number
+                    and TrafficSelector(qe.local_sel, qe.remote_sel) == selector):  # fmt: skip
+                return
+    core.policy_sets.drop((number, selector))
 
 
 def _policies(out_sel: TrafficSelector, mode: EncapsulationMode) -> tuple[Phase2Policy, ...]:
@@ -339,7 +350,8 @@ def remove_child(
         if sa is not None:
             informational_send.send_delete_ipsec(core, sa, child.protocol, [child.spi_in])
     if not keep_policies:  # a policy set's SAs are with one peer: see rekey
-        _drop_policy_set(core, child.definition.number, child.selector_out, child.remote.addr)
+        _drop_policy_set(core, child.definition.number, child.selector_out, child.remote.addr,
+                         child.phase1_number)  # fmt: skip
     if not kernel:
         return
     _request_remove(core, partial(

@@ -222,6 +222,44 @@ class PolicySet:
     resumed_from: IPAddress | None = None
 
 
+class PolicySets(dict[tuple[int, TrafficSelector], PolicySet]):
+    """The policy sets by (phase 2 definition, selectors), and how many resumed sets name
+    each peer: whether a peer has one is asked when a phase 1 with it is established
+    (INITIAL-CONTACT), which must not pass over every set. Sets are added with `add` and
+    taken away with `drop` only, so the count stays exact."""
+
+    __slots__ = ("_resumed",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._resumed: dict[IPAddress, int] = {}
+
+    def add(self, key: tuple[int, TrafficSelector], policy_set: PolicySet) -> PolicySet:
+        """The set under `key`: the one there, else `policy_set`, now there."""
+        held = self.get(key)
+        if held is not None:
+            return held
+        self[key] = policy_set
+        peer = policy_set.resumed_from
+        if peer is not None:
+            self._resumed[peer] = self._resumed.get(peer, 0) + 1
+        return policy_set
+
+    def drop(self, key: tuple[int, TrafficSelector]) -> None:
+        policy_set = self.pop(key, None)
+        peer = None if policy_set is None else policy_set.resumed_from
+        if peer is not None:
+            left = self._resumed[peer] - 1
+            if left:
+                self._resumed[peer] = left
+            else:
+                del self._resumed[peer]
+
+    def resumed_with(self, peer: IPAddress) -> bool:
+        """Whether a set resumed from a previous child's SAs names this peer."""
+        return peer in self._resumed
+
+
 class _Numbered(Protocol):
     @property
     def tunnel_id(self) -> int: ...

@@ -411,7 +411,7 @@ def has_other_sa(core: Core, sa: IsakmpSa) -> bool:
     return (
         any(o is not sa and o.established for o in core.sas.at(peer))
         or core.sas.children.has_peer(peer)
-        or any(ps.resumed_from == peer for ps in core.policy_sets.values())
+        or core.policy_sets.resumed_with(peer)
     )
 
 
