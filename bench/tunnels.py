@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -46,6 +47,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -128,6 +130,7 @@ def initiator_main(args: argparse.Namespace) -> None:
     `quit`; each answered by one `DONE {json}` line (PROGRESS lines before it)."""
     from core_initiator import CoreInitiator, Load
 
+    from ikepriv.child_negotiator.core.states import ChildState
     from ikepriv.ipc.messages import StateReport, TunnelState
 
     class Holder(CoreInitiator):
@@ -194,6 +197,13 @@ def initiator_main(args: argparse.Namespace) -> None:
         else:
             result = hold(float(words[1]))
         result |= {
+            "p2_definitions_up": len(
+                {
+                    c.definition.number
+                    for c in init.core.sas.children.values()
+                    if c.state is ChildState.ESTABLISHED
+                }
+            ),
             "rekeys_total": init.rekeys,
             "p2_failed_total": init.p2_failed,
             "counters": {k: v for k, v in init.core.counters.as_dict().items() if v},
@@ -403,7 +413,7 @@ def run_ikepriv(args: argparse.Namespace, base: Path, real_kernel: bool) -> dict
                 # docs/performance.md, "The parent's memory per phase 2")
                 out["mem_p2"] = memory(pids)
                 out["across_p2"] = resident_across_kb(pids)
-                out["after_phase2"] = snapshot(ipk, pids, nsr)
+                out["after_phase2"] = snapshot(ipk, pids, nsr, d / "after_phase2")
                 out["list_p2"] = timed_ike(ipk, pids, "cmd=list")
                 out["list_verbose_json_p2"] = timed_ike(
                     ipk, pids, "cmd=list", "phase=1+", "verbose", "json"
@@ -413,7 +423,7 @@ def run_ikepriv(args: argparse.Namespace, base: Path, real_kernel: bool) -> dict
                 out["hold"] = init.command(f"hold {args.hold}", print)
                 out["mem_rekeyed"] = memory(pids)
                 out["across_rekeyed"] = resident_across_kb(pids)
-                out["after_hold"] = snapshot(ipk, pids, nsr)
+                out["after_hold"] = snapshot(ipk, pids, nsr, d / "after_hold")
             out["stats"] = ikepriv_stats(ipk)
             out["held_end"] = ipk.held()
             out["mem_end"] = memory(pids)
@@ -425,16 +435,43 @@ def run_ikepriv(args: argparse.Namespace, base: Path, real_kernel: bool) -> dict
     return out
 
 
-def snapshot(ipk: Ikepriv, pids: dict[str, int], ns: str) -> dict[str, object]:
-    """Tunnels by phase and state as ikepriv lists them, kernel SAs and policies, memory."""
-    rows = json.loads(ipk.ike("cmd=list", "json"))
+def snapshot(ipk: Ikepriv, pids: dict[str, int], ns: str, keep: Path) -> dict[str, object]:
+    """Tunnels by phase and state as ikepriv lists them, kernel SAs and policies, memory;
+    the listing and the kernel's policies are written under `keep` (kept with --keep)."""
+    listing = ipk.ike("cmd=list", "json")
+    rows = json.loads(listing)
     states: dict[str, int] = {}
     for r in rows:
         key = f"p{r.get('phase')} {r.get('state')}"
         states[key] = states.get(key, 0) + 1
     sas = run_tool([IP, "-n", ns, "xfrm", "state", "count"]).stdout.strip()
     pols = run_tool([IP, "-n", ns, "xfrm", "policy", "count"]).stdout.strip()
-    return {"listed": states, "kernel_sas": sas, "kernel_policies": pols, "mem": memory(pids)}
+    keep.mkdir(parents=True, exist_ok=True)
+    (keep / "list.json").write_text(listing)
+    policies = run_tool([IP, "-n", ns, "xfrm", "policy"]).stdout
+    kernel_sas = run_tool([IP, "-n", ns, "xfrm", "state"]).stdout
+    (keep / "policies.txt").write_text(policies)
+    (keep / "states.txt").write_text(kernel_sas)
+    return {"listed": states, "kernel_sas": sas, "kernel_policies": pols, "mem": memory(pids),
+            "agree": listed_against_kernel(rows, policies, kernel_sas)}  # fmt: skip
+
+
+def listed_against_kernel(rows: list[dict[str, Any]], policies: str, sas: str) -> dict[str, int]:
+    """What the daemon lists against what the kernel holds: phase 2 definitions listed
+    with an established SA, how many of them lack an in, fwd or out policy, and listed
+    established SAs whose inbound SPI the kernel does not have."""
+    pols = set(re.findall(r"src (\S+) dst (\S+) \n\tdir (\w+) ", policies))
+    spis = {int(x, 16) for x in re.findall(r"proto esp spi (0x[0-9a-f]+) ", sas)}
+    up = [r for r in rows if r.get("phase") == 2 and r.get("state") == "established"]
+    selectors = {r["number"]: (r["local_selector"], r["remote_selector"]) for r in up
+                 if r.get("local_selector")}  # fmt: skip
+    lacking = sum(1 for ls, rs in selectors.values()
+                  if not {(rs, ls, "in"), (rs, ls, "fwd"), (ls, rs, "out")} <= pols)  # fmt: skip
+    return {
+        "p2_definitions_up": len({r["number"] for r in up}),
+        "without_policies": lacking,
+        "sa_not_in_kernel": sum(1 for r in up if r.get("spi_in") not in spis),
+    }
 
 
 def run_strongswan(args: argparse.Namespace, base: Path) -> dict[str, object]:
