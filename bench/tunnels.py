@@ -436,9 +436,12 @@ def run_ikepriv(args: argparse.Namespace, base: Path, real_kernel: bool) -> dict
 
 
 def snapshot(ipk: Ikepriv, pids: dict[str, int], ns: str, keep: Path) -> dict[str, object]:
-    """Tunnels by phase and state as ikepriv lists them, kernel SAs and policies, memory;
-    the listing and the kernel's policies are written under `keep` (kept with --keep)."""
+    """Tunnels by phase and state as ikepriv lists them, kernel SAs and policies, memory,
+    and the listing against the kernel; the listing and the kernel's SAs and policies,
+    dumped before and after it, are written under `keep` (kept with --keep)."""
+    before = kernel_dump(ns)
     listing = ipk.ike("cmd=list", "json")
+    after = kernel_dump(ns)
     rows = json.loads(listing)
     states: dict[str, int] = {}
     for r in rows:
@@ -448,20 +451,30 @@ def snapshot(ipk: Ikepriv, pids: dict[str, int], ns: str, keep: Path) -> dict[st
     pols = run_tool([IP, "-n", ns, "xfrm", "policy", "count"]).stdout.strip()
     keep.mkdir(parents=True, exist_ok=True)
     (keep / "list.json").write_text(listing)
-    policies = run_tool([IP, "-n", ns, "xfrm", "policy"]).stdout
-    kernel_sas = run_tool([IP, "-n", ns, "xfrm", "state"]).stdout
-    (keep / "policies.txt").write_text(policies)
-    (keep / "states.txt").write_text(kernel_sas)
+    for when, (policies, kernel_sas) in (("before", before), ("after", after)):
+        (keep / f"policies_{when}.txt").write_text(policies)
+        (keep / f"states_{when}.txt").write_text(kernel_sas)
     return {"listed": states, "kernel_sas": sas, "kernel_policies": pols, "mem": memory(pids),
-            "agree": listed_against_kernel(rows, policies, kernel_sas)}  # fmt: skip
+            "agree": listed_against_kernel(rows, before, after)}  # fmt: skip
 
 
-def listed_against_kernel(rows: list[dict[str, Any]], policies: str, sas: str) -> dict[str, int]:
-    """What the daemon lists against what the kernel holds: phase 2 definitions listed
-    with an established SA, how many of them lack an in, fwd or out policy, and listed
-    established SAs whose inbound SPI the kernel does not have."""
-    pols = set(re.findall(r"src (\S+) dst (\S+) \n\tdir (\w+) ", policies))
-    spis = {int(x, 16) for x in re.findall(r"proto esp spi (0x[0-9a-f]+) ", sas)}
+def kernel_dump(ns: str) -> tuple[str, str]:
+    """`ip xfrm policy` and `ip xfrm state` in namespace `ns`."""
+    return (run_tool([IP, "-n", ns, "xfrm", "policy"]).stdout,
+            run_tool([IP, "-n", ns, "xfrm", "state"]).stdout)  # fmt: skip
+
+
+def listed_against_kernel(
+    rows: list[dict[str, Any]], before: tuple[str, str], after: tuple[str, str]
+) -> dict[str, int]:
+    """What the daemon lists against what the kernel holds in dumps (policies, SAs) taken
+    before and after the listing: phase 2 definitions listed with an established SA, how
+    many of them lack an in, fwd or out policy in both dumps, and listed established SAs
+    whose inbound SPI is in neither (a listing takes seconds, while rekeys replace SAs)."""
+    pols = {d for policies, _ in (before, after)
+            for d in re.findall(r"src (\S+) dst (\S+) \n\tdir (\w+) ", policies)}  # fmt: skip
+    spis = {int(x, 16) for _, sas in (before, after)
+            for x in re.findall(r"proto esp spi (0x[0-9a-f]+) ", sas)}  # fmt: skip
     up = [r for r in rows if r.get("phase") == 2 and r.get("state") == "established"]
     selectors = {r["number"]: (r["local_selector"], r["remote_selector"]) for r in up
                  if r.get("local_selector")}  # fmt: skip
