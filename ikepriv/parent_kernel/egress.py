@@ -30,6 +30,15 @@ Keepalives go only to a NAT-T port of a proven exchange. NAT-T encapsulation por
 Phase2Install names are vetted the same way (`natt_port_ok`): a port the peer used in a
 proven exchange lately. All tables are bounded; a flood of first messages (unproven
 exchanges and destinations) evicts only other unproven entries, never proven ones.
+
+A proven exchange is, for a peer that authenticates, an ISAKMP SA: it lives for hours and
+may be quiet for most of them, and our own messages on it (a Quick Mode we start for a
+rekey, a Delete, DPD) need its entry. So proven exchanges are kept as long as the longest
+phase 1 lifetime a definition may have, refreshed by the peer's datagrams; the table holds
+far more of them than a gateway holds SAs (10,000 tunnels in bench/tunnels.py) and, when
+full, lets go of the one quiet for longest; and one destination holds at most
+MAX_PROVEN_PER_DEST of them, so a sender that proves exchanges from its own address
+(it must receive there) evicts only its own, never another peer's SAs.
 """
 
 from __future__ import annotations
@@ -58,11 +67,14 @@ INIT_RATE: Final = (0.5, 2048.0)  # per second, our first messages to a configur
 INIT_BURST: Final = (8.0, 32.0 * 1024)
 
 PENDING_TTL: Final = 120.0  # an exchange nobody proved
-PROVEN_TTL: Final = 7200.0  # refreshed by every datagram of the exchange from the peer
+# refreshed by every datagram of the exchange from the peer: the longest phase 1 lifetime
+# (config.model BOUNDS "phase1.lifetime"), so a quiet ISAKMP SA keeps its entry
+PROVEN_TTL: Final = 86400.0
 MAX_PENDING: Final = 8192
-MAX_PROVEN: Final = 4096
+MAX_PROVEN: Final = 65536
+MAX_PROVEN_PER_DEST: Final = 4096
 MAX_FRESH_DESTS: Final = 8192
-MAX_PROVEN_DESTS: Final = 4096
+MAX_PROVEN_DESTS: Final = 65536
 MAX_FLOWS: Final = 4
 MAX_NATT_PORTS: Final = 4
 
@@ -84,7 +96,7 @@ def looks_like_isakmp(data: bytes) -> str | None:
     return None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Bucket:
     packets: float
     octets: float
@@ -97,7 +109,7 @@ class _Bucket:
         self.stamp = now
 
 
-@dataclass
+@dataclass(slots=True)
 class _Destination:
     credit_packets: float = 0.0
     credit_octets: float = 0.0
@@ -107,23 +119,22 @@ class _Destination:
     natt_ports: OrderedDict[int, float] = field(default_factory=OrderedDict)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Exchange:
     ours: bool  # we sent its first message (the initiator cookie is our child's)
     rcookie: bytes | None  # the responder cookie, once known
     last: float
     rcookie_ours: bool = False  # our reply chose it (the peer cannot know it otherwise)
     proven: bool = False
-    flows: OrderedDict[tuple[int, int], None] = field(default_factory=OrderedDict)
+    # the port pairs it used, oldest first, at most MAX_FLOWS (a tuple: a gateway holds
+    # one of these per ISAKMP SA, and an empty OrderedDict alone is 0.1 kB)
+    flows: tuple[tuple[int, int], ...] = ()
 
     def add_flow(self, local_port: int, remote_port: int) -> None:
         flow, flows = (local_port, remote_port), self.flows
-        if flows and next(reversed(flows)) == flow:
+        if flows and flows[-1] == flow:
             return  # the newest already (every datagram of an exchange asks)
-        flows[flow] = None
-        flows.move_to_end(flow)
-        while len(flows) > MAX_FLOWS:
-            flows.popitem(last=False)
+        self.flows = (*(f for f in flows if f != flow), flow)[-MAX_FLOWS:]
 
 
 def _bounded_put(table: OrderedDict[object, object], key: object, value: object, cap: int) -> None:
@@ -133,12 +144,55 @@ def _bounded_put(table: OrderedDict[object, object], key: object, value: object,
         table.popitem(last=False)
 
 
+class _ProvenExchanges:
+    """The proven exchanges, the one quiet for longest first, with each destination's in
+    the same order: full, the table lets go of the quietest; a destination past its share,
+    of its own quietest."""
+
+    __slots__ = ("_all", "_of_dest")
+
+    def __init__(self) -> None:
+        self._all: OrderedDict[ExchangeKey, _Exchange] = OrderedDict()
+        self._of_dest: dict[Dest, OrderedDict[ExchangeKey, None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def get(self, key: ExchangeKey) -> _Exchange | None:
+        return self._all.get(key)
+
+    def put(self, key: ExchangeKey, ex: _Exchange) -> None:
+        self._all[key] = ex
+        self._all.move_to_end(key)
+        own = self._of_dest.setdefault((key[0], key[1]), OrderedDict())
+        own[key] = None
+        own.move_to_end(key)
+        if len(own) > MAX_PROVEN_PER_DEST:
+            self.drop(next(iter(own)))
+        while len(self._all) > MAX_PROVEN:
+            self.drop(next(iter(self._all)))
+
+    def touch(self, key: ExchangeKey) -> None:
+        """A datagram of the exchange from the peer: it is the most recently active now."""
+        self._all.move_to_end(key)
+        self._of_dest[(key[0], key[1])].move_to_end(key)
+
+    def drop(self, key: ExchangeKey) -> None:
+        if self._all.pop(key, None) is None:
+            return
+        dest = (key[0], key[1])
+        own = self._of_dest[dest]
+        del own[key]
+        if not own:
+            del self._of_dest[dest]
+
+
 class Egress:
     """The exchanges the parent relayed and the per-destination budgets (see the module)."""
 
     def __init__(self) -> None:
         self._pending: OrderedDict[ExchangeKey, _Exchange] = OrderedDict()
-        self._proven: OrderedDict[ExchangeKey, _Exchange] = OrderedDict()
+        self._proven = _ProvenExchanges()
         self._fresh_dests: OrderedDict[Dest, _Destination] = OrderedDict()
         self._proven_dests: OrderedDict[Dest, _Destination] = OrderedDict()
         # local addresses of definitions doing Aggressive Mode with signatures (AM_SIG_FLOOR)
@@ -147,14 +201,17 @@ class Egress:
     # -- lookups ---------------------------------------------------------------------------
 
     def _exchange(self, key: ExchangeKey, now: float) -> _Exchange | None:
-        for table, ttl in ((self._proven, PROVEN_TTL), (self._pending, PENDING_TTL)):
-            ex = table.get(key)
-            if ex is not None:
-                if ex.last + ttl < now:
-                    del table[key]
-                    return None
-                return ex
-        return None
+        ex = self._proven.get(key)
+        if ex is not None:
+            if ex.last + PROVEN_TTL < now:
+                self._proven.drop(key)
+                return None
+            return ex
+        ex = self._pending.get(key)
+        if ex is not None and ex.last + PENDING_TTL < now:
+            del self._pending[key]
+            return None
+        return ex
 
     def _dest(self, dest: Dest, create: bool) -> _Destination | None:
         found = self._proven_dests.get(dest) or self._fresh_dests.get(dest)
@@ -166,7 +223,7 @@ class Egress:
     def _prove(self, key: ExchangeKey, ex: _Exchange, now: float) -> None:
         ex.proven = True
         self._pending.pop(key, None)
-        _bounded_put(self._proven, key, ex, MAX_PROVEN)  # type: ignore[arg-type]
+        self._proven.put(key, ex)
         dest = (key[0], key[1])
         d = self._fresh_dests.pop(dest, None) or self._proven_dests.get(dest) or _Destination()
         _bounded_put(self._proven_dests, dest, d, MAX_PROVEN_DESTS)  # type: ignore[arg-type]
@@ -217,6 +274,8 @@ class Egress:
         if ex is not None:
             ex.last = now
             ex.add_flow(local_port, remote_port)
+            if ex.proven:
+                self._proven.touch(key)
         proven = ex is not None and ex.proven
         d = self._dest((local, remote), create=True)
         assert d is not None
