@@ -31,6 +31,7 @@ from ikepriv.parent_kernel.definitions import DbView
 from ikepriv.parent_kernel.installed import Installed, SaEntry
 from ikepriv.parent_kernel.keylog import esp_line, ike_line
 from ikepriv.parent_kernel.nonces import MAX_NONCES, NONCE_LIFETIME
+from ikepriv.parent_kernel.peers import MAX_PEERS as PEERS_KEPT
 from ikepriv.parent_kernel.peers import PeerTable
 from ikepriv.parent_kernel.vetting import (
     MIN_POLICY_PRIORITY,
@@ -556,3 +557,30 @@ def test_snapshot_carries_no_secret() -> None:
     assert b"secret one" not in encoded and b"secret any" not in encoded
     first = view.config_messages()[1]
     assert isinstance(first, m.ConfigPhase1) and first.definition.remote_addr == B
+
+
+def test_a_peer_that_proved_its_address_stays_known_when_spoofing_churns_the_peer_table(
+    vetter: Vetter,
+) -> None:
+    """A road warrior (the "%any" definition) behind a NAT proved in a real exchange that it
+    receives at its address; then a flood from spoofed sources pushes it out of the bounded
+    table of peers seen lately. Our own datagrams to its NAT-T port (DPD, a Delete, a phase 1
+    rekey) and its phase 2 installs are still allowed: spoofing proves nothing."""
+    ports = frozenset({500, 4500})
+    to_b = m.DatagramOut(m.Endpoint(A, 4500), m.Endpoint(STRANGER, 41234), True, bytes(28))
+    now = time.monotonic()
+    mm1 = ICOOKIE + bytes(8) + bytes([1, 0x10, 2, 0]) + bytes(4) + (28).to_bytes(4, "big")
+    vetter.peers.record(A, STRANGER, 41234, natt=True, now=now)
+    vetter.egress.received(A, 4500, STRANGER, 41234, True, mm1, now)
+    mm2 = ICOOKIE + RCOOKIE + mm1[16:]
+    assert vetter.egress.check_send(A, 4500, STRANGER, 41234, True, mm2, False, now) is None
+    vetter.egress.received(A, 4500, STRANGER, 41234, True, mm2, now)  # our cookie echoed
+    allocate(vetter, 0x6001, phase2=2, peer=STRANGER)
+    for k in range(PEERS_KEPT + 1):  # spoofed sources, each seen once
+        vetter.peers.record(A, ipaddress.ip_address(0x0A000000 + k), 500, natt=False, now=now)
+    assert not vetter.peers.seen(A, STRANGER)
+    assert vetter.datagram(to_b, ports) is None
+    assert isinstance(vetter.phase2_install(ah_install(STRANGER)), Phase2Plan)
+    # a peer that never proved anything is not let in by the same road
+    other = dataclasses.replace(to_b, remote=m.Endpoint(ipaddress.ip_address("192.0.2.77"), 41234))
+    assert isinstance(vetter.datagram(other, ports), Refusal)

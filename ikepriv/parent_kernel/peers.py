@@ -91,9 +91,6 @@ class PeerTable:
         seen = self._peers.get((local, remote))
         return frozenset(seen.ports) if seen else frozenset()
 
-    def seen_remote(self, remote: IPAddress) -> bool:
-        return any(r == remote for _, r in self._peers)
-
     def natt_ports(self, local: IPAddress, remote: IPAddress) -> frozenset[int]:
         seen = self._peers.get((local, remote))
         return frozenset(seen.natt_ports) if seen else frozenset()

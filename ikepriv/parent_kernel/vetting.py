@@ -641,7 +641,13 @@ class Vetter:
         act = self.activations.get(p1_number)
         if act is not None and act.remote == remote:
             return True
-        return p1.remote_addr is None and self.peers.seen(local, remote)
+        return p1.remote_addr is None and self._talked(local, remote)
+
+    def _talked(self, local: IPAddress, remote: IPAddress) -> bool:
+        """`remote` talked to `local`: lately (the peer table, bounded, which a flood of
+        spoofed sources churns), or in an exchange it proved it receives at that address
+        and still uses (egress: kept for a phase 1 lifetime; spoofing proves nothing)."""
+        return self.peers.seen(local, remote) or self.egress.proven(local, remote, time.monotonic())
 
     def _gateways(self, t: _Tunnel, local: IPAddress, remote: IPAddress) -> Refusal | None:
         if local not in self.local_addresses(t.p1_number, t.p1):
@@ -662,7 +668,7 @@ class Vetter:
         """Activated (`ike cmd=activate`, autostart), or the peer talked to us (we respond),
         or this phase 1 already has SAs with that peer (a rekey, even if a flood of spoofed
         datagrams pushed the peer out of the bounded peer table)."""
-        if t.p1_number in self.activations or self.peers.seen(local, remote):
+        if t.p1_number in self.activations or self._talked(local, remote):
             return True
         return any(remote in (e.src, e.dst) for e in self.installed.sas_of_phase1(t.p1_number))
 
@@ -1201,7 +1207,7 @@ class Vetter:
         """A definition (for this local address), activation or earlier datagram names this peer."""
         if self.is_ours(remote):
             return False
-        if self.peers.seen(local, remote):
+        if self._talked(local, remote):
             return True
         return self._names(local, remote)
 
@@ -1224,9 +1230,10 @@ class Vetter:
         cannot aim datagrams at other services of a peer (or of a host that once wrote)."""
         local, remote = msg.local.addr, msg.remote.addr
         if msg.natt:
-            return msg.remote.port == NATT_PORT or msg.remote.port in self.peers.natt_ports(
-                local, remote
-            )
+            return (msg.remote.port == NATT_PORT
+                    or msg.remote.port in self.peers.natt_ports(local, remote)
+                    or self.egress.natt_port_ok(local, remote, msg.remote.port,
+                                                time.monotonic()))  # fmt: skip
         return msg.remote.port == IKE_PORT or msg.remote.port in self.peers.ports(local, remote)
 
     def datagram(
