@@ -114,6 +114,11 @@ def _check_bounds(admission: adm.Admission[int], egress: eg.Egress) -> None:
     ):
         if len(table) > bound:
             raise AssertionError(f"a table grew past its bound {bound}: {len(table)}")
+    per_dest = egress._proven._of_dest
+    if sum(map(len, per_dest.values())) != len(egress._proven):
+        raise AssertionError("the proven exchanges and their per-destination index differ")
+    if any(len(own) > eg.MAX_PROVEN_PER_DEST for own in per_dest.values()):
+        raise AssertionError("a destination holds more proven exchanges than its share")
 
 
 def main() -> None:
