@@ -222,6 +222,15 @@ class PolicySet:
     resumed_from: IPAddress | None = None
 
 
+def _count_down(counts: dict[IPAddress, int], key: IPAddress) -> None:
+    """One fewer under `key`; a count that reaches zero goes (the dict holds only live keys)."""
+    left = counts[key] - 1
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]
+
+
 class PolicySets(dict[tuple[int, TrafficSelector], PolicySet]):
     """The policy sets by (phase 2 definition, selectors), and how many resumed sets name
     each peer: whether a peer has one is asked when a phase 1 with it is established
@@ -249,11 +258,7 @@ class PolicySets(dict[tuple[int, TrafficSelector], PolicySet]):
         policy_set = self.pop(key, None)
         peer = None if policy_set is None else policy_set.resumed_from
         if peer is not None:
-            left = self._resumed[peer] - 1
-            if left:
-                self._resumed[peer] = left
-            else:
-                del self._resumed[peer]
+            _count_down(self._resumed, peer)
 
     def resumed_with(self, peer: IPAddress) -> bool:
         """Whether a set resumed from a previous child's SAs names this peer."""
@@ -367,11 +372,7 @@ class ChildTable(dict[int, ChildSa]):
         self._by_phase1.drop((child.phase1_number, addr), tunnel_id)
         self._by_spi.drop(child.spi_in, tunnel_id)
         self._by_spi.drop(child.spi_out, tunnel_id)
-        left = self._peers[addr] - 1
-        if left:
-            self._peers[addr] = left
-        else:
-            del self._peers[addr]
+        _count_down(self._peers, addr)
 
     def __delitem__(self, tunnel_id: int) -> None:
         self._unindex(tunnel_id)
